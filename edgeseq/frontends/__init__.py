@@ -1,0 +1,167 @@
+"""Capture: trained torch / edgeseq.nn / snntorch models -> IR graphs.
+
+    graph = edgeseq.capture(model, example_input)
+
+``example_input`` is a (B, T, F) batch in the model's own layout ((T, B, F) for a model whose
+recurrent layers use batch_first=False). Capture reads the weights in inference mode, builds the
+graph, and (``check=True``) runs the model and the reference interpreter on the example and
+raises if they disagree beyond float32 noise, so a capture bug cannot pass silently.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ConfigError, ShapeError, VerificationError
+from ..ir.graph import Graph, GraphBuilder
+from .modules import CONVERTERS, Ctx, supported_module_kinds
+from .values import Val
+
+__all__ = ["capture", "torch_forward", "supported_module_kinds"]
+
+
+class _Root(nn.Module):
+    """Wraps a bare leaf module (e.g. an nn.GRU) so fx traces a call to it."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+def _first_recurrent(module: nn.Module) -> Optional[nn.Module]:
+    for m in module.modules():
+        if isinstance(m, (nn.RNN, nn.GRU, nn.LSTM)):
+            return m
+    return None
+
+
+def _as_tensor(x) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.detach().float()
+    return torch.as_tensor(np.asarray(x), dtype=torch.float32)
+
+
+def is_step_net(module: nn.Module) -> bool:
+    from .snn import contains_snntorch
+
+    return isinstance(module, nn.Sequential) and contains_snntorch(module)
+
+
+@torch.no_grad()
+def torch_forward(module: nn.Module, x_btf: torch.Tensor, input_layout: str = "BTF"):
+    """Run ``module`` the way its captured graph is defined, on batch-first ``x``; returns a tuple of
+    batch-first float64 numpy outputs (for comparisons with the reference)."""
+    from .snn import run_step_net
+
+    was_training = module.training
+    module.eval()
+    try:
+        if is_step_net(module):
+            out = run_step_net(module, x_btf)
+            outs = out if isinstance(out, tuple) else (out,)
+        else:
+            xin = x_btf.transpose(0, 1) if input_layout == "TBF" else x_btf
+            out = module(xin)
+            if isinstance(module, (nn.RNN, nn.GRU, nn.LSTM)) or (isinstance(out, tuple) and len(out) == 2
+                                                                    and not isinstance(out[1], torch.Tensor)):
+                out = out[0]
+            outs = out if isinstance(out, tuple) else (out,)
+            if input_layout == "TBF":
+                outs = tuple(o.transpose(0, 1) if o.dim() == 3 else o for o in outs)
+    finally:
+        module.train(was_training)
+    return tuple(o.detach().double().numpy() for o in outs)
+
+
+def capture(module: nn.Module, example_input: Any = None, *, in_features: Optional[int] = None,
+            input_layout: str = "auto", check: bool = True, metadata: Optional[Mapping[str, Any]] = None) -> Graph:
+    """Capture ``module`` into an IR :class:`Graph`.
+
+    Supported: nn.Linear, nn.Conv1d (causal), norms, activations, nn.RNN/GRU/LSTM (multi-layer,
+    batch_first or not), edgeseq.nn modules, and snntorch step networks (nn.Sequential with
+    init_hidden=True Leaky/RLeaky/Synaptic/RSynaptic neurons). Anything else raises
+    :class:`UnsupportedModuleError` naming its module path and the supported kinds."""
+    if not isinstance(module, nn.Module):
+        raise ConfigError(f"capture expects a torch.nn.Module, got {type(module).__name__}")
+    if input_layout not in ("auto", "BTF", "TBF"):
+        raise ConfigError(f"input_layout must be 'auto', 'BTF' or 'TBF', got '{input_layout}'")
+    if input_layout == "auto":
+        rnn = _first_recurrent(module)
+        input_layout = "TBF" if rnn is not None and not rnn.batch_first else "BTF"
+    x = None
+    if example_input is not None:
+        x = _as_tensor(example_input)
+        if x.dim() != 3:
+            raise ShapeError(f"example_input must be 3-D (batch, time, features), got shape {tuple(x.shape)}")
+        if input_layout == "TBF":
+            x = x.transpose(0, 1)
+        in_features = x.shape[-1] if in_features is None else in_features
+        if x.shape[-1] != in_features:
+            raise ShapeError(f"example_input has {x.shape[-1]} features, in_features says {in_features}")
+    if in_features is None:
+        in_features = _guess_in_features(module)
+    builder = GraphBuilder(int(in_features))
+    ctx = Ctx(builder)
+    was_training = module.training
+    module.eval()
+    try:
+        if is_step_net(module):
+            from .snn import capture_step_net
+
+            outs = capture_step_net(module, ctx, Val("x", "BTF"))
+        else:
+            from .fx import FxCapture
+
+            root = _Root(module) if type(module) in CONVERTERS else module
+            outs = FxCapture(root, ctx, input_layout).run()
+    finally:
+        module.train(was_training)
+    md = {"source": f"torch:{type(module).__module__}.{type(module).__name__}"}
+    cfg = getattr(module, "config", None)
+    if isinstance(cfg, dict):
+        md["model_config"] = cfg
+    md.update(metadata or {})
+    graph = builder.build([o.name for o in outs], md)
+    if check and x is not None:
+        _check_against_torch(module, graph, x, input_layout)
+    return graph
+
+
+def _guess_in_features(module: nn.Module) -> int:
+    for m in module.modules():
+        for attr in ("in_features", "input_size", "in_channels"):
+            if isinstance(getattr(m, attr, None), int):
+                return getattr(m, attr)
+    raise ConfigError("cannot infer the number of input features; pass example_input or in_features")
+
+
+def _check_against_torch(module: nn.Module, graph: Graph, x: torch.Tensor, layout: str) -> None:
+    from ..ir.interpret import run
+
+    got, _ = run(graph, x.double().numpy())
+    want = torch_forward(module, x, layout)
+    if len(got) != len(want):
+        raise VerificationError(f"captured graph has {len(got)} outputs, the module returns {len(want)}")
+    for k, (g, w) in enumerate(zip(got, want)):
+        if g.shape != w.shape:
+            raise VerificationError(f"captured output {k} has shape {g.shape}, the module returns {w.shape}",
+                                    where=type(module).__name__)
+        if graph.output_types[k].spikes:
+            agree = float(np.mean(g == w))
+            if agree < 0.99:
+                raise VerificationError(f"captured graph disagrees with the module on {100 * (1 - agree):.2f}% "
+                                        f"of spikes of output {k}", where=type(module).__name__)
+        else:
+            scale = max(1.0, float(np.max(np.abs(w))))
+            err = float(np.max(np.abs(g - w)))
+            if err > 1e-3 * scale:
+                raise VerificationError(f"captured graph differs from the module by {err:.3g} (max abs) on "
+                                        f"output {k}", where=type(module).__name__,
+                                        hint="please report this model: capture must be exact")

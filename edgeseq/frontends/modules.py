@@ -1,0 +1,309 @@
+"""Module converters: torch / edgeseq.nn / snntorch modules -> IR nodes.
+
+Each converter receives the capture context, the module, its path in the model and the symbolic
+input value, adds IR nodes and returns the symbolic output. Frontend quirks are normalised here
+into explicit IR fields (gate order, reset rules, time layout), never leaked into the IR.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import UnsupportedModuleError
+from ..ir import ops as O
+from ..ir.graph import GraphBuilder
+from ..ir.types import Act
+from .values import StateVal, TupleVal, Val
+
+
+def np_(t) -> np.ndarray | None:
+    if t is None:
+        return None
+    if isinstance(t, torch.Tensor):
+        return t.detach().cpu().numpy().copy()
+    return np.asarray(t)
+
+
+class Ctx:
+    def __init__(self, builder: GraphBuilder):
+        self.b = builder
+
+    def add(self, op: O.Op, val: Val | list[Val], path: str):
+        vals = val if isinstance(val, list) else [val]
+        for v in vals:
+            if v.trim:
+                raise UnsupportedModuleError(
+                    f"uses a convolution output that still holds {v.trim} non-causal trailing steps",
+                    where=path, hint="slice them off, e.g. y[..., :-(kernel_size-1)*dilation]")
+        return self.b.add(op, [v.name for v in vals], name=path)
+
+    def features(self, v: Val) -> int:
+        return self.b.features(v.name)
+
+
+def _need_layout(v: Val, allowed: tuple[str, ...], path: str, what: str) -> None:
+    if v.layout not in allowed:
+        nice = {"BTF": "(B, T, F)", "TBF": "(T, B, F)", "BFT": "(B, C, T)", "BF": "(B, F)"}
+        raise UnsupportedModuleError(
+            f"{what} receives a {nice[v.layout]} tensor; edgeseq can only apply it to "
+            + " or ".join(nice[a] for a in allowed),
+            where=path,
+        )
+
+
+FEATURE_LAST = ("BTF", "TBF", "BF")
+Converter = Callable[[Ctx, Any, str, Val], Any]
+CONVERTERS: dict[type, Converter] = {}
+
+
+def converter(*types):
+    def deco(fn):
+        for t in types:
+            CONVERTERS[t] = fn
+        return fn
+
+    return deco
+
+
+# ---------------------------------------------------------------- feed-forward torch modules
+
+
+@converter(nn.Linear)
+def _linear(ctx, m, path, v):
+    _need_layout(v, FEATURE_LAST, path, "nn.Linear")
+    return Val(ctx.add(O.Linear(weight=np_(m.weight), bias=np_(m.bias)), v, path), v.layout)
+
+
+@converter(nn.Conv1d)
+def _conv1d(ctx, m, path, v):
+    _need_layout(v, ("BFT",), path, "nn.Conv1d")
+    k, d = m.kernel_size[0], m.dilation[0]
+    need = (k - 1) * d
+    pad = m.padding if isinstance(m.padding, str) else m.padding[0]
+    if pad == "valid":
+        pad = 0
+    if m.stride[0] != 1 or m.padding_mode != "zeros" or pad == "same" and need:
+        raise UnsupportedModuleError(
+            "only stride-1, zero-padded causal convolutions can be streamed", where=path,
+            hint="use edgeseq.nn.CausalConv1d, or F.pad(x, ((k-1)*dilation, 0)) before a padding=0 Conv1d")
+    pad = 0 if pad == "same" else pad
+    trim = 0
+    if v.pad == need and pad == 0:
+        pass
+    elif v.pad == 0 and pad == need:
+        trim = need
+    elif not (v.pad == 0 and pad == 0 and need == 0):
+        raise UnsupportedModuleError(
+            f"convolution with kernel {k}, dilation {d}, padding {pad} (pending left pad {v.pad}) is not causal",
+            where=path, hint="pad (kernel_size-1)*dilation steps on the left only (edgeseq.nn.CausalConv1d)")
+    op = O.Conv1d(weight=np_(m.weight), bias=np_(m.bias), dilation=d, groups=m.groups)
+    return Val(ctx.add(op, Val(v.name, v.layout), path), "BFT", trim=trim)
+
+
+def _bn_op(m, path) -> O.BatchNorm:
+    if m.running_mean is None or m.running_var is None:
+        raise UnsupportedModuleError("batch norm without running statistics cannot be exported", where=path,
+                                     hint="construct it with track_running_stats=True")
+    return O.BatchNorm(mean=np_(m.running_mean), var=np_(m.running_var),
+                       weight=np_(m.weight) if m.affine else None, bias=np_(m.bias) if m.affine else None,
+                       eps=float(m.eps))
+
+
+@converter(nn.BatchNorm1d)
+def _batchnorm1d(ctx, m, path, v):
+    _need_layout(v, ("BFT", "BF"), path, "nn.BatchNorm1d")
+    return Val(ctx.add(_bn_op(m, path), v, path), v.layout)
+
+
+@converter(nn.LayerNorm)
+def _layernorm(ctx, m, path, v):
+    _need_layout(v, FEATURE_LAST, path, "nn.LayerNorm")
+    if tuple(m.normalized_shape) != (ctx.features(v),):
+        raise UnsupportedModuleError(f"LayerNorm over {tuple(m.normalized_shape)}; only the feature axis "
+                                     f"({ctx.features(v)},) is supported", where=path)
+    op = O.LayerNorm(weight=np_(m.weight), bias=np_(getattr(m, "bias", None)), eps=float(m.eps))
+    return Val(ctx.add(op, v, path), v.layout)
+
+
+def act_op(fn: Act, **kw) -> O.Activation:
+    return O.Activation(fn=fn, **kw)
+
+
+def _simple_act(fn: Act):
+    def conv(ctx, m, path, v):
+        return Val(ctx.add(act_op(fn), v, path), v.layout)
+
+    return conv
+
+
+for _t, _fn in ((nn.ReLU, Act.RELU), (nn.Tanh, Act.TANH), (nn.Sigmoid, Act.SIGMOID), (nn.SiLU, Act.SILU),
+                (nn.Hardsigmoid, Act.HARDSIGMOID)):
+    CONVERTERS[_t] = _simple_act(_fn)
+
+
+@converter(nn.GELU)
+def _gelu(ctx, m, path, v):
+    return Val(ctx.add(act_op(Act.GELU_TANH if m.approximate == "tanh" else Act.GELU), v, path), v.layout)
+
+
+@converter(nn.LeakyReLU)
+def _leaky(ctx, m, path, v):
+    return Val(ctx.add(act_op(Act.LEAKY_RELU, slope=float(m.negative_slope)), v, path), v.layout)
+
+
+@converter(nn.Hardtanh, nn.ReLU6)
+def _hardtanh(ctx, m, path, v):
+    return Val(ctx.add(act_op(Act.HARDTANH, lo=float(m.min_val), hi=float(m.max_val)), v, path), v.layout)
+
+
+@converter(nn.Softplus)
+def _softplus(ctx, m, path, v):
+    if m.beta != 1:
+        raise UnsupportedModuleError(f"Softplus with beta={m.beta} (only beta=1)", where=path)
+    return Val(ctx.add(act_op(Act.SOFTPLUS), v, path), v.layout)
+
+
+@converter(nn.Identity, nn.Dropout, nn.AlphaDropout)
+def _identity(ctx, m, path, v):
+    return v  # inference-mode identity: no node
+
+
+@converter(nn.Flatten)
+def _flatten(ctx, m, path, v):
+    if v.layout == "BF":
+        return v
+    raise UnsupportedModuleError("nn.Flatten on a sequence mixes time into features and cannot be streamed",
+                                 where=path)
+
+
+# ---------------------------------------------------------------- torch recurrent modules
+
+
+@converter(nn.RNN, nn.GRU, nn.LSTM)
+def _torch_rnn(ctx, m, path, v):
+    kind = type(m).__name__
+    if m.bidirectional:
+        raise UnsupportedModuleError(f"bidirectional {kind} reads the future and cannot be streamed", where=path)
+    if getattr(m, "proj_size", 0):
+        raise UnsupportedModuleError("LSTM with proj_size is not supported", where=path)
+    _need_layout(v, ("BTF",) if m.batch_first else ("TBF",), path, f"{kind}(batch_first={m.batch_first})")
+    cur = v
+    for layer in range(m.num_layers):
+        w = {n: np_(getattr(m, f"{n}_l{layer}", None)) for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+        common = dict(w_ih=w["weight_ih"], w_hh=w["weight_hh"], b_ih=w["bias_ih"], b_hh=w["bias_hh"])
+        if kind == "RNN":
+            op: O.Op = O.RNN(**common, act=Act.TANH if m.nonlinearity == "tanh" else Act.RELU)
+        elif kind == "GRU":
+            op = O.GRU(**common, reset_after=True)
+        else:
+            op = O.LSTM(**common)
+        name = path if m.num_layers == 1 else f"{path}.l{layer}"
+        cur = Val(ctx.add(op, cur, name), v.layout)
+    return TupleVal((cur, StateVal(cur, path, ("h", "c") if kind == "LSTM" else ("h",))))
+
+
+# ---------------------------------------------------------------- edgeseq.nn modules
+
+
+def _register_edgeseq_nn() -> None:
+    from .. import nn as enn
+    from ..nn.models import SpikeActivation
+
+    @converter(enn.CausalConv1d)
+    def _causal(ctx, m, path, v):
+        _need_layout(v, ("BTF",), path, "edgeseq.nn.CausalConv1d")
+        c = m.conv
+        op = O.Conv1d(weight=np_(c.weight), bias=np_(c.bias), dilation=c.dilation[0], groups=c.groups)
+        return Val(ctx.add(op, v, path), "BTF")
+
+    @converter(enn.BatchNorm)
+    def _bn(ctx, m, path, v):
+        _need_layout(v, FEATURE_LAST, path, "edgeseq.nn.BatchNorm")
+        return Val(ctx.add(_bn_op(m, path), v, path), v.layout)
+
+    @converter(enn.Standardize)
+    def _std(ctx, m, path, v):
+        _need_layout(v, FEATURE_LAST, path, "edgeseq.nn.Standardize")
+        std = np_(m.std).astype(np.float64)
+        op = O.BatchNorm(mean=np_(m.mean), var=std * std, eps=0.0)
+        return Val(ctx.add(op, v, path), v.layout)
+
+    @converter(enn.Readout)
+    def _readout(ctx, m, path, v):
+        _need_layout(v, ("BTF",), path, "edgeseq.nn.Readout")
+        return Val(ctx.add(O.Readout(mode=m.mode), v, path), "BF")
+
+    @converter(enn.MinGRU, enn.MinLSTM)
+    def _minrnn(ctx, m, path, v):
+        _need_layout(v, ("BTF",), path, type(m).__name__)
+        w = np_(m.proj.weight)
+        b = np_(m.proj.bias)
+        h = m.hidden_size
+        part = lambda a, i: None if a is None else a[i * h:(i + 1) * h]  # noqa: E731
+        if isinstance(m, enn.MinGRU):
+            op: O.Op = O.MinGRU(w_z=part(w, 0), w_h=part(w, 1), b_z=part(b, 0), b_h=part(b, 1), candidate=m.candidate)
+        else:
+            op = O.MinLSTM(w_f=part(w, 0), w_i=part(w, 1), w_h=part(w, 2), b_f=part(b, 0), b_i=part(b, 1),
+                           b_h=part(b, 2), candidate=m.candidate)
+        out = Val(ctx.add(op, v, path), "BTF")
+        return TupleVal((out, StateVal(out, path)))
+
+    @converter(enn.LMU)
+    def _lmu(ctx, m, path, v):
+        _need_layout(v, ("BTF",), path, "edgeseq.nn.LMU")
+        op = O.LMU(e_x=np_(m.e_x), order=m.order, theta=m.theta, e_h=np_(m.e_h), e_m=np_(m.e_m), b_u=np_(m.b_u),
+                   w_m=np_(m.w_m), w_x=np_(m.w_x), w_h=np_(m.w_h), b_h=np_(m.b_h), discretizer=m.discretizer,
+                   act=m.act)
+        out = Val(ctx.add(op, v, path), "BTF")
+        return TupleVal((out, StateVal(out, path)))
+
+    def _neuron(pop) -> O.NeuronParams:
+        return O.NeuronParams(beta=np_(pop.beta), threshold=np_(pop.threshold), alpha=np_(pop.alpha),
+                              reset=pop.reset, reset_delay=pop.reset_delay)
+
+    def _lif_op(lif) -> O.Op:
+        p = lif.pop
+        cls = O.CuBaLIF if p.synaptic else O.LIF
+        rec = dict(recurrence=lif.recurrence, v_rec=np_(lif.v_rec),
+                   w_rec=None if lif.rec is None else np_(lif.rec.weight),
+                   b_rec=None if lif.rec is None else np_(lif.rec.bias))
+        return cls(neuron=_neuron(p), emit=lif.emit, **rec)
+
+    @converter(enn.LIF)
+    def _lif(ctx, m, path, v):
+        _need_layout(v, ("BTF",), path, "edgeseq.nn.LIF")
+        out = Val(ctx.add(_lif_op(m), v, path), "BTF")
+        return TupleVal((out, StateVal(out, path)))
+
+    @converter(SpikeActivation)
+    def _spike_act(ctx, m, path, v):
+        _need_layout(v, ("BTF",), path, "SpikeActivation")
+        return Val(ctx.add(_lif_op(m.lif), v, path), "BTF")
+
+    @converter(enn.L2MU)
+    def _l2mu(ctx, m, path, v):
+        _need_layout(v, ("BTF",), path, "edgeseq.nn.L2MU")
+        cur = v
+        if m.enc is not None:
+            cur = Val(ctx.add(O.Linear(weight=np_(m.enc.weight), bias=np_(m.enc.bias)), cur, f"{path}.enc"), "BTF")
+            p = m.enc_pop
+            cls = O.CuBaLIF if p.synaptic else O.LIF
+            cur = Val(ctx.add(cls(neuron=_neuron(p)), cur, f"{path}.enc_pop"), "BTF")
+        op = O.L2MU(a=np_(m.a), b=np_(m.b), e_x=np_(m.e_x), w_m=np_(m.w_m), u_neuron=_neuron(m.u_pop),
+                    m_neuron=_neuron(m.m_pop), h_neuron=_neuron(m.h_pop),
+                    e_h=np_(m.e_h), e_m=np_(m.e_m), b_u=np_(m.b_u), w_x=np_(m.w_x), w_h=np_(m.w_h), b_h=np_(m.b_h))
+        out = Val(ctx.add(op, cur, path), "BTF")
+        return TupleVal((out, StateVal(out, path)))
+
+
+_register_edgeseq_nn()
+
+
+def supported_module_kinds() -> list[str]:
+    """Names of the module classes capture understands (for error messages and docs)."""
+    names = {("torch.nn." if t.__module__.startswith("torch.") else "edgeseq.nn.") + t.__name__ for t in CONVERTERS}
+    return sorted(names | {f"snntorch.{k}" for k in ("Leaky", "RLeaky", "Synaptic", "RSynaptic")})

@@ -1,0 +1,122 @@
+"""minGRU and minLSTM (Feng et al., "Were RNNs All We Needed?", 2024).
+
+Both are linear recurrences h_t = a_t * h_{t-1} + b_t whose coefficients depend on x_t only, so
+training can use a parallel scan over time. The parallel form works in log space (Heinsen 2023):
+
+    log h_t = A*_t + logcumsumexp_{j<=t}(log b_j - A*_j),   A*_t = sum_{j<=t} log a_j
+
+which needs b_t > 0: the candidate uses g(x) = x + 0.5 (x >= 0), sigmoid(x) (x < 0). With the
+identity candidate (or a negative initial state) only the sequential form applies.
+
+forward(x, h0=None) -> (y, h_T) with batch-first x (B, T, I); step(x_t, h) -> h.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+
+
+def g(x: Tensor) -> Tensor:
+    return torch.where(x >= 0, x + 0.5, torch.sigmoid(x))
+
+
+def log_g(x: Tensor) -> Tensor:
+    return torch.where(x >= 0, torch.log(F.relu(x) + 0.5), -F.softplus(-x))
+
+
+def log_space_scan(log_a: Tensor, log_b: Tensor, h0: Optional[Tensor] = None) -> Tensor:
+    """h_t = a_t h_{t-1} + b_t for all t at once, from log a and log b (B, T, H); h0 >= 0 (B, H)."""
+    a_star = torch.cumsum(log_a, dim=1)
+    terms = log_b - a_star
+    if h0 is not None:
+        log_h0 = torch.log(h0.clamp_min(torch.finfo(h0.dtype).tiny))
+        terms = torch.cat([log_h0.unsqueeze(1), terms], dim=1)
+        return torch.exp(a_star + torch.logcumsumexp(terms, dim=1)[:, 1:])
+    return torch.exp(a_star + torch.logcumsumexp(terms, dim=1))
+
+
+class _MinRNN(nn.Module):
+    n_gates = 2
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, candidate: str = "minrnn_g",
+                 parallel: bool = True):
+        super().__init__()
+        if candidate not in ("minrnn_g", "identity"):
+            raise ConfigError(f"candidate must be 'minrnn_g' or 'identity', got '{candidate}'")
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.candidate = candidate
+        self.parallel = parallel
+        self.proj = nn.Linear(input_size, self.n_gates * hidden_size, bias=bias)
+        bound = 1.0 / math.sqrt(input_size)
+        nn.init.uniform_(self.proj.weight, -bound, bound)
+
+    def _cand(self, k: Tensor) -> Tensor:
+        return g(k) if self.candidate == "minrnn_g" else k
+
+    def init_state(self, batch: int, device=None, dtype=torch.float32) -> Tensor:
+        return torch.zeros(batch, self.hidden_size, device=device, dtype=dtype)
+
+    def can_parallel(self, h0: Optional[Tensor]) -> bool:
+        return self.parallel and self.candidate == "minrnn_g" and (h0 is None or bool((h0 >= 0).all()))
+
+    def forward(self, x: Tensor, h0: Optional[Tensor] = None):
+        if x.dim() != 3 or x.shape[-1] != self.input_size:
+            raise ConfigError(f"{type(self).__name__} expects (B, T, {self.input_size}), got {tuple(x.shape)}")
+        if self.can_parallel(h0):
+            y = self.forward_parallel(x, h0)
+        else:
+            y = self.forward_sequential(x, h0)
+        return y, y[:, -1]
+
+    def forward_sequential(self, x: Tensor, h0: Optional[Tensor] = None) -> Tensor:
+        h = self.init_state(x.shape[0], x.device, x.dtype) if h0 is None else h0
+        ys = []
+        for t in range(x.shape[1]):
+            h = self.step(x[:, t], h)
+            ys.append(h)
+        return torch.stack(ys, dim=1)
+
+
+class MinGRU(_MinRNN):
+    """z = sigmoid(W_z x + b_z), c = g(W_h x + b_h), h_t = (1 - z) h_{t-1} + z c. Weights in
+    ``proj`` stacked [z, h]."""
+
+    n_gates = 2
+
+    def step(self, x_t: Tensor, h: Tensor) -> Tensor:
+        k_z, k_h = self.proj(x_t).chunk(2, dim=-1)
+        z = torch.sigmoid(k_z)
+        return (1 - z) * h + z * self._cand(k_h)
+
+    def forward_parallel(self, x: Tensor, h0: Optional[Tensor] = None) -> Tensor:
+        k_z, k_h = self.proj(x).chunk(2, dim=-1)
+        log_z = -F.softplus(-k_z)
+        log_a = -F.softplus(k_z)  # log(1 - z)
+        return log_space_scan(log_a, log_z + log_g(k_h), h0)
+
+
+class MinLSTM(_MinRNN):
+    """f, i = sigmoid(W_f x + b_f), sigmoid(W_i x + b_i); f', i' = f/(f+i), i/(f+i);
+    h_t = f' h_{t-1} + i' g(W_h x + b_h). Weights in ``proj`` stacked [f, i, h]."""
+
+    n_gates = 3
+
+    def step(self, x_t: Tensor, h: Tensor) -> Tensor:
+        k_f, k_i, k_h = self.proj(x_t).chunk(3, dim=-1)
+        f, i = torch.sigmoid(k_f), torch.sigmoid(k_i)
+        s = f + i
+        return (f / s) * h + (i / s) * self._cand(k_h)
+
+    def forward_parallel(self, x: Tensor, h0: Optional[Tensor] = None) -> Tensor:
+        k_f, k_i, k_h = self.proj(x).chunk(3, dim=-1)
+        diff = F.softplus(-k_f) - F.softplus(-k_i)
+        log_f = -F.softplus(diff)
+        log_i = -F.softplus(-diff)
+        return log_space_scan(log_f, log_i + log_g(k_h), h0)
