@@ -35,6 +35,11 @@ class Ctx:
     def add(self, op: O.Op, val: Val | list[Val], path: str):
         vals = val if isinstance(val, list) else [val]
         for v in vals:
+            if not isinstance(v, Val):
+                what = f"the recurrent state of '{v.module}'" if isinstance(v, StateVal) else "a non-tensor value"
+                raise UnsupportedModuleError(
+                    f"uses {what} as a tensor", where=path,
+                    hint="only the sequence output, or h_n[-1] of a recurrent layer (its last step), is supported")
             if v.trim:
                 raise UnsupportedModuleError(
                     f"uses a convolution output that still holds {v.trim} non-causal trailing steps",

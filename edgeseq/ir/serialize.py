@@ -59,7 +59,7 @@ def to_bytes(graph: Graph) -> bytes:
     table = {}
     for key, a in arrays.items():
         buf = io.BytesIO()
-        np.save(buf, np.ascontiguousarray(a), allow_pickle=False)
+        np.save(buf, a if a.flags.c_contiguous else a.copy(order="C"), allow_pickle=False)
         data = buf.getvalue()
         blobs[key] = data
         table[key] = {"dtype": a.dtype.str, "shape": list(a.shape), "sha256": hashlib.sha256(data).hexdigest()}

@@ -1,0 +1,1 @@
+"""Export: IR graphs -> deployable artifacts (onnx, tvm, self-contained C)."""
