@@ -1,0 +1,21 @@
+"""ONNX backend: edgeseq IR graphs -> ONNX models that onnxruntime runs with no plugin.
+
+Every recurrent or spiking op becomes one ``edgeseq.<Kind>`` node defined by a model-local
+ONNX function whose body is a standard ``Scan`` over time; feed-forward ops map to standard ONNX
+ops. Batch and time are symbolic dimensions. ``streaming=True`` exports a chunk-at-a-time model
+with explicit state inputs and outputs; ``inline=True`` flattens the functions.
+
+    model = build_onnx(graph)                      # onnx.ModelProto
+    art = export_onnx(graph, "out/gru_onnx")       # model.onnx + manifest.json + golden vectors
+    y, = OnnxArtifact.load("out/gru_onnx").run(x)
+
+This package imports onnx and onnxruntime; ``import edgeseq`` does not load it.
+"""
+
+from __future__ import annotations
+
+from .artifact import OnnxArtifact, export_onnx
+from .lower import STATE_IN, STATE_OUT, build_onnx, inline_functions, supported_kinds
+
+__all__ = ["build_onnx", "export_onnx", "OnnxArtifact", "supported_kinds", "inline_functions",
+           "STATE_IN", "STATE_OUT"]

@@ -1,0 +1,354 @@
+"""IR graph -> ONNX model.
+
+Feed-forward ops map to standard ONNX ops applied to whole (B, T, F) sequences (or pooled (B, F)
+values); every scan op becomes one ``edgeseq.<Kind>`` function node (see :mod:`.cells`).
+
+Naming in the ONNX model:
+
+- the graph input keeps the IR input name (``x``), dims ``["batch", "time", F]``;
+- outputs keep the IR output value names, dims ``["batch", "time", F]`` or ``["batch", F]``;
+- streaming models add one input ``state_in.<key>`` and one output ``state_out.<key>`` per entry
+  ``<key> = "<node>/<state>"`` of ``graph.state_spec()``, dims ``["batch", *shape]``;
+- values edgeseq generates start with ``/`` (IR names cannot contain ``/``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from ... import __version__
+from ...errors import ConfigError, UnsupportedOpError
+from ...ir import ops as O
+from ...ir.graph import Graph, Node
+from ...ir.types import ReadoutMode
+from ._emit import DOMAIN, DOMAIN_VERSION, FLOAT, Emitter, activation, f32, value_info
+from .cells import FUSED_PLANS, PLANS, CellPlan
+
+STATE_IN = "state_in."
+STATE_OUT = "state_out."
+BATCH, TIME = "batch", "time"
+MIN_OPSET = 18
+INT64_MAX = np.iinfo(np.int64).max
+
+
+def state_input_name(key: str) -> str:
+    return STATE_IN + key
+
+
+def state_output_name(key: str) -> str:
+    return STATE_OUT + key
+
+
+def max_opset() -> int:
+    """Highest default-domain opset that onnx and (when installed) onnxruntime here understand."""
+    known = onnx.defs.onnx_opset_version()
+    try:
+        import onnxruntime
+    except ImportError:
+        return known
+    # onnxruntime runs opset 21 from 1.18 and opset 23 from 1.20 on
+    ver = tuple(int(p) for p in onnxruntime.__version__.split("+")[0].split(".")[:2])
+    return min(known, 23 if ver >= (1, 20) else 21)
+
+
+class _Ctx:
+    """Lowering state of one model: the main-graph emitter, value types, state names, functions."""
+
+    def __init__(self, graph: Graph, streaming: bool, opset: int, fused_rnn: bool = False):
+        self.graph, self.streaming, self.opset, self.fused_rnn = graph, streaming, opset, fused_rnn
+        self.e = Emitter(prefix="/", initializers=True)
+        self.types = graph.value_types
+        self.x = graph.inputs[0].name
+        self.functions: dict[tuple[str, str], onnx.FunctionProto] = {}
+        self.function_users: dict[tuple[str, str], list[str]] = {}
+        self.produced_states: set[str] = set()
+        self._batch: Optional[str] = None
+        self._zeros: dict[tuple, str] = {}
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def batch_dim(self) -> str:
+        if self._batch is None:
+            self._batch = self.e.op("Shape", self.x, start=0, end=1, hint="batch")
+        return self._batch
+
+    def state_in(self, node: Node, name: str) -> str:
+        key = f"{node.name}/{name}"
+        if self.streaming:
+            return state_input_name(key)
+        shape = tuple(self.graph.state_spec()[key])
+        if shape not in self._zeros:  # zeros of one shape are shared by every state that starts from them
+            dims = self.e.op("Concat", self.batch_dim(), self.e.ints(list(shape), "state_shape"), axis=0)
+            self._zeros[shape] = self.e.op("ConstantOfShape", dims, hint="zeros",
+                                           value=numpy_helper.from_array(np.zeros(1, np.float32)))
+        return self._zeros[shape]
+
+    def state_out(self, node: Node, name: str) -> str:
+        key = f"{node.name}/{name}"
+        self.produced_states.add(key)
+        return state_output_name(key) if self.streaming else self.e.fresh(f"{node.name}/{name}.final")
+
+    def w(self, node: Node, name: str, a) -> str:
+        return self.e.const(f32(a), f"{node.name}/{name}")
+
+
+# ----------------------------------------------------------------------------------------------
+# feed-forward ops
+
+Lowering = Callable[[_Ctx, Node], None]
+LOWER: dict[str, Lowering] = {}
+
+
+def _lower(kind: str):
+    def deco(fn):
+        LOWER[kind] = fn
+        return fn
+
+    return deco
+
+
+@_lower("Linear")
+def _linear(c: _Ctx, n: Node) -> None:
+    op: O.Linear = n.op
+    y = c.e.op("MatMul", n.inputs[0], c.w(n, "weight_t", np.asarray(op.weight).T),
+               outputs=[c.e.fresh(f"{n.name}/matmul")] if op.bias is not None else [n.outputs[0]])
+    if op.bias is not None:
+        c.e.op("Add", y, c.w(n, "bias", op.bias), outputs=[n.outputs[0]])
+
+
+@_lower("Conv1d")
+def _conv1d(c: _Ctx, n: Node) -> None:
+    op: O.Conv1d = n.op
+    e, hist = c.e, op.history
+    x = n.inputs[0]
+    attrs = dict(dilations=[op.dilation], group=op.groups, kernel_shape=[op.weight.shape[2]])
+    if hist and c.streaming:
+        x = e.op("Concat", c.state_in(n, "buf"), x, axis=1, hint=f"{n.name}/window")
+        e.op("Slice", x, e.ints([-hist]), e.ints([INT64_MAX]), e.ints([1]), outputs=[c.state_out(n, "buf")])
+        attrs["pads"] = [0, 0]
+    else:
+        attrs["pads"] = [hist, 0]
+    xc = e.op("Transpose", x, perm=[0, 2, 1], hint=f"{n.name}/ncw")
+    args = [xc, c.w(n, "weight", op.weight)] + ([c.w(n, "bias", op.bias)] if op.bias is not None else [])
+    y = e.op("Conv", *args, hint=f"{n.name}/conv", **attrs)
+    e.op("Transpose", y, perm=[0, 2, 1], outputs=[n.outputs[0]])
+    if hist and not c.streaming:
+        c.produced_states.add(f"{n.name}/buf")
+
+
+@_lower("LayerNorm")
+def _layernorm(c: _Ctx, n: Node) -> None:
+    op: O.LayerNorm = n.op
+    f = c.types[n.inputs[0]].features
+    scale = c.w(n, "weight", op.weight if op.weight is not None else np.ones(f))
+    args = [n.inputs[0], scale] + ([c.w(n, "bias", op.bias)] if op.bias is not None else [])
+    c.e.op("LayerNormalization", *args, axis=-1, epsilon=float(op.eps), outputs=[n.outputs[0]])
+
+
+@_lower("BatchNorm")
+def _batchnorm(c: _Ctx, n: Node) -> None:
+    op: O.BatchNorm = n.op
+    scale = 1.0 / np.sqrt(np.asarray(op.var, np.float64) + op.eps)
+    if op.weight is not None:
+        scale = scale * np.asarray(op.weight, np.float64)
+    y = c.e.op("Sub", n.inputs[0], c.w(n, "mean", op.mean), hint=f"{n.name}/centered")
+    last = op.bias is None
+    y = c.e.op("Mul", y, c.w(n, "scale", scale),
+               outputs=[n.outputs[0]] if last else [c.e.fresh(f"{n.name}/scaled")])
+    if not last:
+        c.e.op("Add", y, c.w(n, "bias", op.bias), outputs=[n.outputs[0]])
+
+
+@_lower("Activation")
+def _activation(c: _Ctx, n: Node) -> None:
+    op: O.Activation = n.op
+    y = activation(c.e, op.fn, n.inputs[0], op.slope, op.lo, op.hi)
+    c.e.op("Identity", y, outputs=[n.outputs[0]])
+
+
+@_lower("Add")
+def _add(c: _Ctx, n: Node) -> None:
+    c.e.op("Add", *n.inputs, outputs=[n.outputs[0]])
+
+
+@_lower("Concat")
+def _concat(c: _Ctx, n: Node) -> None:
+    c.e.op("Concat", *n.inputs, axis=-1, outputs=[n.outputs[0]])
+
+
+@_lower("Readout")
+def _readout(c: _Ctx, n: Node) -> None:
+    """Readouts reduce over time; streaming models carry the running sum / count / last step."""
+    op: O.Readout = n.op
+    e, x, out = c.e, n.inputs[0], n.outputs[0]
+    if op.mode is ReadoutMode.LAST:
+        e.op("Gather", x, e.ints(-1, "last_index"), axis=1, outputs=[out])
+        if c.streaming:
+            e.op("Identity", out, outputs=[c.state_out(n, "last")])
+        else:
+            c.produced_states.add(f"{n.name}/last")
+        return
+    if not c.streaming:
+        if op.mode is ReadoutMode.MEAN:
+            e.op("ReduceMean", x, e.ints([1]), keepdims=0, outputs=[out])
+            c.produced_states.update({f"{n.name}/sum", f"{n.name}/count"})
+        else:
+            e.op("ReduceSum", x, e.ints([1]), keepdims=0, outputs=[out])
+            c.produced_states.add(f"{n.name}/sum")
+        return
+    chunk = e.op("ReduceSum", x, e.ints([1]), keepdims=0, hint=f"{n.name}/chunk_sum")
+    total = e.op("Add", c.state_in(n, "sum"), chunk, outputs=[c.state_out(n, "sum")])
+    if op.mode is ReadoutMode.SUM:
+        e.op("Identity", total, outputs=[out])
+        return
+    steps = e.op("Cast", e.op("Shape", x, start=1, end=2, hint=f"{n.name}/steps"), to=FLOAT)
+    count = e.op("Add", c.state_in(n, "count"), steps, outputs=[c.state_out(n, "count")])
+    e.op("Div", total, e.op("Max", count, e.const(1.0, "one")), outputs=[out])
+
+
+def _lower_scan(c: _Ctx, n: Node) -> None:
+    op = n.op
+    plans = FUSED_PLANS if c.fused_rnn and op.kind in FUSED_PLANS else PLANS
+    plan: CellPlan = plans[op.kind](op)
+    expected = tuple(op.state_shapes(c.graph.input_types(n)))
+    if plan.state_names != expected:  # pragma: no cover - internal consistency of the lowering
+        raise RuntimeError(f"{n.name}: state order {plan.state_names} != {expected}")
+    fn = plan.function(c.opset)
+    key = (plan.family, plan.overload)
+    version = 1
+    while key in c.functions and not _same_body(c.functions[key], fn):
+        version += 1  # a variant the overload name does not tell apart: keep both, under distinct names
+        key = (plan.family, f"{plan.overload}.v{version}")
+        fn.overload = key[1]
+    c.functions.setdefault(key, fn)
+    c.function_users.setdefault(key, []).append(n.name)
+    ins = [n.inputs[0]] + [c.state_in(n, s) for s in plan.state_names]
+    outs = list(n.outputs) + [c.state_out(n, s) for s in plan.state_names]
+    attrs = {k: v if isinstance(v, int) else numpy_helper.from_array(np.array(v, order="C"))
+             for k, v in plan.node_attributes(c.functions[key]).items()}
+    c.e.op(plan.family, *ins, outputs=outs, domain=DOMAIN, overload=key[1], node_name=n.name, **attrs)
+
+
+def _same_body(a: onnx.FunctionProto, b: onnx.FunctionProto) -> bool:
+    return a.SerializeToString(deterministic=True) == b.SerializeToString(deterministic=True)
+
+
+for _kind in PLANS:
+    LOWER[_kind] = _lower_scan
+
+
+def supported_kinds() -> set[str]:
+    """IR op kinds the ONNX backend lowers."""
+    return set(LOWER)
+
+
+# ----------------------------------------------------------------------------------------------
+# the model
+
+
+def check_supported(graph: Graph) -> None:
+    kinds = supported_kinds()
+    for n in graph.nodes:
+        if n.op.kind not in kinds:
+            raise UnsupportedOpError(
+                f"op kind '{n.op.kind}' is not supported by the onnx backend",
+                where=f"node '{n.name}' ({n.op.kind}), target onnx",
+                hint=f"the onnx backend lowers: {', '.join(sorted(kinds))}")
+
+
+def ir_version_for(opset: int) -> int:
+    """IR version for a default-domain opset (10 at least: function overloads need IR 10)."""
+    try:
+        v = helper.find_min_ir_version_for([helper.make_opsetid("", opset)])
+    except Exception:  # noqa: BLE001 - unknown opset: fall back to the newest known IR version
+        v = onnx.IR_VERSION
+    return max(10, v)
+
+
+def build_onnx(graph: Graph, *, streaming: bool = False, inline: bool = False, opset: int = 21,
+               fused_rnn: bool = False) -> onnx.ModelProto:
+    """Lower ``graph`` to an ONNX model with symbolic ``batch`` and ``time`` dimensions.
+
+    ``streaming=True`` gives a model that processes one chunk (B, T_chunk, F) per call with one
+    state input/output per entry of ``graph.state_spec()`` (``state_in.<key>`` / ``state_out.<key>``);
+    chained over chunks it computes exactly what the whole-sequence model computes.
+    ``inline=True`` flattens the ``edgeseq`` functions into plain ONNX (for runtimes without
+    function support). ``fused_rnn=True`` defines the GRU and LSTM functions with ONNX's own GRU /
+    LSTM ops instead of a ``Scan`` (onnxruntime's fused float32 kernels: faster, but onnxruntime
+    cannot quantize them). Raises :class:`UnsupportedOpError` for ops this backend
+    cannot lower."""
+    if not isinstance(graph, Graph):
+        raise ConfigError(f"build_onnx expects an edgeseq IR Graph, got {type(graph).__name__}")
+    top = max_opset()
+    if not isinstance(opset, int) or not MIN_OPSET <= opset <= top:
+        raise ConfigError(f"opset must be an integer from {MIN_OPSET} to {top}, got {opset!r}",
+                          where="target onnx", hint="the default, 21, works with onnxruntime >= 1.18")
+    check_supported(graph)
+    c = _Ctx(graph, streaming, opset, bool(fused_rnn))
+    spec = graph.state_spec()
+    f = graph.in_features
+    inputs = [value_info(c.x, [BATCH, TIME, f])]
+    outputs = []
+    if streaming:
+        inputs += [value_info(state_input_name(k), [BATCH, *s]) for k, s in spec.items()]
+    for n in graph.nodes:
+        LOWER[n.op.kind](c, n)
+    if set(spec) != c.produced_states:  # pragma: no cover - internal consistency of the lowering
+        raise RuntimeError(f"state mismatch: {sorted(set(spec) ^ c.produced_states)}")
+
+    seen: set[str] = set()
+    for k, name in enumerate(graph.outputs):
+        t = graph.type_of(name)
+        onnx_name = name
+        if name in seen or name == c.x:
+            onnx_name = c.e.op("Identity", name, outputs=[f"{name}:{k}"])
+        seen.add(onnx_name)
+        dims = [BATCH, TIME, t.features] if t.temporal else [BATCH, t.features]
+        outputs.append(value_info(onnx_name, dims))
+    if streaming:
+        outputs += [value_info(state_output_name(k), [BATCH, *s]) for k, s in spec.items()]
+
+    g = helper.make_graph(c.e.nodes, _graph_name(graph), inputs, outputs, initializer=c.e.initializers,
+                          doc_string="edgeseq IR graph: " + repr(graph))
+    model = helper.make_model(
+        g, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, DOMAIN_VERSION)],
+        functions=list(c.functions.values()), ir_version=ir_version_for(opset),
+        producer_name="edgeseq", producer_version=__version__)
+    helper.set_model_props(model, {
+        "edgeseq.streaming": str(bool(streaming)).lower(), "edgeseq.fused_rnn": str(bool(fused_rnn)).lower(),
+        "edgeseq.state_input_prefix": STATE_IN, "edgeseq.state_output_prefix": STATE_OUT,
+        "edgeseq.functions": ", ".join(f"{fam}[{ov}]: {','.join(c.function_users[(fam, ov)])}"
+                                       for fam, ov in c.functions),
+    })
+    if inline:
+        model = inline_functions(model)
+    return model
+
+
+def inline_functions(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Flatten the model-local ``edgeseq`` functions into plain ONNX (Scan bodies included)."""
+    import onnx.inliner
+
+    out = onnx.inliner.inline_local_functions(model)
+    keep = [o for o in out.opset_import if o.domain != DOMAIN]
+    del out.opset_import[:]
+    out.opset_import.extend(keep)
+    return out
+
+
+def _graph_name(graph: Graph) -> str:
+    src = str(graph.metadata.get("source", "graph")).split(".")[-1]
+    return f"edgeseq_{src}"
+
+
+def function_summary(model: onnx.ModelProto) -> list[dict]:
+    """The ``edgeseq`` functions of a model: name, overload, attributes and the nodes using them."""
+    users: dict[tuple[str, str], list[str]] = {}
+    for node in model.graph.node:
+        if node.domain == DOMAIN:
+            users.setdefault((node.op_type, node.overload), []).append(node.name)
+    return [{"name": f.name, "overload": f.overload, "attributes": list(f.attribute),
+             "nodes": users.get((f.name, f.overload), [])} for f in model.functions if f.domain == DOMAIN]
