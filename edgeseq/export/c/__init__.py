@@ -1,0 +1,22 @@
+"""Self-contained C backend: IR graph -> C99 model (``model.h`` / ``model.c``) with a streaming
+one-sequence API, a host/device driver, and built artifacts for the targets in :mod:`edgeseq.targets`.
+
+    from edgeseq.export.c import export_c, CArtifact
+    art = export_c(graph, "out/gru-m4", target="cortex-m4")
+    y, = art.run(x)            # runs under qemu-system-arm, compared with the reference at export
+    art.cost(x)                # executed instructions per inference / per step, flash and RAM bytes
+"""
+
+from __future__ import annotations
+
+from .codegen import F32, CSources, Emitter, generate, register, supported_kinds
+
+__all__ = ["F32", "CArtifact", "CSources", "Emitter", "export_c", "generate", "register", "supported_kinds"]
+
+
+def __getattr__(name: str):
+    if name in ("export_c", "CArtifact"):
+        from . import artifact
+
+        return getattr(artifact, name)
+    raise AttributeError(f"module 'edgeseq.export.c' has no attribute '{name}'")

@@ -1,0 +1,284 @@
+"""C artifacts: generated sources, the built binary or firmware, golden vectors, a manifest.
+
+``export_c`` writes a directory atomically (nothing is left behind on failure)::
+
+    manifest.json        target, toolchain versions, flags, sizes, buffer plan, state spec, outputs,
+                         verification against the reference, sha256 of every file
+    graph.esq            the IR graph the artifact was generated from
+    src/                 model.h, model.c, main.c and the support files (startup, linker scripts, I/O)
+    obj/                 object files (model.o gives the model's own code / weight bytes)
+    bin/model[.elf]      the executable or firmware
+    golden/input.bin     golden input (driver format), expected.bin: reference outputs and final state
+    run.sh               one line: run the binary on its target (``./run.sh step golden/input.bin out.bin``)
+
+``CArtifact.load(dir)`` checks the hashes and gives ``run(x)`` (outputs as numpy arrays, natively or
+under QEMU) and ``cost(x)`` (instructions per inference / step, flash / RAM bytes, wall time).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..._version import __version__
+from ...errors import ArtifactError, ShapeError, ToleranceError
+from ...util.fs import atomic_write_bytes, atomic_write_json, atomic_write_text, check_output_dir, output_dir, sha256_file
+from .codegen import CSources, generate
+
+FORMAT = "edgeseq-c-artifact/1"
+
+
+def reference_arrays(graph, info: Mapping[str, Any], x) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple]:
+    """The reference interpreter's outputs in the driver's layout: per-step (B, T, S), pooled
+    (B, P), canonical final state (B, Z), plus the raw output tuple."""
+    from ...ir.interpret import run
+
+    x = np.asarray(x, dtype=np.float64)
+    outs, state = run(graph, x)
+    b, t = x.shape[:2]
+    step = [o for o, d in zip(outs, info["outputs"]) if d["temporal"]]
+    pooled = [o for o, d in zip(outs, info["outputs"]) if not d["temporal"]]
+    step_a = np.concatenate(step, axis=2) if step else np.zeros((b, t, 0))
+    pooled_a = np.concatenate(pooled, axis=1) if pooled else np.zeros((b, 0))
+    st = [state[e["key"]].reshape(b, -1) for e in info["state_layout"]]
+    state_a = np.concatenate(st, axis=1) if st else np.zeros((b, 0))
+    return step_a, pooled_a, state_a, outs
+
+
+def split_outputs(info: Mapping[str, Any], step: np.ndarray, pooled: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Driver layout -> one array per graph output, in graph order."""
+    outs = []
+    for d in info["outputs"]:
+        a, o, n = (step, d["offset"], d["features"])  if d["temporal"] else (pooled, d["offset"], d["features"])
+        outs.append(a[..., o : o + n])
+    return tuple(outs)
+
+
+def compare(info: Mapping[str, Any], graph, ref: tuple, got_step, got_pooled, ref_state=None, got_state=None) -> dict:
+    """Max abs error over all outputs, spike mismatches on spiking outputs, and the state's max
+    relative error (|diff| / max(1, |ref|))."""
+    got = split_outputs(info, got_step, got_pooled)
+    rep: dict[str, Any] = {"max_abs_error": 0.0, "per_output": {}, "spike_mismatches": 0}
+    for d, r, g in zip(info["outputs"], ref, got):
+        err = float(np.max(np.abs(np.asarray(r, dtype=np.float64) - g))) if r.size else 0.0
+        entry = {"max_abs_error": err}
+        if graph is not None and graph.type_of(d["name"]).spikes:
+            mism = int(np.count_nonzero(np.asarray(r) != g))
+            entry["spike_mismatches"] = mism
+            entry["spikes"] = int(np.count_nonzero(g))
+            rep["spike_mismatches"] += mism
+        rep["per_output"][d["name"]] = entry
+        rep["max_abs_error"] = max(rep["max_abs_error"], err)
+    if ref_state is not None and got_state is not None and ref_state.size:
+        rep["state_max_rel_error"] = float(np.max(np.abs(ref_state - got_state) / np.maximum(1.0, np.abs(ref_state))))
+    return rep
+
+
+def default_golden_input(graph, batch: int = 2, steps: int = 32, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((batch, steps, graph.in_features)) * 1.5).astype(np.float32)
+
+
+def _run_script(target, binary_rel: str) -> str:
+    name = target.name
+    if not target.can_run:
+        return f'#!/bin/sh\necho "edgeseq target {name} only builds; no binary to run" >&2; exit 2\n'
+    if name == "x86":
+        line = f'exec "$(dirname "$0")/{binary_rel}" "${{1:-step}}" "${{2:-golden/input.bin}}" "${{3:-output.bin}}"'
+    elif name == "arm":
+        cpu = target.options.get("cpu")
+        line = ("exec qemu-aarch64 -L /usr/aarch64-linux-gnu" + (f" -cpu {cpu}" if cpu else "")
+                + f' "$(dirname "$0")/{binary_rel}" "${{1:-step}}" "${{2:-golden/input.bin}}" "${{3:-output.bin}}"')
+    else:
+        line = (f"exec qemu-system-arm -M {target.board.machine} -nographic -monitor none -serial none "
+                "-semihosting-config enable=on,target=native,arg=model,arg=${1:-step},arg=${2:-golden/input.bin},"
+                f'arg=${{3:-output.bin}} -kernel "$(dirname "$0")/{binary_rel}"')
+    return ("#!/bin/sh\n# usage: run.sh [step|run|chunk:K|io] [input.bin] [output.bin]  "
+            "(paths relative to the current directory)\n" + line + "\n")
+
+
+def export_c(graph, out_dir, target="arm", force: bool = False, golden_input=None, *, prefix: str = "esq",
+             numerics: Mapping[str, str] | None = None, verify: bool = True, tolerance: float = 1e-4,
+             target_options: Mapping[str, Any] | None = None) -> "CArtifact":
+    """Generate C for ``graph``, build it for ``target`` and write a complete artifact to ``out_dir``.
+
+    ``golden_input`` (B, T, F) defaults to a seeded random batch; its reference outputs and final
+    state become the golden vectors. With ``verify`` (and a target that can run) the built binary
+    runs the golden input at export time and the export fails with ToleranceError if any output
+    differs from the reference by more than ``tolerance``. ``numerics`` maps node names to a
+    numeric format (float32 ``"f32"`` by default)."""
+    from ...ir.graph import Graph
+    from ...ir.interpret import check_input
+    from ...targets import get_target
+
+    if not isinstance(graph, Graph):
+        raise ShapeError(f"export_c needs an IR Graph, got {type(graph).__name__}")
+    tgt = get_target(target, **dict(target_options or {}))
+    tgt.check_toolchain(run=verify and tgt.can_run)
+    check_output_dir(out_dir, force)
+    tgt.precheck_graph(graph)
+    x = default_golden_input(graph) if golden_input is None else np.asarray(golden_input)
+    x = check_input(graph, x, "golden input").astype(np.float32)
+    sources: CSources = generate(graph, prefix=prefix, numerics=numerics, target=tgt.name)
+    tgt.precheck(sources.info)
+    with output_dir(out_dir, force) as stage:
+        binary = tgt.build(sources, stage)
+        sizes = tgt.sizes(binary)
+        graph.save(stage / "graph.esq")
+        step, pooled, state, ref = reference_arrays(graph, sources.info, x)
+        from ...targets.driver import encode_output, write_input
+
+        write_input(stage / "golden" / "input.bin", x)
+        atomic_write_bytes(stage / "golden" / "expected.bin", encode_output(step, pooled, state))
+        verification = None
+        if verify and tgt.can_run:
+            res = tgt.run(binary, x, mode="step", state=True)
+            verification = compare(sources.info, graph, ref, res.step, res.pooled, state, res.state)
+            verification["tolerance"] = tolerance
+            verification["mode"] = "step"
+            if not verification["max_abs_error"] <= tolerance:
+                raise ToleranceError(
+                    f"built binary differs from the reference by {verification['max_abs_error']:.3g} "
+                    f"(tolerance {tolerance:g}); spike mismatches: {verification['spike_mismatches']}",
+                    where=f"target {tgt.name}", hint="pass verify=False to keep the artifact for inspection")
+        rel_bin = binary.relative_to(stage).as_posix()
+        script = stage / "run.sh"
+        atomic_write_text(script, _run_script(tgt, rel_bin))
+        os.chmod(script, 0o755)
+        info = dict(sources.info)
+        plan = dict(info.pop("buffer_plan"))
+        manifest = {
+            "format": FORMAT,
+            "edgeseq_version": __version__,
+            "target": tgt.spec(),
+            "toolchain": tgt.toolchain_versions(run=verify and tgt.can_run),
+            "cflags": tgt.cflags(),
+            "binary": rel_bin,
+            **info,
+            "buffer_plan": {k: v for k, v in plan.items() if k not in ("scratch", "pooled")},
+            "buffer_plan_detail": {"scratch": plan["scratch"], "pooled": plan["pooled"]},
+            "sizes": sizes,
+            "graph": {"file": "graph.esq", "nodes": len(graph.nodes), "params": graph.num_params(),
+                      "kinds": sorted({n.op.kind for n in graph.nodes})},
+            "golden": {"input": "golden/input.bin", "expected": "golden/expected.bin", "shape": list(x.shape),
+                       "verification": verification},
+        }
+        manifest["files"] = {p.relative_to(stage).as_posix(): sha256_file(p)
+                             for p in sorted(stage.rglob("*")) if p.is_file()}
+        atomic_write_json(stage / "manifest.json", manifest)
+    return CArtifact.load(out_dir)
+
+
+class CArtifact:
+    """A built C artifact directory (see :func:`export_c`)."""
+
+    def __init__(self, path, manifest: dict):
+        self.path = Path(path)
+        self.manifest = manifest
+        from ...targets import get_target
+
+        spec = manifest["target"]
+        self.target = get_target(spec["name"], **spec.get("options", {}))
+
+    @classmethod
+    def load(cls, path, check_hashes: bool = True) -> "CArtifact":
+        path = Path(path)
+        mf = path / "manifest.json"
+        try:
+            manifest = json.loads(mf.read_text())
+        except OSError as e:
+            raise ArtifactError(f"not a C artifact: cannot read manifest.json ({e.strerror})", where=str(path)) from None
+        except json.JSONDecodeError as e:
+            raise ArtifactError(f"manifest.json is not valid JSON ({e.msg})", where=str(mf)) from None
+        if manifest.get("format") != FORMAT:
+            raise ArtifactError(f"unknown artifact format {manifest.get('format')!r}; expected {FORMAT}", where=str(mf))
+        if check_hashes:
+            for rel, digest in manifest.get("files", {}).items():
+                p = path / rel
+                if not p.is_file():
+                    raise ArtifactError(f"file listed in the manifest is missing: {rel}", where=str(path))
+                if sha256_file(p) != digest:
+                    raise ArtifactError(f"file was modified after export (sha256 mismatch): {rel}", where=str(path))
+        return cls(path, manifest)
+
+    # -- properties -------------------------------------------------------------------------------
+    @property
+    def binary(self) -> Path:
+        return self.path / self.manifest["binary"]
+
+    @property
+    def sizes(self) -> dict:
+        return self.manifest["sizes"]
+
+    @property
+    def graph(self):
+        from ...ir.serialize import load
+
+        return load(self.path / self.manifest["graph"]["file"])
+
+    def _check(self, x) -> np.ndarray:
+        x = np.asarray(x)
+        if x.ndim != 3 or x.shape[2] != self.manifest["in_features"]:
+            raise ShapeError(f"input must have shape (B, T, {self.manifest['in_features']}), got {x.shape}")
+        if x.shape[0] < 1 or x.shape[1] < 1:
+            raise ShapeError(f"input needs at least one sequence and one step, got {x.shape}")
+        if not np.all(np.isfinite(x)):
+            from ...errors import NumericsError
+
+            raise NumericsError("input contains NaN or Inf")
+        return x.astype(np.float32)
+
+    # -- running ----------------------------------------------------------------------------------
+    def run(self, x, mode: str = "step", state: bool = False):
+        """Run the built binary on ``x`` (B, T, F) on its target; returns one float32 array per
+        graph output (graph order), and with ``state=True`` also the final state per state_spec key."""
+        x = self._check(x)
+        res = self.target.run(self.binary, x, mode=mode, state=state)
+        outs = split_outputs(self.manifest, res.step, res.pooled)
+        if not state:
+            return outs
+        b = x.shape[0]
+        st = {e["key"]: res.state[:, e["offset"] : e["offset"] + e["size"]].reshape((b, *e["shape"]))
+              for e in self.manifest["state_layout"]}
+        return outs, st
+
+    def run_golden(self) -> dict:
+        """Run the golden input and compare with the stored reference outputs."""
+        from ...targets.driver import read_output
+
+        x = read_golden_input(self.path / self.manifest["golden"]["input"])
+        exp = read_output(self.path / self.manifest["golden"]["expected"])
+        res = self.target.run(self.binary, x, mode="step", state=True)
+        ref = split_outputs(self.manifest, exp["step"], exp["pooled"])
+        return compare(self.manifest, None, ref, res.step, res.pooled, exp["state"], res.state)
+
+    def cost(self, x, timing_repeats: int = 20) -> dict:
+        """Instructions (total, per inference, per step; QEMU targets), flash / RAM bytes, and
+        wall-time latency (native targets) on input ``x``."""
+        x = self._check(x)
+        out = self.target.cost(self.binary, x, timing_repeats=timing_repeats)
+        out["buffer_plan"] = self.manifest["buffer_plan"]
+        out["weights_bytes"] = self.manifest["weights_bytes"]
+        return out
+
+    def __repr__(self) -> str:
+        return f"CArtifact({str(self.path)!r}, target={self.target.name})"
+
+
+def read_golden_input(path) -> np.ndarray:
+    import struct
+
+    from ...targets.driver import IN_MAGIC
+
+    raw = Path(path).read_bytes()
+    magic, b, t, f = struct.unpack_from("<4I", raw, 0)
+    if magic != IN_MAGIC or len(raw) != 16 + 4 * b * t * f:
+        raise ArtifactError("golden input is corrupt", where=str(path))
+    return np.frombuffer(raw, dtype="<f4", offset=16).reshape(b, t, f).copy()
+
+
+__all__: Sequence[str] = ["CArtifact", "export_c", "reference_arrays", "split_outputs", "compare"]

@@ -1,0 +1,327 @@
+"""Target machinery shared by every device kind: capabilities, tool invocation with typed errors,
+the generated-driver run protocol, and instruction counting under QEMU.
+
+A :class:`Target` turns generated C (:class:`edgeseq.export.c.CSources`) into a binary for one
+device (``build``), runs it on (B, T, F) inputs (``run``, natively or under QEMU) and measures it
+(``cost``: executed instructions, flash / RAM bytes, wall time where native).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+from ..errors import ArtifactError, ConfigError, EdgeseqError, ShapeError
+from ..toolchains import require
+from . import driver as D
+from .elf import ElfFile
+
+SUPPORT = Path(__file__).resolve().parent / "support"
+
+
+class BuildError(ArtifactError):
+    """A compiler or linker failed on generated code (the message carries its stderr)."""
+
+
+class TargetRunError(EdgeseqError):
+    """A built binary failed, crashed or timed out on its target (natively or under QEMU)."""
+
+
+def stderr_tail(text: str | bytes | None, lines: int = 20, chars: int = 3000) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    text = (text or "").strip()
+    tail = "\n".join(text.splitlines()[-lines:])
+    return tail[-chars:]
+
+
+def run_tool(argv: Sequence[str], *, where: str, what: str, error=TargetRunError, timeout: float = 300.0,
+             cwd: str | os.PathLike | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``argv`` (check=True, captured); failures become ``error`` with the tool's stderr tail."""
+    argv = [str(a) for a in argv]
+    try:
+        return subprocess.run(argv, check=True, capture_output=True, timeout=timeout, cwd=cwd, env=env)
+    except subprocess.CalledProcessError as e:
+        tail = stderr_tail((e.stderr or b"") + b"\n" + (e.stdout or b""))
+        raise error(f"{what} failed (exit status {e.returncode}): {tail}", where=where) from None
+    except subprocess.TimeoutExpired:
+        raise error(f"{what} did not finish within {timeout:.0f} s", where=where,
+                    hint="a hung model or emulator; raise the timeout for very long inputs") from None
+    except OSError as e:
+        raise error(f"{what} could not start ({e.strerror}): {argv[0]}", where=where) from None
+
+
+@lru_cache(maxsize=None)
+def tool_version(path: str) -> str:
+    try:
+        out = subprocess.run([path, "--version"], check=True, capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    text = out.stdout.decode("utf-8", "replace").strip().splitlines()
+    return text[0] if text else "unknown"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a target offers: instruction set, FPU / SIMD, and the memory of its board (bytes,
+    None where a rich OS manages memory)."""
+
+    arch: str
+    cpu: str | None
+    fpu: str | None
+    simd: tuple[str, ...]
+    flash_bytes: int | None
+    ram_bytes: int | None
+    os: str
+    board: str | None = None
+    emulator: str | None = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["simd"] = list(self.simd)
+        return d
+
+
+@dataclass
+class RunResult:
+    """Outputs of one driver run: per-step outputs (B, T, S), pooled (B, P), canonical state (B, Z)."""
+
+    step: np.ndarray
+    pooled: np.ndarray
+    state: np.ndarray
+    wall_s: float
+    model_ns: int = 0
+    repeat: int = 1
+    instructions: int | None = None
+    log: str = ""
+
+
+@dataclass
+class Target:
+    """A device kind edgeseq builds for. Subclasses fill in compilation and execution."""
+
+    name: str
+    description: str
+    caps: Capabilities
+    build_tools: tuple[str, ...] = ()
+    run_tools: tuple[str, ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)
+    can_run: bool = True
+    native: bool = False
+    opt_level: str = "-O2"
+    run_timeout_s: float = 600.0
+
+    binary_name: ClassVar[str] = "model"
+
+    # -- toolchain --------------------------------------------------------------------------------
+    def check_toolchain(self, run: bool = True) -> dict[str, str]:
+        """Paths of the tools this target needs (build, and run if ``run``); raises
+        ToolchainMissingError with the apt command for the first missing one."""
+        tools = self.build_tools + (self.run_tools if run and self.can_run else ())
+        return {t: require(t) for t in tools}
+
+    def toolchain_versions(self, run: bool = True) -> dict[str, str]:
+        return {t: tool_version(p) for t, p in self.check_toolchain(run).items()}
+
+    def spec(self) -> dict:
+        """JSON description (name, options, capabilities) that :func:`edgeseq.targets.get_target` accepts back."""
+        return {"name": self.name, "options": dict(self.options), "capabilities": self.caps.to_dict(),
+                "description": self.description}
+
+    # -- build ------------------------------------------------------------------------------------
+    def cflags(self) -> list[str]:
+        return ["-std=c99", self.opt_level, "-Wall", "-Wextra", "-fno-math-errno", "-ffp-contract=off",
+                "-ffunction-sections", "-fdata-sections"]
+
+    def precheck(self, info: dict) -> None:
+        """Raise ResourceError before compiling when the model cannot fit (boards with fixed memory)."""
+
+    def precheck_graph(self, graph) -> None:
+        """Cheap check before code generation (float32 weights vs flash)."""
+
+    def io_floats(self) -> int:
+        return 1 << 20
+
+    def driver_files(self) -> dict[str, Path]:
+        return {"esq_io.h": SUPPORT / "esq_io.h", "esq_io_stdio.c": SUPPORT / "esq_io_stdio.c"}
+
+    def stage_sources(self, sources, out_dir) -> Path:
+        """Write the model, the generated driver and the support files into ``out_dir/src``."""
+        src = Path(out_dir) / "src"
+        src.mkdir(parents=True, exist_ok=True)
+        sources.write(src)
+        (src / "main.c").write_text(D.driver_source(sources.prefix, self.io_floats()))
+        for name, path in self.driver_files().items():
+            shutil.copyfile(path, src / name)
+        return src
+
+    def build(self, sources, out_dir) -> Path:
+        raise NotImplementedError
+
+    def _compile_objects(self, cc: str, src: Path, obj: Path, flags: list[str], files: Sequence[str]) -> list[Path]:
+        obj.mkdir(parents=True, exist_ok=True)
+        objs, log = [], []
+        for f in files:
+            o = obj / (Path(f).stem + ".o")
+            res = run_tool([cc, *flags, "-I", src, "-c", src / f, "-o", o], where=f"target {self.name}",
+                           what=f"compiling {f}", error=BuildError)
+            log.append(res.stderr.decode("utf-8", "replace"))
+            objs.append(o)
+        self._last_log = "".join(log)
+        return objs
+
+    @property
+    def build_log(self) -> str:
+        return getattr(self, "_last_log", "")
+
+    # -- sizes ------------------------------------------------------------------------------------
+    def sizes(self, binary, model_object=None) -> dict:
+        """Section sizes of the binary and of the model object (weights = its rodata)."""
+        elf = ElfFile(binary)
+        secs = elf.section_sizes()
+        out: dict[str, Any] = {"binary_file_bytes": Path(binary).stat().st_size, "sections": secs}
+        syms = elf.symbols()
+        if "S" in syms:  # the driver's one static model state (sizeof the state struct)
+            out["state_struct_bytes"] = syms["S"]
+        obj = Path(model_object) if model_object else Path(binary).parent.parent / "obj" / "model.o"
+        if obj.exists():
+            ms = ElfFile(obj).section_sizes()
+            out["model"] = {"code_bytes": ms["text"], "const_bytes": ms["rodata"],
+                            "data_bytes": ms["data"] + ms["bss"]}
+        return out
+
+    # -- run --------------------------------------------------------------------------------------
+    def command(self, binary, args: Sequence[str], plugin: str | None = None, log: str | None = None) -> list[str]:
+        raise NotImplementedError
+
+    def run(self, binary, inputs, mode: str = "step", state: bool = False, count: bool = False,
+            repeat: int = 1) -> RunResult:
+        """Run ``binary`` on ``inputs`` (B, T, F): one driver process for the whole batch.
+
+        ``mode``: step | run | io | chunk:K (see :mod:`edgeseq.targets.driver`); ``state`` also
+        returns each sequence's final canonical state; ``count`` counts executed instructions
+        under QEMU; ``repeat`` (mode run) repeats each sequence for timing."""
+        if not self.can_run:
+            raise ConfigError(f"target '{self.name}' only builds; it cannot run binaries",
+                              hint="use x86, arm or a cortex-m target to run")
+        x = np.asarray(inputs)
+        if x.ndim != 3 or x.shape[0] < 1 or x.shape[1] < 1:
+            raise ShapeError(f"inputs must have shape (B, T, F) with B, T >= 1, got {x.shape}")
+        if not (mode in D.MODES or (mode.startswith("chunk:") and mode[6:].isdigit() and int(mode[6:]) > 0)):
+            raise ConfigError(f"unknown run mode '{mode}'; expected step, run, io or chunk:K")
+        self.check_toolchain(run=True)
+        binary = Path(binary).resolve()
+        with tempfile.TemporaryDirectory(prefix="edgeseq-run-") as tmp:
+            tmp = Path(tmp)
+            D.write_input(tmp / "in.bin", x)
+            args = [mode, "in.bin", "out.bin"] + (["state"] if state else []) + (
+                [f"repeat={int(repeat)}"] if repeat > 1 else [])
+            plugin = qemu_plugin() if count else None
+            log = str(tmp / "qemu.log") if count else None
+            argv = self.command(binary, args, plugin, log)
+            t0 = time.perf_counter()
+            res = run_tool(argv, where=f"target {self.name}", what=f"running {binary.name}", cwd=tmp,
+                           timeout=self.run_timeout_s)
+            wall = time.perf_counter() - t0
+            out = D.read_output(tmp / "out.bin")
+            n = None
+            if count:
+                n = parse_insn_count(Path(log), where=f"target {self.name}")
+            text = (res.stdout + res.stderr).decode("utf-8", "replace")
+        return RunResult(out["step"], out["pooled"], out["state"], wall, out["model_ns"], out["repeat"], n, text)
+
+    @property
+    def counts_instructions(self) -> bool:
+        return self.caps.emulator is not None
+
+    def cost(self, binary, inputs, timing_repeats: int = 20) -> dict:
+        """Executed instructions per inference and per step (QEMU targets), sizes, and wall-clock
+        latency (native targets).
+
+        Instruction method: the same driver runs the same input three times under QEMU's
+        instruction-count plugin: ``step`` (reset, T steps, pooled readout per sequence),
+        ``nostep`` (reset and pooled readout only) and ``io`` (neither); every run does identical
+        file I/O. Hence per inference = (step - io) / B, per step = (step - nostep) / (B T) (the
+        average over the input's steps) and the per-sequence part = (nostep - io) / B, all exact
+        differences of deterministic counts."""
+        x = np.asarray(inputs, dtype=np.float32)
+        b, t, _ = x.shape
+        out: dict[str, Any] = {"target": self.name, "batch": b, "steps": t, "sizes": self.sizes(binary)}
+        if self.counts_instructions:
+            self.check_toolchain(run=True)
+            n = {m: self.run(binary, x, mode=m, count=True).instructions for m in ("step", "nostep", "io")}
+            out["instructions"] = {
+                "total": n["step"],
+                "io_baseline": n["io"],
+                "per_inference": (n["step"] - n["io"]) / b,
+                "per_step": (n["step"] - n["nostep"]) / (b * t),
+                "per_sequence_fixed": (n["nostep"] - n["io"]) / b,
+                "method": "qemu TB-count plugin; runs of the same driver and input in step / nostep / io "
+                          "modes; per_inference = (step - io) / B, per_step = (step - nostep) / (B*T), "
+                          "per_sequence_fixed = (nostep - io) / B",
+            }
+            out["emulator"] = self.caps.emulator
+        if self.native:
+            res = self.run(binary, x, mode="run", repeat=timing_repeats)
+            per_inf_s = res.model_ns * 1e-9 / (b * res.repeat)
+            out["latency"] = {"per_inference_s": per_inf_s, "per_step_s": per_inf_s / t, "repeats": res.repeat,
+                              "method": "clock_gettime around esq_reset + esq_run inside the driver"}
+        return out
+
+
+# ----------------------------------------------------------------------------------------------
+# QEMU instruction counting
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("EDGESEQ_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "edgeseq")
+    return Path(base)
+
+
+def qemu_plugin() -> str:
+    """Path of the instruction-counting QEMU plugin, compiled with the host gcc on first use and
+    cached (keyed by the source hash)."""
+    src = SUPPORT / "insn_count_plugin.c"
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:12]
+    out = cache_dir() / "qemu-plugins" / f"libesq_insn_count-{digest}.so"
+    if out.exists():
+        return str(out)
+    gcc = require("gcc")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".so.tmp")
+    except OSError as e:
+        raise ArtifactError(f"cannot write the QEMU plugin cache ({e.strerror})", where=str(out.parent),
+                            hint="set EDGESEQ_CACHE to a writable directory") from None
+    os.close(fd)
+    try:
+        run_tool([gcc, "-shared", "-fPIC", "-O2", "-o", tmp, src], where="qemu plugin",
+                 what="compiling the instruction-count plugin", error=BuildError)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return str(out)
+
+
+def parse_insn_count(log: Path, where: str) -> int:
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        text = ""
+    for line in reversed(text.splitlines()):
+        if line.startswith("edgeseq-insns:"):
+            return int(line.split(":", 1)[1])
+    raise TargetRunError("the QEMU instruction-count plugin reported nothing", where=where,
+                         hint=f"QEMU log: {stderr_tail(text, 5, 500) or '(empty)'}")
