@@ -1,0 +1,203 @@
+"""TVM artifacts on disk: ``export_tvm`` writes one, :class:`TvmArtifact` loads, runs and verifies it.
+
+Layout of an artifact directory::
+
+    model.so                    Relax VM executable (functions "main" and "stream"), x86-64 or aarch64
+    manifest.json               versions, target, calling convention, state spec, sha256 of every file
+    golden/x.f32                golden input (raw little-endian float32, shape in the manifest)
+    golden/y<i>.f32             reference-interpreter outputs for it (float64 -> float32)
+    golden/state<i>.f32         reference final state, in state_spec order (checks "stream")
+    kernels.py                  TVMScript source of every generated TIR kernel (for inspection)
+    driver/edgeseq_tvm_run.cc   C++ program that runs model.so with the TVM runtime on a device
+
+The directory is written atomically (:func:`edgeseq.util.fs.output_dir`): complete or absent.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..._version import __version__
+from ...errors import ArtifactError, ToleranceError
+from ...util.fs import atomic_write_bytes, atomic_write_json, atomic_write_text, check_output_dir, output_dir, sha256_file
+from .module import Signature, vm_caller
+
+FORMAT = "edgeseq.tvm"
+FORMAT_VERSION = 1
+TOLERANCE = 1e-4
+GOLDEN_SHAPE = (2, 20)  # (B, T) of the golden input
+
+
+def _write_f32(root: Path, name: str, a: np.ndarray) -> dict:
+    a = np.ascontiguousarray(a, dtype="<f4")
+    atomic_write_bytes(root / name, a.tobytes())
+    return {"file": name, "shape": list(a.shape)}
+
+
+def export_tvm(graph, out_dir, target: str = "x86", force: bool = False, *, cpu: str | None = None,
+               golden_seed: int = 0) -> "TvmArtifact":
+    """Compile ``graph`` for ``target`` ("x86" | "arm") and write an artifact directory (see the
+    module docstring). Golden vectors come from the float64 reference interpreter."""
+    from ...ir.interpret import run as reference_run
+    from . import compile_tvm
+
+    out = check_output_dir(out_dir, force)
+    module = compile_tvm(graph, target, cpu=cpu, functions=("main", "stream"))
+    rng = np.random.default_rng(golden_seed)
+    x = rng.standard_normal((*GOLDEN_SHAPE, graph.in_features)).astype(np.float32)
+    ref_out, ref_state = reference_run(graph, x)
+    sig = module.signature
+    with output_dir(out, force) as stage:
+        lib = module.export_library(stage / "model.so")
+        (stage / "golden").mkdir()
+        golden = {"input": _write_f32(stage, "golden/x.f32", x),
+                  "outputs": [_write_f32(stage, f"golden/y{i}.f32", y) for i, y in enumerate(ref_out)],
+                  "state": [dict(key=k, **_write_f32(stage, f"golden/state{i}.f32", ref_state[k]))
+                            for i, k in enumerate(sig.state_spec)],
+                  "source": "edgeseq.ir.interpret (float64), cast to float32",
+                  "tolerance": TOLERANCE}
+        atomic_write_text(stage / "kernels.py", "# TVMScript of the generated TIR kernels\n"
+                          "from tvm.script import tirx as T\n\n\n"
+                          + "\n\n".join(module.kernels.values()))
+        (stage / "driver").mkdir()
+        from .runtime_arm import DRIVER_SRC
+
+        shutil.copyfile(DRIVER_SRC, stage / "driver" / DRIVER_SRC.name)
+        files = sorted(p.relative_to(stage).as_posix() for p in stage.rglob("*") if p.is_file())
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "edgeseq_version": __version__,
+            "tvm_version": importlib.metadata.version("apache-tvm"),
+            "tvm_ffi_version": importlib.metadata.version("apache-tvm-ffi"),
+            "target": module.target.describe(),
+            "library": "model.so",
+            "library_bytes": lib.stat().st_size,
+            "functions": {
+                "main": "main(x[B,T,F]) -> outputs (one tensor, or a tuple for several outputs)",
+                "stream": "stream(x[B,T,F], *state) -> (*outputs, *new_state); state in state_spec order",
+            },
+            "signature": sig.to_json(),
+            "symbolic_dims": ["B", "T"],
+            "golden": golden,
+            "kernels": list(module.kernels),
+            "graph": {"nodes": [[n.name, n.op.kind] for n in graph.nodes], "num_params": graph.num_params()},
+            "runtime": {"libraries": ["libtvm_runtime.so", "libtvm_ffi.so"],
+                        "driver": "driver/edgeseq_tvm_run.cc"},
+            "sha256": {f: sha256_file(stage / f) for f in files},
+        }
+        atomic_write_json(stage / "manifest.json", manifest)
+    return TvmArtifact.load(out)
+
+
+class TvmArtifact:
+    """A TVM artifact directory (see the module docstring).
+
+    ``run`` executes the library: in process for x86, under qemu-aarch64 for arm."""
+
+    def __init__(self, path: Path, manifest: Mapping[str, Any]):
+        self.path = Path(path)
+        self.manifest = dict(manifest)
+        self.signature = Signature.from_json(manifest["signature"])
+        self.target = manifest["target"]["name"]
+        self._vm = None
+
+    @classmethod
+    def load(cls, path) -> "TvmArtifact":
+        path = Path(path)
+        mf = path / "manifest.json"
+        try:
+            manifest = json.loads(mf.read_text())
+        except FileNotFoundError:
+            raise ArtifactError("not a TVM artifact (no manifest.json)", where=str(path)) from None
+        except (OSError, ValueError) as e:
+            raise ArtifactError(f"unreadable manifest ({e})", where=str(mf)) from None
+        if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+            raise ArtifactError(f"not an {FORMAT} v{FORMAT_VERSION} artifact", where=str(mf))
+        for f, digest in manifest.get("sha256", {}).items():
+            p = path / f
+            if not p.is_file():
+                raise ArtifactError(f"file '{f}' listed in the manifest is missing", where=str(path))
+            if sha256_file(p) != digest:
+                raise ArtifactError(f"file '{f}' does not match its sha256 in the manifest", where=str(path),
+                                    hint="re-export the artifact")
+        return cls(path, manifest)
+
+    @property
+    def library(self) -> Path:
+        return self.path / self.manifest["library"]
+
+    def _check_host(self) -> None:
+        """An x86 artifact runs in this process: same TVM minor version, and this CPU must have
+        every feature of the CPU it was compiled for (else the library would die on SIGILL)."""
+        import tvm
+        from tvm.target import codegen
+
+        built = self.manifest["tvm_version"].split(".")[:2]
+        if tvm.__version__.split(".")[:2] != built:
+            raise ArtifactError(f"built with TVM {self.manifest['tvm_version']}, this is TVM {tvm.__version__}",
+                                where=str(self.path), hint="re-export the artifact with this TVM")
+        spec = self.manifest["target"]["tvm_target"]
+        need = set(codegen.llvm_get_cpu_features(tvm.target.Target(spec)))
+        have = set(codegen.llvm_get_cpu_features(tvm.target.Target(
+            {"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()})))
+        isa = {f for f in need - have if f.startswith(("avx", "sse", "fma", "f16c", "bmi", "amx"))}
+        if isa:
+            raise ArtifactError(f"compiled for CPU '{spec.get('mcpu')}'; this CPU lacks {', '.join(sorted(isa))}",
+                                where=str(self.path), hint="export with cpu='x86-64-v3' (AVX2) or 'x86-64'")
+
+    def _caller(self):
+        if self.target == "x86":
+            if self._vm is None:
+                import tvm
+                from tvm import relax
+
+                self._check_host()
+                self._vm = vm_caller(relax.VirtualMachine(tvm.runtime.load_module(str(self.library)), tvm.cpu()))
+            return self._vm
+        from .runtime_arm import run_qemu
+
+        return lambda fn, args: run_qemu(self.library, fn, args)[0]
+
+    def run(self, x, state: Mapping[str, np.ndarray] | None = None, *, streaming: bool | None = None):
+        """``(y, new_state)``. ``streaming`` defaults to "a state was given": the "stream" function
+        (state in, state out; zero state if None) or "main" (whole sequence, new_state None)."""
+        streaming = state is not None if streaming is None else streaming
+        return self.signature.run(self._caller(), x, state, streaming)
+
+    def golden(self) -> tuple[np.ndarray, list[np.ndarray], dict[str, np.ndarray]]:
+        g = self.manifest["golden"]
+
+        def read(e):
+            return np.fromfile(self.path / e["file"], dtype="<f4").reshape(e["shape"])
+
+        return read(g["input"]), [read(e) for e in g["outputs"]], {e["key"]: read(e) for e in g["state"]}
+
+    def verify(self, tolerance: float | None = None) -> dict[str, float]:
+        """Run the golden input through "main" and "stream"; max abs error per output and state.
+        Raises ToleranceError when any exceeds ``tolerance`` (default: the manifest's)."""
+        tol = self.manifest["golden"]["tolerance"] if tolerance is None else tolerance
+        x, ys, st = self.golden()
+        errs: dict[str, float] = {}
+        y, _ = self.run(x, streaming=False)
+        y = y if isinstance(y, tuple) else (y,)
+        for i, (a, b) in enumerate(zip(y, ys)):
+            errs[f"main/out{i}"] = float(np.max(np.abs(a - b)))
+        y2, st2 = self.run(x, streaming=True)
+        y2 = y2 if isinstance(y2, tuple) else (y2,)
+        for i, (a, b) in enumerate(zip(y2, ys)):
+            errs[f"stream/out{i}"] = float(np.max(np.abs(a - b)))
+        for k, ref in st.items():
+            errs[f"stream/state/{k}"] = float(np.max(np.abs(st2[k] - ref)))
+        bad = {k: v for k, v in errs.items() if not v <= tol}
+        if bad:
+            worst = max(bad, key=bad.get)
+            raise ToleranceError(f"{len(bad)} golden comparison(s) exceed {tol:g}; worst {worst} = {bad[worst]:.3g}",
+                                 where=str(self.path))
+        return errs
