@@ -1,0 +1,183 @@
+"""Training and evaluation of zoo classifiers on :class:`edgeseq.data.Dataset` objects.
+
+Deterministic (fixed seeds, single-process data order), with a held-out validation set for early
+stopping (whole subjects held out when the dataset has groups), AdamW with a one-cycle schedule,
+optional light augmentation, a wall-clock budget, and tqdm progress bars.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from ..errors import ConfigError
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 40
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    patience: int = 10
+    seed: int = 0
+    max_minutes: float = 14.0
+    val_fraction: float = 0.15
+    label_smoothing: float = 0.05
+    grad_clip: float = 1.0
+    augment_scale: float = 0.0  # random per-sequence, per-channel gain in [1-a, 1+a]
+    augment_noise: float = 0.0  # gaussian noise, in units of each channel's std
+    augment_shift: int = 0  # random circular time shift (steps)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        bad = sorted(set(d) - known)
+        if bad:
+            raise ConfigError(f"unknown training option(s) {bad}; known: {sorted(known)}")
+        return cls(**d)
+
+
+@dataclass
+class History:
+    epochs: list[dict] = field(default_factory=list)
+    best_epoch: int = -1
+    best_val_accuracy: float = 0.0
+    stopped: str = ""
+    seconds: float = 0.0
+
+
+def split_validation(ds, fraction: float, seed: int):
+    """(train, val): whole groups (subjects) held out when the dataset has groups, else stratified."""
+    if ds.groups is not None and len(np.unique(ds.groups)) >= 4:
+        rng = np.random.default_rng(seed)
+        groups = np.unique(ds.groups)
+        k = max(1, int(round(fraction * len(groups))))
+        held = set(rng.permutation(groups)[:k].tolist())
+        mask = np.isin(ds.groups, list(held))
+        return ds.subset(~mask), ds.subset(mask)
+    return ds.stratified_split(fraction, seed)
+
+
+def channel_stats(ds) -> tuple[list[float], list[float]]:
+    x = ds.x.reshape(-1, ds.x.shape[-1]).astype(np.float64)
+    std = x.std(axis=0)
+    std = np.where(std > 1e-6, std, 1.0)
+    return x.mean(axis=0).tolist(), std.tolist()
+
+
+def predict(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Logits of ``model`` for (N, T, F) inputs, in eval mode without gradients."""
+    import torch
+
+    model.eval()
+    outs = []
+    with torch.no_grad():
+        for s in range(0, len(x), batch_size):
+            outs.append(model(torch.from_numpy(np.ascontiguousarray(x[s : s + batch_size]))).numpy())
+    return np.concatenate(outs) if outs else np.zeros((0,))
+
+
+def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(np.argmax(logits, axis=-1) == y)) if len(y) else float("nan")
+
+
+def confusion(pred: np.ndarray, y: np.ndarray, n: int) -> list[list[int]]:
+    m = np.zeros((n, n), dtype=np.int64)
+    np.add.at(m, (y, pred), 1)
+    return m.tolist()
+
+
+def _augment(xb, cfg: TrainConfig, std: np.ndarray, gen):
+    import torch
+
+    if cfg.augment_scale:
+        gain = 1 + (torch.rand(xb.shape[0], 1, xb.shape[2], generator=gen) * 2 - 1) * cfg.augment_scale
+        xb = xb * gain
+    if cfg.augment_noise:
+        xb = xb + torch.randn(xb.shape, generator=gen) * cfg.augment_noise * torch.as_tensor(std, dtype=xb.dtype)
+    if cfg.augment_shift:
+        k = int(torch.randint(-cfg.augment_shift, cfg.augment_shift + 1, (1,), generator=gen))
+        xb = torch.roll(xb, k, dims=1)
+    return xb
+
+
+def fit(model, train, val, cfg: TrainConfig, progress: bool = True, log=print) -> History:
+    """Train ``model`` in place; keeps the weights of the best validation epoch."""
+    import torch
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    x = torch.from_numpy(train.x)
+    y = torch.from_numpy(train.y)
+    std = np.asarray(channel_stats(train)[1], dtype=np.float32)
+    steps_per_epoch = max(1, math.ceil(len(train) / cfg.batch_size))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
+                                                pct_start=0.15)
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    hist = History()
+    best_state = None
+    start = time.perf_counter()
+    bar = tqdm(range(cfg.epochs), desc="training", unit="epoch", disable=not progress, leave=False)
+    for epoch in bar:
+        model.train()
+        perm = torch.randperm(len(train), generator=gen)
+        total, correct, seen = 0.0, 0, 0
+        for s in range(0, len(train), cfg.batch_size):
+            idx = perm[s : s + cfg.batch_size]
+            xb = _augment(x[idx], cfg, std, gen)
+            logits = model(xb)
+            loss = loss_fn(logits, y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+            correct += int((logits.argmax(-1) == y[idx]).sum())
+            seen += len(idx)
+        val_acc = accuracy(predict(model, val.x), val.y)
+        row = {"epoch": epoch + 1, "loss": total / seen, "train_accuracy": correct / seen, "val_accuracy": val_acc,
+               "seconds": time.perf_counter() - start}
+        hist.epochs.append(row)
+        if val_acc > hist.best_val_accuracy or best_state is None:
+            hist.best_val_accuracy, hist.best_epoch = val_acc, epoch + 1
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        bar.set_postfix(loss=f"{row['loss']:.3f}", val=f"{val_acc:.3f}", best=f"{hist.best_val_accuracy:.3f}")
+        if epoch + 1 - hist.best_epoch >= cfg.patience:
+            hist.stopped = f"early stop: no validation improvement for {cfg.patience} epochs"
+            break
+        if (time.perf_counter() - start) / 60 > cfg.max_minutes:
+            hist.stopped = f"time budget of {cfg.max_minutes} min reached"
+            break
+    else:
+        hist.stopped = "all epochs done"
+    bar.close()
+    model.load_state_dict(best_state)
+    model.eval()
+    hist.seconds = time.perf_counter() - start
+    log(f"trained {len(hist.epochs)} epochs in {hist.seconds:.0f} s ({hist.stopped}); "
+        f"best validation accuracy {hist.best_val_accuracy:.4f} at epoch {hist.best_epoch}")
+    return hist
+
+
+def evaluate(model, ds) -> dict:
+    logits = predict(model, ds.x)
+    pred = logits.argmax(-1)
+    per_class = {}
+    for c, lab in enumerate(ds.labels):
+        m = ds.y == c
+        per_class[lab] = float(np.mean(pred[m] == c)) if m.any() else float("nan")
+    return {"accuracy": accuracy(logits, ds.y), "n": len(ds), "per_class_accuracy": per_class,
+            "confusion": confusion(pred, ds.y, ds.n_classes)}
+
+
+def config_dict(cfg: Optional[TrainConfig]) -> dict:
+    return asdict(cfg) if cfg is not None else {}

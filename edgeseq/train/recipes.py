@@ -1,0 +1,143 @@
+"""Training recipes: the dataset of each task and default model/training settings per architecture,
+and :func:`train_task`, which runs a recipe end to end and writes a checkpoint, metrics.json and a
+training-curve plot."""
+
+from __future__ import annotations
+
+import io
+import json
+import shlex
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from ..errors import ConfigError
+
+TASKS: dict[str, dict[str, Any]] = {
+    "har": {"dataset": "har", "kw": {"classes": 6}, "extra_splits": ()},
+    "har12": {"dataset": "har", "kw": {"classes": 12}, "extra_splits": ()},
+    "smartwatch": {"dataset": "smartwatch", "kw": {}, "extra_splits": ()},
+    "kws": {"dataset": "kws", "kw": {"features": "logmel"}, "extra_splits": ("flite",)},
+}
+
+_IMU_AUG = {"augment_scale": 0.1, "augment_noise": 0.05}
+_IMU = {
+    "gru": ({"hidden": 64, "readout": "last"}, {"lr": 4e-3, **_IMU_AUG}),
+    "lstm": ({"hidden": 64, "readout": "last"}, {"lr": 4e-3, **_IMU_AUG}),
+    "rnn": ({"hidden": 64, "readout": "last"}, {"lr": 2e-3, **_IMU_AUG}),
+    "mingru": ({"hidden": 64, "layers": 2, "readout": "mean"}, {**_IMU_AUG}),
+    "minlstm": ({"hidden": 64, "layers": 2, "readout": "mean"}, {**_IMU_AUG}),
+    "lmu": ({"hidden": 64, "memory_d": 12, "order": 16, "theta": 128.0, "hidden_cell": "dense",
+             "input_to_hidden": True, "readout": "mean"}, {**_IMU_AUG}),
+    "lif": ({"hidden": 96, "layers": 2, "beta": 0.9}, {"lr": 3e-3, **_IMU_AUG}),
+    "l2mu": ({"hidden": 64, "memory_d": 8, "order": 8, "theta": 64.0, "encoder_size": 32, "beta": 0.9},
+             {"lr": 3e-3, "epochs": 30, **_IMU_AUG}),
+    "lmuformer": ({"dim": 48, "memory_d": 8, "order": 8, "theta": 64.0}, {**_IMU_AUG}),
+}
+_KWS = {
+    "gru": ({"hidden": 96, "readout": "last"}, {}),
+    "lstm": ({"hidden": 96, "readout": "last"}, {}),
+    "mingru": ({"hidden": 96, "layers": 2, "readout": "mean"}, {}),
+    "lmu": ({"hidden": 96, "memory_d": 8, "order": 16, "theta": 100.0, "hidden_cell": "dense",
+             "input_to_hidden": True, "readout": "mean"}, {}),
+    "lif": ({"hidden": 128, "layers": 2}, {}),
+    "l2mu": ({"hidden": 96, "memory_d": 8, "order": 8, "theta": 64.0, "encoder_size": 48}, {"epochs": 25}),
+    "lmuformer": ({"dim": 64, "memory_d": 8, "order": 8, "theta": 64.0, "spiking": True}, {"epochs": 30}),
+}
+RECIPES: dict[str, dict[str, tuple[dict, dict]]] = {"har": _IMU, "har12": _IMU, "smartwatch": _IMU, "kws": _KWS}
+
+
+def recipe(task: str, arch: str) -> tuple[dict, dict]:
+    if task not in TASKS:
+        raise ConfigError(f"unknown task '{task}'; choose one of: {', '.join(TASKS)}")
+    table = RECIPES[task]
+    if arch not in table:
+        raise ConfigError(f"no '{arch}' recipe for task '{task}'; available: {', '.join(table)}")
+    model_cfg, train_cfg = table[arch]
+    return dict(model_cfg), dict(train_cfg)
+
+
+def load_task_data(task: str, data_kw: Optional[dict] = None):
+    from ..data import load_dataset
+
+    t = TASKS[task]
+    kw = {**t["kw"], **(data_kw or {})}
+    train = load_dataset(t["dataset"], "train", **kw)
+    test = load_dataset(t["dataset"], "test", **kw)
+    extra = {s: load_dataset(t["dataset"], s, **kw) for s in t["extra_splits"]}
+    return train, test, extra
+
+
+def _plot_curves(history, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [r["epoch"] for r in history.epochs]
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+    ax[0].plot(ep, [r["loss"] for r in history.epochs])
+    ax[0].set(xlabel="epoch", ylabel="training loss")
+    ax[1].plot(ep, [r["train_accuracy"] for r in history.epochs], label="train")
+    ax[1].plot(ep, [r["val_accuracy"] for r in history.epochs], label="validation")
+    ax[1].axvline(history.best_epoch, color="gray", ls=":", label="kept")
+    ax[1].set(xlabel="epoch", ylabel="accuracy")
+    ax[1].legend()
+    fig.tight_layout()
+    from ..util.fs import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def train_task(task: str, arch: str, out_dir, *, force: bool = False, model_overrides: Optional[dict] = None,
+               train_overrides: Optional[dict] = None, data_kw: Optional[dict] = None, progress: bool = True,
+               log=print, datasets=None, command: Optional[str] = None) -> dict:
+    """Train ``arch`` on ``task`` and write ``model.ckpt``, ``metrics.json`` and ``curves.png`` to
+    ``out_dir`` (atomically). Returns the metrics dict."""
+    import torch
+
+    from ..nn import build_model
+    from ..util.fs import atomic_write_json, check_output_dir, output_dir
+    from .checkpoint import save_checkpoint
+    from .loop import TrainConfig, channel_stats, evaluate, fit, split_validation
+
+    model_cfg, train_cfg = recipe(task, arch)
+    model_cfg.update(model_overrides or {})
+    train_cfg.update(train_overrides or {})
+    cfg = TrainConfig.from_dict(train_cfg)
+    check_output_dir(out_dir, force)
+    torch.manual_seed(cfg.seed)
+    train_all, test, extra = datasets if datasets is not None else load_task_data(task, data_kw)
+    train, val = split_validation(train_all, cfg.val_fraction, cfg.seed)
+    mean, std = channel_stats(train)
+    model = build_model(arch, train.in_features, train.n_classes, input_mean=mean, input_std=std, **model_cfg)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"{task}/{arch}: {n_params} parameters, {len(train)} train / {len(val)} validation / {len(test)} test "
+        f"sequences of {train.steps} steps x {train.in_features} features")
+    t0 = time.perf_counter()
+    hist = fit(model, train, val, cfg, progress=progress, log=log)
+    metrics = {
+        "task": task, "arch": arch, "dataset": train_all.name, "labels": list(train_all.labels),
+        "parameters": int(n_params), "train_seconds": round(time.perf_counter() - t0, 1),
+        "epochs_run": len(hist.epochs), "best_epoch": hist.best_epoch, "stopped": hist.stopped,
+        "validation_accuracy": hist.best_val_accuracy,
+        "test": evaluate(model, test),
+        **{f"test_{k}": evaluate(model, ds) for k, ds in extra.items()},
+        "model_config": model.config, "train_config": train_cfg, "history": hist.epochs,
+        "command": command or f"edgeseq train --task {task} --model {arch} --out {shlex.quote(str(out_dir))}",
+        "torch": torch.__version__,
+    }
+    log(f"test accuracy {metrics['test']['accuracy']:.4f}"
+        + "".join(f", {k} {metrics['test_' + k]['accuracy']:.4f}" for k in extra))
+    with output_dir(out_dir, force) as stage:
+        save_checkpoint(model, stage / "model.ckpt", metrics={k: v for k, v in metrics.items() if k != "history"})
+        atomic_write_json(stage / "metrics.json", metrics)
+        _plot_curves(hist, stage / "curves.png")
+    return metrics
+
+
+def read_metrics(out_dir) -> dict:
+    return json.loads((Path(out_dir) / "metrics.json").read_text())
