@@ -11,6 +11,9 @@ import importlib
 # name -> (module, function, description)
 BACKENDS: dict[str, tuple[str, str, str]] = {
     "reference": ("edgeseq.ir.interpret", "supported_kinds", "float64 reference interpreter"),
+    "onnx": ("edgeseq.export.onnx.lower", "supported_kinds", "ONNX (edgeseq-domain Scan functions) for onnxruntime"),
+    "tvm": ("edgeseq.export.tvm", "supported_kinds", "TVM Relax + generated TIR scan kernels (x86, arm)"),
+    "c": ("edgeseq.export.c.codegen", "supported_kinds", "self-contained C99 (x86, arm, cortex-m4/m7/m55)"),
 }
 
 

@@ -29,6 +29,7 @@ class Tool:
 
 TOOLS: dict[str, Tool] = {t.name: t for t in (
     Tool("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu libc6-dev-arm64-cross", "building for --target arm"),
+    Tool("aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu", "linking the TVM runtime driver for --target arm"),
     Tool("arm-none-eabi-gcc", "gcc-arm-none-eabi libnewlib-arm-none-eabi", "building Cortex-M firmware"),
     Tool("qemu-aarch64", "qemu-user", "running arm artifacts on this machine"),
     Tool("qemu-system-arm", "qemu-system-arm", "running Cortex-M firmware on emulated boards"),
