@@ -1,1 +1,308 @@
-"""Export: IR graphs -> deployable artifacts (onnx, tvm, self-contained C)."""
+"""Export: IR graphs -> deployable artifacts, behind one call.
+
+    art = edgeseq.export(model_or_graph, target="arm", out="out/har-arm", example_input=x)
+    y = art.run(x)          # numpy; "arm" runs under qemu-aarch64 here, "onnx" in onnxruntime
+
+Targets
+=======
+``onnx``        model.onnx with edgeseq-domain Scan functions (``streaming=True``: state in/out,
+                ``inline=True``: standard ops only), manifest, golden vectors
+``x86``         this machine: TVM library (``tvm/``) + self-contained C executable (``c/``)
+``arm``         aarch64 Linux: TVM library for the TVM runtime (``tvm/``) and a zero-dependency static
+                executable (``c/``), manifest.json, golden vectors, ``run.sh``; ``cpu=`` / ``arm:cortex-a72``
+``cortex-m4``   C library + firmware for qemu-system-arm (``cortex-m7``, ``cortex-m55`` likewise)
+
+``model_or_graph`` is an IR :class:`~edgeseq.ir.graph.Graph`, a torch module (captured with
+``example_input``), a quantized graph from :mod:`edgeseq.quant`, or a model spec understood by
+:func:`edgeseq.models.load_model` (shipped model name, checkpoint, .esq file).
+Every artifact directory is written atomically and holds ``graph.esq``, the IR it was built from.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+from ..errors import ArtifactError, ConfigError
+
+TARGETS = ("onnx", "x86", "arm", "cortex-m4", "cortex-m7", "cortex-m55")
+BUNDLE_FORMAT = "edgeseq-bundle/1"
+
+__all__ = ["export", "load_artifact", "Artifact", "TARGETS", "as_graph"]
+
+
+def as_graph(model, example_input=None):
+    """(graph, quantized or None) for anything :func:`export` accepts."""
+    from ..ir.graph import Graph
+
+    if isinstance(model, Graph):
+        return model, None
+    if hasattr(model, "plan") and hasattr(model, "graph") and isinstance(getattr(model, "graph"), Graph):
+        return model.graph, model  # a quantized graph: its float graph + the integer program
+    try:
+        import torch
+
+        if isinstance(model, torch.nn.Module):
+            from ..frontends import capture
+
+            return capture(model, example_input), None
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(model, (str, Path)):
+        from ..models import load_model
+
+        return load_model(model).graph, None
+    raise ConfigError(f"cannot export a {type(model).__name__}: pass an IR Graph, a torch module, a quantized "
+                      "graph or a model spec (shipped name, .ckpt, .esq)")
+
+
+def _split_target(target: str) -> tuple[str, Optional[str]]:
+    base, _, cpu = str(target).partition(":")
+    if base not in TARGETS:
+        raise ConfigError(f"unknown export target '{target}'; choose one of: {', '.join(TARGETS)}")
+    if cpu and base != "arm":
+        raise ConfigError(f"target '{base}' takes no ':cpu' suffix (only arm:cortex-a72 / arm:cortex-a76)")
+    return base, cpu or None
+
+
+def export(model, target: str = "onnx", out=None, *, example_input=None, quant=None, force: bool = False,
+           streaming: bool = False, inline: bool = False, cpu: Optional[str] = None, golden_input=None,
+           target_options: Optional[Mapping[str, Any]] = None, progress=None) -> "Artifact":
+    """Export ``model`` for ``target`` into the directory ``out``; returns an :class:`Artifact`.
+
+    ``quant`` is a quantized graph (or None for float32). ``example_input`` (B, T, F) is needed only
+    to capture a torch module; ``golden_input`` sets the input whose reference outputs are stored."""
+    if out is None:
+        raise ConfigError("export needs an output directory (out=...)")
+    base, tcpu = _split_target(target)
+    cpu = cpu or tcpu
+    graph, q = as_graph(model, example_input)
+    if quant is not None:
+        q = quant
+    if golden_input is None and example_input is not None and not isinstance(model, (str, Path)):
+        golden_input = np.asarray(example_input, dtype=np.float32)
+    say = progress or (lambda msg: None)
+    if q is not None:
+        return _export_quantized(q, base, out, force=force, cpu=cpu, golden_input=golden_input,
+                                 streaming=streaming, target_options=target_options, say=say)
+    if base == "onnx":
+        from .onnx import export_onnx
+
+        say("onnx: lowering and checking with onnxruntime")
+        return Artifact.load(export_onnx(graph, out, streaming=streaming, inline=inline, force=force,
+                                         golden_input=golden_input).path)
+    if base.startswith("cortex-m"):
+        from .c import export_c
+
+        say(f"{base}: generating C, building firmware, checking under qemu-system-arm")
+        return Artifact.load(export_c(graph, out, target=base, force=force, golden_input=golden_input,
+                                      target_options=target_options).path)
+    return _export_bundle(graph, base, out, force=force, cpu=cpu, golden_input=golden_input, say=say)
+
+
+def _export_bundle(graph, base: str, out, *, force: bool, cpu: Optional[str], golden_input, say,
+                   c_kwargs: Optional[dict] = None, tvm: bool = True) -> "Artifact":
+    """x86 / arm: a TVM library + a self-contained C executable under one manifest."""
+    from .._version import __version__
+    from ..util.fs import atomic_write_json, atomic_write_text, check_output_dir, output_dir, sha256_file
+    from .c import export_c
+
+    check_output_dir(out, force)
+    c_target = base if cpu is None else f"{base}:{cpu}"
+    with output_dir(out, force) as stage:
+        parts = {}
+        if tvm:
+            from .tvm import export_tvm
+
+            say(f"{base}: compiling TVM scan kernels")
+            export_tvm(graph, stage / "tvm", base, cpu=cpu)
+            parts["tvm"] = {"dir": "tvm", "kind": "tvm", "runs_with": "TVM runtime (libtvm_runtime.so)"}
+        say(f"{base}: generating C and building the static executable")
+        c_art = export_c(graph, stage / "c", target=c_target, golden_input=golden_input, **(c_kwargs or {}))
+        parts["c"] = {"dir": "c", "kind": "c", "runs_with": "nothing (static executable)"}
+        graph.save(stage / "graph.esq")
+        atomic_write_text(stage / "run.sh", "#!/bin/sh\n# usage: run.sh [step|run|chunk:K] input.bin output.bin"
+                          "  (the zero-dependency executable; see c/run.sh)\n"
+                          "exec \"$(dirname \"$0\")/c/run.sh\" \"$@\"\n")
+        (stage / "run.sh").chmod(0o755)
+        manifest = {
+            "format": BUNDLE_FORMAT, "edgeseq_version": __version__, "target": base, "cpu": cpu,
+            "ir_graph": "graph.esq", "default_runtime": "tvm" if (tvm and base == "x86") else "c",
+            "parts": parts, "sizes": c_art.sizes, "numerics": c_art.manifest.get("numerics", "float32"),
+            "golden": {"dir": "c/golden", "note": "reference outputs of the float64 interpreter (see c/manifest.json)"},
+            "files": {p.relative_to(stage).as_posix(): sha256_file(p)
+                      for p in sorted(stage.glob("*")) if p.is_file()},
+        }
+        atomic_write_json(stage / "manifest.json", manifest)
+    return Artifact.load(out)
+
+
+def _export_quantized(q, base: str, out, *, force, cpu, golden_input, streaming, target_options, say):
+    """Integer artifacts from a quantized graph: every target runs the integer program."""
+    if base == "onnx":
+        try:
+            from .onnx.quant import export_onnx_quantized
+        except ImportError:
+            raise ConfigError("quantized ONNX export is not available in this build", where="onnx") from None
+        say("onnx: QDQ model from the quantization plan")
+        return Artifact.load(export_onnx_quantized(q, out, force=force, streaming=streaming,
+                                                   golden_input=golden_input).path)
+    try:
+        from .c.intexport import export_c_int
+    except ImportError:
+        raise ConfigError(f"integer C export for '{base}' is not available in this build") from None
+    if base.startswith("cortex-m"):
+        say(f"{base}: generating integer C, building firmware")
+        return Artifact.load(export_c_int(q, out, target=base, force=force, golden_input=golden_input,
+                                          target_options=target_options).path)
+    from .._version import __version__
+    from ..util.fs import atomic_write_json, atomic_write_text, check_output_dir, output_dir, sha256_file
+
+    check_output_dir(out, force)
+    c_target = base if cpu is None else f"{base}:{cpu}"
+    with output_dir(out, force) as stage:
+        parts = {}
+        say(f"{base}: generating integer C and building the static executable")
+        c_art = export_c_int(q, stage / "c", target=c_target, golden_input=golden_input)
+        parts["c"] = {"dir": "c", "kind": "c", "runs_with": "nothing (static executable)"}
+        try:
+            from .tvm.intexport import export_tvm_int
+        except ImportError:
+            export_tvm_int = None
+        if export_tvm_int is not None:
+            say(f"{base}: compiling integer TVM kernels")
+            export_tvm_int(q, stage / "tvm", base, cpu=cpu)
+            parts["tvm"] = {"dir": "tvm", "kind": "tvm", "runs_with": "TVM runtime (libtvm_runtime.so)"}
+        q.graph.save(stage / "graph.esq")
+        q.save(stage / "quantized.esq")
+        atomic_write_text(stage / "run.sh", "#!/bin/sh\nexec \"$(dirname \"$0\")/c/run.sh\" \"$@\"\n")
+        (stage / "run.sh").chmod(0o755)
+        manifest = {
+            "format": BUNDLE_FORMAT, "edgeseq_version": __version__, "target": base, "cpu": cpu,
+            "ir_graph": "graph.esq", "quantized_graph": "quantized.esq", "default_runtime": "c",
+            "parts": parts, "sizes": c_art.sizes, "numerics": "integer",
+            "golden": {"dir": "c/golden", "note": "outputs of the integer-exact interpreter"},
+            "files": {p.relative_to(stage).as_posix(): sha256_file(p)
+                      for p in sorted(stage.glob("*")) if p.is_file()},
+        }
+        atomic_write_json(stage / "manifest.json", manifest)
+    return Artifact.load(out)
+
+
+def _read_manifest(path: Path) -> dict:
+    mf = path / "manifest.json"
+    try:
+        return json.loads(mf.read_text())
+    except FileNotFoundError:
+        raise ArtifactError("not an edgeseq artifact (no manifest.json)", where=str(path)) from None
+    except (OSError, ValueError) as e:
+        raise ArtifactError(f"unreadable manifest.json ({e})", where=str(mf)) from None
+
+
+def artifact_kind(manifest: Mapping) -> str:
+    fmt = str(manifest.get("format", ""))
+    if fmt == BUNDLE_FORMAT:
+        return "bundle"
+    if fmt.startswith("edgeseq-c-artifact"):
+        return "c"
+    if fmt == "edgeseq.tvm":
+        return "tvm"
+    if "onnx" in fmt or manifest.get("model") == "model.onnx":
+        return "onnx"
+    raise ArtifactError(f"unknown artifact format {fmt!r}")
+
+
+class Artifact:
+    """One exported artifact directory, whatever its kind. ``run(x)`` returns the output array (or a
+    tuple for several outputs) as numpy float32, executing the artifact on its own runner."""
+
+    def __init__(self, path: Path, manifest: dict, impl, kind: str, parts: Optional[dict] = None):
+        self.path, self.manifest, self.impl, self.kind = path, manifest, impl, kind
+        self.parts = parts or {}
+
+    @classmethod
+    def load(cls, path) -> "Artifact":
+        path = Path(path)
+        manifest = _read_manifest(path)
+        kind = artifact_kind(manifest)
+        if kind == "bundle":
+            for rel, digest in manifest.get("files", {}).items():
+                from ..util.fs import sha256_file
+
+                p = path / rel
+                if not p.is_file() or sha256_file(p) != digest:
+                    raise ArtifactError(f"file '{rel}' is missing or was modified after export", where=str(path))
+            parts = {name: cls.load(path / info["dir"]) for name, info in manifest["parts"].items()}
+            return cls(path, manifest, parts[manifest["default_runtime"]].impl, "bundle", parts)
+        if kind == "c":
+            from .c import CArtifact
+
+            return cls(path, manifest, CArtifact.load(path), kind)
+        if kind == "tvm":
+            from .tvm.artifact import TvmArtifact
+
+            return cls(path, manifest, TvmArtifact.load(path), kind)
+        from .onnx import OnnxArtifact
+
+        return cls(path, manifest, OnnxArtifact.load(path), kind)
+
+    @property
+    def target(self) -> str:
+        if self.kind == "bundle":
+            return self.manifest["target"]
+        if self.kind == "onnx":
+            return "onnx"
+        if self.kind == "tvm":
+            return self.manifest["target"]["name"]
+        return self.manifest["target"] if isinstance(self.manifest["target"], str) else self.manifest["target"]["name"]
+
+    @property
+    def graph(self):
+        from ..ir.serialize import load
+
+        for name in ("graph.esq",):
+            if (self.path / name).is_file():
+                return load(self.path / name)
+        raise ArtifactError("artifact holds no graph.esq", where=str(self.path))
+
+    def runner(self, runtime: Optional[str] = None) -> "Artifact":
+        if runtime is None:
+            return self
+        if self.kind != "bundle" or runtime not in self.parts:
+            raise ConfigError(f"artifact has no '{runtime}' runtime (has: {', '.join(self.parts) or self.kind})")
+        return self.parts[runtime]
+
+    def run(self, x, runtime: Optional[str] = None):
+        """Outputs for ``x`` (B, T, F): an array, or a tuple of arrays for several outputs."""
+        art = self.runner(runtime)
+        if art.kind == "bundle":
+            art = art.parts[art.manifest["default_runtime"]]
+        x = np.asarray(x, dtype=np.float32)
+        if art.kind == "tvm":
+            y, _ = art.impl.run(x, streaming=False)
+        else:
+            y = art.impl.run(x)
+        ys = tuple(np.asarray(v) for v in (y if isinstance(y, (tuple, list)) else (y,)))
+        return ys[0] if len(ys) == 1 else ys
+
+    def cost(self, x) -> dict:
+        """Instruction counts / sizes / wall time where the artifact's runner can measure them."""
+        art = self if self.kind != "bundle" else self.parts["c"]
+        if art.kind != "c":
+            raise ConfigError(f"cost measurement needs a C artifact, this is '{art.kind}'")
+        return art.impl.cost(np.asarray(x, dtype=np.float32))
+
+    def __repr__(self) -> str:
+        return f"Artifact({str(self.path)!r}, kind={self.kind}, target={self.target})"
+
+
+def load_artifact(path) -> Artifact:
+    return Artifact.load(path)
+
+
+from ..util.modcall import make_callable  # noqa: E402
+
+make_callable(__name__, "export")

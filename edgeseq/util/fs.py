@@ -25,6 +25,12 @@ def _check_parent(path: Path) -> None:
         raise ArtifactError("directory is not writable", where=str(parent))
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` via a temporary file in the same directory and a rename."""
     path = Path(path)
@@ -35,6 +41,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp creates 0600
         os.replace(tmp, path)
     except OSError as e:
         with contextlib.suppress(OSError):
@@ -91,6 +98,7 @@ def output_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+    os.chmod(stage, 0o777 & ~_umask())  # mkdtemp creates 0700; a finished artifact gets normal permissions
     old = None
     if path.exists():
         old = path.with_name(f".{path.name}.old-{os.getpid()}")

@@ -3,6 +3,7 @@
 Layout of an artifact directory::
 
     model.onnx             the model (see edgeseq.export.onnx.lower for its naming scheme)
+    graph.esq              the IR graph it was exported from
     manifest.json          versions, graph summary, input/output/state specs, sha256 of every file,
                            the IR metadata and the measured agreement with the reference
     golden/input.npy       float32 input (B, T, F)
@@ -133,6 +134,7 @@ def export_onnx(graph: Graph, out_dir, *, streaming: bool = False, inline: bool 
 
     with output_dir(out, force) as stage:
         atomic_write_bytes(stage / MODEL_FILE, data)
+        graph.save(stage / "graph.esq")
         atomic_write_bytes(stage / "golden" / "input.npy", _npy_bytes(x))
         for k, y in enumerate(want):
             atomic_write_bytes(stage / "golden" / f"output_{k}.npy", _npy_bytes(np.asarray(y, np.float64)))
@@ -165,7 +167,7 @@ def _manifest(graph: Graph, model, *, streaming: bool, inline: bool, fused_rnn: 
         "versions": {"edgeseq": __version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
                      "numpy": np.__version__, "opset": opset, "ir_version": model.ir_version,
                      "edgeseq_domain": 1},
-        "model": MODEL_FILE, "streaming": bool(streaming), "inline": bool(inline), "fused_rnn": bool(fused_rnn),
+        "model": MODEL_FILE, "ir_graph": "graph.esq", "streaming": bool(streaming), "inline": bool(inline), "fused_rnn": bool(fused_rnn),
         "graph": {
             "in_features": graph.in_features, "num_params": graph.num_params(), "param_bytes": graph.param_bytes(),
             "nodes": [{"name": n.name, "kind": n.op.kind, "inputs": list(n.inputs), "outputs": list(n.outputs),

@@ -3,6 +3,7 @@
 Layout of an artifact directory::
 
     model.so                    Relax VM executable (functions "main" and "stream"), x86-64 or aarch64
+    graph.esq                   the IR graph the library was compiled from
     manifest.json               versions, target, calling convention, state spec, sha256 of every file
     golden/x.f32                golden input (raw little-endian float32, shape in the manifest)
     golden/y<i>.f32             reference-interpreter outputs for it (float64 -> float32)
@@ -55,6 +56,7 @@ def export_tvm(graph, out_dir, target: str = "x86", force: bool = False, *, cpu:
     sig = module.signature
     with output_dir(out, force) as stage:
         lib = module.export_library(stage / "model.so")
+        graph.save(stage / "graph.esq")
         (stage / "golden").mkdir()
         golden = {"input": _write_f32(stage, "golden/x.f32", x),
                   "outputs": [_write_f32(stage, f"golden/y{i}.f32", y) for i, y in enumerate(ref_out)],
@@ -78,6 +80,7 @@ def export_tvm(graph, out_dir, target: str = "x86", force: bool = False, *, cpu:
             "tvm_ffi_version": importlib.metadata.version("apache-tvm-ffi"),
             "target": module.target.describe(),
             "library": "model.so",
+            "ir_graph": "graph.esq",
             "library_bytes": lib.stat().st_size,
             "functions": {
                 "main": "main(x[B,T,F]) -> outputs (one tensor, or a tuple for several outputs)",
