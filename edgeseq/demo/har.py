@@ -1,0 +1,363 @@
+"""``edgeseq demo har``: human-activity recognition on an (emulated) ARM device, end to end.
+
+1. the shipped HAR model (or ``--model``), float;
+2. the outlier-aware int8 plan of :mod:`edgeseq.quant`, calibrated on training subjects;
+3. ``edgeseq.export(..., target="arm")``: a zero-dependency aarch64 executable (+ TVM library);
+4. held-out subjects' raw IMU windows (g, rad/s) streamed sample by sample through the device's
+   streaming step API (``esq_reset`` + one ``esq_step`` per 50 Hz sample) under qemu-aarch64, with a
+   live terminal view;
+5. a report: confusion matrix, per-class accuracy, float vs int8 vs on-device accuracy,
+   instructions per step, flash/RAM and artifact sizes.
+
+``--input FILE.csv``: a user's own recording (see :func:`read_imu_csv` for the format).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from ..errors import ConfigError, DatasetError
+
+WINDOW = 128
+HOP = 64
+SAMPLE_RATE = 50.0
+CHANNELS = ("acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z")
+TARGETS = ("x86", "arm", "cortex-m4")
+
+
+@dataclass
+class HarDemoConfig:
+    model: str = "har_lmu"
+    target: str = "arm"
+    out: str = "runs/demo-har"
+    input: Optional[str] = None
+    live: bool = True
+    quant: str = "edgeseq"  # "edgeseq" (outlier-aware int8), "naive", or "float"
+    calib: int = 512
+    limit: Optional[int] = None  # stream only this many windows (evenly spread), for quick runs
+    chunk: int = 64  # windows per device call (the view refreshes after each)
+    force: bool = False
+    seed: int = 0
+
+
+# ------------------------------------------------------------------------------------------ input
+
+
+def read_imu_csv(path, *, labels: tuple[str, ...] = ()) -> dict:
+    """Read a raw IMU recording.
+
+    Format: a header row, then one row per sample at 50 Hz. Required columns (any order):
+    ``acc_x, acc_y, acc_z`` (accelerometer, g) and ``gyro_x, gyro_y, gyro_z`` (gyroscope, rad/s).
+    Optional: ``time`` (seconds; used to check the 50 Hz sample rate) and ``label`` (activity name
+    or 0-based class id; enables accuracy). Returns {"signals" (N, 6) float32, "labels" (N,) int or
+    None, "sample_rate"}."""
+    p = Path(path)
+    try:
+        with open(p, newline="") as f:
+            rows = list(csv.reader(f))
+    except FileNotFoundError:
+        raise DatasetError("no such file", where=str(p)) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"cannot read the CSV ({e})", where=str(p)) from None
+    if not rows:
+        raise DatasetError("the CSV is empty", where=str(p))
+    header = [h.strip().lower() for h in rows[0]]
+    missing = [c for c in CHANNELS if c not in header]
+    if missing:
+        raise DatasetError(f"missing column(s) {', '.join(missing)}; found {', '.join(header) or 'none'}", where=str(p),
+                           hint="columns acc_x,acc_y,acc_z (g), gyro_x,gyro_y,gyro_z (rad/s), optional time (s), label")
+    body = [r for r in rows[1:] if any(c.strip() for c in r)]
+    if len(body) < WINDOW:
+        raise DatasetError(f"the recording has {len(body)} samples; at least {WINDOW} (2.56 s at 50 Hz) are needed",
+                           where=str(p))
+    idx = [header.index(c) for c in CHANNELS]
+    try:
+        sig = np.array([[float(r[i]) for i in idx] for r in body], dtype=np.float32)
+    except (ValueError, IndexError) as e:
+        raise DatasetError(f"non-numeric or short row in the IMU columns ({e})", where=str(p)) from None
+    if not np.all(np.isfinite(sig)):
+        raise DatasetError("the IMU columns contain NaN or Inf", where=str(p))
+    rate = SAMPLE_RATE
+    if "time" in header:
+        t = np.array([float(r[header.index("time")]) for r in body])
+        dt = np.diff(t)
+        if np.any(dt <= 0):
+            raise DatasetError("the time column is not strictly increasing", where=str(p))
+        rate = float(1.0 / np.median(dt))
+        if abs(rate - SAMPLE_RATE) > 0.02 * SAMPLE_RATE:
+            raise DatasetError(f"sample rate is {rate:.1f} Hz; the HAR model expects {SAMPLE_RATE:.0f} Hz", where=str(p),
+                               hint="resample the recording to 50 Hz (e.g. scipy.signal.resample_poly)")
+    lab = None
+    if "label" in header:
+        names = [s.lower() for s in labels]
+        vals = []
+        for r in body:
+            v = r[header.index("label")].strip()
+            if v.lstrip("-").isdigit():
+                vals.append(int(v))
+            elif v.lower() in names:
+                vals.append(names.index(v.lower()))
+            elif v == "":
+                vals.append(-1)
+            else:
+                raise DatasetError(f"unknown label '{v}'; expected a class id or one of {', '.join(labels)}",
+                                   where=str(p))
+        lab = np.array(vals, dtype=np.int64)
+    return {"signals": sig, "labels": lab, "sample_rate": rate}
+
+
+def windows(signals: np.ndarray, labels: Optional[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Windows of 128 samples every 64 (a decision every 1.28 s); label = the window's majority label
+    (-1 when unlabelled)."""
+    starts = np.arange(0, len(signals) - WINDOW + 1, HOP)
+    idx = starts[:, None] + np.arange(WINDOW)[None, :]
+    x = signals[idx].astype(np.float32)
+    if labels is None:
+        return x, np.full(len(starts), -1, np.int64)
+    y = []
+    for w in labels[idx]:
+        v, c = np.unique(w[w >= 0], return_counts=True)
+        y.append(int(v[np.argmax(c)]) if len(v) else -1)
+    return x, np.array(y, np.int64)
+
+
+# ----------------------------------------------------------------------------------------- helpers
+
+
+def _batched(fn, x: np.ndarray, size: int = 512) -> np.ndarray:
+    return np.concatenate([np.asarray(fn(x[i:i + size])) for i in range(0, len(x), size)], axis=0)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _accuracy(pred: np.ndarray, y: np.ndarray) -> Optional[float]:
+    m = y >= 0
+    return float((pred[m] == y[m]).mean()) if m.any() else None
+
+
+def _confusion(pred, y, n) -> list[list[int]]:
+    cm = np.zeros((n, n), dtype=np.int64)
+    for p, t in zip(pred, y):
+        if t >= 0:
+            cm[t, p] += 1
+    return cm.tolist()
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+# ------------------------------------------------------------------------------------------- demo
+
+
+def run_har_demo(cfg: HarDemoConfig, stream=None) -> dict:
+    """Run the demo; writes ``demo.json`` and ``report.html`` (and the artifact) under ``cfg.out``."""
+    from .. import export as export_mod
+    from ..data import load_dataset
+    from ..ir.interpret import run as ref_run
+    from ..models import load_model
+    from ..util.fs import atomic_write_json, check_output_dir
+    from .live import LiveView, bar
+
+    stream = stream or sys.stderr
+    say = (lambda m: print(m, file=stream, flush=True))
+    if cfg.target not in TARGETS:
+        raise ConfigError(f"unknown demo target '{cfg.target}'; choose one of: {', '.join(TARGETS)}")
+    if cfg.quant not in ("edgeseq", "naive", "float"):
+        raise ConfigError(f"--quant must be edgeseq, naive or float, got '{cfg.quant}'")
+    out = check_output_dir(cfg.out, cfg.force)
+    _check_toolchains(cfg.target)
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    # 1. model ------------------------------------------------------------------------------
+    lm = load_model(cfg.model)
+    graph = lm.graph
+    if graph.in_features != 6:
+        raise ConfigError(f"model '{cfg.model}' takes {graph.in_features} input features; the HAR demo streams 6 "
+                          "(acc_x..gyro_z)")
+    labels = list(lm.labels) or [f"class {i}" for i in range(graph.output_types[0].features)]
+    say(f"model   {lm.name}: {graph.num_params()} parameters ({', '.join(n.op.kind for n in graph.nodes)})")
+
+    # 2. data -------------------------------------------------------------------------------
+    t = time.perf_counter()
+    if cfg.input:
+        rec = read_imu_csv(cfg.input, labels=tuple(labels))
+        x, y = windows(rec["signals"], rec["labels"])
+        groups = np.zeros(len(x), np.int64)
+        source = f"{cfg.input} ({len(rec['signals'])} samples at {rec['sample_rate']:.1f} Hz)"
+    else:
+        ds = load_dataset("har", "test", classes=len(labels))
+        x, y, groups = ds.x, ds.y, ds.groups
+        source = f"UCI HAPT held-out subjects {sorted(set(int(g) for g in groups))} ({len(x)} windows)"
+    if cfg.limit and cfg.limit < len(x):
+        keep = np.linspace(0, len(x) - 1, cfg.limit).round().astype(int)
+        x, y, groups = x[keep], y[keep], groups[keep]
+    say(f"data    {source}; streaming {len(x)} windows of {WINDOW} samples")
+    timings["data_s"] = time.perf_counter() - t
+
+    # 3. float reference + quantization -------------------------------------------------------
+    t = time.perf_counter()
+    float_logits = _batched(lambda a: ref_run(graph, a.astype(np.float64))[0][0], x)
+    float_acc = _accuracy(float_logits.argmax(-1), y)
+    timings["float_reference_s"] = time.perf_counter() - t
+    q = None
+    int_logits = None
+    plan_summary = None
+    if cfg.quant != "float":
+        t = time.perf_counter()
+        q, int_logits, plan_summary = _quantize(graph, cfg, say)
+        int_logits = _batched(lambda a: q.run(a, mode="int")[0][0], x)
+        timings["quantize_s"] = time.perf_counter() - t
+    int_acc = _accuracy(int_logits.argmax(-1), y) if int_logits is not None else None
+    say(f"float   accuracy {_pct(float_acc)} (float64 reference interpreter)")
+    if int_logits is not None:
+        say(f"int8    accuracy {_pct(int_acc)} (integer-exact interpreter, plan '{cfg.quant}')")
+
+    # 4. export -------------------------------------------------------------------------------
+    t = time.perf_counter()
+    art_dir = out / "artifact"
+    say(f"export  {cfg.target} -> {art_dir}")
+    art = export_mod.export(q if q is not None else graph, target=cfg.target, out=art_dir, force=True,
+                            golden_input=x[:2], progress=lambda m: say(f"        {m}"))
+    device = art.parts["c"] if art.kind == "bundle" else art
+    timings["export_s"] = time.perf_counter() - t
+
+    # 5. stream through the device -------------------------------------------------------------
+    t = time.perf_counter()
+    view = LiveView(stream, live=cfg.live)
+    dev_logits = np.zeros((len(x), len(labels)), np.float32)
+    correct = seen = 0
+    runner = "qemu-aarch64" if cfg.target == "arm" else ("qemu-system-arm (mps2-an386)" if cfg.target == "cortex-m4"
+                                                        else "native x86")
+    for i in range(0, len(x), cfg.chunk):
+        xc = x[i:i + cfg.chunk]
+        outs = device.impl.run(xc, mode="step")
+        dev_logits[i:i + len(xc)] = np.asarray(outs[0])
+        pred = dev_logits[i:i + len(xc)].argmax(-1)
+        m = y[i:i + len(xc)] >= 0
+        correct += int((pred[m] == y[i:i + len(xc)][m]).sum())
+        seen += int(m.sum())
+        j = i + len(xc) - 1
+        conf = _softmax(dev_logits[j:j + 1])[0]
+        done = (j + 1) / len(x)
+        truth = labels[y[j]] if y[j] >= 0 else "-"
+        view.update([
+            f"device  {runner}  {bar(done)} {j + 1}/{len(x)} windows  ({(j + 1) * WINDOW} samples streamed)",
+            f"  subject {int(groups[j]):>2}   now: {labels[int(pred[-1])]:<20} confidence {conf.max():5.1%}   "
+            f"truth: {truth:<20}",
+            f"  running on-device accuracy: {_pct(correct / seen if seen else None)}",
+        ], force_log=(j + 1 == len(x)))
+    view.close()
+    dev_pred = dev_logits.argmax(-1)
+    dev_acc = _accuracy(dev_pred, y)
+    timings["device_stream_s"] = time.perf_counter() - t
+    ref_for_device = int_logits if int_logits is not None else float_logits
+    agreement = float((dev_pred == ref_for_device.argmax(-1)).mean())
+    max_err = float(np.max(np.abs(dev_logits - ref_for_device)))
+    say(f"device  accuracy {_pct(dev_acc)}; decisions equal to the {'integer' if q is not None else 'float'} "
+        f"reference on {agreement:.2%} of windows (max logit difference {max_err:.3g})")
+
+    # 6. cost + sizes ------------------------------------------------------------------------
+    t = time.perf_counter()
+    cost = device.impl.cost(x[:2])
+    sizes = {"artifact_bytes": _dir_bytes(art_dir), "device_binary_bytes": device.impl.binary.stat().st_size,
+             "weights_bytes": device.manifest.get("weights_bytes"), "float32_weight_bytes": 4 * graph.num_params()}
+    mcu = None
+    if cfg.target != "cortex-m4" and _have("arm-none-eabi-gcc", "qemu-system-arm"):
+        say("sizes   building the same model for cortex-m4 (flash / RAM report)")
+        m4 = export_mod.export(q if q is not None else graph, target="cortex-m4", out=out / "cortex-m4", force=True,
+                               golden_input=x[:1])
+        mcu = _mcu_sizes(m4.impl)
+    elif cfg.target == "cortex-m4":
+        mcu = _mcu_sizes(device.impl)
+    timings["cost_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t_start
+
+    result = {
+        "demo": "har", "model": lm.name, "model_source": lm.source, "target": cfg.target, "runner": runner,
+        "quantization": cfg.quant, "data": source, "windows": int(len(x)), "labels": labels,
+        "accuracy": {"float": float_acc, "int8": int_acc, "device": dev_acc},
+        "device_vs_reference": {"decision_agreement": agreement, "max_abs_logit_difference": max_err,
+                                "reference": "integer-exact interpreter" if q is not None else "float64 interpreter"},
+        "drop_points": None if (float_acc is None or dev_acc is None) else 100 * (float_acc - dev_acc),
+        "confusion_device": _confusion(dev_pred, y, len(labels)),
+        "per_class": _per_class(dev_pred, y, labels),
+        "cost": _jsonable(cost), "sizes": sizes, "mcu_sizes": mcu, "plan": plan_summary,
+        "timings": {k: round(v, 2) for k, v in timings.items()}, "config": asdict(cfg),
+        "artifact": str(art_dir),
+    }
+    atomic_write_json(out / "demo.json", result)
+    from .report import har_report
+
+    har_report(result, out / "report.html")
+    say(f"report  {out / 'report.html'}  (total {timings['total_s']:.0f} s)")
+    return result
+
+
+def _pct(v: Optional[float]) -> str:
+    return "n/a (unlabelled)" if v is None else f"{100 * v:.2f}%"
+
+
+def _per_class(pred, y, labels) -> list[dict]:
+    rows = []
+    for k, name in enumerate(labels):
+        m = y == k
+        rows.append({"class": name, "windows": int(m.sum()),
+                     "accuracy": float((pred[m] == k).mean()) if m.any() else None})
+    return rows
+
+
+def _mcu_sizes(c_impl) -> dict:
+    s = c_impl.sizes
+    keep = ("flash_bytes", "ram_bytes", "stack_bytes", "flash_capacity", "ram_capacity")
+    return {k: s[k] for k in keep if k in s} | {"target": c_impl.target.name, "model": s.get("model")}
+
+
+def _jsonable(o: Any):
+    return json.loads(json.dumps(o, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+
+
+def _have(*tools: str) -> bool:
+    from ..toolchains import TOOLS
+
+    return all(TOOLS[t].path() for t in tools)
+
+
+def _check_toolchains(target: str) -> None:
+    from ..toolchains import require
+
+    need = {"arm": ("aarch64-linux-gnu-gcc", "qemu-aarch64"), "cortex-m4": ("arm-none-eabi-gcc", "qemu-system-arm"),
+            "x86": ("gcc",)}[target]
+    for tool in need:
+        require(tool)
+
+
+def _quantize(graph, cfg: HarDemoConfig, say):
+    """The int8 plan: calibrated on windows of the training subjects (never the streamed ones)."""
+    try:
+        from ..quant import quantize
+    except ImportError as e:  # pragma: no cover - the quant package is part of edgeseq
+        raise ConfigError(f"quantization is unavailable ({e})") from None
+    from ..data import load_dataset
+
+    train = load_dataset("har", "train", classes=graph.output_types[0].features)
+    rng = np.random.default_rng(cfg.seed)
+    pick = rng.choice(len(train), size=min(cfg.calib, len(train)), replace=False)
+    val = rng.choice(len(train), size=min(1024, len(train)), replace=False)
+    say(f"quant   plan '{cfg.quant}', calibrated on {len(pick)} training windows")
+    q = quantize(graph, train.x[pick], config=cfg.quant, val=(train.x[val], train.y[val]))
+    summary = q.plan.summary() if hasattr(q.plan, "summary") else None
+    return q, None, summary
