@@ -1,18 +1,33 @@
-"""edgeseq info: summary of an IR file (nodes, types, parameters, state contract)."""
+"""edgeseq info: summary of a model (nodes, types, parameters, state contract), or the shipped models."""
 
 from __future__ import annotations
 
 
 def register(sub) -> None:
-    p = sub.add_parser("info", help="summarise an IR file (.esq)")
-    p.add_argument("model", help="IR file written by Graph.save / edgeseq capture")
+    p = sub.add_parser("info", help="summarise a model (.esq, .ckpt, shipped name) or list the shipped models")
+    p.add_argument("model", nargs="?", help="shipped model name, .ckpt checkpoint, training directory or .esq graph")
+    p.add_argument("--models", action="store_true", help="list the shipped trained models")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..ir.serialize import load
+    from ..errors import ConfigError
+    from ..models import load_model, shipped_info
 
-    g = load(args.model)
+    if args.models or not args.model:
+        if not args.models:
+            raise ConfigError("give a model (name, .ckpt or .esq) or --models")
+        rows = shipped_info()
+        if not rows:
+            print("no shipped models installed")
+        for r in rows:
+            acc = r["test_accuracy"]
+            print(f"{r['name']:<16} {r['task'] or '-':<6} {r['arch'] or '-':<10} {r['parameters'] or 0:>7} params  "
+                  f"test accuracy {'-' if acc is None else f'{100 * acc:.2f}%'}")
+            print(f"{'':16} reproduce: {r['command']}")
+        return 0
+    lm = load_model(args.model)
+    g = lm.graph
     print(g.summary())
     spec = g.state_spec()
     if spec:
@@ -21,4 +36,6 @@ def run(args) -> int:
             print(f"  {k:<32} {s}")
     if g.metadata:
         print("\nmetadata:", {k: v for k, v in g.metadata.items() if k != "model_config"})
+    if lm.metrics.get("test"):
+        print(f"\ntest accuracy {100 * lm.metrics['test']['accuracy']:.2f}% ({lm.metrics.get('dataset', '')})")
     return 0

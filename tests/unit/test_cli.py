@@ -75,7 +75,7 @@ def test_info_and_run(ir_file, tmp_path):
 
 
 @pytest.mark.parametrize("args,msg", [
-    (["info", "/nonexistent/model.esq"], "file not found"),
+    (["info", "/nonexistent/model.esq"], "no such model file"),
     (["run", "{ir}", "{bad_npy}"], "5 features per step; the model expects 3"),
     (["info", "{garbage}"], "corrupt or truncated IR file"),
 ])
