@@ -23,7 +23,7 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 1e-4
-    patience: int = 10
+    patience: int = 20
     seed: int = 0
     max_minutes: float = 14.0
     val_fraction: float = 0.15
