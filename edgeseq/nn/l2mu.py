@@ -26,7 +26,8 @@ class L2MU(nn.Module):
     """L2MU layer over (B, T, input_size) input currents; returns (hidden spikes (B, T, H), state).
 
     ``encoder_size`` > 0 adds the spike input encoder: a Linear projection into a LIF population
-    whose spikes drive the cell. ``neuron``: 'leaky' or 'synaptic' populations. ``beta``/``threshold``
+    whose spikes drive the cell. ``truncate_feedback`` (training only; the forward pass is unchanged)
+    stops gradients through the previous step's spikes. ``neuron``: 'leaky' or 'synaptic' populations. ``beta``/``threshold``
     are learnable per population when ``learn_neurons``.
     """
 
@@ -35,8 +36,9 @@ class L2MU(nn.Module):
                  threshold: float = 1.0, reset: str = "subtract", reset_delay: bool = True,
                  hidden_to_memory: bool = True, memory_to_memory: bool = True, input_to_hidden: bool = True,
                  recurrent_hidden: bool = True, learn_memory: bool = True, learn_neurons: bool = True,
-                 surrogate: str = "atan", slope: float = 2.0):
+                 surrogate: str = "atan", slope: float = 2.0, truncate_feedback: bool = True):
         super().__init__()
+        self.truncate_feedback = bool(truncate_feedback)
         self.input_size, self.hidden_size, self.memory_d, self.order = input_size, hidden_size, memory_d, order
         self.memory_size = memory_d * order
         a_syn = alpha if neuron == "synaptic" else None
@@ -93,6 +95,10 @@ class L2MU(nn.Module):
             x_t, st = self.enc_pop.step(self.enc(x_t), self._sub(state, "enc"))
             new.update({f"enc_{k}": v for k, v in st.items()})
         s_h, s_m = state["s_h"], state["s_m"]
+        if self.truncate_feedback and torch.is_grad_enabled():
+            # spike feedback from the previous step carries no gradient (the membranes still do):
+            # through 100+ steps of surrogate-gradient feedback loops the full BPTT gradient explodes
+            s_h, s_m = s_h.detach(), s_m.detach()
         i_u = x_t @ self.e_x.T + self.b_u
         if self.e_h is not None:
             i_u = i_u + s_h @ self.e_h.T
