@@ -1,0 +1,1 @@
+"""Report rendering: self-contained HTML pages with embedded plots (:mod:`edgeseq.reports.html`)."""
