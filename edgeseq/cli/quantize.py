@@ -1,0 +1,95 @@
+"""edgeseq quantize: calibrate a model on task data, plan, lower to an integer program, save .esq.
+
+    edgeseq quantize MODEL --data har --out model.q.esq [--config naive|edgeseq|FILE.json] [--calib N]
+
+MODEL is a shipped model name, a .ckpt checkpoint (or training directory) or an .esq graph.
+Calibration uses N sequences of the task's training split; the mixed-precision search (skipped
+with --no-search) uses a disjoint part of the training split as validation data; ``--eval``
+reports float / integer / fake-quant accuracy on the test split.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def register(sub) -> None:
+    from ..train.recipes import TASKS
+
+    p = sub.add_parser("quantize", help="quantize a model to an integer program (.esq) with calibration data")
+    p.add_argument("model", help="shipped model name, .ckpt checkpoint / training directory, or .esq graph")
+    p.add_argument("--data", required=True, choices=sorted(TASKS), help="task whose data calibrates the model")
+    p.add_argument("--out", required=True, help="output file (.esq)")
+    p.add_argument("--config", default="edgeseq", help="preset (edgeseq, naive) or a .json config file")
+    p.add_argument("--calib", type=int, default=512, help="number of calibration sequences (default 512)")
+    p.add_argument("--val", type=int, default=1024, help="validation sequences for the mixed-precision search")
+    p.add_argument("--budget", type=float, default=0.5, help="accuracy budget in points vs float (default 0.5)")
+    p.add_argument("--no-search", action="store_true", help="no mixed-precision search")
+    p.add_argument("--eval", action="store_true", help="report float / int / fake accuracy on the test split")
+    p.add_argument("--plan", action="store_true", help="print the full quantization plan")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from ..data import load_dataset
+    from ..errors import ArtifactError, ConfigError, ShapeError
+    from ..models import load_model
+    from ..quant import accuracy, quantize, resolve_config
+    from ..train.recipes import TASKS
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise ArtifactError("output file already exists", where=str(out), hint="pass --force to replace it")
+    if out.suffix != ".esq":
+        raise ConfigError(f"the output must be an .esq file, got '{out.name}'", where="--out")
+    if args.calib < 1:
+        raise ConfigError("--calib must be at least 1", where="--calib")
+    cfg = resolve_config(args.config)
+    lm = load_model(args.model)
+    g = lm.graph
+    task = TASKS[args.data]
+    train = load_dataset(task["dataset"], "train", **task["kw"])
+    if train.x.shape[2] != g.in_features:
+        raise ShapeError(f"task '{args.data}' has {train.x.shape[2]} features per step; the model expects "
+                         f"{g.in_features}", where=args.model)
+    rng = np.random.default_rng(args.seed)
+    order = rng.permutation(len(train.x))
+    calib = train.x[order[: args.calib]]
+    val = None
+    if not args.no_search and args.val > 0:
+        vi = order[args.calib: args.calib + args.val]
+        if len(vi) == 0:
+            vi = order[: args.val]
+        val = (train.x[vi], train.y[vi])
+    qg = quantize(g, calib, cfg, val=val, budget=None if args.no_search else args.budget, progress=not args.quiet)
+    qg.info.update(model=str(args.model), task=args.data)
+    if args.eval:
+        test = load_dataset(task["dataset"], "test", **task["kw"])
+        res = {m: accuracy(qg, test.x, test.y, m) for m in ("float", "int", "fake")}
+        agree = float(np.mean(qg.predict(test.x, "int") == qg.predict(test.x, "fake")))
+        qg.info["test"] = {**res, "int_fake_agreement": agree, "n": int(len(test.y))}
+    qg.save(out)
+    sz = qg.sizes()
+    print(f"wrote {out}  ({cfg.name}: {len(qg.program.step)} micro-ops per step, constants {sz['const_bytes']} B, "
+          f"float32 parameters {sz['float_param_bytes']} B, state {sz['state_bytes']} B)")
+    s = qg.info.get("search")
+    if s:
+        print(f"mixed precision: float {100 * s['float_accuracy']:.2f}%  8-bit plan {100 * s['start_accuracy']:.2f}%"
+              f"  final {100 * s['final_accuracy']:.2f}%  promoted to 16 bits: {', '.join(s['promoted']) or 'none'}"
+              + ("" if s["met"] else "  (budget NOT met)"))
+    t = qg.info.get("test")
+    if t:
+        print(f"test accuracy: float {100 * t['float']:.2f}%  int {100 * t['int']:.2f}%  fake {100 * t['fake']:.2f}%"
+              f"  int/fake decision agreement {100 * t['int_fake_agreement']:.2f}%  (n={t['n']})")
+    if qg.plan.outliers:
+        from ..quant.outliers import format_report
+
+        print("outlier channels:\n  " + format_report(qg.plan.outliers).replace("\n", "\n  "))
+    if args.plan:
+        print(qg.plan.summary())
+    return 0
