@@ -1,0 +1,474 @@
+"""``validate``: run an artifact on its own runner and compare it with the reference.
+
+Steps, each recorded in the :class:`ValidationReport`:
+
+1. load the artifact directory (any exporter, :func:`~.artifacts.open_artifact`), check every file
+   against the manifest's sha256 and load the IR graph stored with it;
+2. reference: the float64 interpreter (``cpu``) or the reference kernels on a CUDA device
+   (``gpu``, Triton when installed); ``auto`` picks the GPU when there is one;
+3. golden vectors: the stored outputs must equal the reference on the stored graph (so the graph
+   is the one that was exported), and the artifact's outputs must match the reference within the
+   tolerance of its number format; pooled outputs are also compared on prefixes of the golden
+   input (error against sequence length);
+4. with ``data``: a slice of a dataset (``har``, ``kws``, ``smartwatch`` or an ``.npz``) through both,
+   with decision agreement, task accuracy of each and spike agreement;
+5. cost: wall-clock latency per sequence and per step (p50 / p99) for native artifacts,
+   executed instructions per inference / per step for emulated ones, artifact sizes and the
+   reference's throughput.
+
+Every check is named (``golden.head.max_abs_error``, ``data.accuracy_drop``, ...); failures are
+collected, not raised, until the report is complete. :meth:`ValidationReport.raise_for_failure`
+raises :class:`~edgeseq.errors.ToleranceError` naming them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
+
+import numpy as np
+
+from ..errors import ConfigError, DatasetError, ShapeError, ToleranceError
+from .artifacts import Artifact, open_artifact, run_batched, safe
+from .compare import FAIL, PASS, SKIP, Check, accuracy, decision_output, lower, output_metrics, upper
+from .tolerance import TolerancePolicy
+
+REFERENCES = ("auto", "gpu", "cpu")
+DATASETS = ("har", "kws", "smartwatch")
+
+
+# ----------------------------------------------------------------------------------------------
+# the reference
+
+
+class Reference:
+    """The reference computation: ``cpu`` = the float64 interpreter, ``gpu`` = the reference kernels
+    on CUDA (float64 by default). Keeps count of the time it spends, for its throughput."""
+
+    def __init__(self, graph, which: "str | Callable" = "auto", dtype: str = "float64"):
+        self.graph = graph
+        self.dtype = dtype
+        self.seconds = 0.0
+        self.sequences = 0
+        self.steps = 0
+        self.plan: Optional[dict] = None
+        self._fn: Optional[Callable] = None
+        if callable(which):  # e.g. an integer-exact interpreter for a quantized artifact
+            self._fn, self._runner = which, None
+            self.requested = self.which = "custom"
+            self.name = getattr(which, "__doc__", None) or getattr(which, "__name__", "custom reference")
+            self.name = self.name.strip().splitlines()[0]
+            return
+        if which not in REFERENCES:
+            raise ConfigError(f"unknown reference '{which}'; choose one of: {', '.join(REFERENCES)}")
+        self.requested = which
+        if which == "auto":
+            which = "gpu" if _cuda_available() else "cpu"
+        self.which = which
+        if which == "gpu":
+            from .gpu import ReferenceRunner
+
+            self._runner = ReferenceRunner(graph, device="cuda", dtype=dtype, kernels="auto")
+            self.plan = self._runner.plan
+            self.name = f"reference kernels ({self._runner.kernels}) on {_cuda_name()}, {dtype}"
+        else:
+            self._runner = None
+            self.name = "float64 reference interpreter (edgeseq.ir.interpret) on the CPU"
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
+        t0 = time.perf_counter()
+        if self._fn is not None:
+            outs = self._fn(np.asarray(x))
+        elif self._runner is not None:
+            outs, _ = self._runner.run(np.asarray(x, dtype=np.float64))
+        else:
+            from ..ir.interpret import run
+
+            outs, _ = run(self.graph, np.asarray(x, dtype=np.float64))
+        self.seconds += time.perf_counter() - t0
+        self.sequences += int(x.shape[0])
+        self.steps += int(x.shape[0] * x.shape[1])
+        return tuple(np.asarray(o, dtype=np.float64) for o in outs)
+
+    def describe(self) -> dict:
+        dtype = self.dtype if self._runner is not None else ("float64" if self._fn is None else "custom")
+        d = {"requested": self.requested, "used": self.which, "name": self.name, "dtype": dtype,
+             "seconds": self.seconds, "sequences": self.sequences, "steps": self.steps}
+        if self.seconds > 0:
+            d["throughput"] = {"sequences_per_s": self.sequences / self.seconds,
+                               "steps_per_s": self.steps / self.seconds}
+        if self.plan:
+            d["kernels"] = self.plan
+        return d
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+
+
+def _cuda_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0)
+
+
+# ----------------------------------------------------------------------------------------------
+# data
+
+
+@dataclass
+class EvalData:
+    name: str
+    x: np.ndarray
+    y: Optional[np.ndarray]
+    labels: Optional[list]
+    total: int
+
+
+def load_data(spec: Any, in_features: int, samples: int) -> EvalData:
+    """An evenly spaced slice of ``samples`` sequences from a dataset name, an ``.npz`` file or a
+    :class:`~edgeseq.data.Dataset`."""
+    from ..data.dataset import Dataset
+
+    if isinstance(spec, Dataset):
+        ds, name = spec, spec.name
+    elif isinstance(spec, str) and spec in DATASETS:
+        from ..data import load_dataset
+
+        kw = {"classes": 6} if spec == "har" else {}
+        ds, name = load_dataset(spec, "test", **kw), f"{spec} (test split)"
+    else:
+        ds, name = _load_npz(Path(spec)), str(spec)
+    if isinstance(ds, EvalData):
+        x, y, labels, name = ds.x, ds.y, ds.labels, ds.name
+    else:
+        x, y, labels = ds.x, ds.y, list(ds.labels)
+    if x.ndim != 3 or x.shape[2] != in_features:
+        raise ShapeError(f"the data has sequences of shape {x.shape[1:]}; the model takes {in_features} features "
+                         "per step", where=f"data {name}", hint="pass the dataset the model was trained on")
+    total = int(x.shape[0])
+    if total == 0:
+        raise DatasetError("the dataset is empty", where=f"data {name}")
+    n = min(int(samples), total)
+    idx = np.unique(np.linspace(0, total - 1, n).round().astype(np.int64))
+    return EvalData(name, np.ascontiguousarray(x[idx], dtype=np.float32), None if y is None else np.asarray(y)[idx],
+                    labels, total)
+
+
+def _load_npz(path: Path) -> EvalData:
+    from ..data.dataset import Dataset
+
+    if not path.is_file():
+        choices = ", ".join(DATASETS)
+        raise DatasetError(f"not a dataset name ({choices}) and no such .npz file", where=str(path))
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys = set(z.files)
+            if "info" in keys:
+                ds = Dataset.load(path)
+                return EvalData(ds.name, ds.x, ds.y, list(ds.labels), len(ds))
+            if "x" not in keys:
+                raise DatasetError(f"the .npz file needs an array 'x' (N, T, F) and optionally 'y' (N,); it has "
+                                   f"{', '.join(sorted(keys)) or 'nothing'}", where=str(path))
+            x = np.asarray(z["x"], dtype=np.float32)
+            y = np.asarray(z["y"]).astype(np.int64) if "y" in keys else None
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"cannot read the .npz file ({e})", where=str(path)) from None
+    if y is not None and y.shape != (x.shape[0],):
+        raise DatasetError(f"'y' must have shape ({x.shape[0]},), got {y.shape}", where=str(path))
+    return EvalData(path.name, x, y, None, int(x.shape[0]))
+
+
+# ----------------------------------------------------------------------------------------------
+# the report
+
+
+@dataclass
+class ValidationReport:
+    artifact: dict
+    reference: dict
+    tolerance: dict
+    checks: list[Check]
+    golden: dict
+    data: Optional[dict]
+    performance: dict
+    timing: dict
+    plots: dict[str, bytes] = field(default_factory=dict, repr=False)
+    written: dict[str, str] = field(default_factory=dict)
+    parts: dict[str, "ValidationReport"] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if c.status == FAIL]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failed
+
+    def to_dict(self) -> dict:
+        return {"format": "edgeseq-validation/1", "passed": self.passed,
+                "failed_checks": [c.name for c in self.failed],
+                "artifact": self.artifact, "reference": self.reference, "tolerance": self.tolerance,
+                "checks": [c.to_dict() for c in self.checks], "golden": self.golden, "data": self.data,
+                "performance": self.performance, "timing": self.timing,
+                **({"parts": {k: r.to_dict() for k, r in self.parts.items()}} if self.parts else {})}
+
+    def summary(self) -> str:
+        a = self.artifact
+        lines = [f"validate {a['path']}: {a['kind']} artifact for {a['target']} ({a['number_format']}), "
+                 f"reference: {self.reference['name']}"]
+        for c in self.checks:
+            mark = {PASS: "ok  ", FAIL: "FAIL", SKIP: "skip"}[c.status]
+            lines.append(f"  {mark} {c.line()}")
+        for name, rep in ([("", self)] if not self.parts else list(self.parts.items())):
+            lines += [f"  {name + ': ' if name else ''}{line}" for line in rep._cost_lines()]
+        lines.append(("PASSED" if self.passed else f"FAILED: {len(self.failed)} check(s)")
+                     + "".join(f"\n  wrote {v}" for v in self.written.values()))
+        return "\n".join(lines)
+
+    def _cost_lines(self) -> list[str]:
+        lines = []
+        perf = self.performance
+        lat = perf.get("latency")
+        if lat:
+            lines.append(f"latency per sequence p50 {lat['per_sequence']['p50_s'] * 1e6:.1f} us, p99 "
+                         f"{lat['per_sequence']['p99_s'] * 1e6:.1f} us; per step p50 "
+                         f"{lat['per_step']['p50_s'] * 1e6:.2f} us (T={lat['steps']})")
+        ins = perf.get("instructions")
+        if ins:
+            per_inf = ins.get("per_inference", ins.get("per_inference_estimate"))
+            lines.append(f"instructions per inference {per_inf:,.0f}, per step {ins['per_step']:,.0f} "
+                         f"({ins.get('emulator')}, T={ins['steps']})")
+        thr = self.reference.get("throughput")
+        if thr:
+            lines.append(f"reference throughput {thr['steps_per_s']:,.0f} steps/s")
+        return lines
+
+    def failure_message(self) -> str:
+        return f"{len(self.failed)} check(s) failed: " + "; ".join(c.line() for c in self.failed)
+
+    def raise_for_failure(self) -> None:
+        if self.failed:
+            raise ToleranceError(self.failure_message(), where=self.artifact["path"])
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def _policy(tolerance: Any) -> TolerancePolicy:
+    if tolerance is None:
+        return TolerancePolicy()
+    if isinstance(tolerance, TolerancePolicy):
+        return tolerance
+    if isinstance(tolerance, Mapping):
+        return TolerancePolicy().merged(tolerance)
+    return TolerancePolicy.load(tolerance)
+
+
+def _output_checks(prefix: str, art: Artifact, policy: TolerancePolicy, metrics: dict, types, names) -> list[Check]:
+    checks = []
+    fmt = art.number_format
+    ftol = policy.for_format(fmt)
+    for k, (name, t) in enumerate(zip(names, types)):
+        m = metrics[name]
+        lsb = art.output_lsb(k)
+        limit, how = ftol.limit(lsb)
+        note = how + ("" if not fmt.is_integer or lsb is not None else "; no output scale in the manifest")
+        if t.spikes:
+            checks.append(upper(f"{prefix}.{name}.spike_mismatches", m["spike_mismatches"], policy.spike_mismatches,
+                                f"spike agreement {m['spike_agreement']:.6f}; {m['spikes_reference']} reference "
+                                f"spikes"))
+            checks.append(upper(f"{prefix}.{name}.spike_amplitude_error", m["spike_amplitude_max_abs_error"], limit,
+                                "where both fire; " + note))
+        else:
+            checks.append(upper(f"{prefix}.{name}.max_abs_error", m["max_abs_error"], limit, note))
+        if "decision_agreement" in m:
+            checks.append(lower(f"{prefix}.{name}.decision_agreement", m["decision_agreement"],
+                                policy.min_decision_agreement,
+                                f"{m['decision_mismatches']} of {m['shape'][0]} sequences differ"))
+    return checks
+
+
+def _prefix_lengths(steps: int, points: int) -> list[int]:
+    if steps <= 1 or points <= 1:
+        return [steps]
+    return sorted({int(round(v)) for v in np.geomspace(1, steps, points)})
+
+
+def validate(artifact, *, reference: "str | Callable" = "auto", data: Any = None, tolerance: Any = None, out=None,
+             samples: int = 256, graph=None, measure: bool = True, batch: int = 64, prefix_points: int = 5,
+             reference_dtype: str = "float64", log: Optional[Callable[[str], None]] = None) -> ValidationReport:
+    """Validate the artifact directory ``artifact`` (see the module docstring).
+
+    ``reference`` auto | gpu | cpu, or a callable ``x (B, T, F) -> outputs`` (float arrays in graph
+    output order; its docstring's first line names it in the report), e.g. an integer-exact
+    interpreter for a quantized artifact; ``data`` a dataset name (har, kws, smartwatch), an .npz path or
+    a Dataset; ``tolerance`` a :class:`TolerancePolicy`, a dict of overrides or a JSON path;
+    ``out`` a directory for validation.json and report.html (nothing is written when None);
+    ``samples`` sequences of ``data``; ``graph`` overrides the graph stored with the artifact;
+    ``measure`` enables latency / instruction counts. A bundle (``edgeseq export --target x86|arm``:
+    ``tvm/`` + ``c/``) is validated part by part, its checks named ``<part>/<check>``. Returns the
+    report (failures included; :meth:`ValidationReport.raise_for_failure` turns them into an
+    exception)."""
+    say = log or (lambda s: None)
+    if not callable(reference) and reference not in REFERENCES:
+        raise ConfigError(f"unknown reference '{reference}'; choose one of: {', '.join(REFERENCES)}")
+    policy = _policy(tolerance)
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ConfigError(f"samples must be a positive integer, got {samples!r}")
+    t_start = time.perf_counter()
+    art = open_artifact(artifact, graph)
+    out_dir = _prepare_out(out) if out is not None else None
+    d = load_data(data, art.graph.in_features, samples) if data is not None else None
+    opts = dict(measure=measure, batch=batch, prefix_points=prefix_points, say=say)
+    if art.kind != "bundle":
+        report = _validate_one(art, Reference(art.graph, reference, reference_dtype), policy, d, **opts)
+    else:
+        say(f"bundle for {art.target}: parts {', '.join(art.parts)}")
+        parts = {}
+        for name, part in art.parts.items():
+            say(f"-- part {name}")
+            parts[name] = _validate_one(part, Reference(part.graph, reference, reference_dtype), policy, d, **opts)
+        checks = [_integrity_check(art)]
+        for name, rep in parts.items():
+            checks += [Check(f"{name}/{c.name}", c.status, c.value, c.limit, c.detail) for c in rep.checks]
+        first = next(iter(parts.values()))
+        report = ValidationReport(artifact=art.describe(), reference=first.reference, tolerance=policy.to_dict(),
+                                  checks=checks, golden={}, data=None, performance={"sizes": art.sizes()},
+                                  timing={}, parts=parts)
+    report.timing["total_s"] = time.perf_counter() - t_start
+    if out_dir is not None:
+        from .report import write_report
+
+        write_report(report, out_dir)
+    return report
+
+
+def _integrity_check(art: Artifact) -> Check:
+    if art.integrity:
+        return Check("integrity", FAIL, float(len(art.integrity)), 0.0,
+                     f"{len(art.integrity)} of {art.files_checked} files: " + "; ".join(art.integrity))
+    return Check("integrity", PASS, 0.0, 0.0, f"{art.files_checked} files match the manifest sha256")
+
+
+def _validate_one(art: Artifact, ref: Reference, policy: TolerancePolicy, d: Optional[EvalData], *, measure: bool,
+                  batch: int, prefix_points: int, say: Callable[[str], None]) -> ValidationReport:
+    g = art.graph
+    types, names = g.output_types, list(g.outputs)
+    timing: dict[str, float] = {}
+    # an integer artifact is checked against the integer-exact interpreter: its stored golden outputs
+    # (written by it at export) unless the caller passes that interpreter as the reference
+    stored_only = art.number_format.is_integer and ref.which != "custom"
+    say(f"{art.kind} artifact for {art.target}; graph from {art.graph_source}; reference: "
+        + ("the stored golden outputs of the integer-exact interpreter" if stored_only else ref.name))
+    checks = [_integrity_check(art)]
+
+    # -- golden vectors --------------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    xg, stored = art.golden()
+    xg = np.asarray(xg, dtype=np.float32)
+    if stored_only:
+        ref_g = tuple(np.asarray(s, np.float64) for s in stored)
+        checks.append(Check("golden.consistency", SKIP, detail="integer artifact: its stored golden outputs come "
+                            "from the integer-exact interpreter and are the reference"))
+    else:
+        ref_g = ref(xg)
+        consistency = max((float(np.max(np.abs(np.asarray(s, np.float64) - r))) / max(1.0, float(np.max(np.abs(r))))
+                           for s, r in zip(stored, ref_g) if r.size), default=0.0)
+        checks.append(upper("golden.consistency", consistency, policy.golden_consistency,
+                            "stored golden outputs vs the reference on the stored graph (relative)"))
+    got_g = art.run(xg)
+    golden: dict = {"input_shape": list(xg.shape), "outputs": {}}
+    for k, name in enumerate(names):
+        golden["outputs"][name] = output_metrics(got_g[k], ref_g[k], types[k].temporal, types[k].spikes)
+    checks += _output_checks("golden", art, policy, golden["outputs"], types, names)
+    pooled = [k for k, t in enumerate(types) if not t.temporal]
+    if pooled and prefix_points > 1 and xg.shape[1] > 1 and not stored_only:
+        curve = []
+        for length in _prefix_lengths(xg.shape[1], prefix_points):
+            if length == xg.shape[1]:
+                a_out, r_out = got_g, ref_g
+            else:
+                a_out, r_out = art.run(xg[:, :length]), ref(xg[:, :length])
+            curve.append({"steps": length, "max_abs_error": max(
+                float(np.max(np.abs(np.asarray(a_out[k], np.float64) - r_out[k]))) for k in pooled)})
+        golden["pooled_error_vs_length"] = curve
+    timing["golden_s"] = time.perf_counter() - t0
+    say(f"golden vectors {tuple(xg.shape)}: " + ", ".join(
+        f"{n} max abs {golden['outputs'][n]['max_abs_error']:.2e}" for n in names))
+
+    # -- data --------------------------------------------------------------------------------------------
+    data_rep = None
+    x1 = xg[:1]
+    if d is not None and stored_only:
+        checks.append(Check("data", SKIP, detail="no integer-exact reference for new inputs here; pass it as "
+                            "reference=callable (edgeseq.validate.validate)"))
+    elif d is not None:
+        t0 = time.perf_counter()
+        x1 = d.x[:1]
+        ref_d = ref(d.x)
+        got_d = run_batched(art, d.x, batch)
+        data_rep = {"name": d.name, "sequences": int(d.x.shape[0]), "of": d.total, "steps": int(d.x.shape[1]),
+                    "outputs": {}}
+        for k, name in enumerate(names):
+            data_rep["outputs"][name] = output_metrics(got_d[k], ref_d[k], types[k].temporal, types[k].spikes)
+        checks += _output_checks("data", art, policy, data_rep["outputs"], types, names)
+        k_dec = decision_output(types)
+        if d.y is not None and k_dec is not None:
+            n_cls = types[k_dec].features
+            if d.y.max(initial=0) < n_cls:
+                acc_a, acc_r = accuracy(got_d[k_dec], d.y), accuracy(ref_d[k_dec], d.y)
+                data_rep["accuracy"] = {"output": names[k_dec], "artifact": acc_a, "reference": acc_r}
+                checks.append(upper("data.accuracy_drop", abs(acc_r - acc_a), policy.max_accuracy_drop,
+                                    f"artifact {acc_a:.4f} vs reference {acc_r:.4f}"))
+            else:
+                checks.append(Check("data.accuracy_drop", SKIP, detail=f"labels exceed the {n_cls} outputs of "
+                                    f"'{names[k_dec]}'"))
+        timing["data_s"] = time.perf_counter() - t0
+        acc = data_rep.get("accuracy")
+        say(f"data {d.name}: {d.x.shape[0]} sequences" + (
+            f", accuracy artifact {acc['artifact']:.4f} / reference {acc['reference']:.4f}" if acc else ""))
+
+    # -- cost ----------------------------------------------------------------------------------------------
+    perf: dict = {"sizes": art.sizes()}
+    if measure:
+        t0 = time.perf_counter()
+        if art.native:
+            lat, err = safe(lambda: art.latency(x1))
+            perf["latency"] = lat
+            if err:
+                perf["latency_error"] = err
+        else:
+            ins, err = safe(lambda: art.instructions(x1))
+            perf["instructions"] = ins
+            if err:
+                perf["instructions_error"] = err
+        timing["measure_s"] = time.perf_counter() - t0
+    refd = ref.describe()
+    if stored_only:
+        refd = {**refd, "used": "stored golden outputs", "name": "the integer-exact interpreter's outputs stored at "
+                "export (golden vectors)"}
+    return ValidationReport(artifact=art.describe(), reference=refd, tolerance=policy.to_dict(), checks=checks,
+                            golden=golden, data=data_rep, performance=perf, timing=timing)
+
+
+def _prepare_out(out) -> Path:
+    from ..errors import ArtifactError
+
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ArtifactError(f"cannot create the output directory ({e.strerror})", where=str(out),
+                            hint="pass --out DIR with a writable directory") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ArtifactError("output directory is not writable", where=str(out), hint="pass --out DIR")
+    return out
