@@ -20,6 +20,39 @@ def register(sub) -> None:
     h.add_argument("--force", action="store_true", help="replace an existing output directory")
     h.set_defaults(func=run_har)
 
+    k = d.add_parser("kws", help="shipped KWS model -> int8 -> Cortex-M4 firmware -> held-out speech stream, "
+                                 "streamed under qemu-system-arm -> detections report")
+    k.add_argument("--model", default="kws_lmu", help="shipped model name, checkpoint or .esq (default: kws_lmu)")
+    k.add_argument("--target", default="cortex-m4", choices=["x86", "arm", "cortex-m4"])
+    k.add_argument("--input", metavar="FILE.wav",
+                   help="your own recording instead of the synthetic stream: 16 kHz mono 16-bit PCM WAV")
+    k.add_argument("--truth", metavar="LABELS.txt",
+                   help="word labels of --input, one 'start end word' per line in seconds (an Audacity label "
+                        "track); enables hits / misses / false accepts")
+    k.add_argument("--seconds", type=float, default=120.0,
+                   help="length of the synthetic stream in seconds (default: 120)")
+    k.add_argument("--engine", default="espeak-ng", choices=["espeak-ng", "flite"],
+                   help="speech engine of the synthetic stream: espeak-ng with held-out voices, or flite, an "
+                        "engine never used in training (default: espeak-ng)")
+    k.add_argument("--snr", type=float, default=20.0, help="background noise of the synthetic stream, dB SNR "
+                                                          "(default: 20)")
+    k.add_argument("--seed", type=int, default=0, help="seed of the synthetic stream (default: 0)")
+    k.add_argument("--quant", default="edgeseq", choices=["edgeseq", "naive", "float"],
+                   help="int8 plan (edgeseq: outlier-aware, naive: per-tensor) or float")
+    k.add_argument("--threshold", type=float, default=0.6, help="detection threshold on the smoothed keyword "
+                                                               "posterior (default: 0.6)")
+    k.add_argument("--smooth", type=int, default=2, help="windows averaged before thresholding (default: 2)")
+    k.add_argument("--refractory", type=float, default=1.0,
+                   help="seconds after a detection during which no other fires (default: 1.0)")
+    k.add_argument("--tolerance", type=float, default=0.5,
+                   help="a detection matches a spoken keyword within its span +- this many seconds (default: 0.5)")
+    k.add_argument("--hop-ms", type=int, default=250, help="milliseconds between decisions (default: 250)")
+    k.add_argument("--chunk", type=int, default=32, help="windows per device call (default: 32)")
+    k.add_argument("--out", default="runs/demo-kws", help="output directory (default: runs/demo-kws)")
+    k.add_argument("--no-live", action="store_true", help="log lines instead of the live terminal view")
+    k.add_argument("--force", action="store_true", help="replace an existing output directory")
+    k.set_defaults(func=run_kws)
+
 
 def run_har(args) -> int:
     from ..demo.har import HarDemoConfig, run_har_demo
@@ -29,3 +62,15 @@ def run_har(args) -> int:
     r = run_har_demo(cfg)
     drop = r.get("drop_points")
     return 0 if drop is None or drop <= 0.5 or args.quant == "naive" else 1
+
+
+def run_kws(args) -> int:
+    from ..demo.kws import KwsDemoConfig, run_kws_demo
+
+    cfg = KwsDemoConfig(model=args.model, target=args.target, out=args.out, input=args.input, truth=args.truth,
+                        seconds=args.seconds, engine=args.engine, snr_db=args.snr, seed=args.seed,
+                        live=not args.no_live, quant=args.quant, threshold=args.threshold, smooth=args.smooth,
+                        refractory_s=args.refractory, tolerance_s=args.tolerance, hop_ms=args.hop_ms,
+                        chunk=args.chunk, force=args.force)
+    run_kws_demo(cfg)
+    return 0

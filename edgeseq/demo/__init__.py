@@ -2,5 +2,6 @@
 (``edgeseq demo kws``), end to end from a shipped model to a report."""
 
 from .har import HarDemoConfig, run_har_demo
+from .kws import KwsDemoConfig, run_kws_demo
 
-__all__ = ["HarDemoConfig", "run_har_demo"]
+__all__ = ["HarDemoConfig", "KwsDemoConfig", "run_har_demo", "run_kws_demo"]
