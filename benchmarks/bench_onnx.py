@@ -188,5 +188,14 @@ def main(argv=None) -> dict:
     return out
 
 
+QUICK = ["--hidden", "32", "--steps", "32", "--inputs", "16", "--rounds", "1", "--repeats", "5",
+         "--models", "gru,lmu,lif"]
+
+
+def run(quick: bool = False, write: bool = True) -> dict:
+    """The benchmark as a function: default settings, or a seconds-long smoke run with ``quick``."""
+    return main((QUICK if quick else []) + ([] if write else ["--no-write"]))
+
+
 if __name__ == "__main__":
     main()

@@ -36,6 +36,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--inputs", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--no-write", action="store_true", help="print only, do not write the results file")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     x = torch.randn(args.batch, args.steps, args.inputs)
@@ -53,11 +54,20 @@ def main(argv=None) -> dict:
                       "speedup": seq["median_s"] / par["median_s"]}
         print(f"{name:8} parallel {par['median_s'] * 1e3:8.1f} ms   sequential {seq['median_s'] * 1e3:8.1f} ms   "
               f"speedup {rows[name]['speedup']:.1f}x")
-    result = {"config": vars(args), "torch_threads": torch.get_num_threads(), "results": rows,
+    result = {"config": {k: v for k, v in vars(args).items() if k != "no_write"},
+              "torch_threads": torch.get_num_threads(), "results": rows,
               "note": "forward+backward of one training step; the minGRU paper reports 175x at T=512 on a GPU"}
-    path = write_results("parallel_training", result)
-    print(f"wrote {path}")
+    if not args.no_write:
+        print(f"wrote {write_results('parallel_training', result)}")
     return result
+
+
+QUICK = ["--steps", "64", "--batch", "4", "--hidden", "32", "--inputs", "16", "--repeats", "2"]
+
+
+def run(quick: bool = False, write: bool = True) -> dict:
+    """The benchmark as a function: default settings, or a seconds-long smoke run with ``quick``."""
+    return main((QUICK if quick else []) + ([] if write else ["--no-write"]))
 
 
 if __name__ == "__main__":

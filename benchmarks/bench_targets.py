@@ -47,6 +47,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--steps", type=int, default=128)
+    ap.add_argument("--no-write", action="store_true", help="print only, do not write the results file")
     args = ap.parse_args(argv)
 
     import torch
@@ -112,9 +113,17 @@ def main(argv=None) -> dict:
         },
         "models": rows,
     }
-    path = write_results("targets", result)
-    print(f"wrote {path}")
+    if not args.no_write:
+        print(f"wrote {write_results('targets', result)}")
     return result
+
+
+QUICK = ["--models", "gru32,lif32", "--targets", "x86,arm,cortex-m4", "--steps", "32"]
+
+
+def run(quick: bool = False, write: bool = True) -> dict:
+    """The benchmark as a function: default settings, or a smoke run with ``quick``."""
+    return main((QUICK if quick else []) + ([] if write else ["--no-write"]))
 
 
 if __name__ == "__main__":

@@ -138,5 +138,16 @@ def main(argv=None) -> dict:
     return out
 
 
+QUICK = ["--hidden", "32", "--steps", "32", "--inputs", "16", "--repeats", "5", "--warmup", "1", "--models", "gru,lmu"]
+
+
+FULL = ["--models", ",".join(MODELS)]
+
+
+def run(quick: bool = False, write: bool = True) -> dict:
+    """The benchmark as a function: every model, or a seconds-long smoke run with ``quick``."""
+    return main((QUICK if quick else FULL) + ([] if write else ["--no-write"]))
+
+
 if __name__ == "__main__":
     main()

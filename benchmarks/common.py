@@ -13,6 +13,12 @@ from typing import Callable
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def results_dir() -> Path:
+    """Where results files go: $EDGESEQ_BENCH_RESULTS (set by ``python -m benchmarks --out``) or
+    benchmarks/results."""
+    return Path(os.environ.get("EDGESEQ_BENCH_RESULTS") or RESULTS)
+
+
 def machine_info() -> dict:
     cpu = platform.processor() or "unknown"
     flags = []
@@ -57,6 +63,7 @@ def time_fn(fn: Callable[[], object], repeats: int = 20, warmup: int = 3, min_ti
 def write_results(name: str, data: dict) -> Path:
     from edgeseq.util.fs import atomic_write_json
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = results_dir()
+    out.mkdir(parents=True, exist_ok=True)
     data = {"benchmark": name, "machine": machine_info(), "date": time.strftime("%Y-%m-%d %H:%M:%S"), **data}
-    return atomic_write_json(RESULTS / f"{name}.json", data)
+    return atomic_write_json(out / f"{name}.json", data)
