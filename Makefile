@@ -5,7 +5,7 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	.venv/bin/python examples/quickstart.py
+	.venv/bin/edgeseq demo har --force
 
 test: setup
 	.venv/bin/python -m pytest -q

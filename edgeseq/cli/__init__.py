@@ -15,7 +15,7 @@ import sys
 from .._version import __version__
 from ..errors import EdgeseqError
 
-COMMANDS = ("doctor", "ops", "info", "run", "train")
+COMMANDS = ("doctor", "ops", "info", "run", "train", "export", "prune", "quantize", "demo", "validate", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

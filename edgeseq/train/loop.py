@@ -32,6 +32,7 @@ class TrainConfig:
     augment_scale: float = 0.0  # random per-sequence, per-channel gain in [1-a, 1+a]
     augment_noise: float = 0.0  # gaussian noise, in units of each channel's std
     augment_shift: int = 0  # random circular time shift (steps)
+    augment_rotate: float = 0.0  # IMU: random 3-D rotation (max degrees) of each xyz channel triplet
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -92,6 +93,25 @@ def confusion(pred: np.ndarray, y: np.ndarray, n: int) -> list[list[int]]:
     return m.tolist()
 
 
+def _random_rotations(n: int, max_deg: float, gen, triplets: int):
+    """(n, 3k, 3k) block-diagonal matrices repeating one random rotation (axis uniform on the sphere,
+    angle uniform in [-max_deg, max_deg]) per sequence, for right-multiplying (n, T, 3k) inputs."""
+    import torch
+
+    axis = torch.randn(n, 3, generator=gen, dtype=torch.float64)
+    axis = axis / axis.norm(dim=1, keepdim=True)
+    ang = (torch.rand(n, generator=gen, dtype=torch.float64) * 2 - 1) * math.radians(max_deg)
+    k = torch.zeros(n, 3, 3, dtype=torch.float64)
+    k[:, 0, 1], k[:, 0, 2], k[:, 1, 2] = -axis[:, 2], axis[:, 1], -axis[:, 0]
+    k = k - k.transpose(1, 2)
+    eye = torch.eye(3, dtype=torch.float64).expand(n, 3, 3)
+    r = eye + torch.sin(ang)[:, None, None] * k + (1 - torch.cos(ang))[:, None, None] * (k @ k)  # Rodrigues
+    out = torch.zeros(n, 3 * triplets, 3 * triplets, dtype=torch.float64)
+    for i in range(triplets):
+        out[:, 3 * i:3 * i + 3, 3 * i:3 * i + 3] = r.transpose(1, 2)
+    return out
+
+
 def _augment(xb, cfg: TrainConfig, std: np.ndarray, gen):
     import torch
 
@@ -100,6 +120,10 @@ def _augment(xb, cfg: TrainConfig, std: np.ndarray, gen):
         xb = xb * gain
     if cfg.augment_noise:
         xb = xb + torch.randn(xb.shape, generator=gen) * cfg.augment_noise * torch.as_tensor(std, dtype=xb.dtype)
+    if cfg.augment_rotate and xb.shape[2] % 3 == 0:
+        # the same small random rotation of the sensor frame applied to every xyz triplet (acc, gyro):
+        # device placement differs between people
+        xb = xb @ _random_rotations(xb.shape[0], cfg.augment_rotate, gen, xb.shape[2] // 3).to(xb.dtype)
     if cfg.augment_shift:
         k = int(torch.randint(-cfg.augment_shift, cfg.augment_shift + 1, (1,), generator=gen))
         xb = torch.roll(xb, k, dims=1)

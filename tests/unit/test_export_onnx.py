@@ -480,14 +480,14 @@ def test_export_writes_a_verified_artifact(exported, tmp_path):
     out = tmp_path / "art"
     x = _input(ex.graph, 2, 33, seed=10)
     art = export_onnx(ex.graph, out, golden_input=x)
-    assert sorted(p.name for p in out.iterdir()) == ["golden", "manifest.json", "model.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["golden", "graph.esq", "manifest.json", "model.onnx"]
     m = json.loads((out / "manifest.json").read_text())
     assert m["versions"]["onnx"] == onnx.__version__ and m["versions"]["onnxruntime"] == ort.__version__
     assert m["versions"]["opset"] == 21 and m["versions"]["edgeseq"] == edgeseq.__version__
     assert m["inputs"][0]["shape"] == ["batch", "time", 6]
     assert m["outputs"][0]["shape"] == ["batch", 5] and m["outputs"][0]["dtype"] == "float32"
     assert m["metadata"]["model_config"]["arch"] == "lmuformer"
-    assert set(m["files"]) == {"model.onnx", "golden/input.npy"} | {f"golden/output_{k}.npy"
+    assert set(m["files"]) == {"model.onnx", "graph.esq", "golden/input.npy"} | {f"golden/output_{k}.npy"
                                                                   for k in range(len(ex.graph.outputs))}
     from edgeseq.util.fs import sha256_file
     for name, info in m["files"].items():
