@@ -175,6 +175,9 @@ def fit(model, train, val, cfg: TrainConfig, progress: bool = True, log=print) -
             hist.best_val_accuracy, hist.best_epoch = val_acc, epoch + 1
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         bar.set_postfix(loss=f"{row['loss']:.3f}", val=f"{val_acc:.3f}", best=f"{hist.best_val_accuracy:.3f}")
+        if not progress:
+            log(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}, train {row['train_accuracy']:.4f}, "
+                f"validation {val_acc:.4f} (best {hist.best_val_accuracy:.4f}), {row['seconds']:.0f} s")
         if epoch + 1 - hist.best_epoch >= cfg.patience:
             hist.stopped = f"early stop: no validation improvement for {cfg.patience} epochs"
             break
