@@ -8,6 +8,11 @@ runs, side by side in one process, with one thread everywhere:
   onnxruntime with ``intra_op_num_threads=1``;
 - ``edgeseq_onnx_fused``: the same with ``fused_rnn=True`` (GRU/LSTM bodies are ONNX's own
   GRU/LSTM ops), for the models that have them;
+- ``edgeseq_onnx_int8``: the model quantized with ``edgeseq.quant.quantize(..., "edgeseq")`` (calibrated
+  on random sequences) and exported as its integer program (``build_onnx_quantized``: int8
+  ``MatMulInteger`` kernels, integer ops inside the ``Scan`` bodies), same onnxruntime setup; its
+  outputs are checked bit for bit against the integer-exact interpreter (``exact_vs_integer_interpreter``)
+  and ``max_abs_diff_vs_torch`` is then the quantization error (skip it with ``--no-int``);
 - ``torch_onnx``: torch's legacy exporter (``torch.onnx.export(dynamo=False, dynamic_axes=...)``)
   in the same onnxruntime setup, as a baseline. It is also run at a second length: a model whose
   time loop was unrolled at export time gives wrong answers there, which is recorded
@@ -116,6 +121,23 @@ def bench_model(arch: str, args) -> dict:
         row["methods"][name] = {"max_abs_diff_vs_torch": float(np.abs(y - want).max()),
                                 "correct_at_other_length": bool(np.abs(y2 - want_other).max() < 1e-4)}
         runners[name] = (lambda s: lambda: s.run(None, {"x": xn}))(s)
+    if args.int8:
+        from edgeseq.export.onnx import build_onnx_quantized
+        from edgeseq.quant import intexact, quantize
+
+        calib = np.random.default_rng(0).standard_normal((16, min(args.steps, 64), args.inputs))
+        qg = quantize(graph, calib, "edgeseq")
+        s = _session(build_onnx_quantized(qg).SerializeToString())
+        y, yq = s.run([qg.program.outputs[0].name, "q." + qg.program.outputs[0].name], {"x": xn})
+        ref, _ = intexact.run(qg.program, qg.quantize_input(xn))
+        row["methods"]["edgeseq_onnx_int8"] = {
+            "max_abs_diff_vs_torch": float(np.abs(y - want).max()),
+            "exact_vs_integer_interpreter": bool(np.array_equal(yq.astype(np.int64), ref[0])),
+            "correct_at_other_length": bool(np.array_equal(
+                s.run(["q." + qg.program.outputs[0].name], {"x": x_other.numpy()})[0].astype(np.int64),
+                intexact.run(qg.program, qg.quantize_input(x_other.numpy()))[0][0])),
+            "micro_ops_per_step": len(qg.program.step)}
+        runners["edgeseq_onnx_int8"] = (lambda s: lambda: s.run(None, {"x": xn}))(s)
     try:
         s = _session(_torch_onnx(model, x))
         (y,) = s.run(None, {"x": xn})
@@ -158,6 +180,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=20, help="timed runs per block")
     ap.add_argument("--warmup", type=int, default=3, help="untimed runs before each block")
     ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--no-int", dest="int8", action="store_false",
+                    help="skip the quantized (integer program) model")
     ap.add_argument("--no-write", action="store_true", help="print only, do not write the results file")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)

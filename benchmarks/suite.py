@@ -275,13 +275,17 @@ def _section_onnx(d: dict) -> str:
     rows = []
     for arch, r in d["results"].items():
         ms = r["methods"]
+        q = ms.get("edgeseq_onnx_int8", {})
         rows.append([arch] + [ms.get(k, {}).get("median_ms") for k in
                               ("torch_eager", "edgeseq_onnx", "edgeseq_onnx_fused", "torch_onnx")]
-                    + [d["speedup_vs_torch_eager"].get(arch, {}).get("edgeseq_onnx")])
+                    + [d["speedup_vs_torch_eager"].get(arch, {}).get("edgeseq_onnx"), q.get("median_ms"),
+                       None if "exact_vs_integer_interpreter" not in q else
+                       ("yes" if q["exact_vs_integer_interpreter"] else "NO")])
     cfg = d["config"]
-    return (f"Whole sequences, B = {cfg['batch']}, T = {cfg['steps']}, hidden {cfg['hidden']}, one thread.\n\n"
+    return (f"Whole sequences, B = {cfg['batch']}, T = {cfg['steps']}, hidden {cfg['hidden']}, one thread. "
+            "int8: the quantized model's integer program in onnxruntime (bit-exact vs the integer interpreter).\n\n"
             + _table(["model", "torch eager (ms)", "edgeseq ORT (ms)", "edgeseq ORT fused RNN (ms)",
-                      "torch-exported ORT (ms)", "edgeseq ORT speedup"], rows))
+                      "torch-exported ORT (ms)", "edgeseq ORT speedup", "edgeseq ORT int8 (ms)", "int8 exact"], rows))
 
 
 def _section_tvm(d: dict) -> str:

@@ -17,7 +17,8 @@ def register(sub) -> None:
     p.add_argument("--target", required=True, help=f"one of: {', '.join(TARGETS)} (arm:cortex-a72 / arm:cortex-a76 pick a CPU)")
     p.add_argument("--out", required=True, help="output directory (must not exist unless --force)")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
-    p.add_argument("--quant", metavar="PLAN", help="integer export: a quantized graph (.esq) from `edgeseq quantize`")
+    p.add_argument("--quant", metavar="PLAN", help="integer export: a quantized graph (.q.esq) from `edgeseq quantize` "
+                   "(MODEL may itself be one); onnx: the integer program, bit-exact, int8 MatMulInteger kernels")
     p.add_argument("--streaming", action="store_true", help="onnx: one chunk per call with explicit state in/out")
     p.add_argument("--inline", action="store_true", help="onnx: standard ops only (no edgeseq-domain functions)")
     p.add_argument("--cpu", help="arm: LLVM/gcc CPU, e.g. cortex-a72")
@@ -30,7 +31,16 @@ def run(args) -> int:
     model = args.model
     if args.model.endswith(".esq"):
         model = _maybe_quantized(args.model)
-    quant = _maybe_quantized(args.quant) if args.quant else None
+    quant = None
+    if args.quant:
+        quant = _maybe_quantized(args.quant)
+        if isinstance(quant, str):
+            from ..errors import ConfigError
+
+            raise ConfigError("not a quantized graph", where=args.quant,
+                              hint="make one with `edgeseq quantize MODEL --data TASK --out PLAN.q.esq`")
+        if args.model.endswith(".esq"):
+            _check_same_model(model, quant, args)
 
     def say(msg: str) -> None:
         print(f"  {msg}", file=sys.stderr)
@@ -39,6 +49,21 @@ def run(args) -> int:
                            streaming=args.streaming, inline=args.inline, cpu=args.cpu, progress=say)
     _print_summary(art)
     return 0
+
+
+def _check_same_model(model, quant, args) -> None:
+    """--quant must have been made from MODEL (when MODEL is a graph file, compare the structure)."""
+    from ..errors import ConfigError
+    from ..ir.serialize import load
+
+    graph = model.source if hasattr(model, "source") else load(model)
+
+    def shape(g):
+        return g.in_features, [(n.name, n.op.kind) for n in g.nodes], list(g.outputs)
+
+    if shape(graph) != shape(quant.source):
+        raise ConfigError("the quantized graph was not made from this model", where=args.quant,
+                          hint=f"quantize {args.model} itself: `edgeseq quantize {args.model} --data TASK --out PLAN.q.esq`")
 
 
 def _maybe_quantized(path: str):

@@ -6,7 +6,9 @@
 Targets
 =======
 ``onnx``        model.onnx with edgeseq-domain Scan functions (``streaming=True``: state in/out,
-                ``inline=True``: standard ops only), manifest, golden vectors
+                ``inline=True``: standard ops only), manifest, golden vectors; a quantized graph
+                exports its integer program (standard integer ops, int8 ``MatMulInteger`` kernels
+                inside the ``Scan`` bodies, bit-exact with the integer-exact interpreter)
 ``x86``         this machine: TVM library (``tvm/``) + self-contained C executable (``c/``)
 ``arm``         aarch64 Linux: TVM library for the TVM runtime (``tvm/``) and a zero-dependency static
                 executable (``c/``), manifest.json, golden vectors, ``run.sh``; ``cpu=`` / ``arm:cortex-a72``
@@ -147,7 +149,7 @@ def _export_quantized(q, base: str, out, *, force, cpu, golden_input, streaming,
             from .onnx.quant import export_onnx_quantized
         except ImportError:
             raise ConfigError("quantized ONNX export is not available in this build", where="onnx") from None
-        say("onnx: QDQ model from the quantization plan")
+        say("onnx: integer program -> ONNX (int8 MatMulInteger kernels), checked bit for bit with onnxruntime")
         return Artifact.load(export_onnx_quantized(q, out, force=force, streaming=streaming,
                                                    golden_input=golden_input).path)
     try:

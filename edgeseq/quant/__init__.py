@@ -25,11 +25,12 @@ from .config import PRESETS, Granularity, Observer, OutlierAction, QuantConfig, 
 from .lower import lower
 from .plan import QuantPlan, TensorPlan, WeightPlan, make_plan
 from .program import MICRO_OPS, Program
-from .qgraph import QuantizedGraph, load_quantized
+from .qgraph import QuantizedGraph, is_quantized_file, load_quantized
 
 __all__ = [
     "Granularity", "MICRO_OPS", "Observer", "OutlierAction", "PRESETS", "Program", "QuantConfig", "QuantPlan",
-    "QuantizedGraph", "TensorPlan", "WeightPlan", "accuracy", "build", "calibrate", "load_quantized", "lower",
+    "QuantizedGraph", "TensorPlan", "WeightPlan", "accuracy", "build", "calibrate", "is_quantized_file",
+    "load_quantized", "lower",
     "make_plan", "per_step_error", "prepare", "preset", "quantize", "resolve_config", "sqnr_table",
 ]
 

@@ -205,6 +205,15 @@ def from_bytes(data: bytes, where: str = "<bytes>") -> QuantizedGraph:
         raise IRFormatError(f"malformed quantized graph ({type(e).__name__}: {e})", where=where) from e
 
 
+def is_quantized_file(path) -> bool:
+    """True if ``path`` is a quantized-graph file (an .esq zip holding ``quant/quant.json``)."""
+    try:
+        with zipfile.ZipFile(Path(path)) as z:
+            return "quant/quant.json" in z.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def load_quantized(path) -> QuantizedGraph:
     """Load a quantized graph written by :meth:`QuantizedGraph.save`."""
     path = Path(path)

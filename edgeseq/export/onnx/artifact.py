@@ -10,6 +10,10 @@ Layout of an artifact directory::
     golden/output_<k>.npy  float64 reference-interpreter output k for that input
     golden/state_<i>.npy   (streaming artifacts) reference state after the input, manifest maps keys
 
+Quantized graphs export to the same layout with ``"numerics": "integer"`` in the manifest (see
+:mod:`.quant`): integer state tensors, extra integer outputs (:meth:`OnnxArtifact.run_integer`),
+``quantized.esq`` and the integer-exact interpreter's outputs as golden vectors.
+
 Artifacts are written atomically: the directory is complete or absent.
 """
 
@@ -255,8 +259,13 @@ class OnnxArtifact:
                 raise ArtifactError(f"onnxruntime cannot load the model ({e})", where=str(self.model_path)) from None
         return self._session
 
+    @property
+    def numerics(self) -> str:
+        """'float32', or 'integer' for a quantized graph's integer program (see .quant)."""
+        return str(self.manifest.get("numerics", "float32"))
+
     def init_state(self, batch: int) -> dict[str, np.ndarray]:
-        return {t["key"]: np.zeros((batch,) + tuple(t["shape"][1:]), np.float32)
+        return {t["key"]: np.zeros((batch,) + tuple(t["shape"][1:]), np.dtype(t.get("dtype", "float32")))
                 for t in self.manifest["state"]["tensors"]}
 
     # -- execution -------------------------------------------------------------------------------
@@ -270,10 +279,31 @@ class OnnxArtifact:
             raise ShapeError(f"input must be numeric, got dtype {x.dtype}", where=str(self.path))
         return np.ascontiguousarray(x, dtype=np.float32)
 
-    def run(self, x, state: Optional[Mapping[str, np.ndarray]] = None):
+    def run(self, x, state: Optional[Mapping[str, np.ndarray]] = None, *, model_dequantize: bool = False):
+        """Outputs for ``x`` (float32 for a float model). An integer (quantized) artifact returns its
+        integer outputs dequantized exactly like the integer-exact interpreter (float64
+        ``q * scale``, so they equal the golden outputs bit for bit); ``model_dequantize=True``
+        returns the model's own float32 ``DequantizeLinear`` outputs instead."""
+        if self.numerics == "integer" and not model_dequantize:
+            res = self.run_integer(x, state)
+            outs, new_state = (res if self.streaming else (res, None))
+            ys = tuple(np.asarray(q, np.float64) * np.asarray(o["scale"], np.float64).reshape(-1)
+                       for q, o in zip(outs, self.manifest["outputs"]))
+            return (ys, new_state) if self.streaming else ys
+        return self._run(x, state, [o["name"] for o in self.manifest["outputs"]])
+
+    def run_integer(self, x, state: Optional[Mapping[str, np.ndarray]] = None):
+        """A quantized artifact's integer outputs (the program's output vectors, before
+        dequantization), like :meth:`run` otherwise."""
+        names = [o.get("integer_output") for o in self.manifest["outputs"]]
+        if not all(names):
+            raise ConfigError("this artifact has no integer outputs (it is a float32 model)", where=str(self.path),
+                              hint="export a quantized graph: edgeseq.export(qgraph, target='onnx', ...)")
+        return self._run(x, state, names)
+
+    def _run(self, x, state, out_names: list[str]):
         x = self._check_x(x)
         feeds = {self.manifest["inputs"][0]["name"]: x}
-        out_names = [o["name"] for o in self.manifest["outputs"]]
         if not self.streaming:
             if state is not None:
                 raise ConfigError("this artifact takes whole sequences and has no state inputs",
@@ -293,7 +323,15 @@ class OnnxArtifact:
             want = (x.shape[0],) + tuple(t["shape"][1:])
             if a.shape != want:
                 raise ShapeError(f"state '{t['key']}' must have shape {want}, got {a.shape}", where=str(self.path))
-            feeds[t["input"]] = np.ascontiguousarray(a, dtype=np.float32)
+            dtype = np.dtype(t.get("dtype", "float32"))
+            if dtype.kind == "i":
+                if a.dtype.kind not in "iub":
+                    raise ShapeError(f"state '{t['key']}' is integer ({dtype.name}), got dtype {a.dtype}",
+                                     where=str(self.path), hint="pass the state this artifact returned")
+                info = np.iinfo(dtype)
+                if a.size and (int(a.min()) < info.min or int(a.max()) > info.max):
+                    raise ShapeError(f"state '{t['key']}' has values outside {dtype.name}", where=str(self.path))
+            feeds[t["input"]] = np.ascontiguousarray(a, dtype=dtype)
         res = self.session.run(out_names + [t["output"] for t in tensors], feeds)
         n = len(out_names)
         return tuple(res[:n]), {t["key"]: v for t, v in zip(tensors, res[n:])}
@@ -313,6 +351,13 @@ class OnnxArtifact:
             if info.get("spikes"):
                 row["spike_mismatches"] = int(np.count_nonzero(a != b))
             rows.append(row)
+        if g.get("integer_outputs"):
+            got_q = self.run_integer(x)
+            got_q = got_q[0] if self.streaming else got_q
+            for row, a, path in zip(rows, got_q, g["integer_outputs"]):
+                b = np.load(self.path / path, allow_pickle=False)
+                row["lsb_mismatches"] = int(np.count_nonzero(a.astype(np.int64) != b))
+                row["max_lsb_err"] = int(np.max(np.abs(a.astype(np.int64) - b))) if b.size else 0
         return rows
 
     def __repr__(self) -> str:
