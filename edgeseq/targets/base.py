@@ -120,6 +120,7 @@ class Target:
     native: bool = False
     opt_level: str = "-O2"
     run_timeout_s: float = 600.0
+    build_jobs: int = 1  # compiler processes run at once (multi-model builds raise it)
 
     binary_name: ClassVar[str] = "model"
 
@@ -155,12 +156,19 @@ class Target:
     def driver_files(self) -> dict[str, Path]:
         return {"esq_io.h": SUPPORT / "esq_io.h", "esq_io_stdio.c": SUPPORT / "esq_io_stdio.c"}
 
+    def units(self, sources) -> list[str]:
+        """The C files of ``sources`` to compile: the generated ones, plus the generated driver
+        ``main.c`` unless the sources bring their own (several models in one binary)."""
+        names = [f for f in sources.files if f.endswith(".c")]
+        return names if "main.c" in sources.files else names + ["main.c"]
+
     def stage_sources(self, sources, out_dir) -> Path:
         """Write the model, the generated driver and the support files into ``out_dir/src``."""
         src = Path(out_dir) / "src"
         src.mkdir(parents=True, exist_ok=True)
         sources.write(src)
-        (src / "main.c").write_text(D.driver_source(sources.prefix, self.io_floats()))
+        if "main.c" not in sources.files:
+            (src / "main.c").write_text(D.driver_source(sources.prefix, self.io_floats()))
         for name, path in self.driver_files().items():
             shutil.copyfile(path, src / name)
         return src
@@ -170,13 +178,21 @@ class Target:
 
     def _compile_objects(self, cc: str, src: Path, obj: Path, flags: list[str], files: Sequence[str]) -> list[Path]:
         obj.mkdir(parents=True, exist_ok=True)
-        objs, log = [], []
-        for f in files:
-            o = obj / (Path(f).stem + ".o")
+        objs = [obj / (Path(f).stem + ".o") for f in files]
+
+        def one(f, o):
             res = run_tool([cc, *flags, "-I", src, "-c", src / f, "-o", o], where=f"target {self.name}",
                            what=f"compiling {f}", error=BuildError)
-            log.append(res.stderr.decode("utf-8", "replace"))
-            objs.append(o)
+            return res.stderr.decode("utf-8", "replace")
+
+        jobs = max(1, min(int(self.build_jobs), len(files)))
+        if jobs == 1:
+            log = [one(f, o) for f, o in zip(files, objs)]
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                log = list(pool.map(one, files, objs))
         self._last_log = "".join(log)
         return objs
 
@@ -205,12 +221,17 @@ class Target:
         raise NotImplementedError
 
     def run(self, binary, inputs, mode: str = "step", state: bool = False, count: bool = False,
-            repeat: int = 1) -> RunResult:
+            repeat: int = 1, *, qin: bool = False, qout: bool = False, init_state=None,
+            select: int | None = None) -> RunResult:
         """Run ``binary`` on ``inputs`` (B, T, F): one driver process for the whole batch.
 
         ``mode``: step | run | io | chunk:K (see :mod:`edgeseq.targets.driver`); ``state`` also
         returns each sequence's final canonical state; ``count`` counts executed instructions
-        under QEMU; ``repeat`` (mode run) repeats each sequence for timing."""
+        under QEMU; ``repeat`` (mode run) repeats each sequence for timing. ``init_state`` (B, Z)
+        starts each sequence from that canonical state instead of zeros. Integer models only:
+        ``qout`` returns integer outputs and state (int64 arrays; ``init_state`` is then integer
+        too), ``qin`` (with ``qout``) takes integer ``inputs`` (the program's quantized input).
+        ``select`` picks the model of a multi-model binary (:mod:`edgeseq.export.c.multi`)."""
         if not self.can_run:
             raise ConfigError(f"target '{self.name}' only builds; it cannot run binaries",
                               hint="use x86, arm or a cortex-m target to run")
@@ -219,13 +240,25 @@ class Target:
             raise ShapeError(f"inputs must have shape (B, T, F) with B, T >= 1, got {x.shape}")
         if not (mode in D.MODES or (mode.startswith("chunk:") and mode[6:].isdigit() and int(mode[6:]) > 0)):
             raise ConfigError(f"unknown run mode '{mode}'; expected step, run, io or chunk:K")
+        if qin and not qout:
+            raise ConfigError("qin (integer inputs) needs qout (integer outputs)")
         self.check_toolchain(run=True)
         binary = Path(binary).resolve()
+        words = "<i4" if qout else "<f4"
         with tempfile.TemporaryDirectory(prefix="edgeseq-run-") as tmp:
             tmp = Path(tmp)
-            D.write_input(tmp / "in.bin", x)
+            D.write_input(tmp / "in.bin", x, dtype="<i4" if qin else "<f4")
             args = [mode, "in.bin", "out.bin"] + (["state"] if state else []) + (
                 [f"repeat={int(repeat)}"] if repeat > 1 else [])
+            if init_state is not None:
+                init = np.asarray(init_state)
+                if init.ndim != 2 or init.shape[0] != x.shape[0]:
+                    raise ShapeError(f"init_state must have shape (B, Z) with B = {x.shape[0]}, got {init.shape}")
+                D.write_state(tmp / "init.bin", init, dtype=words)
+                args.append("init=init.bin")
+            args += (["qin"] if qin else []) + (["qout"] if qout else [])
+            if select is not None:
+                args = [str(int(select))] + args
             plugin = qemu_plugin() if count else None
             log = str(tmp / "qemu.log") if count else None
             argv = self.command(binary, args, plugin, log)
@@ -233,7 +266,7 @@ class Target:
             res = run_tool(argv, where=f"target {self.name}", what=f"running {binary.name}", cwd=tmp,
                            timeout=self.run_timeout_s)
             wall = time.perf_counter() - t0
-            out = D.read_output(tmp / "out.bin")
+            out = D.read_output(tmp / "out.bin", dtype=words)
             n = None
             if count:
                 n = parse_insn_count(Path(log), where=f"target {self.name}")

@@ -125,7 +125,7 @@ class CortexMTarget(Target):
         (src / "board.ld").write_text(self.linker_script())
         flags = self.cflags()
         objs = self._compile_objects(cc, src, out_dir / "obj", flags,
-                                     ["model.c", "main.c", "esq_io_semihost.c", "cortexm_startup.c"])
+                                     self.units(sources) + ["esq_io_semihost.c", "cortexm_startup.c"])
         binary = out_dir / "bin" / self.binary_name
         binary.parent.mkdir(parents=True, exist_ok=True)
         try:

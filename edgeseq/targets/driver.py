@@ -18,6 +18,15 @@ Command line: ``MODE INPUT OUTPUT [state] [repeat=N]`` with MODE one of
 - ``nostep``  like ``io`` plus ``esq_reset`` and ``esq_pooled`` per sequence (the per-sequence part).
 
 ``repeat=N`` (``run`` only) runs each sequence N times from reset, for wall-time measurements.
+``init=FILE`` starts every sequence from a canonical state read from FILE (``esq_state_load``)
+instead of the zero state: ``uint32 magic 'ESQS', B, Z`` then B*Z words.
+
+Models with an integer API (integer artifacts, :mod:`edgeseq.export.c.intexport`; their header
+defines ``<P>_INT_API``) take two more options: ``qout`` writes the integer outputs and canonical
+state (``esq_step_q`` / ``esq_pooled_q`` / ``esq_state_save_q``) as int32 words in the same layout,
+and ``init=`` words are int32 too; ``qin`` (with ``qout``) reads int32 input words (the program's
+quantized input, ``<P>_IN_Q_FEATURES`` per step) instead of floats. Every word is 4 bytes, so
+the file formats are unchanged: only the word type differs.
 """
 
 from __future__ import annotations
@@ -32,24 +41,51 @@ from ..errors import ArtifactError, ShapeError
 IN_MAGIC = 0x58515345  # b"ESQX"
 OUT_MAGIC = 0x59515345  # b"ESQY"
 TRAILER_MAGIC = 0x54515345  # b"ESQT"
+STATE_MAGIC = 0x53515345  # b"ESQS"
+WORDS = ("<f4", "<i4")  # float32 words, or int32 words (integer API: qin / qout / init=)
 MODES = ("step", "run", "io", "nostep")
 
 
-def write_input(path, x) -> Path:
-    """Write a (B, T, F) batch in the driver's input format."""
+def _words(a, dtype: str, what: str) -> bytes:
+    if dtype not in WORDS:
+        raise ShapeError(f"driver words are float32 or int32 ({', '.join(WORDS)}), got {dtype!r}")
+    a = np.asarray(a)
+    if dtype == "<i4":
+        if a.dtype.kind not in "iu":
+            raise ShapeError(f"integer {what} must have an integer dtype, got {a.dtype}")
+        if a.size and (int(a.min()) < -(2**31) or int(a.max()) >= 2**31):
+            raise ShapeError(f"integer {what} has values outside int32")
+    return np.ascontiguousarray(a, dtype=dtype).tobytes()
+
+
+def write_input(path, x, dtype: str = "<f4") -> Path:
+    """Write a (B, T, F) batch in the driver's input format (``dtype`` ``"<i4"``: integer words
+    for the ``qin`` option)."""
     from ..util.fs import atomic_write_bytes
 
     x = np.asarray(x)
     if x.ndim != 3:
         raise ShapeError(f"driver input must have shape (B, T, F), got {x.shape}")
     b, t, f = x.shape
-    data = struct.pack("<4I", IN_MAGIC, b, t, f) + np.ascontiguousarray(x, dtype="<f4").tobytes()
+    data = struct.pack("<4I", IN_MAGIC, b, t, f) + _words(x, dtype, "driver input")
     return atomic_write_bytes(path, data)
 
 
-def read_output(path) -> dict:
+def write_state(path, state, dtype: str = "<f4") -> Path:
+    """Write initial canonical states (B, Z) for the driver's ``init=`` option."""
+    from ..util.fs import atomic_write_bytes
+
+    state = np.asarray(state)
+    if state.ndim != 2:
+        raise ShapeError(f"initial driver state must have shape (B, Z), got {state.shape}")
+    data = struct.pack("<3I", STATE_MAGIC, *state.shape) + _words(state, dtype, "initial state")
+    return atomic_write_bytes(path, data)
+
+
+def read_output(path, dtype: str = "<f4") -> dict:
     """Parse a driver output file into ``step`` (B, T, S), ``pooled`` (B, P), ``state`` (B, Z),
-    ``repeat`` and ``model_ns``."""
+    ``repeat`` and ``model_ns``; ``dtype`` ``"<i4"`` reads the int32 words of the ``qout`` option
+    (arrays then come back as int64)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -64,35 +100,47 @@ def read_output(path) -> dict:
     body = 24 + 4 * b * per_seq
     if len(raw) != body + 16:
         raise ArtifactError(f"driver output has {len(raw)} bytes, expected {body + 16}", where=str(path))
-    data = np.frombuffer(raw, dtype="<f4", count=b * per_seq, offset=24).reshape(b, per_seq)
+    if dtype not in WORDS:
+        raise ShapeError(f"driver words are float32 or int32 ({', '.join(WORDS)}), got {dtype!r}")
+    data = np.frombuffer(raw, dtype=dtype, count=b * per_seq, offset=24).reshape(b, per_seq)
     tmagic, repeat, ns = struct.unpack_from("<IIQ", raw, body)
     if tmagic != TRAILER_MAGIC:
         raise ArtifactError("driver output trailer is missing", where=str(path))
+    kind = np.float32 if dtype == "<f4" else np.int64
     return {
-        "step": data[:, : t * s].reshape(b, t, s).astype(np.float32),
-        "pooled": data[:, t * s : t * s + p].astype(np.float32),
-        "state": data[:, t * s + p :].astype(np.float32),
+        "step": data[:, : t * s].reshape(b, t, s).astype(kind),
+        "pooled": data[:, t * s : t * s + p].astype(kind),
+        "state": data[:, t * s + p :].astype(kind),
         "repeat": repeat,
         "model_ns": ns,
     }
 
 
-def encode_output(step: np.ndarray, pooled: np.ndarray, state: np.ndarray | None = None) -> bytes:
-    """The driver output format for given arrays (golden vectors)."""
+def encode_output(step: np.ndarray, pooled: np.ndarray, state: np.ndarray | None = None,
+                  dtype: str = "<f4") -> bytes:
+    """The driver output format for given arrays (golden vectors); ``dtype`` ``"<i4"`` for the
+    integer words of ``qout``."""
     b, t, s = step.shape
     p = pooled.shape[1]
     z = 0 if state is None else state.shape[1]
     parts = [struct.pack("<6I", OUT_MAGIC, b, t, s, p, z)]
     rows = [step.reshape(b, t * s), pooled] + ([state] if state is not None else [])
-    parts.append(np.ascontiguousarray(np.concatenate(rows, axis=1), dtype="<f4").tobytes())
+    parts.append(_words(np.concatenate(rows, axis=1), dtype, "output"))
     parts.append(struct.pack("<IIQ", TRAILER_MAGIC, 1, 0))
     return b"".join(parts)
 
 
-def driver_source(prefix: str = "esq", io_floats: int = 1 << 20) -> str:
-    """C source of the driver for a model generated with symbol prefix ``prefix``."""
+def driver_source(prefix: str = "esq", io_floats: int = 1 << 20, *, header: str = "model.h", entry: str = "main",
+                  parse_args: bool = True) -> str:
+    """C source of the driver for a model generated with symbol prefix ``prefix``.
+
+    ``header`` / ``entry`` / ``parse_args`` let several drivers share one executable
+    (:mod:`edgeseq.export.c.multi`): each includes its own model header, is called as ``entry``
+    and takes the arguments its dispatcher already read."""
     return (_DRIVER.replace("@p@", prefix).replace("@P@", prefix.upper())
-            .replace("@IO_FLOATS@", str(int(io_floats))))
+            .replace("@IO_FLOATS@", str(int(io_floats))).replace("@HEADER@", f'"{header}"')
+            .replace("@ENTRY@", entry)
+            .replace("@ARGS@", "    esq_io_args(&argc, &argv);\n" if parse_args else ""))
 
 
 _DRIVER = r"""/* Generated by edgeseq: runs the model over sequences read from a file (see edgeseq/targets/driver.py). */
@@ -100,17 +148,25 @@ _DRIVER = r"""/* Generated by edgeseq: runs the model over sequences read from a
 #include <string.h>
 
 #include "esq_io.h"
-#include "model.h"
+#include @HEADER@
 
 #ifndef ESQ_IO_FLOATS
 #define ESQ_IO_FLOATS @IO_FLOATS@
 #endif
+#ifdef @P@_INT_API
+#define ESQ_DRV_INT 1 /* an integer model: qin / qout run its integer API */
+#else
+#define ESQ_DRV_INT 0
+#endif
 
+/* 4-byte I/O words: float32, or int32 for the integer API */
 static @p@_state S;
-static float xbuf[ESQ_IO_FLOATS];
-static float ybuf[ESQ_IO_FLOATS];
-static float pbuf[@P@_POOLED_OUT_FEATURES + 1];
-static float sbuf[@P@_STATE_FLOATS + 1];
+static union { float f[ESQ_IO_FLOATS]; int32_t q[ESQ_IO_FLOATS]; } xb, yb;
+static union { float f[@P@_POOLED_OUT_FEATURES + 1]; int32_t q[@P@_POOLED_OUT_FEATURES + 1]; } pb;
+static union { float f[@P@_STATE_FLOATS + 1]; int32_t q[@P@_STATE_FLOATS + 1]; } sb;
+#if ESQ_DRV_INT
+static int32_t qx[@P@_IN_Q_FEATURES + 1];
+#endif
 
 static int fail(const char *msg)
 {
@@ -132,13 +188,14 @@ static int parse_uint(const char *s, uint32_t *out)
     return 0;
 }
 
-int main(int argc, char **argv)
+int @ENTRY@(int argc, char **argv)
 {
-    esq_io_args(&argc, &argv);
-    if (argc < 4)
-        return fail("usage: model MODE INPUT OUTPUT [state] [repeat=N]; MODE: step | run | chunk:K | io | nostep");
+@ARGS@    if (argc < 4)
+        return fail("usage: model MODE INPUT OUTPUT [state] [repeat=N] [init=FILE] [qin] [qout]; "
+                    "MODE: step | run | chunk:K | io | nostep");
     const char *mode = argv[1];
-    int steps = 1, frame = 1, whole = 0, want_state = 0;
+    const char *init_path = 0;
+    int steps = 1, frame = 1, whole = 0, want_state = 0, qin = 0, qout = 0;
     uint32_t chunk = 1, repeat = 1;
     if (!strcmp(mode, "step")) {
     } else if (!strcmp(mode, "io")) {
@@ -158,11 +215,23 @@ int main(int argc, char **argv)
             want_state = 1;
         else if (!strncmp(argv[a], "repeat=", 7) && !parse_uint(argv[a] + 7, &repeat) && repeat > 0)
             ;
+        else if (!strncmp(argv[a], "init=", 5) && argv[a][5])
+            init_path = argv[a] + 5;
+        else if (!strcmp(argv[a], "qin"))
+            qin = 1;
+        else if (!strcmp(argv[a], "qout"))
+            qout = 1;
         else
-            return fail("unknown option (state | repeat=N)");
+            return fail("unknown option (state | repeat=N | init=FILE | qin | qout)");
     }
     if (repeat > 1 && !whole)
         return fail("repeat=N needs MODE run");
+    if ((qin || qout) && !ESQ_DRV_INT)
+        return fail("qin / qout need a model with the integer API (an integer artifact)");
+    if (qin && !qout)
+        return fail("qin needs qout (integer inputs give integer outputs)");
+    if (qout && repeat > 1)
+        return fail("repeat=N does not combine with qout");
 
     int in = esq_io_open(argv[2], 0);
     if (in < 0)
@@ -172,13 +241,29 @@ int main(int argc, char **argv)
         return fail("input file is shorter than its header");
     if (hdr[0] != 0x58515345u)
         return fail("input file is not an edgeseq input (bad magic)");
-    if (hdr[3] != @P@_IN_FEATURES)
+#if ESQ_DRV_INT
+    const uint32_t F = qin ? @P@_IN_Q_FEATURES : @P@_IN_FEATURES;
+#else
+    const uint32_t F = @P@_IN_FEATURES;
+#endif
+    if (hdr[3] != F)
         return fail("input file has the wrong number of features per step for this model");
-    const uint32_t B = hdr[1], T = hdr[2], F = @P@_IN_FEATURES, SO = @P@_STEP_OUT_FEATURES;
+    const uint32_t B = hdr[1], T = hdr[2], SO = @P@_STEP_OUT_FEATURES;
     if (whole)
         chunk = T;
     if ((uint64_t)chunk * F > ESQ_IO_FLOATS || (uint64_t)chunk * SO > ESQ_IO_FLOATS)
         return fail("sequence chunk does not fit the driver I/O buffer; use MODE step or a smaller chunk:K");
+    int init = -1;
+    if (init_path) {
+        init = esq_io_open(init_path, 0);
+        if (init < 0)
+            return fail("cannot open the initial state file");
+        uint32_t ih[3];
+        if (esq_io_read(init, ih, sizeof ih) || ih[0] != 0x53515345u)
+            return fail("initial state file is not an edgeseq state file (bad magic)");
+        if (ih[1] != B || ih[2] != @P@_STATE_FLOATS)
+            return fail("initial state file does not hold B states of this model");
+    }
     int out = esq_io_open(argv[3], 1);
     if (out < 0)
         return fail("cannot open the output file");
@@ -188,36 +273,72 @@ int main(int argc, char **argv)
         return fail("cannot write the output file");
     uint64_t ns = 0;
     for (uint32_t b = 0; b < B; ++b) {
-        if (frame)
-            @p@_reset(&S);
+        if (frame) {
+            if (init >= 0) {
+                if (esq_io_read(init, sb.f, @P@_STATE_FLOATS * (uint32_t)sizeof(float)))
+                    return fail("initial state file is shorter than B states");
+#if ESQ_DRV_INT
+                if (qout)
+                    @p@_state_load_q(&S, sb.q);
+                else
+#endif
+                    @p@_state_load(&S, sb.f);
+            } else {
+                @p@_reset(&S);
+            }
+        }
         for (uint32_t t = 0; t < T; t += chunk) {
             const uint32_t n = T - t < chunk ? T - t : chunk;
-            if (esq_io_read(in, xbuf, n * F * (uint32_t)sizeof(float)))
-                return fail("input file is shorter than B*T*F floats");
+            if (esq_io_read(in, xb.f, n * F * (uint32_t)sizeof(float)))
+                return fail("input file is shorter than B*T*F words");
             if (steps) {
+#if ESQ_DRV_INT
+                if (qout) {
+                    for (uint32_t k = 0; k < n; ++k) {
+                        const int32_t *xq = xb.q + k * F;
+                        if (!qin) {
+                            @p@_quantize(xb.f + k * F, qx);
+                            xq = qx;
+                        }
+                        @p@_step_q(&S, xq, yb.q + k * SO);
+                    }
+                } else
+#endif
                 if (n == 1 && !whole) {
-                    @p@_step(&S, xbuf, ybuf);
+                    @p@_step(&S, xb.f, yb.f);
                 } else {
                     const uint64_t t0 = esq_io_now_ns();
                     for (uint32_t r = 0; r < repeat; ++r) {
                         if (r)
                             @p@_reset(&S);
-                        @p@_run(&S, xbuf, (int)n, ybuf);
+                        @p@_run(&S, xb.f, (int)n, yb.f);
                     }
                     ns += esq_io_now_ns() - t0;
                 }
             }
-            if (esq_io_write(out, ybuf, n * SO * (uint32_t)sizeof(float)))
+            if (esq_io_write(out, yb.f, n * SO * (uint32_t)sizeof(float)))
                 return fail("cannot write the output file");
         }
-        if (frame)
-            @p@_pooled(&S, pbuf);
-        if (esq_io_write(out, pbuf, @P@_POOLED_OUT_FEATURES * (uint32_t)sizeof(float)))
+        if (frame) {
+#if ESQ_DRV_INT
+            if (qout)
+                @p@_pooled_q(&S, pb.q);
+            else
+#endif
+                @p@_pooled(&S, pb.f);
+        }
+        if (esq_io_write(out, pb.f, @P@_POOLED_OUT_FEATURES * (uint32_t)sizeof(float)))
             return fail("cannot write the output file");
         if (want_state) {
-            if (frame)
-                @p@_state_save(&S, sbuf);
-            if (esq_io_write(out, sbuf, Z * (uint32_t)sizeof(float)))
+            if (frame) {
+#if ESQ_DRV_INT
+                if (qout)
+                    @p@_state_save_q(&S, sb.q);
+                else
+#endif
+                    @p@_state_save(&S, sb.f);
+            }
+            if (esq_io_write(out, sb.f, Z * (uint32_t)sizeof(float)))
                 return fail("cannot write the output file");
         }
     }
@@ -225,6 +346,8 @@ int main(int argc, char **argv)
     if (esq_io_write(out, trailer, sizeof trailer) || esq_io_close(out))
         return fail("cannot write the output file");
     esq_io_close(in);
+    if (init >= 0)
+        esq_io_close(init);
     return 0;
 }
 """

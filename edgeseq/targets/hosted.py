@@ -23,7 +23,7 @@ class HostedTarget(Target):
         out_dir = Path(out_dir)
         src = self.stage_sources(sources, out_dir)
         flags = self.cflags()
-        objs = self._compile_objects(cc, src, out_dir / "obj", flags, ["model.c", "main.c", "esq_io_stdio.c"])
+        objs = self._compile_objects(cc, src, out_dir / "obj", flags, self.units(sources) + ["esq_io_stdio.c"])
         binary = out_dir / "bin" / self.binary_name
         binary.parent.mkdir(parents=True, exist_ok=True)
         run_tool([cc, *flags, *objs, *self.link_flags, "-lm", "-o", binary], where=f"target {self.name}",
@@ -69,7 +69,7 @@ class NullTarget(Target):
         cc = self.check_toolchain(run=False)["gcc"]
         out_dir = Path(out_dir)
         src = self.stage_sources(sources, out_dir)
-        objs = self._compile_objects(cc, src, out_dir / "obj", self.cflags(), ["model.c", "main.c", "esq_io_stdio.c"])
+        objs = self._compile_objects(cc, src, out_dir / "obj", self.cflags(), self.units(sources) + ["esq_io_stdio.c"])
         return objs[0]
 
     def sizes(self, binary, model_object=None):

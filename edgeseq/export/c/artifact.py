@@ -196,6 +196,10 @@ class CArtifact:
             raise ArtifactError(f"manifest.json is not valid JSON ({e.msg})", where=str(mf)) from None
         if manifest.get("format") != FORMAT:
             raise ArtifactError(f"unknown artifact format {manifest.get('format')!r}; expected {FORMAT}", where=str(mf))
+        if cls is CArtifact and manifest.get("numerics") == "integer":
+            from .intexport import IntCArtifact  # an integer program (edgeseq.export.c.intexport)
+
+            cls = IntCArtifact
         if check_hashes:
             for rel, digest in manifest.get("files", {}).items():
                 p = path / rel

@@ -67,7 +67,21 @@ def float_table(name: str, values: np.ndarray, comment: str = "", per_line: int 
 
 
 INT_RANGES = {"int8_t": (-128, 127), "uint8_t": (0, 255), "int16_t": (-32768, 32767),
-              "int32_t": (-(2**31), 2**31 - 1)}
+              "int32_t": (-(2**31), 2**31 - 1), "int64_t": (-(2**63), 2**63 - 1)}
+
+
+def c_int(value: int) -> str:
+    """A C99 integer literal for ``value`` (int range: plain; beyond: INT64_C; the minima spelt safely)."""
+    v = int(value)
+    if -(2**31) < v < 2**31:
+        return str(v)
+    if v == -(2**31):
+        return "(-2147483647 - 1)"
+    if v == -(2**63):
+        return "INT64_MIN"
+    if not -(2**63) < v < 2**63:
+        raise ConfigError(f"integer {v} does not fit 64 bits")
+    return f"INT64_C({v})"
 
 
 def int_table(name: str, values: np.ndarray, ctype: str, comment: str = "", per_line: int = 16,
@@ -75,9 +89,10 @@ def int_table(name: str, values: np.ndarray, ctype: str, comment: str = "", per_
     """``static const <ctype> name[n] = {...};`` for integer tables (fixed-point weights, LUTs)."""
     flat = np.asarray(values).reshape(-1)
     lo, hi = INT_RANGES[ctype]
-    if flat.size == 0 or np.any(flat != np.round(flat)) or flat.min() < lo or flat.max() > hi:
+    if flat.size == 0 or (flat.dtype.kind == "f" and np.any(flat != np.round(flat))) \
+            or int(flat.min()) < lo or int(flat.max()) > hi:
         raise ConfigError(f"table '{name}' is not integral within the {ctype} range", where=where)
-    lits = [str(int(v)) if int(v) != -(2**31) else "(-2147483647 - 1)" for v in flat]
+    lits = [c_int(int(v)) for v in flat]
     lines = [f"/* {comment} */"] if comment else []
     lines.append(f"static const {ctype} {name}[{flat.size}] = {{")
     for i in range(0, len(lits), per_line):

@@ -3,7 +3,7 @@ offset in one arena per C element type, reused as soon as its last reader has ru
 
 The planner is a first-fit interval allocator over a linear arena. Offsets are counted in elements
 and aligned to ``ALIGN`` elements (16 bytes for float), so vector loads on any target stay aligned.
-Fixed-point lowerings get their own arenas (``int8_t``, ``int16_t``, ``int32_t`` accumulators), so
+Fixed-point lowerings get their own arenas (``int8_t``, ``int16_t``, ``int32_t`` / ``int64_t`` accumulators), so
 every access stays type-correct C (no aliasing through casts).
 """
 
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from ...errors import ConfigError
 
 ALIGN = 4
-CTYPE_BYTES = {"float": 4, "int32_t": 4, "int16_t": 2, "int8_t": 1, "uint8_t": 1}
-CTYPE_SUFFIX = {"float": "", "int32_t": "_i32", "int16_t": "_i16", "int8_t": "_i8", "uint8_t": "_u8"}
+CTYPE_BYTES = {"float": 4, "int64_t": 8, "int32_t": 4, "int16_t": 2, "int8_t": 1, "uint8_t": 1}
+CTYPE_SUFFIX = {"float": "", "int64_t": "_i64", "int32_t": "_i32", "int16_t": "_i16", "int8_t": "_i8", "uint8_t": "_u8"}
 
 
 def check_ctype(ctype: str) -> str:
