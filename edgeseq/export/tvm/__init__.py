@@ -13,6 +13,9 @@ Public API::
     TvmArtifact.load(out_dir).run(x) / .verify()                           # qemu-aarch64 for "arm"
     supported_kinds() -> set[str]
 
+    compile_tvm_int(q, target="x86") -> TvmIntModule   # q = edgeseq.quant.quantize(...): integer kernels
+    export_tvm_int(q, out_dir, target="x86")           # integer artifact (TvmArtifact, numerics "integer")
+
 Targets: "x86" (this machine's CPU via LLVM) and "arm" (aarch64 Linux with NEON; runs under
 qemu-aarch64 with the aarch64 TVM runtime, see :mod:`.runtime_arm`). Numbers: float32 (fixed-point
 kernels plug into :mod:`.numerics` per cell family). Importing this package does not import TVM.
@@ -26,7 +29,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .artifact import TvmArtifact
     from .module import TvmModule
 
-__all__ = ["compile_tvm", "export_tvm", "supported_kinds", "TvmModule", "TvmArtifact", "TARGETS"]
+__all__ = ["compile_tvm", "export_tvm", "compile_tvm_int", "export_tvm_int", "supported_kinds", "TvmModule",
+           "TvmArtifact", "TARGETS"]
 
 TARGETS = ("x86", "arm")
 
@@ -69,6 +73,20 @@ def export_tvm(graph, out_dir, target: str = "x86", force: bool = False, *, cpu:
     from .artifact import export_tvm as _export
 
     return _export(graph, out_dir, target, force, cpu=cpu)
+
+
+def compile_tvm_int(q, target: str = "x86", **kw):
+    """Compile the integer program of a quantized graph (see :mod:`.intexport`)."""
+    from .intexport import compile_tvm_int as _compile
+
+    return _compile(q, target, **kw)
+
+
+def export_tvm_int(q, out_dir, target: str = "x86", cpu: str | None = None, **kw) -> "TvmArtifact":
+    """Compile a quantized graph's integer program and write an artifact (see :mod:`.intexport`)."""
+    from .intexport import export_tvm_int as _export
+
+    return _export(q, out_dir, target, cpu, **kw)
 
 
 def __getattr__(name: str):

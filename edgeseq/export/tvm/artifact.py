@@ -12,6 +12,14 @@ Layout of an artifact directory::
     driver/edgeseq_tvm_run.cc   C++ program that runs model.so with the TVM runtime on a device
 
 The directory is written atomically (:func:`edgeseq.util.fs.output_dir`): complete or absent.
+
+Integer artifacts (``export_tvm_int`` in :mod:`.intexport`, from a quantized graph) use the same
+layout with ``"numerics": "integer"`` in the manifest: the library also has ``main_int`` /
+``stream_int`` (integer inputs and outputs), the state is the program's flat integer state,
+``quantized.esq`` holds the quantized graph, and the golden vectors come from the integer-exact
+interpreter (``golden/xq*.bin`` integer inputs, ``golden/q*.bin`` integer outputs,
+``golden/y*.f32`` the dequantized outputs, ``golden/state*.bin`` the final state; every entry
+records its dtype). :meth:`TvmArtifact.verify` then requires bit-exact equality.
 """
 
 from __future__ import annotations
@@ -99,6 +107,16 @@ def export_tvm(graph, out_dir, target: str = "x86", force: bool = False, *, cpu:
     return TvmArtifact.load(out)
 
 
+def _max_diff(a, b) -> float:
+    """Max abs difference (exact for integer arrays); inf when the shapes differ."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        return float("inf")
+    if a.dtype.kind in "iu" and b.dtype.kind in "iu":
+        return float(np.max(np.abs(a.astype(np.int64) - b.astype(np.int64)), initial=0))
+    return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)), initial=0.0))
+
+
 class TvmArtifact:
     """A TVM artifact directory (see the module docstring).
 
@@ -107,7 +125,13 @@ class TvmArtifact:
     def __init__(self, path: Path, manifest: Mapping[str, Any]):
         self.path = Path(path)
         self.manifest = dict(manifest)
-        self.signature = Signature.from_json(manifest["signature"])
+        self.numerics = manifest.get("numerics", "float32")
+        if self.integer:
+            from .intexport import IntSignature
+
+            self.signature = IntSignature.from_json(manifest["signature"])
+        else:
+            self.signature = Signature.from_json(manifest["signature"])
         self.target = manifest["target"]["name"]
         self._vm = None
 
@@ -131,6 +155,11 @@ class TvmArtifact:
                 raise ArtifactError(f"file '{f}' does not match its sha256 in the manifest", where=str(path),
                                     hint="re-export the artifact")
         return cls(path, manifest)
+
+    @property
+    def integer(self) -> bool:
+        """True for an integer artifact (a quantized graph's integer program)."""
+        return self.numerics == "integer"
 
     @property
     def library(self) -> Path:
@@ -174,20 +203,55 @@ class TvmArtifact:
         streaming = state is not None if streaming is None else streaming
         return self.signature.run(self._caller(), x, state, streaming)
 
+    def run_int(self, xq, state: Mapping[str, np.ndarray] | None = None, *, streaming: bool | None = None):
+        """Integer artifacts: ``(yq, new_state)`` for integer inputs (an array, or a dict of input
+        parts), through "main_int" / "stream_int"; bit-exact with ``edgeseq.quant.intexact.run``."""
+        if not self.integer:
+            raise ArtifactError("run_int needs an integer artifact (exported from a quantized graph)",
+                                where=str(self.path))
+        streaming = state is not None if streaming is None else streaming
+        return self.signature.run_int(self._caller(), xq, state, streaming)
+
+    def init_state(self, batch: int) -> dict[str, np.ndarray]:
+        """The zero state for ``batch`` sequences (integer for integer artifacts)."""
+        if self.integer:
+            return self.signature.init_state(batch)
+        return {k: np.zeros((batch, *s), np.float32) for k, s in self.signature.state_spec.items()}
+
+    def _read(self, e: Mapping[str, Any]) -> np.ndarray:
+        dt = np.dtype(e.get("dtype", "<f4"))
+        return np.fromfile(self.path / e["file"], dtype=dt).reshape(e["shape"]).astype(dt.newbyteorder("="))
+
     def golden(self) -> tuple[np.ndarray, list[np.ndarray], dict[str, np.ndarray]]:
         g = self.manifest["golden"]
-
-        def read(e):
-            return np.fromfile(self.path / e["file"], dtype="<f4").reshape(e["shape"])
-
+        read = self._read
         return read(g["input"]), [read(e) for e in g["outputs"]], {e["key"]: read(e) for e in g["state"]}
 
+    def golden_int(self) -> tuple[dict[str, np.ndarray], list[np.ndarray], dict[str, np.ndarray]]:
+        """Integer artifacts: (integer input parts, integer outputs, final integer state)."""
+        if not self.integer:
+            raise ArtifactError("not an integer artifact", where=str(self.path))
+        g = self.manifest["golden"]
+        return ({e["vec"]: self._read(e) for e in g["int_inputs"]}, [self._read(e) for e in g["int_outputs"]],
+                {e["key"]: self._read(e) for e in g["state"]})
+
     def verify(self, tolerance: float | None = None) -> dict[str, float]:
-        """Run the golden input through "main" and "stream"; max abs error per output and state.
-        Raises ToleranceError when any exceeds ``tolerance`` (default: the manifest's)."""
+        """Run the golden input through "main" and "stream" (and, for integer artifacts,
+        "main_int" / "stream_int"); max abs error per output and state. Raises ToleranceError
+        when any exceeds ``tolerance`` (default: the manifest's; 0 for integer artifacts)."""
         tol = self.manifest["golden"]["tolerance"] if tolerance is None else tolerance
         x, ys, st = self.golden()
         errs: dict[str, float] = {}
+        if self.integer:
+            xq, qs, _ = self.golden_int()
+            q1, _ = self.run_int(xq, streaming=False)
+            q2, st3 = self.run_int(xq, streaming=True)
+            for tag, got in (("main_int", q1), ("stream_int", q2)):
+                got = got if isinstance(got, tuple) else (got,)
+                for i, (a, b) in enumerate(zip(got, qs)):
+                    errs[f"{tag}/out{i}"] = _max_diff(a, b)
+            for k, ref in st.items():
+                errs[f"stream_int/state/{k}"] = _max_diff(st3[k], ref)
         y, _ = self.run(x, streaming=False)
         y = y if isinstance(y, tuple) else (y,)
         for i, (a, b) in enumerate(zip(y, ys)):
@@ -197,7 +261,7 @@ class TvmArtifact:
         for i, (a, b) in enumerate(zip(y2, ys)):
             errs[f"stream/out{i}"] = float(np.max(np.abs(a - b)))
         for k, ref in st.items():
-            errs[f"stream/state/{k}"] = float(np.max(np.abs(st2[k] - ref)))
+            errs[f"stream/state/{k}"] = _max_diff(st2[k], ref)
         bad = {k: v for k, v in errs.items() if not v <= tol}
         if bad:
             worst = max(bad, key=bad.get)

@@ -140,20 +140,34 @@ def driver_path() -> Path:
     return out
 
 
+# element types the driver reads and writes (its ARG suffix)
+DTYPES = {"f32": "<f4", "f64": "<f8", "i8": "|i1", "i16": "<i2", "i32": "<i4", "i64": "<i8", "u8": "|u1"}
+_INT_CODES = {"int8": "i8", "int16": "i16", "int32": "i32", "int64": "i64", "uint8": "u8"}
+
+
+def _arg_dtype(a: np.ndarray) -> str:
+    """Driver type code of an argument: integer arrays keep their type, everything else is float32."""
+    return _INT_CODES.get(a.dtype.name, "f32") if a.dtype.kind in "iu" else "f32"
+
+
 def run_qemu(library: Path, function: str, args: Sequence[np.ndarray], repeat: int = 1,
              timeout: float = 600.0) -> tuple[list[np.ndarray], float | None]:
-    """Call ``function`` of the aarch64 Relax VM library under qemu-aarch64 with float32 ``args``;
-    returns (outputs, median wall microseconds under emulation when repeat > 1)."""
+    """Call ``function`` of the aarch64 Relax VM library under qemu-aarch64 with ``args`` (int8 /
+    int16 / int32 / int64 / uint8 arrays keep their type, anything else is passed as float32);
+    returns (outputs in the types the library returns, median wall microseconds under emulation
+    when repeat > 1)."""
     qemu = require("qemu-aarch64")
     drv = driver_path()
     rt = runtime_dir()
     with tempfile.TemporaryDirectory(prefix="edgeseq-tvm-qemu-") as tmp:
         argv = [qemu, "-L", SYSROOT, "-E", f"LD_LIBRARY_PATH={rt}", str(drv), str(library), function, tmp]
         for i, a in enumerate(args):
-            a = np.ascontiguousarray(a, dtype="<f4")
-            path = Path(tmp) / f"arg{i}.f32"
+            a = np.asarray(a)
+            code = _arg_dtype(a)
+            a = np.ascontiguousarray(a, dtype=DTYPES[code])
+            path = Path(tmp) / f"arg{i}.{code}"
             path.write_bytes(a.tobytes())
-            argv.append(f"{path}:{','.join(str(d) for d in a.shape)}")
+            argv.append(f"{path}:{','.join(str(d) for d in a.shape)}" + ("" if code == "f32" else f":{code}"))
         if repeat > 1:
             argv += ["--repeat", str(repeat)]
         res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
@@ -164,9 +178,14 @@ def run_qemu(library: Path, function: str, args: Sequence[np.ndarray], repeat: i
         for line in res.stdout.splitlines():
             name, _, rest = line.partition(" ")
             if name.startswith("out"):
-                shape = tuple(int(v) for v in rest.split(",")) if rest else ()
-                data = np.fromfile(Path(tmp) / f"{name}.f32", dtype="<f4")
-                outs.append(data.reshape(shape).astype(np.float32))
+                dims, _, code = rest.partition(" ")
+                code = code.strip() or "f32"
+                if code not in DTYPES:
+                    raise ArtifactError(f"the driver returned an output of unsupported type '{code}'",
+                                        where=str(library))
+                shape = tuple(int(v) for v in dims.split(",")) if dims else ()
+                data = np.fromfile(Path(tmp) / f"{name}.bin", dtype=DTYPES[code])
+                outs.append(data.reshape(shape).astype(np.dtype(DTYPES[code]).newbyteorder("=")))
             elif name == "median_us":
                 median = float(rest)
         return outs, median

@@ -3,10 +3,11 @@
 //
 //   edgeseq_tvm_run MODEL.so FUNCTION OUT_DIR ARG... [--repeat N]
 //
-// Each ARG is FILE:D0,D1,... -- a raw little-endian float32 tensor and its shape. The function
-// ("main" or "stream") is called once per repeat; the outputs of the last call are written to
-// OUT_DIR/out<i>.f32 and listed on stdout as "out<i> D0,D1,...". With --repeat N > 1 the median
-// wall time per call is printed as "median_us <value>".
+// Each ARG is FILE:D0,D1,...[:DTYPE] -- a raw little-endian tensor, its shape and its element type
+// (f32 when omitted; f64, i8, i16, i32, i64, u8 for integer programs). The function ("main",
+// "stream", "main_int", "stream_int") is called once per repeat; the outputs of the last call are
+// written to OUT_DIR/out<i>.bin and listed on stdout as "out<i> D0,D1,... DTYPE". With --repeat
+// N > 1 the median wall time per call is printed as "median_us <value>".
 //
 // Build (edgeseq does this on demand, see edgeseq/export/tvm/runtime_arm.py):
 //   aarch64-linux-gnu-g++ -std=c++17 -O2 edgeseq_tvm_run.cc -I<tvm_ffi/include> -I<tvm/include>
@@ -42,11 +43,45 @@ int Fail(const std::string& msg) {
   return 2;
 }
 
-bool ParseArg(const std::string& arg, std::string* path, std::vector<int64_t>* shape) {
-  size_t colon = arg.rfind(':');
+struct DType {
+  const char* name;
+  DLDataType dl;
+};
+
+const DType kDTypes[] = {
+    {"f32", {kDLFloat, 32, 1}}, {"f64", {kDLFloat, 64, 1}}, {"i8", {kDLInt, 8, 1}},  {"i16", {kDLInt, 16, 1}},
+    {"i32", {kDLInt, 32, 1}},   {"i64", {kDLInt, 64, 1}},   {"u8", {kDLUInt, 8, 1}},
+};
+
+bool DTypeFromName(const std::string& name, DLDataType* out) {
+  for (const DType& d : kDTypes) {
+    if (name == d.name) {
+      *out = d.dl;
+      return true;
+    }
+  }
+  return false;
+}
+
+std::string DTypeName(DLDataType t) {
+  for (const DType& d : kDTypes) {
+    if (d.dl.code == t.code && d.dl.bits == t.bits && d.dl.lanes == t.lanes) return d.name;
+  }
+  return "unknown";
+}
+
+bool ParseArg(const std::string& arg, std::string* path, std::vector<int64_t>* shape, DLDataType* dtype) {
+  std::string rest = arg;
+  *dtype = DLDataType{kDLFloat, 32, 1};
+  size_t colon = rest.rfind(':');
   if (colon == std::string::npos) return false;
-  *path = arg.substr(0, colon);
-  std::string dims = arg.substr(colon + 1);
+  if (DTypeFromName(rest.substr(colon + 1), dtype)) {
+    rest = rest.substr(0, colon);
+    colon = rest.rfind(':');
+    if (colon == std::string::npos) return false;
+  }
+  *path = rest.substr(0, colon);
+  std::string dims = rest.substr(colon + 1);
   size_t pos = 0;
   while (pos <= dims.size()) {
     size_t comma = dims.find(',', pos);
@@ -61,8 +96,8 @@ bool ParseArg(const std::string& arg, std::string* path, std::vector<int64_t>* s
 bool WriteTensor(const std::string& path, const Tensor& t) {
   FILE* f = std::fopen(path.c_str(), "wb");
   if (!f) return false;
-  size_t n = static_cast<size_t>(t.numel());
-  bool ok = std::fwrite(t.data_ptr(), sizeof(float), n, f) == n;
+  size_t n = GetDataSize(static_cast<size_t>(t.numel()), t.dtype());
+  bool ok = std::fwrite(t.data_ptr(), 1, n, f) == n;
   return std::fclose(f) == 0 && ok;
 }
 
@@ -73,7 +108,6 @@ int main(int argc, char** argv) {
   std::string model = argv[1], function = argv[2], out_dir = argv[3];
   int repeat = 1;
   std::vector<Tensor> inputs;
-  DLDataType f32{kDLFloat, 32, 1};
   DLDevice cpu{kDLCPU, 0};
   for (int i = 4; i < argc; ++i) {
     std::string a = argv[i];
@@ -83,12 +117,15 @@ int main(int argc, char** argv) {
     }
     std::string path;
     std::vector<int64_t> shape;
-    if (!ParseArg(a, &path, &shape)) return Fail("bad argument '" + a + "' (expected FILE:D0,D1,...)");
-    Tensor t = Tensor::FromNDAlloc(CPUAlloc(), ShapeView(shape.data(), shape.size()), f32, cpu);
-    size_t n = static_cast<size_t>(t.numel());
+    DLDataType dtype;
+    if (!ParseArg(a, &path, &shape, &dtype)) {
+      return Fail("bad argument '" + a + "' (expected FILE:D0,D1,...[:DTYPE])");
+    }
+    Tensor t = Tensor::FromNDAlloc(CPUAlloc(), ShapeView(shape.data(), shape.size()), dtype, cpu);
+    size_t n = GetDataSize(static_cast<size_t>(t.numel()), dtype);
     FILE* f = std::fopen(path.c_str(), "rb");
     if (!f) return Fail("cannot open " + path);
-    size_t got = std::fread(t.data_ptr(), sizeof(float), n, f);
+    size_t got = std::fread(t.data_ptr(), 1, n, f);
     std::fclose(f);
     if (got != n) return Fail("short read from " + path);
     inputs.push_back(t);
@@ -120,13 +157,13 @@ int main(int argc, char** argv) {
       return Fail("unexpected result type " + result.GetTypeKey());
     }
     for (size_t i = 0; i < outs.size(); ++i) {
-      std::string path = out_dir + "/out" + std::to_string(i) + ".f32";
+      std::string path = out_dir + "/out" + std::to_string(i) + ".bin";
       if (!WriteTensor(path, outs[i])) return Fail("cannot write " + path);
       std::printf("out%zu ", i);
       for (int d = 0; d < outs[i].ndim(); ++d) {
         std::printf(d ? ",%lld" : "%lld", static_cast<long long>(outs[i].shape()[d]));
       }
-      std::printf("\n");
+      std::printf(" %s\n", DTypeName(outs[i].dtype()).c_str());
     }
     if (repeat > 1) {
       std::sort(times.begin(), times.end());
