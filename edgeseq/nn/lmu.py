@@ -40,6 +40,21 @@ def _impulse(order: int, theta: float, disc: Discretizer, steps: int) -> tuple[n
     return h, p
 
 
+@lru_cache(maxsize=32)
+def _toeplitz(order: int, theta: float, disc: Discretizer, steps: int) -> np.ndarray:
+    """(steps * order, steps) matrix K with K[t*order + k, s] = H[t - s, k] for s <= t, else 0: the causal
+    convolution m[t, k] = sum_{s<=t} H[t-s, k] u[s] as one matrix product."""
+    h, _ = _impulse(order, theta, disc, steps)
+    lag = np.arange(steps)[:, None] - np.arange(steps)[None, :]
+    k = np.where((lag >= 0)[:, :, None], h[np.clip(lag, 0, None)], 0.0)  # (T, S, order)
+    return np.ascontiguousarray(k.transpose(0, 2, 1).reshape(steps * order, steps))
+
+
+# up to this many steps the parallel form is one (T*order, T) x (T, B*d) matrix product (fastest on CPUs
+# for short windows); longer sequences use the FFT convolution (O(T log T))
+TOEPLITZ_MAX_STEPS = 256
+
+
 class LMU(nn.Module):
     """LMU layer over batch-first sequences.
 
@@ -153,21 +168,29 @@ class LMU(nn.Module):
         return torch.stack(ys, dim=1), state
 
     def forward_parallel(self, x: Tensor, state: Optional[dict[str, Tensor]] = None):
-        """FFT form: m_t = Abar^(t+1) m_0 + sum_{j<=t} Abar^(t-j) Bbar u_j (computed in float64)."""
+        """Convolution form: m_t = Abar^(t+1) m_0 + sum_{j<=t} Abar^(t-j) Bbar u_j, as one Toeplitz
+        matrix product in the input's dtype for windows up to TOEPLITZ_MAX_STEPS steps, else an FFT
+        convolution in float64."""
         b, steps, _ = x.shape
         u = x @ self.e_x.T
         if self.b_u is not None:
             u = u + self.b_u
-        h_np, p_np = _impulse(self.order, self.theta, self.discretizer, steps)
-        n = 2 * steps
-        uf = torch.fft.rfft(u.double().transpose(1, 2), n=n)  # (B, d, F)
-        hf = torch.fft.rfft(torch.from_numpy(h_np).to(x.device).T, n=n)  # (order, F)
-        m = torch.fft.irfft(uf.unsqueeze(2) * hf, n=n)[..., :steps]  # (B, d, order, T)
-        m = m.permute(0, 3, 1, 2)  # (B, T, d, order)
+        if steps <= TOEPLITZ_MAX_STEPS:
+            k = torch.from_numpy(_toeplitz(self.order, self.theta, self.discretizer, steps)).to(x.device, x.dtype)
+            m = k @ u.permute(1, 0, 2).reshape(steps, b * self.memory_d)  # (T*order, B*d)
+            m = m.reshape(steps, self.order, b, self.memory_d).permute(2, 0, 3, 1)  # (B, T, d, order)
+        else:
+            h_np, _ = _impulse(self.order, self.theta, self.discretizer, steps)
+            n = 2 * steps
+            uf = torch.fft.rfft(u.double().transpose(1, 2), n=n)  # (B, d, F)
+            hf = torch.fft.rfft(torch.from_numpy(h_np).to(x.device).T, n=n)  # (order, F)
+            m = torch.fft.irfft(uf.unsqueeze(2) * hf, n=n)[..., :steps]  # (B, d, order, T)
+            m = m.permute(0, 3, 1, 2)  # (B, T, d, order)
         if state is not None:
+            _, p_np = _impulse(self.order, self.theta, self.discretizer, steps)
             m0 = state["m"].double().reshape(b, self.memory_d, self.order)
             p = torch.from_numpy(p_np).to(x.device)
-            m = m + torch.einsum("tij,bdj->btdi", p, m0)
+            m = m.double() + torch.einsum("tij,bdj->btdi", p, m0)
         m = m.reshape(b, steps, self.memory_size).to(x.dtype)
         y = self._hidden(m, x, None)
         new = {"m": m[:, -1]}

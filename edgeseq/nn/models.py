@@ -42,13 +42,25 @@ class SpikeActivation(nn.Module):
 
 
 class RecurrentClassifier(nn.Module):
-    """standardize -> recurrent stack (rnn | gru | lstm | mingru | minlstm | lmu) -> readout -> linear."""
+    """standardize -> [causal conv stem -> relu] -> recurrent stack (rnn | gru | lstm | mingru | minlstm |
+    lmu) -> readout -> linear.
+
+    ``stem=C`` adds a causal convolution (``stem_kernel`` taps, C channels) with a ReLU in front of the
+    recurrence: a short learned filter bank over raw sensor / spectral frames that stays streamable
+    (the device keeps ``stem_kernel - 1`` past frames)."""
 
     def __init__(self, arch: str, in_features: int, n_classes: int, hidden: int = 64, layers: int = 1,
-                 readout: str = "last", input_mean=None, input_std=None, **cell: Any):
+                 readout: str = "last", input_mean=None, input_std=None, stem: int = 0, stem_kernel: int = 5,
+                 **cell: Any):
         super().__init__()
         self.arch = arch
         self.norm = _standardize(in_features, input_mean, input_std)
+        self.stem: Optional[nn.Module] = None
+        if stem:
+            if stem < 1 or stem_kernel < 1:
+                raise ConfigError(f"stem channels and stem_kernel must be >= 1, got {stem} / {stem_kernel}")
+            self.stem = CausalConv1d(in_features, stem, stem_kernel)
+            in_features = stem
         self.rnn: Optional[nn.Module] = None
         self.layers = nn.ModuleList()
         if arch in ("rnn", "gru", "lstm"):
@@ -76,6 +88,8 @@ class RecurrentClassifier(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.norm(x)
+        if self.stem is not None:
+            x = torch.relu(self.stem(x))
         if self.rnn is not None:
             x, _ = self.rnn(x)
         for layer in self.layers:

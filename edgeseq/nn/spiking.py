@@ -84,6 +84,76 @@ def synaptic_step(current: Tensor, syn: Tensor, mem: Tensor, alpha, beta, thresh
     return spk, syn, mem
 
 
+def surrogate_grad(x: Tensor, surrogate: str, slope: float) -> Tensor:
+    """d sg(x) / dx of :func:`spike`'s surrogate."""
+    if surrogate == "atan":
+        return (slope / 2.0) / (1.0 + ((math.pi / 2.0) * slope * x) ** 2)
+    if surrogate == "fast_sigmoid":
+        return 1.0 / (slope * x.abs() + 1.0) ** 2
+    if surrogate == "sigmoid":
+        sig = torch.sigmoid(slope * x)
+        return slope * sig * (1.0 - sig)
+    if surrogate == "straight_through":
+        return torch.ones_like(x)
+    raise ConfigError(f"unknown surrogate '{surrogate}'; expected one of {', '.join(SURROGATES)}")
+
+
+class _LeakyScan(torch.autograd.Function):
+    """A whole sequence of :func:`leaky_step` (subtract or no reset, reset delayed) as one op with a
+    hand-written backward pass: the same numbers as the step loop, with a fraction of its autograd
+    bookkeeping (the training form of feed-forward LIF layers).
+
+    forward(x (B, T, H), mem0 (B, H), beta (clamped), threshold, subtract, spikes_out, surrogate,
+    slope) -> (output (B, T, H): spikes or membrane, final membrane (B, H))."""
+
+    @staticmethod
+    def forward(ctx, x, mem0, beta, thr, subtract: bool, spikes_out: bool, surrogate: str, slope: float):
+        xt = x.transpose(0, 1).contiguous()  # time-major: every step reads / writes contiguous rows
+        u = torch.empty_like(xt)
+        mem = mem0
+        for t in range(xt.shape[0]):
+            if subtract:
+                r = (mem - thr > 0).to(x.dtype)
+                mem = beta * mem + xt[t] - r * thr
+            else:
+                mem = beta * mem + xt[t]
+            u[t] = mem
+        ctx.save_for_backward(u, mem0, beta, thr)
+        ctx.cfg = (subtract, spikes_out, surrogate, slope)
+        out = (u - thr > 0).to(x.dtype) if spikes_out else u
+        return out.transpose(0, 1), mem
+
+    @staticmethod
+    def backward(ctx, g_out, g_mem):
+        u, mem0, beta, thr = ctx.saved_tensors  # u: (T, B, H)
+        subtract, spikes_out, surrogate, slope = ctx.cfg
+        g_out = torch.zeros_like(u) if g_out is None else g_out.transpose(0, 1)
+        carry = torch.zeros_like(mem0) if g_mem is None else g_mem.clone()
+        g_thr = torch.zeros_like(mem0)
+        if spikes_out:
+            sg = surrogate_grad(u - thr, surrogate, slope) * g_out  # d loss / d u through the spikes
+            g_thr = g_thr - sg.sum(0)
+        else:
+            sg = g_out.contiguous()
+        g_u = torch.empty_like(u)  # d loss / d u_t, through the output and all later steps
+        for t in range(u.shape[0] - 1, -1, -1):
+            carry = carry + sg[t]
+            g_u[t] = carry
+            carry = carry * beta
+        prev = torch.cat([mem0[None], u[:-1]])  # membrane before each step
+        g_beta = (g_u * prev).sum(0)
+        if subtract:
+            g_thr = g_thr - (g_u * (prev - thr > 0).to(u.dtype)).sum(0)
+        return (g_u.transpose(0, 1), carry, _reduce_to(g_beta, beta), _reduce_to(g_thr, thr),
+                None, None, None, None)
+
+
+def _reduce_to(g: Tensor, like: Tensor) -> Tensor:
+    """Sum a (B, H) gradient down to the shape of a scalar or per-neuron parameter."""
+    g = g.sum(0)
+    return g if g.shape == like.shape else g.sum().reshape(like.shape)
+
+
 class NeuronPopulation(nn.Module):
     """Parameters of one LIF (alpha=None) or CuBa-LIF population, optionally learnable, and its step."""
 
@@ -177,9 +247,24 @@ class LIF(nn.Module):
             new["spk"] = spk
         return (spk if self.emit == "spikes" else new["mem"]), new
 
+    @property
+    def fused(self) -> bool:
+        """Whether forward runs as one fused scan (feed-forward leaky neurons with subtract or no
+        reset, delayed; the layout of every zoo model) instead of the step loop."""
+        pop = self.pop
+        return (not pop.synaptic and self.recurrence is Recurrence.NONE and pop.reset_delay
+                and pop.reset in (ResetRule.SUBTRACT, ResetRule.NONE))
+
     def forward(self, x: Tensor, state: Optional[dict[str, Tensor]] = None):
         if state is None:
             state = self.init_state(x.shape[0], x.device, x.dtype)
+        if self.fused and x.shape[1] > 0:
+            pop = self.pop
+            beta = torch.as_tensor(pop.beta, dtype=x.dtype).clamp(0, 1)
+            out, mem = _LeakyScan.apply(x, state["mem"], beta, pop.threshold.to(x.dtype),
+                                        pop.reset is ResetRule.SUBTRACT, self.emit == "spikes", pop.surrogate,
+                                        pop.slope)
+            return out, {"mem": mem}
         outs = []
         for t in range(x.shape[1]):
             y, state = self.step(x[:, t], state)

@@ -33,6 +33,11 @@ class TrainConfig:
     augment_noise: float = 0.0  # gaussian noise, in units of each channel's std
     augment_shift: int = 0  # random circular time shift (steps)
     augment_rotate: float = 0.0  # IMU: random 3-D rotation (max degrees) of each xyz channel triplet
+    # spectral features (log-mel frames): warp of the mel axis by a random factor in [1/(1+w), 1+w]
+    # (vocal-tract-length perturbation), and SpecAugment masks of up to N frames / channels
+    augment_freq_warp: float = 0.0
+    augment_time_mask: int = 0
+    augment_freq_mask: int = 0
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -112,8 +117,47 @@ def _random_rotations(n: int, max_deg: float, gen, triplets: int):
     return out
 
 
-def _augment(xb, cfg: TrainConfig, std: np.ndarray, gen):
+def _freq_warp(xb, max_warp: float, gen):
+    """Resample the feature (mel) axis of (n, T, F) by a random factor per sequence: a formant /
+    vocal-tract-length change of the speaker is close to a shift along the mel axis."""
     import torch
+
+    n, _, f = xb.shape
+    lim = math.log1p(max_warp)
+    alpha = torch.exp((torch.rand(n, generator=gen) * 2 - 1) * lim)  # log-uniform in [1/(1+w), 1+w]
+    pos = (torch.arange(f, dtype=torch.float32)[None, :] / alpha[:, None]).clamp(0, f - 1)  # (n, F)
+    lo = pos.floor().long()
+    hi = (lo + 1).clamp(max=f - 1)
+    w = (pos - lo.to(pos.dtype))[:, None, :].to(xb.dtype)
+    idx_lo = lo[:, None, :].expand(-1, xb.shape[1], -1)
+    idx_hi = hi[:, None, :].expand(-1, xb.shape[1], -1)
+    return torch.gather(xb, 2, idx_lo) * (1 - w) + torch.gather(xb, 2, idx_hi) * w
+
+
+def _masks(xb, fill, max_len: int, axis: int, gen):
+    """One random mask per sequence of up to ``max_len`` consecutive frames (axis 1) or channels
+    (axis 2), filled with the channel means (zero after the model's standardisation)."""
+    import torch
+
+    n, size = xb.shape[0], xb.shape[axis]
+    width = torch.randint(0, max_len + 1, (n,), generator=gen)
+    start = (torch.rand(n, generator=gen) * (size - width + 1).clamp(min=1)).long()
+    r = torch.arange(size)[None, :]
+    m = (r >= start[:, None]) & (r < (start + width)[:, None])  # (n, size)
+    m = m[:, :, None] if axis == 1 else m[:, None, :]
+    return torch.where(m, fill.to(xb.dtype), xb)
+
+
+def _augment(xb, cfg: TrainConfig, stats, gen):
+    import torch
+
+    mean, std = stats
+    if cfg.augment_freq_warp:
+        xb = _freq_warp(xb, cfg.augment_freq_warp, gen)
+    if cfg.augment_time_mask:
+        xb = _masks(xb, torch.as_tensor(mean), cfg.augment_time_mask, 1, gen)
+    if cfg.augment_freq_mask:
+        xb = _masks(xb, torch.as_tensor(mean), cfg.augment_freq_mask, 2, gen)
 
     if cfg.augment_scale:
         gain = 1 + (torch.rand(xb.shape[0], 1, xb.shape[2], generator=gen) * 2 - 1) * cfg.augment_scale
@@ -139,7 +183,7 @@ def fit(model, train, val, cfg: TrainConfig, progress: bool = True, log=print) -
     gen = torch.Generator().manual_seed(cfg.seed)
     x = torch.from_numpy(train.x)
     y = torch.from_numpy(train.y)
-    std = np.asarray(channel_stats(train)[1], dtype=np.float32)
+    mean, std = (np.asarray(v, dtype=np.float32) for v in channel_stats(train))
     steps_per_epoch = max(1, math.ceil(len(train) / cfg.batch_size))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
@@ -155,7 +199,7 @@ def fit(model, train, val, cfg: TrainConfig, progress: bool = True, log=print) -
         total, correct, seen = 0.0, 0, 0
         for s in range(0, len(train), cfg.batch_size):
             idx = perm[s : s + cfg.batch_size]
-            xb = _augment(x[idx], cfg, std, gen)
+            xb = _augment(x[idx], cfg, (mean, std), gen)
             logits = model(xb)
             loss = loss_fn(logits, y[idx])
             opt.zero_grad(set_to_none=True)

@@ -108,9 +108,9 @@ def test_minrnn_parallel_equals_sequential(cls, steps):
             assert torch.max(torch.abs(gp[k] - gs[k])) <= 1e-5 * scale, k
 
 
-@pytest.mark.parametrize("steps", [1, 37, 128])
+@pytest.mark.parametrize("steps", [1, 37, 128, 300])  # <= 256 steps: Toeplitz product; longer: FFT
 @pytest.mark.parametrize("cell", ["dense", "none"])
-def test_lmu_fft_equals_sequential(steps, cell):
+def test_lmu_parallel_equals_sequential(steps, cell):
     torch.manual_seed(steps)
     m = LMU(6, 16, memory_d=3, order=8, theta=30.0, hidden_cell=cell, input_to_hidden=cell == "dense")
     x = torch.randn(2, steps, 6)
@@ -200,3 +200,41 @@ def test_build_model_unknown_arch():
 
     with pytest.raises(ConfigError, match="unknown architecture"):
         build_model("transformer", 3, 2)
+
+
+# ---------------------------------------------------------------- fused LIF training scan
+
+
+@pytest.mark.parametrize("kw", [
+    {}, {"reset": "none", "emit": "membrane", "learn_beta": True},
+    {"per_neuron": True, "learn_beta": True, "learn_threshold": True},
+    {"surrogate": "fast_sigmoid", "learn_beta": True, "learn_threshold": True, "slope": 5.0},
+])
+@pytest.mark.parametrize("steps", [1, 37])
+def test_fused_lif_scan_equals_step_loop(kw, steps, monkeypatch):
+    """The fused feed-forward LIF scan gives the step loop's outputs exactly and its gradients (input,
+    initial membrane, beta, threshold) to float32 rounding."""
+    import edgeseq.nn.spiking as S
+
+    torch.manual_seed(steps)
+    layer = S.LIF(16, beta=0.8, threshold=0.7, **kw)
+    x = (torch.randn(3, steps, 16) * 1.2).requires_grad_()
+    m0 = (torch.randn(3, 16) * 0.5).requires_grad_()
+    w = torch.linspace(-1, 1, 3 * steps * 16).reshape(3, steps, 16)
+    got = {}
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(S.LIF, "fused", property(lambda self: False))
+        assert layer.fused is fused
+        layer.zero_grad()
+        x.grad = m0.grad = None
+        out, st = layer(x, {"mem": m0})
+        ((out * w).sum() + (st["mem"] ** 2).sum()).backward()
+        got[fused] = (out.detach(), st["mem"].detach(), x.grad.clone(), m0.grad.clone(),
+                      {n: p.grad.clone() for n, p in layer.named_parameters()})
+    (o1, s1, gx1, gm1, gp1), (o2, s2, gx2, gm2, gp2) = got[True], got[False]
+    assert torch.equal(o1, o2) and torch.equal(s1, s2)
+    assert torch.allclose(gx1, gx2, atol=1e-5) and torch.allclose(gm1, gm2, atol=1e-5)
+    assert set(gp1) == set(gp2)
+    for k in gp2:
+        assert torch.allclose(gp1[k], gp2[k], rtol=1e-5, atol=1e-5), k
