@@ -13,6 +13,12 @@ runs, side by side in one process, with one thread everywhere:
   ``MatMulInteger`` kernels, integer ops inside the ``Scan`` bodies), same onnxruntime setup; its
   outputs are checked bit for bit against the integer-exact interpreter (``exact_vs_integer_interpreter``)
   and ``max_abs_diff_vs_torch`` is then the quantization error (skip it with ``--no-int``);
+- ``edgeseq_onnx_qdq``: the same quantized graph as its QDQ model (``build_onnx_qdq``: the float
+  model with QuantizeLinear/DequantizeLinear at the plan's points, int8 x int8 products fused by
+  onnxruntime into ``QGemm``), same onnxruntime setup; ``max_lsb_vs_integer_interpreter`` (integer
+  output error in output LSBs) and ``decisions_agree`` compare it with the integer-exact interpreter,
+  ``products`` counts where its matrix products run and whether onnxruntime has an integer kernel
+  for them (skip it with ``--no-qdq``);
 - ``torch_onnx``: torch's legacy exporter (``torch.onnx.export(dynamo=False, dynamic_axes=...)``)
   in the same onnxruntime setup, as a baseline. It is also run at a second length: a model whose
   time loop was unrolled at export time gives wrong answers there, which is recorded
@@ -138,6 +144,27 @@ def bench_model(arch: str, args) -> dict:
                 intexact.run(qg.program, qg.quantize_input(x_other.numpy()))[0][0])),
             "micro_ops_per_step": len(qg.program.step)}
         runners["edgeseq_onnx_int8"] = (lambda s: lambda: s.run(None, {"x": xn}))(s)
+        if args.qdq:
+            from collections import Counter
+
+            from edgeseq.export.onnx import build_onnx_qdq
+
+            info: dict = {}
+            sq = _session(build_onnx_qdq(qg, info=info).SerializeToString())
+            oname = qg.program.outputs[0].name
+            yq = sq.run(["q." + oname], {"x": xn})[0].astype(np.int64)
+            y = sq.run([oname], {"x": xn})[0]
+            yq2 = sq.run(["q." + oname], {"x": x_other.numpy()})[0].astype(np.int64)
+            ref2, _ = intexact.run(qg.program, qg.quantize_input(x_other.numpy()))
+            row["methods"]["edgeseq_onnx_qdq"] = {
+                "max_abs_diff_vs_torch": float(np.abs(y - want).max()),
+                "max_lsb_vs_integer_interpreter": int(np.abs(yq - ref[0]).max()),
+                "decisions_agree": bool(np.array_equal(yq.argmax(-1), ref[0].argmax(-1))),
+                "correct_at_other_length": bool(np.array_equal(yq2.argmax(-1), ref2[0].argmax(-1))),
+                "max_lsb_at_other_length": int(np.abs(yq2 - ref2[0]).max()),
+                "products": dict(Counter(f"{p['where']}:{'integer' if p['integer_kernel'] else 'float'}"
+                                         for p in info["products"]))}
+            runners["edgeseq_onnx_qdq"] = (lambda s: lambda: s.run(None, {"x": xn}))(sq)
     try:
         s = _session(_torch_onnx(model, x))
         (y,) = s.run(None, {"x": xn})
@@ -182,6 +209,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--no-int", dest="int8", action="store_false",
                     help="skip the quantized (integer program) model")
+    ap.add_argument("--no-qdq", dest="qdq", action="store_false",
+                    help="skip the quantized graph's QDQ model (edgeseq_onnx_qdq)")
+    ap.add_argument("--out-name", default="onnx", help="results file benchmarks/results/<name>.json")
     ap.add_argument("--no-write", action="store_true", help="print only, do not write the results file")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -200,7 +230,7 @@ def main(argv=None) -> dict:
             print(f"        torch_onnx: {row['methods']['torch_onnx']['error']}")
     summary = {arch: {k: round(v["speedup_vs_torch_eager"], 2) for k, v in row["methods"].items()
                       if "median_ms" in v and k != "torch_eager"} for arch, row in results.items()}
-    out = {"config": {k: v for k, v in vars(args).items() if k != "no_write"}, "threads": 1,
+    out = {"config": {k: v for k, v in vars(args).items() if k not in ("no_write", "out_name")}, "threads": 1,
            "load_average_1_5_15min": list(os.getloadavg()),
            "versions": {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
            "target": "edgeseq_onnx >= 3x faster than torch_eager (B=1, one thread)",
@@ -208,7 +238,7 @@ def main(argv=None) -> dict:
            "target_met": {arch: s.get("edgeseq_onnx", 0) >= 3.0 for arch, s in summary.items()},
            "results": results}
     if not args.no_write:
-        print(f"wrote {write_results('onnx', out)}")
+        print(f"wrote {write_results(args.out_name, out)}")
     return out
 
 

@@ -19,6 +19,9 @@ def register(sub) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.add_argument("--quant", metavar="PLAN", help="integer export: a quantized graph (.q.esq) from `edgeseq quantize` "
                    "(MODEL may itself be one); onnx: the integer program, bit-exact, int8 MatMulInteger kernels")
+    p.add_argument("--onnx-numerics", choices=("exact", "qdq"), default="exact",
+                   help="onnx with --quant: 'exact' (default) the integer program, bit-exact; 'qdq' the float model "
+                        "with QuantizeLinear/DequantizeLinear pairs (onnxruntime QGemm kernels, within a stated tolerance)")
     p.add_argument("--streaming", action="store_true", help="onnx: one chunk per call with explicit state in/out")
     p.add_argument("--inline", action="store_true", help="onnx: standard ops only (no edgeseq-domain functions)")
     p.add_argument("--cpu", help="arm: LLVM/gcc CPU, e.g. cortex-a72")
@@ -46,7 +49,8 @@ def run(args) -> int:
         print(f"  {msg}", file=sys.stderr)
 
     art: Artifact = export(model, target=args.target, out=args.out, quant=quant, force=args.force,
-                           streaming=args.streaming, inline=args.inline, cpu=args.cpu, progress=say)
+                           streaming=args.streaming, inline=args.inline, cpu=args.cpu, progress=say,
+                           onnx_numerics=args.onnx_numerics)
     _print_summary(art)
     return 0
 

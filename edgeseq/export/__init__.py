@@ -8,7 +8,9 @@ Targets
 ``onnx``        model.onnx with edgeseq-domain Scan functions (``streaming=True``: state in/out,
                 ``inline=True``: standard ops only), manifest, golden vectors; a quantized graph
                 exports its integer program (standard integer ops, int8 ``MatMulInteger`` kernels
-                inside the ``Scan`` bodies, bit-exact with the integer-exact interpreter)
+                inside the ``Scan`` bodies, bit-exact with the integer-exact interpreter), or with
+                ``onnx_numerics="qdq"`` the float model with QuantizeLinear/DequantizeLinear pairs
+                (onnxruntime's fused ``QGemm`` kernels; within a stated tolerance)
 ``x86``         this machine: TVM library (``tvm/``) + self-contained C executable (``c/``)
 ``arm``         aarch64 Linux: TVM library for the TVM runtime (``tvm/``) and a zero-dependency static
                 executable (``c/``), manifest.json, golden vectors, ``run.sh``; ``cpu=`` / ``arm:cortex-a72``
@@ -72,11 +74,13 @@ def _split_target(target: str) -> tuple[str, Optional[str]]:
 
 def export(model, target: str = "onnx", out=None, *, example_input=None, quant=None, force: bool = False,
            streaming: bool = False, inline: bool = False, cpu: Optional[str] = None, golden_input=None,
-           target_options: Optional[Mapping[str, Any]] = None, progress=None) -> "Artifact":
+           target_options: Optional[Mapping[str, Any]] = None, progress=None,
+           onnx_numerics: str = "exact") -> "Artifact":
     """Export ``model`` for ``target`` into the directory ``out``; returns an :class:`Artifact`.
 
     ``quant`` is a quantized graph (or None for float32). ``example_input`` (B, T, F) is needed only
-    to capture a torch module; ``golden_input`` sets the input whose reference outputs are stored."""
+    to capture a torch module; ``golden_input`` sets the input whose reference outputs are stored.
+    ``onnx_numerics`` (onnx target, quantized graphs): 'exact' (the integer program) or 'qdq'."""
     if out is None:
         raise ConfigError("export needs an output directory (out=...)")
     base, tcpu = _split_target(target)
@@ -87,9 +91,15 @@ def export(model, target: str = "onnx", out=None, *, example_input=None, quant=N
     if golden_input is None and example_input is not None and not isinstance(model, (str, Path)):
         golden_input = np.asarray(example_input, dtype=np.float32)
     say = progress or (lambda msg: None)
+    if onnx_numerics not in ("exact", "qdq"):
+        raise ConfigError(f"unknown onnx_numerics '{onnx_numerics}'; choose 'exact' or 'qdq'")
+    if onnx_numerics == "qdq" and (q is None or base != "onnx"):
+        raise ConfigError("onnx_numerics='qdq' needs a quantized graph and target 'onnx'",
+                          hint="quantize first (edgeseq quantize) and export with --target onnx --quant PLAN")
     if q is not None:
         return _export_quantized(q, base, out, force=force, cpu=cpu, golden_input=golden_input,
-                                 streaming=streaming, target_options=target_options, say=say)
+                                 streaming=streaming, target_options=target_options, say=say,
+                                 onnx_numerics=onnx_numerics)
     if base == "onnx":
         from .onnx import export_onnx
 
@@ -142,16 +152,20 @@ def _export_bundle(graph, base: str, out, *, force: bool, cpu: Optional[str], go
     return Artifact.load(out)
 
 
-def _export_quantized(q, base: str, out, *, force, cpu, golden_input, streaming, target_options, say):
-    """Integer artifacts from a quantized graph: every target runs the integer program."""
+def _export_quantized(q, base: str, out, *, force, cpu, golden_input, streaming, target_options, say,
+                      onnx_numerics: str = "exact"):
+    """Integer artifacts from a quantized graph: every target runs the integer program (onnx:
+    or its QDQ form, ``onnx_numerics='qdq'``)."""
     if base == "onnx":
         try:
             from .onnx.quant import export_onnx_quantized
         except ImportError:
             raise ConfigError("quantized ONNX export is not available in this build", where="onnx") from None
-        say("onnx: integer program -> ONNX (int8 MatMulInteger kernels), checked bit for bit with onnxruntime")
+        say("onnx: integer program -> ONNX (int8 MatMulInteger kernels), checked bit for bit with onnxruntime"
+            if onnx_numerics == "exact" else
+            "onnx: QDQ model (QuantizeLinear/DequantizeLinear at the plan's points), checked against the integer program")
         return Artifact.load(export_onnx_quantized(q, out, force=force, streaming=streaming,
-                                                   golden_input=golden_input).path)
+                                                   golden_input=golden_input, numerics=onnx_numerics).path)
     try:
         from .c.intexport import export_c_int
     except ImportError:

@@ -9,6 +9,7 @@ with explicit state inputs and outputs; ``inline=True`` flattens the functions.
     art = export_onnx(graph, "out/gru_onnx")       # model.onnx + manifest.json + golden vectors
     y, = OnnxArtifact.load("out/gru_onnx").run(x)
     art = export_onnx_quantized(qgraph, "out/gru_int8")   # integer program of a quantized graph
+    art = export_onnx_quantized(qgraph, "out/gru_qdq", numerics="qdq")   # QDQ model (integer kernels)
 
 
 This package imports onnx and onnxruntime; ``import edgeseq`` does not load it.
@@ -18,8 +19,9 @@ from __future__ import annotations
 
 from .artifact import OnnxArtifact, export_onnx
 from .lower import STATE_IN, STATE_OUT, build_onnx, inline_functions, supported_kinds
+from .qdq import build_onnx_qdq
 from .qlower import build_onnx_quantized
 from .quant import export_onnx_quantized
 
 __all__ = ["build_onnx", "export_onnx", "OnnxArtifact", "supported_kinds", "inline_functions",
-           "STATE_IN", "STATE_OUT", "build_onnx_quantized", "export_onnx_quantized"]
+           "STATE_IN", "STATE_OUT", "build_onnx_quantized", "export_onnx_quantized", "build_onnx_qdq"]

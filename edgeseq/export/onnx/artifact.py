@@ -12,7 +12,8 @@ Layout of an artifact directory::
 
 Quantized graphs export to the same layout with ``"numerics": "integer"`` in the manifest (see
 :mod:`.quant`): integer state tensors, extra integer outputs (:meth:`OnnxArtifact.run_integer`),
-``quantized.esq`` and the integer-exact interpreter's outputs as golden vectors.
+``quantized.esq`` and the integer-exact interpreter's outputs as golden vectors; their QDQ form has
+``"numerics": "qdq"`` and the same contract, within the tolerance its manifest states (:mod:`.qdqexport`).
 
 Artifacts are written atomically: the directory is complete or absent.
 """
@@ -261,7 +262,9 @@ class OnnxArtifact:
 
     @property
     def numerics(self) -> str:
-        """'float32', or 'integer' for a quantized graph's integer program (see .quant)."""
+        """'float32', 'integer' for a quantized graph's integer program (see .quant), or 'qdq' for its
+        QuantizeLinear/DequantizeLinear model (see .qdqexport: ``run`` returns the model's float32
+        outputs, ``run_integer`` its integer outputs)."""
         return str(self.manifest.get("numerics", "float32"))
 
     def init_state(self, batch: int) -> dict[str, np.ndarray]:

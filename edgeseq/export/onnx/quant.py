@@ -4,6 +4,7 @@
     art = export_onnx_quantized(qg, "out/gru_int8")          # model.onnx, manifest.json, golden/
     y, = OnnxArtifact.load("out/gru_int8").run(x)             # dequantized exactly as qg.run(x) (float64)
     q, = OnnxArtifact.load("out/gru_int8").run_integer(x)     # the integers themselves
+    art = export_onnx_quantized(qg, "out/gru_qdq", numerics="qdq")   # QDQ model instead (see .qdq)
 
 The model is lowered from ``qg.program`` by :mod:`.qlower`: int8 weights (the plan's per-channel
 symmetric weights, exactly the program's constants) feed ``MatMulInteger`` kernels, activations
@@ -63,8 +64,14 @@ def _is_quantized(q) -> bool:
 
 
 def export_onnx_quantized(q, out_dir, force: bool = False, streaming: bool = False, golden_input=None, *,
-                          example_seq_len: int = 50, opset: int = 21, expand_tables="auto") -> OnnxArtifact:
+                          example_seq_len: int = 50, opset: int = 21, expand_tables="auto",
+                          numerics: str = "exact") -> OnnxArtifact:
     """Export the quantized graph ``q`` (:class:`~edgeseq.quant.QuantizedGraph`) to ``out_dir``.
+
+    ``numerics``: 'exact' (default) lowers the integer program, bit-exact (this module);
+    'qdq' writes the float model with QuantizeLinear / DequantizeLinear pairs at the plan's points
+    that onnxruntime fuses into integer kernels, within a stated tolerance of the integer program
+    (:mod:`.qdqexport`; ``expand_tables`` does not apply).
 
     Fails before any work if ``out_dir`` exists and is not empty (unless ``force``) or cannot be
     written (:class:`ArtifactError`), and with :class:`UnsupportedOpError` (naming the micro-op and
@@ -79,6 +86,15 @@ def export_onnx_quantized(q, out_dir, force: bool = False, streaming: bool = Fal
 
     from ...quant import intexact
 
+    if numerics == "qdq":
+        from .qdqexport import export_onnx_qdq
+
+        return export_onnx_qdq(q, out_dir, force, streaming, golden_input, example_seq_len=example_seq_len,
+                               opset=opset)
+    if numerics != "exact":
+        raise ConfigError(f"unknown ONNX numerics '{numerics}'; choose 'exact' (the integer program, bit-exact) "
+                          "or 'qdq' (QuantizeLinear/DequantizeLinear for onnxruntime's integer kernels)",
+                          where="export onnx")
     if not _is_quantized(q):
         raise ConfigError(f"export_onnx_quantized expects a quantized graph, got {type(q).__name__}",
                           hint="quantize it first: edgeseq.quant.quantize(graph, calib_x)")
