@@ -1,12 +1,15 @@
 """minGRU and minLSTM (Feng et al., "Were RNNs All We Needed?", 2024).
 
 Both are linear recurrences h_t = a_t * h_{t-1} + b_t whose coefficients depend on x_t only, so
-training can use a parallel scan over time. The parallel form works in log space (Heinsen 2023):
+training can run the recurrence without a step loop. Two parallel forms are provided:
 
-    log h_t = A*_t + logcumsumexp_{j<=t}(log b_j - A*_j),   A*_t = sum_{j<=t} log a_j
-
-which needs b_t > 0: the candidate uses g(x) = x + 0.5 (x >= 0), sigmoid(x) (x < 0). With the
-identity candidate (or a negative initial state) only the sequential form applies.
+- :func:`chunked_scan` (used by ``forward_parallel``): the sequence is cut into ~sqrt(T) chunks,
+  scanned inside all chunks at once, then the chunk carries are propagated: 2 sqrt(T) vector steps
+  instead of T, in the input's dtype, exact up to float rounding, for any sign of b and h0 (so the
+  identity candidate and negative initial states train in parallel too);
+- :func:`log_space_scan` (Heinsen 2023), the form of the minGRU paper for GPUs:
+  log h_t = A*_t + logcumsumexp_{j<=t}(log b_j - A*_j), A*_t = sum_{j<=t} log a_j, which needs
+  b_t > 0 (the candidate g(x) = x + 0.5 (x >= 0), sigmoid(x) (x < 0)) and h0 >= 0.
 
 forward(x, h0=None) -> (y, h_T) with batch-first x (B, T, I); step(x_t, h) -> h.
 """
@@ -29,6 +32,39 @@ def g(x: Tensor) -> Tensor:
 
 def log_g(x: Tensor) -> Tensor:
     return torch.where(x >= 0, torch.log(F.relu(x) + 0.5), -F.softplus(-x))
+
+
+def chunked_scan(a: Tensor, b: Tensor, h0: Optional[Tensor] = None, chunk: Optional[int] = None) -> Tensor:
+    """h_t = a_t h_{t-1} + b_t for all t (a, b: (B, T, H); h0: (B, H) or None = 0).
+
+    Inside each chunk of ``chunk`` steps (default ~sqrt(T)) the recurrence runs from zero for all
+    chunks at once, with the running product of a; the state entering each chunk is then carried
+    from chunk to chunk, and h = h_local + prod_a_local * carry_in."""
+    bsz, steps, hid = a.shape
+    c = max(1, int(round(math.sqrt(steps)))) if chunk is None else int(chunk)
+    n = -(-steps // c)
+    pad = n * c - steps
+    if pad:
+        a = torch.cat([a, a.new_ones(bsz, pad, hid)], 1)
+        b = torch.cat([b, b.new_zeros(bsz, pad, hid)], 1)
+    ac = a.reshape(bsz, n, c, hid).unbind(2)  # unbind (not indexing): its backward is one stack
+    bc = b.reshape(bsz, n, c, hid).unbind(2)
+    h, p = bc[0], ac[0]
+    hs, ps = [h], [p]
+    for k in range(1, c):
+        h = torch.addcmul(bc[k], ac[k], h)
+        p = p * ac[k]
+        hs.append(h)
+        ps.append(p)
+    h_end, p_end = h.unbind(1), p.unbind(1)
+    carry = a.new_zeros(bsz, hid) if h0 is None else h0.to(a.dtype)
+    carries = []
+    for k in range(n):
+        carries.append(carry)
+        carry = torch.addcmul(h_end[k], p_end[k], carry)
+    cin = torch.stack(carries, 1)[:, :, None]  # (B, n, 1, H): the state entering each chunk
+    out = torch.stack(hs, 2) + torch.stack(ps, 2) * cin
+    return out.reshape(bsz, n * c, hid)[:, :steps]
 
 
 def log_space_scan(log_a: Tensor, log_b: Tensor, h0: Optional[Tensor] = None) -> Tensor:
@@ -67,8 +103,8 @@ class _MinRNN(nn.Module):
     def init_state(self, batch: int, device=None, dtype=torch.float32) -> Tensor:
         return torch.zeros(batch, self.hidden_size, device=device, dtype=dtype)
 
-    def can_parallel(self, h0: Optional[Tensor]) -> bool:
-        return self.parallel and self.candidate == "minrnn_g" and (h0 is None or bool((h0 >= 0).all()))
+    def can_parallel(self, h0: Optional[Tensor] = None) -> bool:
+        return bool(self.parallel)
 
     def forward(self, x: Tensor, h0: Optional[Tensor] = None):
         if x.dim() != 3 or x.shape[-1] != self.input_size:
@@ -101,9 +137,8 @@ class MinGRU(_MinRNN):
 
     def forward_parallel(self, x: Tensor, h0: Optional[Tensor] = None) -> Tensor:
         k_z, k_h = self.proj(x).chunk(2, dim=-1)
-        log_z = -F.softplus(-k_z)
-        log_a = -F.softplus(k_z)  # log(1 - z)
-        return log_space_scan(log_a, log_z + log_g(k_h), h0)
+        z = torch.sigmoid(k_z)
+        return chunked_scan(1 - z, z * self._cand(k_h), h0)
 
 
 class MinLSTM(_MinRNN):
@@ -120,7 +155,6 @@ class MinLSTM(_MinRNN):
 
     def forward_parallel(self, x: Tensor, h0: Optional[Tensor] = None) -> Tensor:
         k_f, k_i, k_h = self.proj(x).chunk(3, dim=-1)
-        diff = F.softplus(-k_f) - F.softplus(-k_i)
-        log_f = -F.softplus(diff)
-        log_i = -F.softplus(-diff)
-        return log_space_scan(log_f, log_i + log_g(k_h), h0)
+        f, i = torch.sigmoid(k_f), torch.sigmoid(k_i)
+        s = f + i
+        return chunked_scan(f / s, (i / s) * self._cand(k_h), h0)

@@ -91,12 +91,13 @@ def _grads(module, loss):
 
 
 @pytest.mark.parametrize("cls", [MinGRU, MinLSTM])
-@pytest.mark.parametrize("steps", [1, 37, 128])
-def test_minrnn_parallel_equals_sequential(cls, steps):
+@pytest.mark.parametrize("steps", [1, 37, 128, 512])
+@pytest.mark.parametrize("candidate", ["minrnn_g", "identity"])
+def test_minrnn_parallel_equals_sequential(cls, steps, candidate):
     torch.manual_seed(steps)
-    m = cls(6, 16)
+    m = cls(6, 16, candidate=candidate)
     x = torch.randn(4, steps, 6)
-    h0 = torch.rand(4, 16)
+    h0 = torch.randn(4, 16)  # any sign: the chunked scan has no positivity requirement
     for init in (None, h0):
         yp = m.forward_parallel(x, init)
         gp = _grads(m, (yp * torch.linspace(-1, 1, 16)).sum())
@@ -106,6 +107,18 @@ def test_minrnn_parallel_equals_sequential(cls, steps):
         for k in gs:
             scale = max(1.0, float(gs[k].abs().max()))
             assert torch.max(torch.abs(gp[k] - gs[k])) <= 1e-5 * scale, k
+
+
+def test_log_space_scan_equals_chunked_scan():
+    from edgeseq.nn import chunked_scan, log_space_scan
+
+    torch.manual_seed(0)
+    a, b, h0 = torch.rand(3, 200, 8) * 0.98 + 0.01, torch.rand(3, 200, 8) + 0.1, torch.rand(3, 8)
+    for init in (None, h0):
+        want = chunked_scan(a, b, init)
+        assert torch.allclose(log_space_scan(a.log(), b.log(), init), want, rtol=1e-5, atol=1e-6)
+        for chunk in (1, 7, 200, 512):
+            assert torch.allclose(chunked_scan(a, b, init, chunk=chunk), want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("steps", [1, 37, 128, 300])  # <= 256 steps: Toeplitz product; longer: FFT
