@@ -121,9 +121,76 @@ class L2MU(nn.Module):
         return s_h, new
 
     def forward(self, x: Tensor, state: Optional[dict[str, Tensor]] = None):
-        state = self.init_state(x.shape[0], x.device, x.dtype) if state is None else state
+        """The whole sequence: the same equations as :meth:`step`, with the input-only parts (the
+        spike encoder, a feed-forward LIF population, and the input projections) computed for all
+        steps at once and the neuron parameters prepared once."""
+        from .spiking import _LeakyScan, _reset_and_fire
+        from ..ir.types import ResetRule
+
+        b, steps, _ = x.shape
+        state = self.init_state(b, x.device, x.dtype) if state is None else dict(state)
+        new: dict[str, Tensor] = {}
+        if self.enc is not None:
+            pop = self.enc_pop
+            cur = self.enc(x)
+            if (not pop.synaptic and pop.reset_delay and pop.reset in (ResetRule.SUBTRACT, ResetRule.NONE)
+                    and steps > 0):
+                beta = torch.as_tensor(pop.beta, dtype=x.dtype).clamp(0, 1)
+                xs, mem = _LeakyScan.apply(cur, state["enc_mem"], beta, pop.threshold.to(x.dtype),
+                                           pop.reset is ResetRule.SUBTRACT, True, pop.surrogate, pop.slope)
+                new["enc_mem"] = mem
+            else:
+                st, outs = self._sub(state, "enc"), []
+                for cur_t in cur.unbind(1):
+                    o, st = pop.step(cur_t, st)
+                    outs.append(o)
+                xs = torch.stack(outs, 1) if outs else cur
+                new.update({f"enc_{k}": v for k, v in st.items()})
+        else:
+            xs = x
+        # per-step slices by unbind (indexing [:, t] would cost a full-size zero gradient per step)
+        pre_u = (xs @ self.e_x.T + self.b_u).unbind(1)  # T x (B, d)
+        pre_h = (self.b_h + (xs @ self.w_x.T if self.w_x is not None else torch.zeros_like(xs[..., :1]))
+                 ).expand(b, steps, self.hidden_size).unbind(1)  # T x (B, H)
+
+        def params(pop):
+            beta = torch.as_tensor(pop.beta, dtype=x.dtype).clamp(0, 1)
+            alpha = None if pop.alpha is None else torch.as_tensor(pop.alpha, dtype=x.dtype).clamp(0, 1)
+            return beta, pop.threshold.to(x.dtype), alpha, pop
+
+        def fire(prm, cur_t, st):
+            beta, thr, alpha, pop = prm
+            if alpha is not None:
+                st["syn"] = alpha * st["syn"] + cur_t
+                cur_t = st["syn"]
+            spk, st["mem"] = _reset_and_fire(st["mem"], cur_t, beta, thr, pop.reset, pop.reset_delay, None,
+                                             pop.surrogate, pop.slope)
+            return spk
+
+        pu, pm, ph = params(self.u_pop), params(self.m_pop), params(self.h_pop)
+        su, sm, sh = self._sub(state, "u"), self._sub(state, "m"), self._sub(state, "h")
+        s_m, s_h = state["s_m"], state["s_h"]
+        truncate = self.truncate_feedback and torch.is_grad_enabled()
         ys = []
-        for t in range(x.shape[1]):
-            y, state = self.step(x[:, t], state)
-            ys.append(y)
-        return torch.stack(ys, dim=1), state
+        for t in range(steps):
+            if truncate:
+                s_h, s_m = s_h.detach(), s_m.detach()
+            i_u = pre_u[t]
+            if self.e_h is not None:
+                i_u = i_u + s_h @ self.e_h.T
+            if self.e_m is not None:
+                i_u = i_u + s_m @ self.e_m.T
+            s_u = fire(pu, i_u, su)
+            i_m = (s_m.reshape(b, self.memory_d, self.order) @ self.a.T + s_u.unsqueeze(-1) * self.b).reshape(b, -1)
+            s_m_new = fire(pm, i_m, sm)
+            i_h = s_m_new @ self.w_m.T + pre_h[t]
+            if self.w_h is not None:
+                i_h = i_h + s_h @ self.w_h.T
+            s_h = fire(ph, i_h, sh)
+            s_m = s_m_new
+            ys.append(s_h)
+        for name, st in (("u", su), ("m", sm), ("h", sh)):
+            new.update({f"{name}_{k}": v for k, v in st.items()})
+        new["s_m"], new["s_h"] = s_m, s_h
+        out = torch.stack(ys, dim=1) if ys else x.new_zeros(b, 0, self.hidden_size)
+        return out, {k: new.get(k, state[k]) for k in state}
