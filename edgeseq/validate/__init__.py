@@ -8,9 +8,13 @@
     edgeseq validate out/gru-m4 --reference auto --data har --tolerance tol.json --out report/
 
 Any artifact directory the exporters write (onnx; tvm x86 / arm; c x86 / arm / cortex-m*; the
-x86 / arm bundles of ``edgeseq export``, part by part) is detected from its ``manifest.json`` and compared with the reference (the float64 interpreter, or
-the GPU reference kernels of :mod:`edgeseq.validate.gpu`) on the IR graph stored with it, under a
-:class:`TolerancePolicy` per number format. The report holds max / mean abs error, error per time
+x86 / arm bundles of ``edgeseq export``, part by part) is detected from its ``manifest.json`` and
+compared with the reference (the float64 interpreter, or the GPU reference kernels of
+:mod:`edgeseq.validate.gpu`) on the IR graph stored with it, under a :class:`TolerancePolicy` per
+number format. Integer artifacts (exported from a quantized graph: integer C, integer TVM, ONNX
+exact and QDQ, their bundles) are compared with the integer-exact interpreter running the
+quantized graph stored with them (``quantized.esq``), in LSBs of each output: bit exact, QDQ
+within the LSBs its exporter declares. The report holds max / mean abs error, error per time
 step, decision and spike agreement, task accuracy, latency (native) or instruction counts
 (emulated), sizes and the reference's throughput; ``out`` receives validation.json and report.html.
 """

@@ -19,6 +19,12 @@ bundle     x86, arm           its parts (``tvm/`` and ``c/``), each as above
 
 (``edgeseq export --target x86|arm`` writes a bundle: ``edgeseq-bundle/1`` with a TVM library and a
 static C executable as parts.)
+
+Integer artifacts (a quantized graph's integer program; manifest ``numerics`` "integer", or "qdq"
+for the ONNX QDQ form) have the same kinds and runners; they also store the quantized graph
+(``quantized.esq``, :meth:`Artifact.quantized`) and the quantisation step of each output
+(:meth:`Artifact.output_scales`), and a QDQ manifest declares its tolerance in LSBs
+(:meth:`Artifact.declared_lsb`).
 """
 
 from __future__ import annotations
@@ -70,6 +76,7 @@ class Artifact:
     graph_source: str = ""
     integrity: list[str] = field(default_factory=list)
     files_checked: int = 0
+    _quantized: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         """Subclasses open their exporter's artifact class here."""
@@ -87,20 +94,101 @@ class Artifact:
     def number_format(self) -> NumberFormat:
         return format_of(self.manifest.get("numerics"))
 
-    def output_lsb(self, k: int) -> Optional[float]:
-        """LSB size of output ``k`` when the manifest records its quantisation scale."""
+    def _output_entries(self) -> list:
+        """The manifest's per-output records: ONNX / C ``outputs``, TVM ``signature.outputs``."""
         outs = self.manifest.get("outputs")
-        if isinstance(outs, list) and k < len(outs) and isinstance(outs[k], dict):
-            scale = outs[k].get("scale")
-            return float(scale) if isinstance(scale, (int, float)) else None
+        if not isinstance(outs, list):
+            outs = (self.manifest.get("signature") or {}).get("outputs")
+        return [o for o in outs if isinstance(o, dict)] if isinstance(outs, list) else []
+
+    def output_scales(self, k: int, name: Optional[str] = None) -> Optional[np.ndarray]:
+        """Quantisation step (LSB size) of graph output ``k`` (named ``name``), one value or one per
+        feature, as the manifest records it (ONNX ``outputs[].scale``, C ``outputs[].scales``, TVM
+        ``signature.outputs[].scale``), else from the program in the artifact's quantized graph;
+        None for float artifacts."""
+        entries = self._output_entries()
+        entry = None
+        if name is not None:
+            entry = next((e for e in entries if e.get("ir_value", e.get("name")) == name), None)
+        if entry is None and k < len(entries):
+            entry = entries[k]
+        for key in ("scales", "scale"):
+            v = (entry or {}).get(key)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                v = [v]
+            if isinstance(v, list) and v and all(isinstance(e, (int, float)) and e > 0 for e in v):
+                return np.asarray(v, np.float64)
+        if self.number_format.is_integer and self.quantized_file() is not None:
+            try:
+                outs = self.quantized().program.outputs
+            except EdgeseqError:
+                return None
+            spec = next((o for o in outs if o.name == name), outs[k] if k < len(outs) else None)
+            if spec is not None:
+                return np.asarray(np.ravel(spec.scale), np.float64)
         return None
 
+    def output_lsb(self, k: int, name: Optional[str] = None) -> Optional[float]:
+        """LSB size of output ``k`` when it is one value for every feature (see :meth:`output_scales`)."""
+        s = self.output_scales(k, name)
+        return float(s[0]) if s is not None and np.all(s == s[0]) else None
+
+    def declared_lsb(self) -> Optional[int]:
+        """The output tolerance in LSBs that the exporter declares for this model (QDQ artifacts:
+        ``quantization.tolerance.lsb[family]``, or ``max_lsb``)."""
+        q = self.manifest.get("quantization") or {}
+        tol = q.get("tolerance") or {}
+        if not isinstance(tol, dict):
+            return None
+        fam = q.get("family") or tol.get("family")
+        lsb = tol.get("lsb")
+        if isinstance(lsb, dict):
+            lsb = lsb.get(fam) if fam in lsb else tol.get("max_lsb")
+        if lsb is None:
+            lsb = tol.get("max_lsb")
+        return lsb if isinstance(lsb, int) and not isinstance(lsb, bool) and lsb >= 0 else None
+
+    def declared_family(self) -> Optional[str]:
+        q = self.manifest.get("quantization") or {}
+        fam = q.get("family") or (q.get("tolerance") or {}).get("family")
+        return fam if isinstance(fam, str) else None
+
+    # -- the quantized graph (integer artifacts) ---------------------------------------------------
+    def quantized_file(self) -> Optional[Path]:
+        """The quantized graph the exporter stored with an integer artifact (``quantized.esq``)."""
+        named = self.manifest.get("quantized_graph")
+        if isinstance(named, str) and (self.path / named).is_file():
+            return self.path / named
+        if (self.path / "quantized.esq").is_file():
+            return self.path / "quantized.esq"
+        return None
+
+    def quantized(self):
+        """The stored quantized graph (:func:`edgeseq.quant.load_quantized`), loaded once; raises
+        ArtifactError when there is none and the loader's error when it cannot be read."""
+        if self._quantized is None:
+            f = self.quantized_file()
+            if f is None:
+                raise ArtifactError("the integer artifact stores no quantized graph (quantized.esq)",
+                                    where=str(self.path))
+            from ..quant import load_quantized
+
+            self._quantized = load_quantized(f)
+        return self._quantized
+
     def describe(self) -> dict:
-        return {"path": str(self.path), "kind": self.kind, "target": self.target, "format": self.manifest.get("format"),
-                "number_format": self.number_format.value, "graph_source": self.graph_source,
-                "files_checked": self.files_checked, "integrity_problems": list(self.integrity),
-                "edgeseq_version": self.manifest.get("edgeseq_version")
-                or self.manifest.get("versions", {}).get("edgeseq")}
+        d = {"path": str(self.path), "kind": self.kind, "target": self.target, "format": self.manifest.get("format"),
+             "number_format": self.number_format.value, "graph_source": self.graph_source,
+             "files_checked": self.files_checked, "integrity_problems": list(self.integrity),
+             "edgeseq_version": self.manifest.get("edgeseq_version")
+             or self.manifest.get("versions", {}).get("edgeseq")}
+        if self.number_format.is_integer:
+            qf = self.quantized_file()
+            d["quantized_graph"] = qf.relative_to(self.path).as_posix() if qf is not None else None
+            if self.number_format is NumberFormat.QDQ:
+                d["declared_lsb"] = self.declared_lsb()
+                d["declared_family"] = self.declared_family()
+        return d
 
     # -- execution --------------------------------------------------------------------------------
     def run(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -192,7 +280,7 @@ class TvmRunner(Artifact):
         a = self._art
         x1 = np.ascontiguousarray(x1, dtype=np.float32)
         seq = _timed(lambda: a.run(x1, streaming=False), repeats)
-        st = {k: np.zeros((1, *s), np.float32) for k, s in a.signature.state_spec.items()}
+        st = a.init_state(1)  # float32 zeros, or the program's integer state for integer artifacts
         xs = x1[:, :1]
         step = _timed(lambda: a.run(xs, st, streaming=True), repeats * 4)
         return {"per_sequence": _percentiles(seq), "per_step": _percentiles(step), "steps": int(x1.shape[1]),

@@ -14,6 +14,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 OUTPUT_COLUMNS = ["max_abs_error", "mean_abs_error", "max_rel_error", "decision_agreement", "spike_agreement",
                   "spike_mismatches"]
+# integer artifacts: errors in LSBs of each output's quantisation step
+LSB_COLUMNS = ["lsb", "max_lsb_error", "mean_lsb_error", "lsb_mismatches"]
 
 
 def make_plots(report: "ValidationReport") -> dict[str, bytes]:
@@ -88,8 +90,9 @@ def _detail_sections(report: "ValidationReport", prefix: str) -> list[str]:
         title = "Golden vectors" if sec == "golden" else "Data"
         sub = (f"input {rep['input_shape']}" if sec == "golden"
                else f"{rep['name']}: {rep['sequences']} of {rep['of']} sequences, {rep['steps']} steps")
-        parts = [H.table([[n] + [m.get(k) for k in OUTPUT_COLUMNS] for n, m in rep["outputs"].items()],
-                         columns=["output"] + OUTPUT_COLUMNS)]
+        cols = OUTPUT_COLUMNS + (LSB_COLUMNS if any("max_lsb_error" in m for m in rep["outputs"].values()) else [])
+        parts = [H.table([[n] + [m.get(k) for k in cols] for n, m in rep["outputs"].items()],
+                         columns=["output"] + cols)]
         if rep.get("accuracy"):
             parts.append(H.kv_table(rep["accuracy"], caption="task accuracy"))
         sections.append(H.section(prefix + title, *parts, note_text=sub))

@@ -5,13 +5,22 @@ Steps, each recorded in the :class:`ValidationReport`:
 1. load the artifact directory (any exporter, :func:`~.artifacts.open_artifact`), check every file
    against the manifest's sha256 and load the IR graph stored with it;
 2. reference: the float64 interpreter (``cpu``) or the reference kernels on a CUDA device
-   (``gpu``, Triton when installed); ``auto`` picks the GPU when there is one;
+   (``gpu``, Triton when installed); ``auto`` picks the GPU when there is one. An integer artifact
+   (a quantized graph's integer program: C, TVM, ONNX exact or QDQ, their bundles) is compared
+   with the integer-exact interpreter (:mod:`edgeseq.quant.intexact`, on the CPU) running the
+   quantized graph stored with it (``quantized.esq``), whatever ``reference`` says: the float
+   graph would measure the quantisation error, not the artifact. Without a stored quantized
+   graph, its stored golden outputs (written by that interpreter at export) are the reference and
+   new inputs cannot be checked;
 3. golden vectors: the stored outputs must equal the reference on the stored graph (so the graph
-   is the one that was exported), and the artifact's outputs must match the reference within the
-   tolerance of its number format; pooled outputs are also compared on prefixes of the golden
-   input (error against sequence length);
+   is the one that was exported; integer artifacts: exactly, in output LSBs), and the artifact's
+   outputs must match the reference within the tolerance of its number format (float formats:
+   max abs error; integer formats: error in LSBs of each output's quantisation step, 0 = bit
+   exact, QDQ: the LSBs its exporter declares for the model family); pooled outputs are also
+   compared on prefixes of the golden input (error against sequence length);
 4. with ``data``: a slice of a dataset (``har``, ``kws``, ``smartwatch`` or an ``.npz``) through both,
-   with decision agreement, task accuracy of each and spike agreement;
+   with decision agreement, task accuracy of each and spike agreement (integer artifacts also
+   report the float model's accuracy on the slice, for information);
 5. cost: wall-clock latency per sequence and per step (p50 / p99) for native artifacts,
    executed instructions per inference / per step for emulated ones, artifact sizes and the
    reference's throughput.
@@ -31,10 +40,10 @@ from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
-from ..errors import ConfigError, DatasetError, ShapeError, ToleranceError
+from ..errors import ConfigError, DatasetError, EdgeseqError, ShapeError, ToleranceError
 from .artifacts import Artifact, open_artifact, run_batched, safe
 from .compare import FAIL, PASS, SKIP, Check, accuracy, decision_output, lower, output_metrics, upper
-from .tolerance import TolerancePolicy
+from .tolerance import QDQ_DEFAULT, FormatTolerance, NumberFormat, TolerancePolicy
 
 REFERENCES = ("auto", "gpu", "cpu")
 DATASETS = ("har", "kws", "smartwatch")
@@ -102,6 +111,51 @@ class Reference:
                                "steps_per_s": self.steps / self.seconds}
         if self.plan:
             d["kernels"] = self.plan
+        return d
+
+
+class IntegerReference(Reference):
+    """The integer-exact interpreter (:func:`edgeseq.quant.intexact.run`) on a quantized graph:
+    ``x`` (B, T, F) float -> the program's outputs dequantized (``q * scale``, float64), in the
+    order of ``names`` (the graph outputs)."""
+
+    def __init__(self, qg, source: str, requested: str, names=None):
+        self.graph = qg.graph
+        self.dtype = "integer"
+        self.seconds = 0.0
+        self.sequences = 0
+        self.steps = 0
+        self.plan = None
+        self._runner = None
+        self.qg = qg
+        self.source = source
+        self.requested = requested
+        self.which = "integer"
+        self.name = f"integer-exact interpreter (edgeseq.quant.intexact) on {source}, CPU"
+        self.note = None
+        if requested == "gpu":
+            self.note = ("--reference gpu computes the float graph; an integer artifact is compared with the "
+                         "integer-exact interpreter (CPU) instead")
+        order = [o.name for o in qg.program.outputs]
+        names = list(names) if names is not None else order
+        self._order = [order.index(n) for n in names] if set(names) <= set(order) else list(range(len(order)))
+        self._fn = self._run
+
+    def _run(self, x):
+        outs, _ = self.qg.run(np.asarray(x), mode="int")
+        return tuple(outs[i] for i in self._order)
+
+    def float_model(self, x) -> tuple[np.ndarray, ...]:
+        """The float graph the program was quantized from (the prepared graph, float64 interpreter)."""
+        outs, _ = self.qg.run(np.asarray(x, np.float64), mode="float")
+        return tuple(np.asarray(o, np.float64) for o in outs)
+
+    def describe(self) -> dict:
+        d = super().describe()
+        d.update(dtype="integer (outputs dequantized q * scale, float64)", quantized_graph=self.source,
+                 config=getattr(getattr(self.qg.plan, "config", None), "name", None))
+        if self.note:
+            d["note"] = self.note
         return d
 
 
@@ -273,21 +327,67 @@ def _policy(tolerance: Any) -> TolerancePolicy:
     return TolerancePolicy.load(tolerance)
 
 
-def _output_checks(prefix: str, art: Artifact, policy: TolerancePolicy, metrics: dict, types, names) -> list[Check]:
-    checks = []
+def _format_tolerance(art: Artifact, policy: TolerancePolicy) -> tuple[NumberFormat, FormatTolerance, str]:
+    """(number format, its tolerance, where the tolerance comes from) for the artifact's outputs."""
     fmt = art.number_format
     ftol = policy.for_format(fmt)
+    if fmt is NumberFormat.QDQ and ftol is QDQ_DEFAULT:
+        lsb = art.declared_lsb()
+        if lsb is not None:  # the exporter's declared limit for this model family
+            fam = art.declared_family()
+            return fmt, FormatTolerance(lsb=lsb), f"declared by the exporter{f' for the {fam} family' if fam else ''}"
+        return fmt, ftol, "QDQ default; the manifest declares no limit"
+    return fmt, ftol, ""
+
+
+def _lsb_text(m: dict) -> str:
+    lsb = m.get("lsb")
+    if isinstance(lsb, list):
+        return f"LSB {min(lsb):.3g}..{max(lsb):.3g} per feature"
+    return f"LSB {lsb:.3g}"
+
+
+def _lsb_check(name: str, abs_error: float, lsb_error: float, allowed: int, m: dict, how: str,
+               extra: str = "") -> Check:
+    """A check of an output on an integer grid: passes when the error is at most ``allowed`` LSBs.
+    The value shown is the max abs error and the limit ``allowed`` x LSB (the largest LSB when it
+    is per feature); the detail leads with the error in LSBs, which decides."""
+    lsb = m["lsb"]
+    step = max(lsb) if isinstance(lsb, list) else float(lsb)
+    ok = bool(np.isfinite(lsb_error)) and lsb_error <= allowed
+    n_values = int(np.prod(m["shape"])) if m.get("shape") else 0
+    detail = (f"{lsb_error:.4g} LSB, allowed: {how}; {_lsb_text(m)}; {m['lsb_mismatches']} of {n_values} values "
+              f"differ" + (f"; {extra}" if extra else ""))
+    return Check(name, PASS if ok else FAIL, float(abs_error), float(allowed * step), detail)
+
+
+def _output_checks(prefix: str, art: Artifact, policy: TolerancePolicy, metrics: dict, types, names) -> list[Check]:
+    """Checks of each output. Integer formats (where the artifact records the output scales) are
+    decided in LSBs of each output's quantisation step; float formats, and integer ones without
+    scales, in absolute error."""
+    checks = []
+    fmt, ftol, source = _format_tolerance(art, policy)
     for k, (name, t) in enumerate(zip(names, types)):
         m = metrics[name]
-        lsb = art.output_lsb(k)
-        limit, how = ftol.limit(lsb)
-        note = how + ("" if not fmt.is_integer or lsb is not None else "; no output scale in the manifest")
+        in_lsb = fmt.is_integer and ftol.lsb is not None and "max_lsb_error" in m
+        how = ("bit exact" if ftol.lsb == 0 else f"{ftol.lsb} LSB") if in_lsb else ftol.limit(None)[1]
+        how += f", {source}" if source else ""
+        limit = ftol.limit(None)[0]
+        note = how + ("; no output scale in the manifest" if fmt.is_integer and not in_lsb else "")
         if t.spikes:
-            checks.append(upper(f"{prefix}.{name}.spike_mismatches", m["spike_mismatches"], policy.spike_mismatches,
-                                f"spike agreement {m['spike_agreement']:.6f}; {m['spikes_reference']} reference "
-                                f"spikes"))
-            checks.append(upper(f"{prefix}.{name}.spike_amplitude_error", m["spike_amplitude_max_abs_error"], limit,
-                                "where both fire; " + note))
+            checks.append(upper(f"{prefix}.{name}.spike_mismatches", m.get("spike_mismatches", float("inf")),
+                                policy.spike_mismatches,
+                                f"spike agreement {m.get('spike_agreement', 0.0):.6f}; "
+                                f"{m.get('spikes_reference', '?')} reference spikes"))
+            amp = m.get("spike_amplitude_max_abs_error", float("inf"))
+            if in_lsb:
+                checks.append(_lsb_check(f"{prefix}.{name}.spike_amplitude_error", amp,
+                                         m["spike_amplitude_max_lsb_error"], ftol.lsb, m, how, "where both fire"))
+            else:
+                checks.append(upper(f"{prefix}.{name}.spike_amplitude_error", amp, limit, "where both fire; " + note))
+        elif in_lsb:
+            checks.append(_lsb_check(f"{prefix}.{name}.max_abs_error", m["max_abs_error"], m["max_lsb_error"],
+                                     ftol.lsb, m, how))
         else:
             checks.append(upper(f"{prefix}.{name}.max_abs_error", m["max_abs_error"], limit, note))
         if "decision_agreement" in m:
@@ -295,6 +395,48 @@ def _output_checks(prefix: str, art: Artifact, policy: TolerancePolicy, metrics:
                                 policy.min_decision_agreement,
                                 f"{m['decision_mismatches']} of {m['shape'][0]} sequences differ"))
     return checks
+
+
+def _metrics(art: Artifact, got, ref, types, names) -> dict:
+    """output_metrics of every output; integer formats in LSBs, the reference rounded to the
+    precision of the artifact's outputs (a float32 ``q * scale`` equals the reference's bit for bit)."""
+    integer = art.number_format.is_integer
+    out = {}
+    for k, name in enumerate(names):
+        g, r = np.asarray(got[k]), np.asarray(ref[k], np.float64)
+        lsb = None
+        if integer:
+            lsb = art.output_scales(k, name)
+            if g.dtype == np.float32:
+                r = r.astype(np.float32)
+        out[name] = output_metrics(g, r, types[k].temporal, types[k].spikes, lsb=lsb)
+    return out
+
+
+def _error_text(m: dict) -> str:
+    if "max_lsb_error" in m:
+        return f"max {m['max_lsb_error']:.4g} LSB (abs {m['max_abs_error']:.2e})"
+    return f"max abs {m['max_abs_error']:.2e}"
+
+
+def _make_reference(art: Artifact, reference, dtype: str) -> tuple[Reference, bool, list[Check]]:
+    """(reference, stored_only, checks): integer artifacts get the integer-exact interpreter on their
+    stored quantized graph, or (none stored) their stored golden outputs alone."""
+    if callable(reference) or not art.number_format.is_integer:
+        return Reference(art.graph, reference, dtype), False, []
+    qf = art.quantized_file()
+    checks = []
+    if qf is not None:
+        try:
+            qg = art.quantized()
+        except EdgeseqError as e:
+            checks.append(Check("quantized_graph", FAIL, detail=f"cannot load the stored quantized graph "
+                                f"{qf.name} ({e}); compared with the stored golden outputs only"))
+        else:
+            return IntegerReference(qg, qf.relative_to(art.path).as_posix(), reference, art.graph.outputs), False, []
+    stored = Reference(art.graph, "cpu", dtype)  # never run: the stored golden outputs are the reference
+    stored.requested = reference
+    return stored, True, checks
 
 
 def _prefix_lengths(steps: int, points: int) -> list[int]:
@@ -309,8 +451,9 @@ def validate(artifact, *, reference: "str | Callable" = "auto", data: Any = None
     """Validate the artifact directory ``artifact`` (see the module docstring).
 
     ``reference`` auto | gpu | cpu, or a callable ``x (B, T, F) -> outputs`` (float arrays in graph
-    output order; its docstring's first line names it in the report), e.g. an integer-exact
-    interpreter for a quantized artifact; ``data`` a dataset name (har, kws, smartwatch), an .npz path or
+    output order; its docstring's first line names it in the report). Integer artifacts are
+    compared with the integer-exact interpreter on their stored ``quantized.esq`` unless a callable
+    is given (``gpu`` then only adds a note: the GPU kernels compute the float graph); ``data`` a dataset name (har, kws, smartwatch), an .npz path or
     a Dataset; ``tolerance`` a :class:`TolerancePolicy`, a dict of overrides or a JSON path;
     ``out`` a directory for validation.json and report.html (nothing is written when None);
     ``samples`` sequences of ``data``; ``graph`` overrides the graph stored with the artifact;
@@ -330,13 +473,13 @@ def validate(artifact, *, reference: "str | Callable" = "auto", data: Any = None
     d = load_data(data, art.graph.in_features, samples) if data is not None else None
     opts = dict(measure=measure, batch=batch, prefix_points=prefix_points, say=say)
     if art.kind != "bundle":
-        report = _validate_one(art, Reference(art.graph, reference, reference_dtype), policy, d, **opts)
+        report = _validate_one(art, *_make_reference(art, reference, reference_dtype), policy, d, **opts)
     else:
         say(f"bundle for {art.target}: parts {', '.join(art.parts)}")
         parts = {}
         for name, part in art.parts.items():
             say(f"-- part {name}")
-            parts[name] = _validate_one(part, Reference(part.graph, reference, reference_dtype), policy, d, **opts)
+            parts[name] = _validate_one(part, *_make_reference(part, reference, reference_dtype), policy, d, **opts)
         checks = [_integrity_check(art)]
         for name, rep in parts.items():
             checks += [Check(f"{name}/{c.name}", c.status, c.value, c.limit, c.detail) for c in rep.checks]
@@ -359,17 +502,18 @@ def _integrity_check(art: Artifact) -> Check:
     return Check("integrity", PASS, 0.0, 0.0, f"{art.files_checked} files match the manifest sha256")
 
 
-def _validate_one(art: Artifact, ref: Reference, policy: TolerancePolicy, d: Optional[EvalData], *, measure: bool,
-                  batch: int, prefix_points: int, say: Callable[[str], None]) -> ValidationReport:
+def _validate_one(art: Artifact, ref: Reference, stored_only: bool, pre_checks: list[Check], policy: TolerancePolicy,
+                  d: Optional[EvalData], *, measure: bool, batch: int, prefix_points: int,
+                  say: Callable[[str], None]) -> ValidationReport:
     g = art.graph
     types, names = g.output_types, list(g.outputs)
     timing: dict[str, float] = {}
-    # an integer artifact is checked against the integer-exact interpreter: its stored golden outputs
-    # (written by it at export) unless the caller passes that interpreter as the reference
-    stored_only = art.number_format.is_integer and ref.which != "custom"
+    integer_ref = isinstance(ref, IntegerReference)
     say(f"{art.kind} artifact for {art.target}; graph from {art.graph_source}; reference: "
         + ("the stored golden outputs of the integer-exact interpreter" if stored_only else ref.name))
-    checks = [_integrity_check(art)]
+    if getattr(ref, "note", None):
+        say(ref.note)
+    checks = [_integrity_check(art)] + list(pre_checks)
 
     # -- golden vectors --------------------------------------------------------------------------------
     t0 = time.perf_counter()
@@ -377,8 +521,16 @@ def _validate_one(art: Artifact, ref: Reference, policy: TolerancePolicy, d: Opt
     xg = np.asarray(xg, dtype=np.float32)
     if stored_only:
         ref_g = tuple(np.asarray(s, np.float64) for s in stored)
-        checks.append(Check("golden.consistency", SKIP, detail="integer artifact: its stored golden outputs come "
-                            "from the integer-exact interpreter and are the reference"))
+        checks.append(Check("golden.consistency", SKIP, detail="integer artifact without a stored quantized graph: "
+                            "its stored golden outputs come from the integer-exact interpreter and are the reference"))
+    elif integer_ref:
+        ref_g = ref(xg)
+        cons = _metrics(art, stored, ref_g, types, names)
+        worst = max((m.get("max_lsb_error", m["max_abs_error"]) for m in cons.values()), default=0.0)
+        unit = "LSB" if all("max_lsb_error" in m for m in cons.values()) else "abs"
+        checks.append(upper("golden.consistency", worst, 0.0,
+                            f"stored golden outputs vs the integer-exact interpreter on {ref.source}: exact "
+                            f"(max error in {unit})"))
     else:
         ref_g = ref(xg)
         consistency = max((float(np.max(np.abs(np.asarray(s, np.float64) - r))) / max(1.0, float(np.max(np.abs(r))))
@@ -386,9 +538,7 @@ def _validate_one(art: Artifact, ref: Reference, policy: TolerancePolicy, d: Opt
         checks.append(upper("golden.consistency", consistency, policy.golden_consistency,
                             "stored golden outputs vs the reference on the stored graph (relative)"))
     got_g = art.run(xg)
-    golden: dict = {"input_shape": list(xg.shape), "outputs": {}}
-    for k, name in enumerate(names):
-        golden["outputs"][name] = output_metrics(got_g[k], ref_g[k], types[k].temporal, types[k].spikes)
+    golden: dict = {"input_shape": list(xg.shape), "outputs": _metrics(art, got_g, ref_g, types, names)}
     checks += _output_checks("golden", art, policy, golden["outputs"], types, names)
     pooled = [k for k, t in enumerate(types) if not t.temporal]
     if pooled and prefix_points > 1 and xg.shape[1] > 1 and not stored_only:
@@ -398,44 +548,54 @@ def _validate_one(art: Artifact, ref: Reference, policy: TolerancePolicy, d: Opt
                 a_out, r_out = got_g, ref_g
             else:
                 a_out, r_out = art.run(xg[:, :length]), ref(xg[:, :length])
-            curve.append({"steps": length, "max_abs_error": max(
-                float(np.max(np.abs(np.asarray(a_out[k], np.float64) - r_out[k]))) for k in pooled)})
+            ms = _metrics(art, a_out, r_out, types, names)
+            point = {"steps": length, "max_abs_error": max(ms[names[k]]["max_abs_error"] for k in pooled)}
+            if all("max_lsb_error" in ms[names[k]] for k in pooled):
+                point["max_lsb_error"] = max(ms[names[k]]["max_lsb_error"] for k in pooled)
+            curve.append(point)
         golden["pooled_error_vs_length"] = curve
     timing["golden_s"] = time.perf_counter() - t0
-    say(f"golden vectors {tuple(xg.shape)}: " + ", ".join(
-        f"{n} max abs {golden['outputs'][n]['max_abs_error']:.2e}" for n in names))
+    say(f"golden vectors {tuple(xg.shape)}: " + ", ".join(f"{n} {_error_text(golden['outputs'][n])}" for n in names))
 
     # -- data --------------------------------------------------------------------------------------------
     data_rep = None
     x1 = xg[:1]
     if d is not None and stored_only:
-        checks.append(Check("data", SKIP, detail="no integer-exact reference for new inputs here; pass it as "
+        checks.append(Check("data", SKIP, detail="integer artifact without a stored quantized graph (quantized.esq): "
+                            "no integer-exact reference for new inputs; re-export it, or pass that interpreter as "
                             "reference=callable (edgeseq.validate.validate)"))
     elif d is not None:
         t0 = time.perf_counter()
         x1 = d.x[:1]
-        ref_d = ref(d.x)
-        got_d = run_batched(art, d.x, batch)
-        data_rep = {"name": d.name, "sequences": int(d.x.shape[0]), "of": d.total, "steps": int(d.x.shape[1]),
-                    "outputs": {}}
-        for k, name in enumerate(names):
-            data_rep["outputs"][name] = output_metrics(got_d[k], ref_d[k], types[k].temporal, types[k].spikes)
-        checks += _output_checks("data", art, policy, data_rep["outputs"], types, names)
-        k_dec = decision_output(types)
-        if d.y is not None and k_dec is not None:
-            n_cls = types[k_dec].features
-            if d.y.max(initial=0) < n_cls:
-                acc_a, acc_r = accuracy(got_d[k_dec], d.y), accuracy(ref_d[k_dec], d.y)
-                data_rep["accuracy"] = {"output": names[k_dec], "artifact": acc_a, "reference": acc_r}
-                checks.append(upper("data.accuracy_drop", abs(acc_r - acc_a), policy.max_accuracy_drop,
-                                    f"artifact {acc_a:.4f} vs reference {acc_r:.4f}"))
-            else:
-                checks.append(Check("data.accuracy_drop", SKIP, detail=f"labels exceed the {n_cls} outputs of "
-                                    f"'{names[k_dec]}'"))
+        try:
+            ref_d = ref(d.x)
+        except EdgeseqError as e:  # e.g. sequences longer than an integer program's documented max_steps
+            ref_d = None
+            checks.append(Check("data.reference", FAIL, detail=f"the reference cannot run the data: {e}"))
+        if ref_d is not None:
+            got_d = run_batched(art, d.x, batch)
+            data_rep = {"name": d.name, "sequences": int(d.x.shape[0]), "of": d.total, "steps": int(d.x.shape[1]),
+                        "outputs": _metrics(art, got_d, ref_d, types, names)}
+            checks += _output_checks("data", art, policy, data_rep["outputs"], types, names)
+            k_dec = decision_output(types)
+            if d.y is not None and k_dec is not None:
+                n_cls = types[k_dec].features
+                if d.y.max(initial=0) < n_cls:
+                    acc_a, acc_r = accuracy(got_d[k_dec], d.y), accuracy(ref_d[k_dec], d.y)
+                    data_rep["accuracy"] = {"output": names[k_dec], "artifact": acc_a, "reference": acc_r}
+                    checks.append(upper("data.accuracy_drop", abs(acc_r - acc_a), policy.max_accuracy_drop,
+                                        f"artifact {acc_a:.4f} vs reference {acc_r:.4f}"
+                                        + (" (the integer-exact interpreter)" if integer_ref else "")))
+                    if integer_ref:
+                        data_rep["accuracy"]["float_model"] = _float_accuracy(ref, d, k_dec)
+                else:
+                    checks.append(Check("data.accuracy_drop", SKIP, detail=f"labels exceed the {n_cls} outputs of "
+                                        f"'{names[k_dec]}'"))
+            acc = data_rep.get("accuracy")
+            say(f"data {d.name}: {d.x.shape[0]} sequences: " + ", ".join(
+                f"{n} {_error_text(data_rep['outputs'][n])}" for n in names) + (
+                f"; accuracy artifact {acc['artifact']:.4f} / reference {acc['reference']:.4f}" if acc else ""))
         timing["data_s"] = time.perf_counter() - t0
-        acc = data_rep.get("accuracy")
-        say(f"data {d.name}: {d.x.shape[0]} sequences" + (
-            f", accuracy artifact {acc['artifact']:.4f} / reference {acc['reference']:.4f}" if acc else ""))
 
     # -- cost ----------------------------------------------------------------------------------------------
     perf: dict = {"sizes": art.sizes()}
@@ -454,10 +614,19 @@ def _validate_one(art: Artifact, ref: Reference, policy: TolerancePolicy, d: Opt
         timing["measure_s"] = time.perf_counter() - t0
     refd = ref.describe()
     if stored_only:
-        refd = {**refd, "used": "stored golden outputs", "name": "the integer-exact interpreter's outputs stored at "
-                "export (golden vectors)"}
+        refd = {"requested": refd["requested"], "used": "stored golden outputs",
+                "name": "the integer-exact interpreter's outputs stored at export (golden vectors)",
+                "dtype": "stored", "seconds": 0.0, "sequences": 0, "steps": 0}
     return ValidationReport(artifact=art.describe(), reference=refd, tolerance=policy.to_dict(), checks=checks,
                             golden=golden, data=data_rep, performance=perf, timing=timing)
+
+
+def _float_accuracy(ref: "IntegerReference", d: EvalData, k_dec: int) -> Optional[float]:
+    """Task accuracy of the float graph the integer program was quantized from (information only)."""
+    try:
+        return accuracy(ref.float_model(d.x)[k_dec], d.y)
+    except EdgeseqError:
+        return None
 
 
 def _prepare_out(out) -> Path:

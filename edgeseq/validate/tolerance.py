@@ -5,12 +5,20 @@ One :class:`FormatTolerance` per number format of the artifact's outputs, plus t
 ============  =================================================================================
 float32       max abs error <= 1e-4 against the reference (outputs of every artifact kind)
 float16       max abs error <= 1e-2
-int8, int16,  bit exact: 0 LSB of the output quantisation step (raise ``lsb`` to allow rounding)
-integer
+int8, int16,  bit exact: 0 LSB of the output quantisation step (raise ``lsb`` to allow rounding),
+integer       against the integer-exact interpreter; the step of each output comes from the
+              artifact's manifest (or its stored quantized graph), one per output or per feature
+qdq           the LSBs the exporter declares in the manifest for the model's family
+              (``quantization.tolerance.lsb``, e.g. 16 for recurrent models); 16 when it declares
+              none; a ``qdq`` entry in a tolerance file replaces both
 spikes        identical spike trains (``spike_mismatches`` = 0) in every format
 decisions     argmax of pooled outputs identical on >= 99% of sequences (``min_decision_agreement``)
 accuracy      task accuracy within 1 point of the reference's (``max_accuracy_drop`` = 0.01)
 ============  =================================================================================
+
+Errors of integer formats are counted in whole LSBs: a float32 output ``q * scale`` differs from
+the reference's float64 ``q * scale`` by its rounding, which is no LSB (see
+:func:`~edgeseq.validate.compare.output_metrics`).
 
 Override any of it with a JSON file (``edgeseq validate --tolerance tol.json``)::
 
@@ -36,10 +44,12 @@ class NumberFormat(str, enum.Enum):
     INT16 = "int16"
     INT8 = "int8"
     INTEGER = "integer"  # an integer program of mixed widths (edgeseq.quant)
+    QDQ = "qdq"  # float model with Quantize/DequantizeLinear at the plan's points (edgeseq.export.onnx.qdq)
 
     @property
     def is_integer(self) -> bool:
-        return self in (NumberFormat.INT8, NumberFormat.INT16, NumberFormat.INTEGER)
+        """Outputs on an integer grid, checked against the integer-exact interpreter in LSBs."""
+        return self in (NumberFormat.INT8, NumberFormat.INT16, NumberFormat.INTEGER, NumberFormat.QDQ)
 
 
 @dataclass(frozen=True)
@@ -75,7 +85,14 @@ def _default_formats() -> dict[NumberFormat, FormatTolerance]:
         NumberFormat.INT16: FormatTolerance(lsb=0),
         NumberFormat.INT8: FormatTolerance(lsb=0),
         NumberFormat.INTEGER: FormatTolerance(lsb=0),
+        NumberFormat.QDQ: QDQ_DEFAULT,
     }
+
+
+# A QDQ model rounds differently from the integer program (float32 arithmetic between the points):
+# unless a tolerance file says otherwise, the limit is the one its exporter declares in the manifest
+# for the model's family (quantization.tolerance.lsb), and this value when it declares none.
+QDQ_DEFAULT = FormatTolerance(lsb=16)
 
 
 @dataclass(frozen=True)
@@ -184,12 +201,15 @@ def format_of(numerics: Mapping[str, str] | str | None) -> NumberFormat:
     if numerics is None:
         return NumberFormat.FLOAT32
     values = [numerics] if isinstance(numerics, str) else list(numerics.values())
-    order = [NumberFormat.INT8, NumberFormat.INT16, NumberFormat.INTEGER, NumberFormat.FLOAT16, NumberFormat.FLOAT32]
+    order = [NumberFormat.QDQ, NumberFormat.INT8, NumberFormat.INT16, NumberFormat.INTEGER, NumberFormat.FLOAT16,
+             NumberFormat.FLOAT32]
     found = set()
     for v in values:
         s = str(v).lower()
         if s in ("integer", "int"):
             found.add(NumberFormat.INTEGER)
+        elif s == "qdq":
+            found.add(NumberFormat.QDQ)
         elif s in ("f32", "float32", "fp32"):
             found.add(NumberFormat.FLOAT32)
         elif s in ("f16", "float16", "fp16", "half"):
