@@ -16,7 +16,9 @@ def register(sub) -> None:
                     "Exits 1 naming the failed checks.")
     p.add_argument("artifact", metavar="DIR", help="artifact directory (holds manifest.json)")
     p.add_argument("--reference", choices=("auto", "gpu", "cpu"), default="auto",
-                   help="cpu: float64 interpreter; gpu: reference kernels on CUDA; auto: gpu when present (default)")
+                   help="float artifacts: cpu = the float64 interpreter, gpu = the reference kernels on CUDA, auto = gpu "
+                        "when present (default); integer artifacts are always checked against the integer-exact "
+                        "interpreter of their quantized.esq")
     p.add_argument("--data", metavar="har|kws|smartwatch|PATH.npz",
                    help="also compare on a slice of this dataset's test split (or an .npz with x, y)")
     p.add_argument("--samples", type=int, default=256, help="sequences of --data to use (default 256)")
