@@ -15,7 +15,8 @@ import sys
 from .._version import __version__
 from ..errors import EdgeseqError
 
-COMMANDS = ("doctor", "ops", "info", "run", "train", "export", "prune", "quantize", "demo", "validate", "bench")
+COMMANDS = ("doctor", "ops", "info", "run", "train", "export", "prune", "quantize", "audit", "demo", "validate",
+            "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
