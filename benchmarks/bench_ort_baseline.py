@@ -1,7 +1,7 @@
 """onnxruntime's own quantizer on trained zoo checkpoints: the incumbent baseline for edgeseq's
 quantization plans.
 
-For each checkpoint (``--ckpt NAME=PATH``, default the HAR LMU and GRU under /tmp/train), runs
+For each checkpoint (``--ckpt NAME=PATH``, default the shipped HAR LMU and the HAR GRU trained by scripts/train_models.py), runs
 :func:`edgeseq.audit.ort_baseline.ort_baseline`: every ONNX form (edgeseq functions, inlined,
 inlined with weights as initializers, fused GRU/LSTM, torch's legacy export) x every onnxruntime
 method (quantize_static QDQ per tensor / per channel / EnableSubgraph, quantize_dynamic with and
@@ -10,7 +10,7 @@ test split. Records accuracy, agreement with the float model, what got quantized
 Scan bodies), the integer kernels onnxruntime actually runs, and every failure with its reason.
 Results: benchmarks/results/ort_baseline.json (models are written to a temporary directory).
 
-    python -m benchmarks.bench_ort_baseline [--ckpt har_lmu=/tmp/train/har_lmu/model.ckpt ...] [--calib 256]
+    python -m benchmarks.bench_ort_baseline [--ckpt har_lmu=edgeseq/models/har_lmu/model.ckpt ...] [--calib 256]
 """
 
 from __future__ import annotations
@@ -25,7 +25,10 @@ import torch
 
 from benchmarks.common import write_results
 
-DEFAULT = {"har_lmu": "/tmp/train/har_lmu/model.ckpt", "har_gru": "/tmp/train/har_gru/model.ckpt"}
+_ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+# the shipped HAR LMU and the HAR GRU baseline of scripts/train_models.py
+DEFAULT = {"har_lmu": str(_ROOT / "edgeseq/models/har_lmu/model.ckpt"),
+           "har_gru": str(_ROOT / "runs/models/har_gru/model.ckpt")}
 QUICK = ["--calib", "32", "--eval-limit", "256"]
 
 

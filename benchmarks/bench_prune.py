@@ -1,7 +1,7 @@
 """Structured and unstructured pruning of trained zoo checkpoints: parameters and test accuracy
 before and after pruning and short fine-tuning.
 
-For each checkpoint (``--ckpt NAME=PATH``, default the HAR LMU and GRU under /tmp/train):
+For each checkpoint (``--ckpt NAME=PATH``, default the shipped HAR LMU and the HAR GRU trained by scripts/train_models.py):
 
 - ``acceptance``: structured pruning of ``--sparsity`` (0.5) of the hidden units of every layer
   (default config: reconstruction criterion, least-squares compensation, 512 training sequences
@@ -17,7 +17,7 @@ For each checkpoint (``--ckpt NAME=PATH``, default the HAR LMU and GRU under /tm
 Fine-tuning uses the training recipe's augmentation, lr 1e-3, the same train/validation split as
 ``edgeseq train``; torch runs on one thread. Results: benchmarks/results/prune.json.
 
-    python -m benchmarks.bench_prune [--ckpt har_gru=/tmp/train/har_gru/model.ckpt ...] [--epochs 3]
+    python -m benchmarks.bench_prune [--ckpt har_gru=runs/models/har_gru/model.ckpt ...] [--epochs 3]
 """
 
 from __future__ import annotations
@@ -33,7 +33,10 @@ import torch
 
 from benchmarks.common import write_results
 
-DEFAULT = {"har_lmu": "/tmp/train/har_lmu/model.ckpt", "har_gru": "/tmp/train/har_gru/model.ckpt"}
+_ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+# the shipped HAR LMU and the HAR GRU baseline of scripts/train_models.py
+DEFAULT = {"har_lmu": str(_ROOT / "edgeseq/models/har_lmu/model.ckpt"),
+           "har_gru": str(_ROOT / "runs/models/har_gru/model.ckpt")}
 QUICK = ["--epochs", "1", "--skip-sweep", "--skip-memory"]
 
 

@@ -17,8 +17,11 @@ def register(sub) -> None:
     p.add_argument("--target", required=True, help=f"one of: {', '.join(TARGETS)} (arm:cortex-a72 / arm:cortex-a76 pick a CPU)")
     p.add_argument("--out", required=True, help="output directory (must not exist unless --force)")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
-    p.add_argument("--quant", metavar="PLAN", help="integer export: a quantized graph (.q.esq) from `edgeseq quantize` "
-                   "(MODEL may itself be one); onnx: the integer program, bit-exact, int8 MatMulInteger kernels")
+    p.add_argument("--quant", metavar="PLAN", help="integer export: 'edgeseq' (the outlier-aware int8 plan) or 'naive', "
+                   "calibrated here on the model's task data (--data), or a quantized graph (.q.esq) from "
+                   "`edgeseq quantize` (MODEL may itself be one)")
+    p.add_argument("--data", help="with --quant edgeseq|naive: the task whose training split calibrates the model "
+                                  "(default: the task recorded with the model, e.g. har for har_lmu)")
     p.add_argument("--onnx-numerics", choices=("exact", "qdq"), default="exact",
                    help="onnx with --quant: 'exact' (default) the integer program, bit-exact; 'qdq' the float model "
                         "with QuantizeLinear/DequantizeLinear pairs (onnxruntime QGemm kernels, within a stated tolerance)")
@@ -35,7 +38,19 @@ def run(args) -> int:
     if args.model.endswith(".esq"):
         model = _maybe_quantized(args.model)
     quant = None
-    if args.quant:
+    if args.quant in ("edgeseq", "naive"):
+        from ..errors import ConfigError
+        from ..models import load_model
+        from .quantize import quantize_on_task
+
+        lm = load_model(args.model)
+        task = args.data or lm.task
+        if not task:
+            raise ConfigError(f"--quant {args.quant} needs calibration data: pass --data TASK (har, kws, ...)",
+                              where=args.model)
+        print(f"  quantizing ({args.quant} plan) with calibration data of task '{task}'", file=sys.stderr)
+        quant = quantize_on_task(lm.graph, task, args.quant, progress=False, where=args.model)
+    elif args.quant:
         quant = _maybe_quantized(args.quant)
         if isinstance(quant, str):
             from ..errors import ConfigError

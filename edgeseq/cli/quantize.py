@@ -33,13 +33,44 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def quantize_on_task(graph, task_name: str, config, *, calib: int = 512, val: int = 1024, budget=0.5, seed: int = 0,
+                     progress: bool = True, where: str = ""):
+    """Quantize ``graph`` calibrated on ``calib`` sequences of the task's training split, with the
+    mixed-precision search on ``val`` other training sequences (``val=0`` or ``budget=None``: no search)."""
+    from ..data import load_dataset
+    from ..errors import ConfigError, ShapeError
+    from ..quant import quantize
+    from ..train.recipes import TASKS
+
+    if task_name not in TASKS:
+        raise ConfigError(f"unknown task '{task_name}' for calibration; choose one of: {', '.join(TASKS)}",
+                          where="--data")
+    if calib < 1:
+        raise ConfigError("--calib must be at least 1", where="--calib")
+    task = TASKS[task_name]
+    train = load_dataset(task["dataset"], "train", **task["kw"])
+    if train.x.shape[2] != graph.in_features:
+        raise ShapeError(f"task '{task_name}' has {train.x.shape[2]} features per step; the model expects "
+                         f"{graph.in_features}", where=where or "--data")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(train.x))
+    cx = train.x[order[:calib]]
+    vdata = None
+    if val > 0 and budget is not None:
+        vi = order[calib:calib + val]
+        if len(vi) == 0:
+            vi = order[:val]
+        vdata = (train.x[vi], train.y[vi])
+    return quantize(graph, cx, config, val=vdata, budget=budget if vdata is not None else None, progress=progress)
+
+
 def run(args) -> int:
     from pathlib import Path
 
     from ..data import load_dataset
-    from ..errors import ArtifactError, ConfigError, ShapeError
+    from ..errors import ArtifactError, ConfigError
     from ..models import load_model
-    from ..quant import accuracy, quantize, resolve_config
+    from ..quant import accuracy, resolve_config
     from ..train.recipes import TASKS
 
     out = Path(args.out)
@@ -52,23 +83,12 @@ def run(args) -> int:
     cfg = resolve_config(args.config)
     lm = load_model(args.model)
     g = lm.graph
-    task = TASKS[args.data]
-    train = load_dataset(task["dataset"], "train", **task["kw"])
-    if train.x.shape[2] != g.in_features:
-        raise ShapeError(f"task '{args.data}' has {train.x.shape[2]} features per step; the model expects "
-                         f"{g.in_features}", where=args.model)
-    rng = np.random.default_rng(args.seed)
-    order = rng.permutation(len(train.x))
-    calib = train.x[order[: args.calib]]
-    val = None
-    if not args.no_search and args.val > 0:
-        vi = order[args.calib: args.calib + args.val]
-        if len(vi) == 0:
-            vi = order[: args.val]
-        val = (train.x[vi], train.y[vi])
-    qg = quantize(g, calib, cfg, val=val, budget=None if args.no_search else args.budget, progress=not args.quiet)
+    qg = quantize_on_task(g, args.data, cfg, calib=args.calib, val=0 if args.no_search else args.val,
+                          budget=None if args.no_search else args.budget, seed=args.seed, progress=not args.quiet,
+                          where=args.model)
     qg.info.update(model=str(args.model), task=args.data)
     if args.eval:
+        task = TASKS[args.data]
         test = load_dataset(task["dataset"], "test", **task["kw"])
         res = {m: accuracy(qg, test.x, test.y, m) for m in ("float", "int", "fake")}
         agree = float(np.mean(qg.predict(test.x, "int") == qg.predict(test.x, "fake")))
