@@ -25,6 +25,14 @@ def register(sub) -> None:
     p.add_argument("--val", type=int, default=1024, help="validation sequences for the mixed-precision search")
     p.add_argument("--budget", type=float, default=0.5, help="accuracy budget in points vs float (default 0.5)")
     p.add_argument("--no-search", action="store_true", help="no mixed-precision search")
+    p.add_argument("--max-promotions", type=int, default=8, metavar="N",
+                   help="mixed-precision search: at most N tensors promoted to 16 bits (default 8)")
+    p.add_argument("--allow-miss", action="store_true",
+                   help="write the most accurate plan found even when it misses --budget (default: error, no file)")
+    p.add_argument("--qat-epochs", type=int, default=0, metavar="N",
+                   help="when the post-training plan misses --budget, fine-tune the checkpoint for N epochs with "
+                        "fake-quantized weights and inputs (straight-through) and plan again (default 0: off)")
+    p.add_argument("--qat-lr", type=float, default=3e-4, help="QAT peak learning rate (default 3e-4)")
     p.add_argument("--eval", action="store_true", help="report float / int / fake accuracy on the test split")
     p.add_argument("--plan", action="store_true", help="print the full quantization plan")
     p.add_argument("--seed", type=int, default=0)
@@ -34,7 +42,7 @@ def register(sub) -> None:
 
 
 def quantize_on_task(graph, task_name: str, config, *, calib: int = 512, val: int = 1024, budget=0.5, seed: int = 0,
-                     progress: bool = True, where: str = ""):
+                     progress: bool = True, where: str = "", strict: bool = False, max_promotions: int = 8):
     """Quantize ``graph`` calibrated on ``calib`` sequences of the task's training split, with the
     mixed-precision search on ``val`` other training sequences (``val=0`` or ``budget=None``: no search)."""
     from ..data import load_dataset
@@ -61,14 +69,40 @@ def quantize_on_task(graph, task_name: str, config, *, calib: int = 512, val: in
         if len(vi) == 0:
             vi = order[:val]
         vdata = (train.x[vi], train.y[vi])
-    return quantize(graph, cx, config, val=vdata, budget=budget if vdata is not None else None, progress=progress)
+    return quantize(graph, cx, config, val=vdata, budget=budget if vdata is not None else None, progress=progress,
+                    strict=strict, max_promotions=max_promotions)
+
+
+def qat_on_task(lm, task_name: str, epochs: int, lr: float, *, calib: int = 512, val: int = 1024, seed: int = 0,
+                progress: bool = True):
+    """QAT-fine-tune a loaded checkpoint (``lm.module``) on the task's training split; returns the
+    re-captured graph and the QAT history. The input range is that of the same calibration
+    sequences :func:`quantize_on_task` uses; the best epoch is picked on its validation sequences,
+    which QAT does not train on."""
+    import torch
+
+    from ..data import load_dataset
+    from ..frontends import capture
+    from ..quant.qat import QatConfig, qat_finetune
+    from ..train.recipes import TASKS
+
+    task = TASKS[task_name]
+    train = load_dataset(task["dataset"], "train", **task["kw"])
+    order = np.random.default_rng(seed).permutation(len(train.x))
+    ci, vi = order[:calib], order[calib:calib + val]
+    ti = np.concatenate([ci, order[calib + val:]]) if len(order) > calib + val else order
+    hist = qat_finetune(lm.module, train.x[ti], train.y[ti], QatConfig(epochs=epochs, lr=lr, seed=seed),
+                        val=(train.x[vi], train.y[vi]) if len(vi) else None, calib_x=train.x[ci], progress=progress,
+                        log=print)
+    g = capture(lm.module.eval(), torch.zeros(1, 16, lm.graph.in_features), metadata=dict(lm.graph.metadata))
+    return g, hist
 
 
 def run(args) -> int:
     from pathlib import Path
 
     from ..data import load_dataset
-    from ..errors import ArtifactError, ConfigError
+    from ..errors import ArtifactError, BudgetError, ConfigError
     from ..models import load_model
     from ..quant import accuracy, resolve_config
     from ..train.recipes import TASKS
@@ -83,9 +117,27 @@ def run(args) -> int:
     cfg = resolve_config(args.config)
     lm = load_model(args.model)
     g = lm.graph
-    qg = quantize_on_task(g, args.data, cfg, calib=args.calib, val=0 if args.no_search else args.val,
-                          budget=None if args.no_search else args.budget, seed=args.seed, progress=not args.quiet,
+    if args.qat_epochs < 0:
+        raise ConfigError("--qat-epochs must be >= 0", where="--qat-epochs")
+    if args.qat_epochs and args.no_search:
+        raise ConfigError("--qat-epochs needs the accuracy check of the search; drop --no-search", where="--qat-epochs")
+    if args.qat_epochs and lm.module is None:
+        raise ConfigError("QAT fine-tunes the torch model: pass a checkpoint (.ckpt or shipped name), not an .esq graph",
                           where=args.model)
+    kw = dict(calib=args.calib, val=0 if args.no_search else args.val, budget=None if args.no_search else args.budget,
+              seed=args.seed, progress=not args.quiet, where=args.model, max_promotions=args.max_promotions)
+    if args.max_promotions < 0:
+        raise ConfigError("--max-promotions must be >= 0", where="--max-promotions")
+    try:
+        qg = quantize_on_task(g, args.data, cfg, strict=not args.allow_miss or bool(args.qat_epochs), **kw)
+    except BudgetError as e:
+        if not args.qat_epochs:
+            raise
+        print(f"post-training plan: {e.args[0] if e.args else e}; fine-tuning with QAT ({args.qat_epochs} epochs)")
+        g, qat_hist = qat_on_task(lm, args.data, args.qat_epochs, args.qat_lr, calib=args.calib, val=args.val,
+                                  seed=args.seed, progress=not args.quiet)
+        qg = quantize_on_task(g, args.data, cfg, strict=not args.allow_miss, **kw)
+        qg.info["qat"] = qat_hist
     qg.info.update(model=str(args.model), task=args.data)
     if args.eval:
         task = TASKS[args.data]
@@ -97,6 +149,10 @@ def run(args) -> int:
     sz = qg.sizes()
     print(f"wrote {out}  ({cfg.name}: {len(qg.program.step)} micro-ops per step, constants {sz['const_bytes']} B, "
           f"float32 parameters {sz['float_param_bytes']} B, state {sz['state_bytes']} B)")
+    qh = qg.info.get("qat")
+    if qh:
+        print(f"QAT: fake-quant validation {100 * (qh['start_validation_accuracy'] or 0):.2f}% -> "
+              f"{100 * (qh['best_validation_accuracy'] or 0):.2f}% over {len(qh['epochs'])} epochs")
     s = qg.info.get("search")
     if s:
         print(f"mixed precision: float {100 * s['float_accuracy']:.2f}%  8-bit plan {100 * s['start_accuracy']:.2f}%"

@@ -54,22 +54,33 @@ def prepare(graph, config) -> "Graph":  # noqa: F821 - documented type
 
 def quantize(graph, calib_x, config: Union[str, dict, QuantConfig, None] = "edgeseq", *, val=None,
              budget: Optional[float] = 0.5, progress: bool = False, max_promotions: int = 8,
-             stats=None) -> QuantizedGraph:
+             stats=None, strict: bool = False) -> QuantizedGraph:
     """Quantize ``graph`` (an IR graph) with calibration sequences ``calib_x`` (N, T, F).
 
     ``config``: a preset name ('edgeseq' default, 'naive'), a dict, a .json path or a QuantConfig.
     ``val=(x, y)``: validation data; with ``budget`` (accuracy points), the mixed-precision search
     promotes the most sensitive points to 16 bits until the fake-quant accuracy is within ``budget``
-    of float (at most ``max_promotions``); the result's ``info['search']`` records what it did."""
-    from ..errors import ShapeError
+    of float (at most ``max_promotions``); the result's ``info['search']`` records what it did, and
+    ``strict=True`` raises :class:`BudgetError` when the budget is missed."""
+    from ..errors import ConfigError, ShapeError
     from .sim import supported
 
     cfg = resolve_config(config)
     supported(graph)
+    calib_x = _check_sequences(np.asarray(calib_x), graph.in_features, "calibration data")
+    if val is not None:
+        try:
+            vx, vy = val
+        except (TypeError, ValueError):
+            raise ConfigError("val must be a pair (x, y) of validation sequences and labels") from None
+        vx = _check_sequences(np.asarray(vx), graph.in_features, "validation data")
+        vy = np.asarray(vy)
+        if vy.shape != (len(vx),):
+            raise ShapeError(f"validation labels must have shape ({len(vx)},), got {vy.shape}")
+        val = (vx, vy)
+    if budget is not None and not (np.isfinite(budget) and budget >= 0):
+        raise ConfigError(f"the accuracy budget must be a non-negative number of points, got {budget}")
     g = prepare(graph, cfg)
-    calib_x = np.asarray(calib_x)
-    if calib_x.ndim != 3 or calib_x.shape[2] != graph.in_features:
-        raise ShapeError(f"calibration data must be (N, T, {graph.in_features}), got shape {calib_x.shape}")
     if stats is None:
         stats = calibrate(g, calib_x, batch_size=cfg.calib_batch, progress=progress)
     info = {"config": cfg.to_dict(), "calibration": {"sequences": int(stats.sequences), "steps": int(stats.steps)}}
@@ -77,8 +88,27 @@ def quantize(graph, calib_x, config: Union[str, dict, QuantConfig, None] = "edge
     if val is not None and budget is not None:
         from .search import mixed_precision
 
-        qg = mixed_precision(qg, stats, val, budget=budget, progress=progress, max_promotions=max_promotions)
+        qg = mixed_precision(qg, stats, val, budget=budget, progress=progress, max_promotions=max_promotions,
+                             strict=strict)
     return qg
+
+
+def _check_sequences(x: np.ndarray, features: int, what: str) -> np.ndarray:
+    """(N, T, F) finite numbers with N, T >= 1, or a typed error naming what is wrong."""
+    from ..errors import DatasetError, ShapeError
+
+    if x.ndim != 3 or x.shape[2] != features:
+        raise ShapeError(f"{what} must be (N, T, {features}), got shape {x.shape}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise DatasetError(f"{what} is empty (shape {x.shape}); at least one sequence of one step is needed")
+    if not np.issubdtype(x.dtype, np.number):
+        raise DatasetError(f"{what} must be numeric, got dtype {x.dtype}")
+    bad = ~np.isfinite(x).all(axis=(1, 2))
+    if bad.any():
+        idx = np.flatnonzero(bad)
+        raise DatasetError(f"{what} has NaN or Inf values in {len(idx)} of {len(x)} sequences "
+                           f"(first: sequence {int(idx[0])})", hint="drop or repair those sequences")
+    return x
 
 
 def accuracy(qg: QuantizedGraph, x, y, mode: str = "int", batch_size: int = 512) -> float:

@@ -146,6 +146,8 @@ def mixed_precision(qg: QuantizedGraph, stats, val, *, budget: float = 0.5, max_
                   promoted=[k for k, o in out.plan.config.overrides.items() if o.bits == 16])
     out.info["search"] = record
     if strict and not met:
-        raise BudgetError(f"mixed precision reached {100 * acc_b:.2f}% vs float {100 * acc_f:.2f}% "
-                          f"(budget {budget} points) after {len(record['steps'])} promotions")
+        raise BudgetError(f"mixed precision reached {100 * acc_b:.2f}% vs float {100 * acc_f:.2f}% on "
+                          f"{len(y)} validation sequences (budget {budget} points) after {len(record['steps'])} "
+                          f"promotions to 16 bits", hint="allow a larger --budget, keep the best plan with "
+                          "--allow-miss, or fine-tune with QAT (--qat-epochs N)")
     return out

@@ -79,3 +79,33 @@ def test_cli_quantize(har, tmp_path, capsys):
     rc = main(["quantize", str(ckpt), "--data", "har", "--out", str(tmp_path / "n.esq"), "--config", "naive",
                "--calib", "32", "--val", "64", "--budget", "100", "--quiet", "--plan"])
     assert rc == 0 and "granularity" in capsys.readouterr().out
+
+
+def test_cli_budget_miss_is_an_error_and_qat_recovers_part_of_it(har, tmp_path, capsys):
+    from edgeseq.cli import main
+    from edgeseq.quant import load_quantized
+
+    ckpt, _, _ = har
+    # naive per-tensor int8 on raw-scale IMU input, no 16-bit promotions, misses a zero budget: error, no file
+    out = tmp_path / "naive.q.esq"
+    args = ["quantize", str(ckpt), "--data", "har", "--config", "naive", "--calib", "64", "--val", "256",
+            "--budget", "0", "--max-promotions", "0", "--quiet"]
+    assert main([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "mixed precision reached" in err and "budget 0.0 points" in err and "--qat-epochs" in err
+    assert not out.exists()
+    # --qat-epochs: fine-tune with fake quantization, plan again; --allow-miss keeps the best plan
+    rc = main([*args, "--out", str(out), "--qat-epochs", "1", "--allow-miss"])
+    assert rc == 0 and out.is_file()
+    text = capsys.readouterr().out
+    assert "fine-tuning with QAT (1 epochs)" in text and "QAT epoch 1/1" in text
+    qh = load_quantized(out).info["qat"]
+    assert len(qh["epochs"]) == 1 and qh["best_validation_accuracy"] >= qh["start_validation_accuracy"]
+    # QAT needs the torch model
+    g = tmp_path / "g.esq"
+    from edgeseq.models import load_model
+
+    load_model(ckpt).graph.save(g)
+    assert main(["quantize", str(g), "--data", "har", "--out", str(tmp_path / "q.esq"), "--qat-epochs", "1",
+                 "--quiet"]) == 2
+    assert "pass a checkpoint" in capsys.readouterr().err
