@@ -147,7 +147,7 @@ def test_cli_train_tiny(tmp_path, monkeypatch, har_tiny):
     from edgeseq.cli import main
     from edgeseq.train import recipes
 
-    monkeypatch.setattr(recipes, "load_task_data", lambda task, kw=None: (har_tiny, har_tiny, {}))
+    monkeypatch.setattr(recipes, "load_task_data", lambda task, kw=None, arch=None: (har_tiny, har_tiny, {}))
     rc = main(["train", "--task", "har", "--model", "gru", "--out", str(tmp_path / "g"), "--epochs", "1", "--quiet",
                "--set", "hidden=8", "--train-set", "batch_size=8", "--train-set", "val_fraction=0.25"])
     assert rc == 0
