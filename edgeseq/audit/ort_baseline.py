@@ -380,11 +380,13 @@ def float_exports(graph=None, module=None, onnx_model=None, example=None, other_
 
 
 def ort_baseline(graph_or_model, calib_x, eval_x, eval_y, workdir, *, exports=EXPORTS, methods=METHODS,
-                 calib_samples: int = 256, log: Callable = lambda *a: None) -> dict:
+                 calib_samples: int = 256, log: Callable = lambda *a: None, val_x=None, val_y=None) -> dict:
     """Quantize the float model with onnxruntime's quantizer in every export form and method and
     measure it. ``graph_or_model``: an IR Graph, a torch module (captured; torch's own export is
     added for nn.RNN/GRU/LSTM models) or an ONNX model / path. ``calib_x`` (N, T, F): calibration
-    samples (the first ``calib_samples`` are used); ``eval_x``/``eval_y``: evaluation set.
+    samples (the first ``calib_samples`` are used); ``eval_x``/``eval_y``: evaluation set;
+    ``val_x``/``val_y`` (optional): validation data, on which every variant's ``validation_accuracy``
+    is measured too, so a best variant can be chosen without looking at the evaluation set.
     Writes the float and quantized models under ``workdir`` and returns a JSON-able dict::
 
         {"float": {export: {accuracy, bytes, ops, ...} | {error}},
@@ -469,6 +471,9 @@ def ort_baseline(graph_or_model, calib_x, eval_x, eval_y, workdir, *, exports=EX
                 row.update({"status": "ok", "accuracy": float(np.mean(logits.argmax(-1) == eval_y)),
                             "agreement_with_float": float(np.mean(logits.argmax(-1) == ref.argmax(-1))),
                             "max_abs_logit_error": float(np.abs(logits - ref).max())})
+                if val_x is not None:
+                    vl = _run(sess, np.asarray(val_x, dtype=np.float32))
+                    row["validation_accuracy"] = float(np.mean(vl.argmax(-1) == np.asarray(val_y)))
                 row["quantized_anything"] = bool(inv["compute"]["integer"] + inv["compute"]["qdq"]
                                                  + inv["compute"]["weight_qdq"])
                 row["quantized_recurrence"] = bool(inv["recurrent_compute"]["integer"] + inv["recurrent_compute"]["qdq"]

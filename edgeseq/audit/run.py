@@ -246,7 +246,8 @@ def run_audit(model, data: str, out, *, budget: float = 0.5, calib: int = 512, v
         from .ort_baseline import audit_rows, ort_baseline
 
         with tempfile.TemporaryDirectory(prefix="edgeseq-audit-ort-") as work:
-            res = ort_baseline(g, d["calib_x"], ex, ey, work)
+            vx, vy = d["val"] if d["val"] is not None else (None, None)
+            res = ort_baseline(g, d["calib_x"], ex, ey, work, val_x=vx, val_y=vy)
         audit["ort_baseline"] = res
         rows = audit_rows(res)
         audit["accuracy"].extend(rows)
@@ -267,18 +268,34 @@ def run_audit(model, data: str, out, *, budget: float = 0.5, calib: int = 512, v
             if not group:
                 comparison[key] = None
                 continue
-            best = max(group, key=lambda r: r["accuracy"])
+            # the baseline variant is chosen the way the plan is: on the validation data (training split),
+            # then measured on the evaluation set; the best variant on the evaluation set itself is an
+            # optimistic oracle (a maximum over many noisy candidates) and is recorded beside it
+            oracle = max(group, key=lambda r: r["accuracy"])
+            by_val = [r for r in group if variants.get(r["variant"], {}).get("validation_accuracy") is not None]
+            if by_val:
+                best = max(by_val, key=lambda r: (variants[r["variant"]]["validation_accuracy"], r["accuracy"]))
+                how = "chosen on validation data"
+            else:
+                best, how = oracle, "best on the evaluation set"
             gap = 100 * (m_plan["int_accuracy"] - best["accuracy"])
             base_drop = 100 * (acc_f - best["accuracy"])
             comparison[key] = {"best_ort_variant": best["variant"], "best_ort_accuracy": best["accuracy"],
+                               "selection": how,
+                               "best_ort_validation_accuracy": variants.get(best["variant"], {}).get("validation_accuracy"),
                                "plan_minus_best_ort_points": gap, "best_ort_drop_points": base_drop,
                                "plan_at_least_as_accurate": gap >= 0,
                                "strictly_better_where_baseline_loses_more_than_budget":
-                                   None if base_drop <= budget else gap > 0}
+                                   None if base_drop <= budget else gap > 0,
+                               "oracle_ort_variant": oracle["variant"], "oracle_ort_accuracy": oracle["accuracy"],
+                               "plan_minus_oracle_ort_points": 100 * (m_plan["int_accuracy"] - oracle["accuracy"])}
             what = ("any onnxruntime variant" if key == "any" else
                     "the onnxruntime variants that quantize the recurrence")
-            audit["notes"].append(f"edgeseq plan vs the best of {what} ({best['variant']}): {gap:+.2f} points; that "
-                                  f"variant loses {base_drop:.2f} points against float.")
+            audit["notes"].append(f"edgeseq plan vs the best of {what} ({how}: {best['variant']}): {gap:+.2f} "
+                                  f"points; that variant loses {base_drop:.2f} points against float. The best of "
+                                  f"them on the evaluation set itself ({oracle['variant']}, an optimistic pick "
+                                  f"among {len(group)}): {100 * (m_plan['int_accuracy'] - oracle['accuracy']):+.2f} "
+                                  "points.")
         audit["comparison"] = comparison
         n_rec = len(full)
         audit["notes"].append(f"onnxruntime's quantizer quantized the recurrent matmuls in {n_rec} of {len(ok)} working "
