@@ -20,7 +20,9 @@ more than ``budget`` accuracy points against float.
 
 Data: ``har`` / ``kws`` / ``smartwatch`` (calibration and validation from the training split, evaluation
 on the test split) or an ``.npz`` with ``x`` (N, T, F) float and ``y`` (N,) int, optionally ``calib_x``
-(calibration sequences; otherwise the first half of ``x`` calibrates and the second half is evaluated).
+(calibration sequences; otherwise the first half of ``x`` calibrates and the second half is evaluated)
+and ``val_x``/``val_y`` (labelled validation sequences for the plan's mixed-precision search and the
+choice of the onnxruntime baseline variant).
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ def load_audit_data(data: str, graph, *, calib: int = 512, val: int = 1024, max_
         missing = [k for k in ("x", "y") if k not in arrays]
         if missing:
             raise DatasetError(f"missing array(s) {missing}; an audit .npz holds x (N, T, F), y (N,) and optionally "
-                               f"calib_x", where=str(path))
+                               f"calib_x, val_x and val_y", where=str(path))
         x, y = arrays["x"], np.asarray(arrays["y"])
         where = str(path)
         x = _finite(x, "x", where)
@@ -108,7 +110,18 @@ def load_audit_data(data: str, graph, *, calib: int = 512, val: int = 1024, max_
             h = len(x) // 2
             cx, ex, ey = x[:h], x[h:], y[h:]
         cx = cx[:calib]
-        v = None  # no labelled data apart from the evaluated set: the plan is not searched on it
+        v = None  # without val_x / val_y the plan is not searched (the evaluated set never chooses anything)
+        if ("val_x" in arrays) != ("val_y" in arrays):
+            raise DatasetError("val_x and val_y come together (validation sequences and their labels)", where=str(path))
+        if "val_x" in arrays:
+            vx, vy = _finite(arrays["val_x"], "val_x", where), np.asarray(arrays["val_y"])
+            if vx.ndim != 3 or vy.shape != (len(vx),) or not np.issubdtype(vy.dtype, np.integer):
+                raise ShapeError(f"val_x must be (N, T, F) and val_y ({len(vx)},) integer class ids, got "
+                                 f"{vx.shape} and {vy.shape} {vy.dtype}", where=where)
+            if vx.shape[2] != graph.in_features:
+                raise ShapeError(f"val_x has {vx.shape[2]} features per step; the model expects {graph.in_features}",
+                                 where=where)
+            v = (vx[:val], vy[:val]) if val > 0 else None
         name, split, labels = path.name, "given", [f"class {i}" for i in range(n_out)]
         channels = []
     cx = _finite(cx, "calibration data", where)
@@ -228,9 +241,39 @@ def run_audit(model, data: str, out, *, budget: float = 0.5, calib: int = 512, v
     m_naive = measure(q_naive, "naive_int8", "naive", "per-tensor int8 everywhere (weights, activations, state)")
     bar.update()
 
+    # onnxruntime's quantizer (run first: the plan's search is asked to match its validation accuracy) --
+    res = None
+    if ort:
+        stage("onnxruntime quantizer baseline (every ONNX form x method)")
+        from .ort_baseline import ort_baseline
+
+        with tempfile.TemporaryDirectory(prefix="edgeseq-audit-ort-") as work:
+            vx, vy = d["val"] if d["val"] is not None else (None, None)
+            res = ort_baseline(g, d["calib_x"], ex, ey, work, val_x=vx, val_y=vy)
+
     # edgeseq plan ----------------------------------------------------------------------------------
-    stage(f"edgeseq outlier-aware plan (mixed-precision search, budget {budget:g} points)")
-    q_plan = quantize(g, d["calib_x"], "edgeseq", val=d["val"], budget=budget if d["val"] is not None else None)
+    # the search meets the budget against float, and, where onnxruntime's best variant does better than
+    # that on the validation data, that variant's validation accuracy too (nothing of the evaluation set
+    # is used to choose)
+    search_budget, search_reason = budget, f"budget {budget:g} points against float"
+    if res is not None and d["val"] is not None:
+        ort_val = [v["validation_accuracy"] for v in res["variants"]
+                   if v.get("status") == "ok" and v.get("validation_accuracy") is not None]
+        if ort_val:
+            vx, vy = d["val"]
+            vx, vy = vx[:2048], vy[:2048]
+            f_val = float(np.mean(_batched(lambda a: ref_run(g, a.astype(np.float64))[0][0], vx).argmax(-1) == vy))
+            match = max(0.0, 100 * (f_val - max(ort_val)))
+            if match < search_budget:
+                search_budget = match
+                search_reason = (f"{match:.2f} points against float: onnxruntime's best variant reaches "
+                                 f"{100 * max(ort_val):.2f}% on the validation data (float {100 * f_val:.2f}%)")
+    audit["plan_search"] = {"budget_points": float(budget), "search_budget_points": float(search_budget),
+                            "reason": search_reason}
+    audit["notes"].append(f"the plan's mixed-precision search targeted {search_reason}.")
+    stage(f"edgeseq outlier-aware plan (mixed-precision search, {search_reason})")
+    q_plan = quantize(g, d["calib_x"], "edgeseq", val=d["val"],
+                      budget=search_budget if d["val"] is not None else None)
     search = q_plan.info.get("search")
     note = "outlier-aware int8 plan"
     if search:
@@ -240,14 +283,10 @@ def run_audit(model, data: str, out, *, budget: float = 0.5, calib: int = 512, v
     audit["fake_vs_int"] = {"naive_int8": m_naive["int_fake_agreement"], "edgeseq_plan": m_plan["int_fake_agreement"]}
     bar.update()
 
-    # onnxruntime's quantizer -------------------------------------------------------------------------
-    stage("onnxruntime quantizer baseline (every ONNX form x method)")
-    if ort:
-        from .ort_baseline import audit_rows, ort_baseline
+    # onnxruntime's quantizer: rows and the comparison with the plan ----------------------------------
+    if res is not None:
+        from .ort_baseline import audit_rows
 
-        with tempfile.TemporaryDirectory(prefix="edgeseq-audit-ort-") as work:
-            vx, vy = d["val"] if d["val"] is not None else (None, None)
-            res = ort_baseline(g, d["calib_x"], ex, ey, work, val_x=vx, val_y=vy)
         audit["ort_baseline"] = res
         rows = audit_rows(res)
         audit["accuracy"].extend(rows)

@@ -14,7 +14,7 @@ def register(sub) -> None:
     p.add_argument("model", help="shipped model name, .ckpt checkpoint / training directory, or .esq graph")
     p.add_argument("--data", required=True,
                    help="har, kws, smartwatch (calibrate on the training split, evaluate on the test split) or an "
-                        ".npz with x (N,T,F), y (N,) [and calib_x]")
+                        ".npz with x (N,T,F), y (N,) [and calib_x; val_x, val_y for the search]")
     p.add_argument("--out", required=True, help="output directory (audit.json, report.html, plan.q.esq)")
     p.add_argument("--budget", type=float, default=0.5, help="allowed accuracy drop of the plan vs float, in "
                                                              "points (default 0.5)")

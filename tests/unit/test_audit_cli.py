@@ -30,13 +30,13 @@ def model_file(tmp_path_factory):
 def data_file(tmp_path_factory, model_file):
     d = tmp_path_factory.mktemp("audit-data")
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(96, 24, 6)).astype(np.float32)
+    x = rng.normal(size=(128, 24, 6)).astype(np.float32)
     x[..., 0] = x[..., 0] * 8 + 3  # a raw-scale outlier channel, as accelerometer g with gravity
     g = edgeseq.load(model_file)
     out, _ = edgeseq.reference(g, x.astype(np.float64))
     logits = out[0] if isinstance(out, (tuple, list)) else out
     y = logits.argmax(-1)  # the float model is right by construction: every quantization flip costs accuracy
-    np.savez(d / "d.npz", x=x[48:], y=y[48:], calib_x=x[:48])
+    np.savez(d / "d.npz", x=x[48:96], y=y[48:96], calib_x=x[:48], val_x=x[96:], val_y=y[96:])
     return d / "d.npz"
 
 
@@ -76,6 +76,17 @@ def test_audit_writes_every_measured_section(audited):
     ours = [r for r in a["sizes"] if r["variant"] in ("naive_int8", "edgeseq_plan")]
     assert all(0 < r["weight_bytes"] < 0.5 * r["float_bytes"] for r in ours), ours
     assert a["plan"] and a["ort_baseline"]["variants"]
+    # every working onnxruntime variant was measured on the validation data too; the plan's search was
+    # asked to match the best of them there (never more lenient than the budget)
+    ok = [v for v in a["ort_baseline"]["variants"] if v.get("status") == "ok"]
+    assert ok and all(0.0 <= v["validation_accuracy"] <= 1.0 for v in ok)
+    ps = a["plan_search"]
+    assert ps["budget_points"] == 0.5 and 0.0 <= ps["search_budget_points"] <= 0.5
+    comp = a["comparison"]["any"]
+    assert comp["selection"] == "chosen on validation data"
+    chosen = next(v for v in ok if f"ort:{v['export']}/{v['method']}" == comp["best_ort_variant"])
+    assert chosen["validation_accuracy"] == max(v["validation_accuracy"] for v in ok)
+    assert comp["oracle_ort_accuracy"] == max(v["accuracy"] for v in ok)
     # the exit status is the verdict, and the verdict is the budget check on the measured numbers
     drop = 100 * (fl["accuracy"] - plan["accuracy"])
     assert a["verdict"]["pass"] == (drop <= 0.5)
