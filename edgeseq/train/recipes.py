@@ -91,7 +91,7 @@ def _plot_curves(history, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     ep = [r["epoch"] for r in history.epochs]
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig, ax = plt.subplots(1, 2, figsize=(8, 2.8))
     ax[0].plot(ep, [r["loss"] for r in history.epochs])
     ax[0].set(xlabel="epoch", ylabel="training loss")
     ax[1].plot(ep, [r["train_accuracy"] for r in history.epochs], label="train")
@@ -103,7 +103,7 @@ def _plot_curves(history, path: Path) -> None:
     from ..util.fs import atomic_write_bytes
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=64)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
 
