@@ -89,6 +89,12 @@ def test_artifact_api_run_script_and_cost(exported):
     got, want = read_output(art.path / "out.bin"), read_output(art.path / "golden" / "expected.bin")
     assert np.max(np.abs(got["pooled"] - want["pooled"])) <= 1e-4
     (art.path / "out.bin").unlink()
+    # with no arguments, from any directory: the artifact's own golden input, output.bin in the cwd
+    elsewhere = art.path.parent / "elsewhere"
+    elsewhere.mkdir(exist_ok=True)
+    subprocess.run([str(art.path / "run.sh")], cwd=elsewhere, check=True, capture_output=True)
+    got = read_output(elsewhere / "output.bin")
+    assert np.max(np.abs(got["pooled"] - want["pooled"])) <= 1e-4
     cost = art.cost(make_input(graph, 1, 64, seed=1))
     ins = cost["instructions"]
     assert ins["per_step"] > 100 and ins["per_inference"] > 64 * ins["per_step"] * 0.99

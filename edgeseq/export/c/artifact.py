@@ -88,17 +88,18 @@ def _run_script(target, binary_rel: str) -> str:
     if not target.can_run:
         return f'#!/bin/sh\necho "edgeseq target {name} only builds; no binary to run" >&2; exit 2\n'
     if name == "x86":
-        line = f'exec "$(dirname "$0")/{binary_rel}" "${{1:-step}}" "${{2:-golden/input.bin}}" "${{3:-output.bin}}"'
+        line = f'exec "$d/{binary_rel}" "${{1:-step}}" "${{2:-$d/golden/input.bin}}" "${{3:-output.bin}}"'
     elif name == "arm":
         cpu = target.options.get("cpu")
         line = ("exec qemu-aarch64 -L /usr/aarch64-linux-gnu" + (f" -cpu {cpu}" if cpu else "")
-                + f' "$(dirname "$0")/{binary_rel}" "${{1:-step}}" "${{2:-golden/input.bin}}" "${{3:-output.bin}}"')
+                + f' "$d/{binary_rel}" "${{1:-step}}" "${{2:-$d/golden/input.bin}}" "${{3:-output.bin}}"')
     else:
         line = (f"exec qemu-system-arm -M {target.board.machine} -nographic -monitor none -serial none "
-                "-semihosting-config enable=on,target=native,arg=model,arg=${1:-step},arg=${2:-golden/input.bin},"
-                f'arg=${{3:-output.bin}} -kernel "$(dirname "$0")/{binary_rel}"')
-    return ("#!/bin/sh\n# usage: run.sh [step|run|chunk:K|io] [input.bin] [output.bin]  "
-            "(paths relative to the current directory)\n" + line + "\n")
+                "-semihosting-config enable=on,target=native,arg=model,arg=${1:-step},arg=${2:-$d/golden/input.bin},"
+                f'arg=${{3:-output.bin}} -kernel "$d/{binary_rel}"')
+    return ("#!/bin/sh\n# usage: run.sh [step|run|chunk:K|io] [input.bin] [output.bin]  (paths relative to the "
+            "current directory; default input: this artifact's golden/input.bin)\nd=\"$(dirname \"$0\")\"\n"
+            + line + "\n")
 
 
 def export_c(graph, out_dir, target="arm", force: bool = False, golden_input=None, *, prefix: str = "esq",
