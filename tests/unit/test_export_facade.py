@@ -115,3 +115,29 @@ def test_cli_export_and_errors(tmp_path, lmu_graph, capsys):
     assert rc != 0 and "already exists" in err and "Traceback" not in err
     assert main(["export", str(g), "--target", "nope", "--out", str(tmp_path / "p")]) != 0
     assert "unknown export target" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["gru", "lstm"])
+def test_onnx_fused_rnn_bodies_match_the_reference(tmp_path, case):
+    import onnx
+
+    graph = edgeseq.capture(build(case), torch.zeros(1, 8, 6))
+    art = edgeseq.export(graph, target="onnx", out=tmp_path / case, fused_rnn=True)
+    _check(art, graph, shapes=((1, 1), (3, 50), (1, 200)))
+    m = onnx.load(str(tmp_path / case / "model.onnx"))
+    body_ops = {n.op_type for f in m.functions for n in f.node}
+    assert case.upper() in body_ops and "Scan" not in body_ops
+    with pytest.raises(ConfigError, match="float ONNX exports only"):
+        edgeseq.export(graph, target="x86", out=tmp_path / "x", fused_rnn=True)
+
+
+def test_cli_fused_rnn_flag(tmp_path):
+    import subprocess
+    import sys
+
+    g = edgeseq.capture(build("gru"), torch.zeros(1, 8, 6))
+    g.save(tmp_path / "g.esq")
+    r = subprocess.run([sys.executable, "-m", "edgeseq", "export", str(tmp_path / "g.esq"), "--target", "onnx",
+                        "--fused-rnn", "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "o" / "manifest.json").read_text())["fused_rnn"] is True
