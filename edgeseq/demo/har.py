@@ -189,7 +189,8 @@ def run_har_demo(cfg: HarDemoConfig, stream=None) -> dict:
         raise ConfigError(f"model '{cfg.model}' takes {graph.in_features} input features; the HAR demo streams 6 "
                           "(acc_x..gyro_z)")
     labels = list(lm.labels) or [f"class {i}" for i in range(graph.output_types[0].features)]
-    say(f"model   {lm.name}: {graph.num_params()} parameters ({', '.join(n.op.kind for n in graph.nodes)})")
+    n_params = lm.metrics.get("parameters") or graph.num_params()  # trained parameters, as recorded at training
+    say(f"model   {lm.name}: {n_params:,} parameters ({', '.join(n.op.kind for n in graph.nodes)})")
 
     # 2. data -------------------------------------------------------------------------------
     t = time.perf_counter()

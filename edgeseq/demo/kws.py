@@ -409,7 +409,8 @@ def run_kws_demo(cfg: KwsDemoConfig, stream=None) -> dict:
     keywords = [k for k in labels if not k.startswith("_")]
     if not keywords:
         raise ConfigError(f"model '{cfg.model}' has no keyword classes (labels: {', '.join(labels)})")
-    say(f"model   {lm.name}: {graph.num_params()} parameters ({', '.join(n.op.kind for n in graph.nodes)})")
+    n_params = lm.metrics.get("parameters") or graph.num_params()  # trained parameters, as recorded at training
+    say(f"model   {lm.name}: {n_params:,} parameters ({', '.join(n.op.kind for n in graph.nodes)})")
 
     # 2. audio ------------------------------------------------------------------------------
     t = time.perf_counter()
