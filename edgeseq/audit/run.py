@@ -72,9 +72,10 @@ def load_audit_data(data: str, graph, *, calib: int = 512, val: int = 1024, max_
                              f"{graph.in_features}", where="--data", hint="audit the model with its own task's data")
         if train.n_classes != n_out:
             raise ShapeError(f"data '{data}' has {train.n_classes} classes; the model outputs {n_out}", where="--data")
-        order = rng.permutation(len(train))
-        cx = train.x[order[:calib]]
-        vi = order[calib:calib + val] if len(order) > calib else order[:val]
+        from ..quant.tasks import calibration_split
+
+        ci, vi = calibration_split(len(train), calib, val, seed)
+        cx = train.x[ci]
         v = (train.x[vi], train.y[vi]) if val > 0 else None
         ex, ey = test.x, test.y
         name, split, labels = data, "test", list(test.labels)
@@ -260,8 +261,10 @@ def run_audit(model, data: str, out, *, budget: float = 0.5, calib: int = 512, v
         ort_val = [v["validation_accuracy"] for v in res["variants"]
                    if v.get("status") == "ok" and v.get("validation_accuracy") is not None]
         if ort_val:
+            from ..quant.search import MAX_VAL
+
             vx, vy = d["val"]
-            vx, vy = vx[:2048], vy[:2048]
+            vx, vy = vx[:MAX_VAL], vy[:MAX_VAL]  # what the search measures float accuracy on
             f_val = float(np.mean(_batched(lambda a: ref_run(g, a.astype(np.float64))[0][0], vx).argmax(-1) == vy))
             match = max(0.0, 100 * (f_val - max(ort_val)))
             if match < search_budget:

@@ -44,7 +44,7 @@ def run(args) -> int:
     if args.quant in ("edgeseq", "naive"):
         from ..errors import ConfigError
         from ..models import load_model
-        from .quantize import quantize_on_task
+        from ..quant.tasks import quantize_on_task, task_data
 
         lm = load_model(args.model)
         task = args.data or lm.task
@@ -52,7 +52,7 @@ def run(args) -> int:
             raise ConfigError(f"--quant {args.quant} needs calibration data: pass --data TASK (har, kws, ...)",
                               where=args.model)
         print(f"  quantizing ({args.quant} plan) with calibration data of task '{task}'", file=sys.stderr)
-        quant = quantize_on_task(lm.graph, task, args.quant, progress=False, where=args.model)
+        quant = quantize_on_task(lm.graph, task_data(task, lm.graph, where=args.model), args.quant, progress=False)
     elif args.quant:
         quant = _maybe_quantized(args.quant)
         if isinstance(quant, str):

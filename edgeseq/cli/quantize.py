@@ -41,63 +41,6 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def quantize_on_task(graph, task_name: str, config, *, calib: int = 512, val: int = 1024, budget=0.5, seed: int = 0,
-                     progress: bool = True, where: str = "", strict: bool = False, max_promotions: int = 8):
-    """Quantize ``graph`` calibrated on ``calib`` sequences of the task's training split, with the
-    mixed-precision search on ``val`` other training sequences (``val=0`` or ``budget=None``: no search)."""
-    from ..data import load_dataset
-    from ..errors import ConfigError, ShapeError
-    from ..quant import quantize
-    from ..train.recipes import TASKS
-
-    if task_name not in TASKS:
-        raise ConfigError(f"unknown task '{task_name}' for calibration; choose one of: {', '.join(TASKS)}",
-                          where="--data")
-    if calib < 1:
-        raise ConfigError("--calib must be at least 1", where="--calib")
-    task = TASKS[task_name]
-    train = load_dataset(task["dataset"], "train", **task["kw"])
-    if train.x.shape[2] != graph.in_features:
-        raise ShapeError(f"task '{task_name}' has {train.x.shape[2]} features per step; the model expects "
-                         f"{graph.in_features}", where=where or "--data")
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(train.x))
-    cx = train.x[order[:calib]]
-    vdata = None
-    if val > 0 and budget is not None:
-        vi = order[calib:calib + val]
-        if len(vi) == 0:
-            vi = order[:val]
-        vdata = (train.x[vi], train.y[vi])
-    return quantize(graph, cx, config, val=vdata, budget=budget if vdata is not None else None, progress=progress,
-                    strict=strict, max_promotions=max_promotions)
-
-
-def qat_on_task(lm, task_name: str, epochs: int, lr: float, *, calib: int = 512, val: int = 1024, seed: int = 0,
-                progress: bool = True):
-    """QAT-fine-tune a loaded checkpoint (``lm.module``) on the task's training split; returns the
-    re-captured graph and the QAT history. The input range is that of the same calibration
-    sequences :func:`quantize_on_task` uses; the best epoch is picked on its validation sequences,
-    which QAT does not train on."""
-    import torch
-
-    from ..data import load_dataset
-    from ..frontends import capture
-    from ..quant.qat import QatConfig, qat_finetune
-    from ..train.recipes import TASKS
-
-    task = TASKS[task_name]
-    train = load_dataset(task["dataset"], "train", **task["kw"])
-    order = np.random.default_rng(seed).permutation(len(train.x))
-    ci, vi = order[:calib], order[calib:calib + val]
-    ti = np.concatenate([ci, order[calib + val:]]) if len(order) > calib + val else order
-    hist = qat_finetune(lm.module, train.x[ti], train.y[ti], QatConfig(epochs=epochs, lr=lr, seed=seed),
-                        val=(train.x[vi], train.y[vi]) if len(vi) else None, calib_x=train.x[ci], progress=progress,
-                        log=print)
-    g = capture(lm.module.eval(), torch.zeros(1, 16, lm.graph.in_features), metadata=dict(lm.graph.metadata))
-    return g, hist
-
-
 def run(args) -> int:
     from pathlib import Path
 
@@ -105,6 +48,7 @@ def run(args) -> int:
     from ..errors import ArtifactError, BudgetError, ConfigError
     from ..models import load_model
     from ..quant import accuracy, resolve_config
+    from ..quant.tasks import qat_on_task, quantize_on_task, task_data
     from ..train.recipes import TASKS
 
     out = Path(args.out)
@@ -124,19 +68,20 @@ def run(args) -> int:
     if args.qat_epochs and lm.module is None:
         raise ConfigError("QAT fine-tunes the torch model: pass a checkpoint (.ckpt or shipped name), not an .esq graph",
                           where=args.model)
-    kw = dict(calib=args.calib, val=0 if args.no_search else args.val, budget=None if args.no_search else args.budget,
-              seed=args.seed, progress=not args.quiet, where=args.model, max_promotions=args.max_promotions)
     if args.max_promotions < 0:
         raise ConfigError("--max-promotions must be >= 0", where="--max-promotions")
+    data = task_data(args.data, g, calib=args.calib, val=0 if args.no_search else args.val, seed=args.seed,
+                     where=args.model)
+    kw = dict(budget=None if args.no_search else args.budget, progress=not args.quiet,
+              max_promotions=args.max_promotions)
     try:
-        qg = quantize_on_task(g, args.data, cfg, strict=not args.allow_miss or bool(args.qat_epochs), **kw)
+        qg = quantize_on_task(g, data, cfg, strict=not args.allow_miss or bool(args.qat_epochs), **kw)
     except BudgetError as e:
         if not args.qat_epochs:
             raise
         print(f"post-training plan: {e.args[0] if e.args else e}; fine-tuning with QAT ({args.qat_epochs} epochs)")
-        g, qat_hist = qat_on_task(lm, args.data, args.qat_epochs, args.qat_lr, calib=args.calib, val=args.val,
-                                  seed=args.seed, progress=not args.quiet)
-        qg = quantize_on_task(g, args.data, cfg, strict=not args.allow_miss, **kw)
+        g, qat_hist = qat_on_task(lm, data, args.qat_epochs, args.qat_lr, seed=args.seed, progress=not args.quiet)
+        qg = quantize_on_task(g, data, cfg, strict=not args.allow_miss, **kw)
         qg.info["qat"] = qat_hist
     qg.info.update(model=str(args.model), task=args.data)
     if args.eval:

@@ -219,7 +219,7 @@ def run_har_demo(cfg: HarDemoConfig, stream=None) -> dict:
     plan_summary = None
     if cfg.quant != "float":
         t = time.perf_counter()
-        q, int_logits, plan_summary = _quantize(graph, cfg, say)
+        q, plan_summary = _quantize(graph, cfg, say)
         int_logits = _batched(lambda a: q.run(a, mode="int")[0][0], x)
         timings["quantize_s"] = time.perf_counter() - t
     int_acc = _accuracy(int_logits.argmax(-1), y) if int_logits is not None else None
@@ -347,18 +347,12 @@ def _check_toolchains(target: str) -> None:
 
 
 def _quantize(graph, cfg: HarDemoConfig, say):
-    """The int8 plan: calibrated on windows of the training subjects (never the streamed ones)."""
-    try:
-        from ..quant import quantize
-    except ImportError as e:  # pragma: no cover - the quant package is part of edgeseq
-        raise ConfigError(f"quantization is unavailable ({e})") from None
-    from ..data import load_dataset
+    """The int8 plan: calibrated on windows of the training subjects (never the streamed ones), searched
+    on other training windows."""
+    from ..quant.tasks import quantize_on_task, task_data
 
-    train = load_dataset("har", "train", classes=graph.output_types[0].features)
-    rng = np.random.default_rng(cfg.seed)
-    pick = rng.choice(len(train), size=min(cfg.calib, len(train)), replace=False)
-    val = rng.choice(len(train), size=min(1024, len(train)), replace=False)
-    say(f"quant   plan '{cfg.quant}', calibrated on {len(pick)} training windows")
-    q = quantize(graph, train.x[pick], config=cfg.quant, val=(train.x[val], train.y[val]))
-    summary = q.plan.summary() if hasattr(q.plan, "summary") else None
-    return q, None, summary
+    data = task_data("har" if graph.output_types[0].features == 6 else "har12", graph, calib=cfg.calib,
+                     seed=cfg.seed)
+    say(f"quant   plan '{cfg.quant}', calibrated on {len(data.calib_idx)} training windows")
+    q = quantize_on_task(graph, data, cfg.quant, progress=False)
+    return q, q.plan.summary()

@@ -468,7 +468,7 @@ def run_kws_demo(cfg: KwsDemoConfig, stream=None) -> dict:
     plan_summary = None
     if cfg.quant != "float":
         t = time.perf_counter()
-        q, int_logits, plan_summary = _quantize(graph, cfg, say)
+        q, plan_summary = _quantize(graph, cfg, say)
         int_logits = _batched(lambda a: q.run(a, mode="int")[0][0], x)
         timings["quantize_s"] = time.perf_counter() - t
 
@@ -635,18 +635,11 @@ def _envelope(audio: np.ndarray, hop_s: float) -> list[float]:
 
 
 def _quantize(graph, cfg: KwsDemoConfig, say):
-    """The int8 plan: calibrated on clips of the training split (training voices, never the stream's)."""
-    try:
-        from ..quant import quantize
-    except ImportError as e:  # pragma: no cover - the quant package is part of edgeseq
-        raise ConfigError(f"quantization is unavailable ({e})", hint="run with --quant float") from None
-    from ..data import load_dataset
+    """The int8 plan: calibrated on clips of the training split (training voices, never the stream's),
+    searched on other training clips."""
+    from ..quant.tasks import quantize_on_task, task_data
 
-    train = load_dataset("kws", "train", features="logmel")
-    rng = np.random.default_rng(cfg.seed)
-    pick = rng.choice(len(train), size=min(cfg.calib, len(train)), replace=False)
-    val = rng.choice(len(train), size=min(1024, len(train)), replace=False)
-    say(f"quant   plan '{cfg.quant}', calibrated on {len(pick)} training clips")
-    q = quantize(graph, train.x[pick], config=cfg.quant, val=(train.x[val], train.y[val]))
-    summary = q.plan.summary() if hasattr(q.plan, "summary") else None
-    return q, None, summary
+    data = task_data("kws", graph, calib=cfg.calib, seed=cfg.seed)
+    say(f"quant   plan '{cfg.quant}', calibrated on {len(data.calib_idx)} training clips")
+    q = quantize_on_task(graph, data, cfg.quant, progress=False)
+    return q, q.plan.summary()

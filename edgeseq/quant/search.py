@@ -106,8 +106,11 @@ def format_sensitivity(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+MAX_VAL = 2048  # validation sequences the search evaluates at most
+
+
 def mixed_precision(qg: QuantizedGraph, stats, val, *, budget: float = 0.5, max_promotions: int = 8,
-                    progress: bool = False, strict: bool = False, max_val: int = 2048) -> QuantizedGraph:
+                    progress: bool = False, strict: bool = False, max_val: int = MAX_VAL) -> QuantizedGraph:
     """Greedy promotion to 16 bits until fake-quant validation accuracy is within ``budget``
     accuracy points of float. ``strict=True`` raises BudgetError when the budget cannot be met."""
     from . import build

@@ -48,3 +48,22 @@ def test_recorded_har_accuracy_is_reproduced_by_the_reference(name):
     acc = float(np.mean(pred == test.y))
     assert acc == pytest.approx(lm.metrics["test"]["accuracy"], abs=0.002)
     assert len(test.y) == lm.metrics["test"]["n"]
+
+
+def test_export_quant_edgeseq_calibrates_on_the_models_task(tmp_path):
+    import subprocess
+    import sys
+
+    from edgeseq.quant import load_quantized
+
+    out = tmp_path / "q"
+    r = subprocess.run([sys.executable, "-m", "edgeseq", "export", "har_lmu", "--target", "onnx", "--quant", "edgeseq",
+                        "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "calibration data of task 'har'" in r.stderr
+    q = load_quantized(out / "quantized.esq")
+    assert q.info["calibration"]["sequences"] == 512 and q.info["search"]["validation_sequences"] == 1024
+    r = subprocess.run([sys.executable, "-m", "edgeseq", "export", "har_lmu", "--target", "onnx", "--quant", "edgeseq",
+                        "--data", "kws", "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "40 features per step; the model expects 6" in r.stderr
+    assert not (tmp_path / "bad").exists()

@@ -1,0 +1,93 @@
+"""Quantizing (and QAT-fine-tuning) a model on a training task's data: one seeded split of the
+training split into calibration and validation sequences, shared by ``edgeseq quantize``,
+``edgeseq export --quant edgeseq``, ``edgeseq audit`` and the demos."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+
+def calibration_split(n: int, calib: int, val: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of ``calib`` calibration and ``val`` validation sequences out of ``n``: seeded and
+    disjoint while ``n`` allows; with no sequence left after calibration the validation set reuses
+    the first ones."""
+    order = np.random.default_rng(seed).permutation(n)
+    vi = order[calib:calib + val] if n > calib else order[:val]
+    return order[:calib], vi
+
+
+@dataclass
+class TaskData:
+    """The training split of a task with its calibration / validation indices."""
+
+    task: str
+    x: np.ndarray
+    y: np.ndarray
+    calib_idx: np.ndarray
+    val_idx: np.ndarray
+
+    @property
+    def calib_x(self) -> np.ndarray:
+        return self.x[self.calib_idx]
+
+    @property
+    def val(self) -> Optional[tuple[np.ndarray, np.ndarray]]:
+        return (self.x[self.val_idx], self.y[self.val_idx]) if len(self.val_idx) else None
+
+    def rest_idx(self) -> np.ndarray:
+        """Every sequence but the validation ones (what fine-tuning may train on)."""
+        keep = np.ones(len(self.x), bool)
+        keep[self.val_idx] = False
+        return np.flatnonzero(keep) if keep.any() else np.arange(len(self.x))
+
+
+def task_data(task_name: str, graph, *, calib: int = 512, val: int = 1024, seed: int = 0,
+              where: str = "") -> TaskData:
+    """Load the training split of ``task_name`` (a key of ``edgeseq.train.recipes.TASKS``) for ``graph``
+    and split it (:func:`calibration_split`)."""
+    from ..data import load_dataset
+    from ..errors import ConfigError, ShapeError
+    from ..train.recipes import TASKS
+
+    if task_name not in TASKS:
+        raise ConfigError(f"unknown task '{task_name}' for calibration; choose one of: {', '.join(TASKS)}",
+                          where="--data")
+    if calib < 1:
+        raise ConfigError("--calib must be at least 1", where="--calib")
+    task = TASKS[task_name]
+    train = load_dataset(task["dataset"], "train", **task["kw"])
+    if train.x.shape[2] != graph.in_features:
+        raise ShapeError(f"task '{task_name}' has {train.x.shape[2]} features per step; the model expects "
+                         f"{graph.in_features}", where=where or "--data")
+    ci, vi = calibration_split(len(train.x), calib, max(val, 0), seed)
+    return TaskData(task_name, train.x, train.y, ci, vi)
+
+
+def quantize_on_task(graph, data: TaskData, config, *, budget: Optional[float] = 0.5, progress: bool = True,
+                     strict: bool = False, max_promotions: int = 8):
+    """Quantize ``graph`` calibrated on ``data``'s calibration sequences, with the mixed-precision
+    search on its validation sequences (none, or ``budget=None``: no search)."""
+    from . import quantize
+
+    vdata = data.val if budget is not None else None
+    return quantize(graph, data.calib_x, config, val=vdata, budget=budget if vdata is not None else None,
+                    progress=progress, strict=strict, max_promotions=max_promotions)
+
+
+def qat_on_task(lm, data: TaskData, epochs: int, lr: float, *, seed: int = 0, progress: bool = True, log=print):
+    """QAT-fine-tune a loaded checkpoint (``lm.module``) on ``data``; returns the re-captured graph and
+    the QAT history. The input range is that of the calibration sequences; the best epoch is picked on
+    the validation sequences, which QAT does not train on."""
+    import torch
+
+    from ..frontends import capture
+    from .qat import QatConfig, qat_finetune
+
+    ti = data.rest_idx()
+    hist = qat_finetune(lm.module, data.x[ti], data.y[ti], QatConfig(epochs=epochs, lr=lr, seed=seed),
+                        val=data.val, calib_x=data.calib_x, progress=progress, log=log)
+    g = capture(lm.module.eval(), torch.zeros(1, 16, lm.graph.in_features), metadata=dict(lm.graph.metadata))
+    return g, hist
