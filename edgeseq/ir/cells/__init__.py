@@ -1,0 +1,64 @@
+"""Named cells as step programs: each recurrent / spiking op kind lowers here, in one place.
+
+``step_program(op, n_in)`` returns the :class:`~edgeseq.ir.step.StepProgram` of a scan op whose
+input has ``n_in`` features (cached per op and width). The program's inputs are the op's inputs (``x``), its states are the op's ``state_shapes``
+in the same order, and its outputs are the op's outputs. Quantization points carry the names the
+quantization plan uses (``<node>:<name>``, ``<node>/<state>``).
+
+The reference interpreter keeps its own per-cell equations (the specification); tests check every
+lowering against it.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Callable
+
+from ...errors import UnsupportedOpError
+from ..ops import Op
+from ..step import StepProgram
+
+LOWERINGS: dict[type, Callable[[Op, int], StepProgram]] = {}
+_CACHE: "weakref.WeakKeyDictionary[Op, dict[int, StepProgram]]" = weakref.WeakKeyDictionary()
+
+
+def lowering(*classes):
+    """Register ``fn(op, n_in) -> StepProgram`` for op classes."""
+
+    def deco(fn):
+        for c in classes:
+            LOWERINGS[c] = fn
+        return fn
+
+    return deco
+
+
+def has_step_program(op: Op) -> bool:
+    _load()
+    return type(op) in LOWERINGS or getattr(op, "program", None) is not None
+
+
+def step_program(op: Op, n_in: int) -> StepProgram:
+    """The step program of a scan op with ``n_in`` input features (a generic Scan's own)."""
+    own = getattr(op, "program", None)
+    if own is not None:
+        return own
+    _load()
+    per_op = _CACHE.setdefault(op, {})
+    prog = per_op.get(n_in)
+    if prog is None:
+        fn = LOWERINGS.get(type(op))
+        if fn is None:
+            raise UnsupportedOpError(f"op kind '{op.kind}' has no step program",
+                                     hint="scan kinds: " + ", ".join(sorted(c.kind for c in LOWERINGS)))
+        prog = per_op[n_in] = fn(op, n_in)
+    return prog
+
+
+def cell_kinds() -> set[str]:
+    _load()
+    return {c.kind for c in LOWERINGS}
+
+
+def _load() -> None:
+    from . import gated, l2mu, lmu, minrnn, spiking  # noqa: F401  (registration)
