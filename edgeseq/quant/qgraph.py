@@ -124,7 +124,7 @@ class QuantizedGraph:
 
         def put(member: str, a: np.ndarray) -> str:
             buf = io.BytesIO()
-            np.save(buf, np.ascontiguousarray(a), allow_pickle=False)
+            np.save(buf, np.array(a, order="C"), allow_pickle=False)
             data = buf.getvalue()
             blobs[member] = data
             table[member] = {"dtype": a.dtype.str, "shape": list(a.shape), "sha256": hashlib.sha256(data).hexdigest()}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import ops as O
-from ..step import STATE, StepBuilder, StepProgram, share, unit
+from ..step import STATE, StepBuilder, StepProgram, pre, share, unit
 from ..types import Act
 from . import lowering
 
@@ -38,8 +38,10 @@ def mingru(op: O.MinGRU, n_in: int) -> StepProgram:
 @lowering(O.MinLSTM)
 def minlstm(op: O.MinLSTM, n_in: int) -> StepProgram:
     b = StepBuilder(f"MinLSTM.{op.candidate.value}", {"x": op.input_size}, {"h": op.hidden_size})
-    f = _sig_gate(b, op, "w_f", "b_f", "f")
-    i = _sig_gate(b, op, "w_i", "b_i", "i")
+    pre_f = b.quant("f_pre", _proj(b, op, "w_f", "b_f"), pre("sigmoid"))
+    pre_i = b.quant("i_pre", _proj(b, op, "w_i", "b_i"), pre("sigmoid"))
+    f = b.quant("f", b.act(Act.SIGMOID, pre_f), unit("sigmoid"))
+    i = b.quant("i", b.act(Act.SIGMOID, pre_i), unit("sigmoid"))
     fn = b.quant("fn", b.div(f, b.add(f, i)), unit("sigmoid"))  # f' = f / (f + i); i' = 1 - f'
     cand = _candidate(b, op)
     h = b.quant_state("h", b.lerp(fn, cand, "h"), STATE)

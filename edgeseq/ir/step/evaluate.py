@@ -131,16 +131,16 @@ def run_step(prog: StepProgram, inputs: Sequence[np.ndarray], state: Mapping[str
 
     table = getattr(hook, "table", None) if hook is not None else None
     producers = prog.producers() if table is not None else None
+    points = prog.qualified_points(node, node_outputs) if hook is not None else None
     for op in prog.body:
-        if hook is not None and isinstance(op, Quant):
-            name = op.name.qualify(node, node_outputs)
+        if points is not None and isinstance(op, Quant):
+            name, point = points[op.out]
             src = producers.get(op.x) if producers is not None else None
             pre = producers.get(src.x) if isinstance(src, Activate) else None
             if isinstance(pre, Quant):
-                pre_name = pre.name.qualify(node, node_outputs)
-                vals[op.out] = table(src.fn, vals[src.x], pre_name, name, op.point, src.slope, src.lo, src.hi)
+                vals[op.out] = table(src.fn, vals[src.x], points[pre.out][0], name, point, src.slope, src.lo, src.hi)
             else:
-                vals[op.out] = hook(name, vals[op.x], op.point)
+                vals[op.out] = hook(name, vals[op.x], point)
             continue
         fn = SEMANTICS.get(type(op))
         if fn is None:  # pragma: no cover - every registered primitive has semantics

@@ -431,6 +431,28 @@ class StepProgram:
                 out.setdefault(r, []).append(p)
         return out
 
+    def qualified_points(self, node: str, outputs: Sequence[str]) -> dict[str, tuple[str, QPoint]]:
+        """Quant value -> (global point name, point with its ``ref`` qualified) for the program
+        placed as graph node ``node`` with output values ``outputs``."""
+        key = (node, tuple(outputs))
+        cache = self.__dict__.setdefault("_qualified", {})
+        if key not in cache:
+            states = set(self.state_names)
+            names = {p.out: p.name.qualify(node, outputs) for p in self.body if isinstance(p, Quant)}
+            out = {}
+            for p in self.body:
+                if isinstance(p, Quant):
+                    pt = p.point
+                    if pt.ref is not None:
+                        ref = f"{node}/{pt.ref}" if pt.ref in states else names.get(pt.ref)
+                        if ref is None:
+                            raise VerificationError(f"step program '{self.name}': point '{p.out}' refers to "
+                                                    f"'{pt.ref}', which is neither a state nor a Quant value")
+                        pt = QPoint(pt.role, pt.fn, ref, pt.bits, pt.widen, pt.state, pt.refs)
+                    out[p.out] = (names[p.out], pt)
+            cache[key] = out
+        return cache[key]
+
     def replace(self, **changes) -> "StepProgram":
         kw = {f.name: getattr(self, f.name) for f in fields(self)}
         kw.update(changes)
