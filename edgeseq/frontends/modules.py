@@ -304,6 +304,12 @@ def _register_edgeseq_nn() -> None:
         out = Val(ctx.add(op, cur, path), "BTF")
         return TupleVal((out, StateVal(out, path)))
 
+    @converter(enn.S4D)
+    def _s4d(ctx, m, path, v):
+        _need_layout(v, ("BTF",), path, "edgeseq.nn.S4D")
+        out = Val(ctx.add(O.S4D(**m.ir_params()), v, path), "BTF")
+        return TupleVal((out, StateVal(out, path)))
+
 
 _register_edgeseq_nn()
 

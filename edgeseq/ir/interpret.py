@@ -259,6 +259,38 @@ def _lmu(op, p, xs, st):
     return (h,), new
 
 
+@_step(O.Scan)
+def _scan(op, p, xs, st):
+    """A generic Scan is defined by its step program."""
+    from .step import run_step
+
+    return run_step(op.program, xs, st)
+
+
+@_step(O.S4D)
+def _s4d(op, p, xs, st):
+    u = xs[0]
+    abar, bbar = _prep_s4d(op)
+    b, (h, n) = u.shape[0], abar.shape
+    x = st["re"].reshape(b, h, n) + (1j * st["im"].reshape(b, h, n) if op.complex_modes else 0.0)
+    x = abar * x + bbar * u[:, :, None]
+    c = np.asarray(op.c_re, np.float64) + 1j * (np.asarray(op.c_im, np.float64) if op.complex_modes else 0.0)
+    y = (2.0 if op.complex_modes else 1.0) * np.real((c * x).sum(axis=-1))
+    if op.d is not None:
+        y = y + np.asarray(op.d, np.float64) * u
+    new = {"re": np.real(x).reshape(b, h * n).astype(u.dtype)}
+    if op.complex_modes:
+        new["im"] = np.imag(x).reshape(b, h * n).astype(u.dtype)
+    return (y.astype(u.dtype),), new
+
+
+def _prep_s4d(op: O.S4D):
+    cache = _PREP.setdefault(op, {})
+    if "zoh" not in cache:
+        cache["zoh"] = op.discretized()
+    return cache["zoh"]
+
+
 def _prep_lmu(op: O.LMU, dtype):
     cache = _PREP.setdefault(op, {})
     key = ("AB", np.dtype(dtype).str)

@@ -42,6 +42,10 @@ def _encode_struct(obj: Struct, key_prefix: str, arrays: dict[str, np.ndarray]) 
                 refs[f.name] = key
         elif kind == "struct":
             attrs[f.name] = None if v is None else _encode_struct(v, f"{key_prefix}{f.name}.", arrays)
+        elif kind == "program":
+            for k, a in v.params.items():
+                arrays[f"{key_prefix}{f.name}.{k}"] = a
+            attrs[f.name] = {"program": v.to_json(), "array_prefix": f"{key_prefix}{f.name}."}
         elif isinstance(v, enum.Enum):
             attrs[f.name] = v.value
         else:
@@ -102,6 +106,8 @@ def _decode_struct(cls, enc: dict, arrays: dict[str, np.ndarray], where: str):
             raise IRFormatError(f"unknown attribute '{name}' for {cls.__name__}", where=where)
         if f.metadata.get("kind") == "struct" and v is not None:
             v = _decode_struct(f.metadata["struct"], v, arrays, where)
+        elif f.metadata.get("kind") == "program":
+            v = _decode_program(v, arrays, where)
         kwargs[name] = v
     for name, key in enc["arrays"].items():
         if name not in known or known[name].metadata.get("kind") != "array":
@@ -113,6 +119,25 @@ def _decode_struct(cls, enc: dict, arrays: dict[str, np.ndarray], where: str):
         return cls(**kwargs)
     except TypeError as e:
         raise IRFormatError(f"cannot rebuild {cls.__name__}: {e}", where=where) from e
+
+
+def _decode_program(enc, arrays: dict[str, np.ndarray], where: str):
+    from .step import StepProgram
+
+    if not isinstance(enc, dict) or not isinstance(enc.get("program"), dict) or \
+            not isinstance(enc.get("array_prefix"), str) or not isinstance(enc["program"].get("params"), list):
+        raise IRFormatError("malformed step program", where=where)
+    prefix = enc["array_prefix"]
+    params = {}
+    for k in enc["program"]["params"]:
+        key = f"{prefix}{k}"
+        if key not in arrays:
+            raise IRFormatError(f"step-program parameter '{k}' is missing from the file", where=where)
+        params[k] = arrays[key]
+    try:
+        return StepProgram.from_json(enc["program"], params)
+    except EdgeseqError as e:
+        raise IRFormatError(e.message, where=where) from None
 
 
 def from_bytes(data: bytes, where: str = "<bytes>") -> Graph:

@@ -54,6 +54,15 @@ def _l2mu(rng, h=6, d=2, order=4, synaptic=False):
                   h_neuron=_neuron(rng, h, synaptic, reset="zero_total", scale=True))
 
 
+def _s4d(rng, cplx: bool, n=4):
+    kw = dict(log_dt=rng.uniform(np.log(0.01), np.log(0.5), I), a_re=-rng.uniform(0.2, 1.0, (I, n)),
+              b_re=rng.normal(size=(I, n)), c_re=rng.normal(size=(I, n)) * 0.5)
+    if cplx:
+        kw.update(a_im=np.pi * np.arange(n) * np.ones((I, 1)), b_im=rng.normal(size=(I, n)) * 0.3,
+                  c_im=rng.normal(size=(I, n)) * 0.5, d=rng.normal(size=I))
+    return O.S4D(**kw)
+
+
 def cases():
     """name -> op factory (rng -> op)."""
     c = {
@@ -71,6 +80,8 @@ def cases():
         "lmu_full": lambda r: _lmu(r, full=True),
         "lmu_no_hidden": lambda r: _lmu(r, no_hidden=True),
         "lmu_relu": lambda r: _lmu(r, act="relu"),
+        "s4d": lambda r: _s4d(r, True),
+        "s4d_real_noskip": lambda r: _s4d(r, False),
         "l2mu": lambda r: _l2mu(r),
         "l2mu_syn": lambda r: _l2mu(r, synaptic=True),
     }
