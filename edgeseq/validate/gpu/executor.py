@@ -62,6 +62,8 @@ def describe(op: O.Op, kernels: ModuleType) -> str:
         return f"{k}: fused per-step {op.kind} kernel"
     if isinstance(op, O.L2MU):
         return "torch: step loop (three coupled LIF populations)"
+    if isinstance(op, O.S4D):
+        return "torch: complex parallel doubling scan (diagonal state space)"
     if isinstance(op, O.Readout):
         return f"torch: readout {op.mode.value}"
     return f"torch: {op.kind}"
@@ -162,7 +164,32 @@ def _scan(op: O.Op, p: dict, x: torch.Tensor, st: dict, K: ModuleType) -> tuple[
         return {"spikes": (spk,), "membrane": (mem,), "both": (spk, mem)}[op.emit], new
     if isinstance(op, O.L2MU):
         return _l2mu(op, p, x, st)
+    if isinstance(op, O.S4D):
+        return _s4d(op, x, st, K)
     raise ConfigError(f"the reference kernels cannot run op kind '{op.kind}'", where="edgeseq.validate.gpu")
+
+
+def _s4d(op: O.S4D, x: torch.Tensor, st: dict, K: ModuleType):
+    """S4D: a complex diagonal linear recurrence, solved by the parallel doubling scan in complex
+    arithmetic (torch kernels on every kernel set: Triton has no complex type)."""
+    bsz, steps, h = x.shape
+    abar, bbar = op.discretized()
+    cplx = torch.complex128 if x.dtype == torch.float64 else torch.complex64
+    a = torch.as_tensor(abar.ravel(), device=x.device).to(cplx)
+    b = torch.as_tensor(bbar.ravel(), device=x.device).to(cplx)
+    n = op.modes
+    u = x.repeat_interleave(n, dim=-1).to(cplx)
+    x0 = st["re"].to(cplx) + (1j * st["im"].to(cplx) if op.complex_modes else 0)
+    xs = TK.diag_scan(a.expand(bsz, steps, -1), b * u, x0)
+    c = np.asarray(op.c_re) + 1j * (np.asarray(op.c_im) if op.complex_modes else 0.0)
+    c = torch.as_tensor((c * (2.0 if op.complex_modes else 1.0)).ravel(), device=x.device).to(cplx)
+    y = torch.real((xs * c).reshape(bsz, steps, h, n).sum(-1)).to(x.dtype)
+    if op.d is not None:
+        y = y + torch.as_tensor(np.array(op.d, np.float64), device=x.device).to(x.dtype) * x
+    new = {"re": torch.real(xs[:, -1]).to(x.dtype)}
+    if op.complex_modes:
+        new["im"] = torch.imag(xs[:, -1]).to(x.dtype)
+    return (y,), new
 
 
 def _lmu(op: O.LMU, p: dict, x: torch.Tensor, st: dict, K: ModuleType):
