@@ -29,6 +29,8 @@ def activation(fn: Act, x: np.ndarray, slope: float = 0.01, lo: float = -1.0, hi
         return np.where(x >= 0, x, slope * x)
     if fn is Act.HARDTANH:
         return np.clip(x, lo, hi)
+    if fn is Act.EXP:
+        return np.exp(x)
     if fn is Act.SOFTPLUS:
         return np.logaddexp(0.0, x)
     if fn is Act.MINRNN_G:
