@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ConfigError, ShapeError, VerificationError
+from ..errors import ConfigError, ShapeError, UnsupportedModuleError, VerificationError
 from ..ir.graph import Graph, GraphBuilder
 from .modules import CONVERTERS, Ctx, supported_module_kinds
 from .values import Val
@@ -109,6 +109,7 @@ def capture(module: nn.Module, example_input: Any = None, *, in_features: Option
         in_features = _guess_in_features(module)
     builder = GraphBuilder(int(in_features))
     ctx = Ctx(builder)
+    loop = False
     was_training = module.training
     module.eval()
     try:
@@ -120,7 +121,13 @@ def capture(module: nn.Module, example_input: Any = None, *, in_features: Option
             from .fx import FxCapture
 
             root = _Root(module) if type(module) in CONVERTERS else module
-            outs = FxCapture(root, ctx, input_layout).run()
+            try:
+                outs = FxCapture(root, ctx, input_layout).run()
+            except UnsupportedModuleError as err:
+                if x is None or not err.message.startswith("cannot trace"):
+                    raise
+                builder, outs, input_layout, x = _capture_loop(module, x, input_layout, int(in_features))
+                loop = True
     finally:
         module.train(was_training)
     md = {"source": f"torch:{type(module).__module__}.{type(module).__name__}"}
@@ -128,10 +135,28 @@ def capture(module: nn.Module, example_input: Any = None, *, in_features: Option
     if isinstance(cfg, dict):
         md["model_config"] = cfg
     md.update(metadata or {})
+    md["input_layout"] = input_layout
     graph = builder.build([o.name for o in outs], md)
     if check and x is not None:
         _check_against_torch(module, graph, x, input_layout)
+        if loop:  # a length and batch size the loop was not traced at
+            gen = torch.Generator().manual_seed(1)
+            x2 = torch.randn(2, x.shape[1] + 3, x.shape[2], generator=gen) * x.std() + x.mean()
+            _check_against_torch(module, graph, x2, input_layout)
     return graph
+
+
+def _capture_loop(module: nn.Module, x: torch.Tensor, layout: str, in_features: int):
+    """A model whose forward loops over time in Python (see :mod:`.loops`)."""
+    from .loops import LoopCapture, time_axis_of
+
+    native = x.transpose(0, 1) if layout == "TBF" else x
+    axis = time_axis_of(module, native)
+    layout = "TBF" if axis == 0 else "BTF"
+    builder = GraphBuilder(in_features)
+    outs = LoopCapture(module, native, axis).build(builder)
+    x_btf = native.transpose(0, 1) if axis == 0 else native
+    return builder, [Val(o, "BTF") for o in outs], layout, x_btf
 
 
 def _guess_in_features(module: nn.Module) -> int:
