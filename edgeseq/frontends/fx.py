@@ -171,6 +171,9 @@ class FxCapture:
 
     def _method(self, node, name, args, kwargs):
         v = args[0]
+        if isinstance(v, StateVal) and name == "squeeze" and v.layers == 1 and (v.selected or v.parts[0]) == "h" \
+                and (len(args) == 1 or args[1] == 0):
+            return self._readout(node, v.last_output, ReadoutMode.LAST)  # h_n.squeeze(0): the last step
         if name in _METHOD_ACTS:
             return self._act(node, v, _METHOD_ACTS[name])
         if name in ("mean", "sum"):
@@ -234,7 +237,7 @@ class FxCapture:
             return v.items[idx]
         if isinstance(v, StateVal):
             if len(v.parts) > 1 and v.selected is None and isinstance(idx, int) and idx in (0, 1, -1, -2):
-                return StateVal(v.last_output, v.module, v.parts, v.parts[idx])
+                return StateVal(v.last_output, v.module, v.parts, v.parts[idx], v.layers)
             sel = v.selected or v.parts[0]
             if idx == -1 and sel == "h":
                 return self._readout(node, v.last_output, ReadoutMode.LAST)
@@ -248,6 +251,8 @@ class FxCapture:
             return self._readout(node, v, ReadoutMode.LAST)
         if v.layout == "TBF" and idx[0] == -1 and all(i == full for i in idx[1:]):
             return self._readout(node, v, ReadoutMode.LAST)
+        if v.layout == "BFT" and not v.trim and len(idx) == 3 and idx[0] == full and idx[1] == full and idx[2] == -1:
+            return Val(self.ctx.add(O.Readout(mode=ReadoutMode.LAST), v, node.name), "BF")
         if v.layout == "BFT" and v.trim and len(idx) >= 1:
             last = idx[-1]
             lead = idx[:-1]

@@ -73,9 +73,17 @@ def time_axis_of(model: nn.Module, example: torch.Tensor) -> int:
     """The axis of the input the forward slices one step at a time (0: time-major, 1: batch-first)."""
     gm, names, _ = trace(model, example)
     x = [n for n in gm.graph.nodes if n.op == "placeholder"][len(names)]
-    dims = set()
-    for n in x.users:
-        if n.target in (aten.select.int, aten.unbind.int, aten.slice.Tensor):
+    derived, dims = {x}, set()
+    lead = tuple(example.shape[:2])
+    for n in gm.graph.nodes:  # values computed from the input, and where sequences of its shape are sliced
+        if n.op != "call_function" or not any(a in derived for a in _flatten(list(n.args))
+                                              if isinstance(a, torch.fx.Node)):
+            continue
+        derived.add(n)
+        src = n.args[0] if n.args else None
+        val = src.meta.get("val") if isinstance(src, torch.fx.Node) else None
+        if n.target in (aten.select.int, aten.unbind.int) and isinstance(val, torch.Tensor) and val.dim() == 3 \
+                and tuple(val.shape[:2]) == lead:
             dims.add((n.args[1] if len(n.args) > 1 else 0) % 3)
     dims &= {0, 1}
     if len(dims) != 1:
@@ -249,7 +257,11 @@ class LoopCapture:
                 raise self.fail(n, "an operation mixes one step with a whole sequence")
             return Step(max(steps))
         axis = seqs[0].axis
-        if target is aten.transpose.int and {args[1] % 3, args[2] % 3} == {0, 1}:
+        val = n.meta.get("val")
+        shape = tuple(val.shape) if isinstance(val, torch.Tensor) else ()
+        if len(shape) == 3 and shape.count(self.steps) == 1 and 1 in shape[:2]:
+            axis = shape.index(self.steps)  # batch is 1 while tracing: the time axis is the one of T steps
+        elif target is aten.transpose.int and {args[1] % 3, args[2] % 3} == {0, 1}:
             axis = 1 - axis
         elif target is aten.permute.default:
             axis = [d % 3 for d in args[1]].index(axis)
@@ -349,6 +361,9 @@ class LoopCapture:
                     "time index, or the loop changes over time)", where=type(self.model).__name__,
                     hint="a scan needs the same computation at every step")
         self.first_same = sig(bodies[0], 0) == want
+        last_sig = sig(bodies[self.steps - 1], self.steps - 1)
+        self.last_match = next((i for i, (a, b_) in enumerate(zip(last_sig, want)) if a != b_), min(len(want),
+                                                                                                  len(last_sig)))
         self.bodies_ = bodies
         return ref
 
@@ -371,7 +386,7 @@ class LoopCapture:
             if a in prev:
                 j = prev[a]
                 if j not in states:
-                    states[j] = b.state(f"s{len(states)}", _width(a))
+                    states[j] = b.state(f"state{len(states)}", _width(a))
                 return V(states[j], _width(a))
             if isinstance(k, C):
                 return k
@@ -453,7 +468,7 @@ class LoopCapture:
     def build(self, gb: GraphBuilder, x_name: str = "x") -> list[str]:
         """Add the scan and what follows it to ``gb``; returns the graph's output value names."""
         self.build_program()
-        last = {n: i for i, n in enumerate(self.bodies_[self.steps - 1][:len(self.ref)])}
+        last = {n: i for i, n in enumerate(self.bodies_[self.steps - 1][:self.last_match])}
         exprs: dict[Any, tuple] = {}
 
         def expr(a) -> tuple:

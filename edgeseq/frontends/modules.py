@@ -194,7 +194,10 @@ def _torch_rnn(ctx, m, path, v):
     if m.bidirectional:
         raise UnsupportedModuleError(f"bidirectional {kind} reads the future and cannot be streamed", where=path)
     if getattr(m, "proj_size", 0):
-        raise UnsupportedModuleError("LSTM with proj_size is not supported", where=path)
+        raise UnsupportedModuleError(
+            "LSTM with proj_size is not supported", where=path,
+            hint="use proj_size=0 and an nn.Linear after the LSTM, or write the cell as a loop over "
+                 "nn.LSTMCell followed by the projection")
     _need_layout(v, ("BTF",) if m.batch_first else ("TBF",), path, f"{kind}(batch_first={m.batch_first})")
     cur = v
     for layer in range(m.num_layers):
@@ -208,7 +211,7 @@ def _torch_rnn(ctx, m, path, v):
             op = O.LSTM(**common)
         name = path if m.num_layers == 1 else f"{path}.l{layer}"
         cur = Val(ctx.add(op, cur, name), v.layout)
-    return TupleVal((cur, StateVal(cur, path, ("h", "c") if kind == "LSTM" else ("h",))))
+    return TupleVal((cur, StateVal(cur, path, ("h", "c") if kind == "LSTM" else ("h",), layers=m.num_layers)))
 
 
 # ---------------------------------------------------------------- edgeseq.nn modules

@@ -40,6 +40,7 @@ class StateVal:
     module: str
     parts: tuple[str, ...] = ("h",)  # e.g. ('h', 'c') for LSTM
     selected: Optional[str] = None  # after indexing an LSTM state tuple
+    layers: int = 1
 
 
 @dataclass

@@ -309,7 +309,8 @@ def _lif_like(op, p, xs, st):
     spk, new = neuron_step(op.neuron, p, "neuron.", current, st)
     if op.recurrence is not Recurrence.NONE:
         new["spk"] = spk
-    out = {"spikes": (spk,), "membrane": (new["mem"],), "both": (spk, new["mem"])}[op.emit]
+    out = {"spikes": (spk,), "membrane": (new["mem"],), "both": (spk, new["mem"]),
+           "all": (spk, new.get("syn"), new["mem"])}[op.emit]
     return out, new
 
 

@@ -733,7 +733,8 @@ def _recurrence_check(op, n: int) -> None:
 class _LIFBase(_SpikingOp):
     """Shared semantics of LIF and CuBaLIF layers (see NeuronParams): elementwise over features,
     input = the synaptic current I_t, plus an optional recurrence on S_{t-1}.
-    ``emit``: 'spikes' (S_t), 'membrane' (U_t after any immediate reset) or 'both' (two outputs)."""
+    ``emit``: 'spikes' (S_t), 'membrane' (U_t after any immediate reset), 'both' (two outputs) or, for
+    CuBaLIF, 'all' (S_t, the synaptic current, U_t: snntorch's Synaptic with output=True)."""
 
     def _size(self, ins) -> int:
         return self._one_temporal(ins).features
@@ -743,7 +744,7 @@ class _LIFBase(_SpikingOp):
         self.neuron.check_size(n)
         _recurrence_check(self, n)
         spk, mem = ValueType(n, spikes=True), ValueType(n)
-        return {"spikes": (spk,), "membrane": (mem,), "both": (spk, mem)}[self.emit]
+        return {"spikes": (spk,), "membrane": (mem,), "both": (spk, mem), "all": (spk, ValueType(n), mem)}[self.emit]
 
     def state_shapes(self, ins):
         n = ins[0].features
@@ -753,7 +754,7 @@ class _LIFBase(_SpikingOp):
         return s
 
 
-_EMITS = ("spikes", "membrane", "both")
+_EMITS = ("spikes", "membrane", "both", "all")
 
 
 @register_op
@@ -771,7 +772,7 @@ class LIF(_LIFBase):
     def check(self):
         if self.neuron.synaptic:
             raise ConfigError("LIF has no synaptic current; use CuBaLIF for alpha")
-        if self.emit not in _EMITS:
+        if self.emit not in _EMITS[:3]:
             raise ConfigError(f"emit must be one of {_EMITS}, got '{self.emit}'")
 
 

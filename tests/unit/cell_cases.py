@@ -96,6 +96,8 @@ def cases():
     c["lif_all_to_all"] = lambda r: O.LIF(neuron=_neuron(r, I), recurrence="all_to_all",
                                           w_rec=_w(r, I, I), b_rec=_b(r, I))
     c["cubalif"] = lambda r: O.CuBaLIF(neuron=_neuron(r, I, synaptic=True))
+    c["cubalif_all"] = lambda r: O.CuBaLIF(neuron=_neuron(r, I, synaptic=True), emit="all", recurrence="one_to_one",
+                                           v_rec=r.normal(size=I))
     c["cubalif_rec_now"] = lambda r: O.CuBaLIF(neuron=_neuron(r, I, synaptic=True, reset="zero_total", delay=False,
                                                                scale=True), recurrence="one_to_one",
                                                v_rec=r.normal(size=I))

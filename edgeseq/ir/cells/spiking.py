@@ -81,5 +81,6 @@ def lif(op, n_in: int) -> StepProgram:
     if op.recurrence is not Recurrence.NONE:
         nxt["spk"] = spk
     outs = {"spikes": lambda: [b.quant_output(0, spk, SPIKES)], "membrane": lambda: [mem],
-            "both": lambda: [b.quant_output(0, spk, SPIKES), mem]}[op.emit]()
+            "both": lambda: [b.quant_output(0, spk, SPIKES), mem],
+            "all": lambda: [b.quant_output(0, spk, SPIKES), nxt["syn"], mem]}[op.emit]()
     return b.build(outs, nxt)

@@ -161,6 +161,13 @@ def _scan(op: O.Op, p: dict, x: torch.Tensor, st: dict, K: ModuleType) -> tuple[
             new["syn"] = syn_t
         if rec:
             new["spk"] = spk_t
+        if op.emit == "all":  # the synaptic current: alpha syn + the input current the neurons saw
+            cur = x if not rec else x + (torch.cat([st["spk"][:, None], spk[:, :-1]], 1) *
+                                         p["v_rec"] if rec == 1 else
+                                         _lin(torch.cat([st["spk"][:, None], spk[:, :-1]], 1), p["w_rec"],
+                                              p.get("b_rec")))
+            alpha = torch.clamp(p["neuron.alpha"], 0.0, 1.0).expand_as(cur)
+            return (spk, TK.diag_scan(alpha, cur, st["syn"]), mem), new
         return {"spikes": (spk,), "membrane": (mem,), "both": (spk, mem)}[op.emit], new
     if isinstance(op, O.L2MU):
         return _l2mu(op, p, x, st)
