@@ -24,6 +24,21 @@ from .snn import is_snntorch
 from .values import StateVal, TupleVal, Val
 
 
+class Dim:
+    """A size read from the input (the batch or the number of steps)."""
+
+
+class Zeros:
+    """A tensor of zeros created in forward (an initial state)."""
+
+
+class Const:
+    """A parameter or buffer used directly in forward (e.g. a learned initial state)."""
+
+    def __init__(self, value):
+        self.value = value
+
+
 class _Tracer(torch.fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return type(m) in CONVERTERS or is_snntorch(m) or super().is_leaf_module(m, qualname)
@@ -112,21 +127,41 @@ class FxCapture:
             if conv is None:
                 raise self.unsupported(node, f"module {type(m).__module__}.{type(m).__name__} is not supported",
                                        hint="supported: " + ", ".join(supported_module_kinds()))
-            if len(args) != 1 or kwargs:
-                if not (len(args) == 2 and args[1] is None):
-                    raise self.unsupported(node, "modules are captured with a single input (initial state "
-                                                 "arguments are not supported)")
+            init = args[1] if len(args) == 2 else kwargs.get("hx")
+            if len(args) > 2 or set(kwargs) - {"hx"} or (init is not None and not isinstance(m, (nn.RNN, nn.GRU,
+                                                                                              nn.LSTM))):
+                raise self.unsupported(node, "modules are captured with a single input (initial states only for "
+                                             "nn.RNN / nn.GRU / nn.LSTM)")
             v = args[0]
             if not isinstance(v, Val):
                 raise self.unsupported(node, "input is not a tensor value")
+            if init is not None:
+                return conv(self.ctx, m, str(node.target), v, init=self._initial_state(node, init))
             return conv(self.ctx, m, str(node.target), v)
         if node.op == "call_function":
             return self._function(node, node.target, args, kwargs)
         if node.op == "call_method":
             return self._method(node, node.target, args, kwargs)
         if node.op == "get_attr":
-            raise self.unsupported(node, "uses a parameter or buffer directly in forward(); wrap it in a module")
+            t = self.module
+            for part in str(node.target).split("."):
+                t = getattr(t, part)
+            return Const(t.detach().double().cpu().numpy())
         raise self.unsupported(node, "unsupported fx node")
+
+    def _initial_state(self, node, init):
+        """A recurrent module's initial state: zeros, or a constant (a learned h0), per layer."""
+        parts = init if isinstance(init, (tuple, list)) else (init,)
+        out = []
+        for p in parts:
+            if isinstance(p, Zeros):
+                out.append(None)
+            elif isinstance(p, Const):
+                out.append(p.value)
+            else:
+                raise self.unsupported(node, "an initial state computed from the input is not supported",
+                                       hint="start from zeros or a learned constant")
+        return tuple(out)
 
     def _act(self, node, v: Val, fn: Act, **kw) -> Val:
         return Val(self.ctx.add(act_op(fn, **kw), v, node.name), v.layout)
@@ -137,6 +172,12 @@ class FxCapture:
         return Val(self.ctx.add(O.Readout(mode=mode), v, node.name), "BF")
 
     def _function(self, node, fn, args, kwargs):
+        if fn in (torch.zeros, torch.zeros_like) or (fn is getattr and len(args) == 2 and args[1] == "device"):
+            return Zeros() if fn is not getattr else None
+        if fn is getattr and len(args) == 2 and args[1] == "shape" and isinstance(args[0], Val):
+            return Dim()
+        if fn is operator.getitem and isinstance(args[0], Dim):
+            return Dim()
         if fn is operator.getitem:
             return self._getitem(node, args[0], args[1])
         if fn in (operator.add, torch.add):
@@ -171,6 +212,12 @@ class FxCapture:
 
     def _method(self, node, name, args, kwargs):
         v = args[0]
+        if name == "size" and isinstance(v, Val):
+            return Dim()
+        if isinstance(v, (Const, Zeros)) and name in ("expand", "contiguous", "repeat", "to", "clone", "detach"):
+            return v  # a per-example constant, whatever the batch size
+        if isinstance(v, (Const, Zeros)) and name in ("unsqueeze", "squeeze", "view", "reshape"):
+            return v
         if isinstance(v, StateVal) and name == "squeeze" and v.layers == 1 and (v.selected or v.parts[0]) == "h" \
                 and (len(args) == 1 or args[1] == 0):
             return self._readout(node, v.last_output, ReadoutMode.LAST)  # h_n.squeeze(0): the last step

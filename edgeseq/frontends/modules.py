@@ -188,8 +188,27 @@ def _flatten(ctx, m, path, v):
 # ---------------------------------------------------------------- torch recurrent modules
 
 
+def _layer_init(init, layer: int, kind: str) -> dict:
+    """The per-example initial states of one layer from (h0[, c0]) constants (None: zeros)."""
+    if init is None:
+        return {}
+    out = {}
+    for name, a in zip(("h", "c") if kind == "LSTM" else ("h",), init):
+        if a is None:
+            continue
+        a = np.asarray(a, np.float64)
+        a = a.reshape(a.shape[0] if a.ndim == 3 else 1, -1, a.shape[-1])  # (layers, batch or 1, H)
+        if not np.all(a == a[:, :1]):
+            raise UnsupportedModuleError("an initial state that differs between the examples of a batch",
+                                         where=kind, hint="a scan starts every sequence from the same state")
+        row = a[layer if a.shape[0] > layer else 0, 0]
+        if np.any(row != 0):
+            out[name] = row
+    return out
+
+
 @converter(nn.RNN, nn.GRU, nn.LSTM)
-def _torch_rnn(ctx, m, path, v):
+def _torch_rnn(ctx, m, path, v, init=None):
     kind = type(m).__name__
     if m.bidirectional:
         raise UnsupportedModuleError(f"bidirectional {kind} reads the future and cannot be streamed", where=path)
@@ -209,6 +228,12 @@ def _torch_rnn(ctx, m, path, v):
             op = O.GRU(**common, reset_after=True)
         else:
             op = O.LSTM(**common)
+        start = _layer_init(init, layer, kind)
+        if start:  # a non-zero initial state: the scan carries the offset from it
+            from ..ir.cells import step_program
+            from ..ir.step.passes import with_initial_state
+
+            op = O.Scan(program=with_initial_state(step_program(op, ctx.features(cur)), start))
         name = path if m.num_layers == 1 else f"{path}.l{layer}"
         cur = Val(ctx.add(op, cur, name), v.layout)
     return TupleVal((cur, StateVal(cur, path, ("h", "c") if kind == "LSTM" else ("h",), layers=m.num_layers)))

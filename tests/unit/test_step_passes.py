@@ -89,3 +89,23 @@ def test_a_pass_that_breaks_its_guarantee_is_caught():
 
     with pytest.raises(VerificationError, match="strip-quant"):
         Bad()(_prog("gru"))
+
+
+@pytest.mark.parametrize("name", ["gru", "lstm", "lmu_full", "s4d"])
+def test_initial_state_offset(name):
+    """A program started from constants equals the original run from those constants, while its
+    own states start at zero."""
+    from edgeseq.ir.step.passes import with_initial_state
+
+    p = _prog(name)
+    rng = np.random.default_rng(8)
+    init = {s.name: rng.normal(size=s.n) * 0.3 for s in p.states}
+    q = with_initial_state(p, init)
+    x = drive(name, rng, 2, 9)
+    start = {k: np.broadcast_to(v, (2, v.size)).copy() for k, v in init.items()}
+    want, st_w = run_sequence(p, [x], start)
+    got, st_g = run_sequence(q, [x])
+    for u, v in zip(got, want):
+        np.testing.assert_allclose(u, v, rtol=0, atol=1e-12)
+    for k in init:
+        np.testing.assert_allclose(st_g[k] + init[k], st_w[k], rtol=0, atol=1e-12)

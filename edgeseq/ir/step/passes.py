@@ -20,6 +20,8 @@ in float; tests check each one against the evaluator.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+
+import numpy as np
 from ...errors import VerificationError
 from .program import Add, Affine, Concat, Port, Prim, Quant, StepProgram
 
@@ -218,3 +220,39 @@ def liveness(prog: StepProgram) -> dict[str, int]:
         last[v] = len(prog.body)
     return last
 
+
+
+def with_initial_state(prog: StepProgram, init: dict) -> StepProgram:
+    """The program of ``prog`` started from ``init[state]`` (constants, one per example) instead of
+    zero, keeping the zero-start contract: the state carries the offset s - init. Every read of a
+    state adds the constant back; every stored value subtracts it (and is the state's quantization
+    point; a point the program had on the state's value becomes an inner point)."""
+    from .program import PointKind, PointName, QPoint, QRole, Sub
+
+    params = dict(prog.params)
+    sub: dict[str, str] = {}
+    head: list[Prim] = []
+    for s in prog.states:
+        if s.name not in init:
+            continue
+        k = f"{s.name}.init"
+        params[k] = np.broadcast_to(np.asarray(init[s.name], np.float64).ravel(), (s.n,)).copy()
+        head.append(Add(out=f"{s.name}.value", n=s.n, a=s.name, b=k))
+        sub[s.name] = f"{s.name}.value"
+    body = list(head)
+    for op in prog.body:
+        op = _rename(op, sub)
+        if isinstance(op, Quant) and op.name.kind is PointKind.STATE and op.name.name in sub:
+            op = replace(op, name=PointName(PointKind.INNER, f"{op.name.name}_value"))
+        body.append(op)
+    nxt = dict(prog.next_state)
+    for s in prog.states:
+        if s.name not in init:
+            continue
+        v = sub.get(nxt[s.name], nxt[s.name])
+        body.append(Sub(out=f"{s.name}.offset", n=s.n, a=v, b=f"{s.name}.init"))
+        body.append(Quant(out=f"{s.name}.next", n=s.n, x=f"{s.name}.offset", point=QPoint(QRole.STATE),
+                          name=PointName(PointKind.STATE, s.name)))
+        nxt[s.name] = f"{s.name}.next"
+    outs = tuple(sub.get(o, o) for o in prog.outputs)
+    return prog.replace(params=params, body=tuple(body), outputs=outs, next_state=nxt)
