@@ -68,12 +68,14 @@ def torch_forward(module: nn.Module, x_btf: torch.Tensor, input_layout: str = "B
             outs = out if isinstance(out, tuple) else (out,)
         else:
             xin = x_btf.transpose(0, 1) if input_layout == "TBF" else x_btf
+            if input_layout == "static":
+                xin = x_btf[:, 0]
             out = module(xin)
             if isinstance(module, (nn.RNN, nn.GRU, nn.LSTM)) or (isinstance(out, tuple) and len(out) == 2
                                                                     and not isinstance(out[1], torch.Tensor)):
                 out = out[0]
             outs = out if isinstance(out, tuple) else (out,)
-            if input_layout == "TBF":
+            if input_layout in ("TBF", "static"):
                 outs = tuple(o.transpose(0, 1) if o.dim() == 3 else o for o in outs)
     finally:
         module.train(was_training)
@@ -98,6 +100,8 @@ def capture(module: nn.Module, example_input: Any = None, *, in_features: Option
     x = None
     if example_input is not None:
         x = _as_tensor(example_input)
+        if x.dim() == 2 and not is_step_net(module):
+            return _capture_static(module, x, check=check, metadata=metadata)
         if x.dim() != 3:
             raise ShapeError(f"example_input must be 3-D (batch, time, features), got shape {tuple(x.shape)}")
         if input_layout == "TBF":
@@ -157,6 +161,29 @@ def _capture_loop(module: nn.Module, x: torch.Tensor, layout: str, in_features: 
     outs = LoopCapture(module, native, axis).build(builder)
     x_btf = native.transpose(0, 1) if axis == 0 else native
     return builder, [Val(o, "BTF") for o in outs], layout, x_btf
+
+
+def _capture_static(module: nn.Module, x: torch.Tensor, *, check: bool, metadata) -> Graph:
+    """A model whose loop reads a static (B, F) input every step (e.g. the snntorch tutorials): the
+    graph takes the input repeated at every step; its metadata records the number of steps."""
+    from .loops import LoopCapture
+
+    was_training = module.training
+    module.eval()
+    try:
+        cap = LoopCapture(module, x, None)
+        builder = GraphBuilder(int(x.shape[-1]))
+        outs = cap.build(builder)
+    finally:
+        module.train(was_training)
+    md = {"source": f"torch:{type(module).__module__}.{type(module).__name__}", "input_layout": "static",
+          "static_steps": cap.steps, **(metadata or {})}
+    graph = builder.build(outs, md)
+    if check:
+        for xs in (x, torch.randn(2, x.shape[1], generator=torch.Generator().manual_seed(1)) * x.std() + x.mean()):
+            rep = xs[:, None, :].expand(-1, cap.steps, -1)
+            _check_against_torch(module, graph, rep, "static")
+    return graph
 
 
 def _guess_in_features(module: nn.Module) -> int:

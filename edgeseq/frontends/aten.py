@@ -327,3 +327,23 @@ def _like(cx, node, a, *rest, **kw):
     fill = {aten.zeros_like.default: 0.0, aten.ones_like.default: 1.0, aten.empty_like.default: 0.0}.get(
         node.target, float(rest[0]) if rest else 0.0)
     return C(np.full(a.n, fill))
+
+
+@converts(aten.convolution.default)
+def _convolution(cx, node, a, w, bias, stride, padding, dilation, transposed, output_padding, groups):
+    """A convolution over the features of one step (a frame): one matrix product with the
+    convolution's dense matrix (computed by convolving the unit basis)."""
+    if not isinstance(w, C) or (bias is not None and not isinstance(bias, C)) or transposed:
+        raise cx.unsupported(node, "a convolution inside the loop needs constant weights (not transposed)")
+    shape = tuple(node.args[0].meta["val"].shape)[1:]  # (C, L) or (C, H, W), batch excluded
+    n_in = int(np.prod(shape))
+    eye = torch.eye(n_in, dtype=torch.float64).reshape(n_in, *shape)
+    wt = torch.as_tensor(np.asarray(w.value), dtype=torch.float64)
+    y = torch.ops.aten.convolution(eye, wt, None, stride, padding, dilation, False, output_padding, groups)
+    m = y.reshape(n_in, -1).T.numpy()  # (outputs, inputs)
+    out = cx.b.affine([(cx.b.param(f"conv{len(cx.b.params)}", m, source=node.name), a.name)])
+    if bias is None:
+        return V(out, m.shape[0])
+    per_channel = np.asarray(bias.value, np.float64)
+    full = np.repeat(per_channel, m.shape[0] // per_channel.size)
+    return V(cx.b.add(out, cx.b.param(f"conv_b{len(cx.b.params)}", full)), m.shape[0])

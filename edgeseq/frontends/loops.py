@@ -141,6 +141,10 @@ class Step:
         self.t = t
 
 
+class Static:
+    """An input that is the same at every step (a (B, F) input the loop reads whole each iteration)."""
+
+
 class Pooled:
     """A value reduced over time (after a readout), or computed from one."""
 
@@ -163,11 +167,16 @@ _LIKE = {aten.zeros_like.default, aten.ones_like.default, aten.full_like.default
 class LoopCapture:
     """Roll the traced time loop of ``model`` (see the module docstring)."""
 
-    def __init__(self, model: nn.Module, example: torch.Tensor, time_axis: int):
+    def __init__(self, model: nn.Module, example: torch.Tensor, time_axis: Optional[int]):
+        """``time_axis`` None: a static (B, F) input, read whole by every iteration of a loop of fixed length."""
         self.model, self.time_axis, self.steps = model, time_axis, TRACE_STEPS
+        self.static = time_axis is None
         shape = list(example.shape)
-        shape[time_axis], shape[1 - time_axis] = TRACE_STEPS, 1
-        self.in_features = int(shape[2])
+        if self.static:
+            shape[0] = 1
+        else:
+            shape[time_axis], shape[1 - time_axis] = TRACE_STEPS, 1
+        self.in_features = int(shape[-1])
         gm, names, state = trace(model, torch.randn(*shape, generator=torch.Generator().manual_seed(0)))
         self.gm = gm
         self.nodes = list(gm.graph.nodes)
@@ -179,8 +188,29 @@ class LoopCapture:
         for n, k in zip(ph, names):
             self.kind[n] = C(state[k].detach().double().numpy())
         self.x_node = ph[len(names)]
-        self.kind[self.x_node] = Seq(time_axis)
+        self.kind[self.x_node] = Static() if self.static else Seq(time_axis)
+        self.interval: dict[Any, int] = {}
+        if self.static:
+            self._static_iterations()
         self._classify()
+
+    def _static_iterations(self) -> None:
+        """Iteration boundaries of a loop over a static input: the operations reading the input
+        repeat with a period; each repetition starts an iteration."""
+        readers = [i for i, n in enumerate(self.nodes) if n.op == "call_function" and n.target is not operator.getitem
+                   and self.x_node in _flatten(list(n.args))]
+        targets = [self.nodes[i].target for i in readers]
+        period = next((p for p in range(1, len(targets) + 1) if len(targets) % p == 0
+                       and targets == targets[:p] * (len(targets) // p)), len(targets))
+        starts = readers[::period]
+        if len(starts) < 5:
+            raise UnsupportedModuleError(f"a loop over a static input needs at least 5 iterations to be checked, "
+                                         f"found {len(starts)}", where=type(self.model).__name__)
+        self.steps = len(starts)
+        bounds = starts + [len(self.nodes)]
+        for t in range(self.steps):
+            for n in self.nodes[bounds[t]:bounds[t + 1]]:
+                self.interval[n] = t
 
     def fail(self, node, why: str, hint: Optional[str] = None) -> UnsupportedModuleError:
         return UnsupportedModuleError(why, where=source_line(node) or getattr(node, "name", "?"), hint=hint)
@@ -228,6 +258,10 @@ class LoopCapture:
             return CONST  # zeros_like(x) and friends do not depend on x's values
         flat = _flatten(args) + _flatten([self._arg_kind(v) for v in self.kwargs[n].values()])
         steps = {a.t for a in flat if isinstance(a, Step)}
+        if any(isinstance(a, Static) for a in flat):
+            if n not in self.interval:
+                raise self.fail(n, "the static input is used outside the time loop")
+            steps.add(self.interval[n])
         seqs = [a for a in flat if isinstance(a, (Seq, Stacked))]
         pooled = any(isinstance(a, Pooled) for a in flat)
         if pooled:
@@ -288,6 +322,12 @@ class LoopCapture:
         """The nodes each loop iteration computes, in execution order: iteration t runs from the
         first use of the input's time slice t to the first use of slice t + 1 (its constant
         operations excluded); the last one runs to the end (what follows the loop included)."""
+        if self.static:
+            out: dict[int, list] = {t: [] for t in range(self.steps)}
+            for n in self.nodes:
+                if n.op == "call_function" and isinstance(self.kind.get(n), Step):
+                    out[self.interval.get(n, self.steps - 1)].append(n)
+            return out
         starts: dict[int, int] = {}
         for i, n in enumerate(self.nodes):
             k = self.kind.get(n)
@@ -301,7 +341,7 @@ class LoopCapture:
                                          "a time", where=type(self.model).__name__,
                                          hint="loop over x[:, t], x.unbind(1) or x[t] (time-major)")
         order = [starts[t] for t in range(self.steps)] + [len(self.nodes)]
-        out: dict[int, list] = {}
+        out = {}
         for t in range(self.steps):
             out[t] = [n for n in self.nodes[order[t]:order[t + 1]] if n.op == "call_function"
                       and isinstance(self.kind.get(n), Step)]
@@ -394,7 +434,7 @@ class LoopCapture:
                 vals[a] = fold(self.call(a), operand(list(self.args[a])),
                                {kk: operand(v) for kk, v in self.kwargs[a].items()})
                 return vals[a]
-            if isinstance(k, (Seq, Stacked)):
+            if isinstance(k, (Seq, Stacked)) or isinstance(k, Static):
                 return detime(a)
             if self.target.get(a) is operator.getitem and isinstance(self.kind.get(self.args[a][0]), list):
                 return detime(self.args[self.args[a][0]][0])  # this step's slice of an unbind

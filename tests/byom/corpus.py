@@ -28,6 +28,7 @@ class Case:
     expect: str = "capture"
     time_major: bool = False
     spiking: bool = False
+    static: bool = False
 
 
 CASES: dict[str, Case] = {}
@@ -44,6 +45,8 @@ def case(name: str, style: str, **kw):
 def example(c: Case, batch: int = 3, steps: int = 10, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, steps, F_IN, generator=g) * (2.0 if c.spiking else 1.0)
+    if c.static:
+        return x[:, 0]
     return x.transpose(0, 1).contiguous() if c.time_major else x
 
 
@@ -344,7 +347,7 @@ def _snn():
 
 
 @case("snn_tutorial_static", "snntorch tutorial 5: static input repeated over num_steps, spk/mem records",
-      spiking=True)
+      spiking=True, static=True)
 def _snn_static():
     snn = _snn()
 
