@@ -39,6 +39,20 @@ class Const:
         self.value = value
 
 
+class TimeSoftmax:
+    """softmax over the time axis of a (B, T, 1) score: attention weights, pending their use."""
+
+    def __init__(self, score: Val):
+        self.score = score
+
+
+class Weighted:
+    """attention weights times a sequence, pending the sum over time that pools it."""
+
+    def __init__(self, score: Val, values: Val):
+        self.score, self.values = score, values
+
+
 class _Tracer(torch.fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return type(m) in CONVERTERS or is_snntorch(m) or super().is_leaf_module(m, qualname)
@@ -171,7 +185,35 @@ class FxCapture:
             raise self.unsupported(node, "time readout on a (B, C, T) tensor; transpose to (B, T, C) first")
         return Val(self.ctx.add(O.Readout(mode=mode), v, node.name), "BF")
 
+    def _softmax(self, node, v, dim):
+        if not isinstance(v, Val) or v.time_axis is None or dim is None or dim % 3 != v.time_axis:
+            raise self.unsupported(node, "softmax is only supported over the time axis (attention pooling)")
+        if self.ctx.features(v) != 1:
+            raise self.unsupported(node, "attention weights need one score per step ((B, T, 1))")
+        return TimeSoftmax(v)
+
+    def _weigh(self, node, a, b):
+        w, v = (a, b) if isinstance(a, TimeSoftmax) else (b, a)
+        if not isinstance(v, Val) or v.layout != w.score.layout:
+            raise self.unsupported(node, "attention weights must multiply a sequence of the same layout")
+        return Weighted(w.score, v)
+
+    def _pool(self, node, w: "Weighted", dim):
+        if dim is None or dim % 3 != w.values.time_axis:
+            raise self.unsupported(node, "weighted values must be summed over the time axis")
+        cat = self.ctx.add(O.Concat(), [w.score, w.values], f"{node.name}.in")
+        cat = Val(cat, "BTF")
+        pooled = Val(self.ctx.add(O.AttentionPool(values=self.ctx.features(w.values)), cat, f"{node.name}.attn"),
+                     "BTF")
+        return Val(self.ctx.add(O.Readout(mode=ReadoutMode.LAST), pooled, node.name), "BF")
+
     def _function(self, node, fn, args, kwargs):
+        if fn in (torch.softmax, F.softmax):
+            return self._softmax(node, args[0], args[1] if len(args) > 1 else kwargs.get("dim"))
+        if fn in (operator.mul, torch.mul) and any(isinstance(a, TimeSoftmax) for a in args[:2]):
+            return self._weigh(node, args[0], args[1])
+        if fn is torch.sum and isinstance(args[0], Weighted):
+            return self._pool(node, args[0], args[1] if len(args) > 1 else kwargs.get("dim"))
         if fn in (torch.zeros, torch.zeros_like) or (fn is getattr and len(args) == 2 and args[1] == "device"):
             return Zeros() if fn is not getattr else None
         if fn is getattr and len(args) == 2 and args[1] == "shape" and isinstance(args[0], Val):
@@ -212,6 +254,12 @@ class FxCapture:
 
     def _method(self, node, name, args, kwargs):
         v = args[0]
+        if name == "softmax":
+            return self._softmax(node, v, args[1] if len(args) > 1 else kwargs.get("dim"))
+        if name == "sum" and isinstance(v, Weighted):
+            return self._pool(node, v, args[1] if len(args) > 1 else kwargs.get("dim"))
+        if name == "mul" and isinstance(v, TimeSoftmax):
+            return self._weigh(node, v, args[1])
         if name == "size" and isinstance(v, Val):
             return Dim()
         if isinstance(v, (Const, Zeros)) and name in ("expand", "contiguous", "repeat", "to", "clone", "detach"):

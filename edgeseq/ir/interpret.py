@@ -259,6 +259,16 @@ def _lmu(op, p, xs, st):
     return (h,), new
 
 
+@_step(O.AttentionPool)
+def _attention_pool(op, p, xs, st):
+    x = xs[0]
+    score, value = x[:, :1], x[:, 1:]
+    m = np.maximum(st["max"], score)
+    den = st["den"] * np.exp(st["max"] - m) + np.exp(score - m)
+    num = st["num"] * np.exp(st["max"] - m) + np.exp(score - m) * value
+    return (num / den,), {"max": m, "den": den, "num": num}
+
+
 @_step(O.Scan)
 def _scan(op, p, xs, st):
     """A generic Scan is defined by its step program."""

@@ -681,6 +681,30 @@ class S4D(_ScanOp):
 
 
 @register_op
+class AttentionPool(_ScanOp):
+    """Softmax attention pooling over time, streamed: the input holds a score and a value vector per
+    step, x_t = [s_t | v_t], and the output at step t pools every step so far,
+
+        y_t = sum_{k<=t} exp(s_k) v_k / sum_{k<=t} exp(s_k)
+
+    (the last step is softmax(s) . v over the window). Computed with a running maximum, so the
+    state (max, normaliser, weighted sum) never overflows."""
+
+    kind = "AttentionPool"
+    values: int = 1
+
+    hidden_size = property(lambda self: self.values)
+    input_size = property(lambda self: self.values + 1)
+
+    def check(self):
+        if self.values < 1:
+            raise ShapeError(f"AttentionPool needs at least one value feature, got {self.values}")
+
+    def state_shapes(self, ins):
+        return {"max": (1,), "den": (1,), "num": (self.values,)}
+
+
+@register_op
 class Scan(_ScanOp):
     """A recurrence defined by its step program (user-written cells): at every step the program
     maps x_t and its states to its outputs and next states (see :mod:`edgeseq.ir.step`). The

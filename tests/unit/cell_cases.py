@@ -82,6 +82,7 @@ def cases():
         "lmu_relu": lambda r: _lmu(r, act="relu"),
         "s4d": lambda r: _s4d(r, True),
         "s4d_real_noskip": lambda r: _s4d(r, False),
+        "attention_pool": lambda r: O.AttentionPool(values=I - 1),
         "l2mu": lambda r: _l2mu(r),
         "l2mu_syn": lambda r: _l2mu(r, synaptic=True),
     }
