@@ -120,7 +120,13 @@ def capture(module: nn.Module, example_input: Any = None, *, in_features: Option
         if is_step_net(module):
             from .snn import capture_step_net
 
-            outs = capture_step_net(module, ctx, Val("x", "BTF"))
+            try:
+                outs = capture_step_net(module, ctx, Val("x", "BTF"))
+            except UnsupportedModuleError as err:
+                if x is None or not err.message.endswith("is not supported"):
+                    raise
+                builder, outs, input_layout, x = _capture_loop(StepLoop(module), x, "BTF", int(in_features))
+                loop = True
         else:
             from .fx import FxCapture
 
@@ -148,6 +154,24 @@ def capture(module: nn.Module, example_input: Any = None, *, in_features: Option
             x2 = torch.randn(2, x.shape[1] + 3, x.shape[2], generator=gen) * x.std() + x.mean()
             _check_against_torch(module, graph, x2, input_layout)
     return graph
+
+
+class StepLoop(nn.Module):
+    """An snntorch step network run over a (B, T, F) sequence the way its users run it (hidden states
+    reset, one call per step): loop capture rolls it back into one step, whatever neurons it holds."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        from .snn import reset_step_net
+
+        reset_step_net(self.net)
+        outs = [self.net(x[:, t]) for t in range(x.shape[1])]
+        if isinstance(outs[0], tuple):
+            return tuple(torch.stack([o[k] for o in outs], dim=1) for k in range(len(outs[0])))
+        return torch.stack(outs, dim=1)
 
 
 def _capture_loop(module: nn.Module, x: torch.Tensor, layout: str, in_features: int):
