@@ -11,6 +11,7 @@ from __future__ import annotations
 import operator
 from typing import Any
 
+import numpy as np
 import torch
 import torch.fx
 import torch.nn.functional as F
@@ -283,9 +284,29 @@ class FxCapture:
             raise self.unsupported(node, f"permute{dims} is not supported (only swapping time and features)")
         if name in ("contiguous", "float"):
             return v
+        if name in ("long", "int") and isinstance(v, Val):
+            return Val(v.name, v.layout, ids=())  # integer ids, e.g. for an nn.Embedding
+        if name == "clamp" and isinstance(v, Val) and v.ids is not None:
+            lo = args[1] if len(args) > 1 else kwargs.get("min")
+            hi = args[2] if len(args) > 2 else kwargs.get("max")
+            return Val(v.name, v.layout, ids=(lo, hi))
         if name == "add":
             return self._function(node, operator.add, args, kwargs)
         raise self.unsupported(node, f"tensor method '.{name}()' is not supported")
+
+    @staticmethod
+    def _feature_index(v: Val, idx: tuple):
+        """The feature index of ``v[idx]`` when it only selects features of a (B, T, F) value."""
+        if v.layout != "BTF":
+            return None
+        full = slice(None)
+        lead = idx[:-1]
+        last = idx[-1]
+        if not (isinstance(last, int) or (isinstance(last, slice) and last != full)):
+            return None
+        if lead == (Ellipsis,) or (len(lead) == 2 and lead[0] == full and lead[1] == full):
+            return last
+        return None
 
     def _transpose(self, node, v: Val, d0: int, d1: int) -> Val:
         dims = {d0 % 3, d1 % 3}
@@ -342,6 +363,13 @@ class FxCapture:
             raise self.unsupported(node, "indexing of a non-tensor value")
         idx = idx if isinstance(idx, tuple) else (idx,)
         full = slice(None)
+        feat = self._feature_index(v, idx)
+        if feat is not None:  # x[..., k] or x[:, :, a:b]: a selection of input features
+            n = self.ctx.features(v)
+            rows = np.arange(n)[feat]
+            w = np.zeros((np.size(rows), n))
+            w[np.arange(np.size(rows)), np.atleast_1d(rows)] = 1.0
+            return Val(self.ctx.add(O.Linear(weight=w), v, node.name), v.layout)
         if v.layout == "BTF" and len(idx) in (2, 3) and idx[0] == full and idx[1] == -1 and all(i == full for i in idx[2:]):
             return self._readout(node, v, ReadoutMode.LAST)
         if v.layout == "TBF" and idx[0] == -1 and all(i == full for i in idx[1:]):

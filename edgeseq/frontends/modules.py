@@ -177,6 +177,23 @@ def _identity(ctx, m, path, v):
     return v  # inference-mode identity: no node
 
 
+@converter(nn.Embedding)
+def _embedding(ctx, m, path, v):
+    if v.ids is None:
+        raise UnsupportedModuleError("nn.Embedding needs integer ids (an input feature converted with .long())",
+                                     where=path)
+    if ctx.features(v) != 1:
+        raise UnsupportedModuleError(f"nn.Embedding ids must be one feature per step, got {ctx.features(v)}",
+                                     where=path, hint="select the id column, e.g. x[..., 0].long()")
+    if m.max_norm is not None:
+        raise UnsupportedModuleError("nn.Embedding with max_norm is not supported", where=path)
+    lo, hi = (v.ids + (None, None))[:2] if v.ids else (None, None)
+    if (lo is not None and lo > 0) or (hi is not None and hi < m.num_embeddings - 1):
+        raise UnsupportedModuleError(f"ids clamped to [{lo}, {hi}], inside the table's [0, {m.num_embeddings - 1}]",
+                                     where=path)
+    return Val(ctx.add(O.Embedding(table=np_(m.weight)), v, path), v.layout)
+
+
 @converter(nn.Flatten)
 def _flatten(ctx, m, path, v):
     if v.layout == "BF":

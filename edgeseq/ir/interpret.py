@@ -259,6 +259,13 @@ def _lmu(op, p, xs, st):
     return (h,), new
 
 
+@_step(O.Embedding)
+def _embedding(op, p, xs, st):
+    v = p["table"].shape[0]
+    ids = np.clip(np.ceil(xs[0][..., 0] - 0.5), 0, v - 1).astype(np.int64)
+    return (p["table"][ids],), {}
+
+
 @_step(O.AttentionPool)
 def _attention_pool(op, p, xs, st):
     x = xs[0]

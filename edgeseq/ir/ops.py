@@ -681,6 +681,22 @@ class S4D(_ScanOp):
 
 
 @register_op
+class Embedding(Op):
+    """Table lookup of integer ids given as a float feature: y_t = table[clamp(ceil(x_t - 1/2), 0, V - 1)]
+    (the nearest id, halves rounding down; ids are expected to be whole numbers)."""
+
+    kind = "Embedding"
+    table: Array = array(doc="(V, D)")
+
+    def check(self):
+        _ndim("table", self.table, 2)
+
+    def infer(self, ins):
+        self._features(ins, 1, "id")
+        return (ValueType(self.table.shape[1], ins[0].temporal),)
+
+
+@register_op
 class AttentionPool(_ScanOp):
     """Softmax attention pooling over time, streamed: the input holds a score and a value vector per
     step, x_t = [s_t | v_t], and the output at step t pools every step so far,

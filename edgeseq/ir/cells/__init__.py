@@ -61,4 +61,4 @@ def cell_kinds() -> set[str]:
 
 
 def _load() -> None:
-    from . import attention, gated, l2mu, lmu, minrnn, s4d, spiking  # noqa: F401  (registration)
+    from . import attention, embedding, gated, l2mu, lmu, minrnn, s4d, spiking  # noqa: F401  (registration)

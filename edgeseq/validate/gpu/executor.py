@@ -97,6 +97,9 @@ def _ff(op: O.Op, p: dict, xs: list[torch.Tensor], st: dict) -> tuple[tuple, dic
         return (xs[0] + xs[1],), {}
     if isinstance(op, O.Concat):
         return (torch.cat(xs, dim=-1),), {}
+    if isinstance(op, O.Embedding):
+        ids = torch.clamp(torch.ceil(x[..., 0] - 0.5), 0, p["table"].shape[0] - 1).long()
+        return (p["table"][ids],), {}
     if isinstance(op, O.Conv1d):
         hist = op.history
         window = torch.cat([st["buf"], x], dim=1) if hist else x
