@@ -146,6 +146,9 @@ def capture(module: nn.Module, example_input: Any = None, *, in_features: Option
         md["model_config"] = cfg
     md.update(metadata or {})
     md["input_layout"] = input_layout
+    delays = [ctx.delay.get(o.name, 0) if o.temporal else 0 for o in outs]
+    if any(delays):  # temporal outputs of valid convolutions: their first steps are warm-up
+        md["output_delays"] = delays
     graph = builder.build([o.name for o in outs], md)
     if check and x is not None:
         _check_against_torch(module, graph, x, input_layout)
@@ -222,6 +225,8 @@ def _check_against_torch(module: nn.Module, graph: Graph, x: torch.Tensor, layou
     from ..ir.interpret import run
 
     got, _ = run(graph, x.double().numpy())
+    delays = graph.metadata.get("output_delays") or [0] * len(got)
+    got = tuple(g[:, d:] if d else g for g, d in zip(got, delays))
     want = torch_forward(module, x, layout)
     if len(got) != len(want):
         raise VerificationError(f"captured graph has {len(got)} outputs, the module returns {len(want)}")
