@@ -100,8 +100,12 @@ def capture(module: nn.Module, example_input: Any = None, *, in_features: Option
     x = None
     if example_input is not None:
         x = _as_tensor(example_input)
-        if x.dim() == 2 and not is_step_net(module):
-            return _capture_static(module, x, check=check, metadata=metadata)
+        if x.dim() == 2 and not is_step_net(module) and _first_recurrent(module) is None:
+            try:
+                return _capture_static(module, x, check=check, metadata=metadata)
+            except UnsupportedModuleError as err:
+                raise ShapeError(f"example_input must be 3-D (batch, time, features), or 2-D (batch, features) for "
+                                 f"a model that loops over a static input; as the latter: {err}") from None
         if x.dim() != 3:
             raise ShapeError(f"example_input must be 3-D (batch, time, features), got shape {tuple(x.shape)}")
         if input_layout == "TBF":

@@ -460,11 +460,16 @@ def run(graph: Graph, x, state: Mapping[str, np.ndarray] | None = None, *, dtype
     return outputs, new_state
 
 
-def reference(graph: Graph, x, state: Mapping[str, np.ndarray] | None = None):
-    """Public entry point: ``(y, state)`` for batch-first float input ``x`` (B, T, F).
+def reference(graph: Graph, x, state: Mapping[str, np.ndarray] | None = None, *, layout: str | None = None):
+    """Public entry point: ``(y, state)`` for input ``x`` in the model's own layout (recorded at
+    capture: (B, T, F), (T, B, F) or a static (B, F); ``layout`` overrides it, see
+    :mod:`edgeseq.ir.layout`). Temporal outputs come back in that layout.
 
     ``y`` is the single output array, or a tuple when the graph has several outputs."""
-    outputs, new_state = run(graph, x, state)
+    from .layout import from_ir, to_ir
+
+    outputs, new_state = run(graph, to_ir(graph, x, layout), state)
+    outputs = from_ir(graph, outputs, layout)
     return (outputs[0] if len(outputs) == 1 else outputs), new_state
 
 
