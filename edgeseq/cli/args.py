@@ -18,6 +18,30 @@ class Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+class LazyChoices:
+    """The choices of an option, imported on first use (so building the parser imports no torch)."""
+
+    def __init__(self, module: str, attr: str):
+        self.module, self.attr = module, attr
+        self._values = None
+
+    def _get(self) -> tuple:
+        if self._values is None:
+            import importlib
+
+            self._values = tuple(getattr(importlib.import_module(self.module), self.attr))
+        return self._values
+
+    def __contains__(self, value) -> bool:
+        return value in self._get()
+
+    def __iter__(self):
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+
 def _number(text: str, kind, what: str):
     try:
         v = kind(text)

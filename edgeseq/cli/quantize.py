@@ -44,18 +44,15 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     from ..data import load_dataset
-    from ..errors import ArtifactError, BudgetError, ConfigError
+    from ..errors import BudgetError, ConfigError
     from ..models import load_model
     from ..quant import accuracy, resolve_config
     from ..quant.tasks import qat_on_task, quantize_on_task, task_data
     from ..train.recipes import TASKS
+    from ..util.fs import check_output_file
 
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise ArtifactError("output file already exists", where=str(out), hint="pass --force to replace it")
+    out = check_output_file(args.out, args.force)
     if out.suffix != ".esq":
         raise ConfigError(f"the output must be an .esq file, got '{out.name}'", where="--out")
     if args.calib < 1:

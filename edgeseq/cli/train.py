@@ -25,12 +25,12 @@ def _parse_sets(items: list[str]) -> dict:
 
 
 def register(sub) -> None:
-    from ..nn.models import ARCHS
     from ..train.recipes import TASKS
 
     p = sub.add_parser("train", help="train a zoo model (writes model.ckpt, metrics.json, curves.png)")
     p.add_argument("--task", required=True, choices=sorted(TASKS))
-    p.add_argument("--model", required=True, choices=ARCHS, help="architecture")
+    p.add_argument("--model", required=True, metavar="ARCH", choices=A.LazyChoices("edgeseq.nn.models", "ARCHS"),
+                   help="architecture: %(choices)s")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.add_argument("--epochs", type=A.count)

@@ -86,9 +86,10 @@ def read_wav_16k(path) -> np.ndarray:
         raise DatasetError(f"the WAV file is {human(size)}, more than {budget.limit_text()} allows", where=str(p))
     try:
         w = wave.open(f, "rb")
-    except (wave.Error, EOFError, ValueError, struct.error, OverflowError) as e:
-        f.close()
-        raise DatasetError(f"not a 16-bit PCM WAV file ({e})", where=str(p), hint=fix) from None
+    except (wave.Error, EOFError, ValueError, struct.error, OverflowError, RuntimeError) as e:
+        f.close()  # (the wave module raises RuntimeError for a chunk size that runs past the end of the file)
+        raise DatasetError(f"not a 16-bit PCM WAV file ({str(e) or 'chunk sizes run past the end of the file'})",
+                           where=str(p), hint=fix) from None
     except OSError as e:
         f.close()
         raise DatasetError(f"cannot read ({e.strerror})", where=str(p)) from None

@@ -89,6 +89,11 @@ def export(model, target: str = "onnx", out=None, *, example_input=None, quant=N
     cpu = cpu or tcpu
     graph, q = as_graph(model, example_input)
     if quant is not None:
+        if not (hasattr(quant, "plan") and hasattr(quant, "check_graph")):
+            raise ConfigError(f"quant must be a quantized graph (edgeseq.quant.quantize / load_quantized), got "
+                              f"{type(quant).__name__}")
+        if q is None:  # the plan must have been made for this very model (content hash of its float graph)
+            quant.check_graph(graph, where="quant")
         q = quant
     if golden_input is None and example_input is not None and not isinstance(model, (str, Path)):
         golden_input = np.asarray(example_input, dtype=np.float32)

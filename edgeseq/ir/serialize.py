@@ -8,10 +8,12 @@ Round trip is exact: attributes are JSON (floats in shortest-repr form), arrays 
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import io
 import json
 import math
+import typing
 import zipfile
 from dataclasses import fields
 from pathlib import Path
@@ -84,6 +86,7 @@ def to_bytes(graph: Graph) -> bytes:
         "nodes": nodes,
         "metadata": meta,
         "arrays": table,
+        "graph_sha256": digest(graph),
     }
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as z:
@@ -114,6 +117,9 @@ def _decode_struct(cls, enc: dict, arrays: dict[str, np.ndarray], where: str):
             v = _decode_struct(f.metadata["struct"], v, arrays, f"{where}.{name}")
         elif f.metadata.get("kind") == "program":
             v = _decode_program(v, arrays, where)
+        elif _json_type_ok(_hints(cls).get(name), v) is False:
+            raise IRFormatError(f"attribute '{name}' of {cls.__name__} must be {_hint_text(_hints(cls)[name])}, "
+                                f"got {S.kind_of(v)} {v!r:.40}", where=where)
         kwargs[name] = v
     for name, key in enc["arrays"].items():
         if name not in known or known[name].metadata.get("kind") != "array":
@@ -151,6 +157,45 @@ def _decode_program(enc, arrays: dict[str, np.ndarray], where: str):
         raise IRFormatError(f"malformed step program ({type(e).__name__}: {e})", where=where) from None
 
 
+@functools.lru_cache(maxsize=None)
+def _hints(cls) -> dict:
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # an annotation that cannot be resolved: no type check for that op
+        return {}
+
+
+def _json_type_ok(hint, v) -> Optional[bool]:
+    """Whether the JSON value ``v`` fits the annotation ``hint`` (None: not checked here)."""
+    if hint is None:
+        return None
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union or (origin is not None and getattr(origin, "__name__", "") == "UnionType"):
+        if v is None:
+            return type(None) in args
+        verdicts = [_json_type_ok(a, v) for a in args if a is not type(None)]
+        return None if None in verdicts else any(verdicts)
+    if hint is bool:
+        return isinstance(v, bool)
+    if hint is int:
+        return isinstance(v, int) and not isinstance(v, bool)
+    if hint is float:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if hint is str:
+        return isinstance(v, str)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return v in {m.value for m in hint}
+    if hint in (tuple, list) or origin in (tuple, list):
+        return isinstance(v, list)
+    return None
+
+
+def _hint_text(hint) -> str:
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return "one of " + ", ".join(repr(m.value) for m in hint)
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+
+
 # ----------------------------------------------------------------------------------------------
 # reading (untrusted input: every step goes through edgeseq.util.safeio)
 
@@ -163,7 +208,7 @@ GRAPH_SCHEMA = S.Obj({
     "outputs": S.List(S.Str(max_len=512), min_len=1, max_len=4096),
     "nodes": S.List(_NODE, max_len=100_000),
     "arrays": S.Map(S.ARRAY_ENTRY, key=S.Str(max_len=512)),
-}, {"metadata": S.Map(), "producer": S.Str()})
+}, {"metadata": S.Map(), "producer": S.Str(), "graph_sha256": S.SHA256})
 
 
 def _check_header(doc: Any, where: str) -> None:
@@ -217,12 +262,16 @@ def read_graph(z: SafeZip, where: str) -> Graph:
         op = _decode_struct(cls, entry, arrays, nwhere)
         nodes.append(Node(entry["name"], op, tuple(entry["inputs"]), tuple(entry["outputs"])))
     try:
-        return Graph(inputs, nodes, tuple(doc["outputs"]), doc.get("metadata", {}))
+        graph = Graph(inputs, nodes, tuple(doc["outputs"]), doc.get("metadata", {}))
     except EdgeseqError as e:
         e.where = f"{where}: {e.where}" if e.where else where
         raise
     except (TypeError, ValueError, KeyError, IndexError, AttributeError, RecursionError) as e:
         raise IRFormatError(f"the graph in the file is inconsistent ({type(e).__name__}: {e})", where=where) from None
+    if "graph_sha256" in doc and digest(graph) != doc["graph_sha256"]:
+        raise IRFormatError("graph.json was modified after saving (the graph does not match its content hash)",
+                            where=where)
+    return graph
 
 
 def from_bytes(data: bytes, where: str = "<bytes>", *, budget: Optional[Budget] = None) -> Graph:

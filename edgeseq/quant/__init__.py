@@ -67,7 +67,7 @@ def quantize(graph, calib_x, config: Union[str, dict, QuantConfig, None] = "edge
 
     cfg = resolve_config(config)
     supported(graph)
-    calib_x = _check_sequences(np.asarray(calib_x), graph.in_features, "calibration data")
+    calib_x = _check_sequences(calib_x, graph.in_features, "calibration data")
     if val is not None:
         try:
             vx, vy = val
@@ -93,9 +93,12 @@ def quantize(graph, calib_x, config: Union[str, dict, QuantConfig, None] = "edge
     return qg
 
 
-def _check_sequences(x: np.ndarray, features: int, what: str) -> np.ndarray:
+def _check_sequences(x, features: int, what: str) -> np.ndarray:
     """(N, T, F) finite numbers with N, T >= 1, or a typed error naming what is wrong."""
     from ..errors import DatasetError, ShapeError
+    from ..util.finite import as_array
+
+    x = as_array(x, what)
 
     if x.ndim != 3 or x.shape[2] != features:
         raise ShapeError(f"{what} must be (N, T, {features}), got shape {x.shape}")
@@ -103,12 +106,9 @@ def _check_sequences(x: np.ndarray, features: int, what: str) -> np.ndarray:
         raise DatasetError(f"{what} is empty (shape {x.shape}); at least one sequence of one step is needed")
     if not np.issubdtype(x.dtype, np.number):
         raise DatasetError(f"{what} must be numeric, got dtype {x.dtype}")
-    bad = ~np.isfinite(x).all(axis=(1, 2))
-    if bad.any():
-        idx = np.flatnonzero(bad)
-        raise DatasetError(f"{what} has NaN or Inf values in {len(idx)} of {len(x)} sequences "
-                           f"(first: sequence {int(idx[0])})", hint="drop or repair those sequences")
-    return x
+    from ..util.finite import check_finite
+
+    return check_finite(x, what, allow=False)  # calibration sets the plan's scales: never non-finite
 
 
 def accuracy(qg: QuantizedGraph, x, y, mode: str = "int", batch_size: int = 512) -> float:

@@ -166,6 +166,8 @@ class QuantizedGraph:
             "prepared_sha256": hashlib.sha256(prepared).hexdigest(),
             "graph_sha256": serialize.digest(self.source), "prepared_graph_sha256": serialize.digest(self.graph),
         }
+        doc = json.loads(json.dumps(doc, allow_nan=False, default=_json_default))
+        doc["content_sha256"] = _content_sha256(doc)
         out = io.BytesIO()
         with zipfile.ZipFile(io.BytesIO(base)) as zin, zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as z:
             for member in zin.namelist():
@@ -175,6 +177,13 @@ class QuantizedGraph:
             for member, data in blobs.items():
                 z.writestr(member, data)
         return out.getvalue()
+
+
+def _content_sha256(doc: dict) -> str:
+    """Hash of quant.json without itself: the program and plan are bound to the file (an edited
+    shift or scale would otherwise load as a valid, different program)."""
+    body = {k: v for k, v in doc.items() if k != "content_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
 
 
 def _json_default(o):
@@ -209,7 +218,8 @@ SCHEMA = S.Obj({
     "format": S.Str(), "schema_version": S.Int(),
     "program": _PROGRAM, "plan": _PLAN, "consts": S.Map(_MEMBER), "fake": S.Map(S.Map(_MEMBER)),
     "arrays": S.Map(S.ARRAY_ENTRY, key=_MEMBER), "prepared_sha256": S.SHA256,
-}, {"info": S.Map(), "producer": S.Str(), "graph_sha256": S.SHA256, "prepared_graph_sha256": S.SHA256})
+}, {"info": S.Map(), "producer": S.Str(), "graph_sha256": S.SHA256, "prepared_graph_sha256": S.SHA256,
+    "content_sha256": S.SHA256})
 
 
 def _read(z: SafeZip, where: str) -> QuantizedGraph:
@@ -225,6 +235,9 @@ def _read(z: SafeZip, where: str) -> QuantizedGraph:
         raise IRFormatError(f"quantized-graph schema version {v!r} is not supported (1..{SCHEMA_VERSION})",
                             where=where)
     validate(doc, SCHEMA, IRFormatError, where=where, what="quant/quant.json")
+    if "content_sha256" in doc and doc["content_sha256"] != _content_sha256(doc):
+        raise IRFormatError("quant/quant.json was modified after saving (program or plan does not match its "
+                            "content hash)", where=where)
     prog = doc["program"]
     declared = sum(v["n"] for v in prog["vectors"]) + sum(math.prod(s["shape"]) for s in prog["states"])
     if declared > MAX_VECTOR_TOTAL:

@@ -55,6 +55,20 @@ def allow_nonfinite(allow: bool = True) -> Iterator[None]:
         _ALLOW.reset(token)
 
 
+def as_array(x, what: str) -> np.ndarray:
+    """``np.asarray(x)``, or ShapeError when ``x`` is not a rectangular array (ragged nested lists,
+    objects that numpy cannot convert)."""
+    from ..errors import ShapeError
+
+    try:
+        a = np.asarray(x)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise ShapeError(f"{what} is not a rectangular numeric array ({str(e).splitlines()[0][:120]})") from None
+    if a.dtype.kind not in "biufc":
+        raise ShapeError(f"{what} must be numeric, got dtype {a.dtype}")
+    return a
+
+
 def first_nonfinite(a: np.ndarray) -> Optional[tuple[tuple[int, ...], float, int]]:
     """(index of the first non-finite value, that value, how many there are) or None."""
     a = np.asarray(a)
@@ -85,4 +99,4 @@ def check_finite(a, what: str, where: Optional[str] = None, *, allow: Optional[b
     raise NumericsError(f"{what} contains {many} (first: {value} at index {at})", where=where, hint=hint)
 
 
-__all__ = ["check_finite", "first_nonfinite", "allow_nonfinite", "nonfinite_allowed", "ENV"]
+__all__ = ["as_array", "check_finite", "first_nonfinite", "allow_nonfinite", "nonfinite_allowed", "ENV"]

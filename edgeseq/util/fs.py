@@ -22,14 +22,43 @@ from typing import Any, Iterator, Optional
 from ..errors import ArtifactError
 
 
-def _check_parent(path: Path) -> None:
+def check_parent(path: Path) -> None:
+    """``path``'s directory exists or can be created: the nearest existing ancestor is a writable
+    directory. Nothing is created here (a command that fails later leaves no empty directories)."""
     parent = path.parent
+    probe = parent
+    while not probe.exists():
+        if probe.is_symlink():  # a dangling link
+            raise ArtifactError("the output's parent is a broken symbolic link", where=str(probe))
+        if probe == probe.parent:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ArtifactError("is not a directory", where=str(probe))
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ArtifactError("directory is not writable", where=str(probe))
+
+
+def _make_parents(path: Path) -> list[Path]:
+    """Create ``path``'s missing parent directories; returns those created (innermost last)."""
+    missing = []
+    p = path.parent
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        for d in reversed(missing):
+            d.mkdir()
     except OSError as e:
-        raise ArtifactError(f"cannot create directory ({e.strerror})", where=str(parent)) from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ArtifactError("directory is not writable", where=str(parent))
+        _remove_empty(missing)
+        raise ArtifactError(f"cannot create directory ({e.strerror})", where=str(path.parent)) from None
+    return list(reversed(missing))
+
+
+def _remove_empty(dirs: list[Path]) -> None:
+    for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            d.rmdir()
 
 
 def _umask() -> int:
@@ -61,12 +90,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` via a temporary file in the same directory and a rename (a
     temporary file left by a killed writer is removed by the next write to ``path``)."""
     path = Path(path)
-    _check_name_lengths(path, str(path))
+    check_name_lengths(path, str(path))
     if path.is_symlink():
         path = Path(os.path.realpath(path))
-    _check_parent(path)
+    check_parent(path)
     if path.is_dir():
         raise ArtifactError("is a directory; name a file to write", where=str(path))
+    _make_parents(path)
     _clean_stale_tmp(path)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{_tmp_prefix(path)}{os.getpid()}-", suffix=".tmp")
@@ -87,6 +117,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    return path
+
+
+def check_output_file(path: str | os.PathLike, force: bool = False) -> Path:
+    """Fail early (before any work) if ``path`` cannot become an output file: an existing file is
+    only replaced with ``force``; directories, over-long names and unwritable places are refused."""
+    raw = os.fspath(path)
+    if not raw:
+        raise ArtifactError("the output path is empty", where=repr(raw))
+    path = Path(raw)
+    check_name_lengths(path, raw)
+    if path.is_dir():
+        raise ArtifactError("is a directory; name a file to write", where=str(path))
+    if path.exists() and not force:
+        raise ArtifactError("output file already exists", where=str(path), hint="pass --force to replace it")
+    check_parent(path)
     return path
 
 
@@ -133,7 +179,7 @@ def resolve_output(path: str | os.PathLike) -> Path:
     if not raw or not str(raw).strip():
         raise ArtifactError("the output path is empty", where=repr(raw))
     p = Path(raw)
-    _check_name_lengths(p, str(raw))
+    check_name_lengths(p, str(raw))
     try:
         if p.is_symlink():
             p = Path(os.path.realpath(p))
@@ -147,11 +193,11 @@ def resolve_output(path: str | os.PathLike) -> Path:
         raise ArtifactError("refusing to use the current directory, one of its parents, the home directory or a "
                             "file system root as an output directory", where=str(raw),
                             hint="name a new directory, e.g. --out build/NAME")
-    _check_name_lengths(p, str(raw))
+    check_name_lengths(p, str(raw))
     return p
 
 
-def _check_name_lengths(p: Path, raw: str) -> None:
+def check_name_lengths(p: Path, raw: str) -> None:
     """Refuse a path with a component or a total length the file system cannot hold (checked
     before the path is used, so the error names it instead of failing half-way)."""
     shown = raw[:120] + ("..." if len(raw) > 120 else "")
@@ -271,7 +317,7 @@ def check_output_dir(path: str | os.PathLike, force: bool = False, *, owner: Opt
             raise ArtifactError(f"cannot read the output directory ({e.strerror})", where=str(path)) from None
         if not replaceable and nonempty:
             raise ArtifactError("output directory already exists", where=str(path), hint="pass --force to replace it")
-    _check_parent(path)
+    check_parent(path)
     live = clean_stale(path)
     if live and not force:
         stage, pid = live[0]
@@ -377,10 +423,13 @@ def output_dir(path: str | os.PathLike, force: bool = False, *, owner: Optional[
     path = check_output_dir(path, force, owner=owner)
     replace_existing = force or (owner is not None and path.exists() and _owner_of(path) == owner)
     prefix = _stage_prefix(path)
+    created = _make_parents(path)
     try:
         stage = Path(tempfile.mkdtemp(dir=path.parent, prefix=f"{prefix}stage-{os.getpid()}-", suffix=".partial"))
     except OSError as e:
+        _remove_empty(created)
         raise ArtifactError(f"cannot create a staging directory ({e.strerror})", where=str(path.parent)) from None
+    done = False
     lock_fd = -1
     lock = stage.with_name(stage.name + LOCK_SUFFIX)
     try:
@@ -407,6 +456,7 @@ def output_dir(path: str | os.PathLike, force: bool = False, *, owner: Optional[
                                         where=str(path), hint="pass --force to replace it") from None
                 raise ArtifactError(f"cannot move the finished output into place ({e.strerror})",
                                     where=str(path)) from None
+            done = True
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
@@ -414,6 +464,8 @@ def output_dir(path: str | os.PathLike, force: bool = False, *, owner: Optional[
             with contextlib.suppress(OSError):
                 os.unlink(lock)
             os.close(lock_fd)
+        if not done:
+            _remove_empty(created)
 
 
 def sha256_file(path: str | os.PathLike) -> str:

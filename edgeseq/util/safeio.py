@@ -35,6 +35,7 @@ import math
 import os
 import stat
 import struct
+import tokenize
 import zipfile
 import zlib
 from dataclasses import dataclass, replace
@@ -146,8 +147,9 @@ def open_regular(path: Path, error: Type[EdgeseqError], what: str = "file") -> t
     """Open ``path`` for reading if it is a regular file; (file, size). Devices, FIFOs and
     directories are refused (reading /dev/zero or a FIFO would never end)."""
     where = str(path)
-    try:
-        f = open(path, "rb")
+    try:  # non-blocking: opening a FIFO must not wait for a writer
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        f = os.fdopen(fd, "rb")
     except FileNotFoundError:
         raise error(f"no such file (expected a {what})", where=where) from None
     except IsADirectoryError:
@@ -164,7 +166,9 @@ def open_regular(path: Path, error: Type[EdgeseqError], what: str = "file") -> t
         raise error(f"is a directory, not a {what}", where=where)
     if not stat.S_ISREG(st.st_mode):
         f.close()
-        raise error(f"is not a regular file (a device, pipe or socket cannot be a {what})", where=where)
+        raise error(f"is not a regular file (a device, pipe or socket cannot be read as {what})", where=where)
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(f.fileno(), True)
     return f, int(st.st_size)
 
 
@@ -354,7 +358,9 @@ def _npy_header(fp, what: str, where: str, error) -> tuple[bytes, tuple, bool, n
         version = np.lib.format.read_magic(b)
         reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, fortran, dtype = reader(b, max_header_size=lim.npy_header_bytes)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError, struct.error, UnicodeDecodeError) as e:
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError, struct.error, UnicodeDecodeError,
+            tokenize.TokenError, IndexError, KeyError, AttributeError, OverflowError) as e:
+        # numpy parses the header text with tokenize + ast.literal_eval: any of these means a corrupt header
         raise error(f"{what} has a corrupt .npy header ({type(e).__name__})", where=where) from None
     if not isinstance(shape, tuple) or not all(isinstance(d, int) and d >= 0 for d in shape) or len(shape) > 32:
         raise error(f"{what} declares an invalid shape {shape!r}", where=where)

@@ -475,7 +475,7 @@ def validate(artifact, *, reference: "str | Callable" = "auto", data: Any = None
         raise ConfigError(f"samples must be a positive integer, got {samples!r}")
     t_start = time.perf_counter()
     art = open_artifact(artifact, graph)
-    out_dir = _prepare_out(out) if out is not None else None
+    out_dir = _check_out(out) if out is not None else None
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ConfigError(f"batch must be a positive integer, got {batch!r}")
     if isinstance(prefix_points, bool) or not isinstance(prefix_points, int) or prefix_points < 0:
@@ -502,7 +502,7 @@ def validate(artifact, *, reference: "str | Callable" = "auto", data: Any = None
     if out_dir is not None:
         from .report import write_report
 
-        write_report(report, out_dir)
+        write_report(report, _prepare_out(out_dir))
     return report
 
 
@@ -638,6 +638,22 @@ def _float_accuracy(ref: "IntegerReference", d: EvalData, k_dec: int) -> Optiona
         return accuracy(ref.float_model(d.x)[k_dec], d.y)
     except EdgeseqError:
         return None
+
+
+def _check_out(out) -> Path:
+    """Where the report goes, checked before the validation runs (nothing is created yet)."""
+    from ..errors import ArtifactError
+    from ..util.fs import check_parent
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ArtifactError("exists and is not a directory", where=str(out), hint="pass --out DIR")
+    if out.is_dir():
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise ArtifactError("output directory is not writable", where=str(out), hint="pass --out DIR")
+    else:
+        check_parent(out)
+    return out
 
 
 def _prepare_out(out) -> Path:
