@@ -17,7 +17,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 from scipy import special
 
-from ..errors import ShapeError
+from ..errors import ConfigError, ShapeError
 from ..util.finite import as_array, check_finite
 from . import ops as O
 from .graph import Graph, Node
@@ -381,6 +381,8 @@ def _readout_value(op: O.Readout, st: Mapping[str, np.ndarray]) -> np.ndarray:
 
 
 def check_input(graph: Graph, x, what: str = "input") -> np.ndarray:
+    if not isinstance(graph, Graph):
+        raise ConfigError(f"expected an IR Graph, got {type(graph).__name__}", hint="load one with edgeseq.load")
     x = as_array(x, what)
     if x.ndim != 3:
         raise ShapeError(

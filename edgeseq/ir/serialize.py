@@ -24,7 +24,7 @@ import numpy as np
 from .._version import __version__
 from ..errors import ConfigError, EdgeseqError, IRFormatError
 from ..util import schema as S
-from ..util.fs import atomic_write_bytes
+from ..util.fs import as_path, atomic_write_bytes
 from ..util.safeio import Budget, SafeZip, human
 from ..util.schema import validate
 from .graph import Graph, Input, Node
@@ -97,7 +97,7 @@ def to_bytes(graph: Graph) -> bytes:
 
 
 def save(graph: Graph, path) -> Path:
-    path = Path(path)
+    path = as_path(path, "graph file path")
     atomic_write_bytes(path, to_bytes(graph))
     return path
 

@@ -65,6 +65,10 @@ def quantize(graph, calib_x, config: Union[str, dict, QuantConfig, None] = "edge
     from ..errors import ConfigError, ShapeError
     from .sim import supported
 
+    from ..ir.graph import Graph
+
+    if not isinstance(graph, Graph):
+        raise ConfigError(f"quantize expects an IR Graph, got {type(graph).__name__}", hint="edgeseq.capture or edgeseq.load one")
     cfg = resolve_config(config)
     supported(graph)
     calib_x = _check_sequences(calib_x, graph.in_features, "calibration data")

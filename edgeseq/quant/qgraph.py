@@ -29,7 +29,7 @@ from ..ir import serialize
 from ..ir.graph import Graph
 from ..ir.interpret import check_input
 from ..util import schema as S
-from ..util.fs import atomic_write_bytes
+from ..util.fs import as_path, atomic_write_bytes
 from ..util.safeio import SafeZip, is_zip_with
 from ..util.schema import validate
 from . import intexact
@@ -133,7 +133,7 @@ class QuantizedGraph:
 
     # -- io ---------------------------------------------------------------------------------------
     def save(self, path) -> Path:
-        path = Path(path)
+        path = as_path(path, "quantized graph path")
         atomic_write_bytes(path, self.to_bytes())
         return path
 

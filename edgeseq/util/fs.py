@@ -89,13 +89,16 @@ def _clean_stale_tmp(path: Path) -> None:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` via a temporary file in the same directory and a rename (a
     temporary file left by a killed writer is removed by the next write to ``path``)."""
-    path = Path(path)
+    path = as_path(path)
     check_name_lengths(path, str(path))
     if path.is_symlink():
         path = Path(os.path.realpath(path))
     check_parent(path)
     if path.is_dir():
         raise ArtifactError("is a directory; name a file to write", where=str(path))
+    if path.exists() and not path.is_file():  # never replace a device node, FIFO or socket
+        raise ArtifactError("is not a regular file (a device, pipe or socket); refusing to replace it",
+                            where=str(path))
     _make_parents(path)
     _clean_stale_tmp(path)
     try:
@@ -123,13 +126,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def check_output_file(path: str | os.PathLike, force: bool = False) -> Path:
     """Fail early (before any work) if ``path`` cannot become an output file: an existing file is
     only replaced with ``force``; directories, over-long names and unwritable places are refused."""
-    raw = os.fspath(path)
-    if not raw:
-        raise ArtifactError("the output path is empty", where=repr(raw))
-    path = Path(raw)
-    check_name_lengths(path, raw)
+    path = as_path(path)
+    check_name_lengths(path, str(path))
     if path.is_dir():
         raise ArtifactError("is a directory; name a file to write", where=str(path))
+    if path.exists() and not path.is_file():
+        raise ArtifactError("is not a regular file (a device, pipe or socket); refusing to replace it",
+                            where=str(path))
     if path.exists() and not force:
         raise ArtifactError("output file already exists", where=str(path), hint="pass --force to replace it")
     check_parent(path)
@@ -171,15 +174,28 @@ def _name_max(parent: Path) -> int:
         return NAME_MAX_FALLBACK
 
 
+def as_path(path, what: str = "output path") -> Path:
+    """``path`` (a str or os.PathLike naming a str path) as a Path, or ArtifactError."""
+    if isinstance(path, Path):
+        return path
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    if not isinstance(path, str):
+        raise ArtifactError(f"the {what} must be a string or a path, got {type(path).__name__}")
+    if not path.strip():
+        raise ArtifactError(f"the {what} is empty", where=repr(path))
+    if "\x00" in path:
+        raise ArtifactError(f"the {what} contains a NUL character", where=repr(path))
+    return Path(path)
+
+
 def resolve_output(path: str | os.PathLike) -> Path:
     """The directory an ``--out`` really names: a symlink is followed (the output goes where it
     points, the link stays); the current directory, its parents, the home directory and a file
     system root are refused, and so is a name longer than the file system allows."""
-    raw = os.fspath(path)
-    if not raw or not str(raw).strip():
-        raise ArtifactError("the output path is empty", where=repr(raw))
-    p = Path(raw)
-    check_name_lengths(p, str(raw))
+    p = as_path(path)
+    raw = str(p)
+    check_name_lengths(p, raw)
     try:
         if p.is_symlink():
             p = Path(os.path.realpath(p))

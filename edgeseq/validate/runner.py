@@ -323,6 +323,9 @@ def _policy(tolerance: Any) -> TolerancePolicy:
         return tolerance
     if isinstance(tolerance, Mapping):
         return TolerancePolicy().merged(tolerance)
+    if not isinstance(tolerance, (str, Path)):
+        raise ConfigError(f"tolerance must be a TolerancePolicy, a dict of overrides or a JSON path, got "
+                          f"{type(tolerance).__name__}")
     return TolerancePolicy.load(tolerance)
 
 

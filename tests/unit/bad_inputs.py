@@ -39,8 +39,12 @@ def stored(name: str, data: bytes) -> Member:
 
 
 def write_zip(path: Path, members: list[Member]) -> Path:
-    """A zip archive built by hand (sizes up to 4 GiB; no zip64), so a member can be a
-    pre-deflated bomb."""
+    """A zip archive built by hand (members up to 4 GiB), so a member can be a pre-deflated bomb."""
+    path.write_bytes(zip_bytes(members))
+    return path
+
+
+def zip_bytes(members: list[Member]) -> bytes:
     out = io.BytesIO()
     central = []
     for m in members:
@@ -67,8 +71,7 @@ def write_zip(path: Path, members: list[Member]) -> Path:
         out.write(struct.pack("<4sIQI", b"PK\x06\x07", 0, z64, 1))
         n = 0xFFFF
     out.write(struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, n, n, cd_size, cd_start, 0))
-    path.write_bytes(out.getvalue())
-    return path
+    return out.getvalue()
 
 
 _ZERO_SEGMENT: dict[int, tuple[bytes, int]] = {}
