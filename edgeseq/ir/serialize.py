@@ -59,12 +59,18 @@ def _encode_struct(obj: Struct, key_prefix: str, arrays: dict[str, np.ndarray]) 
     return {"attrs": attrs, "arrays": refs}
 
 
-def to_bytes(graph: Graph) -> bytes:
+def _encode_nodes(graph: Graph) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """The JSON entries of the graph's nodes and the arrays they reference (by key)."""
     arrays: dict[str, np.ndarray] = {}
     nodes = []
     for i, n in enumerate(graph.nodes):
         enc = _encode_struct(n.op, f"n{i:04d}.", arrays)
         nodes.append({"name": n.name, "kind": n.op.kind, "inputs": list(n.inputs), "outputs": list(n.outputs), **enc})
+    return nodes, arrays
+
+
+def to_bytes(graph: Graph) -> bytes:
+    nodes, arrays = _encode_nodes(graph)
     blobs = {}
     table = {}
     for key, a in arrays.items():
@@ -301,11 +307,7 @@ def load(path) -> Graph:
 def digest(graph: Graph) -> str:
     """SHA-256 of a graph's content: inputs, nodes (names, kinds, wiring, attributes, array bytes)
     and outputs; metadata is left out. Plans and artifacts record it to name the graph they belong to."""
-    arrays: dict[str, np.ndarray] = {}
-    nodes = []
-    for i, n in enumerate(graph.nodes):
-        enc = _encode_struct(n.op, f"n{i:04d}.", arrays)
-        nodes.append({"name": n.name, "kind": n.op.kind, "inputs": list(n.inputs), "outputs": list(n.outputs), **enc})
+    nodes, arrays = _encode_nodes(graph)
     table = {}
     for key, a in arrays.items():
         a = np.ascontiguousarray(a)

@@ -151,7 +151,7 @@ def open_regular(path: Path, error: Type[EdgeseqError], what: str = "file") -> t
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
         f = os.fdopen(fd, "rb")
     except FileNotFoundError:
-        raise error(f"no such file (expected a {what})", where=where) from None
+        raise error(f"no such file ({what})", where=where) from None
     except IsADirectoryError:
         raise error(f"is a directory, not a {what}", where=where) from None
     except OSError as e:

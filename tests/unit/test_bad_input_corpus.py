@@ -852,7 +852,7 @@ def _other_graph(c):
 for cmd, what, msg in [
     ("info {f}", "missing.esq", r"missing\.esq: no such model file or shipped model"),
     ("info {f}", "missing.ckpt", r"missing\.ckpt: no such model file"),
-    ("run {esq} {f}", "missing.npy", r"missing\.npy: no such file \(expected a input array\)|missing\.npy: no such file"),
+    ("run {esq} {f}", "missing.npy", r"missing\.npy: no such file \(input array\)"),
     ("validate {f}", "missing-dir", r"missing-dir: artifact directory not found"),
     ("export {esq} --target onnx --quant {f} --out o", "missing.q.esq", r"missing\.q\.esq: (no such file|not a quantized)"),
     ("quantize {esq} --data har --out q.esq --config {f}", "missing.json", r"missing\.json: no such file"),

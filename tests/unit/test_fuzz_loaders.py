@@ -148,68 +148,49 @@ def _check(load, path: Path) -> None:
 
 
 @pytest.fixture
-def traced():
-    yield
-
-
-@pytest.fixture
 def work(tmp_path_factory):
     return tmp_path_factory.mktemp("fuzz")
 
 
-def test_fuzz_ir_graph(bad_fixtures, work, traced):
-    import edgeseq
+def _fuzz_file(loader: str, src: Path, member: str, rehash, load, work: Path, suffix: str) -> None:
+    """Run ``load`` on ``BUDGET[loader]`` damaged copies of the zip ``src`` (see damaged_zip)."""
 
-    def rehash(doc):
-        doc.pop("graph_sha256", None)
-
-    @_settings("esq")
+    @_settings(loader)
     @given(st.data())
     def run(data):
-        kind, blob = data.draw(damaged_zip(bad_fixtures.esq, "graph.json", rehash))
-        p = work / "g.esq"
+        kind, blob = data.draw(damaged_zip(src, member, rehash))
+        p = work / f"fuzz{suffix}"
         p.write_bytes(blob)
-        _check(edgeseq.load, p)
+        _check(load, p)
 
     run()
 
 
-def test_fuzz_plan(bad_fixtures, work, traced):
+def test_fuzz_ir_graph(bad_fixtures, work):
+    import edgeseq
+
+    _fuzz_file("esq", bad_fixtures.esq, "graph.json", lambda doc: doc.pop("graph_sha256", None), edgeseq.load, work,
+               ".esq")
+
+
+def test_fuzz_plan(bad_fixtures, work):
     from edgeseq.quant import load_quantized
     from edgeseq.quant.qgraph import _content_sha256
 
     def rehash(doc):
         doc["content_sha256"] = _content_sha256(doc)
 
-    @_settings("plan")
-    @given(st.data())
-    def run(data):
-        kind, blob = data.draw(damaged_zip(bad_fixtures.qesq, "quant/quant.json", rehash))
-        p = work / "p.q.esq"
-        p.write_bytes(blob)
-        _check(load_quantized, p)
-
-    run()
+    _fuzz_file("plan", bad_fixtures.qesq, "quant/quant.json", rehash, load_quantized, work, ".q.esq")
 
 
-def test_fuzz_checkpoint(bad_fixtures, work, traced):
+def test_fuzz_checkpoint(bad_fixtures, work):
     from edgeseq.train.checkpoint import load_checkpoint
 
-    def rehash(doc):
-        doc.pop("content_sha256", None)
-
-    @_settings("checkpoint")
-    @given(st.data())
-    def run(data):
-        kind, blob = data.draw(damaged_zip(bad_fixtures.ckpt, "checkpoint.json", rehash))
-        p = work / "m.ckpt"
-        p.write_bytes(blob)
-        _check(load_checkpoint, p)
-
-    run()
+    _fuzz_file("checkpoint", bad_fixtures.ckpt, "checkpoint.json", lambda doc: doc.pop("content_sha256", None),
+               load_checkpoint, work, ".ckpt")
 
 
-def test_fuzz_manifest(bad_fixtures, work, traced):
+def test_fuzz_manifest(bad_fixtures, work):
     from edgeseq.export import load_artifact
     from edgeseq.validate import open_artifact
 
