@@ -380,9 +380,14 @@ def _readout_value(op: O.Readout, st: Mapping[str, np.ndarray]) -> np.ndarray:
 # graph execution
 
 
-def check_input(graph: Graph, x, what: str = "input") -> np.ndarray:
+def require_graph(graph) -> Graph:
     if not isinstance(graph, Graph):
         raise ConfigError(f"expected an IR Graph, got {type(graph).__name__}", hint="load one with edgeseq.load")
+    return graph
+
+
+def check_input(graph: Graph, x, what: str = "input") -> np.ndarray:
+    require_graph(graph)
     x = as_array(x, what)
     if x.ndim != 3:
         raise ShapeError(
@@ -472,7 +477,7 @@ def reference(graph: Graph, x, state: Mapping[str, np.ndarray] | None = None, *,
     ``y`` is the single output array, or a tuple when the graph has several outputs."""
     from .layout import from_ir, to_ir
 
-    outputs, new_state = run(graph, to_ir(graph, x, layout), state)
+    outputs, new_state = run(graph, to_ir(require_graph(graph), x, layout), state)
     outputs = from_ir(graph, outputs, layout)
     return (outputs[0] if len(outputs) == 1 else outputs), new_state
 

@@ -63,12 +63,12 @@ def quantize(graph, calib_x, config: Union[str, dict, QuantConfig, None] = "edge
     of float (at most ``max_promotions``); the result's ``info['search']`` records what it did, and
     ``strict=True`` raises :class:`BudgetError` when the budget is missed."""
     from ..errors import ConfigError, ShapeError
+    from ..ir.graph import Graph
     from .sim import supported
 
-    from ..ir.graph import Graph
-
     if not isinstance(graph, Graph):
-        raise ConfigError(f"quantize expects an IR Graph, got {type(graph).__name__}", hint="edgeseq.capture or edgeseq.load one")
+        raise ConfigError(f"quantize expects an IR Graph, got {type(graph).__name__}",
+                          hint="edgeseq.capture or edgeseq.load one")
     cfg = resolve_config(config)
     supported(graph)
     calib_x = _check_sequences(calib_x, graph.in_features, "calibration data")
@@ -103,7 +103,6 @@ def _check_sequences(x, features: int, what: str) -> np.ndarray:
     from ..util.finite import as_array
 
     x = as_array(x, what)
-
     if x.ndim != 3 or x.shape[2] != features:
         raise ShapeError(f"{what} must be (N, T, {features}), got shape {x.shape}")
     if x.shape[0] == 0 or x.shape[1] == 0:
