@@ -302,8 +302,9 @@ def clean_stale(path: str | os.PathLike, log=None) -> list[tuple[Path, int]]:
             os.unlink(d.with_name(d.name + LOCK_SUFFIX))
         if d.exists():
             print(f"edgeseq: warning: cannot remove the unfinished output {d} of an earlier run", file=sys.stderr)
-        elif log is not None:
-            log(f"removed the unfinished output of an earlier run: {d.name}")
+        else:
+            (log or (lambda m: print(f"edgeseq: note: {m}", file=sys.stderr)))(
+                f"removed the unfinished output of a killed earlier run ({d.name})")
     return live
 
 
