@@ -9,8 +9,14 @@ in float; tests check each one against the evaluator.
 - :class:`SplitAffine`: split every Affine into its input-only terms (plus bias) and the rest, so
   that input projections can leave the loop.
 - :class:`DeadCode`: drop ops whose values nobody reads.
+- :class:`LinearState`: a next state affine in the states with input-only coefficients
+  (``h + z (c - h)``) rewritten as ``a h + b``, so that hoisting leaves one multiply-add per state
+  in the loop.
 - :func:`hoist`: split a program into a *sequence* part that depends on the step inputs only (run
   once over the whole (B, T) sequence, e.g. as one matrix product) and the *loop* part.
+- :func:`sink`: split a loop into the part the next states need (the loop proper) and the ops
+  only outputs need, run after the loop over the whole sequence (e.g. a spike threshold whose
+  spikes nothing carries, a dense hidden layer on a memory).
 - :func:`schedule`: the loop body as stages: single ops (Affine, Concat, Slice, Gather) and maximal
   runs of elementwise ops of one length (one fused loop each), with the values each stage must
   keep for later stages.
@@ -22,8 +28,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+
 from ...errors import VerificationError
-from .program import Add, Affine, Concat, Port, Prim, Quant, StepProgram
+from .program import Add, Affine, Concat, Mul, Port, Prim, Quant, StepProgram, Sub
 
 
 class Pass:
@@ -149,6 +156,173 @@ class DeadCode(Pass):
             raise VerificationError(f"dead-code left unused values {dead}")
 
 
+_ONE = ("1",)
+
+
+class LinearState(Pass):
+    """Write each next state that is affine in the states, s' = sum_k a_k s_k + b with a_k, b
+    computed from step inputs and parameters only, in exactly that form (a_k and b become
+    input-only values), where that leaves fewer state-dependent ops. Requires a program without
+    quantization points; guarantees no more state-dependent ops than before."""
+
+    name = "linear-state"
+
+    def requires(self, prog):
+        if any(isinstance(op, Quant) for op in prog.body):
+            raise VerificationError("linear-state needs a program without quantization points")
+
+    def run(self, prog):
+        best = prog
+        for s in prog.state_names:
+            form = self._forms(best).get(best.next_state[s])
+            if form is None or not form[0]:
+                continue
+            cand = DeadCode()(self._emit(best, s, form))
+            if _state_ops(cand) < _state_ops(best):
+                best = cand
+        return best
+
+    def ensures(self, before, after):
+        if _state_ops(after) > _state_ops(before):
+            raise VerificationError("linear-state added state-dependent ops")
+
+    @staticmethod
+    def _forms(prog: StepProgram) -> dict:
+        """value -> ({state: coefficient expr}, constant expr or None) where affine in the states."""
+        dep = input_only(prog)
+        forms: dict = {s: ({s: _ONE}, None) for s in prog.state_names}
+
+        def form(name):
+            if name in dep or prog.is_param(name):
+                return {}, ("v", name)
+            return forms.get(name)
+
+        for op in prog.body:
+            if op.out in dep or not isinstance(op, (Add, Sub, Mul)):
+                continue
+            a, b = form(op.a), form(op.b)
+            if a is None or b is None:
+                continue
+            if isinstance(op, Mul):
+                if a[0] and b[0]:
+                    continue
+                lin, k = (b, a[1]) if not a[0] else (a, b[1])  # k: the input-only factor
+                forms[op.out] = ({s: _mul(c, k) for s, c in lin[0].items()}, _mul(lin[1], k))
+                continue
+            sign = 1 if isinstance(op, Add) else -1
+            coefs = dict(a[0])
+            for s, c in b[0].items():
+                coefs[s] = _add(coefs.get(s), c if sign > 0 else ("neg", c))
+            forms[op.out] = (coefs, _add(a[1], b[1] if sign > 0 or b[1] is None else ("neg", b[1])))
+        return forms
+
+    @staticmethod
+    def _emit(prog: StepProgram, state: str, form) -> StepProgram:
+        body, params = list(prog.body), dict(prog.params)
+        n = prog.size(prog.next_state[state])
+        made: dict = {}
+
+        taken = {op.out for op in body} | set(params) | {p.name for p in prog.inputs + prog.states}
+
+        def fresh(base):
+            k = len(taken)
+            while f"{base}{k}" in taken:
+                k += 1
+            taken.add(f"{base}{k}")
+            return f"{base}{k}"
+
+        def const(e):
+            """The value of an expression of parameters only (None if it reads a value)."""
+            if e == _ONE:
+                return np.ones(1)
+            if e[0] == "v":
+                return np.ravel(params[e[1]]) if e[1] in params else None
+            args = [const(a) for a in e[1:]]
+            if any(a is None for a in args):
+                return None
+            return -args[0] if e[0] == "neg" else args[0] * args[1] if e[0] == "mul" else args[0] + args[1]
+
+        def value(e) -> str:
+            if e[0] == "v":
+                return e[1]
+            if e in made:
+                return made[e]
+            c = const(e)
+            if c is not None:
+                out = fresh("lin.c")
+                params[out] = c
+            elif e[0] == "neg":
+                out = fresh("lin.neg")
+                body.append(Sub(out=out, n=n, a=value(_ZERO(params, fresh)), b=value(e[1])))
+            elif e[0] == "mul":
+                out = fresh("lin.mul")
+                body.append(Mul(out=out, n=n, a=value(e[1]), b=value(e[2])))
+            else:
+                x, y = e[1], e[2]
+                out = fresh("lin.sum")
+                if y[0] == "neg":
+                    body.append(Sub(out=out, n=n, a=value(x), b=value(y[1])))
+                elif x[0] == "neg":
+                    body.append(Sub(out=out, n=n, a=value(y), b=value(x[1])))
+                else:
+                    body.append(Add(out=out, n=n, a=value(x), b=value(y)))
+            made[e] = out
+            return out
+
+        acc = None
+        for s, c in form[0].items():
+            t = s if c == _ONE else fresh("lin.term")
+            if c != _ONE:
+                cv = value(c)
+                body.append(Mul(out=t, n=n, a=cv, b=s))
+            if acc is None:
+                acc = t
+            else:
+                nxt = fresh("lin.acc")
+                body.append(Add(out=nxt, n=n, a=acc, b=t))
+                acc = nxt
+        if form[1] is not None:
+            nxt = fresh("lin.next")
+            body.append(Add(out=nxt, n=n, a=acc, b=value(form[1])))
+            acc = nxt
+        old = prog.next_state[state]
+        return prog.replace(body=tuple(body), params=params, outputs=tuple(acc if o == old else o for o in prog.outputs),
+                            next_state={k: acc if v == old else v for k, v in prog.next_state.items()})
+
+
+def _ZERO(params: dict, fresh) -> tuple:
+    name = next((k for k, v in params.items() if k.startswith("lin.zero")), None)
+    if name is None:
+        name = fresh("lin.zero")
+        params[name] = np.zeros(1)
+    return ("v", name)
+
+
+def _add(a, b):
+    if a is None:
+        return b
+    if b is None:
+        return a
+    if a[0] == "neg" and b[0] == "neg":
+        return ("neg", ("add", a[1], b[1]))
+    return ("add", a, b)
+
+
+def _mul(a, k):
+    if a is None:
+        return None
+    if a == _ONE:
+        return k
+    if a[0] == "neg":
+        return ("neg", _mul(a[1], k))
+    return ("mul", a, k)
+
+
+def _state_ops(prog: StepProgram) -> int:
+    dep = input_only(prog)
+    return sum(op.out not in dep for op in prog.body)
+
+
 @dataclass
 class Hoisted:
     """``seq`` runs once over the whole sequence (its inputs are the step inputs, no states);
@@ -179,6 +353,41 @@ def hoist(prog: StepProgram, *, strip: bool = True, elementwise: bool = True) ->
     loop = StepProgram(p.name + ".loop", inputs, p.states, p.params, tuple(loop_ops), p.outputs, p.next_state,
                        p.param_info)
     return Hoisted(seq, loop, carry)
+
+
+@dataclass
+class Sunk:
+    """``loop`` computes every next state and emits ``keep`` per step (the values ``post`` reads
+    that the loop computes or carries); ``post`` takes the loop's inputs and ``keep`` as inputs
+    and computes the original outputs over the whole sequence (no states)."""
+
+    loop: StepProgram
+    post: StepProgram
+    keep: tuple[str, ...]
+
+
+def sink(loop: StepProgram) -> Sunk:
+    """Move the ops no next state depends on after the loop. Guarantees: ``loop`` has no op whose
+    value only outputs need; ``post`` has no states; ``loop`` then ``post`` computes the outputs."""
+    need = set(loop.next_state.values())
+    for op in reversed(loop.body):
+        if op.out in need:
+            need.update(op.reads())
+    post_ops = [op for op in loop.body if op.out not in need]
+    made = {op.out for op in post_ops}
+    keep: list[str] = []
+    for v in [r for op in post_ops for r in op.reads()] + list(loop.outputs):
+        if v not in made and not loop.is_param(v) and v not in keep:
+            keep.append(v)
+    ins = {p.name for p in loop.inputs}
+    emitted = tuple(v for v in keep if v not in ins)
+    inner = loop.replace(body=tuple(op for op in loop.body if op.out in need), outputs=emitted)
+    ports = tuple(p for p in loop.inputs if p.name in keep) + tuple(Port(v, loop.size(v)) for v in emitted)
+    post = StepProgram(loop.name + ".post", ports, (), loop.params, tuple(post_ops), loop.outputs, {},
+                       loop.param_info)
+    if any(op.out not in need for op in inner.body) or post.states:  # pragma: no cover - by construction
+        raise VerificationError("sink left an output-only op in the loop")
+    return Sunk(DeadCode()(inner), post, emitted)
 
 
 @dataclass
