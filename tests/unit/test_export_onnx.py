@@ -26,6 +26,8 @@ from edgeseq.ir.interpret import run as reference  # noqa: E402
 from edgeseq.ir.types import Act  # noqa: E402
 from edgeseq.nn import build_model  # noqa: E402
 
+from . import cell_cases  # noqa: E402
+
 TOL = 1e-5
 LENGTHS = (1, 50, 200)
 BATCHES = (1, 3)
@@ -424,20 +426,23 @@ def test_each_scan_op_is_one_edgeseq_function_node_over_scan(exported):
 
 def test_weights_are_attributes_recurrent_ones_inside_the_scan_body(exported):
     """Input projections run once over the sequence before the Scan; recurrent weights are Constant
-    nodes of the Scan body itself (what onnxruntime needs to fuse QDQ weights into integer kernels)."""
+    nodes of the Scan body itself (what onnxruntime needs to fuse QDQ weights into integer kernels).
+    Attributes are named after the step program's parameters (stacked rows joined by '_')."""
     model = exported("zoo_gru2").model()
     (fn,) = model.functions
-    top_refs = {a.ref_attr_name for n in fn.node if n.op_type == "Constant" for a in n.attribute}
+    top_refs = {a.ref_attr_name for n in fn.node if n.op_type == "Constant" for a in n.attribute} - {""}
     (scan,) = [n for n in fn.node if n.op_type == "Scan"]
     body = scan.attribute[0].g
-    body_refs = {a.ref_attr_name for n in body.node if n.op_type == "Constant" for a in n.attribute}
-    assert {"w_irz_t", "w_in_t"} <= top_refs and not top_refs & {"w_hrz_t", "w_hn_t"}
-    assert {"w_hrz_t", "w_hn_t"} <= body_refs
-    assert not [n for n in body.node if n.op_type == "MatMul" and "w_i" in "".join(n.input)]
+    body_refs = {a.ref_attr_name for n in body.node if n.op_type == "Constant" for a in n.attribute} - {""}
+    assert any("w_ir" in r and "w_in" in r for r in top_refs) and not [r for r in top_refs if "w_h" in r]
+    assert {"w_hr_w_hz_t", "w_hn_t"} <= body_refs and not [r for r in body_refs if "w_i" in r]
+    assert not [n for n in body.node if n.op_type == "MatMul"]
     node = next(n for n in model.graph.node if n.domain == "edgeseq")
     attrs = {a.name: onnx.numpy_helper.to_array(a.t) for a in node.attribute}
     op = exported("zoo_gru2").graph.nodes[1].op
-    np.testing.assert_allclose(attrs["w_hn_t"], np.asarray(op.w_hh)[2 * op.hidden_size:].T, rtol=0, atol=0)
+    h = op.hidden_size
+    np.testing.assert_allclose(attrs["w_hn_t"], np.asarray(op.w_hh)[2 * h:].T, rtol=0, atol=0)
+    np.testing.assert_allclose(attrs["w_hr_w_hz_t"], np.asarray(op.w_hh)[:2 * h].T, rtol=0, atol=0)
 
 
 def test_onnxruntime_keeps_recurrent_weights_as_scan_body_initializers(exported, tmp_path):
@@ -454,8 +459,8 @@ def test_onnxruntime_keeps_recurrent_weights_as_scan_body_initializers(exported,
     for scan in scans:
         body = next(a.g for a in scan.attribute if a.type == onnx.AttributeProto.GRAPH)
         inits = " ".join(i.name for i in body.initializer)
-        assert "w_hrz_t" in inits and "w_hn_t" in inits, inits
-    assert sum("w_irz_t" in i.name for i in opt.graph.initializer) == 2
+        assert "w_hr_w_hz_t" in inits and "w_hn_t" in inits, inits
+    assert sum("w_ir_w_iz_w_in_t" in i.name for i in opt.graph.initializer) == 2
 
 
 def test_supported_kinds_cover_the_reference_interpreter():
@@ -659,3 +664,46 @@ def test_function_variants_are_named_by_their_overload(exported, case):
     names = [(f.name, f.overload) for f in model.functions]
     assert len(names) == len(set(names))
     assert not [o for _, o in names if ".v" in o], names
+
+
+# ----------------------------------------------------------------------------------------------
+# every cell variant (tests/unit/cell_cases.py), rendered from its step program
+
+
+def _cell_session(model):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("name", sorted(cell_cases.CASES))
+def test_every_cell_variant_whole_and_streaming(name):
+    """Each case at two lengths and two batch sizes against the reference, whole and in chunks
+    (final states too); the default export (fused kernels where a pattern matches) equals the
+    generic Scan rendering, and the fused kernel is used exactly for the GRU / LSTM programs."""
+    g = cell_cases.graph_of(name)
+    generic, default = build_onnx(g, fused_rnn=False), build_onnx(g)
+    fused = {p.key: p.value for p in default.metadata_props}["edgeseq.fused_rnn"] == "true"
+    assert fused == name.startswith(("gru", "lstm")), name
+    s_gen, s_def = _cell_session(generic), _cell_session(default)
+    stream = _cell_session(build_onnx(g, fused_rnn=False, streaming=True))
+    spec = g.state_spec()
+    for b, t in ((1, 1), (3, 37)):
+        x = cell_cases.drive(name, np.random.default_rng(b * t), b, t).astype(np.float32)
+        want, want_state = reference(g, x.astype(np.float64))
+        got = s_gen.run(None, {"x": x})
+        _compare(g, got, want, f"{name} B={b} T={t}")
+        for u, v in zip(s_def.run(None, {"x": x}), got):
+            assert np.max(np.abs(u - v)) <= TOL, f"{name}: the fused kernel differs from the Scan rendering"
+        state = {"state_in." + k: np.zeros((b,) + s, np.float32) for k, s in spec.items()}
+        parts = []
+        for lo in range(0, t, 16):
+            res = stream.run(None, {"x": x[:, lo:lo + 16], **state})
+            parts.append(res[:len(g.outputs)])
+            state = {"state_in." + k: v for k, v in zip(spec, res[len(g.outputs):])}
+        chunked = [np.concatenate([p[k] for p in parts], axis=1) for k in range(len(g.outputs))]
+        _compare(g, chunked, want, f"{name} B={b} T={t} streaming")
+        for k in spec:
+            w = want_state[k]
+            assert np.max(np.abs(state["state_in." + k] - w)) <= TOL * max(1.0, float(np.max(np.abs(w)))), (name, k)

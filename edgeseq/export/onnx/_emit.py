@@ -37,7 +37,7 @@ class Emitter:
         self.prefix = prefix
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
-        self._use_init = initializers
+        self.use_initializers = initializers
         self._count: dict[str, int] = {}
         self._consts: dict[tuple, str] = {}
 
@@ -69,7 +69,7 @@ class Emitter:
             return self._consts[key]
         name = self.fresh(hint)
         t = numpy_helper.from_array(a, name)
-        if self._use_init:
+        if self.use_initializers:
             self.initializers.append(t)
         else:
             self.nodes.append(helper.make_node("Constant", [], [name], value=t, name=self.fresh("n_" + hint)))

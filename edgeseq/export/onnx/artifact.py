@@ -94,7 +94,7 @@ def compare(graph: Graph, got, want) -> list[dict]:
 
 def export_onnx(graph: Graph, out_dir, *, streaming: bool = False, inline: bool = False, force: bool = False,
                 golden_input=None, example_seq_len: int = 50, opset: int = 21,
-                fused_rnn: bool = False) -> "OnnxArtifact":
+                fused_rnn: bool = True) -> "OnnxArtifact":
     """Export ``graph`` to the artifact directory ``out_dir`` (see the module docstring).
 
     Fails before any work if ``out_dir`` exists and is not empty (unless ``force``) or cannot be
@@ -127,7 +127,8 @@ def export_onnx(graph: Graph, out_dir, *, streaming: bool = False, inline: bool 
         feeds.update({state_input_name(k): np.zeros((x.shape[0],) + s, np.float32) for k, s in spec.items()})
     got = session.run([o.name for o in session.get_outputs()][: len(graph.outputs)], feeds)
 
-    manifest = _manifest(graph, model, streaming=streaming, inline=inline, fused_rnn=fused_rnn)
+    fused = {p.key: p.value for p in model.metadata_props}.get("edgeseq.fused_rnn") == "true"
+    manifest = _manifest(graph, model, streaming=streaming, inline=inline, fused_rnn=fused)
     manifest["check"] = {"runtime": f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider",
                          "input": "golden/input.npy", "outputs": compare(graph, got, want)}
     golden = {"input": "golden/input.npy", "input_shape": list(x.shape),
@@ -172,7 +173,8 @@ def _manifest(graph: Graph, model, *, streaming: bool, inline: bool, fused_rnn: 
         "versions": {"edgeseq": __version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
                      "numpy": np.__version__, "opset": opset, "ir_version": model.ir_version,
                      "edgeseq_domain": 1},
-        "model": MODEL_FILE, "ir_graph": "graph.esq", "streaming": bool(streaming), "inline": bool(inline), "fused_rnn": bool(fused_rnn),
+        "model": MODEL_FILE, "ir_graph": "graph.esq", "streaming": bool(streaming), "inline": bool(inline),
+        "fused_rnn": bool(fused_rnn),
         "graph": {
             "in_features": graph.in_features, "num_params": graph.num_params(), "param_bytes": graph.param_bytes(),
             "nodes": [{"name": n.name, "kind": n.op.kind, "inputs": list(n.inputs), "outputs": list(n.outputs),

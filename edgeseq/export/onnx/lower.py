@@ -1,7 +1,18 @@
 """IR graph -> ONNX model.
 
 Feed-forward ops map to standard ONNX ops applied to whole (B, T, F) sequences (or pooled (B, F)
-values); every scan op becomes one ``edgeseq.<Kind>`` function node (see :mod:`.cells`).
+values). Every scan op becomes one node ``edgeseq.<Kind>`` defined by a model-local ``FunctionProto``
+rendered from the op's step program (:mod:`.render`): the input-only work runs once over the whole
+sequence, the recurrence in a standard ``Scan``, so onnxruntime needs no plugin and
+``onnx.inliner.inline_local_functions`` flattens it for runtimes without function support.
+Function signature (float32, batch-first like the IR)::
+
+    edgeseq.<Kind>(x[B, T, I], <state>_in[B, n] ...) -> (y0[B, T, N] (, y1), <state>_out[B, n] ...)
+
+with one state input and output per state of the op (``state_shapes`` order). Parameters are tensor
+attributes of the node, read by ``Constant`` nodes in the scope that uses them (recurrent weights
+inside the Scan body: onnxruntime then makes them initializers of that body). Nodes whose functions
+have identical bodies share one; the overload names the step program and a digest of the body.
 
 Naming in the ONNX model:
 
@@ -14,6 +25,8 @@ Naming in the ONNX model:
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import Callable, Optional
 
 import numpy as np
@@ -25,8 +38,12 @@ from ...errors import ConfigError, UnsupportedOpError
 from ...ir import ops as O
 from ...ir.graph import Graph, Node
 from ...ir.types import ReadoutMode
+from ...ir.cells import cell_kinds, step_program
+from ...ir.step import StepProgram
+from ...ir.step.passes import StripQuant
 from ._emit import DOMAIN, DOMAIN_VERSION, FLOAT, Emitter, activation, f32, value_info
-from .cells import FUSED_PLANS, PLANS, CellPlan
+from .fused import FusedKernel, fused_kernel
+from .render import Numerics, Scope, Val, render_scan, whole
 
 STATE_IN = "state_in."
 STATE_OUT = "state_out."
@@ -58,8 +75,9 @@ def max_opset() -> int:
 class _Ctx:
     """Lowering state of one model: the main-graph emitter, value types, state names, functions."""
 
-    def __init__(self, graph: Graph, streaming: bool, opset: int, fused_rnn: bool = False):
+    def __init__(self, graph: Graph, streaming: bool, opset: int, fused_rnn: bool = True):
         self.graph, self.streaming, self.opset, self.fused_rnn = graph, streaming, opset, fused_rnn
+        self.fused_used = False
         self.e = Emitter(prefix="/", initializers=True)
         self.types = graph.value_types
         self.x = graph.inputs[0].name
@@ -211,32 +229,88 @@ def _readout(c: _Ctx, n: Node) -> None:
 
 def _lower_scan(c: _Ctx, n: Node) -> None:
     op = n.op
-    plans = FUSED_PLANS if c.fused_rnn and op.kind in FUSED_PLANS else PLANS
-    plan: CellPlan = plans[op.kind](op)
+    prog = step_program(op, c.graph.type_of(n.inputs[0]).features)
     expected = tuple(op.state_shapes(c.graph.input_types(n)))
-    if plan.state_names != expected:  # pragma: no cover - internal consistency of the lowering
-        raise RuntimeError(f"{n.name}: state order {plan.state_names} != {expected}")
-    fn = plan.function(c.opset)
-    key = (plan.family, plan.overload)
-    version = 1
-    while key in c.functions and not _same_body(c.functions[key], fn):
-        version += 1  # a variant the overload name does not tell apart: keep both, under distinct names
-        key = (plan.family, f"{plan.overload}.v{version}")
-        fn.overload = key[1]
+    if prog.state_names != expected:  # pragma: no cover - internal consistency of the lowering
+        raise RuntimeError(f"{n.name}: state order {prog.state_names} != {expected}")
+    kernel = fused_kernel(StripQuant()(prog)) if c.fused_rnn else None
+    fn, attrs = (_fused_function if kernel is not None else _scan_function)(op.kind, prog, kernel, c.opset)
+    c.fused_used |= kernel is not None
+    key = (fn.name, fn.overload)
+    if key in c.functions and not _same_body(c.functions[key], fn):  # pragma: no cover - a digest collision
+        fn.overload += "." + hashlib.sha256(fn.SerializeToString(deterministic=True)).hexdigest()[:16]
+        key = (fn.name, fn.overload)
     c.functions.setdefault(key, fn)
     c.function_users.setdefault(key, []).append(n.name)
-    ins = [n.inputs[0]] + [c.state_in(n, s) for s in plan.state_names]
-    outs = list(n.outputs) + [c.state_out(n, s) for s in plan.state_names]
-    attrs = {k: v if isinstance(v, int) else numpy_helper.from_array(np.array(v, order="C"))
-             for k, v in plan.node_attributes(c.functions[key]).items()}
-    c.e.op(plan.family, *ins, outputs=outs, domain=DOMAIN, overload=key[1], node_name=n.name, **attrs)
+    ins = [n.inputs[0]] + [c.state_in(n, s) for s in prog.state_names]
+    outs = list(n.outputs) + [c.state_out(n, s) for s in prog.state_names]
+    attrs = {k: v if isinstance(v, int) else numpy_helper.from_array(np.array(v, order="C")) for k, v in attrs.items()}
+    c.e.op(fn.name, *ins, outputs=outs, domain=DOMAIN, overload=fn.overload, node_name=n.name, **attrs)
+
+
+class _Attrs(Numerics):
+    """Float rendering inside an ``edgeseq`` function: every parameter is a node attribute, read
+    where it is used (weights of the input projections before the Scan, recurrent ones in its body)."""
+
+    def __init__(self, prog: StepProgram):
+        super().__init__(prog)
+        self.attrs: dict[str, np.ndarray] = {}
+
+    def array(self, sc: Scope, key: str, value, dtype=np.float32) -> str:
+        name = re.sub(r"[^0-9A-Za-z_]", "_", key)
+        self.attrs[name] = np.array(value, dtype=dtype, order="C")
+        return sc.cached(("attr", name), lambda: sc.e.attr_ref(name))
+
+
+def _signature(family: str, prog: StepProgram, ins, outs, nodes, attrs, opset: int, doc: str):
+    """The function, its overload named by the program and a digest of its body: nodes of identical
+    structure share one function, sizes and weights come from the attributes."""
+    fn = helper.make_function(DOMAIN, family, ins, outs, nodes, opset_imports=[helper.make_opsetid("", opset)],
+                              attributes=sorted(attrs))
+    digest = hashlib.sha256(fn.SerializeToString(deterministic=True)).hexdigest()[:8]
+    fn.overload = ".".join(prog.name.split(".")[1:] + [digest])
+    fn.doc_string = doc
+    return fn
+
+
+def _scan_function(family: str, prog: StepProgram, kernel, opset: int):
+    num = _Attrs(prog)
+    e = Emitter(prefix="t.")
+    sc = Scope(e, num, 3)
+    sc.lead = e.op("Transpose", "x", perm=[1, 0, 2], hint="tm")
+    ins = ["x"] + [f"{s}_in" for s in prog.state_names]
+    outs = [f"y{k}" for k in range(len(prog.outputs))]
+    finals = [f"{s}_out" for s in prog.state_names]
+    res = render_scan(num, sc, prog, Val(prog.inputs[0].n, f=whole(sc.lead, prog.inputs[0].n)), ins[1:], finals,
+                      family)
+    for v, y in zip(res.outputs, outs):
+        e.op("Transpose", sc.f(v), perm=[1, 0, 2], outputs=[y])
+    doc = f"edgeseq step program '{prog.name}' over the standard Scan (edgeseq.ir.step)"
+    return _signature(family, prog, ins, outs + finals, e.nodes, num.attrs, opset, doc), num.attrs
+
+
+def _fused_function(family: str, prog: StepProgram, k: FusedKernel, opset: int):
+    e = Emitter(prefix="t.")
+    ins = ["x"] + [f"{s}_in" for s in prog.state_names]
+    finals = [f"{s}_out" for s in prog.state_names]
+    attrs = {"W": f32(k.w), "R": f32(k.r), "B": f32(k.b)}
+    ax0 = e.ints([0], "ax0")
+    states = [e.op("Unsqueeze", s, ax0, hint="s3") for s in ins[1:]]
+    res = e.op(k.op_type, e.op("Transpose", "x", perm=[1, 0, 2], hint="tm"), *(e.attr_ref(a) for a in "WRB"), "",
+               *states, outputs=1 + len(states), hidden_size=k.hidden, **k.attrs)
+    e.op("Transpose", e.op("Squeeze", res[0], e.ints([1], "ax1")), perm=[1, 0, 2], outputs=["y0"])
+    for f, out in zip(res[1:], finals):
+        e.op("Squeeze", f, ax0, outputs=[out])
+    doc = f"edgeseq step program '{prog.name}' as ONNX {k.op_type} (a pattern rewrite, edgeseq.export.onnx.fused)"
+    prog = prog.replace(name=f"{prog.name.split('.')[0]}.onnx_{k.op_type.lower()}")
+    return _signature(family, prog, ins, ["y0"] + finals, e.nodes, attrs, opset, doc), attrs
 
 
 def _same_body(a: onnx.FunctionProto, b: onnx.FunctionProto) -> bool:
     return a.SerializeToString(deterministic=True) == b.SerializeToString(deterministic=True)
 
 
-for _kind in PLANS:
+for _kind in cell_kinds():
     LOWER[_kind] = _lower_scan
 
 
@@ -269,17 +343,18 @@ def ir_version_for(opset: int) -> int:
 
 
 def build_onnx(graph: Graph, *, streaming: bool = False, inline: bool = False, opset: int = 21,
-               fused_rnn: bool = False) -> onnx.ModelProto:
+               fused_rnn: bool = True) -> onnx.ModelProto:
     """Lower ``graph`` to an ONNX model with symbolic ``batch`` and ``time`` dimensions.
 
     ``streaming=True`` gives a model that processes one chunk (B, T_chunk, F) per call with one
     state input/output per entry of ``graph.state_spec()`` (``state_in.<key>`` / ``state_out.<key>``);
     chained over chunks it computes exactly what the whole-sequence model computes.
     ``inline=True`` flattens the ``edgeseq`` functions into plain ONNX (for runtimes without
-    function support). ``fused_rnn=True`` defines the GRU and LSTM functions with ONNX's own GRU /
-    LSTM ops instead of a ``Scan`` (onnxruntime's fused float32 kernels: faster, but onnxruntime
-    cannot quantize them). Raises :class:`UnsupportedOpError` for ops this backend
-    cannot lower."""
+    function support). With ``fused_rnn`` (the default) a step program that computes exactly what
+    ONNX's GRU or LSTM op computes becomes that op (onnxruntime's fused float32 kernels; a pattern
+    rewrite, :mod:`.fused`), every other one a ``Scan``; ``fused_rnn=False`` renders every scan op over
+    ``Scan`` (what onnxruntime's own quantizer can work on). Raises :class:`UnsupportedOpError` for ops
+    this backend cannot lower."""
     if not isinstance(graph, Graph):
         raise ConfigError(f"build_onnx expects an edgeseq IR Graph, got {type(graph).__name__}")
     top = max_opset()
@@ -318,7 +393,7 @@ def build_onnx(graph: Graph, *, streaming: bool = False, inline: bool = False, o
         functions=list(c.functions.values()), ir_version=ir_version_for(opset),
         producer_name="edgeseq", producer_version=__version__)
     helper.set_model_props(model, {
-        "edgeseq.streaming": str(bool(streaming)).lower(), "edgeseq.fused_rnn": str(bool(fused_rnn)).lower(),
+        "edgeseq.streaming": str(bool(streaming)).lower(), "edgeseq.fused_rnn": str(c.fused_used).lower(),
         "edgeseq.state_input_prefix": STATE_IN, "edgeseq.state_output_prefix": STATE_OUT,
         "edgeseq.functions": ", ".join(f"{fam}[{ov}]: {','.join(c.function_users[(fam, ov)])}"
                                        for fam, ov in c.functions),

@@ -79,7 +79,7 @@ from ...ir import ops as O
 from ...ir.graph import Node
 from ...ir.types import Act, ReadoutMode, Recurrence, ResetRule
 from ._emit import Emitter, activation
-from .cells import KRON_MAX
+from .render import KRON_MAX
 from .lower import BATCH, INT64_MAX, STATE_IN, STATE_OUT, TIME, ir_version_for, max_opset, state_input_name, \
     state_output_name
 from .qlower import INT_OUT, PROBE, output_names
