@@ -342,9 +342,9 @@ def float_exports(graph=None, module=None, onnx_model=None, example=None, other_
 
         kinds = {n.op.kind for n in graph.nodes}
         builders: dict[str, Callable] = {
-            "edgeseq_functions": lambda: build_onnx(graph),
-            "edgeseq_inline": lambda: build_onnx(graph, inline=True),
-            "edgeseq_inline_init": lambda: constants_to_initializers(build_onnx(graph, inline=True)),
+            "edgeseq_functions": lambda: build_onnx(graph, fused_rnn=False),
+            "edgeseq_inline": lambda: build_onnx(graph, inline=True, fused_rnn=False),
+            "edgeseq_inline_init": lambda: constants_to_initializers(build_onnx(graph, inline=True, fused_rnn=False)),
         }
         if kinds & {"GRU", "LSTM"}:
             builders["edgeseq_fused"] = lambda: build_onnx(graph, fused_rnn=True)

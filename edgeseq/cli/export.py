@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 
@@ -27,9 +28,9 @@ def register(sub) -> None:
                         "with QuantizeLinear/DequantizeLinear pairs (onnxruntime QGemm kernels, within a stated tolerance)")
     p.add_argument("--streaming", action="store_true", help="onnx: one chunk per call with explicit state in/out")
     p.add_argument("--inline", action="store_true", help="onnx: standard ops only (no edgeseq-domain functions)")
-    p.add_argument("--fused-rnn", action="store_true",
-                   help="onnx, float: GRU/LSTM function bodies use ONNX's own GRU/LSTM ops (onnxruntime's fused "
-                        "kernels, about 2x faster than the Scan bodies) instead of Scan")
+    p.add_argument("--fused-rnn", action=argparse.BooleanOptionalAction, default=None,
+                   help="onnx, float: scan ops that compute exactly ONNX's GRU/LSTM use those ops (onnxruntime's fused "
+                        "kernels, about 2x faster than Scan); on by default, --no-fused-rnn keeps every one on Scan")
     p.add_argument("--cpu", help="arm: LLVM/gcc CPU, e.g. cortex-a72")
     p.set_defaults(func=run)
 

@@ -75,14 +75,14 @@ def _split_target(target: str) -> tuple[str, Optional[str]]:
 def export(model, target: str = "onnx", out=None, *, example_input=None, quant=None, force: bool = False,
            streaming: bool = False, inline: bool = False, cpu: Optional[str] = None, golden_input=None,
            target_options: Optional[Mapping[str, Any]] = None, progress=None,
-           onnx_numerics: str = "exact", fused_rnn: bool = False) -> "Artifact":
+           onnx_numerics: str = "exact", fused_rnn: Optional[bool] = None) -> "Artifact":
     """Export ``model`` for ``target`` into the directory ``out``; returns an :class:`Artifact`.
 
     ``quant`` is a quantized graph (or None for float32). ``example_input`` (B, T, F) is needed only
     to capture a torch module; ``golden_input`` sets the input whose reference outputs are stored.
     ``onnx_numerics`` (onnx target, quantized graphs): 'exact' (the integer program) or 'qdq'.
-    ``fused_rnn`` (onnx target, float): the edgeseq GRU/LSTM functions' bodies are ONNX's own GRU/LSTM
-    ops (onnxruntime's fused kernels) instead of Scan; same semantics, checked the same way."""
+    ``fused_rnn`` (onnx target, float; default on): scan ops that compute exactly ONNX's GRU / LSTM run
+    on those ops (onnxruntime's fused kernels) instead of Scan; ``False`` keeps every one on Scan."""
     if out is None:
         raise ConfigError("export needs an output directory (out=...)")
     base, tcpu = _split_target(target)
@@ -114,7 +114,7 @@ def export(model, target: str = "onnx", out=None, *, example_input=None, quant=N
 
         say("onnx: lowering and checking with onnxruntime")
         return Artifact.load(export_onnx(graph, out, streaming=streaming, inline=inline, force=force,
-                                         golden_input=golden_input, fused_rnn=fused_rnn).path)
+                                         golden_input=golden_input, fused_rnn=fused_rnn is not False).path)
     if base.startswith("cortex-m"):
         from .c import export_c
 

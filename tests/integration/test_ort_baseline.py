@@ -128,7 +128,7 @@ def test_unrolled_torch_export_is_flagged(tmp_path):
 def test_inventory_and_constant_hoisting():
     m, x, y = tiny("gru", hidden=6)
     g = edgeseq.capture(m, x[:2])
-    inl = build_onnx(g, inline=True)
+    inl = build_onnx(g, inline=True, fused_rnn=False)
     inv = op_inventory(inl)
     assert inv["ops"]["subgraph"]["Constant"] >= 1 and inv["recurrent_compute"]["total"] == 2
     assert inv["quant_nodes"] == {}
@@ -139,7 +139,7 @@ def test_inventory_and_constant_hoisting():
     a = ort.InferenceSession(inl.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     b = ort.InferenceSession(fixed.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_array_equal(a, b)
-    fn = op_inventory(build_onnx(g))
+    fn = op_inventory(build_onnx(g, fused_rnn=False))
     assert fn["ops"]["main"].get("edgeseq.GRU") == 1 and "GRU" not in fn["ops"]["main"]
 
 
