@@ -39,13 +39,21 @@ class Emitter:
         self.initializers: list[onnx.TensorProto] = []
         self.use_initializers = initializers
         self._count: dict[str, int] = {}
+        self._used: set[str] = set()
         self._consts: dict[tuple, str] = {}
 
     def fresh(self, hint: str) -> str:
+        """A name not handed out before in this scope (``hint``, else ``hint_<k>``)."""
         base = f"{self.prefix}{hint}"
         k = self._count.get(base, 0)
-        self._count[base] = k + 1
-        return base if k == 0 else f"{base}_{k}"
+        while True:
+            name = base if k == 0 else f"{base}_{k}"
+            k += 1
+            if name not in self._used:
+                break
+        self._count[base] = k
+        self._used.add(name)
+        return name
 
     def op(self, op_type: str, *inputs: Optional[str], outputs: int | Sequence[str] = 1, hint: Optional[str] = None,
            domain: str = "", overload: str = "", node_name: Optional[str] = None, **attrs) -> str | list[str]:

@@ -285,6 +285,7 @@ def _scan_function(family: str, prog: StepProgram, kernel, opset: int):
                       family)
     for v, y in zip(res.outputs, outs):
         e.op("Transpose", sc.f(v), perm=[1, 0, 2], outputs=[y])
+    sc.merge_slices()
     doc = f"edgeseq step program '{prog.name}' over the standard Scan (edgeseq.ir.step)"
     return _signature(family, prog, ins, outs + finals, e.nodes, num.attrs, opset, doc), num.attrs
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 import numpy as np
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from ...ir.step import (Activate, Add, Affine, Concat, Div, Gather, Gt, Mul, Prim, Quant, Select, Slice,
                         StepProgram, Sub)
@@ -116,8 +116,10 @@ class Scope:
                  parent: Optional["Scope"] = None):
         self.e, self.num, self.rank, self.lead, self.parent = e, num, rank, lead, parent
         self.types: dict[str, int] = {}
-        self.pending: dict[str, Pending] = {}
-        self.lanes: dict[str, list] = {}
+        self.pending: dict = {}
+        self.slices: dict[str, list] = {}  # tensor -> [(start, n, Slice node)] made by tensor()
+        self.whole: set[str] = set()  # tensors tensor() handed out whole
+        self.scans = 0  # Scan bodies made in this scope (their names start with 's<k>.')
         self._cache: dict = {}
 
     # -- nodes ----------------------------------------------------------------------------------
@@ -148,36 +150,66 @@ class Scope:
         """Reshape target (..., n) with this scope's leading dims."""
         if self.rank == 2:
             return self.ints([-1, n], "rows")
-        return self.cached(("shape", n), lambda: self.op(
-            "Concat", self.cached("lead", lambda: self.op("Shape", self.lead, start=0, end=2, elem=INT64)),
+        lead = self.lead
+        return self.cached(("shape", lead, n), lambda: self.op(
+            "Concat", self.cached(("lead", lead), lambda: self.op("Shape", lead, start=0, end=2, elem=INT64)),
             self.ints([n], "n"), axis=0, elem=INT64, hint="shape"))
 
     # -- forms ------------------------------------------------------------------------------------
     def tensor(self, r: Ref) -> str:
-        """The tensor of ``r`` (a pending product is emitted; partial columns sliced, or split
-        once into every registered lane)."""
+        """The tensor of ``r`` (a pending product or lazy value is emitted, partial columns sliced)."""
         name = self.resolve(r.name)
         if r.whole:
+            self.whole.add(name)
             return name
-        key = ("lane", r.name, r.start, r.n)
-        if key not in self._cache:
-            lanes = sorted(self.lanes.get(r.name, ()))
-            elem = self.type_of(name)
-            if len(lanes) > 1 and (r.start, r.n) in lanes and _partition(lanes, r.width):
-                outs = self.op("Split", name, self.ints([n for _, n in lanes], "split"), axis=-1,
-                               outputs=len(lanes), elem=elem, hint="lanes")
-                for (s, n), o in zip(lanes, outs):
-                    self._cache[("lane", r.name, s, n)] = o
+
+        def cut():
+            out = self.op("Slice", name, self.ints([r.start]), self.ints([r.start + r.n]), self.ints([-1], "last"),
+                          elem=self.type_of(name), hint="lane")
+            self.slices.setdefault(name, []).append((r.start, r.n, self.e.nodes[-1], r.width))
+            return out
+
+        return self.cached(("lane", name, r.start, r.n), cut)
+
+    def merge_slices(self) -> None:
+        """Disjoint slices of one tensor become one ``Split`` (gaps get unused outputs)."""
+        for name, cuts in self.slices.items():
+            cuts = sorted(cuts, key=lambda c: c[0])
+            if len(cuts) < 2 or any(a[0] + a[1] > b[0] for a, b in zip(cuts, cuts[1:])):
+                continue
+            sizes, outs, pos = [], [], 0
+            for start, n, node, _ in cuts + [(cuts[0][3], 0, None, 0)]:
+                if start > pos:
+                    sizes.append(start - pos)
+                    outs.append(self.e.fresh("gap"))
+                if node is not None:
+                    sizes.append(n)
+                    outs.append(node.output[0])
+                pos = start + n
+            at = min(self.e.nodes.index(c[2]) for c in cuts)
+            for c in cuts:
+                self.e.nodes.remove(c[2])
+            t = numpy_helper.from_array(np.asarray(sizes, np.int64), self.e.fresh("split"))
+            made = [helper.make_node("Split", [name, t.name], outs, axis=-1, name=self.e.fresh("n_split"))]
+            if self.e.use_initializers:
+                self.e.initializers.append(t)
             else:
-                self._cache[key] = self.op("Slice", name, self.ints([r.start]), self.ints([r.start + r.n]),
-                                           self.ints([-1], "last"), elem=elem, hint="lane")
-        return self._cache[key]
+                made.insert(0, helper.make_node("Constant", [], [t.name], value=t, name=self.e.fresh("n_split_sizes")))
+            self.e.nodes[at:at] = made
+        self.slices = {}
 
     def resolve(self, name: str) -> str:
+        """``name``, or the tensor a pending product / lazy value registered under it becomes."""
         p = self.pending.pop(name, None)
         if p is not None:
-            self._cache[("pending", name)] = self.num.affine(self, p, None)
+            self._cache[("pending", name)] = self.num.affine(self, p, None) if isinstance(p, Pending) else p()
         return self._cache.get(("pending", name), name)
+
+    def lazy(self, make: Callable[[], str], hint: str) -> str:
+        """A name for the tensor ``make()`` emits when first used."""
+        token = self.e.fresh(hint)
+        self.pending[token] = make
+        return token
 
     def f(self, v: Val) -> str:
         """The float32 tensor of ``v``."""
@@ -191,28 +223,13 @@ class Scope:
         return self.op("Cast", self.f(v), to=BOOL, elem=BOOL, hint="mask")
 
     def lane_vals(self, ops: Sequence[Prim], name: str, make: Callable[[Ref], Val]) -> list:
-        """Values for ``ops`` as consecutive lanes of tensor ``name`` (registered for splitting)."""
+        """Values for ``ops`` as consecutive columns of tensor ``name``."""
         total = sum(o.n for o in ops)
         out, off = [], 0
         for o in ops:
             out.append(make(Ref(name, off, o.n, total)))
             off += o.n
-        if len(ops) > 1:
-            self.lanes[name] = [(r.start, r.n) for r in (_first_ref(v) for v in out)]
         return out
-
-
-def _first_ref(v: Val) -> Ref:
-    return v.f if v.f is not None else (v.mask if v.mask is not None else v.single.q)
-
-
-def _partition(lanes, width: int) -> bool:
-    pos = 0
-    for s, n in lanes:
-        if s != pos:
-            return False
-        pos += n
-    return pos == width
 
 
 # ----------------------------------------------------------------------------------------------
@@ -322,8 +339,9 @@ class Numerics:
     def state_final(self, sc: Scope, k: int, name: str, out: Optional[str]) -> str:
         return sc.op("Identity", name, outputs=[out]) if out is not None and out != name else name
 
-    def needs_int(self, v: Val) -> bool:
-        return False
+    def single(self, sc: Scope, v: Val) -> Part:
+        """``v`` as one integer tensor holding every channel in order (QDQ)."""
+        raise NotImplementedError  # pragma: no cover - float values have no integer form
 
 
 # ----------------------------------------------------------------------------------------------
@@ -479,9 +497,11 @@ def _quant(R, sc, grp, env):
 # the renderer
 
 
-def signatures(prog: StepProgram, depth: int = 4) -> dict[str, str]:
-    """Each value's chain of single consumers up to the first nonlinearity (kinds, its function,
-    point roles): sibling products with equal signatures keep their rows together."""
+def signatures(prog: StepProgram, depth: int = 4) -> dict[str, tuple[str, str]]:
+    """Each value's chain of single consumers up to its first nonlinearity (kinds, the function,
+    point roles) as (the part before any point or function, the whole chain): sibling products with
+    equal first parts share one product, rows ordered by the whole chains (gates of one function
+    side by side)."""
     cons = prog.consumers()
     out = {}
     for op in prog.body:
@@ -496,7 +516,8 @@ def signatures(prog: StepProgram, depth: int = 4) -> dict[str, str]:
             if isinstance(c, Activate):
                 break
             v = c.out
-        out[op.out] = ",".join(sig)
+        short = next((i for i, k in enumerate(sig) if k.startswith(("Quant", "Activate"))), len(sig))
+        out[op.out] = (",".join(sig[:short]), ",".join(sig))
     return out
 
 
@@ -530,7 +551,7 @@ class Renderer:
             return None
         refs = [env[n].f for n in names]
         p = sc.pending.get(refs[0].name)
-        if p is None or any(r.name != refs[0].name for r in refs) or refs[0].start != 0 \
+        if not isinstance(p, Pending) or any(r.name != refs[0].name for r in refs) or refs[0].start != 0 \
                 or sum(r.n for r in refs) != refs[0].width or any(self.uses.get(o.out) != 1 for o in p.ops):
             return None
         return refs[0].name
@@ -543,7 +564,7 @@ class Renderer:
             xs = [t.x for t in op.terms]
             if len(set(xs)) != len(xs) or any(t.blocks > 1 for t in op.terms):
                 return None
-            return ("Affine", tuple(sorted(xs))) + ((self.sig[op.out],) if sc.rank == 2 else ())
+            return ("Affine", tuple(sorted(xs))) + ((self.sig[op.out][0],) if sc.rank == 2 else ())
         for r in op.reads():
             v = env.get(r)
             if v is not None and v.f is None:
@@ -568,7 +589,7 @@ class Renderer:
             return single
         if isinstance(op, Affine):
             members = [(o, 0, None) for o in [op] + ready]
-            return sorted(members, key=lambda m: self.sig[m[0].out])
+            return sorted(members, key=lambda m: self.sig[m[0].out][1])
         base = self._lanes(op, 0, env)
         if base is None:
             return single
@@ -648,8 +669,8 @@ def render_scan(num: Numerics, sc: Scope, prog: StepProgram, x: Val, init: Seque
     env: dict[str, Val] = {p.inputs[0].name: x}
     R.render(sc, h.seq.body, env)
 
-    body = Scope(Emitter(prefix=sc.e.fresh(hint + ".s") + ".", initializers=sc.e.use_initializers), num, 2,
-                 parent=sc)
+    sc.scans += 1
+    body = Scope(Emitter(prefix=f"s{sc.scans}.", initializers=sc.e.use_initializers), num, 2, parent=sc)
     s_in, s_init = [], []
     benv: dict[str, Val] = {}
     for k, s in enumerate(p.states):
@@ -661,12 +682,16 @@ def render_scan(num: Numerics, sc: Scope, prog: StepProgram, x: Val, init: Seque
             t = sc.op("Cast", t, to=num.carrier(k), elem=num.carrier(k), hint="carry")
         s_init.append(t)
         benv[s.name] = num.state_val(body, k, nm)
-    seq_in, x_in = _carry(sc, body, R, [i.name for i in sk.loop.inputs], env, benv, num)
+    ints = set(p.next_state.values())  # what the loop reads as integers (products, comparisons, states)
+    for op in sk.loop.body:
+        ints.update([t.x for t in op.terms] if isinstance(op, Affine) else op.reads() if isinstance(op, Gt) else ())
+    seq_in, x_in = _carry(sc, body, [i.name for i in sk.loop.inputs], env, benv, num, ints)
     if not seq_in:  # a loop that reads no step input still needs the sequence's length
         seq_in.append(sc.f(x))
         x_in.append(body.e.fresh("step"))
         body.types[x_in[-1]] = FLOAT
     R.render(body, sk.loop.body, benv)
+    seq_in, x_in = _lift_slices(sc, body, seq_in, x_in)
     outs = [num.state_next(body, k, benv[p.next_state[s.name]]) for k, s in enumerate(p.states)]
     out_types = [num.carrier(k) for k in range(len(p.states))]
     ship = [v for v in sk.keep] + [v for v in probes if v in benv and v not in sk.keep]
@@ -676,6 +701,7 @@ def render_scan(num: Numerics, sc: Scope, prog: StepProgram, x: Val, init: Seque
         outs.append(t)
         out_types.append(elem)
         rebuild.append((v, make, elem))
+    body.merge_slices()
     names: list[str] = []
     made = {o for nd in body.e.nodes for o in nd.output}
     for t in outs:
@@ -703,63 +729,62 @@ def _ship(sc: Scope, v: Val, num: Numerics):
     """A loop value as one per-step Scan output: (tensor, element type, rebuild from the outer
     (T, B, n) tensor)."""
     n = v.n
-    if v.parts and (num.needs_int(v) or v.f is None):
+    if v.parts:
         p = num.single(sc, v)
         return sc.tensor(p.q), sc.type_of(sc.tensor(p.q)), \
             lambda t: Val(n, parts=[Part(whole(t, n), np.arange(n), p.bits, p.scale)])
-    if v.mask is not None and v.f is None:
+    if v.mask is not None:
         coef = v.coef
         return sc.tensor(v.mask), BOOL, lambda t: Val(n, mask=whole(t, n), coef=coef)
     return sc.f(v), FLOAT, lambda t: Val(n, f=whole(t, n))
 
 
-def _carry(sc: Scope, body: Scope, R: Renderer, names, env, benv, num):
-    """The sequence values the loop reads as Scan inputs: float columns of one tensor that sibling
-    ops read together travel as one input (runs of equal signature), integer forms whole."""
-    seq_in, x_in = [], []
-    by_base: dict[str, list] = {}
+def _carry(sc: Scope, body: Scope, names, env, benv, num, ints):
+    """The sequence values the loop reads, as Scan inputs: integer forms where the loop reads
+    integers, else float columns of one tensor as one input (see :func:`_lift_slices`)."""
+    seq_in: list[str] = []
+    x_in: list[str] = []
+    bases: dict[str, str] = {}
+
+    def add(t: str, elem: int) -> str:
+        bn = body.e.fresh("step")
+        body.types[bn] = elem
+        seq_in.append(t)
+        x_in.append(bn)
+        return bn
+
     for nm in names:
         v = env[nm]
-        if v.parts and num.needs_int(v) or v.f is None and v.parts:
+        if v.parts and (nm in ints or v.f is None):
             p = num.single(sc, v)
             t = sc.tensor(p.q)
-            bn = body.e.fresh("step")
-            body.types[bn] = sc.type_of(t)
-            seq_in.append(t)
-            x_in.append(bn)
-            benv[nm] = Val(v.n, parts=[Part(whole(bn, v.n), np.arange(v.n), p.bits, p.scale)])
-            continue
-        if v.f is None and v.mask is not None:
-            bn = body.e.fresh("step")
-            body.types[bn] = BOOL
-            seq_in.append(sc.tensor(v.mask))
-            x_in.append(bn)
-            benv[nm] = Val(v.n, mask=whole(bn, v.n), coef=v.coef)
-            continue
-        sc.f(v)
-        by_base.setdefault(v.f.name, []).append((v.f, nm))
-    for base, lanes in by_base.items():
-        lanes.sort(key=lambda t: t[0].start)
-        runs: list[list] = []
-        for r, nm in lanes:
-            last = runs[-1] if runs else None
-            if last is not None and (r.start < last[0] + last[1] or r.start == last[0] + last[1]
-                                     and R.sig.get(nm) == R.sig.get(last[2][-1][1])):
-                last[1] = max(last[1], r.start + r.n - last[0])
-                last[2].append((r, nm))
-            else:
-                runs.append([r.start, r.n, [(r, nm)]])
-        width = lanes[0][0].width
-        if len(runs) > 1 and _partition([(s, n) for s, n, _ in runs], width):
-            sc.lanes[base] = [(s, n) for s, n, _ in runs]
-        for start, n, members in runs:
-            t = sc.tensor(Ref(base, start, n, width))
-            bn = body.e.fresh("step")
-            body.types[bn] = FLOAT
-            seq_in.append(t)
-            x_in.append(bn)
-            if len(members) > 1:
-                body.lanes[bn] = [(r.start - start, r.n) for r, _ in members]
-            for r, nm in members:
-                benv[nm] = Val(r.n, f=Ref(bn, r.start - start, r.n, n))
+            benv[nm] = Val(v.n, parts=[Part(whole(add(t, sc.type_of(t)), v.n), np.arange(v.n), p.bits, p.scale)])
+        elif v.f is None and v.mask is not None:
+            benv[nm] = Val(v.n, mask=whole(add(sc.tensor(v.mask), BOOL), v.n), coef=v.coef)
+        else:
+            sc.f(v)
+            base = sc.resolve(v.f.name)
+            if base not in bases:
+                bases[base] = add(base, FLOAT)
+            benv[nm] = Val(v.n, f=Ref(bases[base], v.f.start, v.f.n, v.f.width))
     return seq_in, x_in
+
+
+def _lift_slices(sc: Scope, body: Scope, seq_in, x_in):
+    """A loop input the body reads only in disjoint slices becomes one Scan input per slice (cut
+    once over the whole sequence instead of at every step)."""
+    new_seq, new_x = [], []
+    for t, bn in zip(seq_in, x_in):
+        cuts = sorted(body.slices.pop(bn, []), key=lambda c: c[0])
+        if bn in body.whole or not cuts or any(a[0] + a[1] > b[0] for a, b in zip(cuts, cuts[1:])):
+            if cuts:
+                body.slices[bn] = cuts
+            new_seq.append(t)
+            new_x.append(bn)
+            continue
+        for start, n, node, width in cuts:
+            body.e.nodes.remove(node)
+            new_seq.append(sc.tensor(Ref(t, start, n, width)))
+            new_x.append(node.output[0])
+            body.types[node.output[0]] = body.type_of(bn)
+    return new_seq, new_x
