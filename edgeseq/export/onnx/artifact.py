@@ -13,7 +13,7 @@ Layout of an artifact directory::
 Quantized graphs export to the same layout with ``"numerics": "integer"`` in the manifest (see
 :mod:`.quant`): integer state tensors, extra integer outputs (:meth:`OnnxArtifact.run_integer`),
 ``quantized.esq`` and the integer-exact interpreter's outputs as golden vectors; their QDQ form has
-``"numerics": "qdq"`` and the same contract, within the tolerance its manifest states (:mod:`.qdqexport`).
+``"numerics": "qdq"`` and the same contract, within the tolerance its manifest states.
 
 Artifacts are written atomically: the directory is complete or absent.
 """
@@ -153,26 +153,16 @@ def export_onnx(graph: Graph, out_dir, *, streaming: bool = False, inline: bool 
     return OnnxArtifact(out, manifest)
 
 
-def _manifest(graph: Graph, model, *, streaming: bool, inline: bool, fused_rnn: bool) -> dict:
+def manifest_base(graph: Graph, model, *, streaming: bool, inline: bool, fused_rnn: bool) -> dict:
+    """What every ONNX artifact's manifest holds: format, versions, files, the graph, its input."""
     import onnx
     import onnxruntime
 
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    types = graph.output_types
-    outputs = []
-    for k, (name, vi) in enumerate(zip(graph.outputs, model.graph.output)):
-        t = types[k]
-        outputs.append({"index": k, "name": vi.name, "ir_value": name,
-                        "shape": [BATCH, TIME, t.features] if t.temporal else [BATCH, t.features],
-                        "dtype": "float32", "temporal": t.temporal, "spikes": t.spikes})
-    state = [{"key": k, "node": k.split("/", 1)[0], "state": k.split("/", 1)[1],
-              "input": state_input_name(k), "output": state_output_name(k),
-              "shape": [BATCH, *s], "dtype": "float32"} for k, s in graph.state_spec().items()]
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "versions": {"edgeseq": __version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-                     "numpy": np.__version__, "opset": opset, "ir_version": model.ir_version,
-                     "edgeseq_domain": 1},
+                     "numpy": np.__version__, "opset": opset, "ir_version": model.ir_version},
         "model": MODEL_FILE, "ir_graph": "graph.esq", "streaming": bool(streaming), "inline": bool(inline),
         "fused_rnn": bool(fused_rnn),
         "graph": {
@@ -183,16 +173,29 @@ def _manifest(graph: Graph, model, *, streaming: bool, inline: bool, fused_rnn: 
         },
         "functions": function_summary(model),
         "inputs": [{"name": graph.inputs[0].name, "shape": [BATCH, TIME, graph.in_features], "dtype": "float32"}],
-        "outputs": outputs,
-        "state": {
-            "scheme": f"input '{STATE_IN}<node>/<state>', output '{STATE_OUT}<node>/<state>', "
-                      "one pair per entry of graph.state_spec(), batch axis first; zeros start a sequence",
-            "input_prefix": STATE_IN, "output_prefix": STATE_OUT,
-            "tensors": state if streaming else [],
-            "graph_state_spec": {k: list(s) for k, s in graph.state_spec().items()},
-        },
         "metadata": _jsonable(dict(graph.metadata)),
     }
+
+
+def _manifest(graph: Graph, model, *, streaming: bool, inline: bool, fused_rnn: bool) -> dict:
+    m = manifest_base(graph, model, streaming=streaming, inline=inline, fused_rnn=fused_rnn)
+    m["versions"]["edgeseq_domain"] = 1
+    types = graph.output_types
+    m["outputs"] = [{"index": k, "name": vi.name, "ir_value": name,
+                     "shape": [BATCH, TIME, t.features] if t.temporal else [BATCH, t.features],
+                     "dtype": "float32", "temporal": t.temporal, "spikes": t.spikes}
+                    for k, (name, vi, t) in enumerate(zip(graph.outputs, model.graph.output, types))]
+    state = [{"key": k, "node": k.split("/", 1)[0], "state": k.split("/", 1)[1],
+              "input": state_input_name(k), "output": state_output_name(k),
+              "shape": [BATCH, *s], "dtype": "float32"} for k, s in graph.state_spec().items()]
+    m["state"] = {
+        "scheme": f"input '{STATE_IN}<node>/<state>', output '{STATE_OUT}<node>/<state>', "
+                  "one pair per entry of graph.state_spec(), batch axis first; zeros start a sequence",
+        "input_prefix": STATE_IN, "output_prefix": STATE_OUT,
+        "tensors": state if streaming else [],
+        "graph_state_spec": {k: list(s) for k, s in graph.state_spec().items()},
+    }
+    return m
 
 
 class OnnxArtifact:
@@ -265,7 +268,7 @@ class OnnxArtifact:
     @property
     def numerics(self) -> str:
         """'float32', 'integer' for a quantized graph's integer program (see .quant), or 'qdq' for its
-        QuantizeLinear/DequantizeLinear model (see .qdqexport: ``run`` returns the model's float32
+        QuantizeLinear/DequantizeLinear model (see .quant: ``run`` returns the model's float32
         outputs, ``run_integer`` its integer outputs)."""
         return str(self.manifest.get("numerics", "float32"))
 
