@@ -30,6 +30,7 @@ from edgeseq.export.onnx import OnnxArtifact, build_onnx_qdq, export_onnx_quanti
 from edgeseq.export.onnx import qdq  # noqa: E402
 from edgeseq.quant import intexact, quantize  # noqa: E402
 
+from . import cell_cases  # noqa: E402
 from .zoo_cases import ZOO, build  # noqa: E402
 
 LENGTHS = (1, 50, 200)
@@ -561,3 +562,49 @@ def test_exact_weights_are_recovered_from_the_fake_parameters(quantized):
     assert exact and np.array_equal(wq, prog_w)
     _, _, exact = qdq.int_weights(np.array([[1.0, np.pi / 1000.0]]), 8)
     assert not exact
+
+
+# ----------------------------------------------------------------------------------------------
+# every cell variant (tests/unit/cell_cases.py): its step program with the plan's points
+
+
+@pytest.mark.parametrize("name", sorted(cell_cases.CASES))
+def test_every_cell_variant_whole_and_streaming(name):
+    """Each case quantized and exported at two lengths and two batch sizes against the integer
+    interpreter (the family's tolerance, or as close as the fake-quant simulation of the same plan
+    where that is further; spike trains of every population), chunk by chunk == whole."""
+    from edgeseq.export.onnx.qlower import output_names
+    from edgeseq.quant.program import storage_dtype
+
+    g = cell_cases.graph_of(name)
+    rng = np.random.default_rng(1)
+    q = quantize(g, cell_cases.drive(name, rng, 16, 24), "edgeseq")
+    p = q.program
+    tol = LSB_TOL[qdq.family_of(g)]
+    probes = qdq.spike_probes(q)
+    assert probes or not any(t.spikes for t in g.output_types), name
+    names = ["q." + n for n in output_names(p, "x")]
+    whole = _session(build_onnx_qdq(q, probes=probes))
+    stream = _session(build_onnx_qdq(q, streaming=True))
+    for b, t in ((1, 1), (3, 37)):
+        x = cell_cases.drive(name, rng, b, t).astype(np.float32)
+        want_q, want_state, trace = _reference(q, x, trace=True)
+        got = whole.run(names + ["probe." + s for s in probes], {"x": x})
+        fake, _ = q.run(x, mode="fake")
+        for gq, wq, fq, o in zip(got, want_q, fake, p.outputs):
+            fake_err = int(np.max(np.abs(np.rint(fq / o.scale) - wq)))
+            assert int(np.max(np.abs(gq.astype(np.int64) - wq))) <= max(tol, fake_err + 2), (name, b, t)
+        for s, gs in zip(probes, got[len(names):]):
+            assert np.mean(gs.astype(np.int64) == trace[s]) >= MIN_SPIKE_AGREEMENT, (name, s)
+        state = {k: np.zeros((b, sp.n), storage_dtype(sp.bits)) for k, sp in p.states.items()}
+        parts = []
+        for lo in range(0, t, 16):
+            res = stream.run(names + [f"state_out.{k}" for k in p.states],
+                             {"x": x[:, lo:lo + 16], **{f"state_in.{k}": v for k, v in state.items()}})
+            parts.append(res[:len(names)])
+            state = dict(zip(p.states, res[len(names):]))
+        for k, gq in enumerate(got[:len(names)]):
+            assert np.array_equal(np.concatenate([c[k] for c in parts], axis=1), gq), name
+        for k, v in state.items():
+            assert v.dtype == storage_dtype(p.states[k].bits)
+            assert int(np.max(np.abs(v.astype(np.int64) - want_state[k]))) <= 2 * tol + 2, (name, k)

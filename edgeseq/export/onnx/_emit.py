@@ -102,6 +102,24 @@ class Emitter:
         return out
 
 
+def prune(e: Emitter, keep=()) -> None:
+    """Drop the constants (initializers, ``Constant`` nodes) of ``e`` that no node reads (nodes of
+    subgraphs included) and that are not in ``keep``."""
+    used = set(keep)
+
+    def walk(nodes):
+        for n in nodes:
+            used.update(n.input)
+            for a in n.attribute:
+                if a.type == AttributeProto.GRAPH:
+                    walk(a.g.node)
+                    used.update(o.name for o in a.g.output)
+
+    walk(e.nodes)
+    e.nodes[:] = [n for n in e.nodes if n.op_type != "Constant" or n.output[0] in used]
+    e.initializers[:] = [t for t in e.initializers if t.name in used]
+
+
 def ref_attribute(name: str, attr: str, kind: int) -> AttributeProto:
     """Node attribute ``name`` taking the value of the enclosing function's attribute ``attr``."""
     a = AttributeProto()

@@ -41,7 +41,7 @@ from ...ir.types import ReadoutMode
 from ...ir.cells import cell_kinds, step_program
 from ...ir.step import StepProgram
 from ...ir.step.passes import StripQuant
-from ._emit import DOMAIN, DOMAIN_VERSION, FLOAT, Emitter, activation, f32, value_info
+from ._emit import DOMAIN, DOMAIN_VERSION, FLOAT, Emitter, activation, f32, prune, value_info
 from .fused import FusedKernel, fused_kernel
 from .render import Numerics, Scope, Val, render_scan, whole
 
@@ -286,8 +286,20 @@ def _scan_function(family: str, prog: StepProgram, kernel, opset: int):
     for v, y in zip(res.outputs, outs):
         e.op("Transpose", sc.f(v), perm=[1, 0, 2], outputs=[y])
     sc.merge_slices()
+    prune(e, outs + finals)
+    attrs = {k: v for k, v in num.attrs.items() if k in _attr_refs(e.nodes)}
     doc = f"edgeseq step program '{prog.name}' over the standard Scan (edgeseq.ir.step)"
-    return _signature(family, prog, ins, outs + finals, e.nodes, num.attrs, opset, doc), num.attrs
+    return _signature(family, prog, ins, outs + finals, e.nodes, attrs, opset, doc), attrs
+
+
+def _attr_refs(nodes) -> set[str]:
+    out: set[str] = set()
+    for n in nodes:
+        for a in n.attribute:
+            out.add(a.ref_attr_name)
+            if a.type == onnx.AttributeProto.GRAPH:
+                out |= _attr_refs(a.g.node)
+    return out
 
 
 def _fused_function(family: str, prog: StepProgram, k: FusedKernel, opset: int):

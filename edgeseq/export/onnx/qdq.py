@@ -80,7 +80,7 @@ from ...ir.cells import cell_kinds, has_step_program, step_program
 from ...ir.graph import Node
 from ...ir.step import Affine, Gt, Mul, QRole, Quant, StepProgram, WeightKind
 from ...ir.types import Act, ReadoutMode
-from ._emit import Emitter, activation
+from ._emit import Emitter, activation, prune
 from .lower import BATCH, INT64_MAX, STATE_IN, STATE_OUT, TIME, ir_version_for, max_opset, state_input_name, \
     state_output_name
 from .qlower import INT_OUT, PROBE, output_names
@@ -555,6 +555,7 @@ class QdqLowering:
             m.op("Transpose", self.probe_vals[name], perm=[1, 0, 2], outputs=[PROBE + name])
             outs.append(helper.make_tensor_value_info(PROBE + name, UINT8, [BATCH, TIME, None]))
         m.merge_slices()
+        prune(m.e, [o.name for o in outs])
         graph = helper.make_graph(m.e.nodes, f"edgeseq_qdq_{str(g.metadata.get('source', 'graph')).split('.')[-1]}",
                                   inputs, outs, initializer=m.e.initializers,
                                   doc_string="edgeseq quantized graph (QDQ): " + repr(g))

@@ -32,7 +32,7 @@ from onnx import TensorProto, helper, numpy_helper
 from ...ir.step import (Activate, Add, Affine, Concat, Div, Gather, Gt, Mul, Prim, Quant, Select, Slice,
                         StepProgram, Sub)
 from ...ir.step.passes import DeadCode, LinearState, SplitAffine, StripQuant, hoist, sink
-from ._emit import Emitter, activation
+from ._emit import Emitter, activation, prune
 
 FLOAT, BOOL, INT64 = TensorProto.FLOAT, TensorProto.BOOL, TensorProto.INT64
 KRON_MAX = 256  # a blocked product up to this many rows and columns uses one block-diagonal matrix
@@ -428,7 +428,7 @@ def _mul(R, sc, grp, env):
         op = grp[0][0]
         for m, o in ((op.a, op.b), (op.b, op.a)):
             v = env.get(m)
-            if v is not None and v.mask is not None and v.f is None:  # spikes / resets
+            if v is not None and v.mask is not None:  # spikes / resets
                 if R.prog.is_param(o):
                     return [Val(op.n, mask=v.mask, coef=v.coef + (o,))]
                 if not v.coef:
@@ -708,6 +708,7 @@ def render_scan(num: Numerics, sc: Scope, prog: StepProgram, x: Val, init: Seque
         if t in names or t not in made:
             t = body.op("Identity", t, elem=body.type_of(t), hint="out")
         names.append(t)
+    prune(body.e, names)
     g = helper.make_graph(body.e.nodes, f"{hint}_step",
                           [helper.make_tensor_value_info(n, body.type_of(n), None) for n in s_in + x_in],
                           [helper.make_tensor_value_info(n, t, None) for n, t in zip(names, out_types)],
