@@ -4,10 +4,11 @@ For each zoo model (GRU, LSTM, Elman RNN, LMU, minGRU, LIF; hidden H, input I, T
 runs, side by side in one process, with one thread everywhere:
 
 - ``torch_eager``: the torch model itself (``torch.set_num_threads(1)``, ``torch.no_grad()``, eval);
-- ``edgeseq_onnx``: ``edgeseq.capture`` -> ``build_onnx`` (edgeseq-domain functions over ``Scan``),
-  onnxruntime with ``intra_op_num_threads=1``;
-- ``edgeseq_onnx_fused``: the same with ``fused_rnn=True`` (GRU/LSTM bodies are ONNX's own
-  GRU/LSTM ops), for the models that have them;
+- ``edgeseq_onnx``: ``edgeseq.capture`` -> ``build_onnx`` (edgeseq-domain functions rendered from the
+  step programs: ``Scan``, or ONNX's own GRU / LSTM op where the program computes exactly that, the
+  default), onnxruntime with ``intra_op_num_threads=1``;
+- ``edgeseq_onnx_scan``: the same with ``fused_rnn=False`` (every recurrence over ``Scan``), for the
+  models whose default export uses a fused kernel;
 - ``edgeseq_onnx_int8``: the model quantized with ``edgeseq.quant.quantize(..., "edgeseq")`` (calibrated
   on random sequences) and exported as its integer program (``build_onnx_quantized``: int8
   ``MatMulInteger`` kernels, integer ops inside the ``Scan`` bodies), same onnxruntime setup; its
@@ -26,7 +27,9 @@ runs, side by side in one process, with one thread everywhere:
 
 Per-sequence latency is the median of all timed runs; the methods run in alternating warm blocks
 (``--rounds`` blocks of ``--repeats`` runs each, after ``--warmup`` untimed runs), so they share the
-machine's slow drift without evicting each other's caches on every call.
+machine's slow drift without evicting each other's caches on every call. ``--clock cpu`` times the
+calling thread's CPU time instead of wall time (every method here runs on that one thread): on a
+shared, loaded machine it leaves out the time the process waits for a core.
 Results: benchmarks/results/onnx.json.
 
     python -m benchmarks.bench_onnx [--hidden 128] [--steps 128] [--inputs 64] [--rounds 5] [--repeats 20]
@@ -56,7 +59,6 @@ MODELS = {
     "mingru": lambda a: dict(hidden=a.hidden),
     "lif": lambda a: dict(hidden=a.hidden),
 }
-FUSED = ("gru", "lstm")
 
 
 def _session(model_bytes: bytes):
@@ -119,23 +121,26 @@ def bench_model(arch: str, args) -> dict:
 
     runners["torch_eager"] = torch_eager
     xn = x.numpy()
-    variants = [("edgeseq_onnx", False)] + ([("edgeseq_onnx_fused", True)] if arch in FUSED else [])
-    for name, fused in variants:
-        s = _session(build_onnx(graph, fused_rnn=fused).SerializeToString())
+    variants = [("edgeseq_onnx", build_onnx(graph))]
+    if {p.key: p.value for p in variants[0][1].metadata_props}.get("edgeseq.fused_rnn") == "true":
+        variants.append(("edgeseq_onnx_scan", build_onnx(graph, fused_rnn=False)))
+    for name, m in variants:
+        s = _session(m.SerializeToString())
         (y,) = s.run(None, {"x": xn})
         (y2,) = s.run(None, {"x": x_other.numpy()})
         row["methods"][name] = {"max_abs_diff_vs_torch": float(np.abs(y - want).max()),
                                 "correct_at_other_length": bool(np.abs(y2 - want_other).max() < 1e-4)}
         runners[name] = (lambda s: lambda: s.run(None, {"x": xn}))(s)
-    if args.int8:
+    if args.int8 or args.qdq:
         from edgeseq.export.onnx import build_onnx_quantized
         from edgeseq.quant import intexact, quantize
 
         calib = np.random.default_rng(0).standard_normal((16, min(args.steps, 64), args.inputs))
         qg = quantize(graph, calib, "edgeseq")
+        ref, _ = intexact.run(qg.program, qg.quantize_input(xn))
+    if args.int8:
         s = _session(build_onnx_quantized(qg).SerializeToString())
         y, yq = s.run([qg.program.outputs[0].name, "q." + qg.program.outputs[0].name], {"x": xn})
-        ref, _ = intexact.run(qg.program, qg.quantize_input(xn))
         row["methods"]["edgeseq_onnx_int8"] = {
             "max_abs_diff_vs_torch": float(np.abs(y - want).max()),
             "exact_vs_integer_interpreter": bool(np.array_equal(yq.astype(np.int64), ref[0])),
@@ -144,27 +149,27 @@ def bench_model(arch: str, args) -> dict:
                 intexact.run(qg.program, qg.quantize_input(x_other.numpy()))[0][0])),
             "micro_ops_per_step": len(qg.program.step)}
         runners["edgeseq_onnx_int8"] = (lambda s: lambda: s.run(None, {"x": xn}))(s)
-        if args.qdq:
-            from collections import Counter
+    if args.qdq:
+        from collections import Counter
 
-            from edgeseq.export.onnx import build_onnx_qdq
+        from edgeseq.export.onnx import build_onnx_qdq
 
-            info: dict = {}
-            sq = _session(build_onnx_qdq(qg, info=info).SerializeToString())
-            oname = qg.program.outputs[0].name
-            yq = sq.run(["q." + oname], {"x": xn})[0].astype(np.int64)
-            y = sq.run([oname], {"x": xn})[0]
-            yq2 = sq.run(["q." + oname], {"x": x_other.numpy()})[0].astype(np.int64)
-            ref2, _ = intexact.run(qg.program, qg.quantize_input(x_other.numpy()))
-            row["methods"]["edgeseq_onnx_qdq"] = {
-                "max_abs_diff_vs_torch": float(np.abs(y - want).max()),
-                "max_lsb_vs_integer_interpreter": int(np.abs(yq - ref[0]).max()),
-                "decisions_agree": bool(np.array_equal(yq.argmax(-1), ref[0].argmax(-1))),
-                "correct_at_other_length": bool(np.array_equal(yq2.argmax(-1), ref2[0].argmax(-1))),
-                "max_lsb_at_other_length": int(np.abs(yq2 - ref2[0]).max()),
-                "products": dict(Counter(f"{p['where']}:{'integer' if p['integer_kernel'] else 'float'}"
-                                         for p in info["products"]))}
-            runners["edgeseq_onnx_qdq"] = (lambda s: lambda: s.run(None, {"x": xn}))(sq)
+        info: dict = {}
+        sq = _session(build_onnx_qdq(qg, info=info).SerializeToString())
+        oname = qg.program.outputs[0].name
+        yq = sq.run(["q." + oname], {"x": xn})[0].astype(np.int64)
+        y = sq.run([oname], {"x": xn})[0]
+        yq2 = sq.run(["q." + oname], {"x": x_other.numpy()})[0].astype(np.int64)
+        ref2, _ = intexact.run(qg.program, qg.quantize_input(x_other.numpy()))
+        row["methods"]["edgeseq_onnx_qdq"] = {
+            "max_abs_diff_vs_torch": float(np.abs(y - want).max()),
+            "max_lsb_vs_integer_interpreter": int(np.abs(yq - ref[0]).max()),
+            "decisions_agree": bool(np.array_equal(yq.argmax(-1), ref[0].argmax(-1))),
+            "correct_at_other_length": bool(np.array_equal(yq2.argmax(-1), ref2[0].argmax(-1))),
+            "max_lsb_at_other_length": int(np.abs(yq2 - ref2[0]).max()),
+            "products": dict(Counter(f"{p['where']}:{'integer' if p['integer_kernel'] else 'float'}"
+                                     for p in info["products"]))}
+        runners["edgeseq_onnx_qdq"] = (lambda s: lambda: s.run(None, {"x": xn}))(sq)
     try:
         s = _session(_torch_onnx(model, x))
         (y,) = s.run(None, {"x": xn})
@@ -179,15 +184,16 @@ def bench_model(arch: str, args) -> dict:
     except Exception as e:  # noqa: BLE001 - recorded: torch's exporter does not handle every model
         row["methods"]["torch_onnx"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
 
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
     samples: dict[str, list[float]] = {k: [] for k in runners}
     for _ in range(args.rounds):  # alternating blocks: methods share slow machine drift, each block runs warm
         for k, fn in runners.items():
             for _ in range(args.warmup):
                 fn()
             for _ in range(args.repeats):
-                t0 = time.perf_counter()
+                t0 = clock()
                 fn()
-                samples[k].append(time.perf_counter() - t0)
+                samples[k].append(clock() - t0)
     eager = statistics.median(samples["torch_eager"])
     row["methods"].setdefault("torch_eager", {})
     for k, v in samples.items():
@@ -207,8 +213,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=20, help="timed runs per block")
     ap.add_argument("--warmup", type=int, default=3, help="untimed runs before each block")
     ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="wall time, or the calling thread's CPU time (robust on a loaded machine)")
     ap.add_argument("--no-int", dest="int8", action="store_false",
-                    help="skip the quantized (integer program) model")
+                    help="skip the quantized graph's integer program model (edgeseq_onnx_int8)")
     ap.add_argument("--no-qdq", dest="qdq", action="store_false",
                     help="skip the quantized graph's QDQ model (edgeseq_onnx_qdq)")
     ap.add_argument("--out-name", default="onnx", help="results file benchmarks/results/<name>.json")

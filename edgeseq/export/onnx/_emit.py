@@ -103,20 +103,23 @@ class Emitter:
 
 
 def prune(e: Emitter, keep=()) -> None:
-    """Drop the constants (initializers, ``Constant`` nodes) of ``e`` that no node reads (nodes of
-    subgraphs included) and that are not in ``keep``."""
+    """Drop the nodes and initializers of ``e`` whose outputs nothing reads (nodes of subgraphs
+    included) and that are not in ``keep``."""
     used = set(keep)
 
-    def walk(nodes):
-        for n in nodes:
-            used.update(n.input)
-            for a in n.attribute:
-                if a.type == AttributeProto.GRAPH:
-                    walk(a.g.node)
-                    used.update(o.name for o in a.g.output)
+    def reads(n, acc):
+        acc.update(n.input)
+        for a in n.attribute:
+            if a.type == AttributeProto.GRAPH:
+                for m in a.g.node:
+                    reads(m, acc)
 
-    walk(e.nodes)
-    e.nodes[:] = [n for n in e.nodes if n.op_type != "Constant" or n.output[0] in used]
+    live = []
+    for n in reversed(e.nodes):
+        if any(o in used for o in n.output):
+            live.append(n)
+            reads(n, used)
+    e.nodes[:] = live[::-1]
     e.initializers[:] = [t for t in e.initializers if t.name in used]
 
 

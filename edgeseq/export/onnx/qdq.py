@@ -78,7 +78,7 @@ from ...errors import ConfigError, UnsupportedOpError
 from ...ir import ops as O
 from ...ir.cells import cell_kinds, has_step_program, step_program
 from ...ir.graph import Node
-from ...ir.step import Affine, Gt, Mul, QRole, Quant, StepProgram, WeightKind
+from ...ir.step import Add, Affine, Gt, Mul, QRole, Quant, Select, StepProgram, Sub, WeightKind
 from ...ir.types import Act, ReadoutMode
 from ._emit import Emitter, activation, prune
 from .lower import BATCH, INT64_MAX, STATE_IN, STATE_OUT, TIME, ir_version_for, max_opset, state_input_name, \
@@ -284,22 +284,19 @@ class QdqLowering:
         return name
 
     # -- quantize / dequantize ----------------------------------------------------------------------
-    @staticmethod
-    def _scale(sc: Scope, scale, hint: str):
-        s = np.asarray(scale, np.float64).ravel()
-        if s.size and np.all(s == s[0]):
-            return sc.const(np.float32(s[0]), hint), False, 1
-        return sc.const(f32(s), hint), True, s.size
-
     def quant(self, sc: Scope, f: str, scale, bits: int, hint: str = "q", unsigned: bool = False) -> str:
         """QuantizeLinear to ``bits`` (8 or 16 storage; narrower widths clipped) with zero point 0;
-        ``unsigned``: uint8 for a value known to lie in [0, 2^(bits-1) - 1] (see the module docstring)."""
+        ``unsigned``: uint8 for a value known to lie in [0, 2^(bits-1) - 1] (see the module docstring).
+        Per-channel scales multiply by their inverses first (onnxruntime's per-axis QuantizeLinear is
+        ~40x slower than per-tensor on a sequence)."""
         elem = UINT8 if unsigned and bits <= 8 else storage(bits)
         if elem not in (INT8, INT16, UINT8):
             raise UnsupportedOpError(f"a {bits}-bit quantization point has no QuantizeLinear type")
-        s, per_axis, n = self._scale(sc, scale, "qs")
-        zp = sc.const(np.zeros(n if per_axis else (), NP[elem]), "zp" + ("v" if per_axis else ""), dtype=NP[elem])
-        q = sc.op("QuantizeLinear", f, s, zp, elem=elem, hint=hint, **({"axis": -1} if per_axis else {}))
+        s = np.asarray(scale, np.float64).ravel()
+        if not np.all(s == s[0]):
+            f, s = sc.op("Mul", f, sc.const(f32(1.0 / s), "inv")), np.ones(1)
+        zp = sc.const(np.zeros((), NP[elem]), "zp", dtype=NP[elem])
+        q = sc.op("QuantizeLinear", f, sc.const(np.float32(s[0]), "qs"), zp, elem=elem, hint=hint)
         if bits not in (8, 16) and elem != UINT8:
             lo, hi = qrange(bits)
             q = sc.op("Clip", q, sc.const(np.array(lo, NP[elem]), f"lo{bits}", NP[elem]),
@@ -309,16 +306,16 @@ class QdqLowering:
 
     def deq(self, sc: Scope, q: str, scale, hint: str = "dq") -> str:
         s = np.asarray(scale, np.float64).ravel()
-        if s.size > 1 and np.all(s == s[0]):
-            s = s[:1]
 
         def make():
             elem = sc.type_of(q)
-            sv, per_axis, n = self._scale(sc, s, "ds")
-            zp = sc.const(np.zeros(n if per_axis else (), NP[elem]), "zp" + ("v" if per_axis else ""), dtype=NP[elem])
-            return sc.op("DequantizeLinear", q, sv, zp, elem=FLOAT, hint=hint, **({"axis": -1} if per_axis else {}))
+            uniform = bool(np.all(s == s[0]))
+            zp = sc.const(np.zeros((), NP[elem]), "zp", dtype=NP[elem])
+            f = sc.op("DequantizeLinear", q, sc.const(np.float32(s[0] if uniform else 1.0), "ds"), zp, elem=FLOAT,
+                      hint=hint)
+            return f if uniform else sc.op("Mul", f, sc.const(f32(s), "ds"), elem=FLOAT, hint=hint)
 
-        return sc.cached(("dq", q, s.tobytes()), make)
+        return sc.cached(("dq", q, s[:1].tobytes() if np.all(s == s[0]) else s.tobytes()), make)
 
     def round_to(self, sc: Scope, f: str, scale, hint: str = "r") -> str:
         """Round to a multiple of ``scale`` in float (a point wider than 16 bits; half to even,
@@ -539,9 +536,7 @@ class QdqLowering:
                 q = m.op("Cast", q, to=want, elem=want)
             dims = [BATCH, TIME, v.n] if v.temporal else [BATCH, v.n]
             m.op("Identity", q, outputs=[INT_OUT + name])
-            sc, per_axis, n = self._scale(m, np.asarray(o.scale, np.float64), "out_scale")
-            zp = m.const(np.zeros(n if per_axis else (), NP[want]), "out_zp", dtype=NP[want])
-            m.op("DequantizeLinear", q, sc, zp, outputs=[name], **({"axis": -1} if per_axis else {}))
+            m.op("Identity", self.deq(m, q, o.scale), outputs=[name])
             outputs.append(helper.make_tensor_value_info(name, FLOAT, dims))
             int_outputs.append(helper.make_tensor_value_info(INT_OUT + name, want, dims))
         outs = outputs + int_outputs
@@ -586,6 +581,57 @@ class _Points(Numerics):
         self.fk = lw.fake(node)
         self.points = prog.qualified_points(node.name, node.outputs)
         self.keys = [f"{node.name}/{s.name}" for s in prog.states]
+        self.absorbed: set[str] = set()
+
+    def grid(self, v: str):
+        """The scale of a point or state value (None for spikes and other values)."""
+        op = self.prog.producers().get(v)
+        if isinstance(op, Quant) and op.point.role is not QRole.SPIKES:
+            return self.lw.entry(self.points[v][0]).scale
+        k = self.prog.state_names.index(v) if v in self.prog.state_names else None
+        return None if k is None or self._spikes(k) else self.lw.entry(self.keys[k]).scale
+
+    def start(self, prog: StepProgram) -> None:
+        super().start(prog)
+        self.absorb(prog)
+
+    def absorb(self, prog: StepProgram) -> None:
+        """The wide points whose rounding the next point of the same scale repeats: on the way there
+        the value only meets values on the same grid (integer multiples of the scale), and
+        round(a + b) = round(a) + b for such b. Decided last point first, so that of two summed points
+        one stays rounded."""
+        cons, prod = prog.consumers(), prog.producers()
+        ends = set(prog.outputs) | set(prog.next_state.values())
+
+        def integral(v: str) -> bool:
+            op = prod.get(v)
+            return isinstance(op, Gt) or isinstance(op, (Add, Sub)) and all(map(integral, op.reads()))
+
+        def on_grid(v: str, s) -> bool:
+            if prog.is_param(v):
+                r = np.ravel(self.value_of(v)) / s
+                return bool(np.all(np.abs(r - np.rint(r)) < 1e-6))
+            op = prod.get(v)
+            if isinstance(op, (Add, Sub)) or isinstance(op, Select):
+                return all(on_grid(r, s) for r in (op.a, op.b))
+            if isinstance(op, Mul):
+                return any(integral(a) and on_grid(b, s) for a, b in ((op.a, op.b), (op.b, op.a)))
+            g = self.grid(v)
+            return v not in self.absorbed and g is not None and np.array_equal(np.broadcast_to(g, s.shape), s)
+
+        for q in reversed([op for op in prog.body if isinstance(op, Quant) and self.quant_key(op) == ("wide",)]):
+            s, v = self.lw.entry(self.points[q.out][0]).scale, q.out
+            while v not in ends and len(cons.get(v, ())) == 1:
+                c = cons[v][0]
+                if isinstance(c, Quant):
+                    g = self.grid(c.out)
+                    if g is not None and np.array_equal(np.broadcast_to(g, s.shape), s):
+                        self.absorbed.add(q.out)
+                    break
+                if not isinstance(c, (Add, Sub, Select)) or isinstance(c, Select) and c.c == v \
+                        or not all(on_grid(r, s) for r in (c.a, c.b) if r != v):
+                    break
+                v = c.out
 
     def value_of(self, name: str) -> np.ndarray:
         return np.asarray(self.fk.get(name, self.prog.params[name]), np.float64)
@@ -629,7 +675,7 @@ class _Points(Numerics):
     # -- points ------------------------------------------------------------------------------------
     def quant_key(self, op: Quant):
         name, point = self.points[op.out]
-        e = self.lw.entry(name) if point.role is not QRole.SPIKES else None
+        e = self.lw.entry(name) if point.role is not QRole.SPIKES and op.out not in self.absorbed else None
         if e is None or e.split:
             return None
         return (e.bits if e.bits <= 16 else "wide",)
@@ -639,7 +685,7 @@ class _Points(Numerics):
         op = ops[0]
         name, point = self.points[op.out]
         v = env[op.x]
-        if point.role is QRole.SPIKES:
+        if point.role is QRole.SPIKES or op.out in self.absorbed:
             return [v]
         entries = [lw.entry(self.points[o.out][0]) for o in ops]
         e = entries[0]
@@ -702,13 +748,12 @@ class _Points(Numerics):
         elem = self.carrier(k)
         return q if sc.type_of(q) == elem else sc.op("Cast", q, to=elem, elem=elem)
 
+    def storage(self, k: int) -> int:
+        return storage(self.lw.prog.states[self.keys[k]].bits)
+
     def state_final(self, sc: Scope, k: int, name: str, out: Optional[str]) -> str:
-        elem = storage(self.lw.prog.states[self.keys[k]].bits)
-        if sc.type_of(name) != elem:
-            sc.op("Cast", name, to=elem, outputs=[out])
-        else:
-            sc.op("Identity", name, outputs=[out])
-        sc.types[out] = elem
+        sc.op("Cast", name, to=self.storage(k), outputs=[out])
+        sc.types[out] = self.storage(k)
         return out
 
 

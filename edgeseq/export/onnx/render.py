@@ -245,6 +245,10 @@ class Numerics:
     def __init__(self, prog: StepProgram):
         self.prog = prog
 
+    def start(self, prog: StepProgram) -> None:
+        """Called with the program as rendered (:func:`prepare`) before rendering starts."""
+        self.prog = prog
+
     def value_of(self, name: str) -> np.ndarray:
         return np.asarray(self.prog.params[name], np.float64)
 
@@ -328,6 +332,11 @@ class Numerics:
         return Val(op.n, mask=whole(sc.op("Greater", a, b, elem=BOOL, hint="gt"), op.n))
 
     def carrier(self, k: int) -> int:
+        """Element type state ``k`` has inside the loop."""
+        return FLOAT
+
+    def storage(self, k: int) -> int:
+        """Element type state ``k`` has outside the loop."""
         return FLOAT
 
     def state_val(self, sc: Scope, k: int, name: str) -> Val:
@@ -662,7 +671,8 @@ def render_scan(num: Numerics, sc: Scope, prog: StepProgram, x: Val, init: Seque
     set): the sequence part, one ``Scan`` carrying the states from ``init``, the post part. ``finals``
     names the final state tensors (None: generated); ``probes`` are program values also returned
     per step (in ``ScanResult.outputs`` after the program's outputs)."""
-    p = num.prog = prepare(prog, num.strip)
+    p = prepare(prog, num.strip)
+    num.start(p)
     R = Renderer(p)
     h = hoist(p, strip=False)
     sk = sink(h.loop)
@@ -713,7 +723,8 @@ def render_scan(num: Numerics, sc: Scope, prog: StepProgram, x: Val, init: Seque
                           [helper.make_tensor_value_info(n, body.type_of(n), None) for n in s_in + x_in],
                           [helper.make_tensor_value_info(n, t, None) for n, t in zip(names, out_types)],
                           initializer=body.e.initializers)
-    fin = [sc.e.fresh(f"{hint}.final") for _ in p.states]
+    fin = [f if f is not None and num.carrier(k) == num.storage(k) else sc.e.fresh(f"{hint}.final")
+           for k, f in enumerate(finals)]
     seq_out = [sc.e.fresh(f"{hint}.seq") for _ in ship]
     sc.op("Scan", *s_init, *seq_in, outputs=fin + seq_out, num_scan_inputs=len(seq_in), body=g, hint="scan",
           node_name=sc.e.fresh(f"{hint}/scan"))
@@ -722,7 +733,7 @@ def render_scan(num: Numerics, sc: Scope, prog: StepProgram, x: Val, init: Seque
     for (v, make, _), t in zip(rebuild, seq_out):
         env[v] = make(t)
     R.render(sc, sk.post.body, env)
-    finals = [num.state_final(sc, k, t, finals[k]) for k, t in enumerate(fin)]
+    finals = [t if t == f else num.state_final(sc, k, t, f) for k, (t, f) in enumerate(zip(fin, finals))]
     return ScanResult([env[o] for o in p.outputs] + [env[v] for v in probes if v in env], finals)
 
 
@@ -763,7 +774,8 @@ def _carry(sc: Scope, body: Scope, names, env, benv, num, ints):
         elif v.f is None and v.mask is not None:
             benv[nm] = Val(v.n, mask=whole(add(sc.tensor(v.mask), BOOL), v.n), coef=v.coef)
         else:
-            sc.f(v)
+            if v.f is None:
+                sc.f(v)
             base = sc.resolve(v.f.name)
             if base not in bases:
                 bases[base] = add(base, FLOAT)
