@@ -508,9 +508,10 @@ def _quant(R, sc, grp, env):
 
 def signatures(prog: StepProgram, depth: int = 4) -> dict[str, tuple[str, str]]:
     """Each value's chain of single consumers up to its first nonlinearity (kinds, the function,
-    point roles) as (the part before any point or function, the whole chain): sibling products with
-    equal first parts share one product, rows ordered by the whole chains (gates of one function
-    side by side)."""
+    point roles) as (grouping key, order key). Sibling products with equal grouping keys share one
+    product: the chain before the nonlinearity where it holds a quantization point (sibling points
+    then share one QuantizeLinear), else the whole chain. Rows are ordered by the whole chains, so
+    that gates of one function sit side by side."""
     cons = prog.consumers()
     out = {}
     for op in prog.body:
@@ -525,8 +526,8 @@ def signatures(prog: StepProgram, depth: int = 4) -> dict[str, tuple[str, str]]:
             if isinstance(c, Activate):
                 break
             v = c.out
-        short = next((i for i, k in enumerate(sig) if k.startswith(("Quant", "Activate"))), len(sig))
-        out[op.out] = (",".join(sig[:short]), ",".join(sig))
+        pre = [k for k in sig if not k.startswith("Activate")]
+        out[op.out] = (",".join(pre if any(k.startswith("Quant") for k in pre) else sig), ",".join(sig))
     return out
 
 
