@@ -337,7 +337,6 @@ def test_int8_states_fuse_inside_the_recurrent_loop(tmp_path):
 def test_exact_under_the_int8_session_option_too(quantized, sessions):
     """onnxruntime's x86 default converts int8 Q/DQ pairs to uint8 (uint8 x int8 kernels saturate
     without VNNI); the model gives no product a Q -> DQ pair, so both settings agree."""
-    q = quantized["lif_rec"]
     m, s = sessions["lif_rec"]
     x = _input(np.random.default_rng(2), 3, 40)
     a = s.run(["q.readout"], {"x": x})[0]

@@ -18,45 +18,36 @@ interpreter to a few output LSBs (see :data:`TOLERANCE`), not bit for bit.
 Structure
 =========
 
-- **Weights**: the program's own integer weights (per output channel symmetric int8, int16 where
-  the plan says so: LMU / L2MU memory matrices), recovered exactly from the fake-quant parameters,
-  as integer initializers + ``DequantizeLinear``. A per-channel input scale (the boundary quantizer,
-  per-channel activation points, spike amplitudes) is absorbed into the weight columns, exactly like
-  the integer program does, and the activation is dequantized with scale 1.
-- **Products** are 2-D ``Gemm``s: ``Gemm(DequantizeLinear(int8 a), DequantizeLinear(int8 W))`` is
-  what onnxruntime's QDQ transformer (level ``ORT_ENABLE_EXTENDED`` and above; ``ORT_ENABLE_ALL`` is
-  the default) fuses into ``QGemm`` (com.microsoft, int8 x int8 -> float); a fused product's
-  addends are separate ``Add`` s. Where the activation is int8 and the product sits in a ``Scan``
-  body (recurrent spikes), the int8 weight and its ``DequantizeLinear`` are the body's own
-  initializer and node (else onnxruntime does not fuse); where the activation is wider (int16
-  recurrent states, LMU memories: onnxruntime has no int8 x int16 kernel) the product runs in
-  float, with the running sum as ``Gemm``'s C input, and the weight's ``DequantizeLinear`` sits in
-  the main graph (run once per call; inside the body onnxruntime would dequantize the matrix at
-  every step, ~40x slower). Products of the same input share one ``Gemm`` with stacked rows.
-  Sequence-level products reshape the *integer* activation to 2-D before its ``DequantizeLinear``:
-  onnxruntime's x86 ``QDQS8ToU8Transformer`` rewrites every int8 Q -> DQ pair to uint8 (zero point
-  128), and uint8 x int8 kernels saturate on AVX2 CPUs without VNNI (measured: wrong results); no
-  int8 activation of a sequence product is the output of a ``QuantizeLinear`` its
-  ``DequantizeLinear`` reads directly, so signed activations fuse as int8 x int8 (exact) with
-  onnxruntime's default session options. That kernel is slow on AVX2 without VNNI (measured 3-4x
-  slower than float ``Gemm``; fast on VNNI / ARM dot-product CPUs), while uint8 x int8 is faster
-  than float: values known to lie in [0, 127] (spikes, ReLU outputs of 8-bit points) are therefore
-  carried as uint8 with zero point 0, where the pairwise int16 sums of that kernel cannot saturate
-  (|2 * 128 * 127| < 2^15), and are cast back to the program's int8 storage type at the state
-  boundary.
-- **Points**: every plan point of 8 or 16 bits is ``QuantizeLinear`` -> ``DequantizeLinear`` with
-  the plan's scale (zero point 0, per-axis where the point is per channel; sibling points, e.g. the
-  gates of one cell, share one per-axis pair). ONNX has no 24/32-bit ``QuantizeLinear``: wider
-  points (the currents and partial membranes of spiking neurons, the LSTM's f*c and i*g) are
-  rounded to their LSB in float (``Round(x / s) * s``) where the integer program rounds them. Spikes are 0/1 ``uint8`` tensors (``Cast`` of the comparison of the *integer* membrane with
-  the integer threshold).
-- **States** are the program's integer states (same keys, flat (B, n), storage dtypes): the
-  ``Scan`` carries the quantized state (``DequantizeLinear`` where a step reads it as a real value,
-  its point's ``QuantizeLinear`` at the end of the step); mean / sum readouts keep the program's
-  int32 running sum and step count; a causal convolution keeps its int8 input history.
+- **Weights**: the program's own integer weights (per output channel, int8; int16 where the plan
+  says so: memory matrices), recovered exactly from the fake-quant parameters, as integer
+  initializers + ``DequantizeLinear``. Per-channel input scales (the boundary quantizer, per-channel
+  points, spike amplitudes) are absorbed into the weight columns, as the integer program does.
+- **Products** are 2-D ``Gemm`` s: ``Gemm(DequantizeLinear(int8 a), DequantizeLinear(int8 W))`` is
+  what onnxruntime's QDQ transformer (``ORT_ENABLE_EXTENDED`` and above; ``ORT_ENABLE_ALL`` is the
+  default) fuses into ``QGemm`` (int8 x int8 -> float), with its addends as separate ``Add`` s. In a
+  ``Scan`` body such a weight and its ``DequantizeLinear`` are the body's own (else onnxruntime does
+  not fuse); a wider activation (int16 states, memories: no int8 x int16 kernel) multiplies in float,
+  the running sum as ``Gemm``'s C, its weight dequantized once in the main graph (inside the body
+  onnxruntime would dequantize it at every step, ~40x slower). Products of one input share one
+  ``Gemm`` with stacked rows. Sequence-level products reshape the *integer* activation to 2-D before
+  its ``DequantizeLinear``: onnxruntime's x86 ``QDQS8ToU8Transformer`` rewrites int8 Q -> DQ pairs to
+  uint8, whose kernels saturate on AVX2 CPUs without VNNI (measured: wrong results). int8 x int8 is
+  slow on such CPUs (3-4x slower than float), uint8 x int8 fast: values known to lie in [0, 127]
+  (spikes, ReLU outputs of 8-bit points) are carried as uint8, where that kernel cannot saturate, and
+  cast to the program's int8 at state boundaries.
+- **Points**: every plan point of 8 or 16 bits is ``QuantizeLinear`` -> ``DequantizeLinear`` at the
+  plan's scale (zero point 0; sibling points, e.g. the gates of one cell, share one pair; per-channel
+  scales as a multiply and a per-tensor pair: onnxruntime's per-axis kernels are ~40x slower on a
+  sequence). ONNX has no wider ``QuantizeLinear``: wider points (currents, partial membranes, the
+  LSTM's f*c and i*g) are rounded in float (``Round(x / s) * s``), except where the next point of the
+  same grid repeats the rounding (only values on that grid are added on the way). Spikes are 0/1
+  ``uint8`` (the *integer* membrane compared with the integer threshold).
+- **States** are the program's integer states (same keys, flat (B, n), storage dtypes), carried by
+  the ``Scan``; mean / sum readouts keep the program's int32 running sum and step count; a causal
+  convolution keeps its int8 input history.
 - **Boundaries**: the input is quantized as the program's input quantizers specify (offset
-  subtracted in float32, then ``QuantizeLinear``; the program uses float64: inputs within ~1e-7
-  of a rounding boundary may land one LSB apart); each output is ``DequantizeLinear`` of its
+  subtracted in float32, then ``QuantizeLinear``; inputs within ~1e-7 of a rounding boundary may
+  land one LSB apart from the program's float64); each output is the ``DequantizeLinear`` of its
   integer tensor, which is also an output ``q.<name>``.
 
 Tensors are batch-first and ``batch`` / ``time`` are symbolic, as in the float model; the model is
@@ -80,19 +71,18 @@ from ...ir.cells import cell_kinds, has_step_program, step_program
 from ...ir.graph import Node
 from ...ir.step import Add, Affine, Gt, Mul, QRole, Quant, Select, StepProgram, Sub, WeightKind
 from ...ir.types import Act, ReadoutMode
-from ._emit import Emitter, activation, prune
+from ...quant.program import int_range, storage_dtype
+from ._emit import Emitter, activation, f32, prune
 from .lower import BATCH, INT64_MAX, STATE_IN, STATE_OUT, TIME, ir_version_for, max_opset, state_input_name, \
     state_output_name
 from .qlower import INT_OUT, PROBE, output_names
 from .render import KRON_MAX, Numerics, Part, Pending, Ref, Renderer, Scope, Val, render_scan, whole
 
 FLOAT, DOUBLE, BOOL = TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.BOOL
-INT8, INT16, INT32, INT64 = TensorProto.INT8, TensorProto.INT16, TensorProto.INT32, TensorProto.INT64
-UINT8 = TensorProto.UINT8
-NP = {INT8: np.int8, INT16: np.int16, INT32: np.int32, INT64: np.int64, FLOAT: np.float32, DOUBLE: np.float64,
-      BOOL: np.bool_, UINT8: np.uint8}
+INT8, INT16, INT32, INT64, UINT8 = TensorProto.INT8, TensorProto.INT16, TensorProto.INT32, TensorProto.INT64, \
+    TensorProto.UINT8
+NP = helper.tensor_dtype_to_np_dtype
 MIN_OPSET = 21  # int16 QuantizeLinear / DequantizeLinear
-__all__ = ["KRON_MAX", "TOLERANCE", "build_onnx_qdq", "family_of", "int_weights", "spike_probes"]
 
 #: what the QDQ model keeps against the integer-exact interpreter, stated per model family (and
 #: written into every QDQ artifact's manifest). ``lsb``: max |q_qdq - q_exact| of the integer
@@ -153,21 +143,8 @@ def spike_values(prog: StepProgram) -> list[str]:
 
 
 def storage(bits: int) -> int:
-    if bits <= 8:
-        return INT8
-    if bits <= 16:
-        return INT16
-    if bits <= 32:
-        return INT32
-    return INT64
-
-
-def qrange(bits: int) -> tuple[int, int]:
-    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-
-
-def f32(a) -> np.ndarray:
-    return np.array(a, dtype=np.float32, order="C")
+    """The ONNX element type of the program's storage for ``bits``-bit integers."""
+    return helper.np_dtype_to_tensor_dtype(np.dtype(storage_dtype(bits)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -275,7 +252,7 @@ class QdqLowering:
         m = self.main
         return m.cached(("zeros", s.n, elem), lambda: m.op(
             "ConstantOfShape", m.op("Concat", self.dim("B"), m.ints([s.n], "n"), axis=0, elem=INT64, hint="shape2"),
-            hint="zeros", elem=elem, value=numpy_helper.from_array(np.zeros(1, NP[elem]))))
+            hint="zeros", elem=elem, value=numpy_helper.from_array(np.zeros(1, NP(elem)))))
 
     def state_out(self, key: str) -> str:
         self.produced_states.add(key)
@@ -295,12 +272,12 @@ class QdqLowering:
         s = np.asarray(scale, np.float64).ravel()
         if not np.all(s == s[0]):
             f, s = sc.op("Mul", f, sc.const(f32(1.0 / s), "inv")), np.ones(1)
-        zp = sc.const(np.zeros((), NP[elem]), "zp", dtype=NP[elem])
+        zp = sc.const(np.zeros((), NP(elem)), "zp", dtype=NP(elem))
         q = sc.op("QuantizeLinear", f, sc.const(np.float32(s[0]), "qs"), zp, elem=elem, hint=hint)
         if bits not in (8, 16) and elem != UINT8:
-            lo, hi = qrange(bits)
-            q = sc.op("Clip", q, sc.const(np.array(lo, NP[elem]), f"lo{bits}", NP[elem]),
-                      sc.const(np.array(hi, NP[elem]), f"hi{bits}", NP[elem]), elem=elem, hint=hint)
+            lo, hi = int_range(bits)
+            q = sc.op("Clip", q, sc.const(np.array(lo, NP(elem)), f"lo{bits}", NP(elem)),
+                      sc.const(np.array(hi, NP(elem)), f"hi{bits}", NP(elem)), elem=elem, hint=hint)
         self.count_point(bits, sc)
         return q
 
@@ -310,7 +287,7 @@ class QdqLowering:
         def make():
             elem = sc.type_of(q)
             uniform = bool(np.all(s == s[0]))
-            zp = sc.const(np.zeros((), NP[elem]), "zp", dtype=NP[elem])
+            zp = sc.const(np.zeros((), NP(elem)), "zp", dtype=NP(elem))
             f = sc.op("DequantizeLinear", q, sc.const(np.float32(s[0] if uniform else 1.0), "ds"), zp, elem=FLOAT,
                       hint=hint)
             return f if uniform else sc.op("Mul", f, sc.const(f32(s), "ds"), elem=FLOAT, hint=hint)
@@ -403,10 +380,10 @@ class QdqLowering:
         and int8 activations still fuse into ``QGemm``."""
         home = sc if act_bits <= 8 and bits <= 8 else self.main
         elem = storage(bits)
-        w = home.const(np.ascontiguousarray(wq).astype(NP[elem]), hint, dtype=NP[elem])
+        w = home.const(np.ascontiguousarray(wq).astype(NP(elem)), hint, dtype=NP(elem))
         home.types[w] = elem
         s = home.const(f32(scale), hint + ".scale")
-        zp = home.const(np.zeros(scale.size, NP[elem]), hint + ".zp", dtype=NP[elem])
+        zp = home.const(np.zeros(scale.size, NP(elem)), hint + ".zp", dtype=NP(elem))
         return home.op("DequantizeLinear", w, s, zp, axis=0, elem=FLOAT, hint=hint + ".f")
 
     def gemm(self, sc: Scope, q2: str, p: Part, wd: np.ndarray, wbits: int, hint: str,
@@ -718,9 +695,9 @@ class _Points(Numerics):
             p = a.single
             q = sc.tensor(p.q)
             elem = sc.type_of(q)
-            lo, hi = np.iinfo(NP[elem]).min, np.iinfo(NP[elem]).max
+            lo, hi = np.iinfo(NP(elem)).min, np.iinfo(NP(elem)).max
             thr = np.clip(np.rint(np.broadcast_to(np.ravel(self.value_of(op.b)), (op.n,)) / p.scale), lo, hi)
-            t = sc.const(thr.astype(NP[elem]), "thr_q", NP[elem])
+            t = sc.const(thr.astype(NP(elem)), "thr_q", NP(elem))
             return Val(op.n, mask=whole(sc.op("Greater", q, t, elem=BOOL, hint="gt"), op.n))
         return super().gt(R, sc, op, env)
 
@@ -957,7 +934,7 @@ def _readout(lw: QdqLowering, node: Node, op: O.Readout):
     num = m.op("Add", m.op("Mul", sd, m.const(np.float64(2.0 ** (kf + 1)), "two_k", np.float64)), cd, elem=DOUBLE)
     mean = m.op("Floor", m.op("Div", num, m.op("Mul", cd, m.const(np.float64(2.0), "two_d", np.float64))),
                 elem=DOUBLE, hint="mean")
-    lo, hi = qrange(out.bits)
+    lo, hi = int_range(out.bits)
     mean = m.op("Clip", mean, m.const(np.float64(lo), "lo_d", np.float64), m.const(np.float64(hi), "hi_d", np.float64),
                 elem=DOUBLE)
     elem = storage(out.bits)

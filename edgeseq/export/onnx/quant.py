@@ -44,6 +44,7 @@ from ...util.fs import atomic_write_bytes, atomic_write_json, check_output_dir, 
 from .artifact import MANIFEST_FILE, MODEL_FILE, OnnxArtifact, _golden_input, _jsonable, _npy_bytes, _session, \
     manifest_base
 from .lower import STATE_IN, STATE_OUT, state_input_name, state_output_name
+from .qdq import TOLERANCE as QDQ_TOLERANCE, build_onnx_qdq, family_of, spike_probes
 from .qlower import INT_OUT, PROBE, build_onnx_quantized, output_names
 
 NUMERICS = ("exact", "qdq")
@@ -94,7 +95,6 @@ def export_onnx_quantized(q, out_dir, force: bool = False, streaming: bool = Fal
     import onnxruntime
 
     from ...quant import intexact
-    from .qdq import TOLERANCE as QDQ_TOLERANCE, build_onnx_qdq, family_of, spike_probes
 
     if numerics not in NUMERICS:
         raise ConfigError(f"unknown ONNX numerics '{numerics}'; choose 'exact' (the integer program, bit-exact) "
@@ -292,8 +292,8 @@ def _manifest(q, model, info: dict, *, numerics: str, streaming: bool, tolerance
         else "q = clip(rint((double(x[c]) - offset) * inv_scale), -2^(bits-1), 2^(bits-1)-1)"
     m = manifest_base(graph, model, streaming=streaming, inline=True, fused_rnn=False)
     m["inputs"][0]["quantizers"] = [
-        {"vector": s.vec, "channels": [int(c) for c in s.channels], "bits": int(s.bits), "scale": [float(v) for v in s.scale],
-         "offset": [float(v) for v in s.offset], "rule": rule} for s in p.inputs]
+        {"vector": s.vec, "channels": [int(c) for c in s.channels], "bits": int(s.bits),
+         "scale": [float(v) for v in s.scale], "offset": [float(v) for v in s.offset], "rule": rule} for s in p.inputs]
     m.update({
         "numerics": "qdq" if numerics == "qdq" else "integer", "quantized_graph": "quantized.esq",
         "quantization": {

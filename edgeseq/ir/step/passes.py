@@ -286,7 +286,8 @@ class LinearState(Pass):
             body.append(Add(out=nxt, n=n, a=acc, b=value(form[1])))
             acc = nxt
         old = prog.next_state[state]
-        return prog.replace(body=tuple(body), params=params, outputs=tuple(acc if o == old else o for o in prog.outputs),
+        return prog.replace(body=tuple(body), params=params,
+                            outputs=tuple(acc if o == old else o for o in prog.outputs),
                             next_state={k: acc if v == old else v for k, v in prog.next_state.items()})
 
 
