@@ -244,6 +244,9 @@ def main(argv=None) -> dict:
            "target": "edgeseq_onnx >= 3x faster than torch_eager (B=1, one thread)",
            "speedup_vs_torch_eager": summary,
            "target_met": {arch: s.get("edgeseq_onnx", 0) >= 3.0 for arch, s in summary.items()},
+           "edgeseq_onnx_speedup_vs_torch_onnx": {
+               arch: round(r["methods"]["torch_onnx"]["median_ms"] / r["methods"]["edgeseq_onnx"]["median_ms"], 2)
+               for arch, r in results.items() if "median_ms" in r["methods"].get("torch_onnx", {})},
            "results": results}
     if not args.no_write:
         print(f"wrote {write_results(args.out_name, out)}")

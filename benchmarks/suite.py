@@ -39,7 +39,7 @@ CORE: dict[str, tuple[str, tuple[str, ...], str]] = {
     "latency": ("benchmarks.bench_latency", ("latency",),
                 "streaming-step and whole-sequence latency: torch eager, onnxruntime (edgeseq and torch export), "
                 "TVM x86"),
-    "onnx": ("benchmarks.bench_onnx", ("onnx",), "edgeseq ONNX in onnxruntime vs torch eager, fused RNN variants"),
+    "onnx": ("benchmarks.bench_onnx", ("onnx",), "edgeseq ONNX in onnxruntime vs torch eager: float, QDQ, integer"),
     "tvm": ("benchmarks.bench_tvm", ("tvm",), "TVM x86 vs torch eager, library sizes"),
     "targets": ("benchmarks.bench_targets", ("targets",),
                 "instructions per inference on arm / Cortex-M under QEMU, flash / RAM, x86 latency"),
@@ -275,17 +275,23 @@ def _section_onnx(d: dict) -> str:
     rows = []
     for arch, r in d["results"].items():
         ms = r["methods"]
-        q = ms.get("edgeseq_onnx_int8", {})
+        q, qdq = ms.get("edgeseq_onnx_int8", {}), ms.get("edgeseq_onnx_qdq", {})
         rows.append([arch] + [ms.get(k, {}).get("median_ms") for k in
-                              ("torch_eager", "edgeseq_onnx", "edgeseq_onnx_fused", "torch_onnx")]
-                    + [d["speedup_vs_torch_eager"].get(arch, {}).get("edgeseq_onnx"), q.get("median_ms"),
+                              ("torch_eager", "edgeseq_onnx", "edgeseq_onnx_scan", "torch_onnx")]
+                    + [d["speedup_vs_torch_eager"].get(arch, {}).get("edgeseq_onnx"), qdq.get("median_ms"),
+                       qdq.get("max_lsb_vs_integer_interpreter"), q.get("median_ms"),
                        None if "exact_vs_integer_interpreter" not in q else
                        ("yes" if q["exact_vs_integer_interpreter"] else "NO")])
     cfg = d["config"]
-    return (f"Whole sequences, B = {cfg['batch']}, T = {cfg['steps']}, hidden {cfg['hidden']}, one thread. "
-            "int8: the quantized model's integer program in onnxruntime (bit-exact vs the integer interpreter).\n\n"
-            + _table(["model", "torch eager (ms)", "edgeseq ORT (ms)", "edgeseq ORT fused RNN (ms)",
-                      "torch-exported ORT (ms)", "edgeseq ORT speedup", "edgeseq ORT int8 (ms)", "int8 exact"], rows))
+    clock = "thread CPU time" if cfg.get("clock") == "cpu" else "wall time"
+    return (f"Whole sequences, B = {cfg['batch']}, T = {cfg['steps']}, hidden {cfg['hidden']}, one thread, median "
+            f"{clock}. edgeseq ORT: the default export (ONNX's fused GRU/LSTM kernels where the step program "
+            "matches, else Scan); Scan: the same with every recurrence over Scan. QDQ: the quantized graph's "
+            "QuantizeLinear/DequantizeLinear model (max LSB: vs the integer interpreter). int8: its integer program "
+            "(bit-exact vs the integer interpreter).\n\n"
+            + _table(["model", "torch eager (ms)", "edgeseq ORT (ms)", "edgeseq ORT Scan (ms)",
+                      "torch-exported ORT (ms)", "edgeseq ORT speedup", "edgeseq ORT QDQ (ms)", "QDQ max LSB",
+                      "edgeseq ORT int8 (ms)", "int8 exact"], rows))
 
 
 def _section_tvm(d: dict) -> str:

@@ -9,7 +9,7 @@ initializers of the scope they live in, which is what lets quantized weights sta
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import onnx
@@ -123,15 +123,6 @@ def prune(e: Emitter, keep=()) -> None:
     e.initializers[:] = [t for t in e.initializers if t.name in used]
 
 
-def ref_attribute(name: str, attr: str, kind: int) -> AttributeProto:
-    """Node attribute ``name`` taking the value of the enclosing function's attribute ``attr``."""
-    a = AttributeProto()
-    a.name = name
-    a.type = kind
-    a.ref_attr_name = attr
-    return a
-
-
 def value_info(name: str, shape: Optional[Sequence] = None, elem=FLOAT) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, elem, None if shape is None else list(shape))
 
@@ -140,38 +131,38 @@ def value_info(name: str, shape: Optional[Sequence] = None, elem=FLOAT) -> onnx.
 # pointwise activations (exactly the formulas of edgeseq.ir.interpret.activation)
 
 
+def _gelu(e: Emitter, x: str, *_) -> str:
+    erf = e.op("Erf", e.op("Mul", x, e.const(1.0 / np.sqrt(2.0), "inv_sqrt2")))
+    return e.op("Mul", e.op("Mul", x, e.const(0.5, "half")), e.op("Add", erf, e.const(1.0, "one")))
+
+
+def _gelu_tanh(e: Emitter, x: str, *_) -> str:
+    inner = e.op("Add", x, e.op("Mul", e.op("Mul", e.op("Mul", x, x), x), e.const(0.044715, "gelu_c")))
+    t = e.op("Tanh", e.op("Mul", inner, e.const(np.sqrt(2.0 / np.pi), "gelu_k")))
+    return e.op("Mul", e.op("Mul", x, e.const(0.5, "half")), e.op("Add", t, e.const(1.0, "one")))
+
+
+def _minrnn_g(e: Emitter, x: str, *_) -> str:
+    pos = e.op("GreaterOrEqual", x, e.const(0.0, "zero"))
+    return e.op("Where", pos, e.op("Add", x, e.const(0.5, "half")), e.op("Sigmoid", x))
+
+
+#: each activation (exactly the formulas of edgeseq.ir.activations): fn(emitter, x, slope, lo, hi)
+ACTIVATIONS: dict[Act, Callable[..., str]] = {
+    Act.IDENTITY: lambda e, x, *_: x,
+    Act.RELU: lambda e, x, *_: e.op("Relu", x),
+    Act.TANH: lambda e, x, *_: e.op("Tanh", x),
+    Act.SIGMOID: lambda e, x, *_: e.op("Sigmoid", x),
+    Act.HARDSIGMOID: lambda e, x, *_: e.op("HardSigmoid", x, alpha=1.0 / 6.0, beta=0.5),
+    Act.SILU: lambda e, x, *_: e.op("Mul", x, e.op("Sigmoid", x)),
+    Act.GELU: _gelu,
+    Act.GELU_TANH: _gelu_tanh,
+    Act.LEAKY_RELU: lambda e, x, slope, lo, hi: e.op("LeakyRelu", x, alpha=float(slope)),
+    Act.HARDTANH: lambda e, x, slope, lo, hi: e.op("Clip", x, e.const(lo, "lo"), e.const(hi, "hi")),
+    Act.SOFTPLUS: lambda e, x, *_: e.op("Softplus", x),
+    Act.MINRNN_G: _minrnn_g,
+}
+
+
 def activation(e: Emitter, fn: Act, x: str, slope: float = 0.01, lo: float = -1.0, hi: float = 1.0) -> str:
-    if fn is Act.IDENTITY:
-        return x
-    if fn is Act.RELU:
-        return e.op("Relu", x)
-    if fn is Act.TANH:
-        return e.op("Tanh", x)
-    if fn is Act.SIGMOID:
-        return e.op("Sigmoid", x)
-    if fn is Act.HARDSIGMOID:
-        return e.op("HardSigmoid", x, alpha=1.0 / 6.0, beta=0.5)
-    if fn is Act.SILU:
-        return e.op("Mul", x, e.op("Sigmoid", x))
-    if fn is Act.GELU:
-        erf = e.op("Erf", e.op("Mul", x, e.const(1.0 / np.sqrt(2.0), "inv_sqrt2")))
-        return e.op("Mul", e.op("Mul", x, e.const(0.5, "half")), e.op("Add", erf, e.const(1.0, "one")))
-    if fn is Act.GELU_TANH:
-        cube = e.op("Mul", e.op("Mul", x, x), x)
-        inner = e.op("Add", x, e.op("Mul", cube, e.const(0.044715, "gelu_c")))
-        t = e.op("Tanh", e.op("Mul", inner, e.const(np.sqrt(2.0 / np.pi), "gelu_k")))
-        return e.op("Mul", e.op("Mul", x, e.const(0.5, "half")), e.op("Add", t, e.const(1.0, "one")))
-    if fn is Act.LEAKY_RELU:
-        return e.op("LeakyRelu", x, alpha=float(slope))
-    if fn is Act.HARDTANH:
-        return e.op("Clip", x, e.const(lo, "lo"), e.const(hi, "hi"))
-    if fn is Act.SOFTPLUS:
-        return e.op("Softplus", x)
-    if fn is Act.MINRNN_G:
-        pos = e.op("GreaterOrEqual", x, e.const(0.0, "zero"))
-        return e.op("Where", pos, e.op("Add", x, e.const(0.5, "half")), e.op("Sigmoid", x))
-    raise NotImplementedError(fn)  # pragma: no cover - every Act member is handled above
-
-
-def supported_acts() -> set[Act]:
-    return set(Act)
+    return ACTIVATIONS[fn](e, x, slope, lo, hi)

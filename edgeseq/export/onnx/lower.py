@@ -131,7 +131,11 @@ def _lower(kind: str):
 @_lower("Linear")
 def _linear(c: _Ctx, n: Node) -> None:
     op: O.Linear = n.op
-    y = c.e.op("MatMul", n.inputs[0], c.w(n, "weight_t", np.asarray(op.weight).T),
+    w = c.w(n, "weight_t", np.asarray(op.weight).T)
+    if not c.types[n.inputs[0]].temporal and op.bias is not None:  # (B, F): one Gemm
+        c.e.op("Gemm", n.inputs[0], w, c.w(n, "bias", op.bias), outputs=[n.outputs[0]])
+        return
+    y = c.e.op("MatMul", n.inputs[0], w,
                outputs=[c.e.fresh(f"{n.name}/matmul")] if op.bias is not None else [n.outputs[0]])
     if op.bias is not None:
         c.e.op("Add", y, c.w(n, "bias", op.bias), outputs=[n.outputs[0]])
@@ -327,6 +331,11 @@ for _kind in cell_kinds():
     LOWER[_kind] = _lower_scan
 
 
+def _lowering(op) -> Optional[Lowering]:
+    """The lowering of ``op``: by kind, or its own step program's (a scan op that carries one)."""
+    return LOWER.get(op.kind) or (_lower_scan if getattr(op, "program", None) is not None else None)
+
+
 def supported_kinds() -> set[str]:
     """IR op kinds the ONNX backend lowers."""
     return set(LOWER)
@@ -339,7 +348,7 @@ def supported_kinds() -> set[str]:
 def check_supported(graph: Graph) -> None:
     kinds = supported_kinds()
     for n in graph.nodes:
-        if n.op.kind not in kinds:
+        if _lowering(n.op) is None:
             raise UnsupportedOpError(
                 f"op kind '{n.op.kind}' is not supported by the onnx backend",
                 where=f"node '{n.name}' ({n.op.kind}), target onnx",
@@ -383,7 +392,7 @@ def build_onnx(graph: Graph, *, streaming: bool = False, inline: bool = False, o
     if streaming:
         inputs += [value_info(state_input_name(k), [BATCH, *s]) for k, s in spec.items()]
     for n in graph.nodes:
-        LOWER[n.op.kind](c, n)
+        _lowering(n.op)(c, n)
     if set(spec) != c.produced_states:  # pragma: no cover - internal consistency of the lowering
         raise RuntimeError(f"state mismatch: {sorted(set(spec) ^ c.produced_states)}")
 

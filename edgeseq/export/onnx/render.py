@@ -95,7 +95,6 @@ class Pending:
     ops: list
     xs: list
     ws: list
-    n: int
     biases: list
 
     @property
@@ -378,7 +377,7 @@ def _affine(R: "Renderer", sc: Scope, grp, env) -> list:
     xs = [(env[t.x], t.blocks) for t in first.terms]
     ws = [[next(u.w for u in o.terms if u.x == t.x) for o in ops] for t in first.terms]
     token = sc.e.fresh("affine")
-    sc.pending[token] = Pending(ops, xs, ws, sum(o.n for o in ops), [o.bias for o in ops])
+    sc.pending[token] = Pending(ops, xs, ws, [o.bias for o in ops])
     return sc.lane_vals(ops, token, lambda r: Val(r.n, f=r))
 
 
