@@ -1,9 +1,11 @@
 """ONNX backend: edgeseq IR graphs -> ONNX models that onnxruntime runs with no plugin.
 
 Every recurrent or spiking op becomes one ``edgeseq.<Kind>`` node defined by a model-local
-ONNX function whose body is a standard ``Scan`` over time; feed-forward ops map to standard ONNX
-ops. Batch and time are symbolic dimensions. ``streaming=True`` exports a chunk-at-a-time model
-with explicit state inputs and outputs; ``inline=True`` flattens the functions.
+ONNX function rendered from the op's step program (:mod:`.render`): a standard ``Scan`` over
+time, or ONNX's own GRU / LSTM op where the program computes exactly that (:mod:`.fused`);
+feed-forward ops map to standard ONNX ops. Batch and time are symbolic dimensions.
+``streaming=True`` exports a chunk-at-a-time model with explicit state inputs and outputs;
+``inline=True`` flattens the functions.
 
     model = build_onnx(graph)                      # onnx.ModelProto
     art = export_onnx(graph, "out/gru_onnx")       # model.onnx + manifest.json + golden vectors
