@@ -280,13 +280,12 @@ def _signature(family: str, prog: StepProgram, ins, outs, nodes, attrs, opset: i
 def _scan_function(family: str, prog: StepProgram, kernel, opset: int):
     num = _Attrs(prog)
     e = Emitter(prefix="t.")
-    sc = Scope(e, num, 3)
-    sc.lead = e.op("Transpose", "x", perm=[1, 0, 2], hint="tm")
+    xt = e.op("Transpose", "x", perm=[1, 0, 2], hint="tm")
+    sc = Scope(e, num, 3, lead=(xt, 0))
     ins = ["x"] + [f"{s}_in" for s in prog.state_names]
     outs = [f"y{k}" for k in range(len(prog.outputs))]
     finals = [f"{s}_out" for s in prog.state_names]
-    res = render_scan(num, sc, prog, Val(prog.inputs[0].n, f=whole(sc.lead, prog.inputs[0].n)), ins[1:], finals,
-                      family)
+    res = render_scan(num, sc, prog, Val(prog.inputs[0].n, f=whole(xt, prog.inputs[0].n)), ins[1:], finals, family)
     for v, y in zip(res.outputs, outs):
         e.op("Transpose", sc.f(v), perm=[1, 0, 2], outputs=[y])
     sc.merge_slices()

@@ -208,7 +208,7 @@ class QdqLowering:
         self.fk = q.fake_params
         self.streaming, self.opset = streaming, opset
         self.x = self.g.inputs[0].name
-        self.main = Scope(Emitter(prefix="/", initializers=True), Numerics(None), 3, lead=self.x)
+        self.main = Scope(Emitter(prefix="/", initializers=True), Numerics(None), 3, lead=(self.x, 0))
         self.vals: dict[str, Val] = {}
         self.produced_states: set[str] = set()
         self.state_final: dict[str, str] = {}
@@ -739,7 +739,7 @@ def _scan(lw: QdqLowering, node: Node, op) -> None:
     prog = step_program(op, lw.g.type_of(node.inputs[0]).features)
     num = _Points(lw, node, prog)
     xt = lw.transpose(lw.vals[node.inputs[0]])
-    m.num, m.lead = num, m.tensor(xt.parts[0].q)
+    m.num, m.lead = num, (m.tensor(xt.parts[0].q), 0)
     probes = [v for v in spike_values(prog) if f"{node.name}:{v}" in lw.probes]
     lw.scans += 1
     res = render_scan(num, m, prog, xt, [lw.state_init(k) for k in num.keys], [lw.state_out(k) for k in num.keys],
@@ -751,7 +751,7 @@ def _scan(lw: QdqLowering, node: Node, op) -> None:
         lw.vals[name] = Val(v.n, parts=[_part(qb, v.n, p.bits, p.scale)], temporal=True)
     for v, val in zip(probes, res.outputs[len(prog.outputs):]):
         lw.probe_vals[f"{node.name}:{v}"] = m.tensor(num.single(m, val).q)
-    m.num, m.lead = Numerics(None), lw.x
+    m.num, m.lead = Numerics(None), (lw.x, 0)
 
 
 # ----------------------------------------------------------------------------------------------

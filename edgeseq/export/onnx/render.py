@@ -108,10 +108,11 @@ class Pending:
 
 class Scope:
     """One ONNX graph being built (a function body, the main graph or a Scan body): its emitter,
-    the element types of the tensors it makes, pending products and lane layouts. ``rank`` is 3
-    for whole sequences (``lead`` is a tensor with their two leading dims), 2 inside a loop."""
+    the element types of the tensors it makes, pending products and slices. ``rank`` is 3 for
+    whole sequences (``lead``: a tensor and the axis of it whose length is the first dim of
+    the sequences), 2 inside a loop."""
 
-    def __init__(self, e: Emitter, num: "Numerics", rank: int, lead: Optional[str] = None,
+    def __init__(self, e: Emitter, num: "Numerics", rank: int, lead: Optional[tuple] = None,
                  parent: Optional["Scope"] = None):
         self.e, self.num, self.rank, self.lead, self.parent = e, num, rank, lead, parent
         self.types: dict[str, int] = {}
@@ -146,13 +147,13 @@ class Scope:
         return self._cache[key]
 
     def shape(self, n: int) -> str:
-        """Reshape target (..., n) with this scope's leading dims."""
+        """Reshape target (..., n) for rows of this scope's values."""
         if self.rank == 2:
             return self.ints([-1, n], "rows")
-        lead = self.lead
-        return self.cached(("shape", lead, n), lambda: self.op(
-            "Concat", self.cached(("lead", lead), lambda: self.op("Shape", lead, start=0, end=2, elem=INT64)),
-            self.ints([n], "n"), axis=0, elem=INT64, hint="shape"))
+        src, ax = self.lead
+        return self.cached(("shape", self.lead, n), lambda: self.op(
+            "Concat", self.cached(("lead", self.lead), lambda: self.op("Shape", src, start=ax, end=ax + 1, elem=INT64)),
+            self.ints([-1, n], "n"), axis=0, elem=INT64, hint="shape"))
 
     # -- forms ------------------------------------------------------------------------------------
     def tensor(self, r: Ref) -> str:
@@ -294,7 +295,8 @@ class Numerics:
 
     def affine(self, sc: Scope, p: Pending, addend: Optional[str]) -> str:
         """sum_k xs[k] W_k^T + bias (+ addend): a chain of Gemms (C = the running sum) in a loop, MatMul
-        and Add over sequences."""
+        and Add over sequences (a sequence input read by MatMuls only: onnxruntime then propagates no
+        Q/DQ pair into it when its own quantizer quantized the model)."""
         bias = self.bias(sc, p)
         acc = addend if addend is not None else bias
         if addend is not None and bias is not None:
@@ -573,7 +575,8 @@ class Renderer:
             xs = [t.x for t in op.terms]
             if len(set(xs)) != len(xs) or any(t.blocks > 1 for t in op.terms):
                 return None
-            return ("Affine", tuple(sorted(xs))) + ((self.sig[op.out][0],) if sc.rank == 2 else ())
+            # in a loop, or in float: with equal signatures; quantized sequences: every product of one input
+            return ("Affine", tuple(sorted(xs))) + ((self.sig[op.out][0],) if sc.rank == 2 or sc.num.strip else ())
         for r in op.reads():
             v = env.get(r)
             if v is not None and v.f is None:
