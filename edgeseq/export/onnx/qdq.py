@@ -650,12 +650,15 @@ class _Points(Numerics):
         return acc
 
     # -- points ------------------------------------------------------------------------------------
-    def quant_key(self, op: Quant):
+    def quant_key(self, op: Quant, sc: Optional[Scope] = None):
+        """Points of one width share a pair in a loop; over a sequence only with equal scales (a
+        pair with per-channel scales costs two multiplies there, more than a second pair)."""
         name, point = self.points[op.out]
         e = self.lw.entry(name) if point.role is not QRole.SPIKES and op.out not in self.absorbed else None
         if e is None or e.split:
             return None
-        return (e.bits if e.bits <= 16 else "wide",)
+        key = (e.bits if e.bits <= 16 else "wide",)
+        return key + (e.scale.tobytes(),) if sc is not None and sc.rank == 3 else key
 
     def quant(self, R: Renderer, sc: Scope, ops: Sequence[Quant], env: dict) -> list:
         lw = self.lw

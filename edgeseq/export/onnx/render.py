@@ -322,7 +322,8 @@ class Numerics:
         return not p.has_bias
 
     # -- points, comparisons, states ----------------------------------------------------------------
-    def quant_key(self, op: Quant):
+    def quant_key(self, op: Quant, sc: Optional[Scope] = None):
+        """Sibling points with equal keys may share one quantization (None: never)."""
         return ("identity",)
 
     def quant(self, R: "Renderer", sc: Scope, ops: Sequence[Quant], env: dict) -> list:
@@ -582,7 +583,7 @@ class Renderer:
             if v is not None and v.f is None:
                 return None
         if isinstance(op, Quant):
-            k = sc.num.quant_key(op)
+            k = sc.num.quant_key(op, sc)
             return None if k is None else ("Quant",) + tuple(k)
         if isinstance(op, Activate):
             return ("Activate", op.fn, op.slope, op.lo, op.hi)
