@@ -429,7 +429,8 @@ def test_artifact_layout_manifest_and_golden(exported, quantized):
     assert m["numerics"] == "integer" and m["format"] == "edgeseq-onnx"
     assert m["versions"]["onnxruntime"] == ort.__version__ and m["versions"]["opset"] == 21
     assert m["quantization"]["plan"]["config"] == "edgeseq"
-    assert m["quantization"]["plan"]["weights"] and all(w["bits"] in (8, 16) for w in m["quantization"]["plan"]["weights"])
+    weights = m["quantization"]["plan"]["weights"]
+    assert weights and all(w["bits"] in (8, 16) for w in weights)
     assert m["outputs"][0]["integer_output"] == "q.readout" and m["outputs"][0]["integer_dtype"] == "int16"
     assert m["check"]["outputs"][0]["lsb_mismatches"] == 0
     assert m["lowering"]["kernels"]["MatMulInteger"]["scan"] > 0  # recurrent spikes x int8 weights, per step
