@@ -8,7 +8,10 @@ import pytest
 from edgeseq.errors import VerificationError
 from edgeseq.ir.cells import step_program
 from edgeseq.ir.step import Affine, Quant, run_sequence
-from edgeseq.ir.step.passes import DeadCode, SplitAffine, StripQuant, hoist, input_only, liveness, schedule
+from edgeseq.ir.step import StepBuilder
+from edgeseq.ir.step.passes import (DeadCode, GroupStages, SplitAffine, StripQuant, hoist, input_only, liveness,
+                                     schedule)
+from edgeseq.ir.types import Act
 
 from .cell_cases import CASES, drive, graph_of
 
@@ -124,3 +127,41 @@ def test_delay_gates_the_recurrence(name):
     for u, v in zip(late, want):
         np.testing.assert_allclose(u[:, 3:], v, rtol=0, atol=1e-12)
     assert q.state_names == p.state_names + ("delay.count",)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_group_stages_keeps_semantics_and_never_adds_stages(name):
+    p = StripQuant()(_prog(name))
+    q = GroupStages()(p)
+    _same(p, q, name)
+    assert len(schedule(q)) <= len(schedule(p))
+    loop = hoist(p, elementwise=False).loop
+    assert len(schedule(GroupStages()(loop))) <= len(schedule(loop))
+
+
+def test_group_stages_puts_independent_products_first():
+    """GRU: the three recurrent products, then all the gate arithmetic in one fused run."""
+    loop = GroupStages()(hoist(_prog("gru"), elementwise=False).loop)
+    stages = schedule(loop)
+    assert [s.fused for s in stages] == [False, False, False, True]
+    assert len(schedule(hoist(_prog("gru"), elementwise=False).loop)) == 6
+
+
+def test_hoisting_products_only_keeps_a_product_of_loop_work_in_the_loop():
+    """With elementwise=False an input-only Affine whose operand stays in the loop stays too."""
+    b = StepBuilder("p", {"x": 3}, {"h": 2})
+    w = b.param("w", np.arange(6.0).reshape(2, 3) / 7)
+    v = b.param("v", np.ones((2, 3)) / 3)
+    a = b.affine([(w, "x")])  # leaves the loop
+    t = b.affine([(v, b.act(Act.TANH, "x"))])  # reads a value computed in the loop: stays
+    h = b.add("h", b.add(a, t))
+    p = b.build([h], {"h": h})
+    for elementwise in (False, True):
+        hs = hoist(p, elementwise=elementwise)
+        if not elementwise:
+            assert hs.carry == (a,) and any(op.out == t for op in hs.loop.body)
+        x = np.random.default_rng(0).standard_normal((2, 4, 3))
+        carried = run_sequence(hs.seq, [x.reshape(8, 1, 3)])[0]
+        feeds = {"x": x, **{c: v.reshape(2, 4, -1) for c, v in zip(hs.seq.outputs, carried)}}
+        got, _ = run_sequence(hs.loop, [feeds[i.name] for i in hs.loop.inputs])
+        np.testing.assert_allclose(got[0], run_sequence(p, [x])[0][0], rtol=0, atol=1e-12)

@@ -14,6 +14,8 @@ in float; tests check each one against the evaluator.
 - :func:`schedule`: the loop body as stages: single ops (Affine, Concat, Slice, Gather) and maximal
   runs of elementwise ops of one length (one fused loop each), with the values each stage must
   keep for later stages.
+- :class:`GroupStages`: reorder the body (topologically) so that :func:`schedule` makes no more
+  stages, typically fewer: independent products first, elementwise work gathered into long runs.
 - :func:`liveness`: the last stage that reads each value (buffer reuse in C / TVM kernels).
 """
 
@@ -165,8 +167,13 @@ def hoist(prog: StepProgram, *, strip: bool = True, elementwise: bool = True) ->
     p = StripQuant()(prog) if strip else prog
     p = DeadCode()(SplitAffine()(p))
     dep = input_only(p)
-    seq_ops = [op for op in p.body if op.out in dep and (elementwise or isinstance(op, Affine))]
-    seq_names = {op.out for op in seq_ops}
+    seq_names = {x.name for x in p.inputs}
+    seq_ops = []
+    for op in p.body:  # an Affine leaves the loop only with everything it reads
+        if op.out in dep and (elementwise or isinstance(op, Affine)) \
+                and all(p.is_param(r) or r in seq_names for r in op.reads()):
+            seq_ops.append(op)
+            seq_names.add(op.out)
     loop_ops = [op for op in p.body if op.out not in seq_names]
     used_in_loop = set(p.outputs) | set(p.next_state.values())
     for op in loop_ops:
@@ -208,6 +215,35 @@ def schedule(prog: StepProgram) -> list[Stage]:
         for op in st.ops:
             needed_after.update(r for r in op.reads() if r not in produced)
     return stages
+
+
+class GroupStages(Pass):
+    """Reorder the body so that :func:`schedule` makes as few stages as it can find: a list
+    schedule that continues the current fused run with any ready elementwise op of its length,
+    else takes a ready non-elementwise op (products first: what they feed can then join one run),
+    else starts a new run. Guarantees a topological order and no more stages than before."""
+
+    name = "group-stages"
+
+    def run(self, prog):
+        avail = {p.name for p in prog.inputs} | set(prog.state_names) | set(prog.params)
+        pending, order, run_n = list(prog.body), [], None
+        while pending:
+            ready = [op for op in pending if all(r in avail for r in op.reads())]
+            pick = next((op for op in ready if op.elementwise and op.n == run_n), None) \
+                or next((op for op in ready if not op.elementwise), None) or ready[0]
+            pending.remove(pick)
+            order.append(pick)
+            avail.add(pick.out)
+            run_n = pick.n if pick.elementwise else None
+        out = prog.replace(body=tuple(order))
+        return out if len(schedule(out)) <= len(schedule(prog)) else prog
+
+    def ensures(self, before, after):
+        if sorted(op.out for op in before.body) != sorted(op.out for op in after.body):
+            raise VerificationError("group-stages changed the set of ops")
+        if len(schedule(after)) > len(schedule(before)):
+            raise VerificationError("group-stages made more stages")
 
 
 def liveness(prog: StepProgram) -> dict[str, int]:
