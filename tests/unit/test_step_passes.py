@@ -7,9 +7,9 @@ import pytest
 
 from edgeseq.errors import VerificationError
 from edgeseq.ir.cells import step_program
-from edgeseq.ir.step import Affine, Quant, run_sequence
+from edgeseq.ir.step import Add, Affine, Quant, run_sequence
 from edgeseq.ir.step import StepBuilder
-from edgeseq.ir.step.passes import (DeadCode, GroupStages, SplitAffine, StripQuant, hoist, input_only, liveness,
+from edgeseq.ir.step.passes import (DeadCode, FoldBias, GroupStages, SplitAffine, StripQuant, hoist, input_only, liveness,
                                      schedule)
 from edgeseq.ir.types import Act
 
@@ -130,6 +130,24 @@ def test_delay_gates_the_recurrence(name):
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
+def test_fold_bias_keeps_semantics(name):
+    p = StripQuant()(_prog(name))
+    q = FoldBias()(p)
+    _same(p, q, name)
+    folded = len(p.body) - len(q.body)
+    assert folded == sum(isinstance(op, Add) for op in p.body) - sum(isinstance(op, Add) for op in q.body)
+
+
+def test_fold_bias_starts_recurrent_products_from_the_input_projection():
+    """GRU loop: each gate's product over h starts from its hoisted input projection."""
+    h = hoist(_prog("gru"), elementwise=False)
+    loop = FoldBias()(h.loop)
+    rec = [op for op in loop.body if isinstance(op, Affine)]
+    assert len(rec) == 3 and sum(op.bias in h.carry for op in rec) == 2
+    assert len(loop.body) == len(h.loop.body) - 2
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_group_stages_keeps_semantics_and_never_adds_stages(name):
     p = StripQuant()(_prog(name))
     q = GroupStages()(p)
@@ -145,6 +163,27 @@ def test_group_stages_puts_independent_products_first():
     stages = schedule(loop)
     assert [s.fused for s in stages] == [False, False, False, True]
     assert len(schedule(hoist(_prog("gru"), elementwise=False).loop)) == 6
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_hoisting_input_projections_only_equals_the_program(name):
+    p = _prog(name)
+    h = hoist(p, elementwise=False)
+    inputs = {i.name for i in p.inputs}
+    assert all(isinstance(op, Affine) and all(t.x in inputs for t in op.terms) for op in h.seq.body)
+    x = drive(name, np.random.default_rng(5), 2, 7)
+    carried = run_sequence(h.seq, [x.reshape(14, 1, -1)])[0] if h.carry else ()
+    feeds = {"x": x, **{c: v.reshape(2, 7, -1) for c, v in zip(h.seq.outputs, carried)}}
+    got, _ = run_sequence(h.loop, [feeds[i.name] for i in h.loop.inputs])
+    for u, v in zip(got, run_sequence(StripQuant()(p), [x])[0]):
+        np.testing.assert_allclose(u, v, rtol=0, atol=1e-12)
+
+
+def test_hoisting_input_projections_keeps_b_u_in_the_lmu_memory_product():
+    """u = e_x x is input-only, but B u stays a term of the one blocked memory product."""
+    loop = hoist(_prog("lmu"), elementwise=False).loop
+    (mem,) = [op for op in loop.body if isinstance(op, Affine) and op.terms[0].blocks > 1]
+    assert len(mem.terms) == 2 and mem.terms[0].x == "m"
 
 
 def test_hoisting_products_only_keeps_a_product_of_loop_work_in_the_loop():
