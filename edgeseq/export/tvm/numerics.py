@@ -1,17 +1,9 @@
-"""Arithmetic of the generated kernels: how a number format computes activations and products.
+"""Float32 activations of the generated kernels as TVMScript expressions.
 
-The kernel generators never write an activation or a multiply-accumulate themselves; they ask a
-``Numerics`` object for the TVMScript expression. :class:`Float32` is the float path (float32
-storage and accumulation; tanh and sigmoid as a rational approximation, max abs error 3.5e-7 for
-tanh and 2.3e-7 for sigmoid, instead of TVM's ``T.tanh``, which lowers to a scalar ``expf`` call
-per lane).
-
-Fixed-point variants (int8 / int16 storage, int32 accumulation, multiply-shift requantisation,
-lookup-table activations) plug in here: a subclass changes ``storage``/``accum`` dtypes and
-overrides :meth:`Numerics.mac`, :meth:`Numerics.requant` and :meth:`Numerics.act` (a table
-lookup into a kernel parameter), and the per-family generators in :mod:`.cells` call the same
-hooks. Only :class:`Float32` exists today; :func:`numerics_for` rejects anything else with a
-typed error.
+tanh and sigmoid are a rational approximation (max abs error 3.5e-7 for tanh, 2.3e-7 for
+sigmoid) instead of TVM's ``T.tanh``, which lowers to a scalar ``expf`` call per lane. The
+argument ``x`` of :func:`act` appears several times in the result: pass a cheap expression (a
+buffer load) and never bind it to a scalar inside a vectorised loop (see :mod:`.lint`).
 """
 
 from __future__ import annotations
@@ -28,90 +20,50 @@ _TANH_P = (4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05, 5.1
 _TANH_Q = (4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04, 1.19825839466702e-06)
 
 
-class Numerics:
-    """Number format of a kernel (see module docstring)."""
-
-    name = "abstract"
-    storage = "float32"
-    accum = "float32"
-
-    def mac(self, acc: str, a: str, w: str) -> str:
-        raise NotImplementedError
-
-    def requant(self, value: str) -> str:
-        raise NotImplementedError
-
-    def act(self, fn: Act, x: str, slope: float = 0.01, lo: float = -1.0, hi: float = 1.0) -> str:
-        raise NotImplementedError
+def tanh(x: str) -> str:
+    c = f32(_TANH_CLAMP)
+    xc = f"T.max(T.min({x}, {c}), {f32(-_TANH_CLAMP)})"
+    x2 = f"({xc} * {xc})"
+    p = f32(_TANH_P[-1])
+    for a in _TANH_P[-2::-1]:
+        p = f"({p} * {x2} + {f32(a)})"
+    q = f32(_TANH_Q[-1])
+    for b in _TANH_Q[-2::-1]:
+        q = f"({q} * {x2} + {f32(b)})"
+    return f"({xc} * {p} / {q})"
 
 
-class Float32(Numerics):
-    """float32 storage and accumulation; fast rational tanh / sigmoid."""
-
-    name = "float32"
-
-    def mac(self, acc: str, a: str, w: str) -> str:
-        return f"{acc} + {a} * {w}"
-
-    def requant(self, value: str) -> str:
-        return value
-
-    # ``x`` must be a cheap expression (a buffer load): it is repeated inside the formulas, and
-    # CSE / LLVM fold the repeats. Never bind it to a scalar inside a vectorised loop.
-    def tanh(self, x: str) -> str:
-        c = f32(_TANH_CLAMP)
-        xc = f"T.max(T.min({x}, {c}), {f32(-_TANH_CLAMP)})"
-        x2 = f"({xc} * {xc})"
-        p = f32(_TANH_P[-1])
-        for a in _TANH_P[-2::-1]:
-            p = f"({p} * {x2} + {f32(a)})"
-        q = f32(_TANH_Q[-1])
-        for b in _TANH_Q[-2::-1]:
-            q = f"({q} * {x2} + {f32(b)})"
-        return f"({xc} * {p} / {q})"
-
-    def sigmoid(self, x: str) -> str:
-        half = f32(0.5)
-        return f"({half} + {half} * {self.tanh(f'({half} * {x})')})"
-
-    def act(self, fn: Act, x: str, slope: float = 0.01, lo: float = -1.0, hi: float = 1.0) -> str:
-        zero, one, half = f32(0.0), f32(1.0), f32(0.5)
-        if fn is Act.IDENTITY:
-            return x
-        if fn is Act.RELU:
-            return f"T.max({x}, {zero})"
-        if fn is Act.TANH:
-            return self.tanh(x)
-        if fn is Act.SIGMOID:
-            return self.sigmoid(x)
-        if fn is Act.HARDSIGMOID:
-            return f"T.min(T.max({x} / {f32(6.0)} + {half}, {zero}), {one})"
-        if fn is Act.SILU:
-            return f"({x} * {self.sigmoid(x)})"
-        if fn is Act.GELU:
-            return f"({half} * {x} * ({one} + T.erf({x} * {f32(0.7071067811865476)})))"
-        if fn is Act.GELU_TANH:
-            inner = f"({f32(0.7978845608028654)} * ({x} + {f32(0.044715)} * {x} * {x} * {x}))"
-            return f"({half} * {x} * ({one} + {self.tanh(inner)}))"
-        if fn is Act.LEAKY_RELU:
-            return f"T.Select({x} >= {zero}, {x}, {f32(slope)} * {x})"
-        if fn is Act.HARDTANH:
-            return f"T.min(T.max({x}, {f32(lo)}), {f32(hi)})"
-        if fn is Act.SOFTPLUS:
-            return f"(T.max({x}, {zero}) + T.log1p(T.exp(T.fabs({x}) * {f32(-1.0)})))"
-        if fn is Act.MINRNN_G:
-            return f"T.Select({x} >= {zero}, {x} + {half}, {self.sigmoid(x)})"
-        raise UnsupportedOpError(f"activation '{fn.value}' has no float32 kernel", where="tvm")
+def sigmoid(x: str) -> str:
+    half = f32(0.5)
+    return f"({half} + {half} * {tanh(f'({half} * {x})')})"
 
 
-FLOAT32 = Float32()
-
-
-def numerics_for(dtype: str = "float32") -> Numerics:
-    """The numerics of a float or quantized graph; only float32 is implemented."""
-    if dtype == "float32":
-        return FLOAT32
-    raise UnsupportedOpError(
-        f"number format '{dtype}' is not implemented by the TVM backend",
-        where="tvm", hint="export the float graph; fixed-point kernels are planned per cell family",
-    )
+def act(fn: Act, x: str, slope: float = 0.01, lo: float = -1.0, hi: float = 1.0) -> str:
+    """``fn(x)`` in float32 (``slope``: leaky relu; ``lo``, ``hi``: hardtanh)."""
+    zero, one, half = f32(0.0), f32(1.0), f32(0.5)
+    if fn is Act.IDENTITY:
+        return x
+    if fn is Act.RELU:
+        return f"T.max({x}, {zero})"
+    if fn is Act.TANH:
+        return tanh(x)
+    if fn is Act.SIGMOID:
+        return sigmoid(x)
+    if fn is Act.HARDSIGMOID:
+        return f"T.min(T.max({x} / {f32(6.0)} + {half}, {zero}), {one})"
+    if fn is Act.SILU:
+        return f"({x} * {sigmoid(x)})"
+    if fn is Act.GELU:
+        return f"({half} * {x} * ({one} + T.erf({x} * {f32(0.7071067811865476)})))"
+    if fn is Act.GELU_TANH:
+        inner = f"({f32(0.7978845608028654)} * ({x} + {f32(0.044715)} * {x} * {x} * {x}))"
+        return f"({half} * {x} * ({one} + {tanh(inner)}))"
+    if fn is Act.LEAKY_RELU:
+        return f"T.Select({x} >= {zero}, {x}, {f32(slope)} * {x})"
+    if fn is Act.HARDTANH:
+        return f"T.min(T.max({x}, {f32(lo)}), {f32(hi)})"
+    if fn is Act.SOFTPLUS:
+        return f"(T.max({x}, {zero}) + T.log1p(T.exp(T.fabs({x}) * {f32(-1.0)})))"
+    if fn is Act.MINRNN_G:
+        return f"T.Select({x} >= {zero}, {x} + {half}, {sigmoid(x)})"
+    raise UnsupportedOpError(f"activation '{fn.value}' has no float32 kernel", where="tvm")
