@@ -1,12 +1,15 @@
-"""TVM backend on the x86 host: every zoo model compiled with TVM (generated TIR scan kernels in a
-Relax VM) against the float64 reference interpreter at several sequence lengths and batch sizes,
-whole-sequence and chunk by chunk, plus the public API, artifacts and error paths."""
+"""TVM backend on the x86 host: every zoo model and every cell case (tests/unit/cell_cases.py)
+compiled with TVM (TIR scan kernels rendered from step programs, in a Relax VM) against the
+float64 reference interpreter at several sequence lengths and batch sizes, whole-sequence and chunk
+by chunk, plus the public API, artifacts and error paths."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +24,8 @@ from edgeseq.ir.graph import Graph  # noqa: E402
 from edgeseq.ir.interpret import run as reference  # noqa: E402
 from edgeseq.ir.interpret import run_chunked  # noqa: E402
 
+from .cell_cases import CASES as CELL_CASES  # noqa: E402
+from .cell_cases import drive, graph_of  # noqa: E402
 from .zoo_cases import ZOO, build  # noqa: E402
 
 TOL = 1e-4
@@ -164,6 +169,92 @@ def test_identical_layers_share_one_kernel(compiled):
     scans = [k for k in module.kernels if "scan" in k]
     assert len(scans) == 1, scans
     assert sum(n.op.kind == "MinGRU" for n in graph.nodes) == 2
+
+
+# ----------------------------------------------------------------------------------------------
+# every cell case: the generic step-program rendering
+
+CELL_SHAPES = ((1, 9), (4, 9), (1, 40), (4, 40))  # two batch sizes x two lengths
+CELL_TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def cell_module():
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            g = graph_of(name)
+            cache[name] = (g, compile_tvm(g, functions=("main", "stream")))
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name", sorted(CELL_CASES))
+def test_every_cell_case_matches_reference_whole_and_chunked(cell_module, name):
+    """Outputs within 1e-5 (spikes identical) and final states of the reference; chunks of 7 steps
+    equal the whole sequence bit for bit; main equals stream."""
+    graph, module = cell_module(name)
+    stream = module.with_streaming(True)
+    spikes = 0
+    for k, (b, t) in enumerate(CELL_SHAPES):
+        x = drive(name, np.random.default_rng(k), b, t).astype(np.float32)
+        ref, ref_state = reference(graph, x)
+        y, _ = module.run(x)
+        spikes += check_against_reference(graph, y, ref, CELL_TOL)
+        whole, whole_state = stream.run(x)
+        for a, w in zip(as_tuple(y), as_tuple(whole)):
+            np.testing.assert_array_equal(a, w)
+        state, parts = None, []
+        for s in range(0, t, 7):
+            part, state = stream.run(x[:, s:s + 7], state)
+            parts.append(as_tuple(part))
+        for i, out in enumerate(graph.outputs):
+            np.testing.assert_array_equal(np.concatenate([p[i] for p in parts], axis=1), as_tuple(whole)[i], out)
+        for key in whole_state:
+            np.testing.assert_array_equal(state[key], whole_state[key], key)
+        check_state(whole_state, ref_state, CELL_TOL)
+    if any(graph.type_of(o).spikes for o in graph.outputs):
+        assert spikes > 0, "the test input must make the neurons fire"
+
+
+@pytest.mark.parametrize("name", ["gru_reset_before", "lmu_full", "l2mu_syn"])
+def test_rewrites_agree_with_the_plain_rendering(cell_module, name, monkeypatch):
+    """The renderer's fast paths (bias folding, stage grouping, next states computed in place)
+    agree with the rendering without them."""
+    from edgeseq.export.tvm import scan
+
+    graph, fast_module = cell_module(name)
+    x = drive(name, np.random.default_rng(9), 2, 33).astype(np.float32)
+    fast = as_tuple(fast_module.run(x)[0])
+    plan = scan._Step.plan
+
+    def no_alias(self, stages):
+        plan(self, stages)
+        self.alias.clear()
+
+    monkeypatch.setattr(scan, "FoldBias", lambda: (lambda p: p))
+    monkeypatch.setattr(scan, "GroupStages", lambda: (lambda p: p))
+    monkeypatch.setattr(scan._Step, "plan", no_alias)
+    module = compile_tvm(graph)
+    assert module.kernels != fast_module.kernels
+    plain = as_tuple(module.run(x)[0])
+    for out, a, b in zip(graph.outputs, fast, plain):
+        if graph.type_of(out).spikes:
+            np.testing.assert_array_equal(a, b, out)
+        else:
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-6, err_msg=out)
+
+
+def test_no_backend_file_names_a_cell_family():
+    """Scan ops reach the TVM backend only as step programs."""
+    from edgeseq.ir.cells import cell_kinds
+
+    kinds = re.compile(r"\b(" + "|".join(sorted(cell_kinds())) + r")\b", re.IGNORECASE)
+    for f in sorted(Path(compile_tvm.__code__.co_filename).parent.glob("*.py")):
+        hit = kinds.search(f.read_text())
+        assert hit is None, f"{f.name} names '{hit.group(0)}'"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -18,8 +18,7 @@ from edgeseq.ir.interpret import run as reference  # noqa: E402
 from edgeseq.ir.legendre import lmu_matrices  # noqa: E402
 from edgeseq.ir.types import Act, Discretizer, ReadoutMode, Recurrence, ResetRule  # noqa: E402
 
-from .test_export_tvm import (as_tuple, check_against_reference, check_state, make_input,  # noqa: E402
-                              with_spike_outputs)
+from .test_export_tvm import as_tuple, check_against_reference, check_state, make_input, with_spike_outputs  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------
 # op-variant graphs

@@ -7,10 +7,18 @@ import pytest
 
 from edgeseq.errors import VerificationError
 from edgeseq.ir.cells import step_program
-from edgeseq.ir.step import Add, Affine, Quant, run_sequence
-from edgeseq.ir.step import StepBuilder
-from edgeseq.ir.step.passes import (DeadCode, FoldBias, GroupStages, SplitAffine, StripQuant, hoist, input_only, liveness,
-                                     schedule)
+from edgeseq.ir.step import Add, Affine, Quant, StepBuilder, run_sequence
+from edgeseq.ir.step.passes import (
+    DeadCode,
+    FoldBias,
+    GroupStages,
+    SplitAffine,
+    StripQuant,
+    hoist,
+    input_only,
+    liveness,
+    schedule,
+)
 from edgeseq.ir.types import Act
 
 from .cell_cases import CASES, drive, graph_of

@@ -51,8 +51,8 @@ def compile_tvm(graph, target: str = "x86", *, streaming: bool = False, cpu: str
     the new state (``graph.state_spec()`` keys), so chunked runs equal the whole sequence.
     ``cpu`` overrides the LLVM CPU of the target. Unsupported ops raise UnsupportedOpError before
     anything is compiled."""
-    from ...ir.graph import Graph
     from ...errors import ConfigError
+    from ...ir.graph import Graph
     from .build import compile_lowered
     from .lower import lower
     from .module import TvmModule

@@ -223,6 +223,6 @@ def readout(name: str, n: int, mode: ReadoutMode, sched: Schedule) -> Kernel:
         with k.loop("t", "TT"):
             k.vec(n, lambda j: [f"SUMO[b, {j}] = SUMO[b, {j}] + X[b, t, {j}]"])
         if mode is ReadoutMode.MEAN:
-            k.line(f"CNTO[b, 0] = CNT[b, 0] + T.Cast(\"float32\", TT)")
+            k.line("CNTO[b, 0] = CNT[b, 0] + T.Cast(\"float32\", TT)")
             k.vec(n, lambda j: [f"VAL[b, {j}] = SUMO[b, {j}] / T.max(CNTO[b, 0], {f32(1.0)})"])
     return k

@@ -15,7 +15,7 @@ A scan op lowers through its step program (:func:`edgeseq.ir.cells.step_program`
 
    - an Affine is one register-blocked matrix-vector product against pre-transposed weights, all
      of its terms accumulating in the same registers; a blocked Affine (one matrix applied to each
-     of several slices, e.g. the LMU memory update) is one such product looping over the blocks;
+     of several slices, such as a bank of small memories) is one such product looping over the blocks;
    - a fused run of elementwise primitives is ONE vectorised loop (plus a vectorised tail) that
      computes every primitive per lane. It stores only what later stages, outputs and states read;
      other values are inlined, or, when read several times, held in a per-lane buffer of one
@@ -32,6 +32,7 @@ expression of one lane from its operands' expressions; a structural rule emits i
 from __future__ import annotations
 
 import re
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -39,11 +40,11 @@ import numpy as np
 
 from ...errors import UnsupportedOpError
 from ...ir.cells import step_program
-from ...ir.step import (Activate, Add, Affine, Concat, Div, Gather, Gt, Mul, Port, Quant, Select, Slice, StepProgram,
-                        Sub)
+from ...ir.step import Activate, Add, Affine, Concat, Div, Gather, Gt, Mul, Port, Quant, Select, Slice, StepProgram, Sub
 from ...ir.step.passes import FoldBias, GroupStages, Stage, hoist, schedule
 from . import ff
-from .emit import Kernel, Schedule, f32 as lit
+from .emit import Kernel, Schedule
+from .emit import f32 as lit
 from .numerics import act
 from .plan import Call, f32
 
@@ -289,7 +290,7 @@ class _Step:
                 if v in home:
                     lines.append(f"{home[v].at(j)} = {e}")
                     e = home[v].at(j)
-                elif (v in self.alias or uses[v] > 1) and not _CHEAP.match(e):
+                elif v in self.alias or (uses[v] > 1 and not _CHEAP.match(e)):
                     buf = lane_buf(v)
                     lines.append(f"{buf}[{lane}] = {e}")
                     e = f"{buf}[{lane}]"
@@ -306,44 +307,40 @@ class _Step:
 
 @structural(Affine)
 def _affine(s: _Step, op: Affine) -> None:
-    """One register-blocked product: terms with the same block count share the accumulators; a
-    second block count (rare) accumulates into the result."""
+    """One register-blocked product; terms with another block count (rare) accumulate into it."""
     groups: dict[int, list] = {}
     for t in op.terms:
         groups.setdefault(t.blocks, []).append(t)
     dst = s.dest(op.out, force=len(groups) > 1)
     for g, (blocks, terms) in enumerate(groups.items()):
-        n_out = op.n // blocks
-        last = g == len(groups) - 1
-        blk = s.k.fresh("blk") if blocks > 1 else None
+        _product(s, op, blocks, terms, dst, first=g == 0, last=g == len(groups) - 1)
 
-        def col(j):
-            return j if blk is None else f"{blk} * {n_out} + {j}"
 
-        def term(t):
-            n_in = s.prog.params[t.w].shape[1]
-            w, x = s.const(t.w, "mat_t"), s.loc[t.x]
-            row = (lambda kk: kk) if blk is None else (lambda kk: f"{blk} * {n_in} + {kk}")
-            return n_in, (lambda kk, j: f"{w}[{kk}, {j}]"), (lambda kk: x.at(row(kk)))
+def _product(s: _Step, op: Affine, blocks: int, terms: list, dst: Optional[Loc], first: bool, last: bool) -> None:
+    """For every block: out = (bias, or what earlier terms left in ``dst``) + sum of the terms."""
+    n_out = op.n // blocks
+    blk = s.k.fresh("blk") if blocks > 1 else None
 
-        if g:
-            init = lambda j: dst.at(col(j))  # noqa: E731
-        elif op.bias is not None:
-            init = lambda j: s.operand(op.bias, col(j), op.n)  # noqa: E731
-        else:
-            init = None
+    def at(j, width):  # element j of the current block of a vector of ``width`` values per block
+        return j if blk is None else f"{blk} * {width} + {j}"
 
-        def store(j, v):
-            return s.stores(op.out, dst, col(j), v) if last else [f"{dst.at(col(j))} = {v}"]
+    def term(t):
+        n_in = s.prog.params[t.w].shape[1]
+        w, x = s.const(t.w, "mat_t"), s.loc[t.x]
+        return n_in, (lambda kk, j: f"{w}[{kk}, {j}]"), (lambda kk: x.at(at(kk, n_in)))
 
-        def product():
-            s.k.matvec(n_out=n_out, terms=[term(t) for t in terms], init=init, store=store)
+    if not first:
+        init = lambda j: dst.at(at(j, n_out))  # noqa: E731
+    elif op.bias is not None:
+        init = lambda j: s.operand(op.bias, at(j, n_out), op.n)  # noqa: E731
+    else:
+        init = None
 
-        if blk is None:
-            product()
-        else:
-            with s.k.loop(blk, blocks):
-                product()
+    def store(j, v):
+        return s.stores(op.out, dst, at(j, n_out), v) if last else [f"{dst.at(at(j, n_out))} = {v}"]
+
+    with s.k.loop(blk, blocks) if blk else nullcontext():
+        s.k.matvec(n_out=n_out, terms=[term(t) for t in terms], init=init, store=store)
 
 
 @structural(Concat)

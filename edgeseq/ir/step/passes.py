@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+
 from ...errors import VerificationError
 from .program import Add, Affine, Concat, Port, Prim, Quant, StepProgram
 
