@@ -304,3 +304,77 @@ def test_activation_accuracy_on_a_dense_grid(compiled):
         err = np.abs(y[..., 19 * i:19 * (i + 1)] - ref[..., 19 * i:19 * (i + 1)])
         bound = 1e-6 * np.maximum(1.0, np.abs(grid))
         assert np.all(err <= bound), f"{fn.value}: max error {err.max():.3g}"
+
+
+# ----------------------------------------------------------------------------------------------
+# step primitives no named cell uses yet, through the scan renderer alone
+
+
+def probe_program():
+    """Every structural primitive and corner of the renderer: a blocked product of the input (a
+    sequence kernel), interleaved Concat, Slice views and copies, Gather, one product with two
+    block counts, Div by zero, Select, a broadcast single value, a state taking another state's
+    old value, a state read after its new value, a state taking the input, outputs that are a
+    state and the input."""
+    from edgeseq.ir.step import StepBuilder
+
+    rng = np.random.default_rng(0)
+    b = StepBuilder("probe", {"x": 6}, {"a": 4, "b": 4, "c": 2, "d": 6})
+
+    def w(o, i):
+        return b.param(f"w{len(b.params)}", rng.standard_normal((o, i)) * 0.5)
+
+    bp = b.affine([(w(2, 3), "x", 2)])
+    p = b.affine([(w(4, 6), "x")], b.param("bx", rng.standard_normal(4)))
+    u = b.concat(["a", p], blocks=2)
+    g = b.gather(b.slice(u, 1, 7), [5, 0, 3, 3, 1, 2])
+    m = b.affine([(w(4, 6), g), (w(2, 1), "c", 2)])
+    q = b.div(m, b.sub("a", "b"))
+    t = b.act(Act.TANH, b.add(b.select(b.gt(q, b.const(0.1)), q, b.mul("b", b.const(0.5))), p))
+    y = b.add(t, b.slice("c", 0, 1))
+    c = b.add(b.slice("a", 1, 3), b.slice(bp, 0, 2))
+    z = b.mul("a", t)  # the old state after its new value, in the same fused loop
+    return b.build([y, "b", u, "x", z], {"a": t, "b": "a", "c": c, "d": "x"})
+
+
+def run_plan(calls, x, state):
+    """Run a scan plan on numpy arrays, each kernel compiled alone as a TIR function."""
+    env = {"in0": x, **{f"state:{k}": v for k, v in state.items()}}
+    dims = {"B": x.shape[0], "T": x.shape[1]}
+    for call in calls:
+        name = call.kernel.name
+        func = tvm.script.from_source(call.kernel.source()).with_attr("global_symbol", name)
+        lib = tvm.compile(tvm.IRModule({name: func}), target=tvm.target.Target({"kind": "llvm"}))
+        args = [call.consts[p.name] if p.name in call.consts else env[call.ins[p.name]] for p in call.kernel.inputs()]
+        outs = [np.zeros([dims.get(d, d) for d in p.shape], np.float32) for p in call.kernel.outputs()]
+        tensors = [tvm.runtime.tensor(np.ascontiguousarray(a)) for a in args + outs]
+        lib[name](*tensors)
+        for p, t in zip(call.kernel.outputs(), tensors[len(args):]):
+            env[call.outs[p.name]] = t.numpy()
+    return env
+
+
+@pytest.mark.parametrize("lanes", [16, 4])
+def test_every_step_primitive_renders_like_the_evaluator(lanes):
+    from edgeseq.export.tvm.emit import Schedule
+    from edgeseq.export.tvm.scan import plan_program
+    from edgeseq.ir.step import run_sequence
+
+    prog = probe_program()
+    calls = plan_program(prog, Schedule(lanes=lanes, col_block=2 * lanes, row_block=3))
+    assert len(calls) == 3  # the input projection, the sequence kernel (blocked product), the loop
+    x = np.random.default_rng(1).standard_normal((3, 11, 6)).astype(np.float32)
+    zero = {s.name: np.zeros((3, s.n), np.float32) for s in prog.states}
+    env = run_plan(calls, x, zero)
+    want, want_state = run_sequence(prog, [x.astype(np.float64)])
+    assert all(np.abs(v).min(axis=0).max() > 0.01 for v in want_state.values())  # nothing degenerate
+    for i, w in enumerate(want):
+        np.testing.assert_allclose(env[f"out{i}"], w, rtol=0, atol=1e-5, err_msg=prog.outputs[i])
+    for k, w in want_state.items():
+        np.testing.assert_allclose(env[f"state:{k}"], w, rtol=0, atol=1e-5, err_msg=k)
+    first = run_plan(calls, x[:, :4], zero)
+    second = run_plan(calls, x[:, 4:], {k: first[f"state:{k}"] for k in zero})
+    for i in range(len(want)):
+        np.testing.assert_array_equal(np.concatenate([first[f"out{i}"], second[f"out{i}"]], axis=1), env[f"out{i}"])
+    for k in zero:
+        np.testing.assert_array_equal(second[f"state:{k}"], env[f"state:{k}"])

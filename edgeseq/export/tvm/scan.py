@@ -428,8 +428,13 @@ def _projectable(prog: StepProgram, op) -> Optional[str]:
 
 
 def plan_scan(op, n_in: int, sched: Schedule) -> list[Call]:
-    """Kernel calls of a scan op: projections, a sequence kernel if other work was hoisted, the loop."""
-    prog = step_program(op, n_in)
+    """Kernel calls of a scan op with ``n_in`` input features."""
+    return plan_program(step_program(op, n_in), sched)
+
+
+def plan_program(prog: StepProgram, sched: Schedule) -> list[Call]:
+    """Kernel calls of a step program: projections, a sequence kernel if other work was hoisted,
+    the loop. Bindings: ``in<i>`` (step input i), ``out<i>``, ``state:<name>``, ``tmp:*``."""
     h = hoist(prog, elementwise=False)
     base = _ident(prog.name.lower())
     sources = {p.name: (f"in{i}", p.n, 0) for i, p in enumerate(prog.inputs)}
