@@ -78,6 +78,19 @@ def check_state(got: dict, ref: dict, tol: float = TOL) -> None:
         assert err <= tol * max(1.0, float(np.max(np.abs(r)))), f"state {k}: max abs error {err:.3g}"
 
 
+def check_chunks(graph: Graph, stream, x: np.ndarray, chunk: int, whole, whole_state: dict) -> None:
+    """Running ``x`` chunk by chunk equals the whole run bit for bit (outputs and final state)."""
+    state, parts = None, []
+    for s in range(0, x.shape[1], chunk):
+        y, state = stream.run(x[:, s:s + chunk], state)
+        parts.append(as_tuple(y))
+    for i, name in enumerate(graph.outputs):
+        got = np.concatenate([p[i] for p in parts], axis=1) if graph.type_of(name).temporal else parts[-1][i]
+        np.testing.assert_array_equal(got, as_tuple(whole)[i], err_msg=f"{name}, chunk {chunk}")
+    for key in whole_state:
+        np.testing.assert_array_equal(state[key], whole_state[key], err_msg=f"{key}, chunk {chunk}")
+
+
 def zoo_graph(case: str) -> Graph:
     model = build(case)
     return with_spike_outputs(edgeseq.capture(model, torch.randn(2, 12, 6)))
@@ -127,17 +140,8 @@ def test_zoo_streaming_chunks_equal_whole_sequence(compiled, case):
     main_y, _ = module.run(x)
     for a, b in zip(as_tuple(whole_y), as_tuple(main_y)):
         np.testing.assert_array_equal(a, b)
-    types = graph.value_types
     for chunk in CHUNKS:
-        state, parts = None, []
-        for s in range(0, x.shape[1], chunk):
-            y, state = stream.run(x[:, s:s + chunk], state)
-            parts.append(as_tuple(y))
-        for i, name in enumerate(graph.outputs):
-            got = np.concatenate([p[i] for p in parts], axis=1) if types[name].temporal else parts[-1][i]
-            np.testing.assert_array_equal(got, as_tuple(whole_y)[i], err_msg=f"{name}, chunk {chunk}")
-        for key in whole_state:
-            np.testing.assert_array_equal(state[key], whole_state[key], err_msg=f"{key}, chunk {chunk}")
+        check_chunks(graph, stream, x, chunk, whole_y, whole_state)
     ref_out, ref_state = run_chunked(graph, x, 9)
     check_against_reference(graph, whole_y, ref_out)
     check_state(whole_state, ref_state)
@@ -206,14 +210,7 @@ def test_every_cell_case_matches_reference_whole_and_chunked(cell_module, name):
         whole, whole_state = stream.run(x)
         for a, w in zip(as_tuple(y), as_tuple(whole)):
             np.testing.assert_array_equal(a, w)
-        state, parts = None, []
-        for s in range(0, t, 7):
-            part, state = stream.run(x[:, s:s + 7], state)
-            parts.append(as_tuple(part))
-        for i, out in enumerate(graph.outputs):
-            np.testing.assert_array_equal(np.concatenate([p[i] for p in parts], axis=1), as_tuple(whole)[i], out)
-        for key in whole_state:
-            np.testing.assert_array_equal(state[key], whole_state[key], key)
+        check_chunks(graph, stream, x, 7, whole, whole_state)
         check_state(whole_state, ref_state, CELL_TOL)
     if any(graph.type_of(o).spikes for o in graph.outputs):
         assert spikes > 0, "the test input must make the neurons fire"

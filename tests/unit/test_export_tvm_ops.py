@@ -18,7 +18,13 @@ from edgeseq.ir.interpret import run as reference  # noqa: E402
 from edgeseq.ir.legendre import lmu_matrices  # noqa: E402
 from edgeseq.ir.types import Act, Discretizer, ReadoutMode, Recurrence, ResetRule  # noqa: E402
 
-from .test_export_tvm import as_tuple, check_against_reference, check_state, make_input, with_spike_outputs  # noqa: E402
+from .test_export_tvm import (  # noqa: E402
+    check_against_reference,
+    check_chunks,
+    check_state,
+    make_input,
+    with_spike_outputs,
+)
 
 # ----------------------------------------------------------------------------------------------
 # op-variant graphs
@@ -205,15 +211,7 @@ def test_op_variants_stream_in_chunks(compiled, case):
     stream = module.with_streaming(True)
     x = make_input(graph, 2, 29, seed=30)
     whole, whole_state = stream.run(x)
-    state, parts = None, []
-    for s in range(0, 29, 2):  # chunks shorter than the conv history
-        y, state = stream.run(x[:, s:s + 2], state)
-        parts.append(as_tuple(y))
-    for i, name in enumerate(graph.outputs):
-        got = np.concatenate([p[i] for p in parts], axis=1) if graph.type_of(name).temporal else parts[-1][i]
-        np.testing.assert_array_equal(got, as_tuple(whole)[i], err_msg=name)
-    for k in whole_state:
-        np.testing.assert_array_equal(state[k], whole_state[k], err_msg=k)
+    check_chunks(graph, stream, x, 2, whole, whole_state)  # chunks shorter than the conv history
     ref, ref_state = reference(graph, x)
     check_against_reference(graph, whole, ref)
     check_state(whole_state, ref_state)
@@ -378,3 +376,11 @@ def test_every_step_primitive_renders_like_the_evaluator(lanes):
         np.testing.assert_array_equal(np.concatenate([first[f"out{i}"], second[f"out{i}"]], axis=1), env[f"out{i}"])
     for k in zero:
         np.testing.assert_array_equal(second[f"state:{k}"], env[f"state:{k}"])
+
+
+def test_every_step_primitive_has_a_rendering():
+    from edgeseq.export.tvm.scan import RULES
+    from edgeseq.ir.step import PRIMS
+
+    assert set(RULES) == set(PRIMS.values())
+    assert {c.kind for c, r in RULES.items() if r.lanewise} == {c.kind for c in PRIMS.values() if c.elementwise}

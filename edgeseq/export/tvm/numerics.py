@@ -38,32 +38,30 @@ def sigmoid(x: str) -> str:
     return f"({half} + {half} * {tanh(f'({half} * {x})')})"
 
 
+def _gelu_inner(x: str) -> str:
+    return f"({f32(0.7978845608028654)} * ({x} + {f32(0.044715)} * {x} * {x} * {x}))"
+
+
+_ZERO, _ONE, _HALF = f32(0.0), f32(1.0), f32(0.5)
+ACTS = {  # fn -> (x, slope, lo, hi) -> expression
+    Act.IDENTITY: lambda x, *_: x,
+    Act.RELU: lambda x, *_: f"T.max({x}, {_ZERO})",
+    Act.TANH: lambda x, *_: tanh(x),
+    Act.SIGMOID: lambda x, *_: sigmoid(x),
+    Act.HARDSIGMOID: lambda x, *_: f"T.min(T.max({x} / {f32(6.0)} + {_HALF}, {_ZERO}), {_ONE})",
+    Act.SILU: lambda x, *_: f"({x} * {sigmoid(x)})",
+    Act.GELU: lambda x, *_: f"({_HALF} * {x} * ({_ONE} + T.erf({x} * {f32(0.7071067811865476)})))",
+    Act.GELU_TANH: lambda x, *_: f"({_HALF} * {x} * ({_ONE} + {tanh(_gelu_inner(x))}))",
+    Act.LEAKY_RELU: lambda x, slope, *_: f"T.Select({x} >= {_ZERO}, {x}, {f32(slope)} * {x})",
+    Act.HARDTANH: lambda x, _, lo, hi: f"T.min(T.max({x}, {f32(lo)}), {f32(hi)})",
+    Act.SOFTPLUS: lambda x, *_: f"(T.max({x}, {_ZERO}) + T.log1p(T.exp(T.fabs({x}) * {f32(-1.0)})))",
+    Act.MINRNN_G: lambda x, *_: f"T.Select({x} >= {_ZERO}, {x} + {_HALF}, {sigmoid(x)})",
+}
+
+
 def act(fn: Act, x: str, slope: float = 0.01, lo: float = -1.0, hi: float = 1.0) -> str:
     """``fn(x)`` in float32 (``slope``: leaky relu; ``lo``, ``hi``: hardtanh)."""
-    zero, one, half = f32(0.0), f32(1.0), f32(0.5)
-    if fn is Act.IDENTITY:
-        return x
-    if fn is Act.RELU:
-        return f"T.max({x}, {zero})"
-    if fn is Act.TANH:
-        return tanh(x)
-    if fn is Act.SIGMOID:
-        return sigmoid(x)
-    if fn is Act.HARDSIGMOID:
-        return f"T.min(T.max({x} / {f32(6.0)} + {half}, {zero}), {one})"
-    if fn is Act.SILU:
-        return f"({x} * {sigmoid(x)})"
-    if fn is Act.GELU:
-        return f"({half} * {x} * ({one} + T.erf({x} * {f32(0.7071067811865476)})))"
-    if fn is Act.GELU_TANH:
-        inner = f"({f32(0.7978845608028654)} * ({x} + {f32(0.044715)} * {x} * {x} * {x}))"
-        return f"({half} * {x} * ({one} + {tanh(inner)}))"
-    if fn is Act.LEAKY_RELU:
-        return f"T.Select({x} >= {zero}, {x}, {f32(slope)} * {x})"
-    if fn is Act.HARDTANH:
-        return f"T.min(T.max({x}, {f32(lo)}), {f32(hi)})"
-    if fn is Act.SOFTPLUS:
-        return f"(T.max({x}, {zero}) + T.log1p(T.exp(T.fabs({x}) * {f32(-1.0)})))"
-    if fn is Act.MINRNN_G:
-        return f"T.Select({x} >= {zero}, {x} + {half}, {sigmoid(x)})"
-    raise UnsupportedOpError(f"activation '{fn.value}' has no float32 kernel", where="tvm")
+    rule = ACTS.get(fn)
+    if rule is None:
+        raise UnsupportedOpError(f"activation '{fn.value}' has no float32 kernel", where="tvm")
+    return rule(x, slope, lo, hi)

@@ -2,7 +2,7 @@
 
 A scan op lowers through its step program (:func:`edgeseq.ir.cells.step_program`):
 
-1. :func:`~edgeseq.ir.step.passes.hoist` (products only) splits it into a whole-sequence part and
+1. :func:`~edgeseq.ir.step.passes.hoist` (input projections only) splits it into a whole-sequence part and
    the loop. The hoisted Affines that read one step input become the columns of ONE
    register-blocked projection over the whole (B, T, I) sequence (:func:`.ff.linear`); any other
    hoisted work runs as a sequence kernel (this renderer, without states). Input-only elementwise
@@ -15,7 +15,8 @@ A scan op lowers through its step program (:func:`edgeseq.ir.cells.step_program`
 
    - an Affine is one register-blocked matrix-vector product against pre-transposed weights, all
      of its terms accumulating in the same registers; a blocked Affine (one matrix applied to each
-     of several slices, such as a bank of small memories) is one such product looping over the blocks;
+     of several slices, such as a bank of small memories) is one such product looping over the
+     blocks;
    - a fused run of elementwise primitives is ONE vectorised loop (plus a vectorised tail) that
      computes every primitive per lane. It stores only what later stages, outputs and states read;
      other values are inlined, or, when read several times, held in a per-lane buffer of one
@@ -58,23 +59,14 @@ class Rule:
 RULES: dict[type, Rule] = {}
 
 
-def lanewise(*classes):
-    """Register ``fn(op, *operand expressions) -> expression`` (operands in ``op.reads()`` order)."""
+def render(*classes, lanewise: bool = True):
+    """Register the rendering of primitive classes: lane-wise, ``fn(op, *operand expressions)``
+    (operands in ``op.reads()`` order) returns the expression of one lane; structural,
+    ``fn(step: _Step, op)`` emits the loops computing ``op``."""
 
     def deco(fn):
         for c in classes:
-            RULES[c] = Rule(fn, True)
-        return fn
-
-    return deco
-
-
-def structural(*classes):
-    """Register ``fn(step: _Step, op)``, which emits the loops computing ``op``."""
-
-    def deco(fn):
-        for c in classes:
-            RULES[c] = Rule(fn, False)
+            RULES[c] = Rule(fn, lanewise)
         return fn
 
     return deco
@@ -83,42 +75,31 @@ def structural(*classes):
 ZERO, ONE = lit(0.0), lit(1.0)
 
 
-@lanewise(Add)
-def _add(op, a, b):
-    return f"({a} + {b})"
+for _cls, _sym in ((Add, "+"), (Sub, "-"), (Mul, "*")):
+    render(_cls)(lambda op, a, b, sym=_sym: f"({a} {sym} {b})")
 
 
-@lanewise(Sub)
-def _sub(op, a, b):
-    return f"({a} - {b})"
-
-
-@lanewise(Mul)
-def _mul(op, a, b):
-    return f"({a} * {b})"
-
-
-@lanewise(Div)
+@render(Div)
 def _div(op, a, b):
     return f"T.Select({b} != {ZERO}, {a} / {b}, {ZERO})"
 
 
-@lanewise(Gt)
+@render(Gt)
 def _gt(op, a, b):
     return f"T.Select({a} - {b} > {ZERO}, {ONE}, {ZERO})"
 
 
-@lanewise(Select)
+@render(Select)
 def _select(op, c, a, b):
     return f"T.Select({c} != {ZERO}, {a}, {b})"
 
 
-@lanewise(Activate)
+@render(Activate)
 def _activate(op, x):
     return act(op.fn, x, op.slope, op.lo, op.hi)
 
 
-@lanewise(Quant)
+@render(Quant)
 def _quant(op, x):  # float rendering: a quantization point changes nothing
     return x
 
@@ -305,7 +286,7 @@ class _Step:
             self.loc[v] = self.loc[self.alias[v]]
 
 
-@structural(Affine)
+@render(Affine, lanewise=False)
 def _affine(s: _Step, op: Affine) -> None:
     """One register-blocked product; terms with another block count (rare) accumulate into it."""
     groups: dict[int, list] = {}
@@ -343,7 +324,7 @@ def _product(s: _Step, op: Affine, blocks: int, terms: list, dst: Optional[Loc],
         s.k.matvec(n_out=n_out, terms=[term(t) for t in terms], init=init, store=store)
 
 
-@structural(Concat)
+@render(Concat, lanewise=False)
 def _concat(s: _Step, op: Concat) -> None:
     dst = s.dest(op.out, force=True)
     widths = [s.prog.size(x) // op.blocks for x in op.xs]
@@ -358,7 +339,7 @@ def _concat(s: _Step, op: Concat) -> None:
     s.publish(op.out)
 
 
-@structural(Slice)
+@render(Slice, lanewise=False)
 def _slice(s: _Step, op: Slice) -> None:
     src = s.vector(op.x)
     if src.mutable or op.out in s.alias:
@@ -369,7 +350,7 @@ def _slice(s: _Step, op: Slice) -> None:
     s.publish(op.out)
 
 
-@structural(Gather)
+@render(Gather, lanewise=False)
 def _gather(s: _Step, op: Gather) -> None:
     dst = s.dest(op.out, force=True)
     src, idx = s.vector(op.x), s.const(op.index, "index")
