@@ -20,8 +20,8 @@ from edgeseq.ir.interpret import run as reference  # noqa: E402
 
 from ..conftest import IN_CI, need_tool  # noqa: E402
 from ..unit.cell_cases import CASES as CELL_CASES  # noqa: E402
-from ..unit.cell_cases import I, drive  # noqa: E402
-from ..unit.test_export_tvm import as_tuple, check_against_reference, check_state, make_input, zoo_graph  # noqa: E402
+from ..unit.cell_cases import I, drive, in_features  # noqa: E402
+from ..unit.test_export_tvm import as_tuple, check_against_reference, check_cells, check_state, make_input, zoo_graph  # noqa: E402
 
 pytestmark = pytest.mark.toolchain
 
@@ -124,6 +124,8 @@ def test_every_cell_case_under_qemu(arm_runtime, tmp_path):
     b = GraphBuilder(I)
     outs = []
     for name, make in sorted(CELL_CASES.items()):
+        if in_features(name) != I:  # id inputs (an embedding): the x86 tests cover them
+            continue
         o = b.add(make(np.random.default_rng(0)), "x", name)
         outs += list(o) if isinstance(o, (list, tuple)) else [o]
     graph = b.build(outs)
@@ -134,8 +136,7 @@ def test_every_cell_case_under_qemu(arm_runtime, tmp_path):
         x = drive("lif", rng, bsz, t).astype(np.float32)  # spiking cells must fire
         ref, ref_state = reference(graph, x)
         whole, whole_state = art.run(x, graph.init_state(bsz))
-        spikes += check_against_reference(graph, whole, ref, 1e-5)
-        check_state(whole_state, ref_state, 1e-5)
+        spikes += check_cells(graph, whole, ref, whole_state, ref_state)
     first, state = art.run(x[:, :17], graph.init_state(bsz))
     second, state = art.run(x[:, 17:], state)
     for i, name in enumerate(graph.outputs):

@@ -1,7 +1,9 @@
 """Float32 activations of the generated kernels as TVMScript expressions.
 
 tanh and sigmoid are a rational approximation (max abs error 3.5e-7 for tanh, 2.3e-7 for
-sigmoid) instead of TVM's ``T.tanh``, which lowers to a scalar ``expf`` call per lane. The
+sigmoid) instead of TVM's ``T.tanh``, which lowers to a scalar ``expf`` call per lane; exp is
+range reduction to [-ln2/2, ln2/2], a degree-7 polynomial and the power of two built in the
+exponent bits (relative error 1e-7 on [-87.3, 88.3], beyond which it saturates). The
 argument ``x`` of :func:`act` appears several times in the result: pass a cheap expression (a
 buffer load) and never bind it to a scalar inside a vectorised loop (see :mod:`.lint`).
 """
@@ -33,6 +35,24 @@ def tanh(x: str) -> str:
     return f"({xc} * {p} / {q})"
 
 
+# exp(x) = 2^n e^r, n = round(x / ln2), r = x - n ln2 (ln2 split in two for exactness); the
+# polynomial for e^r on [-ln2/2, ln2/2] is Cephes' expf.
+_EXP_LO, _EXP_HI = -87.3, 88.3  # 2^n stays a normal float32
+_LN2_HI, _LN2_LO = 0.693359375, -2.12194440e-4
+_EXP_P = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1)
+
+
+def exp(x: str) -> str:
+    xc = f"T.max(T.min({x}, {f32(_EXP_HI)}), {f32(_EXP_LO)})"
+    n = f"T.floor({xc} * {f32(1.4426950408889634)} + {f32(0.5)})"
+    r = f"({xc} - {n} * {f32(_LN2_HI)} - {n} * {f32(_LN2_LO)})"
+    p = f32(_EXP_P[0])
+    for c in _EXP_P[1:]:
+        p = f"({p} * {r} + {f32(c)})"
+    two_n = f'T.reinterpret("float32", (T.Cast("int32", T.min(T.max({n}, {f32(-126.0)}), {f32(127.0)})) + 127) << 23)'
+    return f"(({p} * {r} * {r} + {r} + {f32(1.0)}) * {two_n})"
+
+
 def sigmoid(x: str) -> str:
     half = f32(0.5)
     return f"({half} + {half} * {tanh(f'({half} * {x})')})"
@@ -54,6 +74,7 @@ ACTS = {  # fn -> (x, slope, lo, hi) -> expression
     Act.GELU_TANH: lambda x, *_: f"({_HALF} * {x} * ({_ONE} + {tanh(_gelu_inner(x))}))",
     Act.LEAKY_RELU: lambda x, slope, *_: f"T.Select({x} >= {_ZERO}, {x}, {f32(slope)} * {x})",
     Act.HARDTANH: lambda x, _, lo, hi: f"T.min(T.max({x}, {f32(lo)}), {f32(hi)})",
+    Act.EXP: lambda x, *_: exp(x),
     Act.SOFTPLUS: lambda x, *_: f"(T.max({x}, {_ZERO}) + T.log1p(T.exp(T.fabs({x}) * {f32(-1.0)})))",
     Act.MINRNN_G: lambda x, *_: f"T.Select({x} >= {_ZERO}, {x} + {_HALF}, {sigmoid(x)})",
 }

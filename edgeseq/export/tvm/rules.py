@@ -8,6 +8,7 @@ anything else, before any compilation starts.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Callable, Sequence
 
 import numpy as np
@@ -127,6 +128,12 @@ def _scan(node, ins, sched):
     return plan_scan(node.op, ins[0].features, sched)
 
 
+def _scan_kinds() -> set[str]:
+    """Op kinds lowered through a step program: the named cells and ops carrying their own."""
+    own = {k for k, cls in O.OP_REGISTRY.items() if any(f.metadata.get("kind") == "program" for f in fields(cls))}
+    return cell_kinds() | own
+
+
 RULES: dict[str, Rule] = {
     "Linear": _linear,
     "Conv1d": _conv1d,
@@ -136,7 +143,7 @@ RULES: dict[str, Rule] = {
     "Add": _add,
     "Concat": _concat,
     "Readout": _readout,
-    **{kind: _scan for kind in sorted(cell_kinds())},
+    **{kind: _scan for kind in sorted(_scan_kinds())},
 }
 
 
