@@ -96,18 +96,23 @@ def zoo_graph(case: str) -> Graph:
     return with_spike_outputs(edgeseq.capture(model, torch.randn(2, 12, 6)))
 
 
-@pytest.fixture(scope="module")
-def compiled():
-    """Lazily compiled modules (both functions) per zoo case, shared by this module's tests."""
+def lazily_compiled(make_graph):
+    """``get(case) -> (graph, module)``: modules compiled (both functions) on first use, cached."""
     cache = {}
 
     def get(case):
         if case not in cache:
-            g = zoo_graph(case)
+            g = make_graph(case)
             cache[case] = (g, compile_tvm(g, functions=("main", "stream")))
         return cache[case]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    """Zoo cases, shared by this module's tests."""
+    return lazily_compiled(zoo_graph)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -206,15 +211,7 @@ def check_cells(graph: Graph, got, ref, state: dict, ref_state: dict, tol: float
 
 @pytest.fixture(scope="module")
 def cell_module():
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            g = graph_of(name)
-            cache[name] = (g, compile_tvm(g, functions=("main", "stream")))
-        return cache[name]
-
-    return get
+    return lazily_compiled(graph_of)
 
 
 @pytest.mark.parametrize("name", sorted(CELL_CASES))

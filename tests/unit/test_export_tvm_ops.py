@@ -22,6 +22,7 @@ from .test_export_tvm import (  # noqa: E402
     check_against_reference,
     check_chunks,
     check_state,
+    lazily_compiled,
     make_input,
     with_spike_outputs,
 )
@@ -218,15 +219,7 @@ INPUT_SCALE = {"acts_seq": 4.0, "acts_pooled": 4.0}
 
 @pytest.fixture(scope="module")
 def compiled():
-    cache = {}
-
-    def get(case):
-        if case not in cache:
-            g = with_spike_outputs(OP_GRAPHS[case]())
-            cache[case] = (g, compile_tvm(g, functions=("main", "stream")))
-        return cache[case]
-
-    return get
+    return lazily_compiled(lambda case: with_spike_outputs(OP_GRAPHS[case]()))
 
 
 @pytest.mark.parametrize("case", sorted(OP_GRAPHS))
