@@ -15,10 +15,13 @@ torch = pytest.importorskip("torch")
 
 from edgeseq.errors import EdgeseqError  # noqa: E402
 from edgeseq.export.tvm import compile_tvm, export_tvm  # noqa: E402
+from edgeseq.ir import GraphBuilder  # noqa: E402
 from edgeseq.ir.interpret import run as reference  # noqa: E402
 
 from ..conftest import IN_CI, need_tool  # noqa: E402
-from ..unit.test_export_tvm import as_tuple, check_against_reference, check_state, make_input, zoo_graph  # noqa: E402
+from ..unit.cell_cases import CASES as CELL_CASES  # noqa: E402
+from ..unit.cell_cases import I, drive, in_features  # noqa: E402
+from ..unit.test_export_tvm import as_tuple, check_against_reference, check_cells, check_state, make_input, zoo_graph  # noqa: E402
 
 pytestmark = pytest.mark.toolchain
 
@@ -112,3 +115,33 @@ def test_compiled_arm_module_runs_through_qemu(arm_runtime):
     module = compile_tvm(graph, "arm")
     x = make_input(graph, 2, 19, seed=3)
     check_against_reference(graph, module.run(x)[0], reference(graph, x)[0])
+
+
+def test_every_cell_case_under_qemu(arm_runtime, tmp_path):
+    """One aarch64 library with every cell case side by side (4-lane NEON blocking and tails):
+    against the reference at two lengths and batch sizes, and chunked == whole."""
+    need_tool("aarch64-linux-gnu-gcc")
+    b = GraphBuilder(I)
+    outs = []
+    for name, make in sorted(CELL_CASES.items()):
+        if in_features(name) != I:  # id inputs (an embedding): the x86 tests cover them
+            continue
+        o = b.add(make(np.random.default_rng(0)), "x", name)
+        outs += list(o) if isinstance(o, (list, tuple)) else [o]
+    graph = b.build(outs)
+    art = export_tvm(graph, tmp_path / "art", "arm")
+    rng = np.random.default_rng(1)
+    spikes = 0
+    for bsz, t in ((1, 9), (3, 40)):
+        x = drive("lif", rng, bsz, t).astype(np.float32)  # spiking cells must fire
+        ref, ref_state = reference(graph, x)
+        whole, whole_state = art.run(x, graph.init_state(bsz))
+        spikes += check_cells(graph, whole, ref, whole_state, ref_state)
+    first, state = art.run(x[:, :17], graph.init_state(bsz))
+    second, state = art.run(x[:, 17:], state)
+    for i, name in enumerate(graph.outputs):
+        np.testing.assert_array_equal(np.concatenate([as_tuple(first)[i], as_tuple(second)[i]], axis=1),
+                                      as_tuple(whole)[i], err_msg=name)
+    for k in whole_state:
+        np.testing.assert_array_equal(state[k], whole_state[k], err_msg=k)
+    assert spikes > 0

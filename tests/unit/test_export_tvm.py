@@ -1,12 +1,15 @@
-"""TVM backend on the x86 host: every zoo model compiled with TVM (generated TIR scan kernels in a
-Relax VM) against the float64 reference interpreter at several sequence lengths and batch sizes,
-whole-sequence and chunk by chunk, plus the public API, artifacts and error paths."""
+"""TVM backend on the x86 host: every zoo model and every cell case (tests/unit/cell_cases.py)
+compiled with TVM (TIR scan kernels rendered from step programs, in a Relax VM) against the
+float64 reference interpreter at several sequence lengths and batch sizes, whole-sequence and chunk
+by chunk, plus the public API, artifacts and error paths."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +24,8 @@ from edgeseq.ir.graph import Graph  # noqa: E402
 from edgeseq.ir.interpret import run as reference  # noqa: E402
 from edgeseq.ir.interpret import run_chunked  # noqa: E402
 
+from .cell_cases import CASES as CELL_CASES  # noqa: E402
+from .cell_cases import drive, graph_of  # noqa: E402
 from .zoo_cases import ZOO, build  # noqa: E402
 
 TOL = 1e-4
@@ -73,23 +78,41 @@ def check_state(got: dict, ref: dict, tol: float = TOL) -> None:
         assert err <= tol * max(1.0, float(np.max(np.abs(r)))), f"state {k}: max abs error {err:.3g}"
 
 
+def check_chunks(graph: Graph, stream, x: np.ndarray, chunk: int, whole, whole_state: dict) -> None:
+    """Running ``x`` chunk by chunk equals the whole run bit for bit (outputs and final state)."""
+    state, parts = None, []
+    for s in range(0, x.shape[1], chunk):
+        y, state = stream.run(x[:, s:s + chunk], state)
+        parts.append(as_tuple(y))
+    for i, name in enumerate(graph.outputs):
+        got = np.concatenate([p[i] for p in parts], axis=1) if graph.type_of(name).temporal else parts[-1][i]
+        np.testing.assert_array_equal(got, as_tuple(whole)[i], err_msg=f"{name}, chunk {chunk}")
+    for key in whole_state:
+        np.testing.assert_array_equal(state[key], whole_state[key], err_msg=f"{key}, chunk {chunk}")
+
+
 def zoo_graph(case: str) -> Graph:
     model = build(case)
     return with_spike_outputs(edgeseq.capture(model, torch.randn(2, 12, 6)))
 
 
-@pytest.fixture(scope="module")
-def compiled():
-    """Lazily compiled modules (both functions) per zoo case, shared by this module's tests."""
+def lazily_compiled(make_graph):
+    """``get(case) -> (graph, module)``: modules compiled (both functions) on first use, cached."""
     cache = {}
 
     def get(case):
         if case not in cache:
-            g = zoo_graph(case)
+            g = make_graph(case)
             cache[case] = (g, compile_tvm(g, functions=("main", "stream")))
         return cache[case]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    """Zoo cases, shared by this module's tests."""
+    return lazily_compiled(zoo_graph)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -122,17 +145,8 @@ def test_zoo_streaming_chunks_equal_whole_sequence(compiled, case):
     main_y, _ = module.run(x)
     for a, b in zip(as_tuple(whole_y), as_tuple(main_y)):
         np.testing.assert_array_equal(a, b)
-    types = graph.value_types
     for chunk in CHUNKS:
-        state, parts = None, []
-        for s in range(0, x.shape[1], chunk):
-            y, state = stream.run(x[:, s:s + chunk], state)
-            parts.append(as_tuple(y))
-        for i, name in enumerate(graph.outputs):
-            got = np.concatenate([p[i] for p in parts], axis=1) if types[name].temporal else parts[-1][i]
-            np.testing.assert_array_equal(got, as_tuple(whole_y)[i], err_msg=f"{name}, chunk {chunk}")
-        for key in whole_state:
-            np.testing.assert_array_equal(state[key], whole_state[key], err_msg=f"{key}, chunk {chunk}")
+        check_chunks(graph, stream, x, chunk, whole_y, whole_state)
     ref_out, ref_state = run_chunked(graph, x, 9)
     check_against_reference(graph, whole_y, ref_out)
     check_state(whole_state, ref_state)
@@ -164,6 +178,98 @@ def test_identical_layers_share_one_kernel(compiled):
     scans = [k for k in module.kernels if "scan" in k]
     assert len(scans) == 1, scans
     assert sum(n.op.kind == "MinGRU" for n in graph.nodes) == 2
+
+
+# ----------------------------------------------------------------------------------------------
+# every cell case: the generic step-program rendering
+
+CELL_SHAPES = ((1, 9), (4, 9), (1, 40), (4, 40))  # two batch sizes x two lengths
+CELL_TOL = 1e-5  # times the magnitude of the cell's values (outputs and states), at least 1
+
+
+def check_cells(graph: Graph, got, ref, state: dict, ref_state: dict, tol: float = CELL_TOL) -> int:
+    """Per node: outputs and final states within ``tol`` times the magnitude of the node's values
+    (at least 1: a synaptic current or an unstable Euler memory grows large), spike trains
+    identical. Returns the number of spikes."""
+    got, want = dict(zip(graph.outputs, as_tuple(got))), dict(zip(graph.outputs, ref))
+    spikes = 0
+    for node in graph.nodes:
+        outs = [o for o in node.outputs if o in want]
+        keys = [k for k in ref_state if k.split("/")[0] == node.name]
+        scale = max([1.0] + [float(np.abs(want[o]).max()) for o in outs] + [float(np.abs(ref_state[k]).max())
+                                                                            for k in keys])
+        for o in outs:
+            if graph.type_of(o).spikes:
+                np.testing.assert_array_equal(got[o], want[o].astype(np.float32), err_msg=f"spike train '{o}'")
+                spikes += int(np.count_nonzero(want[o]))
+        pairs = [(o, got[o], want[o]) for o in outs] + [(k, state[k], ref_state[k]) for k in keys]
+        for key, a, r in pairs:
+            err = float(np.max(np.abs(a - r)))
+            assert err <= tol * scale, f"'{key}': max abs error {err:.3g} > {tol:g} x {scale:.3g}"
+    return spikes
+
+
+@pytest.fixture(scope="module")
+def cell_module():
+    return lazily_compiled(graph_of)
+
+
+@pytest.mark.parametrize("name", sorted(CELL_CASES))
+def test_every_cell_case_matches_reference_whole_and_chunked(cell_module, name):
+    """Outputs and final states match the reference (:func:`check_cells`); chunks of 7 steps equal
+    the whole sequence bit for bit; main equals stream."""
+    graph, module = cell_module(name)
+    stream = module.with_streaming(True)
+    spikes = 0
+    for k, (b, t) in enumerate(CELL_SHAPES):
+        x = drive(name, np.random.default_rng(k), b, t).astype(np.float32)
+        ref, ref_state = reference(graph, x)
+        y, _ = module.run(x)
+        whole, whole_state = stream.run(x)
+        for a, w in zip(as_tuple(y), as_tuple(whole)):
+            np.testing.assert_array_equal(a, w)
+        spikes += check_cells(graph, whole, ref, whole_state, ref_state)
+        check_chunks(graph, stream, x, 7, whole, whole_state)
+    if any(graph.type_of(o).spikes for o in graph.outputs):
+        assert spikes > 0, "the test input must make the neurons fire"
+
+
+@pytest.mark.parametrize("name", ["gru_reset_before", "lmu_full", "l2mu_syn"])
+def test_rewrites_agree_with_the_plain_rendering(cell_module, name, monkeypatch):
+    """The renderer's fast paths (bias folding, stage grouping, next states computed in place)
+    agree with the rendering without them."""
+    from edgeseq.export.tvm import scan
+
+    graph, fast_module = cell_module(name)
+    x = drive(name, np.random.default_rng(9), 2, 33).astype(np.float32)
+    fast = as_tuple(fast_module.run(x)[0])
+    plan = scan._Step.plan
+
+    def no_alias(self, stages):
+        plan(self, stages)
+        self.alias.clear()
+
+    monkeypatch.setattr(scan, "FoldBias", lambda: (lambda p: p))
+    monkeypatch.setattr(scan, "GroupStages", lambda: (lambda p: p))
+    monkeypatch.setattr(scan._Step, "plan", no_alias)
+    module = compile_tvm(graph)
+    assert module.kernels != fast_module.kernels
+    plain = as_tuple(module.run(x)[0])
+    for out, a, b in zip(graph.outputs, fast, plain):
+        if graph.type_of(out).spikes:
+            np.testing.assert_array_equal(a, b, out)
+        else:
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-6, err_msg=out)
+
+
+def test_no_backend_file_names_a_cell_family():
+    """Scan ops reach the TVM backend only as step programs."""
+    from edgeseq.ir.cells import cell_kinds
+
+    kinds = re.compile(r"\b(" + "|".join(sorted(cell_kinds())) + r")\b", re.IGNORECASE)
+    for f in sorted(Path(compile_tvm.__code__.co_filename).parent.glob("*.py")):
+        hit = kinds.search(f.read_text())
+        assert hit is None, f"{f.name} names '{hit.group(0)}'"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -18,8 +18,14 @@ from edgeseq.ir.interpret import run as reference  # noqa: E402
 from edgeseq.ir.legendre import lmu_matrices  # noqa: E402
 from edgeseq.ir.types import Act, Discretizer, ReadoutMode, Recurrence, ResetRule  # noqa: E402
 
-from .test_export_tvm import (as_tuple, check_against_reference, check_state, make_input,  # noqa: E402
-                              with_spike_outputs)
+from .test_export_tvm import (  # noqa: E402
+    check_against_reference,
+    check_chunks,
+    check_state,
+    lazily_compiled,
+    make_input,
+    with_spike_outputs,
+)
 
 # ----------------------------------------------------------------------------------------------
 # op-variant graphs
@@ -46,12 +52,14 @@ def g_linear_pooled():
 
 
 def g_activations(pooled: bool):
-    """Every activation kind side by side on 19 features (inputs scaled to reach saturation)."""
+    """Every activation kind side by side on 19 features (inputs scaled to reach saturation; exp
+    on inputs clamped to [-4, 4], where float32 resolves it to the tolerance)."""
     b = GraphBuilder(19)
     src = "x"
     if pooled:
         src = b.add(O.Readout(ReadoutMode.MEAN), "x")
-    outs = [b.add(O.Activation(fn, slope=0.2, lo=-0.7, hi=1.3), src) for fn in Act]
+    clamped = b.add(O.Activation(Act.HARDTANH, lo=-4.0, hi=4.0), src)
+    outs = [b.add(O.Activation(fn, slope=0.2, lo=-0.7, hi=1.3), clamped if fn is Act.EXP else src) for fn in Act]
     return b.build(b.add(O.Concat(), outs))
 
 
@@ -160,6 +168,40 @@ def g_l2mu_synaptic():
     return b.build(out)
 
 
+def probe_program():
+    """A step program using every structural primitive and corner of the scan renderer that no
+    named cell reaches: a blocked product of the input (a
+    sequence kernel), interleaved Concat, Slice views and copies, Gather, one product with two
+    block counts, Div by zero, Select, a broadcast single value, a state taking another state's
+    old value, a state read after its new value, a state taking the input, outputs that are a
+    state and the input."""
+    from edgeseq.ir.step import StepBuilder
+
+    rng = np.random.default_rng(0)
+    b = StepBuilder("probe", {"x": 6}, {"a": 4, "b": 4, "c": 2, "d": 6})
+
+    def w(o, i):
+        return b.param(f"w{len(b.params)}", rng.standard_normal((o, i)) * 0.5)
+
+    bp = b.affine([(w(2, 3), "x", 2)])
+    p = b.affine([(w(4, 6), "x")], b.param("bx", rng.standard_normal(4)))
+    u = b.concat(["a", p], blocks=2)
+    g = b.gather(b.slice(u, 1, 7), [5, 0, 3, 3, 1, 2])
+    m = b.affine([(w(4, 6), g), (w(2, 1), "c", 2)])
+    q = b.div(m, b.add(b.mul("a", "a"), b.mul("b", "b")))  # 0 / 0 -> 0 at the zero state
+    t = b.act(Act.TANH, b.add(b.select(b.gt(q, b.const(0.1)), q, b.mul("b", b.const(0.5))), p))
+    y = b.add(t, b.slice("c", 0, 1))
+    c = b.add(b.slice("a", 1, 3), b.slice(bp, 0, 2))
+    z = b.mul("a", t)  # the old state after its new value, in the same fused loop
+    return b.build([y, "b", u, "x", z], {"a": t, "b": "a", "c": c, "d": "x"})
+
+
+def g_scan_probe():
+    """A generic Scan op running :func:`probe_program`."""
+    b = GraphBuilder(6)
+    return b.build(list(b.add(O.Scan(program=probe_program()), "x")))
+
+
 OP_GRAPHS = {
     "linear_pooled": g_linear_pooled,
     "acts_seq": lambda: g_activations(False),
@@ -170,21 +212,14 @@ OP_GRAPHS = {
     "lmu_variants": g_lmu_variants,
     "lif_rules": g_lif_rules,
     "l2mu_synaptic": g_l2mu_synaptic,
+    "scan_probe": g_scan_probe,
 }
 INPUT_SCALE = {"acts_seq": 4.0, "acts_pooled": 4.0}
 
 
 @pytest.fixture(scope="module")
 def compiled():
-    cache = {}
-
-    def get(case):
-        if case not in cache:
-            g = with_spike_outputs(OP_GRAPHS[case]())
-            cache[case] = (g, compile_tvm(g, functions=("main", "stream")))
-        return cache[case]
-
-    return get
+    return lazily_compiled(lambda case: with_spike_outputs(OP_GRAPHS[case]()))
 
 
 @pytest.mark.parametrize("case", sorted(OP_GRAPHS))
@@ -200,31 +235,33 @@ def test_op_variants_match_reference(compiled, case):
         assert spikes > 0, "the test input must make the neurons fire"
 
 
-@pytest.mark.parametrize("case", ["conv_norm", "lif_rules", "l2mu_synaptic", "lmu_variants", "linear_pooled"])
+@pytest.mark.parametrize("case", ["conv_norm", "lif_rules", "l2mu_synaptic", "lmu_variants", "linear_pooled",
+                                  "scan_probe"])
 def test_op_variants_stream_in_chunks(compiled, case):
     graph, module = compiled(case)
     stream = module.with_streaming(True)
     x = make_input(graph, 2, 29, seed=30)
     whole, whole_state = stream.run(x)
-    state, parts = None, []
-    for s in range(0, 29, 2):  # chunks shorter than the conv history
-        y, state = stream.run(x[:, s:s + 2], state)
-        parts.append(as_tuple(y))
-    for i, name in enumerate(graph.outputs):
-        got = np.concatenate([p[i] for p in parts], axis=1) if graph.type_of(name).temporal else parts[-1][i]
-        np.testing.assert_array_equal(got, as_tuple(whole)[i], err_msg=name)
-    for k in whole_state:
-        np.testing.assert_array_equal(state[k], whole_state[k], err_msg=k)
+    check_chunks(graph, stream, x, 2, whole, whole_state)  # chunks shorter than the conv history
     ref, ref_state = reference(graph, x)
     check_against_reference(graph, whole, ref)
     check_state(whole_state, ref_state)
 
 
 def test_op_graphs_cover_every_op_kind():
+    """These graphs and the cell cases (test_export_tvm) exercise every kind the backend lowers."""
     from edgeseq.export.tvm import supported_kinds
 
+    from .cell_cases import CASES
+
     covered = {n.op.kind for f in OP_GRAPHS.values() for n in f().nodes}
+    covered |= {make(np.random.default_rng(0)).kind for make in CASES.values()}
     assert covered == supported_kinds()
+
+
+def test_scan_probe_runs_a_hoisted_blocked_input_product_as_a_sequence_kernel(compiled):
+    _, module = compiled("scan_probe")
+    assert [k for k in module.kernels if k.startswith("probe")] == ["probe_seq", "probe_scan_a4_b4_c2_d6"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -284,7 +321,7 @@ def test_kernels_are_vectorised_with_a_tail_for_odd_sizes(compiled):
 
 
 @pytest.mark.parametrize("cpu,lanes", [("x86-64-v3", 8), ("x86-64", 4)])
-@pytest.mark.parametrize("case", ["gated_odd", "lif_rules"])
+@pytest.mark.parametrize("case", ["gated_odd", "lif_rules", "scan_probe"])
 def test_other_vector_widths_match_reference(case, cpu, lanes):
     """Portable x86 CPUs (AVX2: 8 lanes, SSE2: 4 lanes) give other blockings and tails."""
     graph = with_spike_outputs(OP_GRAPHS[case]())
@@ -296,12 +333,20 @@ def test_other_vector_widths_match_reference(case, cpu, lanes):
 
 def test_activation_accuracy_on_a_dense_grid(compiled):
     """The rational tanh / sigmoid stay within 1e-6 of float64 everywhere (saturation included);
-    the activations built on them within 1e-6 relative to |x|."""
+    the activations built on them within 1e-6 relative to |x|; exp within 1e-6 relative to exp(x)."""
     graph, module = compiled("acts_seq")
     grid = np.linspace(-30.0, 30.0, 19 * 4001).astype(np.float32).reshape(1, 4001, 19)
     y, _ = module.run(grid)
     (ref,), _ = reference(graph, grid)
     for i, fn in enumerate(Act):
         err = np.abs(y[..., 19 * i:19 * (i + 1)] - ref[..., 19 * i:19 * (i + 1)])
-        bound = 1e-6 * np.maximum(1.0, np.abs(grid))
+        bound = 1e-6 * np.maximum(1.0, np.abs(ref[..., 19 * i:19 * (i + 1)] if fn is Act.EXP else grid))
         assert np.all(err <= bound), f"{fn.value}: max error {err.max():.3g}"
+
+
+def test_every_step_primitive_has_a_rendering():
+    from edgeseq.export.tvm.scan import RULES
+    from edgeseq.ir.step import PRIMS
+
+    assert set(RULES) == set(PRIMS.values())
+    assert {c.kind for c, r in RULES.items() if r.lanewise} == {c.kind for c in PRIMS.values() if c.elementwise}

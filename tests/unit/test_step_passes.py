@@ -7,9 +7,21 @@ import pytest
 
 from edgeseq.errors import VerificationError
 from edgeseq.ir.cells import step_program
-from edgeseq.ir.step import Affine, Gt, Quant, run_sequence
-from edgeseq.ir.step.passes import (DeadCode, LinearState, SplitAffine, StripQuant, hoist, input_only, liveness,
-                                   schedule, sink)
+from edgeseq.ir.step import Add, Affine, Gt, Quant, StepBuilder, run_sequence
+from edgeseq.ir.step.passes import (
+    DeadCode,
+    FoldBias,
+    GroupStages,
+    LinearState,
+    SplitAffine,
+    StripQuant,
+    hoist,
+    input_only,
+    liveness,
+    schedule,
+    sink,
+)
+from edgeseq.ir.types import Act
 
 from .cell_cases import CASES, drive, graph_of
 
@@ -128,71 +140,18 @@ def test_delay_gates_the_recurrence(name):
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_sunk_loop_then_post_equals_the_loop(name):
-    loop = hoist(_prog(name)).loop
-    s = sink(loop)
-    x = drive(name, np.random.default_rng(6), 2, 13)
-    h = hoist(_prog(name))
-    b, t, _ = x.shape
-    carried = run_sequence(h.seq, [x.reshape(b * t, 1, -1)])[0] if h.carry else ()
-    feeds = {h.seq.outputs[i]: c.reshape(b, t, -1) for i, c in enumerate(carried)}
-    feeds["x"] = x
-    want, st_w = run_sequence(loop, [feeds[i.name] for i in loop.inputs])
-    kept, st = run_sequence(s.loop, [feeds[i.name] for i in s.loop.inputs])
-    feeds.update(zip(s.keep, kept))
-    got, _ = run_sequence(s.post, [feeds[i.name] for i in s.post.inputs])
-    for u, v in zip(got, want):
-        np.testing.assert_allclose(u, v, rtol=0, atol=1e-12)
-    for k in st:
-        np.testing.assert_array_equal(st[k], st_w[k])
-    assert not s.post.states
-    need = set(s.loop.next_state.values())  # nothing in the loop is for outputs only
-    for op in reversed(s.loop.body):
-        if op.out in need:
-            need.update(op.reads())
-    assert all(op.out in need for op in s.loop.body)
-
-
-def test_sink_moves_output_only_spikes_after_the_loop():
-    loop = hoist(_prog("lif_subtract")).loop
-    s = sink(loop)
-    assert any(isinstance(op, Gt) for op in s.post.body) and len(s.loop.body) < len(loop.body)
-
-
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_linear_state_keeps_semantics_and_never_adds_loop_work(name):
-    p = DeadCode()(SplitAffine()(StripQuant()(_prog(name))))
-    q = LinearState()(p)
-    x = drive(name, np.random.default_rng(5), 2, 9)
-    for u, v in zip(run_sequence(p, [x])[0], run_sequence(q, [x])[0]):
-        np.testing.assert_allclose(u, v, rtol=0, atol=1e-12)
-    assert len(hoist(q).loop.body) <= len(hoist(p).loop.body)
-
-
-@pytest.mark.parametrize("name", ["mingru", "mingru_identity", "minlstm"])
-def test_linear_state_leaves_one_multiply_add_in_the_loop(name):
-    p = DeadCode()(SplitAffine()(StripQuant()(_prog(name))))
-    loop = hoist(LinearState()(p)).loop
-    assert [op.kind for op in loop.body] == ["Mul", "Add"] and len(hoist(p).loop.body) == 3
-    with pytest.raises(VerificationError, match="quantization points"):
-        LinearState()(_prog(name))
-
-
-def test_match_binds_parameters_up_to_operand_order():
-    from edgeseq.ir.step import StepBuilder
-    from edgeseq.ir.step.match import match
-    from edgeseq.ir.types import Act
-
-    def prog(swap: bool, bias: bool, fn=Act.TANH):
-        b = StepBuilder("p", {"x": 3}, {"h": 2})
-        w, r = b.param("w", np.ones((2, 3))), b.param("r", np.ones((2, 2)))
-        terms = [(r, "h"), (w, "x")] if swap else [(w, "x"), (r, "h")]
-        a = b.affine(terms, b.param("b", np.zeros(2)) if bias else None)
-        y = b.mul("h", b.act(fn, a)) if swap else b.mul(b.act(fn, a), "h")
-        return b.build([y], {"h": y})
-
-    pat = prog(False, True)
-    assert match(pat, prog(True, True)) == {"w": "w", "r": "r", "b": "b"}
-    assert match(pat, prog(True, False)) == {"w": "w", "r": "r", "b": None}  # an optional bias
-    assert match(prog(False, False), prog(False, True)) is None  # a bias the pattern does not have
-    assert match(pat, prog(False, True, Act.SIGMOID)) is None
+from edgeseq.ir.step import Add, Affine, Gt, Quant, StepBuilder, run_sequence
+from edgeseq.ir.step.passes import (
+    DeadCode,
+    FoldBias,
+    GroupStages,
+    LinearState,
+    SplitAffine,
+    StripQuant,
+    hoist,
+    input_only,
+    liveness,
+    schedule,
+    sink,
+)
+from edgeseq.ir.types import Act

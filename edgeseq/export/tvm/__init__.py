@@ -1,8 +1,8 @@
 """TVM backend: IR graphs -> TVM Relax modules whose every layer is a generated TIR kernel.
 
-Each recurrent / spiking layer becomes one scan kernel (a ``T.serial`` time loop over on-chip
-state, with the input projection hoisted out of the loop as one whole-sequence matmul), each
-feed-forward op a generated vectorised kernel; Relax strings them together with ``R.call_tir``.
+Each recurrent / spiking layer is rendered from its step program (:mod:`.scan`): a scan kernel
+(a ``T.serial`` time loop over on-chip state) with the input projections hoisted out of the loop
+as one whole-sequence matmul; each feed-forward op is a generated vectorised kernel; Relax strings them together with ``R.call_tir``.
 No TVM frontend is involved (TVM's importers unroll recurrences). Batch size and sequence length
 are symbolic: one compiled module runs any (B, T).
 
@@ -17,8 +17,8 @@ Public API::
     export_tvm_int(q, out_dir, target="x86")           # integer artifact (TvmArtifact, numerics "integer")
 
 Targets: "x86" (this machine's CPU via LLVM) and "arm" (aarch64 Linux with NEON; runs under
-qemu-aarch64 with the aarch64 TVM runtime, see :mod:`.runtime_arm`). Numbers: float32 (fixed-point
-kernels plug into :mod:`.numerics` per cell family). Importing this package does not import TVM.
+qemu-aarch64 with the aarch64 TVM runtime, see :mod:`.runtime_arm`). Numbers: float32; quantized
+graphs compile to integer programs (:mod:`.intexport`). Importing this package does not import TVM.
 """
 
 from __future__ import annotations
@@ -51,19 +51,18 @@ def compile_tvm(graph, target: str = "x86", *, streaming: bool = False, cpu: str
     the new state (``graph.state_spec()`` keys), so chunked runs equal the whole sequence.
     ``cpu`` overrides the LLVM CPU of the target. Unsupported ops raise UnsupportedOpError before
     anything is compiled."""
-    from ...ir.graph import Graph
     from ...errors import ConfigError
+    from ...ir.graph import Graph
     from .build import compile_lowered
     from .lower import lower
     from .module import TvmModule
-    from .numerics import numerics_for
     from .target import resolve_target
 
     if not isinstance(graph, Graph):
         raise ConfigError(f"compile_tvm needs an edgeseq IR Graph, got {type(graph).__name__}", where="tvm")
     tgt = resolve_target(target, cpu)
     fns = tuple(functions) if functions else (("stream",) if streaming else ("main",))
-    lowered = lower(graph, tgt.sched, numerics_for("float32"), fns)
+    lowered = lower(graph, tgt.sched, fns)
     executable = compile_lowered(lowered, tgt)
     return TvmModule(graph, tgt, streaming, lowered, executable)
 

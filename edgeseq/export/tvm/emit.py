@@ -1,7 +1,7 @@
 """TVMScript source emitter for the generated TIR kernels of the TVM backend.
 
 Every kernel edgeseq hands to TVM is a plain-TIR ``PrimFunc`` written out as TVMScript text by the
-generators in :mod:`.ff` and :mod:`.cells` and parsed by ``tvm.script.from_source``. This module
+generators in :mod:`.ff`, :mod:`.scan` and :mod:`.intgen` and parsed by ``tvm.script.from_source``. This module
 holds the pieces they share:
 
 - :class:`Schedule`: the blocking a target asks for (vector lanes, register-blocked columns and
@@ -10,7 +10,7 @@ holds the pieces they share:
   local scratch buffers, statements), with the two loop idioms every kernel is built from:
   :meth:`Kernel.vec` (an elementwise loop vectorised over a feature axis, with a separate tail
   loop for sizes that are not a multiple of the vector width) and :meth:`Kernel.matvec` (a
-  register-blocked matrix-vector product against a pre-transposed weight).
+  register-blocked matrix-vector product against pre-transposed weights, one or several terms).
 
 Rule enforced here (and checked on the lowered TIR by :mod:`.lint`): a vectorised loop body only
 holds buffer stores. Intermediate values go to local buffers, never to scalar ``x = ...``
@@ -73,14 +73,13 @@ class Param:
 class Kernel:
     """One generated PrimFunc: parameters, local scratch buffers and a statement list.
 
-    Parameters are passed by ``call_tir`` in declaration order, inputs first, then outputs (the
-    order :meth:`inputs` and :meth:`outputs` report). Kernels are pure functions of their
+    Parameters are passed by ``call_tir`` inputs first, then outputs, each in declaration order
+    (the order :meth:`inputs` and :meth:`outputs` report); they may be declared in any order. Kernels are pure functions of their
     parameters: identical sources are shared between layers by the lowering."""
 
-    def __init__(self, name: str, sched: Schedule, num=None):
+    def __init__(self, name: str, sched: Schedule):
         self.name = name
         self.sched = sched
-        self.num = num  # a numerics.Numerics (products, accumulator dtype); None: float32
         self.params: list[Param] = []
         self._allocs: list[str] = []
         self._alloc_names: set[str] = set()
@@ -99,8 +98,6 @@ class Kernel:
     def _param(self, name, shape, dtype, output) -> str:
         if any(p.name == name for p in self.params) or name in self._alloc_names:
             raise ValueError(f"duplicate kernel parameter {name}")
-        if not output and any(p.output for p in self.params):
-            raise ValueError("declare all inputs before the outputs")
         self.params.append(Param(name, tuple(shape), dtype, output))
         return name
 
@@ -157,31 +154,36 @@ class Kernel:
     def vec(self, n: int, body: Callable[[str], Sequence[str]], lanes: int | None = None) -> None:
         """Elementwise loop over ``range(n)``: ``body(j)`` returns the store statements for index
         expression ``j``. Full vectors of ``lanes`` plus one vectorised tail of ``n % lanes``."""
+        self.lanes_loop(n, lambda j, lane: body(j), lanes)
+
+    def lanes_loop(self, n: int, body: Callable[[str, str], Sequence[str]], lanes: int | None = None) -> None:
+        """:meth:`vec` whose ``body(j, lane)`` also gets the lane variable (``j`` modulo the vector
+        width): per-lane temporaries live in buffers of ``lanes`` elements indexed by it."""
         lanes = lanes or self.sched.lanes
         full, rem = divmod(int(n), lanes)
         if full:
             jo, ji = self.fresh("jo"), self.fresh("ji")
             with self.loop(jo, full):
                 with self.loop(ji, lanes, "vectorized"):
-                    for s in body(f"{jo} * {lanes} + {ji}"):
+                    for s in body(f"{jo} * {lanes} + {ji}", ji):
                         self.line(s)
         if rem:
             ji = self.fresh("jt")
             with self.loop(ji, rem, "vectorized"):
-                for s in body(f"{full * lanes} + {ji}"):
+                for s in body(f"{full * lanes} + {ji}", ji):
                     self.line(s)
 
-    def matvec(self, *, n_in: int, n_out: int, weight: Callable[[str, str], str],
-               vec: Callable[[str], str], init: Callable[[str], str] | None,
-               store: Callable[[str, str], Sequence[str]], acc: str = "acc") -> None:
-        """``out[j] = init(j) + sum_k vec(k) * weight(k, j)`` for ``j < n_out``, ``k < n_in``.
+    def matvec(self, *, n_out: int, terms: Sequence[tuple[int, Callable[[str, str], str], Callable[[str], str]]],
+               init: Callable[[str], str] | None, store: Callable[[str, str], Sequence[str]],
+               acc: str = "acc") -> None:
+        """``out[j] = init(j) + sum over terms (n_in, weight, vec) of sum_k vec(k) * weight(k, j)``
+        for ``j < n_out``, ``k < n_in``.
 
-        Register-blocked: ``col_block`` outputs stay in an accumulator while the reduction runs
+        Register-blocked: ``col_block`` outputs stay in an accumulator while the reductions run
         over ``k`` (one broadcast of ``vec(k)`` and ``col_block / lanes`` fused multiply-adds per
         step). ``store(j, value)`` returns the statements that consume the result."""
         cb = self.sched.col_block
-        self.scratch(acc, cb, self.num.accum if self.num else "float32")
-        mac = self.num.mac if self.num else (lambda a, x, w: f"{a} + {x} * {w}")
+        self.scratch(acc, cb)
         full, rem = divmod(int(n_out), cb)
         blocks: list[tuple[str | None, int, int]] = []
         if full:
@@ -200,13 +202,15 @@ class Kernel:
                 col = f"{base} + {ji}"
                 with self.loop(ji, width, "vectorized"):
                     self.line(f"{acc}[{ji}] = {init(col) if init else f32(0.0)}")
-                if n_in:
+                for n_in, weight, vec in terms:
+                    if not n_in:
+                        continue
                     k = self.fresh("k")
                     with self.loop(k, n_in):
                         ji2 = self.fresh("jv")
                         col2 = f"{base} + {ji2}"
                         with self.loop(ji2, width, "vectorized"):
-                            self.line(f"{acc}[{ji2}] = {mac(f'{acc}[{ji2}]', vec(k), weight(k, col2))}")
+                            self.line(f"{acc}[{ji2}] = {acc}[{ji2}] + {vec(k)} * {weight(k, col2)}")
                 ji3 = self.fresh("jv")
                 with self.loop(ji3, width, "vectorized"):
                     for s in store(f"{base} + {ji3}", f"{acc}[{ji3}]"):
@@ -214,14 +218,14 @@ class Kernel:
 
     # -- output ---------------------------------------------------------------------------------
     def source(self) -> str:
-        args = ", ".join(f"{p.name}_h: T.handle" for p in self.params)
+        args = ", ".join(f"{p.name}_h: T.handle" for p in self.inputs() + self.outputs())
         out = ["@T.prim_func(private=True)", f"def {self.name}({args}):",
                '    T.func_attr({"tir.noalias": True})']
         used = {d for p in self.params for d in p.shape if isinstance(d, str)}
         for sym in ("B", "T"):
             if sym in used:
                 out.append(f"    {SYMBOLS[sym]} = T.int64()")
-        for p in self.params:
+        for p in self.inputs() + self.outputs():
             shape = ", ".join(_dim(d) for d in p.shape) + ("," if len(p.shape) == 1 else "")
             out.append(f'    {p.name} = T.match_buffer({p.name}_h, ({shape}), "{p.dtype}")')
         out += ["    " + a for a in self._aliases]

@@ -15,7 +15,7 @@ from typing import Sequence
 
 from ...ir.types import Act, ReadoutMode
 from .emit import Dim, Kernel, Schedule, f32
-from .numerics import Numerics
+from .numerics import act
 
 TEMPORAL: tuple[Dim, ...] = ("B", "T")
 POOLED: tuple[Dim, ...] = ("B",)
@@ -25,11 +25,10 @@ def _rows(lead: Sequence[Dim]) -> str:
     return " * ".join("TT" if d == "T" else str(d) for d in lead)
 
 
-def linear(name: str, n_in: int, n_out: int, lead: Sequence[Dim], sched: Schedule, num: Numerics,
-           bias: bool = True) -> Kernel:
+def linear(name: str, n_in: int, n_out: int, lead: Sequence[Dim], sched: Schedule, bias: bool = True) -> Kernel:
     """Y = X @ Wt + bias over every row (every step of every sequence): the hoisted input
     projection of the recurrent cells and the Linear op. Params: X, Wt (n_in, n_out), [bias], Y."""
-    k = Kernel(name, sched, num)
+    k = Kernel(name, sched)
     k.input("X", (*lead, n_in))
     k.input("Wt", (n_in, n_out))
     if bias:
@@ -43,7 +42,7 @@ def linear(name: str, n_in: int, n_out: int, lead: Sequence[Dim], sched: Schedul
     # row-blocked main part: rb rows x col_block outputs of accumulators (one local buffer per
     # row, small enough to stay an alloca that LLVM keeps in registers)
     if rb > 1:
-        accs = [k.scratch(f"accr{i}", cb, num.accum) for i in range(rb)]
+        accs = [k.scratch(f"accr{i}", cb) for i in range(rb)]
         with k.loop("r0", f"{rows} // {rb}"):
             full, rem = divmod(n_out, cb)
             for base, width in ([("jb * %d" % cb, cb)] if full else []) + ([(str(full * cb), rem)] if rem else []):
@@ -55,23 +54,21 @@ def linear(name: str, n_in: int, n_out: int, lead: Sequence[Dim], sched: Schedul
                     with k.loop("kk", n_in):
                         for i, acc in enumerate(accs):
                             with k.loop("jc", width, "vectorized"):
-                                k.line(f"{acc}[jc] = " + num.mac(f"{acc}[jc]", f"{xf}[r0 * {rb} + {i}, kk]",
-                                                                 f"Wt[kk, {base} + jc]"))
+                                k.line(f"{acc}[jc] = {acc}[jc] + {xf}[r0 * {rb} + {i}, kk] * Wt[kk, {base} + jc]")
                     for i, acc in enumerate(accs):
                         with k.loop("jd", width, "vectorized"):
-                            k.line(f"{yf}[r0 * {rb} + {i}, {base} + jd] = {num.requant(f'{acc}[jd]')}")
+                            k.line(f"{yf}[r0 * {rb} + {i}, {base} + jd] = {acc}[jd]")
         tail_start, tail_n = f"{rows} // {rb} * {rb}", f"{rows} - {rows} // {rb} * {rb}"
     else:
         tail_start, tail_n = "0", rows
     with k.loop("r1", tail_n):
-        k.matvec(n_in=n_in, n_out=n_out, weight=lambda kk, j: f"Wt[{kk}, {j}]",
-                 vec=lambda kk: f"{xf}[{tail_start} + r1, {kk}]", init=init,
-                 store=lambda j, v: [f"{yf}[{tail_start} + r1, {j}] = {num.requant(v)}"])
+        k.matvec(n_out=n_out, terms=[(n_in, lambda kk, j: f"Wt[{kk}, {j}]", lambda kk: f"{xf}[{tail_start} + r1, {kk}]")],
+                 init=init, store=lambda j, v: [f"{yf}[{tail_start} + r1, {j}] = {v}"])
     return k
 
 
 def conv1d(name: str, n_in: int, n_out: int, ksize: int, dilation: int, groups: int, sched: Schedule,
-           num: Numerics, bias: bool = True) -> Kernel:
+           bias: bool = True) -> Kernel:
     """Causal Conv1d with its streaming state (the last (K-1)*dilation inputs, oldest first).
 
     Params: X (B,T,I), Wt (K*Cg, O) with row k*Cg + c, [bias], BUF (B,hist,I) -> Y (B,T,O), BUFO.
@@ -79,7 +76,7 @@ def conv1d(name: str, n_in: int, n_out: int, ksize: int, dilation: int, groups: 
     step precedes the chunk."""
     hist = (ksize - 1) * dilation
     cg, og = n_in // groups, n_out // groups
-    k = Kernel(name, sched, num)
+    k = Kernel(name, sched)
     k.input("X", ("B", "T", n_in))
     k.input("Wt", (ksize * cg, n_out))
     if bias:
@@ -107,9 +104,9 @@ def conv1d(name: str, n_in: int, n_out: int, ksize: int, dilation: int, groups: 
             for g in range(groups):
                 base_in, base_out = g * ksize * cg, g * og
                 init = (lambda j, bo=base_out: f"bias[{bo} + {j}]") if bias else None
-                k.matvec(n_in=ksize * cg, n_out=og, weight=lambda kk, j, bo=base_out: f"Wt[{kk}, {bo} + {j}]",
-                         vec=lambda kk, bi=base_in: f"{win}[{bi} + {kk}]", init=init,
-                         store=lambda j, v, bo=base_out: [f"Y[b, t, {bo} + {j}] = {num.requant(v)}"])
+                k.matvec(n_out=og, terms=[(ksize * cg, lambda kk, j, bo=base_out: f"Wt[{kk}, {bo} + {j}]",
+                                           lambda kk, bi=base_in: f"{win}[{bi} + {kk}]")],
+                         init=init, store=lambda j, v, bo=base_out: [f"Y[b, t, {bo} + {j}] = {v}"])
         if hist:
             with k.loop("i", hist):
                 with k.block(f"if TT + i < {hist}:"):
@@ -166,13 +163,13 @@ def layernorm(name: str, n: int, lead: Sequence[Dim], eps: float, affine_w: bool
 
 
 def activation(name: str, n: int, lead: Sequence[Dim], fn: Act, slope: float, lo: float, hi: float,
-               sched: Schedule, num: Numerics) -> Kernel:
+               sched: Schedule) -> Kernel:
     k = Kernel(name, sched)
     k.input("X", (*lead, n))
     k.output("Y", (*lead, n))
     xf, yf = k.flat("Xf", "X"), k.flat("Yf", "Y")
     with k.loop("r", _rows(lead)):
-        k.vec(n, lambda j: [f"{yf}[r, {j}] = {num.act(fn, f'{xf}[r, {j}]', slope, lo, hi)}"])
+        k.vec(n, lambda j: [f"{yf}[r, {j}] = {act(fn, f'{xf}[r, {j}]', slope, lo, hi)}"])
     return k
 
 
@@ -226,6 +223,6 @@ def readout(name: str, n: int, mode: ReadoutMode, sched: Schedule) -> Kernel:
         with k.loop("t", "TT"):
             k.vec(n, lambda j: [f"SUMO[b, {j}] = SUMO[b, {j}] + X[b, t, {j}]"])
         if mode is ReadoutMode.MEAN:
-            k.line(f"CNTO[b, 0] = CNT[b, 0] + T.Cast(\"float32\", TT)")
+            k.line("CNTO[b, 0] = CNT[b, 0] + T.Cast(\"float32\", TT)")
             k.vec(n, lambda j: [f"VAL[b, {j}] = SUMO[b, {j}] / T.max(CNTO[b, 0], {f32(1.0)})"])
     return k

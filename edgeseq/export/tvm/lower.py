@@ -17,16 +17,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import tvm
 from tvm import relax, tirx
 
 from ...ir.graph import Graph
+from .emit import Schedule
 from .lint import check_kernels
-from .numerics import Numerics
 from .plan import Call
 from .rules import plan_node
-from .emit import Schedule
 
 FUNCTIONS = ("main", "stream")
 
@@ -39,17 +37,17 @@ class Lowered:
     state_keys: tuple[str, ...]
 
 
-def plan_graph(graph: Graph, sched: Schedule, num: Numerics) -> dict[str, list[Call]]:
+def plan_graph(graph: Graph, sched: Schedule) -> dict[str, list[Call]]:
     """Every node's kernel calls (raises UnsupportedOpError before anything is compiled)."""
-    return {n.name: plan_node(n, graph.input_types(n), sched, num) for n in graph.nodes}
+    return {n.name: plan_node(n, graph.input_types(n), sched) for n in graph.nodes}
 
 
 def _parse(source: str) -> tirx.PrimFunc:
     return tvm.script.from_source(source)
 
 
-def lower(graph: Graph, sched: Schedule, num: Numerics, functions=("main",)) -> Lowered:
-    plans = plan_graph(graph, sched, num)
+def lower(graph: Graph, sched: Schedule, functions=("main",)) -> Lowered:
+    plans = plan_graph(graph, sched)
     spec = graph.state_spec()
     bb = relax.BlockBuilder()
     by_source: dict[str, relax.GlobalVar] = {}

@@ -1,17 +1,11 @@
-"""Arithmetic of the generated kernels: how a number format computes activations and products.
+"""Float32 activations of the generated kernels as TVMScript expressions.
 
-The kernel generators never write an activation or a multiply-accumulate themselves; they ask a
-``Numerics`` object for the TVMScript expression. :class:`Float32` is the float path (float32
-storage and accumulation; tanh and sigmoid as a rational approximation, max abs error 3.5e-7 for
-tanh and 2.3e-7 for sigmoid, instead of TVM's ``T.tanh``, which lowers to a scalar ``expf`` call
-per lane).
-
-Fixed-point variants (int8 / int16 storage, int32 accumulation, multiply-shift requantisation,
-lookup-table activations) plug in here: a subclass changes ``storage``/``accum`` dtypes and
-overrides :meth:`Numerics.mac`, :meth:`Numerics.requant` and :meth:`Numerics.act` (a table
-lookup into a kernel parameter), and the per-family generators in :mod:`.cells` call the same
-hooks. Only :class:`Float32` exists today; :func:`numerics_for` rejects anything else with a
-typed error.
+tanh and sigmoid are a rational approximation (max abs error 3.5e-7 for tanh, 2.3e-7 for
+sigmoid) instead of TVM's ``T.tanh``, which lowers to a scalar ``expf`` call per lane; exp is
+range reduction to [-ln2/2, ln2/2], a degree-7 polynomial and the power of two built in the
+exponent bits (relative error 1e-7 on [-87.3, 88.3], beyond which it saturates). The
+argument ``x`` of :func:`act` appears several times in the result: pass a cheap expression (a
+buffer load) and never bind it to a scalar inside a vectorised loop (see :mod:`.lint`).
 """
 
 from __future__ import annotations
@@ -28,90 +22,67 @@ _TANH_P = (4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05, 5.1
 _TANH_Q = (4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04, 1.19825839466702e-06)
 
 
-class Numerics:
-    """Number format of a kernel (see module docstring)."""
-
-    name = "abstract"
-    storage = "float32"
-    accum = "float32"
-
-    def mac(self, acc: str, a: str, w: str) -> str:
-        raise NotImplementedError
-
-    def requant(self, value: str) -> str:
-        raise NotImplementedError
-
-    def act(self, fn: Act, x: str, slope: float = 0.01, lo: float = -1.0, hi: float = 1.0) -> str:
-        raise NotImplementedError
+def tanh(x: str) -> str:
+    c = f32(_TANH_CLAMP)
+    xc = f"T.max(T.min({x}, {c}), {f32(-_TANH_CLAMP)})"
+    x2 = f"({xc} * {xc})"
+    p = f32(_TANH_P[-1])
+    for a in _TANH_P[-2::-1]:
+        p = f"({p} * {x2} + {f32(a)})"
+    q = f32(_TANH_Q[-1])
+    for b in _TANH_Q[-2::-1]:
+        q = f"({q} * {x2} + {f32(b)})"
+    return f"({xc} * {p} / {q})"
 
 
-class Float32(Numerics):
-    """float32 storage and accumulation; fast rational tanh / sigmoid."""
+# exp(x) = 2^n e^r, n = round(x / ln2), r = x - n ln2 (ln2 split in two for exactness); the
+# polynomial for e^r on [-ln2/2, ln2/2] is Cephes' expf.
+_EXP_LO, _EXP_HI = -87.3, 88.3  # 2^n stays a normal float32
+_LN2_HI, _LN2_LO = 0.693359375, -2.12194440e-4
+_EXP_P = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1)
 
-    name = "float32"
 
-    def mac(self, acc: str, a: str, w: str) -> str:
-        return f"{acc} + {a} * {w}"
+def exp(x: str) -> str:
+    xc = f"T.max(T.min({x}, {f32(_EXP_HI)}), {f32(_EXP_LO)})"
+    n = f"T.floor({xc} * {f32(1.4426950408889634)} + {f32(0.5)})"
+    r = f"({xc} - {n} * {f32(_LN2_HI)} - {n} * {f32(_LN2_LO)})"
+    p = f32(_EXP_P[0])
+    for c in _EXP_P[1:]:
+        p = f"({p} * {r} + {f32(c)})"
+    two_n = f'T.reinterpret("float32", (T.Cast("int32", T.min(T.max({n}, {f32(-126.0)}), {f32(127.0)})) + 127) << 23)'
+    return f"(({p} * {r} * {r} + {r} + {f32(1.0)}) * {two_n})"
 
-    def requant(self, value: str) -> str:
-        return value
 
-    # ``x`` must be a cheap expression (a buffer load): it is repeated inside the formulas, and
-    # CSE / LLVM fold the repeats. Never bind it to a scalar inside a vectorised loop.
-    def tanh(self, x: str) -> str:
-        c = f32(_TANH_CLAMP)
-        xc = f"T.max(T.min({x}, {c}), {f32(-_TANH_CLAMP)})"
-        x2 = f"({xc} * {xc})"
-        p = f32(_TANH_P[-1])
-        for a in _TANH_P[-2::-1]:
-            p = f"({p} * {x2} + {f32(a)})"
-        q = f32(_TANH_Q[-1])
-        for b in _TANH_Q[-2::-1]:
-            q = f"({q} * {x2} + {f32(b)})"
-        return f"({xc} * {p} / {q})"
+def sigmoid(x: str) -> str:
+    half = f32(0.5)
+    return f"({half} + {half} * {tanh(f'({half} * {x})')})"
 
-    def sigmoid(self, x: str) -> str:
-        half = f32(0.5)
-        return f"({half} + {half} * {self.tanh(f'({half} * {x})')})"
 
-    def act(self, fn: Act, x: str, slope: float = 0.01, lo: float = -1.0, hi: float = 1.0) -> str:
-        zero, one, half = f32(0.0), f32(1.0), f32(0.5)
-        if fn is Act.IDENTITY:
-            return x
-        if fn is Act.RELU:
-            return f"T.max({x}, {zero})"
-        if fn is Act.TANH:
-            return self.tanh(x)
-        if fn is Act.SIGMOID:
-            return self.sigmoid(x)
-        if fn is Act.HARDSIGMOID:
-            return f"T.min(T.max({x} / {f32(6.0)} + {half}, {zero}), {one})"
-        if fn is Act.SILU:
-            return f"({x} * {self.sigmoid(x)})"
-        if fn is Act.GELU:
-            return f"({half} * {x} * ({one} + T.erf({x} * {f32(0.7071067811865476)})))"
-        if fn is Act.GELU_TANH:
-            inner = f"({f32(0.7978845608028654)} * ({x} + {f32(0.044715)} * {x} * {x} * {x}))"
-            return f"({half} * {x} * ({one} + {self.tanh(inner)}))"
-        if fn is Act.LEAKY_RELU:
-            return f"T.Select({x} >= {zero}, {x}, {f32(slope)} * {x})"
-        if fn is Act.HARDTANH:
-            return f"T.min(T.max({x}, {f32(lo)}), {f32(hi)})"
-        if fn is Act.SOFTPLUS:
-            return f"(T.max({x}, {zero}) + T.log1p(T.exp(T.fabs({x}) * {f32(-1.0)})))"
-        if fn is Act.MINRNN_G:
-            return f"T.Select({x} >= {zero}, {x} + {half}, {self.sigmoid(x)})"
+def _gelu_inner(x: str) -> str:
+    return f"({f32(0.7978845608028654)} * ({x} + {f32(0.044715)} * {x} * {x} * {x}))"
+
+
+_ZERO, _ONE, _HALF = f32(0.0), f32(1.0), f32(0.5)
+ACTS = {  # fn -> (x, slope, lo, hi) -> expression
+    Act.IDENTITY: lambda x, *_: x,
+    Act.RELU: lambda x, *_: f"T.max({x}, {_ZERO})",
+    Act.TANH: lambda x, *_: tanh(x),
+    Act.SIGMOID: lambda x, *_: sigmoid(x),
+    Act.HARDSIGMOID: lambda x, *_: f"T.min(T.max({x} / {f32(6.0)} + {_HALF}, {_ZERO}), {_ONE})",
+    Act.SILU: lambda x, *_: f"({x} * {sigmoid(x)})",
+    Act.GELU: lambda x, *_: f"({_HALF} * {x} * ({_ONE} + T.erf({x} * {f32(0.7071067811865476)})))",
+    Act.GELU_TANH: lambda x, *_: f"({_HALF} * {x} * ({_ONE} + {tanh(_gelu_inner(x))}))",
+    Act.LEAKY_RELU: lambda x, slope, *_: f"T.Select({x} >= {_ZERO}, {x}, {f32(slope)} * {x})",
+    Act.HARDTANH: lambda x, _, lo, hi: f"T.min(T.max({x}, {f32(lo)}), {f32(hi)})",
+    Act.EXP: lambda x, *_: exp(x),
+    Act.SOFTPLUS: lambda x, *_: f"(T.max({x}, {_ZERO}) + T.log1p(T.exp(T.fabs({x}) * {f32(-1.0)})))",
+    Act.MINRNN_G: lambda x, *_: f"T.Select({x} >= {_ZERO}, {x} + {_HALF}, {sigmoid(x)})",
+}
+
+
+def act(fn: Act, x: str, slope: float = 0.01, lo: float = -1.0, hi: float = 1.0) -> str:
+    """``fn(x)`` in float32 (``slope``: leaky relu; ``lo``, ``hi``: hardtanh)."""
+    rule = ACTS.get(fn)
+    if rule is None:
         raise UnsupportedOpError(f"activation '{fn.value}' has no float32 kernel", where="tvm")
-
-
-FLOAT32 = Float32()
-
-
-def numerics_for(dtype: str = "float32") -> Numerics:
-    """The numerics of a float or quantized graph; only float32 is implemented."""
-    if dtype == "float32":
-        return FLOAT32
-    raise UnsupportedOpError(
-        f"number format '{dtype}' is not implemented by the TVM backend",
-        where="tvm", hint="export the float graph; fixed-point kernels are planned per cell family",
-    )
+    return rule(x, slope, lo, hi)

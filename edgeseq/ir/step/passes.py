@@ -20,6 +20,10 @@ in float; tests check each one against the evaluator.
 - :func:`schedule`: the loop body as stages: single ops (Affine, Concat, Slice, Gather) and maximal
   runs of elementwise ops of one length (one fused loop each), with the values each stage must
   keep for later stages.
+- :class:`FoldBias`: an Add of a bias-free Affine's only use becomes that Affine's bias (the
+  product starts from the other operand instead of adding it afterwards).
+- :class:`GroupStages`: reorder the body (topologically) so that :func:`schedule` makes no more
+  stages, typically fewer: independent products first, elementwise work gathered into long runs.
 - :func:`liveness`: the last stage that reads each value (buffer reuse in C / TVM kernels).
 """
 
@@ -105,13 +109,21 @@ def input_only(prog: StepProgram) -> set[str]:
 
 class SplitAffine(Pass):
     """Affine(input terms + state terms + bias) -> Add(Affine(input terms + bias), Affine(state
-    terms)). Guarantees every Affine is wholly input-only or has only state-dependent terms."""
+    terms)). Guarantees every Affine is wholly input-only or has only state-dependent terms.
+    ``direct=True``: only terms over the step inputs themselves count as input terms (a product of
+    another input-only value stays with the state terms, in one product)."""
 
     name = "split-affine"
 
+    def __init__(self, direct: bool = False):
+        self.direct = direct
+
+    def _movable(self, prog: StepProgram) -> set[str]:
+        return {p.name for p in prog.inputs} if self.direct else input_only(prog)
+
     def run(self, prog):
         body: list[Prim] = []
-        dep = input_only(prog)
+        dep = self._movable(prog)
         for op in prog.body:
             if isinstance(op, Affine):
                 inp = [t for t in op.terms if t.x in dep]
@@ -127,7 +139,7 @@ class SplitAffine(Pass):
         return prog.replace(body=tuple(body))
 
     def ensures(self, before, after):
-        dep = input_only(after)
+        dep = self._movable(after)
         for op in after.body:
             if isinstance(op, Affine) and len({t.x in dep for t in op.terms}) > 1:
                 raise VerificationError(f"split-affine left a mixed Affine '{op.out}'")
@@ -335,13 +347,21 @@ class Hoisted:
 
 
 def hoist(prog: StepProgram, *, strip: bool = True, elementwise: bool = True) -> Hoisted:
-    """Split ``prog`` into a whole-sequence part and a loop. With ``elementwise=False`` only
-    Affines leave the loop (what is worth it where elementwise work is cheap inside the loop)."""
+    """Split ``prog`` into a whole-sequence part and a loop. With ``elementwise=False`` only the
+    input projections leave the loop: Affines (parts of Affines) over the step inputs themselves,
+    which is what pays where elementwise work is cheap inside the loop; a product of another
+    input-only value stays in its loop product (e.g. B u in the LMU memory update)."""
     p = StripQuant()(prog) if strip else prog
-    p = DeadCode()(SplitAffine()(p))
+    p = DeadCode()(SplitAffine(direct=not elementwise)(p))
     dep = input_only(p)
-    seq_ops = [op for op in p.body if op.out in dep and (elementwise or isinstance(op, Affine))]
-    seq_names = {op.out for op in seq_ops}
+    step_in = {x.name for x in p.inputs}
+    seq_names = set(step_in)
+    seq_ops = []
+    for op in p.body:
+        if op.out in dep and all(p.is_param(r) or r in (seq_names if elementwise else step_in) for r in op.reads()) \
+                and (elementwise or isinstance(op, Affine)):
+            seq_ops.append(op)
+            seq_names.add(op.out)
     loop_ops = [op for op in p.body if op.out not in seq_names]
     used_in_loop = set(p.outputs) | set(p.next_state.values())
     for op in loop_ops:
@@ -418,6 +438,77 @@ def schedule(prog: StepProgram) -> list[Stage]:
         for op in st.ops:
             needed_after.update(r for r in op.reads() if r not in produced)
     return stages
+
+
+class FoldBias(Pass):
+    """``v = Affine(terms); y = Add(v, w)`` (or ``Add(w, v)``) with ``v`` read by nothing else ->
+    ``y = Affine(terms, bias=w)`` at the Add's place. Guarantees no Add is left that could fold."""
+
+    name = "fold-bias"
+
+    @staticmethod
+    def _foldable(prog: StepProgram) -> dict[str, tuple[Affine, str]]:
+        """Add value -> (the Affine it absorbs, the other operand)."""
+        prods = prog.producers()
+        uses = prog.consumers()
+        ends = set(prog.outputs) | set(prog.next_state.values())
+        out = {}
+        for op in prog.body:
+            if not isinstance(op, Add) or op.a == op.b:
+                continue
+            for v, w in ((op.a, op.b), (op.b, op.a)):
+                a = prods.get(v)
+                if isinstance(a, Affine) and a.bias is None and v not in ends and len(uses[v]) == 1 \
+                        and prog.size(w) == op.n:
+                    out[op.out] = (a, w)
+                    break
+        return out
+
+    def run(self, prog):
+        fold = self._foldable(prog)
+        gone = {a.out for a, _ in fold.values()}
+        body = []
+        for op in prog.body:
+            if op.out in gone:
+                continue
+            if op.out in fold:
+                a, w = fold[op.out]
+                op = replace(a, out=op.out, bias=w)
+            body.append(op)
+        return prog.replace(body=tuple(body))
+
+    def ensures(self, before, after):
+        if self._foldable(after):
+            raise VerificationError(f"fold-bias left foldable Adds {sorted(self._foldable(after))}")
+
+
+class GroupStages(Pass):
+    """Reorder the body so that :func:`schedule` makes as few stages as it can find: a list
+    schedule that continues the current fused run with any ready elementwise op of its length,
+    else takes a ready non-elementwise op (products first: what they feed can then join one run),
+    else starts a new run. Guarantees a topological order and no more stages than before."""
+
+    name = "group-stages"
+
+    def run(self, prog):
+        avail = {p.name for p in prog.inputs} | set(prog.state_names) | set(prog.params)
+        pending, order, run_n = list(prog.body), [], None
+        while pending:
+            ready = [op for op in pending if all(r in avail for r in op.reads())]
+            pick = next((op for op in ready if op.elementwise and op.n == run_n), None) \
+                or next((op for op in ready if not op.elementwise), None) or ready[0]
+            pending.remove(pick)
+            order.append(pick)
+            avail.add(pick.out)
+            run_n = pick.n if pick.elementwise else None
+        out = prog.replace(body=tuple(order))
+        return out if len(schedule(out)) <= len(schedule(prog)) else prog
+
+    def ensures(self, before, after):
+        if sorted(op.out for op in before.body) != sorted(op.out for op in after.body):
+            raise VerificationError("group-stages changed the set of ops")
+        if len(schedule(after)) > len(schedule(before)):
+            raise VerificationError("group-stages made more stages")
 
 
 def liveness(prog: StepProgram) -> dict[str, int]:
