@@ -8,7 +8,17 @@ import pytest
 from edgeseq.errors import VerificationError
 from edgeseq.ir.cells import step_program
 from edgeseq.ir.step import Affine, Quant, run_sequence
-from edgeseq.ir.step.passes import DeadCode, SplitAffine, StripQuant, hoist, input_only, liveness, schedule
+from edgeseq.ir.step.passes import (
+    Cluster,
+    DeadCode,
+    SplitAffine,
+    StripQuant,
+    alias_buffers,
+    hoist,
+    input_only,
+    liveness,
+    schedule,
+)
 
 from .cell_cases import CASES, drive, graph_of
 
@@ -124,3 +134,110 @@ def test_delay_gates_the_recurrence(name):
     for u, v in zip(late, want):
         np.testing.assert_allclose(u[:, 3:], v, rtol=0, atol=1e-12)
     assert q.state_names == p.state_names + ("delay.count",)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_cluster_keeps_semantics_and_never_adds_stages(name):
+    p = DeadCode()(StripQuant()(_prog(name)))
+    q = Cluster()(p)
+    _same(p, q, name)
+    assert len(schedule(q)) <= len(schedule(p))
+
+
+def test_cluster_fuses_a_gated_cell_into_one_elementwise_stage():
+    for name in ("gru", "lstm", "mingru", "minlstm"):
+        p = DeadCode()(StripQuant()(_prog(name)))
+        stages = schedule(Cluster()(p))
+        assert [s.fused for s in stages].count(True) == 1, name
+        assert not stages[-1].ops[0].kind == "Affine"
+
+
+def _pool_run(prog, stages, plan, x, steps):
+    """Run ``prog`` stage by stage with every stored value in ONE flat pool at the plan's offsets,
+    element by element in fused stages and row by row in Affines (as a C rendering does): a wrong
+    aliasing decision overwrites a value still to be read and changes the result."""
+    from edgeseq.ir.step.evaluate import SEMANTICS
+
+    pool = np.full(plan.size, np.nan)
+    state = {s.name: np.zeros(s.n) for s in prog.states}
+    outs = []
+    for t in range(steps):
+        env = {"x": x[t]}
+        env.update(state)
+
+        def val(name, i=None):
+            if prog.is_param(name):
+                a = prog.params[name] if prog.params[name].ndim == 2 else prog.params[name].reshape(-1)
+            elif name in plan.offset:
+                a = pool[plan.offset[name]:plan.offset[name] + prog.size(name)]
+            else:
+                a = env[name]
+            if i is None:
+                return a
+            return a[0] if a.size == 1 else a[i]
+
+        def put(name, value, i=None):
+            if name in plan.offset:
+                o = plan.offset[name]
+                if i is None:
+                    pool[o:o + prog.size(name)] = value
+                else:
+                    pool[o + i] = value
+            elif i is None:
+                env[name] = np.array(value, dtype=float)
+            else:
+                env.setdefault(name, np.zeros(prog.size(name)))[i] = value
+
+        for st in stages:
+            if st.fused:
+                for i in range(st.n):
+                    local = {}
+                    for op in st.ops:
+                        v = SEMANTICS[type(op)](op, lambda r: np.atleast_2d(local[r] if r in local else val(r, i)))
+                        local[op.out] = float(np.asarray(v).reshape(-1)[0])
+                    for op in st.ops:
+                        if op.out in st.keep:
+                            put(op.out, local[op.out], i)
+            elif isinstance(st.ops[0], Affine):
+                op = st.ops[0]
+                for j in range(op.n):
+                    acc = val(op.bias)[j] if op.bias else 0.0
+                    for term in op.terms:
+                        w = prog.params[term.w]
+                        blk, row = divmod(j, w.shape[0])
+                        acc += w[row] @ val(term.x)[blk * w.shape[1]:(blk + 1) * w.shape[1]]
+                    put(op.out, acc, j)
+            else:
+                op = st.ops[0]
+                put(op.out, SEMANTICS[type(op)](op, lambda r: np.atleast_2d(val(r)))[0])
+        outs.append([np.array(val(o)) for o in prog.outputs])
+        state = {s: np.array(val(v)) for s, v in prog.next_state.items()}
+    return outs
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_alias_buffers_shares_space_only_between_disjoint_lifetimes(name):
+    p = Cluster()(DeadCode()(StripQuant()(_prog(name))))
+    stages = schedule(p)
+    stored = set()
+    for st in stages:
+        stored |= st.keep if st.fused else {op.out for op in st.ops}
+    plan = alias_buffers(p, stages, stored, align=4)
+    assert all(o % 4 == 0 for o in plan.offset.values())
+    assert plan.size <= sum(-(-p.size(v) // 4) * 4 for v in stored)
+    x = drive(name, np.random.default_rng(5), 1, 6)
+    got = _pool_run(p, stages, plan, x[0], 6)
+    want, _ = run_sequence(p, [x])
+    for t, step in enumerate(got):
+        for k, g in enumerate(step):
+            np.testing.assert_allclose(g, want[k][0, t], rtol=0, atol=1e-12)
+
+
+def test_alias_buffers_reuses_space():
+    p = Cluster()(DeadCode()(StripQuant()(_prog("l2mu"))))
+    stages = schedule(p)
+    stored = set()
+    for st in stages:
+        stored |= st.keep if st.fused else {op.out for op in st.ops}
+    plan = alias_buffers(p, stages, stored)
+    assert plan.size < sum(p.size(v) for v in stored)

@@ -14,7 +14,11 @@ in float; tests check each one against the evaluator.
 - :func:`schedule`: the loop body as stages: single ops (Affine, Concat, Slice, Gather) and maximal
   runs of elementwise ops of one length (one fused loop each), with the values each stage must
   keep for later stages.
+- :class:`Cluster`: reorder the body so that elementwise ops of one length run together (fewer,
+  longer fused stages: values stay scalar instead of going through memory).
 - :func:`liveness`: the last stage that reads each value (buffer reuse in C / TVM kernels).
+- :func:`alias_buffers`: offsets in one scratch pool for the values a rendering stores, two values
+  sharing space only where their live ranges over the stages do not overlap.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+
 from ...errors import VerificationError
 from .program import Add, Affine, Concat, Port, Prim, Quant, StepProgram
 
@@ -221,7 +226,6 @@ def liveness(prog: StepProgram) -> dict[str, int]:
     return last
 
 
-
 def with_initial_state(prog: StepProgram, init: dict) -> StepProgram:
     """The program of ``prog`` started from ``init[state]`` (constants, one per example) instead of
     zero, keeping the zero-start contract: the state carries the offset s - init. Every read of a
@@ -282,3 +286,104 @@ def with_delay(prog: StepProgram, delay: int) -> StepProgram:
         body.append(Select(out=gated, n=s.n, c="delay.valid", a=prog.next_state[s.name], b=s.name))
         nxt[s.name] = gated
     return prog.replace(states=tuple(prog.states) + (counter,), params=params, body=tuple(body), next_state=nxt)
+
+
+class Cluster(Pass):
+    """Reorder the body (a topological order of the same ops) so that elementwise ops of one length
+    form fewer, longer runs: non-elementwise ops run as soon as their operands exist; elementwise ops
+    wait until a non-elementwise op (or the end of the step) needs them, and then run grouped by
+    length. Guarantees the same ops and no more :func:`schedule` stages than before (the input
+    order is kept where the reordering would not help)."""
+
+    name = "cluster"
+
+    def run(self, prog):
+        pending = list(prog.body)
+        defined = {p.name for p in prog.inputs} | set(prog.state_names) | set(prog.params)
+        producers = prog.producers()
+        order: list[Prim] = []
+
+        def ready(op):
+            return all(r in defined for r in op.reads())
+
+        def emit(op):
+            order.append(op)
+            defined.add(op.out)
+            pending.remove(op)
+
+        while pending:
+            dense = [op for op in pending if not op.elementwise and ready(op)]
+            if dense:
+                for op in dense:
+                    emit(op)
+                continue
+            # the elementwise ops the next non-elementwise op needs (all of them at the end)
+            nxt = next((op for op in pending if not op.elementwise), None)
+            need: set[str] = set()
+            stack = list(nxt.reads()) if nxt is not None else [op.out for op in pending]
+            while stack:
+                v = stack.pop()
+                op = producers.get(v)
+                if op is not None and op.out not in defined and op.out not in need:
+                    need.add(op.out)
+                    stack.extend(op.reads())
+            length = order[-1].n if order else None
+            while need:
+                cand = [op for op in pending if op.out in need and ready(op)]
+                op = next((c for c in cand if c.n == length), cand[0])
+                emit(op)
+                need.discard(op.out)
+                length = op.n
+        out = prog.replace(body=tuple(order))
+        return out if len(schedule(out)) <= len(schedule(prog)) else prog
+
+    def ensures(self, before, after):
+        if sorted(op.out for op in before.body) != sorted(op.out for op in after.body):
+            raise VerificationError("cluster changed the set of ops")
+        if len(schedule(after)) > len(schedule(before)):
+            raise VerificationError("cluster made more stages")
+
+
+@dataclass
+class BufferPlan:
+    """``offset[v]``: where value ``v`` starts in a pool of ``size`` elements."""
+
+    offset: dict[str, int]
+    size: int
+
+
+def alias_buffers(prog: StepProgram, stages: list[Stage], values, align: int = 1) -> BufferPlan:
+    """Place ``values`` (each written by one stage of ``stages``) in one pool, first fit, offsets a
+    multiple of ``align``. A value lives from the stage that writes it to the last stage that reads
+    it (the end of the step for outputs and next states). A fused elementwise stage reads each
+    full-length operand at the index it writes, so a value it writes may take the place of one it
+    reads for the last time; any other stage keeps its operands and results apart."""
+    at: dict[str, int] = {}
+    for k, st in enumerate(stages):
+        for op in st.ops:
+            at[op.out] = k
+    end = 2 * len(stages)
+    last: dict[str, int] = {}
+    for k, st in enumerate(stages):
+        for op in st.ops:
+            for r in op.reads():
+                same_index = st.fused and not prog.is_param(r) and prog.size(r) == st.n
+                last[r] = max(last.get(r, -1), 2 * k if same_index else 2 * k + 1)
+    for v in list(prog.outputs) + list(prog.next_state.values()):
+        last[v] = end
+    placed: list[tuple[int, int, int, int]] = []  # (offset, size, first, last)
+    offset: dict[str, int] = {}
+    size = 0
+    for v in sorted(values, key=lambda v: (at[v], -prog.size(v))):
+        n, first = prog.size(v), 2 * at[v] + 1
+        lo = last.get(v, first)
+        busy = sorted((o, o + s) for o, s, f, e in placed if not (e < first or lo < f))
+        pos = 0
+        for a, b in busy:
+            if a - pos >= n:
+                break
+            pos = max(pos, -(-b // align) * align)
+        placed.append((pos, n, first, lo))
+        offset[v] = pos
+        size = max(size, pos + n)
+    return BufferPlan(offset, size)
