@@ -14,20 +14,21 @@ causal convolutions) and the scratch arena of the static buffer plan; weights ar
 ``static const float`` tables (flash on a microcontroller). Nothing is allocated at run time.
 
 Each op kind is lowered by an *emitter* registered for a (kind, numeric) pair; the float32
-emitters live in :mod:`edgeseq.export.c.emit_f32`. A per-node numeric plan selects the emitter,
+emitters live in :mod:`edgeseq.export.c.emit_f32`. Scan ops without an emitter of their own kind
+render through their step program (:mod:`edgeseq.export.c.step_f32`, ``register_program``). A per-node numeric plan selects the emitter,
 so fixed-point variants (int8/int16 weights, int32 accumulators, multiply-shift requantisation,
 lookup-table activations) slot in per op without touching the planner or the API::
 
     @register
-    class GRUInt8(Emitter):
-        kind, numeric = "GRU", "i8"
+    class LinearInt8(Emitter):
+        kind, numeric = "Linear", "i8"
         def out_ctype(self, ctx, i): return "int8_t"           # value kept quantized downstream
-        def temps(self, ctx): return {"acc": (3 * ctx.op.hidden_size, "int32_t")}
+        def temps(self, ctx): return {"acc": (ctx.n_out(), "int32_t")}
         def step(self, ctx):
-            w = ctx.const("w_ih_q", q_weights, ctype="int8_t")  # integer tables go to flash
+            w = ctx.const("w_q", q_weights, ctype="int8_t")     # integer tables go to flash
             ...                                                 # C text using ctx.inp()/out()/tmp()/state()
 
-    generate(graph, numerics={"gru": "i8"})
+    generate(graph, numerics={"fc": "i8"})
 
 Integer values and temporaries get their own arenas (``int8_t scratch_i8[]`` ...) in the state
 struct, so the generated C stays type-correct; graph outputs must be float.
@@ -105,14 +106,26 @@ def register(cls):
     return cls
 
 
+PROGRAM_EMITTERS: dict[str, Emitter] = {}
+
+
+def register_program(cls):
+    """Class decorator: the emitter of every op with a step program at ``cls.numeric`` (ops without
+    an emitter of their own kind)."""
+    PROGRAM_EMITTERS[cls.numeric] = cls()
+    return cls
+
+
 def _load_emitters() -> None:
-    from . import emit_f32  # noqa: F401  (registers the float32 emitters)
+    from . import emit_f32, step_f32  # noqa: F401  (registers the float32 emitters)
 
 
 def supported_kinds(numeric: str = F32) -> set[str]:
     """IR op kinds the C backend lowers at ``numeric`` (float32 by default)."""
+    from ...ir.cells import cell_kinds
+
     _load_emitters()
-    return {k for (k, n) in EMITTERS if n == numeric}
+    return {k for (k, n) in EMITTERS if n == numeric} | (cell_kinds() if numeric in PROGRAM_EMITTERS else set())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -131,6 +144,7 @@ class NodeCtx:
         self.out_types = [gen.graph.type_of(o) for o in node.outputs]
         self.bufs: dict[str, str] = {}
         self.temp_sizes: dict[str, int] = {}
+        self.memo: dict[str, Any] = {}  # an emitter's per-node results (shared by temps() and step())
 
     @property
     def where(self) -> str:
@@ -273,9 +287,14 @@ class CodeGen:
 
     def _emitter(self, node: Node) -> Emitter:
         numeric = self.numerics.get(node.name, F32)
+        from ...ir.cells import has_step_program
+
         em = EMITTERS.get((node.op.kind, numeric))
+        if em is None and numeric in PROGRAM_EMITTERS and has_step_program(node.op):
+            em = PROGRAM_EMITTERS[numeric]
         if em is None:
-            have = sorted(n for (k, n) in EMITTERS if k == node.op.kind)
+            have = sorted({n for (k, n) in EMITTERS if k == node.op.kind}
+                          | (set(PROGRAM_EMITTERS) if has_step_program(node.op) else set()))
             raise UnsupportedOpError(
                 f"the C backend has no {numeric} lowering for op {node.op.kind}"
                 + (f" (it has: {', '.join(have)})" if have else ""),
@@ -577,14 +596,32 @@ def prelude(code: str) -> str:
     import re
 
     parts = ["/* ---- helpers ---- */"]
-    need_lmem = re.search(r"\blmem\(", code) is not None
-    if need_lmem or re.search(r"\bmv\(", code):
+    need_mv = re.search(r"\bmv\(", code) is not None
+    if need_mv or re.search(r"\besq_dot\(", code):
+        parts.append(_DOT)
+    if need_mv:
         parts.append(_MV)
-    if need_lmem:
-        parts.append(_LMEM)
     parts.append(_SCALAR)
     return "\n\n".join(p.strip("\n") for p in parts)
 
+
+_DOT = r"""
+/* sum_c w[c] x[c], four partial sums. */
+static inline float esq_dot(const float *restrict w, const float *restrict x, int n)
+{
+    float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+    int c = 0;
+    for (; c + 4 <= n; c += 4) {
+        a0 += w[c] * x[c];
+        a1 += w[c + 1] * x[c + 1];
+        a2 += w[c + 2] * x[c + 2];
+        a3 += w[c + 3] * x[c + 3];
+    }
+    for (; c < n; ++c)
+        a0 += w[c] * x[c];
+    return (a0 + a1) + (a2 + a3);
+}
+"""
 
 _MV = r"""
 /* y = (accumulate ? y : b) + W x, W row-major (rows x cols), b may be NULL. */
@@ -592,32 +629,8 @@ static void mv(float *restrict y, const float *restrict W, const float *restrict
                const float *restrict b, int rows, int cols, int accumulate)
 {
     for (int r = 0; r < rows; ++r) {
-        const float *restrict wr = W + (long)r * cols;
-        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
-        int c = 0;
-        for (; c + 4 <= cols; c += 4) {
-            a0 += wr[c] * x[c];
-            a1 += wr[c + 1] * x[c + 1];
-            a2 += wr[c + 2] * x[c + 2];
-            a3 += wr[c + 3] * x[c + 3];
-        }
-        for (; c < cols; ++c)
-            a0 += wr[c] * x[c];
         const float base = accumulate ? y[r] : (b ? b[r] : 0.0f);
-        y[r] = base + ((a0 + a1) + (a2 + a3));
-    }
-}
-"""
-
-_LMEM = r"""
-/* Legendre-style memory update per dimension: out[d*o + k] = sum_j A[k][j] m[d*o + j] + B[k] u[d]. */
-static void lmem(float *restrict out, const float *restrict A, const float *restrict B,
-                 const float *restrict m, const float *restrict u, int dims, int order)
-{
-    for (int d = 0; d < dims; ++d) {
-        mv(out + d * order, A, m + d * order, 0, order, order, 0);
-        for (int k = 0; k < order; ++k)
-            out[d * order + k] += B[k] * u[d];
+        y[r] = base + esq_dot(W + (long)r * cols, x, cols);
     }
 }
 """
