@@ -25,6 +25,7 @@ from edgeseq.ir.interpret import run_chunked
 from edgeseq.ir.types import Act, Recurrence, ResetRule
 
 from ..conftest import need_tool as require_tool
+from . import cell_cases
 from .zoo_cases import ZOO, build
 
 TOL = 1e-4
@@ -275,6 +276,66 @@ def test_every_ir_op_kind_is_lowered():
     assert supported_kinds() == set(OP_REGISTRY) == reference_kinds()
     covered = {n.op.kind for f in OP_GRAPHS.values() for n in f().nodes}
     assert covered == set(OP_REGISTRY)  # the op-variant graphs below exercise every kind
+
+
+# ---------------------------------------------------------------- every cell case, whole / step / chunked
+
+CELL_TOL = 1e-5  # float32 C vs the float64 reference on a host
+CELL_SHAPES = [(1, 9), (3, 40)]  # (batch, steps)
+SPIKING_CASES = ("lif", "cubalif", "l2mu")
+
+
+def cells_graph(spiking: bool):
+    """Every case of cell_cases.py (the spiking ones, or the others) side by side on one input,
+    with every spike train as an output."""
+    b = GraphBuilder(cell_cases.I)
+    outs = []
+    for k, name in enumerate(sorted(cell_cases.CASES)):
+        if name.startswith(SPIKING_CASES) == spiking:
+            r = b.add(cell_cases.CASES[name](np.random.default_rng(k)), "x", name)
+            outs += list(r) if isinstance(r, tuple) else [r]
+    return with_spike_outputs(b.build(outs))
+
+
+def check_cell_cases(target, binary, graph, info, tol=CELL_TOL):
+    """Every (batch, steps) of CELL_SHAPES: esq_step per step, esq_run over the whole sequence and
+    over chunks of 4 agree bit for bit, and match the reference: spike trains identical, outputs
+    and final states to ``tol`` times the magnitude of their cell's values (max(1, |outputs|,
+    |states|): an unstable Euler LMU memory grows into the hundreds)."""
+    spiking = any(graph.type_of(o).spikes for o in graph.outputs)
+    spikes = 0
+    for k, (batch, steps) in enumerate(CELL_SHAPES):
+        x = cell_cases.drive("lif" if spiking else "gru", np.random.default_rng(k), batch, steps).astype(np.float32)
+        runs = [target.run(binary, x, mode=m, state=True) for m in ("step", "run", "chunk:4")]
+        for r in runs[1:]:
+            np.testing.assert_array_equal(r.step, runs[0].step)
+            np.testing.assert_array_equal(r.state, runs[0].state)
+        _, _, ref_state, ref = reference_arrays(graph, info, x)
+        got = dict(zip(graph.outputs, split_outputs(info, runs[0].step, runs[0].pooled)))
+        want = dict(zip(graph.outputs, ref))
+        for e in info["state_layout"]:
+            sl = slice(e["offset"], e["offset"] + e["size"])
+            want[e["key"]], got[e["key"]] = ref_state[:, sl], runs[0].state[:, sl]
+        for node in graph.nodes:
+            keys = [k for k in want if k in node.outputs or k.split("/")[0] == node.name]
+            scale = max([1.0] + [float(np.abs(want[k]).max()) for k in keys])
+            for key in keys:
+                if key in graph.outputs and graph.type_of(key).spikes:
+                    np.testing.assert_array_equal(got[key] != 0, want[key] != 0, err_msg=f"spike train '{key}' differs")
+                    spikes += int(np.count_nonzero(want[key]))
+                err = float(np.abs(want[key] - got[key]).max())
+                assert err <= tol * scale, f"'{key}' ({batch}x{steps}): max abs error {err:.3g} > {tol} x {scale:.3g}"
+    assert not spiking or spikes > 0
+
+
+@pytest.mark.parametrize("spiking", [False, True], ids=["dense", "spiking"])
+def test_every_cell_case_matches_reference(x86, tmp_path, spiking):
+    graph = cells_graph(spiking)
+    assert {n.name for n in graph.nodes} == {c for c in cell_cases.CASES if c.startswith(SPIKING_CASES) == spiking}
+    src = generate(graph, target="x86")
+    binary = x86.build(src, tmp_path)
+    assert "warning" not in x86.build_log, x86.build_log
+    check_cell_cases(x86, binary, graph, src.info)
 
 
 # ---------------------------------------------------------------- streaming API
