@@ -45,7 +45,7 @@ import numpy as np
 from ...errors import ConfigError, UnsupportedOpError
 from ...ir import ops as O
 from ...ir.graph import Graph, Node
-from .cwriter import c_float, c_ident, check_prefix, float_table, indent, int_table
+from .cwriter import c_ident, check_prefix, float_table, indent, int_table
 from .plan import CTYPE_BYTES, CTYPE_SUFFIX, ArenaSet, check_ctype
 
 F32 = "f32"
@@ -143,7 +143,6 @@ class NodeCtx:
         self.in_types = gen.graph.input_types(node)
         self.out_types = [gen.graph.type_of(o) for o in node.outputs]
         self.bufs: dict[str, str] = {}
-        self.temp_sizes: dict[str, int] = {}
         self.memo: dict[str, Any] = {}  # an emitter's per-node results (shared by temps() and step())
 
     @property
@@ -173,9 +172,6 @@ class NodeCtx:
     def state(self, name: str) -> str:
         return "s->" + self.gen.state_field(self.node.name, name)
 
-    def has_state(self, name: str) -> bool:
-        return f"{self.node.name}/{name}" in self.gen.spec
-
     def istate(self, name: str) -> str:
         return "s->" + self.gen.int_field(self.node.name, name)
 
@@ -183,19 +179,6 @@ class NodeCtx:
     def const(self, name: str, values, comment: str = "", ctype: str = "float") -> str:
         """A read-only table (flash) of ``values``; integer ``ctype`` for fixed-point lowerings."""
         return self.gen.add_const(self.node.name, name, values, comment, ctype)
-
-    def per_neuron(self, name: str, values, n: int, clip01: bool = False):
-        """Scalar parameter -> literal; vector -> table. Returns f(index_expr) -> C expression."""
-        a = np.asarray(values, dtype=np.float64).reshape(-1)
-        if clip01:
-            a = np.clip(a, 0.0, 1.0)
-        if a.size == 1:
-            lit = c_float(a[0], self.where)
-            return lambda i: lit
-        if a.size != n:
-            raise ConfigError(f"parameter '{name}' has {a.size} values for {n} neurons", where=self.where)
-        tab = self.const(name, a)
-        return lambda i: f"{tab}[{i}]"
 
     def uses(self, *fns: str) -> None:
         self.gen.libm.update(fns)
@@ -596,11 +579,8 @@ def prelude(code: str) -> str:
     import re
 
     parts = ["/* ---- helpers ---- */"]
-    need_mv = re.search(r"\bmv\(", code) is not None
-    if need_mv or re.search(r"\besq_dot\(", code):
+    if re.search(r"\besq_dot\(", code):
         parts.append(_DOT)
-    if need_mv:
-        parts.append(_MV)
     parts.append(_SCALAR)
     return "\n\n".join(p.strip("\n") for p in parts)
 
@@ -620,18 +600,6 @@ static inline float esq_dot(const float *restrict w, const float *restrict x, in
     for (; c < n; ++c)
         a0 += w[c] * x[c];
     return (a0 + a1) + (a2 + a3);
-}
-"""
-
-_MV = r"""
-/* y = (accumulate ? y : b) + W x, W row-major (rows x cols), b may be NULL. */
-static void mv(float *restrict y, const float *restrict W, const float *restrict x,
-               const float *restrict b, int rows, int cols, int accumulate)
-{
-    for (int r = 0; r < rows; ++r) {
-        const float base = accumulate ? y[r] : (b ? b[r] : 0.0f);
-        y[r] = base + esq_dot(W + (long)r * cols, x, cols);
-    }
 }
 """
 

@@ -54,21 +54,6 @@ def act_expr(ctx: NodeCtx, fn: Act, x: str, slope: float = 0.01, lo: float = -1.
     raise UnsupportedOpError(f"activation {fn.value} has no C lowering", where=ctx.where)
 
 
-def act_loop(ctx: NodeCtx, fn: Act, buf: str, n: int, src: str | None = None, **kw) -> str:
-    """``buf[i] = fn(src[i])`` for i < n (in place when src is None)."""
-    src = src or buf
-    if fn is Act.IDENTITY and src == buf:
-        return ""
-    return (f"for (int i = 0; i < {n}; ++i) {{\n"
-            f"    const float v = {src}[i];\n"
-            f"    {buf}[i] = {act_expr(ctx, fn, 'v', **kw)};\n"
-            f"}}\n")
-
-
-def opt_const(ctx: NodeCtx, name: str, a) -> str:
-    return "0" if a is None else ctx.const(name, a)
-
-
 def copy(dst: str, src: str, n: int) -> str:
     return f"memcpy({dst}, {src}, {n} * sizeof(float));\n"
 
@@ -91,8 +76,8 @@ class LinearF32(Emitter):
         op = ctx.op
         o, i = op.weight.shape
         w = ctx.const("weight", op.weight)
-        b = opt_const(ctx, "bias", op.bias)
-        return f"mv({ctx.out()}, {w}, {ctx.inp()}, {b}, {o}, {i}, 0);\n"
+        b = f"{ctx.const('bias', op.bias)}[j] + " if op.bias is not None else ""
+        return f"for (int j = 0; j < {o}; ++j) {ctx.out()}[j] = {b}esq_dot({w} + j * {i}, {ctx.inp()}, {i});\n"
 
 
 @register
@@ -125,12 +110,9 @@ class Conv1dF32(Emitter):
             else:
                 lines.append(f"{{ int r = pos + {j}; if (r >= {hist}) r -= {hist};")
                 row = f"ring + r * {cin}"
-            wk = f"{w} + {tap * out_ch * cg}"
-            if g == 1:
-                call = f"mv({y}, {wk}, {row}, 0, {out_ch}, {cin}, 1);"
-            else:
-                call = (f"for (int gi = 0; gi < {g}; ++gi) "
-                        f"mv({y} + gi * {og}, {wk} + gi * {og * cg}, ({row}) + gi * {cg}, 0, {og}, {cg}, 1);")
+            grp = "" if g == 1 else f" + j / {og} * {cg}"
+            wk = f"{w} + {tap * out_ch * cg} + j * {cg}"
+            call = f"for (int j = 0; j < {out_ch}; ++j) {y}[j] += esq_dot({wk}, {row}{grp}, {cg});"
             if j == hist:
                 lines.append(call)
             else:
@@ -215,7 +197,8 @@ class ActivationF32(Emitter):
         n = ctx.n_in()
         if op.fn is Act.IDENTITY:
             return copy(ctx.out(), ctx.inp(), n)
-        return act_loop(ctx, op.fn, ctx.out(), n, ctx.inp(), slope=op.slope, lo=op.lo, hi=op.hi)
+        fx = act_expr(ctx, op.fn, "v", slope=op.slope, lo=op.lo, hi=op.hi)
+        return f"for (int i = 0; i < {n}; ++i) {{ const float v = {ctx.inp()}[i]; {ctx.out()}[i] = {fx}; }}\n"
 
 
 @register
