@@ -13,11 +13,11 @@ Generated API (``esq`` is the configurable prefix)::
 causal convolutions) and the scratch arena of the static buffer plan; weights are
 ``static const float`` tables (flash on a microcontroller). Nothing is allocated at run time.
 
-Each op kind is lowered by an *emitter* registered for a (kind, numeric) pair; the float32
-emitters live in :mod:`edgeseq.export.c.emit_f32`. Scan ops without an emitter of their own kind
-render through their step program (:mod:`edgeseq.export.c.step_f32`, ``register_program``). A per-node numeric plan selects the emitter,
-so fixed-point variants (int8/int16 weights, int32 accumulators, multiply-shift requantisation,
-lookup-table activations) slot in per op without touching the planner or the API::
+Each op kind is lowered by an *emitter* (:mod:`.emitter`) registered for a (kind, numeric) pair;
+the float32 emitters live in :mod:`.emit_f32`, and every scan op renders through its step program
+(:mod:`.step_f32`). A per-node numeric plan selects the emitter, so fixed-point variants
+(int8/int16 weights, int32 accumulators, multiply-shift requantisation, lookup-table activations)
+slot in per op without touching the planner or the API::
 
     @register
     class LinearInt8(Emitter):
@@ -38,150 +38,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from ...errors import ConfigError, UnsupportedOpError
 from ...ir import ops as O
+from ...ir.cells import cell_kinds, has_step_program
 from ...ir.graph import Graph, Node
+from . import emit_f32, step_f32  # noqa: F401  (register the float32 emitters)
 from .cwriter import c_ident, check_prefix, float_table, indent, int_table
+from .emitter import EMITTERS, F32, PROGRAM_EMITTERS, Emitter, NodeCtx, register, register_program  # noqa: F401
 from .plan import CTYPE_BYTES, CTYPE_SUFFIX, ArenaSet, check_ctype
-
-F32 = "f32"
-
-
-# ----------------------------------------------------------------------------------------------
-# emitter interface and registry
-
-
-class Emitter:
-    """Lowers one op kind at one numeric format to C.
-
-    ``temps`` asks the planner for per-node scratch buffers, ``int_state`` for extra integer state
-    fields; ``step`` returns the C statements of one time step (inside ``esq_step``), ``pooled``
-    those of a pooled evaluation (inside ``esq_pooled``, stateless ops only). ``save_state`` /
-    ``load_state`` convert a state entry to and from its canonical ``state_spec`` layout when the
-    in-memory layout differs (ring buffers)."""
-
-    kind: ClassVar[str] = ""
-    numeric: ClassVar[str] = F32
-    stateless: ClassVar[bool] = False
-
-    def temps(self, ctx: "NodeCtx") -> dict[str, "int | tuple[int, str]"]:
-        """Scratch buffers: name -> element count, or (count, C type) for non-float buffers."""
-        return {}
-
-    def out_ctype(self, ctx: "NodeCtx", i: int) -> str:
-        """C element type of output ``i`` (float unless the lowering keeps values quantized)."""
-        return "float"
-
-    def int_state(self, ctx: "NodeCtx") -> tuple[str, ...]:
-        return ()
-
-    def step(self, ctx: "NodeCtx") -> str:
-        raise NotImplementedError
-
-    def pooled(self, ctx: "NodeCtx") -> str:
-        if not self.stateless:
-            raise UnsupportedOpError(f"{ctx.op.kind} cannot run on a pooled value", where=ctx.where)
-        return self.step(ctx)
-
-    def save_state(self, ctx: "NodeCtx", key: str, dst: str) -> str | None:
-        return None
-
-    def load_state(self, ctx: "NodeCtx", key: str, src: str) -> str | None:
-        return None
-
-
-EMITTERS: dict[tuple[str, str], Emitter] = {}
-
-
-def register(cls):
-    """Class decorator: register an emitter instance under (cls.kind, cls.numeric)."""
-    key = (cls.kind, cls.numeric)
-    if key in EMITTERS:
-        raise ConfigError(f"C emitter for {key} registered twice")
-    EMITTERS[key] = cls()
-    return cls
-
-
-PROGRAM_EMITTERS: dict[str, Emitter] = {}
-
-
-def register_program(cls):
-    """Class decorator: the emitter of every op with a step program at ``cls.numeric`` (ops without
-    an emitter of their own kind)."""
-    PROGRAM_EMITTERS[cls.numeric] = cls()
-    return cls
-
-
-def _load_emitters() -> None:
-    from . import emit_f32, step_f32  # noqa: F401  (registers the float32 emitters)
 
 
 def supported_kinds(numeric: str = F32) -> set[str]:
     """IR op kinds the C backend lowers at ``numeric`` (float32 by default)."""
-    from ...ir.cells import cell_kinds
-
-    _load_emitters()
     return {k for (k, n) in EMITTERS if n == numeric} | (cell_kinds() if numeric in PROGRAM_EMITTERS else set())
-
-
-# ----------------------------------------------------------------------------------------------
-# per-node context handed to emitters
-
-
-class NodeCtx:
-    """What an emitter sees of its node: buffer expressions, state fields, constants, sizes."""
-
-    def __init__(self, gen: "CodeGen", node: Node, phase: str):
-        self.gen = gen
-        self.node = node
-        self.op = node.op
-        self.phase = phase
-        self.in_types = gen.graph.input_types(node)
-        self.out_types = [gen.graph.type_of(o) for o in node.outputs]
-        self.bufs: dict[str, str] = {}
-        self.memo: dict[str, Any] = {}  # an emitter's per-node results (shared by temps() and step())
-
-    @property
-    def where(self) -> str:
-        return f"node '{self.node.name}' ({self.op.kind}), target {self.gen.target}"
-
-    # buffers
-    def inp(self, i: int = 0) -> str:
-        return self.gen.value_expr(self.node.inputs[i], self.phase)
-
-    def out(self, i: int = 0) -> str:
-        return self.gen.value_expr(self.node.outputs[i], self.phase)
-
-    def tmp(self, name: str) -> str:
-        return self.bufs[f"tmp:{name}"]
-
-    def n_in(self, i: int = 0) -> int:
-        return self.in_types[i].features
-
-    def in_ctype(self, i: int = 0) -> str:
-        return self.gen.ctypes.get(self.node.inputs[i], "float")
-
-    def n_out(self, i: int = 0) -> int:
-        return self.out_types[i].features
-
-    # state
-    def state(self, name: str) -> str:
-        return "s->" + self.gen.state_field(self.node.name, name)
-
-    def istate(self, name: str) -> str:
-        return "s->" + self.gen.int_field(self.node.name, name)
-
-    # constants
-    def const(self, name: str, values, comment: str = "", ctype: str = "float") -> str:
-        """A read-only table (flash) of ``values``; integer ``ctype`` for fixed-point lowerings."""
-        return self.gen.add_const(self.node.name, name, values, comment, ctype)
-
-    def uses(self, *fns: str) -> None:
-        self.gen.libm.update(fns)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -206,7 +79,6 @@ class CSources:
 class CodeGen:
     def __init__(self, graph: Graph, prefix: str = "esq", numerics: Mapping[str, str] | None = None,
                  target: str = "c"):
-        _load_emitters()
         self.graph = graph
         self.prefix = check_prefix(prefix)
         self.P = prefix.upper()
@@ -270,8 +142,6 @@ class CodeGen:
 
     def _emitter(self, node: Node) -> Emitter:
         numeric = self.numerics.get(node.name, F32)
-        from ...ir.cells import has_step_program
-
         em = EMITTERS.get((node.op.kind, numeric))
         if em is None and numeric in PROGRAM_EMITTERS and has_step_program(node.op):
             em = PROGRAM_EMITTERS[numeric]
@@ -439,7 +309,8 @@ class CodeGen:
     def _header(self, info: dict, step_arena: ArenaSet) -> str:
         p, P = self.prefix, self.P
         outs = "\n".join(
-            f" *   {o['name']}: {'per step' if o['temporal'] else 'pooled'}, {o['features']} features at offset {o['offset']}"
+            f" *   {o['name']}: {'per step' if o['temporal'] else 'pooled'}, {o['features']} features at offset "
+            f"{o['offset']}"
             for o in info["outputs"]
         )
         return f"""/* Generated by edgeseq: streaming C99 inference for one sequence at a time.

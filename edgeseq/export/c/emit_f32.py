@@ -9,9 +9,8 @@ import numpy as np
 
 from ...errors import UnsupportedOpError
 from ...ir.types import Act, ReadoutMode
-from .codegen import Emitter, NodeCtx, register
 from .cwriter import c_float
-
+from .emitter import Emitter, NodeCtx, register
 
 # ----------------------------------------------------------------------------------------------
 # shared pieces
@@ -95,14 +94,16 @@ class Conv1dF32(Emitter):
         out_ch, cg, k = op.weight.shape
         g, hist, cin = op.groups, op.history, op.in_features
         og = out_ch // g
-        w = ctx.const("weight", np.transpose(f64(op.weight), (2, 0, 1)), f"{ctx.node.name} weight (K={k}, out, in/groups)")
+        w = ctx.const("weight", np.transpose(f64(op.weight), (2, 0, 1)),
+                      f"{ctx.node.name} weight (K={k}, out, in/groups)")
         b = ctx.const("bias", op.bias) if op.bias is not None else None
         y, x = ctx.out(), ctx.inp()
         lines = []
         if hist:
             lines.append(f"const int pos = {ctx.istate('pos')};")
             lines.append(f"float *const ring = {ctx.state('buf')};")
-        lines.append(f"memcpy({y}, {b}, {out_ch} * sizeof(float));" if b else f"memset({y}, 0, {out_ch} * sizeof(float));")
+        lines.append(f"memcpy({y}, {b}, {out_ch} * sizeof(float));" if b
+                     else f"memset({y}, 0, {out_ch} * sizeof(float));")
         for tap in range(k):
             j = tap * op.dilation
             if j == hist:

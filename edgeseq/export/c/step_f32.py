@@ -24,9 +24,9 @@ from ...errors import UnsupportedOpError
 from ...ir.cells import step_program
 from ...ir.step import Activate, Add, Affine, Concat, Div, Gather, Gt, Mul, Quant, Select, Slice, StepProgram, Sub
 from ...ir.step.passes import BufferPlan, Cluster, DeadCode, Stage, StripQuant, alias_buffers, schedule
-from .codegen import Emitter, NodeCtx, register_program
 from .cwriter import c_float, c_ident
 from .emit_f32 import act_expr, copy
+from .emitter import Emitter, NodeCtx, register_program
 from .plan import ALIGN
 
 RULES: dict[type, Callable[["StepRender", object], str]] = {}
