@@ -338,6 +338,45 @@ def test_every_cell_case_matches_reference(x86, tmp_path, spiking):
     check_cell_cases(x86, binary, graph, src.info)
 
 
+def test_every_primitive_and_state_pattern_renders(x86, tmp_path, monkeypatch):
+    """A step program no named cell has (placed on a CuBaLIF node's interface: input x, states
+    syn / mem / spk, two outputs) exercising what the cells do not: blocked Concat, Slice, Gather,
+    Div by zero, Select, an Affine mixing block structures, a one-value broadcast, swapped states,
+    a state copied from another state and an old state as output. The C step equals the
+    float64 evaluation of the program, per step and chunked."""
+    from edgeseq.export.c import step_f32
+    from edgeseq.ir.step import StepBuilder, run_sequence
+
+    rng = np.random.default_rng(0)
+    bld = StepBuilder("custom", {"x": 4}, {"syn": 4, "mem": 4, "spk": 4})
+    c = bld.concat(["x", "mem"], blocks=2)
+    sl, g = bld.slice(c, 2, 6), bld.gather(c, [7, 0, 3, 5])
+    a = bld.affine([(bld.param("w1", rng.standard_normal((4, 8))), c),
+                    (bld.param("w2", rng.standard_normal((2, 2))), sl, 2)], bld.param("bias", rng.standard_normal(4)))
+    den = bld.select(bld.gt(g, bld.const(0.2)), g, bld.const(0.0))
+    one = bld.affine([(bld.param("w3", rng.standard_normal((1, 4))), "spk")])
+    y = bld.add(bld.act(Act.TANH, bld.div(a, den)), bld.mul(one, "spk"))
+    prog = bld.build([y, "mem"], {"syn": "mem", "mem": "syn", "spk": y})
+    monkeypatch.setattr(step_f32, "step_program", lambda op, n: prog)
+    b = GraphBuilder(4)
+    op = O.CuBaLIF(neuron=NeuronParams(beta=0.9, threshold=1.0, alpha=0.5), recurrence="one_to_one", v_rec=0.3,
+                   emit="both")
+    graph = b.build(list(b.add(op, "x", "cell")))
+    src = generate(graph, target="x86")
+    binary = x86.build(src, tmp_path)
+    assert "warning" not in x86.build_log, x86.build_log
+    x = make_input(graph, 2, 7, seed=3)
+    (want_y, want_mem), state = run_sequence(prog, [x.astype(np.float64)])
+    for mode in ("step", "chunk:3"):
+        res = x86.run(binary, x, mode=mode, state=True)
+        got_y, got_mem = split_outputs(src.info, res.step, res.pooled)
+        np.testing.assert_allclose(got_y, want_y, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(got_mem, want_mem, rtol=0, atol=1e-5)
+        for e in src.info["state_layout"]:
+            got = res.state[:, e["offset"]:e["offset"] + e["size"]]
+            np.testing.assert_allclose(got, state[e["key"].split("/")[1]], rtol=0, atol=1e-5)
+
+
 # ---------------------------------------------------------------- streaming API
 
 
