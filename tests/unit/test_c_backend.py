@@ -177,8 +177,32 @@ def spiking_graph(seed=3, synaptic=False):
     return b.build(outs + [r])
 
 
+def program_graph(seed=5):
+    """S4D (complex and real modes), streaming attention pooling, embedding lookups (of feature 0,
+    ids rounded to the table's rows and clamped; per step and pooled) and a generic Scan carrying a
+    step program."""
+    from edgeseq.ir.cells import step_program
+
+    rng = np.random.default_rng(seed)
+    h, n = 4, 3
+    b = GraphBuilder(h)
+    s4d = dict(log_dt=rng.uniform(np.log(0.01), np.log(0.5), h), a_re=-rng.uniform(0.2, 1.0, (h, n)),
+               b_re=rng.standard_normal((h, n)), c_re=rng.standard_normal((h, n)) * 0.5)
+    cplx = dict(a_im=np.pi * np.arange(n) * np.ones((h, 1)), b_im=rng.standard_normal((h, n)) * 0.3,
+                c_im=rng.standard_normal((h, n)) * 0.5, d=rng.standard_normal(h))
+    ids = b.add(O.Linear(weight=np.eye(1, h)), "x", "id")  # exactly x[0]: same rows as the reference
+    gru = O.GRU(w_ih=rng.standard_normal((3 * 5, h)) * 0.4, w_hh=rng.standard_normal((3 * 5, 5)) * 0.4)
+    outs = [b.add(O.S4D(**s4d, **cplx), "x", "s4d"), b.add(O.S4D(**s4d), "x", "s4d_real"),
+            b.add(O.AttentionPool(values=h - 1), "x", "attention"),
+            b.add(O.Embedding(table=rng.standard_normal((7, 3))), ids, "embedding"),
+            b.add(O.Scan(program=step_program(gru, h)), "x", "scan_gru")]
+    last_id = b.add(O.Readout(mode="last"), ids, "last_id")
+    outs.append(b.add(O.Embedding(table=rng.standard_normal((5, 2))), last_id, "pooled_embedding"))
+    return b.build(outs)
+
+
 OP_GRAPHS = {"ops_ff": ff_graph, "ops_conv": conv_graph, "ops_scan": scan_graph, "ops_lif": spiking_graph,
-             "ops_cubalif": lambda: spiking_graph(4, synaptic=True)}
+             "ops_cubalif": lambda: spiking_graph(4, synaptic=True), "ops_programs": program_graph}
 
 
 def with_spike_outputs(graph):
@@ -269,6 +293,10 @@ def test_op_variants_match_reference(builds, x86, case):
         check_outputs(graph, src.info, x, x86.run(binary, x, mode="step", state=True), relative=True)
 
 
+def test_cell_groups_cover_every_case():
+    assert sorted(n.name for g in CELL_GROUPS for n in cells_graph(g).nodes) == sorted(cell_cases.CASES)
+
+
 def test_every_ir_op_kind_is_lowered():
     from edgeseq.ir.interpret import supported_kinds as reference_kinds
     from edgeseq.ir.ops import OP_REGISTRY
@@ -285,15 +313,25 @@ CELL_SHAPES = [(1, 9), (3, 40)]  # (batch, steps)
 SPIKING_CASES = ("lif", "cubalif", "l2mu")
 
 
-def cells_graph(spiking: bool):
-    """Every case of cell_cases.py (the spiking ones, or the others) side by side on one input,
-    with every spike train as an output."""
-    b = GraphBuilder(cell_cases.I)
+def cell_group(name: str) -> str:
+    """Cases that share one input: spiking cells (a firing drive), id inputs, the others."""
+    if name.startswith(SPIKING_CASES):
+        return "spiking"
+    return "ids" if cell_cases.in_features(name) == 1 else "dense"
+
+
+CELL_GROUPS = ["dense", "spiking", "ids"]
+
+
+def cells_graph(group: str):
+    """Every case of cell_cases.py in ``group`` side by side on one input, with every spike train
+    as an output."""
+    names = [c for c in sorted(cell_cases.CASES) if cell_group(c) == group]
+    b = GraphBuilder(cell_cases.in_features(names[0]))
     outs = []
-    for k, name in enumerate(sorted(cell_cases.CASES)):
-        if name.startswith(SPIKING_CASES) == spiking:
-            r = b.add(cell_cases.CASES[name](np.random.default_rng(k)), "x", name)
-            outs += list(r) if isinstance(r, tuple) else [r]
+    for name in names:
+        r = b.add(cell_cases.CASES[name](np.random.default_rng(sorted(cell_cases.CASES).index(name))), "x", name)
+        outs += list(r) if isinstance(r, tuple) else [r]
     return with_spike_outputs(b.build(outs))
 
 
@@ -305,7 +343,7 @@ def check_cell_cases(target, binary, graph, info, tol=CELL_TOL):
     spiking = any(graph.type_of(o).spikes for o in graph.outputs)
     spikes = 0
     for k, (batch, steps) in enumerate(CELL_SHAPES):
-        x = cell_cases.drive("lif" if spiking else "gru", np.random.default_rng(k), batch, steps).astype(np.float32)
+        x = cell_cases.drive(graph.nodes[0].name, np.random.default_rng(k), batch, steps).astype(np.float32)
         runs = [target.run(binary, x, mode=m, state=True) for m in ("step", "run", "chunk:4")]
         for r in runs[1:]:
             np.testing.assert_array_equal(r.step, runs[0].step)
@@ -328,10 +366,9 @@ def check_cell_cases(target, binary, graph, info, tol=CELL_TOL):
     assert not spiking or spikes > 0
 
 
-@pytest.mark.parametrize("spiking", [False, True], ids=["dense", "spiking"])
-def test_every_cell_case_matches_reference(x86, tmp_path, spiking):
-    graph = cells_graph(spiking)
-    assert {n.name for n in graph.nodes} == {c for c in cell_cases.CASES if c.startswith(SPIKING_CASES) == spiking}
+@pytest.mark.parametrize("group", CELL_GROUPS)
+def test_every_cell_case_matches_reference(x86, tmp_path, group):
+    graph = cells_graph(group)
     src = generate(graph, target="x86")
     binary = x86.build(src, tmp_path)
     assert "warning" not in x86.build_log, x86.build_log

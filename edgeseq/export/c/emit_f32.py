@@ -44,6 +44,9 @@ def act_expr(ctx: NodeCtx, fn: Act, x: str, slope: float = 0.01, lo: float = -1.
         return f"({x} >= 0.0f ? {x} : {c_float(slope)} * {x})"
     if fn is Act.HARDTANH:
         return f"esq_clamp({x}, {c_float(lo)}, {c_float(hi)})"
+    if fn is Act.EXP:
+        ctx.uses("expf")
+        return f"expf({x})"
     if fn is Act.SOFTPLUS:
         ctx.uses("expf")
         return f"esq_softplus({x})"

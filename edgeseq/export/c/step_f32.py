@@ -245,3 +245,6 @@ class StepF32(Emitter):
 
     def step(self, ctx):
         return StepRender(ctx, self._plan(ctx)).render()
+
+    def pooled(self, ctx):  # a program without states (an embedding lookup) also runs on pooled values
+        return super().pooled(ctx) if self._plan(ctx).prog.states else self.step(ctx)
