@@ -16,7 +16,15 @@ from edgeseq.targets.driver import read_output
 from edgeseq.targets.elf import ElfFile
 
 from ..conftest import need_tool
-from ..unit.test_c_backend import SHAPES, check_outputs, make_input, zoo_graph
+from ..unit.test_c_backend import (
+    CELL_GROUPS,
+    SHAPES,
+    cells_graph,
+    check_cell_cases,
+    check_outputs,
+    make_input,
+    zoo_graph,
+)
 from ..unit.zoo_cases import ZOO
 
 pytestmark = pytest.mark.toolchain
@@ -132,3 +140,12 @@ def test_model_too_large_for_board(mcu_tools, tmp_path):
     with pytest.raises(ResourceError, match="RAM"):
         export_c(zoo_graph("gru"), tmp_path / "c", target="cortex-m4", target_options={"ram_bytes": 12 * 1024})
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("group", CELL_GROUPS)
+def test_every_cell_case_on_cortex_m4(mcu_tools, tmp_path, group):
+    """Every case of cell_cases.py (step programs rendered to C) under QEMU: whole, per step and
+    chunked runs agree bit for bit and match the reference at two lengths and batch sizes."""
+    graph = cells_graph(group)
+    art = export_c(graph, tmp_path / "art", target="cortex-m4", target_options={"io_buffer_floats": 8192})
+    check_cell_cases(art.target, art.binary, graph, art.manifest, tol=1e-4)

@@ -25,6 +25,7 @@ from edgeseq.ir.interpret import run_chunked
 from edgeseq.ir.types import Act, Recurrence, ResetRule
 
 from ..conftest import need_tool as require_tool
+from . import cell_cases
 from .zoo_cases import ZOO, build
 
 TOL = 1e-4
@@ -176,8 +177,32 @@ def spiking_graph(seed=3, synaptic=False):
     return b.build(outs + [r])
 
 
+def program_graph(seed=5):
+    """S4D (complex and real modes), streaming attention pooling, embedding lookups (of feature 0,
+    ids rounded to the table's rows and clamped; per step and pooled) and a generic Scan carrying a
+    step program."""
+    from edgeseq.ir.cells import step_program
+
+    rng = np.random.default_rng(seed)
+    h, n = 4, 3
+    b = GraphBuilder(h)
+    s4d = dict(log_dt=rng.uniform(np.log(0.01), np.log(0.5), h), a_re=-rng.uniform(0.2, 1.0, (h, n)),
+               b_re=rng.standard_normal((h, n)), c_re=rng.standard_normal((h, n)) * 0.5)
+    cplx = dict(a_im=np.pi * np.arange(n) * np.ones((h, 1)), b_im=rng.standard_normal((h, n)) * 0.3,
+                c_im=rng.standard_normal((h, n)) * 0.5, d=rng.standard_normal(h))
+    ids = b.add(O.Linear(weight=np.eye(1, h)), "x", "id")  # exactly x[0]: same rows as the reference
+    gru = O.GRU(w_ih=rng.standard_normal((3 * 5, h)) * 0.4, w_hh=rng.standard_normal((3 * 5, 5)) * 0.4)
+    outs = [b.add(O.S4D(**s4d, **cplx), "x", "s4d"), b.add(O.S4D(**s4d), "x", "s4d_real"),
+            b.add(O.AttentionPool(values=h - 1), "x", "attention"),
+            b.add(O.Embedding(table=rng.standard_normal((7, 3))), ids, "embedding"),
+            b.add(O.Scan(program=step_program(gru, h)), "x", "scan_gru")]
+    last_id = b.add(O.Readout(mode="last"), ids, "last_id")
+    outs.append(b.add(O.Embedding(table=rng.standard_normal((5, 2))), last_id, "pooled_embedding"))
+    return b.build(outs)
+
+
 OP_GRAPHS = {"ops_ff": ff_graph, "ops_conv": conv_graph, "ops_scan": scan_graph, "ops_lif": spiking_graph,
-             "ops_cubalif": lambda: spiking_graph(4, synaptic=True)}
+             "ops_cubalif": lambda: spiking_graph(4, synaptic=True), "ops_programs": program_graph}
 
 
 def with_spike_outputs(graph):
@@ -268,6 +293,10 @@ def test_op_variants_match_reference(builds, x86, case):
         check_outputs(graph, src.info, x, x86.run(binary, x, mode="step", state=True), relative=True)
 
 
+def test_cell_groups_cover_every_case():
+    assert sorted(n.name for g in CELL_GROUPS for n in cells_graph(g).nodes) == sorted(cell_cases.CASES)
+
+
 def test_every_ir_op_kind_is_lowered():
     from edgeseq.ir.interpret import supported_kinds as reference_kinds
     from edgeseq.ir.ops import OP_REGISTRY
@@ -275,6 +304,114 @@ def test_every_ir_op_kind_is_lowered():
     assert supported_kinds() == set(OP_REGISTRY) == reference_kinds()
     covered = {n.op.kind for f in OP_GRAPHS.values() for n in f().nodes}
     assert covered == set(OP_REGISTRY)  # the op-variant graphs below exercise every kind
+
+
+# ---------------------------------------------------------------- every cell case, whole / step / chunked
+
+CELL_TOL = 1e-5  # float32 C vs the float64 reference on a host
+CELL_SHAPES = [(1, 9), (3, 40)]  # (batch, steps)
+SPIKING_CASES = ("lif", "cubalif", "l2mu")
+
+
+def cell_group(name: str) -> str:
+    """Cases that share one input: spiking cells (a firing drive), id inputs, the others."""
+    if name.startswith(SPIKING_CASES):
+        return "spiking"
+    return "ids" if cell_cases.in_features(name) == 1 else "dense"
+
+
+CELL_GROUPS = ["dense", "spiking", "ids"]
+
+
+def cells_graph(group: str):
+    """Every case of cell_cases.py in ``group`` side by side on one input, with every spike train
+    as an output."""
+    names = [c for c in sorted(cell_cases.CASES) if cell_group(c) == group]
+    b = GraphBuilder(cell_cases.in_features(names[0]))
+    outs = []
+    for name in names:
+        r = b.add(cell_cases.CASES[name](np.random.default_rng(sorted(cell_cases.CASES).index(name))), "x", name)
+        outs += list(r) if isinstance(r, tuple) else [r]
+    return with_spike_outputs(b.build(outs))
+
+
+def check_cell_cases(target, binary, graph, info, tol=CELL_TOL):
+    """Every (batch, steps) of CELL_SHAPES: esq_step per step, esq_run over the whole sequence and
+    over chunks of 4 agree bit for bit, and match the reference: spike trains identical, outputs
+    and final states to ``tol`` times the magnitude of their cell's values (max(1, |outputs|,
+    |states|): an unstable Euler LMU memory grows into the hundreds)."""
+    spiking = any(graph.type_of(o).spikes for o in graph.outputs)
+    spikes = 0
+    for k, (batch, steps) in enumerate(CELL_SHAPES):
+        x = cell_cases.drive(graph.nodes[0].name, np.random.default_rng(k), batch, steps).astype(np.float32)
+        runs = [target.run(binary, x, mode=m, state=True) for m in ("step", "run", "chunk:4")]
+        for r in runs[1:]:
+            np.testing.assert_array_equal(r.step, runs[0].step)
+            np.testing.assert_array_equal(r.state, runs[0].state)
+        _, _, ref_state, ref = reference_arrays(graph, info, x)
+        got = dict(zip(graph.outputs, split_outputs(info, runs[0].step, runs[0].pooled)))
+        want = dict(zip(graph.outputs, ref))
+        for e in info["state_layout"]:
+            sl = slice(e["offset"], e["offset"] + e["size"])
+            want[e["key"]], got[e["key"]] = ref_state[:, sl], runs[0].state[:, sl]
+        for node in graph.nodes:
+            keys = [k for k in want if k in node.outputs or k.split("/")[0] == node.name]
+            scale = max([1.0] + [float(np.abs(want[k]).max()) for k in keys])
+            for key in keys:
+                if key in graph.outputs and graph.type_of(key).spikes:
+                    np.testing.assert_array_equal(got[key] != 0, want[key] != 0, err_msg=f"spike train '{key}' differs")
+                    spikes += int(np.count_nonzero(want[key]))
+                err = float(np.abs(want[key] - got[key]).max())
+                assert err <= tol * scale, f"'{key}' ({batch}x{steps}): max abs error {err:.3g} > {tol} x {scale:.3g}"
+    assert not spiking or spikes > 0
+
+
+@pytest.mark.parametrize("group", CELL_GROUPS)
+def test_every_cell_case_matches_reference(x86, tmp_path, group):
+    graph = cells_graph(group)
+    src = generate(graph, target="x86")
+    binary = x86.build(src, tmp_path)
+    assert "warning" not in x86.build_log, x86.build_log
+    check_cell_cases(x86, binary, graph, src.info)
+
+
+def test_every_primitive_and_state_pattern_renders(x86, tmp_path, monkeypatch):
+    """A step program no named cell has (placed on a CuBaLIF node's interface: input x, states
+    syn / mem / spk, two outputs) exercising what the cells do not: blocked Concat, Slice, Gather,
+    Div by zero, Select, an Affine mixing block structures, a one-value broadcast, swapped states,
+    a state copied from another state and an old state as output. The C step equals the
+    float64 evaluation of the program, per step and chunked."""
+    from edgeseq.export.c import step_f32
+    from edgeseq.ir.step import StepBuilder, run_sequence
+
+    rng = np.random.default_rng(0)
+    bld = StepBuilder("custom", {"x": 4}, {"syn": 4, "mem": 4, "spk": 4})
+    c = bld.concat(["x", "mem"], blocks=2)
+    sl, g = bld.slice(c, 2, 6), bld.gather(c, [7, 0, 3, 5])
+    a = bld.affine([(bld.param("w1", rng.standard_normal((4, 8))), c),
+                    (bld.param("w2", rng.standard_normal((2, 2))), sl, 2)], bld.param("bias", rng.standard_normal(4)))
+    den = bld.select(bld.gt(g, bld.const(0.2)), g, bld.const(0.0))
+    one = bld.affine([(bld.param("w3", rng.standard_normal((1, 4))), "spk")])
+    y = bld.add(bld.act(Act.TANH, bld.div(a, den)), bld.mul(one, "spk"))
+    prog = bld.build([y, "mem"], {"syn": "mem", "mem": "syn", "spk": y})
+    monkeypatch.setattr(step_f32, "step_program", lambda op, n: prog)
+    b = GraphBuilder(4)
+    op = O.CuBaLIF(neuron=NeuronParams(beta=0.9, threshold=1.0, alpha=0.5), recurrence="one_to_one", v_rec=0.3,
+                   emit="both")
+    graph = b.build(list(b.add(op, "x", "cell")))
+    src = generate(graph, target="x86")
+    binary = x86.build(src, tmp_path)
+    assert "warning" not in x86.build_log, x86.build_log
+    x = make_input(graph, 2, 7, seed=3)
+    (want_y, want_mem), state = run_sequence(prog, [x.astype(np.float64)])
+    for mode in ("step", "chunk:3"):
+        res = x86.run(binary, x, mode=mode, state=True)
+        got_y, got_mem = split_outputs(src.info, res.step, res.pooled)
+        np.testing.assert_allclose(got_y, want_y, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(got_mem, want_mem, rtol=0, atol=1e-5)
+        for e in src.info["state_layout"]:
+            got = res.state[:, e["offset"]:e["offset"] + e["size"]]
+            np.testing.assert_allclose(got, state[e["key"].split("/")[1]], rtol=0, atol=1e-5)
 
 
 # ---------------------------------------------------------------- streaming API
@@ -351,7 +488,8 @@ def test_weights_are_const_and_state_is_caller_owned(builds):
 
     secs = ElfFile(model_o).section_sizes()
     assert secs["data"] == 0 and secs["bss"] == 0  # no hidden globals
-    assert secs["rodata"] >= 4 * graph.num_params()
+    # every weight table is read-only data (bias pairs summed ahead of time are stored once)
+    assert secs["rodata"] >= src.info["weights_bytes"] >= 0.9 * 4 * graph.num_params()
 
 
 def test_strict_c99_null_target(need_tool, tmp_path):

@@ -13,21 +13,22 @@ Generated API (``esq`` is the configurable prefix)::
 causal convolutions) and the scratch arena of the static buffer plan; weights are
 ``static const float`` tables (flash on a microcontroller). Nothing is allocated at run time.
 
-Each op kind is lowered by an *emitter* registered for a (kind, numeric) pair; the float32
-emitters live in :mod:`edgeseq.export.c.emit_f32`. A per-node numeric plan selects the emitter,
-so fixed-point variants (int8/int16 weights, int32 accumulators, multiply-shift requantisation,
-lookup-table activations) slot in per op without touching the planner or the API::
+Each op kind is lowered by an *emitter* (:mod:`.emitter`) registered for a (kind, numeric) pair;
+the float32 emitters live in :mod:`.emit_f32`, and every scan op renders through its step program
+(:mod:`.step_f32`). A per-node numeric plan selects the emitter, so fixed-point variants
+(int8/int16 weights, int32 accumulators, multiply-shift requantisation, lookup-table activations)
+slot in per op without touching the planner or the API::
 
     @register
-    class GRUInt8(Emitter):
-        kind, numeric = "GRU", "i8"
+    class LinearInt8(Emitter):
+        kind, numeric = "Linear", "i8"
         def out_ctype(self, ctx, i): return "int8_t"           # value kept quantized downstream
-        def temps(self, ctx): return {"acc": (3 * ctx.op.hidden_size, "int32_t")}
+        def temps(self, ctx): return {"acc": (ctx.n_out(), "int32_t")}
         def step(self, ctx):
-            w = ctx.const("w_ih_q", q_weights, ctype="int8_t")  # integer tables go to flash
+            w = ctx.const("w_q", q_weights, ctype="int8_t")     # integer tables go to flash
             ...                                                 # C text using ctx.inp()/out()/tmp()/state()
 
-    generate(graph, numerics={"gru": "i8"})
+    generate(graph, numerics={"fc": "i8"})
 
 Integer values and temporaries get their own arenas (``int8_t scratch_i8[]`` ...) in the state
 struct, so the generated C stays type-correct; graph outputs must be float.
@@ -37,154 +38,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from ...errors import ConfigError, UnsupportedOpError
 from ...ir import ops as O
+from ...ir.cells import cell_kinds, has_step_program
 from ...ir.graph import Graph, Node
-from .cwriter import c_float, c_ident, check_prefix, float_table, indent, int_table
+from . import emit_f32, step_f32  # noqa: F401  (register the float32 emitters)
+from .cwriter import c_ident, check_prefix, float_table, indent, int_table
+from .emitter import EMITTERS, F32, PROGRAM_EMITTERS, Emitter, NodeCtx, register, register_program  # noqa: F401
 from .plan import CTYPE_BYTES, CTYPE_SUFFIX, ArenaSet, check_ctype
-
-F32 = "f32"
-
-
-# ----------------------------------------------------------------------------------------------
-# emitter interface and registry
-
-
-class Emitter:
-    """Lowers one op kind at one numeric format to C.
-
-    ``temps`` asks the planner for per-node scratch buffers, ``int_state`` for extra integer state
-    fields; ``step`` returns the C statements of one time step (inside ``esq_step``), ``pooled``
-    those of a pooled evaluation (inside ``esq_pooled``, stateless ops only). ``save_state`` /
-    ``load_state`` convert a state entry to and from its canonical ``state_spec`` layout when the
-    in-memory layout differs (ring buffers)."""
-
-    kind: ClassVar[str] = ""
-    numeric: ClassVar[str] = F32
-    stateless: ClassVar[bool] = False
-
-    def temps(self, ctx: "NodeCtx") -> dict[str, "int | tuple[int, str]"]:
-        """Scratch buffers: name -> element count, or (count, C type) for non-float buffers."""
-        return {}
-
-    def out_ctype(self, ctx: "NodeCtx", i: int) -> str:
-        """C element type of output ``i`` (float unless the lowering keeps values quantized)."""
-        return "float"
-
-    def int_state(self, ctx: "NodeCtx") -> tuple[str, ...]:
-        return ()
-
-    def step(self, ctx: "NodeCtx") -> str:
-        raise NotImplementedError
-
-    def pooled(self, ctx: "NodeCtx") -> str:
-        if not self.stateless:
-            raise UnsupportedOpError(f"{ctx.op.kind} cannot run on a pooled value", where=ctx.where)
-        return self.step(ctx)
-
-    def save_state(self, ctx: "NodeCtx", key: str, dst: str) -> str | None:
-        return None
-
-    def load_state(self, ctx: "NodeCtx", key: str, src: str) -> str | None:
-        return None
-
-
-EMITTERS: dict[tuple[str, str], Emitter] = {}
-
-
-def register(cls):
-    """Class decorator: register an emitter instance under (cls.kind, cls.numeric)."""
-    key = (cls.kind, cls.numeric)
-    if key in EMITTERS:
-        raise ConfigError(f"C emitter for {key} registered twice")
-    EMITTERS[key] = cls()
-    return cls
-
-
-def _load_emitters() -> None:
-    from . import emit_f32  # noqa: F401  (registers the float32 emitters)
 
 
 def supported_kinds(numeric: str = F32) -> set[str]:
     """IR op kinds the C backend lowers at ``numeric`` (float32 by default)."""
-    _load_emitters()
-    return {k for (k, n) in EMITTERS if n == numeric}
-
-
-# ----------------------------------------------------------------------------------------------
-# per-node context handed to emitters
-
-
-class NodeCtx:
-    """What an emitter sees of its node: buffer expressions, state fields, constants, sizes."""
-
-    def __init__(self, gen: "CodeGen", node: Node, phase: str):
-        self.gen = gen
-        self.node = node
-        self.op = node.op
-        self.phase = phase
-        self.in_types = gen.graph.input_types(node)
-        self.out_types = [gen.graph.type_of(o) for o in node.outputs]
-        self.bufs: dict[str, str] = {}
-        self.temp_sizes: dict[str, int] = {}
-
-    @property
-    def where(self) -> str:
-        return f"node '{self.node.name}' ({self.op.kind}), target {self.gen.target}"
-
-    # buffers
-    def inp(self, i: int = 0) -> str:
-        return self.gen.value_expr(self.node.inputs[i], self.phase)
-
-    def out(self, i: int = 0) -> str:
-        return self.gen.value_expr(self.node.outputs[i], self.phase)
-
-    def tmp(self, name: str) -> str:
-        return self.bufs[f"tmp:{name}"]
-
-    def n_in(self, i: int = 0) -> int:
-        return self.in_types[i].features
-
-    def in_ctype(self, i: int = 0) -> str:
-        return self.gen.ctypes.get(self.node.inputs[i], "float")
-
-    def n_out(self, i: int = 0) -> int:
-        return self.out_types[i].features
-
-    # state
-    def state(self, name: str) -> str:
-        return "s->" + self.gen.state_field(self.node.name, name)
-
-    def has_state(self, name: str) -> bool:
-        return f"{self.node.name}/{name}" in self.gen.spec
-
-    def istate(self, name: str) -> str:
-        return "s->" + self.gen.int_field(self.node.name, name)
-
-    # constants
-    def const(self, name: str, values, comment: str = "", ctype: str = "float") -> str:
-        """A read-only table (flash) of ``values``; integer ``ctype`` for fixed-point lowerings."""
-        return self.gen.add_const(self.node.name, name, values, comment, ctype)
-
-    def per_neuron(self, name: str, values, n: int, clip01: bool = False):
-        """Scalar parameter -> literal; vector -> table. Returns f(index_expr) -> C expression."""
-        a = np.asarray(values, dtype=np.float64).reshape(-1)
-        if clip01:
-            a = np.clip(a, 0.0, 1.0)
-        if a.size == 1:
-            lit = c_float(a[0], self.where)
-            return lambda i: lit
-        if a.size != n:
-            raise ConfigError(f"parameter '{name}' has {a.size} values for {n} neurons", where=self.where)
-        tab = self.const(name, a)
-        return lambda i: f"{tab}[{i}]"
-
-    def uses(self, *fns: str) -> None:
-        self.gen.libm.update(fns)
+    programs = cell_kinds() | {O.Scan.kind} if numeric in PROGRAM_EMITTERS else set()
+    return {k for (k, n) in EMITTERS if n == numeric} | programs
 
 
 # ----------------------------------------------------------------------------------------------
@@ -209,7 +80,6 @@ class CSources:
 class CodeGen:
     def __init__(self, graph: Graph, prefix: str = "esq", numerics: Mapping[str, str] | None = None,
                  target: str = "c"):
-        _load_emitters()
         self.graph = graph
         self.prefix = check_prefix(prefix)
         self.P = prefix.upper()
@@ -274,8 +144,11 @@ class CodeGen:
     def _emitter(self, node: Node) -> Emitter:
         numeric = self.numerics.get(node.name, F32)
         em = EMITTERS.get((node.op.kind, numeric))
+        if em is None and numeric in PROGRAM_EMITTERS and has_step_program(node.op):
+            em = PROGRAM_EMITTERS[numeric]
         if em is None:
-            have = sorted(n for (k, n) in EMITTERS if k == node.op.kind)
+            have = sorted({n for (k, n) in EMITTERS if k == node.op.kind}
+                          | (set(PROGRAM_EMITTERS) if has_step_program(node.op) else set()))
             raise UnsupportedOpError(
                 f"the C backend has no {numeric} lowering for op {node.op.kind}"
                 + (f" (it has: {', '.join(have)})" if have else ""),
@@ -437,7 +310,8 @@ class CodeGen:
     def _header(self, info: dict, step_arena: ArenaSet) -> str:
         p, P = self.prefix, self.P
         outs = "\n".join(
-            f" *   {o['name']}: {'per step' if o['temporal'] else 'pooled'}, {o['features']} features at offset {o['offset']}"
+            f" *   {o['name']}: {'per step' if o['temporal'] else 'pooled'}, {o['features']} features at offset "
+            f"{o['offset']}"
             for o in info["outputs"]
         )
         return f"""/* Generated by edgeseq: streaming C99 inference for one sequence at a time.
@@ -577,48 +451,27 @@ def prelude(code: str) -> str:
     import re
 
     parts = ["/* ---- helpers ---- */"]
-    need_lmem = re.search(r"\blmem\(", code) is not None
-    if need_lmem or re.search(r"\bmv\(", code):
-        parts.append(_MV)
-    if need_lmem:
-        parts.append(_LMEM)
+    if re.search(r"\besq_dot\(", code):
+        parts.append(_DOT)
     parts.append(_SCALAR)
     return "\n\n".join(p.strip("\n") for p in parts)
 
 
-_MV = r"""
-/* y = (accumulate ? y : b) + W x, W row-major (rows x cols), b may be NULL. */
-static void mv(float *restrict y, const float *restrict W, const float *restrict x,
-               const float *restrict b, int rows, int cols, int accumulate)
+_DOT = r"""
+/* sum_c w[c] x[c], four partial sums. */
+static inline float esq_dot(const float *restrict w, const float *restrict x, int n)
 {
-    for (int r = 0; r < rows; ++r) {
-        const float *restrict wr = W + (long)r * cols;
-        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
-        int c = 0;
-        for (; c + 4 <= cols; c += 4) {
-            a0 += wr[c] * x[c];
-            a1 += wr[c + 1] * x[c + 1];
-            a2 += wr[c + 2] * x[c + 2];
-            a3 += wr[c + 3] * x[c + 3];
-        }
-        for (; c < cols; ++c)
-            a0 += wr[c] * x[c];
-        const float base = accumulate ? y[r] : (b ? b[r] : 0.0f);
-        y[r] = base + ((a0 + a1) + (a2 + a3));
+    float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+    int c = 0;
+    for (; c + 4 <= n; c += 4) {
+        a0 += w[c] * x[c];
+        a1 += w[c + 1] * x[c + 1];
+        a2 += w[c + 2] * x[c + 2];
+        a3 += w[c + 3] * x[c + 3];
     }
-}
-"""
-
-_LMEM = r"""
-/* Legendre-style memory update per dimension: out[d*o + k] = sum_j A[k][j] m[d*o + j] + B[k] u[d]. */
-static void lmem(float *restrict out, const float *restrict A, const float *restrict B,
-                 const float *restrict m, const float *restrict u, int dims, int order)
-{
-    for (int d = 0; d < dims; ++d) {
-        mv(out + d * order, A, m + d * order, 0, order, order, 0);
-        for (int k = 0; k < order; ++k)
-            out[d * order + k] += B[k] * u[d];
-    }
+    for (; c < n; ++c)
+        a0 += w[c] * x[c];
+    return (a0 + a1) + (a2 + a3);
 }
 """
 

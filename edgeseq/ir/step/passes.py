@@ -25,6 +25,8 @@ in float; tests check each one against the evaluator.
 - :class:`GroupStages`: reorder the body (topologically) so that :func:`schedule` makes no more
   stages, typically fewer: independent products first, elementwise work gathered into long runs.
 - :func:`liveness`: the last stage that reads each value (buffer reuse in C / TVM kernels).
+- :func:`alias_buffers`: offsets in one scratch pool for the values a rendering stores, two values
+  sharing space only where their live ranges over the stages do not overlap.
 """
 
 from __future__ import annotations
@@ -522,7 +524,6 @@ def liveness(prog: StepProgram) -> dict[str, int]:
     return last
 
 
-
 def with_initial_state(prog: StepProgram, init: dict) -> StepProgram:
     """The program of ``prog`` started from ``init[state]`` (constants, one per example) instead of
     zero, keeping the zero-start contract: the state carries the offset s - init. Every read of a
@@ -583,3 +584,48 @@ def with_delay(prog: StepProgram, delay: int) -> StepProgram:
         body.append(Select(out=gated, n=s.n, c="delay.valid", a=prog.next_state[s.name], b=s.name))
         nxt[s.name] = gated
     return prog.replace(states=tuple(prog.states) + (counter,), params=params, body=tuple(body), next_state=nxt)
+
+
+@dataclass
+class BufferPlan:
+    """``offset[v]``: where value ``v`` starts in a pool of ``size`` elements."""
+
+    offset: dict[str, int]
+    size: int
+
+
+def alias_buffers(prog: StepProgram, stages: list[Stage], values, align: int = 1) -> BufferPlan:
+    """Place ``values`` (each written by one stage of ``stages``) in one pool, first fit, offsets a
+    multiple of ``align``. A value lives from the stage that writes it to the last stage that reads
+    it (the end of the step for outputs and next states). A fused elementwise stage reads each
+    full-length operand at the index it writes, so a value it writes may take the place of one it
+    reads for the last time; any other stage keeps its operands and results apart."""
+    at: dict[str, int] = {}
+    for k, st in enumerate(stages):
+        for op in st.ops:
+            at[op.out] = k
+    end = 2 * len(stages)
+    last: dict[str, int] = {}
+    for k, st in enumerate(stages):
+        for op in st.ops:
+            for r in op.reads():
+                same_index = st.fused and not prog.is_param(r) and prog.size(r) == st.n
+                last[r] = max(last.get(r, -1), 2 * k if same_index else 2 * k + 1)
+    for v in list(prog.outputs) + list(prog.next_state.values()):
+        last[v] = end
+    placed: list[tuple[int, int, int, int]] = []  # (offset, size, first, last)
+    offset: dict[str, int] = {}
+    size = 0
+    for v in sorted(values, key=lambda v: (at[v], -prog.size(v))):
+        n, first = prog.size(v), 2 * at[v] + 1
+        lo = last.get(v, first)
+        busy = sorted((o, o + s) for o, s, f, e in placed if not (e < first or lo < f))
+        pos = 0
+        for a, b in busy:
+            if a - pos >= n:
+                break
+            pos = max(pos, -(-b // align) * align)
+        placed.append((pos, n, first, lo))
+        offset[v] = pos
+        size = max(size, pos + n)
+    return BufferPlan(offset, size)
