@@ -123,17 +123,17 @@ def int_reference(prog, info: Mapping, xq: np.ndarray, state=None):
 
 def dequantize(info: Mapping, step: np.ndarray, pooled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Integer outputs (driver layout) -> float32 exactly as the C code computes them:
-    (float)((double) q * scale), i.e. intexact.dequantize_outputs rounded to float32."""
-    fs = np.zeros(step.shape, np.float64)
-    fp = np.zeros(pooled.shape, np.float64)
+    (float) q * (float) scale in float32 (onnxruntime's DequantizeLinear rounds the same way)."""
+    fs = np.zeros(step.shape, np.float32)
+    fp = np.zeros(pooled.shape, np.float32)
     for d in info["outputs"]:
-        sc = np.asarray(d["scales"], np.float64)
+        sc = np.asarray(d["scales"], np.float64).astype(np.float32)
         o, n = d["offset"], d["features"]
         if d["temporal"]:
-            fs[..., o:o + n] = step[..., o:o + n].astype(np.float64) * sc
+            fs[..., o:o + n] = step[..., o:o + n].astype(np.float32) * sc
         else:
-            fp[..., o:o + n] = pooled[..., o:o + n].astype(np.float64) * sc
-    return fs.astype(np.float32), fp.astype(np.float32)
+            fp[..., o:o + n] = pooled[..., o:o + n].astype(np.float32) * sc
+    return fs, fp
 
 
 def compare_int(ref: tuple[np.ndarray, ...], got: tuple[np.ndarray, ...], names=("step", "pooled", "state")) -> dict:
@@ -300,6 +300,30 @@ class IntCArtifact(CArtifact):
         if not state:
             return outs
         return outs, _state_dict(self.manifest, res.state)
+
+    def cost(self, x, timing_repeats: int = 20, profile: bool = False) -> dict:
+        """:meth:`CArtifact.cost`; with ``profile`` (QEMU targets) also the instructions per step of
+        every micro-op (``cost["profile"]``, see :func:`edgeseq.targets.profile.profile`)."""
+        out = super().cost(x, timing_repeats)
+        if profile and self.target.counts_instructions:
+            out["profile"] = self.profile(x)
+        return out
+
+    def profile(self, x) -> dict:
+        """Instructions per step and per micro-op on ``x`` (QEMU targets), measured on a debug-info
+        build of the artifact's sources; its model code must be the artifact's, byte for byte."""
+        from ...errors import ArtifactError
+        from ...targets.profile import profile
+        from .codegen import CSources
+
+        src = self.path / "src"
+        files = {f: (src / f).read_text() for f in ("model.h", "model.c")}
+        prof = profile(self.target, CSources(self.manifest["prefix"], files, dict(self.manifest)), self._check(x),
+                       reference_object=self.binary.parent.parent / "obj" / "model.o")
+        if not prof["same_code"]:
+            raise ArtifactError("the debug-info build of the model generated different code; its profile would "
+                                "not describe this artifact", where=str(self.path))
+        return prof
 
     def run_golden(self) -> dict:
         """Run the golden input on the integer API and compare with the stored integers exactly."""
