@@ -64,7 +64,11 @@ def line_table(objdump: str, binary: Path) -> list[tuple[int, str, int | None]]:
 
 def ranges(rows: list[tuple[int, str, int | None]], region_of) -> list[tuple[int, int, int]]:
     """Address ranges [start, end) -> region id from line-table rows and ``region_of(file, line)``
-    (None: no region). Rows at one address: the last one describes the instruction there."""
+    (None: no region). Rows at one address: the last one describes the instruction there. Inside
+    a sequence (one function, with -ffunction-sections) that has regions, code of lines without
+    one (inlined helpers and intrinsics, constants hoisted out of a loop) belongs to the next
+    region in address order (the previous one at the end); sequences without any region stay
+    unmapped and are charged at run time to the region that called them."""
     out: list[tuple[int, int, int]] = []
     seq: list[tuple[int, str, int | None]] = []
 
@@ -75,14 +79,30 @@ def ranges(rows: list[tuple[int, str, int | None]], region_of) -> list[tuple[int
             if a not in by_addr:
                 order.append(a)
             by_addr[a] = (f, ln)
+        spans = []
         for a, b in zip(order, order[1:]):
             f, ln = by_addr[a]
-            r = None if ln is None else region_of(f, ln)
-            if r is not None and b > a:
-                if out and out[-1][1] == a and out[-1][2] == r:
-                    out[-1] = (out[-1][0], b, r)
-                else:
-                    out.append((a, b, r))
+            if b > a:
+                spans.append([a, b, None if ln is None else region_of(f, ln)])
+        if not any(r is not None for _, _, r in spans):
+            return
+        nxt = None
+        for sp in reversed(spans):
+            if sp[2] is None:
+                sp[2] = nxt
+            else:
+                nxt = sp[2]
+        prev = None
+        for sp in spans:
+            if sp[2] is None:
+                sp[2] = prev
+            else:
+                prev = sp[2]
+        for a, b, r in spans:
+            if out and out[-1][1] == a and out[-1][2] == r:
+                out[-1] = (out[-1][0], b, r)
+            else:
+                out.append((a, b, r))
 
     for row in rows:
         seq.append(row)

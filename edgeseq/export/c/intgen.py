@@ -556,7 +556,7 @@ class IntCodeGen:
         x = vrd(op.x)
         xlo, xhi = self.interval(op.x)
         if op.pre > 0:
-            x = f"esq_v4_rshl({x}, esq_v4_dup({-op.pre}))"
+            x = f"esq_v4_rshr_n({x}, {op.pre})" if op.pre <= 32 else f"esq_v4_rshl({x}, esq_v4_dup({-op.pre}))"
             xlo = (xlo + (1 << (op.pre - 1))) >> op.pre
             xhi = (xhi + (1 << (op.pre - 1))) >> op.pre
         mc, sc = self.p.consts.get(op.mult), self.p.consts.get(op.shift)
@@ -567,16 +567,22 @@ class IntCodeGen:
         if m1 == 1 << 30 and s1 is not None:
             if s1 <= 30:
                 raise _NoVector
-            y = f"esq_v4_rshl({x}, esq_v4_dup({-(s1 - 30)}))"
+            y = (f"esq_v4_rshr_n({x}, {s1 - 30})" if s1 - 30 <= 32 else f"esq_v4_rshl({x}, esq_v4_dup({-(s1 - 30)}))")
             return self._vsat(y, bits) if bits < 32 else y
         plan = K.requant_plan(sc, max(abs(xlo), abs(xhi)))
         if plan is None:
             raise _NoVector
-        if np.any(plan.d):
+        if np.all(plan.d == plan.d[0]):
+            if plan.d[0]:
+                x = f"esq_v4_shl_n({x}, {int(plan.d[0])})"
+        else:
             x = f"esq_v4_shl({x}, {self._vconst(plan.d, (op.shift, 'rq-vd'), f'{op.shift}: d')})"
         m = vrd(op.mult)
-        y = (f"esq_v4_rshl(esq_v4_qdmulh({x}, {m}), "
-             f"{self._vconst(-(plan.k + 1), (op.shift, 'rq-nk'), f'{op.shift}: -(k + 1)')})")
+        if np.all(plan.k == plan.k[0]) and plan.k[0] + 1 <= 32:
+            y = f"esq_v4_rshr_n(esq_v4_qdmulh({x}, {m}), {int(plan.k[0]) + 1})"
+        else:
+            y = (f"esq_v4_rshl(esq_v4_qdmulh({x}, {m}), "
+                 f"{self._vconst(-(plan.k + 1), (op.shift, 'rq-nk'), f'{op.shift}: -(k + 1)')})")
         return self._vsat(y, bits) if bits < 31 else y
 
     def vec_add(self, op, vrd, body) -> str:
@@ -616,8 +622,7 @@ class IntCodeGen:
                  f"const esq_v4 j{n} = esq_v4_shr_n(u{n}, {sh});",
                  f"const esq_v4 b{n} = {g}({tab}, j{n});",
                  f"const esq_v4 d{n} = esq_v4_sub({g}({tab} + 1, j{n}), b{n});"]
-        return (f"esq_v4_add(b{n}, esq_v4_rshl(esq_v4_mul(d{n}, esq_v4_and(u{n}, esq_v4_dup({(1 << sh) - 1}))), "
-                f"esq_v4_dup({-sh})))")
+        return f"esq_v4_add(b{n}, esq_v4_rshr_n(esq_v4_mul(d{n}, esq_v4_and(u{n}, esq_v4_dup({(1 << sh) - 1}))), {sh}))"
 
     def mv_parts(self, op: MatVec) -> list[K.Part] | None:
         """The input parts of a matvec as the kernels read them (a folded concat: one per operand),
@@ -664,8 +669,12 @@ class IntCodeGen:
         comment = f"{op.w} ({W.dtype.name}, {N}x{I})"
         wcols = self.column_form(N, I)
         pw = W.T if wcols else W
+        ws = K._mve_ws_parts(call) is not None  # MVE: weights stationary over the blocks
+        xs = K.mve_xs_applies(call)  # MVE: input stationary (one vector of input)
+        mve_w = K.mve_ws_layout(call) if ws else (K.mve_xs_layout(call) if xs else K.mve_layout(call))
         tab = self.layout_table(key, op.w, {
-            "mve": (K.mve_layout(call), call.wctype), "dsp": (K.dsp_layout(call), call.wctype),
+            "mve": (mve_w, call.wctype),
+            "dsp": (K.dsp_layout(call), call.wctype),
             "neon": (K.neon_layout(call), "int16_t"),
             "c": (pw.reshape(-1), call.wctype)}, comment + (", transposed" if wcols else ""))
         portable = self._matvec_portable(op, parts, y, yt, acc, bias, tab)
@@ -686,7 +695,20 @@ class IntCodeGen:
                                     f"{op.bias} (int32, padded)")
             neon.append(f"const int32_t *const bias32 = {b32};")
         neon += K.neon_matvec(call, tab)
-        return ["#if defined(ESQ_MV_MVE)", *K.mve_matvec(call, tab), "#elif defined(ESQ_MV_DSP)", *dsp,
+        mve = []
+        if (ws or xs) and op.bias:
+            b32 = self.layout_table((op.bias, "mve-pad"), op.bias,
+                                    {"mve": (K.mve_ws_bias(call, self.p.consts[op.bias].astype(np.int64)) if ws
+                                             else self.p.consts[op.bias].astype(np.int32), "int32_t")},
+                                    f"{op.bias} (int32" + (", padded)" if ws else ")"))
+            mve.append(f"const int32_t *const bias32 = {b32};")
+        if ws:
+            mve += K.mve_ws_matvec(call, tab)
+        elif xs:
+            mve += K.mve_xs_matvec(call, tab)
+        else:
+            mve = K.mve_matvec(call, tab)
+        return ["#if defined(ESQ_MV_MVE)", *mve, "#elif defined(ESQ_MV_DSP)", *dsp,
                 "#elif defined(ESQ_MV_NEON)", *neon, "#else", *portable, "#endif"]
 
     def _matvec_portable(self, op: MatVec, parts, y: str, yt: str, acc: str, bias: str | None,
@@ -1335,13 +1357,33 @@ static inline int32_t esq_isqrt32(int32_t v)
 }
 
 /* Input quantization: clamp(rint(t), lo, hi) for the float32 t, rint rounding half to even,
- * independent of the FPU rounding mode and of libm (t - trunc(t) is exact in float32). */
+ * independent of the FPU rounding mode and of libm: one conversion instruction where the FPU
+ * has one that rounds half to even by itself (aarch64 FCVTNS, Armv8-M VCVTN), else exactly in
+ * float32 arithmetic (t - trunc(t) is exact). */
+#if defined(__GNUC__) && defined(__aarch64__)
+#define ESQ_RINTN(t) ((int32_t)__builtin_roundevenf(t))
+#elif defined(__GNUC__) && defined(__ARM_ARCH) && __ARM_ARCH >= 8 && defined(__ARM_ARCH_PROFILE) \
+    && __ARM_ARCH_PROFILE == 'M' && defined(__ARM_FP) && (__ARM_FP & 4)
+static inline int32_t esq_rintn(float t)
+{
+    float r;
+    int32_t i;
+    __asm__("vcvtn.s32.f32 %0, %1" : "=t"(r) : "t"(t));
+    memcpy(&i, &r, 4);
+    return i;
+}
+#define ESQ_RINTN(t) esq_rintn(t)
+#endif
+
 static inline int32_t esq_qroundf(float t, int32_t lo, int32_t hi)
 {
     if (!(t > (float)lo))
         return lo;
     if (t >= (float)hi)
         return hi;
+#if defined(ESQ_RINTN)
+    return ESQ_RINTN(t);
+#else
     int32_t i = (int32_t)t;
     const float fr = t - (float)i;
     if (fr > 0.5f || (fr == 0.5f && (i & 1)))
@@ -1349,5 +1391,6 @@ static inline int32_t esq_qroundf(float t, int32_t lo, int32_t hi)
     else if (fr < -0.5f || (fr == -0.5f && (i & 1)))
         --i;
     return i;
+#endif
 }
 """

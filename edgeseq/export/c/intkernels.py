@@ -286,21 +286,25 @@ def mve_lanes(call: MatVecCall) -> int:
     return 16 if call.wctype == "int8_t" and all(p.ctype == "int8_t" for p in call.parts) else 8
 
 
+MVE_ROWS = 6  # rows per pass: VMLADAVA accumulates into even registers r0 .. r10
+MVE_ACC = ("r0", "r2", "r4", "r6", "r8", "r10")
+
+
+def mve_groups(N: int) -> list[tuple[int, int]]:
+    """Row groups (first row, rows): passes of MVE_ROWS rows, the last one shorter."""
+    return [(o, min(MVE_ROWS, N - o)) for o in range(0, N, MVE_ROWS)]
+
+
 def mve_layout(call: MatVecCall) -> np.ndarray:
-    """Row groups of 4 (zero rows pad N); per group and part: chunks of ``lanes`` columns, 4 rows
+    """Per row group (:func:`mve_groups`) and part: chunks of ``lanes`` columns, the group's rows
     each (zero columns pad the last chunk)."""
     W = call.W
-    N = W.shape[0]
     L = mve_lanes(call)
-    Np = _ceil(N, 4)
-    Wp = np.zeros((Np, W.shape[1]), W.dtype)
-    Wp[:N] = W
     out = []
-    for g in range(0, Np, 4):
-        R = Wp[g:g + 4]
+    for o, n in mve_groups(W.shape[0]):
         for part in call.parts:
-            P = np.zeros((4, _ceil(part.width, L)), W.dtype)
-            P[:, :part.width] = R[:, part.col0:part.col0 + part.width]
+            P = np.zeros((n, _ceil(part.width, L)), W.dtype)
+            P[:, :part.width] = W[o:o + n, part.col0:part.col0 + part.width]
             for k in range(0, P.shape[1], L):
                 out.append(P[:, k:k + L].reshape(-1))
     return np.concatenate(out) if out else np.zeros(1, W.dtype)
@@ -316,20 +320,20 @@ def _mve_loads(call: MatVecCall, part: Part) -> tuple[str, str, int, str]:
     return xl, wl, 8 if call.wctype == "int8_t" else 16, "s16"
 
 
-def _mve_asm(call: MatVecCall, part: Part, xp: str) -> list[str]:
+def _mve_asm(call: MatVecCall, part: Part, xp: str, nrows: int) -> list[str]:
     L = mve_lanes(call)
     xl, wl, wstep, sfx = _mve_loads(call, part)
     xbytes = L * (2 if part.ctype == "int16_t" else 1)
     nch = -(-part.width // L)
     rows = []
-    for r in range(4):
+    for r in range(nrows):
         rows += [f'"{wl} q1, [%[w]], #{wstep}\\n\\t"', f'"vmladava.{sfx} %[a{r}], q1, q0\\n\\t"']
-    outs = '[a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [w] "+r"(wp)'
+    outs = ", ".join(f'[a{r}] "+r"(a{r})' for r in range(nrows)) + ', [w] "+l"(wp)'
     if nch > 2:  # tail-predicated low-overhead loop over the whole part
         return ["{", f"    const void *xq = {xp};", "    __asm__ volatile(",
                 f'        "dlstp.{8 if L == 16 else 16} lr, %[n]\\n\\t"', '        "1:\\n\\t"',
                 f'        "{xl} q0, [%[xp]], #{xbytes}\\n\\t"', *["        " + r for r in rows],
-                '        "letp lr, 1b\\n\\t"', f'        : {outs}, [xp] "+r"(xq)', f'        : [n] "r"({part.width})',
+                '        "letp lr, 1b\\n\\t"', f'        : {outs}, [xp] "+l"(xq)', f'        : [n] "r"({part.width})',
                 '        : "lr", "q0", "q1", "memory");', "}"]
     body = []
     for k in range(nch):
@@ -341,32 +345,230 @@ def _mve_asm(call: MatVecCall, part: Part, xp: str) -> list[str]:
                      f'"{xl[:5]}t{xl[5:]} q0, [%[xp], #{k * xbytes}]\\n\\t"']
         body += rows
     return ["{", f"    const void *const xq = {xp};", "    int32_t kk;", "    __asm__ volatile(",
-            *["        " + b for b in body], f'        : {outs}, [k] "=&l"(kk)', '        : [xp] "r"(xq)',
+            *["        " + b for b in body], f'        : {outs}, [k] "=&l"(kk)', '        : [xp] "l"(xq)',
             '        : "q0", "q1", "memory");', "}"]
 
 
 def mve_matvec(call: MatVecCall, table: str) -> list[str]:
     N, G = call.N, call.blocks
-    N4 = N - N % 4
+    groups = mve_groups(N)
+    full = [g for g in groups if g[1] == MVE_ROWS]
 
     def group(o: str, rows: int) -> list[str]:
-        regs = ("r4", "r6", "r8", "r10")  # VMLADAVA accumulates into even registers
-        L = [f"register int32_t a{r} __asm__(\"{regs[r]}\") = {_bias(call, o, r, r < rows)};" for r in range(4)]
+        L = [f"register int32_t a{r} __asm__(\"{MVE_ACC[r]}\") = {_bias(call, o, r)};" for r in range(rows)]
         for part in call.parts:
             xp = part.x if G == 1 else f"({part.x} + g * {part.stride})"
-            L += _mve_asm(call, part, xp)
+            L += _mve_asm(call, part, xp, rows)
         L += [f"yg[{o} + {r}] = a{r};" if o != "0" else f"yg[{r}] = a{r};" for r in range(rows)]
         return L
 
     body = [f"const {call.wctype} *wp = {table};"]
-    if N4:
-        body += [f"for (int o = 0; o < {N4}; o += 4) {{", *["    " + x for x in group("o", 4)], "}"]
-    if N % 4:
-        body += ["{", *["    " + x for x in group(str(N4), N % 4)], "}"]
+    if full:
+        body += [f"for (int o = 0; o < {len(full) * MVE_ROWS}; o += {MVE_ROWS}) {{",
+                 *["    " + x for x in group("o", MVE_ROWS)], "}"]
+    if len(full) < len(groups):
+        o, n = groups[-1]
+        body += ["{", *["    " + x for x in group(str(o), n)], "}"]
     if G == 1:
         return ["int32_t *const yg = " + call.y + ";", *body]
     return [f"for (int g = 0; g < {G}; ++g) {{", f"    int32_t *const yg = {call.y} + g * {N};",
             *["    " + x for x in body], "}"]
+
+
+# MVE, one block whose input fits one vector: input stationary. The input is loaded once; each
+# row is one weight load, one VMLADAV and one store.
+
+
+def mve_xs_applies(call: MatVecCall) -> bool:
+    return call.blocks == 1 and len(call.parts) == 1 and call.parts[0].width <= mve_lanes(call)
+
+
+def mve_xs_layout(call: MatVecCall) -> np.ndarray:
+    """Every row, zero-padded to one vector."""
+    L = mve_lanes(call)
+    part = call.parts[0]
+    out = np.zeros((call.N, L), call.W.dtype)
+    out[:, :part.width] = call.W[:, part.col0:part.col0 + part.width]
+    return out.reshape(-1)
+
+
+def mve_xs_matvec(call: MatVecCall, table: str) -> list[str]:
+    L = mve_lanes(call)
+    part = call.parts[0]
+    xs = 2 if part.ctype == "int16_t" else 1
+    xl = ("vldrb.s8" if L == 16 else "vldrb.s16") if xs == 1 else "vldrh.s16"
+    wsize = 1 if call.wctype == "int8_t" else 2
+    wl = ("vldrb.s8" if L == 16 else "vldrb.s16") if wsize == 1 else "vldrh.s16"
+    sfx = "s8" if L == 16 else "s16"
+
+    def q(t: str) -> str:
+        return f'"{t}\\n\\t"'
+
+    body = []
+    if part.width < L:
+        body += [q(f"movs %[t], #{part.width}"), q(f"vctp.{8 if L == 16 else 16} %[t]"), q("vpst"),
+                 q(f"{xl[:5]}t{xl[5:]} q0, [%[x]]")]
+    else:
+        body.append(q(f"{xl} q0, [%[x]]"))
+    body += [q("dls lr, %[n]"), q("1:"), q(f"{wl} q1, [%[w]], #{L * wsize}"), q(f"vmladav.{sfx} %[a], q1, q0")]
+    if call.bias is not None:
+        body += [q("ldr %[t], [%[b]], #4"), q("add %[a], %[a], %[t]")]
+    body += [q("str %[a], [%[y]], #4"), q("le lr, 1b")]
+    lines = ["{", '    register int32_t a __asm__("r4");', "    int32_t t;",
+             f"    const {call.wctype} *wp = {table};", f"    int32_t *yq = {call.y};"]
+    ins = [f'[x] "l"({part.x})', f'[n] "r"({call.N})']
+    outs = ['[a] "=&r"(a)', '[t] "=&l"(t)', '[w] "+l"(wp)', '[y] "+r"(yq)']
+    if call.bias is not None:
+        lines.append(f"    const int32_t *bq = bias32;")
+        outs.append('[b] "+r"(bq)')
+    lines += ["    __asm__ volatile(", *["        " + b for b in body], f"        : {', '.join(outs)}",
+              f"        : {', '.join(ins)}", '        : "lr", "q0", "q1", "memory");', "}"]
+    return lines
+
+
+# MVE, blocks > 1 with short rows: weights stationary. The weights of R rows stay in vector
+# registers while the loop runs over the blocks (a small matrix product: every weight is loaded
+# once per step, every block's input once per R rows). A part of width 1 (the LMU's input column)
+# goes through the DSP multiply-accumulates (SMLABB / SMLATB) with two rows' weights in one word.
+
+
+def _mve_ws_parts(call: MatVecCall) -> tuple[list[int], list[int]] | None:
+    """(vector part indices, scalar part indices) when the weights-stationary kernel applies."""
+    if call.blocks < 2:
+        return None
+    L = mve_lanes(call)
+    vec, sca = [], []
+    for k, p in enumerate(call.parts):
+        if p.width == 1 and call.wctype == "int16_t" and p.ctype == "int16_t":
+            sca.append(k)
+        else:
+            vec.append(k)
+    C = sum(-(-call.parts[k].width // L) for k in vec)
+    if C == 0 or C > 2:
+        return None
+    return vec, sca
+
+
+def mve_ws_rows(call: MatVecCall) -> int:
+    L = mve_lanes(call)
+    vec, _ = _mve_ws_parts(call)
+    C = sum(-(-call.parts[k].width // L) for k in vec)
+    return min(4, (8 - C) // C)
+
+
+def mve_ws_layout(call: MatVecCall) -> np.ndarray:
+    """Row groups of R (zero rows pad N): R x C weight vectors (zero columns pad each part to whole
+    chunks), then per width-1 part one int16 pair of rows (r0, r1), (r2, r3) per word."""
+    W = call.W
+    vec, sca = _mve_ws_parts(call)
+    L, R = mve_lanes(call), mve_ws_rows(call)
+    N = W.shape[0]
+    Np = _ceil(N, R)
+    Wp = np.zeros((Np, W.shape[1]), W.dtype)
+    Wp[:N] = W
+    out = []
+    for g in range(0, Np, R):
+        for r in range(R):
+            for k in vec:
+                part = call.parts[k]
+                row = np.zeros(_ceil(part.width, L), W.dtype)
+                row[:part.width] = Wp[g + r, part.col0:part.col0 + part.width]
+                out.append(row)
+        for k in sca:
+            col = np.zeros(_ceil(R, 2), W.dtype)
+            col[:R] = Wp[g:g + R, call.parts[k].col0]
+            out.append(col)
+    return np.concatenate(out)
+
+
+def mve_ws_matvec(call: MatVecCall, table: str) -> list[str]:
+    vec, sca = _mve_ws_parts(call)
+    L, R = mve_lanes(call), mve_ws_rows(call)
+    N, G = call.N, call.blocks
+    wsize = 1 if call.wctype == "int8_t" else 2
+    chunks = [(k, c) for k in vec for c in range(-(-call.parts[k].width // L))]
+    C = len(chunks)
+    wl = ("vldrb.s8" if L == 16 else "vldrb.s16") if wsize == 1 else "vldrh.s16"
+    sfx = "s8" if L == 16 else "s16"
+    group_bytes = R * C * L * wsize + 4 * len(sca) * (-(-R // 2))
+
+    def q(t: str) -> str:
+        return f'"{t}\\n\\t"'
+
+    def group(o: str, rows: int) -> list[str]:
+        body = []
+        for r in range(R):  # the weights: q[C + r*C + c]
+            for j in range(C):
+                body.append(q(f"{wl} q{C + r * C + j}, [%[w], #{(r * C + j) * L * wsize}]"))
+        soff = R * C * L * wsize
+        for si in range(len(sca)):
+            for pr in range(-(-R // 2)):
+                body.append(q(f"ldr %[s{si}_{pr}], [%[w], #{soff}]"))
+                soff += 4
+        body += [q("dls lr, %[n]"), q("1:")]
+        for k in vec:  # this block's input chunks: q[j]; the part pointer moves to the next block
+            part = call.parts[k]
+            xs = 2 if part.ctype == "int16_t" else 1
+            xl = ("vldrb.s8" if L == 16 else "vldrb.s16") if xs == 1 else "vldrh.s16"
+            mine = [j for j, (kk, _) in enumerate(chunks) if kk == k]
+            for j in reversed(mine):
+                c = chunks[j][1]
+                left = part.width - c * L
+                last = j == mine[0]
+                addr = f"[%[x{k}]], #{part.stride * xs}" if last else f"[%[x{k}], #{c * L * xs}]"
+                if left >= L:
+                    body.append(q(f"{xl} q{j}, {addr}"))
+                else:
+                    body += [q(f"movs %[t], #{left}"), q(f"vctp.{8 if L == 16 else 16} %[t]"), q("vpst"),
+                             q(f"{xl[:5]}t{xl[5:]} q{j}, {addr}")]
+        for r in range(R):
+            for j in range(C):
+                op = "vmladava" if (j > 0 or call.bias is not None) else "vmladav"
+                body.append(q(f"{op}.{sfx} %[a{r}], q{C + r * C + j}, q{j}"))
+        for si, k in enumerate(sca):
+            body.append(q(f"ldrsh %[t], [%[x{k}]], #{call.parts[k].stride * 2}"))
+            for r in range(R):
+                body.append(q(f"smla{'bb' if r % 2 == 0 else 'tb'} %[a{r}], %[s{si}_{r // 2}], %[t], %[a{r}]"))
+        body += [q(f"str %[a{r}], [%[y], #{4 * r}]") for r in range(rows)]
+        body += [q(f"add %[y], %[y], #{4 * N}"), q("le lr, 1b")]
+        regs = ("r4", "r6", "r8", "r10")
+        L_ = [f"register int32_t a{r} __asm__(\"{regs[r]}\");" for r in range(R)]
+        if call.bias is not None:  # the bias is reloaded into the accumulators for every block
+            body_b = []
+            for r in range(R):
+                body_b.append(q(f"ldr %[a{r}], [%[b], #{4 * r}]"))
+            i = body.index(q("1:")) + 1
+            body[i:i] = body_b
+        L_ += [f"int32_t *yq = yg + {o};", "int32_t t;"]
+        L_ += [f"int32_t s{si}_{pr};" for si in range(len(sca)) for pr in range(-(-R // 2))]
+        L_ += [f"const {'int16_t' if call.parts[k].ctype == 'int16_t' else 'int8_t'} *x{k} = {call.parts[k].x};"
+               for k in (*vec, *sca)]
+        outs = [f'[a{r}] "=&r"(a{r})' for r in range(R)] + ['[y] "+r"(yq)', '[t] "=&l"(t)']
+        outs += [f'[s{si}_{pr}] "=&r"(s{si}_{pr})' for si in range(len(sca)) for pr in range(-(-R // 2))]
+        outs += [f'[x{k}] "+l"(x{k})' for k in (*vec, *sca)]  # widening loads take low base registers
+        ins = ['[w] "l"(wp)', f'[n] "r"({G})']
+        if call.bias is not None:
+            L_.append(f"const int32_t *bq = bias32 + {o};")
+            ins.append('[b] "r"(bq)')
+        clob = ", ".join(f'"q{j}"' for j in range(C + R * C))
+        L_ += ["__asm__ volatile(", *["    " + b for b in body], f"    : {', '.join(outs)}",
+               f"    : {', '.join(ins)}", f'    : "lr", {clob}, "memory");', f"wp += {group_bytes // wsize};"]
+        return L_
+
+    Rn = N - N % R
+    body = [f"const {call.wctype} *wp = {table};", f"int32_t *const yg = {call.y};"]
+    if Rn:
+        body += [f"for (int o = 0; o < {Rn}; o += {R}) {{", *["    " + x for x in group("o", R)], "}"]
+    if N % R:
+        body += ["{", *["    " + x for x in group(str(Rn), N % R)], "}"]
+    return body
+
+
+def mve_ws_bias(call: MatVecCall, bias_values: np.ndarray) -> np.ndarray:
+    """The bias as int32, padded to whole row groups (loaded into the accumulators)."""
+    out = np.zeros(_ceil(call.N, mve_ws_rows(call)), np.int64)
+    out[:call.N] = bias_values
+    return out.astype(np.int32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -510,6 +712,8 @@ static inline esq_v4 esq_v4_sel(esq_v4 c, esq_v4 a, esq_v4 b)
 #define esq_v4_qdmulh vqdmulhq_s32
 #define esq_v4_and vandq_s32
 #define esq_v4_shr_n(v, n) vshrq_n_s32((v), (n))
+#define esq_v4_shl_n(v, n) vshlq_n_s32((v), (n))
+#define esq_v4_rshr_n(v, n) vrshrq_n_s32((v), (n))
 #elif defined(ESQ_MV_NEON)
 #define ESQ_V4 1
 typedef int32x4_t esq_v4;
@@ -553,6 +757,8 @@ static inline esq_v4 esq_v4_sel(esq_v4 c, esq_v4 a, esq_v4 b) { return vbslq_s32
 #define esq_v4_qdmulh vqdmulhq_s32
 #define esq_v4_and vandq_s32
 #define esq_v4_shr_n(v, n) vshrq_n_s32((v), (n))
+#define esq_v4_shl_n(v, n) vshlq_n_s32((v), (n))
+#define esq_v4_rshr_n(v, n) vrshrq_n_s32((v), (n))
 #endif"""
 
 

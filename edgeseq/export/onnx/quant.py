@@ -239,7 +239,7 @@ def _manifest(q, model, info: dict, *, streaming: bool, expand_tables: bool) -> 
              for k, s in p.states.items()]
     quantizers = [{"vector": s.vec, "channels": [int(c) for c in s.channels], "bits": int(s.bits),
                    "scale": [float(v) for v in s.scale], "offset": [float(v) for v in s.offset],
-                   "rule": "q = clip(rint((double(x[c]) - offset) * inv_scale), -2^(bits-1), 2^(bits-1)-1)"}
+                   "rule": "q = clip(rint((float(x[c]) - offset) * inv_scale), -2^(bits-1), 2^(bits-1)-1) in float32"}
                   for s in p.inputs]
     kinds = Counter(n.op_type for n in model.graph.node)
     return {
