@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import ArtifactError, ConfigError, EdgeseqError, ShapeError
 from ..toolchains import require
+from . import compilers
 from . import driver as D
 from .elf import ElfFile
 
@@ -123,28 +124,57 @@ class Target:
     run_timeout_s: float = 600.0
     build_jobs: int = 1  # compiler processes run at once (multi-model builds raise it)
     extra_cflags: tuple[str, ...] = ()  # appended to every compile (e.g. -g for profiling builds)
+    compiler: str = "auto"  # gcc | clang | clang-NN | auto (see edgeseq.targets.compilers)
 
     binary_name: ClassVar[str] = "model"
+    cc_tool: ClassVar[str] = "gcc"  # the target's GCC: it compiles (compiler gcc) and always links
+    clang_triple: ClassVar[str | None] = None  # --target for Clang (None: the host)
 
     # -- toolchain --------------------------------------------------------------------------------
     def check_toolchain(self, run: bool = True) -> dict[str, str]:
         """Paths of the tools this target needs (build, and run if ``run``); raises
         ToolchainMissingError with the apt command for the first missing one."""
         tools = self.build_tools + (self.run_tools if run and self.can_run else ())
-        return {t: require(t) for t in tools}
+        out = {t: require(t) for t in tools}
+        cc = self.resolved_compiler()
+        if cc != "gcc":
+            out[cc] = compilers.require_clang(cc)
+        return out
 
     def toolchain_versions(self, run: bool = True) -> dict[str, str]:
         return {t: tool_version(p) for t, p in self.check_toolchain(run).items()}
 
+    def resolved_compiler(self) -> str:
+        """``gcc`` or the Clang (``clang``, ``clang-NN``) this target compiles with."""
+        return compilers.resolve(self.compiler, self.name)
+
+    def compiler_path(self) -> str:
+        cc = self.resolved_compiler()
+        return require(self.cc_tool) if cc == "gcc" else compilers.require_clang(cc)
+
     def spec(self) -> dict:
-        """JSON description (name, options, capabilities) that :func:`edgeseq.targets.get_target` accepts back."""
-        return {"name": self.name, "options": dict(self.options), "capabilities": self.caps.to_dict(),
-                "description": self.description}
+        """JSON description (name, options, capabilities) that :func:`edgeseq.targets.get_target` accepts back;
+        ``options["compiler"]`` is the compiler the target resolved to."""
+        return {"name": self.name, "options": {**self.options, "compiler": self.resolved_compiler()},
+                "capabilities": self.caps.to_dict(), "description": self.description}
 
     # -- build ------------------------------------------------------------------------------------
     def cflags(self) -> list[str]:
+        """Compile flags for the resolved compiler (GCC's, plus Clang's target selection)."""
+        flags = self.gcc_flags()
+        if self.resolved_compiler() != "gcc":
+            flags = self.clang_flags() + flags
+        return flags + list(self.extra_cflags)
+
+    def gcc_flags(self) -> list[str]:
+        """Flags shared by compiling and linking with the target's GCC (subclasses add the CPU's)."""
         return ["-std=c99", self.opt_level, "-Wall", "-Wextra", "-fno-math-errno", "-ffp-contract=off",
-                "-ffunction-sections", "-fdata-sections", *self.extra_cflags]
+                "-ffunction-sections", "-fdata-sections"]
+
+    def clang_flags(self) -> list[str]:
+        """What Clang needs besides GCC's flags: the target triple and the C library's headers."""
+        out = [f"--target={self.clang_triple}"] if self.clang_triple else []
+        return out + ["-fomit-frame-pointer"]
 
     def precheck(self, info: dict) -> None:
         """Raise ResourceError before compiling when the model cannot fit (boards with fixed memory)."""

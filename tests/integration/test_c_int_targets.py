@@ -64,14 +64,16 @@ def test_program_is_bit_exact_on_target(zoo_bins, target, preset, case):
 
 
 def test_simd_kernels_are_compiled_in(zoo_bins):
-    """The M-profile builds use their SIMD kernels (the portable loops run on aarch64)."""
-    for target, marker in (("cortex-m4", "ESQ_MV_DSP"), ("cortex-m55", "ESQ_MV_MVE")):
+    """Each build compiles in its kernel flavour (DSP on Cortex-M4, MVE on Cortex-M55, NEON on aarch64)
+    and its vector elementwise loops where the flavour has them."""
+    for target, markers in (("cortex-m4", ("ESQ_MV_DSP",)), ("cortex-m55", ("ESQ_MV_MVE", "ESQ_V4")),
+                            ("arm", ("ESQ_MV_NEON", "ESQ_V4"))):
         mb, _ = zoo_bins(target)
         src = mb.binary.parent.parent / "src" / "m0_unit.c"
-        cflags = mb.target.cflags()
-        out = subprocess.run(["arm-none-eabi-gcc", *cflags, "-dM", "-E", "-I", str(src.parent), str(src)],
-                             capture_output=True, text=True, check=True).stdout
-        assert f"#define {marker} 1" in out, target
+        out = subprocess.run([mb.target.compiler_path(), *mb.target.cflags(), "-dM", "-E", "-I", str(src.parent),
+                              str(src)], capture_output=True, text=True, check=True).stdout
+        for marker in markers:
+            assert f"#define {marker} 1" in out, (target, marker)
 
 
 # ---------------------------------------------------------------- the HAR-sized int8 LMU

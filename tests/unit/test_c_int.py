@@ -252,8 +252,8 @@ def test_wrong_lowering_is_caught_at_export(x86, tmp_path, monkeypatch):
     from edgeseq.export.c import intgen
     from edgeseq.export.c.intexport import export_c_int
 
-    bad = intgen._PRELUDE.replace("static inline int64_t esq_asr64(int64_t v, int s) { return v >> s; }",
-                                  "static inline int64_t esq_asr64(int64_t v, int s) { return (int64_t)((uint64_t)v >> s); }")
+    bad = intgen._PRELUDE.replace("ESQ_INLINE int64_t esq_asr64(int64_t v, int s) { return v >> s; }",
+                                  "ESQ_INLINE int64_t esq_asr64(int64_t v, int s) { return (int64_t)((uint64_t)v >> s); }")
     assert bad != intgen._PRELUDE
     monkeypatch.setattr(intgen, "_PRELUDE", bad)
     q = zoo_quantized("edgeseq", "gru")

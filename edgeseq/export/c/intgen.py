@@ -1254,22 +1254,29 @@ def generate_int(prog: Program, in_features: int, prefix: str = "esq", target: s
 _PRELUDE = r"""
 /* ---- helpers: the README's integer semantics, portable C99 ---- */
 
+/* helpers a model does not use are no warning (Clang warns about unused static functions) */
+#if defined(__GNUC__)
+#define ESQ_INLINE static inline __attribute__((unused))
+#else
+#define ESQ_INLINE static inline
+#endif
+
 /* Arithmetic (flooring) right shift. C leaves >> of negative values implementation-defined; GCC
  * and Clang document it as arithmetic, elsewhere the portable form (same result) is used. */
 #if defined(__GNUC__) && !defined(ESQ_PORTABLE_SHIFT)
-static inline int32_t esq_asr32(int32_t v, int s) { return v >> s; }
-static inline int64_t esq_asr64(int64_t v, int s) { return v >> s; }
+ESQ_INLINE int32_t esq_asr32(int32_t v, int s) { return v >> s; }
+ESQ_INLINE int64_t esq_asr64(int64_t v, int s) { return v >> s; }
 #else
-static inline int32_t esq_asr32(int32_t v, int s) { return v >= 0 ? v >> s : ~(~v >> s); }
-static inline int64_t esq_asr64(int64_t v, int s) { return v >= 0 ? v >> s : ~(~v >> s); }
+ESQ_INLINE int32_t esq_asr32(int32_t v, int s) { return v >= 0 ? v >> s : ~(~v >> s); }
+ESQ_INLINE int64_t esq_asr64(int64_t v, int s) { return v >= 0 ? v >> s : ~(~v >> s); }
 #endif
 
-static inline int64_t esq_sat64(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : (v > hi ? hi : v); }
+ESQ_INLINE int64_t esq_sat64(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
 /* requant to at most 32 bits: sat((x * m + 2^(s-1)) >> s) for |x| < 2^31, m in [0, 2^31), s in [1, 62],
  * as ((x * m) >> (s - 1) + 1) >> 1 (the same floor); for s > 32 only the product's high word
  * matters (|x * m| < 2^62), so 32-bit cores need no 64-bit shift. */
-static inline int32_t esq_rq32(int32_t x, int32_t m, int s, int32_t lo, int32_t hi)
+ESQ_INLINE int32_t esq_rq32(int32_t x, int32_t m, int s, int32_t lo, int32_t hi)
 {
     const int64_t p = (int64_t)x * m;
     if (s > 32) {
@@ -1283,7 +1290,7 @@ static inline int32_t esq_rq32(int32_t x, int32_t m, int s, int32_t lo, int32_t 
 /* hi32(a * b) + acc: the high word of the 64-bit product plus acc (SMMLA on Arm DSP cores) */
 #if defined(__ARM_FEATURE_DSP) && defined(__GNUC__) && !defined(__aarch64__)
 #include <arm_acle.h>
-static inline int32_t esq_smmla(int32_t a, int32_t b, int32_t acc)
+ESQ_INLINE int32_t esq_smmla(int32_t a, int32_t b, int32_t acc)
 {
     int32_t r;
     __asm__("smmla %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
@@ -1291,7 +1298,7 @@ static inline int32_t esq_smmla(int32_t a, int32_t b, int32_t acc)
 }
 #define ESQ_SAT(v, bits, lo, hi) __ssat((v), (bits))
 #else
-static inline int32_t esq_smmla(int32_t a, int32_t b, int32_t acc)
+ESQ_INLINE int32_t esq_smmla(int32_t a, int32_t b, int32_t acc)
 {
     return (int32_t)esq_asr64((int64_t)a * b, 32) + acc;
 }
@@ -1299,7 +1306,7 @@ static inline int32_t esq_smmla(int32_t a, int32_t b, int32_t acc)
 #endif
 
 /* div: floor((2a + b) / (2b)) for b > 0 (a / b rounded half up); C's / truncates. b <= 0 gives 0. */
-static inline int32_t esq_div32(int32_t a, int32_t b)
+ESQ_INLINE int32_t esq_div32(int32_t a, int32_t b)
 {
     if (b <= 0)
         return 0;
@@ -1308,7 +1315,7 @@ static inline int32_t esq_div32(int32_t a, int32_t b)
     return (n % d < 0) ? q - 1 : q;
 }
 
-static inline int64_t esq_div64(int64_t a, int64_t b)
+ESQ_INLINE int64_t esq_div64(int64_t a, int64_t b)
 {
     if (b <= 0)
         return 0;
@@ -1318,7 +1325,7 @@ static inline int64_t esq_div64(int64_t a, int64_t b)
 }
 
 /* isqrt: floor(sqrt(x)) for x >= 0 (bit by bit, exact); negative gives 0. */
-static inline int64_t esq_isqrt64(int64_t v)
+ESQ_INLINE int64_t esq_isqrt64(int64_t v)
 {
     if (v <= 0)
         return 0;
@@ -1337,7 +1344,7 @@ static inline int64_t esq_isqrt64(int64_t v)
     return (int64_t)r;
 }
 
-static inline int32_t esq_isqrt32(int32_t v)
+ESQ_INLINE int32_t esq_isqrt32(int32_t v)
 {
     if (v <= 0)
         return 0;
@@ -1361,10 +1368,16 @@ static inline int32_t esq_isqrt32(int32_t v)
  * has one that rounds half to even by itself (aarch64 FCVTNS, Armv8-M VCVTN), else exactly in
  * float32 arithmetic (t - trunc(t) is exact). */
 #if defined(__GNUC__) && defined(__aarch64__)
-#define ESQ_RINTN(t) ((int32_t)__builtin_roundevenf(t))
+ESQ_INLINE int32_t esq_rintn(float t)
+{
+    int32_t i;
+    __asm__("fcvtns %w0, %s1" : "=r"(i) : "w"(t));
+    return i;
+}
+#define ESQ_RINTN(t) esq_rintn(t)
 #elif defined(__GNUC__) && defined(__ARM_ARCH) && __ARM_ARCH >= 8 && defined(__ARM_ARCH_PROFILE) \
     && __ARM_ARCH_PROFILE == 'M' && defined(__ARM_FP) && (__ARM_FP & 4)
-static inline int32_t esq_rintn(float t)
+ESQ_INLINE int32_t esq_rintn(float t)
 {
     float r;
     int32_t i;
@@ -1375,7 +1388,7 @@ static inline int32_t esq_rintn(float t)
 #define ESQ_RINTN(t) esq_rintn(t)
 #endif
 
-static inline int32_t esq_qroundf(float t, int32_t lo, int32_t hi)
+ESQ_INLINE int32_t esq_qroundf(float t, int32_t lo, int32_t hi)
 {
     if (!(t > (float)lo))
         return lo;

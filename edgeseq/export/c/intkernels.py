@@ -334,7 +334,7 @@ def _mve_asm(call: MatVecCall, part: Part, xp: str, nrows: int) -> list[str]:
                 f'        "dlstp.{8 if L == 16 else 16} lr, %[n]\\n\\t"', '        "1:\\n\\t"',
                 f'        "{xl} q0, [%[xp]], #{xbytes}\\n\\t"', *["        " + r for r in rows],
                 '        "letp lr, 1b\\n\\t"', f'        : {outs}, [xp] "+l"(xq)', f'        : [n] "r"({part.width})',
-                '        : "lr", "q0", "q1", "memory");', "}"]
+                '        : "cc", "lr", "q0", "q1", "memory");', "}"]
     body = []
     for k in range(nch):
         left = part.width - k * L
@@ -346,7 +346,7 @@ def _mve_asm(call: MatVecCall, part: Part, xp: str, nrows: int) -> list[str]:
         body += rows
     return ["{", f"    const void *const xq = {xp};", "    int32_t kk;", "    __asm__ volatile(",
             *["        " + b for b in body], f'        : {outs}, [k] "=&l"(kk)', '        : [xp] "l"(xq)',
-            '        : "q0", "q1", "memory");', "}"]
+            '        : "cc", "q0", "q1", "memory");', "}"]
 
 
 def mve_matvec(call: MatVecCall, table: str) -> list[str]:
@@ -422,7 +422,7 @@ def mve_xs_matvec(call: MatVecCall, table: str) -> list[str]:
         lines.append(f"    const int32_t *bq = bias32;")
         outs.append('[b] "+r"(bq)')
     lines += ["    __asm__ volatile(", *["        " + b for b in body], f"        : {', '.join(outs)}",
-              f"        : {', '.join(ins)}", '        : "lr", "q0", "q1", "memory");', "}"]
+              f"        : {', '.join(ins)}", '        : "cc", "lr", "q0", "q1", "memory");', "}"]
     return lines
 
 
@@ -552,7 +552,7 @@ def mve_ws_matvec(call: MatVecCall, table: str) -> list[str]:
             ins.append('[b] "r"(bq)')
         clob = ", ".join(f'"q{j}"' for j in range(C + R * C))
         L_ += ["__asm__ volatile(", *["    " + b for b in body], f"    : {', '.join(outs)}",
-               f"    : {', '.join(ins)}", f'    : "lr", {clob}, "memory");', f"wp += {group_bytes // wsize};"]
+               f"    : {', '.join(ins)}", f'    : "cc", "lr", {clob}, "memory");', f"wp += {group_bytes // wsize};"]
         return L_
 
     Rn = N - N % R
@@ -684,21 +684,21 @@ V4_API = r"""/* ---- esq_v4: 4 lanes of int32 for the elementwise loops (MVE or 
 #if defined(ESQ_MV_MVE)
 #define ESQ_V4 1
 typedef int32x4_t esq_v4;
-static inline esq_v4 esq_v4_dup(int32_t v) { return vdupq_n_s32(v); }
-static inline esq_v4 esq_v4_ld8(const int8_t *p) { return vldrbq_s32(p); }
-static inline esq_v4 esq_v4_ld16(const int16_t *p) { return vldrhq_s32(p); }
-static inline esq_v4 esq_v4_ld32(const int32_t *p) { return vldrwq_s32(p); }
+ESQ_INLINE esq_v4 esq_v4_dup(int32_t v) { return vdupq_n_s32(v); }
+ESQ_INLINE esq_v4 esq_v4_ld8(const int8_t *p) { return vldrbq_s32(p); }
+ESQ_INLINE esq_v4 esq_v4_ld16(const int16_t *p) { return vldrhq_s32(p); }
+ESQ_INLINE esq_v4 esq_v4_ld32(const int32_t *p) { return vldrwq_s32(p); }
 #define esq_v4_ldc esq_v4_ld8 /* small constant tables are int8 (the load widens them) */
-static inline void esq_v4_st8(int8_t *p, esq_v4 v) { vstrbq_s32(p, v); }
-static inline void esq_v4_st16(int16_t *p, esq_v4 v) { vstrhq_s32(p, v); }
-static inline void esq_v4_st32(int32_t *p, esq_v4 v) { vstrwq_s32(p, v); }
-static inline esq_v4 esq_v4_gather8(const int8_t *t, esq_v4 j) { return vldrbq_gather_offset_s32(t, vreinterpretq_u32_s32(j)); }
-static inline esq_v4 esq_v4_gather16(const int16_t *t, esq_v4 j)
+ESQ_INLINE void esq_v4_st8(int8_t *p, esq_v4 v) { vstrbq_s32(p, v); }
+ESQ_INLINE void esq_v4_st16(int16_t *p, esq_v4 v) { vstrhq_s32(p, v); }
+ESQ_INLINE void esq_v4_st32(int32_t *p, esq_v4 v) { vstrwq_s32(p, v); }
+ESQ_INLINE esq_v4 esq_v4_gather8(const int8_t *t, esq_v4 j) { return vldrbq_gather_offset_s32(t, vreinterpretq_u32_s32(j)); }
+ESQ_INLINE esq_v4 esq_v4_gather16(const int16_t *t, esq_v4 j)
 {
     return vldrhq_gather_shifted_offset_s32(t, vreinterpretq_u32_s32(j));
 }
-static inline esq_v4 esq_v4_ge(esq_v4 a, esq_v4 b) { return vpselq_s32(vdupq_n_s32(1), vdupq_n_s32(0), vcmpgeq_s32(a, b)); }
-static inline esq_v4 esq_v4_sel(esq_v4 c, esq_v4 a, esq_v4 b)
+ESQ_INLINE esq_v4 esq_v4_ge(esq_v4 a, esq_v4 b) { return vpselq_s32(vdupq_n_s32(1), vdupq_n_s32(0), vcmpgeq_s32(a, b)); }
+ESQ_INLINE esq_v4 esq_v4_sel(esq_v4 c, esq_v4 a, esq_v4 b)
 {
     return vpselq_s32(a, b, vcmpneq_s32(c, vdupq_n_s32(0))); /* (the _n form crashes gcc 12) */
 }
@@ -717,36 +717,36 @@ static inline esq_v4 esq_v4_sel(esq_v4 c, esq_v4 a, esq_v4 b)
 #elif defined(ESQ_MV_NEON)
 #define ESQ_V4 1
 typedef int32x4_t esq_v4;
-static inline esq_v4 esq_v4_dup(int32_t v) { return vdupq_n_s32(v); }
-static inline esq_v4 esq_v4_ld8(const int8_t *p)
+ESQ_INLINE esq_v4 esq_v4_dup(int32_t v) { return vdupq_n_s32(v); }
+ESQ_INLINE esq_v4 esq_v4_ld8(const int8_t *p)
 {
     int32_t w;
     memcpy(&w, p, 4);
     return vmovl_s16(vget_low_s16(vmovl_s8(vreinterpret_s8_s32(vdup_n_s32(w)))));
 }
-static inline esq_v4 esq_v4_ld16(const int16_t *p) { return vmovl_s16(vld1_s16(p)); }
-static inline esq_v4 esq_v4_ld32(const int32_t *p) { return vld1q_s32(p); }
+ESQ_INLINE esq_v4 esq_v4_ld16(const int16_t *p) { return vmovl_s16(vld1_s16(p)); }
+ESQ_INLINE esq_v4 esq_v4_ld32(const int32_t *p) { return vld1q_s32(p); }
 #define esq_v4_ldc esq_v4_ld32 /* small constant tables are int32 (no widening load) */
-static inline void esq_v4_st8(int8_t *p, esq_v4 v)
+ESQ_INLINE void esq_v4_st8(int8_t *p, esq_v4 v)
 {
     const int16x4_t h = vmovn_s32(v);
     const int32_t w = vget_lane_s32(vreinterpret_s32_s8(vmovn_s16(vcombine_s16(h, h))), 0);
     memcpy(p, &w, 4);
 }
-static inline void esq_v4_st16(int16_t *p, esq_v4 v) { vst1_s16(p, vmovn_s32(v)); }
-static inline void esq_v4_st32(int32_t *p, esq_v4 v) { vst1q_s32(p, v); }
-static inline esq_v4 esq_v4_gather8(const int8_t *t, esq_v4 j)
+ESQ_INLINE void esq_v4_st16(int16_t *p, esq_v4 v) { vst1_s16(p, vmovn_s32(v)); }
+ESQ_INLINE void esq_v4_st32(int32_t *p, esq_v4 v) { vst1q_s32(p, v); }
+ESQ_INLINE esq_v4 esq_v4_gather8(const int8_t *t, esq_v4 j)
 {
     int32_t r[4] = {t[vgetq_lane_s32(j, 0)], t[vgetq_lane_s32(j, 1)], t[vgetq_lane_s32(j, 2)], t[vgetq_lane_s32(j, 3)]};
     return vld1q_s32(r);
 }
-static inline esq_v4 esq_v4_gather16(const int16_t *t, esq_v4 j)
+ESQ_INLINE esq_v4 esq_v4_gather16(const int16_t *t, esq_v4 j)
 {
     int32_t r[4] = {t[vgetq_lane_s32(j, 0)], t[vgetq_lane_s32(j, 1)], t[vgetq_lane_s32(j, 2)], t[vgetq_lane_s32(j, 3)]};
     return vld1q_s32(r);
 }
-static inline esq_v4 esq_v4_ge(esq_v4 a, esq_v4 b) { return vreinterpretq_s32_u32(vshrq_n_u32(vcgeq_s32(a, b), 31)); }
-static inline esq_v4 esq_v4_sel(esq_v4 c, esq_v4 a, esq_v4 b) { return vbslq_s32(vtstq_s32(c, c), a, b); }
+ESQ_INLINE esq_v4 esq_v4_ge(esq_v4 a, esq_v4 b) { return vreinterpretq_s32_u32(vshrq_n_u32(vcgeq_s32(a, b), 31)); }
+ESQ_INLINE esq_v4 esq_v4_sel(esq_v4 c, esq_v4 a, esq_v4 b) { return vbslq_s32(vtstq_s32(c, c), a, b); }
 #define esq_v4_add vaddq_s32
 #define esq_v4_sub vsubq_s32
 #define esq_v4_mul vmulq_s32
