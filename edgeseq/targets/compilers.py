@@ -6,9 +6,8 @@ A target's ``compiler`` option picks one:
 
 - ``gcc``: the target's GCC;
 - ``clang`` (the newest Clang installed, version 14 or later) or ``clang-NN`` (that version);
-- ``auto`` (the default): the compiler that executes fewer instructions on this target for
-  edgeseq's models when Clang is installed (:data:`PREFERRED`, measured by
-  ``benchmarks/bench_compilers.py``), else GCC.
+- ``auto`` (the default): Clang where the installed one executes fewer instructions than GCC on
+  this target (:data:`PREFERRED`, measured by ``benchmarks/bench_device.py``), else GCC.
 
 Both compilers build bit-identical integer models (checked at export like every build).
 """
@@ -27,13 +26,14 @@ CLANG_NAMES = tuple(f"clang-{v}" for v in range(22, 13, -1)) + ("clang",)
 CLANG_APT = "clang lld llvm"
 MIN_CLANG = 14
 
-# auto: Clang where it executes fewer instructions than GCC 12 on the shipped int8 models (the
-# table in benchmarks/BENCHMARKS.md, from benchmarks/bench_compilers.py); GCC elsewhere.
-PREFERRED: dict[str, str] = {
-    "cortex-m4": "gcc",
-    "cortex-m7": "gcc",
-    "cortex-m55": "clang",
-    "arm": "gcc",
+# auto: the oldest Clang that executes fewer instructions than GCC 12 on each target for the shipped
+# int8 HAR model (measured by benchmarks/bench_device.py, table in benchmarks/BENCHMARKS.md: Clang 19
+# wins everywhere, Clang 14 on cortex-m55 and aarch64 only); GCC elsewhere and when it is older.
+PREFERRED: dict[str, int] = {
+    "cortex-m4": 19,
+    "cortex-m7": 19,
+    "cortex-m55": 14,
+    "arm": 14,
 }
 
 
@@ -75,13 +75,16 @@ def check_compiler(name: str) -> str:
 
 
 def resolve(option: str, target_name: str) -> str:
-    """The compiler a target builds with: ``gcc`` or a Clang name (``clang``, ``clang-NN``)."""
+    """The compiler a target builds with: ``gcc`` or a Clang executable name (``clang-NN``)."""
     option = check_compiler(option)
-    if option != "auto":
-        return option
-    if PREFERRED.get(target_name) == "clang" and find_clang() is not None:
-        return "clang"
-    return "gcc"
+    if option == "auto":
+        p = find_clang()
+        need = PREFERRED.get(target_name)
+        option = "clang" if p is not None and need is not None and clang_major(p) >= need else "gcc"
+    if option == "clang":  # the newest installed, by its versioned name (a rebuild picks the same one)
+        p = find_clang()
+        return os.path.basename(p) if p else "clang"
+    return option
 
 
 @lru_cache(maxsize=None)

@@ -282,14 +282,32 @@ class CArtifact:
         ref = split_outputs(self.manifest, exp["step"], exp["pooled"])
         return compare(self.manifest, None, ref, res.step, res.pooled, exp["state"], res.state)
 
-    def cost(self, x, timing_repeats: int = 20) -> dict:
+    def cost(self, x, timing_repeats: int = 20, profile: bool = False) -> dict:
         """Instructions (total, per inference, per step; QEMU targets), flash / RAM bytes, and
-        wall-time latency (native targets) on input ``x``."""
+        wall-time latency (native targets) on input ``x``; with ``profile`` (QEMU targets, models
+        whose generator wrote a region map: the integer ones) also the instructions per step of
+        every micro-op (``cost["profile"]``, see :func:`edgeseq.targets.profile.profile`)."""
         x = self._check(x)
         out = self.target.cost(self.binary, x, timing_repeats=timing_repeats)
         out["buffer_plan"] = self.manifest["buffer_plan"]
         out["weights_bytes"] = self.manifest["weights_bytes"]
+        if profile and self.target.counts_instructions and self.manifest.get("profile_map"):
+            out["profile"] = self.profile(x)
         return out
+
+    def profile(self, x) -> dict:
+        """Instructions per step and per micro-op on ``x`` (QEMU targets), measured on a debug-info
+        build of the artifact's sources; its model code must be the artifact's, byte for byte."""
+        from ...targets.profile import profile
+
+        src = self.path / "src"
+        files = {f: (src / f).read_text() for f in ("model.h", "model.c")}
+        prof = profile(self.target, CSources(self.manifest["prefix"], files, dict(self.manifest)), self._check(x),
+                       reference_object=self.binary.parent.parent / "obj" / "model.o")
+        if not prof["same_code"]:
+            raise ArtifactError("the debug-info build of the model generated different code; its profile would "
+                                "not describe this artifact", where=str(self.path))
+        return prof
 
     def __repr__(self) -> str:
         return f"CArtifact({str(self.path)!r}, target={self.target.name})"

@@ -301,30 +301,6 @@ class IntCArtifact(CArtifact):
             return outs
         return outs, _state_dict(self.manifest, res.state)
 
-    def cost(self, x, timing_repeats: int = 20, profile: bool = False) -> dict:
-        """:meth:`CArtifact.cost`; with ``profile`` (QEMU targets) also the instructions per step of
-        every micro-op (``cost["profile"]``, see :func:`edgeseq.targets.profile.profile`)."""
-        out = super().cost(x, timing_repeats)
-        if profile and self.target.counts_instructions:
-            out["profile"] = self.profile(x)
-        return out
-
-    def profile(self, x) -> dict:
-        """Instructions per step and per micro-op on ``x`` (QEMU targets), measured on a debug-info
-        build of the artifact's sources; its model code must be the artifact's, byte for byte."""
-        from ...errors import ArtifactError
-        from ...targets.profile import profile
-        from .codegen import CSources
-
-        src = self.path / "src"
-        files = {f: (src / f).read_text() for f in ("model.h", "model.c")}
-        prof = profile(self.target, CSources(self.manifest["prefix"], files, dict(self.manifest)), self._check(x),
-                       reference_object=self.binary.parent.parent / "obj" / "model.o")
-        if not prof["same_code"]:
-            raise ArtifactError("the debug-info build of the model generated different code; its profile would "
-                                "not describe this artifact", where=str(self.path))
-        return prof
-
     def run_golden(self) -> dict:
         """Run the golden input on the integer API and compare with the stored integers exactly."""
         from ...targets.driver import read_output
