@@ -261,9 +261,16 @@ class CArtifact:
     # -- running ----------------------------------------------------------------------------------
     def run(self, x, mode: str = "step", state: bool = False):
         """Run the built binary on ``x`` (B, T, F) on its target; returns one float32 array per
-        graph output (graph order), and with ``state=True`` also the final state per state_spec key."""
+        graph output (graph order), and with ``state=True`` also the final state per state_spec key.
+        Integer models: the binary's integer outputs dequantized as the integer-exact interpreter
+        does (float64 q * scale, rounded to float32 once; the device's own float API multiplies in
+        float32, see :mod:`edgeseq.export.c.intgen`)."""
         x = self._check(x)
-        res = self.target.run(self.binary, x, mode=mode, state=state)
+        integer = self.manifest.get("numerics") == "integer"
+        res = self.target.run(self.binary, x, mode=mode, state=state, qout=integer)
+        if integer:  # the program's outputs, dequantized like the integer-exact interpreter's (q * scale)
+            res.step, res.pooled = _dequantize_exact(self.manifest, res.step, res.pooled)
+            res.state = res.state.astype(np.float32)
         outs = split_outputs(self.manifest, res.step, res.pooled)
         if not state:
             return outs
@@ -311,6 +318,19 @@ class CArtifact:
 
     def __repr__(self) -> str:
         return f"CArtifact({str(self.path)!r}, target={self.target.name})"
+
+
+def _dequantize_exact(manifest: Mapping, step: np.ndarray, pooled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    fs = np.zeros(step.shape, np.float64)
+    fp = np.zeros(pooled.shape, np.float64)
+    for d in manifest["outputs"]:
+        sc = np.asarray(d["scales"], np.float64)
+        o, n = d["offset"], d["features"]
+        if d["temporal"]:
+            fs[..., o:o + n] = step[..., o:o + n].astype(np.float64) * sc
+        else:
+            fp[..., o:o + n] = pooled[..., o:o + n].astype(np.float64) * sc
+    return fs.astype(np.float32), fp.astype(np.float32)
 
 
 def read_golden_input(path) -> np.ndarray:

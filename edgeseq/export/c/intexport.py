@@ -36,7 +36,8 @@ import numpy as np
 from ..._version import __version__
 from ...errors import ConfigError, ShapeError, ToleranceError
 from ...util.fs import atomic_write_bytes, atomic_write_json, atomic_write_text, check_output_dir, output_dir, sha256_file
-from .artifact import FORMAT, CArtifact, _run_script, default_golden_input, read_golden_input, split_outputs
+from .artifact import (FORMAT, CArtifact, _dequantize_exact, _run_script, default_golden_input, read_golden_input,
+                       split_outputs)
 from .intgen import generate_int, supported_micro_ops
 
 NUMERICS = "integer"
@@ -200,7 +201,8 @@ def export_c_int(q, out_dir, target="arm", force: bool = False, golden_input=Non
         graph.save(stage / "graph.esq")
         q.save(stage / "quantized.esq")
         write_input(stage / "golden" / "input.bin", x)
-        atomic_write_bytes(stage / "golden" / "expected.bin", encode_output(fstep, fpooled, state.astype(np.float32)))
+        estep, epooled = _dequantize_exact(info, step, pooled)  # what IntCArtifact.run returns
+        atomic_write_bytes(stage / "golden" / "expected.bin", encode_output(estep, epooled, state.astype(np.float32)))
         atomic_write_bytes(stage / "golden" / "expected_int.bin", encode_output(step, pooled, state, dtype="<i4"))
         verification = None
         if verify and tgt.can_run:
