@@ -55,6 +55,7 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--compilers", default=",".join(COMPILERS), help="gcc, clang (newest), clang-NN; missing ones are skipped")
+    ap.add_argument("--no-float", action="store_true", help="skip the float C models' compiler table")
     ap.add_argument("--no-write", action="store_true", help="print only, do not write the results file")
     args = ap.parse_args(argv)
 
@@ -107,6 +108,7 @@ def main(argv=None) -> dict:
                         for e in prof["per_step"]]
                 if cc == "auto":
                     break
+    float_rows = [] if args.no_float else float_compilers(args.targets.split(","), compilers)
     met = {}
     for target, (per_mac, per_inf) in GOALS.items():
         r = next((r for r in rows if r["target"] == target and r["default"]), None)
@@ -117,6 +119,8 @@ def main(argv=None) -> dict:
     tables = {"instructions per inference (har_lmu int8, 128 steps, 16,008 MACs per step)": rows}
     for target, b in breakdown.items():
         tables[f"where the instructions go per step: {target} (default compiler)"] = b
+    if float_rows:
+        tables["float C models (bench_targets' HAR-sized models): instructions per inference by compiler"] = float_rows
     result = {
         "config": {"model": "har_lmu (shipped)", "quantization": "edgeseq plan, 512 HAR training windows",
                    "input": "one held-out HAR window", "steps": steps, "macs_per_step": macs,
@@ -138,6 +142,45 @@ def main(argv=None) -> dict:
     return result
 
 
+def float_compilers(targets: list[str], compilers: list[str], models=("gru32", "lmu32", "lif32")) -> list[dict]:
+    """The float C backend's models of bench_targets, per target and compiler (instructions per
+    inference, 128 steps): the compiler choice is not only about the integer kernels."""
+    import torch
+
+    import edgeseq
+    from benchmarks.bench_targets import MODELS, har_like_input
+    from edgeseq.export.c import export_c
+    from edgeseq.nn import build_model
+    from edgeseq.targets import BuildError
+
+    x = har_like_input(128)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="edgeseq-bench-") as tmp:
+        for name in models:
+            arch, cfg = MODELS[name]
+            torch.manual_seed(0)
+            g = edgeseq.capture(build_model(arch, 6, 6, **cfg).eval(), torch.as_tensor(x[:, :16]))
+            for target in targets:
+                if ":" in target:
+                    continue
+                row = {"model": name, "target": target}
+                for cc in compilers:
+                    try:
+                        a = export_c(g, Path(tmp) / f"{name}-{target}-{cc}", target=target, golden_input=x[:, :32],
+                                     target_options={"compiler": cc})
+                        row[cc] = int(a.cost(x)["instructions"]["per_inference"])
+                    except BuildError as e:  # recorded: an old compiler may crash on generated code
+                        row[cc] = None
+                        row[f"{cc} error"] = e.message[-160:].strip().splitlines()[-1] if e.message else "build failed"
+                if row.get("gcc"):
+                    for cc in compilers:
+                        if cc != "gcc" and row.get(cc):
+                            row[f"{cc} / gcc"] = round(row[cc] / row["gcc"], 3)
+                rows.append(row)
+                print(f"float {name:7} {target:11} " + "  ".join(f"{cc} {row[cc]}" for cc in compilers), flush=True)
+    return rows
+
+
 def _op_macs(prog, op: dict) -> int:
     from edgeseq.quant.program import MatVec
 
@@ -145,7 +188,7 @@ def _op_macs(prog, op: dict) -> int:
     return int(prog.consts[o.w].size) * o.blocks if isinstance(o, MatVec) else 0
 
 
-QUICK = ["--targets", "cortex-m4", "--compilers", "gcc"]
+QUICK = ["--targets", "cortex-m4", "--compilers", "gcc", "--no-float"]
 
 
 def run(quick: bool = False, write: bool = True) -> dict:

@@ -26,14 +26,15 @@ CLANG_NAMES = tuple(f"clang-{v}" for v in range(22, 13, -1)) + ("clang",)
 CLANG_APT = "clang lld llvm"
 MIN_CLANG = 14
 
-# auto: the oldest Clang that executes fewer instructions than GCC 12 on each target for the shipped
-# int8 HAR model (measured by benchmarks/bench_device.py, table in benchmarks/BENCHMARKS.md: Clang 19
-# wins everywhere, Clang 14 on cortex-m55 and aarch64 only); GCC elsewhere and when it is older.
+# auto: the oldest Clang that executes fewer instructions than GCC 12 on each target (measured by
+# benchmarks/bench_device.py, tables in benchmarks/BENCHMARKS.md: Clang 19 wins on every target, by
+# 1-5% on the int8 HAR model and 25-56% on the float models; Clang 14 wins on cortex-m55 and aarch64
+# for the int8 model but crashes compiling a float GRU for cortex-m55); GCC elsewhere and when older.
 PREFERRED: dict[str, int] = {
     "cortex-m4": 19,
     "cortex-m7": 19,
-    "cortex-m55": 14,
-    "arm": 14,
+    "cortex-m55": 19,
+    "arm": 19,
 }
 
 

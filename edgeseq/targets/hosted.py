@@ -4,6 +4,7 @@ run under qemu-aarch64) and the build-only ``null`` target (host C compile, stri
 from __future__ import annotations
 
 import platform
+import re
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -33,6 +34,9 @@ class HostedTarget(Target):
 
 
 class X86Target(HostedTarget):
+    def gcc_flags(self):
+        return super().gcc_flags() + [f"-march={self.options.get('cpu', 'native')}"]
+
     def command(self, binary, args, plugin=None, log=None):
         if plugin:
             raise ConfigError("instruction counting is not available on the native x86 target",
@@ -91,14 +95,24 @@ def _opts(opt_level: str, compiler: str, **extra) -> dict:
     return out
 
 
-def make_x86(opt_level: str = "-O2", compiler: str = "auto") -> Target:
+X86_CPU = re.compile(r"^(native|x86-64(-v[234])?|[a-z][a-z0-9-]{1,30})$")
+
+
+def make_x86(opt_level: str = "-O2", compiler: str = "auto", cpu: str = "native") -> Target:
+    """``cpu`` sets ``-march``: ``native`` (the default: the target is this machine) uses every
+    instruction set it has (AVX2 / AVX-512), so the binary runs here; ``x86:x86-64`` (or
+    ``x86-64-v3``, ...) builds a binary for any such x86 machine."""
+    if cpu is not None and not X86_CPU.match(str(cpu)):
+        raise ConfigError(f"invalid x86 cpu '{cpu}'; expected native, x86-64, x86-64-v2/v3/v4 or a -march name")
     machine = platform.machine() or "x86_64"
     return X86Target(
-        name="x86", description="this machine: host gcc, runs natively, wall-time latency",
+        name="x86", description="this machine: host gcc (-march=native unless a cpu is named), runs natively, "
+                                "wall-time latency",
         caps=Capabilities(arch=machine, cpu=None, fpu="sse2" if machine in ("x86_64", "AMD64") else None,
                           simd=("sse2",) if machine in ("x86_64", "AMD64") else (), flash_bytes=None,
                           ram_bytes=None, os="linux"),
-        build_tools=("gcc",), options=_opts(opt_level, compiler), native=True, opt_level=opt_level,
+        build_tools=("gcc",), options=_opts(opt_level, compiler, cpu=cpu if cpu != "native" else None),
+        native=True, opt_level=opt_level,
         compiler=compiler)
 
 

@@ -9,8 +9,8 @@ generator of the C writes it (``CSources.info["profile_map"]``). Profiling then
 2. reads the line table with the target's ``objdump --dwarf=decodedline`` and turns it into
    address ranges per region (lines of inlined helpers and library code belong to no region:
    the QEMU plugin charges them to the region that ran last, i.e. their caller),
-3. runs the binary once under QEMU with the profiling plugin
-   (``support/insn_profile_plugin.c``) and divides each region's count by the number of steps
+3. runs the binary once under QEMU with the instruction-count plugin in its profiling mode
+   (``support/insn_count_plugin.c``, ``ranges=FILE``) and divides each region's count by the number of steps
    (step regions) or sequences (readout regions).
 
     prof = profile(target, sources, x)            # sources: CSources with a profile_map
@@ -172,7 +172,7 @@ def profile(target: Target, sources, inputs, work_dir: str | Path | None = None,
         rfile.write_text("".join(f"{a:x} {e:x} {r}\n" for a, e, r in rng))
         if "," in str(rfile):
             raise ConfigError(f"the profile's temporary directory contains a comma: {rfile}")
-        plugin = plugin_library("insn_profile_plugin") + f",ranges={rfile}"
+        plugin = plugin_library("insn_count_plugin") + f",ranges={rfile}"
         res = dbg.run(binary, x, mode="step", count=plugin)
     counts = _parse(res.plugin_log, labels)
     out = summarize(pmap, labels, counts, b, t, res.instructions)
@@ -209,7 +209,7 @@ def summarize(pmap: dict, labels: list[str], counts: dict[str, int], b: int, t: 
     per_seq.sort(key=lambda e: -e["instructions"])
     return {"per_step": per_step, "per_step_total": step_total, "per_sequence": per_seq, "other": other,
             "total": total, "batch": b, "steps": t,
-            "method": "QEMU plugin (insn_profile_plugin.c) on a -g build of the same sources, step mode: each "
+            "method": "QEMU plugin (insn_count_plugin.c, ranges mode) on a -g build of the same sources, step mode: each "
                       "instruction counted for the region of its source line (DWARF line table); inlined helpers "
                       "and library code for the region that called them; step regions divided by B*T, readout "
                       "regions by B"}

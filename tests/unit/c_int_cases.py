@@ -248,6 +248,16 @@ def kernel_programs(seed=0) -> list:
     mnew = b.emit(Requant(out="m.new", x=acc, mult=b.const("mm", rng.integers(1 << 30, 1 << 31, size=15), np.int32),
                           shift=b.const("ms", rng.integers(40, 44, size=15), np.int8)), 15, bits=16)
     b.emit(Store(out="m", x=mnew), 15)
+    # matvecs whose accumulators only a requantization reads (fused on DSP cores), one over blocks
+    for k, (n, src, blocks) in enumerate([(7, x16, 1), (5, x8, 1), (3, u, 3)]):
+        W = b.const(f"Wq{k}", w8(n, src and b.width(src) // blocks), np.int8)
+        accq = b.emit(MatVec(out=f"accq{k}", x=src, w=W, blocks=blocks,
+                             bias=b.const(f"bq{k}", rng.integers(-999, 999, size=n), np.int32)), n * blocks)
+        rq = b.emit(Requant(out=f"rq{k}", x=accq, mult=b.const(f"mq{k}", rng.integers(1 << 30, 1 << 31, size=n * blocks),
+                                                               np.int32),
+                            shift=b.const(f"sq{k}", rng.integers(30, 40, size=n * blocks), np.int8)), n * blocks, bits=8)
+        outs.append(b.emit(Clamp(out=f"cq{k}", x=rq, lo=b.const("m100", [-100], np.int8),
+                                 hi=b.const("p100", [100], np.int8)), n * blocks, bits=8))
     W16 = b.const("W16", rng.integers(-300, 300, size=(10, 9)), np.int16)
     outs.append(b.emit(MatVec(out="y16", x=x8, w=W16), 10))
     outs.append(b.emit(MatVec(out="yw", x=x16, w=b.const("Ww", w8(11, 9), np.int8)), 11))

@@ -76,12 +76,15 @@ def test_compiler_option_and_automatic_choice(monkeypatch):
     assert compilers.resolve("auto", "cortex-m55") == "gcc"  # no Clang installed: GCC
     monkeypatch.setattr(compilers, "find_clang", lambda name="clang": "/usr/bin/clang-14")
     monkeypatch.setattr(compilers, "clang_major", lambda p: 14)
-    assert compilers.resolve("auto", "cortex-m55") == "clang-14"  # Clang 14 beats GCC there
-    assert compilers.resolve("auto", "cortex-m4") == "gcc"  # ... not on the M4 (measured: 19 does)
+    assert compilers.resolve("auto", "cortex-m55") == "gcc"  # Clang 14 is not preferred (measured)
+    assert compilers.resolve("clang", "cortex-m55") == "clang-14"  # ... unless asked for
+    monkeypatch.setattr(compilers, "find_clang", lambda name="clang": "/usr/bin/clang-19")
+    monkeypatch.setattr(compilers, "clang_major", lambda p: 19)
+    assert compilers.resolve("auto", "cortex-m55") == "clang-19" and compilers.resolve("auto", "cortex-m4") == "clang-19"
     assert compilers.resolve("auto", "x86") == "gcc" and compilers.resolve("gcc", "cortex-m55") == "gcc"
     t = get_target("arm:cortex-a72")
     spec = t.spec()
-    assert spec["options"]["compiler"] == "clang-14"  # the artifact records what it was built with
-    assert get_target(spec["name"], **spec["options"]).resolved_compiler() == "clang-14"
+    assert spec["options"]["compiler"] == "clang-19"  # the artifact records what it was built with
+    assert get_target(spec["name"], **spec["options"]).resolved_compiler() == "clang-19"
     assert "--target=aarch64-linux-gnu" in t.cflags() and "--target=aarch64-linux-gnu" not in t.gcc_flags()
     assert all(f in t.cflags() for f in t.gcc_flags()) and "-mcpu=cortex-a72" in t.gcc_flags()

@@ -10,21 +10,26 @@ half to even, output ``(float) q * scale`` in float32) without libm and without 
 no software floating point runs on a core with a single-precision FPU.
 
 Code shape: one loop nest per micro-op, except that a run of consecutive elementwise micro-ops of
-one width is fused into a single loop whose intermediate values are scalars (no memory), and dead
-micro-ops are dropped. ``matvec`` runs over contiguous int8 / int16 rows with int32 (or int64)
-accumulators; on Arm M-profile cores the compiler selects SIMD kernels (DSP ``SMLAD`` on
-Cortex-M4 / M7, MVE ``VMLADAVA`` on Cortex-M55) behind ``#if``, every other compiler the portable
-loops next to them (column form over a transposed table where rows are short or odd), so one
-``model.c`` builds everywhere. Requantization uses exact rewrites that avoid 64-bit shifts on
-32-bit cores (see ``esq_rq32``).
+one width is fused into a single loop whose intermediate values are scalars (no memory), 4 lanes at
+a time on MVE and NEON (``esq_v4``, :data:`intkernels.V4_API`), and dead micro-ops are dropped.
+``matvec`` is written out per instruction-set flavour (:mod:`edgeseq.export.c.intkernels`: DSP
+``SMLAD`` on Cortex-M4 / M7, MVE ``VMLADAVA`` on Cortex-M55, NEON ``SMLAL`` on aarch64, portable
+loops elsewhere) behind ``#if``, each with its weight table in its own layout, so one ``model.c``
+builds everywhere; a ``concat`` read only by a matvec is never built (the matvec reads its operands in
+place). Requantization runs in 32-bit arithmetic (``SMMLA`` / ``SSAT``, ``VQDMULH`` + rounding
+shifts; :class:`intkernels.RequantPlan`) where the input range allows, exactly. The input boundary is
+float32 (one round-half-even conversion where the FPU has it), the output ``(float) q * scale``.
 
 Memory: the program's states are fields of the caller-owned ``esq_state`` struct; every per-step
 vector that must live in memory gets a fixed offset in one arena per storage type inside that
 struct (a first-fit plan over live ranges, :mod:`edgeseq.export.c.plan`), a fused loop may write
-its outputs over operands it reads for the last time, and a ``load`` reads the state field itself
-when no ``store`` to that state can intervene. The ``final`` program (readouts and what follows
-them) runs on a stack arena inside ``esq_pooled_q``. Constants are ``static const`` tables (flash
-on a microcontroller). Nothing is allocated at run time and no buffer grows with the sequence length.
+its outputs over operands it reads for the last time, a ``load`` reads the state field itself
+when no ``store`` to that state can intervene, and a vector stored to a state is computed in the
+state's field when the old value is dead by then (the ``store`` costs nothing). The ``final``
+program (readouts and what follows them) runs on a stack arena inside ``esq_pooled_q``. Constants
+are ``static const`` tables (flash on a microcontroller). Nothing is allocated at run time and no
+buffer grows with the sequence length. ``info["profile_map"]`` says which lines of ``model.c`` each
+micro-op occupies (per-op instruction profiles, :mod:`edgeseq.targets.profile`).
 
 Generated API (``esq`` is the configurable prefix; ``ESQ_INT_API`` is defined)::
 
@@ -97,6 +102,11 @@ def _float_table(name: str, values, comment: str, where: str) -> str:
         lines.append("    " + ", ".join(vals[i:i + 4]) + ",")
     lines.append("};")
     return "\n".join(lines)
+
+
+# elementwise micro-ops that are one esq_v4 call: kind -> (function, operand fields)
+V4_CALLS = {"add": ("esq_v4_add", ("a", "b")), "sub": ("esq_v4_sub", ("a", "b")), "mul": ("esq_v4_mul", ("a", "b")),
+            "cmp_ge": ("esq_v4_ge", ("a", "b")), "select": ("esq_v4_sel", ("c", "a", "b"))}
 
 
 class _NoVector(Exception):
@@ -282,7 +292,40 @@ class IntCodeGen:
                 out[-1].append(idx)
             else:
                 out.append([idx])
+        return self.fuse_requant(ops, out)
+
+    def fuse_requant(self, ops, units: list[list[int]]) -> list[list[int]]:
+        """A kernel matvec followed by the elementwise loop that alone reads its accumulators (a
+        requantization, and what follows it) becomes one unit: on DSP cores the loop's body runs on
+        each row's accumulator in registers (fused requantization). Not where the loop's results
+        are stored to a state: computing them in the state's field saves more (the matvec would
+        still be reading the old value)."""
+        readers: dict[str, set[int]] = {}
+        stored = {ops[idx].x for grp in units for idx in grp if isinstance(ops[idx], Store)}
+        for u, grp in enumerate(units):
+            for idx in grp:
+                for r in self.reads(ops[idx]):
+                    readers.setdefault(r, set()).add(u)
+        out: list[list[int]] = []
+        for u, grp in enumerate(units):
+            prev = out[-1] if out else None
+            op = ops[grp[0]]
+            if (prev is not None and len(prev) == 1 and isinstance(ops[prev[0]], MatVec) and isinstance(op, Requant)
+                    and op.x == ops[prev[0]].out and readers.get(op.x, set()) == {u}
+                    and op.x not in self._keep and self.p.vectors[op.out].n == self.p.vectors[op.x].n
+                    and not any(ops[i].out in stored for i in grp)  # those are computed in their state's field
+                    and self.kernel_ok(ops[prev[0]], [p.ctype for p in self.mv_part_types(ops[prev[0]])])):
+                prev.extend(grp)
+            else:
+                out.append(list(grp))
         return out
+
+    def mv_part_types(self, op: MatVec) -> list:
+        """The input operands of a matvec (a folded concat's, or its input) as (name, ctype) parts."""
+        from types import SimpleNamespace
+
+        xs = self.folded[op.x].xs if op.x in self.folded else (op.x,)
+        return [SimpleNamespace(ctype=self.ctype(x)) for x in xs]
 
     def fold_concats(self, ops, order: list[int], keep: set[str]) -> None:
         """Concats whose only reader is a kernel matvec over the same blocks are never built: the
@@ -313,6 +356,7 @@ class IntCodeGen:
         order = self.live_ops(ops, keep)
         self.fold_concats(ops, order, keep)
         order = [i for i in order if ops[i].out not in self.folded]
+        self._keep = keep
         units = self.units(ops, order)
         unit_of = {idx: u for u, grp in enumerate(units) for idx in grp}
         last: dict[str, int] = {}  # vector -> op index of its last reader (alias decisions)
@@ -378,6 +422,13 @@ class IntCodeGen:
                 for v in ext:
                     alloc(v, dying)
                 body = self.emit_fused(section, ops, grp, set(ext))
+            elif isinstance(first, MatVec) and len(grp) > 1:  # a matvec with its requantization
+                alloc(first.out)
+                ext = [ops[idx].out for idx in grp[1:] if ulast.get(ops[idx].out, -1) > u]
+                for v in ext:
+                    alloc(v)  # never over an operand: the matvec may still read it
+                body = self.emit_matvec(first, self.where(section, grp[0], first),
+                                        fused=(section, ops, grp[1:], set(ext)))
             else:
                 alloc(first.out)
                 body = self.emit(first, self.where(section, grp[0], first))
@@ -419,7 +470,7 @@ class IntCodeGen:
             pu = unit_of[pi]
             if isinstance(ops[pi], Load):
                 continue
-            elementwise = isinstance(ops[pi], ELEMENTWISE)
+            elementwise = isinstance(ops[units[pu][0]], ELEMENTWISE)  # (a fused matvec reads x to the end)
             ok = True
             for idx in order:
                 op = ops[idx]
@@ -460,7 +511,21 @@ class IntCodeGen:
         output may share the block of an operand). Where the unit vectorises (MVE, NEON: every
         value fits int32 lanes) four elements go at a time, the scalar loop takes the rest."""
         n = self.p.vectors[ops[grp[0]].out].n
+        body = self.scalar_body(section, ops, grp, ext)
+        vec = self.vec_fused(ops, grp, ext) if n >= 4 else None
+        if vec is None:
+            return self._loop(n, body)
+        n4 = n - n % 4
+        tail = [f"for (int i = {n4}; i < {n}; ++i) {{", *indent(body), "}"] if n4 < n else []
+        return ["#if defined(ESQ_V4)", f"for (int i = 0; i < {n4}; i += 4) {{", *indent(vec), "}", *tail,
+                "#else", *self._loop(n, body), "#endif"]
+
+    def scalar_body(self, section: str, ops, grp: list[int], ext: set[str], given: dict | None = None) -> list[str]:
+        """Statements computing element ``i`` of every op of an elementwise unit (each value a
+        scalar of its storage type) and storing the ``ext`` outputs; ``given`` maps vectors to
+        scalar C expressions already at hand (a matvec's accumulator in a register)."""
         body: list[str] = []
+        self.tmp.update(given or {})
         for k, idx in enumerate(grp):
             op = ops[idx]
             yt = ctype_of_bits(self.p.vectors[op.out].bits)
@@ -473,15 +538,9 @@ class IntCodeGen:
             v = ops[idx].out
             if v in ext:
                 body.append(f"{self.loc[v]}[i] = {self.tmp[v]};")
-        for idx in grp:
-            self.tmp.pop(ops[idx].out, None)
-        vec = self.vec_fused(ops, grp, ext) if n >= 4 else None
-        if vec is None:
-            return self._loop(n, body)
-        n4 = n - n % 4
-        tail = [f"for (int i = {n4}; i < {n}; ++i) {{", *indent(body), "}"] if n4 < n else []
-        return ["#if defined(ESQ_V4)", f"for (int i = 0; i < {n4}; i += 4) {{", *indent(vec), "}", *tail,
-                "#else", *self._loop(n, body), "#endif"]
+        for v in [ops[idx].out for idx in grp] + list(given or {}):
+            self.tmp.pop(v, None)
+        return body
 
     # -- 4-lane vector form of an elementwise unit (intkernels.V4_API) ----------------------------
     def vec_fused(self, ops, grp: list[int], ext: set[str]) -> list[str] | None:
@@ -521,7 +580,11 @@ class IntCodeGen:
                 op = ops[idx]
                 if ctype_of_bits(self.p.vectors[op.out].bits) == "int64_t":
                     raise _NoVector
-                expr = getattr(self, f"vec_{op.kind}", self._vec_none)(op, vrd, body)
+                if op.kind in V4_CALLS:  # one esq_v4 call on the operands
+                    fn, args = V4_CALLS[op.kind]
+                    expr = f"{fn}({', '.join(vrd(getattr(op, a)) for a in args)})"
+                else:
+                    expr = getattr(self, f"vec_{op.kind}", self._vec_none)(op, vrd, body)
                 body.append(f"const esq_v4 v{k} = {expr};")
                 names[op.out] = f"v{k}"
         except _NoVector:
@@ -585,23 +648,8 @@ class IntCodeGen:
                  f"{self._vconst(-(plan.k + 1), (op.shift, 'rq-nk'), f'{op.shift}: -(k + 1)')})")
         return self._vsat(y, bits) if bits < 31 else y
 
-    def vec_add(self, op, vrd, body) -> str:
-        return f"esq_v4_add({vrd(op.a)}, {vrd(op.b)})"
-
-    def vec_sub(self, op, vrd, body) -> str:
-        return f"esq_v4_sub({vrd(op.a)}, {vrd(op.b)})"
-
-    def vec_mul(self, op, vrd, body) -> str:
-        return f"esq_v4_mul({vrd(op.a)}, {vrd(op.b)})"
-
     def vec_clamp(self, op, vrd, body) -> str:
         return f"esq_v4_min(esq_v4_max({vrd(op.x)}, {vrd(op.lo)}), {vrd(op.hi)})"
-
-    def vec_cmp_ge(self, op, vrd, body) -> str:
-        return f"esq_v4_ge({vrd(op.a)}, {vrd(op.b)})"
-
-    def vec_select(self, op, vrd, body) -> str:
-        return f"esq_v4_sel({vrd(op.c)}, {vrd(op.a)}, {vrd(op.b)})"
 
     def vec_lut(self, op: Lut, vrd, body) -> str:
         tb = self.p.consts[op.table]
@@ -650,7 +698,9 @@ class IntCodeGen:
         return (self.ctype(op.out) == "int32_t" and not self.is_const(op.x)
                 and K.supported(self.p.consts[op.w], part_ctypes))
 
-    def emit_matvec(self, op: MatVec, where: str) -> list[str]:
+    def emit_matvec(self, op: MatVec, where: str, fused=None) -> list[str]:
+        """``fused`` = (section, ops, unit, ext): the elementwise unit that consumes the
+        accumulators, run on them in registers on DSP cores, after the product elsewhere."""
         y, yt, n = self._y(op)
         W = self.p.consts[op.w]
         if W.ndim != 2:
@@ -687,7 +737,15 @@ class IntCodeGen:
                 dsp += [f"int16_t {nm}[{tot}] ESQ_ALIGN8;", f"for (int i = 0; i < {tot}; ++i)",
                         f"    {nm}[i] = {part.x}[i];"]
                 widened[k] = nm
-        dsp += K.dsp_matvec(call, tab, widened)
+        after: list[str] = []
+        epilogue = None
+        if fused is not None:
+            section, ops, grp, ext = fused
+            after = self.emit_fused(section, ops, grp, ext)
+
+            def epilogue(index: str, acc: str) -> list[str]:
+                return [f"const int i = {index};", *self.scalar_body(section, ops, grp, ext, {op.out: acc})]
+        dsp += K.dsp_matvec(call, tab, widened, epilogue)
         neon = []
         if op.bias:
             b32 = self.layout_table((op.bias, "neon-pad"), op.bias,
@@ -708,6 +766,8 @@ class IntCodeGen:
             mve += K.mve_xs_matvec(call, tab)
         else:
             mve = K.mve_matvec(call, tab)
+        if after:  # the other flavours store the accumulators, then run the elementwise loop
+            mve, neon, portable = ([*c, "{", *indent(after), "}"] for c in (mve, neon, portable))
         return ["#if defined(ESQ_MV_MVE)", *mve, "#elif defined(ESQ_MV_DSP)", *dsp,
                 "#elif defined(ESQ_MV_NEON)", *neon, "#else", *portable, "#endif"]
 

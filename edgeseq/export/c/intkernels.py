@@ -240,9 +240,11 @@ def _dsp_asm(call: MatVecCall, nchunks: int, xp: str, aligned: bool) -> list[str
     return lines
 
 
-def dsp_matvec(call: MatVecCall, table: str, widened: dict[int, str]) -> list[str]:
+def dsp_matvec(call: MatVecCall, table: str, widened: dict[int, str], epilogue=None) -> list[str]:
     """Code for the DSP flavour. ``widened`` maps a part index to an int16 copy of an int8 part
-    (the caller fills it first)."""
+    (the caller fills it first). ``epilogue(index, acc)`` (fused requantization): the statements
+    that consume row ``index``'s accumulator (a C expression) in registers, instead of storing
+    it to ``y``."""
     c = dsp_chunk(call)
     per_word = 4 if call.wctype == "int8_t" else 2
     N, G = call.N, call.blocks
@@ -264,7 +266,13 @@ def dsp_matvec(call: MatVecCall, table: str, widened: dict[int, str]) -> list[st
                     terms = " + ".join(f"(int32_t)wp[{r * tail + j}] * {xp}[{full * c + j}]" for j in range(tail))
                     L.append(f"a{r} += {terms};")
                 L.append(f"wp += {_ceil(4 * tail, per_word)};")
-        L += [f"yg[{o} + {r}] = a{r};" if o != "0" else f"yg[{r}] = a{r};" for r in range(rows)]
+        L += [f"(void)a{r};" for r in range(rows, 4)]  # the zero rows of a partial group
+        if epilogue is None:
+            L += [f"yg[{o} + {r}] = a{r};" if o != "0" else f"yg[{r}] = a{r};" for r in range(rows)]
+        else:
+            g = "g * " + str(N) + " + " if G > 1 else ""
+            for r in range(rows):
+                L += ["{", *["    " + x for x in epilogue(f"{g}{o} + {r}", f"a{r}")], "}"]
         return L
 
     body = [f"const {wct} *wp = {table};"]
@@ -272,10 +280,10 @@ def dsp_matvec(call: MatVecCall, table: str, widened: dict[int, str]) -> list[st
         body += [f"for (int o = 0; o < {N4}; o += 4) {{", *["    " + x for x in group("o", 4)], "}"]
     if N % 4:
         body += ["{", *["    " + x for x in group(str(N4), N % 4)], "}"]
+    yg = [] if epilogue is not None else ["int32_t *const yg = " + call.y + (" + g * " + str(N) if G > 1 else "") + ";"]
     if G == 1:
-        return ["int32_t *const yg = " + call.y + ";", *body]
-    return [f"for (int g = 0; g < {G}; ++g) {{", f"    int32_t *const yg = {call.y} + g * {N};",
-            *["    " + x for x in body], "}"]
+        return [*yg, *body]
+    return [f"for (int g = 0; g < {G}; ++g) {{", *["    " + x for x in yg], *["    " + x for x in body], "}"]
 
 
 # ----------------------------------------------------------------------------------------------
