@@ -104,15 +104,31 @@ def main(argv=None) -> dict:
                           + (f"  flash {row['flash_bytes']:>7,} B  RAM {row['ram_bytes']:>6,} B" if "flash_bytes" in row
                              else "") + f"  verified {row['verified']}")
             rows[name] = entry
+    table = []
+    for name, entry in rows.items():
+        for target, res in entry["targets"].items():
+            for kind, row in res.items():
+                t = {"model": name, "target": target, "numerics": kind}
+                if "instructions_per_inference" in row:
+                    t["instructions_per_inference"] = row["instructions_per_inference"]
+                    t["instructions_per_mac"] = round(row["instructions_per_inference"] /
+                                                      (entry["macs_per_step"] * args.steps), 3)
+                if "latency_per_inference_us" in row:
+                    t["latency_per_inference_us"] = row["latency_per_inference_us"]
+                t.update({k: row[k] for k in ("flash_bytes", "ram_bytes", "weights_bytes", "verified") if k in row})
+                table.append(t)
     result = {
         "config": {"steps": args.steps, "batch": 1, "in_features": 6, "classes": 6, "input": "synthetic IMU-like",
                    "quantization": "edgeseq preset, calibrated on 64 IMU-like noise sequences"},
+        "tables": {"integer vs float C per target (default compiler of each target)": table},
         "method": {
             "instructions": "QEMU 7.2 TB-count plugin; the same driver and input in step / nostep / io modes: "
                             "per_inference = (step - io) / B, per_step = (step - nostep) / (B*T). Integer models "
-                            "include the input quantizer (IEEE double; soft-float on cortex-m4) and q * scale outputs.",
-            "kernels": "integer: int8/int16 matvecs with int32 accumulators; Cortex-M4/M7 SMLAD (DSP) kernels, "
-                       "Cortex-M55 MVE (VMLADAVA) kernels, portable C elsewhere; fused elementwise chains",
+                            "include the input quantizer (float32) and (float) q * scale outputs.",
+            "kernels": "integer: edgeseq.export.c.intkernels (Cortex-M4/M7 DSP, Cortex-M55 MVE, aarch64 NEON, "
+                       "portable C on x86) and 4-lane vector elementwise loops on MVE / NEON",
+            "compiler": "each target's default (edgeseq.targets.compilers: Clang 19 where installed on Cortex-M "
+                        "and aarch64, GCC on x86)",
             "latency": "x86 only: clock_gettime around esq_reset + esq_run inside the driver, this shared machine",
             "flash_ram": "Cortex-M: ELF sections of the whole firmware (start-up, semihosting driver with 2 x 4 KiB "
                          "I/O buffers, 8 KiB stack); flash = text + rodata + data, RAM = data + bss + stack",

@@ -36,6 +36,8 @@ TOOLS: dict[str, Tool] = {t.name: t for t in (
     Tool("espeak-ng", "espeak-ng", "synthesising the keyword-spotting corpus"),
     Tool("flite", "flite", "the held-out second speech engine of the KWS corpus"),
     Tool("gcc", "gcc", "building the QEMU instruction-count plugin and host C artifacts"),
+    Tool("arm-none-eabi-objdump", "binutils-arm-none-eabi", "per-op instruction profiles of Cortex-M firmware"),
+    Tool("aarch64-linux-gnu-objdump", "binutils-aarch64-linux-gnu", "per-op instruction profiles of arm builds"),
 )}
 
 APT_ALL = sorted({p for t in TOOLS.values() for p in t.apt.split()} | {"qemu-user-static", "g++-aarch64-linux-gnu"})

@@ -19,15 +19,23 @@ if command -v dpkg-query >/dev/null 2>&1; then
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
 fi
-if ((${#missing[@]})); then
+# Clang/LLVM, the second compiler of the Cortex-M and aarch64 builds (edgeseq/targets/compilers.py):
+# Debian's clang-19 where the distribution has it (it beats GCC 12 on every target), else its default clang.
+need_clang=0
+command -v clang-19 >/dev/null 2>&1 || command -v clang >/dev/null 2>&1 || need_clang=1
+if ((${#missing[@]})) || ((need_clang)); then
   if [ "$(id -u)" = 0 ]; then SUDO=(); elif sudo -n true 2>/dev/null; then SUDO=(sudo); else SUDO=none; fi
   if [ "${SUDO[*]-}" = none ]; then
+    ((need_clang)) && missing+=(clang lld llvm)
     echo "edgeseq setup: missing Debian packages; install them with:" >&2
     echo "  sudo apt-get install -y ${missing[*]}" >&2
     echo "(continuing: tests needing them are skipped on your machine and fail under CI=true)" >&2
   else
-    echo "edgeseq setup: installing ${missing[*]}"
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    if ((need_clang)); then
+      if apt-cache show clang-19 >/dev/null 2>&1; then missing+=(clang-19 lld-19 llvm-19); else missing+=(clang lld llvm); fi
+    fi
+    echo "edgeseq setup: installing ${missing[*]}"
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
 fi

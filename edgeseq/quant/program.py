@@ -157,12 +157,15 @@ class InputSpec:
     """The boundary quantizer of (a part of) the float input.
 
     For the input channels ``channels`` (indices into the graph input's features) it produces the
-    integer vector ``vec`` with, in IEEE double arithmetic, per channel c:
+    integer vector ``vec`` with, in IEEE single-precision arithmetic, per channel c:
 
-        t = ((double) x[c] - offset[c]) * inv_scale[c]
+        t = ((float) x[c] - offset[c]) * inv_scale[c]
         q = clamp(rint(t), -2^(bits-1), 2^(bits-1) - 1)          (rint: round half to even)
 
-    and dequantizes as x ~ q * scale[c] + offset[c] with scale = 1 / inv_scale as stored."""
+    (a subtraction, then a multiplication, each rounded to float32: no fused multiply-add).
+    ``offset`` and ``inv_scale`` are float32 values (given values are rounded to float32 once, on
+    construction), so a device with a single-precision FPU, or none, computes the same integers.
+    It dequantizes as x ~ q * scale[c] + offset[c] (``scale`` is metadata, float64)."""
 
     vec: str
     channels: np.ndarray
@@ -170,6 +173,15 @@ class InputSpec:
     scale: np.ndarray
     inv_scale: np.ndarray
     offset: np.ndarray
+
+    def __post_init__(self):
+        for name in ("inv_scale", "offset"):
+            v = np.asarray(getattr(self, name), np.float64)
+            with np.errstate(over="ignore"):
+                f = v.astype(np.float32)
+            if not np.all(np.isfinite(f)):
+                raise NumericsError(f"input '{self.vec}': {name} {v.tolist()} is not a finite float32")
+            object.__setattr__(self, name, f.astype(np.float64))
 
     def to_json(self) -> dict:
         return {"vec": self.vec, "channels": [int(c) for c in self.channels], "bits": self.bits,
@@ -184,7 +196,8 @@ class InputSpec:
 
     def quantize(self, x: np.ndarray) -> np.ndarray:
         """(B, T, F) float -> (B, T, len(channels)) int64, exactly as documented above."""
-        t = (np.asarray(x, np.float64)[..., self.channels] - self.offset) * self.inv_scale
+        xf = np.asarray(x).astype(np.float32)[..., self.channels]
+        t = (xf - self.offset.astype(np.float32)) * self.inv_scale.astype(np.float32)
         lo, hi = int_range(self.bits)
         return np.clip(np.rint(t), lo, hi).astype(np.int64)
 

@@ -1,7 +1,8 @@
 """Device targets for the self-contained C backend: a registry of :class:`Target` objects.
 
 ======================  ===========================================================================
-``x86``                 host gcc, runs natively, wall-time latency
+``x86``                 host gcc with -march=native (``x86:x86-64``: any x86-64), runs natively,
+                        wall-time latency
 ``arm``                 aarch64 Linux, static, runs under ``qemu-aarch64 -L /usr/aarch64-linux-gnu``;
                         ``arm:cortex-a72`` / ``arm:cortex-a76`` set ``-mcpu`` and QEMU ``-cpu``
 ``cortex-m4``           firmware for QEMU mps2-an386 (qemu-system-arm, semihosting I/O)
@@ -16,6 +17,10 @@
     binary = t.build(edgeseq.export.c.generate(graph), "build/")
     t.run(binary, x).pooled                  # (B, P) outputs
     t.cost(binary, x)["instructions"]        # per inference / per step, under QEMU
+
+Every target takes ``compiler=`` (``auto``, ``gcc``, ``clang``, ``clang-NN``; see
+:mod:`edgeseq.targets.compilers`), and :mod:`edgeseq.targets.profile` breaks a model's instructions
+per step down by micro-op.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import ArtifactError, ConfigError, EdgeseqError, ShapeError
 from ..toolchains import require
+from . import compilers
 from . import driver as D
 from .elf import ElfFile
 
@@ -104,6 +105,7 @@ class RunResult:
     repeat: int = 1
     instructions: int | None = None
     log: str = ""
+    plugin_log: str = ""  # what the QEMU plugin printed (counting runs)
 
 
 @dataclass
@@ -121,28 +123,58 @@ class Target:
     opt_level: str = "-O2"
     run_timeout_s: float = 600.0
     build_jobs: int = 1  # compiler processes run at once (multi-model builds raise it)
+    extra_cflags: tuple[str, ...] = ()  # appended to every compile (e.g. -g for profiling builds)
+    compiler: str = "auto"  # gcc | clang | clang-NN | auto (see edgeseq.targets.compilers)
 
     binary_name: ClassVar[str] = "model"
+    cc_tool: ClassVar[str] = "gcc"  # the target's GCC: it compiles (compiler gcc) and always links
+    clang_triple: ClassVar[str | None] = None  # --target for Clang (None: the host)
 
     # -- toolchain --------------------------------------------------------------------------------
     def check_toolchain(self, run: bool = True) -> dict[str, str]:
         """Paths of the tools this target needs (build, and run if ``run``); raises
         ToolchainMissingError with the apt command for the first missing one."""
         tools = self.build_tools + (self.run_tools if run and self.can_run else ())
-        return {t: require(t) for t in tools}
+        out = {t: require(t) for t in tools}
+        cc = self.resolved_compiler()
+        if cc != "gcc":
+            out[cc] = compilers.require_clang(cc)
+        return out
 
     def toolchain_versions(self, run: bool = True) -> dict[str, str]:
         return {t: tool_version(p) for t, p in self.check_toolchain(run).items()}
 
+    def resolved_compiler(self) -> str:
+        """``gcc`` or the Clang (``clang``, ``clang-NN``) this target compiles with."""
+        return compilers.resolve(self.compiler, self.name)
+
+    def compiler_path(self) -> str:
+        cc = self.resolved_compiler()
+        return require(self.cc_tool) if cc == "gcc" else compilers.require_clang(cc)
+
     def spec(self) -> dict:
-        """JSON description (name, options, capabilities) that :func:`edgeseq.targets.get_target` accepts back."""
-        return {"name": self.name, "options": dict(self.options), "capabilities": self.caps.to_dict(),
-                "description": self.description}
+        """JSON description (name, options, capabilities) that :func:`edgeseq.targets.get_target` accepts back;
+        ``options["compiler"]`` is the compiler the target resolved to."""
+        return {"name": self.name, "options": {**self.options, "compiler": self.resolved_compiler()},
+                "capabilities": self.caps.to_dict(), "description": self.description}
 
     # -- build ------------------------------------------------------------------------------------
     def cflags(self) -> list[str]:
+        """Compile flags for the resolved compiler (GCC's, plus Clang's target selection)."""
+        flags = self.gcc_flags()
+        if self.resolved_compiler() != "gcc":
+            flags = self.clang_flags() + flags
+        return flags + list(self.extra_cflags)
+
+    def gcc_flags(self) -> list[str]:
+        """Flags shared by compiling and linking with the target's GCC (subclasses add the CPU's)."""
         return ["-std=c99", self.opt_level, "-Wall", "-Wextra", "-fno-math-errno", "-ffp-contract=off",
                 "-ffunction-sections", "-fdata-sections"]
+
+    def clang_flags(self) -> list[str]:
+        """What Clang needs besides GCC's flags: the target triple and the C library's headers."""
+        out = [f"--target={self.clang_triple}"] if self.clang_triple else []
+        return out + ["-fomit-frame-pointer"]
 
     def precheck(self, info: dict) -> None:
         """Raise ResourceError before compiling when the model cannot fit (boards with fixed memory)."""
@@ -220,14 +252,15 @@ class Target:
     def command(self, binary, args: Sequence[str], plugin: str | None = None, log: str | None = None) -> list[str]:
         raise NotImplementedError
 
-    def run(self, binary, inputs, mode: str = "step", state: bool = False, count: bool = False,
+    def run(self, binary, inputs, mode: str = "step", state: bool = False, count: bool | str = False,
             repeat: int = 1, *, qin: bool = False, qout: bool = False, init_state=None,
             select: int | None = None) -> RunResult:
         """Run ``binary`` on ``inputs`` (B, T, F): one driver process for the whole batch.
 
         ``mode``: step | run | io | chunk:K (see :mod:`edgeseq.targets.driver`); ``state`` also
         returns each sequence's final canonical state; ``count`` counts executed instructions
-        under QEMU; ``repeat`` (mode run) repeats each sequence for timing. ``init_state`` (B, Z)
+        under QEMU (a string: the QEMU ``-plugin`` argument of another counting plugin, e.g. the
+        profiler of :mod:`edgeseq.targets.profile`); ``repeat`` (mode run) repeats each sequence for timing. ``init_state`` (B, Z)
         starts each sequence from that canonical state instead of zeros. Integer models only:
         ``qout`` returns integer outputs and state (int64 arrays; ``init_state`` is then integer
         too), ``qin`` (with ``qout``) takes integer ``inputs`` (the program's quantized input).
@@ -259,7 +292,7 @@ class Target:
             args += (["qin"] if qin else []) + (["qout"] if qout else [])
             if select is not None:
                 args = [str(int(select))] + args
-            plugin = qemu_plugin() if count else None
+            plugin = (count if isinstance(count, str) else qemu_plugin()) if count else None
             log = str(tmp / "qemu.log") if count else None
             argv = self.command(binary, args, plugin, log)
             t0 = time.perf_counter()
@@ -267,11 +300,13 @@ class Target:
                            timeout=self.run_timeout_s)
             wall = time.perf_counter() - t0
             out = D.read_output(tmp / "out.bin", dtype=words)
-            n = None
+            n, plog = None, ""
             if count:
                 n = parse_insn_count(Path(log), where=f"target {self.name}")
+                plog = Path(log).read_text(errors="replace")
             text = (res.stdout + res.stderr).decode("utf-8", "replace")
-        return RunResult(out["step"], out["pooled"], out["state"], wall, out["model_ns"], out["repeat"], n, text)
+        return RunResult(out["step"], out["pooled"], out["state"], wall, out["model_ns"], out["repeat"], n, text,
+                         plog)
 
     @property
     def counts_instructions(self) -> bool:
@@ -323,11 +358,16 @@ def cache_dir() -> Path:
 
 
 def qemu_plugin() -> str:
-    """Path of the instruction-counting QEMU plugin, compiled with the host gcc on first use and
+    """Path of the instruction-counting QEMU plugin (see :func:`plugin_library`)."""
+    return plugin_library("insn_count_plugin")
+
+
+def plugin_library(name: str) -> str:
+    """Path of the QEMU plugin ``support/<name>.c``, compiled with the host gcc on first use and
     cached (keyed by the source hash)."""
-    src = SUPPORT / "insn_count_plugin.c"
+    src = SUPPORT / f"{name}.c"
     digest = hashlib.sha256(src.read_bytes()).hexdigest()[:12]
-    out = cache_dir() / "qemu-plugins" / f"libesq_insn_count-{digest}.so"
+    out = cache_dir() / "qemu-plugins" / f"lib{name}-{digest}.so"
     if out.exists():
         return str(out)
     gcc = require("gcc")
@@ -340,7 +380,7 @@ def qemu_plugin() -> str:
     os.close(fd)
     try:
         run_tool([gcc, "-shared", "-fPIC", "-O2", "-o", tmp, src], where="qemu plugin",
-                 what="compiling the instruction-count plugin", error=BuildError)
+                 what=f"compiling the QEMU plugin {name}", error=BuildError)
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, ResourceError
 from .base import SUPPORT, BuildError, Capabilities, Target, run_tool
+from .compilers import check_compiler
 from .elf import ElfFile
 
 
@@ -72,8 +73,17 @@ class CortexMTarget(Target):
     def io_floats(self) -> int:
         return self.io_buffer_floats
 
-    def cflags(self):
-        return super().cflags() + list(self.board.cflags)
+    cc_tool = "arm-none-eabi-gcc"
+    clang_triple = "arm-none-eabi"
+
+    def gcc_flags(self):
+        return super().gcc_flags() + list(self.board.cflags)
+
+    def clang_flags(self):
+        from .compilers import gcc_system_includes
+
+        incs = gcc_system_includes(self.check_toolchain(run=False)[self.cc_tool])
+        return super().clang_flags() + [f for d in incs for f in ("-isystem", d)]
 
     def driver_files(self):
         return {"esq_io.h": SUPPORT / "esq_io.h", "esq_io_semihost.c": SUPPORT / "esq_io_semihost.c",
@@ -118,18 +128,18 @@ class CortexMTarget(Target):
     def build(self, sources, out_dir) -> Path:
         """Compile and link ``out_dir/bin/model.elf``; ResourceError when the linker finds that a
         memory region overflows."""
-        cc = self.check_toolchain(run=False)["arm-none-eabi-gcc"]
+        tools = self.check_toolchain(run=False)
+        cc, ld = self.compiler_path(), tools["arm-none-eabi-gcc"]
         self.precheck(sources.info)
         out_dir = Path(out_dir)
         src = self.stage_sources(sources, out_dir)
         (src / "board.ld").write_text(self.linker_script())
-        flags = self.cflags()
-        objs = self._compile_objects(cc, src, out_dir / "obj", flags,
+        objs = self._compile_objects(cc, src, out_dir / "obj", self.cflags(),
                                      self.units(sources) + ["esq_io_semihost.c", "cortexm_startup.c"])
         binary = out_dir / "bin" / self.binary_name
         binary.parent.mkdir(parents=True, exist_ok=True)
         try:
-            run_tool([cc, *flags, *objs, "-nostartfiles", "-Wl,--gc-sections", "-L", src, "-T", src / "board.ld",
+            run_tool([ld, *self.gcc_flags(), *objs, "-nostartfiles", "-Wl,--gc-sections", "-L", src, "-T", src / "board.ld",
                       "--specs=nano.specs", "-Wl,--start-group", "-lm", "-lc", "-lnosys", "-Wl,--end-group",
                       "-o", binary], where=f"target {self.name}", what="linking the firmware", error=BuildError)
         except BuildError as e:
@@ -172,7 +182,8 @@ class CortexMTarget(Target):
 
 
 def make_cortexm(name: str, flash_bytes: int | None = None, ram_bytes: int | None = None,
-                 stack_bytes: int = 8192, io_buffer_floats: int = 1024, opt_level: str = "-O2") -> Target:
+                 stack_bytes: int = 8192, io_buffer_floats: int = 1024, opt_level: str = "-O2",
+                 compiler: str = "auto") -> Target:
     board = BOARDS[name]
     flash = board.flash_bytes if flash_bytes is None else int(flash_bytes)
     ram = board.ram_bytes if ram_bytes is None else int(ram_bytes)
@@ -184,14 +195,15 @@ def make_cortexm(name: str, flash_bytes: int | None = None, ram_bytes: int | Non
     opts = {}
     for k, v, d in (("flash_bytes", flash, board.flash_bytes), ("ram_bytes", ram, board.ram_bytes),
                     ("stack_bytes", stack_bytes, 8192), ("io_buffer_floats", io_buffer_floats, 1024),
-                    ("opt_level", opt_level, "-O2")):
+                    ("opt_level", opt_level, "-O2"), ("compiler", check_compiler(compiler), "auto")):
         if v != d:
             opts[k] = v
     t = CortexMTarget(
         name=name, description=f"{board.cpu} firmware on QEMU {board.machine} (qemu-system-arm, semihosting)",
         caps=Capabilities(arch=board.arch, cpu=board.cpu, fpu=board.fpu, simd=board.simd, flash_bytes=flash,
                           ram_bytes=ram, os="bare-metal", board=board.machine, emulator="qemu-system-arm"),
-        build_tools=("arm-none-eabi-gcc",), run_tools=("qemu-system-arm",), options=opts, opt_level=opt_level)
+        build_tools=("arm-none-eabi-gcc",), run_tools=("qemu-system-arm",), options=opts, opt_level=opt_level,
+        compiler=check_compiler(compiler))
     t.board, t.flash_bytes, t.ram_bytes = board, flash, ram
     t.stack_bytes, t.io_buffer_floats = int(stack_bytes), int(io_buffer_floats)
     return t

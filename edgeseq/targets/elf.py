@@ -104,3 +104,45 @@ class ElfFile:
                 if size and name:
                     out[self._str(strtab.offset, name)] = size
         return out
+
+
+def calls_in_functions(obj, roots, objdump: str) -> dict[str, set[str]]:
+    """Every function that each function in ``roots`` calls, directly or through other functions of
+    the same object file ``obj`` (from ``objdump -dr``: call instructions and their relocations),
+    e.g. to check that a per-step path calls no software floating-point helper."""
+    import re
+    import subprocess
+
+    try:
+        text = subprocess.run([objdump, "-dr", str(obj)], check=True, capture_output=True, timeout=120).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        raise ArtifactError(f"cannot disassemble the object ({e})", where=str(obj)) from None
+    callees: dict[str, set[str]] = {}
+    cur = None
+    head = re.compile(r"^[0-9a-fA-F]+ <([^>]+)>:$")
+    reloc = re.compile(r"R_(?:ARM_THM_CALL|ARM_THM_JUMP24|ARM_CALL|ARM_JUMP24|AARCH64_CALL26|AARCH64_JUMP26|"
+                       r"X86_64_PLT32|X86_64_PC32)\s+([\w.$]+)")
+    call = re.compile(r"\b(?:bl|blx|b|b\.w|call|jmp)\s+[0-9a-fA-Fx]+\s+<([\w.$]+)(?:\+0x[0-9a-f]+)?>")
+    for line in text.decode("utf-8", "replace").splitlines():
+        m = head.match(line.strip())
+        if m:
+            cur = m.group(1)
+            callees.setdefault(cur, set())
+            continue
+        if cur is None:
+            continue
+        for rx in (reloc, call):
+            for name in rx.findall(line):
+                if name != cur and not name.startswith("."):
+                    callees[cur].add(name)
+    out = {}
+    for root in roots:
+        seen, todo = set(), [root]
+        while todo:
+            f = todo.pop()
+            for c in callees.get(f, ()):
+                if c not in seen:
+                    seen.add(c)
+                    todo.append(c)
+        out[root] = seen
+    return out

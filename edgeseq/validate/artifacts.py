@@ -350,9 +350,18 @@ class CRunner(Artifact):
         ins = cost.get("instructions")
         if not ins:
             return None
-        return {"per_inference": float(ins["per_inference"]), "per_step": float(ins["per_step"]),
-                "per_sequence_fixed": float(ins["per_sequence_fixed"]), "steps": int(x1.shape[1]),
-                "emulator": cost.get("emulator"), "method": ins.get("method")}
+        out = {"per_inference": float(ins["per_inference"]), "per_step": float(ins["per_step"]),
+               "per_sequence_fixed": float(ins["per_sequence_fixed"]), "steps": int(x1.shape[1]),
+               "emulator": cost.get("emulator"), "method": ins.get("method")}
+        if self._art.manifest.get("profile_map"):  # integer C: where the instructions of a step go, per micro-op
+            try:
+                prof = self._art.profile(np.asarray(x1, dtype=np.float32))
+                out["per_op"] = [{"region": e["label"], "instructions_per_step": round(e["instructions"], 1),
+                                  "share": round(e["share"], 4)} for e in prof["per_step"]]
+                out["per_op_method"] = prof["method"]
+            except EdgeseqError as e:
+                out["per_op_error"] = e.message
+        return out
 
 
 @dataclass

@@ -104,8 +104,12 @@ def _detail_sections(report: "ValidationReport", prefix: str) -> list[str]:
                               for w in ("per_sequence", "per_step")],
                              columns=["latency", "p50 (us)", "p99 (us)", "samples"],
                              caption=f"T = {lat['steps']}; {lat['method']}"))
-    if perf.get("instructions"):
-        parts.append(H.kv_table(perf["instructions"], caption="executed instructions under emulation"))
+    ins = perf.get("instructions")
+    if ins:
+        parts.append(H.kv_table({k: v for k, v in ins.items() if k not in ("per_op", "per_op_method")},
+                                caption="executed instructions under emulation"))
+        if ins.get("per_op"):
+            parts.append(per_op_table(ins["per_op"], ins.get("per_op_method", "")))
     for k in ("latency_error", "instructions_error"):
         if perf.get(k):
             parts.append(H.banner(False, perf[k]))
@@ -116,6 +120,27 @@ def _detail_sections(report: "ValidationReport", prefix: str) -> list[str]:
     for name, png in report.plots.items():
         sections.append(H.section(prefix + titles.get(name, name), H.img(png, name)))
     return sections
+
+
+def per_op_table(rows: list[dict], method: str = "") -> str:
+    """Where the instructions of one step go: one row per micro-op (or fused loop), largest first,
+    with its share of the step drawn as a bar."""
+    from ..reports import html as H
+
+    body = [[r["region"], r["instructions_per_step"], f"{100 * r['share']:.1f}%",
+             "█" * max(1, round(40 * r["share"])) if r["share"] > 0 else ""] for r in rows]
+    return H.table(body, columns=["micro-op / region", "instructions per step", "share", ""],
+                   caption="where the instructions of a step go" + (f" ({method})" if method else ""))
+
+
+def per_op_lines(rows: list[dict], top: int = 6) -> list[str]:
+    """The largest regions of a step as text lines (the validate summary)."""
+    out = [f"{r['instructions_per_step']:>10,.0f}  {100 * r['share']:5.1f}%  {r['region']}" for r in rows[:top]]
+    if len(rows) > top:
+        rest = sum(r["instructions_per_step"] for r in rows[top:])
+        out.append(f"{rest:>10,.0f}  {100 * sum(r['share'] for r in rows[top:]):5.1f}%  "
+                   f"{len(rows) - top} other regions")
+    return out
 
 
 def write_report(report: "ValidationReport", out_dir) -> dict[str, str]:

@@ -300,6 +300,10 @@ class ValidationReport:
             per_inf = ins.get("per_inference", ins.get("per_inference_estimate"))
             lines.append(f"instructions per inference {per_inf:,.0f}, per step {ins['per_step']:,.0f} "
                          f"({ins.get('emulator')}, T={ins['steps']})")
+            if ins.get("per_op"):
+                from .report import per_op_lines
+
+                lines += ["  per step, by micro-op:"] + ["    " + ln for ln in per_op_lines(ins["per_op"])]
         thr = self.reference.get("throughput")
         if thr:
             lines.append(f"reference throughput {thr['steps_per_s']:,.0f} steps/s")

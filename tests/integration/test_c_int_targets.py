@@ -17,7 +17,8 @@ from edgeseq.export.c.intgen import generate_int
 from edgeseq.quant import intexact
 
 from ..conftest import need_tool
-from ..unit.c_int_cases import ZOO_KEYS, check_bit_exact, edge_program, har_lmu_quantized, zoo_quantized
+from ..unit.c_int_cases import (ZOO_KEYS, c_float_outputs, check_bit_exact, edge_program, har_lmu_quantized,
+                                zoo_quantized)
 
 pytestmark = pytest.mark.toolchain
 
@@ -63,14 +64,16 @@ def test_program_is_bit_exact_on_target(zoo_bins, target, preset, case):
 
 
 def test_simd_kernels_are_compiled_in(zoo_bins):
-    """The M-profile builds use their SIMD kernels (the portable loops run on aarch64)."""
-    for target, marker in (("cortex-m4", "ESQ_MV_DSP"), ("cortex-m55", "ESQ_MV_MVE")):
+    """Each build compiles in its kernel flavour (DSP on Cortex-M4, MVE on Cortex-M55, NEON on aarch64)
+    and its vector elementwise loops where the flavour has them."""
+    for target, markers in (("cortex-m4", ("ESQ_MV_DSP",)), ("cortex-m55", ("ESQ_MV_MVE", "ESQ_V4")),
+                            ("arm", ("ESQ_MV_NEON", "ESQ_V4"))):
         mb, _ = zoo_bins(target)
         src = mb.binary.parent.parent / "src" / "m0_unit.c"
-        cflags = mb.target.cflags()
-        out = subprocess.run(["arm-none-eabi-gcc", *cflags, "-dM", "-E", "-I", str(src.parent), str(src)],
-                             capture_output=True, text=True, check=True).stdout
-        assert f"#define {marker} 1" in out, target
+        out = subprocess.run([mb.target.compiler_path(), *mb.target.cflags(), "-dM", "-E", "-I", str(src.parent),
+                              str(src)], capture_output=True, text=True, check=True).stdout
+        for marker in markers:
+            assert f"#define {marker} 1" in out, (target, marker)
 
 
 # ---------------------------------------------------------------- the HAR-sized int8 LMU
@@ -104,8 +107,8 @@ def test_har_lmu_export_is_bit_exact_and_measured(har, target):
     assert ver["bit_exact"] and ver["float_api"]["bit_exact"] and art.manifest["golden"]["shape"] == [2, 128, 6]
     assert art.run_golden()["bit_exact"]
     y = Artifact.load(art.path).run(x[2:4])
-    want = intexact.dequantize_outputs(q.program, intexact.run(q.program, q.quantize_input(x[2:4]))[0])[0]
-    assert np.array_equal(y, want.astype(np.float32))
+    want = c_float_outputs(q.program, intexact.run(q.program, q.quantize_input(x[2:4]))[0])[0]
+    assert np.array_equal(y, want)
     cost = art.cost(x[:1])
     ins = cost["instructions"]
     assert ins["per_inference"] == pytest.approx(128 * ins["per_step"] + ins["per_sequence_fixed"])
@@ -162,13 +165,13 @@ def test_export_facade_and_cpu_variant(tmp_path):
     _tools("arm")
     q = zoo_quantized("edgeseq", "l2mu")
     x = (np.random.default_rng(2).normal(size=(2, 24, 6)) * 2).astype(np.float32)
-    want = intexact.dequantize_outputs(q.program, intexact.run(q.program, q.quantize_input(x))[0])[0]
+    want = c_float_outputs(q.program, intexact.run(q.program, q.quantize_input(x))[0])[0]
     art = edgeseq.export(q, target="cortex-m4", out=tmp_path / "m4", golden_input=x)
     assert art.kind == "c" and art.manifest["numerics"] == "integer"
-    assert np.array_equal(art.run(x), want.astype(np.float32))
+    assert np.array_equal(art.run(x), want)
     from edgeseq.export.c.intexport import export_c_int
 
     a72 = export_c_int(q, tmp_path / "a72", target="arm:cortex-a72", golden_input=x)
     assert a72.manifest["target"]["options"]["cpu"] == "cortex-a72" and "-mcpu=cortex-a72" in a72.manifest["cflags"]
     assert a72.manifest["golden"]["verification"]["bit_exact"]
-    assert np.array_equal(a72.run(x)[0], want.astype(np.float32))
+    assert np.array_equal(a72.run(x)[0], want)

@@ -65,6 +65,14 @@ def _rehash(art_dir: Path, path: Path) -> None:
     mpath.write_text(json.dumps(manifest, indent=2))
 
 
+def dsp_table(w: np.ndarray) -> np.ndarray:
+    """The Cortex-M4/M7 (DSP) layout of a matvec weight read as one input vector."""
+    from edgeseq.export.c import intkernels as K
+
+    part = K.Part("x", "int16_t", w.shape[1], w.shape[1], 0)
+    return K.dsp_layout(K.MatVecCall(w, (part,), 1, "y", None))
+
+
 def perturb_int_weights(art_dir, *, matrices: int = 2, rehash: bool = True) -> list[str]:
     """Change one stored row (or column) of each of ``matrices`` integer weight matrices of the
     artifact's program inside the file that holds them (the C binary / firmware, the TVM library,
@@ -72,7 +80,8 @@ def perturb_int_weights(art_dir, *, matrices: int = 2, rehash: bool = True) -> l
     layout (W rows or W^T rows, whichever the backend stores), and used only where those bytes
     occur exactly once in the file; each of its values moves by half the weight range (64 for
     int8, 2^14 for int16), staying inside it. Layouts tried: W rows (C), W^T rows (ONNX, TVM on
-    aarch64), column pairs ``W[:, 2j:2j+2]`` row-major (TVM's x86 pmaddwd packing). With
+    aarch64), column pairs ``W[:, 2j:2j+2]`` row-major (TVM's x86 pmaddwd packing), W^T rows
+    widened to int16 (the C backend's NEON tables), the whole DSP table (Cortex-M4 / M7). With
     ``rehash`` the manifest's sha256 is updated, as a buggy exporter would leave it: only the
     numbers can tell. Returns what was changed."""
     art_dir = Path(art_dir)
@@ -84,7 +93,10 @@ def perturb_int_weights(art_dir, *, matrices: int = 2, rehash: bool = True) -> l
     changed: list[str] = []
     for name, w in mats:
         pairs = [w[:, j:j + 2].ravel() for j in range(0, w.shape[1] - 1, 2)]
-        for layout, rows in (("row", w), ("column", w.T), ("column pair", pairs)):
+        widened = w.T.astype(np.int16)  # the C backend's aarch64 (NEON) tables: int16 columns
+        dsp = [dsp_table(w)]  # the C backend's Cortex-M4/M7 table (4-row groups), as a whole
+        for layout, rows in (("row", w), ("column", w.T), ("column pair", pairs), ("int16 column", widened),
+                             ("DSP table", dsp)):
             hit = None
             for i, r in enumerate(rows):
                 r = np.ascontiguousarray(r)
@@ -94,7 +106,7 @@ def perturb_int_weights(art_dir, *, matrices: int = 2, rehash: bool = True) -> l
                     break
             if hit is not None:
                 i, r, at = hit
-                half = np.int64(1 << (8 * r.dtype.itemsize - 2))
+                half = np.int64(1 << (8 * w.dtype.itemsize - 2))
                 new = np.where(r >= 0, r.astype(np.int64) - half, r.astype(np.int64) + half).astype(r.dtype)
                 data[at:at + r.nbytes] = new.tobytes()
                 changed.append(f"{name} {layout} {i}")
@@ -236,10 +248,17 @@ def test_integer_artifact_passes_against_the_integer_exact_interpreter(exported,
             ins = perf["instructions"]
             assert ins is not None, perf.get("instructions_error")
             assert ins["per_step"] > 100 and ins["steps"] == r.data["steps"]  # measured on the data slice
+            if kind.startswith("c-"):  # integer C: the step's instructions per micro-op
+                per_op = ins["per_op"]
+                assert per_op and any("matvec" in e["region"] for e in per_op), ins.get("per_op_error")
+                assert sum(e["share"] for e in per_op) == pytest.approx(1.0, abs=1e-3)
+                assert 0.5 * ins["per_step"] < sum(e["instructions_per_step"] for e in per_op) <= ins["per_step"]
     saved = json.loads((tmp_path / "v" / "validation.json").read_text())
     assert saved["passed"] is True
     html = (tmp_path / "v" / "report.html").read_text()
     assert "max_lsb_error" in html and "integer-exact interpreter" in html
+    if not native and kind.startswith("c-"):
+        assert "where the instructions of a step go" in html
 
 
 @pytest.mark.parametrize("case,kind", [("lif", "c-x86"), ("lif", "c-cortex-m4"), ("lif", "onnx-qdq"),

@@ -52,6 +52,12 @@ def har_lmu_quantized():
     return quantize(g, x, "edgeseq"), x
 
 
+def c_float_outputs(prog, outs) -> tuple:
+    """Integer outputs -> the float API's outputs: (float) q * (float) scale in float32."""
+    return tuple(np.asarray(q).astype(np.float32) * np.asarray(o.scale, np.float64).astype(np.float32)
+                 for q, o in zip(outs, prog.outputs))
+
+
 def edge_program(seed=0):
     """Every micro-op and every branch of the C lowering that the quantizer's programs may not reach."""
     rng = np.random.default_rng(seed)
@@ -204,3 +210,85 @@ def check_bit_exact(run, info, prog, seed: int = 0, float_api: bool = False, ste
             for a, b in ((other.step, res_f.step), (other.pooled, res_f.pooled), (other.state, res_f.state)):
                 assert np.array_equal(a.view(np.int32), b.view(np.int32)), mode
     return res
+
+
+def kernel_programs(seed=0) -> list:
+    """Programs aimed at the flavoured kernels' corners (intkernels): row counts that leave partial
+    row groups (DSP 4, MVE 6, NEON 8), columns that leave partial chunks, int8 inputs the DSP widens,
+    folded concats with odd strides and a one-column part (MVE weights stationary), input-stationary
+    short rows with a bias, int16 weights with int8 inputs; vector elementwise units with every op
+    and lengths that leave a scalar tail; vectors computed in their state's field."""
+    rng = np.random.default_rng(seed)
+    progs = []
+
+    def w8(n, i):
+        return rng.integers(-127, 128, size=(n, i))
+
+    # 1. odd matvecs over int16 and int8 inputs, with and without bias, blocks over a folded concat
+    b = ProgramBuilder()
+    f = 9
+    x16 = b.add_input(InputSpec("x", np.arange(f), 16, np.full(f, 0.01), np.full(f, 100.0), np.zeros(f)))
+    x8 = b.emit(Requant(out="x8", x=x16, mult=b.const("m30", [1 << 30], np.int32), shift=b.const("s38", [38], np.int8)),
+                f, bits=8)
+    outs = []
+    for k, (n, i, src, bias) in enumerate([(7, 9, x16, True), (13, 9, x8, False), (6, 9, x16, False),
+                                          (25, 9, x8, True), (1, 9, x16, True)]):
+        W = b.const(f"W{k}", w8(n, i), np.int8)
+        bb = b.const(f"b{k}", rng.integers(-5000, 5000, size=n), np.int32) if bias else None
+        outs.append(b.emit(MatVec(out=f"y{k}", x=src, w=W, bias=bb), n))
+    b.add_state("m", (3, 5), 16)
+    mprev = b.emit(Load(out="m.prev", state="m"), 15)
+    u = b.emit(Requant(out="u", x=x16, mult=b.const("m30b", [1 << 30], np.int32), shift=b.const("s31", [31], np.int8)),
+               f, bits=16)
+    u3 = b.emit(Gather(out="u3", x=u, index=b.const("iu", [0, 4, 8], np.int8)), 3)
+    cat = b.emit(Concat(out="cat", xs=(mprev, u3), blocks=3), 18)
+    A = b.const("A", rng.integers(-3000, 3000, size=(5, 6)), np.int16)
+    acc = b.emit(MatVec(out="acc", x=cat, w=A, blocks=3, bias=b.const("bA", rng.integers(-99, 99, size=5), np.int32)),
+                 15)
+    mnew = b.emit(Requant(out="m.new", x=acc, mult=b.const("mm", rng.integers(1 << 30, 1 << 31, size=15), np.int32),
+                          shift=b.const("ms", rng.integers(40, 44, size=15), np.int8)), 15, bits=16)
+    b.emit(Store(out="m", x=mnew), 15)
+    # matvecs whose accumulators only a requantization reads (fused on DSP cores), one over blocks
+    for k, (n, src, blocks) in enumerate([(7, x16, 1), (5, x8, 1), (3, u, 3)]):
+        W = b.const(f"Wq{k}", w8(n, src and b.width(src) // blocks), np.int8)
+        accq = b.emit(MatVec(out=f"accq{k}", x=src, w=W, blocks=blocks,
+                             bias=b.const(f"bq{k}", rng.integers(-999, 999, size=n), np.int32)), n * blocks)
+        rq = b.emit(Requant(out=f"rq{k}", x=accq, mult=b.const(f"mq{k}", rng.integers(1 << 30, 1 << 31, size=n * blocks),
+                                                               np.int32),
+                            shift=b.const(f"sq{k}", rng.integers(30, 40, size=n * blocks), np.int8)), n * blocks, bits=8)
+        outs.append(b.emit(Clamp(out=f"cq{k}", x=rq, lo=b.const("m100", [-100], np.int8),
+                                 hi=b.const("p100", [100], np.int8)), n * blocks, bits=8))
+    W16 = b.const("W16", rng.integers(-300, 300, size=(10, 9)), np.int16)
+    outs.append(b.emit(MatVec(out="y16", x=x8, w=W16), 10))
+    outs.append(b.emit(MatVec(out="yw", x=x16, w=b.const("Ww", w8(11, 9), np.int8)), 11))
+    allv = b.emit(Concat(out="all", xs=(*outs, mnew)), sum(b.width(o) for o in outs) + 15)
+    b.outputs.append(OutputSpec("y", allv, True, np.ones(1)))
+    progs.append(b.build())
+
+    # 2. vector elementwise units with every op, n = 10 (a scalar tail of 2), in-place state updates
+    b = ProgramBuilder()
+    n = 10
+    x = b.add_input(InputSpec("x", np.arange(n), 16, np.full(n, 0.01), np.full(n, 100.0), np.zeros(n)))
+    b.add_state("s", (n,), 32)
+    b.add_state("h", (n,), 16)
+    sp = b.emit(Load(out="s.prev", state="s"), n)
+    hp = b.emit(Load(out="h.prev", state="h"), n)
+    big = b.emit(Mul(out="big", a=x, b=b.const("k", rng.integers(-300, 300, size=n), np.int16)), n)
+    r1 = b.emit(Requant(out="r1", x=big, mult=b.const("mult", rng.integers(1 << 30, 1 << 31, size=n), np.int32),
+                        shift=b.const("sh", rng.integers(28, 36, size=n), np.int8), pre=2), n, bits=16)
+    t = b.emit(Lut(out="t", x=r1, table=b.const("tanh", np.rint(np.tanh(np.linspace(-4, 4, 513)) * 32767), np.int16)),
+               n, bits=16)
+    t8 = b.emit(Requant(out="t8", x=t, mult=b.const("m30", [1 << 30], np.int32), shift=b.const("s38", [38], np.int8)),
+                n, bits=8)
+    l8 = b.emit(Lut(out="l8", x=t8, table=b.const("t256", (np.arange(256) * 5 % 251) - 125, np.int8)), n, bits=8)
+    ge = b.emit(CmpGe(out="ge", a=t, b=hp), n)
+    sel = b.emit(Select(out="sel", c=ge, a=t, b=hp), n)
+    cl = b.emit(Clamp(out="cl", x=sel, lo=b.const("lo", [-20000], np.int16), hi=b.const("hi", [20000], np.int16)),
+                n, bits=16)
+    d = b.emit(Sub(out="d", a=cl, b=l8), n)
+    b.emit(Store(out="h", x=cl), n)
+    s2 = b.emit(Add(out="s.new", a=sp, b=d, accumulate=True), n, bits=32)
+    b.emit(Store(out="s", x=s2), n)
+    b.outputs.append(OutputSpec("y", b.emit(Concat(out="o", xs=(s2, d, ge)), 3 * n), True, np.ones(1)))
+    progs.append(b.build())
+    return progs

@@ -19,7 +19,7 @@ from edgeseq.export.c.intgen import generate_int
 from edgeseq.quant import intexact
 
 from ..conftest import need_tool
-from .c_int_cases import ZOO_KEYS, check_bit_exact, edge_program, har_lmu_quantized, zoo_quantized
+from .c_int_cases import ZOO_KEYS, c_float_outputs, check_bit_exact, edge_program, har_lmu_quantized, zoo_quantized
 
 @pytest.fixture(scope="module")
 def x86():
@@ -98,23 +98,25 @@ def test_op_variants_and_edge_program_are_bit_exact(ops_x86, name):
         assert any(p.vectors[op.out].bits > 32 for op in p.step if op.kind == "matvec")  # int64 accumulators
 
 
-def test_input_boundary_rounds_half_to_even_in_double(x86, tmp_path):
-    """esq_quantize == InputSpec.quantize: ties to even, saturation, offsets and scales that
-    float32 arithmetic would round differently."""
+def test_input_boundary_rounds_half_to_even_in_single_precision(x86, tmp_path):
+    """esq_quantize == InputSpec.quantize: float32 arithmetic, ties to even, saturation, offsets and
+    scales whose float64 evaluation would round differently."""
     from edgeseq.export.c.artifact import split_outputs
     from edgeseq.quant.program import InputSpec, OutputSpec, Program, Vec
 
     n = 7
     spec = InputSpec("x", np.array([6, 0, 1, 2, 3, 4, 5]), 16, np.full(n, 0.3),
                      np.asarray([1.0, 1.0, 3.0, 0.1, 7.0, 997.3, 2.5]), np.asarray([0.0, 0.5, 0.1, -0.3, 1e-3, 0.0123, -1.0]))
+    assert spec.inv_scale[3] == float(np.float32(0.1)) and spec.offset[2] == float(np.float32(0.1))  # stored as float32
     prog = Program((spec,), {"x": Vec("x", n, 16)}, {}, {}, (), (), (OutputSpec("x", "x", True, np.ones(n)),))
     prog.verify()
     src = generate_int(prog, 7, target="x86")
+    assert "double" not in src.files["model.c"]
     binary = x86.build(src, tmp_path)
     rng = np.random.default_rng(0)
     ties = np.array([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 32766.5, 32767.5, -32768.5, -32767.5, 1e9, -1e9, 0.0, -0.0],
                     np.float32)
-    # inputs whose float32 evaluation of (x - offset) * inv_scale rounds differently from double
+    # inputs whose float64 evaluation of (x - offset) * inv_scale rounds differently from float32
     cand = (rng.uniform(-30, 30, size=(200000, 7))).astype(np.float32)
     t64 = np.rint((cand[:, spec.channels].astype(np.float64) - spec.offset) * spec.inv_scale)
     t32 = np.rint((cand[:, spec.channels] - spec.offset.astype(np.float32)) * spec.inv_scale.astype(np.float32))
@@ -128,9 +130,27 @@ def test_input_boundary_rounds_half_to_even_in_double(x86, tmp_path):
     assert np.array_equal(got, want)
     assert got[0, :6, 0].tolist() == [-2, -2, 0, 0, 2, 2]  # column 0: offset 0, scale 1: rint, half to even
     assert got[0, 6:10, 0].tolist() == [32766, 32767, -32768, -32768] and got[0, 10:12, 0].tolist() == [32767, -32768]
-    # float32 arithmetic would have got some of them wrong
-    t32 = np.rint((x[..., spec.channels] - spec.offset.astype(np.float32)) * spec.inv_scale.astype(np.float32))
-    assert np.count_nonzero(np.clip(t32, -32768, 32767) != want) > 20
+    # float64 arithmetic would have got some of them wrong
+    t64 = np.rint((x[..., spec.channels].astype(np.float64) - spec.offset) * spec.inv_scale)
+    assert np.count_nonzero(np.clip(t64, -32768, 32767) != want) > 20
+
+
+def test_no_software_floating_point_in_the_per_step_path(need_tool, tmp_path):
+    """The input quantizer, the step and the float step API call no soft-float helper on a core
+    whose FPU is single precision (Cortex-M4: __aeabi_d* would be software double precision)."""
+    from edgeseq.targets import get_target
+    from edgeseq.targets.elf import calls_in_functions
+
+    need_tool("arm-none-eabi-gcc")
+    q = zoo_quantized("edgeseq", "lmu_full")
+    t = get_target("cortex-m4")
+    src = generate_int(q.program, 6, target="cortex-m4")
+    t.build(src, tmp_path)
+    calls = calls_in_functions(tmp_path / "obj" / "model.o", ["esq_quantize", "esq_step_q", "esq_step"],
+                               objdump=need_tool("arm-none-eabi-objdump"))
+    assert calls["esq_step"] and "esq_quantize" in calls["esq_step"]  # the inspection sees the calls
+    soft = sorted(c for cs in calls.values() for c in cs if c.startswith(("__aeabi_d", "__aeabi_f")))
+    assert not soft, soft
 
 
 # ---------------------------------------------------------------- the artifact
@@ -165,11 +185,11 @@ def test_export_artifact_manifest_golden_and_run(lmu_artifact):
     outs, state = intexact.run(q.program, q.quantize_input(x))
     exp = read_output(art.path / "golden" / "expected_int.bin", dtype="<i4")
     assert np.array_equal(exp["pooled"], outs[0])
-    # every loader gives the integer artifact; float outputs are q * scale exactly
+    # every loader gives the integer artifact; float outputs are (float) q * scale exactly
     for a in (Artifact.load(art.path), CArtifact.load(art.path), IntCArtifact.load(art.path)):
         assert isinstance(a.impl if isinstance(a, Artifact) else a, IntCArtifact)
     y = Artifact.load(art.path).run(x)
-    want = intexact.dequantize_outputs(q.program, outs)[0].astype(np.float32)
+    want = c_float_outputs(q.program, outs)[0]
     assert np.array_equal(y, want)
     got, st = art.run_int(x, state=True)
     assert np.array_equal(got[0], outs[0]) and all(np.array_equal(st[k], state[k]) for k in state)
@@ -232,8 +252,8 @@ def test_wrong_lowering_is_caught_at_export(x86, tmp_path, monkeypatch):
     from edgeseq.export.c import intgen
     from edgeseq.export.c.intexport import export_c_int
 
-    bad = intgen._PRELUDE.replace("static inline int64_t esq_asr64(int64_t v, int s) { return v >> s; }",
-                                  "static inline int64_t esq_asr64(int64_t v, int s) { return (int64_t)((uint64_t)v >> s); }")
+    bad = intgen._PRELUDE.replace("ESQ_INLINE int64_t esq_asr64(int64_t v, int s) { return v >> s; }",
+                                  "ESQ_INLINE int64_t esq_asr64(int64_t v, int s) { return (int64_t)((uint64_t)v >> s); }")
     assert bad != intgen._PRELUDE
     monkeypatch.setattr(intgen, "_PRELUDE", bad)
     q = zoo_quantized("edgeseq", "gru")
@@ -267,7 +287,7 @@ def test_quantized_graph_through_the_export_facade(x86, tmp_path, monkeypatch):
     art = edgeseq.export(q, target="x86", out=tmp_path / "b", golden_input=x)
     assert art.kind == "bundle" and art.manifest["numerics"] == "integer" and list(art.parts) == ["c"]
     outs, _ = intexact.run(q.program, q.quantize_input(x))
-    want = intexact.dequantize_outputs(q.program, outs)[0].astype(np.float32)
+    want = c_float_outputs(q.program, outs)[0]
     assert np.array_equal(Artifact.load(tmp_path / "b").run(x, runtime="c"), want)
 
 

@@ -261,9 +261,16 @@ class CArtifact:
     # -- running ----------------------------------------------------------------------------------
     def run(self, x, mode: str = "step", state: bool = False):
         """Run the built binary on ``x`` (B, T, F) on its target; returns one float32 array per
-        graph output (graph order), and with ``state=True`` also the final state per state_spec key."""
+        graph output (graph order), and with ``state=True`` also the final state per state_spec key.
+        Integer models: the binary's integer outputs dequantized as the integer-exact interpreter
+        does (float64 q * scale, rounded to float32 once; the device's own float API multiplies in
+        float32, see :mod:`edgeseq.export.c.intgen`)."""
         x = self._check(x)
-        res = self.target.run(self.binary, x, mode=mode, state=state)
+        integer = self.manifest.get("numerics") == "integer"
+        res = self.target.run(self.binary, x, mode=mode, state=state, qout=integer)
+        if integer:  # the program's outputs, dequantized like the integer-exact interpreter's (q * scale)
+            res.step, res.pooled = _dequantize_exact(self.manifest, res.step, res.pooled)
+            res.state = res.state.astype(np.float32)
         outs = split_outputs(self.manifest, res.step, res.pooled)
         if not state:
             return outs
@@ -282,17 +289,48 @@ class CArtifact:
         ref = split_outputs(self.manifest, exp["step"], exp["pooled"])
         return compare(self.manifest, None, ref, res.step, res.pooled, exp["state"], res.state)
 
-    def cost(self, x, timing_repeats: int = 20) -> dict:
+    def cost(self, x, timing_repeats: int = 20, profile: bool = False) -> dict:
         """Instructions (total, per inference, per step; QEMU targets), flash / RAM bytes, and
-        wall-time latency (native targets) on input ``x``."""
+        wall-time latency (native targets) on input ``x``; with ``profile`` (QEMU targets, models
+        whose generator wrote a region map: the integer ones) also the instructions per step of
+        every micro-op (``cost["profile"]``, see :func:`edgeseq.targets.profile.profile`)."""
         x = self._check(x)
         out = self.target.cost(self.binary, x, timing_repeats=timing_repeats)
         out["buffer_plan"] = self.manifest["buffer_plan"]
         out["weights_bytes"] = self.manifest["weights_bytes"]
+        if profile and self.target.counts_instructions and self.manifest.get("profile_map"):
+            out["profile"] = self.profile(x)
         return out
+
+    def profile(self, x) -> dict:
+        """Instructions per step and per micro-op on ``x`` (QEMU targets), measured on a debug-info
+        build of the artifact's sources; its model code must be the artifact's, byte for byte."""
+        from ...targets.profile import profile
+
+        src = self.path / "src"
+        files = {f: (src / f).read_text() for f in ("model.h", "model.c")}
+        prof = profile(self.target, CSources(self.manifest["prefix"], files, dict(self.manifest)), self._check(x),
+                       reference_object=self.binary.parent.parent / "obj" / "model.o")
+        if not prof["same_code"]:
+            raise ArtifactError("the debug-info build of the model generated different code; its profile would "
+                                "not describe this artifact", where=str(self.path))
+        return prof
 
     def __repr__(self) -> str:
         return f"CArtifact({str(self.path)!r}, target={self.target.name})"
+
+
+def _dequantize_exact(manifest: Mapping, step: np.ndarray, pooled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    fs = np.zeros(step.shape, np.float64)
+    fp = np.zeros(pooled.shape, np.float64)
+    for d in manifest["outputs"]:
+        sc = np.asarray(d["scales"], np.float64)
+        o, n = d["offset"], d["features"]
+        if d["temporal"]:
+            fs[..., o:o + n] = step[..., o:o + n].astype(np.float64) * sc
+        else:
+            fp[..., o:o + n] = pooled[..., o:o + n].astype(np.float64) * sc
+    return fs.astype(np.float32), fp.astype(np.float32)
 
 
 def read_golden_input(path) -> np.ndarray:

@@ -36,7 +36,8 @@ import numpy as np
 from ..._version import __version__
 from ...errors import ConfigError, ShapeError, ToleranceError
 from ...util.fs import atomic_write_bytes, atomic_write_json, atomic_write_text, check_output_dir, output_dir, sha256_file
-from .artifact import FORMAT, CArtifact, _run_script, default_golden_input, read_golden_input, split_outputs
+from .artifact import (FORMAT, CArtifact, _dequantize_exact, _run_script, default_golden_input, read_golden_input,
+                       split_outputs)
 from .intgen import generate_int, supported_micro_ops
 
 NUMERICS = "integer"
@@ -123,17 +124,17 @@ def int_reference(prog, info: Mapping, xq: np.ndarray, state=None):
 
 def dequantize(info: Mapping, step: np.ndarray, pooled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Integer outputs (driver layout) -> float32 exactly as the C code computes them:
-    (float)((double) q * scale), i.e. intexact.dequantize_outputs rounded to float32."""
-    fs = np.zeros(step.shape, np.float64)
-    fp = np.zeros(pooled.shape, np.float64)
+    (float) q * (float) scale in float32 (onnxruntime's DequantizeLinear rounds the same way)."""
+    fs = np.zeros(step.shape, np.float32)
+    fp = np.zeros(pooled.shape, np.float32)
     for d in info["outputs"]:
-        sc = np.asarray(d["scales"], np.float64)
+        sc = np.asarray(d["scales"], np.float64).astype(np.float32)
         o, n = d["offset"], d["features"]
         if d["temporal"]:
-            fs[..., o:o + n] = step[..., o:o + n].astype(np.float64) * sc
+            fs[..., o:o + n] = step[..., o:o + n].astype(np.float32) * sc
         else:
-            fp[..., o:o + n] = pooled[..., o:o + n].astype(np.float64) * sc
-    return fs.astype(np.float32), fp.astype(np.float32)
+            fp[..., o:o + n] = pooled[..., o:o + n].astype(np.float32) * sc
+    return fs, fp
 
 
 def compare_int(ref: tuple[np.ndarray, ...], got: tuple[np.ndarray, ...], names=("step", "pooled", "state")) -> dict:
@@ -200,7 +201,8 @@ def export_c_int(q, out_dir, target="arm", force: bool = False, golden_input=Non
         graph.save(stage / "graph.esq")
         q.save(stage / "quantized.esq")
         write_input(stage / "golden" / "input.bin", x)
-        atomic_write_bytes(stage / "golden" / "expected.bin", encode_output(fstep, fpooled, state.astype(np.float32)))
+        estep, epooled = _dequantize_exact(info, step, pooled)  # what IntCArtifact.run returns
+        atomic_write_bytes(stage / "golden" / "expected.bin", encode_output(estep, epooled, state.astype(np.float32)))
         atomic_write_bytes(stage / "golden" / "expected_int.bin", encode_output(step, pooled, state, dtype="<i4"))
         verification = None
         if verify and tgt.can_run:

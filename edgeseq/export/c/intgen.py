@@ -5,25 +5,31 @@ The semantics implemented here are exactly those of ``edgeseq/quant/README.md``:
 declared storage type (int8/16/32/64), each op computed in a type wide enough for its declared
 result, products and requantization in 64 bits where the README says so, ``>>`` as an arithmetic
 (flooring) shift, ``div`` as floor division, the two ``lut`` rules, saturation only in ``requant`` /
-``lut`` / ``clamp``, and the float boundaries (input quantization in IEEE double with round half to
-even, output ``q * scale``) without libm.
+``lut`` / ``clamp``, and the float boundaries (input quantization in IEEE single precision with round
+half to even, output ``(float) q * scale`` in float32) without libm and without double precision, so
+no software floating point runs on a core with a single-precision FPU.
 
 Code shape: one loop nest per micro-op, except that a run of consecutive elementwise micro-ops of
-one width is fused into a single loop whose intermediate values are scalars (no memory), and dead
-micro-ops are dropped. ``matvec`` runs over contiguous int8 / int16 rows with int32 (or int64)
-accumulators; on Arm M-profile cores the compiler selects SIMD kernels (DSP ``SMLAD`` on
-Cortex-M4 / M7, MVE ``VMLADAVA`` on Cortex-M55) behind ``#if``, every other compiler the portable
-loops next to them (column form over a transposed table where rows are short or odd), so one
-``model.c`` builds everywhere. Requantization uses exact rewrites that avoid 64-bit shifts on
-32-bit cores (see ``esq_rq32``).
+one width is fused into a single loop whose intermediate values are scalars (no memory), 4 lanes at
+a time on MVE and NEON (``esq_v4``, :data:`intkernels.V4_API`), and dead micro-ops are dropped.
+``matvec`` is written out per instruction-set flavour (:mod:`edgeseq.export.c.intkernels`: DSP
+``SMLAD`` on Cortex-M4 / M7, MVE ``VMLADAVA`` on Cortex-M55, NEON ``SMLAL`` on aarch64, portable
+loops elsewhere) behind ``#if``, each with its weight table in its own layout, so one ``model.c``
+builds everywhere; a ``concat`` read only by a matvec is never built (the matvec reads its operands in
+place). Requantization runs in 32-bit arithmetic (``SMMLA`` / ``SSAT``, ``VQDMULH`` + rounding
+shifts; :class:`intkernels.RequantPlan`) where the input range allows, exactly. The input boundary is
+float32 (one round-half-even conversion where the FPU has it), the output ``(float) q * scale``.
 
 Memory: the program's states are fields of the caller-owned ``esq_state`` struct; every per-step
 vector that must live in memory gets a fixed offset in one arena per storage type inside that
 struct (a first-fit plan over live ranges, :mod:`edgeseq.export.c.plan`), a fused loop may write
-its outputs over operands it reads for the last time, and a ``load`` reads the state field itself
-when no ``store`` to that state can intervene. The ``final`` program (readouts and what follows
-them) runs on a stack arena inside ``esq_pooled_q``. Constants are ``static const`` tables (flash
-on a microcontroller). Nothing is allocated at run time and no buffer grows with the sequence length.
+its outputs over operands it reads for the last time, a ``load`` reads the state field itself
+when no ``store`` to that state can intervene, and a vector stored to a state is computed in the
+state's field when the old value is dead by then (the ``store`` costs nothing). The ``final``
+program (readouts and what follows them) runs on a stack arena inside ``esq_pooled_q``. Constants
+are ``static const`` tables (flash on a microcontroller). Nothing is allocated at run time and no
+buffer grows with the sequence length. ``info["profile_map"]`` says which lines of ``model.c`` each
+micro-op occupies (per-op instruction profiles, :mod:`edgeseq.targets.profile`).
 
 Generated API (``esq`` is the configurable prefix; ``ESQ_INT_API`` is defined)::
 
@@ -43,6 +49,7 @@ Generated API (``esq`` is the configurable prefix; ``ESQ_INT_API`` is defined)::
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -50,14 +57,12 @@ import numpy as np
 from ...errors import ConfigError, NumericsError, UnsupportedOpError
 from ...quant.program import (Add, Clamp, CmpGe, Concat, Div, Gather, Isqrt, Load, Lut, MatVec, Mul, Program, Requant,
                               Select, Store, Sub, container_bits, int_range)
+from . import intkernels as K
 from .codegen import CSources
 from .cwriter import c_ident, c_int, check_prefix, indent, int_table
 from .plan import CTYPE_BYTES, CTYPE_SUFFIX, ArenaSet
 
 CTYPES = {8: "int8_t", 16: "int16_t", 32: "int32_t", 64: "int64_t"}
-# (weight C type, input C type) -> SIMD matvec kernel (int32 accumulators; see simd_prelude)
-SIMD_KERNELS = {("int8_t", "int8_t"): "esq_mv_s8s8", ("int8_t", "int16_t"): "esq_mv_s8s16",
-                ("int16_t", "int16_t"): "esq_mv_s16s16"}
 DTYPE_CTYPES = {"int8": "int8_t", "int16": "int16_t", "int32": "int32_t", "int64": "int64_t"}
 SUPPORTED = (MatVec, Requant, Add, Sub, Mul, Div, Isqrt, Lut, Clamp, CmpGe, Select, Concat, Gather, Load, Store)
 # y[i] depends on operand element i only: the output may overwrite an operand it is the last reader of
@@ -89,13 +94,23 @@ def c_double(v: float, where: str | None = None) -> str:
     return f.hex()
 
 
-def _double_table(name: str, values, comment: str, where: str) -> str:
-    vals = [c_double(v, where) for v in np.ravel(np.asarray(values, np.float64))]
-    lines = [f"/* {comment} */", f"static const double {name}[{len(vals)}] = {{"]
+def _float_table(name: str, values, comment: str, where: str) -> str:
+    """A float32 table written with exact hexadecimal literals."""
+    vals = [c_double(float(np.float32(v)), where) + "f" for v in np.ravel(np.asarray(values, np.float64))]
+    lines = [f"/* {comment} */", f"static const float {name}[{len(vals)}] = {{"]
     for i in range(0, len(vals), 4):
         lines.append("    " + ", ".join(vals[i:i + 4]) + ",")
     lines.append("};")
     return "\n".join(lines)
+
+
+# elementwise micro-ops that are one esq_v4 call: kind -> (function, operand fields)
+V4_CALLS = {"add": ("esq_v4_add", ("a", "b")), "sub": ("esq_v4_sub", ("a", "b")), "mul": ("esq_v4_mul", ("a", "b")),
+            "cmp_ge": ("esq_v4_ge", ("a", "b")), "select": ("esq_v4_sel", ("c", "a", "b"))}
+
+
+class _NoVector(Exception):
+    """An elementwise unit without a 4-lane vector form (it stays scalar)."""
 
 
 class IntCodeGen:
@@ -113,13 +128,14 @@ class IntCodeGen:
         self._idents: set[str] = set()
         self.tables: dict = {}  # const name (or (name, layout)) -> C identifier
         self.table_text: list[str] = []
-        self.const_bytes = 0
+        self.flavour_bytes = {f: 0 for f in (*K.FLAVOURS, "c")}  # constant bytes per flavour
+        self.flavour = K.target_flavour(target)
         try:
             self.iv = prog.intervals()
         except Exception:  # noqa: BLE001 - only used to narrow a few compute types
             self.iv = {}
         self.fields: dict[str, str] = {}  # state key -> struct field
-        self.kernels: set[str] = set()  # SIMD matvec kernels the code calls
+        self.folded: dict[str, Concat] = {}  # concat outputs read in place by their matvec
         self.loc: dict[str, str] = {}  # vector -> C pointer expression in the current phase
         self._check()
 
@@ -164,42 +180,50 @@ class IntCodeGen:
         self._idents.add(name)
         return name
 
-    def table(self, name: str, simd_rows: bool = False) -> str:
-        """The flash table holding constant ``name`` (emitted once, on first use). With
-        ``simd_rows`` (a 2-D matvec weight) the table is the transpose for the portable column
-        loops and row-major where the SIMD kernels are compiled in; only one is ever built."""
-        key = (name, "simd-rows") if simd_rows else name
-        if key not in self.tables:
+    def table(self, name: str) -> str:
+        """The flash table holding constant ``name`` as the program stores it (emitted once)."""
+        if name not in self.tables:
             a = self.p.consts[name]
-            ctype = DTYPE_CTYPES[a.dtype.name]
-            ident = self._unique("K_" + c_ident(name.replace("k:", "")))
-            shape = "x".join(map(str, a.shape)) or "scalar"
-            comment = f"{name} ({a.dtype.name}, {shape})"
-            where = f"constant '{name}'"
-            if simd_rows:
-                self.table_text.append("\n".join([
-                    "#if ESQ_MV_SIMD", int_table(ident, a.reshape(-1), ctype, comment + ", row-major", where=where),
-                    "#else", int_table(ident, a.T.reshape(-1), ctype, comment + ", transposed", where=where),
-                    "#endif"]))
-            else:
-                self.table_text.append(int_table(ident, a.reshape(-1), ctype, comment, where=where))
-            self.const_bytes += int(a.size) * CTYPE_BYTES[ctype]
-            self.tables[key] = ident
-        return self.tables[key]
+            self.tables[name] = self.layout_table(name, name, {"c": (a.reshape(-1), DTYPE_CTYPES[a.dtype.name])},
+                                                  f"{name} ({a.dtype.name}, {'x'.join(map(str, a.shape)) or 'scalar'})")
+        return self.tables[name]
 
-    def _table_transposed(self, name: str) -> str:
-        """A transposed-only table (portable column loops, no SIMD kernel for this weight)."""
-        key = (name, "transposed")
-        if key not in self.tables:
-            a = self.p.consts[name]
-            ctype = DTYPE_CTYPES[a.dtype.name]
-            ident = self._unique("K_" + c_ident(name.replace("k:", "")))
-            self.table_text.append(int_table(ident, a.T.reshape(-1), ctype,
-                                             f"{name} ({a.dtype.name}, {a.shape[0]}x{a.shape[1]}), transposed",
-                                             where=f"constant '{name}'"))
-            self.const_bytes += int(a.size) * CTYPE_BYTES[ctype]
-            self.tables[key] = ident
-        return self.tables[key]
+    def layout_table(self, key, base: str, layouts: dict, comment: str, derived: bool = False) -> str:
+        """One C identifier for constant ``base`` in a layout per kernel flavour: ``layouts`` maps a
+        flavour of :mod:`intkernels` (or ``"c"``, the portable one) to (flat values, C type); the
+        table of each flavour sits behind its ``#if`` (only one is compiled in), and a flavour not
+        listed gets none. Tables are 8-byte aligned for the kernels' word and vector loads.
+        ``derived`` tables (per-channel shifts worked out from the program's constants) do not
+        count towards ``weights_bytes``."""
+        if key in self.tables:
+            return self.tables[key]
+        ident = self._unique("K_" + c_ident(base.replace("k:", "")))
+        where = f"constant '{base}'"
+
+        def one(flat, ctype, note):
+            text = int_table(ident, flat, ctype, f"{comment}{note}", where=where)
+            return text.replace(f"{ident}[{np.size(flat)}] = {{", f"{ident}[{np.size(flat)}] ESQ_TABLE = {{")
+
+        flav = [f for f in K.FLAVOURS if f in layouts]
+        for f in (*K.FLAVOURS, "c"):
+            flat, ctype = layouts.get(f, layouts.get("c", (np.zeros(0), "int8_t")))
+            if not derived:
+                self.flavour_bytes[f] += int(np.size(flat)) * CTYPE_BYTES[ctype]
+        if not flav:
+            flat, ctype = layouts["c"]
+            self.table_text.append(one(flat, ctype, ""))
+        else:
+            lines = []
+            for i, f in enumerate(flav):
+                flat, ctype = layouts[f]
+                lines += [("#if " if i == 0 else "#elif ") + f"defined({K.FLAVOUR_MACRO[f]})", one(flat, ctype, f", {f} layout")]
+            if "c" in layouts:
+                flat, ctype = layouts["c"]
+                lines += ["#else", one(flat, ctype, "")]
+            lines.append("#endif")
+            self.table_text.append("\n".join(lines))
+        self.tables[key] = ident
+        return ident
 
     @staticmethod
     def column_form(N: int, I: int) -> bool:
@@ -268,17 +292,77 @@ class IntCodeGen:
                 out[-1].append(idx)
             else:
                 out.append([idx])
+        return self.fuse_requant(ops, out)
+
+    def fuse_requant(self, ops, units: list[list[int]]) -> list[list[int]]:
+        """A kernel matvec followed by the elementwise loop that alone reads its accumulators (a
+        requantization, and what follows it) becomes one unit: on DSP cores the loop's body runs on
+        each row's accumulator in registers (fused requantization). Not where the loop's results
+        are stored to a state: computing them in the state's field saves more (the matvec would
+        still be reading the old value)."""
+        readers: dict[str, set[int]] = {}
+        stored = {ops[idx].x for grp in units for idx in grp if isinstance(ops[idx], Store)}
+        for u, grp in enumerate(units):
+            for idx in grp:
+                for r in self.reads(ops[idx]):
+                    readers.setdefault(r, set()).add(u)
+        out: list[list[int]] = []
+        for u, grp in enumerate(units):
+            prev = out[-1] if out else None
+            op = ops[grp[0]]
+            if (prev is not None and len(prev) == 1 and isinstance(ops[prev[0]], MatVec) and isinstance(op, Requant)
+                    and op.x == ops[prev[0]].out and readers.get(op.x, set()) == {u}
+                    and op.x not in self._keep and self.p.vectors[op.out].n == self.p.vectors[op.x].n
+                    and not any(ops[i].out in stored for i in grp)  # those are computed in their state's field
+                    and self.kernel_ok(ops[prev[0]], [p.ctype for p in self.mv_part_types(ops[prev[0]])])):
+                prev.extend(grp)
+            else:
+                out.append(list(grp))
+        return out
+
+    def mv_part_types(self, op: MatVec) -> list:
+        """The input operands of a matvec (a folded concat's, or its input) as (name, ctype) parts."""
+        from types import SimpleNamespace
+
+        xs = self.folded[op.x].xs if op.x in self.folded else (op.x,)
+        return [SimpleNamespace(ctype=self.ctype(x)) for x in xs]
+
+    def fold_concats(self, ops, order: list[int], keep: set[str]) -> None:
+        """Concats whose only reader is a kernel matvec over the same blocks are never built: the
+        matvec reads each operand in place (``self.folded``)."""
+        readers: dict[str, list] = {}
+        for idx in order:
+            for r in ops[idx].reads():
+                readers.setdefault(r, []).append(ops[idx])
+        for idx in order:
+            op = ops[idx]
+            if not isinstance(op, Concat) or op.out in keep:
+                continue
+            rd = readers.get(op.out, [])
+            if (len(rd) == 1 and isinstance(rd[0], MatVec) and rd[0].x == op.out and rd[0].blocks == op.blocks
+                    and all(not self.is_const(x) for x in op.xs)
+                    and self.kernel_ok(rd[0], [self.ctype(x) for x in op.xs])):
+                self.folded[op.out] = op
+
+    def reads(self, op) -> list[str]:
+        """Vectors ``op`` reads, with a folded concat replaced by its operands."""
+        out = []
+        for r in op.reads():
+            out.extend(self.folded[r].xs if r in self.folded else (r,))
         return out
 
     def phase(self, section: str, ops, arenas: ArenaSet, pre_placed: list[str], keep: set[str]) -> list[str]:
         p = self.p
         order = self.live_ops(ops, keep)
+        self.fold_concats(ops, order, keep)
+        order = [i for i in order if ops[i].out not in self.folded]
+        self._keep = keep
         units = self.units(ops, order)
         unit_of = {idx: u for u, grp in enumerate(units) for idx in grp}
         last: dict[str, int] = {}  # vector -> op index of its last reader (alias decisions)
         ulast: dict[str, int] = {}  # vector -> unit index of its last reader (buffer lifetimes)
         for idx in order:
-            for r in ops[idx].reads():
+            for r in self.reads(ops[idx]):
                 if r in p.vectors:
                     last[r] = idx
                     ulast[r] = unit_of[idx]
@@ -307,6 +391,15 @@ class IntCodeGen:
 
         for v in pre_placed:
             alloc(v)
+        inplace = self.store_in_place(ops, order, units, unit_of, ulast, set(pre_placed))
+        alloc_arena = alloc
+
+        def alloc(v: str, reuse: list[str] = ()):  # noqa: F811 - vectors stored to a state live in its field
+            if v in inplace:
+                self.loc[v] = inplace[v]
+            else:
+                alloc_arena(v, reuse)
+
         code: list[str] = []
         for u, grp in enumerate(units):
             first = ops[grp[0]]
@@ -315,7 +408,7 @@ class IntCodeGen:
                 op = ops[idx]
                 text = op.describe() + (f"  [node {op.node}]" if op.node else "")
                 heads.append("/* #%d %s */" % (idx, text.replace("*/", "* /").replace("/*", "/ *")))
-            reads = [r for idx in grp for r in ops[idx].reads() if r in p.vectors]
+            reads = [r for idx in grp for r in self.reads(ops[idx]) if r in p.vectors]
             made = {ops[idx].out for idx in grp}
             dying = [r for r in dict.fromkeys(reads) if r not in made and ulast.get(r) == u and r not in keep]
             if isinstance(first, Store):
@@ -329,9 +422,18 @@ class IntCodeGen:
                 for v in ext:
                     alloc(v, dying)
                 body = self.emit_fused(section, ops, grp, set(ext))
+            elif isinstance(first, MatVec) and len(grp) > 1:  # a matvec with its requantization
+                alloc(first.out)
+                ext = [ops[idx].out for idx in grp[1:] if ulast.get(ops[idx].out, -1) > u]
+                for v in ext:
+                    alloc(v)  # never over an operand: the matvec may still read it
+                body = self.emit_matvec(first, self.where(section, grp[0], first),
+                                        fused=(section, ops, grp[1:], set(ext)))
             else:
                 alloc(first.out)
                 body = self.emit(first, self.where(section, grp[0], first))
+            if not body:  # an aliased load, a store in place: no code of its own
+                heads = [h.replace("/* #", "/* (#", 1).replace(" */", ": no code) */") for h in heads]
             code.extend(heads)
             if body:
                 code.append("{")
@@ -344,6 +446,41 @@ class IntCodeGen:
                 if v in p.vectors and ulast.get(v, -1) <= u:
                     release(v)
         return code
+
+    def store_in_place(self, ops, order, units, unit_of, ulast, pre_placed: set[str]) -> dict[str, str]:
+        """Vectors computed directly in the state field they are stored to (the ``store`` becomes
+        a no-op): the only store to that state in the section, same storage type and size, and
+        every load of the state's old value is dead by then (read last by an earlier unit, or by
+        the producing unit itself when that is an elementwise loop, which reads element i
+        before writing it)."""
+        out: dict[str, str] = {}
+        stores: dict[str, list[Store]] = {}
+        for idx in order:
+            if isinstance(ops[idx], Store):
+                stores.setdefault(ops[idx].out, []).append(ops[idx])
+        producer = {ops[idx].out: idx for idx in order if not isinstance(ops[idx], Store)}
+        for key, sts in stores.items():
+            v = sts[0].x
+            if len(sts) != 1 or v not in producer or v in pre_placed or v in out or self.is_const(v):
+                continue
+            st = self.p.states[key]
+            if self.ctype(v) != ctype_of_bits(st.bits) or self.p.vectors[v].n != st.n:
+                continue
+            pi = producer[v]
+            pu = unit_of[pi]
+            if isinstance(ops[pi], Load):
+                continue
+            elementwise = isinstance(ops[units[pu][0]], ELEMENTWISE)  # (a fused matvec reads x to the end)
+            ok = True
+            for idx in order:
+                op = ops[idx]
+                if isinstance(op, Load) and op.state == key:
+                    lu = ulast.get(op.out, unit_of[idx])
+                    if idx > pi or lu > pu or (lu == pu and not elementwise):
+                        ok = False
+            if ok:
+                out[v] = f"s->{self.fields[key]}"
+        return out
 
     def _can_alias(self, ops, idx: int, op: Load, last: dict[str, int]) -> bool:
         """A load may read the state field itself when no store to that state (of another value)
@@ -371,9 +508,24 @@ class IntCodeGen:
     def emit_fused(self, section: str, ops, grp: list[int], ext: set[str]) -> list[str]:
         """One loop for a run of elementwise ops: each value is a scalar of its storage type,
         element i of every operand is read before element i of any output is written (so an
-        output may share the block of an operand)."""
+        output may share the block of an operand). Where the unit vectorises (MVE, NEON: every
+        value fits int32 lanes) four elements go at a time, the scalar loop takes the rest."""
         n = self.p.vectors[ops[grp[0]].out].n
+        body = self.scalar_body(section, ops, grp, ext)
+        vec = self.vec_fused(ops, grp, ext) if n >= 4 else None
+        if vec is None:
+            return self._loop(n, body)
+        n4 = n - n % 4
+        tail = [f"for (int i = {n4}; i < {n}; ++i) {{", *indent(body), "}"] if n4 < n else []
+        return ["#if defined(ESQ_V4)", f"for (int i = 0; i < {n4}; i += 4) {{", *indent(vec), "}", *tail,
+                "#else", *self._loop(n, body), "#endif"]
+
+    def scalar_body(self, section: str, ops, grp: list[int], ext: set[str], given: dict | None = None) -> list[str]:
+        """Statements computing element ``i`` of every op of an elementwise unit (each value a
+        scalar of its storage type) and storing the ``ext`` outputs; ``given`` maps vectors to
+        scalar C expressions already at hand (a matvec's accumulator in a register)."""
         body: list[str] = []
+        self.tmp.update(given or {})
         for k, idx in enumerate(grp):
             op = ops[idx]
             yt = ctype_of_bits(self.p.vectors[op.out].bits)
@@ -386,71 +538,287 @@ class IntCodeGen:
             v = ops[idx].out
             if v in ext:
                 body.append(f"{self.loc[v]}[i] = {self.tmp[v]};")
-        for idx in grp:
-            self.tmp.pop(ops[idx].out, None)
-        return self._loop(n, body)
+        for v in [ops[idx].out for idx in grp] + list(given or {}):
+            self.tmp.pop(v, None)
+        return body
 
-    def emit_matvec(self, op: MatVec, where: str) -> list[str]:
+    # -- 4-lane vector form of an elementwise unit (intkernels.V4_API) ----------------------------
+    def vec_fused(self, ops, grp: list[int], ext: set[str]) -> list[str] | None:
+        """Statements computing lanes i .. i+3 of every op of the unit, or None when some value
+        needs more than 32 bits or an op has no vector form (div, isqrt, int32 tables)."""
+        body: list[str] = []
+        names: dict[str, str] = {}
+
+        def vrd(name: str) -> str:
+            if name in names:
+                return names[name]
+            if self.is_const(name):
+                a = self.p.consts[name]
+                flat = a.reshape(-1)
+                if a.size == 1 or bool(np.all(flat == flat[0])):
+                    if not -(1 << 31) <= int(flat[0]) < (1 << 31):
+                        raise _NoVector
+                    return f"esq_v4_dup({c_int(int(flat[0]))})"
+                ct = DTYPE_CTYPES[a.dtype.name]
+                if ct == "int64_t":
+                    raise _NoVector
+                expr = f"esq_v4_ld{ct[3:-2]}({self.table(name)} + i)"
+            else:
+                v = self.p.vectors[name]
+                ct = ctype_of_bits(v.bits)
+                if ct == "int64_t":
+                    raise _NoVector
+                expr = (f"esq_v4_dup((int32_t){self.loc[name]}[0])" if v.n == 1
+                        else f"esq_v4_ld{ct[3:-2]}({self.loc[name]} + i)")
+            nm = f"l{len(names)}"
+            body.append(f"const esq_v4 {nm} = {expr};")
+            names[name] = nm
+            return nm
+
+        try:
+            for k, idx in enumerate(grp):
+                op = ops[idx]
+                if ctype_of_bits(self.p.vectors[op.out].bits) == "int64_t":
+                    raise _NoVector
+                if op.kind in V4_CALLS:  # one esq_v4 call on the operands
+                    fn, args = V4_CALLS[op.kind]
+                    expr = f"{fn}({', '.join(vrd(getattr(op, a)) for a in args)})"
+                else:
+                    expr = getattr(self, f"vec_{op.kind}", self._vec_none)(op, vrd, body)
+                body.append(f"const esq_v4 v{k} = {expr};")
+                names[op.out] = f"v{k}"
+        except _NoVector:
+            return None
+        for idx in grp:
+            v = ops[idx].out
+            if v in ext:
+                ct = ctype_of_bits(self.p.vectors[v].bits)
+                body.append(f"esq_v4_st{ct[3:-2]}({self.loc[v]} + i, {names[v]});")
+        return body
+
+    def _vec_none(self, op, vrd, body):
+        raise _NoVector
+
+    def _vconst(self, values, key, comment: str) -> str:
+        """Small per-channel constants of the vector loops (shift counts): int8 tables where the
+        vector load widens them (MVE), int32 elsewhere (NEON)."""
+        v = np.asarray(values, np.int64).reshape(-1)
+        if np.all(v == v[0]):
+            return f"esq_v4_dup({c_int(int(v[0]))})"
+        tab = self.layout_table(key, str(key[0]), {"mve": (v, "int8_t"), "neon": (v, "int32_t")}, comment, derived=True)
+        return f"esq_v4_ldc({tab} + i)"
+
+    def _vsat(self, expr: str, bits: int) -> str:
+        lo, hi = int_range(bits)
+        return f"esq_v4_min(esq_v4_max({expr}, esq_v4_dup({c_int(lo)})), esq_v4_dup({c_int(hi)}))"
+
+    def vec_requant(self, op: Requant, vrd, body) -> str:
+        bits = self.p.vectors[op.out].bits
+        if bits > 32:
+            raise _NoVector
+        x = vrd(op.x)
+        xlo, xhi = self.interval(op.x)
+        if op.pre > 0:
+            x = f"esq_v4_rshr_n({x}, {op.pre})" if op.pre <= 32 else f"esq_v4_rshl({x}, esq_v4_dup({-op.pre}))"
+            xlo = (xlo + (1 << (op.pre - 1))) >> op.pre
+            xhi = (xhi + (1 << (op.pre - 1))) >> op.pre
+        mc, sc = self.p.consts.get(op.mult), self.p.consts.get(op.shift)
+        if mc is None or sc is None:
+            raise _NoVector
+        m1 = int(mc.reshape(-1)[0]) if np.all(mc == mc.reshape(-1)[0]) else None
+        s1 = int(sc.reshape(-1)[0]) if np.all(sc == sc.reshape(-1)[0]) else None
+        if m1 == 1 << 30 and s1 is not None:
+            if s1 <= 30:
+                raise _NoVector
+            y = (f"esq_v4_rshr_n({x}, {s1 - 30})" if s1 - 30 <= 32 else f"esq_v4_rshl({x}, esq_v4_dup({-(s1 - 30)}))")
+            return self._vsat(y, bits) if bits < 32 else y
+        plan = K.requant_plan(sc, max(abs(xlo), abs(xhi)))
+        if plan is None:
+            raise _NoVector
+        if np.all(plan.d == plan.d[0]):
+            if plan.d[0]:
+                x = f"esq_v4_shl_n({x}, {int(plan.d[0])})"
+        else:
+            x = f"esq_v4_shl({x}, {self._vconst(plan.d, (op.shift, 'rq-vd'), f'{op.shift}: d')})"
+        m = vrd(op.mult)
+        if np.all(plan.k == plan.k[0]) and plan.k[0] + 1 <= 32:
+            y = f"esq_v4_rshr_n(esq_v4_qdmulh({x}, {m}), {int(plan.k[0]) + 1})"
+        else:
+            y = (f"esq_v4_rshl(esq_v4_qdmulh({x}, {m}), "
+                 f"{self._vconst(-(plan.k + 1), (op.shift, 'rq-nk'), f'{op.shift}: -(k + 1)')})")
+        return self._vsat(y, bits) if bits < 31 else y
+
+    def vec_clamp(self, op, vrd, body) -> str:
+        return f"esq_v4_min(esq_v4_max({vrd(op.x)}, {vrd(op.lo)}), {vrd(op.hi)})"
+
+    def vec_lut(self, op: Lut, vrd, body) -> str:
+        tb = self.p.consts[op.table]
+        ct = self.ctype(op.table)
+        if ct not in ("int8_t", "int16_t"):
+            raise _NoVector
+        g = f"esq_v4_gather{ct[3:-2]}"
+        tab = self.table(op.table)
+        x = vrd(op.x)
+        if tb.size == 256:
+            return f"{g}({tab}, esq_v4_add({x}, esq_v4_dup(128)))"
+        k = int(tb.size - 1).bit_length() - 1
+        sh = 16 - k
+        if sh == 0:
+            return f"{g}({tab}, esq_v4_add({x}, esq_v4_dup(32768)))"
+        n = len(body)
+        body += [f"const esq_v4 u{n} = esq_v4_add({x}, esq_v4_dup(32768));",
+                 f"const esq_v4 j{n} = esq_v4_shr_n(u{n}, {sh});",
+                 f"const esq_v4 b{n} = {g}({tab}, j{n});",
+                 f"const esq_v4 d{n} = esq_v4_sub({g}({tab} + 1, j{n}), b{n});"]
+        return f"esq_v4_add(b{n}, esq_v4_rshr_n(esq_v4_mul(d{n}, esq_v4_and(u{n}, esq_v4_dup({(1 << sh) - 1}))), {sh}))"
+
+    def mv_parts(self, op: MatVec) -> list[K.Part] | None:
+        """The input parts of a matvec as the kernels read them (a folded concat: one per operand),
+        None when the input is a constant."""
+        if self.is_const(op.x):
+            return None
+        G = op.blocks
+        if op.x in self.folded:
+            parts, col = [], 0
+            for x in self.folded[op.x].xs:
+                m = self.width(x) // G
+                parts.append(K.Part(self.loc[x], self.ctype(x), m, m, col, self._aligned(x, m, G)))
+                col += m
+            return parts
+        I = self.p.consts[op.w].shape[1]
+        return [K.Part(self.loc[op.x], self.ctype(op.x), I, I, 0, self._aligned(op.x, I, G))]
+
+    def _aligned(self, x: str, stride: int, blocks: int) -> bool:
+        """Every block of vector ``x`` starts on a 4-byte boundary: vectors themselves do (arena
+        blocks of 4 elements, state fields padded to 8 bytes in an 8-byte aligned struct)."""
+        return blocks == 1 or (stride * CTYPE_BYTES[self.ctype(x)]) % 4 == 0
+
+    def kernel_ok(self, op: MatVec, part_ctypes) -> bool:
+        """The flavoured kernels apply: int32 accumulators stored as int32, int8 / int16 operands."""
+        return (self.ctype(op.out) == "int32_t" and not self.is_const(op.x)
+                and K.supported(self.p.consts[op.w], part_ctypes))
+
+    def emit_matvec(self, op: MatVec, where: str, fused=None) -> list[str]:
+        """``fused`` = (section, ops, unit, ext): the elementwise unit that consumes the
+        accumulators, run on them in registers on DSP cores, after the product elsewhere."""
         y, yt, n = self._y(op)
         W = self.p.consts[op.w]
         if W.ndim != 2:
             raise UnsupportedOpError("matvec weight must be 2-D", where=where)
         N, I = W.shape
         G = op.blocks
-        wct = self.ctype(op.w)
         acc = "int64_t" if self.ctype(op.out) == "int64_t" else "int32_t"
-        xbase = self.table(op.x) if self.is_const(op.x) else self.loc[op.x]
-        xct = self.ctype(op.x)
-        bias = f"({acc}){self.table(op.bias)}[o]" if op.bias else "0"
-        kern = SIMD_KERNELS.get((wct, xct))
-        use_simd = kern is not None and acc == "int32_t" and yt == "int32_t" and I >= 4
-        cols = self.column_form(N, I)
-        if cols and acc == yt:
-            # y (the accumulator type itself) is updated column by column from the transposed table
-            wt = self.table(op.w, simd_rows=use_simd) if use_simd else self._table_transposed(op.w)
-            inner = [f"for (int o = 0; o < {N}; ++o)", f"    yg[o] = {bias};",
-                     f"for (int i = 0; i < {I}; ++i) {{",
-                     f"    const {acc} xi = ({acc})xg[i];",
-                     f"    const {wct} *restrict wc = {wt} + i * {N};",
-                     f"    for (int o = 0; o < {N}; ++o)",
-                     f"        yg[o] += ({acc})wc[o] * xi;",
-                     "}"]
+        parts = self.mv_parts(op)
+        if parts is None:
+            parts = [K.Part(self.table(op.x), self.ctype(op.x), I, I, 0)]
+        bias = self.table(op.bias) if op.bias else None
+        if not self.kernel_ok(op, [p.ctype for p in parts]):
+            return self._matvec_portable(op, parts, y, yt, acc, bias)
+        call = K.MatVecCall(W, tuple(parts), G, y, bias)
+        key = (op.w, tuple((p.col0, p.width, p.ctype) for p in parts))
+        comment = f"{op.w} ({W.dtype.name}, {N}x{I})"
+        wcols = self.column_form(N, I)
+        pw = W.T if wcols else W
+        ws = K._mve_ws_parts(call) is not None  # MVE: weights stationary over the blocks
+        xs = K.mve_xs_applies(call)  # MVE: input stationary (one vector of input)
+        mve_w = K.mve_ws_layout(call) if ws else (K.mve_xs_layout(call) if xs else K.mve_layout(call))
+        tab = self.layout_table(key, op.w, {
+            "mve": (mve_w, call.wctype),
+            "dsp": (K.dsp_layout(call), call.wctype),
+            "neon": (K.neon_layout(call), "int16_t"),
+            "c": (pw.reshape(-1), call.wctype)}, comment + (", transposed" if wcols else ""))
+        portable = self._matvec_portable(op, parts, y, yt, acc, bias, tab)
+        dsp = []
+        widened = {}
+        for k, part in enumerate(parts):
+            if part.ctype == "int8_t":  # the DSP kernels take int16 inputs: widen int8 parts once
+                nm = f"xw{k}"
+                tot = part.stride * (G - 1) + part.width
+                dsp += [f"int16_t {nm}[{tot}] ESQ_ALIGN8;", f"for (int i = 0; i < {tot}; ++i)",
+                        f"    {nm}[i] = {part.x}[i];"]
+                widened[k] = nm
+        after: list[str] = []
+        epilogue = None
+        if fused is not None:
+            section, ops, grp, ext = fused
+            after = self.emit_fused(section, ops, grp, ext)
+
+            def epilogue(index: str, acc: str) -> list[str]:
+                return [f"const int i = {index};", *self.scalar_body(section, ops, grp, ext, {op.out: acc})]
+        dsp += K.dsp_matvec(call, tab, widened, epilogue)
+        neon = []
+        if op.bias:
+            b32 = self.layout_table((op.bias, "neon-pad"), op.bias,
+                                    {"neon": (K.neon_bias(call, self.p.consts[op.bias].astype(np.int64)), "int32_t")},
+                                    f"{op.bias} (int32, padded)")
+            neon.append(f"const int32_t *const bias32 = {b32};")
+        neon += K.neon_matvec(call, tab)
+        mve = []
+        if (ws or xs) and op.bias:
+            b32 = self.layout_table((op.bias, "mve-pad"), op.bias,
+                                    {"mve": (K.mve_ws_bias(call, self.p.consts[op.bias].astype(np.int64)) if ws
+                                             else self.p.consts[op.bias].astype(np.int32), "int32_t")},
+                                    f"{op.bias} (int32" + (", padded)" if ws else ")"))
+            mve.append(f"const int32_t *const bias32 = {b32};")
+        if ws:
+            mve += K.mve_ws_matvec(call, tab)
+        elif xs:
+            mve += K.mve_xs_matvec(call, tab)
         else:
-            if use_simd and cols:
-                use_simd = False  # keep one (row-major) table for both paths
-            wt = self.table(op.w)
-            inner = [
-                f"for (int o = 0; o < {N}; ++o) {{",
-                f"    const {wct} *restrict wr = {wt} + o * {I};",
-                f"    {acc} acc = {bias};",
-                f"    for (int i = 0; i < {I}; ++i)",
-                f"        acc += ({acc})wr[i] * ({acc})xg[i];",
-                f"    yg[o] = ({yt})acc;",
-                "}",
-            ]
+            mve = K.mve_matvec(call, tab)
+        if after:  # the other flavours store the accumulators, then run the elementwise loop
+            mve, neon, portable = ([*c, "{", *indent(after), "}"] for c in (mve, neon, portable))
+        return ["#if defined(ESQ_MV_MVE)", *mve, "#elif defined(ESQ_MV_DSP)", *dsp,
+                "#elif defined(ESQ_MV_NEON)", *neon, "#else", *portable, "#endif"]
+
+    def _matvec_portable(self, op: MatVec, parts, y: str, yt: str, acc: str, bias: str | None,
+                         table: str | None = None) -> list[str]:
+        """Portable loops: column updates over a transposed table where rows are short or odd,
+        else one dot product per row; each input part read in place."""
+        W = self.p.consts[op.w]
+        N, I = W.shape
+        G = op.blocks
+        wct = self.ctype(op.w)
+        b = f"({acc}){bias}[o]" if bias else "0"
+        cols = self.column_form(N, I) and acc == yt
+        if table is None:
+            table = self.layout_table((op.w, "c-cols" if cols else "c-rows"), op.w,
+                                      {"c": ((W.T if cols else W).reshape(-1), wct)},
+                                      f"{op.w} ({W.dtype.name}, {N}x{I})" + (", transposed" if cols else ""))
+
+        def xg(part) -> str:
+            return part.x if G == 1 else f"({part.x} + g * {part.stride})"
+
+        if cols:
+            inner = [f"for (int o = 0; o < {N}; ++o)", f"    yg[o] = {b};"]
+            for part in parts:
+                inner += ["{", f"    const {part.ctype} *restrict xp = {xg(part)};",
+                          f"    for (int i = 0; i < {part.width}; ++i) {{",
+                          f"        const {acc} xi = ({acc})xp[i];",
+                          f"        const {wct} *restrict wc = {table} + ({part.col0} + i) * {N};",
+                          f"        for (int o = 0; o < {N}; ++o)",
+                          f"            yg[o] += ({acc})wc[o] * xi;", "    }", "}"]
+        else:
+            inner = [f"for (int o = 0; o < {N}; ++o) {{", f"    const {wct} *restrict wr = {table} + o * {I};",
+                     f"    {acc} acc = {b};"]
+            for part in parts:
+                inner += ["    {", f"        const {part.ctype} *restrict xp = {xg(part)};",
+                          f"        for (int i = 0; i < {part.width}; ++i)",
+                          f"            acc += ({acc})wr[{part.col0} + i] * ({acc})xp[i];", "    }"]
+            inner += [f"    yg[o] = ({yt})acc;", "}"]
         if G == 1:
-            generic = [f"const {xct} *restrict xg = {xbase};", f"{yt} *restrict yg = {y};", *inner]
-        else:
-            generic = [f"for (int g = 0; g < {G}; ++g) {{",
-                       f"    const {xct} *restrict xg = {xbase} + g * {I};",
-                       f"    {yt} *restrict yg = {y} + g * {N};",
-                       *indent(inner), "}"]
-        if not use_simd:
-            return generic
-        self.kernels.add(kern)
-        if G > 1:
-            simd = [f"for (int g = 0; g < {G}; ++g) {{", f"    {kern}({y} + g * {N}, {wt}, {xbase} + g * {I}, {N}, {I});"]
-            if op.bias:
-                simd += [f"    for (int o = 0; o < {N}; ++o)",
-                         f"        {y}[g * {N} + o] += (int32_t){self.table(op.bias)}[o];"]
-            simd.append("}")
-        else:
-            simd = [f"{kern}({y}, {wt}, {xbase}, {N}, {I});"]
-            if op.bias:
-                simd += [f"for (int o = 0; o < {N}; ++o)", f"    {y}[o] += (int32_t){self.table(op.bias)}[o];"]
-        return ["#if ESQ_MV_SIMD", *simd, "#else", *generic, "#endif"]
+            return [f"{yt} *restrict yg = {y};", *inner]
+        return [f"for (int g = 0; g < {G}; ++g) {{", f"    {yt} *restrict yg = {y} + g * {N};", *indent(inner), "}"]
 
     # elementwise ops: statements computing element i into the scalar ``t`` (type ``yt``)
+    def per_channel(self, values, key, ctype: str, comment: str) -> str:
+        """A C expression for element ``i`` of derived per-channel constants: a literal when they
+        are all equal, else a table (emitted once per ``key``)."""
+        v = np.asarray(values, np.int64).reshape(-1)
+        if np.all(v == v[0]):
+            return c_int(int(v[0]))
+        return f"{self.layout_table(key, str(key[0]), {'c': (v, ctype)}, comment, derived=True)}[i]"
+
     def elem_requant(self, op: Requant, where: str, t: str, yt: str) -> list[str]:
         bits = self.p.vectors[op.out].bits
         lo, hi = int_range(bits)
@@ -480,6 +848,14 @@ class IntCodeGen:
                 fn = "esq_asr64" if wide else "esq_asr32"
                 body.append(f"const {ct} v = {fn}(({ct}){xv} + {c_int(r)}, {s1 - 30});")
                 body.append(f"{t} = ({yt})(v < {c_int(lo)} ? {c_int(lo)} : (v > {c_int(hi)} ? {c_int(hi)} : v));")
+        elif bits <= 32 and (plan := K.requant_plan(self.p.consts[op.shift], max(abs(xlo), abs(xhi)))) is not None:
+            m = self.rd(op.mult, "i")
+            d = self.per_channel(plan.d, (op.shift, "rq-d"), "int8_t", f"{op.shift}: input pre-shift d = max(0, 33 - s)")
+            k = self.per_channel(plan.k, (op.shift, "rq-k"), "int8_t", f"{op.shift}: k = s + d - 32")
+            rnd = self.per_channel(1 << (plan.k - 1), (op.shift, "rq-r"), "int32_t", f"{op.shift}: 2^(k-1)")
+            xs = xv if d == "0" else f"(int32_t)((uint32_t){xv} << {d})"
+            body.append(f"const int32_t v = esq_asr32(esq_smmla({xs}, (int32_t){m}, {rnd}), {k});")
+            body.append(f"{t} = ({yt})" + (f"ESQ_SAT(v, {bits}, {c_int(lo)}, {c_int(hi)});" if bits < 31 else "v;"))
         elif bits <= 32:
             m, sh = self.rd(op.mult, "i"), self.rd(op.shift, "i")
             body.append(f"{t} = ({yt})esq_rq32({xv}, (int32_t){m}, (int){sh}, {c_int(lo)}, {c_int(hi)});")
@@ -641,9 +1017,11 @@ class IntCodeGen:
         members.sort(key=lambda m: -CTYPE_BYTES[m[0]])
         if not members:
             members = [("int32_t", "unused_", 1, "no state")]
+        # every member a multiple of 8 bytes in an 8-byte aligned struct: each one (and every
+        # 4-element arena block) starts word aligned, as the kernels' LDRD / LDM loads need
+        members = [(c, name, -(-max(1, n) * CTYPE_BYTES[c] // 8) * 8 // CTYPE_BYTES[c], note)
+                   for c, name, n, note in members]
         struct_bytes = sum(CTYPE_BYTES[c] * n for c, _, n, _ in members)
-        align = max(CTYPE_BYTES[c] for c, _, _, _ in members)
-        struct_bytes = -(-struct_bytes // align) * align
         state_bytes = sum(CTYPE_BYTES[ctype_of_bits(st.bits)] * st.n for st in p.states.values())
         scratch_bytes = sum(a.nbytes for a in step_arena.used())
         final_bytes = sum(a.nbytes for a in final_arena.used())
@@ -652,6 +1030,7 @@ class IntCodeGen:
                            step_arena, final_arena, s_off, p_off, z)
         header = self._header(members, in_q, outputs, s_off, p_off, z, struct_bytes)
         info: dict[str, Any] = {
+            "profile_map": self.profile_map(src),
             "prefix": pre,
             "numerics": "integer",
             "in_features": self.in_features,
@@ -663,7 +1042,8 @@ class IntCodeGen:
             "state_floats": z,
             "state_layout": state_layout,
             "state_spec": {k: list(st.shape) for k, st in p.states.items()},
-            "weights_bytes": self.const_bytes,
+            "weights_bytes": self.flavour_bytes[self.flavour or "c"],
+            "kernel_flavour": self.flavour or "c",
             "libm": [],
             "micro_ops": {"step": len(p.step), "final": len(p.final), "kinds": p.op_counts()},
             "macs_per_step": p.macs_per_step(),
@@ -678,6 +1058,58 @@ class IntCodeGen:
             },
         }
         return CSources(pre, {"model.h": header, "model.c": src}, info)
+
+    def profile_map(self, src: str) -> dict:
+        """Which lines of ``model.c`` belong to which region, for per-op instruction profiles
+        (:mod:`edgeseq.targets.profile`): every emitted unit of the step and final programs (one
+        micro-op, a fused elementwise loop, a matvec with its folded concat) and the rest of the
+        input quantizer, step, readout and float API functions. ``per`` says whether a region runs
+        every step or once per sequence; lines outside these functions (inlined helpers) belong to
+        no region."""
+        p = self.prefix
+        fns = {f"{p}_quantize": ("input quantizer", "step", None),
+               f"{p}_step_q": ("step: input / output copies", "step", "step"),
+               f"{p}_pooled_q": ("readout: output copies", "sequence", "final"),
+               f"{p}_step": ("float API: step", "step", None),
+               f"{p}_pooled": ("float API: readout", "sequence", None)}
+        sections = {"step": self.p.step, "final": self.p.final}
+        lines = src.split("\n")
+        head = re.compile(r"^    /\* #(\d+) ")
+        regions: list[dict] = []
+        i = 0
+        while i < len(lines):
+            m = re.match(r"^void (\w+)\(", lines[i])
+            if not (m and m.group(1) in fns):
+                i += 1
+                continue
+            label, per, sec = fns[m.group(1)]
+            start, units = i + 1, []
+            i += 1
+            while lines[i] != "}":
+                if sec and head.match(lines[i]):
+                    first, idxs = i, []
+                    while head.match(lines[i]):
+                        idxs.append(int(head.match(lines[i]).group(1)))
+                        i += 1
+                    if lines[i] == "    {":
+                        while lines[i] != "    }":
+                            i += 1
+                    ops = [sections[sec][k] for k in idxs]
+                    kinds = "+".join(dict.fromkeys(op.kind for op in ops))
+                    units.append({"label": f"{'step' if sec == 'step' else 'readout'}: {kinds} -> {ops[-1].out}",
+                                  "per": per, "first": first + 1, "last": i + 1,
+                                  "ops": [{"index": k, "kind": op.kind, "out": op.out, "node": op.node}
+                                          for k, op in zip(idxs, ops)]})
+                i += 1
+            end = i + 1
+            lo = start
+            for u in units:  # the function's own lines around its units
+                if u["first"] > lo:
+                    regions.append({"label": label, "per": per, "first": lo, "last": u["first"] - 1, "ops": []})
+                regions.append(u)
+                lo = u["last"] + 1
+            regions.append({"label": label, "per": per, "first": lo, "last": end, "ops": []})
+        return {"file": "model.c", "regions": regions}
 
     def _header(self, members, in_q, outputs, s_out, p_out, z, struct_bytes) -> str:
         p, P = self.prefix, self.P
@@ -708,13 +1140,19 @@ extern "C" {{
 #define {P}_STATE_WORDS {z}
 #define {P}_STRUCT_BYTES {struct_bytes}
 
+#if defined(__GNUC__)
+#define {P}_STATE_ALIGN __attribute__((aligned(8)))
+#else
+#define {P}_STATE_ALIGN
+#endif
+
 typedef struct {p}_state {{
 {fields}
-}} {p}_state;
+}} {P}_STATE_ALIGN {p}_state;
 
 /* Start a new sequence: zero every state. */
 void {p}_reset({p}_state *s);
-/* Input boundary: {P}_IN_FEATURES floats -> {P}_IN_Q_FEATURES integers (IEEE double, round half to even, saturate). */
+/* Input boundary: {P}_IN_FEATURES floats -> {P}_IN_Q_FEATURES integers (IEEE single, round half to even, saturate). */
 void {p}_quantize(const float *x_t, int32_t *xq_t);
 /* One step on integer input (values within the input widths); yq_t (may be NULL) receives
  * {P}_STEP_OUT_FEATURES integers. */
@@ -752,35 +1190,40 @@ void {p}_state_load({p}_state *s, const float *in);
             if nk == 0:
                 continue
             lo, hi = int_range(spec.bits)
-            off_t = _double_table(f"QOFF{k}", spec.offset, f"input '{spec.vec}': offset (double)", where)
-            inv_t = _double_table(f"QINV{k}", spec.inv_scale, f"input '{spec.vec}': 1 / scale (double)", where)
-            ch_t = int_table(f"QCH{k}", np.asarray(spec.channels), "int16_t", f"input '{spec.vec}': channels")
-            qtabs += [off_t, inv_t, ch_t]
+            ch = np.asarray(spec.channels, np.int64)
+            if np.array_equal(ch, np.arange(ch[0], ch[0] + nk)):
+                xk = f"x_t[{int(ch[0])} + k]" if ch[0] else "x_t[k]"
+            else:
+                qtabs.append(int_table(f"QCH{k}", ch, "int16_t", f"input '{spec.vec}': channels"))
+                xk = f"x_t[QCH{k}[k]]"
+            if np.any(spec.offset != 0):
+                qtabs.append(_float_table(f"QOFF{k}", spec.offset, f"input '{spec.vec}': offset (float32)", where))
+                xk = f"({xk} - QOFF{k}[k])"
+            qtabs.append(_float_table(f"QINV{k}", spec.inv_scale, f"input '{spec.vec}': 1 / scale (float32)", where))
             lines_q += [f"for (int k = 0; k < {nk}; ++k)",
-                        f"    xq_t[{lay['offset']} + k] = esq_qround(((double)x_t[QCH{k}[k]] - QOFF{k}[k]) * QINV{k}[k], "
-                        f"{c_int(lo)}, {c_int(hi)});"]
+                        f"    xq_t[{lay['offset']} + k] = esq_qroundf({xk} * QINV{k}[k], {c_int(lo)}, {c_int(hi)});"]
         deq_tabs: list[str] = []
         deq_step: list[str] = []
         deq_pool: list[str] = []
         for j, o in enumerate(outputs):
             name = f"OSCALE{j}"
-            deq_tabs.append(_double_table(name, o["scales"], f"output '{o['name']}': scale (double)", where))
+            deq_tabs.append(_float_table(name, o["scales"], f"output '{o['name']}': scale (float32)", where))
             idx = "0" if len(o["scales"]) == 1 else "i"
             line = [f"for (int i = 0; i < {o['features']}; ++i)",
-                    f"    y[{o['offset']} + i] = (float)((double)q[{o['offset']} + i] * {name}[{idx}]);"]
+                    f"    y[{o['offset']} + i] = (float)q[{o['offset']} + i] * {name}[{idx}];"]
             (deq_step if o["temporal"] else deq_pool).extend(line)
 
         def arena_decls(arenas: ArenaSet, on_stack: bool) -> list[str]:
             out = []
             for a in arenas.used():
                 if on_stack:
-                    out.append(f"{a.ctype} {a.name}[{a.high_water}];")
+                    out.append(f"{a.ctype} {a.name}[{a.high_water}] ESQ_ALIGN8;")
                 else:
                     out.append(f"{a.ctype} *const {a.name} = s->scratch{CTYPE_SUFFIX[a.ctype]};")
             return out
 
         L = ["/* Generated by edgeseq from an integer program: C99, static memory only, no libm. */",
-             '#include "model.h"', "#include <string.h>", "", _PRELUDE.strip("\n"), "", simd_prelude(self.kernels), "",
+             '#include "model.h"', "#include <string.h>", "", _PRELUDE.strip("\n"), "", K.SIMD_SELECT, "", K.V4_API, "",
              "/* ---- constants (read-only: flash on a microcontroller) ---- */"]
         L += self.table_text + qtabs + deq_tabs
         L += ["", f"void {p}_reset({p}_state *s)", "{", "    memset(s, 0, sizeof *s);", "}", ""]
@@ -871,22 +1314,29 @@ def generate_int(prog: Program, in_features: int, prefix: str = "esq", target: s
 _PRELUDE = r"""
 /* ---- helpers: the README's integer semantics, portable C99 ---- */
 
+/* helpers a model does not use are no warning (Clang warns about unused static functions) */
+#if defined(__GNUC__)
+#define ESQ_INLINE static inline __attribute__((unused))
+#else
+#define ESQ_INLINE static inline
+#endif
+
 /* Arithmetic (flooring) right shift. C leaves >> of negative values implementation-defined; GCC
  * and Clang document it as arithmetic, elsewhere the portable form (same result) is used. */
 #if defined(__GNUC__) && !defined(ESQ_PORTABLE_SHIFT)
-static inline int32_t esq_asr32(int32_t v, int s) { return v >> s; }
-static inline int64_t esq_asr64(int64_t v, int s) { return v >> s; }
+ESQ_INLINE int32_t esq_asr32(int32_t v, int s) { return v >> s; }
+ESQ_INLINE int64_t esq_asr64(int64_t v, int s) { return v >> s; }
 #else
-static inline int32_t esq_asr32(int32_t v, int s) { return v >= 0 ? v >> s : ~(~v >> s); }
-static inline int64_t esq_asr64(int64_t v, int s) { return v >= 0 ? v >> s : ~(~v >> s); }
+ESQ_INLINE int32_t esq_asr32(int32_t v, int s) { return v >= 0 ? v >> s : ~(~v >> s); }
+ESQ_INLINE int64_t esq_asr64(int64_t v, int s) { return v >= 0 ? v >> s : ~(~v >> s); }
 #endif
 
-static inline int64_t esq_sat64(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : (v > hi ? hi : v); }
+ESQ_INLINE int64_t esq_sat64(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
 /* requant to at most 32 bits: sat((x * m + 2^(s-1)) >> s) for |x| < 2^31, m in [0, 2^31), s in [1, 62],
  * as ((x * m) >> (s - 1) + 1) >> 1 (the same floor); for s > 32 only the product's high word
  * matters (|x * m| < 2^62), so 32-bit cores need no 64-bit shift. */
-static inline int32_t esq_rq32(int32_t x, int32_t m, int s, int32_t lo, int32_t hi)
+ESQ_INLINE int32_t esq_rq32(int32_t x, int32_t m, int s, int32_t lo, int32_t hi)
 {
     const int64_t p = (int64_t)x * m;
     if (s > 32) {
@@ -897,8 +1347,26 @@ static inline int32_t esq_rq32(int32_t x, int32_t m, int s, int32_t lo, int32_t 
     return v < lo ? lo : (v > hi ? hi : (int32_t)v);
 }
 
+/* hi32(a * b) + acc: the high word of the 64-bit product plus acc (SMMLA on Arm DSP cores) */
+#if defined(__ARM_FEATURE_DSP) && defined(__GNUC__) && !defined(__aarch64__)
+#include <arm_acle.h>
+ESQ_INLINE int32_t esq_smmla(int32_t a, int32_t b, int32_t acc)
+{
+    int32_t r;
+    __asm__("smmla %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
+    return r;
+}
+#define ESQ_SAT(v, bits, lo, hi) __ssat((v), (bits))
+#else
+ESQ_INLINE int32_t esq_smmla(int32_t a, int32_t b, int32_t acc)
+{
+    return (int32_t)esq_asr64((int64_t)a * b, 32) + acc;
+}
+#define ESQ_SAT(v, bits, lo, hi) ((v) < (lo) ? (lo) : ((v) > (hi) ? (hi) : (v)))
+#endif
+
 /* div: floor((2a + b) / (2b)) for b > 0 (a / b rounded half up); C's / truncates. b <= 0 gives 0. */
-static inline int32_t esq_div32(int32_t a, int32_t b)
+ESQ_INLINE int32_t esq_div32(int32_t a, int32_t b)
 {
     if (b <= 0)
         return 0;
@@ -907,7 +1375,7 @@ static inline int32_t esq_div32(int32_t a, int32_t b)
     return (n % d < 0) ? q - 1 : q;
 }
 
-static inline int64_t esq_div64(int64_t a, int64_t b)
+ESQ_INLINE int64_t esq_div64(int64_t a, int64_t b)
 {
     if (b <= 0)
         return 0;
@@ -917,7 +1385,7 @@ static inline int64_t esq_div64(int64_t a, int64_t b)
 }
 
 /* isqrt: floor(sqrt(x)) for x >= 0 (bit by bit, exact); negative gives 0. */
-static inline int64_t esq_isqrt64(int64_t v)
+ESQ_INLINE int64_t esq_isqrt64(int64_t v)
 {
     if (v <= 0)
         return 0;
@@ -936,7 +1404,7 @@ static inline int64_t esq_isqrt64(int64_t v)
     return (int64_t)r;
 }
 
-static inline int32_t esq_isqrt32(int32_t v)
+ESQ_INLINE int32_t esq_isqrt32(int32_t v)
 {
     if (v <= 0)
         return 0;
@@ -955,213 +1423,47 @@ static inline int32_t esq_isqrt32(int32_t v)
     return (int32_t)r;
 }
 
-/* Input quantization: clamp(rint(t), lo, hi) with rint rounding half to even, independent of the
- * FPU rounding mode and of libm (|t| < 2^31 after the clamp, so the truncation is exact). */
-static inline int32_t esq_qround(double t, int32_t lo, int32_t hi)
+/* Input quantization: clamp(rint(t), lo, hi) for the float32 t, rint rounding half to even,
+ * independent of the FPU rounding mode and of libm: one conversion instruction where the FPU
+ * has one that rounds half to even by itself (aarch64 FCVTNS, Armv8-M VCVTN), else exactly in
+ * float32 arithmetic (t - trunc(t) is exact). */
+#if defined(__GNUC__) && defined(__aarch64__)
+ESQ_INLINE int32_t esq_rintn(float t)
 {
-    if (!(t > (double)lo))
-        return lo;
-    if (t >= (double)hi)
-        return hi;
-    int32_t i = (int32_t)t;
-    const double fr = t - (double)i;
-    if (fr > 0.5 || (fr == 0.5 && i % 2 != 0))
-        ++i;
-    else if (fr < -0.5 || (fr == -0.5 && i % 2 != 0))
-        --i;
+    int32_t i;
+    __asm__("fcvtns %w0, %s1" : "=r"(i) : "w"(t));
     return i;
 }
+#define ESQ_RINTN(t) esq_rintn(t)
+#elif defined(__GNUC__) && defined(__ARM_ARCH) && __ARM_ARCH >= 8 && defined(__ARM_ARCH_PROFILE) \
+    && __ARM_ARCH_PROFILE == 'M' && defined(__ARM_FP) && (__ARM_FP & 4)
+ESQ_INLINE int32_t esq_rintn(float t)
+{
+    float r;
+    int32_t i;
+    __asm__("vcvtn.s32.f32 %0, %1" : "=t"(r) : "t"(t));
+    memcpy(&i, &r, 4);
+    return i;
+}
+#define ESQ_RINTN(t) esq_rintn(t)
+#endif
+
+ESQ_INLINE int32_t esq_qroundf(float t, int32_t lo, int32_t hi)
+{
+    if (!(t > (float)lo))
+        return lo;
+    if (t >= (float)hi)
+        return hi;
+#if defined(ESQ_RINTN)
+    return ESQ_RINTN(t);
+#else
+    int32_t i = (int32_t)t;
+    const float fr = t - (float)i;
+    if (fr > 0.5f || (fr == 0.5f && (i & 1)))
+        ++i;
+    else if (fr < -0.5f || (fr == -0.5f && (i & 1)))
+        --i;
+    return i;
+#endif
+}
 """
-
-
-def simd_prelude(kernels: set[str]) -> str:
-    """Matvec kernels for Arm M-profile SIMD, used only where the compiler targets it (MVE on
-    Armv8.1-M such as Cortex-M55; the DSP extension's SMLAD on Cortex-M4 / M7 / M33); every other
-    compiler takes the portable loops next to each call. Define ESQ_NO_SIMD to force those.
-    Each kernel computes y = W x (int32 accumulators: exact, the program's declared widths bound
-    every partial sum); the caller adds the bias."""
-    lines = ["/* ---- matvec kernels: y[o] = sum_i W[o][i] x[i] (W row-major N x I) ---- */",
-             "#if !defined(ESQ_NO_SIMD) && defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)",
-             "#include <arm_mve.h>", "#define ESQ_MV_SIMD 1", "#define ESQ_MV_MVE 1",
-             "#elif !defined(ESQ_NO_SIMD) && defined(__ARM_FEATURE_DSP) && defined(__GNUC__) && !defined(__ARM_BIG_ENDIAN)",
-             "#include <arm_acle.h>", "#define ESQ_MV_SIMD 1", "#define ESQ_MV_DSP 1",
-             "#else", "#define ESQ_MV_SIMD 0", "#endif",
-             "/* kernels stay out of line: small code, and no constant-size loop analysis on them */",
-             "#if defined(__clang__)", "#define ESQ_KERNEL static __attribute__((noinline))",
-             "#else", "#define ESQ_KERNEL static __attribute__((noinline, noclone))", "#endif"]
-    if not kernels:
-        return "\n".join(lines)
-    lines += ["", "#if defined(ESQ_MV_MVE)", _MVE_COMMON]
-    lines += [_MVE[k] for k in sorted(kernels)]
-    lines += ["#elif defined(ESQ_MV_DSP)", _DSP_COMMON]
-    lines += [_DSP[k] for k in sorted(kernels)]
-    lines += ["#endif"]
-    return "\n".join(x.strip("\n") for x in lines)
-
-
-_MVE_COMMON = "/* MVE: tail-predicated vector multiply-accumulate-across (VMLADAVA), 8 or 16 lanes */"
-
-_MVE = {
-    "esq_mv_s8s8": r"""
-ESQ_KERNEL void esq_mv_s8s8(int32_t *restrict y, const int8_t *restrict W, const int8_t *restrict x, int N, int I)
-{
-    for (int o = 0; o < N; ++o) {
-        const int8_t *w = W + o * I;
-        int32_t acc = 0;
-        const int n16 = I & ~15;
-        int i = 0;
-        for (; i < n16; i += 16)
-            acc = vmladavaq_s8(acc, vldrbq_s8(w + i), vldrbq_s8(x + i));
-        if (i < I) {
-            const mve_pred16_t p = vctp8q((uint32_t)(I - i));
-            acc = vmladavaq_p_s8(acc, vldrbq_z_s8(w + i, p), vldrbq_z_s8(x + i, p), p);
-        }
-        y[o] = acc;
-    }
-}
-""",
-    "esq_mv_s8s16": r"""
-ESQ_KERNEL void esq_mv_s8s16(int32_t *restrict y, const int8_t *restrict W, const int16_t *restrict x, int N, int I)
-{
-    for (int o = 0; o < N; ++o) {
-        const int8_t *w = W + o * I;
-        int32_t acc = 0;
-        const int n8 = I & ~7;
-        int i = 0;
-        for (; i < n8; i += 8)
-            acc = vmladavaq_s16(acc, vldrbq_s16(w + i), vldrhq_s16(x + i));
-        if (i < I) {
-            const mve_pred16_t p = vctp16q((uint32_t)(I - i));
-            acc = vmladavaq_p_s16(acc, vldrbq_z_s16(w + i, p), vldrhq_z_s16(x + i, p), p);
-        }
-        y[o] = acc;
-    }
-}
-""",
-    "esq_mv_s16s16": r"""
-ESQ_KERNEL void esq_mv_s16s16(int32_t *restrict y, const int16_t *restrict W, const int16_t *restrict x, int N, int I)
-{
-    for (int o = 0; o < N; ++o) {
-        const int16_t *w = W + o * I;
-        int32_t acc = 0;
-        const int n8 = I & ~7;
-        int i = 0;
-        for (; i < n8; i += 8)
-            acc = vmladavaq_s16(acc, vldrhq_s16(w + i), vldrhq_s16(x + i));
-        if (i < I) {
-            const mve_pred16_t p = vctp16q((uint32_t)(I - i));
-            acc = vmladavaq_p_s16(acc, vldrhq_z_s16(w + i, p), vldrhq_z_s16(x + i, p), p);
-        }
-        y[o] = acc;
-    }
-}
-""",
-}
-
-_DSP_COMMON = r"""
-/* DSP extension: SMLAD (two 16 x 16 multiply-accumulates), SXTB16 / PKH to form 16-bit pairs */
-static inline int32_t esq_ld32(const void *p) { int32_t v; memcpy(&v, p, 4); return v; }
-static inline int32_t esq_sxtb16_r8(int32_t v) { int32_t r; __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v)); return r; }
-/* (a.lo, b.lo) and (a.hi, b.hi) as 16-bit pairs */
-static inline int32_t esq_pk_lo(int32_t a, int32_t b) { int32_t r; __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(r) : "r"(a), "r"(b)); return r; }
-static inline int32_t esq_pk_hi(int32_t a, int32_t b) { int32_t r; __asm__("pkhtb %0, %2, %1, asr #16" : "=r"(r) : "r"(a), "r"(b)); return r; }
-"""
-
-_DSP = {
-    "esq_mv_s8s8": r"""
-ESQ_KERNEL void esq_mv_s8s8(int32_t *restrict y, const int8_t *restrict W, const int8_t *restrict x, int N, int I)
-{
-    int o = 0;
-    for (; o + 2 <= N; o += 2) {
-        const int8_t *w0 = W + o * I, *w1 = w0 + I;
-        int32_t a0 = 0, a1 = 0;
-        const int n4 = I & ~3;
-        for (int i = 0; i < n4; i += 4) {
-            const int32_t xv = esq_ld32(x + i), xa = __sxtb16(xv), xb = esq_sxtb16_r8(xv);
-            const int32_t v0 = esq_ld32(w0 + i), v1 = esq_ld32(w1 + i);
-            a0 = __smlad(__sxtb16(v0), xa, a0);
-            a0 = __smlad(esq_sxtb16_r8(v0), xb, a0);
-            a1 = __smlad(__sxtb16(v1), xa, a1);
-            a1 = __smlad(esq_sxtb16_r8(v1), xb, a1);
-        }
-        for (int i = n4; i < I; ++i) {
-            a0 += (int32_t)w0[i] * x[i];
-            a1 += (int32_t)w1[i] * x[i];
-        }
-        y[o] = a0;
-        y[o + 1] = a1;
-    }
-    for (; o < N; ++o) {
-        const int8_t *w0 = W + o * I;
-        int32_t a0 = 0;
-        for (int i = 0; i < I; ++i)
-            a0 += (int32_t)w0[i] * x[i];
-        y[o] = a0;
-    }
-}
-""",
-    "esq_mv_s8s16": r"""
-ESQ_KERNEL void esq_mv_s8s16(int32_t *restrict y, const int8_t *restrict W, const int16_t *restrict x, int N, int I)
-{
-    int o = 0;
-    for (; o + 2 <= N; o += 2) {
-        const int8_t *w0 = W + o * I, *w1 = w0 + I;
-        int32_t a0 = 0, a1 = 0;
-        const int n4 = I & ~3;
-        for (int i = 0; i < n4; i += 4) {
-            const int32_t x01 = esq_ld32(x + i), x23 = esq_ld32(x + i + 2);
-            const int32_t xa = esq_pk_lo(x01, x23), xb = esq_pk_hi(x01, x23); /* (x0, x2), (x1, x3) */
-            const int32_t v0 = esq_ld32(w0 + i), v1 = esq_ld32(w1 + i);
-            a0 = __smlad(__sxtb16(v0), xa, a0);
-            a0 = __smlad(esq_sxtb16_r8(v0), xb, a0);
-            a1 = __smlad(__sxtb16(v1), xa, a1);
-            a1 = __smlad(esq_sxtb16_r8(v1), xb, a1);
-        }
-        for (int i = n4; i < I; ++i) {
-            a0 += (int32_t)w0[i] * x[i];
-            a1 += (int32_t)w1[i] * x[i];
-        }
-        y[o] = a0;
-        y[o + 1] = a1;
-    }
-    for (; o < N; ++o) {
-        const int8_t *w0 = W + o * I;
-        int32_t a0 = 0;
-        for (int i = 0; i < I; ++i)
-            a0 += (int32_t)w0[i] * x[i];
-        y[o] = a0;
-    }
-}
-""",
-    "esq_mv_s16s16": r"""
-ESQ_KERNEL void esq_mv_s16s16(int32_t *restrict y, const int16_t *restrict W, const int16_t *restrict x, int N, int I)
-{
-    int o = 0;
-    for (; o + 2 <= N; o += 2) {
-        const int16_t *w0 = W + o * I, *w1 = w0 + I;
-        int32_t a0 = 0, a1 = 0;
-        const int n4 = I & ~3;
-        for (int i = 0; i < n4; i += 4) {
-            const int32_t xa = esq_ld32(x + i), xb = esq_ld32(x + i + 2);
-            a0 = __smlad(esq_ld32(w0 + i), xa, a0);
-            a0 = __smlad(esq_ld32(w0 + i + 2), xb, a0);
-            a1 = __smlad(esq_ld32(w1 + i), xa, a1);
-            a1 = __smlad(esq_ld32(w1 + i + 2), xb, a1);
-        }
-        for (int i = n4; i < I; ++i) {
-            a0 += (int32_t)w0[i] * x[i];
-            a1 += (int32_t)w1[i] * x[i];
-        }
-        y[o] = a0;
-        y[o + 1] = a1;
-    }
-    for (; o < N; ++o) {
-        const int16_t *w0 = W + o * I;
-        int32_t a0 = 0;
-        for (int i = 0; i < I; ++i)
-            a0 += (int32_t)w0[i] * x[i];
-        y[o] = a0;
-    }
-}
-""",
-}

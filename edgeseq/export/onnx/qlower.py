@@ -9,7 +9,7 @@ Structure of the model
 ======================
 
 - **Input boundary**: the float input ``x`` (B, T, F) is made time-major and quantized per input
-  part exactly like :meth:`InputSpec.quantize` (float64 ``(x - offset) * inv_scale``, ``Round``
+  part exactly like :meth:`InputSpec.quantize` (float32 ``(x - offset) * inv_scale``, ``Round``
   (half to even), ``Clip``), once for the whole sequence.
 - **Stages**: the step program is split by its data flow. Micro-ops that depend on no state
   (input projections, the first layer's feed-forward part) run once over the whole sequence as
@@ -870,19 +870,21 @@ class _Lowering:
         g = self.main
         f = self.q.graph.in_features
         g.types[self.x] = FLOAT
-        xt = g.op("Cast", g.op("Transpose", self.x, perm=[1, 0, 2], out_type=FLOAT, hint="x_tm"), to=DOUBLE,
-                  out_type=DOUBLE, hint="x_f64")
+        xt = g.op("Transpose", self.x, perm=[1, 0, 2], out_type=FLOAT, hint="x_tm")
         for s in self.p.inputs:
             ch = np.asarray(s.channels, np.int64)
             v = xt if np.array_equal(ch, np.arange(f)) else \
-                g.op("Gather", xt, g.ints(ch, "channels"), axis=-1, out_type=DOUBLE, hint="channels")
-            v = g.op("Sub", v, g.const(np.asarray(s.offset, np.float64), DOUBLE, "offset"), out_type=DOUBLE,
+                g.op("Gather", xt, g.ints(ch, "channels"), axis=-1, out_type=FLOAT, hint="channels")
+            # float32 arithmetic, as InputSpec specifies: a subtraction, then a multiplication
+            v = g.op("Sub", v, g.const(np.asarray(s.offset, np.float32), FLOAT, "offset"), out_type=FLOAT,
                      hint="centred")
-            v = g.op("Mul", v, g.const(np.asarray(s.inv_scale, np.float64), DOUBLE, "inv_scale"), out_type=DOUBLE,
+            v = g.op("Mul", v, g.const(np.asarray(s.inv_scale, np.float32), FLOAT, "inv_scale"), out_type=FLOAT,
                      hint="scaled")
             lo, hi = P.int_range(s.bits)
-            v = g.op("Clip", g.op("Round", v, out_type=DOUBLE, hint="rint"), g.const(np.float64(lo), DOUBLE, "lo"),
-                     g.const(np.float64(hi), DOUBLE, "hi"), out_type=DOUBLE, hint="sat")
+            # round half to even in float32 (exact), clip in float64 (every int32 limit exact)
+            v = g.op("Cast", g.op("Round", v, out_type=FLOAT, hint="rint"), to=DOUBLE, out_type=DOUBLE, hint="rint64")
+            v = g.op("Clip", v, g.const(np.float64(lo), DOUBLE, "lo"), g.const(np.float64(hi), DOUBLE, "hi"),
+                     out_type=DOUBLE, hint="sat")
             self.seq.set(s.vec, g.op("Cast", v, to=compute_type(s.bits), out_type=compute_type(s.bits),
                                      hint=_short(s.vec)))
 

@@ -289,7 +289,7 @@ def _manifest(q, model, info: dict, *, numerics: str, streaming: bool, tolerance
               "scale": None if s.scale is None else [float(v) for v in np.ravel(s.scale)]}
              for k, s in p.states.items()]
     rule = "q = QuantizeLinear((float32(x[c]) - offset) * inv_scale) (half to even, saturating)" if numerics == "qdq" \
-        else "q = clip(rint((double(x[c]) - offset) * inv_scale), -2^(bits-1), 2^(bits-1)-1)"
+        else "q = clip(rint((float(x[c]) - offset) * inv_scale), -2^(bits-1), 2^(bits-1)-1) in float32"
     m = manifest_base(graph, model, streaming=streaming, inline=True, fused_rnn=False)
     m["inputs"][0]["quantizers"] = [
         {"vector": s.vec, "channels": [int(c) for c in s.channels], "bits": int(s.bits),

@@ -4,7 +4,7 @@ A :class:`~edgeseq.quant.program.Program` becomes up to four generated PrimFuncs
 built with :class:`.emit.Kernel`):
 
 ``int_quantize``  the input boundary: float32 ``X`` (B, T, F) -> one integer tensor per
-                  ``InputSpec``, in IEEE double: ``clamp(nearbyint((x - offset) * inv_scale))``
+                  ``InputSpec``, in IEEE single: ``clamp(nearbyint((x - offset) * inv_scale))``
                   (``llvm.nearbyint``: round half to even, no fused multiply-add possible)
 ``int_hoist``     the step micro-ops that depend only on the inputs (input projections and what
                   follows them before the first state read), over every (b, t) row of the whole
@@ -765,8 +765,8 @@ def quantize_kernel(prog: Program, in_features: int, sched: Schedule) -> GenKern
     k.input("X", ("B", "T", in_features), "float32")
     consts: dict[str, np.ndarray] = {}
     for i, s in enumerate(prog.inputs):
-        consts[f"off{i}"] = np.ascontiguousarray(np.broadcast_to(np.asarray(s.offset, np.float64), (len(s.channels),)))
-        consts[f"inv{i}"] = np.ascontiguousarray(np.broadcast_to(np.asarray(s.inv_scale, np.float64),
+        consts[f"off{i}"] = np.ascontiguousarray(np.broadcast_to(np.asarray(s.offset, np.float32), (len(s.channels),)))
+        consts[f"inv{i}"] = np.ascontiguousarray(np.broadcast_to(np.asarray(s.inv_scale, np.float32),
                                                                  (len(s.channels),)))
         ch = np.asarray(s.channels, np.int64)
         if not (ch.size and np.array_equal(ch, np.arange(ch[0], ch[0] + ch.size))):
@@ -785,8 +785,9 @@ def quantize_kernel(prog: Program, in_features: int, sched: Schedule) -> GenKern
 
                 def body(j, i=i, ch=ch, lo=lo, hi=hi, dt=dt):
                     src = f"ch{i}[{j}]" if f"ch{i}" in consts else f"{int(ch[0])} + {j}"
-                    t = f'(T.Cast("float64", X[b, t, {src}]) - off{i}[{j}]) * inv{i}[{j}]'
-                    return [f'Q{i}[b, t, {j}] = T.Cast("{dt}", T.max(T.min(T.nearbyint({t}), {f64(hi)}), {f64(lo)}))']
+                    t = f'(X[b, t, {src}] - off{i}[{j}]) * inv{i}[{j}]'  # float32, as InputSpec specifies
+                    r = f'T.Cast("float64", T.nearbyint({t}))'  # exact; the limits are exact in float64
+                    return [f'Q{i}[b, t, {j}] = T.Cast("{dt}", T.max(T.min({r}, {f64(hi)}), {f64(lo)}))']
 
                 k.vec(len(s.channels), body)
     _add_consts(k, consts)
