@@ -31,14 +31,10 @@ from edgeseq.export.onnx import qdq  # noqa: E402
 from edgeseq.quant import intexact, quantize  # noqa: E402
 
 from . import cell_cases  # noqa: E402
-from .zoo_cases import ZOO, build  # noqa: E402
+from .zoo_cases import FAMILY, ZOO, build  # noqa: E402
 
 LENGTHS = (1, 50, 200)
 BATCHES = (1, 3)
-FAMILY = {"rnn": "recurrent", "gru": "recurrent", "lstm": "recurrent", "mingru": "recurrent",
-          "minlstm": "recurrent", "lmu": "memory", "lmu_dense": "memory", "lmu_full": "memory",
-          "lmuformer": "memory", "lif": "spiking", "lif_rec": "spiking", "l2mu": "spiking", "l2mu_syn": "spiking",
-          "lmuformer_spiking": "spiking"}
 LSB_TOL = qdq.TOLERANCE["lsb"]
 MIN_AGREEMENT = 0.995
 MIN_SPIKE_AGREEMENT = qdq.TOLERANCE["spike_agreement"]

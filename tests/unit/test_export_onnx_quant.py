@@ -28,14 +28,10 @@ from edgeseq.export.onnx import OnnxArtifact, build_onnx_quantized, export_onnx_
 from edgeseq.export.onnx import qlower  # noqa: E402
 from edgeseq.quant import intexact, load_quantized, quantize  # noqa: E402
 
-from .zoo_cases import ZOO, build  # noqa: E402
+from .zoo_cases import FAMILY, ZOO, build  # noqa: E402
 
 LENGTHS = (1, 50, 200)
 BATCHES = (1, 3)
-FAMILY = {"rnn": "recurrent", "gru": "recurrent", "lstm": "recurrent", "mingru": "recurrent",
-          "minlstm": "recurrent", "lmu": "memory", "lmu_dense": "memory", "lmu_full": "memory",
-          "lmuformer": "memory", "lif": "spiking", "lif_rec": "spiking", "l2mu": "spiking", "l2mu_syn": "spiking",
-          "lmuformer_spiking": "spiking"}
 LSB_TOL = {"recurrent": 0, "memory": 0, "spiking": 0}   # integer output error allowed, in output LSBs
 MIN_AGREEMENT = 0.995                                    # argmax decisions vs the interpreter
 SPIKING = [c for c in ZOO if FAMILY[c] == "spiking"]

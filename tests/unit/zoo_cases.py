@@ -20,6 +20,13 @@ ZOO = {
     "lmuformer_spiking": dict(dim=16, memory_d=2, order=4, spiking=True),
 }
 
+# how a case's int8 error is judged: recurrent (saturating gates), memory (linear state: LMU, S4D), spiking
+FAMILY = {"rnn": "recurrent", "gru": "recurrent", "lstm": "recurrent", "mingru": "recurrent",
+          "minlstm": "recurrent", "lmu": "memory", "lmu_dense": "memory", "lmu_full": "memory",
+          "s4d": "memory", "s4d_real": "memory", "lmuformer": "memory", "lif": "spiking", "lif_rec": "spiking",
+          "l2mu": "spiking", "l2mu_syn": "spiking", "lmuformer_spiking": "spiking"}
+assert set(FAMILY) == set(ZOO)
+
 
 def arch_of(case: str) -> str:
     return case.split("_")[0]
