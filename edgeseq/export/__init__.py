@@ -24,7 +24,6 @@ Every artifact directory is written atomically and holds ``graph.esq``, the IR i
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -128,7 +127,8 @@ def _export_bundle(graph, base: str, out, *, force: bool, cpu: Optional[str], go
                    c_kwargs: Optional[dict] = None, tvm: bool = True) -> "Artifact":
     """x86 / arm: a TVM library + a self-contained C executable under one manifest."""
     from .._version import __version__
-    from ..util.fs import atomic_write_json, atomic_write_text, check_output_dir, output_dir, sha256_file
+    from ..util.fs import atomic_write_text, check_output_dir, output_dir
+    from .manifest import seal
     from .c import export_c
 
     check_output_dir(out, force)
@@ -154,10 +154,8 @@ def _export_bundle(graph, base: str, out, *, force: bool, cpu: Optional[str], go
             "ir_graph": "graph.esq", "default_runtime": "tvm" if (tvm and base == "x86") else "c",
             "parts": parts, "sizes": c_art.sizes, "numerics": c_art.manifest.get("numerics", "float32"),
             "golden": {"dir": "c/golden", "note": "reference outputs of the float64 interpreter (see c/manifest.json)"},
-            "files": {p.relative_to(stage).as_posix(): sha256_file(p)
-                      for p in sorted(stage.glob("*")) if p.is_file()},
         }
-        atomic_write_json(stage / "manifest.json", manifest)
+        seal(stage, manifest, files=stage.glob("*"))
     return Artifact.load(out)
 
 
@@ -184,7 +182,8 @@ def _export_quantized(q, base: str, out, *, force, cpu, golden_input, streaming,
         return Artifact.load(export_c_int(q, out, target=base, force=force, golden_input=golden_input,
                                           target_options=target_options).path)
     from .._version import __version__
-    from ..util.fs import atomic_write_json, atomic_write_text, check_output_dir, output_dir, sha256_file
+    from ..util.fs import atomic_write_text, check_output_dir, output_dir
+    from .manifest import seal
 
     check_output_dir(out, force)
     c_target = base if cpu is None else f"{base}:{cpu}"
@@ -210,10 +209,8 @@ def _export_quantized(q, base: str, out, *, force, cpu, golden_input, streaming,
             "ir_graph": "graph.esq", "quantized_graph": "quantized.esq", "default_runtime": "c",
             "parts": parts, "sizes": c_art.sizes, "numerics": "integer",
             "golden": {"dir": "c/golden", "note": "outputs of the integer-exact interpreter"},
-            "files": {p.relative_to(stage).as_posix(): sha256_file(p)
-                      for p in sorted(stage.glob("*")) if p.is_file()},
         }
-        atomic_write_json(stage / "manifest.json", manifest)
+        seal(stage, manifest, files=stage.glob("*"))
     return Artifact.load(out)
 
 
@@ -243,7 +240,7 @@ class Artifact:
         path = Path(path)
         manifest, kind = read_checked(path, nested=_nested)
         if kind == "bundle":
-            problems = file_problems(path, kind, manifest)
+            problems = file_problems(path, manifest)
             if problems:
                 raise ArtifactError(f"file '{problems[0].split(':')[0]}' is missing or was modified after export",
                                     where=str(path))

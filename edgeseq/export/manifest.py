@@ -1,14 +1,17 @@
-"""Reading artifact manifests (``manifest.json``) safely, for every exporter.
+"""Artifact manifests (``manifest.json``): the one writer and the one safe reader of every exporter.
 
-One entry point, :func:`read_checked`, used by :func:`edgeseq.export.load_artifact` and
-:func:`edgeseq.validate.open_artifact`:
+Writing: :func:`seal` records every file of a finished staging directory in the manifest's
+``files`` table (relative path -> sha256 and size) and writes the manifest atomically.
+
+Reading: :func:`read_checked` (used by :func:`edgeseq.export.load_artifact`,
+:func:`edgeseq.validate.open_artifact` and each exporter's own loader through :func:`open_checked`):
 
 1. the manifest is read under the JSON caps of :mod:`edgeseq.util.safeio` and must be an object;
 2. its ``format`` names the exporter (:data:`FORMATS`);
 3. it is checked against that exporter's schema (:data:`SCHEMAS`: the fields the loaders use), so
    the loaders can rely on its shape;
 4. every path it names (model, library, binary, graph, quantized graph, golden vectors, parts,
-   the files of its hash table) must be relative and stay inside the artifact directory, after
+   the files of its ``files`` table) must be relative and stay inside the artifact directory, after
    ``..`` and symlinks are resolved. A bundle's parts are direct subdirectories holding an
    artifact of another kind (never a bundle: no loops).
 
@@ -18,7 +21,7 @@ Problems raise :class:`~edgeseq.errors.ArtifactError` naming the manifest and th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 from ..errors import ArtifactError
 from ..util import schema as S
@@ -30,6 +33,7 @@ FORMATS = {"edgeseq-onnx": "onnx", "edgeseq.tvm": "tvm", "edgeseq-c-artifact/1":
 _PATH = S.Str(max_len=1024)
 _OPT = {"ir_graph": _PATH, "quantized_graph": _PATH, "numerics": S.AnyJSON()}
 _TVM_FILE = S.Obj({"file": _PATH, "shape": S.SHAPE}, {"dtype": S.DTYPE})
+_FILES = S.Map(S.Obj({"sha256": S.SHA256}, {"bytes": S.Int(min=0)}), key=_PATH)
 
 SCHEMAS: dict[str, S.Spec] = {
     "onnx": S.Obj({
@@ -38,7 +42,7 @@ SCHEMAS: dict[str, S.Spec] = {
         "outputs": S.List(S.Obj({"name": S.Str()}), min_len=1),
         "state": S.Obj({"tensors": S.List(S.Obj({"key": S.Str(), "shape": S.List(S.OneOf(S.Str(), S.Int(min=0)))}))}),
         "golden": S.Obj({"input": _PATH, "outputs": S.List(_PATH, min_len=1)}, {"integer_outputs": S.List(_PATH)}),
-        "files": S.Map(S.Obj({"sha256": S.SHA256}), key=_PATH),
+        "files": _FILES,
     }, {"model": _PATH, "streaming": S.Bool(), **_OPT}),
     "tvm": S.Obj({
         "format_version": S.Int(), "tvm_version": S.Str(), "library": _PATH,
@@ -46,7 +50,7 @@ SCHEMAS: dict[str, S.Spec] = {
         "golden": S.Obj({"input": _TVM_FILE, "outputs": S.List(_TVM_FILE, min_len=1),
                          "state": S.List(S.Obj({"key": S.Str(), "file": _PATH, "shape": S.SHAPE}))},
                         {"int_inputs": S.List(_TVM_FILE), "int_outputs": S.List(_TVM_FILE)}),
-        "sha256": S.Map(S.SHA256, key=_PATH),
+        "files": _FILES,
     }, _OPT),
     "c": S.Obj({
         "target": S.Obj({"name": S.Str()}, {"options": S.Map()}), "binary": _PATH,
@@ -58,13 +62,13 @@ SCHEMAS: dict[str, S.Spec] = {
         "graph": S.Obj({"file": _PATH}),
         "golden": S.Obj({"input": _PATH, "expected": S.OneOf(_PATH, S.Null())},
                         {"expected_int": _PATH, "shape": S.SHAPE}),
-        "files": S.Map(S.SHA256, key=_PATH),
+        "files": _FILES,
         "sizes": S.Map(), "buffer_plan": S.Map(),
     }, _OPT),
     "bundle": S.Obj({
         "target": S.Str(), "default_runtime": S.Str(),
         "parts": S.Map(S.Obj({"dir": _PATH, "kind": S.Str()})),
-        "files": S.Map(S.SHA256, key=_PATH),
+        "files": _FILES,
     }, {"cpu": S.OneOf(S.Null(), S.Str()), "golden": S.Obj({"dir": _PATH}), **_OPT}),
 }
 
@@ -109,27 +113,24 @@ def _paths(kind: str, m: dict) -> Iterator[tuple[str, Any]]:
             yield f"golden.outputs[{i}]", p
         for i, p in enumerate(g.get("integer_outputs", [])):
             yield f"golden.integer_outputs[{i}]", p
-        yield from ((f"files.{k}", k) for k in m["files"])
     elif kind == "tvm":
         yield "library", m["library"]
         yield "golden.input.file", g["input"]["file"]
         for key in ("outputs", "state", "int_inputs", "int_outputs"):
             for i, e in enumerate(g.get(key, [])):
                 yield f"golden.{key}[{i}].file", e["file"]
-        yield from ((f"sha256.{k}", k) for k in m["sha256"])
     elif kind == "c":
         yield "binary", m["binary"]
         yield "graph.file", m["graph"]["file"]
         for key in ("input", "expected", "expected_int"):
             if isinstance(g.get(key), str):
                 yield f"golden.{key}", g[key]
-        yield from ((f"files.{k}", k) for k in m["files"])
     else:
         for name, part in m["parts"].items():
             yield f"parts.{name}.dir", part["dir"]
         if "dir" in g:
             yield "golden.dir", g["dir"]
-        yield from ((f"files.{k}", k) for k in m["files"])
+    yield from ((f"files.{k}", k) for k in m["files"])
 
 
 def check_manifest(path: Path, manifest: dict, kind: str) -> None:
@@ -163,27 +164,52 @@ def read_checked(path, *, nested: bool = False) -> tuple[dict, str]:
     return manifest, kind
 
 
-def integrity_table(kind: str, manifest: dict) -> dict[str, str]:
+def integrity_table(manifest: dict) -> dict[str, str]:
     """Relative path -> sha256 of every file the manifest records."""
-    if kind == "onnx":
-        return {k: v["sha256"] for k, v in manifest["files"].items()}
-    if kind == "tvm":
-        return dict(manifest["sha256"])
-    return dict(manifest["files"])
+    return {k: v["sha256"] for k, v in manifest["files"].items()}
 
 
-def file_problems(path: Path, kind: str, manifest: dict) -> list[str]:
+def file_problems(path: Path, manifest: dict) -> list[str]:
     """Files recorded in the manifest that are missing, not regular files, or whose sha256 differs."""
     from ..util.fs import sha256_file
 
     problems = []
-    for rel, digest in sorted(integrity_table(kind, manifest).items()):
+    for rel, digest in sorted(integrity_table(manifest).items()):
         p = path / rel
         if not p.is_file():
             problems.append(f"{rel}: missing")
         elif sha256_file(p) != digest:
             problems.append(f"{rel}: sha256 differs from the manifest (modified after export)")
     return problems
+
+
+def seal(stage: Path, manifest: dict, files: Optional[Iterable[Path]] = None) -> dict:
+    """Record ``files`` (default: every regular file under ``stage``) in ``manifest["files"]``
+    (relative path -> sha256 and bytes) and write ``stage/manifest.json`` atomically. The last
+    step of every exporter, inside its staging directory."""
+    from ..util.fs import atomic_write_json, sha256_file
+
+    stage = Path(stage)
+    paths = sorted(stage.rglob("*")) if files is None else sorted(files)
+    manifest["files"] = {p.relative_to(stage).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+                         for p in paths if p.is_file() and p.name != MANIFEST}
+    atomic_write_json(stage / MANIFEST, manifest)
+    return manifest
+
+
+def open_checked(path, kind: str, *, verify: bool = True) -> dict:
+    """The checked manifest of the ``kind`` artifact at ``path`` (see :func:`read_checked`); with
+    ``verify`` every recorded file must be present and match its sha256."""
+    path = Path(path)
+    manifest, found = read_checked(path)
+    if found != kind:
+        raise ArtifactError(f"a {found} artifact, not a {kind} artifact", where=str(path / MANIFEST),
+                            hint="open it with edgeseq.export.load_artifact")
+    problems = file_problems(path, manifest) if verify else []
+    if problems:
+        raise ArtifactError(f"file '{problems[0].split(': ', 1)[0]}' is missing or was modified after export",
+                            where=str(path), hint="re-export the artifact")
+    return manifest
 
 
 def golden_file(path: Path, rel: str, what: str = "golden file", max_bytes: Optional[int] = None) -> Path:
@@ -201,4 +227,4 @@ def golden_file(path: Path, rel: str, what: str = "golden file", max_bytes: Opti
 
 
 __all__ = ["FORMATS", "SCHEMAS", "read_manifest", "detect_kind", "check_manifest", "read_checked",
-           "integrity_table", "file_problems", "golden_file"]
+           "integrity_table", "file_problems", "golden_file", "seal", "open_checked"]

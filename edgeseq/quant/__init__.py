@@ -22,7 +22,7 @@ import numpy as np
 from .audit import per_step_error, sqnr_table
 from .calibrate import calibrate
 from .config import PRESETS, Granularity, Observer, OutlierAction, QuantConfig, preset, resolve_config
-from .lower import lower
+from .lowering import lower
 from .plan import QuantPlan, TensorPlan, WeightPlan, make_plan
 from .program import MICRO_OPS, Program
 from .qgraph import QuantizedGraph, is_quantized_file, load_quantized

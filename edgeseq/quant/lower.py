@@ -33,12 +33,12 @@ from ..errors import NumericsError, UnsupportedOpError
 from ..ir import ops as O
 from ..ir.graph import Graph, Node
 from ..ir.activations import activation
-from ..ir.cells import cell_kinds, has_step_program
-from ..ir.types import Act, ReadoutMode, Recurrence, ResetRule
+from ..ir.cells import has_step_program
+from ..ir.types import Act, ReadoutMode
 from .config import Granularity, QuantConfig
 from .plan import QuantPlan, TensorPlan, WeightPlan, qmax
-from .program import (Add, CmpGe, Clamp, Concat, Div, Gather, InputSpec, Isqrt, Load, Lut, MatVec, Mul,
-                      OutputSpec, Program, ProgramBuilder, Requant, Select, Store, Sub, bits_for, int_range)
+from .program import (Add, Clamp, Concat, Div, Gather, InputSpec, Isqrt, Load, Lut, MatVec, Mul,
+                      OutputSpec, Program, ProgramBuilder, Requant, Store, Sub, bits_for, int_range)
 from .sim import node_params
 
 Q15 = 15
@@ -165,9 +165,10 @@ class ScaledTerm:
 
 
 class Lowerer:
-    def __init__(self, graph: Graph, plan: QuantPlan):
+    def __init__(self, graph: Graph, plan: QuantPlan, scan_rule: Callable):
         self.g = graph
         self.plan = plan
+        self.scan_rule = scan_rule  # lowers a scan op through its step program (quant.steplower)
         self.cfg: QuantConfig = plan.config
         self.pb = ProgramBuilder()
         self.vals: dict[str, QV] = {}
@@ -533,9 +534,7 @@ class Lowerer:
         self.vals[name] = QV(n, [Part(name, np.arange(n), e.bits, e.scale.copy(), e.offset)])
 
     def lower_node(self, node: Node) -> None:
-        from .steplower import lower_scan
-
-        fn = lower_scan if has_step_program(node.op) else LOWER.get(type(node.op))
+        fn = self.scan_rule if has_step_program(node.op) else LOWER.get(type(node.op))
         if fn is None:
             raise UnsupportedOpError(f"cannot quantize op kind '{node.op.kind}'", where=f"node '{node.name}'",
                                      hint="supported: " + ", ".join(sorted(c.kind for c in LOWER)))
@@ -831,15 +830,3 @@ def _concat(L: Lowerer, node: Node, op: O.Concat):
 @_lower(O.Readout)
 def _readout(L: Lowerer, node: Node, op: O.Readout):
     L.readout_step(node, op)
-
-
-def lower(graph: Graph, plan: QuantPlan) -> tuple[Program, dict[str, dict[str, np.ndarray]], dict[str, WeightPlan]]:
-    """(integer program, fake-quant parameters per node, weight plans) of ``graph`` under ``plan``."""
-    L = Lowerer(graph, plan)
-    prog = L.run()
-    prog.metadata["state_order"] = list(graph.state_spec())
-    return prog, L.fake, L.weights
-
-
-def supported_kinds() -> set[str]:
-    return {c.kind for c in LOWER} | cell_kinds()

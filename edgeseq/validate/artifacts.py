@@ -455,7 +455,7 @@ def _tvm_arm_instructions(art: TvmRunner, x1: np.ndarray) -> Optional[dict]:
 
 def check_integrity(path: Path, kind: str, manifest: dict) -> tuple[list[str], int]:
     """Files listed in the manifest that are missing or whose sha256 differs (and how many are listed)."""
-    return file_problems(path, kind, manifest), len(integrity_table(kind, manifest))
+    return file_problems(path, manifest), len(integrity_table(manifest))
 
 
 GRAPH_HINT = ("the exporter must store the IR graph it exported from as graph.esq in the artifact "

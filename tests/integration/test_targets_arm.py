@@ -116,7 +116,7 @@ def test_artifact_integrity(exported, tmp_path):
     m = art.manifest
     assert m["toolchain"]["aarch64-linux-gnu-gcc"].startswith("aarch64-linux-gnu-gcc")
     assert set(m["state_spec"]) == set(graph.state_spec())
-    assert all(len(h) == 64 for h in m["files"].values()) and "bin/model" in m["files"]
+    assert all(len(h["sha256"]) == 64 for h in m["files"].values()) and "bin/model" in m["files"]
     with pytest.raises(ArtifactError, match="already exists"):
         export_c(graph, art.path, target="arm")
     copy = tmp_path / "copy"

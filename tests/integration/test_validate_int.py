@@ -23,7 +23,7 @@ from edgeseq.cli import main as cli  # noqa: E402
 from edgeseq.errors import ToleranceError  # noqa: E402
 from edgeseq.quant import load_quantized, quantize  # noqa: E402
 from edgeseq.util.fs import sha256_file  # noqa: E402
-from edgeseq.validate import detect_kind, validate  # noqa: E402
+from edgeseq.validate import validate  # noqa: E402
 from edgeseq.validate.compare import output_metrics  # noqa: E402
 
 from ..unit.test_validate import model_file, spiking_graph  # noqa: E402
@@ -55,13 +55,7 @@ def _rehash(art_dir: Path, path: Path) -> None:
     manifest = json.loads(mpath.read_text())
     rel = path.relative_to(art_dir).as_posix()
     digest = sha256_file(path)
-    kind = detect_kind(manifest)
-    if kind == "onnx":
-        manifest["files"][rel] = {"sha256": digest, "bytes": path.stat().st_size}
-    elif kind == "tvm":
-        manifest["sha256"][rel] = digest
-    else:
-        manifest["files"][rel] = digest
+    manifest["files"][rel] = {"sha256": digest, "bytes": path.stat().st_size}
     mpath.write_text(json.dumps(manifest, indent=2))
 
 

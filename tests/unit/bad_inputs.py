@@ -197,15 +197,9 @@ def rehash(art: Path) -> None:
     from edgeseq.util.fs import sha256_file
 
     doc = json.loads((art / "manifest.json").read_text())
-    if "sha256" in doc:
-        doc["sha256"] = {k: sha256_file(art / k) for k in doc["sha256"] if (art / k).is_file()}
-    elif isinstance(doc.get("files"), dict):
-        for k, v in list(doc["files"].items()):
-            if (art / k).is_file():
-                if isinstance(v, dict):
-                    v["sha256"] = sha256_file(art / k)
-                else:
-                    doc["files"][k] = sha256_file(art / k)
+    for k, v in doc.get("files", {}).items():
+        if (art / k).is_file() and isinstance(v, dict):
+            v["sha256"] = sha256_file(art / k)
     (art / "manifest.json").write_text(json.dumps(doc))
 
 

@@ -160,7 +160,7 @@ def check_bit_exact(run, info, prog, seed: int = 0, float_api: bool = False, ste
        reference exactly, and esq_run over the sequence / over chunks equals esq_step per step.
     """
     from edgeseq.export.c.artifact import split_outputs
-    from edgeseq.export.c.intexport import _split_input, _state_array, _state_dict, dequantize, int_reference
+    from edgeseq.export.c.artifact import _split_input, _state_array, _state_dict, dequantize, int_reference
     from edgeseq.quant import intexact
 
     rng = np.random.default_rng(seed)

@@ -5,7 +5,6 @@ devices, ragged or non-numeric arrays, NaN / Inf, wrong shapes, unknown names), 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -480,7 +480,7 @@ m_case("bundle-parts-empty", lambda d: d.update(parts={}), r"the bundle manifest
 m_case("bundle-part-no-dir", lambda d: d["parts"]["c"].pop("dir"), r"parts\.c is missing the key 'dir'")
 m_case("bundle-default-runtime-unknown", lambda d: d.update(default_runtime="gpu"), r"default_runtime 'gpu' is not one")
 m_case("bundle-files-list", lambda d: d.update(files=["graph.esq"]), r"files must be an object")
-m_case("bundle-file-sha-int", lambda d: d["files"].update({"graph.esq": 1}), r"files\.'graph\.esq' must be a string")
+m_case("bundle-file-sha-int", lambda d: d["files"]["graph.esq"].update(sha256=1), r"files\.'graph\.esq'\.sha256 must be a string")
 m_case("c-missing-outputs", lambda d: d.pop("outputs"), r"c manifest is missing the key 'outputs'", part="c")
 m_case("c-outputs-str", lambda d: d.update(outputs="head"), r"c manifest: outputs must be a list", part="c")
 m_case("c-target-str", lambda d: d.update(target="x86"), r"c manifest: target must be an object", part="c")
@@ -796,7 +796,7 @@ for name, fn, part, which, msg in [
     ("golden-empty", lambda d: d["golden"].update(input=""), "c", "bundle", r"golden\.input must be a non-empty relative path"),
     ("binary-outside", lambda d: d.update(binary="../../secret.txt"), "c", "bundle", r"binary '\.\./\.\./secret\.txt' points outside"),
     ("graph-file-outside", lambda d: d["graph"].update(file="/etc/passwd"), "c", "bundle", r"graph\.file '/etc/passwd' is absolute"),
-    ("files-key-outside", lambda d: d["files"].update({"../secret.txt": "0" * 64}), "c", "bundle", r"files\.\.\./secret\.txt '\.\./secret\.txt' points outside"),
+    ("files-key-outside", lambda d: d["files"].update({"../secret.txt": {"sha256": "0" * 64}}), "c", "bundle", r"files\.\.\./secret\.txt '\.\./secret\.txt' points outside"),
     ("tvm-library-outside", lambda d: d.update(library="/usr/lib/x86_64-linux-gnu/libc.so.6"), "tvm", "bundle", r"library '/usr/lib.*' is absolute"),
     ("tvm-golden-outside", lambda d: d["golden"]["input"].update(file="../c/../../secret.txt"), "tvm", "bundle", r"golden\.input\.file .* points outside"),
     ("bundle-ir-graph-outside", lambda d: d.update(ir_graph="../secret.txt"), "", "bundle", r"ir_graph '\.\./secret\.txt' points outside"),

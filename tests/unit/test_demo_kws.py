@@ -15,7 +15,7 @@ import pytest
 
 from edgeseq.data.audio import wav_bytes
 from edgeseq.data.features import LogMel, compute
-from edgeseq.demo.kws import (Detection, Detector, KwsDemoConfig, Scorer, WindowPlan, _check_config, detect,
+from edgeseq.demo.kws import (Detection, KwsDemoConfig, Scorer, WindowPlan, _check_config, detect,
                               false_accepts_per_hour, match_detections, read_truth, read_wav_16k, stream_features,
                               windows_of)
 from edgeseq.errors import ConfigError, DatasetError

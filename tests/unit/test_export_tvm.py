@@ -341,7 +341,7 @@ def test_export_x86_artifact_runs_and_verifies(compiled, tmp_path):
     assert mf["tvm_version"] == tvm.__version__
     assert mf["target"]["name"] == "x86" and mf["target"]["tvm_target"]["kind"] == "llvm"
     assert mf["signature"]["state_spec"] == {k: list(v) for k, v in graph.state_spec().items()}
-    assert set(mf["sha256"]) == files - {"manifest.json"}
+    assert set(mf["files"]) == files - {"manifest.json"}
     assert (out / "model.so").read_bytes()[:4] == b"\x7fELF"
     errs = TvmArtifact.load(out).verify()
     assert errs and max(errs.values()) <= TOL

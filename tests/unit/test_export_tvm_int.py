@@ -447,7 +447,7 @@ def test_export_integer_artifact_runs_and_verifies(tmp_path):
     assert mf["numerics"] == "integer" and mf["golden"]["tolerance"] == 0.0
     assert set(mf["functions"]) == {"main", "stream", "main_int", "stream_int"}
     assert [s["key"] for s in mf["signature"]["states"]] == list(q.program.states)
-    assert set(mf["sha256"]) == files - {"manifest.json"}
+    assert set(mf["files"]) == files - {"manifest.json"}
     art = TvmArtifact.load(out)
     assert art.integer
     errs = art.verify()
@@ -488,7 +488,7 @@ def test_artifact_verify_detects_wrong_integers(tmp_path):
     a = np.fromfile(out / e["file"], dtype=e["dtype"])
     a[0] += 1
     (out / e["file"]).write_bytes(a.tobytes())
-    mf["sha256"][e["file"]] = sha256_file(out / e["file"])
+    mf["files"][e["file"]]["sha256"] = sha256_file(out / e["file"])
     (out / "manifest.json").write_text(json.dumps(mf))
     with pytest.raises(ToleranceError, match="main_int/out0"):
         TvmArtifact.load(out).verify()

@@ -64,13 +64,7 @@ def perturb_weights(art_dir, *, rehash: bool = True, count: int = 12, factor: fl
         manifest = json.loads(mpath.read_text())
         rel = path.relative_to(art_dir).as_posix()
         digest = sha256_file(path)
-        kind = detect_kind(manifest)
-        if kind == "onnx":
-            manifest["files"][rel] = {"sha256": digest, "bytes": path.stat().st_size}
-        elif kind == "tvm":
-            manifest["sha256"][rel] = digest
-        else:
-            manifest["files"][rel] = digest
+        manifest["files"][rel] = {"sha256": digest, "bytes": path.stat().st_size}
         mpath.write_text(json.dumps(manifest, indent=2))
     return changed
 

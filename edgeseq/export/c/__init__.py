@@ -20,11 +20,11 @@ __all__ = ["F32", "CArtifact", "CSources", "Emitter", "IntCArtifact", "export_c"
 
 
 def __getattr__(name: str):
-    if name in ("export_c", "CArtifact"):
+    if name in ("export_c", "CArtifact", "IntCArtifact"):
         from . import artifact
 
         return getattr(artifact, name)
-    if name in ("export_c_int", "IntCArtifact"):
+    if name == "export_c_int":
         from . import intexport
 
         return getattr(intexport, name)

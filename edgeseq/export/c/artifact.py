@@ -17,7 +17,6 @@ under QEMU) and ``cost(x)`` (instructions per inference / step, flash / RAM byte
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 from pathlib import Path
@@ -26,8 +25,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..._version import __version__
-from ...errors import ArtifactError, ShapeError, ToleranceError
-from ...util.fs import atomic_write_bytes, atomic_write_json, atomic_write_text, check_output_dir, output_dir, sha256_file
+from ...errors import ArtifactError, ConfigError, ShapeError, ToleranceError
+from ...util.fs import atomic_write_bytes, atomic_write_text, check_output_dir, output_dir
+from ..manifest import open_checked, seal
 from .codegen import CSources, generate
 
 FORMAT = "edgeseq-c-artifact/1"
@@ -189,14 +189,14 @@ def export_c(graph, out_dir, target="arm", force: bool = False, golden_input=Non
             "golden": {"input": "golden/input.bin", "expected": "golden/expected.bin", "shape": list(x.shape),
                        "verification": verification},
         }
-        manifest["files"] = {p.relative_to(stage).as_posix(): sha256_file(p)
-                             for p in sorted(stage.rglob("*")) if p.is_file()}
-        atomic_write_json(stage / "manifest.json", manifest)
+        seal(stage, manifest)
     return CArtifact.load(out_dir)
 
 
 class CArtifact:
     """A built C artifact directory (see :func:`export_c`)."""
+
+    NUMERICS = "float32"
 
     def __init__(self, path, manifest: dict):
         self.path = Path(path)
@@ -208,27 +208,11 @@ class CArtifact:
 
     @classmethod
     def load(cls, path, check_hashes: bool = True) -> "CArtifact":
+        """Open a C artifact; ``CArtifact.load`` gives an :class:`IntCArtifact` for an integer one."""
         path = Path(path)
-        mf = path / "manifest.json"
-        try:
-            manifest = json.loads(mf.read_text())
-        except OSError as e:
-            raise ArtifactError(f"not a C artifact: cannot read manifest.json ({e.strerror})", where=str(path)) from None
-        except json.JSONDecodeError as e:
-            raise ArtifactError(f"manifest.json is not valid JSON ({e.msg})", where=str(mf)) from None
-        if manifest.get("format") != FORMAT:
-            raise ArtifactError(f"unknown artifact format {manifest.get('format')!r}; expected {FORMAT}", where=str(mf))
-        if cls is CArtifact and manifest.get("numerics") == "integer":
-            from .intexport import IntCArtifact  # an integer program (edgeseq.export.c.intexport)
-
+        manifest = open_checked(path, "c", verify=check_hashes)
+        if cls is CArtifact and manifest.get("numerics") == NUMERICS:
             cls = IntCArtifact
-        if check_hashes:
-            for rel, digest in manifest.get("files", {}).items():
-                p = path / rel
-                if not p.is_file():
-                    raise ArtifactError(f"file listed in the manifest is missing: {rel}", where=str(path))
-                if sha256_file(p) != digest:
-                    raise ArtifactError(f"file was modified after export (sha256 mismatch): {rel}", where=str(path))
         return cls(path, manifest)
 
     # -- properties -------------------------------------------------------------------------------
@@ -346,3 +330,184 @@ def read_golden_input(path) -> np.ndarray:
 
 
 __all__: Sequence[str] = ["CArtifact", "export_c", "reference_arrays", "split_outputs", "compare"]
+
+
+# -- integer artifacts -------------------------------------------------------------------------------
+NUMERICS = "integer"
+
+
+def _quantized_input(prog, xq) -> np.ndarray:
+    """The program's integer input (an array, or a dict of parts) in the C layout (B, T, IN_Q)."""
+    if isinstance(xq, Mapping):
+        missing = [s.vec for s in prog.inputs if s.vec not in xq]
+        if missing:
+            raise ShapeError(f"missing integer input part(s): {', '.join(missing)}")
+        parts = [np.asarray(xq[s.vec]) for s in prog.inputs]
+    else:
+        parts = [np.asarray(xq)]
+        if len(prog.inputs) != 1:
+            a = parts[0]
+            want = sum(len(s.channels) for s in prog.inputs)
+            if a.ndim == 3 and a.shape[2] == want:
+                return a.astype(np.int64)
+            raise ShapeError(f"the program has {len(prog.inputs)} input parts; pass a dict or a (B, T, {want}) array")
+    for s, a in zip(prog.inputs, parts):
+        if a.ndim != 3 or a.shape[2] != len(s.channels) or a.dtype.kind not in "iu":
+            raise ShapeError(f"integer input '{s.vec}' must be an integer (B, T, {len(s.channels)}) array, got "
+                             f"{a.dtype} {a.shape}")
+        lo, hi = -(1 << (s.bits - 1)), (1 << (s.bits - 1)) - 1
+        if a.size and (int(a.min()) < lo or int(a.max()) > hi):
+            from ...errors import NumericsError
+
+            raise NumericsError(f"integer input '{s.vec}' has values outside int{s.bits}")
+    return np.concatenate([a.astype(np.int64) for a in parts], axis=2)
+
+
+def _split_input(prog, xq: np.ndarray):
+    """C layout (B, T, IN_Q) -> what intexact.run takes."""
+    if len(prog.inputs) == 1:
+        return xq
+    out, off = {}, 0
+    for s in prog.inputs:
+        out[s.vec] = xq[..., off:off + len(s.channels)]
+        off += len(s.channels)
+    return out
+
+
+def _state_array(info: Mapping, state, batch: int) -> np.ndarray:
+    """An integer state (dict key -> (B, n), as intexact returns it, or a (B, Z) array) -> (B, Z)."""
+    if isinstance(state, Mapping):
+        rows = []
+        for e in info["state_layout"]:
+            if e["key"] not in state:
+                raise ShapeError(f"initial state lacks '{e['key']}'")
+            rows.append(np.asarray(state[e["key"]]).reshape(batch, e["size"]))
+        a = np.concatenate(rows, axis=1) if rows else np.zeros((batch, 0), np.int64)
+    else:
+        a = np.asarray(state)
+    if a.shape != (batch, info["state_floats"]) or a.dtype.kind not in "iu":
+        raise ShapeError(f"integer state must be a dict of the program's states or a (B, {info['state_floats']}) "
+                         f"integer array, got {a.dtype} {a.shape}")
+    return a
+
+
+def _state_dict(info: Mapping, a: np.ndarray) -> dict[str, np.ndarray]:
+    return {e["key"]: np.asarray(a[:, e["offset"]:e["offset"] + e["size"]], np.int64) for e in info["state_layout"]}
+
+
+def int_reference(prog, info: Mapping, xq: np.ndarray, state=None):
+    """The integer-exact interpreter on ``xq`` (C layout) in the driver's layout: per-step
+    (B, T, S), pooled (B, P), canonical state (B, Z), all int64, plus the raw outputs tuple."""
+    from ...quant import intexact
+
+    b, t = xq.shape[:2]
+    st = None if state is None else _state_dict(info, _state_array(info, state, b))
+    outs, new_state = intexact.run(prog, _split_input(prog, xq), st)
+    by_name = {o.name: q for o, q in zip(prog.outputs, outs)}
+    step = [by_name[d["name"]] for d in info["outputs"] if d["temporal"]]
+    pooled = [by_name[d["name"]] for d in info["outputs"] if not d["temporal"]]
+    step_a = np.concatenate(step, axis=2) if step else np.zeros((b, t, 0), np.int64)
+    pooled_a = np.concatenate(pooled, axis=1) if pooled else np.zeros((b, 0), np.int64)
+    state_a = _state_array(info, new_state, b)
+    return step_a.astype(np.int64), pooled_a.astype(np.int64), state_a.astype(np.int64), \
+        tuple(by_name[d["name"]] for d in info["outputs"])
+
+
+def dequantize(info: Mapping, step: np.ndarray, pooled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Integer outputs (driver layout) -> float32 exactly as the C code computes them:
+    (float) q * (float) scale in float32 (onnxruntime's DequantizeLinear rounds the same way)."""
+    fs = np.zeros(step.shape, np.float32)
+    fp = np.zeros(pooled.shape, np.float32)
+    for d in info["outputs"]:
+        sc = np.asarray(d["scales"], np.float64).astype(np.float32)
+        o, n = d["offset"], d["features"]
+        if d["temporal"]:
+            fs[..., o:o + n] = step[..., o:o + n].astype(np.float32) * sc
+        else:
+            fp[..., o:o + n] = pooled[..., o:o + n].astype(np.float32) * sc
+    return fs, fp
+
+
+def compare_int(ref: tuple[np.ndarray, ...], got: tuple[np.ndarray, ...], names=("step", "pooled", "state")) -> dict:
+    """Exact comparison: mismatching values per part and the largest difference."""
+    rep: dict[str, Any] = {"mismatches": 0, "values": 0, "max_abs_diff": 0, "parts": {}}
+    for name, r, g in zip(names, ref, got):
+        r, g = np.asarray(r), np.asarray(g)
+        if r.shape != g.shape:
+            rep["parts"][name] = {"shape_mismatch": [list(r.shape), list(g.shape)]}
+            rep["mismatches"] += max(r.size, g.size, 1)
+            continue
+        bad = r != g
+        n = int(np.count_nonzero(bad))
+        d = int(np.max(np.abs(r.astype(np.int64) - g.astype(np.int64)))) if r.size else 0
+        part = {"mismatches": n, "values": int(r.size), "max_abs_diff": d}
+        if n:
+            part["first"] = [int(v) for v in np.argwhere(bad)[0]]
+        rep["parts"][name] = part
+        rep["mismatches"] += n
+        rep["values"] += int(r.size)
+        rep["max_abs_diff"] = max(rep["max_abs_diff"], d)
+    rep["bit_exact"] = rep["mismatches"] == 0
+    return rep
+
+
+class IntCArtifact(CArtifact):
+    """A built integer C artifact (see :func:`export_c_int`). ``run`` / ``cost`` are those of the
+    float C artifacts (float outputs = q * scale); ``run_int`` gives the integers."""
+
+    NUMERICS = NUMERICS
+
+    def __init__(self, path, manifest: dict):
+        if manifest.get("numerics") != NUMERICS:
+            raise ArtifactError("not an integer C artifact (manifest numerics is not 'integer')", where=str(path))
+        super().__init__(path, manifest)
+
+    @property
+    def quantized(self):
+        from ...quant import load_quantized
+
+        if not hasattr(self, "_q"):
+            self._q = load_quantized(self.path / self.manifest["quantized_graph"])
+        return self._q
+
+    @property
+    def program(self):
+        return self.quantized.program
+
+    def quantize_input(self, x) -> np.ndarray:
+        """Float (B, T, F) -> the program's integer input in the C layout (B, T, IN_Q)."""
+        return _quantized_input(self.program, self.quantized.quantize_input(self._check(x)))
+
+    def run_int(self, x=None, *, xq=None, mode: str = "step", state: bool = False, init_state=None):
+        """Integer outputs (one int64 array per output, graph order: (B, T, n) per step, (B, n)
+        pooled) of the built binary, from float input ``x`` (quantized by the model's own boundary
+        code) or integer input ``xq`` (the program's quantized input: an array or a dict of
+        parts). ``init_state`` (a dict like intexact's state, or (B, Z)) continues sequences;
+        with ``state=True`` also returns the final integer state (dict key -> (B, n))."""
+        if (x is None) == (xq is None):
+            raise ConfigError("run_int takes exactly one of x (float input) or xq (integer input)")
+        if xq is not None:
+            inp = _quantized_input(self.program, xq)
+            if inp.shape[0] < 1 or inp.shape[1] < 1:
+                raise ShapeError(f"input needs at least one sequence and one step, got {inp.shape}")
+        else:
+            inp = self._check(x)
+        init = None if init_state is None else _state_array(self.manifest, init_state, inp.shape[0])
+        res = self.target.run(self.binary, inp, mode=mode, state=state, qin=xq is not None, qout=True,
+                              init_state=init)
+        outs = split_outputs(self.manifest, res.step, res.pooled)
+        if not state:
+            return outs
+        return outs, _state_dict(self.manifest, res.state)
+
+    def run_golden(self) -> dict:
+        """Run the golden input on the integer API and compare with the stored integers exactly."""
+        from ...targets.driver import read_output
+
+        x = read_golden_input(self.path / self.manifest["golden"]["input"])
+        exp = read_output(self.path / self.manifest["golden"]["expected_int"], dtype="<i4")
+        res = self.target.run(self.binary, x, mode="step", state=True, qout=True)
+        return compare_int((exp["step"], exp["pooled"], exp["state"]), (res.step, res.pooled, res.state))
+
+    def __repr__(self) -> str:
+        return f"IntCArtifact({str(self.path)!r}, target={self.target.name})"

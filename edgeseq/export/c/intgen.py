@@ -76,7 +76,7 @@ def supported_micro_ops() -> list[str]:
 def supported_kinds() -> set[str]:
     """IR op kinds a quantized graph may contain for this backend: those the quantizer lowers to
     an integer program, when every micro-op it can emit has a C lowering here."""
-    from ...quant.lower import supported_kinds as quantizable
+    from ...quant.lowering import supported_kinds as quantizable
     from ...quant.program import MICRO_OPS
 
     return set(quantizable()) if set(MICRO_OPS) <= set(supported_micro_ops()) else set()
@@ -969,7 +969,7 @@ class IntCodeGen:
 
     # -- the whole model --------------------------------------------------------------------------
     def generate(self) -> CSources:
-        p, pre, P = self.p, self.prefix, self.P
+        p, pre = self.p, self.prefix
         for key in p.states:
             self.fields[key] = self._unique("st_" + c_ident(key.replace("/", "__")))
         # input layout: the program's input parts, concatenated in order

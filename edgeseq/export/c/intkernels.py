@@ -189,7 +189,7 @@ def _dsp_asm(call: MatVecCall, nchunks: int, xp: str, aligned: bool) -> list[str
     def ldx(dst: str, nbytes: int) -> None:
         nonlocal off
         if nbytes == 8:
-            body.append(q(f"ldrd %[x0], %[x1], [%[xp]], #8") if not straight else q(f"ldrd %[x0], %[x1], [%[xp], #{off}]"))
+            body.append(q("ldrd %[x0], %[x1], [%[xp]], #8") if not straight else q(f"ldrd %[x0], %[x1], [%[xp], #{off}]"))
         else:
             body.append(q(f"ldr {dst}, [%[xp]], #4") if not straight else q(f"ldr {dst}, [%[xp], #{off}]"))
         off += nbytes
@@ -427,7 +427,7 @@ def mve_xs_matvec(call: MatVecCall, table: str) -> list[str]:
     ins = [f'[x] "l"({part.x})', f'[n] "r"({call.N})']
     outs = ['[a] "=&r"(a)', '[t] "=&l"(t)', '[w] "+l"(wp)', '[y] "+r"(yq)']
     if call.bias is not None:
-        lines.append(f"    const int32_t *bq = bias32;")
+        lines.append("    const int32_t *bq = bias32;")
         outs.append('[b] "+r"(bq)')
     lines += ["    __asm__ volatile(", *["        " + b for b in body], f"        : {', '.join(outs)}",
               f"        : {', '.join(ins)}", '        : "cc", "lr", "q0", "q1", "memory");', "}"]

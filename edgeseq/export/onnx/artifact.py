@@ -30,7 +30,8 @@ import numpy as np
 from ... import __version__
 from ...errors import ArtifactError, ConfigError, ShapeError
 from ...ir.graph import Graph
-from ...util.fs import atomic_write_bytes, atomic_write_json, check_output_dir, output_dir, sha256_file
+from ...util.fs import atomic_write_bytes, check_output_dir, output_dir
+from ..manifest import open_checked, seal
 from .lower import BATCH, STATE_IN, STATE_OUT, TIME, build_onnx, function_summary, state_input_name, \
     state_output_name
 
@@ -147,9 +148,7 @@ def export_onnx(graph: Graph, out_dir, *, streaming: bool = False, inline: bool 
         if streaming:
             for i, k in enumerate(spec):
                 atomic_write_bytes(stage / "golden" / f"state_{i}.npy", _npy_bytes(ref_state[k]))
-        manifest["files"] = {str(p.relative_to(stage)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-                             for p in sorted(stage.rglob("*")) if p.is_file()}
-        atomic_write_json(stage / MANIFEST_FILE, manifest)
+        seal(stage, manifest)
     return OnnxArtifact(out, manifest)
 
 
@@ -215,28 +214,7 @@ class OnnxArtifact:
     def load(cls, path, *, threads: Optional[int] = None, verify: bool = True) -> "OnnxArtifact":
         """Open an artifact directory; ``verify`` checks every file against its manifest sha256."""
         path = Path(path)
-        mpath = path / MANIFEST_FILE
-        try:
-            manifest = json.loads(mpath.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ArtifactError("not an edgeseq ONNX artifact (no manifest.json)", where=str(path),
-                                hint="export one with edgeseq.export.onnx.export_onnx") from None
-        except (OSError, ValueError) as e:
-            raise ArtifactError(f"cannot read the manifest ({e})", where=str(mpath)) from None
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise ArtifactError("manifest is not an edgeseq ONNX manifest", where=str(mpath))
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise ArtifactError(f"unsupported artifact format version {manifest.get('format_version')!r}",
-                                where=str(mpath), hint=f"this edgeseq reads version {FORMAT_VERSION}")
-        if verify:
-            for name, info in manifest.get("files", {}).items():
-                f = path / name
-                if not f.is_file():
-                    raise ArtifactError("file listed in the manifest is missing", where=str(f))
-                if sha256_file(f) != info.get("sha256"):
-                    raise ArtifactError("file does not match its sha256 in the manifest (modified or corrupt)",
-                                        where=str(f), hint="re-export the artifact")
-        return cls(path, manifest, threads=threads)
+        return cls(path, open_checked(path, "onnx", verify=verify), threads=threads)
 
     # -- properties --------------------------------------------------------------------------------
     @property

@@ -820,7 +820,7 @@ def supported_micro_ops() -> set[str]:
 def supported_kinds() -> set[str]:
     """IR op kinds a quantized graph may contain for this backend: those the quantizer lowers to
     an integer program, when every micro-op it can emit has an ONNX lowering here."""
-    from ...quant.lower import supported_kinds as quantizable
+    from ...quant.lowering import supported_kinds as quantizable
     from ...quant.program import MICRO_OPS
 
     return set(quantizable()) if set(MICRO_OPS) <= supported_micro_ops() else set()

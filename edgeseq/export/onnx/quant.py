@@ -40,8 +40,9 @@ from collections import Counter
 import numpy as np
 
 from ...errors import ArtifactError, ConfigError
-from ...util.fs import atomic_write_bytes, atomic_write_json, check_output_dir, output_dir, sha256_file
-from .artifact import MANIFEST_FILE, MODEL_FILE, OnnxArtifact, _golden_input, _jsonable, _npy_bytes, _session, \
+from ...util.fs import atomic_write_bytes, check_output_dir, output_dir
+from ..manifest import seal
+from .artifact import MODEL_FILE, OnnxArtifact, _golden_input, _jsonable, _npy_bytes, _session, \
     manifest_base
 from .lower import STATE_IN, STATE_OUT, state_input_name, state_output_name
 from .qdq import TOLERANCE as QDQ_TOLERANCE, build_onnx_qdq, family_of, spike_probes
@@ -174,9 +175,7 @@ def export_onnx_quantized(q, out_dir, force: bool = False, streaming: bool = Fal
         if streaming:
             for i, k in enumerate(p.states):
                 atomic_write_bytes(stage / "golden" / f"state_{i}.npy", _npy_bytes(want_state[k]))
-        manifest["files"] = {str(f.relative_to(stage)): {"sha256": sha256_file(f), "bytes": f.stat().st_size}
-                             for f in sorted(stage.rglob("*")) if f.is_file()}
-        atomic_write_json(stage / MANIFEST_FILE, manifest)
+        seal(stage, manifest)
     return OnnxArtifact(out, manifest)
 
 

@@ -25,7 +25,6 @@ records its dtype). :meth:`TvmArtifact.verify` then requires bit-exact equality.
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import shutil
 from pathlib import Path
 from typing import Any, Mapping
@@ -34,8 +33,9 @@ import numpy as np
 
 from ..._version import __version__
 from ...errors import ArtifactError, ToleranceError
-from ...util.fs import atomic_write_bytes, atomic_write_json, atomic_write_text, check_output_dir, output_dir, sha256_file
-from .module import Signature, vm_caller
+from ...util.fs import atomic_write_bytes, atomic_write_text, check_output_dir, output_dir
+from ..manifest import open_checked, seal
+from .module import IntSignature, Signature, vm_caller
 
 FORMAT = "edgeseq.tvm"
 FORMAT_VERSION = 1
@@ -79,7 +79,6 @@ def export_tvm(graph, out_dir, target: str = "x86", force: bool = False, *, cpu:
         from .runtime_arm import DRIVER_SRC
 
         shutil.copyfile(DRIVER_SRC, stage / "driver" / DRIVER_SRC.name)
-        files = sorted(p.relative_to(stage).as_posix() for p in stage.rglob("*") if p.is_file())
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -101,9 +100,8 @@ def export_tvm(graph, out_dir, target: str = "x86", force: bool = False, *, cpu:
             "graph": {"nodes": [[n.name, n.op.kind] for n in graph.nodes], "num_params": graph.num_params()},
             "runtime": {"libraries": ["libtvm_runtime.so", "libtvm_ffi.so"],
                         "driver": "driver/edgeseq_tvm_run.cc"},
-            "sha256": {f: sha256_file(stage / f) for f in files},
         }
-        atomic_write_json(stage / "manifest.json", manifest)
+        seal(stage, manifest)
     return TvmArtifact.load(out)
 
 
@@ -127,8 +125,6 @@ class TvmArtifact:
         self.manifest = dict(manifest)
         self.numerics = manifest.get("numerics", "float32")
         if self.integer:
-            from .intexport import IntSignature
-
             self.signature = IntSignature.from_json(manifest["signature"])
         else:
             self.signature = Signature.from_json(manifest["signature"])
@@ -138,23 +134,7 @@ class TvmArtifact:
     @classmethod
     def load(cls, path) -> "TvmArtifact":
         path = Path(path)
-        mf = path / "manifest.json"
-        try:
-            manifest = json.loads(mf.read_text())
-        except FileNotFoundError:
-            raise ArtifactError("not a TVM artifact (no manifest.json)", where=str(path)) from None
-        except (OSError, ValueError) as e:
-            raise ArtifactError(f"unreadable manifest ({e})", where=str(mf)) from None
-        if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
-            raise ArtifactError(f"not an {FORMAT} v{FORMAT_VERSION} artifact", where=str(mf))
-        for f, digest in manifest.get("sha256", {}).items():
-            p = path / f
-            if not p.is_file():
-                raise ArtifactError(f"file '{f}' listed in the manifest is missing", where=str(path))
-            if sha256_file(p) != digest:
-                raise ArtifactError(f"file '{f}' does not match its sha256 in the manifest", where=str(path),
-                                    hint="re-export the artifact")
-        return cls(path, manifest)
+        return cls(path, open_checked(path, "tvm"))
 
     @property
     def integer(self) -> bool:

@@ -31,177 +31,16 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ...errors import ConfigError, NumericsError, ShapeError
-from .intgen import ASSERT_PREFIX, IntKernels, generate
-from .module import Signature
+from ...errors import ConfigError
+from .intgen import IntKernels, generate
+from .module import NUMERICS, IntSignature
 
 FUNCTIONS = ("main", "stream", "main_int", "stream_int")
-NUMERICS = "integer"
 GOLDEN_SHAPE = (2, 20)
 
 
 # ----------------------------------------------------------------------------------------------
 # calling convention
-
-
-@dataclass(frozen=True)
-class IntSignature:
-    """What an integer library takes and returns (enough to call it without the program)."""
-
-    in_features: int
-    inputs: tuple[tuple[str, int, int], ...]              # (vec, n, bits)
-    outputs: tuple[tuple[str, str, int, bool, int, tuple], ...]  # (name, vec, n, temporal, bits, scale)
-    states: tuple[tuple[str, int, int, tuple], ...]       # (key, n, bits, shape)
-
-    @classmethod
-    def from_program(cls, prog, in_features: int) -> "IntSignature":
-        return cls(int(in_features),
-                   tuple((s.vec, len(s.channels), int(s.bits)) for s in prog.inputs),
-                   tuple((o.name, o.vec, prog.vectors[o.vec].n, bool(o.temporal), prog.vectors[o.vec].bits,
-                          tuple(float(v) for v in np.ravel(o.scale))) for o in prog.outputs),
-                   tuple((k, s.n, int(s.bits), tuple(int(d) for d in s.shape)) for k, s in prog.states.items()))
-
-    def to_json(self) -> dict:
-        from .intgen import sdt
-
-        return {"kind": NUMERICS, "in_features": self.in_features,
-                "inputs": [{"vec": v, "n": n, "bits": b, "dtype": sdt(b)} for v, n, b in self.inputs],
-                "outputs": [{"name": nm, "vec": v, "features": n, "temporal": t, "bits": b, "dtype": sdt(b),
-                             "scale": list(sc)} for nm, v, n, t, b, sc in self.outputs],
-                "states": [{"key": k, "n": n, "bits": b, "dtype": sdt(b), "shape": list(shp)}
-                           for k, n, b, shp in self.states],
-                "state_spec": {k: [n] for k, n, _, _ in self.states}}
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "IntSignature":
-        return cls(int(d["in_features"]),
-                   tuple((i["vec"], int(i["n"]), int(i["bits"])) for i in d["inputs"]),
-                   tuple((o["name"], o["vec"], int(o["features"]), bool(o["temporal"]), int(o["bits"]),
-                          tuple(float(v) for v in o["scale"])) for o in d["outputs"]),
-                   tuple((s["key"], int(s["n"]), int(s["bits"]), tuple(int(v) for v in s["shape"]))
-                         for s in d["states"]))
-
-    # -- views shared with the float Signature -----------------------------------------------------
-    @property
-    def state_spec(self) -> dict[str, tuple[int, ...]]:
-        """State key -> per-example shape of the flat integer state, (n,)."""
-        return {k: (n,) for k, n, _, _ in self.states}
-
-    @property
-    def state_dtypes(self) -> dict[str, np.dtype]:
-        from .intgen import sdt
-
-        return {k: np.dtype(sdt(b)) for k, _, b, _ in self.states}
-
-    def init_state(self, batch: int) -> dict[str, np.ndarray]:
-        return {k: np.zeros((batch, n), dt) for (k, n, _, _), dt in zip(self.states, self.state_dtypes.values())}
-
-    # -- argument checks ---------------------------------------------------------------------------
-    def check_input(self, x) -> np.ndarray:
-        return Signature(self.in_features, (), {}).check_input(x)
-
-    def check_int_inputs(self, xq) -> list[np.ndarray]:
-        from ...quant.program import int_range
-        from .intgen import sdt
-
-        if isinstance(xq, Mapping):
-            d = dict(xq)
-        else:
-            if len(self.inputs) != 1:
-                raise ShapeError(f"the program has {len(self.inputs)} integer input parts; pass a dict "
-                                 f"{{{', '.join(v for v, _, _ in self.inputs)}}}")
-            d = {self.inputs[0][0]: xq}
-        out, shape = [], None
-        for vec, n, bits in self.inputs:
-            if vec not in d:
-                raise ShapeError(f"missing integer input part '{vec}'")
-            a = np.asarray(d[vec])
-            if a.ndim != 3 or a.shape[2] != n:
-                raise ShapeError(f"integer input '{vec}' must be (B, T, {n}), got shape {a.shape}")
-            if a.dtype.kind not in "iu":
-                raise ShapeError(f"integer input '{vec}' must have an integer dtype, got {a.dtype}")
-            if a.shape[0] < 1 or a.shape[1] < 1:
-                raise ShapeError(f"integer input needs at least one sequence and one step, got {a.shape}")
-            lo, hi = int_range(bits)
-            if int(a.min()) < lo or int(a.max()) > hi:
-                raise NumericsError(f"integer input '{vec}' has values outside int{bits}")
-            if shape is not None and a.shape[:2] != shape:
-                raise ShapeError("integer input parts differ in batch or length")
-            shape = a.shape[:2]
-            out.append(np.ascontiguousarray(a, dtype=sdt(bits)))
-        return out
-
-    def check_state(self, state: Mapping[str, np.ndarray] | None, batch: int) -> list[np.ndarray]:
-        from ...quant.program import int_range
-
-        if state is None:
-            return list(self.init_state(batch).values())
-        keys = [k for k, _, _, _ in self.states]
-        missing, extra = sorted(set(keys) - set(state)), sorted(set(state) - set(keys))
-        if missing or extra:
-            raise ShapeError("integer state does not match the program's states"
-                             + (f"; missing: {', '.join(missing)}" if missing else "")
-                             + (f"; unexpected: {', '.join(extra)}" if extra else ""))
-        out = []
-        for (k, n, bits, _), dt in zip(self.states, self.state_dtypes.values()):
-            a = np.asarray(state[k])
-            if a.ndim >= 2 and a.shape[0] == batch and int(np.prod(a.shape[1:])) == n:
-                a = a.reshape(batch, n)
-            if a.shape != (batch, n) or a.dtype.kind not in "iuf":
-                raise ShapeError(f"integer state '{k}' must have shape {(batch, n)}, got {a.dtype} {a.shape}")
-            if a.dtype.kind == "f":
-                if not np.all(np.isfinite(a)) or not np.array_equal(a, np.rint(a)):
-                    raise NumericsError(f"state '{k}' must hold integers (the integer state of the program)")
-            lo, hi = int_range(bits)
-            if a.size and (a.min() < lo or a.max() > hi):
-                raise NumericsError(f"integer state '{k}' has values outside int{bits}")
-            out.append(np.ascontiguousarray(a.astype(dt)))
-        return out
-
-    # -- calls -------------------------------------------------------------------------------------
-    def _call(self, call, fn, args):
-        try:
-            return call(fn, args)
-        except Exception as e:  # a failed run-time check in a kernel (div / isqrt operands)
-            msg = str(e)
-            if ASSERT_PREFIX in msg:
-                detail = msg[msg.index(ASSERT_PREFIX) + len(ASSERT_PREFIX):].strip().splitlines()[0]
-                raise NumericsError(detail, where="tvm integer kernel") from None
-            raise
-
-    def _finish(self, outs, streaming, batch):
-        n_out = len(self.outputs)
-        y, rest = outs[:n_out], outs[n_out:]
-        new_state = dict(zip((k for k, _, _, _ in self.states), rest)) if streaming else None
-        return (y[0] if n_out == 1 else tuple(y)), new_state
-
-    def run(self, call, x, state, streaming: bool):
-        """Float input -> dequantized float32 outputs (and the integer state when streaming)."""
-        x = self.check_input(x)
-        if streaming:
-            outs = self._call(call, "stream", [x, *self.check_state(state, x.shape[0])])
-        else:
-            if state is not None:
-                raise ConfigError("'main' runs whole sequences from the zero state; it takes no state", where="tvm",
-                                  hint="use streaming=True to pass the integer state between chunks")
-            outs = self._call(call, "main", [x])
-        return self._finish(outs, streaming, x.shape[0])
-
-    def run_int(self, call, xq, state, streaming: bool):
-        """Integer input parts -> integer outputs (storage types) and state."""
-        parts = self.check_int_inputs(xq)
-        if streaming:
-            outs = self._call(call, "stream_int", [*parts, *self.check_state(state, parts[0].shape[0])])
-        else:
-            if state is not None:
-                raise ConfigError("'main_int' runs whole sequences from the zero state; it takes no state",
-                                  where="tvm", hint="use streaming=True")
-            outs = self._call(call, "main_int", parts)
-        return self._finish(outs, streaming, parts[0].shape[0])
-
-
-# ----------------------------------------------------------------------------------------------
-# lowering to Relax
 
 
 @dataclass
@@ -441,7 +280,8 @@ def export_tvm_int(q, out_dir, target_name: str = "x86", cpu: str | None = None,
     integer state), ``kernels.py`` and the device driver source."""
     from ..._version import __version__
     from ...quant import intexact
-    from ...util.fs import atomic_write_json, atomic_write_text, check_output_dir, output_dir, sha256_file
+    from ...util.fs import atomic_write_text, check_output_dir, output_dir
+    from ..manifest import seal
     from .artifact import FORMAT, FORMAT_VERSION, TvmArtifact
     from .runtime_arm import DRIVER_SRC
 
@@ -481,7 +321,6 @@ def export_tvm_int(q, out_dir, target_name: str = "x86", cpu: str | None = None,
                           "from tvm.script import tirx as T\n\n\n" + "\n\n".join(module.kernels.values()))
         (stage / "driver").mkdir()
         shutil.copyfile(DRIVER_SRC, stage / "driver" / DRIVER_SRC.name)
-        files = sorted(p.relative_to(stage).as_posix() for p in stage.rglob("*") if p.is_file())
         lay = module.lowered.generated.layout
         manifest = {
             "format": FORMAT,
@@ -511,9 +350,8 @@ def export_tvm_int(q, out_dir, target_name: str = "x86", cpu: str | None = None,
                         "macs_per_step": prog.macs_per_step(), "sizes": prog.sizes()},
             "runtime": {"libraries": ["libtvm_runtime.so", "libtvm_ffi.so"],
                         "driver": "driver/edgeseq_tvm_run.cc"},
-            "sha256": {f: sha256_file(stage / f) for f in files},
         }
-        atomic_write_json(stage / "manifest.json", manifest)
+        seal(stage, manifest)
     return TvmArtifact.load(out)
 
 
