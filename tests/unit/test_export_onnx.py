@@ -612,10 +612,10 @@ def test_failure_while_writing_leaves_nothing(exported, tmp_path, monkeypatch):
 
     g = exported("zoo_rnn").graph
 
-    def fail(path, obj):
-        raise ArtifactError("disk full (simulated)", where=str(path))
+    def fail(stage, manifest, files=None):  # the manifest write, the exporter's last step
+        raise ArtifactError("disk full (simulated)", where=str(stage))
 
-    monkeypatch.setattr(onnx_artifact, "atomic_write_json", fail)
+    monkeypatch.setattr(onnx_artifact, "seal", fail)
     with pytest.raises(ArtifactError, match="simulated"):
         export_onnx(g, tmp_path / "art")
     assert list(tmp_path.iterdir()) == []

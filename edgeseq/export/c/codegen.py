@@ -54,7 +54,7 @@ from .plan import CTYPE_BYTES, CTYPE_SUFFIX, ArenaSet, check_ctype
 
 def supported_kinds(numeric: str = F32) -> set[str]:
     """IR op kinds the C backend lowers at ``numeric`` (float32 by default)."""
-    programs = cell_kinds() | {O.Scan.kind} if numeric in PROGRAM_EMITTERS else set()
+    programs = cell_kinds() if numeric in PROGRAM_EMITTERS else set()
     return {k for (k, n) in EMITTERS if n == numeric} | programs
 
 

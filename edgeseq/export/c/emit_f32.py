@@ -5,6 +5,8 @@ happens in float64 before the single rounding to float32."""
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from ...errors import UnsupportedOpError
@@ -16,44 +18,34 @@ from .emitter import Emitter, NodeCtx, register
 # shared pieces
 
 
+#: activation -> (libm functions it needs, C expression of the scalar ``x``; slope / lo / hi from the op)
+ACTIVATIONS: dict[Act, tuple[tuple[str, ...], Callable[[str, str, str, str], str]]] = {
+    Act.IDENTITY: ((), lambda x, s, lo, hi: x),
+    Act.RELU: ((), lambda x, s, lo, hi: f"({x} > 0.0f ? {x} : 0.0f)"),
+    Act.TANH: (("tanhf",), lambda x, s, lo, hi: f"tanhf({x})"),
+    Act.SIGMOID: (("expf",), lambda x, s, lo, hi: f"esq_sigmoid({x})"),
+    Act.HARDSIGMOID: ((), lambda x, s, lo, hi: f"esq_clamp({x} / 6.0f + 0.5f, 0.0f, 1.0f)"),
+    Act.SILU: (("expf",), lambda x, s, lo, hi: f"({x} * esq_sigmoid({x}))"),
+    Act.GELU: (("expf",), lambda x, s, lo, hi: f"(0.5f * {x} * (1.0f + esq_erf({x} * 0.70710678118654752f)))"),
+    Act.GELU_TANH: (("tanhf",), lambda x, s, lo, hi:
+                    f"(0.5f * {x} * (1.0f + tanhf(0.79788456080286536f * ({x} + 0.044715f * {x} * {x} * {x}))))"),
+    Act.LEAKY_RELU: ((), lambda x, s, lo, hi: f"({x} >= 0.0f ? {x} : {s} * {x})"),
+    Act.HARDTANH: ((), lambda x, s, lo, hi: f"esq_clamp({x}, {lo}, {hi})"),
+    Act.EXP: (("expf",), lambda x, s, lo, hi: f"expf({x})"),
+    Act.SOFTPLUS: (("expf",), lambda x, s, lo, hi: f"esq_softplus({x})"),
+    Act.MINRNN_G: (("expf",), lambda x, s, lo, hi: f"esq_minrnn_g({x})"),
+}
+
+
 def act_expr(ctx: NodeCtx, fn: Act, x: str, slope: float = 0.01, lo: float = -1.0, hi: float = 1.0) -> str:
     """C expression of activation ``fn`` applied to the scalar C expression ``x`` (evaluated once
     per use: pass a plain variable)."""
-    if fn is Act.IDENTITY:
-        return x
-    if fn is Act.RELU:
-        return f"({x} > 0.0f ? {x} : 0.0f)"
-    if fn is Act.TANH:
-        ctx.uses("tanhf")
-        return f"tanhf({x})"
-    if fn is Act.SIGMOID:
-        ctx.uses("expf")
-        return f"esq_sigmoid({x})"
-    if fn is Act.HARDSIGMOID:
-        return f"esq_clamp({x} / 6.0f + 0.5f, 0.0f, 1.0f)"
-    if fn is Act.SILU:
-        ctx.uses("expf")
-        return f"({x} * esq_sigmoid({x}))"
-    if fn is Act.GELU:
-        ctx.uses("expf")
-        return f"(0.5f * {x} * (1.0f + esq_erf({x} * 0.70710678118654752f)))"
-    if fn is Act.GELU_TANH:
-        ctx.uses("tanhf")
-        return (f"(0.5f * {x} * (1.0f + tanhf(0.79788456080286536f * ({x} + 0.044715f * {x} * {x} * {x}))))")
-    if fn is Act.LEAKY_RELU:
-        return f"({x} >= 0.0f ? {x} : {c_float(slope)} * {x})"
-    if fn is Act.HARDTANH:
-        return f"esq_clamp({x}, {c_float(lo)}, {c_float(hi)})"
-    if fn is Act.EXP:
-        ctx.uses("expf")
-        return f"expf({x})"
-    if fn is Act.SOFTPLUS:
-        ctx.uses("expf")
-        return f"esq_softplus({x})"
-    if fn is Act.MINRNN_G:
-        ctx.uses("expf")
-        return f"esq_minrnn_g({x})"
-    raise UnsupportedOpError(f"activation {fn.value} has no C lowering", where=ctx.where)
+    if fn not in ACTIVATIONS:
+        raise UnsupportedOpError(f"activation {fn.value} has no C lowering", where=ctx.where)
+    libm, expr = ACTIVATIONS[fn]
+    for f in libm:
+        ctx.uses(f)
+    return expr(x, c_float(slope), c_float(lo), c_float(hi))
 
 
 def copy(dst: str, src: str, n: int) -> str:

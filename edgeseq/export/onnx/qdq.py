@@ -624,8 +624,10 @@ class _Points(Numerics):
                 amp = amp * np.broadcast_to(np.ravel(self.value_of(c)), (v.n,))
             v.parts = [_part(q, v.n, 2, amp)]
         if not v.parts:
-            raise UnsupportedOpError("a value used as integers that is not at a quantization point",
-                                     where=f"node '{self.node.name}' (step program '{self.prog.name}')")
+            raise UnsupportedOpError("a value used as integers that is not at a quantization point of at most "
+                                     "16 bits (QDQ holds int8 / int16 only)",
+                                     where=f"node '{self.node.name}' (step program '{self.prog.name}')",
+                                     hint="export the exact integer program instead (--onnx-numerics exact)")
         return self.lw.single_q(sc, v)
 
     # -- products ----------------------------------------------------------------------------------

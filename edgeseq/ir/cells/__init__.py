@@ -15,7 +15,7 @@ import weakref
 from typing import Callable
 
 from ...errors import UnsupportedOpError
-from ..ops import Op
+from ..ops import Op, Scan
 from ..step import StepProgram
 
 LOWERINGS: dict[type, Callable[[Op, int], StepProgram]] = {}
@@ -56,8 +56,9 @@ def step_program(op: Op, n_in: int) -> StepProgram:
 
 
 def cell_kinds() -> set[str]:
+    """Kinds of the scan ops: the named cells and the generic Scan (which carries its program)."""
     _load()
-    return {c.kind for c in LOWERINGS}
+    return {c.kind for c in LOWERINGS} | {Scan.kind}
 
 
 def _load() -> None:
