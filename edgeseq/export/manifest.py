@@ -207,8 +207,9 @@ def open_checked(path, kind: str, *, verify: bool = True) -> dict:
                             hint="open it with edgeseq.export.load_artifact")
     problems = file_problems(path, manifest) if verify else []
     if problems:
-        raise ArtifactError(f"file '{problems[0].split(': ', 1)[0]}' is missing or was modified after export",
-                            where=str(path), hint="re-export the artifact")
+        rel, what = problems[0].split(": ", 1)
+        raise ArtifactError(f"file '{rel}' listed in the manifest: {what}", where=str(path),
+                            hint="re-export the artifact")
     return manifest
 
 

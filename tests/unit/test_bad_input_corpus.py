@@ -699,7 +699,7 @@ case("data", "validate-no-x", "validate {bundle} --data d.npz --no-measure",
      r"d\.npz: the \.npz file needs an array 'x'", lambda c: _npz(c, inputs=X))
 case("data", "validate-npz-garbage", "validate {bundle} --data d.npz --no-measure",
      r"d\.npz: corrupt or truncated \.npz file", lambda c: c.p("d.npz").write_bytes(b"PK\x03\x04 not really"))
-case("data", "run-input-2d", "run {esq} x.npy", r"x\.npy: input must have shape \(batch, time, features\)",
+case("data", "run-input-2d", "run {esq} x.npy", r"x\.npy: input must have shape \(batch, time, 3\), got shape \(4, 3\)",
      lambda c: np.save(c.p("x.npy"), np.zeros((4, 3))))
 case("data", "run-input-features", "run {esq} x.npy", r"x\.npy: input has 5 features per step; the model expects 3",
      lambda c: np.save(c.p("x.npy"), np.zeros((1, 4, 5))))

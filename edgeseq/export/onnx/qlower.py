@@ -830,7 +830,8 @@ def check_supported(q) -> None:
     """Every micro-op of the program has a lowering, else :class:`UnsupportedOpError` naming the
     micro-op and the IR node it implements."""
     p = q.program
-    kinds = {n.name: n.op.kind for n in q.graph.nodes}
+    kinds = {n.name: n.op.kind + (f" '{n.op.program.name}'" if getattr(n.op, "program", None) is not None else "")
+             for n in q.graph.nodes}  # a generic Scan names its step program (e.g. 'GRU.after')
     for section, ops in (("step", p.step), ("final", p.final)):
         for i, op in enumerate(ops):
             if op.kind in LOWER or op.kind in STRUCTURAL:
