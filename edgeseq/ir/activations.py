@@ -8,6 +8,10 @@ from scipy import special
 from .types import Act
 
 
+#: activations that quantize as a clamp of the integers (no table): the output keeps the input's grid
+CLAMP_ACTS = (Act.IDENTITY, Act.RELU, Act.HARDTANH)
+
+
 def activation(fn: Act, x: np.ndarray, slope: float = 0.01, lo: float = -1.0, hi: float = 1.0) -> np.ndarray:
     if fn is Act.IDENTITY:
         return x

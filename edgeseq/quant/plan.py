@@ -31,13 +31,13 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..ir import ops as O
+from ..ir.activations import CLAMP_ACTS
+from ..ir.cells import has_step_program, step_program
 from ..ir.graph import Graph
+from ..ir.step.analysis import input_matrices, output_amplitude, state_thresholds
 from ..ir.types import Act
 from .config import Granularity, Observer, OutlierAction, QuantConfig
 from .observe import CalibrationStats, TensorStats, observe_amax, observe_range
-from ..ir.cells import has_step_program, step_program
-from ..ir.step.analysis import input_matrices, output_amplitude, state_thresholds
-from .sim import CLAMP_ACTS
 
 
 def qmax(bits: int) -> int:
@@ -272,6 +272,7 @@ def make_plan(graph: Graph, stats: CalibrationStats, config: QuantConfig | str |
 
     cfg = resolve_config(config)
     consumers = graph.consumers()
+    producers = graph.producers()
     in_name = graph.inputs[0].name
     specs = dict(stats.specs)
     entries: dict[str, TensorPlan] = {}
@@ -383,7 +384,9 @@ def make_plan(graph: Graph, stats: CalibrationStats, config: QuantConfig | str |
                 obs = observer_of(name, Observer.MINMAX)
             cap = lut_cap(fn, cfg.lut_bits) if fn else None
             gran = cfg.override(name).granularity or cfg.activation_granularity
-            can_pc = absorbable(name) and fn is None
+            made = producers.get(name)  # a table's output: one scale (the table maps to one grid)
+            from_table = made is not None and isinstance(made.op, O.Activation) and made.op.fn not in CLAMP_ACTS
+            can_pc = absorbable(name) and fn is None and not from_table
             pc = can_pc and (gran is Granularity.PER_CHANNEL or is_boundary)
             positive = relu_only(name)
             if pc:

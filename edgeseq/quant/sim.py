@@ -27,9 +27,9 @@ import numpy as np
 
 from ..errors import UnsupportedOpError
 from ..ir import ops as O
-from ..ir.graph import Graph, Node
-from ..ir.activations import activation
+from ..ir.activations import CLAMP_ACTS, activation
 from ..ir.cells import has_step_program, step_program
+from ..ir.graph import Graph, Node
 from ..ir.interpret import check_input, check_state
 from ..ir.step import PointKind, QPoint, Quant, StepProgram, run_step
 from ..ir.types import Act, ReadoutMode
@@ -204,7 +204,6 @@ def _batchnorm(op, p, xs, st, c: Ctx):
 
 
 #: activations computed without a table: the output keeps the input's scale
-CLAMP_ACTS = (Act.IDENTITY, Act.RELU, Act.HARDTANH)
 UNIT_ACTS = {Act.TANH: "tanh", Act.SIGMOID: "sigmoid", Act.HARDSIGMOID: "sigmoid"}
 
 
