@@ -14,7 +14,7 @@ exactly representable integer, whatever the summation order), else in int64.
 
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 import numpy as np
 
@@ -102,55 +102,74 @@ class _Exec:
             if isinstance(op, Store):
                 state[op.out] = env[op.x].copy()
                 continue
-            if isinstance(op, MatVec):
-                y = self.matvec(env, op)
-            elif isinstance(op, Requant):
-                y = self.requant(env, op)
-            elif isinstance(op, Add):
-                y = self.val(env, op.a) + self.val(env, op.b)
-            elif isinstance(op, Sub):
-                y = self.val(env, op.a) - self.val(env, op.b)
-            elif isinstance(op, Mul):
-                y = self.val(env, op.a) * self.val(env, op.b)
-            elif isinstance(op, Div):
-                a, b = self.val(env, op.a), self.val(env, op.b)
-                if b.size and int(b.min()) <= 0:
-                    self.fail(op, f"non-positive divisor {int(b.min())}")
-                y = (2 * a + b) // (2 * b)
-            elif isinstance(op, Isqrt):
-                x = self.val(env, op.x)
-                if x.size and int(x.min()) < 0:
-                    self.fail(op, f"square root of negative value {int(x.min())}")
-                y = np.floor(np.sqrt(x.astype(np.float64))).astype(np.int64)
-                y = y - (y * y > x)
-                y = y + ((y + 1) * (y + 1) <= x)
-            elif isinstance(op, Lut):
-                y = self.lut(env, op)
-            elif isinstance(op, Clamp):
-                y = np.minimum(np.maximum(self.val(env, op.x), self.val(env, op.lo)), self.val(env, op.hi))
-            elif isinstance(op, CmpGe):
-                y = (self.val(env, op.a) >= self.val(env, op.b)).astype(np.int64)
-            elif isinstance(op, Select):
-                c, a, b = self.val(env, op.c), self.val(env, op.a), self.val(env, op.b)
-                y = np.where(c != 0, a, b)
-            elif isinstance(op, Concat):
-                bsz = next(env[x].shape[0] for x in op.xs if x in env) if any(x in env for x in op.xs) else 1
-                parts = []
-                for x in op.xs:
-                    v = self.val(env, x)
-                    v = np.broadcast_to(v, (bsz, v.shape[-1]))
-                    parts.append(v.reshape(bsz, op.blocks, -1))
-                y = np.concatenate(parts, axis=2).reshape(bsz, -1)
-            elif isinstance(op, Gather):
-                y = self.val(env, op.x)[:, self.c[op.index]]
-            elif isinstance(op, Load):
-                y = state[op.state]
-            else:  # pragma: no cover - every registered micro-op is handled above
-                raise NumericsError(f"unknown micro-op '{op.kind}'")
+            y = SEMANTICS[type(op)](self, env, state, op)
             n = self.p.vectors[op.out].n
             if y.shape[-1] != n:
                 y = np.broadcast_to(y, y.shape[:-1] + (n,)).copy()
             self.put(env, op, y)
+
+
+#: micro-op type -> its integer semantics (interpreter, env, state, op) -> int64 array; the
+#: specification every integer backend (ONNX, TVM, C) is checked against bit for bit
+SEMANTICS: dict[type, Callable[["_Exec", dict, dict, MicroOp], np.ndarray]] = {}
+
+
+def semantics(*classes):
+    def deco(fn):
+        for c in classes:
+            SEMANTICS[c] = fn
+        return fn
+
+    return deco
+
+
+semantics(MatVec)(lambda ex, env, st, op: ex.matvec(env, op))
+semantics(Requant)(lambda ex, env, st, op: ex.requant(env, op))
+semantics(Lut)(lambda ex, env, st, op: ex.lut(env, op))
+semantics(Add)(lambda ex, env, st, op: ex.val(env, op.a) + ex.val(env, op.b))
+semantics(Sub)(lambda ex, env, st, op: ex.val(env, op.a) - ex.val(env, op.b))
+semantics(Mul)(lambda ex, env, st, op: ex.val(env, op.a) * ex.val(env, op.b))
+semantics(CmpGe)(lambda ex, env, st, op: (ex.val(env, op.a) >= ex.val(env, op.b)).astype(np.int64))
+semantics(Gather)(lambda ex, env, st, op: ex.val(env, op.x)[:, ex.c[op.index]])
+semantics(Load)(lambda ex, env, st, op: st[op.state])
+
+
+@semantics(Div)
+def _div(ex, env, st, op):
+    a, b = ex.val(env, op.a), ex.val(env, op.b)
+    if b.size and int(b.min()) <= 0:
+        ex.fail(op, f"non-positive divisor {int(b.min())}")
+    return (2 * a + b) // (2 * b)
+
+
+@semantics(Isqrt)
+def _isqrt(ex, env, st, op):
+    x = ex.val(env, op.x)
+    if x.size and int(x.min()) < 0:
+        ex.fail(op, f"square root of negative value {int(x.min())}")
+    y = np.floor(np.sqrt(x.astype(np.float64))).astype(np.int64)
+    y = y - (y * y > x)
+    return y + ((y + 1) * (y + 1) <= x)
+
+
+@semantics(Clamp)
+def _clamp(ex, env, st, op):
+    return np.minimum(np.maximum(ex.val(env, op.x), ex.val(env, op.lo)), ex.val(env, op.hi))
+
+
+@semantics(Select)
+def _select(ex, env, st, op):
+    return np.where(ex.val(env, op.c) != 0, ex.val(env, op.a), ex.val(env, op.b))
+
+
+@semantics(Concat)
+def _concat(ex, env, st, op):
+    bsz = next(env[x].shape[0] for x in op.xs if x in env) if any(x in env for x in op.xs) else 1
+    parts = []
+    for x in op.xs:
+        v = ex.val(env, x)
+        parts.append(np.broadcast_to(v, (bsz, v.shape[-1])).reshape(bsz, op.blocks, -1))
+    return np.concatenate(parts, axis=2).reshape(bsz, -1)
 
 
 def lut_apply(t: np.ndarray, x: np.ndarray) -> np.ndarray:

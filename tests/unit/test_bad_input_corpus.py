@@ -494,7 +494,7 @@ m_case("tvm-signature-list", lambda d: d.update(signature=[]), r"tvm manifest: s
 m_case("tvm-golden-outputs-empty", lambda d: d["golden"].update(outputs=[]), r"golden\.outputs must have at least 1",
        part="tvm")
 m_case("tvm-library-int", lambda d: d.update(library=5), r"library must be a string", part="tvm")
-m_case("tvm-sha256-list", lambda d: d.update(sha256=[]), r"sha256 must be an object", part="tvm")
+m_case("tvm-files-list", lambda d: d.update(files=[]), r"files must be an object", part="tvm")
 m_case("onnx-inputs-empty", lambda d: d.update(inputs=[]), r"inputs must have at least 1", which="onnx")
 m_case("onnx-input-shape-2d", lambda d: d["inputs"][0].update(shape=["batch", 3]), r"inputs\[0\]\.shape must have 3",
        which="onnx")

@@ -49,9 +49,25 @@ def test_ops_table_is_generated_from_registry():
     out = cli("ops", check_rc=0).stdout
     for kind in OP_REGISTRY:
         assert kind in out
-    md = cli("ops", "--markdown", check_rc=0).stdout.splitlines()
+    md = cli("ops", "--markdown", "--table", "ops", check_rc=0).stdout.splitlines()
     assert md[0].startswith("| op | category | reference")
     assert len(md) == 2 + len(OP_REGISTRY)
+
+
+def test_every_renderer_covers_every_primitive_and_micro_op():
+    """The primitive and micro-op tables come from the renderers' registries; every renderer
+    handles every primitive (float) / micro-op (integer), so any cell renders everywhere."""
+    from edgeseq.backends import micro_op_table, primitive_table
+    from edgeseq.ir.step.evaluate import SEMANTICS
+    from edgeseq.quant.program import MICRO_OPS
+
+    for (header, rows), universe in ((primitive_table(), {c.__name__ for c in SEMANTICS}),
+                                     (micro_op_table(), set(MICRO_OPS))):
+        assert {r[0] for r in rows} == universe
+        for r in rows:
+            assert r[1:] == ["yes"] * (len(header) - 1), r
+    out = cli("ops", "--table", "primitives", check_rc=0).stdout
+    assert "Affine" in out and "quantizer" in out
 
 
 @pytest.fixture
