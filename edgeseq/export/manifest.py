@@ -93,7 +93,7 @@ def read_manifest(path) -> dict:
 def detect_kind(manifest: dict, where: str = MANIFEST) -> str:
     fmt = manifest.get("format") if isinstance(manifest, dict) else None
     try:
-        return FORMATS[fmt]
+        return FORMATS[fmt]  # type: ignore[index]  # any JSON value; a wrong one is reported below
     except (KeyError, TypeError):
         shown = repr(fmt) if isinstance(fmt, (str, int, float, type(None))) else S.kind_of(fmt)
         raise ArtifactError(f"unknown artifact format {shown[:60]}; edgeseq reads: {', '.join(FORMATS)}",

@@ -270,7 +270,8 @@ def stale_stages(path: str | os.PathLike) -> tuple[list[Path], list[tuple[Path, 
     """(staging directories of ``path`` left by runs that died, those of runs still writing)."""
     path = Path(path)
     prefix = _stage_prefix(path)
-    dead, live = [], []
+    dead: list[Path] = []
+    live: list[tuple[Path, int]] = []
     try:
         entries = list(path.parent.iterdir())
     except OSError:

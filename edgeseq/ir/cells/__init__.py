@@ -18,7 +18,7 @@ from ...errors import UnsupportedOpError
 from ..ops import Op, Scan
 from ..step import StepProgram
 
-LOWERINGS: dict[type, Callable[[Op, int], StepProgram]] = {}
+LOWERINGS: dict[type[Op], Callable[[Op, int], StepProgram]] = {}
 _CACHE: "weakref.WeakKeyDictionary[Op, dict[int, StepProgram]]" = weakref.WeakKeyDictionary()
 
 

@@ -32,7 +32,9 @@ def act_to(b: StepBuilder, fn: Act, pre_value: str, *, state: str | None = None,
         y = b.act(fn, b.quant("pre", pre_value, pre(fn.value, state=carried)))
         if fn in UNIT_ACTS:
             point = unit(UNIT_ACTS[fn], state=carried)
-    return b.quant_state(state, y, point) if carried else b.quant_output(output, y, point)
+    if state is not None:
+        return b.quant_state(state, y, point)
+    return b.quant_output(output, y, point)
 
 
 @lowering(O.RNN)

@@ -28,7 +28,7 @@ def lmu(op: O.LMU, n_in: int) -> StepProgram:
         a = getattr(op, name)
         return None if a is None else b.param(name, a)
 
-    terms = [(w("e_x"), "x")]
+    terms: list[tuple] = [(w("e_x"), "x")]
     if op.e_m is not None:
         terms.append((w("e_m"), "m"))
     if op.e_h is not None:

@@ -39,7 +39,7 @@ SPIKES = QPoint(QRole.SPIKES)
 
 
 class StepBuilder:
-    def __init__(self, name: str, inputs: Mapping[str, int], states: Mapping[str, int] = ()):
+    def __init__(self, name: str, inputs: Mapping[str, int], states: Mapping[str, int] | None = None):
         self.name = name
         self.inputs = [Port(k, int(n)) for k, n in inputs.items()]
         self.states: list[StateSlot] = []
@@ -49,7 +49,7 @@ class StepBuilder:
         self.sizes: dict[str, int] = {p.name: p.n for p in self.inputs}
         self._consts: dict[tuple, str] = {}
         self._k = 0
-        for k, n in dict(states).items():
+        for k, n in dict(states or {}).items():
             self.state(k, n)
 
     def state(self, name: str, n: int, point: Optional[QPoint] = None, amplitude: Optional[str] = None) -> str:

@@ -136,8 +136,8 @@ def run_step(prog: StepProgram, inputs: Sequence[np.ndarray], state: Mapping[str
         if points is not None and isinstance(op, Quant):
             name, point = points[op.out]
             src = producers.get(op.x) if producers is not None else None
-            pre = producers.get(src.x) if isinstance(src, Activate) else None
-            if isinstance(pre, Quant):
+            pre = producers.get(src.x) if producers is not None and isinstance(src, Activate) else None
+            if table is not None and isinstance(src, Activate) and isinstance(pre, Quant):
                 vals[op.out] = table(src.fn, vals[src.x], points[pre.out][0], name, point, src.slope, src.lo, src.hi)
             else:
                 vals[op.out] = hook(name, vals[op.x], point)

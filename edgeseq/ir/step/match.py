@@ -88,7 +88,7 @@ class _Matcher:
 
     def _operands(self, p: Prim, q: Prim) -> bool:
         if isinstance(p, Affine):
-            return self._affine(p, q)
+            return isinstance(q, Affine) and self._affine(p, q)
         a, b = p.reads(), q.reads()
         if len(a) != len(b):
             return False

@@ -283,7 +283,7 @@ class LinearState(Pass):
             made[e] = out
             return out
 
-        acc = None
+        acc: str | None = None
         for s, c in form[0].items():
             t = s if c == _ONE else fresh("lin.term")
             if c != _ONE:
@@ -297,6 +297,7 @@ class LinearState(Pass):
                 acc = nxt
         if form[1] is not None:
             nxt = fresh("lin.next")
+            assert acc is not None
             body.append(Add(out=nxt, n=n, a=acc, b=value(form[1])))
             acc = nxt
         old = prog.next_state[state]

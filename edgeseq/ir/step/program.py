@@ -40,6 +40,8 @@ import enum
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Mapping, Optional, Sequence
 
+from typing_extensions import dataclass_transform
+
 import numpy as np
 
 from ...errors import VerificationError
@@ -152,6 +154,7 @@ class PointName:
 PRIMS: dict[str, type["Prim"]] = {}
 
 
+@dataclass_transform(frozen_default=True, kw_only_default=True)
 def prim(cls):
     """Class decorator: a frozen, keyword-only primitive registered under ``cls.kind``."""
     cls = dataclass(frozen=True, kw_only=True)(cls)
@@ -337,7 +340,7 @@ class Quant(Prim):
 
 
 def prim_from_json(d: Mapping) -> Prim:
-    cls = PRIMS.get(d.get("op"))
+    cls = PRIMS.get(str(d.get("op")))
     if cls is None:
         raise VerificationError(f"unknown step primitive '{d.get('op')}'; known: {', '.join(sorted(PRIMS))}")
     kw = {k: v for k, v in d.items() if k != "op"}
@@ -412,7 +415,7 @@ class StepProgram:
         """Length of a value, state or (flattened) parameter."""
         if name in self.params:
             return int(self.params[name].size)
-        return self._sizes[name]
+        return self._sizes[name]  # type: ignore[attr-defined]  # set in __post_init__ (frozen)
 
     def is_param(self, name: str) -> bool:
         return name in self.params
