@@ -1,5 +1,5 @@
 # edgeseq: the two commands of the README. Both do all set-up first (Debian toolchains + .venv).
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test lint bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -7,8 +7,13 @@ setup:
 demo: setup
 	.venv/bin/edgeseq demo har --force
 
-test: setup
-	.venv/bin/python -m pytest -q
+test: setup lint
+	.venv/bin/python -m pytest -q -n auto --maxprocesses=4
+
+lint: setup
+	.venv/bin/ruff check edgeseq tests benchmarks scripts
+	.venv/bin/ruff format --check edgeseq tests benchmarks scripts
+	.venv/bin/mypy
 
 bench: setup
 	.venv/bin/python -m benchmarks.bench_parallel
