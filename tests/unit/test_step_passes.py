@@ -393,3 +393,29 @@ def test_alias_buffers_reuses_space():
         stored |= st.keep if st.fused else {op.out for op in st.ops}
     plan = alias_buffers(p, stages, stored)
     assert plan.size < sum(p.size(v) for v in stored)
+
+
+def test_alias_buffers_never_writes_over_an_operand_of_the_same_stage():
+    """L2MU at deployment size: a fused stage reads a 32-wide product and writes another 32-wide
+    value; sharing space with a shift would overwrite element j > i before it is read."""
+    torch = pytest.importorskip("torch")
+    from edgeseq.frontends import capture
+    from edgeseq.ir import ops as O
+    from edgeseq.nn import build_model
+
+    torch.manual_seed(0)
+    g = capture(build_model("l2mu", 6, 6, hidden=32, encoder_size=16).eval(), torch.zeros(1, 8, 6))
+    op = next(n.op for n in g.nodes if isinstance(n.op, O.L2MU))
+    p = GroupStages()(DeadCode()(StripQuant()(step_program(op, 16))))
+    stages = schedule(p)
+    stored = set()
+    for st in stages:
+        stored |= st.keep if st.fused else {op.out for op in st.ops}
+    plan = alias_buffers(p, stages, stored, align=4)
+    for st in stages:
+        written = {op.out for op in st.ops} & set(plan.offset)
+        read = {r for op in st.ops for r in op.reads()} & set(plan.offset)
+        for w in written:
+            for r in read - {w}:
+                a, b = plan.offset[w], plan.offset[r]
+                assert a + p.size(w) <= b or b + p.size(r) <= a, (w, r)

@@ -598,9 +598,9 @@ class BufferPlan:
 def alias_buffers(prog: StepProgram, stages: list[Stage], values, align: int = 1) -> BufferPlan:
     """Place ``values`` (each written by one stage of ``stages``) in one pool, first fit, offsets a
     multiple of ``align``. A value lives from the stage that writes it to the last stage that reads
-    it (the end of the step for outputs and next states). A fused elementwise stage reads each
-    full-length operand at the index it writes, so a value it writes may take the place of one it
-    reads for the last time; any other stage keeps its operands and results apart."""
+    it (the end of the step for outputs and next states), both ends included: a stage never writes
+    over a value it reads (a fused loop's element i may land on another operand's element j > i,
+    still to be read)."""
     at: dict[str, int] = {}
     for k, st in enumerate(stages):
         for op in st.ops:
@@ -610,8 +610,7 @@ def alias_buffers(prog: StepProgram, stages: list[Stage], values, align: int = 1
     for k, st in enumerate(stages):
         for op in st.ops:
             for r in op.reads():
-                same_index = st.fused and not prog.is_param(r) and prog.size(r) == st.n
-                last[r] = max(last.get(r, -1), 2 * k if same_index else 2 * k + 1)
+                last[r] = max(last.get(r, -1), 2 * k + 1)
     for v in list(prog.outputs) + list(prog.next_state.values()):
         last[v] = end
     placed: list[tuple[int, int, int, int]] = []  # (offset, size, first, last)
