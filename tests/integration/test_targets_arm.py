@@ -123,7 +123,7 @@ def test_artifact_integrity(exported, tmp_path):
     subprocess.run(["cp", "-r", str(art.path), str(copy)], check=True)
     with open(copy / "src" / "model.c", "a") as f:
         f.write("/* edited */\n")
-    with pytest.raises(ArtifactError, match="sha256 mismatch"):
+    with pytest.raises(ArtifactError, match="sha256 differs"):
         CArtifact.load(copy)
 
 

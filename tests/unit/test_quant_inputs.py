@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgeseq.errors import BudgetError, ConfigError, DatasetError, ShapeError
+from edgeseq.errors import BudgetError, ConfigError, DatasetError, NumericsError, ShapeError
 from edgeseq.frontends import capture
 from edgeseq.quant import quantize
 from tests.unit.zoo_cases import build
@@ -23,7 +23,7 @@ def test_nan_calibration_names_the_sequences(graph, rng):
     x = rng.normal(size=(10, 12, 6))
     x[3, 5, 2] = np.nan
     x[7, 0, 0] = np.inf
-    with pytest.raises(DatasetError, match=r"NaN or Inf values in 2 of 10 sequences \(first: sequence 3\)"):
+    with pytest.raises(NumericsError, match=r"calibration data contains 2 NaN/Inf values \(first: nan at index \(3, 5, 2\)\)"):
         quantize(graph, x)
 
 
@@ -44,7 +44,7 @@ def test_validation_set_is_checked(graph, rng):
         quantize(graph, x, val=(x, np.zeros(5, int)))
     bad = x.copy()
     bad[0, 0, 0] = np.nan
-    with pytest.raises(DatasetError, match="validation data has NaN"):
+    with pytest.raises(NumericsError, match=r"validation data contains a NaN/Inf value \(first: nan at index \(0, 0, 0\)\)"):
         quantize(graph, x, val=(bad, np.zeros(8, int)))
     with pytest.raises(ConfigError, match="non-negative"):
         quantize(graph, x, val=(x, np.zeros(8, int)), budget=-1.0)
