@@ -128,7 +128,7 @@ def test_tolerance_defaults_overrides_and_errors(tmp_path):
     f.write_text("{not json")
     with pytest.raises(ConfigError, match="tolerance file is not valid JSON"):
         TolerancePolicy.load(f)
-    with pytest.raises(ConfigError, match="not found"):
+    with pytest.raises(ConfigError, match="missing.json: no such file"):
         TolerancePolicy.load(tmp_path / "missing.json")
 
 
