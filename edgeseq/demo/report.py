@@ -66,6 +66,8 @@ def _tradeoff_png(points) -> bytes:
     for k, (name, ins, acc) in enumerate(points):
         ax.scatter([ins / 1e6], [100 * acc], s=40, color=f"C{k}")
         ax.annotate(name, (ins / 1e6, 100 * acc), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.margins(x=0.25, y=0.2)
+    ax.set_xlim(left=0)
     ax.set(xlabel="Cortex-M4 instructions per inference (millions)", ylabel="on-device accuracy (%)")
     ax.set_title("accuracy vs cost per 128-sample inference", fontsize=11)
     ax.grid(True, alpha=0.3)
