@@ -138,6 +138,7 @@ def train_task(task: str, arch: str, out_dir, *, force: bool = False, model_over
     metrics = {
         "task": task, "arch": arch, "dataset": train_all.name, "labels": list(train_all.labels),
         "parameters": int(n_params), "train_seconds": round(time.perf_counter() - t0, 1),
+        "train_cpu_seconds": round(hist.cpu_seconds, 1),
         "epochs_run": len(hist.epochs), "best_epoch": hist.best_epoch, "stopped": hist.stopped,
         "validation_accuracy": hist.best_val_accuracy,
         "test": evaluate(model, test),
