@@ -26,6 +26,7 @@ class TrainConfig:
     patience: int = 20
     seed: int = 0
     max_minutes: float = 14.0
+    stop_after: int = 0  # end after this many epochs of the ``epochs``-long schedule (0: the whole schedule)
     val_fraction: float = 0.15
     label_smoothing: float = 0.05
     grad_clip: float = 1.0
@@ -297,6 +298,9 @@ def fit(model, train, val, cfg: TrainConfig, progress: bool = True, log=print) -
             break
         if (time.perf_counter() - start) / 60 > cfg.max_minutes:
             hist.stopped = f"time budget of {cfg.max_minutes} min reached"
+            break
+        if cfg.stop_after and epoch + 1 >= cfg.stop_after:
+            hist.stopped = f"stopped after {cfg.stop_after} of {cfg.epochs} epochs"
             break
     else:
         hist.stopped = "all epochs done"

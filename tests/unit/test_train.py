@@ -207,3 +207,19 @@ def test_training_with_time_warp_and_weight_average_is_deterministic(har_tiny):
         states.append(model.state_dict())
     assert len(hist.epochs) == 2 and 0.0 <= hist.best_val_accuracy <= 1.0
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_stop_after_ends_the_run_on_the_full_schedule(har_tiny):
+    from edgeseq.nn import build_model
+    from edgeseq.train.loop import fit
+
+    runs = []
+    for stop in (0, 2):
+        torch.manual_seed(0)
+        model = build_model("gru", 6, 6, hidden=8)
+        cfg = TrainConfig(epochs=4, batch_size=8, stop_after=stop)
+        runs.append(fit(model, har_tiny, har_tiny, cfg, progress=False, log=lambda *a: None))
+    full, cut = runs
+    assert len(full.epochs) == 4 and len(cut.epochs) == 2 and cut.stopped == "stopped after 2 of 4 epochs"
+    # the cut run is the full run's first epochs: the learning-rate schedule spans all 4 epochs in both
+    assert [r["loss"] for r in cut.epochs] == [r["loss"] for r in full.epochs[:2]]
