@@ -175,6 +175,16 @@ def _arch_key(v: Variant) -> str:
     return json.dumps([v.arch, v.model], sort_keys=True)
 
 
+def _recorded_costs() -> dict:
+    """The costs already in the results file, by architecture (measured once: they do not change with
+    the training, and each takes a Cortex-M4 build and a qemu run)."""
+    if not RESULTS.is_file():
+        return {}
+    rows = json.loads(RESULTS.read_text()).get("variants", {})
+    return {_arch_key(VARIANTS[n]): r["cortex_m4"] for n, r in rows.items()
+            if n in VARIANTS and r.get("cortex_m4") and r.get("model_config") == VARIANTS[n].model}
+
+
 def summary(costs: dict) -> dict:
     import numpy as np
 
@@ -284,7 +294,7 @@ def main(argv=None) -> int:
             continue
         atomic_write_json(out, run_one(name, fold, log=lambda m: print(m, flush=True), stop_after=args.stop_after))
     if args.summary:
-        costs = {}
+        costs = _recorded_costs()
         for name, v in VARIANTS.items():
             if any(RUNS.glob(f"{name}-f*.json")) and _arch_key(v) not in costs:
                 costs[_arch_key(v)] = measure_cost(v)
