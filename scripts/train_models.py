@@ -29,13 +29,18 @@ RUNS_DIR = ROOT / "runs" / "models"
 RESULTS = ROOT / "benchmarks" / "results" / "training.json"
 DOC = ROOT / "docs" / "MODELS.md"
 
-# name -> (task, arch, shipped, targets)
-RUNS: dict[str, tuple[str, str, bool, dict]] = {
-    "har_lmu": ("har", "lmu", True, {"test": 0.92, "max_parameters": 50_000}),
+# name -> (task, arch, shipped, targets[, extra `edgeseq train` arguments])
+RUNS: dict[str, tuple] = {
+    # HAR: the demo's default (conv front end + GRU, sized for a Cortex-M4) and the LMU / L2MU alternatives;
+    # har_lmu's goal: 1.5 points above the 92.83% of its previous recipe
+    "har_gru": ("har", "gru", True, {"test": 0.955, "max_parameters": 50_000}),
+    "har_lmu": ("har", "lmu", True, {"test": 0.9433, "max_parameters": 50_000}),
     "har_l2mu": ("har", "l2mu", True, {"test": 0.88}),
     "kws_lmu": ("kws", "lmu", True, {"test": 0.95, "max_parameters": 80_000, "test_flite": 0.70}),
     "kws_lmuformer": ("kws", "lmuformer", True, {}),
-    "har_gru": ("har", "gru", False, {"test": 0.92, "max_parameters": 50_000}),
+    # the GRU baseline the HAR default is measured against: GRU 64 on the raw channels, the same training
+    "har_gru64": ("har", "gru", False, {}, ["--set", "hidden=64", "--set", "stem=0"]),
+    "smartwatch_gru": ("smartwatch", "gru", False, {}),
     "smartwatch_lmu": ("smartwatch", "lmu", False, {}),
     "smartwatch_l2mu": ("smartwatch", "l2mu", False, {}),
 }
@@ -46,14 +51,15 @@ def out_dir(name: str) -> Path:
 
 
 def command(name: str) -> list[str]:
-    task, arch, _, _ = RUNS[name]
+    task, arch, *_ = RUNS[name]
+    extra = RUNS[name][4] if len(RUNS[name]) > 4 else []
     rel = out_dir(name).relative_to(ROOT).as_posix()
-    return ["edgeseq", "train", "--task", task, "--model", arch, "--out", rel, "--force", "--quiet"]
+    return ["edgeseq", "train", "--task", task, "--model", arch, *extra, "--out", rel, "--force", "--quiet"]
 
 
 def summarize() -> dict:
     rows = {}
-    for name, (task, arch, shipped, targets) in RUNS.items():
+    for name, (task, arch, shipped, targets, *_) in RUNS.items():
         mf = out_dir(name) / "metrics.json"
         if not mf.is_file():
             continue
@@ -110,6 +116,9 @@ def write_results(rows: dict) -> None:
     lines += ["", "Targets and whether they are met:", ""]
     for name, r in rows.items():
         lines.append(f"- {name}: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in r["targets_met"].items()))
+    from har_study import markdown as har_study_markdown
+
+    lines += har_study_markdown()
     atomic_write_text(DOC, "\n".join(lines) + "\n")
 
 

@@ -33,7 +33,7 @@ CHANNELS = ("acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z")
 TARGETS = ("x86", "arm", "cortex-m4")
 RUNNERS = {"x86": "native x86", "arm": "qemu-aarch64", "cortex-m4": "qemu-system-arm (mps2-an386)"}
 # the model `make demo` streams, and the shipped alternatives measured beside it
-DEFAULT_MODEL = "har_lmu"
+DEFAULT_MODEL = "har_gru"
 ALTERNATIVES = ("har_lmu", "har_l2mu")
 
 
