@@ -53,14 +53,16 @@ def _side_by_side(r: dict) -> str:
     pts = [(x["model"], x["cortex_m4_instructions_per_inference"], x["device_accuracy"]) for x in rows]
     pts = [p for p in pts if p[1] is not None and p[2] is not None]
     if pts:
-        parts.append(H.img(_tradeoff_png(pts), "accuracy vs instructions"))
+        parts.append(H.img(tradeoff_png(pts), "accuracy vs instructions"))
     parts.append(H.note(f"all models: the same {r['windows']} windows, int8 plan '{r['quantization']}', streamed sample "
                         "by sample; instructions per 128-sample inference counted under qemu (esq_reset + 128 esq_step); "
                         "flash = text + rodata + data, RAM = data + bss + stack of the whole firmware"))
     return H.section("Models side by side", *parts)
 
 
-def _tradeoff_png(points) -> bytes:
+def tradeoff_png(points, budget: Optional[tuple[float, float]] = None) -> bytes:
+    """On-device accuracy against Cortex-M4 instructions per inference, one labelled point per
+    ``(name, instructions, accuracy)``; ``budget`` = (max instructions, min accuracy) draws both limits as dotted lines."""
     plt = H._plt()
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
     for k, (name, ins, acc) in enumerate(points):
@@ -68,6 +70,10 @@ def _tradeoff_png(points) -> bytes:
         ax.annotate(name, (ins / 1e6, 100 * acc), textcoords="offset points", xytext=(6, 4), fontsize=8)
     ax.margins(x=0.25, y=0.2)
     ax.set_xlim(left=0)
+    if budget is not None:
+        ins_max, acc_min = budget
+        ax.axvline(ins_max / 1e6, color="gray", ls=":", lw=1)
+        ax.axhline(100 * acc_min, color="gray", ls=":", lw=1)
     ax.set(xlabel="Cortex-M4 instructions per inference (millions)", ylabel="on-device accuracy (%)")
     ax.set_title("accuracy vs cost per 128-sample inference", fontsize=11)
     ax.grid(True, alpha=0.3)
