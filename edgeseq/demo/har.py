@@ -259,7 +259,7 @@ def _labels(lm) -> list[str]:
 def _measure(lm, x, y, groups, labels, cfg: HarDemoConfig, art_dir: Path, stream, say, live: bool) -> dict:
     """One model through the whole demo: float reference, int8 plan, export, the windows streamed
     through the device, instructions and sizes (and the Cortex-M4 build's)."""
-    from .. import export as export_mod
+    from ..export import export as export_artifact
     from ..ir.interpret import run as ref_run
     from .live import LiveView, bar
 
@@ -286,7 +286,7 @@ def _measure(lm, x, y, groups, labels, cfg: HarDemoConfig, art_dir: Path, stream
 
     t = time.perf_counter()
     say(f"export  {cfg.target} -> {art_dir}")
-    art = export_mod.export(q if q is not None else graph, target=cfg.target, out=art_dir, force=True,
+    art = export_artifact(q if q is not None else graph, target=cfg.target, out=art_dir, force=True,
                             golden_input=x[:2], progress=lambda m: say(f"        {m}"))
     device = art.parts["c"] if art.kind == "bundle" else art
     timings["export_s"] = time.perf_counter() - t
@@ -333,7 +333,7 @@ def _measure(lm, x, y, groups, labels, cfg: HarDemoConfig, art_dir: Path, stream
         mcu = _mcu(device.impl, cost)
     elif _have("arm-none-eabi-gcc", "qemu-system-arm"):
         say("sizes   building the same model for cortex-m4 (flash, RAM, instructions per inference)")
-        m4 = export_mod.export(q if q is not None else graph, target="cortex-m4", out=art_dir.parent /
+        m4 = export_artifact(q if q is not None else graph, target="cortex-m4", out=art_dir.parent /
                                f"{art_dir.name}-cortex-m4", force=True, golden_input=x[:1])
         mcu = _mcu(m4.impl, _jsonable(m4.impl.cost(x[:1])))
     if mcu is not None:
