@@ -4,6 +4,7 @@
     .venv/bin/python scripts/har_study.py --list              # the variants
     .venv/bin/python scripts/har_study.py gru40 gru40_warp    # train these (every fold), resumable
     .venv/bin/python scripts/har_study.py s24_warp --stop-after 14   # a short screening run
+    .venv/bin/python scripts/har_study.py --adopt edgeseq/models/har_gru stem24_gru30   # a recipe run = fold <seed>
     .venv/bin/python scripts/har_study.py --summary           # the table (benchmarks/results/har_study.json)
 
 Validation only: the UCI-HAR test subjects are never loaded here. Each variant is trained once per
@@ -67,6 +68,9 @@ VARIANTS: dict[str, Variant] = {
     "gru40": Variant("gru", {"hidden": 40, "readout": "last"}, T40, "GRU 40", "gru64"),
     "mingru48x2": Variant("mingru", {"hidden": 48, "layers": 2, "readout": "mean"}, AUG0, "2 x minGRU 48", "gru64"),
     "stem24_gru32": Variant("gru", S24, T40, "causal conv front end (24 channels x 5 taps, ReLU) + GRU 32", "gru40"),
+    "stem24_gru30": Variant("gru", {**S24, "hidden": 30}, T40, "GRU 30 (the trained int8 build's per-channel requant "
+                            "shifts cost 9% more than the untrained one's: GRU 32 measured 3.43 M)", "stem24_gru32"),
+    "stem24_gru28": Variant("gru", {**S24, "hidden": 28}, T40, "GRU 28", "stem24_gru32"),
     "stem16_gru32": Variant("gru", {**S24, "stem": 16}, T40, "front end with 16 channels", "stem24_gru32"),
     "stem24k9_gru32": Variant("gru", {**S24, "stem_kernel": 9}, T40, "front end with 9 taps", "stem24_gru32"),
     # --- training changes, one at a time, on the conv front end + GRU 32 ----------------------------
@@ -140,6 +144,36 @@ def run_one(name: str, fold: int, log=print, stop_after: int = 0) -> dict:
     log(f"{name} fold {fold}: best {hist.best_val_accuracy:.4f} (epoch {hist.best_epoch}), last-5 "
         f"{row['last5_validation_accuracy']:.4f}, {row['train_seconds'] / 60:.1f} min")
     return row
+
+
+# what a recipe run records in model_config beyond the architecture settings
+_RECORDED = {"arch", "in_features", "n_classes", "input_mean", "input_std"}
+
+
+def adopt(run_dir: Path, name: str) -> tuple[int, dict]:
+    """A finished ``edgeseq train`` run whose settings are exactly the variant's is that variant's fold
+    ``seed`` (the same validation subjects, initialisation and data order: ``train_task`` splits and
+    seeds as ``run_one`` does); returns (fold, row) from its validation history. Its test result is not
+    read."""
+    import numpy as np
+
+    from edgeseq.errors import ConfigError
+
+    v = VARIANTS[name]
+    m = json.loads((Path(run_dir) / "metrics.json").read_text())
+    arch_cfg = {k: x for k, x in m["model_config"].items() if k not in _RECORDED}
+    train_cfg = {k: x for k, x in m["train_config"].items() if k not in ("max_minutes", "seed")}
+    if v.data or (m["task"], m["arch"], arch_cfg, train_cfg) != (v.task, v.arch, v.model, v.train):
+        raise ConfigError(f"{run_dir}: trained {m['task']}/{m['arch']} {arch_cfg} {train_cfg}, not variant '{name}' "
+                          f"({v.task}/{v.arch} {v.model} {v.train} {v.data})")
+    fold = int(m["train_config"].get("seed", 0))
+    vals = [r["val_accuracy"] for r in m["history"]]
+    row = {"variant": name, "fold": fold, "task": v.task, "arch": v.arch, "parameters": m["parameters"],
+           "best_validation_accuracy": m["validation_accuracy"], "best_epoch": m["best_epoch"],
+           "last5_validation_accuracy": float(np.mean(vals[-5:])), "epochs_run": len(vals),
+           "train_seconds": m["train_seconds"], "model_config": v.model, "train_config": v.train,
+           "data_config": v.data, "note": v.note, "history": vals, "adopted_from": str(run_dir)}
+    return fold, row
 
 
 def measure_cost(v: Variant) -> dict:
@@ -271,6 +305,8 @@ def main(argv=None) -> int:
     ap.add_argument("variants", nargs="*")
     ap.add_argument("--folds", default="0,1", help="comma-separated validation folds (default: 0,1)")
     ap.add_argument("--list", action="store_true")
+    ap.add_argument("--adopt", nargs=2, metavar=("RUN_DIR", "VARIANT"),
+                    help="record a finished edgeseq train run with exactly the variant's settings as its fold <seed>")
     ap.add_argument("--stop-after", type=int, default=0, metavar="K",
                     help="screening: end each run after K epochs of its schedule (runs/har_study_short)")
     ap.add_argument("--summary", action="store_true",
@@ -288,6 +324,10 @@ def main(argv=None) -> int:
     runs_dir.mkdir(parents=True, exist_ok=True)
     from edgeseq.util.fs import atomic_write_json
 
+    if args.adopt:
+        fold, row = adopt(Path(args.adopt[0]), args.adopt[1])
+        print(f"{args.adopt[1]} fold {fold}: adopted {args.adopt[0]}")
+        atomic_write_json(RUNS / f"{args.adopt[1]}-f{fold}.json", row)
     for name, fold in _variant_runs(args.variants, [int(f) for f in args.folds.split(",")]):
         out = runs_dir / f"{name}-f{fold}.json"
         if out.is_file():
