@@ -45,7 +45,9 @@ def _first_recurrent(module: nn.Module) -> Optional[nn.Module]:
 def _as_tensor(x) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x.detach().float()
-    return torch.as_tensor(np.asarray(x), dtype=torch.float32)
+    from ..util.finite import as_array
+
+    return torch.as_tensor(as_array(x, "example_input"), dtype=torch.float32)
 
 
 def is_step_net(module: nn.Module) -> bool:
@@ -100,8 +102,12 @@ def capture(module: nn.Module, example_input: Any = None, *, in_features: Option
     x = None
     if example_input is not None:
         x = _as_tensor(example_input)
-        if x.dim() == 2 and not is_step_net(module):
-            return _capture_static(module, x, check=check, metadata=metadata)
+        if x.dim() == 2 and not is_step_net(module) and _first_recurrent(module) is None:
+            try:
+                return _capture_static(module, x, check=check, metadata=metadata)
+            except UnsupportedModuleError as err:
+                raise ShapeError(f"example_input must be 3-D (batch, time, features), or 2-D (batch, features) for "
+                                 f"a model that loops over a static input; as the latter: {err}") from None
         if x.dim() != 3:
             raise ShapeError(f"example_input must be 3-D (batch, time, features), got shape {tuple(x.shape)}")
         if input_layout == "TBF":
@@ -120,7 +126,13 @@ def capture(module: nn.Module, example_input: Any = None, *, in_features: Option
         if is_step_net(module):
             from .snn import capture_step_net
 
-            outs = capture_step_net(module, ctx, Val("x", "BTF"))
+            try:
+                outs = capture_step_net(module, ctx, Val("x", "BTF"))
+            except UnsupportedModuleError as err:
+                if x is None or not err.message.endswith("is not supported"):
+                    raise
+                builder, outs, input_layout, x = _capture_loop(StepLoop(module), x, "BTF", int(in_features))
+                loop = True
         else:
             from .fx import FxCapture
 
@@ -140,6 +152,9 @@ def capture(module: nn.Module, example_input: Any = None, *, in_features: Option
         md["model_config"] = cfg
     md.update(metadata or {})
     md["input_layout"] = input_layout
+    delays = [ctx.delay.get(o.name, 0) if o.temporal else 0 for o in outs]
+    if any(delays):  # temporal outputs of valid convolutions: their first steps are warm-up
+        md["output_delays"] = delays
     graph = builder.build([o.name for o in outs], md)
     if check and x is not None:
         _check_against_torch(module, graph, x, input_layout)
@@ -148,6 +163,24 @@ def capture(module: nn.Module, example_input: Any = None, *, in_features: Option
             x2 = torch.randn(2, x.shape[1] + 3, x.shape[2], generator=gen) * x.std() + x.mean()
             _check_against_torch(module, graph, x2, input_layout)
     return graph
+
+
+class StepLoop(nn.Module):
+    """An snntorch step network run over a (B, T, F) sequence the way its users run it (hidden states
+    reset, one call per step): loop capture rolls it back into one step, whatever neurons it holds."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        from .snn import reset_step_net
+
+        reset_step_net(self.net)
+        outs = [self.net(x[:, t]) for t in range(x.shape[1])]
+        if isinstance(outs[0], tuple):
+            return tuple(torch.stack([o[k] for o in outs], dim=1) for k in range(len(outs[0])))
+        return torch.stack(outs, dim=1)
 
 
 def _capture_loop(module: nn.Module, x: torch.Tensor, layout: str, in_features: int):
@@ -198,6 +231,8 @@ def _check_against_torch(module: nn.Module, graph: Graph, x: torch.Tensor, layou
     from ..ir.interpret import run
 
     got, _ = run(graph, x.double().numpy())
+    delays = graph.metadata.get("output_delays") or [0] * len(got)
+    got = tuple(g[:, d:] if d else g for g, d in zip(got, delays))
     want = torch_forward(module, x, layout)
     if len(got) != len(want):
         raise VerificationError(f"captured graph has {len(got)} outputs, the module returns {len(want)}")

@@ -681,6 +681,46 @@ class S4D(_ScanOp):
 
 
 @register_op
+class Embedding(Op):
+    """Table lookup of integer ids given as a float feature: y_t = table[clamp(ceil(x_t - 1/2), 0, V - 1)]
+    (the nearest id, halves rounding down; ids are expected to be whole numbers)."""
+
+    kind = "Embedding"
+    table: Array = array(doc="(V, D)")
+
+    def check(self):
+        _ndim("table", self.table, 2)
+
+    def infer(self, ins):
+        self._features(ins, 1, "id")
+        return (ValueType(self.table.shape[1], ins[0].temporal),)
+
+
+@register_op
+class AttentionPool(_ScanOp):
+    """Softmax attention pooling over time, streamed: the input holds a score and a value vector per
+    step, x_t = [s_t | v_t], and the output at step t pools every step so far,
+
+        y_t = sum_{k<=t} exp(s_k) v_k / sum_{k<=t} exp(s_k)
+
+    (the last step is softmax(s) . v over the window). Computed with a running maximum, so the
+    state (max, normaliser, weighted sum) never overflows."""
+
+    kind = "AttentionPool"
+    values: int = 1
+
+    hidden_size = property(lambda self: self.values)
+    input_size = property(lambda self: self.values + 1)
+
+    def check(self):
+        if self.values < 1:
+            raise ShapeError(f"AttentionPool needs at least one value feature, got {self.values}")
+
+    def state_shapes(self, ins):
+        return {"max": (1,), "den": (1,), "num": (self.values,)}
+
+
+@register_op
 class Scan(_ScanOp):
     """A recurrence defined by its step program (user-written cells): at every step the program
     maps x_t and its states to its outputs and next states (see :mod:`edgeseq.ir.step`). The

@@ -15,7 +15,8 @@ requantizes to the planned bits and scale of its point. The rules, primitive by 
   0/1 mask. ``Select``, ``Concat``, ``Slice``, ``Gather`` move integers and keep scales.
 - ``Activate``: identity / relu / hardtanh clamp in place; every other function is a lookup table
   from its (PRE) input point to the Quant that consumes it.
-- ``Div`` a / b into a unit point: a * 2^k / max(b, 1), for a, b >= 0 of one scale.
+- ``Div`` a / b: (a 2^k) / max(b, 1), requantized to the point (the integer form assumes b >= 0:
+  normalisers and sums of non-negative terms; a b <= 0 acts as 1).
 - blocked matrix products of one Affine with equal block counts and input widths share one
   matvec over the block-wise concatenation of their inputs when the first one dominates every
   row (one rounding, e.g. the LMU memory update [Abar | Bbar] [m_d; u_d]).
@@ -279,23 +280,28 @@ class _Scan:
         return L.finish(p.vec, p.scale, e, name, base)
 
     def ratio(self, r: Ratio, e, name: str, base: str) -> Part:
+        """a / b for b >= 0: (a 2^k) / max(b, 1) rounded half up, then requantized to the output
+        scale (skipped when the ratio of scales is exactly 2^k)."""
         L = self.L
         n = e.n
         sa, sb = np.broadcast_to(r.a.scale, (n,)), np.broadcast_to(r.b.scale, (n,))
-        k = np.log2(sa / (sb * e.scale))
-        kf = int(round(float(k[0])))
-        lo_b, _ = L.pb.interval(r.b.vec)
-        if not np.allclose(k, kf, rtol=0, atol=1e-9) or kf < 0 or lo_b < 0 or L.pb.interval(r.a.vec)[0] < 0:
-            self.fail("a division whose operands are not non-negative values of one scale")
         _, hi = L.pb.interval(r.b.vec)
+        exact = np.log2(sa / (sb * e.scale))
+        kf = int(round(float(exact[0])))
+        direct = np.allclose(exact, kf, rtol=0, atol=1e-9) and kf >= 0
+        if not direct:  # keep 4 bits below the output's resolution, within int64
+            kf = int(np.clip(math.ceil(float(np.max(exact))) + 4, 0, 62 - r.a.bits))
         b1 = L.emit(Clamp(out=L.nm(f"{L.node}:{base}.den"), x=r.b.vec, lo=L.scalar(1), hi=L.scalar(max(hi, 1)),
                           node=L.node), n, bits_for(1, max(hi, 1)))
         num = r.a.vec
         if kf:
             num = L.emit(MulOp(out=L.nm(f"{L.node}:{base}.num"), a=num, b=L.scalar(1 << kf), node=L.node), n)
         q = L.emit(DivOp(out=L.nm(f"{L.node}:{base}.div"), a=num, b=b1, node=L.node), n)
-        v = L.clamp_bits(q, e.bits, base, e.scale)
-        L.pb.retag(v, name, e.scale)
+        if direct:
+            v = L.clamp_bits(q, e.bits, base, e.scale)
+            L.pb.retag(v, name, e.scale)
+        else:
+            v = L.requant(q, sa * 2.0 ** -kf / sb, e.scale, e.bits, base, name)
         return Part(v, np.arange(n), e.bits, e.scale.copy())
 
     def lower_sum(self, s: Pending, e, name: str, base: str) -> QV:

@@ -29,6 +29,7 @@ class Case:
     time_major: bool = False
     spiking: bool = False
     static: bool = False
+    ids: bool = False  # feature 0 holds integer token ids
 
 
 CASES: dict[str, Case] = {}
@@ -45,6 +46,8 @@ def case(name: str, style: str, **kw):
 def example(c: Case, batch: int = 3, steps: int = 10, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, steps, F_IN, generator=g) * (2.0 if c.spiking else 1.0)
+    if c.ids:
+        x[..., 0] = torch.randint(0, 20, (batch, steps), generator=g).float()
     if c.static:
         return x[:, 0]
     return x.transpose(0, 1).contiguous() if c.time_major else x
@@ -793,7 +796,7 @@ def _attn():
 # ------------------------------------------------------------------------------------- other front ends / neurons
 
 
-@case("embedding_gru", "nn.Embedding of token ids (as float) + GRU")
+@case("embedding_gru", "nn.Embedding of token ids (feature 0) + GRU", ids=True)
 def _embedding():
     class M(nn.Module):
         def __init__(self):

@@ -82,6 +82,8 @@ def cases():
         "lmu_relu": lambda r: _lmu(r, act="relu"),
         "s4d": lambda r: _s4d(r, True),
         "s4d_real_noskip": lambda r: _s4d(r, False),
+        "attention_pool": lambda r: O.AttentionPool(values=I - 1),
+        "embedding": lambda r: O.Embedding(table=r.normal(size=(7, 4))),
         "l2mu": lambda r: _l2mu(r),
         "l2mu_syn": lambda r: _l2mu(r, synaptic=True),
     }
@@ -111,13 +113,19 @@ def graph_of(name: str, seed: int = 0):
     """A graph x -> [Linear (spiking cells get a driving current)] -> cell -> outputs."""
     rng = np.random.default_rng(seed)
     op = CASES[name](rng)
-    b = GraphBuilder(I)
+    b = GraphBuilder(in_features(name))
     outs = b.add(op, "x", "cell")
     outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
     return b.build(outs)
 
 
+def in_features(name: str) -> int:
+    return 1 if name == "embedding" else I
+
+
 def drive(name: str, rng, batch: int, steps: int):
-    """Inputs that make spiking cells fire."""
+    """Inputs that make spiking cells fire (ids, some outside the table, for an embedding)."""
+    if name == "embedding":
+        return rng.integers(-2, 10, size=(batch, steps, 1)).astype(np.float64)
     scale = 2.0 if name.startswith(("lif", "cubalif", "l2mu")) else 1.0
     return rng.standard_normal((batch, steps, I)) * scale + (0.3 if scale > 1 else 0.0)

@@ -109,3 +109,18 @@ def test_initial_state_offset(name):
         np.testing.assert_allclose(u, v, rtol=0, atol=1e-12)
     for k in init:
         np.testing.assert_allclose(st_g[k] + init[k], st_w[k], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["gru", "lif_subtract", "lmu_full", "s4d"])
+def test_delay_gates_the_recurrence(name):
+    """With a delay d, the outputs from step d on equal the program run on the input from step d."""
+    from edgeseq.ir.step.passes import with_delay
+
+    p = _prog(name)
+    q = with_delay(p, 3)
+    x = drive(name, np.random.default_rng(9), 2, 12)
+    late, _ = run_sequence(q, [x])
+    want, _ = run_sequence(p, [x[:, 3:]])
+    for u, v in zip(late, want):
+        np.testing.assert_allclose(u[:, 3:], v, rtol=0, atol=1e-12)
+    assert q.state_names == p.state_names + ("delay.count",)

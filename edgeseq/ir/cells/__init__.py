@@ -61,4 +61,25 @@ def cell_kinds() -> set[str]:
 
 
 def _load() -> None:
-    from . import gated, l2mu, lmu, minrnn, s4d, spiking  # noqa: F401  (registration)
+    from . import attention, embedding, gated, l2mu, lmu, minrnn, s4d, spiking  # noqa: F401  (registration)
+
+
+def running_readout(mode, n: int):
+    """A readout as a scan: at every step the mean / sum / last of the steps so far (the Readout
+    op's semantics as a step program, for readouts that must be gated, see passes.with_delay)."""
+    from ..step import ACT, STATE, StepBuilder
+    from ..types import ReadoutMode
+
+    mode = ReadoutMode(mode)
+    b = StepBuilder(f"Readout.{mode.value}", {"x": n}, {"sum": n, "count": 1} if mode is ReadoutMode.MEAN
+                    else ({"sum": n} if mode is ReadoutMode.SUM else {"last": n}))
+    if mode is ReadoutMode.LAST:
+        last = b.quant_state("last", "x", STATE)
+        return b.build([last], {"last": last})
+    total = b.quant_state("sum", b.add("sum", "x"), STATE)
+    nxt = {"sum": total}
+    y = total
+    if mode is ReadoutMode.MEAN:
+        nxt["count"] = b.quant_state("count", b.add("count", b.const(1.0)), STATE)
+        y = b.quant_output(0, b.div(total, nxt["count"]), ACT)
+    return b.build([y], nxt)

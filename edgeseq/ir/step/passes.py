@@ -256,3 +256,29 @@ def with_initial_state(prog: StepProgram, init: dict) -> StepProgram:
         nxt[s.name] = f"{s.name}.next"
     outs = tuple(sub.get(o, o) for o in prog.outputs)
     return prog.replace(params=params, body=tuple(body), outputs=outs, next_state=nxt)
+
+
+def with_delay(prog: StepProgram, delay: int) -> StepProgram:
+    """The program run on an input that becomes valid only after ``delay`` steps (the output of a
+    valid convolution, streamed): a step counter (saturating at ``delay``) holds every state at zero
+    until the input is valid, so the recurrence starts exactly where the delayed sequence does."""
+    from .program import Gt, PointKind, PointName, QPoint, QRole, Select, StateSlot
+
+    if delay <= 0:
+        return prog
+    params = dict(prog.params)
+    params["delay.edge"] = np.array([delay - 0.5])
+    params["delay.one"] = np.array([1.0])
+    counter = StateSlot("delay.count", 1)
+    head = [Gt(out="delay.valid", n=1, a=counter.name, b="delay.edge"),
+            Add(out="delay.next", n=1, a=counter.name, b="delay.one"),
+            Select(out="delay.count_sel", n=1, c="delay.valid", a=counter.name, b="delay.next"),
+            Quant(out="delay.count_q", n=1, x="delay.count_sel", point=QPoint(QRole.STATE),
+                  name=PointName(PointKind.STATE, counter.name))]
+    body = head + list(prog.body)
+    nxt = {counter.name: "delay.count_q"}
+    for s in prog.states:
+        gated = f"{s.name}.gated"
+        body.append(Select(out=gated, n=s.n, c="delay.valid", a=prog.next_state[s.name], b=s.name))
+        nxt[s.name] = gated
+    return prog.replace(states=tuple(prog.states) + (counter,), params=params, body=tuple(body), next_state=nxt)

@@ -64,6 +64,8 @@ def describe(op: O.Op, kernels: ModuleType) -> str:
         return "torch: step loop (three coupled LIF populations)"
     if isinstance(op, O.S4D):
         return "torch: complex parallel doubling scan (diagonal state space)"
+    if isinstance(op, O.AttentionPool):
+        return "torch: cumulative softmax pooling"
     if isinstance(op, O.Readout):
         return f"torch: readout {op.mode.value}"
     return f"torch: {op.kind}"
@@ -95,6 +97,9 @@ def _ff(op: O.Op, p: dict, xs: list[torch.Tensor], st: dict) -> tuple[tuple, dic
         return (xs[0] + xs[1],), {}
     if isinstance(op, O.Concat):
         return (torch.cat(xs, dim=-1),), {}
+    if isinstance(op, O.Embedding):
+        ids = torch.clamp(torch.ceil(x[..., 0] - 0.5), 0, p["table"].shape[0] - 1).long()
+        return (p["table"][ids],), {}
     if isinstance(op, O.Conv1d):
         hist = op.history
         window = torch.cat([st["buf"], x], dim=1) if hist else x
@@ -173,7 +178,20 @@ def _scan(op: O.Op, p: dict, x: torch.Tensor, st: dict, K: ModuleType) -> tuple[
         return _l2mu(op, p, x, st)
     if isinstance(op, O.S4D):
         return _s4d(op, x, st, K)
+    if isinstance(op, O.AttentionPool):
+        return _attention_pool(x, st)
     raise ConfigError(f"the reference kernels cannot run op kind '{op.kind}'", where="edgeseq.validate.gpu")
+
+
+def _attention_pool(x: torch.Tensor, st: dict):
+    """Cumulative softmax pooling with one shift for the whole chunk (its largest score)."""
+    s, v = x[..., :1], x[..., 1:]
+    m = torch.maximum(st["max"], s.amax(dim=1))  # (B, 1)
+    carry = torch.exp(st["max"] - m)
+    w = torch.exp(s - m[:, None])
+    den = st["den"][:, None] * carry[:, None] + torch.cumsum(w, dim=1)
+    num = st["num"][:, None] * carry[:, None] + torch.cumsum(w * v, dim=1)
+    return (num / den,), {"max": m, "den": den[:, -1], "num": num[:, -1]}
 
 
 def _s4d(op: O.S4D, x: torch.Tensor, st: dict, K: ModuleType):
