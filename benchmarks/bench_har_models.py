@@ -2,21 +2,22 @@
 aarch64 (qemu-aarch64) and Cortex-M4 (qemu-system-arm), Cortex-M4 instructions per 128-sample inference,
 flash and RAM.
 
-Each target is one ``edgeseq demo har`` run (the default model, then each alternative on the same
-windows: own int8 plan ``edgeseq``, own build, every window streamed sample by sample through the
-device and checked against the integer-exact interpreter). Models: the shipped default (``har_gru``),
+Each model and target is one ``edgeseq demo har`` run on the same windows (own int8 plan ``edgeseq``,
+own build, every window streamed sample by sample through the device and checked against the
+integer-exact interpreter); ``--update`` measures only the named models and keeps the others' rows. Models: the shipped default (``har_gru``),
 ``har_lmu``, ``har_l2mu`` and the GRU 64 baseline of ``scripts/train_models.py`` (``har_gru64``, listed
 as missing until trained). Instructions per inference: the int8 Cortex-M4 firmware under qemu's
 instruction counter on one 128-sample window (esq_reset + 128 esq_step), as in ``bench_c_int``.
 Results: benchmarks/results/har_models.json and har_models.png (accuracy vs instructions).
 
-    python -m benchmarks.bench_har_models [--targets arm,cortex-m4] [--limit N] [--model NAME=SPEC ...]
+    python -m benchmarks.bench_har_models [--targets arm,cortex-m4] [--limit N] [--model NAME=SPEC ...] [--update]
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import tempfile
 import time
@@ -40,20 +41,19 @@ def _spec_exists(spec: str) -> bool:
 
 
 def measure(models: dict[str, str], targets, limit: int, log=print) -> dict:
-    """One demo run per target; returns {name: row} with the accuracies of every target."""
+    """One demo run per model and target; returns {name: row} with the accuracies of every target."""
     from edgeseq.demo.har import HarDemoConfig, run_har_demo
 
-    names = list(models)
-    rows = {n: {"model": n, "spec": models[n]} for n in names}
+    rows = {}
     with tempfile.TemporaryDirectory(prefix="bench-har-") as tmp:
-        for target in targets:
-            t0 = time.perf_counter()
-            log(f"== {target}: {', '.join(names)}")
-            cfg = HarDemoConfig(model=models[names[0]], compare=tuple(models[n] for n in names[1:]), target=target,
-                                out=str(Path(tmp) / target), live=False, limit=limit or None, force=True)
-            r = run_har_demo(cfg, stream=io.StringIO())
-            for name, m in zip(names, r["models"]):
-                row = rows[name]
+        for name, spec in models.items():
+            row = rows[name] = {"model": name, "spec": spec, "seconds": {}}
+            for target in targets:
+                t0 = time.perf_counter()
+                cfg = HarDemoConfig(model=spec, compare=(), target=target, out=str(Path(tmp) / name / target),
+                                    live=False, limit=limit or None, force=True)
+                r = run_har_demo(cfg, stream=io.StringIO())
+                m = r["models"][0]
                 row.update(parameters=m["parameters"], float_accuracy=m["float_accuracy"],
                            int8_accuracy=m["int8_accuracy"], windows=r["windows"])
                 row[f"{target}_device_accuracy"] = m["device_accuracy"]
@@ -61,10 +61,11 @@ def measure(models: dict[str, str], targets, limit: int, log=print) -> dict:
                 for k in ("cortex_m4_instructions_per_inference", "cortex_m4_flash_bytes", "cortex_m4_ram_bytes"):
                     if m.get(k) is not None:
                         row[k] = m[k]
+                row["seconds"][target] = round(time.perf_counter() - t0, 1)
                 log(f"{name:10s} {target}: float {m['float_accuracy']:.4f} int8 {m['int8_accuracy']:.4f} "
                     f"device {m['device_accuracy']:.4f} (= reference on {m['decision_agreement']:.2%}), "
-                    f"M4 {m['cortex_m4_instructions_per_inference'] / 1e6:.2f} M instructions")
-            log(f"   {target}: {time.perf_counter() - t0:.0f} s")
+                    f"M4 {m['cortex_m4_instructions_per_inference'] / 1e6:.2f} M instructions, "
+                    f"{row['seconds'][target]:.0f} s")
     return rows
 
 
@@ -93,6 +94,8 @@ def main(argv=None) -> dict:
                          "default: " + ", ".join(DEFAULT) + ")")
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--limit", type=int, default=0, help="evenly spaced test windows (0: all 2,874)")
+    ap.add_argument("--update", action="store_true",
+                    help="measure only the --model models; keep the other rows of the results file")
     ap.add_argument("--no-write", action="store_true", help="print only, do not write the results")
     args = ap.parse_args(argv)
     import torch
@@ -105,6 +108,14 @@ def main(argv=None) -> dict:
     for n, s in missing.items():
         print(f"skip {n}: {s} not found (scripts/train_models.py {n})")
     rows = measure(models, targets, args.limit)
+    if args.update and (results_dir() / "har_models.json").is_file():
+        old = json.loads((results_dir() / "har_models.json").read_text())
+        if old["config"]["targets"] != targets or old["config"]["limit"] != args.limit:
+            raise SystemExit(f"--update: the results file was measured with {old['config']}; rerun all models")
+        kept = {r["model"]: r for r in old["results"]}
+        missing = {n: s for n, s in missing.items() if n not in kept}
+        models = {**{n: r["spec"] for n, r in kept.items()}, **models}
+        rows = {n: rows.get(n, kept.get(n)) for n in [*DEFAULT, *models] if n in rows or n in kept}
     default = next(iter(rows))
     met = goals_met(rows[default], targets)
     out = {"config": {"targets": targets, "limit": args.limit, "models": models, "quantization": "edgeseq"},
