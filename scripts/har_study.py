@@ -150,6 +150,15 @@ def run_one(name: str, fold: int, log=print, stop_after: int = 0) -> dict:
 _RECORDED = {"arch", "in_features", "n_classes", "input_mean", "input_std"}
 
 
+def _arch_settings(cfg: dict) -> dict:
+    """The architecture settings of a model config (``stem=0``: no front end, whatever its kernel)."""
+    out = {k: x for k, x in cfg.items() if k not in _RECORDED}
+    if not out.get("stem", 0):
+        out.pop("stem", None)
+        out.pop("stem_kernel", None)
+    return out
+
+
 def adopt(run_dir: Path, name: str) -> tuple[int, dict]:
     """A finished ``edgeseq train`` run whose settings are exactly the variant's is that variant's fold
     ``seed`` (the same validation subjects, initialisation and data order: ``train_task`` splits and
@@ -161,9 +170,9 @@ def adopt(run_dir: Path, name: str) -> tuple[int, dict]:
 
     v = VARIANTS[name]
     m = json.loads((Path(run_dir) / "metrics.json").read_text())
-    arch_cfg = {k: x for k, x in m["model_config"].items() if k not in _RECORDED}
+    arch_cfg = _arch_settings(m["model_config"])
     train_cfg = {k: x for k, x in m["train_config"].items() if k not in ("max_minutes", "seed")}
-    if v.data or (m["task"], m["arch"], arch_cfg, train_cfg) != (v.task, v.arch, v.model, v.train):
+    if v.data or (m["task"], m["arch"], arch_cfg, train_cfg) != (v.task, v.arch, _arch_settings(v.model), v.train):
         raise ConfigError(f"{run_dir}: trained {m['task']}/{m['arch']} {arch_cfg} {train_cfg}, not variant '{name}' "
                           f"({v.task}/{v.arch} {v.model} {v.train} {v.data})")
     fold = int(m["train_config"].get("seed", 0))
