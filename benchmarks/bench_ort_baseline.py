@@ -26,9 +26,9 @@ import torch
 from benchmarks.common import write_results
 
 _ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
-# the shipped HAR LMU and the HAR GRU baseline of scripts/train_models.py
+# the shipped HAR LMU and the shipped HAR default (conv front end + GRU)
 DEFAULT = {"har_lmu": str(_ROOT / "edgeseq/models/har_lmu/model.ckpt"),
-           "har_gru": str(_ROOT / "runs/models/har_gru/model.ckpt")}
+           "har_gru": str(_ROOT / "edgeseq/models/har_gru/model.ckpt")}
 QUICK = ["--calib", "32", "--eval-limit", "256"]
 
 

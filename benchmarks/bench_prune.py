@@ -17,7 +17,7 @@ For each checkpoint (``--ckpt NAME=PATH``, default the shipped HAR LMU and the H
 Fine-tuning uses the training recipe's augmentation, lr 1e-3, the same train/validation split as
 ``edgeseq train``; torch runs on one thread. Results: benchmarks/results/prune.json.
 
-    python -m benchmarks.bench_prune [--ckpt har_gru=runs/models/har_gru/model.ckpt ...] [--epochs 3]
+    python -m benchmarks.bench_prune [--ckpt har_gru=edgeseq/models/har_gru/model.ckpt ...] [--epochs 3]
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ import torch
 from benchmarks.common import write_results
 
 _ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
-# the shipped HAR LMU and the HAR GRU baseline of scripts/train_models.py
+# the shipped HAR LMU and the shipped HAR default (conv front end + GRU)
 DEFAULT = {"har_lmu": str(_ROOT / "edgeseq/models/har_lmu/model.ckpt"),
-           "har_gru": str(_ROOT / "runs/models/har_gru/model.ckpt")}
+           "har_gru": str(_ROOT / "edgeseq/models/har_gru/model.ckpt")}
 QUICK = ["--epochs", "1", "--skip-sweep", "--skip-memory"]
 
 

@@ -22,7 +22,7 @@ def main() -> None:
     ap.add_argument("--out", default="build/har-arm", help="artifact directory (replaced)")
     args = ap.parse_args()
 
-    graph = load_model("har_lmu").graph
+    graph = load_model("har_gru").graph  # the HAR default (har_lmu, har_l2mu: the alternatives)
     train, test = load_dataset("har", "train", classes=6), load_dataset("har", "test", classes=6)
     rng = np.random.default_rng(0)
     pick = rng.permutation(len(train.x))

@@ -29,13 +29,18 @@ RUNS_DIR = ROOT / "runs" / "models"
 RESULTS = ROOT / "benchmarks" / "results" / "training.json"
 DOC = ROOT / "docs" / "MODELS.md"
 
-# name -> (task, arch, shipped, targets)
-RUNS: dict[str, tuple[str, str, bool, dict]] = {
-    "har_lmu": ("har", "lmu", True, {"test": 0.92, "max_parameters": 50_000}),
+# name -> (task, arch, shipped, targets[, extra `edgeseq train` arguments])
+RUNS: dict[str, tuple] = {
+    # HAR: the demo's default (conv front end + GRU, sized for a Cortex-M4) and the LMU / L2MU alternatives;
+    # har_lmu's goal: 1.5 points above the 92.83% of its previous recipe
+    "har_gru": ("har", "gru", True, {"test": 0.955, "max_parameters": 50_000}),
+    "har_lmu": ("har", "lmu", True, {"test": 0.9433, "max_parameters": 50_000}),
     "har_l2mu": ("har", "l2mu", True, {"test": 0.88}),
     "kws_lmu": ("kws", "lmu", True, {"test": 0.95, "max_parameters": 80_000, "test_flite": 0.70}),
     "kws_lmuformer": ("kws", "lmuformer", True, {}),
-    "har_gru": ("har", "gru", False, {"test": 0.92, "max_parameters": 50_000}),
+    # the GRU baseline the HAR default is measured against: GRU 64 on the raw channels, the same training
+    "har_gru64": ("har", "gru", False, {}, ["--set", "hidden=64", "--set", "stem=0"]),
+    "smartwatch_gru": ("smartwatch", "gru", False, {}),
     "smartwatch_lmu": ("smartwatch", "lmu", False, {}),
     "smartwatch_l2mu": ("smartwatch", "l2mu", False, {}),
 }
@@ -46,21 +51,23 @@ def out_dir(name: str) -> Path:
 
 
 def command(name: str) -> list[str]:
-    task, arch, _, _ = RUNS[name]
+    task, arch, *_ = RUNS[name]
+    extra = RUNS[name][4] if len(RUNS[name]) > 4 else []
     rel = out_dir(name).relative_to(ROOT).as_posix()
-    return ["edgeseq", "train", "--task", task, "--model", arch, "--out", rel, "--force", "--quiet"]
+    return ["edgeseq", "train", "--task", task, "--model", arch, *extra, "--out", rel, "--force", "--quiet"]
 
 
 def summarize() -> dict:
     rows = {}
-    for name, (task, arch, shipped, targets) in RUNS.items():
+    for name, (task, arch, shipped, targets, *_) in RUNS.items():
         mf = out_dir(name) / "metrics.json"
         if not mf.is_file():
             continue
         m = json.loads(mf.read_text())
         row = {"task": task, "arch": arch, "shipped": shipped, "parameters": m["parameters"],
                "test_accuracy": m["test"]["accuracy"], "validation_accuracy": m["validation_accuracy"],
-               "train_seconds": m["train_seconds"], "epochs_run": m["epochs_run"], "best_epoch": m["best_epoch"],
+               "train_seconds": m["train_seconds"], "train_cpu_seconds": m.get("train_cpu_seconds"),
+               "epochs_run": m["epochs_run"], "best_epoch": m["best_epoch"],
                "stopped": m["stopped"], "command": m["command"], "model_config": m["model_config"],
                "train_config": m["train_config"], "per_class_accuracy": m["test"]["per_class_accuracy"]}
         for k, v in m.items():
@@ -73,10 +80,17 @@ def summarize() -> dict:
             met["parameters"] = row["parameters"] <= targets["max_parameters"]
         if "test_flite" in targets and "test_flite_accuracy" in row:
             met["test_flite_accuracy (goal)"] = row["test_flite_accuracy"] >= targets["test_flite"]
-        met["train_within_15_min"] = row["train_seconds"] <= 15 * 60
+        # the run's own CPU time where recorded (single-threaded: an idle machine's wall time)
+        met["train_within_15_min"] = (row["train_cpu_seconds"] or row["train_seconds"]) <= 15 * 60
         row["targets"], row["targets_met"] = targets, met
         rows[name] = row
     return rows
+
+
+def _train_time(r: dict) -> str:
+    if r.get("train_cpu_seconds") is None:
+        return f"{r['train_seconds'] / 60:.1f} min"
+    return f"{r['train_cpu_seconds'] / 60:.1f} min CPU ({r['train_seconds'] / 60:.0f} min wall)"
 
 
 def write_results(rows: dict) -> None:
@@ -105,11 +119,14 @@ def write_results(rows: dict) -> None:
         other = ", ".join(f"{k[5:-9]} {100 * v:.2f}%" for k, v in r.items()
                           if k.startswith("test_") and k.endswith("_accuracy") and k != "test_accuracy")
         lines.append(f"| {name} | {'yes' if r['shipped'] else 'no'} | {r['task']} | {r['arch']} | {r['parameters']:,} | "
-                     f"{100 * r['test_accuracy']:.2f}% | {other or '-'} | {r['train_seconds'] / 60:.1f} min "
+                     f"{100 * r['test_accuracy']:.2f}% | {other or '-'} | {_train_time(r)} "
                      f"({r['epochs_run']} epochs) | `{r['command']}` |")
     lines += ["", "Targets and whether they are met:", ""]
     for name, r in rows.items():
         lines.append(f"- {name}: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in r["targets_met"].items()))
+    from har_study import markdown as har_study_markdown
+
+    lines += har_study_markdown()
     atomic_write_text(DOC, "\n".join(lines) + "\n")
 
 

@@ -9,7 +9,13 @@ def register(sub) -> None:
     p = sub.add_parser("demo", help="run an end-to-end on-device demo (har: activity recognition, kws: keyword spotting)")
     d = p.add_subparsers(dest="demo", metavar="DEMO", required=True)
     h = d.add_parser("har", help="shipped HAR model -> int8 -> ARM artifact -> held-out IMU streamed under qemu -> report")
-    h.add_argument("--model", default="har_lmu", help="shipped model name, checkpoint or .esq (default: har_lmu)")
+    from ..demo.har import ALTERNATIVES, DEFAULT_MODEL
+
+    h.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"shipped model name, checkpoint or .esq (default: {DEFAULT_MODEL})")
+    h.add_argument("--compare", default=",".join(ALTERNATIVES), metavar="MODELS",
+                   help="comma-separated models run on the same windows and target after --model, reported side by "
+                        f"side (accuracy, instructions, flash, RAM); 'none' for none (default: {','.join(ALTERNATIVES)})")
     h.add_argument("--target", default="arm", choices=["x86", "arm", "cortex-m4"])
     h.add_argument("--input", metavar="FILE.csv",
                    help="your own 50 Hz recording: columns acc_x,acc_y,acc_z (g), gyro_x,gyro_y,gyro_z (rad/s), "
@@ -59,7 +65,8 @@ def register(sub) -> None:
 def run_har(args) -> int:
     from ..demo.har import HarDemoConfig, run_har_demo
 
-    cfg = HarDemoConfig(model=args.model, target=args.target, out=args.out, input=args.input, live=not args.no_live,
+    compare = () if args.compare.strip().lower() == "none" else tuple(m.strip() for m in args.compare.split(",") if m.strip())
+    cfg = HarDemoConfig(model=args.model, compare=compare, target=args.target, out=args.out, input=args.input, live=not args.no_live,
                         quant=args.quant, limit=args.limit, force=args.force)
     r = run_har_demo(cfg)
     drop = r.get("drop_points")

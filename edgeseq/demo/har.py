@@ -31,11 +31,16 @@ HOP = 64
 SAMPLE_RATE = 50.0
 CHANNELS = ("acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z")
 TARGETS = ("x86", "arm", "cortex-m4")
+RUNNERS = {"x86": "native x86", "arm": "qemu-aarch64", "cortex-m4": "qemu-system-arm (mps2-an386)"}
+# the model `make demo` streams, and the shipped alternatives measured beside it
+DEFAULT_MODEL = "har_gru"
+ALTERNATIVES = ("har_lmu", "har_l2mu")
 
 
 @dataclass
 class HarDemoConfig:
-    model: str = "har_lmu"
+    model: str = DEFAULT_MODEL
+    compare: tuple[str, ...] = ALTERNATIVES  # measured after `model` on the same windows, reported side by side
     target: str = "arm"
     out: str = "runs/demo-har"
     input: Optional[str] = None
@@ -151,10 +156,13 @@ def _dir_bytes(path: Path) -> int:
 
 
 def run_har_demo(cfg: HarDemoConfig, stream=None) -> dict:
-    """Run the demo; writes ``demo.json`` and ``report.html`` (and the artifact) under ``cfg.out``.
+    """Run the demo; writes ``demo.json`` and ``report.html`` (and the artifacts) under ``cfg.out``.
 
-    The whole output is staged and moved into place when the demo finishes (an interrupted or killed
-    demo leaves the previous one intact); a previous output of this demo is replaced without ``force``."""
+    The chosen model is streamed with the live view and reported in full; every model of
+    ``cfg.compare`` then runs the same windows through the same steps (own int8 plan, own artifact under
+    ``compare/<name>``), and the report sets them side by side. The whole output is staged and moved into
+    place when the demo finishes (an interrupted or killed demo leaves the previous one intact); a previous
+    output of this demo is replaced without ``force``."""
     from ..util.fs import output_dir
 
     with output_dir(cfg.out, cfg.force, owner=OWNER) as out:
@@ -162,12 +170,9 @@ def run_har_demo(cfg: HarDemoConfig, stream=None) -> dict:
 
 
 def _run_har_demo(cfg: HarDemoConfig, stream, out: Path) -> dict:
-    from .. import export as export_mod
     from ..data import load_dataset
-    from ..ir.interpret import run as ref_run
     from ..models import load_model
     from ..util.fs import atomic_write_json
-    from .live import LiveView, bar
 
     stream = stream or sys.stderr
     say = (lambda m: print(m, file=stream, flush=True))
@@ -177,19 +182,15 @@ def _run_har_demo(cfg: HarDemoConfig, stream, out: Path) -> dict:
         raise ConfigError(f"--quant must be edgeseq, naive or float, got '{cfg.quant}'")
     _check_toolchains(cfg.target)
     t_start = time.perf_counter()
-    timings: dict[str, float] = {}
 
-    # 1. model ------------------------------------------------------------------------------
-    lm = load_model(cfg.model)
-    graph = lm.graph
-    if graph.in_features != 6:
-        raise ConfigError(f"model '{cfg.model}' takes {graph.in_features} input features; the HAR demo streams 6 "
-                          "(acc_x..gyro_z)")
-    labels = list(lm.labels) or [f"class {i}" for i in range(graph.output_types[0].features)]
-    n_params = lm.metrics.get("parameters") or graph.num_params()  # trained parameters, as recorded at training
-    say(f"model   {lm.name}: {n_params:,} parameters ({', '.join(n.op.kind for n in graph.nodes)})")
+    lm = _load_har_model(load_model, cfg.model)
+    others = [_load_har_model(load_model, name) for name in dict.fromkeys(cfg.compare) if name != cfg.model]
+    labels = _labels(lm)
+    for o in others:
+        if _labels(o) != labels:
+            raise ConfigError(f"model '{o.name}' predicts {_labels(o)}; '{lm.name}' predicts {labels}: a side-by-side "
+                              "comparison needs the same classes")
 
-    # 2. data -------------------------------------------------------------------------------
     t = time.perf_counter()
     if cfg.input:
         rec = read_imu_csv(cfg.input, labels=tuple(labels))
@@ -204,16 +205,74 @@ def _run_har_demo(cfg: HarDemoConfig, stream, out: Path) -> dict:
         keep = np.linspace(0, len(x) - 1, cfg.limit).round().astype(int)
         x, y, groups = x[keep], y[keep], groups[keep]
     say(f"data    {source}; streaming {len(x)} windows of {WINDOW} samples")
-    timings["data_s"] = time.perf_counter() - t
+    data_s = time.perf_counter() - t
 
-    # 3. float reference + quantization -------------------------------------------------------
+    main = _measure(lm, x, y, groups, labels, cfg, out / "artifact", Path(cfg.out) / "artifact", stream, say,
+                    live=cfg.live)
+    main["timings"] = {"data_s": data_s, **main["timings"]}
+    compared = []
+    for o in others:
+        say(f"compare {o.name}: the same {len(x)} windows, plan '{cfg.quant}', {cfg.target}")
+        r = _measure(o, x, y, groups, labels, cfg, out / "compare" / o.name, Path(cfg.out) / "compare" / o.name,
+                     stream, lambda m: say("  " + m), live=False)
+        compared.append(r)
+    timings = {**main["timings"], "compare_s": sum(r["timings"]["total_s"] for r in compared),
+               "total_s": time.perf_counter() - t_start}
+
+    runner = main["runner"]
+    result = {
+        "demo": "har", "model": lm.name, "model_source": lm.source, "target": cfg.target, "runner": runner,
+        "quantization": cfg.quant, "data": source, "windows": int(len(x)), "labels": labels,
+        **{k: main[k] for k in ("accuracy", "device_vs_reference", "drop_points", "confusion_device", "per_class",
+                                "cost", "sizes", "mcu_sizes", "plan")},
+        "models": [_side_by_side(r) for r in (main, *compared)],
+        "timings": {k: round(v, 2) for k, v in timings.items()}, "config": asdict(cfg),
+        "artifact": str(Path(cfg.out) / "artifact"),
+    }
+    if compared:
+        say("side by side (" + cfg.target + ", plan '" + cfg.quant + "'):")
+        for line in _side_by_side_lines(result["models"]):
+            say("  " + line)
+    atomic_write_json(out / "demo.json", result)
+    from .report import har_report
+
+    har_report(result, out / "report.html")
+    say(f"report  {Path(cfg.out) / 'report.html'}  (total {timings['total_s']:.0f} s)")
+    return result
+
+
+def _load_har_model(load_model, spec: str):
+    lm = load_model(spec)
+    if lm.graph.in_features != len(CHANNELS):
+        raise ConfigError(f"model '{spec}' takes {lm.graph.in_features} input features; the HAR demo streams 6 "
+                          "(acc_x..gyro_z)")
+    return lm
+
+
+def _labels(lm) -> list[str]:
+    return list(lm.labels) or [f"class {i}" for i in range(lm.graph.output_types[0].features)]
+
+
+def _measure(lm, x, y, groups, labels, cfg: HarDemoConfig, art_dir: Path, shown_dir: Path, stream, say,
+             live: bool) -> dict:
+    """One model through the whole demo: float reference, int8 plan, export, the windows streamed
+    through the device, instructions and sizes (and the Cortex-M4 build's). ``art_dir``: where the
+    artifact is built (inside the staged output); ``shown_dir``: where it will be once the demo is done."""
+    from ..export import export as export_artifact
+    from ..ir.interpret import run as ref_run
+    from .live import LiveView, bar
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    graph = lm.graph
+    n_params = lm.metrics.get("parameters") or graph.num_params()  # trained parameters, as recorded at training
+    say(f"model   {lm.name}: {n_params:,} parameters ({', '.join(n.op.kind for n in graph.nodes)})")
+
     t = time.perf_counter()
     float_logits = _batched(lambda a: ref_run(graph, a.astype(np.float64))[0][0], x)
     float_acc = _accuracy(float_logits.argmax(-1), y)
     timings["float_reference_s"] = time.perf_counter() - t
-    q = None
-    int_logits = None
-    plan_summary = None
+    q = int_logits = plan_summary = None
     if cfg.quant != "float":
         t = time.perf_counter()
         q, plan_summary = _quantize(graph, cfg, say)
@@ -224,22 +283,18 @@ def _run_har_demo(cfg: HarDemoConfig, stream, out: Path) -> dict:
     if int_logits is not None:
         say(f"int8    accuracy {_pct(int_acc)} (integer-exact interpreter, plan '{cfg.quant}')")
 
-    # 4. export -------------------------------------------------------------------------------
     t = time.perf_counter()
-    art_dir = out / "artifact"
-    say(f"export  {cfg.target} -> {Path(cfg.out) / 'artifact'}")
-    art = export_mod.export(q if q is not None else graph, target=cfg.target, out=art_dir, force=True,
+    say(f"export  {cfg.target} -> {shown_dir}")
+    art = export_artifact(q if q is not None else graph, target=cfg.target, out=art_dir, force=True,
                             golden_input=x[:2], progress=lambda m: say(f"        {m}"))
     device = art.parts["c"] if art.kind == "bundle" else art
     timings["export_s"] = time.perf_counter() - t
 
-    # 5. stream through the device -------------------------------------------------------------
     t = time.perf_counter()
-    view = LiveView(stream, live=cfg.live)
+    view = LiveView(stream, live=live)
     dev_logits = np.zeros((len(x), len(labels)), np.float32)
     correct = seen = 0
-    runner = "qemu-aarch64" if cfg.target == "arm" else ("qemu-system-arm (mps2-an386)" if cfg.target == "cortex-m4"
-                                                        else "native x86")
+    runner = RUNNERS[cfg.target]
     for i in range(0, len(x), cfg.chunk):
         xc = x[i:i + cfg.chunk]
         outs = device.impl.run(xc, mode="step")
@@ -268,41 +323,64 @@ def _run_har_demo(cfg: HarDemoConfig, stream, out: Path) -> dict:
     say(f"device  accuracy {_pct(dev_acc)}; decisions equal to the {'integer' if q is not None else 'float'} "
         f"reference on {agreement:.2%} of windows (max logit difference {max_err:.3g})")
 
-    # 6. cost + sizes ------------------------------------------------------------------------
     t = time.perf_counter()
-    cost = device.impl.cost(x[:2])
+    cost = _jsonable(device.impl.cost(x[:2]))
     sizes = {"artifact_bytes": _dir_bytes(art_dir), "device_binary_bytes": device.impl.binary.stat().st_size,
              "weights_bytes": device.manifest.get("weights_bytes"), "float32_weight_bytes": 4 * graph.num_params()}
     mcu = None
-    if cfg.target != "cortex-m4" and _have("arm-none-eabi-gcc", "qemu-system-arm"):
-        say("sizes   building the same model for cortex-m4 (flash / RAM report)")
-        m4 = export_mod.export(q if q is not None else graph, target="cortex-m4", out=out / "cortex-m4", force=True,
-                               golden_input=x[:1])
-        mcu = _mcu_sizes(m4.impl)
-    elif cfg.target == "cortex-m4":
-        mcu = _mcu_sizes(device.impl)
+    if cfg.target == "cortex-m4":
+        mcu = _mcu(device.impl, cost)
+    elif _have("arm-none-eabi-gcc", "qemu-system-arm"):
+        say("sizes   building the same model for cortex-m4 (flash, RAM, instructions per inference)")
+        m4 = export_artifact(q if q is not None else graph, target="cortex-m4", out=art_dir.parent /
+                               f"{art_dir.name}-cortex-m4", force=True, golden_input=x[:1])
+        mcu = _mcu(m4.impl, _jsonable(m4.impl.cost(x[:1])))
+    if mcu is not None:
+        say(f"m4      {mcu['instructions_per_inference'] / 1e6:.2f} M instructions per inference, "
+            f"flash {mcu['flash_bytes'] / 1024:.1f} KB, RAM {mcu['ram_bytes'] / 1024:.1f} KB")
     timings["cost_s"] = time.perf_counter() - t
-    timings["total_s"] = time.perf_counter() - t_start
-
-    result = {
-        "demo": "har", "model": lm.name, "model_source": lm.source, "target": cfg.target, "runner": runner,
-        "quantization": cfg.quant, "data": source, "windows": int(len(x)), "labels": labels,
+    timings["total_s"] = time.perf_counter() - t0
+    return {
+        "model": lm.name, "model_source": lm.source, "parameters": int(n_params), "runner": runner,
+        "ops": [n.op.kind for n in graph.nodes],
         "accuracy": {"float": float_acc, "int8": int_acc, "device": dev_acc},
         "device_vs_reference": {"decision_agreement": agreement, "max_abs_logit_difference": max_err,
                                 "reference": "integer-exact interpreter" if q is not None else "float64 interpreter"},
         "drop_points": None if (float_acc is None or dev_acc is None) else 100 * (float_acc - dev_acc),
-        "confusion_device": _confusion(dev_pred, y, len(labels)),
-        "per_class": _per_class(dev_pred, y, labels),
-        "cost": _jsonable(cost), "sizes": sizes, "mcu_sizes": mcu, "plan": plan_summary,
-        "timings": {k: round(v, 2) for k, v in timings.items()}, "config": asdict(cfg),
-        "artifact": str(Path(cfg.out) / "artifact"),
+        "confusion_device": _confusion(dev_pred, y, len(labels)), "per_class": _per_class(dev_pred, y, labels),
+        "cost": cost, "sizes": sizes, "mcu_sizes": mcu, "plan": plan_summary, "timings": timings,
     }
-    atomic_write_json(out / "demo.json", result)
-    from .report import har_report
 
-    har_report(result, out / "report.html")
-    say(f"report  {Path(cfg.out) / 'report.html'}  (total {timings['total_s']:.0f} s)")
-    return result
+
+def _side_by_side(r: dict) -> dict:
+    ins = (r["cost"].get("instructions") or {}).get("per_inference")
+    mcu = r["mcu_sizes"] or {}
+    return {"model": r["model"], "parameters": r["parameters"], **{f"{k}_accuracy": v for k, v in r["accuracy"].items()},
+            "decision_agreement": r["device_vs_reference"]["decision_agreement"],
+            "target_instructions_per_inference": ins,
+            "target_latency_per_inference_s": (r["cost"].get("latency") or {}).get("per_inference_s"),
+            "cortex_m4_instructions_per_inference": mcu.get("instructions_per_inference"),
+            "cortex_m4_flash_bytes": mcu.get("flash_bytes"), "cortex_m4_ram_bytes": mcu.get("ram_bytes"),
+            "weights_bytes": r["sizes"]["weights_bytes"]}
+
+
+def _side_by_side_lines(rows: list[dict]) -> list[str]:
+    head = f"{'model':<14}{'params':>8}{'float':>9}{'int8':>9}{'device':>9}{'M4 insn/inf':>13}{'flash':>9}{'RAM':>9}"
+    lines = [head]
+    for r in rows:
+        ins = r["cortex_m4_instructions_per_inference"]
+        lines.append(f"{r['model']:<14}{r['parameters']:>8,}{_pct_or_dash(r['float_accuracy']):>9}"
+                     f"{_pct_or_dash(r['int8_accuracy']):>9}{_pct_or_dash(r['device_accuracy']):>9}{'-' if ins is None else f'{ins / 1e6:.2f} M':>13}"
+                     f"{_kb(r['cortex_m4_flash_bytes']):>9}{_kb(r['cortex_m4_ram_bytes']):>9}")
+    return lines
+
+
+def _kb(v) -> str:
+    return "-" if v is None else f"{v / 1024:.1f} KB"
+
+
+def _pct_or_dash(v: Optional[float]) -> str:
+    return "-" if v is None else f"{100 * v:.2f}%"
 
 
 def _pct(v: Optional[float]) -> str:
@@ -322,6 +400,13 @@ def _mcu_sizes(c_impl) -> dict:
     s = c_impl.sizes
     keep = ("flash_bytes", "ram_bytes", "stack_bytes", "flash_capacity", "ram_capacity")
     return {k: s[k] for k in keep if k in s} | {"target": c_impl.target.name, "model": s.get("model")}
+
+
+def _mcu(c_impl, cost: dict) -> dict:
+    """Flash / RAM of a Cortex-M build and its instructions per inference (``cost`` of that build)."""
+    ins = cost.get("instructions") or {}
+    return _mcu_sizes(c_impl) | {"instructions_per_inference": ins.get("per_inference"),
+                                 "instructions_per_step": ins.get("per_step")}
 
 
 def _jsonable(o: Any):

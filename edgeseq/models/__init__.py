@@ -2,7 +2,7 @@
 
 A *model spec* is any of:
 
-- the name of a shipped model (``har_lmu``, ``har_l2mu``, ``kws_lmu``, ``kws_lmuformer``; see
+- the name of a shipped model (``har_gru``, ``har_lmu``, ``har_l2mu``, ``kws_lmu``, ``kws_lmuformer``; see
   ``edgeseq info --models``): a directory ``edgeseq/models/<name>/`` holding ``model.ckpt`` and
   ``metrics.json`` (with the exact command that reproduces it);
 - a training output directory (``model.ckpt`` inside), or a ``.ckpt`` file: a safe edgeseq checkpoint;

@@ -26,13 +26,18 @@ class TrainConfig:
     patience: int = 20
     seed: int = 0
     max_minutes: float = 14.0
+    stop_after: int = 0  # end after this many epochs of the ``epochs``-long schedule (0: the whole schedule)
     val_fraction: float = 0.15
     label_smoothing: float = 0.05
     grad_clip: float = 1.0
+    # exponential moving average of the weights (decay per optimizer step; 0 = off): validation, early
+    # stopping and the kept model use the averaged weights
+    ema: float = 0.0
     augment_scale: float = 0.0  # random per-sequence, per-channel gain in [1-a, 1+a]
     augment_noise: float = 0.0  # gaussian noise, in units of each channel's std
     augment_shift: int = 0  # random circular time shift (steps)
     augment_rotate: float = 0.0  # IMU: random 3-D rotation (max degrees) of each xyz channel triplet
+    augment_time_warp: float = 0.0  # smooth random speed change along time, speed ~ N(1, sigma) at 5 knots
     # spectral features (log-mel frames): warp of the mel axis by a random factor in [1/(1+w), 1+w]
     # (vocal-tract-length perturbation), and SpecAugment masks of up to N frames / channels
     augment_freq_warp: float = 0.0
@@ -55,6 +60,7 @@ class History:
     best_val_accuracy: float = 0.0
     stopped: str = ""
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # this process's CPU time: what the run costs, whatever else loads the machine
 
 
 def split_validation(ds, fraction: float, seed: int):
@@ -117,6 +123,25 @@ def _random_rotations(n: int, max_deg: float, gen, triplets: int):
     return out
 
 
+def _lerp_along(xb, pos, axis: int):
+    """Linear interpolation of (n, T, F) ``xb`` at fractional positions ``pos`` (n, size) along ``axis``
+    (1: time, 2: features); positions are clamped to the axis."""
+    import torch
+
+    size = xb.shape[axis]
+    pos = pos.clamp(0, size - 1)
+    lo = pos.floor().long()
+    hi = (lo + 1).clamp(max=size - 1)
+    w = (pos - lo.to(pos.dtype)).to(xb.dtype)
+    if axis == 1:
+        w = w[:, :, None]
+        idx_lo, idx_hi = (i[:, :, None].expand(-1, -1, xb.shape[2]) for i in (lo, hi))
+    else:
+        w = w[:, None, :]
+        idx_lo, idx_hi = (i[:, None, :].expand(-1, xb.shape[1], -1) for i in (lo, hi))
+    return torch.gather(xb, axis, idx_lo) * (1 - w) + torch.gather(xb, axis, idx_hi) * w
+
+
 def _freq_warp(xb, max_warp: float, gen):
     """Resample the feature (mel) axis of (n, T, F) by a random factor per sequence: a formant /
     vocal-tract-length change of the speaker is close to a shift along the mel axis."""
@@ -125,13 +150,21 @@ def _freq_warp(xb, max_warp: float, gen):
     n, _, f = xb.shape
     lim = math.log1p(max_warp)
     alpha = torch.exp((torch.rand(n, generator=gen) * 2 - 1) * lim)  # log-uniform in [1/(1+w), 1+w]
-    pos = (torch.arange(f, dtype=torch.float32)[None, :] / alpha[:, None]).clamp(0, f - 1)  # (n, F)
-    lo = pos.floor().long()
-    hi = (lo + 1).clamp(max=f - 1)
-    w = (pos - lo.to(pos.dtype))[:, None, :].to(xb.dtype)
-    idx_lo = lo[:, None, :].expand(-1, xb.shape[1], -1)
-    idx_hi = hi[:, None, :].expand(-1, xb.shape[1], -1)
-    return torch.gather(xb, 2, idx_lo) * (1 - w) + torch.gather(xb, 2, idx_hi) * w
+    return _lerp_along(xb, torch.arange(f, dtype=torch.float32)[None, :] / alpha[:, None], 2)
+
+
+def _time_warp(xb, sigma: float, gen, knots: int = 4):
+    """Smooth random change of speed along time (Um et al. 2017): the playback speed of each sequence
+    follows a curve through ``knots + 1`` random values ~ N(1, sigma) (clamped to [0.5, 1.5]); the
+    window keeps its length, first and last sample. People walk and move at different paces."""
+    import torch
+
+    n, t, _ = xb.shape
+    speed = (1 + torch.randn(n, 1, knots + 1, generator=gen) * sigma).clamp(0.5, 1.5)
+    speed = torch.nn.functional.interpolate(speed, size=t, mode="linear", align_corners=True)[:, 0]  # (n, T)
+    pos = torch.cumsum(speed, 1) - speed[:, :1]
+    pos = pos / pos[:, -1:] * (t - 1)
+    return _lerp_along(xb, pos, 1)
 
 
 def _masks(xb, fill, max_len: int, axis: int, gen):
@@ -159,6 +192,8 @@ def _augment(xb, cfg: TrainConfig, stats, gen):
     if cfg.augment_freq_mask:
         xb = _masks(xb, torch.as_tensor(mean), cfg.augment_freq_mask, 2, gen)
 
+    if cfg.augment_time_warp:
+        xb = _time_warp(xb, cfg.augment_time_warp, gen)
     if cfg.augment_scale:
         gain = 1 + (torch.rand(xb.shape[0], 1, xb.shape[2], generator=gen) * 2 - 1) * cfg.augment_scale
         xb = xb * gain
@@ -172,6 +207,38 @@ def _augment(xb, cfg: TrainConfig, stats, gen):
         k = int(torch.randint(-cfg.augment_shift, cfg.augment_shift + 1, (1,), generator=gen))
         xb = torch.roll(xb, k, dims=1)
     return xb
+
+
+class _WeightAverage:
+    """Exponential moving average of a model's parameters and float buffers, with the usual warm-up
+    (decay min(d, (1 + n) / (10 + n)) after n updates)."""
+
+    def __init__(self, model, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ConfigError(f"ema must lie in (0, 1), got {decay}")
+        self.decay, self.updates = decay, 0
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def update(self, model) -> None:
+        import torch
+
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        with torch.no_grad():
+            for k, v in model.state_dict().items():
+                if v.dtype.is_floating_point:
+                    self.state[k].mul_(d).add_(v.detach(), alpha=1 - d)
+                else:
+                    self.state[k].copy_(v)
+
+    def evaluate(self, model, fn):
+        """``fn()`` with the averaged weights loaded into ``model`` (its own weights restored after)."""
+        own = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(self.state)
+        try:
+            return fn()
+        finally:
+            model.load_state_dict(own)
 
 
 def fit(model, train, val, cfg: TrainConfig, progress: bool = True, log=print) -> History:
@@ -189,9 +256,10 @@ def fit(model, train, val, cfg: TrainConfig, progress: bool = True, log=print) -
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
                                                 pct_start=0.15)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    avg = _WeightAverage(model, cfg.ema) if cfg.ema else None
     hist = History()
     best_state = None
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     bar = tqdm(range(cfg.epochs), desc="training", unit="epoch", disable=not progress, leave=False)
     for epoch in bar:
         model.train()
@@ -208,16 +276,19 @@ def fit(model, train, val, cfg: TrainConfig, progress: bool = True, log=print) -
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             sched.step()
+            if avg is not None:
+                avg.update(model)
             total += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(-1) == y[idx]).sum())
             seen += len(idx)
-        val_acc = accuracy(predict(model, val.x), val.y)
+        val_acc = accuracy(predict(model, val.x), val.y) if avg is None else \
+            avg.evaluate(model, lambda: accuracy(predict(model, val.x), val.y))
         row = {"epoch": epoch + 1, "loss": total / seen, "train_accuracy": correct / seen, "val_accuracy": val_acc,
                "seconds": time.perf_counter() - start}
         hist.epochs.append(row)
         if val_acc > hist.best_val_accuracy or best_state is None:
             hist.best_val_accuracy, hist.best_epoch = val_acc, epoch + 1
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_state = {k: v.detach().clone() for k, v in (model.state_dict() if avg is None else avg.state).items()}
         bar.set_postfix(loss=f"{row['loss']:.3f}", val=f"{val_acc:.3f}", best=f"{hist.best_val_accuracy:.3f}")
         if not progress:
             log(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}, train {row['train_accuracy']:.4f}, "
@@ -228,12 +299,16 @@ def fit(model, train, val, cfg: TrainConfig, progress: bool = True, log=print) -
         if (time.perf_counter() - start) / 60 > cfg.max_minutes:
             hist.stopped = f"time budget of {cfg.max_minutes} min reached"
             break
+        if cfg.stop_after and epoch + 1 >= cfg.stop_after:
+            hist.stopped = f"stopped after {cfg.stop_after} of {cfg.epochs} epochs"
+            break
     else:
         hist.stopped = "all epochs done"
     bar.close()
     model.load_state_dict(best_state)
     model.eval()
     hist.seconds = time.perf_counter() - start
+    hist.cpu_seconds = time.process_time() - cpu_start
     log(f"trained {len(hist.epochs)} epochs in {hist.seconds:.0f} s ({hist.stopped}); "
         f"best validation accuracy {hist.best_val_accuracy:.4f} at epoch {hist.best_epoch}")
     return hist

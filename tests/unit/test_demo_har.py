@@ -105,3 +105,11 @@ def test_cli_missing_toolchain_names_the_apt_package(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "apt-get install" in r.stderr and ("aarch64" in r.stderr)
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_compare_with_a_model_of_other_inputs_is_a_typed_error(tmp_path):
+    r = _cli("demo", "har", "--target", "x86", "--compare", "kws_lmu", "--out", str(tmp_path / "out"), "--no-live")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    err = [ln for ln in r.stderr.splitlines() if ln.startswith("edgeseq: error")]
+    assert len(err) == 1 and "'kws_lmu' takes 40 input features" in err[0]
+    assert not (tmp_path / "out" / "demo.json").exists()

@@ -11,11 +11,11 @@ import pytest
 
 from edgeseq.models import load_model, shipped
 
-EXPECTED = {"har_lmu": ("har", "lmu"), "har_l2mu": ("har", "l2mu"), "kws_lmu": ("kws", "lmu"),
-            "kws_lmuformer": ("kws", "lmuformer")}
+EXPECTED = {"har_gru": ("har", "gru"), "har_lmu": ("har", "lmu"), "har_l2mu": ("har", "l2mu"),
+            "kws_lmu": ("kws", "lmu"), "kws_lmuformer": ("kws", "lmuformer")}
 
 
-def test_the_four_defaults_are_shipped_and_small():
+def test_the_defaults_are_shipped_and_small():
     ships = shipped()
     assert set(EXPECTED) <= set(ships)
     total = sum(p.stat().st_size for d in ships.values() for p in d.iterdir() if p.is_file())
@@ -29,14 +29,16 @@ def test_metrics_record_the_reproducing_command(name):
     task, arch = EXPECTED[name]
     assert m["task"] == task and m["arch"] == arch
     assert m["command"] == f"edgeseq train --task {task} --model {arch} --out edgeseq/models/{name} --force --quiet"
-    assert m["train_seconds"] <= 15 * 60
+    # the training's own CPU time where recorded (single-threaded recipes: the wall time of an idle machine;
+    # wall time on a shared, loaded machine measures the load)
+    assert m.get("train_cpu_seconds", m["train_seconds"]) <= 15 * 60
     assert 0 < m["parameters"] <= 80_000 and 0.0 <= m["test"]["accuracy"] <= 1.0
     lm = load_model(name)
     assert lm.task == task and sum(p.numel() for p in lm.module.parameters()) == m["parameters"]
     assert (d / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("name", ["har_lmu", "har_l2mu"])
+@pytest.mark.parametrize("name", ["har_gru", "har_lmu", "har_l2mu"])
 def test_recorded_har_accuracy_is_reproduced_by_the_reference(name):
     from edgeseq.data import load_dataset
     from edgeseq.ir.interpret import run

@@ -166,3 +166,72 @@ def test_cli_train_tiny(tmp_path, monkeypatch, har_tiny):
     m = json.loads((tmp_path / "g" / "metrics.json").read_text())
     assert m["model_config"]["hidden"] == 8 and m["parameters"] < 2000
     assert main(["train", "--task", "har", "--model", "gru", "--out", str(tmp_path / "h"), "--set", "nonsense"]) == 2
+
+
+def test_time_warp_keeps_length_and_ends_resamples_monotonically_and_is_seeded():
+    from edgeseq.train.loop import _time_warp
+
+    t = torch.arange(64, dtype=torch.float32)
+    x = torch.stack([t, -t, torch.sin(t / 5)], dim=-1)[None].repeat(8, 1, 1)  # (8, 64, 3)
+    a = _time_warp(x, 0.3, torch.Generator().manual_seed(3))
+    b = _time_warp(x, 0.3, torch.Generator().manual_seed(3))
+    assert a.shape == x.shape and torch.equal(a, b)
+    torch.testing.assert_close(a[:, [0, -1]], x[:, [0, -1]])
+    ramp = a[..., 0]
+    assert (ramp[:, 1:] >= ramp[:, :-1]).all()  # a change of speed, never of direction
+    assert (ramp - t).abs().max() > 1.0  # and the speed did change
+    torch.testing.assert_close(_time_warp(x, 0.0, torch.Generator().manual_seed(0)), x)
+
+
+def test_weight_average_follows_the_warmed_up_decay():
+    from edgeseq.train.loop import _WeightAverage
+
+    lin = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        lin.weight.fill_(0.0)
+    avg = _WeightAverage(lin, 0.9)
+    expect = torch.zeros_like(lin.weight)
+    for n in range(1, 6):
+        with torch.no_grad():
+            lin.weight.fill_(float(n))
+        avg.update(lin)
+        d = min(0.9, (1 + n) / (10 + n))
+        expect = d * expect + (1 - d) * n
+    torch.testing.assert_close(avg.state["weight"], expect)
+    # evaluate() runs with the average and restores the live weights
+    seen = avg.evaluate(lin, lambda: lin.weight.detach().clone())
+    torch.testing.assert_close(seen, expect)
+    assert (lin.weight == 5.0).all()
+    with pytest.raises(ConfigError, match="ema must lie in"):
+        _WeightAverage(lin, 1.0)
+
+
+def test_training_with_time_warp_and_weight_average_is_deterministic(har_tiny):
+    from edgeseq.nn import build_model
+    from edgeseq.train.loop import fit
+
+    cfg = TrainConfig(epochs=2, batch_size=8, ema=0.9, augment_time_warp=0.2, augment_rotate=10.0)
+    states = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = build_model("gru", 6, 6, hidden=8)
+        hist = fit(model, har_tiny, har_tiny, cfg, progress=False, log=lambda *a: None)
+        states.append(model.state_dict())
+    assert len(hist.epochs) == 2 and 0.0 <= hist.best_val_accuracy <= 1.0
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_stop_after_ends_the_run_on_the_full_schedule(har_tiny):
+    from edgeseq.nn import build_model
+    from edgeseq.train.loop import fit
+
+    runs = []
+    for stop in (0, 2):
+        torch.manual_seed(0)
+        model = build_model("gru", 6, 6, hidden=8)
+        cfg = TrainConfig(epochs=4, batch_size=8, stop_after=stop)
+        runs.append(fit(model, har_tiny, har_tiny, cfg, progress=False, log=lambda *a: None))
+    full, cut = runs
+    assert len(full.epochs) == 4 and len(cut.epochs) == 2 and cut.stopped == "stopped after 2 of 4 epochs"
+    # the cut run is the full run's first epochs: the learning-rate schedule spans all 4 epochs in both
+    assert [r["loss"] for r in cut.epochs] == [r["loss"] for r in full.epochs[:2]]
