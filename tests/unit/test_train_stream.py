@@ -76,7 +76,8 @@ def tiny_task():
                                meta={"speakers": list(fs.speakers)}, groups=fs.speaker[idx])
 
     return S.StreamTask("digits", D.DIGITS_LABELS, D.SILENCE, D.FRONT_END, [fs.audio[i] for i in tr], fs.digit[tr],
-                        clips(te), clips(te), meta={"protocol": "tiny"})
+                        clips(te), clips(te), meta={"protocol": "tiny"}, val_audio=[fs.words[i] for i in te],
+                        val_y=fs.digit[te])
 
 
 def test_train_stream_task_writes_a_streaming_checkpoint(tiny_task, tmp_path):
@@ -92,6 +93,9 @@ def test_train_stream_task_writes_a_streaming_checkpoint(tiny_task, tmp_path):
     assert saved["task"] == "digits" and saved["front_end"] == tiny_task.front_end.to_dict()
     st = saved["streaming"]
     assert st["background"] == "_silence_" and st["frame_rate"] == 50.0 and len(st["keywords"]) == 10
+    det = st["detector"]  # picked on a validation stream of the validation utterances
+    assert det["threshold"] in S.THRESHOLDS and det["smooth"] in S.SMOOTHING
+    assert det["validation_stream"]["keywords_spoken"] > 0
     assert set(saved["test"]["per_speaker"]) == {"jackson"} and 0.0 <= saved["test"]["accuracy"] <= 1.0
     assert saved["test"]["per_class_accuracy"]["_silence_"] is None  # no clip of the background class
     assert len(saved["history"]) == 2 and m["epochs_run"] == 2
