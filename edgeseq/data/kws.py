@@ -274,6 +274,10 @@ def utterance_for(config: KWSConfig, split: str, label: int, index: int) -> Utte
         raise ConfigError("the silence class has no utterance", where=_WHERE)
     else:
         word = KWS_LABELS[label]
+    return _voice_and_prosody(config, split, word, rng)
+
+
+def _voice_and_prosody(config: KWSConfig, split: str, word: str, rng: np.random.Generator) -> Utterance:
     voices = config.voices(split)
     voice = voices[int(rng.integers(len(voices)))]
     pitch = int(rng.integers(config.pitch[0], config.pitch[1] + 1))
@@ -392,14 +396,7 @@ def cached_utterances(cache: CacheDir, items: dict[str, tuple[str, Callable[[int
 def word_job(config: KWSConfig, split: str, word: str, index: int) -> Utterance:
     """The deterministic synthesis job for utterance ``index`` of ``word`` (any word) in ``split``:
     a voice of the split and prosody drawn like :func:`utterance_for`, seeded by ``(seed, split, word, index)``."""
-    rng = _rng(config.seed, split, "word", word, index, "synth")
-    voices = config.voices(split)
-    voice = voices[int(rng.integers(len(voices)))]
-    pitch = int(rng.integers(config.pitch[0], config.pitch[1] + 1))
-    speed = int(rng.integers(config.speed[0], config.speed[1] + 1))
-    amp = int(rng.integers(config.amplitude[0], config.amplitude[1] + 1))
-    stretch = round(float(rng.uniform(*config.flite_stretch)), 3)
-    return Utterance(word, config.engine(split), voice, pitch, speed, amp, stretch)
+    return _voice_and_prosody(config, split, word, _rng(config.seed, split, "word", word, index, "synth"))
 
 
 def word_utterances(words: Sequence[str], split: str, n: int, config: KWSConfig | None = None, *,

@@ -177,7 +177,6 @@ def _augment(xb, cfg: TrainConfig, stats, gen):
 def fit(model, train, val, cfg: TrainConfig, progress: bool = True, log=print) -> History:
     """Train ``model`` in place; keeps the weights of the best validation epoch."""
     import torch
-    from tqdm.auto import tqdm
 
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -189,11 +188,8 @@ def fit(model, train, val, cfg: TrainConfig, progress: bool = True, log=print) -
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
                                                 pct_start=0.15)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    hist = History()
-    best_state = None
-    start = time.perf_counter()
-    bar = tqdm(range(cfg.epochs), desc="training", unit="epoch", disable=not progress, leave=False)
-    for epoch in bar:
+
+    def one_epoch(epoch: int) -> tuple[float, float]:
         model.train()
         perm = torch.randperm(len(train), generator=gen)
         total, correct, seen = 0.0, 0, 0
@@ -202,17 +198,43 @@ def fit(model, train, val, cfg: TrainConfig, progress: bool = True, log=print) -
             xb = _augment(x[idx], cfg, (mean, std), gen)
             logits = model(xb)
             loss = loss_fn(logits, y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            sched.step()
+            optimizer_step(model, opt, sched, loss, cfg.grad_clip)
             total += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(-1) == y[idx]).sum())
             seen += len(idx)
-        val_acc = accuracy(predict(model, val.x), val.y)
-        row = {"epoch": epoch + 1, "loss": total / seen, "train_accuracy": correct / seen, "val_accuracy": val_acc,
+        return total / seen, correct / seen
+
+    return run_epochs(model, cfg, one_epoch, lambda: accuracy(predict(model, val.x), val.y), progress=progress,
+                      log=log)
+
+
+def optimizer_step(model, opt, sched, loss, grad_clip: float) -> None:
+    """Backward, optional gradient-norm clipping, one optimizer and one scheduler step."""
+    import torch
+
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    sched.step()
+
+
+def run_epochs(model, cfg, one_epoch, validate, *, progress: bool = True, log=print,
+               train_name: str = "train") -> History:
+    """The epoch loop of the trainers: ``one_epoch(epoch)`` returns (mean training loss, training
+    accuracy), ``validate()`` the validation accuracy. Keeps the weights of the best validation epoch,
+    stops early after ``cfg.patience`` epochs without improvement or past ``cfg.max_minutes``."""
+    from tqdm.auto import tqdm
+
+    hist = History()
+    best_state = None
+    start = time.perf_counter()
+    bar = tqdm(range(cfg.epochs), desc="training", unit="epoch", disable=not progress, leave=False)
+    for epoch in bar:
+        loss, train_acc = one_epoch(epoch)
+        val_acc = validate()
+        row = {"epoch": epoch + 1, "loss": loss, "train_accuracy": train_acc, "val_accuracy": val_acc,
                "seconds": time.perf_counter() - start}
         hist.epochs.append(row)
         if val_acc > hist.best_val_accuracy or best_state is None:
@@ -220,7 +242,7 @@ def fit(model, train, val, cfg: TrainConfig, progress: bool = True, log=print) -
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         bar.set_postfix(loss=f"{row['loss']:.3f}", val=f"{val_acc:.3f}", best=f"{hist.best_val_accuracy:.3f}")
         if not progress:
-            log(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}, train {row['train_accuracy']:.4f}, "
+            log(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}, {train_name} {row['train_accuracy']:.4f}, "
                 f"validation {val_acc:.4f} (best {hist.best_val_accuracy:.4f}), {row['seconds']:.0f} s")
         if epoch + 1 - hist.best_epoch >= cfg.patience:
             hist.stopped = f"early stop: no validation improvement for {cfg.patience} epochs"

@@ -26,8 +26,8 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Callable, Optional, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -245,10 +245,9 @@ def fit_stream(model, task: StreamTask, cfg: StreamTrainConfig, *, progress: boo
     (clip accuracy on ``task.val``). ``first``: epoch 0's :func:`epoch_data` when already computed.
     Returns a :class:`~edgeseq.train.loop.History`."""
     import torch
-    from tqdm.auto import tqdm
 
     from ..data.streams import IGNORE
-    from .loop import History, _freq_warp, _masks, accuracy, predict
+    from .loop import _freq_warp, _masks, accuracy, optimizer_step, predict, run_epochs
 
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -259,19 +258,15 @@ def fit_stream(model, task: StreamTask, cfg: StreamTrainConfig, *, progress: boo
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch + 1,
                                                 pct_start=0.15)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing, ignore_index=IGNORE)
-    hist = History()
-    best = None
-    start = time.perf_counter()
-    bar = tqdm(range(cfg.epochs), desc="training", unit="epoch", disable=not progress, leave=False)
-    for epoch in bar:
+
+    def one_epoch(epoch: int) -> tuple[float, float]:
         xe, te = data0 if epoch == 0 else epoch_data(task, cfg, epoch)
         model.train()
         perm = torch.randperm(len(xe), generator=gen)
         total, correct, seen = 0.0, 0, 0
         for s in range(0, len(xe), cfg.batch_size):
-            idx = perm[s:s + cfg.batch_size]
-            xb = torch.from_numpy(xe[idx.numpy()])
-            yb = torch.from_numpy(te[idx.numpy()])
+            idx = perm[s:s + cfg.batch_size].numpy()
+            xb, yb = torch.from_numpy(xe[idx]), torch.from_numpy(te[idx])
             if cfg.augment_freq_warp:
                 xb = _freq_warp(xb, cfg.augment_freq_warp, gen)
             if cfg.augment_time_mask:
@@ -281,42 +276,15 @@ def fit_stream(model, task: StreamTask, cfg: StreamTrainConfig, *, progress: boo
             with per_step(model):
                 logits = model(xb)
             loss = loss_fn(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            sched.step()
+            optimizer_step(model, opt, sched, loss, cfg.grad_clip)
             m = yb != IGNORE
             total += float(loss.detach()) * int(m.sum())
             correct += int((logits.argmax(-1)[m] == yb[m]).sum())
             seen += int(m.sum())
-        val_acc = accuracy(predict(model, task.val.x), task.val.y)
-        row = {"epoch": epoch + 1, "loss": total / max(seen, 1), "train_accuracy": correct / max(seen, 1),
-               "val_accuracy": val_acc, "seconds": time.perf_counter() - start}
-        hist.epochs.append(row)
-        if best is None or val_acc > hist.best_val_accuracy:
-            hist.best_val_accuracy, hist.best_epoch = val_acc, epoch + 1
-            best = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        bar.set_postfix(loss=f"{row['loss']:.3f}", val=f"{val_acc:.3f}", best=f"{hist.best_val_accuracy:.3f}")
-        if not progress:
-            log(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}, frame accuracy {row['train_accuracy']:.4f}, "
-                f"validation {val_acc:.4f} (best {hist.best_val_accuracy:.4f}), {row['seconds']:.0f} s")
-        if epoch + 1 - hist.best_epoch >= cfg.patience:
-            hist.stopped = f"early stop: no validation improvement for {cfg.patience} epochs"
-            break
-        if (time.perf_counter() - start) / 60 > cfg.max_minutes:
-            hist.stopped = f"time budget of {cfg.max_minutes} min reached"
-            break
-    else:
-        hist.stopped = "all epochs done"
-    bar.close()
-    model.load_state_dict(best)
-    model.eval()
-    hist.seconds = time.perf_counter() - start
-    log(f"trained {len(hist.epochs)} epochs in {hist.seconds:.0f} s ({hist.stopped}); best validation accuracy "
-        f"{hist.best_val_accuracy:.4f} at epoch {hist.best_epoch}")
-    return hist
+        return total / max(seen, 1), correct / max(seen, 1)
+
+    return run_epochs(model, cfg, one_epoch, lambda: accuracy(predict(model, task.val.x), task.val.y),
+                      progress=progress, log=log, train_name="frame accuracy")
 
 
 def evaluate_groups(model, ds) -> dict:
