@@ -9,9 +9,10 @@ Two uses of the same idea (utterances placed among noise-only gaps, with their t
 
 Frame targets: a word occupying samples ``[a, b)`` ends in frame ``e``, the first frame whose window
 reaches sample ``b``. Frames ``[e - pre, e + post)`` are labelled with the word's class (the model is
-asked to announce the word just after it ends, and for ``post`` frames), frames inside the word before
-that are ignored (``IGNORE``: the model may not know the word yet), every other frame is labelled
-with the background class. A fixed-length clip whose word ends ``tail`` seconds before its end (see
+asked to announce the word just after it ends, and for ``post`` frames), a few frames before that are
+ignored (``IGNORE``: the word may or may not be over), every other frame is labelled with the
+background class, the inside of the word included: a model that guessed a word from its beginning
+("s..." of six or seven) would fire early and wrongly on a stream. A fixed-length clip whose word ends ``tail`` seconds before its end (see
 :func:`aligned_clips`) is then classified by the output of its last frame.
 
 Augmentation of the training sequences (all drawn from the given generator): speed (resampling by
@@ -147,11 +148,15 @@ def word_end_frame(end_sample: int, win: int, hop: int) -> int:
 
 
 def frame_targets(words: Sequence[tuple[int, int, int]], n_frames: int, win: int, hop: int, background: int,
-                  pre: int, post: int) -> np.ndarray:
-    """Per-frame class targets (int64 (n_frames,)) for words ``(start_sample, end_sample, class)``."""
+                  pre: int, post: int, guard: int = 3) -> np.ndarray:
+    """Per-frame class targets (int64 (n_frames,)) for words ``(start_sample, end_sample, class)``: the
+    word's class on frames ``[e - pre, e + post)`` around its end frame ``e``, no target on the ``guard``
+    frames before that (where the word may or may not be over), background everywhere else, inside the
+    word too (a word is announced when it is complete, never guessed from its beginning)."""
     t = np.full(n_frames, background, dtype=np.int64)
-    for a, b, _ in words:  # word interiors first, target regions override them
-        t[max(0, a // hop):min(n_frames, word_end_frame(b, win, hop))] = IGNORE
+    for _, b, _ in words:
+        e = word_end_frame(b, win, hop)
+        t[max(0, e - pre - guard):max(0, min(n_frames, e - pre))] = IGNORE
     for _, b, c in words:
         e = word_end_frame(b, win, hop)
         t[max(0, e - pre):max(0, min(n_frames, e + post))] = c

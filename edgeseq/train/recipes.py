@@ -82,17 +82,17 @@ for _spk in DIGITS_SPEAKERS:
 TASKS["digits-synth"] = _stream("digits_synth", "digits-synth")
 TASKS["kws-stream"] = _stream("kws", "kws-stream", features="stream")
 _DIGITS = {
-    "lmu": ({"stem": 48, "stem_kernel": 3, "hidden": 64, "layers": 2, "memory_d": 8, "order": 8, "theta": 40.0,
-             "hidden_cell": "dense", "input_to_hidden": True, "readout": "last"}, {"lr": 4e-3, "epochs": 40}),
+    "lmu": ({"stem": 48, "stem_kernel": 3, "hidden": 64, "layers": 2, "memory_d": 16, "order": 12, "theta": 50.0,
+             "hidden_cell": "dense", "input_to_hidden": True, "readout": "last"}, {"lr": 4e-3, "epochs": 40, "passes": 2}),
     "l2mu": ({"hidden": 64, "memory_d": 8, "order": 8, "theta": 40.0, "encoder_size": 48, "readout": "last"},
              {"lr": 3e-3, "epochs": 30}),
-    "lmuformer": ({"dim": 48, "memory_d": 8, "order": 8, "theta": 40.0, "spiking": True, "readout": "last"},
-                  {"lr": 4e-3, "epochs": 40}),
+    "lmuformer": ({"dim": 48, "memory_d": 16, "order": 12, "theta": 50.0, "spiking": True, "readout": "last"},
+                  {"lr": 4e-3, "epochs": 40, "passes": 2}),
 }
 RECIPES.update({t: _DIGITS for t in TASKS if t.startswith("digits")})
 RECIPES["kws-stream"] = {
     "lmu": ({"stem": 64, "stem_kernel": 3, "hidden": 96, "layers": 2, "memory_d": 12, "order": 10, "theta": 50.0,
-             "hidden_cell": "dense", "input_to_hidden": True, "readout": "last"}, {"lr": 4e-3, "epochs": 40}),
+             "hidden_cell": "dense", "input_to_hidden": True, "readout": "last"}, {"lr": 4e-3, "epochs": 30}),
 }
 # ---- end of the streaming block
 
