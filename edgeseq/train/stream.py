@@ -61,8 +61,8 @@ class StreamTask:
         return [lab for lab in self.labels if not lab.startswith("_")]
 
 
-def _split_pool(audio: list, y: np.ndarray, fraction: float, seed: int):
-    """(train indices, validation indices): a seeded stratified split of an utterance pool."""
+def _split_pool(y: np.ndarray, fraction: float, seed: int):
+    """(train indices, validation indices) of a pool with labels ``y``: a seeded stratified split."""
     rng = np.random.default_rng(seed)
     val = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:int(round(fraction * np.sum(y == c)))]
                           for c in np.unique(y)])
@@ -81,7 +81,7 @@ def digits_task(holdout: Optional[str] = None, only: Optional[str] = None, *, va
     tr = D.select(data, "train", holdout, only)
     te = D.select(data, "test", holdout, only)
     y = data.digit[tr]
-    ti, vi = _split_pool(list(tr), y, val_fraction, seed)
+    ti, vi = _split_pool(y, val_fraction, seed)
     protocol = D.protocol_name(holdout, only)
     meta = {"dataset": "Free Spoken Digit Dataset (FSDD), real speech", "protocol": protocol,
             "speakers": list(data.speakers), "train_speakers": sorted({data.speakers[s] for s in data.speaker[tr]}),
@@ -110,9 +110,8 @@ def digits_synth_task(n_per_digit: int = 600, n_flite: int = 120, source=None) -
             "test_speakers": list(data.speakers), "n_per_digit": n_per_digit, "n_flite_per_digit": n_flite}
     val = D.clips_dataset(val_a, val_y, name="digits_synth", features=D.FRONT_END,
                           meta={**meta, "split": "validation (held-out espeak-ng voices)"})
-    allidx = np.arange(len(data))
     test = D.clips_dataset(list(data.words), data.digit, name="digits", features=D.FRONT_END,
-                           meta={**meta, "split": "all"}, groups=data.speaker[allidx])
+                           meta={**meta, "split": "all"}, groups=data.speaker)
     return StreamTask("digits", D.DIGITS_LABELS, D.SILENCE, D.FRONT_END, esp_a + fl_a,
                       np.concatenate([esp_y, fl_y]), val, test, meta=meta, val_audio=val_a, val_y=val_y)
 
@@ -124,7 +123,9 @@ def kws_stream_task(n_per_class: int = 800, n_val: int = 50, n_test: int = 100, 
     split to select, held-out espeak-ng voices (``test``) and the flite engine (``test_flite``) to test;
     clips word-end aligned, the ``_silence_`` clips are background noise only."""
     from ..data import kws as K
+    from ..data.dataset import Dataset
     from ..data.digits import clips_dataset
+    from ..data.features import compute
 
     cfg = K.KWSConfig()
     fe = K.STREAM_FRONT_END
@@ -145,9 +146,6 @@ def kws_stream_task(n_per_class: int = 800, n_val: int = 50, n_test: int = 100, 
                                                                         "split": split, "engine": cfg.engine(split)},
                            clip_seconds=1.0, tail_seconds=0.2, sample_rate=K.SAMPLE_RATE, labels=K.KWS_LABELS)
         sil = np.stack([K.mix_clip(cfg, split, K.SILENCE, i, None) for i in range(n)])
-        from ..data.dataset import Dataset
-        from ..data.features import compute
-
         xs = compute(sil, fe)
         return Dataset(np.concatenate([ds.x, xs]), np.concatenate([ds.y, np.full(n, K.SILENCE)]), K.KWS_LABELS,
                        "kws", ds.meta)

@@ -185,3 +185,12 @@ def test_front_end_from_its_dict_form():
     assert isinstance(feature_config({"kind": "logmel"}), LogMel)
     with pytest.raises(ConfigError, match="unknown front-end field"):
         feature_config({"kind": "logmel", "bands": 3})
+
+
+def test_words_are_the_recordings_with_their_silence_trimmed(fs):
+    cut = np.array([len(a) - len(w) for a, w in zip(fs.audio, fs.words)])
+    assert (cut >= 0).all() and cut.sum() > 5 * 8000  # up to 0.7 s of room noise after some words
+    for i in (0, 1234, int(np.argmax(cut))):
+        a, w = fs.audio[i], fs.words[i]
+        starts = [j for j in range(0, len(a) - len(w) + 1, 80) if np.array_equal(a[j:j + len(w)], w)]
+        assert starts, i  # a contiguous piece, cut on the 10 ms grid
