@@ -25,7 +25,7 @@ def register(sub) -> None:
     k.add_argument("--data", default="kws", choices=["kws", "digits"],
                    help="the stream: kws (synthetic keywords among unknown words, held-out voices) or digits (real "
                         "speech: a held-out speaker of the Free Spoken Digit Dataset) (default: kws)")
-    k.add_argument("--model", help="shipped model name, checkpoint or .esq (default: kws_stream_lmu for --data kws, "
+    k.add_argument("--model", help="shipped model name, checkpoint or .esq (default: kws_lmu for --data kws, "
                                    "digits_lmu_heldout for --data digits)")
     k.add_argument("--target", default="cortex-m4", choices=["x86", "arm", "cortex-m4"])
     k.add_argument("--input", metavar="FILE.wav",

@@ -1,6 +1,6 @@
 """``edgeseq demo kws``: keyword spotting on a continuous audio stream, on an (emulated) Cortex-M4.
 
-1. the model: by default ``kws_stream_lmu`` (``--data kws``: 12 classes, the ten keywords plus
+1. the model: by default ``kws_lmu`` (``--data kws``: 12 classes, the ten keywords plus
    ``_silence_`` and ``_unknown_``, synthetic speech) or ``digits_lmu_heldout`` (``--data digits``:
    the spoken digits zero..nine, real speech from the Free Spoken Digit Dataset, one speaker never
    used in training); the front end (sample rate, mel bands, frame hop) comes from the model;
@@ -51,7 +51,7 @@ SAMPLE_RATE = 16000
 TARGETS = ("x86", "arm", "cortex-m4")
 ENGINES = {"espeak-ng": "test", "flite": "flite"}  # engine -> corpus split of held-out voices
 RUNNERS = {"x86": "native x86", "arm": "qemu-aarch64", "cortex-m4": "qemu-system-arm (mps2-an386)"}
-DATA = {"kws": "kws_stream_lmu", "digits": "digits_lmu_heldout"}  # stream source -> default model
+DATA = {"kws": "kws_lmu", "digits": "digits_lmu_heldout"}  # stream source -> default model
 MODES = ("auto", "continuous", "slots")
 ENVELOPE_HOP_S = 0.05
 MAX_PLOT_POINTS = 20000  # decisions kept for the posterior plot (max-pooled beyond that)
