@@ -17,13 +17,15 @@ recordings) and that model fine-tuned on one real speaker (tested on the other f
 
 Results: benchmarks/results/digits.json.
 
-    python -m benchmarks.bench_digits [--only digits_lmu,digits_lmu_heldout] [--no-device] [--calib 512]
+    python -m benchmarks.bench_digits [--only digits_lmu,digits_lmu_heldout] [--no-device] [--calib 512] [--reuse]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -77,7 +79,7 @@ def evaluate(run_dir: Path, *, device: bool = True, calib: int = 512, log=print)
     q = quantize_on_task(lm.graph, task_data(task, lm.graph, calib=calib), "edgeseq", progress=False)
     il = np.concatenate([q.run(ds.x[i:i + 256], mode="int")[0][0] for i in range(0, len(ds), 256)])
     row = {"model": run_dir.name, "task": task, "protocol": lm.metrics.get("protocol"), "arch": lm.metrics["arch"],
-           "parameters": lm.metrics["parameters"], "float": _acc(fl, ds), "int8_interpreter": _acc(il, ds),
+           "parameters": lm.metrics["parameters"], "checkpoint_sha256": _sha256(run_dir / "model.ckpt"), "float": _acc(fl, ds), "int8_interpreter": _acc(il, ds),
            "plan": {"promoted_to_16_bits": (q.info.get("search") or {}).get("promoted", [])}}
     if device:
         with tempfile.TemporaryDirectory(prefix="edgeseq-digits-") as tmp:
@@ -98,6 +100,22 @@ def evaluate(run_dir: Path, *, device: bool = True, calib: int = 512, log=print)
     return row
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _earlier_rows(calib: int, device: bool) -> dict:
+    """Rows of the existing results file measured with the same settings (reused while their checkpoint is unchanged)."""
+    from benchmarks.common import results_dir
+
+    try:
+        old = json.loads((results_dir() / "digits.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    same = old.get("config", {}).get("calib") == calib and (old.get("config", {}).get("device") is not None) == device
+    return old.get("results", {}) if same else {}
+
+
 def _flat(r: dict) -> dict:
     out = {"model": r["model"], "protocol": r["protocol"], "n": r["float"]["n"],
            "float %": round(100 * r["float"]["accuracy"], 2),
@@ -109,7 +127,8 @@ def _flat(r: dict) -> dict:
     return out
 
 
-def run(quick: bool = False, write: bool = True, only=None, device: bool = True, calib: int = 512) -> dict:
+def run(quick: bool = False, write: bool = True, only=None, device: bool = True, calib: int = 512,
+        reuse: bool = False) -> dict:
     tm = _runs()
     names = [n for n, (task, *_rest) in tm.RUNS.items() if task.startswith("digits")]
     if only:
@@ -117,11 +136,16 @@ def run(quick: bool = False, write: bool = True, only=None, device: bool = True,
     if quick:
         names = [n for n in names if n in ("digits_lmu", "digits_lmu_heldout")]
         calib = min(calib, 64)
-    rows, missing = {}, {}
+    earlier = _earlier_rows(calib, device) if reuse else {}
+    rows, missing, reused = {}, {}, []
     for n in names:
         d = tm.out_dir(n)
         if not (d / "model.ckpt").is_file():
             missing[n] = f"not trained: {' '.join(tm.command(n))}"
+            continue
+        if n in earlier and earlier[n].get("checkpoint_sha256") == _sha256(d / "model.ckpt"):
+            rows[n] = earlier[n]
+            reused.append(n)
             continue
         rows[n] = evaluate(d, device=device, calib=calib)
     tables: dict[str, list] = {"dataset's own split (takes 0-4 of every speaker)": [
@@ -156,7 +180,7 @@ def run(quick: bool = False, write: bool = True, only=None, device: bool = True,
             "target": "own split: float >= 98%, int8 on cortex-m4 within 0.5 points; leave-speakers-out: float mean "
                       ">= 90% over six folds, int8 within 0.5 points; synthetic-only: >= 70% on real speech (goal)",
             "target_met": met, "tables": tables, "leave_speakers_out": loso, "results": rows,
-            "missing_checkpoints": missing}
+            "missing_checkpoints": missing, "reused_from_earlier_run": reused}
     if write:
         write_results("digits", data)
     return data
@@ -168,8 +192,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--no-device", action="store_true", help="int8 on the integer-exact interpreter only")
     ap.add_argument("--calib", type=int, default=512, help="calibration clips (default: 512)")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep the rows of the existing results file whose checkpoint is unchanged (same settings)")
     a = ap.parse_args(argv)
-    return run(quick=a.quick, only=a.only.split(",") if a.only else None, device=not a.no_device, calib=a.calib)
+    return run(quick=a.quick, only=a.only.split(",") if a.only else None, device=not a.no_device, calib=a.calib,
+               reuse=a.reuse)
 
 
 if __name__ == "__main__":
