@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ConfigError, ShapeError, VerificationError
+from ..errors import ConfigError, ShapeError, UnsupportedModuleError, VerificationError
 from ..ir.graph import Graph, GraphBuilder
 from .modules import CONVERTERS, Ctx, supported_module_kinds
 from .values import Val
@@ -45,7 +45,9 @@ def _first_recurrent(module: nn.Module) -> Optional[nn.Module]:
 def _as_tensor(x) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x.detach().float()
-    return torch.as_tensor(np.asarray(x), dtype=torch.float32)
+    from ..util.finite import as_array
+
+    return torch.as_tensor(as_array(x, "example_input"), dtype=torch.float32)
 
 
 def is_step_net(module: nn.Module) -> bool:
@@ -68,12 +70,14 @@ def torch_forward(module: nn.Module, x_btf: torch.Tensor, input_layout: str = "B
             outs = out if isinstance(out, tuple) else (out,)
         else:
             xin = x_btf.transpose(0, 1) if input_layout == "TBF" else x_btf
+            if input_layout == "static":
+                xin = x_btf[:, 0]
             out = module(xin)
             if isinstance(module, (nn.RNN, nn.GRU, nn.LSTM)) or (isinstance(out, tuple) and len(out) == 2
                                                                     and not isinstance(out[1], torch.Tensor)):
                 out = out[0]
             outs = out if isinstance(out, tuple) else (out,)
-            if input_layout == "TBF":
+            if input_layout in ("TBF", "static"):
                 outs = tuple(o.transpose(0, 1) if o.dim() == 3 else o for o in outs)
     finally:
         module.train(was_training)
@@ -98,6 +102,12 @@ def capture(module: nn.Module, example_input: Any = None, *, in_features: Option
     x = None
     if example_input is not None:
         x = _as_tensor(example_input)
+        if x.dim() == 2 and not is_step_net(module) and _first_recurrent(module) is None:
+            try:
+                return _capture_static(module, x, check=check, metadata=metadata)
+            except UnsupportedModuleError as err:
+                raise ShapeError(f"example_input must be 3-D (batch, time, features), or 2-D (batch, features) for "
+                                 f"a model that loops over a static input; as the latter: {err}") from None
         if x.dim() != 3:
             raise ShapeError(f"example_input must be 3-D (batch, time, features), got shape {tuple(x.shape)}")
         if input_layout == "TBF":
@@ -109,18 +119,31 @@ def capture(module: nn.Module, example_input: Any = None, *, in_features: Option
         in_features = _guess_in_features(module)
     builder = GraphBuilder(int(in_features))
     ctx = Ctx(builder)
+    loop = False
     was_training = module.training
     module.eval()
     try:
         if is_step_net(module):
             from .snn import capture_step_net
 
-            outs = capture_step_net(module, ctx, Val("x", "BTF"))
+            try:
+                outs = capture_step_net(module, ctx, Val("x", "BTF"))
+            except UnsupportedModuleError as err:
+                if x is None or not err.message.endswith("is not supported"):
+                    raise
+                builder, outs, input_layout, x = _capture_loop(StepLoop(module), x, "BTF", int(in_features))
+                loop = True
         else:
             from .fx import FxCapture
 
             root = _Root(module) if type(module) in CONVERTERS else module
-            outs = FxCapture(root, ctx, input_layout).run()
+            try:
+                outs = FxCapture(root, ctx, input_layout).run()
+            except UnsupportedModuleError as err:
+                if x is None or not err.message.startswith("cannot trace"):
+                    raise
+                builder, outs, input_layout, x = _capture_loop(module, x, input_layout, int(in_features))
+                loop = True
     finally:
         module.train(was_training)
     md = {"source": f"torch:{type(module).__module__}.{type(module).__name__}"}
@@ -128,9 +151,71 @@ def capture(module: nn.Module, example_input: Any = None, *, in_features: Option
     if isinstance(cfg, dict):
         md["model_config"] = cfg
     md.update(metadata or {})
+    md["input_layout"] = input_layout
+    delays = [ctx.delay.get(o.name, 0) if o.temporal else 0 for o in outs]
+    if any(delays):  # temporal outputs of valid convolutions: their first steps are warm-up
+        md["output_delays"] = delays
     graph = builder.build([o.name for o in outs], md)
     if check and x is not None:
         _check_against_torch(module, graph, x, input_layout)
+        if loop:  # a length and batch size the loop was not traced at
+            gen = torch.Generator().manual_seed(1)
+            x2 = torch.randn(2, x.shape[1] + 3, x.shape[2], generator=gen) * x.std() + x.mean()
+            _check_against_torch(module, graph, x2, input_layout)
+    return graph
+
+
+class StepLoop(nn.Module):
+    """An snntorch step network run over a (B, T, F) sequence the way its users run it (hidden states
+    reset, one call per step): loop capture rolls it back into one step, whatever neurons it holds."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        from .snn import reset_step_net
+
+        reset_step_net(self.net)
+        outs = [self.net(x[:, t]) for t in range(x.shape[1])]
+        if isinstance(outs[0], tuple):
+            return tuple(torch.stack([o[k] for o in outs], dim=1) for k in range(len(outs[0])))
+        return torch.stack(outs, dim=1)
+
+
+def _capture_loop(module: nn.Module, x: torch.Tensor, layout: str, in_features: int):
+    """A model whose forward loops over time in Python (see :mod:`.loops`)."""
+    from .loops import LoopCapture, time_axis_of
+
+    native = x.transpose(0, 1) if layout == "TBF" else x
+    axis = time_axis_of(module, native)
+    layout = "TBF" if axis == 0 else "BTF"
+    builder = GraphBuilder(in_features)
+    outs = LoopCapture(module, native, axis).build(builder)
+    x_btf = native.transpose(0, 1) if axis == 0 else native
+    return builder, [Val(o, "BTF") for o in outs], layout, x_btf
+
+
+def _capture_static(module: nn.Module, x: torch.Tensor, *, check: bool, metadata) -> Graph:
+    """A model whose loop reads a static (B, F) input every step (e.g. the snntorch tutorials): the
+    graph takes the input repeated at every step; its metadata records the number of steps."""
+    from .loops import LoopCapture
+
+    was_training = module.training
+    module.eval()
+    try:
+        cap = LoopCapture(module, x, None)
+        builder = GraphBuilder(int(x.shape[-1]))
+        outs = cap.build(builder)
+    finally:
+        module.train(was_training)
+    md = {"source": f"torch:{type(module).__module__}.{type(module).__name__}", "input_layout": "static",
+          "static_steps": cap.steps, **(metadata or {})}
+    graph = builder.build(outs, md)
+    if check:
+        for xs in (x, torch.randn(2, x.shape[1], generator=torch.Generator().manual_seed(1)) * x.std() + x.mean()):
+            rep = xs[:, None, :].expand(-1, cap.steps, -1)
+            _check_against_torch(module, graph, rep, "static")
     return graph
 
 
@@ -146,6 +231,8 @@ def _check_against_torch(module: nn.Module, graph: Graph, x: torch.Tensor, layou
     from ..ir.interpret import run
 
     got, _ = run(graph, x.double().numpy())
+    delays = graph.metadata.get("output_delays") or [0] * len(got)
+    got = tuple(g[:, d:] if d else g for g, d in zip(got, delays))
     want = torch_forward(module, x, layout)
     if len(got) != len(want):
         raise VerificationError(f"captured graph has {len(got)} outputs, the module returns {len(want)}")

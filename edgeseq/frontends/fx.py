@@ -11,6 +11,7 @@ from __future__ import annotations
 import operator
 from typing import Any
 
+import numpy as np
 import torch
 import torch.fx
 import torch.nn.functional as F
@@ -22,6 +23,35 @@ from ..ir.types import Act, ReadoutMode
 from .modules import CONVERTERS, Ctx, act_op, supported_module_kinds
 from .snn import is_snntorch
 from .values import StateVal, TupleVal, Val
+
+
+class Dim:
+    """A size read from the input (the batch or the number of steps)."""
+
+
+class Zeros:
+    """A tensor of zeros created in forward (an initial state)."""
+
+
+class Const:
+    """A parameter or buffer used directly in forward (e.g. a learned initial state)."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+class TimeSoftmax:
+    """softmax over the time axis of a (B, T, 1) score: attention weights, pending their use."""
+
+    def __init__(self, score: Val):
+        self.score = score
+
+
+class Weighted:
+    """attention weights times a sequence, pending the sum over time that pools it."""
+
+    def __init__(self, score: Val, values: Val):
+        self.score, self.values = score, values
 
 
 class _Tracer(torch.fx.Tracer):
@@ -112,21 +142,41 @@ class FxCapture:
             if conv is None:
                 raise self.unsupported(node, f"module {type(m).__module__}.{type(m).__name__} is not supported",
                                        hint="supported: " + ", ".join(supported_module_kinds()))
-            if len(args) != 1 or kwargs:
-                if not (len(args) == 2 and args[1] is None):
-                    raise self.unsupported(node, "modules are captured with a single input (initial state "
-                                                 "arguments are not supported)")
+            init = args[1] if len(args) == 2 else kwargs.get("hx")
+            if len(args) > 2 or set(kwargs) - {"hx"} or (init is not None and not isinstance(m, (nn.RNN, nn.GRU,
+                                                                                              nn.LSTM))):
+                raise self.unsupported(node, "modules are captured with a single input (initial states only for "
+                                             "nn.RNN / nn.GRU / nn.LSTM)")
             v = args[0]
             if not isinstance(v, Val):
                 raise self.unsupported(node, "input is not a tensor value")
+            if init is not None:
+                return conv(self.ctx, m, str(node.target), v, init=self._initial_state(node, init))
             return conv(self.ctx, m, str(node.target), v)
         if node.op == "call_function":
             return self._function(node, node.target, args, kwargs)
         if node.op == "call_method":
             return self._method(node, node.target, args, kwargs)
         if node.op == "get_attr":
-            raise self.unsupported(node, "uses a parameter or buffer directly in forward(); wrap it in a module")
+            t = self.module
+            for part in str(node.target).split("."):
+                t = getattr(t, part)
+            return Const(t.detach().double().cpu().numpy())
         raise self.unsupported(node, "unsupported fx node")
+
+    def _initial_state(self, node, init):
+        """A recurrent module's initial state: zeros, or a constant (a learned h0), per layer."""
+        parts = init if isinstance(init, (tuple, list)) else (init,)
+        out = []
+        for p in parts:
+            if isinstance(p, Zeros):
+                out.append(None)
+            elif isinstance(p, Const):
+                out.append(p.value)
+            else:
+                raise self.unsupported(node, "an initial state computed from the input is not supported",
+                                       hint="start from zeros or a learned constant")
+        return tuple(out)
 
     def _act(self, node, v: Val, fn: Act, **kw) -> Val:
         return Val(self.ctx.add(act_op(fn, **kw), v, node.name), v.layout)
@@ -136,7 +186,41 @@ class FxCapture:
             raise self.unsupported(node, "time readout on a (B, C, T) tensor; transpose to (B, T, C) first")
         return Val(self.ctx.add(O.Readout(mode=mode), v, node.name), "BF")
 
+    def _softmax(self, node, v, dim):
+        if not isinstance(v, Val) or v.time_axis is None or dim is None or dim % 3 != v.time_axis:
+            raise self.unsupported(node, "softmax is only supported over the time axis (attention pooling)")
+        if self.ctx.features(v) != 1:
+            raise self.unsupported(node, "attention weights need one score per step ((B, T, 1))")
+        return TimeSoftmax(v)
+
+    def _weigh(self, node, a, b):
+        w, v = (a, b) if isinstance(a, TimeSoftmax) else (b, a)
+        if not isinstance(v, Val) or v.layout != w.score.layout:
+            raise self.unsupported(node, "attention weights must multiply a sequence of the same layout")
+        return Weighted(w.score, v)
+
+    def _pool(self, node, w: "Weighted", dim):
+        if dim is None or dim % 3 != w.values.time_axis:
+            raise self.unsupported(node, "weighted values must be summed over the time axis")
+        cat = self.ctx.add(O.Concat(), [w.score, w.values], f"{node.name}.in")
+        cat = Val(cat, "BTF")
+        pooled = Val(self.ctx.add(O.AttentionPool(values=self.ctx.features(w.values)), cat, f"{node.name}.attn"),
+                     "BTF")
+        return Val(self.ctx.add(O.Readout(mode=ReadoutMode.LAST), pooled, node.name), "BF")
+
     def _function(self, node, fn, args, kwargs):
+        if fn in (torch.softmax, F.softmax):
+            return self._softmax(node, args[0], args[1] if len(args) > 1 else kwargs.get("dim"))
+        if fn in (operator.mul, torch.mul) and any(isinstance(a, TimeSoftmax) for a in args[:2]):
+            return self._weigh(node, args[0], args[1])
+        if fn is torch.sum and isinstance(args[0], Weighted):
+            return self._pool(node, args[0], args[1] if len(args) > 1 else kwargs.get("dim"))
+        if fn in (torch.zeros, torch.zeros_like) or (fn is getattr and len(args) == 2 and args[1] == "device"):
+            return Zeros() if fn is not getattr else None
+        if fn is getattr and len(args) == 2 and args[1] == "shape" and isinstance(args[0], Val):
+            return Dim()
+        if fn is operator.getitem and isinstance(args[0], Dim):
+            return Dim()
         if fn is operator.getitem:
             return self._getitem(node, args[0], args[1])
         if fn in (operator.add, torch.add):
@@ -171,6 +255,21 @@ class FxCapture:
 
     def _method(self, node, name, args, kwargs):
         v = args[0]
+        if name == "softmax":
+            return self._softmax(node, v, args[1] if len(args) > 1 else kwargs.get("dim"))
+        if name == "sum" and isinstance(v, Weighted):
+            return self._pool(node, v, args[1] if len(args) > 1 else kwargs.get("dim"))
+        if name == "mul" and isinstance(v, TimeSoftmax):
+            return self._weigh(node, v, args[1])
+        if name == "size" and isinstance(v, Val):
+            return Dim()
+        if isinstance(v, (Const, Zeros)) and name in ("expand", "contiguous", "repeat", "to", "clone", "detach"):
+            return v  # a per-example constant, whatever the batch size
+        if isinstance(v, (Const, Zeros)) and name in ("unsqueeze", "squeeze", "view", "reshape"):
+            return v
+        if isinstance(v, StateVal) and name == "squeeze" and v.layers == 1 and (v.selected or v.parts[0]) == "h" \
+                and (len(args) == 1 or args[1] == 0):
+            return self._readout(node, v.last_output, ReadoutMode.LAST)  # h_n.squeeze(0): the last step
         if name in _METHOD_ACTS:
             return self._act(node, v, _METHOD_ACTS[name])
         if name in ("mean", "sum"):
@@ -185,9 +284,29 @@ class FxCapture:
             raise self.unsupported(node, f"permute{dims} is not supported (only swapping time and features)")
         if name in ("contiguous", "float"):
             return v
+        if name in ("long", "int") and isinstance(v, Val):
+            return Val(v.name, v.layout, ids=())  # integer ids, e.g. for an nn.Embedding
+        if name == "clamp" and isinstance(v, Val) and v.ids is not None:
+            lo = args[1] if len(args) > 1 else kwargs.get("min")
+            hi = args[2] if len(args) > 2 else kwargs.get("max")
+            return Val(v.name, v.layout, ids=(lo, hi))
         if name == "add":
             return self._function(node, operator.add, args, kwargs)
         raise self.unsupported(node, f"tensor method '.{name}()' is not supported")
+
+    @staticmethod
+    def _feature_index(v: Val, idx: tuple):
+        """The feature index of ``v[idx]`` when it only selects features of a (B, T, F) value."""
+        if v.layout != "BTF":
+            return None
+        full = slice(None)
+        lead = idx[:-1]
+        last = idx[-1]
+        if not (isinstance(last, int) or (isinstance(last, slice) and last != full)):
+            return None
+        if lead == (Ellipsis,) or (len(lead) == 2 and lead[0] == full and lead[1] == full):
+            return last
+        return None
 
     def _transpose(self, node, v: Val, d0: int, d1: int) -> Val:
         dims = {d0 % 3, d1 % 3}
@@ -234,7 +353,7 @@ class FxCapture:
             return v.items[idx]
         if isinstance(v, StateVal):
             if len(v.parts) > 1 and v.selected is None and isinstance(idx, int) and idx in (0, 1, -1, -2):
-                return StateVal(v.last_output, v.module, v.parts, v.parts[idx])
+                return StateVal(v.last_output, v.module, v.parts, v.parts[idx], v.layers)
             sel = v.selected or v.parts[0]
             if idx == -1 and sel == "h":
                 return self._readout(node, v.last_output, ReadoutMode.LAST)
@@ -244,10 +363,19 @@ class FxCapture:
             raise self.unsupported(node, "indexing of a non-tensor value")
         idx = idx if isinstance(idx, tuple) else (idx,)
         full = slice(None)
+        feat = self._feature_index(v, idx)
+        if feat is not None:  # x[..., k] or x[:, :, a:b]: a selection of input features
+            n = self.ctx.features(v)
+            rows = np.arange(n)[feat]
+            w = np.zeros((np.size(rows), n))
+            w[np.arange(np.size(rows)), np.atleast_1d(rows)] = 1.0
+            return Val(self.ctx.add(O.Linear(weight=w), v, node.name), v.layout)
         if v.layout == "BTF" and len(idx) in (2, 3) and idx[0] == full and idx[1] == -1 and all(i == full for i in idx[2:]):
             return self._readout(node, v, ReadoutMode.LAST)
         if v.layout == "TBF" and idx[0] == -1 and all(i == full for i in idx[1:]):
             return self._readout(node, v, ReadoutMode.LAST)
+        if v.layout == "BFT" and not v.trim and len(idx) == 3 and idx[0] == full and idx[1] == full and idx[2] == -1:
+            return Val(self.ctx.add(O.Readout(mode=ReadoutMode.LAST), v, node.name), "BF")
         if v.layout == "BFT" and v.trim and len(idx) >= 1:
             last = idx[-1]
             lead = idx[:-1]

@@ -16,7 +16,7 @@ from torch import nn
 from ..errors import UnsupportedModuleError
 from ..ir import ops as O
 from ..ir.graph import GraphBuilder
-from ..ir.types import Act
+from ..ir.types import Act, ReadoutMode
 from .values import StateVal, TupleVal, Val
 
 
@@ -31,8 +31,11 @@ def np_(t) -> np.ndarray | None:
 class Ctx:
     def __init__(self, builder: GraphBuilder):
         self.b = builder
+        self.delay: dict[str, int] = {}  # IR value -> steps before it is valid (after valid convolutions)
 
-    def add(self, op: O.Op, val: Val | list[Val], path: str):
+    def add(self, op: O.Op, val: Val | list[Val], path: str, delay: int = 0):
+        """Add ``op``; a scan or a mean / sum readout of a delayed value holds its state until the value
+        is valid (see edgeseq.ir.step.passes.with_delay). ``delay``: steps the op itself adds."""
         vals = val if isinstance(val, list) else [val]
         for v in vals:
             if not isinstance(v, Val):
@@ -44,7 +47,25 @@ class Ctx:
                 raise UnsupportedModuleError(
                     f"uses a convolution output that still holds {v.trim} non-causal trailing steps",
                     where=path, hint="slice them off, e.g. y[..., :-(kernel_size-1)*dilation]")
-        return self.b.add(op, [v.name for v in vals], name=path)
+        names = [v.name for v in vals]
+        d = max([self.delay.get(n, 0) for n in names] + [0])
+        if d:
+            op, names = self._gated(op, names, d, path)
+        out = self.b.add(op, names, name=path)
+        for o in out if isinstance(out, tuple) else (out,):
+            self.delay[o] = d + delay
+        return out
+
+    def _gated(self, op: O.Op, names: list, d: int, path: str):
+        from ..ir.cells import has_step_program, running_readout, step_program
+        from ..ir.step.passes import with_delay
+
+        if isinstance(op, O.Readout) and op.mode is not ReadoutMode.LAST:
+            run = O.Scan(program=with_delay(running_readout(op.mode, self.b.features(names[0])), d))
+            return O.Readout(mode=ReadoutMode.LAST), [self.b.add(run, names, name=f"{path}.running")]
+        if has_step_program(op) and op.is_scan:
+            return O.Scan(program=with_delay(step_program(op, self.b.features(names[0])), d)), names
+        return op, names
 
     def features(self, v: Val) -> int:
         return self.b.features(v.name)
@@ -101,7 +122,10 @@ def _conv1d(ctx, m, path, v):
         pass
     elif v.pad == 0 and pad == need:
         trim = need
-    elif not (v.pad == 0 and pad == 0 and need == 0):
+    elif v.pad == 0 and pad == 0:  # valid: the causal convolution, valid after (k - 1) * dilation steps
+        op = O.Conv1d(weight=np_(m.weight), bias=np_(m.bias), dilation=d, groups=m.groups)
+        return Val(ctx.add(op, Val(v.name, v.layout), path, delay=need), "BFT")
+    else:
         raise UnsupportedModuleError(
             f"convolution with kernel {k}, dilation {d}, padding {pad} (pending left pad {v.pad}) is not causal",
             where=path, hint="pad (kernel_size-1)*dilation steps on the left only (edgeseq.nn.CausalConv1d)")
@@ -177,6 +201,23 @@ def _identity(ctx, m, path, v):
     return v  # inference-mode identity: no node
 
 
+@converter(nn.Embedding)
+def _embedding(ctx, m, path, v):
+    if v.ids is None:
+        raise UnsupportedModuleError("nn.Embedding needs integer ids (an input feature converted with .long())",
+                                     where=path)
+    if ctx.features(v) != 1:
+        raise UnsupportedModuleError(f"nn.Embedding ids must be one feature per step, got {ctx.features(v)}",
+                                     where=path, hint="select the id column, e.g. x[..., 0].long()")
+    if m.max_norm is not None:
+        raise UnsupportedModuleError("nn.Embedding with max_norm is not supported", where=path)
+    lo, hi = (v.ids + (None, None))[:2] if v.ids else (None, None)
+    if (lo is not None and lo > 0) or (hi is not None and hi < m.num_embeddings - 1):
+        raise UnsupportedModuleError(f"ids clamped to [{lo}, {hi}], inside the table's [0, {m.num_embeddings - 1}]",
+                                     where=path)
+    return Val(ctx.add(O.Embedding(table=np_(m.weight)), v, path), v.layout)
+
+
 @converter(nn.Flatten)
 def _flatten(ctx, m, path, v):
     if v.layout == "BF":
@@ -188,13 +229,35 @@ def _flatten(ctx, m, path, v):
 # ---------------------------------------------------------------- torch recurrent modules
 
 
+def _layer_init(init, layer: int, kind: str) -> dict:
+    """The per-example initial states of one layer from (h0[, c0]) constants (None: zeros)."""
+    if init is None:
+        return {}
+    out = {}
+    for name, a in zip(("h", "c") if kind == "LSTM" else ("h",), init):
+        if a is None:
+            continue
+        a = np.asarray(a, np.float64)
+        a = a.reshape(a.shape[0] if a.ndim == 3 else 1, -1, a.shape[-1])  # (layers, batch or 1, H)
+        if not np.all(a == a[:, :1]):
+            raise UnsupportedModuleError("an initial state that differs between the examples of a batch",
+                                         where=kind, hint="a scan starts every sequence from the same state")
+        row = a[layer if a.shape[0] > layer else 0, 0]
+        if np.any(row != 0):
+            out[name] = row
+    return out
+
+
 @converter(nn.RNN, nn.GRU, nn.LSTM)
-def _torch_rnn(ctx, m, path, v):
+def _torch_rnn(ctx, m, path, v, init=None):
     kind = type(m).__name__
     if m.bidirectional:
         raise UnsupportedModuleError(f"bidirectional {kind} reads the future and cannot be streamed", where=path)
     if getattr(m, "proj_size", 0):
-        raise UnsupportedModuleError("LSTM with proj_size is not supported", where=path)
+        raise UnsupportedModuleError(
+            "LSTM with proj_size is not supported", where=path,
+            hint="use proj_size=0 and an nn.Linear after the LSTM, or write the cell as a loop over "
+                 "nn.LSTMCell followed by the projection")
     _need_layout(v, ("BTF",) if m.batch_first else ("TBF",), path, f"{kind}(batch_first={m.batch_first})")
     cur = v
     for layer in range(m.num_layers):
@@ -206,9 +269,15 @@ def _torch_rnn(ctx, m, path, v):
             op = O.GRU(**common, reset_after=True)
         else:
             op = O.LSTM(**common)
+        start = _layer_init(init, layer, kind)
+        if start:  # a non-zero initial state: the scan carries the offset from it
+            from ..ir.cells import step_program
+            from ..ir.step.passes import with_initial_state
+
+            op = O.Scan(program=with_initial_state(step_program(op, ctx.features(cur)), start))
         name = path if m.num_layers == 1 else f"{path}.l{layer}"
         cur = Val(ctx.add(op, cur, name), v.layout)
-    return TupleVal((cur, StateVal(cur, path, ("h", "c") if kind == "LSTM" else ("h",))))
+    return TupleVal((cur, StateVal(cur, path, ("h", "c") if kind == "LSTM" else ("h",), layers=m.num_layers)))
 
 
 # ---------------------------------------------------------------- edgeseq.nn modules
@@ -302,6 +371,12 @@ def _register_edgeseq_nn() -> None:
                     m_neuron=_neuron(m.m_pop), h_neuron=_neuron(m.h_pop),
                     e_h=np_(m.e_h), e_m=np_(m.e_m), b_u=np_(m.b_u), w_x=np_(m.w_x), w_h=np_(m.w_h), b_h=np_(m.b_h))
         out = Val(ctx.add(op, cur, path), "BTF")
+        return TupleVal((out, StateVal(out, path)))
+
+    @converter(enn.S4D)
+    def _s4d(ctx, m, path, v):
+        _need_layout(v, ("BTF",), path, "edgeseq.nn.S4D")
+        out = Val(ctx.add(O.S4D(**m.ir_params()), v, path), "BTF")
         return TupleVal((out, StateVal(out, path)))
 
 

@@ -67,7 +67,9 @@ def neuron_op(m: nn.Module, path: str) -> O.Op:
             rec = dict(recurrence=Recurrence.ALL_TO_ALL, w_rec=np_(m.recurrent.weight), b_rec=np_(m.recurrent.bias))
         else:
             rec = dict(recurrence=Recurrence.ONE_TO_ONE, v_rec=np_(m.V))
-    emit = "both" if getattr(m, "output", False) else "spikes"
+    emit = "spikes"
+    if getattr(m, "output", False):
+        emit = "all" if kind in ("Synaptic", "RSynaptic") else "both"
     cls = O.CuBaLIF if neuron.synaptic else O.LIF
     return cls(neuron=neuron, emit=emit, **rec)
 
@@ -84,12 +86,14 @@ def capture_step_net(net: nn.Sequential, ctx: Ctx, x: Val) -> list[Val]:
                     "snntorch neurons in nn.Sequential need init_hidden=True", where=path)
             op = neuron_op(m, path)
             outs = ctx.add(op, cur, path)
-            if op.emit == "both":
+            if op.emit in ("both", "all"):
                 if idx != len(items) - 1:
                     raise UnsupportedModuleError("a neuron with output=True must be the last layer", where=path)
-                return [Val(outs[0], "BTF"), Val(outs[1], "BTF")]
+                return [Val(o, "BTF") for o in outs]
             cur = Val(outs, "BTF")
             continue
+        if isinstance(m, nn.Flatten):
+            continue  # a step network sees one (B, F) step at a time: flattening it changes nothing
         conv = CONVERTERS.get(type(m))
         if conv is None or type(m) in (nn.RNN, nn.GRU, nn.LSTM, nn.Conv1d, nn.BatchNorm1d):
             raise UnsupportedModuleError(

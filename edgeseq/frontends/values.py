@@ -17,6 +17,7 @@ class Val:
     layout: str
     pad: int = 0  # pending causal left padding (F.pad on a BFT value), consumed by the next Conv1d
     trim: int = 0  # trailing steps that must be sliced off (symmetric-padded Conv1d made causal)
+    ids: Optional[tuple] = None  # integer ids (after .long()): the (lo, hi) of a clamp, or () if none
 
     @property
     def temporal(self) -> bool:
@@ -40,6 +41,7 @@ class StateVal:
     module: str
     parts: tuple[str, ...] = ("h",)  # e.g. ('h', 'c') for LSTM
     selected: Optional[str] = None  # after indexing an LSTM state tuple
+    layers: int = 1
 
 
 @dataclass

@@ -17,43 +17,17 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 from scipy import special
 
-from ..errors import NumericsError, ShapeError
+from ..errors import ConfigError, ShapeError
+from ..util.finite import as_array, check_finite
 from . import ops as O
 from .graph import Graph, Node
+from .activations import activation
 from .types import Act, ReadoutMode, Recurrence, ResetRule
 
 State = dict[str, np.ndarray]
 
 # ----------------------------------------------------------------------------------------------
 # pointwise functions
-
-
-def activation(fn: Act, x: np.ndarray, slope: float = 0.01, lo: float = -1.0, hi: float = 1.0) -> np.ndarray:
-    if fn is Act.IDENTITY:
-        return x
-    if fn is Act.RELU:
-        return np.maximum(x, 0.0)
-    if fn is Act.TANH:
-        return np.tanh(x)
-    if fn is Act.SIGMOID:
-        return special.expit(x)
-    if fn is Act.HARDSIGMOID:
-        return np.clip(x / 6.0 + 0.5, 0.0, 1.0)
-    if fn is Act.SILU:
-        return x * special.expit(x)
-    if fn is Act.GELU:
-        return 0.5 * x * (1.0 + special.erf(x / np.sqrt(2.0)))
-    if fn is Act.GELU_TANH:
-        return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
-    if fn is Act.LEAKY_RELU:
-        return np.where(x >= 0, x, slope * x)
-    if fn is Act.HARDTANH:
-        return np.clip(x, lo, hi)
-    if fn is Act.SOFTPLUS:
-        return np.logaddexp(0.0, x)
-    if fn is Act.MINRNN_G:
-        return np.where(x >= 0, x + 0.5, special.expit(x))
-    raise NotImplementedError(fn)  # pragma: no cover - every Act member is handled above
 
 
 def _sig(x):
@@ -286,6 +260,55 @@ def _lmu(op, p, xs, st):
     return (h,), new
 
 
+@_step(O.Embedding)
+def _embedding(op, p, xs, st):
+    v = p["table"].shape[0]
+    ids = np.clip(np.ceil(xs[0][..., 0] - 0.5), 0, v - 1).astype(np.int64)
+    return (p["table"][ids],), {}
+
+
+@_step(O.AttentionPool)
+def _attention_pool(op, p, xs, st):
+    x = xs[0]
+    score, value = x[:, :1], x[:, 1:]
+    m = np.maximum(st["max"], score)
+    den = st["den"] * np.exp(st["max"] - m) + np.exp(score - m)
+    num = st["num"] * np.exp(st["max"] - m) + np.exp(score - m) * value
+    return (num / den,), {"max": m, "den": den, "num": num}
+
+
+@_step(O.Scan)
+def _scan(op, p, xs, st):
+    """A generic Scan is defined by its step program."""
+    from .step import run_step
+
+    return run_step(op.program, xs, st)
+
+
+@_step(O.S4D)
+def _s4d(op, p, xs, st):
+    u = xs[0]
+    abar, bbar = _prep_s4d(op)
+    b, (h, n) = u.shape[0], abar.shape
+    x = st["re"].reshape(b, h, n) + (1j * st["im"].reshape(b, h, n) if op.complex_modes else 0.0)
+    x = abar * x + bbar * u[:, :, None]
+    c = np.asarray(op.c_re, np.float64) + 1j * (np.asarray(op.c_im, np.float64) if op.complex_modes else 0.0)
+    y = (2.0 if op.complex_modes else 1.0) * np.real((c * x).sum(axis=-1))
+    if op.d is not None:
+        y = y + np.asarray(op.d, np.float64) * u
+    new = {"re": np.real(x).reshape(b, h * n).astype(u.dtype)}
+    if op.complex_modes:
+        new["im"] = np.imag(x).reshape(b, h * n).astype(u.dtype)
+    return (y.astype(u.dtype),), new
+
+
+def _prep_s4d(op: O.S4D):
+    cache = _PREP.setdefault(op, {})
+    if "zoh" not in cache:
+        cache["zoh"] = op.discretized()
+    return cache["zoh"]
+
+
 def _prep_lmu(op: O.LMU, dtype):
     cache = _PREP.setdefault(op, {})
     key = ("AB", np.dtype(dtype).str)
@@ -304,7 +327,8 @@ def _lif_like(op, p, xs, st):
     spk, new = neuron_step(op.neuron, p, "neuron.", current, st)
     if op.recurrence is not Recurrence.NONE:
         new["spk"] = spk
-    out = {"spikes": (spk,), "membrane": (new["mem"],), "both": (spk, new["mem"])}[op.emit]
+    out = {"spikes": (spk,), "membrane": (new["mem"],), "both": (spk, new["mem"]),
+           "all": (spk, new.get("syn"), new["mem"])}[op.emit]
     return out, new
 
 
@@ -356,8 +380,15 @@ def _readout_value(op: O.Readout, st: Mapping[str, np.ndarray]) -> np.ndarray:
 # graph execution
 
 
+def require_graph(graph) -> Graph:
+    if not isinstance(graph, Graph):
+        raise ConfigError(f"expected an IR Graph, got {type(graph).__name__}", hint="load one with edgeseq.load")
+    return graph
+
+
 def check_input(graph: Graph, x, what: str = "input") -> np.ndarray:
-    x = np.asarray(x)
+    require_graph(graph)
+    x = as_array(x, what)
     if x.ndim != 3:
         raise ShapeError(
             f"{what} must have shape (batch, time, features) = (B, T, {graph.in_features}), got shape {x.shape}"
@@ -368,12 +399,12 @@ def check_input(graph: Graph, x, what: str = "input") -> np.ndarray:
         raise ShapeError(f"{what} needs at least one sequence and one time step, got shape {x.shape}")
     if x.dtype.kind not in "fiub":
         raise ShapeError(f"{what} must be numeric, got dtype {x.dtype}")
-    if not np.all(np.isfinite(x)):
-        raise NumericsError(f"{what} contains NaN or Inf")
-    return x
+    return check_finite(x, what)  # the NaN/Inf policy (edgeseq.util.finite)
 
 
 def check_state(graph: Graph, state: Mapping[str, np.ndarray], batch: int, dtype) -> State:
+    if not isinstance(state, Mapping):
+        raise ShapeError(f"state must be a mapping of state key to array, got {type(state).__name__}")
     spec = graph.state_spec()
     missing = sorted(set(spec) - set(state))
     extra = sorted(set(state) - set(spec))
@@ -385,9 +416,10 @@ def check_state(graph: Graph, state: Mapping[str, np.ndarray], batch: int, dtype
         )
     out = {}
     for k, shape in spec.items():
-        a = np.asarray(state[k])
+        a = as_array(state[k], f"state '{k}'")
         if a.shape != (batch,) + shape:
             raise ShapeError(f"state '{k}' must have shape {(batch,) + shape}, got {a.shape}")
+        check_finite(a, f"state '{k}'")
         out[k] = a.astype(dtype, copy=True)
     return out
 
@@ -437,11 +469,16 @@ def run(graph: Graph, x, state: Mapping[str, np.ndarray] | None = None, *, dtype
     return outputs, new_state
 
 
-def reference(graph: Graph, x, state: Mapping[str, np.ndarray] | None = None):
-    """Public entry point: ``(y, state)`` for batch-first float input ``x`` (B, T, F).
+def reference(graph: Graph, x, state: Mapping[str, np.ndarray] | None = None, *, layout: str | None = None):
+    """Public entry point: ``(y, state)`` for input ``x`` in the model's own layout (recorded at
+    capture: (B, T, F), (T, B, F) or a static (B, F); ``layout`` overrides it, see
+    :mod:`edgeseq.ir.layout`). Temporal outputs come back in that layout.
 
     ``y`` is the single output array, or a tuple when the graph has several outputs."""
-    outputs, new_state = run(graph, x, state)
+    from .layout import from_ir, to_ir
+
+    outputs, new_state = run(graph, to_ir(require_graph(graph), x, layout), state)
+    outputs = from_ir(graph, outputs, layout)
     return (outputs[0] if len(outputs) == 1 else outputs), new_state
 
 

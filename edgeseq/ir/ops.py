@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Optional, Sequence
 import numpy as np
 
 from ..errors import ConfigError, ShapeError
+from .step.program import StepProgram
 from .types import Act, Discretizer, ReadoutMode, Recurrence, ResetRule, ValueType, parse_enum
 
 Array = np.ndarray
@@ -40,6 +41,11 @@ def array(optional: bool = False, doc: str = ""):
 
 def enum_field(cls, default=dataclasses.MISSING, doc: str = ""):
     return field(default=default, metadata={"kind": "enum", "enum": cls, "doc": doc})
+
+
+def program_field(doc: str = ""):
+    """A step program (:class:`edgeseq.ir.step.StepProgram`); its parameters serialise as arrays."""
+    return field(metadata={"kind": "program", "doc": doc})
 
 
 def struct_field(cls, optional: bool = False, doc: str = ""):
@@ -79,6 +85,8 @@ class Struct:
                 out[prefix + f.name] = value
             elif kind == "struct" and value is not None:
                 out.update(value.arrays(prefix + f.name + "."))
+            elif kind == "program":
+                out.update({f"{prefix}{f.name}.{k}": v for k, v in value.params.items()})
         return out
 
     def replace(self, **changes: Any):
@@ -610,6 +618,135 @@ class LMU(_ScanOp):
         return lmu_matrices(self.order, self.theta, self.discretizer)
 
 
+@register_op
+class S4D(_ScanOp):
+    """Diagonal state-space layer (S4D / DSS): H independent channels with N diagonal modes each,
+    discretised with the zero-order hold at step dt_h = exp(log_dt[h]):
+
+        A = a_re + i a_im,  Abar = exp(dt A),  Bbar = (Abar - 1) / A * B     (per channel h, mode n)
+        x_t = Abar * x_{t-1} + Bbar * u_t[h]                                  (complex state, (H, N))
+        y_t[h] = k * Re(sum_n C[h, n] x_t[h, n]) + d[h] u_t[h]
+
+    with B = b_re + i b_im and C = c_re + i c_im. Complex modes stand for conjugate pairs (k = 2);
+    with ``a_im`` None every mode is real (k = 1, B and C real). The state is stored as real
+    vectors: ``re`` = Re x and (complex modes) ``im`` = Im x, each H*N long, channel-major.
+    Stability needs a_re < 0."""
+
+    kind = "S4D"
+    log_dt: Array = array(doc="(H,)")
+    a_re: Array = array(doc="(H, N), < 0")
+    b_re: Array = array(doc="(H, N)")
+    c_re: Array = array(doc="(H, N)")
+    a_im: Optional[Array] = array(optional=True, doc="(H, N); None: real modes")
+    b_im: Optional[Array] = array(optional=True, doc="(H, N)")
+    c_im: Optional[Array] = array(optional=True, doc="(H, N)")
+    d: Optional[Array] = array(optional=True, doc="(H,) skip term")
+
+    hidden_size = property(lambda self: self.a_re.shape[0])
+    input_size = property(lambda self: self.a_re.shape[0])
+
+    @property
+    def modes(self) -> int:
+        return self.a_re.shape[1]
+
+    @property
+    def complex_modes(self) -> bool:
+        return self.a_im is not None
+
+    def check(self):
+        _ndim("a_re", self.a_re, 2)
+        h, n = self.a_re.shape
+        _shape("log_dt", self.log_dt, (h,))
+        for name in ("b_re", "c_re"):
+            _shape(name, getattr(self, name), (h, n))
+        for name in ("a_im", "b_im", "c_im"):
+            if (getattr(self, name) is None) != (self.a_im is None):
+                raise ConfigError("complex modes need a_im, b_im and c_im together (real modes: none of them)")
+            _shape(name, getattr(self, name), (h, n))
+        _shape("d", self.d, (h,))
+        if not np.all(np.asarray(self.a_re) < 0):
+            raise ConfigError("S4D needs a_re < 0 in every mode (a stable system)")
+
+    def discretized(self) -> tuple[np.ndarray, np.ndarray]:
+        """(Abar, Bbar) as complex (H, N) arrays (zero-order hold)."""
+        dt = np.exp(np.asarray(self.log_dt, np.float64))[:, None]
+        a = np.asarray(self.a_re, np.float64) + 1j * (0.0 if self.a_im is None else np.asarray(self.a_im, np.float64))
+        b = np.asarray(self.b_re, np.float64) + 1j * (0.0 if self.b_im is None else np.asarray(self.b_im, np.float64))
+        abar = np.exp(dt * a)
+        return abar, (abar - 1.0) / a * b
+
+    def state_shapes(self, ins):
+        m = self.a_re.size
+        return {"re": (m,), "im": (m,)} if self.complex_modes else {"re": (m,)}
+
+
+@register_op
+class Embedding(Op):
+    """Table lookup of integer ids given as a float feature: y_t = table[clamp(ceil(x_t - 1/2), 0, V - 1)]
+    (the nearest id, halves rounding down; ids are expected to be whole numbers)."""
+
+    kind = "Embedding"
+    table: Array = array(doc="(V, D)")
+
+    def check(self):
+        _ndim("table", self.table, 2)
+
+    def infer(self, ins):
+        self._features(ins, 1, "id")
+        return (ValueType(self.table.shape[1], ins[0].temporal),)
+
+
+@register_op
+class AttentionPool(_ScanOp):
+    """Softmax attention pooling over time, streamed: the input holds a score and a value vector per
+    step, x_t = [s_t | v_t], and the output at step t pools every step so far,
+
+        y_t = sum_{k<=t} exp(s_k) v_k / sum_{k<=t} exp(s_k)
+
+    (the last step is softmax(s) . v over the window). Computed with a running maximum, so the
+    state (max, normaliser, weighted sum) never overflows."""
+
+    kind = "AttentionPool"
+    values: int = 1
+
+    hidden_size = property(lambda self: self.values)
+    input_size = property(lambda self: self.values + 1)
+
+    def check(self):
+        if self.values < 1:
+            raise ShapeError(f"AttentionPool needs at least one value feature, got {self.values}")
+
+    def state_shapes(self, ins):
+        return {"max": (1,), "den": (1,), "num": (self.values,)}
+
+
+@register_op
+class Scan(_ScanOp):
+    """A recurrence defined by its step program (user-written cells): at every step the program
+    maps x_t and its states to its outputs and next states (see :mod:`edgeseq.ir.step`). The
+    program's first input is the node's input; its states are the node's states."""
+
+    kind = "Scan"
+    program: StepProgram = program_field()
+
+    hidden_size = property(lambda self: self.program.size(self.program.outputs[0]))
+    input_size = property(lambda self: self.program.inputs[0].n)
+
+    def check(self):
+        if not isinstance(self.program, StepProgram):
+            raise ConfigError(f"Scan needs a StepProgram, got {type(self.program).__name__}")
+        if len(self.program.inputs) != 1 or not self.program.outputs:
+            raise ShapeError("a Scan's step program needs exactly one input and at least one output")
+
+    def infer(self, ins):
+        self._one_temporal(ins)
+        self._features(ins, self.input_size)
+        return tuple(ValueType(self.program.size(o)) for o in self.program.outputs)
+
+    def state_shapes(self, ins):
+        return {s.name: (s.n,) for s in self.program.states}
+
+
 # ----------------------------------------------------------------------------------------------
 # spiking ops
 
@@ -636,7 +773,8 @@ def _recurrence_check(op, n: int) -> None:
 class _LIFBase(_SpikingOp):
     """Shared semantics of LIF and CuBaLIF layers (see NeuronParams): elementwise over features,
     input = the synaptic current I_t, plus an optional recurrence on S_{t-1}.
-    ``emit``: 'spikes' (S_t), 'membrane' (U_t after any immediate reset) or 'both' (two outputs)."""
+    ``emit``: 'spikes' (S_t), 'membrane' (U_t after any immediate reset), 'both' (two outputs) or, for
+    CuBaLIF, 'all' (S_t, the synaptic current, U_t: snntorch's Synaptic with output=True)."""
 
     def _size(self, ins) -> int:
         return self._one_temporal(ins).features
@@ -646,7 +784,7 @@ class _LIFBase(_SpikingOp):
         self.neuron.check_size(n)
         _recurrence_check(self, n)
         spk, mem = ValueType(n, spikes=True), ValueType(n)
-        return {"spikes": (spk,), "membrane": (mem,), "both": (spk, mem)}[self.emit]
+        return {"spikes": (spk,), "membrane": (mem,), "both": (spk, mem), "all": (spk, ValueType(n), mem)}[self.emit]
 
     def state_shapes(self, ins):
         n = ins[0].features
@@ -656,7 +794,7 @@ class _LIFBase(_SpikingOp):
         return s
 
 
-_EMITS = ("spikes", "membrane", "both")
+_EMITS = ("spikes", "membrane", "both", "all")
 
 
 @register_op
@@ -674,7 +812,7 @@ class LIF(_LIFBase):
     def check(self):
         if self.neuron.synaptic:
             raise ConfigError("LIF has no synaptic current; use CuBaLIF for alpha")
-        if self.emit not in _EMITS:
+        if self.emit not in _EMITS[:3]:
             raise ConfigError(f"emit must be one of {_EMITS}, got '{self.emit}'")
 
 
@@ -781,6 +919,10 @@ def struct_equal(a: Any, b: Any) -> bool:
                 return False
         elif kind == "struct":
             if (va is None) != (vb is None) or (va is not None and not struct_equal(va, vb)):
+                return False
+        elif kind == "program":
+            if va.to_json() != vb.to_json() or any(va.params[k].tobytes() != vb.params[k].tobytes()
+                                                   for k in va.params):
                 return False
         elif va != vb:
             return False

@@ -45,6 +45,7 @@ class Act(str, enum.Enum):
     LEAKY_RELU = "leaky_relu"  # uses Activation.slope
     HARDTANH = "hardtanh"  # uses Activation.lo / hi
     SOFTPLUS = "softplus"
+    EXP = "exp"
     MINRNN_G = "minrnn_g"  # x + 0.5 for x >= 0, sigmoid(x) below: minGRU/minLSTM positive candidate
 
 

@@ -34,6 +34,8 @@ def act_fn(fn: Act, x: Tensor, slope: float = 0.01, lo: float = -1.0, hi: float 
         return F.hardtanh(x, lo, hi)
     if fn is Act.SOFTPLUS:
         return F.softplus(x)
+    if fn is Act.EXP:
+        return torch.exp(x)
     if fn is Act.MINRNN_G:
         return torch.where(x >= 0, x + 0.5, torch.sigmoid(x))
     raise NotImplementedError(fn)  # pragma: no cover

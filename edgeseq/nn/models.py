@@ -2,7 +2,7 @@
 is built from a JSON-able config (:func:`build_model`) so checkpoints hold no code, and is
 capturable into the IR by :func:`edgeseq.capture`.
 
-Architectures: rnn, gru, lstm, mingru, minlstm, lmu (float); lif, l2mu, lmuformer with
+Architectures: rnn, gru, lstm, mingru, minlstm, lmu, s4d (float); lif, l2mu, lmuformer with
 ``spiking=True`` (spiking). The first layer of each is a fixed :class:`Standardize` of the raw
 input, so the device sees raw physical units and the scaling folds into the first weights.
 """
@@ -19,6 +19,7 @@ from .l2mu import L2MU
 from .layers import BatchNorm, CausalConv1d, Readout, Standardize
 from .lmu import LMU
 from .minrnn import MinGRU, MinLSTM
+from .s4d import S4D
 from .spiking import LIF
 
 
@@ -190,7 +191,33 @@ class LMUFormer(nn.Module):
         return self.head(self.readout(x))
 
 
-ARCHS = ("rnn", "gru", "lstm", "mingru", "minlstm", "lmu", "lif", "l2mu", "lmuformer")
+class S4DClassifier(nn.Module):
+    """standardize -> linear encoder -> [x + W act(S4D(x))] x layers -> readout -> linear.
+
+    Each block is a diagonal state-space layer (``modes`` modes per channel, complex pairs or real),
+    a GELU and a position-wise linear map with a residual connection, as in the S4 / S4D models."""
+
+    def __init__(self, in_features: int, n_classes: int, hidden: int = 64, modes: int = 16, layers: int = 2,
+                 complex_modes: bool = True, dt_min: float = 1e-3, dt_max: float = 1e-1, readout: str = "mean",
+                 input_mean=None, input_std=None):
+        super().__init__()
+        self.norm = _standardize(in_features, input_mean, input_std)
+        self.encoder = nn.Linear(in_features, hidden)
+        self.ssms = nn.ModuleList(S4D(hidden, modes, complex_modes, dt_min, dt_max) for _ in range(layers))
+        self.mixers = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(layers))
+        self.act = nn.GELU()
+        self.readout = Readout(readout)
+        self.head = nn.Linear(hidden, n_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.encoder(self.norm(x))
+        for ssm, mix in zip(self.ssms, self.mixers):
+            y, _ = ssm(x)
+            x = x + mix(self.act(y))
+        return self.head(self.readout(x))
+
+
+ARCHS = ("rnn", "gru", "lstm", "mingru", "minlstm", "lmu", "s4d", "lif", "l2mu", "lmuformer")
 SPIKING_ARCHS = ("lif", "l2mu")
 
 
@@ -204,6 +231,8 @@ def build_model(arch: str, in_features: int, n_classes: int, **config: Any) -> n
         model = L2MUClassifier(in_features, n_classes, **config)
     elif arch == "lmuformer":
         model = LMUFormer(in_features, n_classes, **config)
+    elif arch == "s4d":
+        model = S4DClassifier(in_features, n_classes, **config)
     else:
         raise ConfigError(f"unknown architecture '{arch}'; choose one of: {', '.join(ARCHS)}")
     model.config = {"arch": arch, "in_features": in_features, "n_classes": n_classes, **config}

@@ -32,13 +32,14 @@ import numpy as np
 from ..errors import NumericsError, UnsupportedOpError
 from ..ir import ops as O
 from ..ir.graph import Graph, Node
-from ..ir.interpret import activation
+from ..ir.activations import activation
+from ..ir.cells import cell_kinds, has_step_program
 from ..ir.types import Act, ReadoutMode, Recurrence, ResetRule
 from .config import Granularity, QuantConfig
 from .plan import QuantPlan, TensorPlan, WeightPlan, qmax
 from .program import (Add, CmpGe, Clamp, Concat, Div, Gather, InputSpec, Isqrt, Load, Lut, MatVec, Mul,
                       OutputSpec, Program, ProgramBuilder, Requant, Select, Store, Sub, bits_for, int_range)
-from .sim import float_params
+from .sim import node_params
 
 Q15 = 15
 
@@ -144,10 +145,23 @@ class MatTerm:
 
 @dataclass
 class RawTerm:
-    """An integer vector with a known per-channel scale (products, direct inputs)."""
+    """An integer vector with a known per-channel scale (products, direct inputs), added
+    (``sign`` 1) or subtracted (-1)."""
 
     vec: str
     scale: np.ndarray
+    sign: int = 1
+
+
+@dataclass
+class ScaledTerm:
+    """mask * coef: a small-integer vector (spikes, resets) times a real per-channel coefficient;
+    in a sum of domain P it is one multiply by round(coef / P). ``fake`` receives the coefficient
+    the integer constant represents."""
+
+    vec: str
+    coef: np.ndarray
+    fake: Optional[Callable[[np.ndarray], None]] = None
 
 
 class Lowerer:
@@ -158,7 +172,7 @@ class Lowerer:
         self.pb = ProgramBuilder()
         self.vals: dict[str, QV] = {}
         self.fake: dict[str, dict[str, np.ndarray]] = {
-            n.name: {k: np.array(v, dtype=np.float64, copy=True) for k, v in float_params(n.op).items()}
+            n.name: {k: np.array(v, dtype=np.float64, copy=True) for k, v in node_params(graph, n).items()}
             for n in graph.nodes}
         self.weights: dict[str, WeightPlan] = {}
         self.max_steps: list[int] = []
@@ -283,7 +297,7 @@ class Lowerer:
         extra_deq = 0.0  # the same with the dequantized weights (what the fake simulation must subtract)
         n = n_out if n_out is not None else out.n
         for t in terms:
-            if isinstance(t, RawTerm):
+            if not isinstance(t, MatTerm):
                 continue
             wd_full = np.zeros_like(np.asarray(t.w, np.float64))
             for p in t.qv.parts:
@@ -298,10 +312,14 @@ class Lowerer:
             if t.fake is not None:
                 t.fake(wd_full)
         raws = [t for t in terms if isinstance(t, RawTerm)]
+        scaled = [t for t in terms if isinstance(t, ScaledTerm)]
         b = np.zeros(n) if bias is None else np.broadcast_to(np.asarray(bias, np.float64), (n,)).copy()
         b = b + extra
         has_bias = bias is not None or np.any(np.asarray(extra) != 0)
-        if len(mats) == 1 and not raws:
+        if not mats and not out.split and any(np.array_equal(np.broadcast_to(r.scale, (n,)), out.scale)
+                                              for r in raws):
+            return self._sum_at(raws, scaled, b if has_bias else None, out, tag, fake_bias, base)
+        if len(mats) == 1 and not raws and not scaled:
             wq, ws, vec, blocks = mats[0]
             bq = round_half_up(b / ws).astype(np.int64) if has_bias else None
             if bq is not None and blocks > 1:
@@ -316,7 +334,7 @@ class Lowerer:
             if fake_bias is not None:
                 fake_bias((np.tile(bq, blocks) * ws if bq is not None else np.zeros(n)) - extra_deq)
             return self.finish(acc, ws, out, tag, base)
-        if not mats and len(raws) == 1 and not has_bias:
+        if not mats and len(raws) == 1 and raws[0].sign > 0 and not scaled and not has_bias:
             if fake_bias is not None:
                 fake_bias(np.zeros(n))
             return self.finish(raws[0].vec, raws[0].scale, out, tag, base)
@@ -328,11 +346,16 @@ class Lowerer:
             acc = self.emit(MatVec(out=self.nm(f"{self.node}:{base}.acc{i}"), x=vec, w=self.k(f"{base}.w{i}", wq),
                                    bias=None, blocks=blocks, node=self.node), n, None, ws)
             accs.append((acc, ws, f"{base}.t{i}"))
+        signs = [1] * len(accs)
         for j, r in enumerate(raws):
             accs.append((r.vec, r.scale, f"{base}.r{j}"))
+            signs.append(r.sign)
         for vec, sc, _ in accs:
             lo, hi = self.pb.interval(vec)
             bound += max(abs(lo), abs(hi)) * float(np.max(np.broadcast_to(sc, (n,)) / out.scale))
+        for t in scaled:
+            lo, hi = self.pb.interval(t.vec)
+            bound += max(abs(lo), abs(hi)) * float(np.max(np.abs(t.coef) / out.scale))
         if has_bias:
             bound += float(np.max(np.abs(b) / out.scale))
         f_bits = int(math.floor(29.0 - math.log2(max(bound, 1.0))))
@@ -343,10 +366,9 @@ class Lowerer:
             lo, hi = self.pb.interval(vec)
             top = max(abs(lo), abs(hi)) * float(np.max(np.broadcast_to(sc, (n,)) / P)) + 1
             pieces.append(self.requant(vec, sc, P, min(31, bits_for(-int(top) - 1, int(top) + 1)), nm))
-        total = pieces[0]
-        for i, pc in enumerate(pieces[1:]):
-            total = self.emit(Add(out=self.nm(f"{self.node}:{base}.sum{i}"), a=total, b=pc, node=self.node), n,
-                              None, P)
+        pieces += [self.scaled_piece(t, P, f"{base}.m{j}") for j, t in enumerate(scaled)]
+        signs += [1] * len(scaled)
+        total = self.signed_sum(pieces, signs, f"{base}.sum", P)
         if has_bias:
             bq = round_half_up(b / P).astype(np.int64)
             total = self.emit(Add(out=self.nm(f"{self.node}:{base}.bias"), a=total, b=self.k(f"{base}.b", bq),
@@ -356,6 +378,60 @@ class Lowerer:
         elif fake_bias is not None:
             fake_bias(np.zeros(n))
         return self.finish(total, P, out, tag, base)
+
+    def signed_sum(self, pieces: Sequence[str], signs: Sequence[int], base: str, scale) -> str:
+        """sum of sign * piece (all in one domain) as a chain of Add / Sub."""
+        n = self.pb.width(pieces[0])
+        total = pieces[0]
+        if signs[0] < 0:
+            total = self.emit(Sub(out=self.nm(f"{self.node}:{base}.neg"), a=self.scalar(0), b=total, node=self.node),
+                              n, None, scale)
+        for i, (pc, sg) in enumerate(zip(pieces[1:], signs[1:])):
+            cls = Add if sg > 0 else Sub
+            total = self.emit(cls(out=self.nm(f"{self.node}:{base}{i}"), a=total, b=pc, node=self.node), n, None,
+                              scale)
+        return total
+
+    def scaled_piece(self, t: ScaledTerm, P, base: str) -> str:
+        """mask * round(coef / P): the term in domain P."""
+        n = self.pb.width(t.vec)
+        q = round_half_up(np.asarray(t.coef, np.float64) / P).astype(np.int64)
+        if t.fake is not None:
+            t.fake(q * P)
+        if np.all(q == 1):
+            return t.vec
+        k = self.scalar(int(q.flat[0])) if np.all(q == q.flat[0]) else self.k(f"{base}.c", q)
+        return self.emit(Mul(out=self.nm(f"{self.node}:{base}"), a=t.vec, b=k, node=self.node), n)
+
+    def _sum_at(self, raws, scaled, bias, out: TensorPlan, tag, fake_bias, base) -> QV:
+        """A sum with a term already at the output scale: every term goes to that scale (others
+        requantized once, just wide enough), exact adds, then saturation to the output width."""
+        n = out.n
+        pieces, signs = [], []
+        for j, r in enumerate(raws):
+            sc = np.broadcast_to(r.scale, (n,))
+            vec = r.vec
+            if not np.array_equal(sc, out.scale):
+                lo, hi = self.pb.interval(vec)
+                top = int(math.ceil(max(abs(lo), abs(hi)) * float(np.max(sc / out.scale)))) + 1
+                vec = self.requant(vec, sc, out.scale, bits_for(-top, top), f"{base}.r{j}")
+            pieces.append(vec)
+            signs.append(r.sign)
+        pieces += [self.scaled_piece(t, out.scale, f"{base}.m{j}") for j, t in enumerate(scaled)]
+        signs += [1] * len(scaled)
+        total = self.signed_sum(pieces, signs, f"{base}.sum", out.scale)
+        if bias is not None:
+            bq = round_half_up(bias / out.scale).astype(np.int64)
+            total = self.emit(Add(out=self.nm(f"{self.node}:{base}.bias"), a=total, b=self.k(f"{base}.b", bq),
+                                  node=self.node), n, None, out.scale)
+            if fake_bias is not None:
+                fake_bias(bq * out.scale)
+        elif fake_bias is not None:
+            fake_bias(np.zeros(n))
+        v = self.clamp_bits(total, out.bits, base, out.scale)
+        if tag is not None:
+            self.pb.retag(v, tag, out.scale)
+        return QV(n, [Part(v, np.arange(n), out.bits, out.scale.copy())])
 
     def finish(self, vec: str, scale, out: TensorPlan, tag, base) -> QV:
         """Requantize an accumulator into ``out`` (one vector, or the parts of a split value)."""
@@ -391,28 +467,6 @@ class Lowerer:
         v = self.emit(Lut(out=self.nm(f"{self.node}:{base}"), x=p.vec, table=self.k(f"{base}.lut", table, dtype),
                           node=self.node), p.scale.size, out.bits, out.scale, tag)
         return Part(v, p.idx, out.bits, out.scale.copy())
-
-    def lerp(self, z: Part, a: Part, b: Part, out: TensorPlan, tag, base: str) -> Part:
-        """a + z (b - a) with z a unit (Q(bits-1)) gate; a, b and out share one scale."""
-        if not (np.allclose(a.scale, out.scale, rtol=0, atol=0)):
-            v = self.requant(a.vec, a.scale, out.scale, out.bits, f"{base}.a")
-            a = Part(v, a.idx, out.bits, out.scale.copy())
-        if not (np.allclose(b.scale, out.scale, rtol=0, atol=0)):
-            v = self.requant(b.vec, b.scale, out.scale, out.bits, f"{base}.b")
-            b = Part(v, b.idx, out.bits, out.scale.copy())
-        n = out.n
-        d = self.emit(Sub(out=self.nm(f"{self.node}:{base}.d"), a=b.vec, b=a.vec, node=self.node), n)
-        pr = self.emit(Mul(out=self.nm(f"{self.node}:{base}.zd"), a=z.vec, b=d, node=self.node), n)
-        zf = z.bits - 1
-        dlo, dhi = self.pb.interval(d)
-        step = self.requant(pr, 2.0 ** -zf, 1.0, bits_for(dlo, dhi), f"{base}.step")
-        s = self.emit(Add(out=self.nm(f"{self.node}:{base}.s"), a=a.vec, b=step, node=self.node), n)
-        v = self.clamp_bits(s, out.bits, base, out.scale, tag)
-        return Part(v, np.arange(n), out.bits, out.scale.copy())
-
-    def mul_raw(self, a: Part, b: Part, base: str) -> RawTerm:
-        v = self.emit(Mul(out=self.nm(f"{self.node}:{base}"), a=a.vec, b=b.vec, node=self.node), a.scale.size)
-        return RawTerm(v, a.scale * b.scale)
 
     def load(self, key: str, tag=None) -> Part:
         st = self.pb.states[key]
@@ -479,7 +533,9 @@ class Lowerer:
         self.vals[name] = QV(n, [Part(name, np.arange(n), e.bits, e.scale.copy(), e.offset)])
 
     def lower_node(self, node: Node) -> None:
-        fn = LOWER.get(type(node.op))
+        from .steplower import lower_scan
+
+        fn = lower_scan if has_step_program(node.op) else LOWER.get(type(node.op))
         if fn is None:
             raise UnsupportedOpError(f"cannot quantize op kind '{node.op.kind}'", where=f"node '{node.name}'",
                                      hint="supported: " + ", ".join(sorted(c.kind for c in LOWER)))
@@ -777,467 +833,6 @@ def _readout(L: Lowerer, node: Node, op: O.Readout):
     L.readout_step(node, op)
 
 
-# ----------------------------------------------------------------------------------------------
-# recurrent cells
-
-
-def _gate_terms(L: Lowerer, node: Node, x: QV, h: Optional[Part], w_ih, w_hh, rows, fk, wbits_ih, wbits_hh):
-    terms = [MatTerm(np.asarray(w_ih)[rows], x, f"{node.name}.w_ih", wbits_ih, _setter(fk, "w_ih", rows))]
-    if h is not None:
-        terms.append(MatTerm(np.asarray(w_hh)[rows], QV(h.scale.size, [h]), f"{node.name}.w_hh", wbits_hh,
-                             _setter(fk, "w_hh", rows)))
-    return terms
-
-
-def _bias_rows(op, rows, which=("b_ih", "b_hh")):
-    tot = 0.0
-    for nm in which:
-        b = getattr(op, nm)
-        if b is not None:
-            tot = tot + np.asarray(b, np.float64)[rows]
-    return tot
-
-
-def _split_bias_setter(fk, rows, keep="b_ih", zero="b_hh"):
-    def put(v):
-        fk[keep][rows] = v
-        fk[zero][rows] = 0.0
-
-    return put
-
-
-def _act_out(L: Lowerer, node: Node, fn: Act, pre_terms, bias, fake_bias, target: str, state: bool) -> Part:
-    """Terms -> fn -> the point ``target`` (a state point or the output value)."""
-    tgt = L.e(target)
-    if fn is Act.IDENTITY:
-        return L.single(L.affine(pre_terms, bias, tgt, target, fake_bias))
-    pre_e = L.e(f"{node.name}:pre")
-    pre = L.single(L.affine(pre_terms, bias, pre_e, f"{node.name}:pre", fake_bias))
-    if fn is Act.RELU:
-        r = L.emit(Clamp(out=L.nm(f"{node.name}:relu"), x=pre.vec, lo=L.scalar(0),
-                         hi=L.scalar(int_range(pre.bits)[1]), node=node.name), pre.scale.size, pre.bits, pre.scale)
-        v = L.requant(r, pre.scale, tgt.scale, tgt.bits, "h", target)
-        return Part(v, np.arange(tgt.n), tgt.bits, tgt.scale.copy())
-    return L.lut(pre, fn.value, tgt, target, "h")
-
-
-@_lower(O.RNN)
-def _rnn(L: Lowerer, node: Node, op: O.RNN):
-    fk = L.fake[node.name]
-    H = op.hidden_size
-    x = L.vals[node.inputs[0]]
-    he = L.e(f"{node.name}/h")
-    L.state(f"{node.name}/h", H, he)
-    h = L.load(f"{node.name}/h")
-    for k in ("b_ih", "b_hh"):
-        _ensure(fk, k, H)
-    rows = slice(0, H)
-    terms = _gate_terms(L, node, x, h, op.w_ih, op.w_hh, rows, fk,
-                        L.wbits(f"{node.name}.w_ih", L.cfg.weight_bits), L.wbits(f"{node.name}.w_hh", L.cfg.weight_bits))
-    hn = _act_out(L, node, op.act, terms, _bias_rows(op, rows), _split_bias_setter(fk, rows), f"{node.name}/h", True)
-    L.store(f"{node.name}/h", hn.vec)
-    L.out_value(node, QV(H, [hn]))
-
-
-@_lower(O.GRU)
-def _gru(L: Lowerer, node: Node, op: O.GRU):
-    fk = L.fake[node.name]
-    nd = node.name
-    H = op.hidden_size
-    x = L.vals[node.inputs[0]]
-    he = L.e(f"{nd}/h")
-    L.state(f"{nd}/h", H, he)
-    h = L.load(f"{nd}/h")
-    for k in ("b_ih", "b_hh"):
-        _ensure(fk, k, 3 * H)
-    wb_i = L.wbits(f"{nd}.w_ih", L.cfg.weight_bits)
-    wb_h = L.wbits(f"{nd}.w_hh", L.cfg.weight_bits)
-
-    def gate(k, name):
-        rows = slice(k * H, (k + 1) * H)
-        terms = _gate_terms(L, node, x, h, op.w_ih, op.w_hh, rows, fk, wb_i, wb_h)
-        pre = L.single(L.affine(terms, _bias_rows(op, rows), L.e(f"{nd}:{name}_pre"), f"{nd}:{name}_pre",
-                                _split_bias_setter(fk, rows)))
-        return L.lut(pre, "sigmoid", L.e(f"{nd}:{name}"), f"{nd}:{name}", name)
-
-    r = gate(0, "r")
-    z = gate(1, "z")
-    rows = slice(2 * H, 3 * H)
-    w_in = np.asarray(op.w_ih)[rows]
-    w_hn = np.asarray(op.w_hh)[rows]
-    b_in = _bias_rows(op, rows, ("b_ih",))
-    b_hn = _bias_rows(op, rows, ("b_hh",))
-    if op.reset_after:
-        hn = L.single(L.affine([MatTerm(w_hn, QV(H, [h]), f"{nd}.w_hh", wb_h, _setter(fk, "w_hh", rows))],
-                               b_hn if op.b_hh is not None else None, L.e(f"{nd}:hn"), f"{nd}:hn",
-                               _setter(fk, "b_hh", rows)))
-        terms = [MatTerm(w_in, x, f"{nd}.w_ih", wb_i, _setter(fk, "w_ih", rows)), L.mul_raw(r, hn, "rhn")]
-        n_pre = L.single(L.affine(terms, b_in if op.b_ih is not None else None, L.e(f"{nd}:n_pre"),
-                                  f"{nd}:n_pre", _setter(fk, "b_ih", rows)))
-    else:
-        rh_e = L.e(f"{nd}:rh")
-        pr = L.mul_raw(r, h, "rh_p")
-        rh_v = L.requant(pr.vec, pr.scale, rh_e.scale, rh_e.bits, "rh", f"{nd}:rh")
-        rh = Part(rh_v, np.arange(H), rh_e.bits, rh_e.scale.copy())
-        terms = [MatTerm(w_in, x, f"{nd}.w_ih", wb_i, _setter(fk, "w_ih", rows)),
-                 MatTerm(w_hn, QV(H, [rh]), f"{nd}.w_hh", wb_h, _setter(fk, "w_hh", rows))]
-        n_pre = L.single(L.affine(terms, _bias_rows(op, rows), L.e(f"{nd}:n_pre"), f"{nd}:n_pre",
-                                  _split_bias_setter(fk, rows)))
-    cand = L.lut(n_pre, "tanh", L.e(f"{nd}:n"), f"{nd}:n", "n")
-    hn_ = L.lerp(z, cand, h, he, f"{nd}/h", "h")
-    L.store(f"{nd}/h", hn_.vec)
-    L.out_value(node, QV(H, [hn_]))
-
-
-@_lower(O.LSTM)
-def _lstm(L: Lowerer, node: Node, op: O.LSTM):
-    fk = L.fake[node.name]
-    nd = node.name
-    H = op.hidden_size
-    x = L.vals[node.inputs[0]]
-    he, ce = L.e(f"{nd}/h"), L.e(f"{nd}/c")
-    L.state(f"{nd}/h", H, he)
-    L.state(f"{nd}/c", H, ce)
-    h = L.load(f"{nd}/h")
-    c = L.load(f"{nd}/c")
-    for k in ("b_ih", "b_hh"):
-        _ensure(fk, k, 4 * H)
-    wb_i = L.wbits(f"{nd}.w_ih", L.cfg.weight_bits)
-    wb_h = L.wbits(f"{nd}.w_hh", L.cfg.weight_bits)
-
-    def gate(k, name, fn):
-        rows = slice(k * H, (k + 1) * H)
-        terms = _gate_terms(L, node, x, h, op.w_ih, op.w_hh, rows, fk, wb_i, wb_h)
-        pre = L.single(L.affine(terms, _bias_rows(op, rows), L.e(f"{nd}:{name}_pre"), f"{nd}:{name}_pre",
-                                _split_bias_setter(fk, rows)))
-        return L.lut(pre, fn, L.e(f"{nd}:{name}"), f"{nd}:{name}", name)
-
-    i = gate(0, "i", "sigmoid")
-    f = gate(1, "f", "sigmoid")
-    g = gate(2, "g", "tanh")
-    o = gate(3, "o", "sigmoid")
-    fc_e, ig_e = L.e(f"{nd}:fc"), L.e(f"{nd}:ig")
-    fcr = L.mul_raw(f, c, "fc_p")
-    fc = L.requant(fcr.vec, fcr.scale, fc_e.scale, fc_e.bits, "fc", f"{nd}:fc")
-    igr = L.mul_raw(i, g, "ig_p")
-    ig = L.requant(igr.vec, igr.scale, ig_e.scale, ig_e.bits, "ig", f"{nd}:ig")
-    s = L.emit(Add(out=L.nm(f"{nd}:c_sum"), a=fc, b=ig, node=nd), H)
-    cn = L.clamp_bits(s, ce.bits, "c", ce.scale, f"{nd}/c")
-    L.store(f"{nd}/c", cn)
-    cp_e = L.e(f"{nd}:c_pre")
-    cp = L.requant(cn, ce.scale, cp_e.scale, cp_e.bits, "c_pre", f"{nd}:c_pre")
-    tc = L.lut(Part(cp, np.arange(H), cp_e.bits, cp_e.scale.copy()), "tanh", L.e(f"{nd}:tc"), f"{nd}:tc", "tc")
-    hr = L.mul_raw(o, tc, "h_p")
-    hv = L.requant(hr.vec, hr.scale, he.scale, he.bits, "h", f"{nd}/h")
-    L.store(f"{nd}/h", hv)
-    L.out_value(node, QV(H, [Part(hv, np.arange(H), he.bits, he.scale.copy())]))
-
-
-def _candidate(L: Lowerer, node: Node, op, x: QV, fk) -> Part:
-    nd = node.name
-    H = op.hidden_size
-    _ensure(fk, "b_h", H)
-    term = [MatTerm(op.w_h, x, f"{nd}.w_h", L.wbits(f"{nd}.w_h", L.cfg.weight_bits), _setter(fk, "w_h"))]
-    ce = L.e(f"{nd}:c")
-    if op.candidate is Act.IDENTITY:
-        return L.single(L.affine(term, op.b_h, ce, f"{nd}:c", _setter(fk, "b_h")))
-    pre = L.single(L.affine(term, op.b_h, L.e(f"{nd}:c_pre"), f"{nd}:c_pre", _setter(fk, "b_h")))
-    return L.lut(pre, op.candidate.value, ce, f"{nd}:c", "c")
-
-
-def _sig_gate(L: Lowerer, node: Node, x: QV, w, b, wname: str, name: str, fk) -> Part:
-    nd = node.name
-    H = np.asarray(w).shape[0]
-    _ensure(fk, f"b_{wname[-1]}", H)
-    pre = L.single(L.affine([MatTerm(w, x, f"{nd}.{wname}", L.wbits(f"{nd}.{wname}", L.cfg.weight_bits),
-                                     _setter(fk, wname))], b, L.e(f"{nd}:{name}_pre"), f"{nd}:{name}_pre",
-                            _setter(fk, f"b_{wname[-1]}")))
-    return L.lut(pre, "sigmoid", L.e(f"{nd}:{name}"), f"{nd}:{name}", name)
-
-
-@_lower(O.MinGRU)
-def _mingru(L: Lowerer, node: Node, op: O.MinGRU):
-    fk = L.fake[node.name]
-    nd = node.name
-    H = op.hidden_size
-    x = L.vals[node.inputs[0]]
-    he = L.e(f"{nd}/h")
-    L.state(f"{nd}/h", H, he)
-    h = L.load(f"{nd}/h")
-    z = _sig_gate(L, node, x, op.w_z, op.b_z, "w_z", "z", fk)
-    cand = _candidate(L, node, op, x, fk)
-    hn = L.lerp(z, h, cand, he, f"{nd}/h", "h")
-    L.store(f"{nd}/h", hn.vec)
-    L.out_value(node, QV(H, [hn]))
-
-
-@_lower(O.MinLSTM)
-def _minlstm(L: Lowerer, node: Node, op: O.MinLSTM):
-    fk = L.fake[node.name]
-    nd = node.name
-    H = op.hidden_size
-    x = L.vals[node.inputs[0]]
-    he = L.e(f"{nd}/h")
-    L.state(f"{nd}/h", H, he)
-    h = L.load(f"{nd}/h")
-    f = _sig_gate(L, node, x, op.w_f, op.b_f, "w_f", "f", fk)
-    i = _sig_gate(L, node, x, op.w_i, op.b_i, "w_i", "i", fk)
-    fe = L.e(f"{nd}:fn")
-    s = L.emit(Add(out=L.nm(f"{nd}:fi"), a=f.vec, b=i.vec, node=nd), H)
-    lo, hi = L.pb.interval(s)
-    s1 = L.emit(Clamp(out=L.nm(f"{nd}:fi1"), x=s, lo=L.scalar(1), hi=L.scalar(max(hi, 1)), node=nd), H,
-                bits_for(1, max(hi, 1)))
-    # f' = f / (f + i) in the unit scale of fn: f_q * 2^(bits-1) / (f_q + i_q), rounded half up
-    if not (np.all(f.scale == f.scale[0]) and np.all(i.scale == f.scale[0])):
-        raise UnsupportedOpError("minLSTM gates need one common scale")
-    num = L.emit(Mul(out=L.nm(f"{nd}:fnum"), a=f.vec, b=L.scalar(1 << (fe.bits - 1)), node=nd), H)
-    fr = L.emit(Div(out=L.nm(f"{nd}:fdiv"), a=num, b=s1, node=nd), H)
-    fp_v = L.clamp_bits(fr, fe.bits, "fn", fe.scale, f"{nd}:fn")
-    fp = Part(fp_v, np.arange(H), fe.bits, fe.scale.copy())
-    cand = _candidate(L, node, op, x, fk)
-    hn = L.lerp(fp, cand, h, he, f"{nd}/h", "h")
-    L.store(f"{nd}/h", hn.vec)
-    L.out_value(node, QV(H, [hn]))
-
-
-@_lower(O.LMU)
-def _lmu(L: Lowerer, node: Node, op: O.LMU):
-    fk = L.fake[node.name]
-    nd = node.name
-    x = L.vals[node.inputs[0]]
-    d, order = op.memory_d, op.order
-    me = L.e(f"{nd}/m")
-    L.state(f"{nd}/m", op.memory_size, me)
-    m_prev = L.load(f"{nd}/m")
-    has_h_state = op.has_hidden and (op.w_h is not None or op.e_h is not None)
-    h_prev = None
-    if has_h_state:
-        he = L.e(f"{nd}/h")
-        L.state(f"{nd}/h", op.hidden_size, he)
-        h_prev = L.load(f"{nd}/h")
-    elif not op.has_hidden:
-        h_prev = m_prev
-    wb = L.cfg.weight_bits
-    # memory input u
-    terms = [MatTerm(op.e_x, x, f"{nd}.e_x", L.wbits(f"{nd}.e_x", wb), _setter(fk, "e_x"))]
-    if op.e_m is not None:
-        terms.append(MatTerm(op.e_m, QV(m_prev.scale.size, [m_prev]), f"{nd}.e_m", L.wbits(f"{nd}.e_m", wb),
-                             _setter(fk, "e_m")))
-    if op.e_h is not None:
-        terms.append(MatTerm(op.e_h, QV(h_prev.scale.size, [h_prev]), f"{nd}.e_h", L.wbits(f"{nd}.e_h", wb),
-                             _setter(fk, "e_h")))
-    _ensure(fk, "b_u", d)
-    ue = L.e(f"{nd}:u")
-    u = L.single(L.affine(terms, op.b_u, ue, f"{nd}:u", _setter(fk, "b_u")))
-    # memory update, per memory dimension d: Abar @ m_d + Bbar * u_d
-    m_prev_pt = L.per_tensor(m_prev, m_prev.bits)
-    u_pt = L.per_tensor(u, u.bits)
-    abar, bbar = fk["abar"], fk["bbar"].reshape(-1, 1)
-    s_m, s_u = float(m_prev_pt.scale[0]), float(u_pt.scale[0])
-    a_row = np.abs(abar).max(axis=1) * s_m
-    b_row = np.abs(bbar[:, 0]) * s_u
-    if m_prev_pt.bits == u_pt.bits and np.all(4.0 * a_row >= b_row):
-        # one blocked matvec over [m_d ; u_d] with shared row scales: a single rounding; Abar keeps
-        # (nearly) its full precision because it dominates every row
-        cat = L.emit(Concat(out=L.nm(f"{nd}:mu"), xs=(m_prev_pt.vec, u_pt.vec), blocks=d, node=nd),
-                     d * (order + 1), m_prev_pt.bits)
-        wmem = np.concatenate([abar, bbar], axis=1)
-        cat_part = Part(cat, np.arange(order + 1), m_prev_pt.bits, np.concatenate([np.full(order, s_m), [s_u]]))
-
-        def put_ab(wd):
-            fk["abar"] = wd[:, :order].copy()
-            fk["bbar"] = wd[:, order].copy()
-
-        terms = [MatTerm(wmem, QV(order + 1, [cat_part]), f"{nd}.AB", L.wbits(f"{nd}.AB", L.cfg.lmu_matrix_bits),
-                         put_ab, blocks=d)]
-    else:
-        # two blocked matvecs with their own row scales (m and u on very different scales)
-        m_part = Part(m_prev_pt.vec, np.arange(order), m_prev_pt.bits, np.full(order, s_m))
-        u_part = Part(u_pt.vec, np.arange(1), u_pt.bits, np.full(1, s_u))
-        terms = [MatTerm(abar, QV(order, [m_part]), f"{nd}.A", L.wbits(f"{nd}.A", L.cfg.lmu_matrix_bits),
-                         _setter(fk, "abar"), blocks=d),
-                 MatTerm(bbar, QV(1, [u_part]), f"{nd}.B", L.wbits(f"{nd}.B", L.cfg.lmu_matrix_bits),
-                         _setter(fk, "bbar", shape=(order,)), blocks=d)]
-    m_new = L.single(L.affine(terms, None, me, f"{nd}/m", None, n_out=d * order, base="m"))
-    L.store(f"{nd}/m", m_new.vec)
-    if not op.has_hidden:
-        L.out_value(node, QV(op.memory_size, [m_new]))
-        return
-    H = op.hidden_size
-    terms = [MatTerm(op.w_m, QV(op.memory_size, [m_new]), f"{nd}.w_m", L.wbits(f"{nd}.w_m", wb), _setter(fk, "w_m"))]
-    if op.w_x is not None:
-        terms.append(MatTerm(op.w_x, x, f"{nd}.w_x", L.wbits(f"{nd}.w_x", wb), _setter(fk, "w_x")))
-    if op.w_h is not None:
-        terms.append(MatTerm(op.w_h, QV(H, [h_prev]), f"{nd}.w_h", L.wbits(f"{nd}.w_h", wb), _setter(fk, "w_h")))
-    _ensure(fk, "b_h", H)
-    target = f"{nd}/h" if has_h_state else node.outputs[0]
-    h = _act_out(L, node, op.act, terms, op.b_h, _setter(fk, "b_h"), target, has_h_state)
-    if has_h_state:
-        L.store(f"{nd}/h", h.vec)
-    L.out_value(node, QV(H, [h]))
-
-
-# ----------------------------------------------------------------------------------------------
-# spiking
-
-
-def _vec(p, n):
-    return np.broadcast_to(np.asarray(p, np.float64), (n,)).copy()
-
-
-def _neuron(L: Lowerer, node: Node, nprm: O.NeuronParams, prefix: str, pop: str, names, terms, bias, fk,
-            fake_bias=None) -> Part:
-    """Lower one LIF / CuBa-LIF population step; returns the 0/1 spike vector."""
-    nd = node.name
-    syn_key, mem_key = names
-    mem_e = L.e(f"{nd}/{mem_key}")
-    n = mem_e.n
-    smem = float(mem_e.scale[0])
-    L.state(f"{nd}/{mem_key}", n, mem_e)
-    mem = L.load(f"{nd}/{mem_key}")
-    thr = _vec(fk[prefix + "threshold"], n)
-    thr_q = round_half_up(thr / smem).astype(np.int64)
-    fk[prefix + "threshold"] = thr_q * smem
-    thr_k = L.k(f"{pop}thr", thr_q)
-    thr1 = L.k(f"{pop}thr1", thr_q + 1)
-    R = L.emit(CmpGe(out=L.nm(f"{nd}:{pop}reset"), a=mem.vec, b=thr1, node=nd), n)
-    beta_q = round_half_up(np.clip(_vec(fk[prefix + "beta"], n), 0, 1) * (1 << Q15)).astype(np.int64)
-    fk[prefix + "beta"] = beta_q / float(1 << Q15)
-    if nprm.synaptic:
-        syn_e = L.e(f"{nd}/{syn_key}")
-        L.state(f"{nd}/{syn_key}", n, syn_e)
-        syn = L.load(f"{nd}/{syn_key}")
-        cur = L.single(L.affine(terms, bias, L.e(f"{nd}:{pop}cur"), f"{nd}:{pop}cur", fake_bias, base=f"{pop}cur"))
-        alpha_q = round_half_up(np.clip(_vec(fk[prefix + "alpha"], n), 0, 1) * (1 << Q15)).astype(np.int64)
-        fk[prefix + "alpha"] = alpha_q / float(1 << Q15)
-        as_e = L.e(f"{nd}:{pop}as")
-        pr = L.emit(Mul(out=L.nm(f"{nd}:{pop}as_p"), a=syn.vec, b=L.k(f"{pop}alpha", alpha_q), node=nd), n)
-        a_s = L.requant(pr, syn.scale * 2.0 ** -Q15, as_e.scale, as_e.bits, f"{pop}as", f"{nd}:{pop}as")
-        ss = L.emit(Add(out=L.nm(f"{nd}:{pop}syn_sum"), a=a_s, b=cur.vec, node=nd), n)
-        syn_new = L.clamp_bits(ss, syn_e.bits, f"{pop}syn", syn_e.scale, f"{nd}/{syn_key}")
-        L.store(f"{nd}/{syn_key}", syn_new)
-        dr_e = L.e(f"{nd}:{pop}drive")
-        drive = L.requant(syn_new, syn_e.scale, dr_e.scale, dr_e.bits, f"{pop}drive", f"{nd}:{pop}drive")
-    else:
-        drive = L.single(L.affine(terms, bias, L.e(f"{nd}:{pop}cur"), f"{nd}:{pop}cur", fake_bias,
-                                  base=f"{pop}cur")).vec
-    bm_e = L.e(f"{nd}:{pop}bm")
-    src = mem.vec
-    if nprm.reset is ResetRule.ZERO:
-        src = L.emit(Select(out=L.nm(f"{nd}:{pop}mkeep"), c=R, a=L.scalar(0), b=mem.vec, node=nd), n)
-    pr = L.emit(Mul(out=L.nm(f"{nd}:{pop}bm_p"), a=src, b=L.k(f"{pop}beta", beta_q), node=nd), n)
-    bm = L.requant(pr, mem.scale * 2.0 ** -Q15, bm_e.scale, bm_e.bits, f"{pop}bm", f"{nd}:{pop}bm")
-    u = L.emit(Add(out=L.nm(f"{nd}:{pop}u"), a=bm, b=drive, node=nd), n)
-    if nprm.reset is ResetRule.SUBTRACT:
-        rt = L.emit(Mul(out=L.nm(f"{nd}:{pop}rthr"), a=R, b=thr_k, node=nd), n)
-        u = L.emit(Sub(out=L.nm(f"{nd}:{pop}u_r"), a=u, b=rt, node=nd), n)
-    elif nprm.reset is ResetRule.ZERO_TOTAL:
-        u = L.emit(Select(out=L.nm(f"{nd}:{pop}u_r"), c=R, a=L.scalar(0), b=u, node=nd), n)
-    uc = L.clamp_bits(u, mem_e.bits, f"{pop}mem_c", mem_e.scale, None)
-    fired = L.emit(CmpGe(out=L.nm(f"{nd}:{pop}spk"), a=uc, b=thr1, node=nd), n)
-    if not nprm.reset_delay and nprm.reset is not ResetRule.NONE:
-        dd = L.emit(Sub(out=L.nm(f"{nd}:{pop}dreset"), a=fired, b=R, node=nd), n)
-        if nprm.reset is ResetRule.SUBTRACT:
-            corr = L.emit(Mul(out=L.nm(f"{nd}:{pop}corr"), a=dd, b=thr_k, node=nd), n)
-        else:
-            corr = L.emit(Mul(out=L.nm(f"{nd}:{pop}corr"), a=dd, b=uc, node=nd), n)
-        u2 = L.emit(Sub(out=L.nm(f"{nd}:{pop}u2"), a=uc, b=corr, node=nd), n)
-        uc = L.clamp_bits(u2, mem_e.bits, f"{pop}mem", mem_e.scale, f"{nd}/{mem_key}")
-    else:
-        L.pb.retag(uc, f"{nd}/{mem_key}")
-    L.store(f"{nd}/{mem_key}", uc)
-    scale = _vec(fk.get(prefix + "spike_scale", 1.0), n)
-    return Part(fired, np.arange(n), 2, scale), Part(uc, np.arange(n), mem_e.bits, mem_e.scale.copy())
-
-
-@_lower(O.LIF, O.CuBaLIF)
-def _lif(L: Lowerer, node: Node, op):
-    fk = L.fake[node.name]
-    nd = node.name
-    x = L.single(L.vals[node.inputs[0]])
-    n = x.scale.size
-    terms = [RawTerm(x.vec, x.scale)]
-    bias = None
-    fake_bias = None
-    if op.recurrence is not Recurrence.NONE:
-        sc = _vec(fk.get("neuron.spike_scale", 1.0), n)
-        L.state(f"{nd}/spk", n, bits=2, scale=sc)
-        spk = L.load(f"{nd}/spk")
-        if op.recurrence is Recurrence.ONE_TO_ONE:
-            v = _vec(fk["v_rec"], n) * sc
-            sg = np.sign(v).astype(np.int64)
-            sv = L.emit(Mul(out=L.nm(f"{nd}:vrec"), a=spk.vec, b=L.k("vsign", sg), node=nd), n)
-            terms.append(RawTerm(sv, np.where(v != 0, np.abs(v), 1.0)))
-        else:
-            _ensure(fk, "b_rec", n)
-            terms.append(MatTerm(op.w_rec, QV(n, [spk]), f"{nd}.w_rec", L.wbits(f"{nd}.w_rec", L.cfg.weight_bits),
-                                 _setter(fk, "w_rec")))
-            bias = op.b_rec
-            fake_bias = _setter(fk, "b_rec")
-    spikes, mem = _neuron(L, node, op.neuron, "neuron.", "", ("syn", "mem"), terms, bias, fk, fake_bias)
-    if op.recurrence is not Recurrence.NONE:
-        L.store(f"{nd}/spk", spikes.vec)
-    if op.emit == "spikes":
-        L.out_value(node, QV(n, [spikes]))
-    elif op.emit == "membrane":
-        L.out_value(node, QV(n, [mem]))
-    else:
-        L.out_value(node, QV(n, [spikes]), 0)
-        L.out_value(node, QV(n, [mem]), 1)
-
-
-@_lower(O.L2MU)
-def _l2mu(L: Lowerer, node: Node, op: O.L2MU):
-    fk = L.fake[node.name]
-    nd = node.name
-    x = L.vals[node.inputs[0]]
-    d, order, H, M = op.memory_d, op.order, op.hidden_size, op.memory_size
-    wb = L.cfg.weight_bits
-    ss_m = _vec(fk.get("m_neuron.spike_scale", 1.0), M)
-    ss_h = _vec(fk.get("h_neuron.spike_scale", 1.0), H)
-    ss_u = _vec(fk.get("u_neuron.spike_scale", 1.0), d)
-    L.state(f"{nd}/s_m", M, bits=2, scale=ss_m)
-    L.state(f"{nd}/s_h", H, bits=2, scale=ss_h)
-    s_m = L.load(f"{nd}/s_m")
-    s_h = L.load(f"{nd}/s_h")
-    terms = [MatTerm(op.e_x, x, f"{nd}.e_x", L.wbits(f"{nd}.e_x", wb), _setter(fk, "e_x"))]
-    if op.e_h is not None:
-        terms.append(MatTerm(op.e_h, QV(H, [s_h]), f"{nd}.e_h", L.wbits(f"{nd}.e_h", wb), _setter(fk, "e_h")))
-    if op.e_m is not None:
-        terms.append(MatTerm(op.e_m, QV(M, [s_m]), f"{nd}.e_m", L.wbits(f"{nd}.e_m", wb), _setter(fk, "e_m")))
-    _ensure(fk, "b_u", d)
-    s_u, _ = _neuron(L, node, op.u_neuron, "u_neuron.", "u_", ("u_syn", "u_mem"), terms, op.b_u, fk,
-                     _setter(fk, "b_u"))
-    s_u = Part(s_u.vec, s_u.idx, s_u.bits, ss_u)
-    # memory currents: per memory dimension [a | b] @ [s_m_d ; s_u_d]
-    if not (np.all(ss_m == ss_m[0]) and np.all(ss_u == ss_u[0])):
-        raise UnsupportedOpError("per-neuron spike amplitudes in the L2MU memory are not supported")
-    cat = L.emit(Concat(out=L.nm(f"{nd}:mu"), xs=(s_m.vec, s_u.vec), blocks=d, node=nd), d * (order + 1), 2)
-    wmem = np.concatenate([fk["a"], fk["b"].reshape(-1, 1)], axis=1)
-    in_scale = np.concatenate([np.full(order, ss_m[0]), [ss_u[0]]])
-
-    def put_ab(wd):
-        fk["a"] = wd[:, :order].copy()
-        fk["b"] = wd[:, order].copy()
-
-    mb = L.wbits(f"{nd}.ab", L.cfg.lmu_matrix_bits)
-    mterm = MatTerm(wmem, QV(order + 1, [Part(cat, np.arange(order + 1), 2, in_scale)]), f"{nd}.ab", mb, put_ab,
-                    blocks=d)
-    s_m_new, _ = _neuron(L, node, op.m_neuron, "m_neuron.", "m_", ("m_syn", "m_mem"), [mterm], None, fk)
-    s_m_new = Part(s_m_new.vec, s_m_new.idx, 2, ss_m)
-    terms = [MatTerm(op.w_m, QV(M, [s_m_new]), f"{nd}.w_m", L.wbits(f"{nd}.w_m", wb), _setter(fk, "w_m"))]
-    if op.w_x is not None:
-        terms.append(MatTerm(op.w_x, x, f"{nd}.w_x", L.wbits(f"{nd}.w_x", wb), _setter(fk, "w_x")))
-    if op.w_h is not None:
-        terms.append(MatTerm(op.w_h, QV(H, [s_h]), f"{nd}.w_h", L.wbits(f"{nd}.w_h", wb), _setter(fk, "w_h")))
-    _ensure(fk, "b_h", H)
-    s_h_new, _ = _neuron(L, node, op.h_neuron, "h_neuron.", "h_", ("h_syn", "h_mem"), terms, op.b_h, fk,
-                         _setter(fk, "b_h"))
-    L.store(f"{nd}/s_m", s_m_new.vec)
-    L.store(f"{nd}/s_h", s_h_new.vec)
-    L.out_value(node, QV(H, [Part(s_h_new.vec, s_h_new.idx, 2, ss_h)]))
-
-
 def lower(graph: Graph, plan: QuantPlan) -> tuple[Program, dict[str, dict[str, np.ndarray]], dict[str, WeightPlan]]:
     """(integer program, fake-quant parameters per node, weight plans) of ``graph`` under ``plan``."""
     L = Lowerer(graph, plan)
@@ -1247,4 +842,4 @@ def lower(graph: Graph, plan: QuantPlan) -> tuple[Program, dict[str, dict[str, n
 
 
 def supported_kinds() -> set[str]:
-    return {c.kind for c in LOWER}
+    return {c.kind for c in LOWER} | cell_kinds()

@@ -26,6 +26,8 @@ from typing import Optional
 import numpy as np
 
 from ..ir import ops as O
+from ..ir.cells import has_step_program, step_program
+from ..ir.step.analysis import input_matrices
 from ..ir.graph import Graph
 from .observe import CalibrationStats, TensorStats
 
@@ -47,26 +49,14 @@ def consumer_matrices(graph: Graph, value: str) -> list[np.ndarray]:
     mats: list[np.ndarray] = []
     for node in graph.consumers().get(value, []):
         op = node.op
-        names: tuple[str, ...] = ()
         if isinstance(op, O.Linear):
-            names = ("weight",)
-        elif isinstance(op, (O.RNN, O.GRU, O.LSTM)):
-            names = ("w_ih",)
-        elif isinstance(op, O.MinGRU):
-            names = ("w_z", "w_h")
-        elif isinstance(op, O.MinLSTM):
-            names = ("w_f", "w_i", "w_h")
-        elif isinstance(op, (O.LMU, O.L2MU)):
-            names = ("e_x", "w_x")
+            mats.append(np.asarray(op.weight, np.float64))
         elif isinstance(op, O.Conv1d):
-            w = np.asarray(op.weight, np.float64)
             if op.groups == 1:
-                mats.append(np.abs(w).max(axis=2))
-            continue
-        for nm in names:
-            w = getattr(op, nm, None)
-            if w is not None:
-                mats.append(np.asarray(w, np.float64))
+                mats.append(np.abs(np.asarray(op.weight, np.float64)).max(axis=2))
+        elif has_step_program(op):
+            prog = step_program(op, graph.type_of(node.inputs[0]).features)
+            mats += [np.asarray(prog.params[w], np.float64) for w in input_matrices(prog) or ()]
     return mats
 
 

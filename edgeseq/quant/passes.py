@@ -4,12 +4,14 @@
 map ``y = a x + c`` (a = weight / sqrt(var + eps), c = bias - mean * a) into a neighbouring linear
 map, exactly (in float64):
 
-- into the **producer** when it is a Linear, a Conv1d, or an LMU with identity activation and no
-  hidden state, and the BatchNorm is its only consumer: rows of the weights scale by ``a``, the bias
-  becomes ``a b + c``;
-- else into **every consumer** when all of them are linear in that input (Linear, RNN / GRU / LSTM /
-  minGRU / minLSTM input weights, LMU ``e_x`` / ``w_x``): columns scale by ``a`` and ``W c`` joins the
+- into the **producer** when it is a Linear, a Conv1d, or a scan whose output is a matrix product
+  (no activation, not a state; e.g. an LMU with a dense identity hidden cell), and the BatchNorm is
+  its only consumer: rows of the weights scale by ``a``, the bias becomes ``a b + c``;
+- else into **every consumer** when all of them are linear in that input (Linear; scans whose step
+  program reads the input only through matrix products): columns scale by ``a`` and ``W c`` joins the
   bias. (A Conv1d consumer is not folded into: its zero padding is in the normalised domain.)
+
+A scan folded into becomes a generic Scan op carrying the rewritten step program.
 
 A BatchNorm that fits neither stays and is quantized as a per-channel affine op.
 Contract: requires a verified graph; guarantees a verified graph computing the same function up to
@@ -23,7 +25,8 @@ import numpy as np
 
 from ..ir import ops as O
 from ..ir.graph import Graph, Node
-from ..ir.types import Act
+from ..ir.cells import has_step_program, step_program
+from ..ir.step.analysis import fold_input, fold_output
 
 
 def bn_affine(op: O.BatchNorm) -> tuple[np.ndarray, np.ndarray]:
@@ -41,50 +44,31 @@ def _f(a):
     return None if a is None else np.asarray(a, np.float64)
 
 
-def _fold_into_producer(op: O.Op, a, c) -> O.Op | None:
+def _scan_fold(graph: Graph, node: Node, fold, a, c) -> O.Op | None:
+    if not has_step_program(node.op):
+        return None
+    prog = fold(step_program(node.op, graph.type_of(node.inputs[0]).features), a, c)
+    return None if prog is None else O.Scan(program=prog)
+
+
+def _fold_into_producer(graph: Graph, node: Node, a, c) -> O.Op | None:
+    op = node.op
     if isinstance(op, O.Linear):
         b = _f(op.bias) if op.bias is not None else np.zeros(op.weight.shape[0])
         return op.replace(weight=a[:, None] * _f(op.weight), bias=a * b + c)
     if isinstance(op, O.Conv1d):
         b = _f(op.bias) if op.bias is not None else np.zeros(op.weight.shape[0])
         return op.replace(weight=a[:, None, None] * _f(op.weight), bias=a * b + c)
-    if isinstance(op, O.LMU) and op.has_hidden and op.act is Act.IDENTITY and op.w_h is None and op.e_h is None:
-        b = _f(op.b_h) if op.b_h is not None else np.zeros(op.hidden_size)
-        return op.replace(w_m=a[:, None] * _f(op.w_m),
-                          w_x=None if op.w_x is None else a[:, None] * _f(op.w_x), b_h=a * b + c)
-    return None
+    return _scan_fold(graph, node, fold_output, a, c)
 
 
-def _absorb_cols(w, b, a, c, rows: int):
-    w = _f(w)
-    b = np.zeros(rows) if b is None else _f(b)
-    return w * a[None, :], b + w @ c
-
-
-def _fold_into_consumer(op: O.Op, a, c) -> O.Op | None:
+def _fold_into_consumer(graph: Graph, node: Node, a, c) -> O.Op | None:
+    op = node.op
     if isinstance(op, O.Linear):
-        w, b = _absorb_cols(op.weight, op.bias, a, c, op.weight.shape[0])
-        return op.replace(weight=w, bias=b)
-    if isinstance(op, (O.RNN, O.GRU, O.LSTM)):
-        w, b = _absorb_cols(op.w_ih, op.b_ih, a, c, op.w_ih.shape[0])
-        return op.replace(w_ih=w, b_ih=b)
-    if isinstance(op, O.MinGRU):
-        wz, bz = _absorb_cols(op.w_z, op.b_z, a, c, op.w_z.shape[0])
-        wh, bh = _absorb_cols(op.w_h, op.b_h, a, c, op.w_h.shape[0])
-        return op.replace(w_z=wz, b_z=bz, w_h=wh, b_h=bh)
-    if isinstance(op, O.MinLSTM):
-        ch = {}
-        for g in ("f", "i", "h"):
-            w, b = _absorb_cols(getattr(op, f"w_{g}"), getattr(op, f"b_{g}"), a, c, op.w_f.shape[0])
-            ch[f"w_{g}"], ch[f"b_{g}"] = w, b
-        return op.replace(**ch)
-    if isinstance(op, O.LMU):
-        ex, bu = _absorb_cols(op.e_x, op.b_u, a, c, op.memory_d)
-        ch = {"e_x": ex, "b_u": bu}
-        if op.w_x is not None:
-            ch["w_x"], ch["b_h"] = _absorb_cols(op.w_x, op.b_h, a, c, op.hidden_size)
-        return op.replace(**ch)
-    return None
+        w = _f(op.weight)
+        b = np.zeros(w.shape[0]) if op.bias is None else _f(op.bias)
+        return op.replace(weight=w * a[None, :], bias=b + w @ c)
+    return _scan_fold(graph, node, fold_input, a, c)
 
 
 def fold_batchnorm(graph: Graph) -> Graph:
@@ -106,7 +90,7 @@ def fold_batchnorm(graph: Graph) -> Graph:
             prod = producers.get(src)
             if (prod is not None and len(prod.outputs) == 1 and src not in g.outputs
                     and len(consumers.get(src, [])) == 1):
-                new_op = _fold_into_producer(prod.op, a, c)
+                new_op = _fold_into_producer(g, prod, a, c)
                 if new_op is not None:
                     new_op.check()
                     nodes = [Node(n.name, new_op, n.inputs, n.outputs) if n is prod else n
@@ -117,7 +101,7 @@ def fold_batchnorm(graph: Graph) -> Graph:
                     break
             cons = consumers.get(dst, [])
             if cons and all(sum(i == dst for i in n.inputs) == 1 for n in cons):
-                folded = {n.name: _fold_into_consumer(n.op, a, c) for n in cons}
+                folded = {n.name: _fold_into_consumer(g, n, a, c) for n in cons}
                 if all(v is not None for v in folded.values()):
                     out = []
                     for n in nodes:

@@ -35,6 +35,8 @@ from ..ir.graph import Graph
 from ..ir.types import Act
 from .config import Granularity, Observer, OutlierAction, QuantConfig
 from .observe import CalibrationStats, TensorStats, observe_amax, observe_range
+from ..ir.cells import has_step_program, step_program
+from ..ir.step.analysis import input_matrices, output_amplitude, state_thresholds
 from .sim import CLAMP_ACTS
 
 
@@ -217,22 +219,22 @@ class QuantPlan:
 # graph facts used by the planner
 
 
-def absorbing_consumer(node, value: str) -> bool:
+def _scan_reads_linearly(graph: Graph, node) -> bool:
+    """A scan whose step program reads its input only through matrix products."""
+    if not has_step_program(node.op):
+        return False
+    return input_matrices(step_program(node.op, graph.type_of(node.inputs[0]).features)) is not None
+
+
+def absorbing_consumer(graph: Graph, node, value: str) -> bool:
     """True if ``node`` consumes ``value`` only through linear maps (weights can absorb a
     per-channel input scale and offset)."""
-    op = node.op
-    if isinstance(op, (O.Linear, O.Conv1d, O.RNN, O.GRU, O.LSTM, O.MinGRU, O.MinLSTM, O.LMU)):
-        return True
-    if isinstance(op, O.L2MU):
-        return True
-    if isinstance(op, O.Readout):
-        return True
-    return False
+    return isinstance(node.op, (O.Linear, O.Conv1d, O.Readout)) or _scan_reads_linearly(graph, node)
 
 
-def offset_consumer(node) -> bool:
+def offset_consumer(graph: Graph, node) -> bool:
     """Consumers that can fold an input offset into a bias (linear maps with a bias path)."""
-    return isinstance(node.op, (O.Linear, O.RNN, O.GRU, O.LSTM, O.MinGRU, O.MinLSTM, O.LMU))
+    return isinstance(node.op, O.Linear) or _scan_reads_linearly(graph, node)
 
 
 def lut_cap(fn: str, out_bits: int) -> Optional[float]:
@@ -251,12 +253,9 @@ def _spike_scale(graph: Graph, value: str) -> np.ndarray:
     prod = graph.producers().get(value)
     n = graph.type_of(value).features
     sc = None
-    if prod is not None:
-        op = prod.op
-        if isinstance(op, (O.LIF, O.CuBaLIF)):
-            sc = op.neuron.spike_scale
-        elif isinstance(op, O.L2MU):
-            sc = op.h_neuron.spike_scale
+    if prod is not None and has_step_program(prod.op):
+        prog = step_program(prod.op, graph.type_of(prod.inputs[0]).features)
+        sc = output_amplitude(prog, prod.outputs.index(value))
     if sc is None:
         return np.ones(n)
     s = np.broadcast_to(np.asarray(sc, np.float64), (n,)).copy()
@@ -283,7 +282,7 @@ def make_plan(graph: Graph, stats: CalibrationStats, config: QuantConfig | str |
 
     def absorbable(v):
         cs = cons_of(v)
-        return bool(cs) and v not in graph.outputs and all(absorbing_consumer(n, v) for n in cs)
+        return bool(cs) and v not in graph.outputs and all(absorbing_consumer(graph, n, v) for n in cs)
 
     def lut_consumer(v) -> Optional[str]:
         cs = cons_of(v)
@@ -350,7 +349,7 @@ def make_plan(graph: Graph, stats: CalibrationStats, config: QuantConfig | str |
                                            absorbed=True, note=f"quantized with {in_cons[0].name}")
                 continue
             per_ch = cfg.input_per_channel and absorbable(name)
-            use_off = cfg.input_offset and per_ch and all(offset_consumer(n) for n in cons_of(name))
+            use_off = cfg.input_offset and per_ch and all(offset_consumer(graph, n) for n in cons_of(name))
             if per_ch:
                 if use_off:
                     lo, hi = observe_range(st, obs, cfg.percentile)
@@ -469,17 +468,13 @@ def _threshold_floor(graph: Graph, name: str) -> Optional[float]:
         return None
     node_name, key = name.split("/", 1)
     try:
-        op = graph.node(node_name).op
+        node = graph.node(node_name)
     except ConfigError:
         return None
-    neuron = None
-    if isinstance(op, (O.LIF, O.CuBaLIF)) and key in ("mem", "syn"):
-        neuron = op.neuron
-    elif isinstance(op, O.L2MU) and key.endswith(("_mem", "_syn")):
-        neuron = {"u": op.u_neuron, "m": op.m_neuron, "h": op.h_neuron}.get(key.split("_")[0])
-    if neuron is None:
+    if not has_step_program(node.op):
         return None
-    return 1.25 * float(np.max(np.abs(np.asarray(neuron.threshold, np.float64))))
+    thr = state_thresholds(step_program(node.op, graph.type_of(node.inputs[0]).features)).get(key)
+    return None if thr is None else 1.25 * thr
 
 
 def _is_readout_sum(graph: Graph, name: str) -> bool:

@@ -159,9 +159,17 @@ def test_snntorch_reset_rules_are_normalised():
     assert g.nodes[1].op.neuron.reset is ResetRule.ZERO_TOTAL
 
 
-def test_snntorch_unsupported_neuron_is_named():
+def test_snntorch_neuron_without_an_op_is_captured_by_its_loop():
+    """Alpha has no named op: the step network is rolled from its per-step trace instead, and the
+    capture is checked against snntorch at a length it did not trace."""
     net = nn.Sequential(nn.Linear(5, 4), snn.Alpha(alpha=0.9, beta=0.8, init_hidden=True))
-    with pytest.raises(UnsupportedModuleError, match=r"^1: snntorch.Alpha is not supported.*Leaky, RLeaky"):
+    g = edgeseq.capture(net, torch.randn(2, 9, 5) * 3)
+    assert [n.op.kind for n in g.nodes] == ["Scan"]
+
+
+def test_module_not_allowed_in_a_step_network_is_named():
+    net = nn.Sequential(nn.Linear(5, 4), nn.GRU(4, 4), snn.Leaky(beta=0.9, init_hidden=True))
+    with pytest.raises(UnsupportedModuleError, match=r"^1: torch.nn.modules.rnn.GRU is not supported inside"):
         edgeseq.capture(net, torch.randn(1, 3, 5))
 
 

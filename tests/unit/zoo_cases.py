@@ -10,6 +10,8 @@ ZOO = {
     "lmu_dense": dict(hidden=16, memory_d=2, order=6, theta=20.0, hidden_cell="dense", input_to_hidden=True),
     "lmu_full": dict(hidden=12, memory_d=3, order=4, theta=9.0, hidden_to_memory=True, memory_to_memory=True,
                      input_to_hidden=True, memory_bias=True, discretizer="euler"),
+    "s4d": dict(hidden=12, modes=6, layers=2),
+    "s4d_real": dict(hidden=10, modes=4, layers=1, complex_modes=False, readout="last"),
     "lif": dict(hidden=16),
     "lif_rec": dict(hidden=16, recurrent=True, reset="zero"),
     "l2mu": dict(hidden=16, encoder_size=8),

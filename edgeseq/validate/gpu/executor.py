@@ -62,6 +62,10 @@ def describe(op: O.Op, kernels: ModuleType) -> str:
         return f"{k}: fused per-step {op.kind} kernel"
     if isinstance(op, O.L2MU):
         return "torch: step loop (three coupled LIF populations)"
+    if isinstance(op, O.S4D):
+        return "torch: complex parallel doubling scan (diagonal state space)"
+    if isinstance(op, O.AttentionPool):
+        return "torch: cumulative softmax pooling"
     if isinstance(op, O.Readout):
         return f"torch: readout {op.mode.value}"
     return f"torch: {op.kind}"
@@ -93,6 +97,9 @@ def _ff(op: O.Op, p: dict, xs: list[torch.Tensor], st: dict) -> tuple[tuple, dic
         return (xs[0] + xs[1],), {}
     if isinstance(op, O.Concat):
         return (torch.cat(xs, dim=-1),), {}
+    if isinstance(op, O.Embedding):
+        ids = torch.clamp(torch.ceil(x[..., 0] - 0.5), 0, p["table"].shape[0] - 1).long()
+        return (p["table"][ids],), {}
     if isinstance(op, O.Conv1d):
         hist = op.history
         window = torch.cat([st["buf"], x], dim=1) if hist else x
@@ -159,10 +166,55 @@ def _scan(op: O.Op, p: dict, x: torch.Tensor, st: dict, K: ModuleType) -> tuple[
             new["syn"] = syn_t
         if rec:
             new["spk"] = spk_t
+        if op.emit == "all":  # the synaptic current: alpha syn + the input current the neurons saw
+            cur = x if not rec else x + (torch.cat([st["spk"][:, None], spk[:, :-1]], 1) *
+                                         p["v_rec"] if rec == 1 else
+                                         _lin(torch.cat([st["spk"][:, None], spk[:, :-1]], 1), p["w_rec"],
+                                              p.get("b_rec")))
+            alpha = torch.clamp(p["neuron.alpha"], 0.0, 1.0).expand_as(cur)
+            return (spk, TK.diag_scan(alpha, cur, st["syn"]), mem), new
         return {"spikes": (spk,), "membrane": (mem,), "both": (spk, mem)}[op.emit], new
     if isinstance(op, O.L2MU):
         return _l2mu(op, p, x, st)
+    if isinstance(op, O.S4D):
+        return _s4d(op, x, st, K)
+    if isinstance(op, O.AttentionPool):
+        return _attention_pool(x, st)
     raise ConfigError(f"the reference kernels cannot run op kind '{op.kind}'", where="edgeseq.validate.gpu")
+
+
+def _attention_pool(x: torch.Tensor, st: dict):
+    """Cumulative softmax pooling with one shift for the whole chunk (its largest score)."""
+    s, v = x[..., :1], x[..., 1:]
+    m = torch.maximum(st["max"], s.amax(dim=1))  # (B, 1)
+    carry = torch.exp(st["max"] - m)
+    w = torch.exp(s - m[:, None])
+    den = st["den"][:, None] * carry[:, None] + torch.cumsum(w, dim=1)
+    num = st["num"][:, None] * carry[:, None] + torch.cumsum(w * v, dim=1)
+    return (num / den,), {"max": m, "den": den[:, -1], "num": num[:, -1]}
+
+
+def _s4d(op: O.S4D, x: torch.Tensor, st: dict, K: ModuleType):
+    """S4D: a complex diagonal linear recurrence, solved by the parallel doubling scan in complex
+    arithmetic (torch kernels on every kernel set: Triton has no complex type)."""
+    bsz, steps, h = x.shape
+    abar, bbar = op.discretized()
+    cplx = torch.complex128 if x.dtype == torch.float64 else torch.complex64
+    a = torch.as_tensor(abar.ravel(), device=x.device).to(cplx)
+    b = torch.as_tensor(bbar.ravel(), device=x.device).to(cplx)
+    n = op.modes
+    u = x.repeat_interleave(n, dim=-1).to(cplx)
+    x0 = st["re"].to(cplx) + (1j * st["im"].to(cplx) if op.complex_modes else 0)
+    xs = TK.diag_scan(a.expand(bsz, steps, -1), b * u, x0)
+    c = np.asarray(op.c_re) + 1j * (np.asarray(op.c_im) if op.complex_modes else 0.0)
+    c = torch.as_tensor((c * (2.0 if op.complex_modes else 1.0)).ravel(), device=x.device).to(cplx)
+    y = torch.real((xs * c).reshape(bsz, steps, h, n).sum(-1)).to(x.dtype)
+    if op.d is not None:
+        y = y + torch.as_tensor(np.array(op.d, np.float64), device=x.device).to(x.dtype) * x
+    new = {"re": torch.real(xs[:, -1]).to(x.dtype)}
+    if op.complex_modes:
+        new["im"] = torch.imag(xs[:, -1]).to(x.dtype)
+    return (y,), new
 
 
 def _lmu(op: O.LMU, p: dict, x: torch.Tensor, st: dict, K: ModuleType):

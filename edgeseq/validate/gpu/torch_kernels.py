@@ -56,6 +56,8 @@ def activation(fn: Act, x: torch.Tensor, slope: float = 0.01, lo: float = -1.0, 
         return torch.clamp(x, lo, hi)
     if fn is Act.SOFTPLUS:
         return torch.logaddexp(torch.zeros_like(x), x)
+    if fn is Act.EXP:
+        return torch.exp(x)
     if fn is Act.MINRNN_G:
         return torch.where(x >= 0, x + 0.5, torch.sigmoid(x))
     raise NotImplementedError(fn)  # pragma: no cover - every Act member is handled above
