@@ -62,6 +62,7 @@ RUNS.update({
 })
 FOLD_EPOCHS = 20  # the five folds besides the shipped one: 20 epochs (the shipped models' best epochs are 20-27)
 EXTRA_ARGS = {"digits_synth_lmu": ["--train-set", "passes=1", "--epochs", "12"],  # 7,200 synthetic utterances
+              "digits_lmuformer": ["--epochs", "24"],  # the spiking model: about 100 s per epoch here
               **{f"digits_{a}_heldout_{s}": ["--epochs", str(FOLD_EPOCHS)]
                  for a in DIGITS_ARCHS for s in DIGITS_SPEAKERS if (a, s) != ("lmu", DEMO_SPEAKER)},
               **{f"digits_synth_ft_{s}": ["--train-set", f"init={SYNTH_CKPT}", "--train-set", "lr=0.001", "--epochs",

@@ -26,10 +26,8 @@ words with espeak-ng (training voices, held-out voices) or flite, resampled to 8
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import zipfile
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -102,28 +100,22 @@ def _fsdd(path: str) -> FSDD:
         return _from_folder(p)
     import hashlib
 
-    try:
-        with zipfile.ZipFile(p) as z:
-            names = set(z.namelist())
-            missing = [m for m in _MEMBERS if f"{m}.npy" not in names]
-            if missing:
-                raise DatasetError(f"not an FSDD file (missing {', '.join(missing)})", where=path)
-            sizes = {i.filename: i.file_size for i in z.infolist()}
-            if sizes["pcm_lo.npy"] > _MAX_SAMPLES + 1024 or sizes["pcm_hi.npy"] > _MAX_SAMPLES + 1024:
-                raise DatasetError("the dataset file declares more samples than edgeseq reads", where=path)
-            a = {m: np.load(io.BytesIO(z.read(f"{m}.npy")), allow_pickle=False) for m in _MEMBERS}
-    except FileNotFoundError:
-        raise DatasetError("the FSDD file is missing", where=path,
-                           hint="reinstall edgeseq, or rebuild it with scripts/pack_fsdd.py") from None
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-        raise DatasetError(f"corrupt FSDD file ({type(e).__name__}: {e})", where=path,
-                           hint="reinstall edgeseq, or rebuild it with scripts/pack_fsdd.py") from None
+    from ..util.safeio import read_npz
+
+    rebuild = "reinstall edgeseq, or rebuild it with scripts/pack_fsdd.py"
+    if not p.exists():
+        raise DatasetError("the FSDD file is missing", where=path, hint=rebuild)
+    a = read_npz(p, DatasetError, what="FSDD file", keys=_MEMBERS)  # bounded, no pickle
+    missing = [m for m in _MEMBERS if m not in a]
+    if missing:
+        raise DatasetError(f"not an FSDD file (missing {', '.join(missing)})", where=path)
+    if a["pcm_lo"].size > _MAX_SAMPLES or a["pcm_hi"].size != a["pcm_lo"].size:
+        raise DatasetError("the dataset file holds more samples than edgeseq reads", where=path)
     info = json.loads(str(a["info"]))
     diff = (a["pcm_lo"].astype(np.uint16) | (a["pcm_hi"].astype(np.uint16) << 8)).view(np.int16)
     pcm = np.cumsum(diff, dtype=np.int16)  # wraps modulo 2**16 like the encoder: exact
     if hashlib.sha256(pcm.astype("<i2").tobytes()).hexdigest() != info.get("pcm_sha256"):
-        raise DatasetError("decoded samples do not match the file's sha256 (corrupt file)", where=path,
-                           hint="reinstall edgeseq, or rebuild it with scripts/pack_fsdd.py")
+        raise DatasetError("decoded samples do not match the file's sha256 (corrupt file)", where=path, hint=rebuild)
     lengths = a["lengths"].astype(np.int64)
     if lengths.sum() != pcm.size or (lengths < 1).any():
         raise DatasetError("clip lengths do not add up to the samples", where=path)

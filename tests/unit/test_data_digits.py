@@ -51,7 +51,7 @@ def test_corrupt_or_foreign_files_raise_typed_errors(tmp_path):
     with pytest.raises(DatasetError, match="sha256"):
         D.fsdd(bad)
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(DatasetError, match="corrupt FSDD file"):
+    with pytest.raises(DatasetError, match="corrupt or truncated FSDD file"):
         D.fsdd(tmp_path / "junk.npz")
     with pytest.raises(DatasetError, match="missing"):
         D.fsdd(tmp_path / "absent.npz")
