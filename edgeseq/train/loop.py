@@ -134,6 +134,18 @@ def _freq_warp(xb, max_warp: float, gen):
     return torch.gather(xb, 2, idx_lo) * (1 - w) + torch.gather(xb, 2, idx_hi) * w
 
 
+def _tilt(xb, max_tilt: float, gen):
+    """Add a random spectral tilt to log-mel frames (n, T, F): band k gets ``t * (2k / (F-1) - 1)``
+    with ``t`` uniform in [-max_tilt, max_tilt] per sequence (natural-log units): a microphone or
+    room that favours low or high frequencies."""
+    import torch
+
+    n, _, f = xb.shape
+    t = (torch.rand(n, generator=gen) * 2 - 1) * max_tilt
+    ramp = torch.linspace(-1.0, 1.0, f)
+    return xb + (t[:, None] * ramp[None, :])[:, None, :].to(xb.dtype)
+
+
 def _masks(xb, fill, max_len: int, axis: int, gen):
     """One random mask per sequence of up to ``max_len`` consecutive frames (axis 1) or channels
     (axis 2), filled with the channel means (zero after the model's standardisation)."""

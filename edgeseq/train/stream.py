@@ -189,6 +189,7 @@ class StreamTrainConfig:
     pre_s: float = 0.04
     post_s: float = 0.4
     augment_freq_warp: float = 0.1
+    augment_tilt: float = 0.0  # random spectral tilt of the log-mel frames, +-this at the band edges (channel)
     augment_time_mask: int = 0
     augment_freq_mask: int = 0
     init: Optional[str] = None  # a checkpoint to fine-tune (its architecture and input scaling are kept)
@@ -245,7 +246,7 @@ def fit_stream(model, task: StreamTask, cfg: StreamTrainConfig, *, progress: boo
     import torch
 
     from ..data.streams import IGNORE
-    from .loop import _freq_warp, _masks, accuracy, optimizer_step, predict, run_epochs
+    from .loop import _freq_warp, _masks, _tilt, accuracy, optimizer_step, predict, run_epochs
 
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -267,6 +268,8 @@ def fit_stream(model, task: StreamTask, cfg: StreamTrainConfig, *, progress: boo
             xb, yb = torch.from_numpy(xe[idx]), torch.from_numpy(te[idx])
             if cfg.augment_freq_warp:
                 xb = _freq_warp(xb, cfg.augment_freq_warp, gen)
+            if cfg.augment_tilt:
+                xb = _tilt(xb, cfg.augment_tilt, gen)
             if cfg.augment_time_mask:
                 xb = _masks(xb, fill, cfg.augment_time_mask, 1, gen)
             if cfg.augment_freq_mask:

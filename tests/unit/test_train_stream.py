@@ -122,3 +122,16 @@ def test_stream_recipes_and_options():
     with pytest.raises(ConfigError, match="unknown streaming training option"):
         S.StreamTrainConfig.from_dict({"epochs": 1, "augment_rotate": 3})
     assert S.StreamTrainConfig.from_dict({"gap_s": [0.1, 0.2]}).sequences().gap_s == (0.1, 0.2)
+
+
+def test_spectral_tilt_is_a_seeded_linear_ramp_over_the_bands():
+    from edgeseq.train.loop import _tilt
+
+    x = torch.randn(64, 5, 32)
+    y = _tilt(x, 1.5, torch.Generator().manual_seed(3))
+    d = (y - x)[:, 0, :]  # the same ramp at every frame of a sequence
+    assert torch.allclose(y - x, d[:, None, :].expand_as(x), atol=1e-6)
+    assert torch.allclose(d[:, :16] + d[:, 16:].flip(1), torch.zeros(64, 16), atol=1e-5)  # odd about the centre
+    assert d.abs().max() <= 1.5 + 1e-6 and d[:, -1].std() > 0.5  # within +-1.5 at the edges, and it varies
+    assert torch.equal(y, _tilt(x, 1.5, torch.Generator().manual_seed(3)))
+    assert S.StreamTrainConfig.from_dict({"augment_tilt": 1.5}).augment_tilt == 1.5
