@@ -139,10 +139,13 @@ def test_demo_kws_cortex_m4_cli(tiny_kws_model, tmp_path):
     assert r["stream"]["engine"] == "flite" and "flite" in r["held_out_voices"]
     assert r["mcu_cost"] == r["cost"] and r["streaming"]["windows_per_device_call"] == 16
     assert "qemu-system-arm" in p.stderr and "keywords detected" in p.stderr
-    # an existing output directory needs --force
+    # an existing output directory that this demo did not write needs --force (checked before any work)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep")
     p2 = subprocess.run([sys.executable, "-m", "edgeseq", "demo", "kws", "--model", tiny_kws_model, "--quant", "float",
-                         "--out", str(out)], capture_output=True, text=True)
-    assert p2.returncode == 2 and "--force" in p2.stderr
+                         "--out", str(other)], capture_output=True, text=True)
+    assert p2.returncode == 2 and "--force" in p2.stderr and (other / "notes.txt").read_text() == "keep"
 
 
 @pytest.mark.slow  # calibrates on the KWS training corpus (built once, ~90 s, then cached)
