@@ -30,32 +30,45 @@ def register(sub) -> None:
 
     k = d.add_parser("kws", help="shipped KWS model -> int8 -> Cortex-M4 firmware -> held-out speech stream, "
                                  "streamed under qemu-system-arm -> detections report")
-    k.add_argument("--model", default="kws_lmu", help="shipped model name, checkpoint or .esq (default: kws_lmu)")
+    k.add_argument("--data", default="kws", choices=["kws", "digits"],
+                   help="the stream: kws (synthetic keywords among unknown words, held-out voices) or digits (real "
+                        "speech: a held-out speaker of the Free Spoken Digit Dataset) (default: kws)")
+    k.add_argument("--model", help="shipped model name, checkpoint or .esq (default: kws_lmu for --data kws, "
+                                   "digits_lmu_heldout for --data digits)")
     k.add_argument("--target", default="cortex-m4", choices=["x86", "arm", "cortex-m4"])
     k.add_argument("--input", metavar="FILE.wav",
-                   help="your own recording instead of the synthetic stream: 16 kHz mono 16-bit PCM WAV")
+                   help="your own recording instead of the stream: mono 16-bit PCM WAV at the model's sample rate "
+                        "(16 kHz for kws models, 8 kHz for digits models)")
     k.add_argument("--truth", metavar="LABELS.txt",
                    help="word labels of --input, one 'start end word' per line in seconds (an Audacity label "
                         "track); enables hits / misses / false accepts")
     k.add_argument("--seconds", type=A.positive, default=120.0,
                    help="length of the synthetic stream in seconds (default: 120)")
     k.add_argument("--engine", default="espeak-ng", choices=["espeak-ng", "flite"],
-                   help="speech engine of the synthetic stream: espeak-ng with held-out voices, or flite, an "
-                        "engine never used in training (default: espeak-ng)")
-    k.add_argument("--snr", type=A.real, default=20.0, help="background noise of the synthetic stream, dB SNR "
+                   help="--data kws: speech engine of the synthetic stream, espeak-ng with held-out voices or "
+                        "flite, an engine never used in training (default: espeak-ng)")
+    k.add_argument("--speaker", help="--data digits: the FSDD speaker to stream (default: the one the model never "
+                                     "heard)")
+    k.add_argument("--snr", type=A.real, default=20.0, help="pink background noise of the stream, dB SNR "
                                                           "(default: 20)")
-    k.add_argument("--seed", type=A.seed, default=0, help="seed of the synthetic stream (default: 0)")
+    k.add_argument("--seed", type=A.seed, default=0, help="seed of the stream (default: 0)")
     k.add_argument("--quant", default="edgeseq", choices=["edgeseq", "naive", "float"],
                    help="int8 plan (edgeseq: outlier-aware, naive: per-tensor) or float")
-    k.add_argument("--threshold", type=A.real, default=0.6, help="detection threshold on the smoothed keyword "
-                                                               "posterior (default: 0.6)")
-    k.add_argument("--smooth", type=A.count, default=2, help="windows averaged before thresholding (default: 2)")
+    k.add_argument("--mode", default="auto", choices=["auto", "continuous", "slots"],
+                   help="continuous: one device state, a decision after every frame (models trained to stream); "
+                        "slots: overlapping windows, one reset state slot each (clip classifiers) (default: auto)")
+    k.add_argument("--threshold", type=A.real, help="detection threshold on the smoothed keyword posterior "
+                                                    "(default: the model's, else 0.6)")
+    k.add_argument("--smooth", type=A.count, help="decisions averaged before thresholding (default: the model's, "
+                                                  "else 5 frames / 2 windows)")
     k.add_argument("--refractory", type=A.nonnegative, default=1.0,
                    help="seconds after a detection during which no other fires (default: 1.0)")
     k.add_argument("--tolerance", type=A.nonnegative, default=0.5,
                    help="a detection matches a spoken keyword within its span +- this many seconds (default: 0.5)")
-    k.add_argument("--hop-ms", type=A.count, default=250, help="milliseconds between decisions (default: 250)")
-    k.add_argument("--chunk", type=A.count, default=32, help="windows per device call (default: 32)")
+    k.add_argument("--hop-ms", type=A.count, default=250, help="slots: milliseconds between decisions (default: 250)")
+    k.add_argument("--chunk", type=A.count, default=32, help="slots: windows per device call (default: 32)")
+    k.add_argument("--chunk-seconds", type=A.positive, default=10.0,
+                   help="continuous: seconds of audio per device call, the state carried between calls (default: 10)")
     k.add_argument("--out", default="runs/demo-kws", help="output directory (default: runs/demo-kws)")
     k.add_argument("--no-live", action="store_true", help="log lines instead of the live terminal view")
     k.add_argument("--force", action="store_true", help="replace an existing output directory")
@@ -76,10 +89,11 @@ def run_har(args) -> int:
 def run_kws(args) -> int:
     from ..demo.kws import KwsDemoConfig, run_kws_demo
 
-    cfg = KwsDemoConfig(model=args.model, target=args.target, out=args.out, input=args.input, truth=args.truth,
-                        seconds=args.seconds, engine=args.engine, snr_db=args.snr, seed=args.seed,
-                        live=not args.no_live, quant=args.quant, threshold=args.threshold, smooth=args.smooth,
-                        refractory_s=args.refractory, tolerance_s=args.tolerance, hop_ms=args.hop_ms,
-                        chunk=args.chunk, force=args.force)
+    cfg = KwsDemoConfig(model=args.model, data=args.data, target=args.target, out=args.out, input=args.input,
+                        truth=args.truth, seconds=args.seconds, engine=args.engine, speaker=args.speaker,
+                        snr_db=args.snr, seed=args.seed, live=not args.no_live, quant=args.quant, mode=args.mode,
+                        threshold=args.threshold, smooth=args.smooth, refractory_s=args.refractory,
+                        tolerance_s=args.tolerance, hop_ms=args.hop_ms, chunk=args.chunk, chunk_s=args.chunk_seconds,
+                        force=args.force)
     run_kws_demo(cfg)
     return 0

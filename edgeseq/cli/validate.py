@@ -21,7 +21,7 @@ def register(sub) -> None:
                    help="float artifacts: cpu = the float64 interpreter, gpu = the reference kernels on CUDA, auto = gpu "
                         "when present (default); integer artifacts are always checked against the integer-exact "
                         "interpreter of their quantized.esq")
-    p.add_argument("--data", metavar="har|kws|smartwatch|PATH.npz",
+    p.add_argument("--data", metavar="har|kws|smartwatch|digits|PATH.npz",
                    help="also compare on a slice of this dataset's test split (or an .npz with x, y)")
     p.add_argument("--samples", type=A.count, default=256, help="sequences of --data to use (default 256)")
     p.add_argument("--tolerance", metavar="FILE.json", help="override the tolerance policy")

@@ -3,7 +3,10 @@
 * ``har``: UCI HAPT raw smartphone IMU recordings, 6 or 12 activities (:func:`load_har`);
 * ``smartwatch``: seglearn's smartwatch shoulder-exercise IMU series, 7 classes (:func:`load_smartwatch`);
 * ``kws``: a deterministic synthetic 12-class keyword corpus from espeak-ng and flite (:func:`load_kws`);
-* ``speech_commands``: a real Google Speech Commands v2 folder, same 12 classes (:func:`load_speech_commands`).
+* ``speech_commands``: a real Google Speech Commands v2 folder, same 12 classes (:func:`load_speech_commands`);
+* ``digits``: the Free Spoken Digit Dataset, real 8 kHz speech shipped with edgeseq, the dataset's own split
+  or leave-speakers-out (:func:`load_digits`); ``digits_synth``: the same ten words synthesised
+  (:func:`load_digits_synth`).
 
 ``load_dataset(name, split, **kw)`` dispatches on the name. Features (:mod:`edgeseq.data.features`):
 log-mel and MFCC in numpy, torch and streaming form. Names are imported lazily, so
@@ -33,6 +36,10 @@ _LAZY = {
     "load_kws": "kws",
     "synth_stream": "kws",
     "load_speech_commands": "speech_commands",
+    "load_digits": "digits",
+    "load_digits_synth": "digits",
+    "digit_stream": "digits",
+    "DIGITS_LABELS": "digits",
     "LogMel": "features",
     "MFCC": "features",
     "StreamingFeatures": "features",

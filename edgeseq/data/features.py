@@ -100,10 +100,19 @@ class MFCC(LogMel):
 FeatureConfig = LogMel  # LogMel or its subclass MFCC
 
 
-def feature_config(kind: str | LogMel | None = "logmel", **kw: Any) -> LogMel:
-    """``"logmel"`` -> :class:`LogMel`, ``"mfcc"`` -> :class:`MFCC` (``kw`` overrides fields); configs pass through."""
+def feature_config(kind: str | LogMel | dict | None = "logmel", **kw: Any) -> LogMel:
+    """``"logmel"`` -> :class:`LogMel`, ``"mfcc"`` -> :class:`MFCC` (``kw`` overrides fields); configs pass
+    through; a dict is the :meth:`LogMel.to_dict` form (``{"kind": "logmel", "n_mels": 32, ...}``)."""
     if isinstance(kind, LogMel):
         return kind
+    if isinstance(kind, dict):
+        d = dict(kind)
+        k = d.pop("kind", "logmel")
+        known = {f for f in (MFCC if k == "mfcc" else LogMel).__dataclass_fields__}
+        bad = sorted(set(d) - known)
+        if bad:
+            raise ConfigError(f"unknown front-end field(s) {bad}; known: {sorted(known)}", where="features")
+        return feature_config(k, **{**d, **kw})
     if kind in (None, "logmel"):
         return LogMel(**kw)
     if kind == "mfcc":

@@ -32,10 +32,10 @@ import os
 import re
 import subprocess
 import zlib
-from functools import lru_cache
+from functools import lru_cache, partial
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -43,6 +43,8 @@ from ..errors import ConfigError, DatasetError
 from .audio import parse_wav_bytes, resample
 from .cache import CacheDir, config_hash
 from .dataset import Dataset, check_split
+from .features import LogMel
+from .streams import NOISE_EXPONENT as _NOISE_EXPONENT, colored_noise, lay_out, rms as _rms
 
 KWS_KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 SILENCE_LABEL = "_silence_"
@@ -70,6 +72,9 @@ TRAIN_VARIANTS = (
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
 KWS_SPLITS = ("train", "val", "test", "flite")
 SAMPLE_RATE = 16000
+# the front end of keyword spotters trained to stream (edgeseq.train.stream): 40 log-mel bands, 30 ms windows
+# every 20 ms (50 frames per second, half the frames of the 10 ms default)
+STREAM_FRONT_END = LogMel(sample_rate=SAMPLE_RATE, n_mels=40, win_length=480, hop_length=320, n_fft=512, fmin=20.0)
 _SYNTH_FORMAT = 1
 _WHERE = "edgeseq.data.kws"
 
@@ -269,6 +274,10 @@ def utterance_for(config: KWSConfig, split: str, label: int, index: int) -> Utte
         raise ConfigError("the silence class has no utterance", where=_WHERE)
     else:
         word = KWS_LABELS[label]
+    return _voice_and_prosody(config, split, word, rng)
+
+
+def _voice_and_prosody(config: KWSConfig, split: str, word: str, rng: np.random.Generator) -> Utterance:
     voices = config.voices(split)
     voice = voices[int(rng.integers(len(voices)))]
     pitch = int(rng.integers(config.pitch[0], config.pitch[1] + 1))
@@ -316,90 +325,99 @@ def synth_cache(config: KWSConfig, split: str, cache_dir: str | os.PathLike | No
 
 
 def utterances(config: KWSConfig, split: str, n: int, *, cache_dir: str | os.PathLike | None = None,
-               workers: int | None = None, progress: bool | None = None) -> dict[int, list[np.ndarray]]:
-    """The first ``n`` trimmed utterances (float32, 16 kHz) of every spoken class of ``split``.
+               workers: int | None = None, progress: bool | None = None,
+               classes: Sequence[int] | None = None) -> dict[int, list[np.ndarray]]:
+    """The first ``n`` trimmed utterances (float32, 16 kHz) of every spoken class of ``split`` (or of
+    ``classes``).
 
     Missing or corrupt class files are (re)generated; a cached file with fewer than ``n``
     utterances is extended (earlier utterances are identical by construction).
     """
-    cache = synth_cache(config, split, cache_dir)
-    result: dict[int, list[np.ndarray]] = {}
+    classes = [c for c in (range(len(KWS_LABELS)) if classes is None else classes) if c != SILENCE]
+    got = cached_utterances(synth_cache(config, split, cache_dir),
+                            {_class_file(c): (KWS_LABELS[c], partial(utterance_for, config, split, c)) for c in classes},
+                            n, trim_db=config.trim_db, workers=workers, progress=progress,
+                            desc=f"kws {split} ({config.engine(split)})")
+    return {c: got[_class_file(c)] for c in classes}
 
-    def scan(classes: list[int]) -> list[tuple[int, int, dict | None]]:
+
+def cached_utterances(cache: CacheDir, items: dict[str, tuple[str, Callable[[int], Utterance]]], n: int, *,
+                      trim_db: float, workers: int | None = None, progress: bool | None = None,
+                      desc: str = "synthesis") -> dict[str, list[np.ndarray]]:
+    """The first ``n`` utterances of every item ``file name -> (label, job of index i)`` in ``cache``
+    (float32, 16 kHz), synthesising what is missing, corrupt or too short (earlier utterances of an
+    item are identical by construction, so a file is extended rather than rebuilt)."""
+    result: dict[str, list[np.ndarray]] = {}
+
+    def scan(names: list[str]) -> list[tuple[str, int, dict | None]]:
         todo = []
-        for c in classes:
-            arrays = cache.get(_class_file(c))
+        for name in names:
+            arrays = cache.get(name)
             have = 0 if arrays is None else len(arrays["offsets"]) - 1
             if have >= n:
                 off = arrays["offsets"]
-                result[c] = [arrays["audio"][off[i]:off[i + 1]].astype(np.float32) / 32767.0 for i in range(n)]
+                result[name] = [arrays["audio"][off[i]:off[i + 1]].astype(np.float32) / 32767.0 for i in range(n)]
             else:
-                todo.append((c, have, arrays))
+                todo.append((name, have, arrays))
         return todo
 
-    todo = scan([c for c in range(len(KWS_LABELS)) if c != SILENCE])
+    todo = scan(list(items))
     if not todo:
         return result
     with cache.lock():
-        todo = scan([c for c, _, _ in todo])  # another process may have generated them meanwhile
+        todo = scan([name for name, _, _ in todo])  # another process may have generated them meanwhile
         if not todo:
             return result
         jobs, where = [], []
-        for c, have, _ in todo:
+        for name, have, _ in todo:
             for i in range(have, n):
-                jobs.append(utterance_for(config, split, c, i))
-                where.append(c)
-        audio = _synthesize_many(jobs, trim_db=config.trim_db, workers=workers, progress=progress,
-                                 desc=f"kws {split} ({config.engine(split)})")
-        new: dict[int, list[np.ndarray]] = {c: [] for c, _, _ in todo}
-        for c, x in zip(where, audio):
-            new[c].append(_to_int16(x))
-        for c, have, arrays in todo:
+                jobs.append(items[name][1](i))
+                where.append(name)
+        audio = _synthesize_many(jobs, trim_db=trim_db, workers=workers, progress=progress, desc=desc)
+        new: dict[str, list[np.ndarray]] = {name: [] for name, _, _ in todo}
+        for name, x in zip(where, audio):
+            new[name].append(_to_int16(x))
+        for name, have, arrays in todo:
             old = [] if arrays is None else [arrays["audio"][arrays["offsets"][i]:arrays["offsets"][i + 1]]
                                              for i in range(have)]
-            items = old + new[c]
-            jobs_c = [utterance_for(config, split, c, i) for i in range(n)]
-            lengths = np.array([len(a) for a in items], dtype=np.int64)
-            cache.put(_class_file(c), {
-                "audio": np.concatenate(items) if items else np.zeros(0, np.int16),
+            items_ = old + new[name]
+            jobs_c = [items[name][1](i) for i in range(n)]
+            lengths = np.array([len(a) for a in items_], dtype=np.int64)
+            cache.put(name, {
+                "audio": np.concatenate(items_) if items_ else np.zeros(0, np.int16),
                 "offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
                 "word": np.array([j.word for j in jobs_c]),
                 "voice": np.array([j.voice for j in jobs_c]),
-            }, n=n, label=KWS_LABELS[c])
-            result[c] = [a.astype(np.float32) / 32767.0 for a in items]
+            }, n=n, label=items[name][0])
+            result[name] = [a.astype(np.float32) / 32767.0 for a in items_]
     return result
+
+
+def word_job(config: KWSConfig, split: str, word: str, index: int) -> Utterance:
+    """The deterministic synthesis job for utterance ``index`` of ``word`` (any word) in ``split``:
+    a voice of the split and prosody drawn like :func:`utterance_for`, seeded by ``(seed, split, word, index)``."""
+    return _voice_and_prosody(config, split, word, _rng(config.seed, split, "word", word, index, "synth"))
+
+
+def word_utterances(words: Sequence[str], split: str, n: int, config: KWSConfig | None = None, *,
+                    cache_dir: str | os.PathLike | None = None, workers: int | None = None,
+                    progress: bool | None = None) -> dict[str, list[np.ndarray]]:
+    """``n`` synthetic utterances (float32, 16 kHz, trimmed) of every word in ``words`` spoken by the
+    voices of ``split`` (espeak-ng training / held-out voices, or flite), cached like :func:`utterances`."""
+    config = config or KWSConfig()
+    check_split(split, KWS_SPLITS, _WHERE)
+    if n < 1:
+        raise ConfigError(f"need at least one utterance per word, got {n}", where=_WHERE)
+    cache = CacheDir(f"words-{split}", config.synth_key(split, engine_version(config.engine(split))), cache_dir)
+    got = cached_utterances(cache, {f"{w}.npz": (w, partial(word_job, config, split, w)) for w in words}, n,
+                            trim_db=config.trim_db, workers=workers, progress=progress,
+                            desc=f"words {split} ({config.engine(split)})")
+    return {w: got[f"{w}.npz"] for w in words}
 
 
 # --------------------------------------------------------------------------------------------
 # mixing
 # --------------------------------------------------------------------------------------------
-
-_NOISE_EXPONENT = {"white": 0.0, "pink": 1.0, "brown": 2.0}
-
-
-def colored_noise(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Unit-RMS noise of ``n`` samples with power spectrum ~ 1/f^a (white a=0, pink a=1, brown a=2)."""
-    if kind not in _NOISE_EXPONENT:
-        raise ConfigError(f"unknown noise kind '{kind}'; choose {', '.join(_NOISE_EXPONENT)}", where=_WHERE)
-    white = rng.standard_normal(n)
-    a = _NOISE_EXPONENT[kind]
-    if a == 0.0:
-        x = white
-    else:
-        spec = np.fft.rfft(white)
-        f = np.arange(spec.size, dtype=np.float64)
-        f[0] = 1.0
-        spec = spec / f ** (a / 2.0)
-        spec[0] = 0.0
-        x = np.fft.irfft(spec, n=n)
-    x = x - x.mean()
-    rms = np.sqrt(np.mean(x * x))
-    return (x / rms if rms > 0 else x).astype(np.float64)
-
-
-def _rms(x: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
-
 
 def mix_clip(config: KWSConfig, split: str, label: int, index: int, utterance: np.ndarray | None) -> np.ndarray:
     """Clip ``index`` of class ``label``: the utterance at a random level/offset plus noise (float32)."""
@@ -462,10 +480,11 @@ def load_kws(split: str = "train", features: str | Any = "logmel", n_per_class: 
              workers: int | None = None, progress: bool | None = None) -> Dataset:
     """The synthetic KWS corpus for ``split`` in ``{"train", "val", "test", "flite"}``.
 
-    ``features``: ``"logmel"`` (N, 98, 40), ``"mfcc"`` (N, 98, 10), a :class:`~edgeseq.data.features.LogMel`
-    or :class:`~edgeseq.data.features.MFCC` config, or ``"audio"`` (N, 16000, 1), all float32.
+    ``features``: ``"logmel"`` (N, 98, 40), ``"stream"`` (:data:`STREAM_FRONT_END`, (N, 49, 40)),
+    ``"mfcc"`` (N, 98, 10), a :class:`~edgeseq.data.features.LogMel` or :class:`~edgeseq.data.features.MFCC`
+    config (or its ``to_dict()`` form), or ``"audio"`` (N, 16000, 1), all float32.
     """
-    from .features import LogMel, compute, feature_config
+    from .features import compute, feature_config
 
     config = config or KWSConfig()
     clips, y, info = kws_clips(split, n_per_class, config, cache_dir=cache_dir, workers=workers, progress=progress)
@@ -481,7 +500,9 @@ def load_kws(split: str = "train", features: str | Any = "logmel", n_per_class: 
         x = clips[:, :, None]
         meta.update(features="audio", channels=["audio"], units="full scale [-1, 1]")
     else:
-        fc = feature_config(features) if isinstance(features, (str, LogMel)) else None
+        if isinstance(features, str) and features == "stream":
+            features = STREAM_FRONT_END
+        fc = feature_config(features) if isinstance(features, (str, LogMel, dict)) else None
         if fc is None:
             raise ConfigError(f"features must be 'logmel', 'mfcc', 'audio' or a LogMel/MFCC config, got {features!r}",
                               where=_WHERE)
@@ -523,28 +544,15 @@ def synth_stream(duration_s: float = 60.0, *, seed: int = 0, split: str = "test"
         plan.append((label, idx, float(rng.uniform(*config.speech_dbfs))))
         t += est + rng.uniform(*gap_s)
     audio_u = _synthesize_many(jobs, trim_db=config.trim_db, workers=workers, progress=progress, desc="kws stream")
-    out = np.zeros(total, dtype=np.float64)
-    events: list[tuple[float, float, str]] = []
-    speech_rms = []
-    pos = int(rng.uniform(*gap_s) * SAMPLE_RATE)
-    for (label, _idx, level), u in zip(plan, audio_u):
-        if pos + len(u) > total:
-            break
-        u = u.astype(np.float64) * (10.0 ** (level / 20.0) / max(_rms(u), 1e-12))
-        out[pos:pos + len(u)] += u
-        speech_rms.append(_rms(u))
-        events.append((pos / SAMPLE_RATE, (pos + len(u)) / SAMPLE_RATE, KWS_LABELS[label]))
-        pos += len(u) + int(rng.uniform(*gap_s) * SAMPLE_RATE)
-    if snr_db is not None:
-        ref = float(np.mean(speech_rms)) if speech_rms else 10.0 ** (np.mean(config.speech_dbfs) / 20.0)
-        noise_rng = np.random.Generator(np.random.PCG64(rng.integers(0, 2**63)))
-        out += colored_noise(noise, total, noise_rng) * (ref / 10.0 ** (snr_db / 20.0))
-    return np.clip(out, -1.0, 1.0).astype(np.float32), SAMPLE_RATE, events
+    audio, events = lay_out(audio_u, [KWS_LABELS[label] for label, _, _ in plan], [lv for _, _, lv in plan], total,
+                            SAMPLE_RATE, rng, gap_s=gap_s, snr_db=snr_db, noise=noise,
+                            default_level_db=float(np.mean(config.speech_dbfs)))
+    return audio, SAMPLE_RATE, events
 
 
 __all__ = [
-    "KWS_KEYWORDS", "KWS_LABELS", "SILENCE_LABEL", "UNKNOWN_LABEL", "UNKNOWN_WORDS", "ESPEAK_ACCENTS",
+    "KWS_KEYWORDS", "KWS_LABELS", "STREAM_FRONT_END", "SILENCE_LABEL", "UNKNOWN_LABEL", "UNKNOWN_WORDS", "ESPEAK_ACCENTS",
     "TRAIN_ACCENTS", "TRAIN_VARIANTS", "TEST_VARIANTS", "FLITE_VOICES", "KWS_SPLITS", "KWSConfig", "Utterance",
-    "colored_noise", "engine_version", "kws_clips", "load_kws", "mix_clip", "synth_cache", "synth_stream",
-    "synthesize", "trim_silence", "utterance_for", "utterances",
+    "cached_utterances", "colored_noise", "engine_version", "kws_clips", "load_kws", "mix_clip", "synth_cache",
+    "synth_stream", "synthesize", "trim_silence", "utterance_for", "utterances", "word_job", "word_utterances",
 ]

@@ -93,8 +93,10 @@ def posterior_png(r: dict) -> bytes:
         ax.set_ylim(0, 1.08)
         ax.tick_params(labelsize=7)
     axes[-1, 0].set_xlabel("time (s)", fontsize=8)
-    axes[0, 0].set_title(f"smoothed keyword posteriors on the device (mean of {r['detection']['smooth']} windows)",
-                         fontsize=9)
+    unit = "frames" if r["streaming"].get("mode") == "continuous" else "windows"
+    pooled = post.get("pooled", 1)
+    axes[0, 0].set_title(f"smoothed keyword posteriors on the device (mean of {r['detection']['smooth']} {unit}"
+                         + (f"; maximum over every {pooled} decisions" if pooled > 1 else "") + ")", fontsize=9)
     axes[-1, 0].legend(*axes[0, 0].get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, -0.32),
                        ncol=len(keywords) + 1, fontsize=7, frameon=False)
     return H.figure_png(fig)
@@ -102,20 +104,27 @@ def posterior_png(r: dict) -> bytes:
 
 def _cost_rows(r: dict) -> list[tuple[str, str]]:
     rows = []
-    frames = r["streaming"]["window_frames"]
+    st = r["streaming"]
+    frames = st["window_frames"]
+    frame_ms = 1000.0 / st.get("frame_rate", 100.0)
+    slots = st.get("mode", "slots") == "slots"
     for name, cost in (("cortex-m4", r.get("mcu_cost")), (r["target"], r.get("cost"))):
         ins = (cost or {}).get("instructions") or {}
         if ins and not any(n.startswith(f"{name}:") for n, _ in rows):
-            rows += [(f"{name}: instructions per frame (one esq_step, 10 ms of audio)", f"{ins['per_step']:,.0f}"),
-                     (f"{name}: instructions per inference ({frames} frames + reset + readout)",
-                      f"{ins['per_inference']:,.0f}"),
-                     (f"{name}: instructions per window, fixed part (reset + readout)",
-                      f"{ins['per_sequence_fixed']:,.0f}")]
+            rows.append((f"{name}: instructions per frame (one esq_step, {frame_ms:g} ms of audio)",
+                         f"{ins['per_step']:,.0f}"))
+            if slots:
+                rows += [(f"{name}: instructions per inference ({frames} frames + reset + readout)",
+                          f"{ins['per_inference']:,.0f}"),
+                         (f"{name}: instructions per window, fixed part (reset + readout)",
+                          f"{ins['per_sequence_fixed']:,.0f}")]
     b = r.get("budget")
     if b:
         rows += [("cortex-m4: instructions per second of audio", f"{b['instructions_per_second_of_audio']:,.0f}"),
                  ("cortex-m4: clock needed at one instruction per cycle (a lower bound)",
-                  f"{b['mhz_at_one_instruction_per_cycle']:.1f} MHz")]
+                  f"{b['mhz_at_one_instruction_per_cycle']:.1f} MHz"),
+                 ("cortex-m4: share of an 80 MHz core at one instruction per cycle",
+                  f"{100 * b['instructions_per_second_of_audio'] / 80e6:.1f}%")]
     lat = (r.get("cost") or {}).get("latency") or {}
     if lat:
         rows += [(f"{r['target']}: latency per inference (native)", f"{1e6 * lat['per_inference_s']:.1f} us"),
@@ -126,6 +135,13 @@ def _cost_rows(r: dict) -> list[tuple[str, str]]:
     return rows
 
 
+def _what(r: dict) -> str:
+    s = r["stream"]
+    if s.get("input"):
+        return "your recording"
+    return "real speech of held-out recordings" if r.get("data") == "digits" else "held-out synthetic speech"
+
+
 def kws_report(r: dict, path) -> None:
     m = r.get("metrics")
     dv = r["device_vs_reference"]
@@ -134,32 +150,39 @@ def kws_report(r: dict, path) -> None:
         top = H.banner(None, f"{m['hits']} of {m['keywords_spoken']} keywords detected ({_pct(m['hit_rate'])}), "
                              f"{m['misses']} missed, {m['false_accepts']} false accepts "
                              f"({m['false_accepts_per_hour']:.0f} per hour) over {s['seconds']:.0f} s of "
-                             f"{'held-out synthetic speech' if not s.get('input') else 'your recording'} "
-                             f"on {r['runner']}")
+                             f"{_what(r)} on {r['runner']}")
     else:
         top = H.banner(None, f"{len(r['detections'])} detections over {s['seconds']:.0f} s of an unlabelled "
                              "recording (pass --truth with word labels to score them)")
     top += H.banner(bool(dv["detections_identical"]),
                     f"device detections {'identical to' if dv['detections_identical'] else 'differ from'} those of "
-                    f"the {dv['reference']} ({dv['reference_detections']}); window decisions agree on "
+                    f"the {dv['reference']} ({dv['reference_detections']}); decisions agree on "
                     f"{100 * dv['decision_agreement']:.2f}%")
     st = r["streaming"]
     det = r["detection"]
     sections = []
-    run = {"model": f"{r['model']} ({r['model_source']})", "audio": r["data"], "target": r["target"],
+    run = {"model": f"{r['model']} ({r['model_source']})", "audio": r["source"], "target": r["target"],
            "device runner": r["runner"], "quantization": r["quantization"]}
     if r.get("held_out_voices"):
         run["held-out voices"] = r["held_out_voices"]
+    f = st["features"]
+    frame_ms = 1000.0 * f["hop_length"] / f["sample_rate"]
+    if st.get("mode") == "continuous":
+        streaming = (f"one continuous state, never reset: every {frame_ms:g} ms frame goes through one esq_step and "
+                     f"the output is read after every frame ({st['decisions']} decisions); the audio goes to the "
+                     f"device {st['frames_per_device_call']} frames per call with the state carried between calls")
+    else:
+        streaming = (f"a decision every {1000 * st['hop_s']:.0f} ms on the last {st['window_frames']} frames "
+                     f"({st['window_s']:.3g} s of audio): the device keeps {st['slots']} staggered state slots, each "
+                     f"reset and then stepped once per {frame_ms:g} ms frame (esq_reset + {st['window_frames']} x "
+                     f"esq_step) before its readout; here each of the {st['windows']} windows is streamed frame by "
+                     f"frame from a reset state, {st['windows_per_device_call']} windows per device call")
     run.update({
-        "features": f"log-mel, {st['features']['n_mels']} bands, {st['features']['win_length']}-sample window, "
-                    f"{st['features']['hop_length']}-sample hop; computed frame by frame as the audio arrives "
+        "features": f"log-mel, {f['n_mels']} bands at {f['sample_rate'] / 1000:g} kHz, {f['win_length']}-sample "
+                    f"window, {f['hop_length']}-sample hop; computed frame by frame as the audio arrives "
                     f"({st['samples_per_push']} samples per push), equal to batch features: "
                     f"{'yes' if st['streamed_equals_batch'] else 'NO'}",
-        "streaming": f"a decision every {1000 * st['hop_s']:.0f} ms on the last {st['window_frames']} frames "
-                     f"({st['window_s']:.3g} s of audio): the device keeps {st['slots']} staggered state slots, each "
-                     f"reset and then stepped once per 10 ms frame (esq_reset + {st['window_frames']} x esq_step) "
-                     f"before its readout; here each of the {st['windows']} windows is streamed frame by frame "
-                     f"from a reset state, {st['windows_per_device_call']} windows per device call",
+        "streaming": streaming,
         "detection rule": f"{det['rule']}; smooth {det['smooth']}, threshold {det['threshold']}, refractory "
                           f"{det['refractory_s']} s",
         "matching": f"a detection is a hit when the same keyword was spoken within its span +- "
@@ -179,10 +202,12 @@ def kws_report(r: dict, path) -> None:
                "false accepts by kind": ", ".join(f"{k} {v}" for k, v in m["false_accept_kinds"].items()),
                "decision latency (median / max)": "-" if lat.get("median") is None else
                f"{lat['median']:.2f} s / {lat['max']:.2f} s after the word ends"}
-        fr = m.get("float_reference")
-        if fr:
-            tot["same rule on the float model"] = (f"{fr['hits']} hits, {fr['misses']} misses, {fr['false_accepts']} "
-                                                   f"false accepts ({fr['false_accepts_per_hour']:.0f} per hour)")
+        for key, text in (("integer_reference", "same rule on the integer-exact reference"),
+                          ("float_reference", "same rule on the float model")):
+            fr = m.get(key)
+            if fr:
+                tot[text] = (f"{fr['hits']} hits, {fr['misses']} misses, {fr['false_accepts']} false accepts "
+                             f"({fr['false_accepts_per_hour']:.0f} per hour)")
         pk = m["per_keyword"]
         sections.append(H.section(
             "Detection results", H.kv_table(tot),
@@ -210,7 +235,7 @@ def kws_report(r: dict, path) -> None:
             [{"start (s)": ev[j]["start_s"], "end (s)": ev[j]["end_s"], "keyword": ev[j]["label"]}
              for j in m["missed_events"]])))
     sections.append(H.section("Device vs reference", H.kv_table({
-        "reference": dv["reference"], "window decisions equal": _pct(dv["decision_agreement"]),
+        "reference": dv["reference"], "decisions equal": _pct(dv["decision_agreement"]),
         "max |logit difference|": H.fmt(dv["max_abs_logit_difference"]),
         "detections identical": "yes" if dv["detections_identical"] else "no",
         "reference detections": dv["reference_detections"]})))

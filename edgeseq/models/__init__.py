@@ -107,7 +107,8 @@ def load_model(spec, *, capture_steps: int = 16) -> LoadedModel:
     if not metrics:
         metrics = _read_metrics(path.parent)
     cfg = doc.get("config") or {}
-    task, labels = metrics.get("task"), tuple(metrics.get("labels") or ())
+    # the recipe task (e.g. digits-heldout-theo, kws-stream) names the data a model was trained and is calibrated on
+    task, labels = metrics.get("recipe_task") or metrics.get("task"), tuple(metrics.get("labels") or ())
     meta = {"source": str(path), "name": name, "arch": cfg.get("arch")}
     if task:
         meta["task"] = task

@@ -167,6 +167,18 @@ def _time_warp(xb, sigma: float, gen, knots: int = 4):
     return _lerp_along(xb, pos, 1)
 
 
+def _tilt(xb, max_tilt: float, gen):
+    """Add a random spectral tilt to log-mel frames (n, T, F): band k gets ``t * (2k / (F-1) - 1)``
+    with ``t`` uniform in [-max_tilt, max_tilt] per sequence (natural-log units): a microphone or
+    room that favours low or high frequencies."""
+    import torch
+
+    n, _, f = xb.shape
+    t = (torch.rand(n, generator=gen) * 2 - 1) * max_tilt
+    ramp = torch.linspace(-1.0, 1.0, f)
+    return xb + (t[:, None] * ramp[None, :])[:, None, :].to(xb.dtype)
+
+
 def _masks(xb, fill, max_len: int, axis: int, gen):
     """One random mask per sequence of up to ``max_len`` consecutive frames (axis 1) or channels
     (axis 2), filled with the channel means (zero after the model's standardisation)."""
@@ -244,7 +256,6 @@ class _WeightAverage:
 def fit(model, train, val, cfg: TrainConfig, progress: bool = True, log=print) -> History:
     """Train ``model`` in place; keeps the weights of the best validation epoch."""
     import torch
-    from tqdm.auto import tqdm
 
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -257,11 +268,8 @@ def fit(model, train, val, cfg: TrainConfig, progress: bool = True, log=print) -
                                                 pct_start=0.15)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     avg = _WeightAverage(model, cfg.ema) if cfg.ema else None
-    hist = History()
-    best_state = None
-    start, cpu_start = time.perf_counter(), time.process_time()
-    bar = tqdm(range(cfg.epochs), desc="training", unit="epoch", disable=not progress, leave=False)
-    for epoch in bar:
+
+    def one_epoch(epoch: int) -> tuple[float, float]:
         model.train()
         perm = torch.randperm(len(train), generator=gen)
         total, correct, seen = 0.0, 0, 0
@@ -270,28 +278,56 @@ def fit(model, train, val, cfg: TrainConfig, progress: bool = True, log=print) -
             xb = _augment(x[idx], cfg, (mean, std), gen)
             logits = model(xb)
             loss = loss_fn(logits, y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            sched.step()
+            optimizer_step(model, opt, sched, loss, cfg.grad_clip)
             if avg is not None:
                 avg.update(model)
             total += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(-1) == y[idx]).sum())
             seen += len(idx)
-        val_acc = accuracy(predict(model, val.x), val.y) if avg is None else \
-            avg.evaluate(model, lambda: accuracy(predict(model, val.x), val.y))
-        row = {"epoch": epoch + 1, "loss": total / seen, "train_accuracy": correct / seen, "val_accuracy": val_acc,
+        return total / seen, correct / seen
+
+    return run_epochs(model, cfg, one_epoch, lambda: accuracy(predict(model, val.x), val.y), progress=progress,
+                      log=log, average=avg)
+
+
+def optimizer_step(model, opt, sched, loss, grad_clip: float) -> None:
+    """Backward, optional gradient-norm clipping, one optimizer and one scheduler step."""
+    import torch
+
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    sched.step()
+
+
+def run_epochs(model, cfg, one_epoch, validate, *, progress: bool = True, log=print,
+               train_name: str = "train", average: Optional["_WeightAverage"] = None) -> History:
+    """The epoch loop of the trainers: ``one_epoch(epoch)`` returns (mean training loss, training
+    accuracy), ``validate()`` the validation accuracy (of the averaged weights with ``average``).
+    Keeps the weights of the best validation epoch, stops early after ``cfg.patience`` epochs without
+    improvement, past ``cfg.max_minutes`` or after ``cfg.stop_after`` epochs."""
+    from tqdm.auto import tqdm
+
+    hist = History()
+    best_state = None
+    start, cpu_start = time.perf_counter(), time.process_time()
+    stop_after = getattr(cfg, "stop_after", 0)
+    bar = tqdm(range(cfg.epochs), desc="training", unit="epoch", disable=not progress, leave=False)
+    for epoch in bar:
+        loss, train_acc = one_epoch(epoch)
+        val_acc = validate() if average is None else average.evaluate(model, validate)
+        row = {"epoch": epoch + 1, "loss": loss, "train_accuracy": train_acc, "val_accuracy": val_acc,
                "seconds": time.perf_counter() - start}
         hist.epochs.append(row)
         if val_acc > hist.best_val_accuracy or best_state is None:
             hist.best_val_accuracy, hist.best_epoch = val_acc, epoch + 1
-            best_state = {k: v.detach().clone() for k, v in (model.state_dict() if avg is None else avg.state).items()}
+            best_state = {k: v.detach().clone() for k, v in
+                          (model.state_dict() if average is None else average.state).items()}
         bar.set_postfix(loss=f"{row['loss']:.3f}", val=f"{val_acc:.3f}", best=f"{hist.best_val_accuracy:.3f}")
         if not progress:
-            log(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}, train {row['train_accuracy']:.4f}, "
+            log(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}, {train_name} {row['train_accuracy']:.4f}, "
                 f"validation {val_acc:.4f} (best {hist.best_val_accuracy:.4f}), {row['seconds']:.0f} s")
         if epoch + 1 - hist.best_epoch >= cfg.patience:
             hist.stopped = f"early stop: no validation improvement for {cfg.patience} epochs"
@@ -299,8 +335,8 @@ def fit(model, train, val, cfg: TrainConfig, progress: bool = True, log=print) -
         if (time.perf_counter() - start) / 60 > cfg.max_minutes:
             hist.stopped = f"time budget of {cfg.max_minutes} min reached"
             break
-        if cfg.stop_after and epoch + 1 >= cfg.stop_after:
-            hist.stopped = f"stopped after {cfg.stop_after} of {cfg.epochs} epochs"
+        if stop_after and epoch + 1 >= stop_after:
+            hist.stopped = f"stopped after {stop_after} of {cfg.epochs} epochs"
             break
     else:
         hist.stopped = "all epochs done"

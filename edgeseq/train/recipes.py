@@ -69,6 +69,41 @@ RECIPES: dict[str, dict[str, tuple[dict, dict]]] = {"har": _IMU, "har12": _IMU, 
 RECIPE_DATA: dict[str, dict[str, dict]] = {"kws": {"lmu": {"n_per_class": 1200}}}
 
 
+# ---- streaming keyword spotting (edgeseq.train.stream): models trained on one continuous state with a target
+# for every frame. "digits": the Free Spoken Digit Dataset (real speech, 8 kHz front end), the dataset's own
+# split; "digits-heldout-<speaker>": leave-speakers-out folds; "digits-only-<speaker>": one real speaker (the
+# fine-tune of the synthetic model); "digits-synth": synthetic digits only, tested on FSDD; "kws-stream": the
+# synthetic keyword corpus at 50 frames per second. "kw" is what calibration loads (the training clips).
+DIGITS_SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
+
+
+def _stream(dataset: str, stream: str, **kw: Any) -> dict[str, Any]:
+    return {"dataset": dataset, "kw": dict(kw), "extra_splits": (), "trainer": "stream", "stream": stream,
+            "stream_kw": {k: v for k, v in kw.items() if k in ("holdout", "only")}}
+
+
+TASKS["digits"] = _stream("digits", "digits")
+for _spk in DIGITS_SPEAKERS:
+    TASKS[f"digits-heldout-{_spk}"] = _stream("digits", "digits", holdout=_spk)
+    TASKS[f"digits-only-{_spk}"] = _stream("digits", "digits", only=_spk)
+TASKS["digits-synth"] = _stream("digits_synth", "digits-synth")
+TASKS["kws-stream"] = _stream("kws", "kws-stream", features="stream")
+_DIGITS = {
+    "lmu": ({"stem": 48, "stem_kernel": 3, "hidden": 64, "layers": 2, "memory_d": 16, "order": 12, "theta": 50.0,
+             "hidden_cell": "dense", "input_to_hidden": True, "readout": "last"}, {"lr": 4e-3, "epochs": 40, "passes": 2}),
+    "l2mu": ({"hidden": 64, "memory_d": 8, "order": 8, "theta": 40.0, "encoder_size": 48, "readout": "last"},
+             {"lr": 3e-3, "epochs": 30}),
+    "lmuformer": ({"dim": 48, "memory_d": 16, "order": 12, "theta": 50.0, "spiking": True, "readout": "last"},
+                  {"lr": 4e-3, "epochs": 40, "passes": 2}),
+}
+RECIPES.update({t: _DIGITS for t in TASKS if t.startswith("digits")})
+RECIPES["kws-stream"] = {
+    "lmu": ({"stem": 64, "stem_kernel": 3, "hidden": 96, "layers": 2, "memory_d": 12, "order": 10, "theta": 50.0,
+             "hidden_cell": "dense", "input_to_hidden": True, "readout": "last"}, {"lr": 4e-3, "epochs": 30}),
+}
+# ---- end of the streaming block
+
+
 def recipe(task: str, arch: str) -> tuple[dict, dict]:
     if task not in TASKS:
         raise ConfigError(f"unknown task '{task}'; choose one of: {', '.join(TASKS)}")
@@ -120,6 +155,11 @@ def train_task(task: str, arch: str, out_dir, *, force: bool = False, model_over
                log=print, datasets=None, command: Optional[str] = None) -> dict:
     """Train ``arch`` on ``task`` and write ``model.ckpt``, ``metrics.json`` and ``curves.png`` to
     ``out_dir`` (atomically). Returns the metrics dict."""
+    if TASKS.get(task, {}).get("trainer") == "stream":
+        from .stream import train_stream_task
+
+        return train_stream_task(task, arch, out_dir, force=force, model_overrides=model_overrides,
+                                 train_overrides=train_overrides, progress=progress, log=log, command=command)
     import torch
 
     from ..nn import build_model

@@ -520,7 +520,7 @@ class SafeZip:
             raise self.error(f"member '{member}' is missing from the {self.what}", where=self.where)
         if info.flag_bits & 0x1:
             raise self.error(f"member '{member}' is encrypted", where=self.where)
-        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_LZMA):
             raise self.error(f"member '{member}' uses an unsupported compression method ({info.compress_type})",
                              where=self.where)
         return info

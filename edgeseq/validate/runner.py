@@ -46,7 +46,7 @@ from .compare import FAIL, PASS, SKIP, Check, accuracy, decision_output, lower, 
 from .tolerance import QDQ_DEFAULT, FormatTolerance, NumberFormat, TolerancePolicy
 
 REFERENCES = ("auto", "gpu", "cpu")
-DATASETS = ("har", "kws", "smartwatch")
+DATASETS = ("har", "kws", "smartwatch", "digits")
 
 
 # ----------------------------------------------------------------------------------------------

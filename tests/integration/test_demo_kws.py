@@ -138,14 +138,13 @@ def test_demo_kws_cortex_m4_cli(tiny_kws_model, tmp_path):
     assert r["stream"]["engine"] == "flite" and "flite" in r["held_out_voices"]
     assert r["mcu_cost"] == r["cost"] and r["streaming"]["windows_per_device_call"] == 16
     assert "qemu-system-arm" in p.stderr and "keywords detected" in p.stderr
-    # a directory this demo did not write needs --force (its own previous output is replaced)
-    mine = tmp_path / "mine"
-    mine.mkdir()
-    (mine / "notes.txt").write_text("keep")
+    # an existing output directory that this demo did not write needs --force (checked before any work)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep")
     p2 = subprocess.run([sys.executable, "-m", "edgeseq", "demo", "kws", "--model", tiny_kws_model, "--quant", "float",
-                         "--out", str(mine)], capture_output=True, text=True)
-    assert p2.returncode == 2 and "--force" in p2.stderr
-    assert (mine / "notes.txt").read_text() == "keep"
+                         "--out", str(other)], capture_output=True, text=True)
+    assert p2.returncode == 2 and "--force" in p2.stderr and (other / "notes.txt").read_text() == "keep"
 
 
 @pytest.mark.slow  # calibrates on the KWS training corpus (built once, ~90 s, then cached)
@@ -165,3 +164,93 @@ def test_demo_kws_int8(tiny_kws_model, tmp_path):
     assert r["device_vs_reference"]["reference"] == "integer-exact interpreter"
     _check_result(r, out, device_instructions=False)
     assert "float_reference" in r["metrics"]
+
+
+# ----------------------------------------------------------------------------- one continuous state
+
+
+@pytest.fixture(scope="module")
+def tiny_digits_model(tmp_path_factory):
+    """An untrained 8 kHz digits model marked as trained to stream, its output bias favouring "five"
+    (it fires regularly), held out from speaker theo like the shipped demo model."""
+    import torch
+
+    from edgeseq.data.digits import DIGITS_LABELS, FRONT_END
+    from edgeseq.nn import build_model
+    from edgeseq.train.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model("lmu", 32, len(DIGITS_LABELS), stem=8, stem_kernel=3, hidden=16, memory_d=4, order=8,
+                        theta=50.0, hidden_cell="dense", input_to_hidden=True, readout="last",
+                        input_mean=[-9.0] * 32, input_std=[4.0] * 32)
+    with torch.no_grad():
+        model.head.bias.zero_()
+        model.head.bias[DIGITS_LABELS.index("five")] = 2.6
+    speakers = ["george", "jackson", "lucas", "nicolas", "yweweler"]
+    path = tmp_path_factory.mktemp("digits-model") / "tiny_digits.ckpt"
+    save_checkpoint(model, path, metrics={
+        "task": "digits", "recipe_task": "digits-heldout-theo", "labels": list(DIGITS_LABELS),
+        "front_end": FRONT_END.to_dict(), "streaming": {"background": "_silence_", "frame_rate": 50.0},
+        "data": {"protocol": "holdout:theo", "train_speakers": speakers, "test_speakers": ["theo"]}})
+    return str(path)
+
+
+def _check_continuous(r: dict, out, seconds: float):
+    st = r["streaming"]
+    assert st["mode"] == "continuous" and st["slots"] == 1 and st["window_frames"] == 1 and st["frame_rate"] == 50.0
+    assert st["streamed_equals_batch"] is True and st["decisions"] == st["frames"] == 1 + (int(seconds * 8000) - 240) // 160
+    assert r["stream"]["sample_rate"] == 8000 and r["data"] == "digits" and "theo" in r["held_out_voices"]
+    assert all(e["label"] in ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+               for e in r["events"])
+    dv = r["device_vs_reference"]
+    assert dv["detections_identical"] is True and dv["decision_agreement"] == 1.0 and dv["max_abs_logit_difference"] < 1e-3
+    m = r["metrics"]
+    assert m["detections"] == len(r["detections"]) > 0 and m["hits"] + m["misses"] == m["keywords_spoken"] > 0
+    assert m["hits"] + m["false_accepts"] == m["detections"]
+    b = r["budget"]
+    if b is not None:
+        assert b["slots"] == 1 and b["mode"] == "continuous"
+        assert b["instructions_per_second_of_audio"] == pytest.approx(50.0 * b["instructions_per_frame"])
+    html = (out / "report.html").read_text()
+    assert "one continuous state, never reset" in html and "20 ms frame" in html and "real speech" in html
+
+
+def test_demo_digits_continuous_x86(tiny_digits_model, tmp_path):
+    need_tool("gcc")
+    from edgeseq.data.audio import read_wav
+    from edgeseq.demo.kws import KwsDemoConfig, run_kws_demo
+
+    out = tmp_path / "demo"
+    r = run_kws_demo(KwsDemoConfig(model=tiny_digits_model, data="digits", target="x86", out=str(out), seconds=12.0,
+                                   seed=2, quant="float", threshold=0.5, chunk_s=3.0, live=False), stream=io.StringIO())
+    _check_continuous(r, out, 12.0)
+    assert r["streaming"]["frames_per_device_call"] == 150 and r["stream"]["speaker"] is None
+    audio, rate = read_wav(out / "stream.wav")
+    assert rate == 8000 and audio.size == 96000
+    # a speaker the model trained on is refused
+    from edgeseq.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="trained on speaker jackson"):
+        run_kws_demo(KwsDemoConfig(model=tiny_digits_model, data="digits", speaker="jackson", target="x86",
+                                   out=str(tmp_path / "d2"), quant="float", live=False), stream=io.StringIO())
+    # a digits model on the synthetic keyword stream is refused with the model to use
+    with pytest.raises(ConfigError, match="does not spot the words of the --data kws stream"):
+        run_kws_demo(KwsDemoConfig(model=tiny_digits_model, target="x86", out=str(tmp_path / "d3"), quant="float",
+                                   live=False), stream=io.StringIO())
+
+
+def test_demo_digits_shipped_model_int8_cortex_m4(tmp_path):
+    """The README's demo in short form: the shipped held-out-speaker model, int8, on the Cortex-M4 firmware."""
+    need_tool("arm-none-eabi-gcc")
+    need_tool("qemu-system-arm")
+    out = tmp_path / "demo"
+    p = subprocess.run([sys.executable, "-m", "edgeseq", "demo", "kws", "--data", "digits", "--seconds", "10",
+                        "--chunk-seconds", "5", "--out", str(out), "--no-live"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads((out / "demo.json").read_text())
+    _check_continuous(r, out, 10.0)
+    assert r["model"] == "digits_lmu_heldout" and r["quantization"] == "edgeseq" and r["target"] == "cortex-m4"
+    assert r["device_vs_reference"]["reference"] == "integer-exact interpreter"
+    assert r["budget"]["instructions_per_second_of_audio"] <= 16e6  # real time on an 80 MHz M4 with margin
+    assert r["metrics"]["hits"] >= r["metrics"]["keywords_spoken"] - 1
+    assert "qemu-system-arm" in p.stderr and "M per second of audio" in p.stderr

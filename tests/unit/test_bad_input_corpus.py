@@ -557,7 +557,7 @@ case("structure", "tolerance-bad-format", "validate {bundle} --tolerance tol.jso
 case("structure", "wav-not-riff", "demo kws --input rec.wav --target x86 --no-live --out o",
      r"rec\.wav: not a 16-bit PCM WAV file", lambda c: c.p("rec.wav").write_bytes(b"ID3" + bytes(100)))
 case("structure", "wav-8bit-stereo", "demo kws --input rec.wav --target x86 --no-live --out o",
-     r"rec\.wav: .*2 channels, 8-bit samples; the KWS demo needs 16 kHz mono",
+     r"rec\.wav: .*2 channels, 8-bit samples; the model needs 16 kHz mono",
      lambda c: _wav(c.p("rec.wav"), channels=2, width=1))
 case("structure", "truth-binary", "demo kws --input rec.wav --truth t.txt --target x86 --no-live --out o",
      r"t\.txt: label file is not UTF-8", lambda c: (_wav(c.p("rec.wav")), c.p("t.txt").write_bytes(b"\xff\xfe\x00")))

@@ -77,8 +77,9 @@ def test_float_wav_and_non_wav_are_rejected(tmp_path):
 
 def test_cli_bad_wav_is_one_line_error(tmp_path):
     p = _pcm_wav(tmp_path / "cd.wav", np.zeros(44100), rate=44100, channels=2)
-    r = subprocess.run([sys.executable, "-m", "edgeseq", "demo", "kws", "--input", str(p), "--target", "x86",
-                        "--quant", "float", "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "edgeseq", "demo", "kws", "--model", "kws_lmu", "--input", str(p),
+                        "--target", "x86", "--quant", "float", "--out", str(tmp_path / "out")], capture_output=True,
+                       text=True)
     assert r.returncode == 2, r.stderr
     lines = [s for s in r.stderr.splitlines() if s.strip() and "Warning" not in s]
     assert len(lines) == 1 and lines[0].startswith("edgeseq: error: ") and str(p) in lines[0]
@@ -98,11 +99,23 @@ def test_truth_file_formats(tmp_path):
         read_truth(p)
 
 
+def test_wav_at_the_model_rate(tmp_path):
+    from edgeseq.demo.kws import read_wav_at
+
+    x = read_wav_at(_pcm_wav(tmp_path / "d.wav", np.zeros(8000), rate=8000), 8000)
+    assert x.shape == (8000,) and x.dtype == np.float32
+    with pytest.raises(DatasetError, match="sample rate 16000 Hz; the model needs 8 kHz") as e:
+        read_wav_at(_pcm_wav(tmp_path / "w.wav", np.zeros(16000)), 8000)
+    assert "-r 8000 -c 1 -b 16" in str(e.value)
+
+
 def test_config_checks():
     _check_config(KwsDemoConfig())
+    _check_config(KwsDemoConfig(data="digits", speaker="theo", mode="continuous"))
     for bad in (dict(target="cortex-m7"), dict(quant="int4"), dict(engine="say"), dict(seconds=1.0),
                 dict(hop_ms=125), dict(threshold=0.0), dict(smooth=0), dict(refractory_s=-1), dict(tolerance_s=-1),
-                dict(chunk=0), dict(truth="labels.txt")):
+                dict(chunk=0), dict(truth="labels.txt"), dict(data="speech"), dict(mode="windows"),
+                dict(chunk_s=0.1), dict(data="digits", engine="flite"), dict(speaker="theo")):
         with pytest.raises(ConfigError):
             _check_config(KwsDemoConfig(**bad))
 
@@ -229,7 +242,7 @@ def test_report_renders_from_result(tmp_path):
     outs, m = match_detections(dets, EVENTS, KEYWORDS, 0.5, 11.0)
     rows = [dict(d.__dict__, outcome=o["outcome"], truth=None) for d, o in zip(dets, outs)]
     r = {"demo": "kws", "model": "tiny", "model_source": "x.ckpt", "target": "cortex-m4",
-         "runner": "qemu-system-arm (mps2-an386)", "quantization": "float", "data": "test stream",
+         "runner": "qemu-system-arm (mps2-an386)", "quantization": "float", "data": "kws", "source": "test stream",
          "held_out_voices": "f4 <b>", "labels": LABELS, "keywords": KEYWORDS,
          "stream": {"seconds": 11.0, "input": None, "wav": "stream.wav"},
          "streaming": {"features": LogMel().to_dict(), "samples_per_push": 4000, "streamed_equals_batch": True,
@@ -254,3 +267,57 @@ def test_report_renders_from_result(tmp_path):
     assert html.count("data:image/png;base64,") == 3  # per keyword, timeline, posteriors
     assert "false accepts per hour" in html and "f4 &lt;b&gt;" in html and "f4 <b>" not in html
     assert "instructions per frame" in html and "1,000" in html and 'src="http' not in html
+
+
+def test_continuous_plan_decides_after_every_frame():
+    from edgeseq.demo.kws import _pooled_posteriors
+
+    plan = WindowPlan.continuous(160, 240, 8000)
+    assert plan.slots == 1 and plan.count(500) == 500 and plan.hop_s == 0.02
+    assert plan.end_s(0) == pytest.approx(0.03) and plan.end_s(10) == pytest.approx(0.23)
+    post = np.zeros((7, 3))
+    post[3, 1] = 0.9
+    out = _pooled_posteriors(post, np.arange(7) * 0.02, plan, 3)
+    assert out["pooled"] == 3 and len(out["time_s"]) == 3 and out["smoothed"][1][1] == 0.9
+    assert _pooled_posteriors(post, np.arange(7) * 0.02, plan, 1)["smoothed"] == post.tolist()
+
+
+def test_report_renders_continuous_mode(tmp_path):
+    from edgeseq.data.digits import FRONT_END
+    from edgeseq.demo.kws_report import kws_report
+
+    plan = WindowPlan.continuous(160, 240, 8000)
+    rng = np.random.default_rng(1)
+    n = 550
+    post = rng.dirichlet(np.ones(len(LABELS)) * 0.3, size=n)
+    smoothed, times, dets = detect(post, LABELS, KEYWORDS, plan, threshold=0.5, smooth=3)
+    outs, m = match_detections(dets, EVENTS, KEYWORDS, 0.5, 11.0)
+    m["integer_reference"] = {k: m[k] for k in ("hits", "misses", "false_accepts", "false_accepts_per_hour")}
+    rows = [dict(d.__dict__, outcome=o["outcome"], truth=None) for d, o in zip(dets, outs)]
+    r = {"demo": "kws", "data": "digits", "model": "digits", "model_source": "x.ckpt", "target": "cortex-m4",
+         "runner": "qemu-system-arm (mps2-an386)", "quantization": "edgeseq", "source": "FSDD theo",
+         "held_out_voices": "FSDD speaker theo", "labels": LABELS, "keywords": KEYWORDS,
+         "stream": {"seconds": 11.0, "input": None, "wav": "stream.wav"},
+         "streaming": {"mode": "continuous", "features": FRONT_END.to_dict(), "frame_rate": 50.0,
+                       "samples_per_push": 1920, "streamed_equals_batch": True, "window_frames": 1,
+                       "window_s": plan.window_s, "hop_s": plan.hop_s, "slots": 1, "windows": n, "decisions": n,
+                       "windows_per_device_call": None, "frames_per_device_call": 500},
+         "detection": {"rule": "mean", "threshold": 0.5, "smooth": 3, "refractory_s": 1.0, "tolerance_s": 0.5},
+         "events": [{"start_s": a, "end_s": b, "label": c} for a, b, c in EVENTS], "detections": rows, "metrics": m,
+         "device_vs_reference": {"decision_agreement": 1.0, "max_abs_logit_difference": 0.0,
+                                 "detections_identical": True, "reference_detections": len(dets),
+                                 "reference": "integer-exact interpreter"},
+         "posteriors": {"time_s": times.tolist(), "smoothed": smoothed.tolist(), "pooled": 1},
+         "envelope": {"hop_s": 0.05, "peak": np.abs(rng.standard_normal(220)).tolist()},
+         "cost": {"instructions": {"per_step": 80000.0, "per_inference": 4e6, "per_sequence_fixed": 100.0,
+                                   "method": "qemu"}},
+         "mcu_cost": None, "budget": {"instructions_per_second_of_audio": 4e6, "mhz_at_one_instruction_per_cycle": 4.0,
+                                      "note": "one continuous state"},
+         "sizes": {"artifact_bytes": 10, "device_binary_bytes": 5, "weights_bytes": 4, "float32_weight_bytes": 4},
+         "mcu_sizes": None, "plan": "plan", "timings": {"total_s": 1.0}, "artifact": "a"}
+    kws_report(r, tmp_path / "report.html")
+    html = (tmp_path / "report.html").read_text()
+    assert "one continuous state, never reset" in html and "20 ms frame" in html and "state slots" not in html
+    assert "real speech of held-out recordings" in html and "integer-exact reference" in html
+    assert "(one esq_step, 20 ms of audio)" in html and "80,000" in html and "5.0%" in html
+    assert "instructions per inference" not in html

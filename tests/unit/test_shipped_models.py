@@ -19,7 +19,39 @@ def test_the_defaults_are_shipped_and_small():
     ships = shipped()
     assert set(EXPECTED) <= set(ships)
     total = sum(p.stat().st_size for d in ships.values() for p in d.iterdir() if p.is_file())
-    assert total <= 800 * 1024, f"shipped models take {total} bytes"
+    assert total <= 1400 * 1024, f"shipped models take {total} bytes"  # ~200 KB each with their curves
+
+
+# the spoken-digits models (FSDD, real speech): (recipe task, arch, protocol, test clips)
+DIGITS = {"digits_lmu": ("digits", "lmu", "own", 300),
+          "digits_lmu_heldout": ("digits-heldout-theo", "lmu", "holdout:theo", 500),
+          "digits_lmuformer": ("digits", "lmuformer", "own", 300)}
+
+
+@pytest.mark.parametrize("name", list(DIGITS))
+def test_digits_models_record_protocol_folds_and_command(name):
+    import importlib.util
+    import shlex
+    from pathlib import Path
+
+    script = Path(__file__).parents[2] / "scripts" / "train_models.py"
+    spec = importlib.util.spec_from_file_location("train_models", script)
+    tm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tm)
+    m = json.loads((shipped()[name] / "metrics.json").read_text())
+    task, arch, protocol, n = DIGITS[name]
+    assert (m["task"], m["recipe_task"], m["arch"], m["protocol"]) == ("digits", task, arch, protocol)
+    assert m["command"] == shlex.join(tm.command(name)) and m["test"]["n"] == n
+    assert m["front_end"]["sample_rate"] == 8000 and m["streaming"]["frame_rate"] == 50.0
+    lm = load_model(name)
+    assert sum(p.numel() for p in lm.module.parameters()) == m["parameters"]
+    if arch != "lmu" and "leave_speakers_out" not in m:  # the spiking model's folds: scripts/train_models.py
+        return
+    folds = m["leave_speakers_out"]["folds"]
+    assert sorted(folds) == sorted(tm.DIGITS_SPEAKERS)
+    assert m["leave_speakers_out_mean"] == pytest.approx(np.mean(list(folds.values())))
+    if protocol.startswith("holdout:"):  # the shipped fold is one of the folds
+        assert folds[protocol.split(":")[1]] == m["test"]["accuracy"]
 
 
 @pytest.mark.parametrize("name", list(EXPECTED))

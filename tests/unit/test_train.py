@@ -35,11 +35,13 @@ def trained(har_tiny, tmp_path_factory):
 def test_every_recipe_builds_a_model():
     from edgeseq.nn import build_model
 
+    from edgeseq.train.stream import StreamTrainConfig
+
     for task, table in RECIPES.items():
         assert task in TASKS
         for arch in table:
             model_cfg, train_cfg = recipe(task, arch)
-            TrainConfig.from_dict(train_cfg)
+            (StreamTrainConfig if TASKS[task].get("trainer") == "stream" else TrainConfig).from_dict(train_cfg)
             build_model(arch, 6, 6, **model_cfg)
 
 
