@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import ConfigError, ShapeError, UnsupportedOpError
 from ..ir import ops as O
-from ..ir.step import ACT, SPIKES, STATE, StepBuilder
+from ..ir.step import ACT, INNER, SPIKES, STATE, StepBuilder
 from ..ir.types import Recurrence
 
 _LINEAR = ("Affine", "Linear", "Scale")
@@ -167,6 +167,8 @@ def _scan(cv, comp: list[str], ext, neurons: set) -> None:
         cur = terms[0]
         for t in terms[1:]:
             cur = b.add(cur, t)
+        if len(terms) > 1:  # a sum of differently scaled values gets its own scale
+            cur = b.quant(f"{tag(k)}.sum", cur, INNER)
         n = b.size(cur)
         t = node.type
         if t in ("Affine", "Linear"):
@@ -174,7 +176,8 @@ def _scan(cv, comp: list[str], ext, neurons: set) -> None:
             if W.ndim != 2 or W.shape[1] != n:
                 raise ShapeError(f"{t} weight {W.shape} does not take the {n} values it receives", where=w)
             bias = b.param(f"{tag(k)}.bias", np.broadcast_to(node.p["bias"], (W.shape[0],))) if t == "Affine" else None
-            y = b.affine([(b.param(f"{tag(k)}.weight", W, source=f"{tag(k)}.weight"), cur)], bias)
+            y = b.quant(f"{tag(k)}.y", b.affine([(b.param(f"{tag(k)}.weight", W, source=f"{tag(k)}.weight"), cur)],
+                                                 bias), INNER)
         elif t == "Scale":
             y = b.mul(b.param(f"{tag(k)}.scale", cv._vec(node, "scale", n)), cur)
         elif t == "Flatten":
