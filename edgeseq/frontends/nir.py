@@ -14,6 +14,9 @@ subtractive reset). The defaults follow the graph's producer:
   Synaptic / RSynaptic (beta = 1 - dt/tau, reset applied one step after the spike, Leaky zeroes the
   previous membrane, the others the integrated total); so a model from snntorch's ``export_to_nir``
   gives snntorch's spikes.
+- ``semantics="rockpool"`` (chosen when every LIF/CubaLIF has Rockpool's export signature,
+  r = tau exp(-dt/tau)/dt for one dt, w_in = 1, v_leak = 0): Rockpool's LIFTorch, exact decays
+  exp(-dt/tau) at that dt, the input scaled by the synaptic decay, subtractive reset at the spike.
 - ``semantics="nir"`` (otherwise): each neuron is a :class:`~edgeseq.ir.ops.LeakyNeuron` with the
   coefficients of the chosen discretisation (default forward Euler, dt = 1e-4) and NIR's reset at the
   step of the spike.
@@ -65,6 +68,7 @@ class Semantics(str, __import__("enum").Enum):
     AUTO = "auto"
     NIR = "nir"
     SNNTORCH = "snntorch"
+    ROCKPOOL = "rockpool"
 
 
 @dataclass(frozen=True)
@@ -330,6 +334,36 @@ def _is_snntorch_export(nodes: Mapping[str, NNode]) -> bool:
     return True
 
 
+def _rockpool_dt(nodes: Mapping[str, NNode]) -> Optional[float]:
+    """The dt of a Rockpool export (r = tau exp(-dt/tau) / dt for every LIF / CubaLIF), or None."""
+    neurons = [n for n in nodes.values() if n.type in ("LIF", "CubaLIF")]
+    if not neurons or any(n.type in ("I", "IF", "LI", "CubaLI") for n in nodes.values()):
+        return None
+    found = None
+    for n in neurons:
+        p = n.p
+        tau = np.asarray(p["tau"] if n.type == "LIF" else p["tau_mem"], np.float64).reshape(-1)
+        r = np.broadcast_to(np.asarray(p["r"], np.float64).reshape(-1), tau.shape)
+        if np.any(p["v_leak"]) or (n.type == "CubaLIF" and not np.allclose(p.get("w_in", 1.0), 1.0)):
+            return None
+        if np.any(r <= 0) or np.any(r * 1.0 < np.exp(-1.0 / tau)):  # f(dt) = r dt/tau - exp(-dt/tau) rises
+            return None
+        lo, hi = np.zeros_like(tau), np.ones_like(tau)
+        for _ in range(80):
+            mid = (lo + hi) / 2
+            up = r * mid / tau - np.exp(-mid / tau) > 0
+            hi, lo = np.where(up, mid, hi), np.where(up, lo, mid)
+        dt = float(np.median(hi))
+        if dt <= 0 or not np.allclose(hi, dt, rtol=1e-4) or (found is not None and abs(found - dt) > 1e-4 * dt):
+            return None
+        found = dt
+    if found is not None:  # round off the float32 noise of the exported r: 1e-3 stays 1e-3
+        digits = 10 ** np.floor(np.log10(found))
+        snapped = round(found / digits, 4) * digits
+        found = float(snapped) if abs(snapped - found) < 1e-4 * found else found
+    return found
+
+
 def _scc(names: Sequence[str], succ: Mapping[str, list[str]]) -> list[list[str]]:
     """Strongly connected components (Tarjan, iterative), in reverse topological order."""
     index, low, on, stack, out = {}, {}, set(), [], []
@@ -374,13 +408,25 @@ class _Converter:
     def __init__(self, nodes: dict[str, NNode], edges: list[tuple[str, str]], where: str, opts: NirOptions,
                  graph_meta: dict):
         self.nodes, self.edges, self.src, self.meta = nodes, edges, where, graph_meta
-        sem = opts.semantics
+        sem, dt_default, method_default = opts.semantics, SNNTORCH_DT, "euler"
+        rp_dt = _rockpool_dt(nodes) if sem in (Semantics.AUTO, Semantics.ROCKPOOL) else None
         if sem is Semantics.AUTO:
-            sem = Semantics(graph_meta.get("edgeseq_semantics", "")) if graph_meta.get("edgeseq_semantics") \
-                else (Semantics.SNNTORCH if _is_snntorch_export(nodes) else Semantics.NIR)
+            if graph_meta.get("edgeseq_semantics"):
+                sem = Semantics(graph_meta["edgeseq_semantics"])
+            elif _is_snntorch_export(nodes):
+                sem = Semantics.SNNTORCH
+            else:
+                sem = Semantics.ROCKPOOL if rp_dt is not None else Semantics.NIR
+        if sem is Semantics.ROCKPOOL:
+            if rp_dt is None:
+                raise ConfigError("the graph's neurons do not have Rockpool's export signature "
+                                  "(r = tau exp(-dt/tau)/dt, w_in = 1, v_leak = 0)", where=where)
+            dt_default, method_default = rp_dt, "exact"
         self.semantics = sem
-        self.dt = float(opts.dt if opts.dt is not None else graph_meta.get("edgeseq_dt", SNNTORCH_DT))
-        self.method = opts.method or Discretization(graph_meta.get("edgeseq_method", "euler"))
+        self.dt = float(opts.dt if opts.dt is not None else graph_meta.get("edgeseq_dt", dt_default))
+        self.method = opts.method or Discretization(graph_meta.get("edgeseq_method", method_default))
+        if sem is Semantics.ROCKPOOL and self.method is not Discretization.EXACT:
+            raise ConfigError("Rockpool's neurons decay by exp(-dt/tau) (the exact discretisation)", where="nir.method")
         if self.semantics is Semantics.SNNTORCH and self.method is not Discretization.EULER:
             raise ConfigError("snntorch semantics are forward Euler (beta = 1 - dt/tau)", where="nir.method",
                               hint="use semantics='nir' for the exact discretisation")
@@ -551,9 +597,20 @@ class _Converter:
         cls = O.CuBaLIF if syn else O.LIF
         return cls(neuron=neuron, **(rec or {}))
 
+    def rockpool_neuron(self, node: NNode, n: int) -> O.LeakyNeuron:
+        """Rockpool's LIFTorch: i = a_syn (i + x); v = a_mem v + i; spike v > thr; v -= thr * spike."""
+        syn = node.type == "CubaLIF"
+        decay = np.exp(-self.dt / self._vec(node, "tau_mem" if syn else "tau", n))
+        syn_decay = np.exp(-self.dt / self._vec(node, "tau_syn", n)) if syn else None
+        reset = self.reset or ResetRule.SUBTRACT
+        return O.LeakyNeuron(decay=decay, syn_decay=syn_decay, syn_gain=syn_decay, threshold=self._vec(
+            node, "v_threshold", n), reset=reset, v_reset=None)
+
     def _neuron(self, node: NNode, x: str, n: int) -> str:
         if self.semantics is Semantics.SNNTORCH and node.type in ("LIF", "CubaLIF"):
             return self._add(node, self.snn_neuron(node, n), x)
+        if self.semantics is Semantics.ROCKPOOL and node.type in ("LIF", "CubaLIF"):
+            return self._add(node, self.rockpool_neuron(node, n), x)
         return self._add(node, self.neuron_op(node, n), x)
 
     # -- cycles ----------------------------------------------------------------------------------
