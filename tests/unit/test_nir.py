@@ -80,14 +80,21 @@ def simulate(graph, x, dt, method):
                 d = np.rint(node.delay / dt).astype(int)
                 y = np.stack([hist[-1 - d[i]][:, i] if len(hist) > d[i] else np.zeros(B)
                               for i in range(inp.shape[1])], 1)
-            elif kind == "Conv2d":
+            elif kind in ("Conv1d", "Conv2d", "SumPool2d", "AvgPool2d"):
                 import torch
+                import torch.nn.functional as F
 
                 shape = tuple(int(v) for v in node.input_type["input"])
-                y = torch.nn.functional.conv2d(torch.as_tensor(inp.reshape((B,) + shape)),
-                                               torch.as_tensor(node.weight, dtype=torch.float64),
-                                               torch.as_tensor(node.bias, dtype=torch.float64),
-                                               stride=tuple(node.stride), padding=tuple(node.padding)).numpy()
+                xin = torch.as_tensor(inp.reshape((B,) + shape))
+                if kind.startswith("Conv"):
+                    conv = F.conv2d if kind == "Conv2d" else F.conv1d
+                    y = conv(xin, torch.as_tensor(node.weight, dtype=torch.float64),
+                             torch.as_tensor(node.bias, dtype=torch.float64), stride=tuple(np.atleast_1d(node.stride)),
+                             padding=tuple(np.atleast_1d(node.padding))).numpy()
+                else:
+                    ks = tuple(int(v) for v in node.kernel_size)
+                    y = F.avg_pool2d(xin, ks, tuple(int(v) for v in node.stride)).numpy()
+                    y = y * (np.prod(ks) if kind == "SumPool2d" else 1)
             else:  # neurons
                 v = st.get("v", np.zeros_like(inp))
                 cur = inp
@@ -151,6 +158,13 @@ CASES = {
                    bias=f32(2)),
         nir.Flatten(start_dim=0, end_dim=-1, input_type={"input": np.array([2, 5, 4])}),
         nir.Affine(weight=f32(3, 40), bias=f32(3)), n_in=20),
+    "Conv1d": lambda: chain(nir.Conv1d(input_shape=6, weight=f32(3, 2, 3), stride=1, padding=1, dilation=1, groups=1,
+                                       bias=f32(3)), nir.Flatten(start_dim=0, end_dim=-1,
+                                                                 input_type={"input": np.array([3, 6])}), n_in=12),
+    "SumPool2d": lambda: chain(nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
+                                             padding=np.array([0, 0])), n_in=16),
+    "AvgPool2d": lambda: chain(nir.AvgPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
+                                             padding=np.array([0, 0])), n_in=16),
     **{k: (lambda k=k: chain(nir.Affine(weight=f32(4, 3), bias=f32(4)), neuron_node(k, 4), n_in=3))
        for k in ("I", "IF", "LI", "LIF", "CubaLI", "CubaLIF")},
 }
@@ -160,9 +174,10 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_every_node_matches_nir_equations(case, method):
     g = CASES[case]()
-    if case.startswith("Conv2d"):  # NIR's input shape for a per-step image
-        g.nodes["input"] = nir.Input(input_type={"input": np.array([1, 5, 4])})
-        g.nodes["n0"].input_type = {"input": np.array([1, 5, 4])}
+    per_step = {"Conv2d+Flatten": [1, 5, 4], "Conv1d": [2, 6], "SumPool2d": [1, 4, 4], "AvgPool2d": [1, 4, 4]}
+    if case in per_step:  # NIR's per-step shape of an image / a 1-D signal
+        g.nodes["input"] = nir.Input(input_type={"input": np.array(per_step[case])})
+        g.nodes["n0"].input_type = {"input": np.array(per_step[case])}
     dt = 1e-3
     graph = load_nir(g, dt=dt, method=method, semantics="nir")
     assert graph.metadata["nir"] == {**graph.metadata["nir"], "dt": dt, "method": method, "semantics": "nir"}
