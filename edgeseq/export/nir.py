@@ -48,12 +48,17 @@ class _Writer:
         self.edges: list[tuple[str, str]] = []
         self.src: dict[str, list[str]] = {}  # IR value -> the NIR nodes whose outputs sum to it
         self.quant = quant
+        rec = graph.metadata.get("nir") if isinstance(graph.metadata.get("nir"), dict) else {}
+        self.cycles = rec.get("cycles") or {}
 
     def fail(self, node, why: str):
         return UnsupportedOpError(f"{node.op.kind} {why}", where=f"node '{node.name}'",
                                   hint="NIR holds spiking and linear layers only (no LSTM/GRU/LMU, norms or readouts)")
 
     def connect(self, value: str, target: str) -> None:
+        if value not in self.src:  # made by an op that has no NIR node (a Concat outside a cycle)
+            node = self.g.producers()[value]
+            raise self.fail(node, "has no NIR equivalent")
         for s in self.src[value]:
             self.edges.append((s, target))
 
@@ -103,15 +108,52 @@ class _Writer:
             n = self.snn(node, op)
         elif isinstance(op, O.Conv1d):
             n = self.put(node, self.delay(node, op))
+        elif isinstance(op, O.Concat):
+            return  # the joint input of a recurrent cycle: the cycle's nodes connect to the parts
+        elif isinstance(op, O.Scan) and node.name in self.cycles:
+            return self.cycle(node, self.cycles[node.name])
         else:
             raise self.fail(node, "has no NIR equivalent")
         self.connect(node.inputs[0], n if not isinstance(n, tuple) else n[0])
         self.src[node.outputs[0]] = [n if not isinstance(n, tuple) else n[1]]
 
+    # -- recurrent cycles read from NIR ---------------------------------------------------------
+    def cycle(self, node, rec: dict) -> None:
+        """A cycle the NIR reader turned into a Scan: its nodes again, parameters from the program."""
+        nir, params = self.nir, node.op.program.params
+        names = {c["name"]: f"{node.name}.{c['tag']}" for c in rec["nodes"]}
+
+        def get(tag, field):
+            return params.get(f"{tag}.{field}")
+
+        for c in rec["nodes"]:
+            t, tag = c["type"], c["tag"]
+            if t in ("Affine", "Linear"):
+                w = _f(get(tag, "weight"))
+                out = nir.Linear(weight=w) if t == "Linear" else nir.Affine(weight=w, bias=_f(get(tag, "bias")))
+            elif t == "Scale":
+                out = nir.Scale(scale=_f(get(tag, "scale")))
+            elif t == "Threshold":
+                out = nir.Threshold(threshold=_f(get(tag, "threshold")))
+            else:
+                spiking = get(tag, "threshold") is not None
+                op = O.LeakyNeuron(decay=get(tag, "decay"), gain=get(tag, "gain"), bias=get(tag, "bias"),
+                                   syn_decay=get(tag, "syn_decay"), syn_gain=get(tag, "syn_gain"),
+                                   threshold=get(tag, "threshold"), v_reset=get(tag, "v_reset"),
+                                   reset=c.get("reset", "zero"), emit="spikes" if spiking else "membrane")
+                n = int(np.asarray(op.decay).size) if np.asarray(op.decay).size > 1 else None
+                out = self.leaky(node, op, n)
+            self.nodes[names[c["name"]]] = out
+        self.edges += [(names[s], names[d]) for s, d in rec["edges"]]
+        for value, dst in rec["inputs"]:
+            self.connect(value, names[dst])
+        for k, out_name in enumerate(rec["outputs"]):
+            self.src[node.outputs[k]] = [names[out_name]]
+
     # -- neurons -------------------------------------------------------------------------------
-    def leaky(self, node, op: O.LeakyNeuron):
+    def leaky(self, node, op: O.LeakyNeuron, n: Optional[int] = None):
         nir = self.nir
-        n = self.g.type_of(node.inputs[0]).features
+        n = n or self.g.type_of(node.inputs[0]).features
         full = lambda a, d=None: None if a is None and d is None else np.broadcast_to(  # noqa: E731
             np.asarray(d if a is None else a, dtype=np.float64), (n,)).astype(np.float32)
         if op.emit != ("spikes" if op.spiking else "membrane"):

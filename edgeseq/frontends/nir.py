@@ -7,7 +7,8 @@ A NIR graph is continuous-time: its neurons are differential equations (tau, r, 
 v_reset, tau_syn, w_in) and it stores no time step. Reading one is therefore a choice, recorded in
 the graph's metadata under ``"nir"``: the step ``dt``, the discretisation (forward Euler or the
 exact exponential, :mod:`edgeseq.ir.discretize`) and the reset rule (NIR's reset to ``v_reset`` or a
-subtractive reset). The defaults follow the graph's producer:
+subtractive reset). The defaults follow the graph's producer (unless a dt or method is given, which means NIR's equations
+discretised that way):
 
 - ``semantics="snntorch"`` (chosen when every LIF/CubaLIF has snntorch's export signature,
   r = tau/dt at dt = 1e-4, v_leak = v_reset = 0): the neurons run as snntorch's own Leaky / RLeaky /
@@ -357,11 +358,12 @@ def _rockpool_dt(nodes: Mapping[str, NNode]) -> Optional[float]:
         if dt <= 0 or not np.allclose(hi, dt, rtol=1e-4) or (found is not None and abs(found - dt) > 1e-4 * dt):
             return None
         found = dt
-    if found is not None:  # round off the float32 noise of the exported r: 1e-3 stays 1e-3
-        digits = 10 ** np.floor(np.log10(found))
-        snapped = round(found / digits, 4) * digits
-        found = float(snapped) if abs(snapped - found) < 1e-4 * found else found
-    return found
+    if found is None:
+        return None
+    # Rockpool's dt is a round number (1 ms, 0.5 ms, ...); the exported r carries float32 noise
+    digits = 10 ** np.floor(np.log10(found))
+    snapped = float(round(found / digits, 1) * digits)
+    return snapped if abs(snapped - found) < 1e-4 * found else None
 
 
 def _scc(names: Sequence[str], succ: Mapping[str, list[str]]) -> list[list[str]]:
@@ -409,6 +411,8 @@ class _Converter:
                  graph_meta: dict):
         self.nodes, self.edges, self.src, self.meta = nodes, edges, where, graph_meta
         sem, dt_default, method_default = opts.semantics, SNNTORCH_DT, "euler"
+        if sem is Semantics.AUTO and (opts.dt is not None or opts.method is not None):
+            sem = Semantics.NIR  # a step or method of one's own: NIR's equations, discretised that way
         rp_dt = _rockpool_dt(nodes) if sem in (Semantics.AUTO, Semantics.ROCKPOOL) else None
         if sem is Semantics.AUTO:
             if graph_meta.get("edgeseq_semantics"):
@@ -439,6 +443,7 @@ class _Converter:
         self.shape: dict[str, tuple[int, ...]] = {}
         self.value: dict[str, str] = {}
         self.map: dict[str, str] = {}
+        self.cycles: dict[str, dict] = {}
 
     def where(self, name: str) -> str:
         return _where(self.src, name)
@@ -473,6 +478,8 @@ class _Converter:
               "nir": {"semantics": self.semantics.value, "dt": self.dt, "method": self.method.value,
                       "reset": None if self.reset is None else self.reset.value,
                       "version": self.meta.get("nir_version"), "nodes": self.map}}
+        if self.cycles:
+            md["nir"]["cycles"] = self.cycles
         return self.builder.build(outs, md)
 
     # -- one acyclic node ------------------------------------------------------------------------

@@ -211,6 +211,14 @@ def _scan(cv, comp: list[str], ext, neurons: set) -> None:
         cv.value[k], cv.shape[k] = y, (size[k],)
     for k in comp:
         cv.map[k] = ys[0]
+    # the cycle's NIR structure, so that an export can write it back (parameters stay in the program)
+    cv.cycles[ys[0]] = {
+        "nodes": [{"name": k, "type": cv.nodes[k].type, "tag": tag(k),
+                   **({"reset": ops[k].reset.value} if k in ops else {})} for k in order],
+        "edges": [[s, d] for s, d in cv.edges if s in names and d in names],
+        "inputs": [[cv.value[p], k] for p, k in ext],
+        "outputs": leaving,
+    }
 
 
 def _back_edges(cv, comp: list[str], entries: list[str]) -> set:

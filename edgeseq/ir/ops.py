@@ -741,7 +741,9 @@ class Scan(_ScanOp):
     def infer(self, ins):
         self._one_temporal(ins)
         self._features(ins, self.input_size)
-        return tuple(ValueType(self.program.size(o)) for o in self.program.outputs)
+        spikes = {p.out for p in self.program.body if getattr(p, "point", None) is not None
+                  and p.point.role.value == "spikes"}  # outputs quantized as 0/1 spikes are spike values
+        return tuple(ValueType(self.program.size(o), spikes=o in spikes) for o in self.program.outputs)
 
     def state_shapes(self, ins):
         return {s.name: (s.n,) for s in self.program.states}
