@@ -1,8 +1,8 @@
 """NIR graphs on every target kind, with the checks every artifact gets: a graph written by snntorch's
 export_to_nir (snntorch semantics: LIF / RLeaky / CuBaLIF ops) and the same file read with NIR's
-equations (LeakyNeuron populations and a recurrent cycle as a Scan), exported to ONNX and x86 C
-(float), and to Cortex-M4 firmware (int8, calibrated on random spike trains), each compared with the
-reference by `edgeseq validate` at two lengths and batch sizes. Also the command line a user types:
+equations (LeakyNeuron populations and a recurrent cycle as a Scan), exported to ONNX and x86 (float),
+and to aarch64 and Cortex-M4 firmware (float and int8, calibrated on random spike trains), each compared
+with the reference by `edgeseq validate` (the float ones also at two lengths and batch sizes here). Also the command line a user types:
 edgeseq info / export --quant edgeseq / validate on a .nir file, and --target nir with the int8 plan."""
 
 from __future__ import annotations
@@ -61,17 +61,22 @@ def test_nir_graph_float_onnx_and_x86(tmp_path, nir_file, semantics):
         assert rep.passed, rep.failure_message()
 
 
-@pytest.mark.parametrize("semantics", sorted(SEMANTICS))
-def test_nir_graph_int8_on_cortex_m4(tmp_path, nir_file, semantics):
-    need_tool("arm-none-eabi-gcc")
-    need_tool("qemu-system-arm")
+TOOLS = {"cortex-m4": ("arm-none-eabi-gcc", "qemu-system-arm"), "arm": ("aarch64-linux-gnu-gcc", "qemu-aarch64")}
+
+
+@pytest.mark.parametrize("target,semantics,int8", [("cortex-m4", "snntorch", True), ("cortex-m4", "nir", True),
+                                                   ("cortex-m4", "nir", False), ("arm", "nir", False),
+                                                   ("arm", "snntorch", True)])
+def test_nir_graph_on_arm_and_cortex_m4(tmp_path, nir_file, target, semantics, int8):
+    for tool in TOOLS[target]:
+        need_tool(tool)
     from edgeseq.quant import quantize
     from edgeseq.quant.tasks import spike_calibration
 
     graph = edgeseq.capture(str(nir_file), nir=SEMANTICS[semantics])
-    q = quantize(graph, spike_calibration(graph), "edgeseq", progress=False)
-    edgeseq.export(graph, target="cortex-m4", quant=q, out=tmp_path / "m4")
-    rep = validate(tmp_path / "m4", reference="cpu", measure=False)
+    q = quantize(graph, spike_calibration(graph), "edgeseq", progress=False) if int8 else None
+    edgeseq.export(graph, target=target, quant=q, out=tmp_path / "art")
+    rep = validate(tmp_path / "art", reference="cpu", measure=False)
     assert rep.passed, rep.failure_message()
 
 

@@ -485,11 +485,17 @@ def test_bad_files_raise_one_line_naming_the_node(tmp_path):
         assert str(path) in str(info.value), name
 
 
-def test_bad_file_on_the_command_line(tmp_path):
+def test_bad_file_on_the_command_line(tmp_path, capsys):
+    from edgeseq.cli import main
+
     cases = _bad_cases(tmp_path)
-    for name in ("unknown", "stateless cycle"):
+    for name in ("text", "unknown", "missing", "shapes", "stateless cycle", "external link"):
         path = cases[name][0]
-        p = subprocess.run([sys.executable, "-m", "edgeseq", "info", str(path)], capture_output=True, text=True)
-        assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
-        lines = p.stderr.strip().splitlines()
-        assert len(lines) == 1 and str(path) in lines[0], p.stderr
+        rc = main(["info", str(path)])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and "internal error" not in err and "Traceback" not in err, err
+        assert len(err.splitlines()) == 1 and err.startswith("edgeseq: error: ") and str(path) in err, err
+    # and through the installed entry point once, as a user runs it
+    p = subprocess.run([sys.executable, "-m", "edgeseq", "info", str(cases["unknown"][0])], capture_output=True,
+                       text=True)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "'Spiral' is not supported" in p.stderr, p.stderr
