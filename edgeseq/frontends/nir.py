@@ -38,7 +38,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
@@ -46,7 +46,8 @@ from ..errors import ConfigError, EdgeseqError, IRFormatError, ShapeError, Unsup
 from ..ir import ops as O
 from ..ir.discretize import Discretization, neuron_coefficients
 from ..ir.graph import Graph, GraphBuilder
-from ..ir.types import Recurrence, ResetRule
+from ..ir.types import ResetRule
+from ..util.graphs import strongly_connected
 
 __all__ = ["NirOptions", "Semantics", "load_nir", "nir_to_graph", "NEURONS", "SUPPORTED"]
 
@@ -366,46 +367,6 @@ def _rockpool_dt(nodes: Mapping[str, NNode]) -> Optional[float]:
     return snapped if abs(snapped - found) < 1e-4 * found else None
 
 
-def _scc(names: Sequence[str], succ: Mapping[str, list[str]]) -> list[list[str]]:
-    """Strongly connected components (Tarjan, iterative), in reverse topological order."""
-    index, low, on, stack, out = {}, {}, set(), [], []
-    counter = [0]
-    for root in names:
-        if root in index:
-            continue
-        work = [(root, iter(succ.get(root, ())))]
-        index[root] = low[root] = counter[0]
-        counter[0] += 1
-        stack.append(root)
-        on.add(root)
-        while work:
-            v, it = work[-1]
-            for w in it:
-                if w not in index:
-                    index[w] = low[w] = counter[0]
-                    counter[0] += 1
-                    stack.append(w)
-                    on.add(w)
-                    work.append((w, iter(succ.get(w, ()))))
-                    break
-                if w in on:
-                    low[v] = min(low[v], index[w])
-            else:
-                work.pop()
-                if work:
-                    low[work[-1][0]] = min(low[work[-1][0]], low[v])
-                if low[v] == index[v]:
-                    comp = []
-                    while True:
-                        w = stack.pop()
-                        on.discard(w)
-                        comp.append(w)
-                        if w == v:
-                            break
-                    out.append(comp)
-    return out
-
-
 class _Converter:
     def __init__(self, nodes: dict[str, NNode], edges: list[tuple[str, str]], where: str, opts: NirOptions,
                  graph_meta: dict):
@@ -466,7 +427,7 @@ class _Converter:
         for n, p in self.preds.items():
             if not p and n != inp.name and self.nodes[n].type != "Input":
                 raise IRFormatError("node has no incoming edge", where=self.where(n))
-        comps = _scc(list(self.nodes), self.succ)[::-1]
+        comps = strongly_connected(list(self.nodes), self.succ)[::-1]
         for comp in comps:
             if len(comp) == 1 and comp[0] not in self.succ[comp[0]]:
                 if comp[0] != inp.name:

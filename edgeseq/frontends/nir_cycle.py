@@ -44,11 +44,11 @@ def lower_cycle(cv, comp: list[str]) -> None:
 
 
 def _check_every_cycle_has_state(cv, comp, neurons: set) -> None:
-    from .nir import _scc
+    from ..util.graphs import strongly_connected
 
     rest = [k for k in comp if k not in neurons]
     succ = {k: [d for d in cv.succ[k] if d in rest] for k in rest}
-    for c in _scc(rest, succ):
+    for c in strongly_connected(rest, succ):
         if len(c) > 1 or c[0] in succ[c[0]]:
             raise ConfigError("a cycle that passes no neuron has no state to carry (an algebraic loop)",
                               where=cv.where(", ".join(sorted(c))))
