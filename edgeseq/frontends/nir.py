@@ -63,7 +63,7 @@ _PARAMS = {  # required parameters of each node type
     "LIF": ("tau", "r", "v_leak", "v_threshold"), "CubaLI": ("tau_syn", "tau_mem", "r", "v_leak"),
     "CubaLIF": ("tau_syn", "tau_mem", "r", "v_leak", "v_threshold"),
 }
-MAX_DENSE = 1 << 24  # elements of the dense matrix of a per-step convolution / pooling
+MAX_DENSE = 1 << 22  # elements of the dense matrix of a per-step convolution / pooling
 
 
 class Semantics(str, __import__("enum").Enum):

@@ -766,7 +766,7 @@ HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
 def read_hdf5_tree(path, error: Type[EdgeseqError], *, what: str = "HDF5 file", install: str = "pip install h5py",
-                   max_depth: int = 32, max_objects: int = 100_000) -> dict:
+                   max_depth: int = 32, max_objects: int = 100_000, max_strings: int = 1 << 18) -> dict:
     """The groups of an HDF5 file as nested dicts of numpy arrays and strings.
 
     The file is read whole under the model cap and opened from memory; links that leave it (soft,
@@ -813,8 +813,8 @@ def read_hdf5_tree(path, error: Type[EdgeseqError], *, what: str = "HDF5 file", 
             raise error(f"dataset '{at}' is stored outside the file (refused)", where=where)
         dt = d.dtype
         if h5py.check_string_dtype(dt) is not None or dt.kind in "SO":
-            if d.size > 4096:
-                raise error(f"string dataset '{at}' holds {d.size} strings", where=where)
+            if d.size > max_strings:
+                raise error(f"string dataset '{at}' holds {d.size} strings (at most {max_strings})", where=where)
             budget.take(int(d.size) * 256, f"dataset '{at}'", where, error)
             v = d[()]
             if isinstance(v, bytes):

@@ -477,6 +477,11 @@ def _bad_cases(tmp_path):
     return cases
 
 
+def test_edgeseq_load_reads_nir(tmp_path):
+    g = edgeseq.load(_write(tmp_path / "m.nir", _good()))
+    assert [n.op.kind for n in g.nodes] == ["Linear", "LeakyNeuron"] and g.metadata["nir"]["semantics"] == "nir"
+
+
 def test_bad_files_raise_one_line_naming_the_node(tmp_path):
     for name, (path, err, pattern) in _bad_cases(tmp_path).items():
         with pytest.raises(err, match=pattern) as info:
