@@ -467,6 +467,12 @@ def _bad_cases(tmp_path):
         del f["node/nodes/n0/weight"]
         f["node/nodes/n0/weight"] = h5py.ExternalLink("/etc/passwd", "/x")
     cases["external link"] = (p, IRFormatError, "points outside the file")
+    p = _write(tmp_path / "bomb.nir", _good())
+    with h5py.File(p, "r+") as f:  # 2 GiB of zeros declared, a few KiB on disk
+        del f["node/nodes/n0/weight"]
+        f.create_dataset("node/nodes/n0/weight", shape=(1 << 14, 1 << 14), dtype="f8", compression="gzip",
+                         chunks=(1024, 1024))
+    cases["compression bomb"] = (p, EdgeseqError, "n0/weight")
     p = _write(tmp_path / "edge.nir", _good())
     with h5py.File(p, "r+") as f:
         e = f["node/edges"][()]
