@@ -102,3 +102,27 @@ def fraction(text: str) -> float:
     if not 0 <= v < 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
     return v
+
+
+def add_nir_options(p) -> None:
+    """How a .nir model is read (a continuous-time graph stores no time step)."""
+    g = p.add_argument_group("NIR models (.nir)")
+    g.add_argument("--nir-dt", type=positive, metavar="SECONDS",
+                   help="time step (default: the producer's; 1e-4 s, snntorch's export step)")
+    g.add_argument("--nir-method", choices=("euler", "exact"),
+                   help="discretisation: forward Euler (default) or exact exp(-dt/tau)")
+    g.add_argument("--nir-reset", choices=("zero", "subtract"),
+                   help="override the reset rule: to v_reset (NIR's) or subtract the threshold")
+    g.add_argument("--nir-semantics", choices=("auto", "nir", "snntorch"), default="auto",
+                   help="neuron semantics: snntorch's Leaky/Synaptic (auto: for snntorch's exports) or NIR's")
+
+
+def nir_options(args):
+    """The NirOptions of :func:`add_nir_options`' flags (None when none was given)."""
+    given = {k: getattr(args, "nir_" + k, None) for k in ("dt", "method", "reset")}
+    sem = getattr(args, "nir_semantics", "auto")
+    if not any(v is not None for v in given.values()) and sem in (None, "auto"):
+        return None
+    from ..frontends.nir import NirOptions
+
+    return NirOptions(semantics=sem or "auto", **given)

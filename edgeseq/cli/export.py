@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import args as A
+
 
 def register(sub) -> None:
     from ..export import TARGETS
@@ -22,7 +24,8 @@ def register(sub) -> None:
                    "calibrated here on the model's task data (--data), or a quantized graph (.q.esq) from "
                    "`edgeseq quantize` (MODEL may itself be one)")
     p.add_argument("--data", help="with --quant edgeseq|naive: the task whose training split calibrates the model "
-                                  "(default: the task recorded with the model, e.g. har for har_lmu)")
+                                  "(default: the task recorded with the model, e.g. har for har_lmu), or an .npz "
+                                  "holding x (N, T, F); a .nir model without one calibrates on random spike trains")
     p.add_argument("--onnx-numerics", choices=("exact", "qdq"), default="exact",
                    help="onnx with --quant: 'exact' (default) the integer program, bit-exact; 'qdq' the float model "
                         "with QuantizeLinear/DequantizeLinear pairs (onnxruntime QGemm kernels, within a stated tolerance)")
@@ -32,6 +35,7 @@ def register(sub) -> None:
                    help="onnx, float: scan ops that compute exactly ONNX's GRU/LSTM use those ops (onnxruntime's fused "
                         "kernels, about 2x faster than Scan); on by default, --no-fused-rnn keeps every one on Scan")
     p.add_argument("--cpu", help="arm: LLVM/gcc CPU, e.g. cortex-a72")
+    A.add_nir_options(p)
     p.set_defaults(func=run)
 
 
@@ -41,19 +45,14 @@ def run(args) -> int:
     model = args.model
     if args.model.endswith(".esq"):
         model = _maybe_quantized(args.model)
+    nir_opts = A.nir_options(args)
+    if args.model.endswith(".nir"):
+        from ..models import load_model
+
+        model = load_model(args.model, nir_options=nir_opts).graph
     quant = None
     if args.quant in ("edgeseq", "naive"):
-        from ..errors import ConfigError
-        from ..models import load_model
-        from ..quant.tasks import quantize_on_task, task_data
-
-        lm = load_model(args.model)
-        task = args.data or lm.task
-        if not task:
-            raise ConfigError(f"--quant {args.quant} needs calibration data: pass --data TASK (har, kws, ...)",
-                              where=args.model)
-        print(f"  quantizing ({args.quant} plan) with calibration data of task '{task}'", file=sys.stderr)
-        quant = quantize_on_task(lm.graph, task_data(task, lm.graph, where=args.model), args.quant, progress=False)
+        quant = _calibrated(args, model, args.quant)
     elif args.quant:
         quant = _maybe_quantized(args.quant)
         if isinstance(quant, str):
@@ -61,15 +60,49 @@ def run(args) -> int:
 
             raise ConfigError("not a quantized graph", where=args.quant,
                               hint="make one with `edgeseq quantize MODEL --data TASK --out PLAN.q.esq`")
+    options = None
+    if args.target == "nir" and nir_opts is not None:
+        options = {k: v for k, v in (("dt", nir_opts.dt), ("method", nir_opts.method)) if v is not None}
 
     def say(msg: str) -> None:
         print(f"  {msg}", file=sys.stderr)
 
     art: Artifact = export(model, target=args.target, out=args.out, quant=quant, force=args.force,
                            streaming=args.streaming, inline=args.inline, cpu=args.cpu, progress=say,
-                           onnx_numerics=args.onnx_numerics, fused_rnn=args.fused_rnn)
+                           onnx_numerics=args.onnx_numerics, fused_rnn=args.fused_rnn, target_options=options)
     _print_summary(art)
     return 0
+
+
+def _calibrated(args, model, plan: str):
+    """The model quantized with ``plan``, calibrated on --data: a task's training split, an .npz with
+    x (N, T, F), or (a .nir model without data) random spike trains, with a warning."""
+    from ..errors import ConfigError
+    from ..models import load_model
+
+    lm = load_model(args.model) if isinstance(model, str) else None
+    graph = lm.graph if lm is not None else model
+    if args.data and args.data.endswith(".npz"):
+        from ..quant import quantize
+        from ..quant.tasks import npz_calibration
+
+        print(f"  quantizing ({plan} plan) with calibration data from {args.data}", file=sys.stderr)
+        return quantize(graph, npz_calibration(args.data, graph), plan, progress=False)
+    task = args.data or (lm.task if lm is not None else None)
+    if not task and args.model.endswith(".nir"):
+        from ..quant import quantize
+        from ..quant.tasks import spike_calibration
+
+        print("  warning: no --data: calibrating on random spike trains (64 sequences of 64 steps, rate 0.2); "
+              "give --data FILE.npz with real inputs for a plan that fits them", file=sys.stderr)
+        return quantize(graph, spike_calibration(graph), plan, progress=False)
+    if not task:
+        raise ConfigError(f"--quant {plan} needs calibration data: pass --data TASK (har, kws, ...) or FILE.npz",
+                          where=args.model)
+    from ..quant.tasks import quantize_on_task, task_data
+
+    print(f"  quantizing ({plan} plan) with calibration data of task '{task}'", file=sys.stderr)
+    return quantize_on_task(graph, task_data(task, graph, where=args.model), plan, progress=False)
 
 
 def _maybe_quantized(path: str):

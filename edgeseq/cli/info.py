@@ -5,8 +5,11 @@ from __future__ import annotations
 
 def register(sub) -> None:
     p = sub.add_parser("info", help="summarise a model (.esq, .ckpt, shipped name) or list the shipped models")
-    p.add_argument("model", nargs="?", help="shipped model name, .ckpt checkpoint, training directory or .esq graph")
+    p.add_argument("model", nargs="?", help="shipped model name, .ckpt checkpoint, training directory, .esq graph or .nir graph")
     p.add_argument("--models", action="store_true", help="list the shipped trained models")
+    from . import args as A
+
+    A.add_nir_options(p)
     p.set_defaults(func=run)
 
 
@@ -26,7 +29,9 @@ def run(args) -> int:
                   f"test accuracy {'-' if acc is None else f'{100 * acc:.2f}%'}")
             print(f"{'':16} reproduce: {r['command']}")
         return 0
-    lm = load_model(args.model)
+    from .args import nir_options
+
+    lm = load_model(args.model, nir_options=nir_options(args))
     g = lm.graph
     print(g.summary())
     spec = g.state_spec()

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import ArtifactError, ConfigError
 
-TARGETS = ("onnx", "x86", "arm", "cortex-m4", "cortex-m7", "cortex-m55")
+TARGETS = ("onnx", "x86", "arm", "cortex-m4", "cortex-m7", "cortex-m55", "nir")
 BUNDLE_FORMAT = "edgeseq-bundle/1"
 
 __all__ = ["export", "load_artifact", "Artifact", "TARGETS", "as_graph"]
@@ -94,6 +94,11 @@ def export(model, target: str = "onnx", out=None, *, example_input=None, quant=N
         if q is None:  # the plan must have been made for this very model (content hash of its float graph)
             quant.check_graph(graph, where="quant")
         q = quant
+    if base == "nir":  # an interchange file, not a program: spiking graphs, checked by reading it back
+        from .nir import export_nir
+
+        path, manifest = export_nir(graph, out, force=force, quant=q, options=target_options, say=progress)
+        return Artifact(path, manifest, None, "nir")
     if golden_input is None and example_input is not None and not isinstance(model, (str, Path)):
         golden_input = np.asarray(example_input, dtype=np.float32)
     say = progress or (lambda msg: None)

@@ -10,6 +10,7 @@ raises if they disagree beyond float32 noise, so a capture bug cannot pass silen
 
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping, Optional
 
 import numpy as np
@@ -85,15 +86,24 @@ def torch_forward(module: nn.Module, x_btf: torch.Tensor, input_layout: str = "B
 
 
 def capture(module: nn.Module, example_input: Any = None, *, in_features: Optional[int] = None,
-            input_layout: str = "auto", check: bool = True, metadata: Optional[Mapping[str, Any]] = None) -> Graph:
+            input_layout: str = "auto", check: bool = True, metadata: Optional[Mapping[str, Any]] = None,
+            nir=None) -> Graph:
     """Capture ``module`` into an IR :class:`Graph`.
+
+    ``module`` may also be a NIR graph (a .nir path or a ``nir.NIRGraph``); ``nir`` is then an optional
+    :class:`~edgeseq.frontends.nir.NirOptions` (dt, discretisation, reset rule, semantics).
 
     Supported: nn.Linear, nn.Conv1d (causal), norms, activations, nn.RNN/GRU/LSTM (multi-layer,
     batch_first or not), edgeseq.nn modules, and snntorch step networks (nn.Sequential with
     init_hidden=True Leaky/RLeaky/Synaptic/RSynaptic neurons). Anything else raises
     :class:`UnsupportedModuleError` naming its module path and the supported kinds."""
+    if isinstance(module, (str, os.PathLike)) and str(module).endswith(".nir") or type(module).__name__ == "NIRGraph":
+        from .nir import load_nir
+
+        return load_nir(module, nir, metadata=metadata)
     if not isinstance(module, nn.Module):
-        raise ConfigError(f"capture expects a torch.nn.Module, got {type(module).__name__}")
+        raise ConfigError(f"capture expects a torch.nn.Module, a .nir file or a nir.NIRGraph, got "
+                          f"{type(module).__name__}")
     if input_layout not in ("auto", "BTF", "TBF"):
         raise ConfigError(f"input_layout must be 'auto', 'BTF' or 'TBF', got '{input_layout}'")
     if input_layout == "auto":

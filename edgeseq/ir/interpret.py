@@ -336,6 +336,30 @@ STEP[O.LIF] = _lif_like
 STEP[O.CuBaLIF] = _lif_like
 
 
+@_step(O.LeakyNeuron)
+def _leaky_neuron(op, p, xs, st):
+    drive = xs[0]
+    new: dict[str, np.ndarray] = {}
+    if op.synaptic:
+        syn = p["syn_decay"] * st["syn"] + (p["syn_gain"] * drive if "syn_gain" in p else drive)
+        new["syn"] = drive = syn
+    u = p["decay"] * st["mem"] + (p["gain"] * drive if "gain" in p else drive)
+    if "bias" in p:
+        u = u + p["bias"]
+    if not op.spiking:
+        new["mem"] = u
+        return (u,), new
+    z = (u - p["threshold"] > 0).astype(u.dtype)
+    if op.reset is ResetRule.ZERO:
+        v = np.where(z > 0, p.get("v_reset", 0.0), u)
+    elif op.reset is ResetRule.SUBTRACT:
+        v = u - z * p["threshold"]
+    else:
+        v = u
+    new["mem"] = v
+    return {"spikes": (z,), "membrane": (v,), "both": (z, v)}[op.emit], new
+
+
 @_step(O.L2MU)
 def _l2mu(op, p, xs, st):
     x = xs[0]

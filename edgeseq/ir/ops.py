@@ -741,7 +741,9 @@ class Scan(_ScanOp):
     def infer(self, ins):
         self._one_temporal(ins)
         self._features(ins, self.input_size)
-        return tuple(ValueType(self.program.size(o)) for o in self.program.outputs)
+        spikes = {p.out for p in self.program.body if getattr(p, "point", None) is not None
+                  and p.point.role.value == "spikes"}  # outputs quantized as 0/1 spikes are spike values
+        return tuple(ValueType(self.program.size(o), spikes=o in spikes) for o in self.program.outputs)
 
     def state_shapes(self, ins):
         return {s.name: (s.n,) for s in self.program.states}
@@ -903,6 +905,66 @@ class L2MU(_SpikingOp):
         s["s_m"] = (self.memory_size,)
         s["s_h"] = (self.hidden_size,)
         return s
+
+
+@register_op
+class LeakyNeuron(_SpikingOp):
+    """A population of discretised leaky integrators (the neuron models of NIR: LI, CubaLI, I, IF,
+    LIF, CubaLIF, once a time step and a discretisation have turned their time constants into the
+    per-step coefficients below). Elementwise over the n features:
+
+        synaptic:  i_t = syn_decay * i_{t-1} + syn_gain * x_t;  d_t = i_t      (else d_t = x_t)
+        membrane:  u_t = decay * v_{t-1} + gain * d_t + bias
+        spikes:    z_t = H(u_t - threshold)                                     (H strict, x > 0)
+        reset:     v_t = v_reset where z_t else u_t      (ZERO: to v_reset, 0 when absent)
+                   v_t = u_t - z_t * threshold           (SUBTRACT)
+                   v_t = u_t                             (NONE, and every non-spiking population)
+
+    The reset acts at the step of the spike. gain / syn_gain absent mean 1, bias absent 0; every
+    coefficient is a scalar or one value per neuron. Without a threshold the population does not
+    spike and emits v_t ('membrane'); with one it emits z_t ('spikes'), v_t or both."""
+
+    kind = "LeakyNeuron"
+    decay: Array = array(doc="membrane decay per step (1: a perfect integrator)")
+    gain: Optional[Array] = array(optional=True, doc="membrane input gain; None means 1")
+    bias: Optional[Array] = array(optional=True, doc="constant drive per step (the leak potential's share)")
+    syn_decay: Optional[Array] = array(optional=True, doc="synaptic current decay; None: no synapse")
+    syn_gain: Optional[Array] = array(optional=True, doc="synaptic input gain; None means 1")
+    threshold: Optional[Array] = array(optional=True, doc="firing threshold; None: a non-spiking integrator")
+    v_reset: Optional[Array] = array(optional=True, doc="reset potential of the ZERO rule; None means 0")
+    reset: ResetRule = enum_field(ResetRule, ResetRule.ZERO)
+    emit: str = "spikes"
+
+    @property
+    def synaptic(self) -> bool:
+        return self.syn_decay is not None
+
+    @property
+    def spiking(self) -> bool:
+        return self.threshold is not None
+
+    def check(self):
+        if self.reset is ResetRule.ZERO_TOTAL:
+            raise ConfigError("LeakyNeuron resets with 'zero' (to v_reset), 'subtract' or 'none'")
+        if self.syn_gain is not None and not self.synaptic:
+            raise ConfigError("'syn_gain' needs a synapse ('syn_decay')")
+        if not self.spiking and (self.emit != "membrane" or self.v_reset is not None):
+            raise ConfigError("a LeakyNeuron without a threshold emits its membrane and has no v_reset")
+        if self.v_reset is not None and self.reset is not ResetRule.ZERO:
+            raise ConfigError("'v_reset' belongs to the 'zero' reset rule")
+        if self.emit not in _EMITS[:3]:
+            raise ConfigError(f"emit must be one of {_EMITS[:3]}, got '{self.emit}'")
+
+    def infer(self, ins):
+        n = self._one_temporal(ins).features
+        for name in ("decay", "gain", "bias", "syn_decay", "syn_gain", "threshold", "v_reset"):
+            _vec_or_scalar(name, getattr(self, name), n)
+        spk, mem = ValueType(n, spikes=True), ValueType(n)
+        return {"spikes": (spk,), "membrane": (mem,), "both": (spk, mem)}[self.emit]
+
+    def state_shapes(self, ins):
+        n = ins[0].features
+        return {"syn": (n,), "mem": (n,)} if self.synaptic else {"mem": (n,)}
 
 
 def struct_equal(a: Any, b: Any) -> bool:

@@ -6,7 +6,7 @@ A *model spec* is any of:
   ``edgeseq info --models``): a directory ``edgeseq/models/<name>/`` holding ``model.ckpt`` and
   ``metrics.json`` (with the exact command that reproduces it);
 - a training output directory (``model.ckpt`` inside), or a ``.ckpt`` file: a safe edgeseq checkpoint;
-- an ``.esq`` IR graph file.
+- an ``.esq`` IR graph file, or a ``.nir`` graph (the Neuromorphic Intermediate Representation).
 
 ``load_model(spec)`` returns a :class:`LoadedModel` with the IR graph (captured from the torch model
 for checkpoints), the torch module when there is one, and the task / label metadata.
@@ -66,8 +66,9 @@ class LoadedModel:
             n.op.kind in ("LIF", "CuBaLIF", "L2MU") for n in self.graph.nodes)
 
 
-def load_model(spec, *, capture_steps: int = 16) -> LoadedModel:
-    """Load a model spec (see the module docstring) as an IR graph (+ torch module)."""
+def load_model(spec, *, capture_steps: int = 16, nir_options=None) -> LoadedModel:
+    """Load a model spec (see the module docstring) as an IR graph (+ torch module). A .nir graph is
+    read with ``nir_options`` (:class:`edgeseq.frontends.nir.NirOptions`; None: the producer's defaults)."""
     if not isinstance(spec, (str, Path)):
         raise ConfigError(f"a model spec is a shipped model name or a path, got {type(spec).__name__}")
     s = str(spec)
@@ -93,8 +94,14 @@ def load_model(spec, *, capture_steps: int = 16) -> LoadedModel:
         md = dict(g.metadata)
         return LoadedModel(graph=g, source=str(path), name=name, task=md.get("task"),
                            labels=tuple(md.get("labels", ())), metrics={})
+    if path.suffix == ".nir":
+        from ..frontends.nir import load_nir
+
+        g = load_nir(path, nir_options, metadata={"name": name})
+        return LoadedModel(graph=g, source=str(path), name=name, task=None, labels=(), metrics={})
     if path.suffix != ".ckpt":
-        raise CheckpointError(f"unknown model file type '{path.suffix}' (expected .ckpt or .esq)", where=str(path))
+        raise CheckpointError(f"unknown model file type '{path.suffix}' (expected .ckpt, .esq or .nir)",
+                              where=str(path))
     from ..train.checkpoint import load_checkpoint
 
     module, doc = load_checkpoint(path)  # checks the file before torch is imported (bounded memory on any file)

@@ -91,3 +91,27 @@ def qat_on_task(lm, data: TaskData, epochs: int, lr: float, *, seed: int = 0, pr
                         val=data.val, calib_x=data.calib_x, progress=progress, log=log)
     g = capture(lm.module.eval(), torch.zeros(1, 16, lm.graph.in_features), metadata=dict(lm.graph.metadata))
     return g, hist
+
+
+def npz_calibration(path, graph, max_sequences: int = 512) -> np.ndarray:
+    """Calibration sequences from an .npz holding ``x`` (or ``calib_x``) of shape (N, T, F)."""
+    from ..errors import DatasetError, ShapeError
+    from ..util.safeio import read_npz
+
+    arrays = read_npz(path, DatasetError, keys=("x", "calib_x"))
+    x = arrays.get("calib_x", arrays.get("x"))
+    if x is None:
+        raise DatasetError("the .npz holds no array 'x' (or 'calib_x') of calibration sequences", where=str(path))
+    if x.ndim != 3 or x.shape[2] != graph.in_features or x.shape[0] < 1 or x.shape[1] < 1:
+        raise ShapeError(f"calibration array has shape {x.shape}; the model needs (N, T, {graph.in_features})",
+                         where=str(path))
+    x = np.asarray(x[:max_sequences], dtype=np.float64)
+    if not np.all(np.isfinite(x)):
+        raise DatasetError("calibration array holds NaN or Inf", where=str(path))
+    return x
+
+
+def spike_calibration(graph, n: int = 64, steps: int = 64, rate: float = 0.2, seed: int = 0) -> np.ndarray:
+    """Random 0/1 spike trains (N, T, F) at ``rate``: calibration for a spiking model with no data."""
+    rng = np.random.default_rng(seed)
+    return (rng.random((n, steps, graph.in_features)) < rate).astype(np.float64)

@@ -38,3 +38,9 @@ def test_har_to_arm(tmp_path):
     acc = re.search(r"float ([0-9.]+)%, on device \(int8\) ([0-9.]+)%", out)
     assert acc and float(acc.group(1)) > 50 and abs(float(acc.group(1)) - float(acc.group(2))) <= 5
     assert (tmp_path / "art" / "manifest.json").is_file()
+
+
+def test_snntorch_to_nir(tmp_path):
+    out = _run("snntorch_to_nir.py", "--out", str(tmp_path / "snn.nir"), cwd=tmp_path)
+    m = re.search(r"spikes: snntorch (\d+), edgeseq (\d+), identical = (\w+)", out)
+    assert m and int(m.group(1)) > 0 and m.group(3) == "True"

@@ -103,6 +103,17 @@ def cases():
     c["cubalif_rec_now"] = lambda r: O.CuBaLIF(neuron=_neuron(r, I, synaptic=True, reset="zero_total", delay=False,
                                                                scale=True), recurrence="one_to_one",
                                                v_rec=r.normal(size=I))
+    def leaky(r, synaptic=False, **kw):  # NIR neurons once discretised (edgeseq.frontends.nir)
+        kw.setdefault("threshold", r.uniform(0.4, 1.0, I))
+        return O.LeakyNeuron(decay=r.uniform(0.6, 0.99, I), gain=r.uniform(0.2, 1.5, I), bias=r.normal(size=I) * 0.1,
+                             syn_decay=r.uniform(0.5, 0.9, I) if synaptic else None,
+                             syn_gain=r.uniform(0.3, 1.2, I) if synaptic else None, **kw)
+    c["leaky_lif_reset_value"] = lambda r: leaky(r, v_reset=r.normal(size=I) * 0.2)
+    c["leaky_lif_subtract_both"] = lambda r: leaky(r, reset="subtract", emit="both")
+    c["leaky_cubalif"] = lambda r: leaky(r, synaptic=True)
+    c["leaky_if_scalar"] = lambda r: O.LeakyNeuron(decay=1.0, threshold=0.8)
+    c["leaky_li"] = lambda r: leaky(r, threshold=None, emit="membrane")
+    c["leaky_cubali"] = lambda r: leaky(r, synaptic=True, threshold=None, emit="membrane", reset="none")
     return c
 
 
@@ -127,5 +138,5 @@ def drive(name: str, rng, batch: int, steps: int):
     """Inputs that make spiking cells fire (ids, some outside the table, for an embedding)."""
     if name == "embedding":
         return rng.integers(-2, 10, size=(batch, steps, 1)).astype(np.float64)
-    scale = 2.0 if name.startswith(("lif", "cubalif", "l2mu")) else 1.0
+    scale = 2.0 if name.startswith(("lif", "cubalif", "l2mu", "leaky")) else 1.0
     return rng.standard_normal((batch, steps, I)) * scale + (0.3 if scale > 1 else 0.0)

@@ -88,6 +88,17 @@ def family_graph(name: str, h: int = 4, seed: int = 0):
         spk, mem = y
         r = g.add(O.Readout(mode="sum"), spk)
         return g.build([spk, mem, r])
+    elif name in ("leaky_cubalif", "leaky_subtract", "leaky_cubali"):  # NIR neurons (frontends.nir)
+        cur = g.add(O.Linear(weight=_w(rng, h, IN, 2.0), bias=b(h) + 0.3), x)
+        spiking = name != "leaky_cubali"
+        y = g.add(O.LeakyNeuron(decay=rng.uniform(0.7, 0.99, h), gain=rng.uniform(0.5, 1.5, h), bias=b(h) * 0.1,
+                                syn_decay=None if name == "leaky_subtract" else rng.uniform(0.4, 0.9, h),
+                                threshold=rng.uniform(0.6, 1.2, h) if spiking else None,
+                                v_reset=b(h) if name == "leaky_cubalif" else None,
+                                reset="subtract" if name == "leaky_subtract" else "zero",
+                                emit="both" if spiking else "membrane"), cur)
+        if spiking:
+            return g.build(list(y) + [g.add(O.Readout(mode="sum"), y[0])])
     else:  # pragma: no cover
         raise KeyError(name)
     r = g.add(O.Readout(mode="mean"), y)
@@ -95,8 +106,9 @@ def family_graph(name: str, h: int = 4, seed: int = 0):
     return g.build([y, head])
 
 
-LINEAR = ["mingru", "mingru_identity", "minlstm", "lmu_memory", "lmu_hidden", "lmu_m2m"]
-NONLINEAR = ["rnn_tanh", "rnn_relu", "gru", "gru_cho", "lstm", "lif", "lif_zero_121", "cubalif_a2a", "cubalif_total"]
+LINEAR = ["mingru", "mingru_identity", "minlstm", "lmu_memory", "lmu_hidden", "lmu_m2m", "leaky_cubali"]
+NONLINEAR = ["rnn_tanh", "rnn_relu", "gru", "gru_cho", "lstm", "lif", "lif_zero_121", "cubalif_a2a", "cubalif_total",
+             "leaky_cubalif", "leaky_subtract"]
 FAMILIES = LINEAR + NONLINEAR + ["lmu_h2m"]
 
 

@@ -62,7 +62,7 @@ def cell_kinds() -> set[str]:
 
 
 def _load() -> None:
-    from . import attention, embedding, gated, l2mu, lmu, minrnn, s4d, spiking  # noqa: F401  (registration)
+    from . import attention, embedding, gated, l2mu, leaky, lmu, minrnn, s4d, spiking  # noqa: F401  (registration)
 
 
 def running_readout(mode, n: int):

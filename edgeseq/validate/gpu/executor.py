@@ -19,7 +19,7 @@ import torch
 from ...errors import ConfigError, ShapeError
 from ...ir import ops as O
 from ...ir.graph import Graph, Node
-from ...ir.types import ReadoutMode, Recurrence
+from ...ir.types import ReadoutMode, Recurrence, ResetRule
 from . import torch_kernels as TK
 
 _PARAMS: "weakref.WeakKeyDictionary[O.Struct, dict]" = weakref.WeakKeyDictionary()
@@ -62,6 +62,8 @@ def describe(op: O.Op, kernels: ModuleType) -> str:
         return f"{k}: fused per-step {op.kind} kernel"
     if isinstance(op, O.L2MU):
         return "torch: step loop (three coupled LIF populations)"
+    if isinstance(op, O.LeakyNeuron):
+        return "torch: step loop (elementwise leaky integrators" + (", spikes and resets)" if op.spiking else ")")
     if isinstance(op, O.S4D):
         return "torch: complex parallel doubling scan (diagonal state space)"
     if isinstance(op, O.AttentionPool):
@@ -176,6 +178,8 @@ def _scan(op: O.Op, p: dict, x: torch.Tensor, st: dict, K: ModuleType) -> tuple[
         return {"spikes": (spk,), "membrane": (mem,), "both": (spk, mem)}[op.emit], new
     if isinstance(op, O.L2MU):
         return _l2mu(op, p, x, st)
+    if isinstance(op, O.LeakyNeuron):
+        return _leaky(op, p, x, st)
     if isinstance(op, O.S4D):
         return _s4d(op, x, st, K)
     if isinstance(op, O.AttentionPool):
@@ -274,6 +278,34 @@ def _lmu_loop(op, p, x, ux, st, abar, bbar):
         h = TK.activation(op.act, pre)
         outs.append(h)
     return (torch.stack(outs, 1),), {"m": m, "h": h}
+
+
+def _leaky(op: O.LeakyNeuron, p: dict, x: torch.Tensor, st: dict):
+    """LeakyNeuron: a torch step loop (elementwise, so each step is a few vector ops)."""
+    syn, v = st.get("syn"), st["mem"]
+    thr, outs = p.get("threshold"), []
+    for t in range(x.shape[1]):
+        d = x[:, t]
+        if op.synaptic:
+            syn = p["syn_decay"] * syn + (p["syn_gain"] * d if "syn_gain" in p else d)
+            d = syn
+        u = p["decay"] * v + (p["gain"] * d if "gain" in p else d)
+        if "bias" in p:
+            u = u + p["bias"]
+        z = (u > thr).to(u.dtype) if thr is not None else None
+        if z is not None and op.reset is ResetRule.ZERO:
+            v = torch.where(z > 0, p["v_reset"] if "v_reset" in p else torch.zeros_like(u), u)
+        elif z is not None and op.reset is ResetRule.SUBTRACT:
+            v = u - z * thr
+        else:
+            v = u
+        outs.append((z, v))
+    new = {"mem": v} if syn is None else {"syn": syn, "mem": v}
+    mem = torch.stack([o[1] for o in outs], 1)
+    if not op.spiking:
+        return (mem,), new
+    spk = torch.stack([o[0] for o in outs], 1)
+    return {"spikes": (spk,), "membrane": (mem,), "both": (spk, mem)}[op.emit], new
 
 
 def _l2mu(op: O.L2MU, p: dict, x: torch.Tensor, st: dict):
