@@ -105,6 +105,8 @@ def export(model, target: str = "onnx", out=None, *, example_input=None, quant=N
                           hint="quantize first (edgeseq quantize) and export with --target onnx --quant PLAN")
     if fused_rnn and (base != "onnx" or q is not None):
         raise ConfigError("fused_rnn applies to float ONNX exports only (target 'onnx', no quantization)")
+    if base != "onnx" or q is not None:  # these backends run graphs step by step
+        graph.require_streaming(f"export to '{base}'" + (" (quantized)" if q is not None else ""))
     if q is not None:
         return _export_quantized(q, base, out, force=force, cpu=cpu, golden_input=golden_input,
                                  streaming=streaming, target_options=target_options, say=say,

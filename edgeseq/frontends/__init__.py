@@ -142,6 +142,9 @@ def capture(module: nn.Module, example_input: Any = None, *, in_features: Option
             except UnsupportedModuleError as err:
                 if x is None or not err.message.startswith("cannot trace"):
                     raise
+                from .constructs import check_constructs
+
+                check_constructs(module)  # a known unsupported construct: name it and its alternative
                 builder, outs, input_layout, x = _capture_loop(module, x, input_layout, int(in_features))
                 loop = True
     finally:

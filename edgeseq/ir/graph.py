@@ -126,9 +126,9 @@ class Graph:
     def is_window(self) -> bool:
         return bool(self.window_nodes)
 
-    def require_streaming(self, what: str) -> None:
-        """Raise a one-line :class:`UnsupportedOpError` if this is a window graph (``what`` needs to
-        run it step by step)."""
+    def require_streaming(self, what: str, hint: str | None = None) -> None:
+        """Raise a one-line :class:`UnsupportedOpError` if this is a window graph (``what`` runs graphs
+        step by step)."""
         if not self.is_window:
             return
         from ..errors import UnsupportedOpError
@@ -137,8 +137,8 @@ class Graph:
         why = self.metadata.get("window") or f"node '{n.name}' ({n.op.kind}) reads future steps"
         raise UnsupportedOpError(
             f"{what} needs a streaming graph, and this is a window graph ({why}): it runs on whole windows",
-            hint="export it whole-window (edgeseq export without --streaming) to ONNX; or make the model causal "
-                 "(a unidirectional RNN, left-only padding) to stream it")
+            hint=hint or "export it whole-window (edgeseq export --target onnx, without --streaming); or make "
+                         "the model causal (a unidirectional RNN, left-only padding) to stream it")
 
     # -- derived graphs -------------------------------------------------------------------------
     def with_nodes(self, nodes: Iterable[Node], outputs: Sequence[str] | None = None, **meta: Any) -> "Graph":
