@@ -160,6 +160,7 @@ ACTIVATIONS: dict[Act, Callable[..., str]] = {
     Act.LEAKY_RELU: lambda e, x, slope, lo, hi: e.op("LeakyRelu", x, alpha=float(slope)),
     Act.HARDTANH: lambda e, x, slope, lo, hi: e.op("Clip", x, e.const(lo, "lo"), e.const(hi, "hi")),
     Act.SOFTPLUS: lambda e, x, *_: e.op("Softplus", x),
+    Act.EXP: lambda e, x, *_: e.op("Exp", x),
     Act.MINRNN_G: _minrnn_g,
 }
 
