@@ -13,7 +13,7 @@ For every model:
 
 Results: benchmarks/results/byom.json and a table in benchmarks/BENCHMARKS.md.
 
-    python -m benchmarks.bench_byom [--models a,b,...] [--no-torch]
+    python -m benchmarks.bench_byom [--models a,b,...] [--no-torch] [--resume]
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from benchmarks.common import write_results
 LENGTHS = (10, 23)
 TOL = 1e-5
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(os.environ.get("EDGESEQ_BENCH_RESULTS") or ROOT / "benchmarks" / "results") / "byom.json"
 
 
 def _close(got, want, spikes: bool) -> tuple[bool, float]:
@@ -184,23 +185,38 @@ def main(argv=None) -> dict:
     ap.add_argument("--models", default="")
     ap.add_argument("--no-torch", action="store_true", help="skip the torch.onnx.export columns")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--resume", action="store_true", help="keep the rows of an interrupted run's results file")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from tests.byom.corpus import CASES
 
     names = [n for n in (args.models.split(",") if args.models else CASES)]
     rows = {}
+    if args.resume and RESULTS.is_file():  # rows of an interrupted run (written after every model)
+        rows = {k: v for k, v in json.loads(RESULTS.read_text())["models"].items() if k in names}
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
+            if name in rows:
+                continue
             row = edgeseq_row(name, Path(tmp))
             if not args.no_torch:
                 row["torch_onnx_default"], row["torch_onnx_dynamic_axes"] = torch_rows(name, Path(tmp))
             rows[name] = row
+            if not args.no_write and len(rows) < len(names):
+                write_results("byom", _result(rows, args, partial=f"{len(rows)} of {len(names)} models"))
             print(f"{name:26s} edgeseq {'ok ' if row.get('correct') else '-- '}"
                   + ("" if args.no_torch else
                      f"torch {'ok' if row['torch_onnx_default']['correct'] else '--'} "
                      f"dyn {'ok' if row['torch_onnx_dynamic_axes']['correct'] else '--'}")
                   + ("" if row.get("captured") else f"  {row.get('error', '')[:90]}"), flush=True)
+    result = _result(rows, args)
+    print(json.dumps(result["summary"]))
+    if not args.no_write:
+        write_results("byom", result)
+    return result
+
+
+def _result(rows: dict, args, partial: str = "") -> dict:
     n = len(rows)
     summary = {"models": n, "edgeseq_captured": sum(r.get("captured", False) for r in rows.values()),
                "edgeseq_correct": sum(r.get("correct", False) for r in rows.values())}
@@ -208,13 +224,10 @@ def main(argv=None) -> dict:
         for k in ("torch_onnx_default", "torch_onnx_dynamic_axes"):
             summary[f"{k}_exported"] = sum(r[k].get("exported", False) for r in rows.values())
             summary[f"{k}_correct"] = sum(r[k]["correct"] for r in rows.values())
-    print(json.dumps(summary))
-    result = {"config": {"lengths": list(LENGTHS), "tolerance": TOL, "models": n},
-              "tables": {"summary": [summary], "per model": [_table_row(k, r) for k, r in rows.items()]},
-              "summary": summary, "models": rows, "env": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}}
-    if not args.no_write:
-        write_results("byom", result)
-    return result
+    return {"config": {"lengths": list(LENGTHS), "tolerance": TOL, "models": n},
+            **({"partial": partial} if partial else {}),
+            "tables": {"summary": [summary], "per model": [_table_row(k, r) for k, r in rows.items()]},
+            "summary": summary, "models": rows, "env": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}}
 
 
 def run(quick: bool = False, write: bool = True) -> dict:
