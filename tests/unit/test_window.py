@@ -58,6 +58,20 @@ def test_layered_execution_is_the_window_equations(steps):
     np.testing.assert_array_equal(values["rev_in"], x[:, ::-1])
 
 
+def test_reference_kernels_run_window_graphs():
+    """The validation reference kernels (layer by layer; torch on the CPU here) compute the same."""
+    from edgeseq.validate import reference_run
+
+    g, rng = _graph()
+    for steps in (1, 7):
+        x = rng.normal(size=(2, steps, 3))
+        got, _ = reference_run(g, x, device="cpu", dtype="float64", kernels="torch")
+        for a, b in zip(got, run(g, x)[0]):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+    with pytest.raises(UnsupportedOpError, match="window graph"):
+        reference_run(g, x, g.init_state(2), device="cpu", kernels="torch")
+
+
 def test_window_graph_round_trips_and_refuses_streaming(tmp_path):
     from edgeseq.ir.serialize import load
 
