@@ -111,6 +111,10 @@ def test_cli_refuses_step_targets_in_one_line(tmp_path):
         err = [ln for ln in p.stderr.splitlines() if ln.startswith("edgeseq: error:")]
         assert p.returncode == 2 and len(err) == 1 and "Traceback" not in p.stderr, p.stderr
         assert "window graph (test window)" in err[0]
+    info = subprocess.run([sys.executable, "-m", "edgeseq", "info", str(tmp_path / "w.esq")], capture_output=True,
+                          text=True)
+    assert info.returncode == 0 and "window graph: runs on whole windows" in info.stdout, info.stderr
+    assert "streaming state" not in info.stdout
 
 
 def test_lookahead_checks_its_steps():
