@@ -326,13 +326,15 @@ def _bidirectional(ctx, m, path, v, kind: str, init):
     back = cur
     for layer in range(m.num_layers):
         name = path if m.num_layers == 1 else f"{path}.l{layer}"
-        fwd = ctx.add(_rnn_op(m, kind, layer), cur, name)
+        fwd = Val(ctx.add(_rnn_op(m, kind, layer), cur, name), v.layout)
         rev = ctx.add(O.Reverse(), cur, f"{name}.reverse_in")
         back = Val(ctx.add(_rnn_op(m, kind, layer, "_reverse"), Val(rev, v.layout), f"{name}.backward"), v.layout)
         bwd = ctx.add(O.Reverse(), back, f"{name}.reverse_out")
-        cur = Val(ctx.add(O.Concat(), [Val(fwd, v.layout), Val(bwd, v.layout)], f"{name}.concat"), v.layout)
-    # h_n[-1] is the backward direction's final state: the last step of its (reversed-time) output
-    return TupleVal((cur, StateVal(back, path, ("h", "c") if kind == "LSTM" else ("h",), layers=2 * m.num_layers)))
+        cur = Val(ctx.add(O.Concat(), [fwd, Val(bwd, v.layout)], f"{name}.concat"), v.layout)
+    # h_n[-1] is the backward direction's final state: the last step of its (reversed-time) output;
+    # h_n[-2] the forward direction's
+    return TupleVal((cur, StateVal(back, path, ("h", "c") if kind == "LSTM" else ("h",), layers=2 * m.num_layers,
+                                   forward_last=fwd)))
 
 
 # ---------------------------------------------------------------- edgeseq.nn modules

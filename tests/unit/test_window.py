@@ -120,3 +120,34 @@ def test_cli_refuses_step_targets_in_one_line(tmp_path):
 def test_lookahead_checks_its_steps():
     with pytest.raises(EdgeseqError, match="steps >= 1"):
         GraphBuilder(2).add(O.Lookahead(steps=0), "x")
+
+
+def test_bidirectional_final_states_capture():
+    """torch.cat((h_n[-2], h_n[-1]), 1) of a bidirectional GRU / LSTM (time-major too): the last forward
+    step and the backward direction's last step, in a window graph that matches torch at a new length."""
+    import torch
+    from torch import nn
+
+    import edgeseq
+
+    class M(nn.Module):
+        def __init__(self, cls, batch_first):
+            super().__init__()
+            self.rnn = cls(3, 5, num_layers=2, bidirectional=True, batch_first=batch_first)
+            self.fc = nn.Linear(10, 2)
+
+        def forward(self, x):
+            _, h = self.rnn(x)
+            h = h[0] if isinstance(h, tuple) else h
+            return self.fc(torch.cat((h[-2], h[-1]), dim=1))
+
+    torch.manual_seed(0)
+    for cls, bf in ((nn.GRU, False), (nn.LSTM, True)):
+        m = M(cls, bf).eval()
+        shape = (2, 6, 3) if bf else (6, 2, 3)
+        g = edgeseq.capture(m, torch.randn(*shape))
+        assert g.is_window and g.metadata["input_layout"] == ("BTF" if bf else "TBF")
+        x = torch.randn(*((3, 11, 3) if bf else (11, 3, 3)))
+        with torch.no_grad():
+            want = m(x).numpy()
+        np.testing.assert_allclose(edgeseq.reference(g, x.numpy())[0], want, atol=1e-6)
