@@ -138,12 +138,16 @@ def test_bidirectional_final_states_capture():
 
         def forward(self, x):
             _, h = self.rnn(x)
-            h = h[0] if isinstance(h, tuple) else h
+            return self.fc(torch.cat((h[-2], h[-1]), dim=1))
+
+    class L(M):
+        def forward(self, x):
+            _, (h, c) = self.rnn(x)
             return self.fc(torch.cat((h[-2], h[-1]), dim=1))
 
     torch.manual_seed(0)
-    for cls, bf in ((nn.GRU, False), (nn.LSTM, True)):
-        m = M(cls, bf).eval()
+    for wrap, cls, bf in ((M, nn.GRU, False), (L, nn.LSTM, True)):
+        m = wrap(cls, bf).eval()
         shape = (2, 6, 3) if bf else (6, 2, 3)
         g = edgeseq.capture(m, torch.randn(*shape))
         assert g.is_window and g.metadata["input_layout"] == ("BTF" if bf else "TBF")
