@@ -35,7 +35,10 @@ def run(args) -> int:
     g = lm.graph
     print(g.summary())
     spec = g.state_spec()
-    if spec:
+    if g.is_window:
+        print(f"\nwindow graph: runs on whole windows, node by node ({g.metadata.get('window', 'window ops')}); "
+              "exports whole-window to ONNX, cannot stream")
+    elif spec:
         print("\nstreaming state (per sequence):")
         for k, s in spec.items():
             print(f"  {k:<32} {s}")

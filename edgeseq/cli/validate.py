@@ -28,6 +28,9 @@ def register(sub) -> None:
     p.add_argument("--graph", metavar="FILE.esq", help="IR graph to compare with (default: the artifact's graph.esq)")
     p.add_argument("--out", metavar="DIR", help="where to write validation.json and report.html "
                                                 "(default: DIR/validation)")
+    p.add_argument("--layout", choices=("BTF", "TBF", "static"),
+                   help="layout of an .npz's x (default: the model's own, recorded at capture; dataset names are "
+                        "(N, T, F))")
     p.add_argument("--no-measure", action="store_true", help="skip latency / instruction-count measurements")
     p.add_argument("--quiet", action="store_true", help="print only the final line")
     p.set_defaults(func=run)
@@ -39,7 +42,8 @@ def run(args) -> int:
     out = Path(args.out) if args.out else Path(args.artifact) / "validation"
     log = None if args.quiet else (lambda s: print(s, flush=True))
     report = validate(args.artifact, reference=args.reference, data=args.data, tolerance=args.tolerance,
-                      out=out, samples=args.samples, graph=args.graph, measure=not args.no_measure, log=log)
+                      out=out, samples=args.samples, graph=args.graph, measure=not args.no_measure, log=log,
+                      layout=args.layout)
     if not args.quiet:
         print(report.summary())
     if report.failed:

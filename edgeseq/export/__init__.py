@@ -74,11 +74,14 @@ def _split_target(target: str) -> tuple[str, Optional[str]]:
 def export(model, target: str = "onnx", out=None, *, example_input=None, quant=None, force: bool = False,
            streaming: bool = False, inline: bool = False, cpu: Optional[str] = None, golden_input=None,
            target_options: Optional[Mapping[str, Any]] = None, progress=None,
-           onnx_numerics: str = "exact", fused_rnn: Optional[bool] = None) -> "Artifact":
+           onnx_numerics: str = "exact", fused_rnn: Optional[bool] = None,
+           layout: Optional[str] = None) -> "Artifact":
     """Export ``model`` for ``target`` into the directory ``out``; returns an :class:`Artifact`.
 
-    ``quant`` is a quantized graph (or None for float32). ``example_input`` (B, T, F) is needed only
-    to capture a torch module; ``golden_input`` sets the input whose reference outputs are stored.
+    ``quant`` is a quantized graph (or None for float32). ``example_input`` is needed only to capture
+    a torch module; ``golden_input`` sets the input whose reference outputs are stored. Both are in the
+    model's own layout (``graph.metadata["input_layout"]``: (B, T, F), (T, B, F) or a static (B, F);
+    ``layout`` overrides it); the artifact stores the golden vectors as (B, T, F).
     ``onnx_numerics`` (onnx target, quantized graphs): 'exact' (the integer program) or 'qdq'.
     ``fused_rnn`` (onnx target, float; default on): scan ops that compute exactly ONNX's GRU / LSTM run
     on those ops (onnxruntime's fused kernels) instead of Scan; ``False`` keeps every one on Scan."""
@@ -100,7 +103,11 @@ def export(model, target: str = "onnx", out=None, *, example_input=None, quant=N
         path, manifest = export_nir(graph, out, force=force, quant=q, options=target_options, say=progress)
         return Artifact(path, manifest, None, "nir")
     if golden_input is None and example_input is not None and not isinstance(model, (str, Path)):
-        golden_input = np.asarray(example_input, dtype=np.float32)
+        golden_input = example_input
+    if golden_input is not None:
+        from ..ir.layout import to_ir
+
+        golden_input = np.asarray(to_ir(graph, golden_input, layout), dtype=np.float32)
     say = progress or (lambda msg: None)
     if onnx_numerics not in ("exact", "qdq"):
         raise ConfigError(f"unknown onnx_numerics '{onnx_numerics}'; choose 'exact' or 'qdq'")
@@ -109,6 +116,8 @@ def export(model, target: str = "onnx", out=None, *, example_input=None, quant=N
                           hint="quantize first (edgeseq quantize) and export with --target onnx --quant PLAN")
     if fused_rnn and (base != "onnx" or q is not None):
         raise ConfigError("fused_rnn applies to float ONNX exports only (target 'onnx', no quantization)")
+    if base != "onnx" or q is not None:  # these backends run graphs step by step
+        graph.require_streaming(f"export to '{base}'" + (" (quantized)" if q is not None else ""))
     if q is not None:
         return _export_quantized(q, base, out, force=force, cpu=cpu, golden_input=golden_input,
                                  streaming=streaming, target_options=target_options, say=say,
@@ -232,6 +241,7 @@ class Artifact:
     def __init__(self, path: Path, manifest: dict, impl, kind: str, parts: Optional[dict] = None):
         self.path, self.manifest, self.impl, self.kind = path, manifest, impl, kind
         self.parts = parts or {}
+        self._layout_graph = None  # the graph.esq that records the input layout (False: none stored)
 
     @classmethod
     def load(cls, path, *, _nested: bool = False) -> "Artifact":
@@ -294,10 +304,31 @@ class Artifact:
             raise ConfigError(f"artifact has no '{runtime}' runtime (has: {', '.join(self.parts) or self.kind})")
         return self.parts[runtime]
 
-    def run(self, x, runtime: Optional[str] = None):
-        """Outputs for ``x`` (B, T, F): an array, or a tuple of arrays for several outputs."""
+    def input_layout(self, layout: Optional[str] = None) -> str:
+        """The layout :meth:`run` takes: ``layout`` if given, else the model's own (recorded in the
+        artifact's graph.esq; 'BTF' when it holds none)."""
+        from ..ir.layout import layout_of
+
+        if self._layout_graph is None:
+            self._layout_graph = self.graph if (self.path / "graph.esq").is_file() else False
+        if self._layout_graph is False:
+            if layout not in (None, "BTF"):
+                raise ConfigError(f"layout '{layout}' needs the artifact's graph.esq (it records the model's layout)",
+                                  where=str(self.path), hint="pass the input as (batch, time, features)")
+            return "BTF"
+        return layout_of(self._layout_graph, layout)
+
+    def run(self, x, runtime: Optional[str] = None, *, layout: Optional[str] = None):
+        """Outputs for ``x`` in the model's own layout ((B, T, F), (T, B, F) for a time-major model, a
+        static (B, F) for a model that loops over a static input; ``layout`` overrides it, see
+        :mod:`edgeseq.ir.layout`): an array, or a tuple of arrays for several outputs, temporal ones
+        in that layout."""
+        from ..ir.layout import from_ir, to_ir
         from ..util.finite import check_finite
 
+        lay = self.input_layout(layout)
+        if lay != "BTF":
+            x = to_ir(self._layout_graph, x, lay)
         art = self.runner(runtime)
         if art.kind == "bundle":
             art = art.parts[art.manifest["default_runtime"]]
@@ -308,6 +339,8 @@ class Artifact:
         else:
             y = art.impl.run(x)
         ys = tuple(np.asarray(v) for v in (y if isinstance(y, (tuple, list)) else (y,)))
+        if lay != "BTF":
+            ys = from_ir(self._layout_graph, ys, lay)
         return ys[0] if len(ys) == 1 else ys
 
     def cost(self, x) -> dict:

@@ -152,6 +152,9 @@ def capture(module: nn.Module, example_input: Any = None, *, in_features: Option
             except UnsupportedModuleError as err:
                 if x is None or not err.message.startswith("cannot trace"):
                     raise
+                from .constructs import check_constructs
+
+                check_constructs(module)  # a known unsupported construct: name it and its alternative
                 builder, outs, input_layout, x = _capture_loop(module, x, input_layout, int(in_features))
                 loop = True
     finally:
@@ -162,6 +165,8 @@ def capture(module: nn.Module, example_input: Any = None, *, in_features: Option
         md["model_config"] = cfg
     md.update(metadata or {})
     md["input_layout"] = input_layout
+    if ctx.window and not loop:  # constructs that read the future: the graph runs on whole windows
+        md["window"] = "; ".join(ctx.window)
     delays = [ctx.delay.get(o.name, 0) if o.temporal else 0 for o in outs]
     if any(delays):  # temporal outputs of valid convolutions: their first steps are warm-up
         md["output_delays"] = delays

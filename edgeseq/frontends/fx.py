@@ -353,10 +353,12 @@ class FxCapture:
             return v.items[idx]
         if isinstance(v, StateVal):
             if len(v.parts) > 1 and v.selected is None and isinstance(idx, int) and idx in (0, 1, -1, -2):
-                return StateVal(v.last_output, v.module, v.parts, v.parts[idx], v.layers)
+                return StateVal(v.last_output, v.module, v.parts, v.parts[idx], v.layers, v.forward_last)
             sel = v.selected or v.parts[0]
             if idx == -1 and sel == "h":
                 return self._readout(node, v.last_output, ReadoutMode.LAST)
+            if idx == -2 and sel == "h" and v.forward_last is not None:  # bidirectional: the forward direction
+                return self._readout(node, v.forward_last, ReadoutMode.LAST)
             raise self.unsupported(node, f"uses the recurrent state of '{v.module}' (only h_n[-1] is supported: it "
                                          "equals the last step of the output)")
         if not isinstance(v, Val):

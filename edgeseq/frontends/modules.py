@@ -32,6 +32,7 @@ class Ctx:
     def __init__(self, builder: GraphBuilder):
         self.b = builder
         self.delay: dict[str, int] = {}  # IR value -> steps before it is valid (after valid convolutions)
+        self.window: list[str] = []  # why the graph is a window graph (constructs that read the future)
 
     def add(self, op: O.Op, val: Val | list[Val], path: str, delay: int = 0):
         """Add ``op``; a scan or a mean / sum readout of a delayed value holds its state until the value
@@ -112,11 +113,16 @@ def _conv1d(ctx, m, path, v):
     pad = m.padding if isinstance(m.padding, str) else m.padding[0]
     if pad == "valid":
         pad = 0
-    if m.stride[0] != 1 or m.padding_mode != "zeros" or pad == "same" and need:
+    if m.stride[0] != 1 or m.padding_mode != "zeros":
         raise UnsupportedModuleError(
-            "only stride-1, zero-padded causal convolutions can be streamed", where=path,
-            hint="use edgeseq.nn.CausalConv1d, or F.pad(x, ((k-1)*dilation, 0)) before a padding=0 Conv1d")
-    pad = 0 if pad == "same" else pad
+            f"Conv1d with stride {m.stride[0]} / padding_mode '{m.padding_mode}' is not supported", where=path,
+            hint="use stride 1 and zero padding (edgeseq.nn.CausalConv1d, or F.pad(x, ((k-1)*dilation, 0)) "
+                 "before a padding=0 Conv1d)")
+    left = need // 2 if pad == "same" else pad  # torch's 'same' pads the extra step on the right
+    if pad == "same" or (v.pad == 0 and 0 < pad < need and 2 * pad == need):
+        # 'same' / symmetric padding reads (need - left) future steps: a look-ahead, then the causal
+        # convolution (a window graph)
+        return _lookahead_conv(ctx, m, path, v, left)
     trim = 0
     if v.pad == need and pad == 0:
         pass
@@ -127,10 +133,36 @@ def _conv1d(ctx, m, path, v):
         return Val(ctx.add(op, Val(v.name, v.layout), path, delay=need), "BFT")
     else:
         raise UnsupportedModuleError(
-            f"convolution with kernel {k}, dilation {d}, padding {pad} (pending left pad {v.pad}) is not causal",
-            where=path, hint="pad (kernel_size-1)*dilation steps on the left only (edgeseq.nn.CausalConv1d)")
+            f"Conv1d with kernel {k}, dilation {d}, padding {pad} (pending left pad {v.pad}) changes the "
+            "sequence length", where=path,
+            hint="pad (kernel_size-1)*dilation steps on the left only (edgeseq.nn.CausalConv1d, streams), or "
+                 "padding='same' (a window graph)")
     op = O.Conv1d(weight=np_(m.weight), bias=np_(m.bias), dilation=d, groups=m.groups)
     return Val(ctx.add(op, Val(v.name, v.layout), path), "BFT", trim=trim)
+
+
+def _lookahead_conv(ctx, m, path, v, left: int):
+    """A Conv1d padded ``left`` steps on the left and the rest of (K-1)*dilation on the right: its taps
+    on future steps read look-ahead copies of the input (window ops), concatenated to the input
+    features, and one causal convolution (taps on the past and present) does the rest."""
+    k, d = m.kernel_size[0], m.dilation[0]
+    need = (k - 1) * d
+    if m.groups != 1:
+        raise UnsupportedModuleError(f"a grouped (groups={m.groups}) Conv1d with padding={m.padding!r}", where=path,
+                                     hint="use groups=1, or causal left-only padding")
+    ctx.window.append(f"'{path}' is a Conv1d with padding={m.padding!r}, which reads future steps")
+    w = np_(m.weight)
+    dense = np.zeros(w.shape[:2] + (need + 1,), w.dtype)  # undilated: tap k at k * dilation
+    dense[:, :, ::d] = w
+    future = range(1, need - left + 1)  # tap left + j reads x_{t + j}
+    names = [v] + [Val(ctx.add(O.Lookahead(steps=j), v, f"{path}.ahead{j}"), v.layout) for j in future]
+    cin = w.shape[1]
+    weight = np.zeros((w.shape[0], cin * len(names), left + 1), w.dtype)
+    weight[:, :cin] = dense[:, :, : left + 1]
+    for i, j in enumerate(future, start=1):
+        weight[:, i * cin : (i + 1) * cin, left] = dense[:, :, left + j]
+    x = names[0] if len(names) == 1 else Val(ctx.add(O.Concat(), names, f"{path}.taps"), v.layout)
+    return Val(ctx.add(O.Conv1d(weight=weight, bias=np_(m.bias)), x, path), "BFT")
 
 
 def _bn_op(m, path) -> O.BatchNorm:
@@ -248,27 +280,30 @@ def _layer_init(init, layer: int, kind: str) -> dict:
     return out
 
 
+def _rnn_op(m, kind: str, layer: int, suffix: str = "") -> O.Op:
+    w = {n: np_(getattr(m, f"{n}_l{layer}{suffix}", None)) for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+    common = dict(w_ih=w["weight_ih"], w_hh=w["weight_hh"], b_ih=w["bias_ih"], b_hh=w["bias_hh"])
+    if kind == "RNN":
+        return O.RNN(**common, act=Act.TANH if m.nonlinearity == "tanh" else Act.RELU)
+    if kind == "GRU":
+        return O.GRU(**common, reset_after=True)
+    return O.LSTM(**common)
+
+
 @converter(nn.RNN, nn.GRU, nn.LSTM)
 def _torch_rnn(ctx, m, path, v, init=None):
     kind = type(m).__name__
-    if m.bidirectional:
-        raise UnsupportedModuleError(f"bidirectional {kind} reads the future and cannot be streamed", where=path)
     if getattr(m, "proj_size", 0):
         raise UnsupportedModuleError(
             "LSTM with proj_size is not supported", where=path,
             hint="use proj_size=0 and an nn.Linear after the LSTM, or write the cell as a loop over "
                  "nn.LSTMCell followed by the projection")
     _need_layout(v, ("BTF",) if m.batch_first else ("TBF",), path, f"{kind}(batch_first={m.batch_first})")
+    if m.bidirectional:
+        return _bidirectional(ctx, m, path, v, kind, init)
     cur = v
     for layer in range(m.num_layers):
-        w = {n: np_(getattr(m, f"{n}_l{layer}", None)) for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
-        common = dict(w_ih=w["weight_ih"], w_hh=w["weight_hh"], b_ih=w["bias_ih"], b_hh=w["bias_hh"])
-        if kind == "RNN":
-            op: O.Op = O.RNN(**common, act=Act.TANH if m.nonlinearity == "tanh" else Act.RELU)
-        elif kind == "GRU":
-            op = O.GRU(**common, reset_after=True)
-        else:
-            op = O.LSTM(**common)
+        op = _rnn_op(m, kind, layer)
         start = _layer_init(init, layer, kind)
         if start:  # a non-zero initial state: the scan carries the offset from it
             from ..ir.cells import step_program
@@ -278,6 +313,28 @@ def _torch_rnn(ctx, m, path, v, init=None):
         name = path if m.num_layers == 1 else f"{path}.l{layer}"
         cur = Val(ctx.add(op, cur, name), v.layout)
     return TupleVal((cur, StateVal(cur, path, ("h", "c") if kind == "LSTM" else ("h",), layers=m.num_layers)))
+
+
+def _bidirectional(ctx, m, path, v, kind: str, init):
+    """A bidirectional layer = the forward scan and the backward scan run on the reversed window, its
+    output reversed back, concatenated (a window graph)."""
+    if init is not None:
+        raise UnsupportedModuleError(f"an initial state passed to a bidirectional {kind}", where=path,
+                                     hint="start it from zeros (omit h0), or use a unidirectional layer")
+    ctx.window.append(f"'{path}' is a bidirectional {kind}, whose backward direction reads the window from its end")
+    cur = v
+    back = cur
+    for layer in range(m.num_layers):
+        name = path if m.num_layers == 1 else f"{path}.l{layer}"
+        fwd = Val(ctx.add(_rnn_op(m, kind, layer), cur, name), v.layout)
+        rev = ctx.add(O.Reverse(), cur, f"{name}.reverse_in")
+        back = Val(ctx.add(_rnn_op(m, kind, layer, "_reverse"), Val(rev, v.layout), f"{name}.backward"), v.layout)
+        bwd = ctx.add(O.Reverse(), back, f"{name}.reverse_out")
+        cur = Val(ctx.add(O.Concat(), [fwd, Val(bwd, v.layout)], f"{name}.concat"), v.layout)
+    # h_n[-1] is the backward direction's final state: the last step of its (reversed-time) output;
+    # h_n[-2] the forward direction's
+    return TupleVal((cur, StateVal(back, path, ("h", "c") if kind == "LSTM" else ("h",), layers=2 * m.num_layers,
+                                   forward_last=fwd)))
 
 
 # ---------------------------------------------------------------- edgeseq.nn modules

@@ -42,6 +42,7 @@ class StateVal:
     parts: tuple[str, ...] = ("h",)  # e.g. ('h', 'c') for LSTM
     selected: Optional[str] = None  # after indexing an LSTM state tuple
     layers: int = 1
+    forward_last: Optional[Val] = None  # bidirectional: the last layer's forward output (h_n[-2])
 
 
 @dataclass

@@ -115,6 +115,31 @@ class Graph:
         """The all-zero initial state for ``batch`` sequences."""
         return {k: np.zeros((batch,) + s, dtype=dtype) for k, s in self._state_spec.items()}
 
+    # -- window graphs --------------------------------------------------------------------------
+    @property
+    def window_nodes(self) -> tuple[Node, ...]:
+        """Nodes that read future steps of the window (category 'window'). A graph with any runs on
+        whole windows, node by node over the window, and cannot stream."""
+        return tuple(n for n in self.nodes if n.op.category == "window")
+
+    @property
+    def is_window(self) -> bool:
+        return bool(self.window_nodes)
+
+    def require_streaming(self, what: str, hint: str | None = None) -> None:
+        """Raise a one-line :class:`UnsupportedOpError` if this is a window graph (``what`` runs graphs
+        step by step)."""
+        if not self.is_window:
+            return
+        from ..errors import UnsupportedOpError
+
+        n = self.window_nodes[0]
+        why = self.metadata.get("window") or f"node '{n.name}' ({n.op.kind}) reads future steps"
+        raise UnsupportedOpError(
+            f"{what} needs a streaming graph, and this is a window graph ({why}): it runs on whole windows",
+            hint=hint or "export it whole-window (edgeseq export --target onnx, without --streaming); or make "
+                         "the model causal (a unidirectional RNN, left-only padding) to stream it")
+
     # -- derived graphs -------------------------------------------------------------------------
     def with_nodes(self, nodes: Iterable[Node], outputs: Sequence[str] | None = None, **meta: Any) -> "Graph":
         md = dict(self.metadata)

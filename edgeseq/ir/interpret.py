@@ -380,6 +380,32 @@ def _l2mu(op, p, xs, st):
     return (s_h,), new
 
 
+# window ops: whole-window functions (B, T, F) -> (B, T, F); their one definition
+
+WindowFn = Callable[[O.Op, np.ndarray], np.ndarray]
+WINDOW: dict[type, WindowFn] = {}
+
+
+def _window(cls):
+    def deco(fn):
+        WINDOW[cls] = fn
+        return fn
+
+    return deco
+
+
+@_window(O.Reverse)
+def _reverse(op, x):
+    return x[:, ::-1]
+
+
+@_window(O.Lookahead)
+def _lookahead(op, x):
+    y = np.zeros_like(x)
+    y[:, : max(x.shape[1] - op.steps, 0)] = x[:, op.steps :]
+    return y
+
+
 # readouts: state update per step; value from state
 
 
@@ -457,6 +483,10 @@ def run(graph: Graph, x, state: Mapping[str, np.ndarray] | None = None, *, dtype
     (B, T, F) or pooled value (B, F)."""
     x = check_input(graph, x).astype(dtype, copy=False)
     bsz, steps, _ = x.shape
+    if graph.is_window:
+        if state is not None:
+            graph.require_streaming("running from a given state")
+        return _run_window(graph, x, dtype, trace)
     st = graph.init_state(bsz, dtype) if state is None else check_state(graph, state, bsz, dtype)
     types = graph.value_types
     seq_nodes = [n for n in graph.nodes if all(types[i].temporal for i in n.inputs)]
@@ -493,6 +523,38 @@ def run(graph: Graph, x, state: Mapping[str, np.ndarray] | None = None, *, dtype
     return outputs, new_state
 
 
+def _run_window(graph: Graph, x: np.ndarray, dtype, trace: bool):
+    """Layered execution of a window graph: node by node, each over the whole window (every
+    temporal node from its zero state, step by step as in :func:`run`)."""
+    bsz, steps, _ = x.shape
+    types = graph.value_types
+    st = graph.init_state(bsz, dtype)
+    values: dict[str, np.ndarray] = {graph.inputs[0].name: x}
+    new_state: State = {}
+    for node in graph.nodes:
+        xs = [values[i] for i in node.inputs]
+        local = {k.split("/", 1)[1]: v for k, v in st.items() if k.split("/", 1)[0] == node.name}
+        p = _prep(node.op, dtype)
+        if type(node.op) in WINDOW:
+            outs: tuple = (WINDOW[type(node.op)](node.op, xs[0]),)
+        elif not all(types[i].temporal for i in node.inputs):
+            outs, _ = STEP[type(node.op)](node.op, p, xs, {})
+        elif isinstance(node.op, O.Readout):
+            for t in range(steps):
+                local = _readout_update(node.op, xs[0][:, t], local)
+            outs = (_readout_value(node.op, local),)
+        else:
+            per_step = []
+            for t in range(steps):
+                o, local = STEP[type(node.op)](node.op, p, [v[:, t] for v in xs], local)
+                per_step.append(o)
+            outs = tuple(np.stack([o[k] for o in per_step], axis=1) for k in range(len(node.outputs)))
+        values.update(zip(node.outputs, outs))
+        new_state.update({f"{node.name}/{k}": v for k, v in local.items()})
+    outputs = tuple(values[o] for o in graph.outputs)
+    return (outputs, new_state, values) if trace else (outputs, new_state)
+
+
 def reference(graph: Graph, x, state: Mapping[str, np.ndarray] | None = None, *, layout: str | None = None):
     """Public entry point: ``(y, state)`` for input ``x`` in the model's own layout (recorded at
     capture: (B, T, F), (T, B, F) or a static (B, F); ``layout`` overrides it, see
@@ -510,6 +572,7 @@ def run_chunked(graph: Graph, x, chunk: int, state=None, dtype=np.float64):
     """Run ``x`` in chunks of ``chunk`` steps, carrying the state; returns (outputs, state).
     Temporal outputs are concatenated; pooled outputs are those after the last chunk."""
     x = check_input(graph, x)
+    graph.require_streaming("running in chunks")
     types = graph.value_types
     parts: list[tuple] = []
     for s in range(0, x.shape[1], chunk):
@@ -523,4 +586,4 @@ def run_chunked(graph: Graph, x, chunk: int, state=None, dtype=np.float64):
 
 
 def supported_kinds() -> set[str]:
-    return {cls.kind for cls in STEP} | {O.Readout.kind}
+    return {cls.kind for cls in STEP} | {cls.kind for cls in WINDOW} | {O.Readout.kind}

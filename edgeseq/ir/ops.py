@@ -376,6 +376,39 @@ class Readout(Op):
 
 
 # ----------------------------------------------------------------------------------------------
+# window ops: they read future steps of the window, so a graph holding one runs on whole windows
+# (layered: node by node over the window) and cannot stream (see Graph.window_nodes)
+
+
+class _WindowOp(Op):
+    category = "window"
+
+    def infer(self, ins):
+        v = self._one_temporal(ins)
+        return (ValueType(v.features, True, v.spikes),)
+
+
+@register_op
+class Reverse(_WindowOp):
+    """Time reversal over the window: y_t = x_{T-1-t} (the backward half of a bidirectional RNN)."""
+
+    kind = "Reverse"
+
+
+@register_op
+class Lookahead(_WindowOp):
+    """Look-ahead of ``steps`` steps inside the window: y_t = x_{t+steps}, zero once t+steps >= T (a
+    'same' or symmetric-padded convolution is this followed by the causal convolution)."""
+
+    kind = "Lookahead"
+    steps: int = 1
+
+    def check(self):
+        if self.steps < 1:
+            raise ShapeError(f"Lookahead needs steps >= 1, got {self.steps}")
+
+
+# ----------------------------------------------------------------------------------------------
 # recurrent scan ops
 
 

@@ -95,10 +95,15 @@ def to_bytes(graph: Graph) -> bytes:
         "graph_sha256": digest(graph),
     }
     out = io.BytesIO()
+    def entry(name: str) -> zipfile.ZipInfo:  # a fixed timestamp: the same graph gives the same bytes
+        info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+        info.compress_type = zipfile.ZIP_DEFLATED
+        return info
+
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        z.writestr("graph.json", json.dumps(doc, indent=1, allow_nan=False))
+        z.writestr(entry("graph.json"), json.dumps(doc, indent=1, allow_nan=False))
         for key, data in blobs.items():
-            z.writestr(f"arrays/{key}.npy", data)
+            z.writestr(entry(f"arrays/{key}.npy"), data)
     return out.getvalue()
 
 

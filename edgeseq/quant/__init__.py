@@ -70,6 +70,8 @@ def quantize(graph, calib_x, config: Union[str, dict, QuantConfig, None] = "edge
         raise ConfigError(f"quantize expects an IR Graph, got {type(graph).__name__}",
                           hint="edgeseq.capture or edgeseq.load one")
     cfg = resolve_config(config)
+    graph.require_streaming("quantization", hint="window graphs export in float32 to ONNX (edgeseq export --target "
+                            "onnx); make the model causal (a unidirectional RNN, left-only padding) to quantize it")
     supported(graph)
     calib_x = _check_sequences(calib_x, graph.in_features, "calibration data")
     if val is not None:

@@ -187,10 +187,11 @@ class EvalData:
     total: int
 
 
-def load_data(spec: Any, in_features: int, samples: int, n_classes: Optional[int] = None) -> EvalData:
+def load_data(spec: Any, in_features: int, samples: int, n_classes: Optional[int] = None,
+              to_ir: Optional[Callable] = None) -> EvalData:
     """An evenly spaced slice of ``samples`` sequences from a dataset name, an ``.npz`` file or a
     :class:`~edgeseq.data.Dataset`; sequences and labels are checked (shape, dtype, NaN/Inf, class
-    range) before use."""
+    range) before use. ``to_ir`` turns the x of an ``.npz`` (in the model's own layout) into (N, T, F)."""
     from ..data.dataset import Dataset
     from ..util import datacheck
 
@@ -203,6 +204,8 @@ def load_data(spec: Any, in_features: int, samples: int, n_classes: Optional[int
         ds, name = load_dataset(spec, "test", **kw), f"{spec} (test split)"
     elif isinstance(spec, (str, Path)):
         ds, name = _load_npz(Path(spec)), str(spec)
+        if to_ir is not None and isinstance(ds, EvalData):
+            ds = EvalData(ds.name, to_ir(ds.x), ds.y, ds.labels, ds.total)
     else:
         raise ConfigError(f"data must be a dataset name ({', '.join(DATASETS)}), an .npz path or a Dataset, "
                           f"got {type(spec).__name__}")
@@ -460,7 +463,8 @@ def _prefix_lengths(steps: int, points: int) -> list[int]:
 
 def validate(artifact, *, reference: "str | Callable" = "auto", data: Any = None, tolerance: Any = None, out=None,
              samples: int = 256, graph=None, measure: bool = True, batch: int = 64, prefix_points: int = 5,
-             reference_dtype: str = "float64", log: Optional[Callable[[str], None]] = None) -> ValidationReport:
+             reference_dtype: str = "float64", log: Optional[Callable[[str], None]] = None,
+             layout: Optional[str] = None) -> ValidationReport:
     """Validate the artifact directory ``artifact`` (see the module docstring).
 
     ``reference`` auto | gpu | cpu, or a callable ``x (B, T, F) -> outputs`` (float arrays in graph
@@ -470,7 +474,8 @@ def validate(artifact, *, reference: "str | Callable" = "auto", data: Any = None
     a Dataset; ``tolerance`` a :class:`TolerancePolicy`, a dict of overrides or a JSON path;
     ``out`` a directory for validation.json and report.html (nothing is written when None);
     ``samples`` sequences of ``data``; ``graph`` overrides the graph stored with the artifact;
-    ``measure`` enables latency / instruction counts. A bundle (``edgeseq export --target x86|arm``:
+    ``measure`` enables latency / instruction counts; ``layout`` is the layout of an ``.npz``'s x
+    (default: the model's own, ``graph.metadata["input_layout"]``; dataset names are (N, T, F)). A bundle (``edgeseq export --target x86|arm``:
     ``tvm/`` + ``c/``) is validated part by part, its checks named ``<part>/<check>``. Returns the
     report (failures included; :meth:`ValidationReport.raise_for_failure` turns them into an
     exception)."""
@@ -488,7 +493,14 @@ def validate(artifact, *, reference: "str | Callable" = "auto", data: Any = None
     if isinstance(prefix_points, bool) or not isinstance(prefix_points, int) or prefix_points < 0:
         raise ConfigError(f"prefix_points must be a non-negative integer, got {prefix_points!r}")
     n_classes = art.graph.output_types[0].features
-    d = load_data(data, art.graph.in_features, samples, n_classes) if data is not None else None
+    if data is not None:
+        from ..ir.layout import layout_of, to_ir
+
+        lay = layout_of(art.graph, layout)
+        conv = None if lay == "BTF" else (lambda x: to_ir(art.graph, x, lay))
+        d = load_data(data, art.graph.in_features, samples, n_classes, to_ir=conv)
+    else:
+        d = None
     opts = dict(measure=measure, batch=batch, prefix_points=prefix_points, say=say)
     if art.kind != "bundle":
         report = _validate_one(art, *_make_reference(art, reference, reference_dtype), policy, d, **opts)

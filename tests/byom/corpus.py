@@ -587,7 +587,7 @@ def _lstm_tm():
     return M()
 
 
-@case("lstm_proj_size", "nn.LSTM with proj_size")
+@case("lstm_proj_size", "nn.LSTM with proj_size", expect="LSTM with proj_size is not supported")
 def _lstm_proj():
     class M(nn.Module):
         def __init__(self):

@@ -200,7 +200,7 @@ class Holder(nn.Module):
 
 @pytest.mark.parametrize("inner,pattern", [
     (nn.MultiheadAttention(5, 1), "block.1: .*MultiheadAttention is not supported.*supported: .*torch.nn.GRU"),
-    (nn.GRU(5, 5, bidirectional=True, batch_first=True), "bidirectional GRU"),
+    (nn.LSTM(5, 5, proj_size=3, batch_first=True), "block.1: LSTM with proj_size is not supported"),
     (nn.Conv1d(5, 5, 3, padding=1), "receives a \\(B, T, F\\)"),
 ])
 def test_unsupported_modules_name_their_path(inner, pattern):
@@ -208,17 +208,19 @@ def test_unsupported_modules_name_their_path(inner, pattern):
         edgeseq.capture(Holder(inner), torch.randn(1, 4, 5))
 
 
-def test_noncausal_conv_rejected():
+def test_noncausal_conv_is_a_window_graph_and_a_longer_output_is_rejected():
     class M(nn.Module):
-        def __init__(self):
+        def __init__(self, pad):
             super().__init__()
-            self.conv = nn.Conv1d(5, 5, 3, padding=1)
+            self.conv = nn.Conv1d(5, 5, 3, padding=pad)
 
         def forward(self, x):
             return self.conv(x.transpose(1, 2)).transpose(1, 2)
 
-    with pytest.raises(UnsupportedModuleError, match="not causal"):
-        edgeseq.capture(M(), torch.randn(1, 4, 5))
+    g = edgeseq.capture(M(1), torch.randn(1, 4, 5))  # symmetric: reads one future step
+    assert g.is_window and "conv" in g.metadata["window"] and [n.op.kind for n in g.window_nodes] == ["Lookahead"]
+    with pytest.raises(UnsupportedModuleError, match="changes the sequence length"):
+        edgeseq.capture(M(3), torch.randn(1, 4, 5))
 
 
 def test_snntorch_neuron_on_whole_sequence_rejected():

@@ -383,6 +383,8 @@ def build_onnx(graph: Graph, *, streaming: bool = False, inline: bool = False, o
         raise ConfigError(f"opset must be an integer from {MIN_OPSET} to {top}, got {opset!r}",
                           where="target onnx", hint="the default, 21, works with onnxruntime >= 1.18")
     check_supported(graph)
+    if streaming:
+        graph.require_streaming("a streaming ONNX export")
     c = _Ctx(graph, streaming, opset, bool(fused_rnn))
     spec = graph.state_spec()
     f = graph.in_features
@@ -448,3 +450,6 @@ def function_summary(model: onnx.ModelProto) -> list[dict]:
             users.setdefault((node.op_type, node.overload), []).append(node.name)
     return [{"name": f.name, "overload": f.overload, "attributes": list(f.attribute),
              "nodes": users.get((f.name, f.overload), [])} for f in model.functions if f.domain == DOMAIN]
+
+
+from . import window as _window  # noqa: E402,F401  (registers the window-op lowerings)

@@ -108,6 +108,10 @@ def _ff(op: O.Op, p: dict, xs: list[torch.Tensor], st: dict) -> tuple[tuple, dic
         y = torch.nn.functional.conv1d(window.transpose(1, 2), p["weight"], p.get("bias"), dilation=op.dilation,
                                        groups=op.groups).transpose(1, 2)
         return (y,), ({"buf": window[:, window.shape[1] - hist:]} if hist else {})
+    if isinstance(op, O.Reverse):  # window ops (edgeseq.ir.interpret.WINDOW): whole windows only
+        return (torch.flip(x, dims=[1]),), {}
+    if isinstance(op, O.Lookahead):
+        return (torch.nn.functional.pad(x[:, op.steps:], (0, 0, 0, min(op.steps, x.shape[1]))),), {}
     raise ConfigError(f"the reference kernels cannot run op kind '{op.kind}'", where="edgeseq.validate.gpu")
 
 
@@ -388,6 +392,8 @@ class GraphExecutor:
         g = self.graph
         if x.dim() != 3 or x.shape[2] != g.in_features:
             raise ShapeError(f"input must have shape (B, T, {g.in_features}), got {tuple(x.shape)}")
+        if state is not None:
+            g.require_streaming("running from a given state")
         st = self.init_state(x.shape[0]) if state is None else dict(state)
         local: dict[str, dict] = {n.name: {} for n in g.nodes}
         for k, v in st.items():
