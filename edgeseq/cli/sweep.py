@@ -123,6 +123,8 @@ def run(args) -> int:
                 device_windows=args.device_windows, threads=args.cpus_per_trial,
                 baselines=[] if args.no_baseline else args.baseline, chosen_device_eval=args.chosen_device_windows,
                 export_chosen=not args.no_export, force=args.force, verbose=args.verbose)
+    if not res.complete:
+        return 130
     if res.chosen is None:
         print(f"edgeseq sweep: no model chosen: {res.results['chosen']['why']}")
         return 1

@@ -60,6 +60,9 @@ class RayEngine:
                                   hint="start one with `ray start --head`; a cluster with token authentication "
                                        "needs RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN_PATH)") from None
         else:
+            # Ray lowers its workers' priority (niceness 15) to keep its own services responsive; here the
+            # workers are the sweep: they keep the priority the sweep was started with (e.g. nice -n 10)
+            os.environ.setdefault("RAY_worker_niceness", "0")
             n = (self.opts.workers or os.cpu_count() or 1) * self.opts.cpus_per_trial
             ray.init(address="local", num_cpus=n, include_dashboard=False,
                      object_store_memory=LOCAL_OBJECT_STORE_BYTES, **kw)

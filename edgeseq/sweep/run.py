@@ -174,6 +174,7 @@ class SweepResult:
     report: Path
     model_dir: Optional[Path] = None
     trials: list = field(default_factory=list)
+    complete: bool = True  # False: stopped (Ctrl-C) before every trial ran; rerun to resume
 
     @property
     def chosen(self) -> Optional[dict]:
@@ -282,7 +283,12 @@ def _run(out, store, sp, setup, records, definition, constraints, eng, seed, bat
         store.save_session(index, session)
     if proposer.exhausted:
         log(f"the search space has no new point left after {len(records)} trials")
-    return finalize(out, store, definition, setup, constraints, base, chosen_device_eval, export_chosen, log)
+    if status == "stopped":
+        log(f"stopped with {len(records)} of {trials} trials recorded: rerun the same command to resume")
+    res = finalize(out, store, definition, setup, constraints, base, chosen_device_eval,
+                   export_chosen and status == "complete", log)
+    res.complete = status == "complete"
+    return res
 
 
 def _baselines(store: Store, setup: TrialSetup, names: Sequence[str], log) -> dict[str, dict]:
