@@ -226,7 +226,11 @@ def sweep(task: str = "har", target: str = "cortex-m4", trials: int = 16, out: U
     get_target(target).check_toolchain()
     eng = make_engine(engine, EngineOptions(address, workers, cpus_per_trial, retries), log=log)
     objs = objectives(target)
-    startup = startup if startup is not None else default_startup(trials, batch)
+    out = Path(out)
+    store = Store(out)
+    if startup is None:  # a resumed (or extended) sweep keeps the number of random trials it started with
+        old = store.definition() if not force else None
+        startup = old["startup"] if old and isinstance(old.get("startup"), int) else default_startup(trials, batch)
     definition = {
         "task": task, "target": target, "space": sp.to_json(), "space_fingerprint": sp.fingerprint(), "seed": seed,
         "batch": batch, "startup": startup, "objectives": [[o.metric, o.direction] for o in objs],
@@ -236,8 +240,6 @@ def sweep(task: str = "har", target: str = "cortex-m4", trials: int = 16, out: U
                  "test_sha256": _file_digest(setup.test_data)} if setup.train_data else {"splits": f"task {task}"},
         "trials": trials, "baselines": list(default_baselines(task) if baselines is None else baselines),
     }
-    out = Path(out)
-    store = Store(out)
     records = store.begin(definition, force=force)
     try:
         return _run(out, store, sp, setup, records, definition, constraints, eng, seed, batch, trials, startup,

@@ -330,12 +330,14 @@ def load_space(path, task: Optional[str] = None) -> SearchSpace:
 # Training keeps the recipe's settings except its wall-clock budget: a trial stopped by the clock on a
 # busy machine would make the results depend on the machine's load, not on the seed.
 _TRAIN = {"max_minutes": 120.0}
-# IMU windows (HAR, smartwatch): small recurrent models; the LMU's memory size / order / window and
-# the GRU / minGRU width trade accuracy for instructions and flash on a microcontroller
+# IMU windows (HAR, smartwatch): small recurrent models; the LMU's memory size / order / window, the
+# GRU / minGRU width and the GRU's readout (last step or mean over the window) trade accuracy for
+# instructions and flash on a microcontroller
 _IMU_SPACE = {
     "model": {
         "arch": {"choices": ["lmu", "gru", "mingru"]},
         "hidden": {"choices": [16, 24, 32, 48, 64]},
+        "readout": {"choices": ["last", "mean"], "when": {"arch": ["gru"]}},
         "memory_d": {"choices": [2, 4, 8, 12], "when": {"arch": ["lmu"]}},
         "order": {"choices": [4, 8, 12, 16], "when": {"arch": ["lmu"]}},
         "theta": {"low": 32.0, "high": 192.0, "log": True, "when": {"arch": ["lmu"]}},

@@ -88,6 +88,14 @@ class Store:
     def close(self) -> None:
         self._unlock()
 
+    def definition(self) -> Optional[dict]:
+        """The recorded definition of the sweep in this directory, if there is one."""
+        try:
+            d = _read_json(self.out / "sweep.json")
+        except (OSError, ValueError):
+            return None
+        return d if isinstance(d, dict) else None
+
     def _lock(self) -> None:
         import fcntl
 

@@ -1,5 +1,7 @@
 """One trial of a sweep: train a candidate with the task's recipe, optionally prune it, quantize it,
-export it for the target and measure it on the emulated device.
+export it for the target and measure it on the emulated device (stages ``data``, ``train``,
+``prune``, ``quantize``, ``evaluate``, ``export``, ``measure``; a failed record names the one it
+failed in).
 
 The same function runs in a Ray worker and in-process (:func:`run_trial`); it never raises for a
 bad candidate: a failure is returned as a record with the stage it happened in and a one-line error,
@@ -27,10 +29,6 @@ import numpy as np
 
 from ..errors import ConfigError
 from .space import TrialConfig
-
-# the stages a trial goes through, in order (a failed record names the one it failed in)
-STAGES = ("data", "train", "prune", "quantize", "evaluate", "export", "measure")
-FILES = ("model.ckpt", "model.q.esq")
 
 
 @dataclass(frozen=True)

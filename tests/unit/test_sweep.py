@@ -213,7 +213,7 @@ def test_store_resumes_only_the_same_sweep_and_locks(tmp_path):
     recs = s2.begin(definition(trials=12))
     assert list(recs) == [0] and recs[0]["files"] == ["model.ckpt"]
     assert (s2.trial_dir(0) / "model.ckpt").read_bytes() == b"hello"
-    assert json.loads((out / "sweep.json").read_text())["trials"] == 12
+    assert json.loads((out / "sweep.json").read_text())["trials"] == 12 == s2.definition()["trials"]
     s2.close()
     with pytest.raises(ConfigError, match="seed"):
         Store(out).begin(definition(seed=1))
