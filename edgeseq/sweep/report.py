@@ -10,6 +10,7 @@ from typing import Any, Mapping, Optional
 from ..reports import html as H
 
 ARCH_COLORS = ("C0", "C1", "C2", "C4", "C5", "C6", "C8", "C9")
+REF_COLORS = ("crimson", "black", "C3", "C7")
 COST_AXES = (("instructions_per_inference", "instructions per inference", 1e6, "M"),
              ("flash_bytes", "flash (firmware)", 1024, "KB"))
 ACC_ROWS = (("accuracy_int8_val", "int8 accuracy, validation subjects (%)", "validation"),
@@ -60,8 +61,11 @@ def pareto_png(results: Mapping[str, Any]) -> Optional[bytes]:
                         zorder=2, label="Pareto front")
             for k, (name, m) in enumerate(base.items()):
                 if m.get(cost) is not None and m.get(acc) is not None:
-                    ax.scatter([m[cost] / unit], [100 * m[acc]], marker="D", s=60, color="crimson" if k == 0 else "C3",
-                               zorder=5, label=name)
+                    bx, by = m[cost] / unit, 100 * m[acc]
+                    ax.scatter([bx], [by], marker="D", s=60, color=REF_COLORS[k % len(REF_COLORS)], zorder=5,
+                               label=name)
+                    ax.annotate(name, (bx, by), xytext=(-4, -11), textcoords="offset points", fontsize=7,
+                                ha="right", color=REF_COLORS[k % len(REF_COLORS)])
             limit = {"instructions_per_inference": cons.get("max_instructions"),
                      "flash_bytes": cons.get("max_flash")}.get(cost)
             if limit:
@@ -72,8 +76,8 @@ def pareto_png(results: Mapping[str, Any]) -> Optional[bytes]:
                 from matplotlib.ticker import FuncFormatter
 
                 ax.set_xscale("log")
-                for axis in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
-                    axis(FuncFormatter(lambda v, _: f"{v:g}"))
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+                ax.xaxis.set_minor_formatter(FuncFormatter(_minor_label))
             ax.set(xlabel=f"{cost_label} ({unit_name})", ylabel=acc_label)
             ax.grid(True, alpha=0.3)
             if i == 0 and j == 0:
@@ -84,6 +88,16 @@ def pareto_png(results: Mapping[str, Any]) -> Optional[bytes]:
                     seen.setdefault(lab, h)
                 ax.legend(handles + list(seen.values()), archs + list(seen), fontsize=7, loc="lower right")
     return H.figure_png(fig)
+
+
+def _minor_label(v: float, _pos=None) -> str:
+    """Log-axis minor ticks: label 2x and 5x the decade only (the others crowd)."""
+    import math
+
+    if v <= 0:
+        return ""
+    lead = round(v / 10 ** math.floor(math.log10(v)), 6)
+    return f"{v:g}" if lead in (2.0, 5.0) else ""
 
 
 def _row(r: Mapping[str, Any]) -> dict:
