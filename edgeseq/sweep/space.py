@@ -134,9 +134,11 @@ class TrialConfig:
                    dict(d.get("quant") or {}))
 
     def label(self) -> str:
-        """A short human-readable name: ``lmu h32 d4 o8 t64 s0.25 b0.5``."""
+        """A short human-readable name: ``lmu h32 d4 o8 t64 s0.25 b0.5``, ``gru h24 mean b1``."""
         short = {"hidden": "h", "memory_d": "d", "order": "o", "theta": "t", "layers": "L"}
         parts = [self.arch] + [f"{s}{_num(self.model[k])}" for k, s in short.items() if k in self.model]
+        if "readout" in self.model:
+            parts.append(str(self.model["readout"]))
         if self.sparsity:
             parts.append(f"s{_num(self.sparsity)}")
         if "budget" in self.quant:

@@ -95,7 +95,7 @@ def test_conditional_dimensions_and_trial_config():
     assert cfg == TrialConfig("lmu", {"readout": "mean", "hidden": 16, "order": 8}, {"epochs": 3}, {"sparsity": 0.5},
                               {"budget": 1.0})
     assert TrialConfig.from_json(json.loads(json.dumps(cfg.to_json()))) == cfg
-    assert cfg.label() == "lmu h16 o8 s0.5 b1"
+    assert cfg.label() == "lmu h16 o8 mean s0.5 b1"
     assert sp.dims[2].active({"model.arch": "lmu"}) and not sp.dims[2].active({"model.arch": "gru"})
 
 
