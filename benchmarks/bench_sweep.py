@@ -48,7 +48,8 @@ def _sweep(out: Path, trials: int, workers: int, args) -> dict:
     if not res.complete:
         raise SystemExit(f"the {workers}-worker sweep was stopped before all trials ran: rerun to resume")
     # a session that ran no trial (a rerun that only reports) adds nothing
-    return {"results": res.results, "report": str(res.report),
+    ran = bool(res.results["sessions"] and res.results["sessions"][-1].get("trials_run"))
+    return {"results": res.results, "report": str(res.report), "ran_trials": ran,
             "sessions": [{k: s.get(k) for k in ("index", "started", "seconds", "trials_before", "trials_run", "status",
                                                  "engine")} for s in res.results["sessions"] if s.get("trials_run")],
             "load_average_before": list(load0), "load_average_after": list(os.getloadavg())}
@@ -156,6 +157,12 @@ def _pareto_png(results: dict):
     return pareto_png(results)
 
 
+def _ran(runs: dict):
+    """The runs that ran trials (a resumed, finished sweep only reports: its load says nothing). Results
+    files without the flag: the two comparison runs."""
+    return [(w, r) for w, r in runs.items() if r.get("ran_trials", w in ("1 worker", "2 workers, comparison"))]
+
+
 def markdown(d: dict) -> str:
     """The BENCHMARKS.md section of this benchmark's results file."""
     from benchmarks.suite import _table
@@ -192,7 +199,7 @@ def markdown(d: dict) -> str:
              + f"{d['config']['trials']} trials with 2 workers: "
              + f"{d['wall_seconds_all_trials_2_workers'] / 60:.1f} min. Load averages (1/5/15 min) before / after: "
              + "; ".join(f"{w}: {'/'.join(f'{x:.1f}' for x in r['load_average_before'])} / "
-                         f"{'/'.join(f'{x:.1f}' for x in r['load_average_after'])}" for w, r in d["runs"].items()) + ".",
+                         f"{'/'.join(f'{x:.1f}' for x in r['load_average_after'])}" for w, r in _ran(d["runs"])) + ".",
              "",
              (f"**{dom['how']}** (trial {dom['trial']}: {dom['label']}; trials dominating on the test split: "
               f"{dom['dominating_trials_test']}, on the validation subjects: {dom['dominating_trials_validation']})."
@@ -200,7 +207,7 @@ def markdown(d: dict) -> str:
              ""]
     if d.get("plot"):
         lines += [f"![Pareto fronts](results/{d['plot']})", ""]
-    lines.append(_table(["trial", "model", "", "int8 val %", "int8 test %", "M instr / inference", "flash KB",
+    lines.append(_table(["trial", "model", "test front", "int8 val %", "int8 test %", "M instr / inference", "flash KB",
                          "RAM KB", "s"], rows))
     return "\n".join(lines)
 
