@@ -42,17 +42,10 @@ ROLE_KIND = {"state": "state", "output": "output", "weight": "weight"}
 
 
 def _finite(x: np.ndarray, what: str, where: str) -> np.ndarray:
-    x = np.asarray(x)
-    if x.ndim != 3 or x.shape[0] == 0 or x.shape[1] == 0:
-        raise ShapeError(f"{what} must be a non-empty (N, T, F) array, got shape {x.shape}", where=where)
-    if not np.issubdtype(x.dtype, np.number):
-        raise ShapeError(f"{what} must be numeric, got dtype {x.dtype}", where=where)
-    bad = ~np.isfinite(x)
-    if bad.any():
-        n, t, f = np.argwhere(bad)[0]
-        raise NumericsError(f"{what} contains {int(bad.sum())} NaN/Inf values (first at sequence {n}, step {t}, "
-                            f"feature {f})", where=where, hint="clean or drop those sequences")
-    return x.astype(np.float32)
+    """(N, T, F) numeric, finite sequences (the NaN/Inf policy of :mod:`edgeseq.util.finite`)."""
+    from ..util.datacheck import sequences
+
+    return sequences(x, what, where, error=ShapeError)
 
 
 def load_audit_data(data: str, graph, *, calib: int = 512, val: int = 1024, max_eval: Optional[int] = None,
@@ -87,11 +80,10 @@ def load_audit_data(data: str, graph, *, calib: int = 512, val: int = 1024, max_
             raise ConfigError(f"--data must be har, kws, smartwatch or an .npz file, got '{data}'", where="--data")
         if not path.is_file():
             raise DatasetError("no such data file", where=str(path))
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
-            raise DatasetError(f"cannot read the .npz file ({e})", where=str(path)) from None
+        from ..util.datacheck import labels as check_labels
+        from ..util.safeio import read_npz
+
+        arrays = read_npz(path, DatasetError, keys=("x", "y", "calib_x", "val_x", "val_y"))
         missing = [k for k in ("x", "y") if k not in arrays]
         if missing:
             raise DatasetError(f"missing array(s) {missing}; an audit .npz holds x (N, T, F), y (N,) and optionally "
@@ -102,6 +94,7 @@ def load_audit_data(data: str, graph, *, calib: int = 512, val: int = 1024, max_
         if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
             raise ShapeError(f"y must be ({len(x)},) integer class ids, got shape {y.shape} dtype {y.dtype}",
                              where=where)
+        y = check_labels(y, len(x), "y", where, n_classes=n_out)
         if "calib_x" in arrays:
             cx, ex, ey = arrays["calib_x"], x, y
         else:
@@ -122,6 +115,7 @@ def load_audit_data(data: str, graph, *, calib: int = 512, val: int = 1024, max_
             if vx.shape[2] != graph.in_features:
                 raise ShapeError(f"val_x has {vx.shape[2]} features per step; the model expects {graph.in_features}",
                                  where=where)
+            vy = check_labels(vy, len(vx), "val_y", where, n_classes=n_out)
             v = (vx[:val], vy[:val]) if val > 0 else None
         name, split, labels = path.name, "given", [f"class {i}" for i in range(n_out)]
         channels = []

@@ -2,7 +2,9 @@
 ``register(subparsers)``; this is the only place where strings become configs and targets.
 
 Errors: an :class:`~edgeseq.errors.EdgeseqError` prints one line ``edgeseq: error: ...`` and exits
-with status 2; set EDGESEQ_DEBUG=1 to see tracebacks.
+with status 2; set EDGESEQ_DEBUG=1 to see tracebacks. Anything else is an edgeseq bug and prints
+``edgeseq: internal error: ...`` (status 70). SIGTERM / SIGHUP stop a command cleanly: its staging
+directories are removed and the previous output stays (status 143 / 129).
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ COMMANDS = ("doctor", "ops", "info", "run", "train", "export", "prune", "quantiz
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from .args import Parser
+
+    p = Parser(
         prog="edgeseq",
         description="Take recurrent, LMU and spiking sequence models to edge devices, and prove they still work there.",
     )
@@ -38,9 +42,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     debug = os.environ.get("EDGESEQ_DEBUG") == "1"
+    from ..util.fs import Terminated, terminate_cleanly
+
     try:
-        rc = args.func(args)
+        with terminate_cleanly():
+            rc = args.func(args)
         return int(rc or 0)
+    except Terminated as e:
+        print(f"edgeseq: terminated by {e.name}; unfinished output removed", file=sys.stderr)
+        return 128 + e.signum
     except EdgeseqError as e:
         if debug:
             raise

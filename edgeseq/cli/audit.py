@@ -7,6 +7,8 @@ Exit status 0 when the edgeseq plan is within the budget of float, 1 when it mis
 
 from __future__ import annotations
 
+from . import args as A
+
 
 def register(sub) -> None:
     p = sub.add_parser("audit", help="quantization accuracy audit: float vs naive int8 vs onnxruntime's quantizer vs "
@@ -16,13 +18,13 @@ def register(sub) -> None:
                    help="har, kws, smartwatch (calibrate on the training split, evaluate on the test split) or an "
                         ".npz with x (N,T,F), y (N,) [and calib_x; val_x, val_y for the search]")
     p.add_argument("--out", required=True, help="output directory (audit.json, report.html, plan.q.esq)")
-    p.add_argument("--budget", type=float, default=0.5, help="allowed accuracy drop of the plan vs float, in "
+    p.add_argument("--budget", type=A.nonnegative, default=0.5, help="allowed accuracy drop of the plan vs float, in "
                                                              "points (default 0.5)")
-    p.add_argument("--calib", type=int, default=512, help="calibration sequences (default 512)")
-    p.add_argument("--val", type=int, default=1024, help="validation sequences for the mixed-precision search")
-    p.add_argument("--max-eval", type=int, help="evaluate on at most this many sequences (default: all)")
+    p.add_argument("--calib", type=A.count, default=512, help="calibration sequences (default 512)")
+    p.add_argument("--val", type=A.count0, default=1024, help="validation sequences for the mixed-precision search")
+    p.add_argument("--max-eval", type=A.count, help="evaluate on at most this many sequences (default: all)")
     p.add_argument("--no-ort", action="store_true", help="skip onnxruntime's quantizer baseline")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=A.seed, default=0)
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

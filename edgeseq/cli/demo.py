@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from . import args as A
+
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="run an end-to-end on-device demo (har: activity recognition, kws: keyword spotting)")
@@ -15,7 +17,7 @@ def register(sub) -> None:
     h.add_argument("--quant", default="edgeseq", choices=["edgeseq", "naive", "float"],
                    help="int8 plan (edgeseq: outlier-aware, naive: per-tensor) or float")
     h.add_argument("--out", default="runs/demo-har", help="output directory (default: runs/demo-har)")
-    h.add_argument("--limit", type=int, help="stream only N windows (quick run)")
+    h.add_argument("--limit", type=A.count, help="stream only N windows (quick run)")
     h.add_argument("--no-live", action="store_true", help="log lines instead of the live terminal view")
     h.add_argument("--force", action="store_true", help="replace an existing output directory")
     h.set_defaults(func=run_har)
@@ -29,25 +31,25 @@ def register(sub) -> None:
     k.add_argument("--truth", metavar="LABELS.txt",
                    help="word labels of --input, one 'start end word' per line in seconds (an Audacity label "
                         "track); enables hits / misses / false accepts")
-    k.add_argument("--seconds", type=float, default=120.0,
+    k.add_argument("--seconds", type=A.positive, default=120.0,
                    help="length of the synthetic stream in seconds (default: 120)")
     k.add_argument("--engine", default="espeak-ng", choices=["espeak-ng", "flite"],
                    help="speech engine of the synthetic stream: espeak-ng with held-out voices, or flite, an "
                         "engine never used in training (default: espeak-ng)")
-    k.add_argument("--snr", type=float, default=20.0, help="background noise of the synthetic stream, dB SNR "
+    k.add_argument("--snr", type=A.real, default=20.0, help="background noise of the synthetic stream, dB SNR "
                                                           "(default: 20)")
-    k.add_argument("--seed", type=int, default=0, help="seed of the synthetic stream (default: 0)")
+    k.add_argument("--seed", type=A.seed, default=0, help="seed of the synthetic stream (default: 0)")
     k.add_argument("--quant", default="edgeseq", choices=["edgeseq", "naive", "float"],
                    help="int8 plan (edgeseq: outlier-aware, naive: per-tensor) or float")
-    k.add_argument("--threshold", type=float, default=0.6, help="detection threshold on the smoothed keyword "
+    k.add_argument("--threshold", type=A.real, default=0.6, help="detection threshold on the smoothed keyword "
                                                                "posterior (default: 0.6)")
-    k.add_argument("--smooth", type=int, default=2, help="windows averaged before thresholding (default: 2)")
-    k.add_argument("--refractory", type=float, default=1.0,
+    k.add_argument("--smooth", type=A.count, default=2, help="windows averaged before thresholding (default: 2)")
+    k.add_argument("--refractory", type=A.nonnegative, default=1.0,
                    help="seconds after a detection during which no other fires (default: 1.0)")
-    k.add_argument("--tolerance", type=float, default=0.5,
+    k.add_argument("--tolerance", type=A.nonnegative, default=0.5,
                    help="a detection matches a spoken keyword within its span +- this many seconds (default: 0.5)")
-    k.add_argument("--hop-ms", type=int, default=250, help="milliseconds between decisions (default: 250)")
-    k.add_argument("--chunk", type=int, default=32, help="windows per device call (default: 32)")
+    k.add_argument("--hop-ms", type=A.count, default=250, help="milliseconds between decisions (default: 250)")
+    k.add_argument("--chunk", type=A.count, default=32, help="windows per device call (default: 32)")
     k.add_argument("--out", default="runs/demo-kws", help="output directory (default: runs/demo-kws)")
     k.add_argument("--no-live", action="store_true", help="log lines instead of the live terminal view")
     k.add_argument("--force", action="store_true", help="replace an existing output directory")

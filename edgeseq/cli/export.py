@@ -60,8 +60,6 @@ def run(args) -> int:
 
             raise ConfigError("not a quantized graph", where=args.quant,
                               hint="make one with `edgeseq quantize MODEL --data TASK --out PLAN.q.esq`")
-        if args.model.endswith(".esq"):
-            _check_same_model(model, quant, args)
 
     def say(msg: str) -> None:
         print(f"  {msg}", file=sys.stderr)
@@ -71,21 +69,6 @@ def run(args) -> int:
                            onnx_numerics=args.onnx_numerics, fused_rnn=args.fused_rnn)
     _print_summary(art)
     return 0
-
-
-def _check_same_model(model, quant, args) -> None:
-    """--quant must have been made from MODEL (when MODEL is a graph file, compare the structure)."""
-    from ..errors import ConfigError
-    from ..ir.serialize import load
-
-    graph = model.source if hasattr(model, "source") else load(model)
-
-    def shape(g):
-        return g.in_features, [(n.name, n.op.kind) for n in g.nodes], list(g.outputs)
-
-    if shape(graph) != shape(quant.source):
-        raise ConfigError("the quantized graph was not made from this model", where=args.quant,
-                          hint=f"quantize {args.model} itself: `edgeseq quantize {args.model} --data TASK --out PLAN.q.esq`")
 
 
 def _maybe_quantized(path: str):

@@ -3,6 +3,8 @@ sparsities; writes the pruned checkpoint(s), a JSON report and, for a sweep, a t
 
 from __future__ import annotations
 
+from . import args as A
+
 import shlex
 import sys
 
@@ -32,15 +34,15 @@ def register(sub) -> None:
     how.add_argument("--structured", action="store_true",
                      help="remove whole hidden units (a smaller dense model); default: unstructured magnitude")
     how.add_argument("--unstructured", action="store_true", help="zero the smallest weights of every layer")
-    p.add_argument("--sparsity", type=float, default=0.5, help="fraction of units / weights removed (default 0.5)")
-    p.add_argument("--memory-sparsity", type=float, default=0.0,
+    p.add_argument("--sparsity", type=A.fraction, default=0.5, help="fraction of units / weights removed (default 0.5)")
+    p.add_argument("--memory-sparsity", type=A.fraction, default=0.0,
                    help="structured: fraction of LMU/L2MU memory dimensions removed (default 0)")
     p.add_argument("--criterion", choices=[c.value for c in Criterion], default="reconstruction",
                    help="structured unit importance (default reconstruction)")
     p.add_argument("--compensate", choices=[c.value for c in Compensation], default="lstsq",
                    help="structured: how the layers reading removed units are corrected (default lstsq)")
-    p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tuning epochs after pruning (default 0)")
-    p.add_argument("--lr", type=float, default=1e-3, help="fine-tuning peak learning rate (default 1e-3)")
+    p.add_argument("--finetune-epochs", type=A.count0, default=0, help="fine-tuning epochs after pruning (default 0)")
+    p.add_argument("--lr", type=A.positive, default=1e-3, help="fine-tuning peak learning rate (default 1e-3)")
     p.add_argument("--sweep", metavar="S1,S2,...", help="prune at each sparsity; writes sweep.json/.md/.png")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")

@@ -10,6 +10,8 @@ reports float / integer / fake-quant accuracy on the test split.
 
 from __future__ import annotations
 
+from . import args as A
+
 import numpy as np
 
 
@@ -21,39 +23,36 @@ def register(sub) -> None:
     p.add_argument("--data", required=True, choices=sorted(TASKS), help="task whose data calibrates the model")
     p.add_argument("--out", required=True, help="output file (.esq)")
     p.add_argument("--config", default="edgeseq", help="preset (edgeseq, naive) or a .json config file")
-    p.add_argument("--calib", type=int, default=512, help="number of calibration sequences (default 512)")
-    p.add_argument("--val", type=int, default=1024, help="validation sequences for the mixed-precision search")
-    p.add_argument("--budget", type=float, default=0.5, help="accuracy budget in points vs float (default 0.5)")
+    p.add_argument("--calib", type=A.count, default=512, help="number of calibration sequences (default 512)")
+    p.add_argument("--val", type=A.count0, default=1024, help="validation sequences for the mixed-precision search")
+    p.add_argument("--budget", type=A.nonnegative, default=0.5, help="accuracy budget in points vs float (default 0.5)")
     p.add_argument("--no-search", action="store_true", help="no mixed-precision search")
-    p.add_argument("--max-promotions", type=int, default=8, metavar="N",
+    p.add_argument("--max-promotions", type=A.count0, default=8, metavar="N",
                    help="mixed-precision search: at most N tensors promoted to 16 bits (default 8)")
     p.add_argument("--allow-miss", action="store_true",
                    help="write the most accurate plan found even when it misses --budget (default: error, no file)")
-    p.add_argument("--qat-epochs", type=int, default=0, metavar="N",
+    p.add_argument("--qat-epochs", type=A.count0, default=0, metavar="N",
                    help="when the post-training plan misses --budget, fine-tune the checkpoint for N epochs with "
                         "fake-quantized weights and inputs (straight-through) and plan again (default 0: off)")
-    p.add_argument("--qat-lr", type=float, default=3e-4, help="QAT peak learning rate (default 3e-4)")
+    p.add_argument("--qat-lr", type=A.positive, default=3e-4, help="QAT peak learning rate (default 3e-4)")
     p.add_argument("--eval", action="store_true", help="report float / int / fake accuracy on the test split")
     p.add_argument("--plan", action="store_true", help="print the full quantization plan")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=A.seed, default=0)
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     from ..data import load_dataset
-    from ..errors import ArtifactError, BudgetError, ConfigError
+    from ..errors import BudgetError, ConfigError
     from ..models import load_model
     from ..quant import accuracy, resolve_config
     from ..quant.tasks import qat_on_task, quantize_on_task, task_data
     from ..train.recipes import TASKS
+    from ..util.fs import check_output_file
 
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise ArtifactError("output file already exists", where=str(out), hint="pass --force to replace it")
+    out = check_output_file(args.out, args.force)
     if out.suffix != ".esq":
         raise ConfigError(f"the output must be an .esq file, got '{out.name}'", where="--out")
     if args.calib < 1:

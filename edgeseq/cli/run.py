@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import EdgeseqError
+
 
 def register(sub) -> None:
     p = sub.add_parser("run", help="run the reference interpreter on an input array (.npy, shape B,T,F)")
@@ -17,14 +19,18 @@ def run(args) -> int:
     from ..errors import ShapeError
     from ..ir.interpret import reference
     from ..ir.serialize import load
-    from ..util.fs import atomic_write_bytes
+    from ..util.fs import atomic_write_bytes, check_output_file
+    from ..util.safeio import read_npy
 
+    if args.out:
+        check_output_file(args.out, force=True)
     g = load(args.model)
+    x = read_npy(args.input, ShapeError, what="input array")
     try:
-        x = np.load(args.input, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise ShapeError(f"cannot read input array ({e})", where=args.input) from None
-    y, _ = reference(g, x)
+        y, _ = reference(g, x)
+    except EdgeseqError as e:
+        e.where = e.where or args.input
+        raise
     ys = y if isinstance(y, tuple) else (y,)
     if args.out:
         import io

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from . import args as A
+
 import json
 import shlex
 import sys
@@ -23,17 +25,17 @@ def _parse_sets(items: list[str]) -> dict:
 
 
 def register(sub) -> None:
-    from ..nn.models import ARCHS
     from ..train.recipes import TASKS
 
     p = sub.add_parser("train", help="train a zoo model (writes model.ckpt, metrics.json, curves.png)")
     p.add_argument("--task", required=True, choices=sorted(TASKS))
-    p.add_argument("--model", required=True, choices=ARCHS, help="architecture")
+    p.add_argument("--model", required=True, metavar="ARCH", choices=A.LazyChoices("edgeseq.nn.models", "ARCHS"),
+                   help="architecture: %(choices)s")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--max-minutes", type=float)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--epochs", type=A.count)
+    p.add_argument("--max-minutes", type=A.positive)
+    p.add_argument("--seed", type=A.seed)
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a model setting (repeatable)")
     p.add_argument("--train-set", action="append", metavar="KEY=VALUE", help="override a training setting")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

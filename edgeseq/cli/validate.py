@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from . import args as A
+
 import sys
 from pathlib import Path
 
@@ -21,7 +23,7 @@ def register(sub) -> None:
                         "interpreter of their quantized.esq")
     p.add_argument("--data", metavar="har|kws|smartwatch|PATH.npz",
                    help="also compare on a slice of this dataset's test split (or an .npz with x, y)")
-    p.add_argument("--samples", type=int, default=256, help="sequences of --data to use (default 256)")
+    p.add_argument("--samples", type=A.count, default=256, help="sequences of --data to use (default 256)")
     p.add_argument("--tolerance", metavar="FILE.json", help="override the tolerance policy")
     p.add_argument("--graph", metavar="FILE.esq", help="IR graph to compare with (default: the artifact's graph.esq)")
     p.add_argument("--out", metavar="DIR", help="where to write validation.json and report.html "

@@ -76,12 +76,10 @@ def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
 
 
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """All arrays of an ``.npz`` file, loaded eagerly with ``allow_pickle=False``."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as e:
-        raise DatasetError(f"cannot read cached arrays ({e})", where=str(path)) from None
+    """All arrays of an ``.npz`` file (read header first, bounded; :func:`edgeseq.util.safeio.read_npz`)."""
+    from ..util.safeio import read_npz as safe_read_npz
+
+    return safe_read_npz(path, DatasetError, what="cached arrays")
 
 
 class CacheDir:

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 import time
@@ -26,6 +25,7 @@ import numpy as np
 
 from ..errors import ConfigError, DatasetError
 
+OWNER = "edgeseq demo har"  # marks its --out as this demo's own (replaced without --force)
 WINDOW = 128
 HOP = 64
 SAMPLE_RATE = 50.0
@@ -59,59 +59,47 @@ def read_imu_csv(path, *, labels: tuple[str, ...] = ()) -> dict:
     Optional: ``time`` (seconds; used to check the 50 Hz sample rate) and ``label`` (activity name
     or 0-based class id; enables accuracy). Returns {"signals" (N, 6) float32, "labels" (N,) int or
     None, "sample_rate"}."""
+    from ..util.safeio import read_csv_columns
+
     p = Path(path)
-    try:
-        with open(p, newline="") as f:
-            rows = list(csv.reader(f))
-    except FileNotFoundError:
-        raise DatasetError("no such file", where=str(p)) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DatasetError(f"cannot read the CSV ({e})", where=str(p)) from None
-    if not rows:
-        raise DatasetError("the CSV is empty", where=str(p))
-    header = [h.strip().lower() for h in rows[0]]
-    missing = [c for c in CHANNELS if c not in header]
-    if missing:
-        raise DatasetError(f"missing column(s) {', '.join(missing)}; found {', '.join(header) or 'none'}", where=str(p),
-                           hint="columns acc_x,acc_y,acc_z (g), gyro_x,gyro_y,gyro_z (rad/s), optional time (s), label")
-    body = [r for r in rows[1:] if any(c.strip() for c in r)]
-    if len(body) < WINDOW:
-        raise DatasetError(f"the recording has {len(body)} samples; at least {WINDOW} (2.56 s at 50 Hz) are needed",
+    names = [s.lower() for s in labels]
+
+    def label_id(v: str, line: int) -> int:
+        if v == "":
+            return -1  # unlabelled sample
+        if v.lstrip("+-").isdigit():
+            k = int(v)
+            if not 0 <= k < (len(names) or k + 1):
+                raise DatasetError(f"line {line}: label {k} is not a class id of the model (0..{len(names) - 1})",
+                                   where=str(p))
+            return k
+        if v.lower() in names:
+            return names.index(v.lower())
+        raise DatasetError(f"line {line}: unknown label '{v[:40]}'; expected a class id or one of "
+                           f"{', '.join(labels)}", where=str(p))
+
+    cols, header = read_csv_columns(
+        p, DatasetError, required=CHANNELS, optional=("time", "label"), numeric=CHANNELS + ("time",),
+        convert={"label": label_id}, what="CSV recording",
+        hint="columns acc_x,acc_y,acc_z (g), gyro_x,gyro_y,gyro_z (rad/s), optional time (s), label")
+    n = len(cols[CHANNELS[0]])
+    if n < WINDOW:
+        raise DatasetError(f"the recording has {n} samples; at least {WINDOW} (2.56 s at 50 Hz) are needed",
                            where=str(p))
-    idx = [header.index(c) for c in CHANNELS]
-    try:
-        sig = np.array([[float(r[i]) for i in idx] for r in body], dtype=np.float32)
-    except (ValueError, IndexError) as e:
-        raise DatasetError(f"non-numeric or short row in the IMU columns ({e})", where=str(p)) from None
-    if not np.all(np.isfinite(sig)):
-        raise DatasetError("the IMU columns contain NaN or Inf", where=str(p))
+    sig = np.stack([cols[c] for c in CHANNELS], axis=1).astype(np.float32)
     rate = SAMPLE_RATE
-    if "time" in header:
-        t = np.array([float(r[header.index("time")]) for r in body])
-        dt = np.diff(t)
+    if "time" in cols:
+        if not np.all(np.isfinite(cols["time"])):  # never allowed: the sample-rate check depends on it
+            raise DatasetError("the time column holds NaN or Inf", where=str(p))
+        dt = np.diff(cols["time"])
         if np.any(dt <= 0):
-            raise DatasetError("the time column is not strictly increasing", where=str(p))
+            i = int(np.argmax(dt <= 0))
+            raise DatasetError(f"the time column is not strictly increasing (sample {i + 1})", where=str(p))
         rate = float(1.0 / np.median(dt))
         if abs(rate - SAMPLE_RATE) > 0.02 * SAMPLE_RATE:
             raise DatasetError(f"sample rate is {rate:.1f} Hz; the HAR model expects {SAMPLE_RATE:.0f} Hz", where=str(p),
                                hint="resample the recording to 50 Hz (e.g. scipy.signal.resample_poly)")
-    lab = None
-    if "label" in header:
-        names = [s.lower() for s in labels]
-        vals = []
-        for r in body:
-            v = r[header.index("label")].strip()
-            if v.lstrip("-").isdigit():
-                vals.append(int(v))
-            elif v.lower() in names:
-                vals.append(names.index(v.lower()))
-            elif v == "":
-                vals.append(-1)
-            else:
-                raise DatasetError(f"unknown label '{v}'; expected a class id or one of {', '.join(labels)}",
-                                   where=str(p))
-        lab = np.array(vals, dtype=np.int64)
-    return {"signals": sig, "labels": lab, "sample_rate": rate}
+    return {"signals": sig, "labels": cols.get("label"), "sample_rate": rate}
 
 
 def windows(signals: np.ndarray, labels: Optional[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -163,12 +151,22 @@ def _dir_bytes(path: Path) -> int:
 
 
 def run_har_demo(cfg: HarDemoConfig, stream=None) -> dict:
-    """Run the demo; writes ``demo.json`` and ``report.html`` (and the artifact) under ``cfg.out``."""
+    """Run the demo; writes ``demo.json`` and ``report.html`` (and the artifact) under ``cfg.out``.
+
+    The whole output is staged and moved into place when the demo finishes (an interrupted or killed
+    demo leaves the previous one intact); a previous output of this demo is replaced without ``force``."""
+    from ..util.fs import output_dir
+
+    with output_dir(cfg.out, cfg.force, owner=OWNER) as out:
+        return _run_har_demo(cfg, stream, out)
+
+
+def _run_har_demo(cfg: HarDemoConfig, stream, out: Path) -> dict:
     from .. import export as export_mod
     from ..data import load_dataset
     from ..ir.interpret import run as ref_run
     from ..models import load_model
-    from ..util.fs import atomic_write_json, check_output_dir
+    from ..util.fs import atomic_write_json
     from .live import LiveView, bar
 
     stream = stream or sys.stderr
@@ -177,7 +175,6 @@ def run_har_demo(cfg: HarDemoConfig, stream=None) -> dict:
         raise ConfigError(f"unknown demo target '{cfg.target}'; choose one of: {', '.join(TARGETS)}")
     if cfg.quant not in ("edgeseq", "naive", "float"):
         raise ConfigError(f"--quant must be edgeseq, naive or float, got '{cfg.quant}'")
-    out = check_output_dir(cfg.out, cfg.force)
     _check_toolchains(cfg.target)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -230,7 +227,7 @@ def run_har_demo(cfg: HarDemoConfig, stream=None) -> dict:
     # 4. export -------------------------------------------------------------------------------
     t = time.perf_counter()
     art_dir = out / "artifact"
-    say(f"export  {cfg.target} -> {art_dir}")
+    say(f"export  {cfg.target} -> {Path(cfg.out) / 'artifact'}")
     art = export_mod.export(q if q is not None else graph, target=cfg.target, out=art_dir, force=True,
                             golden_input=x[:2], progress=lambda m: say(f"        {m}"))
     device = art.parts["c"] if art.kind == "bundle" else art
@@ -298,13 +295,13 @@ def run_har_demo(cfg: HarDemoConfig, stream=None) -> dict:
         "per_class": _per_class(dev_pred, y, labels),
         "cost": _jsonable(cost), "sizes": sizes, "mcu_sizes": mcu, "plan": plan_summary,
         "timings": {k: round(v, 2) for k, v in timings.items()}, "config": asdict(cfg),
-        "artifact": str(art_dir),
+        "artifact": str(Path(cfg.out) / "artifact"),
     }
     atomic_write_json(out / "demo.json", result)
     from .report import har_report
 
     har_report(result, out / "report.html")
-    say(f"report  {out / 'report.html'}  (total {timings['total_s']:.0f} s)")
+    say(f"report  {Path(cfg.out) / 'report.html'}  (total {timings['total_s']:.0f} s)")
     return result
 
 

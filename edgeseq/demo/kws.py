@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import math
+import struct
 import sys
 import time
 import wave
@@ -38,6 +39,7 @@ from .har import _batched, _check_toolchains, _dir_bytes, _have, _jsonable, _mcu
 
 SAMPLE_RATE = 16000
 TARGETS = ("x86", "arm", "cortex-m4")
+OWNER = "edgeseq demo kws"  # marks its --out as this demo's own (replaced without --force)
 ENGINES = {"espeak-ng": "test", "flite": "flite"}  # engine -> corpus split of held-out voices
 RUNNERS = {"x86": "native x86", "arm": "qemu-aarch64", "cortex-m4": "qemu-system-arm (mps2-an386)"}
 ENVELOPE_HOP_S = 0.05
@@ -73,19 +75,25 @@ def read_wav_16k(path) -> np.ndarray:
     """A user's recording as float32 (n,) in [-1, 1]; it must be 16 kHz mono 16-bit PCM WAV.
 
     Anything else raises :class:`DatasetError` naming the file and the ``sox`` command that converts it."""
+    from ..util.safeio import Budget, human, open_regular
+
     p = Path(path)
     fix = f"convert it with: sox {p} -r 16000 -c 1 -b 16 {p.with_name(p.stem + '_16k.wav')}"
+    f, size = open_regular(p, DatasetError, "WAV file")
+    budget = Budget.for_kind("data")
+    if size > budget.total:
+        f.close()
+        raise DatasetError(f"the WAV file is {human(size)}, more than {budget.limit_text()} allows", where=str(p))
     try:
-        w = wave.open(str(p), "rb")
-    except FileNotFoundError:
-        raise DatasetError("no such file", where=str(p)) from None
-    except IsADirectoryError:
-        raise DatasetError("is a directory, not a WAV file", where=str(p)) from None
-    except (wave.Error, EOFError) as e:
-        raise DatasetError(f"not a 16-bit PCM WAV file ({e})", where=str(p), hint=fix) from None
+        w = wave.open(f, "rb")
+    except (wave.Error, EOFError, ValueError, struct.error, OverflowError, RuntimeError) as e:
+        f.close()  # (the wave module raises RuntimeError for a chunk size that runs past the end of the file)
+        raise DatasetError(f"not a 16-bit PCM WAV file ({str(e) or 'chunk sizes run past the end of the file'})",
+                           where=str(p), hint=fix) from None
     except OSError as e:
+        f.close()
         raise DatasetError(f"cannot read ({e.strerror})", where=str(p)) from None
-    with w:
+    with f, w:
         ch, width, rate, n = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
         problems = []
         if rate != SAMPLE_RATE:
@@ -98,8 +106,8 @@ def read_wav_16k(path) -> np.ndarray:
             raise DatasetError(f"{', '.join(problems)}; the KWS demo needs 16 kHz mono 16-bit PCM", where=str(p),
                                hint=fix)
         try:
-            raw = w.readframes(n)
-        except (wave.Error, EOFError, OSError) as e:
+            raw = w.readframes(min(n, size // 2 + 1))  # a header may declare more frames than the file holds
+        except (wave.Error, EOFError, OSError, ValueError, struct.error) as e:
             raise DatasetError(f"truncated or corrupt WAV data ({e})", where=str(p), hint=fix) from None
     x = np.frombuffer(raw[: len(raw) // 2 * 2], dtype="<i2").astype(np.float32) / 32768.0
     if x.size < SAMPLE_RATE:
@@ -110,13 +118,10 @@ def read_wav_16k(path) -> np.ndarray:
 def read_truth(path) -> list[tuple[float, float, str]]:
     """Word labels of a recording: one ``start end label`` per line (seconds; tab-, comma- or
     space-separated, as an Audacity label track exports them). Returns events sorted by start."""
+    from ..util.safeio import MiB, read_text
+
     p = Path(path)
-    try:
-        lines = p.read_text().splitlines()
-    except FileNotFoundError:
-        raise DatasetError("no such file", where=str(p)) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DatasetError(f"cannot read the label file ({e})", where=str(p)) from None
+    lines = read_text(p, DatasetError, max_bytes=16 * MiB, what="label file").splitlines()
     events = []
     for k, line in enumerate(lines, 1):
         s = line.strip()
@@ -127,7 +132,7 @@ def read_truth(path) -> list[tuple[float, float, str]]:
             start, end, label = float(parts[0]), float(parts[1]), parts[2].strip().lower()
         except (IndexError, ValueError):
             raise DatasetError(f"line {k}: expected 'start end label' (seconds), got {s!r}", where=str(p)) from None
-        if not (0 <= start <= end):
+        if not (math.isfinite(start) and math.isfinite(end) and 0 <= start <= end):
             raise DatasetError(f"line {k}: need 0 <= start <= end, got {start} .. {end}", where=str(p))
         events.append((start, end, label))
     return sorted(events)
@@ -371,20 +376,29 @@ def _check_config(cfg: KwsDemoConfig) -> None:
 
 
 def run_kws_demo(cfg: KwsDemoConfig, stream=None) -> dict:
-    """Run the demo; writes ``demo.json`` and ``report.html`` (and the artifact) under ``cfg.out``."""
+    """Run the demo; writes ``demo.json`` and ``report.html`` (and the artifact) under ``cfg.out``.
+
+    The whole output is staged and moved into place when the demo finishes (an interrupted or killed
+    demo leaves the previous one intact); a previous output of this demo is replaced without ``force``."""
+    from ..util.fs import output_dir
+
+    with output_dir(cfg.out, cfg.force, owner=OWNER) as out:
+        return _run_kws_demo(cfg, stream, out)
+
+
+def _run_kws_demo(cfg: KwsDemoConfig, stream, out: Path) -> dict:
     from ..export import export as export_artifact
     from ..data.features import LogMel, compute
     from ..data.kws import KWS_LABELS, KWSConfig, synth_stream
     from ..ir.interpret import run as ref_run
     from ..models import load_model
     from ..toolchains import require
-    from ..util.fs import atomic_write_json, check_output_dir
+    from ..util.fs import atomic_write_json
     from .live import LiveView, bar
 
     stream = stream or sys.stderr
     say = (lambda m: print(m, file=stream, flush=True))
     _check_config(cfg)
-    out = check_output_dir(cfg.out, cfg.force)
     _check_toolchains(cfg.target)
     if cfg.input:  # a user's recording is checked before anything slow happens
         user_audio = read_wav_16k(cfg.input)
@@ -475,7 +489,7 @@ def run_kws_demo(cfg: KwsDemoConfig, stream=None) -> dict:
     # 5. export -------------------------------------------------------------------------------
     t = time.perf_counter()
     art_dir = out / "artifact"
-    say(f"export  {cfg.target} -> {art_dir}")
+    say(f"export  {cfg.target} -> {Path(cfg.out) / 'artifact'}")
     art = export_artifact(q if q is not None else graph, target=cfg.target, out=art_dir, force=True,
                             golden_input=x[:2], progress=lambda m: say(f"        {m}"))
     device = art.parts["c"] if art.kind == "bundle" else art
@@ -616,13 +630,13 @@ def run_kws_demo(cfg: KwsDemoConfig, stream=None) -> dict:
         "cost": _jsonable(cost), "mcu_cost": _jsonable(mcu_cost) if mcu_cost is not None else None,
         "budget": budget, "sizes": sizes, "mcu_sizes": mcu, "plan": plan_summary,
         "timings": {k: round(v, 2) for k, v in timings.items()}, "config": asdict(cfg),
-        "artifact": str(art_dir),
+        "artifact": str(Path(cfg.out) / "artifact"),
     }
     atomic_write_json(out / "demo.json", result)
     from .kws_report import kws_report
 
     kws_report(result, out / "report.html")
-    say(f"report  {out / 'report.html'}  (total {timings['total_s']:.0f} s)")
+    say(f"report  {Path(cfg.out) / 'report.html'}  (total {timings['total_s']:.0f} s)")
     return result
 
 

@@ -89,6 +89,11 @@ def export(model, target: str = "onnx", out=None, *, example_input=None, quant=N
     cpu = cpu or tcpu
     graph, q = as_graph(model, example_input)
     if quant is not None:
+        if not (hasattr(quant, "plan") and hasattr(quant, "check_graph")):
+            raise ConfigError(f"quant must be a quantized graph (edgeseq.quant.quantize / load_quantized), got "
+                              f"{type(quant).__name__}")
+        if q is None:  # the plan must have been made for this very model (content hash of its float graph)
+            quant.check_graph(graph, where="quant")
         q = quant
     if golden_input is None and example_input is not None and not isinstance(model, (str, Path)):
         golden_input = np.asarray(example_input, dtype=np.float32)
@@ -212,27 +217,10 @@ def _export_quantized(q, base: str, out, *, force, cpu, golden_input, streaming,
     return Artifact.load(out)
 
 
-def _read_manifest(path: Path) -> dict:
-    mf = path / "manifest.json"
-    try:
-        return json.loads(mf.read_text())
-    except FileNotFoundError:
-        raise ArtifactError("not an edgeseq artifact (no manifest.json)", where=str(path)) from None
-    except (OSError, ValueError) as e:
-        raise ArtifactError(f"unreadable manifest.json ({e})", where=str(mf)) from None
-
-
 def artifact_kind(manifest: Mapping) -> str:
-    fmt = str(manifest.get("format", ""))
-    if fmt == BUNDLE_FORMAT:
-        return "bundle"
-    if fmt.startswith("edgeseq-c-artifact"):
-        return "c"
-    if fmt == "edgeseq.tvm":
-        return "tvm"
-    if "onnx" in fmt or manifest.get("model") == "model.onnx":
-        return "onnx"
-    raise ArtifactError(f"unknown artifact format {fmt!r}")
+    from .manifest import detect_kind
+
+    return detect_kind(dict(manifest) if isinstance(manifest, Mapping) else manifest)
 
 
 class Artifact:
@@ -244,30 +232,39 @@ class Artifact:
         self.parts = parts or {}
 
     @classmethod
-    def load(cls, path) -> "Artifact":
+    def load(cls, path, *, _nested: bool = False) -> "Artifact":
+        """Open an artifact directory: the manifest is read and checked (schema, paths inside the
+        directory; :mod:`edgeseq.export.manifest`), every file against its sha256, then the
+        exporter's own loader opens it."""
+        from .manifest import file_problems, read_checked
+
+        if not isinstance(path, (str, Path)) or (isinstance(path, str) and not path):
+            raise ArtifactError(f"expected the path of an artifact directory, got {type(path).__name__} {path!r:.40}")
         path = Path(path)
-        manifest = _read_manifest(path)
-        kind = artifact_kind(manifest)
+        manifest, kind = read_checked(path, nested=_nested)
         if kind == "bundle":
-            for rel, digest in manifest.get("files", {}).items():
-                from ..util.fs import sha256_file
-
-                p = path / rel
-                if not p.is_file() or sha256_file(p) != digest:
-                    raise ArtifactError(f"file '{rel}' is missing or was modified after export", where=str(path))
-            parts = {name: cls.load(path / info["dir"]) for name, info in manifest["parts"].items()}
+            problems = file_problems(path, kind, manifest)
+            if problems:
+                raise ArtifactError(f"file '{problems[0].split(':')[0]}' is missing or was modified after export",
+                                    where=str(path))
+            parts = {name: cls.load(path / info["dir"], _nested=True) for name, info in manifest["parts"].items()}
             return cls(path, manifest, parts[manifest["default_runtime"]].impl, "bundle", parts)
-        if kind == "c":
-            from .c import CArtifact
+        try:
+            if kind == "c":
+                from .c import CArtifact
 
-            return cls(path, manifest, CArtifact.load(path), kind)
-        if kind == "tvm":
-            from .tvm.artifact import TvmArtifact
+                return cls(path, manifest, CArtifact.load(path), kind)
+            if kind == "tvm":
+                from .tvm.artifact import TvmArtifact
 
-            return cls(path, manifest, TvmArtifact.load(path), kind)
-        from .onnx import OnnxArtifact
+                return cls(path, manifest, TvmArtifact.load(path), kind)
+            from .onnx import OnnxArtifact
 
-        return cls(path, manifest, OnnxArtifact.load(path), kind)
+            return cls(path, manifest, OnnxArtifact.load(path), kind)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+            # the exporter's loader met a field the manifest schema does not pin down
+            raise ArtifactError(f"malformed {kind} manifest ({type(e).__name__}: {e})",
+                                where=str(path / "manifest.json")) from None
 
     @property
     def target(self) -> str:
@@ -291,16 +288,19 @@ class Artifact:
     def runner(self, runtime: Optional[str] = None) -> "Artifact":
         if runtime is None:
             return self
-        if self.kind != "bundle" or runtime not in self.parts:
+        if self.kind != "bundle" or not isinstance(runtime, str) or runtime not in self.parts:
             raise ConfigError(f"artifact has no '{runtime}' runtime (has: {', '.join(self.parts) or self.kind})")
         return self.parts[runtime]
 
     def run(self, x, runtime: Optional[str] = None):
         """Outputs for ``x`` (B, T, F): an array, or a tuple of arrays for several outputs."""
+        from ..util.finite import check_finite
+
         art = self.runner(runtime)
         if art.kind == "bundle":
             art = art.parts[art.manifest["default_runtime"]]
-        x = np.asarray(x, dtype=np.float32)
+        x = _as_input(x)
+        check_finite(x, "input", str(self.path))
         if art.kind == "tvm":
             y, _ = art.impl.run(x, streaming=False)
         else:
@@ -310,16 +310,34 @@ class Artifact:
 
     def cost(self, x) -> dict:
         """Instruction counts / sizes / wall time where the artifact's runner can measure them."""
-        art = self if self.kind != "bundle" else self.parts["c"]
-        if art.kind != "c":
-            raise ConfigError(f"cost measurement needs a C artifact, this is '{art.kind}'")
-        return art.impl.cost(np.asarray(x, dtype=np.float32))
+        from ..util.finite import check_finite
+
+        art = self if self.kind != "bundle" else self.parts.get("c")
+        if art is None or art.kind != "c":
+            raise ConfigError(f"cost measurement needs a C artifact, this is '{self.kind}'")
+        return art.impl.cost(check_finite(_as_input(x), "input", str(self.path)))
 
     def __repr__(self) -> str:
         return f"Artifact({str(self.path)!r}, kind={self.kind}, target={self.target})"
 
 
+def _as_input(x) -> np.ndarray:
+    """``x`` as a float32 (B, T, F) array, or ShapeError (ragged lists, objects, strings, wrong rank)."""
+    from ..errors import ShapeError
+
+    try:
+        a = np.asarray(x)
+    except (ValueError, TypeError) as e:
+        raise ShapeError(f"input is not a rectangular numeric array ({e})") from None
+    if a.dtype.kind not in "biuf":
+        raise ShapeError(f"input must be a numeric (B, T, F) array, got dtype {a.dtype}")
+    if a.ndim != 3 or 0 in a.shape:
+        raise ShapeError(f"input must have shape (batch, time, features) with each >= 1, got {a.shape}")
+    return a.astype(np.float32)
+
+
 def load_artifact(path) -> Artifact:
+    """Open an exported artifact directory (see :meth:`Artifact.load`)."""
     return Artifact.load(path)
 
 

@@ -45,7 +45,9 @@ def _first_recurrent(module: nn.Module) -> Optional[nn.Module]:
 def _as_tensor(x) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x.detach().float()
-    return torch.as_tensor(np.asarray(x), dtype=torch.float32)
+    from ..util.finite import as_array
+
+    return torch.as_tensor(as_array(x, "example_input"), dtype=torch.float32)
 
 
 def is_step_net(module: nn.Module) -> bool:

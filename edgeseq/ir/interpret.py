@@ -17,7 +17,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 from scipy import special
 
-from ..errors import NumericsError, ShapeError
+from ..errors import ConfigError, ShapeError
+from ..util.finite import as_array, check_finite
 from . import ops as O
 from .graph import Graph, Node
 from .activations import activation
@@ -379,8 +380,15 @@ def _readout_value(op: O.Readout, st: Mapping[str, np.ndarray]) -> np.ndarray:
 # graph execution
 
 
+def require_graph(graph) -> Graph:
+    if not isinstance(graph, Graph):
+        raise ConfigError(f"expected an IR Graph, got {type(graph).__name__}", hint="load one with edgeseq.load")
+    return graph
+
+
 def check_input(graph: Graph, x, what: str = "input") -> np.ndarray:
-    x = np.asarray(x)
+    require_graph(graph)
+    x = as_array(x, what)
     if x.ndim != 3:
         raise ShapeError(
             f"{what} must have shape (batch, time, features) = (B, T, {graph.in_features}), got shape {x.shape}"
@@ -391,12 +399,12 @@ def check_input(graph: Graph, x, what: str = "input") -> np.ndarray:
         raise ShapeError(f"{what} needs at least one sequence and one time step, got shape {x.shape}")
     if x.dtype.kind not in "fiub":
         raise ShapeError(f"{what} must be numeric, got dtype {x.dtype}")
-    if not np.all(np.isfinite(x)):
-        raise NumericsError(f"{what} contains NaN or Inf")
-    return x
+    return check_finite(x, what)  # the NaN/Inf policy (edgeseq.util.finite)
 
 
 def check_state(graph: Graph, state: Mapping[str, np.ndarray], batch: int, dtype) -> State:
+    if not isinstance(state, Mapping):
+        raise ShapeError(f"state must be a mapping of state key to array, got {type(state).__name__}")
     spec = graph.state_spec()
     missing = sorted(set(spec) - set(state))
     extra = sorted(set(state) - set(spec))
@@ -408,9 +416,10 @@ def check_state(graph: Graph, state: Mapping[str, np.ndarray], batch: int, dtype
         )
     out = {}
     for k, shape in spec.items():
-        a = np.asarray(state[k])
+        a = as_array(state[k], f"state '{k}'")
         if a.shape != (batch,) + shape:
             raise ShapeError(f"state '{k}' must have shape {(batch,) + shape}, got {a.shape}")
+        check_finite(a, f"state '{k}'")
         out[k] = a.astype(dtype, copy=True)
     return out
 
@@ -468,7 +477,7 @@ def reference(graph: Graph, x, state: Mapping[str, np.ndarray] | None = None, *,
     ``y`` is the single output array, or a tuple when the graph has several outputs."""
     from .layout import from_ir, to_ir
 
-    outputs, new_state = run(graph, to_ir(graph, x, layout), state)
+    outputs, new_state = run(graph, to_ir(require_graph(graph), x, layout), state)
     outputs = from_ir(graph, outputs, layout)
     return (outputs[0] if len(outputs) == 1 else outputs), new_state
 

@@ -33,8 +33,10 @@ def layout_of(graph, layout: Optional[str] = None) -> str:
 
 def to_ir(graph, x, layout: Optional[str] = None) -> np.ndarray:
     """``x`` in ``layout`` (default: the model's) -> (B, T, F)."""
+    from ..util.finite import as_array
+
     lay = layout_of(graph, layout)
-    x = np.asarray(x)
+    x = as_array(x, "input")
     if lay == "static":
         if x.ndim != 2:
             raise ShapeError(f"this model takes a static (batch, features) input, got shape {x.shape}",

@@ -95,12 +95,14 @@ def load_model(spec, *, capture_steps: int = 16) -> LoadedModel:
                            labels=tuple(md.get("labels", ())), metrics={})
     if path.suffix != ".ckpt":
         raise CheckpointError(f"unknown model file type '{path.suffix}' (expected .ckpt or .esq)", where=str(path))
+    from ..train.checkpoint import load_checkpoint
+
+    module, doc = load_checkpoint(path)  # checks the file before torch is imported (bounded memory on any file)
+
     import torch
 
     from ..frontends import capture
-    from ..train.checkpoint import load_checkpoint
 
-    module, doc = load_checkpoint(path)
     metrics = dict(doc.get("metrics") or {})
     if not metrics:
         metrics = _read_metrics(path.parent)

@@ -63,11 +63,15 @@ def quantize(graph, calib_x, config: Union[str, dict, QuantConfig, None] = "edge
     of float (at most ``max_promotions``); the result's ``info['search']`` records what it did, and
     ``strict=True`` raises :class:`BudgetError` when the budget is missed."""
     from ..errors import ConfigError, ShapeError
+    from ..ir.graph import Graph
     from .sim import supported
 
+    if not isinstance(graph, Graph):
+        raise ConfigError(f"quantize expects an IR Graph, got {type(graph).__name__}",
+                          hint="edgeseq.capture or edgeseq.load one")
     cfg = resolve_config(config)
     supported(graph)
-    calib_x = _check_sequences(np.asarray(calib_x), graph.in_features, "calibration data")
+    calib_x = _check_sequences(calib_x, graph.in_features, "calibration data")
     if val is not None:
         try:
             vx, vy = val
@@ -93,22 +97,21 @@ def quantize(graph, calib_x, config: Union[str, dict, QuantConfig, None] = "edge
     return qg
 
 
-def _check_sequences(x: np.ndarray, features: int, what: str) -> np.ndarray:
+def _check_sequences(x, features: int, what: str) -> np.ndarray:
     """(N, T, F) finite numbers with N, T >= 1, or a typed error naming what is wrong."""
     from ..errors import DatasetError, ShapeError
+    from ..util.finite import as_array
 
+    x = as_array(x, what)
     if x.ndim != 3 or x.shape[2] != features:
         raise ShapeError(f"{what} must be (N, T, {features}), got shape {x.shape}")
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise DatasetError(f"{what} is empty (shape {x.shape}); at least one sequence of one step is needed")
     if not np.issubdtype(x.dtype, np.number):
         raise DatasetError(f"{what} must be numeric, got dtype {x.dtype}")
-    bad = ~np.isfinite(x).all(axis=(1, 2))
-    if bad.any():
-        idx = np.flatnonzero(bad)
-        raise DatasetError(f"{what} has NaN or Inf values in {len(idx)} of {len(x)} sequences "
-                           f"(first: sequence {int(idx[0])})", hint="drop or repair those sequences")
-    return x
+    from ..util.finite import check_finite
+
+    return check_finite(x, what, allow=False)  # calibration sets the plan's scales: never non-finite
 
 
 def accuracy(qg: QuantizedGraph, x, y, mode: str = "int", batch_size: int = 512) -> float:

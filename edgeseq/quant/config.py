@@ -16,7 +16,6 @@ naming the field. Presets:
 from __future__ import annotations
 
 import enum
-import json
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
@@ -233,12 +232,9 @@ def resolve_config(config: Union[str, Path, Mapping, QuantConfig, None]) -> Quan
             return preset(s)
         p = Path(s)
         if p.suffix == ".json" or p.exists():
-            try:
-                doc = json.loads(p.read_text())
-            except FileNotFoundError:
-                raise ConfigError("config file not found", where=s) from None
-            except (OSError, json.JSONDecodeError) as e:
-                raise ConfigError(f"cannot read config file ({e})", where=s) from None
+            from ..util.safeio import read_json
+
+            doc = read_json(p, ConfigError, what="config file")  # bounded, UTF-8 JSON (edgeseq.util.safeio)
             try:
                 return QuantConfig.from_dict(doc)
             except ConfigError as e:

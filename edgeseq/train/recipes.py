@@ -129,7 +129,10 @@ def train_task(task: str, arch: str, out_dir, *, force: bool = False, model_over
     train_all, test, extra = datasets if datasets is not None else load_task_data(task, data_kw, arch)
     train, val = split_validation(train_all, cfg.val_fraction, cfg.seed)
     mean, std = channel_stats(train)
-    model = build_model(arch, train.in_features, train.n_classes, input_mean=mean, input_std=std, **model_cfg)
+    try:
+        model = build_model(arch, train.in_features, train.n_classes, input_mean=mean, input_std=std, **model_cfg)
+    except TypeError as e:  # an unknown or misspelt model setting
+        raise ConfigError(f"invalid model setting for '{arch}' ({e})", where="model settings (--set)") from None
     n_params = sum(p.numel() for p in model.parameters())
     log(f"{task}/{arch}: {n_params} parameters, {len(train)} train / {len(val)} validation / {len(test)} test "
         f"sequences of {train.steps} steps x {train.in_features} features")

@@ -29,7 +29,7 @@ for the ONNX QDQ form) have the same kinds and runners; they also store the quan
 
 from __future__ import annotations
 
-import json
+import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,10 +38,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from ..errors import ArtifactError, ConfigError, EdgeseqError
-from ..util.fs import sha256_file
+from ..export.manifest import FORMATS, detect_kind, file_problems, golden_file, integrity_table, read_checked
+from ..util.safeio import read_npy
 from .tolerance import NumberFormat, format_of
-
-FORMATS = {"edgeseq-onnx": "onnx", "edgeseq.tvm": "tvm", "edgeseq-c-artifact/1": "c", "edgeseq-bundle/1": "bundle"}
 
 
 def _percentiles(samples: list[float]) -> dict:
@@ -233,8 +232,11 @@ class OnnxRunner(Artifact):
 
     def golden(self):
         g = self.manifest["golden"]
-        x = np.load(self.path / g["input"], allow_pickle=False)
-        return x, [np.load(self.path / p, allow_pickle=False) for p in g["outputs"]]
+
+        def read(rel: str) -> np.ndarray:
+            return read_npy(golden_file(self.path, rel), ArtifactError, what="golden array", kind="model")
+
+        return _golden_input(read(g["input"]), self.path), [read(p) for p in g["outputs"]]
 
     def sizes(self):
         return {"model_bytes": self._art.model_path.stat().st_size}
@@ -268,8 +270,8 @@ class TvmRunner(Artifact):
         return tuple(y) if isinstance(y, tuple) else (y,)
 
     def golden(self):
-        x, ys, _ = self._art.golden()
-        return x, ys
+        g = self.manifest["golden"]
+        return _golden_input(_raw(self.path, g["input"]), self.path), [_raw(self.path, e) for e in g["outputs"]]
 
     def sizes(self):
         return {"library_bytes": int(self.manifest.get("library_bytes") or self._art.library.stat().st_size)}
@@ -307,9 +309,14 @@ class CRunner(Artifact):
         from ..targets.driver import read_output
 
         g = self.manifest["golden"]
-        x = read_golden_input(self.path / g["input"])
-        exp = read_output(self.path / g["expected"])
-        return x, [np.asarray(o) for o in split_outputs(self.manifest, exp["step"], exp["pooled"])]
+        where = str(self.path)
+        try:
+            x = read_golden_input(golden_file(self.path, g["input"]))
+            exp = read_output(golden_file(self.path, g["expected"]))
+        except (ValueError, struct.error) as e:
+            raise ArtifactError(f"corrupt golden vectors ({type(e).__name__}: {e})", where=where) from None
+        return _golden_input(x, self.path), [np.asarray(o) for o in split_outputs(self.manifest, exp["step"],
+                                                                                   exp["pooled"])]
 
     def sizes(self):
         s = dict(self.manifest.get("sizes") or {})
@@ -372,6 +379,28 @@ class Bundle(Artifact):
 _RUNNERS = {"onnx": OnnxRunner, "tvm": TvmRunner, "c": CRunner}
 
 
+def _raw(path: Path, entry: dict) -> np.ndarray:
+    """A raw little-endian array file of the TVM exporter ({file, shape, dtype}), size checked first."""
+    dt = np.dtype(entry.get("dtype", "<f4"))
+    shape = tuple(entry["shape"])
+    want = int(np.prod(shape, dtype=object)) * dt.itemsize
+    p = golden_file(path, entry["file"])
+    if p.stat().st_size != want:
+        raise ArtifactError(f"golden file '{entry['file']}' has {p.stat().st_size} bytes; shape {list(shape)} "
+                            f"{dt.str} needs {want}", where=str(path))
+    return np.fromfile(p, dtype=dt).reshape(shape).astype(dt.newbyteorder("="))
+
+
+def _golden_input(x: np.ndarray, path: Path) -> np.ndarray:
+    """The golden input must be a (B, T, F) numeric array with finite values."""
+    from ..util.finite import check_finite
+
+    if x.ndim != 3 or 0 in x.shape or x.dtype.kind not in "biuf":
+        raise ArtifactError(f"the golden input must be a non-empty (B, T, F) numeric array, got shape "
+                            f"{x.shape} {x.dtype}", where=str(path))
+    return check_finite(x, "golden input", str(path))
+
+
 # ----------------------------------------------------------------------------------------------
 # instruction counts of aarch64 TVM artifacts (the TVM runtime is loaded in every process, so the
 # per-step count is the difference of two sequence lengths)
@@ -415,52 +444,9 @@ def _tvm_arm_instructions(art: TvmRunner, x1: np.ndarray) -> Optional[dict]:
 # ----------------------------------------------------------------------------------------------
 
 
-def _read_manifest(path: Path) -> dict:
-    mf = path / "manifest.json"
-    if not path.exists():
-        raise ArtifactError("artifact directory not found", where=str(path))
-    if not path.is_dir():
-        raise ArtifactError("not a directory; pass an artifact directory written by an exporter", where=str(path))
-    try:
-        manifest = json.loads(mf.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ArtifactError("not an edgeseq artifact (no manifest.json)", where=str(path),
-                            hint="pass a directory written by edgeseq export (onnx, tvm or c)") from None
-    except (OSError, ValueError) as e:
-        raise ArtifactError(f"cannot read the manifest ({e})", where=str(mf)) from None
-    if not isinstance(manifest, dict):
-        raise ArtifactError("manifest.json is not a JSON object", where=str(mf))
-    return manifest
-
-
-def detect_kind(manifest: dict, where: str = "manifest.json") -> str:
-    fmt = manifest.get("format")
-    try:
-        return FORMATS[fmt]
-    except (KeyError, TypeError):
-        raise ArtifactError(f"unknown artifact format {fmt!r}; edgeseq validate reads: {', '.join(FORMATS)}",
-                            where=where) from None
-
-
-def _hashes(kind: str, manifest: dict) -> dict[str, str]:
-    if kind == "onnx":
-        return {k: v.get("sha256") for k, v in (manifest.get("files") or {}).items() if isinstance(v, dict)}
-    if kind == "tvm":
-        return dict(manifest.get("sha256") or {})
-    return dict(manifest.get("files") or {})  # c, bundle
-
-
 def check_integrity(path: Path, kind: str, manifest: dict) -> tuple[list[str], int]:
-    """Files listed in the manifest that are missing or whose sha256 differs."""
-    problems = []
-    table = _hashes(kind, manifest)
-    for rel, digest in sorted(table.items()):
-        p = path / rel
-        if not p.is_file():
-            problems.append(f"{rel}: missing")
-        elif sha256_file(p) != digest:
-            problems.append(f"{rel}: sha256 differs from the manifest (modified after export)")
-    return problems, len(table)
+    """Files listed in the manifest that are missing or whose sha256 differs (and how many are listed)."""
+    return file_problems(path, kind, manifest), len(integrity_table(kind, manifest))
 
 
 GRAPH_HINT = ("the exporter must store the IR graph it exported from as graph.esq in the artifact "
@@ -468,8 +454,8 @@ GRAPH_HINT = ("the exporter must store the IR graph it exported from as graph.es
 
 
 def _graph_file(path: Path, kind: str, manifest: dict) -> tuple[Optional[Path], str]:
-    named = manifest.get("ir_graph") if kind in ("onnx", "tvm") else (manifest.get("graph") or {}).get("file")
-    if named and (path / named).is_file():
+    named = manifest.get("ir_graph") if kind in ("onnx", "tvm", "bundle") else manifest["graph"]["file"]
+    if named and (path / named).is_file():  # inside the artifact: checked with the manifest
         return path / named, f"{named} (stored in the artifact, named by the manifest)"
     if (path / "graph.esq").is_file():
         return path / "graph.esq", "graph.esq (in the artifact, not named by the manifest)"
@@ -479,40 +465,48 @@ def _graph_file(path: Path, kind: str, manifest: dict) -> tuple[Optional[Path], 
     return None, ""
 
 
-def open_artifact(path, graph=None) -> Artifact:
+def open_artifact(path, graph=None, *, _nested: bool = False) -> Artifact:
     """Load the artifact directory ``path``. ``graph`` (a Graph or an .esq path) overrides the
-    graph stored with the artifact; without either, ArtifactError says which exporter lacks it."""
+    graph stored with the artifact (and must be that graph when the artifact stores one); without
+    either, ArtifactError says which exporter lacks it."""
     from ..ir.graph import Graph
-    from ..ir.serialize import load
+    from ..ir.serialize import digest, load
 
+    if not isinstance(path, (str, Path)) or (isinstance(path, str) and not path):
+        raise ArtifactError(f"expected the path of an artifact directory, got {type(path).__name__} {path!r:.40}")
     path = Path(path)
-    manifest = _read_manifest(path)
-    kind = detect_kind(manifest, str(path / "manifest.json"))
+    manifest, kind = read_checked(path, nested=_nested)
     problems, n_files = check_integrity(path, kind, manifest)
+    gfile, source = _graph_file(path, kind, manifest)
     if graph is not None:
         if isinstance(graph, Graph):
             g, source = graph, "given by the caller"
-        else:
+        elif isinstance(graph, (str, Path)):
             g, source = load(graph), f"{graph} (given with --graph)"
+        else:
+            raise ConfigError(f"graph must be an IR Graph or the path of an .esq file, got {type(graph).__name__}")
+        if gfile is not None and gfile.parent == path and not _nested:
+            stored = load(gfile)
+            if digest(stored) != digest(g):
+                raise ArtifactError(f"the graph {source} is not the one this artifact was exported from "
+                                    f"({gfile.name} in the artifact differs)", where=str(path),
+                                    hint="leave out --graph to use the artifact's own graph")
     else:
-        gfile, source = _graph_file(path, kind, manifest)
         if gfile is None:
             raise ArtifactError(f"the {kind} artifact does not store the IR graph it was exported from",
                                 where=str(path), hint=GRAPH_HINT)
         g = load(gfile)
     target = _target_of(kind, manifest)
     if kind == "bundle":
-        parts_info = manifest.get("parts")
-        if not isinstance(parts_info, dict) or not parts_info:
-            raise ArtifactError("the bundle manifest lists no parts", where=str(path))
-        parts = {name: open_artifact(path / info["dir"], graph=graph) for name, info in parts_info.items()}
+        parts = {name: open_artifact(path / info["dir"], graph=g, _nested=True)
+                 for name, info in manifest["parts"].items()}
         return Bundle(path=path, manifest=manifest, kind=kind, target=target, graph=g, graph_source=source,
                       integrity=problems, files_checked=n_files, parts=parts)
     cls = _RUNNERS[kind]
     try:
         return cls(path=path, manifest=manifest, kind=kind, target=target, graph=g, graph_source=source,
                    integrity=problems, files_checked=n_files)
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
         raise ArtifactError(f"malformed {kind} manifest ({type(e).__name__}: {e})", where=str(path)) from None
 
 

@@ -187,10 +187,12 @@ class EvalData:
     total: int
 
 
-def load_data(spec: Any, in_features: int, samples: int) -> EvalData:
+def load_data(spec: Any, in_features: int, samples: int, n_classes: Optional[int] = None) -> EvalData:
     """An evenly spaced slice of ``samples`` sequences from a dataset name, an ``.npz`` file or a
-    :class:`~edgeseq.data.Dataset`."""
+    :class:`~edgeseq.data.Dataset`; sequences and labels are checked (shape, dtype, NaN/Inf, class
+    range) before use."""
     from ..data.dataset import Dataset
+    from ..util import datacheck
 
     if isinstance(spec, Dataset):
         ds, name = spec, spec.name
@@ -199,46 +201,43 @@ def load_data(spec: Any, in_features: int, samples: int) -> EvalData:
 
         kw = {"classes": 6} if spec == "har" else {}
         ds, name = load_dataset(spec, "test", **kw), f"{spec} (test split)"
-    else:
+    elif isinstance(spec, (str, Path)):
         ds, name = _load_npz(Path(spec)), str(spec)
+    else:
+        raise ConfigError(f"data must be a dataset name ({', '.join(DATASETS)}), an .npz path or a Dataset, "
+                          f"got {type(spec).__name__}")
     if isinstance(ds, EvalData):
         x, y, labels, name = ds.x, ds.y, ds.labels, ds.name
     else:
         x, y, labels = ds.x, ds.y, list(ds.labels)
-    if x.ndim != 3 or x.shape[2] != in_features:
-        raise ShapeError(f"the data has sequences of shape {x.shape[1:]}; the model takes {in_features} features "
-                         "per step", where=f"data {name}", hint="pass the dataset the model was trained on")
+    where = f"data {name}"
+    x = datacheck.sequences(x, "x", where, features=in_features, error=ShapeError)
+    if y is not None:
+        y = datacheck.labels(y, x.shape[0], "y", where, n_classes=n_classes)
     total = int(x.shape[0])
-    if total == 0:
-        raise DatasetError("the dataset is empty", where=f"data {name}")
     n = min(int(samples), total)
     idx = np.unique(np.linspace(0, total - 1, n).round().astype(np.int64))
-    return EvalData(name, np.ascontiguousarray(x[idx], dtype=np.float32), None if y is None else np.asarray(y)[idx],
+    return EvalData(name, np.ascontiguousarray(x[idx], dtype=np.float32), None if y is None else y[idx],
                     labels, total)
 
 
 def _load_npz(path: Path) -> EvalData:
     from ..data.dataset import Dataset
+    from ..util.safeio import npz_keys, read_npz
 
     if not path.is_file():
         choices = ", ".join(DATASETS)
         raise DatasetError(f"not a dataset name ({choices}) and no such .npz file", where=str(path))
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            keys = set(z.files)
-            if "info" in keys:
-                ds = Dataset.load(path)
-                return EvalData(ds.name, ds.x, ds.y, list(ds.labels), len(ds))
-            if "x" not in keys:
-                raise DatasetError(f"the .npz file needs an array 'x' (N, T, F) and optionally 'y' (N,); it has "
-                                   f"{', '.join(sorted(keys)) or 'nothing'}", where=str(path))
-            x = np.asarray(z["x"], dtype=np.float32)
-            y = np.asarray(z["y"]).astype(np.int64) if "y" in keys else None
-    except (OSError, ValueError) as e:
-        raise DatasetError(f"cannot read the .npz file ({e})", where=str(path)) from None
-    if y is not None and y.shape != (x.shape[0],):
-        raise DatasetError(f"'y' must have shape ({x.shape[0]},), got {y.shape}", where=str(path))
-    return EvalData(path.name, x, y, None, int(x.shape[0]))
+    keys = npz_keys(path, DatasetError)
+    if "info" in keys:
+        ds = Dataset.load(path)
+        return EvalData(ds.name, ds.x, ds.y, list(ds.labels), len(ds))
+    if "x" not in keys:
+        raise DatasetError(f"the .npz file needs an array 'x' (N, T, F) and optionally 'y' (N,); it has "
+                           f"{', '.join(sorted(keys)) or 'nothing'}", where=str(path))
+    z = read_npz(path, DatasetError, keys=("x", "y"))
+    x, y = z["x"], z.get("y")
+    return EvalData(path.name, x, y, None, int(x.shape[0]) if x.ndim else 0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -324,6 +323,9 @@ def _policy(tolerance: Any) -> TolerancePolicy:
         return tolerance
     if isinstance(tolerance, Mapping):
         return TolerancePolicy().merged(tolerance)
+    if not isinstance(tolerance, (str, Path)):
+        raise ConfigError(f"tolerance must be a TolerancePolicy, a dict of overrides or a JSON path, got "
+                          f"{type(tolerance).__name__}")
     return TolerancePolicy.load(tolerance)
 
 
@@ -433,7 +435,14 @@ def _make_reference(art: Artifact, reference, dtype: str) -> tuple[Reference, bo
             checks.append(Check("quantized_graph", FAIL, detail=f"cannot load the stored quantized graph "
                                 f"{qf.name} ({e}); compared with the stored golden outputs only"))
         else:
-            return IntegerReference(qg, qf.relative_to(art.path).as_posix(), reference, art.graph.outputs), False, []
+            try:
+                qg.check_graph(art.graph, where=str(qf))
+            except EdgeseqError as e:
+                checks.append(Check("quantized_graph", FAIL, detail=f"{e}; compared with the stored golden outputs "
+                                    "only"))
+            else:
+                return (IntegerReference(qg, qf.relative_to(art.path).as_posix(), reference, art.graph.outputs),
+                        False, [])
     stored = Reference(art.graph, "cpu", dtype)  # never run: the stored golden outputs are the reference
     stored.requested = reference
     return stored, True, checks
@@ -469,8 +478,13 @@ def validate(artifact, *, reference: "str | Callable" = "auto", data: Any = None
         raise ConfigError(f"samples must be a positive integer, got {samples!r}")
     t_start = time.perf_counter()
     art = open_artifact(artifact, graph)
-    out_dir = _prepare_out(out) if out is not None else None
-    d = load_data(data, art.graph.in_features, samples) if data is not None else None
+    out_dir = _check_out(out) if out is not None else None
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ConfigError(f"batch must be a positive integer, got {batch!r}")
+    if isinstance(prefix_points, bool) or not isinstance(prefix_points, int) or prefix_points < 0:
+        raise ConfigError(f"prefix_points must be a non-negative integer, got {prefix_points!r}")
+    n_classes = art.graph.output_types[0].features
+    d = load_data(data, art.graph.in_features, samples, n_classes) if data is not None else None
     opts = dict(measure=measure, batch=batch, prefix_points=prefix_points, say=say)
     if art.kind != "bundle":
         report = _validate_one(art, *_make_reference(art, reference, reference_dtype), policy, d, **opts)
@@ -491,7 +505,7 @@ def validate(artifact, *, reference: "str | Callable" = "auto", data: Any = None
     if out_dir is not None:
         from .report import write_report
 
-        write_report(report, out_dir)
+        write_report(report, _prepare_out(out_dir))
     return report
 
 
@@ -627,6 +641,22 @@ def _float_accuracy(ref: "IntegerReference", d: EvalData, k_dec: int) -> Optiona
         return accuracy(ref.float_model(d.x)[k_dec], d.y)
     except EdgeseqError:
         return None
+
+
+def _check_out(out) -> Path:
+    """Where the report goes, checked before the validation runs (nothing is created yet)."""
+    from ..errors import ArtifactError
+    from ..util.fs import check_parent
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ArtifactError("exists and is not a directory", where=str(out), hint="pass --out DIR")
+    if out.is_dir():
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise ArtifactError("output directory is not writable", where=str(out), hint="pass --out DIR")
+    else:
+        check_parent(out)
+    return out
 
 
 def _prepare_out(out) -> Path:

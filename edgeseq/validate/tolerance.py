@@ -28,7 +28,6 @@ Override any of it with a JSON file (``edgeseq validate --tolerance tol.json``):
 from __future__ import annotations
 
 import enum
-import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -167,13 +166,12 @@ class TolerancePolicy:
     @classmethod
     def load(cls, path) -> "TolerancePolicy":
         """The default policy overridden by the JSON file at ``path``."""
+        from ..util.safeio import read_json
+
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError("tolerance file not found", where=str(path)) from None
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"cannot read the tolerance file ({e})", where=str(path)) from None
+        data = read_json(path, ConfigError, what="tolerance file")  # bounded, UTF-8 JSON (edgeseq.util.safeio)
+        if not isinstance(data, Mapping):
+            raise ConfigError("the tolerance file must hold a JSON object", where=str(path))
         return cls().merged(data, where=str(path))
 
 

@@ -116,7 +116,7 @@ def test_a_zero_budget_that_is_missed_exits_one(model_file, data_file, tmp_path)
 
 
 @pytest.mark.parametrize("case,msg", [
-    ("nan", "NaN/Inf values"),
+    ("nan", "calibration data contains a NaN/Inf value (first: nan at index (2, 3, 1))"),
     ("missing_y", "missing array(s) ['y']"),
     ("features", "has 5 features per step; the model expects 6"),
     ("labels", "integer class ids"),

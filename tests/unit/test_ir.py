@@ -63,7 +63,7 @@ def test_state_contract(rng):
 
 
 @pytest.mark.parametrize("x,err,pattern", [
-    (np.zeros((5, 6)), ShapeError, "shape \\(batch, time, features\\)"),
+    (np.zeros((5, 6)), ShapeError, "shape \\(batch, time, 6\\)"),
     (np.zeros((1, 5, 4)), ShapeError, "4 features per step; the model expects 6"),
     (np.zeros((1, 0, 6)), ShapeError, "at least one"),
     (np.full((1, 3, 6), np.nan), NumericsError, "NaN"),

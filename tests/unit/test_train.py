@@ -120,11 +120,23 @@ def test_checkpoint_has_no_pickle_and_detects_corruption(trained, tmp_path):
         ck.load_checkpoint(pick)
 
 
+def _rewrite_doc(src, doc, dst):
+    raw = io.BytesIO()
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(raw, "w") as zout:
+        for n in zin.namelist():
+            zout.writestr(n, json.dumps(doc) if n == "checkpoint.json" else zin.read(n))
+    dst.write_bytes(raw.getvalue())
+    return ck.load_checkpoint(dst)
+
+
 def test_checkpoint_config_mismatch_is_named(trained, tmp_path):
     out, _ = trained
     doc, tensors = ck.read_checkpoint(out / "model.ckpt")
     doc = dict(doc)
     doc["config"] = dict(doc["config"], hidden=9)
+    with pytest.raises(CheckpointError, match="modified after saving"):
+        _rewrite_doc(out / "model.ckpt", doc, tmp_path / "edited.ckpt")
+    doc.pop("content_sha256")  # a checkpoint without a content hash (older edgeseq): the shapes still catch it
     raw = io.BytesIO()
     with zipfile.ZipFile(out / "model.ckpt") as zin, zipfile.ZipFile(raw, "w") as zout:
         for n in zin.namelist():

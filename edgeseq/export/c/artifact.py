@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -83,23 +84,43 @@ def default_golden_input(graph, batch: int = 2, steps: int = 32, seed: int = 0) 
     return (rng.standard_normal((batch, steps, graph.in_features)) * 1.5).astype(np.float32)
 
 
+_USAGE = ("# usage: run.sh [step|run|chunk:K|io] [input.bin] [output.bin]  (paths relative to the current "
+          "directory; default input: this artifact's golden/input.bin)\n")
+
+
 def _run_script(target, binary_rel: str) -> str:
+    """The artifact's ``run.sh``. Every path is quoted. QEMU's semihosting arguments cannot carry a
+    comma, and the firmware splits its command line at spaces, so on Cortex-M the script copies the
+    firmware and the input into a fresh temporary directory and passes only the names ``in.bin`` and
+    ``out.bin`` (any artifact, input or output path works, spaces and commas included)."""
     name = target.name
+    q = shlex.quote
     if not target.can_run:
-        return f'#!/bin/sh\necho "edgeseq target {name} only builds; no binary to run" >&2; exit 2\n'
+        return f"#!/bin/sh\necho {q(f'edgeseq target {name} only builds; no binary to run')} >&2\nexit 2\n"
+    head = "#!/bin/sh\n" + _USAGE + 'd="$(cd -- "$(dirname -- "$0")" && pwd)"\n'
     if name == "x86":
-        line = f'exec "$d/{binary_rel}" "${{1:-step}}" "${{2:-$d/golden/input.bin}}" "${{3:-output.bin}}"'
-    elif name == "arm":
+        return head + f'exec "$d/"{q(binary_rel)} "${{1:-step}}" "${{2:-$d/golden/input.bin}}" "${{3:-output.bin}}"\n'
+    if name == "arm":
         cpu = target.options.get("cpu")
-        line = ("exec qemu-aarch64 -L /usr/aarch64-linux-gnu" + (f" -cpu {cpu}" if cpu else "")
-                + f' "$d/{binary_rel}" "${{1:-step}}" "${{2:-$d/golden/input.bin}}" "${{3:-output.bin}}"')
-    else:
-        line = (f"exec qemu-system-arm -M {target.board.machine} -nographic -monitor none -serial none "
-                "-semihosting-config enable=on,target=native,arg=model,arg=${1:-step},arg=${2:-$d/golden/input.bin},"
-                f'arg=${{3:-output.bin}} -kernel "$d/{binary_rel}"')
-    return ("#!/bin/sh\n# usage: run.sh [step|run|chunk:K|io] [input.bin] [output.bin]  (paths relative to the "
-            "current directory; default input: this artifact's golden/input.bin)\nd=\"$(dirname \"$0\")\"\n"
-            + line + "\n")
+        return head + ("exec qemu-aarch64 -L /usr/aarch64-linux-gnu" + (f" -cpu {q(str(cpu))}" if cpu else "")
+                       + f' "$d/"{q(binary_rel)} "${{1:-step}}" "${{2:-$d/golden/input.bin}}" "${{3:-output.bin}}"\n')
+    return head + f"""mode="${{1:-step}}"
+in="${{2:-$d/golden/input.bin}}"
+out="${{3:-output.bin}}"
+case "$mode" in
+  ""|*[!a-z0-9:]*) echo "run.sh: mode must be step, run, chunk:K or io, got '$mode'" >&2; exit 2 ;;
+esac
+tmp="$(mktemp -d)" || exit 1
+trap 'rm -rf "$tmp"' EXIT
+trap 'exit 143' INT TERM HUP
+cp -- "$d/"{q(binary_rel)} "$tmp/firmware.elf" || exit 1
+if [ -e "$in" ]; then cp -- "$in" "$tmp/in.bin" || exit 1; fi
+(cd "$tmp" && qemu-system-arm -M {q(target.board.machine)} -nographic -monitor none -serial none \\
+  -semihosting-config enable=on,target=native,arg=model,arg="$mode",arg=in.bin,arg=out.bin -kernel firmware.elf)
+rc=$?
+if [ -f "$tmp/out.bin" ]; then cp -- "$tmp/out.bin" "$out" || rc=1; fi
+exit $rc
+"""
 
 
 def export_c(graph, out_dir, target="arm", force: bool = False, golden_input=None, *, prefix: str = "esq",
