@@ -111,6 +111,16 @@ def canonical(params: Mapping[str, Any]) -> str:
     return json.dumps(params, sort_keys=True)
 
 
+def check_sizes(trials: int, batch: int, startup: Optional[int] = None) -> None:
+    """The sweep's counts, checked before any work (a bad one fails in one line)."""
+    if batch < 1:
+        raise ConfigError(f"batch must be >= 1, got {batch}", where="--batch")
+    if trials < 1:
+        raise ConfigError(f"trials must be >= 1, got {trials}", where="--trials")
+    if startup is not None and startup < 0:
+        raise ConfigError(f"random trials must be >= 0, got {startup}", where="startup")
+
+
 class Proposer:
     """Seeded TPE proposals in batches of ``batch``; ``tell`` the record of each proposed trial."""
 
@@ -119,10 +129,7 @@ class Proposer:
         import optuna
         from optuna.samplers import TPESampler
 
-        if batch < 1:
-            raise ConfigError(f"batch must be >= 1, got {batch}", where="--batch")
-        if trials < 1:
-            raise ConfigError(f"trials must be >= 1, got {trials}", where="--trials")
+        check_sizes(trials, batch, startup)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.space, self.objectives, self.constraints = space, tuple(objectives), constraints
         self.batch, self.trials, self.seed = batch, trials, seed

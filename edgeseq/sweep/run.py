@@ -16,7 +16,7 @@ from ..errors import ConfigError
 from ..util.fs import atomic_write_text
 from .engines import EngineOptions, make_engine
 from .pareto import SEARCH_ACCURACY, TEST_ACCURACY, choose, criteria, front, versus
-from .proposer import FINISHED, WAIT, Constraints, Objective, Proposer, canonical, default_startup
+from .proposer import FINISHED, WAIT, Constraints, Objective, Proposer, canonical, check_sizes, default_startup
 from .space import SearchSpace, TrialConfig, default_space, load_space
 from .store import Store
 from .trial import TrialSetup, load_data, measure_model, one_line
@@ -205,6 +205,7 @@ def sweep(task: str = "har", target: str = "cortex-m4", trials: int = 16, out: U
     if target not in TARGETS:
         raise ConfigError(f"a sweep measures instructions under emulation: choose a target among {', '.join(TARGETS)}",
                           where=f"--target {target}")
+    check_sizes(trials, batch, startup)
     if isinstance(space, SearchSpace):
         sp = space
     elif isinstance(space, Mapping):
@@ -218,9 +219,8 @@ def sweep(task: str = "har", target: str = "cortex-m4", trials: int = 16, out: U
     constraints = constraints or Constraints()
     setup = TrialSetup(task, target, str(Path(train_data).resolve()) if train_data else None,
                        str(Path(test_data).resolve()) if test_data else None, device_windows, threads)
-    for f in (setup.train_data, setup.test_data):
-        if f is not None and not Path(f).is_file():
-            raise ConfigError("dataset file not found", where=f)
+    if setup.train_data is not None:
+        load_data(setup)  # a dataset file that cannot be read fails here in one line, not in every trial
     from ..targets import get_target
 
     get_target(target).check_toolchain()

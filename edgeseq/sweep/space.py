@@ -313,18 +313,11 @@ def check_archs(space: SearchSpace, task: str, where: str) -> None:
 
 def load_space(path, task: Optional[str] = None) -> SearchSpace:
     """A search space from a JSON file (bounded size, no code)."""
+    from ..util.safeio import parse_json, read_file
+
     p = Path(path)
-    try:
-        if p.stat().st_size > 1 << 20:
-            raise ConfigError("search space file is larger than 1 MiB", where=str(p))
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError("search space file not found", where=str(p)) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read the search space file ({e})", where=str(p)) from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})", where=str(p)) from None
-    return parse_space(doc, where=str(p), task=task)
+    data = read_file(p, ConfigError, max_bytes=1 << 20, what="search space file")
+    return parse_space(parse_json(data, ConfigError, where=str(p), what="search space file"), where=str(p), task=task)
 
 
 # ------------------------------------------------------------------------------------ defaults

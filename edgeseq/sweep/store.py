@@ -23,17 +23,18 @@ from typing import Any, Mapping, Optional
 
 from ..errors import ArtifactError, ConfigError
 from ..util.fs import atomic_write_bytes, atomic_write_json
+from ..util.safeio import read_json
 
 FORMAT = "edgeseq-sweep/1"
 # definition keys that must match for a directory to be resumed (the trial count may grow)
 IDENTITY = ("task", "target", "space_fingerprint", "seed", "batch", "startup", "objectives", "constraints", "setup", "data")
-MAX_JSON = 16 << 20
+# what a record that cannot be read raises (its callers treat it as absent or refuse the directory)
+UNREADABLE = (OSError, ValueError, ArtifactError)
 
 
 def _read_json(path: Path) -> Any:
-    if path.stat().st_size > MAX_JSON:
-        raise ArtifactError("file is too large to be a sweep record", where=str(path))
-    return json.loads(path.read_text(encoding="utf-8"))
+    """A sweep record through the safe reading layer (a regular file, bounded size, strict JSON)."""
+    return read_json(path, ArtifactError, what="sweep record")
 
 
 class Store:
@@ -67,7 +68,7 @@ class Store:
         if path.is_file():
             try:
                 old = _read_json(path)
-            except (OSError, ValueError) as e:
+            except UNREADABLE as e:
                 self._unlock()
                 raise ArtifactError(f"unreadable sweep definition ({e})", where=str(path),
                                     hint="pass --force to start the sweep over") from None
@@ -92,7 +93,7 @@ class Store:
         """The recorded definition of the sweep in this directory, if there is one."""
         try:
             d = _read_json(self.out / "sweep.json")
-        except (OSError, ValueError):
+        except UNREADABLE:
             return None
         return d if isinstance(d, dict) else None
 
@@ -148,7 +149,7 @@ class Store:
                 continue
             try:
                 rec = _read_json(f)
-            except (OSError, ValueError):
+            except UNREADABLE:
                 continue  # unreadable: the trial counts as unfinished and runs again
             if isinstance(rec, dict) and rec.get("number") == int(d.name) and isinstance(rec.get("params"), dict):
                 out[int(d.name)] = rec
@@ -159,7 +160,7 @@ class Store:
         f = self.out / "baselines" / f"{_safe(name)}.json"
         try:
             return _read_json(f) if f.is_file() else None
-        except (OSError, ValueError):
+        except UNREADABLE:
             return None
 
     def save_baseline(self, name: str, record: Mapping[str, Any]) -> None:
@@ -169,7 +170,7 @@ class Store:
         f = self.out / "sessions.json"
         try:
             data = _read_json(f) if f.is_file() else []
-        except (OSError, ValueError):
+        except UNREADABLE:
             data = []
         return data if isinstance(data, list) else []
 

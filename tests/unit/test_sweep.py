@@ -82,8 +82,14 @@ def test_space_file_errors_are_one_line_config_errors(tmp_path):
         with pytest.raises(ConfigError) as e:
             load_space(f, task="har")
         assert msg in str(e.value) and "\n" not in str(e.value), (text, str(e.value))
-    with pytest.raises(ConfigError, match="not found"):
+    with pytest.raises(ConfigError, match="no such file"):
         load_space(tmp_path / "missing.json")
+    for dev in ("/dev/zero", tmp_path):  # never read without end, never a traceback
+        with pytest.raises(ConfigError, match="is not a regular file|is a directory"):
+            load_space(dev)
+    (tmp_path / "dup.json").write_text('{"model": {"arch": "lmu", "arch": "gru"}}')
+    with pytest.raises(ConfigError, match="dup.json"):
+        load_space(tmp_path / "dup.json")
 
 
 def test_conditional_dimensions_and_trial_config():
@@ -282,7 +288,7 @@ def test_cli_parses_limits_and_reports_bad_input_in_one_line(tmp_path, capsys):
     assert "model.theta" in capsys.readouterr().out
     for args, msg in ((["--max-flash", "64Q"], "--max-flash: cannot read '64Q'"),
                       (["--min-accuracy", "92"], "give a fraction"),
-                      (["--space", str(tmp_path / "nope.json")], "search space file not found"),
+                      (["--space", str(tmp_path / "nope.json")], "no such file (search space file)"),
                       (["--trials", "0"], "--trials must be >= 1")):
         rc = main(["sweep", "--task", "har", "--target", "cortex-m4", "--out", str(tmp_path / "o"), *args])
         err = capsys.readouterr().err
