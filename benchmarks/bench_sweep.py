@@ -190,13 +190,16 @@ def markdown(d: dict) -> str:
     lines = [f"Run {d.get('date', '?')}: {d['config']['trials']} trials, seed {d['config']['seed']}, batches of "
              f"{d['config']['batch']}, {d['config']['engine']} engine. {d['method']['trial']}.",
              "",
+             f"Wall time: {d['method']['wall_time']}.",
+             "",
              f"Wall time of the first {d['config']['compare_trials']} trials: "
              + ", ".join(f"{w} worker{'s' * (w != '1')}: {s / 60:.1f} min" for w, s in wall.items())
              + f" (speedup {d['speedup_2_vs_1_workers']}x); the same trials and measurements with 1 and 2 workers: "
              + ("yes" if d.get("same_trials_1_and_2_workers") else "NO")
-             + f". The same {d['config']['compare_trials']} trials as the sweep's first session (2 workers, an "
-             + f"earlier hour): {d['wall_seconds_first_trials_in_the_sweep_2_workers'] / 60:.1f} min; all "
-             + f"{d['config']['trials']} trials with 2 workers: "
+             + (f". The same {d['config']['compare_trials']} trials as the sweep's first session (2 workers, an "
+                f"earlier hour): {d['wall_seconds_first_trials_in_the_sweep_2_workers'] / 60:.1f} min"
+                if "wall_seconds_first_trials_in_the_sweep_2_workers" in d else "")
+             + f". All {d['config']['trials']} trials with 2 workers: "
              + f"{d['wall_seconds_all_trials_2_workers'] / 60:.1f} min. Load averages (1/5/15 min) before / after: "
              + "; ".join(f"{w}: {'/'.join(f'{x:.1f}' for x in r['load_average_before'])} / "
                          f"{'/'.join(f'{x:.1f}' for x in r['load_average_after'])}" for w, r in _ran(d["runs"])) + ".",
