@@ -16,6 +16,7 @@ still run; the whole suite keeps to ``--budget-minutes`` (19 by default).
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import json
 import os
@@ -47,6 +48,12 @@ CORE: dict[str, tuple[str, tuple[str, ...], str]] = {
                       "reference kernels throughput (CUDA + Triton when present, else torch on the CPU)"),
 }
 BUDGET_MINUTES = 19.0
+# benchmarks far longer than the suite's budget: run on their own (python -m benchmarks.bench_<name>), their
+# results file rendered into BENCHMARKS.md by the module's markdown(results) -> name: (module, file, what)
+STANDALONE: dict[str, tuple[str, str, str]] = {
+    "sweep": ("benchmarks.bench_sweep", "sweep_har_cortex-m4",
+              "Find the model for a device: a 16-trial HAR sweep on Cortex-M4 with 1 and 2 Ray workers"),
+}
 
 
 def discover() -> dict[str, tuple[str, tuple[str, ...], str]]:
@@ -479,6 +486,10 @@ def render_markdown(results: Path, path: Path) -> Path:
             continue
         d = _load(results, files[0])
         sections.append((f"{what[0].upper()}{what[1:]} (`bench_{name}`)", _section_generic(d) if d else None))
+    for name, (module, file, what) in STANDALONE.items():
+        d = _load(results, file)
+        body = importlib.import_module(module).markdown(d) if d else None
+        sections.append((f"{what} (`bench_{name}`, run on its own)", body))
     for title, body in sections:
         out += [f"## {title}", "", body or "_Not measured in this run (no results file)._", ""]
     if suite:

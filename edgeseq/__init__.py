@@ -15,7 +15,8 @@ from typing import Any
 from ._version import __version__
 from .errors import EdgeseqError
 
-__all__ = ["__version__", "EdgeseqError", "capture", "load", "reference", "export", "quantize", "prune", "validate"]
+__all__ = ["__version__", "EdgeseqError", "capture", "load", "reference", "export", "quantize", "prune", "validate",
+           "sweep"]
 
 _LAZY = {
     "capture": ("edgeseq.frontends", "capture"),
@@ -25,6 +26,7 @@ _LAZY = {
     "quantize": ("edgeseq.quant", "quantize"),
     "prune": ("edgeseq.prune", "prune"),
     "validate": ("edgeseq.validate", "validate"),
+    "sweep": ("edgeseq.sweep", "sweep"),
     "Graph": ("edgeseq.ir.graph", "Graph"),
 }
 

@@ -59,6 +59,7 @@ class PyDep:
     module: str
     pip: str
     purpose: str
+    optional: bool = False
 
 
 PY_DEPS = (
@@ -72,7 +73,10 @@ PY_DEPS = (
     PyDep("tvm", "apache-tvm", "TVM compilation"),
     PyDep("matplotlib", "matplotlib", "report plots"),
     PyDep("tqdm", "tqdm", "progress bars"),
-    PyDep("triton", "triton", "GPU reference kernels (optional)"),
+    PyDep("triton", "triton", "GPU reference kernels (optional)", optional=True),
+    PyDep("optuna", "optuna", "edgeseq sweep: proposing trials"),
+    PyDep("ray", "'edgeseq[distributed]'", "edgeseq sweep on Ray (optional: without it, trials run in-process)",
+          optional=True),
 )
 
 

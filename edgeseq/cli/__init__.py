@@ -18,7 +18,7 @@ from .._version import __version__
 from ..errors import EdgeseqError
 
 COMMANDS = ("doctor", "ops", "info", "run", "train", "export", "prune", "quantize", "audit", "demo", "validate",
-            "bench")
+            "bench", "sweep")
 
 
 def build_parser() -> argparse.ArgumentParser:

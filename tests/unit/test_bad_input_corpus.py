@@ -927,6 +927,18 @@ case("files", "manifest-is-dir", "validate art --no-measure", r"manifest\.json: 
      lambda c: ((c.art("onnx") / "manifest.json").unlink(), (c.d / "art" / "manifest.json").mkdir()))
 
 
+# edgeseq sweep: refused before any work (no sweep directory, no baseline measured)
+SWEEP = "sweep --task har --target cortex-m4 --engine sequential --no-baseline --out o"
+case("files", "sweep-space-device", f"{SWEEP} --space /dev/zero", r"/dev/zero: is not a regular file")
+case("structure", "sweep-space-schema", f"{SWEEP} --space s.json", r"s\.json: model\.arch: 'choices' must be a non-empty list",
+     lambda c: c.p("s.json").write_text('{"model": {"arch": {"choices": []}}}'))
+case("structure", "sweep-space-duplicate-key", f"{SWEEP} --space s.json", r"s\.json: .*duplicate",
+     lambda c: c.p("s.json").write_text('{"model": {"arch": "lmu", "arch": "gru"}}'))
+case("cli", "sweep-batch-zero", f"{SWEEP} --batch 0", r"--batch: batch must be >= 1, got 0")
+case("files", "sweep-data-garbage", f"{SWEEP} --train-data junk.npz --test-data junk.npz",
+     r"junk\.npz: corrupt or truncated", lambda c: c.p("junk.npz").write_bytes(os.urandom(4096)))
+
+
 # ===================================================================================== runner
 
 
