@@ -264,7 +264,7 @@ def _input(graph, batch, steps, seed):
 
 
 def _compare(graph, got, want, what):
-    """Max abs error <= TOL for value outputs; identical spikes for spike outputs (same spike pattern,
+    """Max abs error <= TOL (times the output's magnitude where it exceeds 1) for value outputs; identical spikes for spike outputs (same spike pattern,
     amplitudes equal to the reference's rounded to float32)."""
     assert len(got) == len(want)
     for k, (g, w) in enumerate(zip(got, want)):
@@ -275,7 +275,8 @@ def _compare(graph, got, want, what):
             assert bad == 0, f"{what}: output '{name}' has {bad} spike mismatches of {g.size}"
         else:
             err = float(np.max(np.abs(g.astype(np.float64) - w)))
-            assert err <= TOL, f"{what}: output '{name}' max abs error {err:.3g}"
+            scale = max(1.0, float(np.max(np.abs(w))))  # float32 keeps ~7 digits of a large membrane
+            assert err <= TOL * scale, f"{what}: output '{name}' max abs error {err:.3g} > {TOL} x {scale:.3g}"
 
 
 # ----------------------------------------------------------------------------------------------
