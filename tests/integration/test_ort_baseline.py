@@ -122,7 +122,8 @@ def test_unrolled_torch_export_is_flagged(tmp_path):
     res = ort_baseline(w, x[:16], x, yy, tmp_path, exports=("torch_legacy",), methods=("dynamic",))
     f = res["float"]["torch_legacy"]
     assert f["accuracy"] == 1.0 and f["correct_at_other_length"] is False
-    assert "cannot trace" in res["capture_error"] and set(res["float"]) == {"torch_legacy"}
+    # edgeseq's capture refuses it in one line (the reason is recorded next to torch's numbers)
+    assert res["capture_error"] and "\n" not in res["capture_error"] and set(res["float"]) == {"torch_legacy"}
 
 
 def test_inventory_and_constant_hoisting():
