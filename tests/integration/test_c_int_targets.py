@@ -17,7 +17,7 @@ from edgeseq.export.c.intgen import generate_int
 from edgeseq.quant import intexact
 
 from ..conftest import need_tool
-from ..unit.c_int_cases import (ZOO_KEYS, c_float_outputs, check_bit_exact, edge_program, har_lmu_quantized,
+from ..unit.c_int_cases import (ZOO_KEYS, check_bit_exact, edge_program, har_lmu_quantized,
                                 zoo_quantized)
 
 pytestmark = pytest.mark.toolchain
@@ -107,7 +107,7 @@ def test_har_lmu_export_is_bit_exact_and_measured(har, target):
     assert ver["bit_exact"] and ver["float_api"]["bit_exact"] and art.manifest["golden"]["shape"] == [2, 128, 6]
     assert art.run_golden()["bit_exact"]
     y = Artifact.load(art.path).run(x[2:4])
-    want = c_float_outputs(q.program, intexact.run(q.program, q.quantize_input(x[2:4]))[0])[0]
+    want = intexact.dequantize_outputs(q.program, intexact.run(q.program, q.quantize_input(x[2:4]))[0])[0].astype(np.float32)  # Artifact.run: q * scale, one rounding
     assert np.array_equal(y, want)
     cost = art.cost(x[:1])
     ins = cost["instructions"]
@@ -165,7 +165,7 @@ def test_export_facade_and_cpu_variant(tmp_path):
     _tools("arm")
     q = zoo_quantized("edgeseq", "l2mu")
     x = (np.random.default_rng(2).normal(size=(2, 24, 6)) * 2).astype(np.float32)
-    want = c_float_outputs(q.program, intexact.run(q.program, q.quantize_input(x))[0])[0]
+    want = intexact.dequantize_outputs(q.program, intexact.run(q.program, q.quantize_input(x))[0])[0].astype(np.float32)  # Artifact.run: q * scale, one rounding
     art = edgeseq.export(q, target="cortex-m4", out=tmp_path / "m4", golden_input=x)
     assert art.kind == "c" and art.manifest["numerics"] == "integer"
     assert np.array_equal(art.run(x), want)

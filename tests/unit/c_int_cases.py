@@ -53,12 +53,6 @@ def har_lmu_quantized():
     return quantize(g, x, "edgeseq"), x
 
 
-def c_float_outputs(prog, outs) -> tuple:
-    """Integer outputs -> the float API's outputs: (float) q * (float) scale in float32."""
-    return tuple(np.asarray(q).astype(np.float32) * np.asarray(o.scale, np.float64).astype(np.float32)
-                 for q, o in zip(outs, prog.outputs))
-
-
 def edge_program(seed=0):
     """Every micro-op and every branch of the C lowering that the quantizer's programs may not reach."""
     rng = np.random.default_rng(seed)

@@ -179,8 +179,8 @@ def spiking_graph(seed=3, synaptic=False):
 
 def program_graph(seed=5):
     """S4D (complex and real modes), streaming attention pooling, embedding lookups (of feature 0,
-    ids rounded to the table's rows and clamped; per step and pooled) and a generic Scan carrying a
-    step program."""
+    ids rounded to the table's rows and clamped; per step and pooled), a generic Scan carrying a
+    step program and a discretised NIR neuron (LeakyNeuron with a synapse)."""
     from edgeseq.ir.cells import step_program
 
     rng = np.random.default_rng(seed)
@@ -195,7 +195,10 @@ def program_graph(seed=5):
     outs = [b.add(O.S4D(**s4d, **cplx), "x", "s4d"), b.add(O.S4D(**s4d), "x", "s4d_real"),
             b.add(O.AttentionPool(values=h - 1), "x", "attention"),
             b.add(O.Embedding(table=rng.standard_normal((7, 3))), ids, "embedding"),
-            b.add(O.Scan(program=step_program(gru, h)), "x", "scan_gru")]
+            b.add(O.Scan(program=step_program(gru, h)), "x", "scan_gru"),
+            b.add(O.LeakyNeuron(decay=rng.uniform(0.6, 0.99, h), gain=rng.uniform(0.2, 1.5, h),
+                                syn_decay=rng.uniform(0.5, 0.9, h), threshold=rng.uniform(0.4, 1.0, h),
+                                reset="subtract"), "x", "leaky")]
     last_id = b.add(O.Readout(mode="last"), ids, "last_id")
     outs.append(b.add(O.Embedding(table=rng.standard_normal((5, 2))), last_id, "pooled_embedding"))
     return b.build(outs)

@@ -19,7 +19,7 @@ from edgeseq.export.c.intgen import generate_int
 from edgeseq.quant import intexact
 
 from ..conftest import need_tool
-from .c_int_cases import ZOO_KEYS, c_float_outputs, check_bit_exact, edge_program, har_lmu_quantized, zoo_quantized
+from .c_int_cases import ZOO_KEYS, check_bit_exact, edge_program, har_lmu_quantized, zoo_quantized
 
 @pytest.fixture(scope="module")
 def x86():
@@ -189,7 +189,7 @@ def test_export_artifact_manifest_golden_and_run(lmu_artifact):
     for a in (Artifact.load(art.path), CArtifact.load(art.path), IntCArtifact.load(art.path)):
         assert isinstance(a.impl if isinstance(a, Artifact) else a, IntCArtifact)
     y = Artifact.load(art.path).run(x)
-    want = c_float_outputs(q.program, outs)[0]
+    want = intexact.dequantize_outputs(q.program, outs)[0].astype(np.float32)  # Artifact.run: q * scale, one rounding
     assert np.array_equal(y, want)
     got, st = art.run_int(x, state=True)
     assert np.array_equal(got[0], outs[0]) and all(np.array_equal(st[k], state[k]) for k in state)
@@ -287,7 +287,7 @@ def test_quantized_graph_through_the_export_facade(x86, tmp_path, monkeypatch):
     art = edgeseq.export(q, target="x86", out=tmp_path / "b", golden_input=x)
     assert art.kind == "bundle" and art.manifest["numerics"] == "integer" and list(art.parts) == ["c"]
     outs, _ = intexact.run(q.program, q.quantize_input(x))
-    want = c_float_outputs(q.program, outs)[0]
+    want = intexact.dequantize_outputs(q.program, outs)[0].astype(np.float32)  # Artifact.run: q * scale, one rounding
     assert np.array_equal(Artifact.load(tmp_path / "b").run(x, runtime="c"), want)
 
 

@@ -253,7 +253,7 @@ class CArtifact:
         integer = self.manifest.get("numerics") == "integer"
         res = self.target.run(self.binary, x, mode=mode, state=state, qout=integer)
         if integer:  # the program's outputs, dequantized like the integer-exact interpreter's (q * scale)
-            res.step, res.pooled = dequantize(self.manifest, res.step, res.pooled)
+            res.step, res.pooled = dequantize_exact(self.manifest, res.step, res.pooled)
             res.state = res.state.astype(np.float32)
         outs = split_outputs(self.manifest, res.step, res.pooled)
         if not state:
@@ -302,6 +302,21 @@ class CArtifact:
 
     def __repr__(self) -> str:
         return f"CArtifact({str(self.path)!r}, target={self.target.name})"
+
+
+def dequantize_exact(manifest: Mapping, step: np.ndarray, pooled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Integer outputs -> q * scale rounded once to float32: exactly ``intexact.dequantize_outputs``
+    (what ``run`` returns; :func:`dequantize` is the device's own float API, one float32 product)."""
+    fs = np.zeros(step.shape, np.float64)
+    fp = np.zeros(pooled.shape, np.float64)
+    for d in manifest["outputs"]:
+        sc = np.asarray(d["scales"], np.float64)
+        o, n = d["offset"], d["features"]
+        if d["temporal"]:
+            fs[..., o:o + n] = step[..., o:o + n].astype(np.float64) * sc
+        else:
+            fp[..., o:o + n] = pooled[..., o:o + n].astype(np.float64) * sc
+    return fs.astype(np.float32), fp.astype(np.float32)
 
 
 def read_golden_input(path) -> np.ndarray:

@@ -37,7 +37,7 @@ from ..._version import __version__
 from ...errors import ConfigError, ToleranceError
 from ...util.fs import atomic_write_bytes, atomic_write_text, check_output_dir, output_dir
 from ..manifest import seal
-from .artifact import (FORMAT, IntCArtifact, _quantized_input, _run_script,
+from .artifact import (FORMAT, IntCArtifact, _quantized_input, dequantize_exact, _run_script,
                        compare_int, default_golden_input, dequantize,
                        int_reference)
 from .intgen import generate_int, supported_micro_ops
@@ -86,8 +86,8 @@ def export_c_int(q, out_dir, target="arm", force: bool = False, golden_input=Non
         graph.save(stage / "graph.esq")
         q.save(stage / "quantized.esq")
         write_input(stage / "golden" / "input.bin", x)
-        # what IntCArtifact.run returns
-        atomic_write_bytes(stage / "golden" / "expected.bin", encode_output(fstep, fpooled, state.astype(np.float32)))
+        estep, epooled = dequantize_exact(info, step, pooled)  # what IntCArtifact.run returns
+        atomic_write_bytes(stage / "golden" / "expected.bin", encode_output(estep, epooled, state.astype(np.float32)))
         atomic_write_bytes(stage / "golden" / "expected_int.bin", encode_output(step, pooled, state, dtype="<i4"))
         verification = None
         if verify and tgt.can_run:

@@ -494,19 +494,9 @@ def _slice(R, sc, grp, env):
 
 @rule(Gather)
 def _gather(R, sc, grp, env):
-    """Float values gather their floats; a quantized value (one part over all channels) gathers its
-    integers and scales, so that it stays at its quantization point."""
     op = grp[0][0]
-    v = env[op.x]
-    index = np.asarray(sc.num.value_of(op.index), np.int64).ravel()
-    idx = sc.ints(index, "index")
-    if v.f is None and len(v.parts) == 1 and np.array_equal(v.parts[0].idx, np.arange(v.n)) \
-            and v.parts[0].offset is None:
-        p = v.parts[0]
-        t = sc.tensor(p.q)
-        q = sc.op("Gather", t, idx, axis=-1, elem=sc.type_of(t))
-        return [Val(op.n, parts=[Part(whole(q, op.n), np.arange(op.n), p.bits, np.broadcast_to(p.scale, (v.n,))[index])])]
-    return [Val(op.n, f=whole(sc.op("Gather", sc.f(v), idx, axis=-1), op.n))]
+    idx = sc.ints(np.asarray(sc.num.value_of(op.index), np.int64).ravel(), "index")
+    return [Val(op.n, f=whole(sc.op("Gather", sc.f(env[op.x]), idx, axis=-1), op.n))]
 
 
 @rule(Quant)
