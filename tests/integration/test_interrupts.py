@@ -81,6 +81,7 @@ def test_sigkill_during_export(bad_fixtures, tmp_path):
     out = tmp_path / "art"
     shutil.copytree(bad_fixtures.bundle, out)  # the previous artifact
     before = _fingerprint(out)
+    inode = (out / "manifest.json").stat().st_ino
     argv = _cli("export", bad_fixtures.esq, "--target", "x86", "--out", out, "--force")
     for point, ready in EXPORT_POINTS.items():
         r = _kill_when(argv, out, ready)
@@ -91,7 +92,8 @@ def test_sigkill_during_export(bad_fixtures, tmp_path):
     r = subprocess.run(argv, capture_output=True, text=True, env=ENV, timeout=600)
     assert r.returncode == 0, r.stderr
     assert not _stages(out), "the next run removes what killed runs left"
-    assert _fingerprint(out) != before
+    # the export is deterministic (same bytes), so the replacement shows in the new files themselves
+    assert (out / "manifest.json").stat().st_ino != inode
     _loadable(out)
 
 
