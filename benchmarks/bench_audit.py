@@ -36,19 +36,27 @@ def summarize(audit: dict) -> dict:
     ps = sizes["edgeseq_plan"]
     comp = audit.get("comparison") or {}
     out = {
-        "model": audit["model"], "eval_sequences": audit["dataset"]["n"],
+        "model": audit["model"],
+        "eval_sequences": audit["dataset"]["n"],
         "accuracy": {"float": fl, "naive_int8": naive, "edgeseq_plan": plan},
-        "naive_drop_points": 100 * (fl - naive), "plan_drop_points": 100 * (fl - plan),
+        "naive_drop_points": 100 * (fl - naive),
+        "plan_drop_points": 100 * (fl - plan),
         "plan_within_budget": 100 * (fl - plan) <= BUDGET + 1e-12,
         "fake_vs_int_agreement": audit["fake_vs_int"],
-        "int8_weight_bytes": ps["weight_bytes"], "float32_weight_bytes": ps["float_bytes"],
+        "int8_weight_bytes": ps["weight_bytes"],
+        "float32_weight_bytes": ps["float_bytes"],
         "weight_bytes_fraction_of_float": ps["weight_bytes"] / ps["float_bytes"],
         "onnxruntime": {k: v for k, v in comp.items()},
-        "onnxruntime_variants": [{k: r.get(k) for k in ("variant", "accuracy", "status", "note")}
-                                 for r in audit["accuracy"] if r["variant"].startswith("ort:")],
-        "outlier_channels": [{k: o.get(k) for k in ("tensor", "channel", "absmax", "ratio")} for o in audit["outliers"]
-                             if "channel" in o][:12],
-        "verdict": audit["verdict"], "seconds": audit["seconds"],
+        "onnxruntime_variants": [
+            {k: r.get(k) for k in ("variant", "accuracy", "status", "note")}
+            for r in audit["accuracy"]
+            if r["variant"].startswith("ort:")
+        ],
+        "outlier_channels": [
+            {k: o.get(k) for k in ("tensor", "channel", "absmax", "ratio")} for o in audit["outliers"] if "channel" in o
+        ][:12],
+        "verdict": audit["verdict"],
+        "seconds": audit["seconds"],
     }
     return out
 
@@ -67,42 +75,77 @@ def main(argv=None) -> dict:
     results, t0 = {}, time.perf_counter()
     for spec in args.model or DEFAULT:
         name, _, task = spec.partition(":")
-        audit = run_audit(name, task or "har", Path(args.out) / name, budget=BUDGET, calib=args.calib, val=args.val,
-                          max_eval=args.max_eval, force=True, progress=False, log=lambda m: print(m, flush=True))
+        audit = run_audit(
+            name,
+            task or "har",
+            Path(args.out) / name,
+            budget=BUDGET,
+            calib=args.calib,
+            val=args.val,
+            max_eval=args.max_eval,
+            force=True,
+            progress=False,
+            log=lambda m: print(m, flush=True),
+        )
         results[name] = summarize(audit)
         r = results[name]
-        print(f"{name}: float {100 * r['accuracy']['float']:.2f}%  naive {100 * r['accuracy']['naive_int8']:.2f}%  "
-              f"plan {100 * r['accuracy']['edgeseq_plan']:.2f}%  ({r['seconds']:.0f} s)", flush=True)
-    doc = {"benchmark": "audit", "budget_points": BUDGET, "calibration_sequences": args.calib,
-           "validation_sequences": args.val, "max_eval": args.max_eval, "seconds": round(time.perf_counter() - t0, 1),
-           "protocol": "calibration and the mixed-precision search's validation data from the training split; "
-                       "every accuracy on the test split; edgeseq variants run as integer programs by the "
-                       "integer-exact interpreter, onnxruntime variants in onnxruntime",
-           "models": results}
+        print(
+            f"{name}: float {100 * r['accuracy']['float']:.2f}%  naive {100 * r['accuracy']['naive_int8']:.2f}%  "
+            f"plan {100 * r['accuracy']['edgeseq_plan']:.2f}%  ({r['seconds']:.0f} s)",
+            flush=True,
+        )
+    doc = {
+        "benchmark": "audit",
+        "budget_points": BUDGET,
+        "calibration_sequences": args.calib,
+        "validation_sequences": args.val,
+        "max_eval": args.max_eval,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "protocol": "calibration and the mixed-precision search's validation data from the training split; "
+        "every accuracy on the test split; edgeseq variants run as integer programs by the "
+        "integer-exact interpreter, onnxruntime variants in onnxruntime",
+        "models": results,
+    }
     rows = []
     for name, r in results.items():
         ort_any, ort_rec = r["onnxruntime"].get("any") or {}, r["onnxruntime"].get("recurrence_quantized") or {}
-        pct = (lambda v: None if v is None else round(100 * v, 2))
-        rows.append({"model": name, "n": r["eval_sequences"], "float %": pct(r["accuracy"]["float"]),
-                     "naive int8 %": pct(r["accuracy"]["naive_int8"]), "edgeseq plan %": pct(r["accuracy"]["edgeseq_plan"]),
-                     "plan drop (points)": round(r["plan_drop_points"], 2),
-                     "onnxruntime % (variant chosen on validation)": None if not ort_any else
-                     f"{100 * ort_any['best_ort_accuracy']:.2f} ({ort_any['best_ort_variant']})",
-                     "onnxruntime with int8 recurrence % (chosen on validation)": None if not ort_rec else
-                     f"{100 * ort_rec['best_ort_accuracy']:.2f} ({ort_rec['best_ort_variant']})",
-                     "onnxruntime best on test (oracle) %": None if not ort_any else
-                     f"{100 * ort_any['oracle_ort_accuracy']:.2f} ({ort_any['oracle_ort_variant']})",
-                     "fake/int agreement %": pct(r["fake_vs_int_agreement"]["edgeseq_plan"]),
-                     "int8 weights / float32": round(r["weight_bytes_fraction_of_float"], 3),
-                     "verdict": "PASS" if r["verdict"]["pass"] else "FAIL"})
+        pct = lambda v: None if v is None else round(100 * v, 2)
+        rows.append(
+            {
+                "model": name,
+                "n": r["eval_sequences"],
+                "float %": pct(r["accuracy"]["float"]),
+                "naive int8 %": pct(r["accuracy"]["naive_int8"]),
+                "edgeseq plan %": pct(r["accuracy"]["edgeseq_plan"]),
+                "plan drop (points)": round(r["plan_drop_points"], 2),
+                "onnxruntime % (variant chosen on validation)": None
+                if not ort_any
+                else f"{100 * ort_any['best_ort_accuracy']:.2f} ({ort_any['best_ort_variant']})",
+                "onnxruntime with int8 recurrence % (chosen on validation)": None
+                if not ort_rec
+                else f"{100 * ort_rec['best_ort_accuracy']:.2f} ({ort_rec['best_ort_variant']})",
+                "onnxruntime best on test (oracle) %": None
+                if not ort_any
+                else f"{100 * ort_any['oracle_ort_accuracy']:.2f} ({ort_any['oracle_ort_variant']})",
+                "fake/int agreement %": pct(r["fake_vs_int_agreement"]["edgeseq_plan"]),
+                "int8 weights / float32": round(r["weight_bytes_fraction_of_float"], 3),
+                "verdict": "PASS" if r["verdict"]["pass"] else "FAIL",
+            }
+        )
     doc["tables"] = {"audit": rows}
-    doc["target"] = ("plan within 0.5 points of float; >= the onnxruntime baseline; fake/int agreement >= 99.9%; "
-                     "int8 weights <= 30% of float32 bytes")
-    doc["target_met"] = {name: bool(r["plan_within_budget"] and r["fake_vs_int_agreement"]["edgeseq_plan"] >= 0.999
-                                    and r["weight_bytes_fraction_of_float"] <= 0.30
-                                    and all((c or {}).get("plan_at_least_as_accurate", True)
-                                            for c in r["onnxruntime"].values()))
-                         for name, r in results.items()}
+    doc["target"] = (
+        "plan within 0.5 points of float; >= the onnxruntime baseline; fake/int agreement >= 99.9%; "
+        "int8 weights <= 30% of float32 bytes"
+    )
+    doc["target_met"] = {
+        name: bool(
+            r["plan_within_budget"]
+            and r["fake_vs_int_agreement"]["edgeseq_plan"] >= 0.999
+            and r["weight_bytes_fraction_of_float"] <= 0.30
+            and all((c or {}).get("plan_at_least_as_accurate", True) for c in r["onnxruntime"].values())
+        )
+        for name, r in results.items()
+    }
     if not args.no_write:
         write_results("audit", doc)
     return doc

@@ -146,14 +146,25 @@ def torch_rows(name: str, workdir: Path) -> tuple[dict, dict]:
     from tests.byom.corpus import CASES
 
     c = CASES[name]
-    axes = ({"x": {1: "batch", 0: "time"}} if c.time_major else {"x": {0: "batch", 1: "time"}}) if not c.static \
+    axes = (
+        ({"x": {1: "batch", 0: "time"}} if c.time_major else {"x": {0: "batch", 1: "time"}})
+        if not c.static
         else {"x": {0: "batch"}}
+    )
     procs = []
     for dynamic in (False, True):
-        code = _TORCH_EXPORT.format(root=str(ROOT), name=name, t0=LENGTHS[0], axes=axes, dynamic=dynamic,
-                                    path=str(workdir / f"{name}_{int(dynamic)}.onnx"), lengths=list(LENGTHS))
-        procs.append(subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True))
+        code = _TORCH_EXPORT.format(
+            root=str(ROOT),
+            name=name,
+            t0=LENGTHS[0],
+            axes=axes,
+            dynamic=dynamic,
+            path=str(workdir / f"{name}_{int(dynamic)}.onnx"),
+            lengths=list(LENGTHS),
+        )
+        procs.append(
+            subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        )
     out = []
     for proc in procs:
         stdout, stderr = proc.communicate(timeout=900)
@@ -168,15 +179,28 @@ def torch_rows(name: str, workdir: Path) -> tuple[dict, dict]:
 
 def _table_row(name: str, row: dict) -> dict:
     """One flat row of the rendered table."""
-    t = {"model": name, "style": row["style"], "edgeseq": "correct" if row.get("correct") else
-         ("error: " + row.get("error", "")[:90] if not row.get("captured") else "captured, not correct"),
-         "window graph": row.get("window", False)}
+    t = {
+        "model": name,
+        "style": row["style"],
+        "edgeseq": "correct"
+        if row.get("correct")
+        else ("error: " + row.get("error", "")[:90] if not row.get("captured") else "captured, not correct"),
+        "window graph": row.get("window", False),
+    }
     for k in ("torch_onnx_default", "torch_onnx_dynamic_axes"):
         if k in row:
             r = row[k]
-            t[k.replace("_", " ")] = "correct" if r["correct"] else (
-                "exported, wrong at T=%d" % LENGTHS[1] if r.get("exported") and r.get(f"T{LENGTHS[0]}") else
-                "exported, wrong or failing at batch 2" if r.get("exported") else "export failed")
+            t[k.replace("_", " ")] = (
+                "correct"
+                if r["correct"]
+                else (
+                    "exported, wrong at T=%d" % LENGTHS[1]
+                    if r.get("exported") and r.get(f"T{LENGTHS[0]}")
+                    else "exported, wrong or failing at batch 2"
+                    if r.get("exported")
+                    else "export failed"
+                )
+            )
     return t
 
 
@@ -204,11 +228,17 @@ def main(argv=None) -> dict:
             rows[name] = row
             if not args.no_write and len(rows) < len(names):
                 write_results("byom", _result(rows, args, partial=f"{len(rows)} of {len(names)} models"))
-            print(f"{name:26s} edgeseq {'ok ' if row.get('correct') else '-- '}"
-                  + ("" if args.no_torch else
-                     f"torch {'ok' if row['torch_onnx_default']['correct'] else '--'} "
-                     f"dyn {'ok' if row['torch_onnx_dynamic_axes']['correct'] else '--'}")
-                  + ("" if row.get("captured") else f"  {row.get('error', '')[:90]}"), flush=True)
+            print(
+                f"{name:26s} edgeseq {'ok ' if row.get('correct') else '-- '}"
+                + (
+                    ""
+                    if args.no_torch
+                    else f"torch {'ok' if row['torch_onnx_default']['correct'] else '--'} "
+                    f"dyn {'ok' if row['torch_onnx_dynamic_axes']['correct'] else '--'}"
+                )
+                + ("" if row.get("captured") else f"  {row.get('error', '')[:90]}"),
+                flush=True,
+            )
     result = _result(rows, args)
     print(json.dumps(result["summary"]))
     if not args.no_write:
@@ -218,22 +248,32 @@ def main(argv=None) -> dict:
 
 def _result(rows: dict, args, partial: str = "") -> dict:
     n = len(rows)
-    summary = {"models": n, "edgeseq_captured": sum(r.get("captured", False) for r in rows.values()),
-               "edgeseq_correct": sum(r.get("correct", False) for r in rows.values())}
+    summary = {
+        "models": n,
+        "edgeseq_captured": sum(r.get("captured", False) for r in rows.values()),
+        "edgeseq_correct": sum(r.get("correct", False) for r in rows.values()),
+    }
     if not args.no_torch:
         for k in ("torch_onnx_default", "torch_onnx_dynamic_axes"):
             summary[f"{k}_exported"] = sum(r[k].get("exported", False) for r in rows.values())
             summary[f"{k}_correct"] = sum(r[k]["correct"] for r in rows.values())
-    return {"config": {"lengths": list(LENGTHS), "tolerance": TOL, "models": n},
-            **({"partial": partial} if partial else {}),
-            "tables": {"summary": [summary], "per model": [_table_row(k, r) for k, r in rows.items()]},
-            "summary": summary, "models": rows, "env": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}}
+    return {
+        "config": {"lengths": list(LENGTHS), "tolerance": TOL, "models": n},
+        **({"partial": partial} if partial else {}),
+        "tables": {"summary": [summary], "per model": [_table_row(k, r) for k, r in rows.items()]},
+        "summary": summary,
+        "models": rows,
+        "env": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
+    }
 
 
 def run(quick: bool = False, write: bool = True) -> dict:
     """The benchmark as a function (``quick``: five models, no torch export columns)."""
-    argv = (["--models", "gru_cell_loop,lstm_time_major,bigru_last,snn_tutorial_static,packed_sequence_lstm",
-             "--no-torch"] if quick else [])
+    argv = (
+        ["--models", "gru_cell_loop,lstm_time_major,bigru_last,snn_tutorial_static,packed_sequence_lstm", "--no-torch"]
+        if quick
+        else []
+    )
     return main(argv + ([] if write else ["--no-write"]))
 
 

@@ -24,8 +24,10 @@ import numpy as np
 from benchmarks.common import write_results
 
 MODELS = {
-    "har_lmu": ("lmu", dict(hidden=64, memory_d=12, order=16, theta=128.0, hidden_cell="dense", input_to_hidden=True,
-                            readout="mean")),
+    "har_lmu": (
+        "lmu",
+        dict(hidden=64, memory_d=12, order=16, theta=128.0, hidden_cell="dense", input_to_hidden=True, readout="mean"),
+    ),
     "lmu32": ("lmu", dict(hidden=32, memory_d=2, order=16, theta=128.0)),
     "gru32": ("gru", dict(hidden=32)),
 }
@@ -35,10 +37,14 @@ TARGETS = ["x86", "arm", "cortex-m4", "cortex-m7", "cortex-m55"]
 def _row(art, x, export_s: float, numerics: str) -> dict:
     cost = art.cost(x)
     m = art.manifest
-    row = {"numerics": numerics, "export_s": round(export_s, 3), "weights_bytes": m["weights_bytes"],
-           "state_struct_bytes": m["buffer_plan"]["struct_bytes_estimate"],
-           "model_code_bytes": cost["sizes"].get("model", {}).get("code_bytes"),
-           "model_const_bytes": cost["sizes"].get("model", {}).get("const_bytes")}
+    row = {
+        "numerics": numerics,
+        "export_s": round(export_s, 3),
+        "weights_bytes": m["weights_bytes"],
+        "state_struct_bytes": m["buffer_plan"]["struct_bytes_estimate"],
+        "model_code_bytes": cost["sizes"].get("model", {}).get("code_bytes"),
+        "model_const_bytes": cost["sizes"].get("model", {}).get("const_bytes"),
+    }
     ver = m["golden"]["verification"]
     row["verified"] = bool(ver["bit_exact"]) if numerics == "integer" else ver["max_abs_error"] <= 1e-4
     for k in ("flash_bytes", "ram_bytes"):
@@ -83,8 +89,13 @@ def main(argv=None) -> dict:
             model = build_model(arch, 6, 6, **cfg).eval()
             graph = edgeseq.capture(model, torch.as_tensor(x[:, :16]))
             q = quantize(graph, calib, "edgeseq")
-            entry: dict = {"arch": arch, "config": cfg, "params": graph.num_params(),
-                           "macs_per_step": q.program.macs_per_step(), "targets": {}}
+            entry: dict = {
+                "arch": arch,
+                "config": cfg,
+                "params": graph.num_params(),
+                "macs_per_step": q.program.macs_per_step(),
+                "targets": {},
+            }
             for target in args.targets.split(","):
                 tag = target.replace(":", "-")
                 res = {}
@@ -97,12 +108,21 @@ def main(argv=None) -> dict:
                     res["float32"] = _row(art, x, time.perf_counter() - t0, "float32")
                 entry["targets"][target] = res
                 for kind, row in res.items():
-                    print(f"{name:8} {target:11} {kind:7} "
-                          + (f"{row['instructions_per_inference']:>11,} insn/inf {row['instructions_per_step']:>9,.0f} "
-                             "insn/step" if "instructions_per_inference" in row
-                             else f"{row['latency_per_inference_us']:>10.1f} us/inf")
-                          + (f"  flash {row['flash_bytes']:>7,} B  RAM {row['ram_bytes']:>6,} B" if "flash_bytes" in row
-                             else "") + f"  verified {row['verified']}")
+                    print(
+                        f"{name:8} {target:11} {kind:7} "
+                        + (
+                            f"{row['instructions_per_inference']:>11,} insn/inf {row['instructions_per_step']:>9,.0f} "
+                            "insn/step"
+                            if "instructions_per_inference" in row
+                            else f"{row['latency_per_inference_us']:>10.1f} us/inf"
+                        )
+                        + (
+                            f"  flash {row['flash_bytes']:>7,} B  RAM {row['ram_bytes']:>6,} B"
+                            if "flash_bytes" in row
+                            else ""
+                        )
+                        + f"  verified {row['verified']}"
+                    )
             rows[name] = entry
     table = []
     for name, entry in rows.items():
@@ -111,27 +131,34 @@ def main(argv=None) -> dict:
                 t = {"model": name, "target": target, "numerics": kind}
                 if "instructions_per_inference" in row:
                     t["instructions_per_inference"] = row["instructions_per_inference"]
-                    t["instructions_per_mac"] = round(row["instructions_per_inference"] /
-                                                      (entry["macs_per_step"] * args.steps), 3)
+                    t["instructions_per_mac"] = round(
+                        row["instructions_per_inference"] / (entry["macs_per_step"] * args.steps), 3
+                    )
                 if "latency_per_inference_us" in row:
                     t["latency_per_inference_us"] = row["latency_per_inference_us"]
                 t.update({k: row[k] for k in ("flash_bytes", "ram_bytes", "weights_bytes", "verified") if k in row})
                 table.append(t)
     result = {
-        "config": {"steps": args.steps, "batch": 1, "in_features": 6, "classes": 6, "input": "synthetic IMU-like",
-                   "quantization": "edgeseq preset, calibrated on 64 IMU-like noise sequences"},
+        "config": {
+            "steps": args.steps,
+            "batch": 1,
+            "in_features": 6,
+            "classes": 6,
+            "input": "synthetic IMU-like",
+            "quantization": "edgeseq preset, calibrated on 64 IMU-like noise sequences",
+        },
         "tables": {"integer vs float C per target (default compiler of each target)": table},
         "method": {
             "instructions": "QEMU 7.2 TB-count plugin; the same driver and input in step / nostep / io modes: "
-                            "per_inference = (step - io) / B, per_step = (step - nostep) / (B*T). Integer models "
-                            "include the input quantizer (float32) and (float) q * scale outputs.",
+            "per_inference = (step - io) / B, per_step = (step - nostep) / (B*T). Integer models "
+            "include the input quantizer (float32) and (float) q * scale outputs.",
             "kernels": "integer: edgeseq.export.c.intkernels (Cortex-M4/M7 DSP, Cortex-M55 MVE, aarch64 NEON, "
-                       "portable C on x86) and 4-lane vector elementwise loops on MVE / NEON",
+            "portable C on x86) and 4-lane vector elementwise loops on MVE / NEON",
             "compiler": "each target's default (edgeseq.targets.compilers: Clang 19 where installed on Cortex-M "
-                        "and aarch64, GCC on x86)",
+            "and aarch64, GCC on x86)",
             "latency": "x86 only: clock_gettime around esq_reset + esq_run inside the driver, this shared machine",
             "flash_ram": "Cortex-M: ELF sections of the whole firmware (start-up, semihosting driver with 2 x 4 KiB "
-                         "I/O buffers, 8 KiB stack); flash = text + rodata + data, RAM = data + bss + stack",
+            "I/O buffers, 8 KiB stack); flash = text + rodata + data, RAM = data + bss + stack",
             "flags": "-O2 -std=c99 -ffp-contract=off (the targets' own flags)",
         },
         "models": rows,

@@ -46,15 +46,18 @@ def soft_float_calls(art) -> list[str]:
     from edgeseq.targets.elf import calls_in_functions
     from edgeseq.toolchains import require
 
-    calls = calls_in_functions(art.binary.parent.parent / "obj" / "model.o", STEP_FUNCTIONS,
-                               objdump=require("arm-none-eabi-objdump"))
+    calls = calls_in_functions(
+        art.binary.parent.parent / "obj" / "model.o", STEP_FUNCTIONS, objdump=require("arm-none-eabi-objdump")
+    )
     return sorted({c for cs in calls.values() for c in cs if c.startswith(("__aeabi_d", "__aeabi_f"))})
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--targets", default=",".join(TARGETS))
-    ap.add_argument("--compilers", default=",".join(COMPILERS), help="gcc, clang (newest), clang-NN; missing ones are skipped")
+    ap.add_argument(
+        "--compilers", default=",".join(COMPILERS), help="gcc, clang (newest), clang-NN; missing ones are skipped"
+    )
     ap.add_argument("--no-float", action="store_true", help="skip the float C models' compiler table")
     ap.add_argument("--no-write", action="store_true", help="print only, do not write the results file")
     args = ap.parse_args(argv)
@@ -74,38 +77,63 @@ def main(argv=None) -> dict:
             auto = get_target(target).resolved_compiler()
             for cc in compilers + (["auto"] if auto not in compilers else []):
                 t0 = time.perf_counter()
-                art = export_c_int(q, Path(tmp) / f"{target.replace(':', '-')}-{cc}", target=target,
-                                   golden_input=x[:, :32], target_options={"compiler": cc})
+                art = export_c_int(
+                    q,
+                    Path(tmp) / f"{target.replace(':', '-')}-{cc}",
+                    target=target,
+                    golden_input=x[:, :32],
+                    target_options={"compiler": cc},
+                )
                 resolved = art.manifest["target"]["options"]["compiler"]
                 is_auto = resolved == auto
                 cost = art.cost(x, profile=is_auto)
                 ins = cost["instructions"]
-                row = {"target": target, "compiler": resolved,
-                       "version": next((v for k, v in art.manifest["toolchain"].items()
-                                        if k == resolved or (resolved == "gcc" and k.endswith("gcc"))), None),
-                       "default": is_auto, "instructions_per_inference": int(ins["per_inference"]),
-                       "instructions_per_step": round(ins["per_step"], 1),
-                       "instructions_per_mac": round(ins["per_inference"] / (macs * steps), 3),
-                       "bit_exact": bool(art.manifest["golden"]["verification"]["bit_exact"]),
-                       "export_s": round(time.perf_counter() - t0, 2)}
+                row = {
+                    "target": target,
+                    "compiler": resolved,
+                    "version": next(
+                        (
+                            v
+                            for k, v in art.manifest["toolchain"].items()
+                            if k == resolved or (resolved == "gcc" and k.endswith("gcc"))
+                        ),
+                        None,
+                    ),
+                    "default": is_auto,
+                    "instructions_per_inference": int(ins["per_inference"]),
+                    "instructions_per_step": round(ins["per_step"], 1),
+                    "instructions_per_mac": round(ins["per_inference"] / (macs * steps), 3),
+                    "bit_exact": bool(art.manifest["golden"]["verification"]["bit_exact"]),
+                    "export_s": round(time.perf_counter() - t0, 2),
+                }
                 for k in ("flash_bytes", "ram_bytes"):
                     if k in cost["sizes"]:
                         row[k] = cost["sizes"][k]
                 if target.startswith("cortex-m"):
                     row["soft_float_calls_in_step"] = ", ".join(soft_float_calls(art)) or "none"
                 rows.append(row)
-                print(f"{target:15} {resolved:9} {row['instructions_per_inference']:>10,} insn/inf "
-                      f"{row['instructions_per_step']:>9,.0f}/step {row['instructions_per_mac']:.3f}/MAC"
-                      + (" (default)" if is_auto else ""), flush=True)
+                print(
+                    f"{target:15} {resolved:9} {row['instructions_per_inference']:>10,} insn/inf "
+                    f"{row['instructions_per_step']:>9,.0f}/step {row['instructions_per_mac']:.3f}/MAC"
+                    + (" (default)" if is_auto else ""),
+                    flush=True,
+                )
                 if is_auto and "profile" in cost:
                     prof = cost["profile"]
                     breakdown[target] = [
-                        {"region": e["label"], "instructions_per_step": round(e["instructions"], 1),
-                         "share": round(e["share"], 4),
-                         "macs_per_step": sum(_op_macs(q.program, o) for o in e["ops"]),
-                         "instructions_per_mac": (round(e["instructions"] / m, 3)
-                                                  if (m := sum(_op_macs(q.program, o) for o in e["ops"])) else None)}
-                        for e in prof["per_step"]]
+                        {
+                            "region": e["label"],
+                            "instructions_per_step": round(e["instructions"], 1),
+                            "share": round(e["share"], 4),
+                            "macs_per_step": sum(_op_macs(q.program, o) for o in e["ops"]),
+                            "instructions_per_mac": (
+                                round(e["instructions"] / m, 3)
+                                if (m := sum(_op_macs(q.program, o) for o in e["ops"]))
+                                else None
+                            ),
+                        }
+                        for e in prof["per_step"]
+                    ]
                 if cc == "auto":
                     break
     float_rows = [] if args.no_float else float_compilers(args.targets.split(","), compilers)
@@ -113,8 +141,9 @@ def main(argv=None) -> dict:
     for target, (per_mac, per_inf) in GOALS.items():
         r = next((r for r in rows if r["target"] == target and r["default"]), None)
         if r is not None:
-            met[target] = r["instructions_per_mac"] <= per_mac and (per_inf is None or
-                                                                    r["instructions_per_inference"] <= per_inf)
+            met[target] = r["instructions_per_mac"] <= per_mac and (
+                per_inf is None or r["instructions_per_inference"] <= per_inf
+            )
     met["no_soft_float"] = all(r.get("soft_float_calls_in_step", "none") == "none" for r in rows)
     tables = {"instructions per inference (har_lmu int8, 128 steps, 16,008 MACs per step)": rows}
     for target, b in breakdown.items():
@@ -122,16 +151,23 @@ def main(argv=None) -> dict:
     if float_rows:
         tables["float C models (bench_targets' HAR-sized models): instructions per inference by compiler"] = float_rows
     result = {
-        "config": {"model": "har_lmu (shipped)", "quantization": "edgeseq plan, 512 HAR training windows",
-                   "input": "one held-out HAR window", "steps": steps, "macs_per_step": macs,
-                   "compilers_missing": missing},
+        "config": {
+            "model": "har_lmu (shipped)",
+            "quantization": "edgeseq plan, 512 HAR training windows",
+            "input": "one held-out HAR window",
+            "steps": steps,
+            "macs_per_step": macs,
+            "compilers_missing": missing,
+        },
         "target": "har_lmu int8: cortex-m4 <= 1.6 instructions/MAC (<= 3.3 M), cortex-m55 <= 0.45 (<= 0.93 M), "
-                  "aarch64 <= 0.5, default compiler; no software float in the step path",
+        "aarch64 <= 0.5, default compiler; no software float in the step path",
         "target_met": met,
-        "method": {"instructions": "QEMU 7.2 TB-count plugin, step / nostep / io runs of the same driver",
-                   "breakdown": "QEMU profiling plugin on a -g build with identical model code; a micro-op's "
-                                "region is its emitted code in model.c (DWARF line table)",
-                   "soft_float": "objdump -dr of model.o: calls reachable from esq_quantize, esq_step_q, esq_step"},
+        "method": {
+            "instructions": "QEMU 7.2 TB-count plugin, step / nostep / io runs of the same driver",
+            "breakdown": "QEMU profiling plugin on a -g build with identical model code; a micro-op's "
+            "region is its emitted code in model.c (DWARF line table)",
+            "soft_float": "objdump -dr of model.o: calls reachable from esq_quantize, esq_step_q, esq_step",
+        },
         "tables": tables,
     }
     if not args.no_write:
@@ -166,8 +202,13 @@ def float_compilers(targets: list[str], compilers: list[str], models=("gru32", "
                 row = {"model": name, "target": target}
                 for cc in compilers:
                     try:
-                        a = export_c(g, Path(tmp) / f"{name}-{target}-{cc}", target=target, golden_input=x[:, :32],
-                                     target_options={"compiler": cc})
+                        a = export_c(
+                            g,
+                            Path(tmp) / f"{name}-{target}-{cc}",
+                            target=target,
+                            golden_input=x[:, :32],
+                            target_options={"compiler": cc},
+                        )
                         row[cc] = int(a.cost(x)["instructions"]["per_inference"])
                     except BuildError as e:  # recorded: an old compiler may crash on generated code
                         row[cc] = None

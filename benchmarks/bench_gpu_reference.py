@@ -88,12 +88,25 @@ def family_graph(family: str, inputs: int, hidden: int, seed: int = 0):
         y = g.add(O.MinLSTM(w_f=w(h, inputs), w_i=w(h, inputs), w_h=w(h, inputs), b_f=b(h), b_i=b(h), b_h=b(h)), "x")
     elif family == "lmu":
         d, order = 4, 16
-        y = g.add(O.LMU(e_x=w(d, inputs), order=order, theta=128.0, w_m=w(h, d * order), w_x=w(h, inputs),
-                        b_h=b(h), discretizer="zoh"), "x")
+        y = g.add(
+            O.LMU(
+                e_x=w(d, inputs),
+                order=order,
+                theta=128.0,
+                w_m=w(h, d * order),
+                w_x=w(h, inputs),
+                b_h=b(h),
+                discretizer="zoh",
+            ),
+            "x",
+        )
     elif family in ("lif", "cubalif"):
         cur = g.add(O.Linear(weight=w(h, inputs, 1.5), bias=b(h) + 0.2), "x")
-        neuron = NeuronParams(beta=rng.uniform(0.8, 0.95, h), threshold=np.ones(h),
-                              alpha=rng.uniform(0.5, 0.9, h) if family == "cubalif" else None)
+        neuron = NeuronParams(
+            beta=rng.uniform(0.8, 0.95, h),
+            threshold=np.ones(h),
+            alpha=rng.uniform(0.5, 0.9, h) if family == "cubalif" else None,
+        )
         cls = O.LIF if family == "lif" else O.CuBaLIF
         y = g.add(cls(neuron=neuron, recurrence="all_to_all", w_rec=w(h, h, 0.3), b_rec=b(h), emit="membrane"), cur)
     else:
@@ -168,8 +181,10 @@ def main(argv=None) -> dict:
         x_int = x[:, :t_int].astype(np.float64)
         tm = _time(lambda: interpret(g, x_int), lambda: None, 3, budget)
         row["methods"]["interpreter/cpu/float64"] = {
-            "steps_per_s": batch * t_int / tm["median_s"], **tm,
-            "note": f"timed over T={t_int} (the interpreter's cost is linear in T)"}
+            "steps_per_s": batch * t_int / tm["median_s"],
+            **tm,
+            "note": f"timed over T={t_int} (the interpreter's cost is linear in T)",
+        }
         for kernels, device, dtype in methods:
             name = f"{kernels}/{device}/{dtype}"
             try:
@@ -178,8 +193,11 @@ def main(argv=None) -> dict:
                 rel = float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30))
                 xt = r.tensor(x)
                 tm = _time(lambda: r(xt), sync if device == "cuda" else (lambda: None), repeats, budget)
-                row["methods"][name] = {"steps_per_s": batch * steps / tm["median_s"], **tm,
-                                        "max_rel_error_vs_interpreter": rel}
+                row["methods"][name] = {
+                    "steps_per_s": batch * steps / tm["median_s"],
+                    **tm,
+                    "max_rel_error_vs_interpreter": rel,
+                }
             except Exception as e:  # noqa: BLE001 - a failing configuration is recorded, not fatal
                 row["methods"][name] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
         base = row["methods"]["interpreter/cpu/float64"]["steps_per_s"]
@@ -187,16 +205,30 @@ def main(argv=None) -> dict:
             if "steps_per_s" in v:
                 v["speedup_vs_interpreter"] = v["steps_per_s"] / base
         rows[fam] = row
-        print(f"{fam:8s} " + " | ".join(f"{k} {v['steps_per_s']:,.0f} steps/s" if "steps_per_s" in v else
-                                         f"{k} ERROR {v['error'][:60]}" for k, v in row["methods"].items()),
-              flush=True)
-    run = {"device": dev_name, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-           "config": {"batch": batch, "steps": steps, "hidden": hidden, "inputs": args.inputs, "quick": args.quick},
-           "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                       "torch_threads": torch.get_num_threads(),
-                       "python": platform.python_version(), "torch": torch.__version__,
-                       "cuda": torch.version.cuda, "scipy_standin": standin, **status()},
-           "families": rows}
+        print(
+            f"{fam:8s} "
+            + " | ".join(
+                f"{k} {v['steps_per_s']:,.0f} steps/s" if "steps_per_s" in v else f"{k} ERROR {v['error'][:60]}"
+                for k, v in row["methods"].items()
+            ),
+            flush=True,
+        )
+    run = {
+        "device": dev_name,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "config": {"batch": batch, "steps": steps, "hidden": hidden, "inputs": args.inputs, "quick": args.quick},
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "scipy_standin": standin,
+            **status(),
+        },
+        "families": rows,
+    }
     if args.no_write:
         return run
     results = Path(os.environ.get("EDGESEQ_BENCH_RESULTS") or ROOT / "benchmarks" / "results") / "gpu_reference.json"
@@ -207,8 +239,10 @@ def main(argv=None) -> dict:
         except ValueError:
             data = {}
     data.setdefault("benchmark", "gpu_reference")
-    data["method"] = ("steps/s = B*T / median wall time of one whole-graph reference run (cuda synchronised); "
-                      "correctness: max relative error vs the float64 interpreter on a prefix")
+    data["method"] = (
+        "steps/s = B*T / median wall time of one whole-graph reference run (cuda synchronised); "
+        "correctness: max relative error vs the float64 interpreter on a prefix"
+    )
     runs = data.setdefault("runs", {})
     runs[dev_name + (" (quick)" if args.quick else "")] = run
     results.parent.mkdir(parents=True, exist_ok=True)

@@ -26,8 +26,12 @@ from pathlib import Path
 from benchmarks.common import results_dir, write_results
 
 _ROOT = Path(__file__).resolve().parents[1]
-DEFAULT = {"har_gru": "har_gru", "har_lmu": "har_lmu", "har_l2mu": "har_l2mu",
-           "har_gru64": str(_ROOT / "runs/models/har_gru64/model.ckpt")}
+DEFAULT = {
+    "har_gru": "har_gru",
+    "har_lmu": "har_lmu",
+    "har_l2mu": "har_l2mu",
+    "har_gru64": str(_ROOT / "runs/models/har_gru64/model.ckpt"),
+}
 TARGETS = ("arm", "cortex-m4")
 # the default's goals: accuracy on the held-out subjects, Cortex-M4 cost per 128-sample inference
 GOAL = {"accuracy": 0.955, "instructions_per_inference": 3.3e6, "flash_bytes": 64 * 1024, "ram_bytes": 32 * 1024}
@@ -50,32 +54,47 @@ def measure(models: dict[str, str], targets, limit: int, log=print) -> dict:
             row = rows[name] = {"model": name, "spec": spec, "seconds": {}}
             for target in targets:
                 t0 = time.perf_counter()
-                cfg = HarDemoConfig(model=spec, compare=(), target=target, out=str(Path(tmp) / name / target),
-                                    live=False, limit=limit or None, force=True)
+                cfg = HarDemoConfig(
+                    model=spec,
+                    compare=(),
+                    target=target,
+                    out=str(Path(tmp) / name / target),
+                    live=False,
+                    limit=limit or None,
+                    force=True,
+                )
                 r = run_har_demo(cfg, stream=io.StringIO())
                 m = r["models"][0]
-                row.update(parameters=m["parameters"], float_accuracy=m["float_accuracy"],
-                           int8_accuracy=m["int8_accuracy"], windows=r["windows"])
+                row.update(
+                    parameters=m["parameters"],
+                    float_accuracy=m["float_accuracy"],
+                    int8_accuracy=m["int8_accuracy"],
+                    windows=r["windows"],
+                )
                 row[f"{target}_device_accuracy"] = m["device_accuracy"]
                 row[f"{target}_decisions_equal_reference"] = m["decision_agreement"]
                 for k in ("cortex_m4_instructions_per_inference", "cortex_m4_flash_bytes", "cortex_m4_ram_bytes"):
                     if m.get(k) is not None:
                         row[k] = m[k]
                 row["seconds"][target] = round(time.perf_counter() - t0, 1)
-                log(f"{name:10s} {target}: float {m['float_accuracy']:.4f} int8 {m['int8_accuracy']:.4f} "
+                log(
+                    f"{name:10s} {target}: float {m['float_accuracy']:.4f} int8 {m['int8_accuracy']:.4f} "
                     f"device {m['device_accuracy']:.4f} (= reference on {m['decision_agreement']:.2%}), "
                     f"M4 {m['cortex_m4_instructions_per_inference'] / 1e6:.2f} M instructions, "
-                    f"{row['seconds'][target]:.0f} s")
+                    f"{row['seconds'][target]:.0f} s"
+                )
     return rows
 
 
 def goals_met(row: dict, targets) -> dict:
     acc = [row["float_accuracy"]] + [row[f"{t}_device_accuracy"] for t in targets]
-    return {"accuracy_float_and_on_device": min(acc) >= GOAL["accuracy"],
-            "device_equals_reference": all(row[f"{t}_decisions_equal_reference"] == 1.0 for t in targets),
-            "cortex_m4_instructions": row["cortex_m4_instructions_per_inference"] <= GOAL["instructions_per_inference"],
-            "cortex_m4_flash": row["cortex_m4_flash_bytes"] <= GOAL["flash_bytes"],
-            "cortex_m4_ram": row["cortex_m4_ram_bytes"] <= GOAL["ram_bytes"]}
+    return {
+        "accuracy_float_and_on_device": min(acc) >= GOAL["accuracy"],
+        "device_equals_reference": all(row[f"{t}_decisions_equal_reference"] == 1.0 for t in targets),
+        "cortex_m4_instructions": row["cortex_m4_instructions_per_inference"] <= GOAL["instructions_per_inference"],
+        "cortex_m4_flash": row["cortex_m4_flash_bytes"] <= GOAL["flash_bytes"],
+        "cortex_m4_ram": row["cortex_m4_ram_bytes"] <= GOAL["ram_bytes"],
+    }
 
 
 def plot(rows: dict, target: str, path: Path) -> Path:
@@ -89,13 +108,18 @@ def plot(rows: dict, target: str, path: Path) -> Path:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", action="append", metavar="NAME=SPEC",
-                    help="shipped model name or checkpoint (repeatable; the first is the default; "
-                         "default: " + ", ".join(DEFAULT) + ")")
+    ap.add_argument(
+        "--model",
+        action="append",
+        metavar="NAME=SPEC",
+        help="shipped model name or checkpoint (repeatable; the first is the default; "
+        "default: " + ", ".join(DEFAULT) + ")",
+    )
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--limit", type=int, default=0, help="evenly spaced test windows (0: all 2,874)")
-    ap.add_argument("--update", action="store_true",
-                    help="measure only the --model models; keep the other rows of the results file")
+    ap.add_argument(
+        "--update", action="store_true", help="measure only the --model models; keep the other rows of the results file"
+    )
     ap.add_argument("--no-write", action="store_true", help="print only, do not write the results")
     args = ap.parse_args(argv)
     import torch
@@ -118,12 +142,17 @@ def main(argv=None) -> dict:
         rows = {n: rows.get(n, kept.get(n)) for n in [*DEFAULT, *models] if n in rows or n in kept}
     default = next(iter(rows))
     met = goals_met(rows[default], targets)
-    out = {"config": {"targets": targets, "limit": args.limit, "models": models, "quantization": "edgeseq"},
-           "threads": 1, "load_average_1_5_15min": list(os.getloadavg()), "missing_checkpoints": missing,
-           "target": f"{default}: >= {100 * GOAL['accuracy']:.1f}% in float and on every device, decisions equal to "
-                     f"the integer-exact reference, Cortex-M4 <= {GOAL['instructions_per_inference'] / 1e6:.1f} M "
-                     f"instructions per 128-sample inference, <= 64 KB flash, <= 32 KB RAM",
-           "target_met": met, "results": list(rows.values())}
+    out = {
+        "config": {"targets": targets, "limit": args.limit, "models": models, "quantization": "edgeseq"},
+        "threads": 1,
+        "load_average_1_5_15min": list(os.getloadavg()),
+        "missing_checkpoints": missing,
+        "target": f"{default}: >= {100 * GOAL['accuracy']:.1f}% in float and on every device, decisions equal to "
+        f"the integer-exact reference, Cortex-M4 <= {GOAL['instructions_per_inference'] / 1e6:.1f} M "
+        f"instructions per 128-sample inference, <= 64 KB flash, <= 32 KB RAM",
+        "target_met": met,
+        "results": list(rows.values()),
+    }
     if not args.no_write:
         print(f"wrote {write_results('har_models', out)}")
         print(f"wrote {plot(rows, targets[-1], results_dir() / 'har_models.png')}")

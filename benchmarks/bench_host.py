@@ -70,8 +70,15 @@ def main(argv=None) -> dict:
             st0 = stepper.init_state(1)
             names = [f"s{i}" for i in range(len(st0))]
             dyn = {n: {0 if st0[i].dim() == 2 else 1: "batch"} for i, n in enumerate(names)}
-            sess = _session(_torch_export(stepper, (torch.as_tensor(x[:, 0]), *st0), ["x"] + names,
-                                          ["y"] + [f"o{i}" for i in range(len(st0))], {"x": {0: "batch"}, **dyn}))
+            sess = _session(
+                _torch_export(
+                    stepper,
+                    (torch.as_tensor(x[:, 0]), *st0),
+                    ["x"] + names,
+                    ["y"] + [f"o{i}" for i in range(len(st0))],
+                    {"x": {0: "batch"}, **dyn},
+                )
+            )
             feeds = {"x": x[:, 0], **{n: t.numpy() for n, t in zip(names, st0)}}
 
             def ort_step():
@@ -80,10 +87,10 @@ def main(argv=None) -> dict:
 
             methods = {"torch_onnx_step": ort_step}
             checks = {}
-            for name, art in (("edgeseq_c_float", export_c(graph, Path(tmp) / f"{arch}-f", target="x86",
-                                                            golden_input=x[:, :16])),
-                              ("edgeseq_c_int8", export_c_int(q, Path(tmp) / f"{arch}-i", target="x86",
-                                                              golden_input=x[:, :16]))):
+            for name, art in (
+                ("edgeseq_c_float", export_c(graph, Path(tmp) / f"{arch}-f", target="x86", golden_input=x[:, :16])),
+                ("edgeseq_c_int8", export_c_int(q, Path(tmp) / f"{arch}-i", target="x86", golden_input=x[:, :16])),
+            ):
                 nm = NativeModel(art, build_dir=Path(tmp) / f"{arch}-{name}-lib")
                 _, pooled = nm.run(x[0])
                 want = art.run(x)[0][0]
@@ -104,17 +111,28 @@ def main(argv=None) -> dict:
                 row[f"{k}_native_vs_executable_max_abs_diff"] = checks[k]
             met[arch] = row["edgeseq_c_int8_speedup"] >= 2.0
             rows.append(row)
-            print(f"{arch:5} ort {med['torch_onnx_step']:7.2f} us   C float {med['edgeseq_c_float']:7.2f} us "
-                  f"({row['edgeseq_c_float_speedup']:.2f}x)   C int8 {med['edgeseq_c_int8']:7.2f} us "
-                  f"({row['edgeseq_c_int8_speedup']:.2f}x)", flush=True)
+            print(
+                f"{arch:5} ort {med['torch_onnx_step']:7.2f} us   C float {med['edgeseq_c_float']:7.2f} us "
+                f"({row['edgeseq_c_float_speedup']:.2f}x)   C int8 {med['edgeseq_c_int8']:7.2f} us "
+                f"({row['edgeseq_c_int8_speedup']:.2f}x)",
+                flush=True,
+            )
     result = {
-        "config": {"hidden": 128, "inputs": 64, "classes": 10, "batch": 1, "rounds": args.rounds, "calls": args.calls,
-                   "threads": 1, "c_flags": "x86 target: -O2 -march=native"},
+        "config": {
+            "hidden": 128,
+            "inputs": 64,
+            "classes": 10,
+            "batch": 1,
+            "rounds": args.rounds,
+            "calls": args.calls,
+            "threads": 1,
+            "c_flags": "x86 target: -O2 -march=native",
+        },
         "target": "streaming step (B=1, H=128): edgeseq's x86 integer C artifact through its native step API >= 2x "
-                  "faster than onnxruntime's step on torch's export (the float C artifact is listed too)",
+        "faster than onnxruntime's step on torch's export (the float C artifact is listed too)",
         "target_met": met,
         "method": "alternating blocks in one process; per-call mean of each block, median over blocks; both "
-                  "called from Python (ctypes / session.run), one step per call, state carried",
+        "called from Python (ctypes / session.run), one step per call, state carried",
         "tables": {"streaming step latency (us per call) and speedup over onnxruntime": rows},
     }
     if not args.no_write:

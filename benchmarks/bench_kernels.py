@@ -35,16 +35,31 @@ from benchmarks.common import write_results
 
 TARGETS = ["cortex-m4", "cortex-m7", "cortex-m55", "arm"]
 CMSIS_NN = [
-    {"kernel": "CMSIS-NN arm_fully_connected_s8 64x192 (incl. requant)", "cortex-m4": 2.15, "cortex-m55 gcc": 0.55,
-     "cortex-m55 clang": 0.225},
-    {"kernel": "CMSIS-NN arm_fully_connected_s16 64x192", "cortex-m4": 2.68, "cortex-m55 gcc": 1.05,
-     "cortex-m55 clang": 1.31},
-    {"kernel": "CMSIS-NN arm_lstm_unidirectional_s8 (whole model, hidden 64)", "cortex-m4": 4.06,
-     "cortex-m55 gcc": 1.52, "cortex-m55 clang": 1.105},
+    {
+        "kernel": "CMSIS-NN arm_fully_connected_s8 64x192 (incl. requant)",
+        "cortex-m4": 2.15,
+        "cortex-m55 gcc": 0.55,
+        "cortex-m55 clang": 0.225,
+    },
+    {
+        "kernel": "CMSIS-NN arm_fully_connected_s16 64x192",
+        "cortex-m4": 2.68,
+        "cortex-m55 gcc": 1.05,
+        "cortex-m55 clang": 1.31,
+    },
+    {
+        "kernel": "CMSIS-NN arm_lstm_unidirectional_s8 (whole model, hidden 64)",
+        "cortex-m4": 4.06,
+        "cortex-m55 gcc": 1.52,
+        "cortex-m55 clang": 1.105,
+    },
     {"kernel": "edgeseq before: esq_mv_s8s8 64x192 (one row per pass)", "cortex-m4": 2.06, "cortex-m55 gcc": 0.34},
     {"kernel": "edgeseq before: esq_mv_s8s16 64x192", "cortex-m4": 2.20, "cortex-m55 gcc": 0.59},
-    {"kernel": "edgeseq before: LMU memory update 16x17 x12 (one call per block)", "cortex-m4": 2.85,
-     "cortex-m55 gcc": 2.62},
+    {
+        "kernel": "edgeseq before: LMU memory update 16x17 x12 (one call per block)",
+        "cortex-m4": 2.85,
+        "cortex-m55 gcc": 2.62,
+    },
 ]
 
 
@@ -137,8 +152,11 @@ def measure(prog, in_features: int, kind: str, target: str, compiler: str, tmp: 
     exact = all(np.array_equal(g, w) for g, w in zip(got, want))
     prof = profile(t, src, x)
     mine = [e for e in prof["per_step"] if any(o["kind"] == kind for o in e["ops"])]
-    return {"instructions_per_step": sum(e["instructions"] for e in mine), "bit_exact": exact,
-            "compiler": t.resolved_compiler()}
+    return {
+        "instructions_per_step": sum(e["instructions"] for e in mine),
+        "bit_exact": exact,
+        "compiler": t.resolved_compiler(),
+    }
 
 
 def main(argv=None) -> dict:
@@ -166,18 +184,22 @@ def main(argv=None) -> dict:
                     exact &= m["bit_exact"]
                     col = f"{target} {m['compiler']}"
                     row[col] = round(m["instructions_per_step"] / work, 3)
-                    print(f"{name:48} {col:22} {row[col]:7.3f} {row['unit']}" + ("" if m["bit_exact"] else " NOT EXACT"),
-                          flush=True)
+                    print(
+                        f"{name:48} {col:22} {row[col]:7.3f} {row['unit']}" + ("" if m["bit_exact"] else " NOT EXACT"),
+                        flush=True,
+                    )
             rows.append(row)
     result = {
         "config": {"targets": args.targets, "compilers": compilers, "steps": 16, "flags": "-O2 (the targets' own)"},
         "target": "edgeseq's int8 matvec kernels at or below CMSIS-NN's instructions per MAC on M4 and M55; every "
-                  "kernel bit-exact",
+        "kernel bit-exact",
         "target_met": {"bit_exact": exact},
         "method": "one small integer program per kernel kind, built like a model, checked against the integer-exact "
-                  "interpreter, profiled under QEMU (the kernel's region of model.c, instructions per step / work)",
-        "tables": {"instructions per MAC (matvecs) or per element": rows,
-                   "comparison (quoted): CMSIS-NN and edgeseq's kernels before, per MAC": CMSIS_NN},
+        "interpreter, profiled under QEMU (the kernel's region of model.c, instructions per step / work)",
+        "tables": {
+            "instructions per MAC (matvecs) or per element": rows,
+            "comparison (quoted): CMSIS-NN and edgeseq's kernels before, per MAC": CMSIS_NN,
+        },
     }
     s8 = next((r for r in rows if r["kernel"].startswith("s8s8")), None)
     if s8:

@@ -51,23 +51,40 @@ def one(name, model, data, mode, seconds, seed, log=print) -> dict:
     with tempfile.TemporaryDirectory(prefix="edgeseq-kws-bench-") as tmp:
         import io
 
-        r = run_kws_demo(KwsDemoConfig(model=model, data=data, mode=mode, seconds=seconds, seed=seed, live=False,
-                                       out=str(Path(tmp) / "demo")), stream=io.StringIO())
+        r = run_kws_demo(
+            KwsDemoConfig(
+                model=model, data=data, mode=mode, seconds=seconds, seed=seed, live=False, out=str(Path(tmp) / "demo")
+            ),
+            stream=io.StringIO(),
+        )
     m, b, dv = r["metrics"], r["budget"], r["device_vs_reference"]
-    row = {"case": name, "model": model, "mode": mode, "stream_s": seconds, "seed": seed,
-           "keywords spoken": m["keywords_spoken"], "hits": m["hits"], "misses": m["misses"],
-           "false accepts": m["false_accepts"], "false accepts per hour": round(m["false_accepts_per_hour"], 1),
-           "instructions per frame": round(b["instructions_per_frame"]),
-           "frames per second": r["streaming"]["frame_rate"], "state slots": r["streaming"]["slots"],
-           "M instructions per second of audio": round(b["instructions_per_second_of_audio"] / 1e6, 2),
-           "% of an 80 MHz M4": round(100 * b["share_of_80mhz_m4"], 1),
-           "device = integer reference": bool(dv["detections_identical"] and dv["decision_agreement"] == 1.0),
-           "flash bytes": (r.get("mcu_sizes") or {}).get("flash_bytes"),
-           "ram bytes": (r.get("mcu_sizes") or {}).get("ram_bytes"),
-           "detector": {k: r["detection"][k] for k in ("threshold", "smooth", "refractory_s")},
-           "float model": m.get("float_reference"), "seconds": round(time.perf_counter() - t0, 1)}
-    log(f"{name}: {m['hits']}/{m['keywords_spoken']} hits, {m['false_accepts']} false accepts, "
-        f"{row['M instructions per second of audio']} M instructions/s ({row['seconds']:.0f} s)")
+    row = {
+        "case": name,
+        "model": model,
+        "mode": mode,
+        "stream_s": seconds,
+        "seed": seed,
+        "keywords spoken": m["keywords_spoken"],
+        "hits": m["hits"],
+        "misses": m["misses"],
+        "false accepts": m["false_accepts"],
+        "false accepts per hour": round(m["false_accepts_per_hour"], 1),
+        "instructions per frame": round(b["instructions_per_frame"]),
+        "frames per second": r["streaming"]["frame_rate"],
+        "state slots": r["streaming"]["slots"],
+        "M instructions per second of audio": round(b["instructions_per_second_of_audio"] / 1e6, 2),
+        "% of an 80 MHz M4": round(100 * b["share_of_80mhz_m4"], 1),
+        "device = integer reference": bool(dv["detections_identical"] and dv["decision_agreement"] == 1.0),
+        "flash bytes": (r.get("mcu_sizes") or {}).get("flash_bytes"),
+        "ram bytes": (r.get("mcu_sizes") or {}).get("ram_bytes"),
+        "detector": {k: r["detection"][k] for k in ("threshold", "smooth", "refractory_s")},
+        "float model": m.get("float_reference"),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    log(
+        f"{name}: {m['hits']}/{m['keywords_spoken']} hits, {m['false_accepts']} false accepts, "
+        f"{row['M instructions per second of audio']} M instructions/s ({row['seconds']:.0f} s)"
+    )
     return row
 
 
@@ -83,25 +100,46 @@ def run(quick: bool = False, write: bool = True) -> dict:
     rows = [one(*c) for c in cases if c[1] not in missing]
     by = {r["case"]: r for r in rows}
     met = {}
-    for before, after in (("kws: before (4 state slots)", "kws: after (one continuous state)"),
-                          ("kws: before, 600 s stream", "kws: after, 600 s stream")):
+    for before, after in (
+        ("kws: before (4 state slots)", "kws: after (one continuous state)"),
+        ("kws: before, 600 s stream", "kws: after, 600 s stream"),
+    ):
         if before in by and after in by:
             b, a = by[before], by[after]
             met[f"{after}: <= 16 M instructions/s"] = a["M instructions per second of audio"] * 1e6 <= LIMIT_PER_S
             met[f"{after}: hits >= before, false accepts/h <= before"] = (
-                a["hits"] >= b["hits"] and a["false accepts per hour"] <= b["false accepts per hour"])
+                a["hits"] >= b["hits"] and a["false accepts per hour"] <= b["false accepts per hour"]
+            )
     for r in rows:
         if r["model"] == "digits_lmu_heldout":
             met[f"{r['case']}: <= 16 M instructions/s"] = r["M instructions per second of audio"] * 1e6 <= LIMIT_PER_S
         met[f"{r['case']}: device = integer reference"] = r["device = integer reference"]
-    cols = ["case", "model", "mode", "stream_s", "keywords spoken", "hits", "misses", "false accepts",
-            "false accepts per hour", "instructions per frame", "frames per second", "state slots",
-            "M instructions per second of audio", "% of an 80 MHz M4", "device = integer reference"]
-    data = {"config": {"target": "cortex-m4", "quantization": "edgeseq int8 plan", "snr_db": 20.0},
-            "target": "<= 16 M instructions per second of audio on cortex-m4 with hits / false accepts per hour at "
-                      "least as good as the 4-slot kws_lmu on the same stream",
-            "target_met": met, "tables": {"streams": [{k: r[k] for k in cols} for r in rows]}, "results": rows,
-            "models_not_shipped": missing}
+    cols = [
+        "case",
+        "model",
+        "mode",
+        "stream_s",
+        "keywords spoken",
+        "hits",
+        "misses",
+        "false accepts",
+        "false accepts per hour",
+        "instructions per frame",
+        "frames per second",
+        "state slots",
+        "M instructions per second of audio",
+        "% of an 80 MHz M4",
+        "device = integer reference",
+    ]
+    data = {
+        "config": {"target": "cortex-m4", "quantization": "edgeseq int8 plan", "snr_db": 20.0},
+        "target": "<= 16 M instructions per second of audio on cortex-m4 with hits / false accepts per hour at "
+        "least as good as the 4-slot kws_lmu on the same stream",
+        "target_met": met,
+        "tables": {"streams": [{k: r[k] for k in cols} for r in rows]},
+        "results": rows,
+        "models_not_shipped": missing,
+    }
     if write:
         write_results("kws_stream", data)
     return data

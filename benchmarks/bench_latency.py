@@ -154,8 +154,16 @@ def _torch_export(module: nn.Module, args: tuple, names_in: list[str], names_out
     buf = io.BytesIO()
     with warnings.catch_warnings(), _quiet_fds():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, buf, dynamo=False, input_names=names_in, output_names=names_out,
-                          opset_version=17, dynamic_axes=dynamic)
+        torch.onnx.export(
+            module,
+            args,
+            buf,
+            dynamo=False,
+            input_names=names_in,
+            output_names=names_out,
+            opset_version=17,
+            dynamic_axes=dynamic,
+        )
     return buf.getvalue()
 
 
@@ -218,8 +226,10 @@ def bench_model(arch: str, args) -> dict:
     record("edgeseq_onnx", "step_max_abs_diff_after_T", float(np.abs(res[0] - want).max()))
     assert out_names[n_out:] == [state_output_name(k) for k in keys]
     seq["edgeseq_onnx"] = lambda: s_whole.run(None, {"x": xn})
-    state_feed = {"x": x1, **{state_input_name(k): np.zeros((1, *sh), np.float32)
-                              for k, sh in graph.state_spec().items()}}
+    state_feed = {
+        "x": x1,
+        **{state_input_name(k): np.zeros((1, *sh), np.float32) for k, sh in graph.state_spec().items()},
+    }
     carry = {"feeds": dict(state_feed)}
 
     def onnx_step():
@@ -249,8 +259,15 @@ def bench_model(arch: str, args) -> dict:
     try:
         names = [f"s{i}" for i in range(len(st0))]
         dyn = {n: {0 if st0[i].dim() == 2 else 1: "batch"} for i, n in enumerate(names)}
-        s_ts = _session(_torch_export(stepper, (xt1, *st0), ["x"] + names, ["y"] + [f"o{i}" for i in range(len(st0))],
-                                      {"x": {0: "batch"}, **dyn}))
+        s_ts = _session(
+            _torch_export(
+                stepper,
+                (xt1, *st0),
+                ["x"] + names,
+                ["y"] + [f"o{i}" for i in range(len(st0))],
+                {"x": {0: "batch"}, **dyn},
+            )
+        )
         sf = {"x": x1[:, 0], **{n: t.numpy() for n, t in zip(names, st0)}}
         feeds_t = dict(sf)
         for t in range(args.steps):
@@ -310,9 +327,17 @@ def bench_model(arch: str, args) -> dict:
         base = statistics.median(samples["torch_eager"])
         for k, v in samples.items():
             med = statistics.median(v)
-            record(k, f"{what}_us", {"median": med * 1e6, "p10": float(np.percentile(v, 10)) * 1e6,
-                                     "p90": float(np.percentile(v, 90)) * 1e6, "n": len(v),
-                                     "speedup_vs_torch_eager": base / med})
+            record(
+                k,
+                f"{what}_us",
+                {
+                    "median": med * 1e6,
+                    "p10": float(np.percentile(v, 10)) * 1e6,
+                    "p90": float(np.percentile(v, 90)) * 1e6,
+                    "n": len(v),
+                    "speedup_vs_torch_eager": base / med,
+                },
+            )
     return row
 
 
@@ -342,19 +367,35 @@ def main(argv=None) -> dict:
             st = f"{v['step_us']['median']:.1f}" if "step_us" in v else "-"
             parts.append(f"{k} {s}/{st}")
         print(f"{arch:7s} us per sequence/step: " + " | ".join(parts), flush=True)
-    out = {"config": {k: v for k, v in vars(args).items() if k != "no_write"}, "batch": 1, "threads": 1,
-           "load_average_1_5_15min": list(os.getloadavg()),
-           "versions": {"onnxruntime": onnxruntime.__version__, "tvm": tvm.__version__, "torch": torch.__version__},
-           "method": "median over alternating warm blocks, one thread per runtime, B=1; step = one streaming "
-                     "step with explicit state carried between calls",
-           "results": results}
+    out = {
+        "config": {k: v for k, v in vars(args).items() if k != "no_write"},
+        "batch": 1,
+        "threads": 1,
+        "load_average_1_5_15min": list(os.getloadavg()),
+        "versions": {"onnxruntime": onnxruntime.__version__, "tvm": tvm.__version__, "torch": torch.__version__},
+        "method": "median over alternating warm blocks, one thread per runtime, B=1; step = one streaming "
+        "step with explicit state carried between calls",
+        "results": results,
+    }
     if not args.no_write:
         print(f"wrote {write_results('latency', out)}")
     return out
 
 
-QUICK = ["--hidden", "32", "--steps", "32", "--inputs", "16", "--rounds", "1", "--repeats", "5",
-         "--models", "gru,lmu,lif"]
+QUICK = [
+    "--hidden",
+    "32",
+    "--steps",
+    "32",
+    "--inputs",
+    "16",
+    "--rounds",
+    "1",
+    "--repeats",
+    "5",
+    "--models",
+    "gru,lmu,lif",
+]
 
 
 def run(quick: bool = False, write: bool = True) -> dict:

@@ -94,8 +94,16 @@ def _torch_onnx(model: torch.nn.Module, x: torch.Tensor) -> bytes:
     buf = io.BytesIO()
     with warnings.catch_warnings(), _quiet_fds():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), buf, dynamo=False, input_names=["x"], output_names=["y"], opset_version=17,
-                          dynamic_axes={"x": {0: "batch", 1: "time"}, "y": {0: "batch"}})
+        torch.onnx.export(
+            model,
+            (x,),
+            buf,
+            dynamo=False,
+            input_names=["x"],
+            output_names=["y"],
+            opset_version=17,
+            dynamic_axes={"x": {0: "batch", 1: "time"}, "y": {0: "batch"}},
+        )
     return buf.getvalue()
 
 
@@ -128,8 +136,10 @@ def bench_model(arch: str, args) -> dict:
         s = _session(m.SerializeToString())
         (y,) = s.run(None, {"x": xn})
         (y2,) = s.run(None, {"x": x_other.numpy()})
-        row["methods"][name] = {"max_abs_diff_vs_torch": float(np.abs(y - want).max()),
-                                "correct_at_other_length": bool(np.abs(y2 - want_other).max() < 1e-4)}
+        row["methods"][name] = {
+            "max_abs_diff_vs_torch": float(np.abs(y - want).max()),
+            "correct_at_other_length": bool(np.abs(y2 - want_other).max() < 1e-4),
+        }
         runners[name] = (lambda s: lambda: s.run(None, {"x": xn}))(s)
     if args.int8 or args.qdq:
         from edgeseq.export.onnx import build_onnx_quantized
@@ -144,10 +154,14 @@ def bench_model(arch: str, args) -> dict:
         row["methods"]["edgeseq_onnx_int8"] = {
             "max_abs_diff_vs_torch": float(np.abs(y - want).max()),
             "exact_vs_integer_interpreter": bool(np.array_equal(yq.astype(np.int64), ref[0])),
-            "correct_at_other_length": bool(np.array_equal(
-                s.run(["q." + qg.program.outputs[0].name], {"x": x_other.numpy()})[0].astype(np.int64),
-                intexact.run(qg.program, qg.quantize_input(x_other.numpy()))[0][0])),
-            "micro_ops_per_step": len(qg.program.step)}
+            "correct_at_other_length": bool(
+                np.array_equal(
+                    s.run(["q." + qg.program.outputs[0].name], {"x": x_other.numpy()})[0].astype(np.int64),
+                    intexact.run(qg.program, qg.quantize_input(x_other.numpy()))[0][0],
+                )
+            ),
+            "micro_ops_per_step": len(qg.program.step),
+        }
         runners["edgeseq_onnx_int8"] = (lambda s: lambda: s.run(None, {"x": xn}))(s)
     if args.qdq:
         from collections import Counter
@@ -167,8 +181,10 @@ def bench_model(arch: str, args) -> dict:
             "decisions_agree": bool(np.array_equal(yq.argmax(-1), ref[0].argmax(-1))),
             "correct_at_other_length": bool(np.array_equal(yq2.argmax(-1), ref2[0].argmax(-1))),
             "max_lsb_at_other_length": int(np.abs(yq2 - ref2[0]).max()),
-            "products": dict(Counter(f"{p['where']}:{'integer' if p['integer_kernel'] else 'float'}"
-                                     for p in info["products"]))}
+            "products": dict(
+                Counter(f"{p['where']}:{'integer' if p['integer_kernel'] else 'float'}" for p in info["products"])
+            ),
+        }
         runners["edgeseq_onnx_qdq"] = (lambda s: lambda: s.run(None, {"x": xn}))(sq)
     try:
         s = _session(_torch_onnx(model, x))
@@ -178,8 +194,10 @@ def bench_model(arch: str, args) -> dict:
             other_ok = bool(np.abs(y2 - want_other).max() < 1e-4)
         except Exception as e:  # noqa: BLE001 - a fixed-length graph may refuse other lengths
             other_ok, row["torch_onnx_other_length_error"] = False, str(e).splitlines()[0][:200]
-        row["methods"]["torch_onnx"] = {"max_abs_diff_vs_torch": float(np.abs(y - want).max()),
-                                        "correct_at_other_length": other_ok}
+        row["methods"]["torch_onnx"] = {
+            "max_abs_diff_vs_torch": float(np.abs(y - want).max()),
+            "correct_at_other_length": other_ok,
+        }
         runners["torch_onnx"] = lambda: s.run(None, {"x": xn})
     except Exception as e:  # noqa: BLE001 - recorded: torch's exporter does not handle every model
         row["methods"]["torch_onnx"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
@@ -198,8 +216,14 @@ def bench_model(arch: str, args) -> dict:
     row["methods"].setdefault("torch_eager", {})
     for k, v in samples.items():
         med = statistics.median(v)
-        row["methods"][k].update({"median_ms": med * 1e3, "p10_ms": np.percentile(v, 10) * 1e3,
-                                  "p90_ms": np.percentile(v, 90) * 1e3, "speedup_vs_torch_eager": eager / med})
+        row["methods"][k].update(
+            {
+                "median_ms": med * 1e3,
+                "p10_ms": np.percentile(v, 10) * 1e3,
+                "p90_ms": np.percentile(v, 90) * 1e3,
+                "speedup_vs_torch_eager": eager / med,
+            }
+        )
     return row
 
 
@@ -213,12 +237,21 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=20, help="timed runs per block")
     ap.add_argument("--warmup", type=int, default=3, help="untimed runs before each block")
     ap.add_argument("--models", default=",".join(MODELS))
-    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                    help="wall time, or the calling thread's CPU time (robust on a loaded machine)")
-    ap.add_argument("--no-int", dest="int8", action="store_false",
-                    help="skip the quantized graph's integer program model (edgeseq_onnx_int8)")
-    ap.add_argument("--no-qdq", dest="qdq", action="store_false",
-                    help="skip the quantized graph's QDQ model (edgeseq_onnx_qdq)")
+    ap.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall time, or the calling thread's CPU time (robust on a loaded machine)",
+    )
+    ap.add_argument(
+        "--no-int",
+        dest="int8",
+        action="store_false",
+        help="skip the quantized graph's integer program model (edgeseq_onnx_int8)",
+    )
+    ap.add_argument(
+        "--no-qdq", dest="qdq", action="store_false", help="skip the quantized graph's QDQ model (edgeseq_onnx_qdq)"
+    )
     ap.add_argument("--out-name", default="onnx", help="results file benchmarks/results/<name>.json")
     ap.add_argument("--no-write", action="store_true", help="print only, do not write the results file")
     args = ap.parse_args(argv)
@@ -230,31 +263,57 @@ def main(argv=None) -> dict:
     for arch in args.models.split(","):
         row = bench_model(arch, args)
         results[arch] = row
-        parts = [f"{k} {v['median_ms']:.3f} ms ({v['speedup_vs_torch_eager']:.2f}x)"
-                 for k, v in row["methods"].items() if "median_ms" in v]
+        parts = [
+            f"{k} {v['median_ms']:.3f} ms ({v['speedup_vs_torch_eager']:.2f}x)"
+            for k, v in row["methods"].items()
+            if "median_ms" in v
+        ]
         bad = [k for k, v in row["methods"].items() if v.get("correct_at_other_length") is False]
         print(f"{arch:7s} " + " | ".join(parts) + (f"  [wrong at other T: {', '.join(bad)}]" if bad else ""))
         if "error" in row["methods"].get("torch_onnx", {}):
             print(f"        torch_onnx: {row['methods']['torch_onnx']['error']}")
-    summary = {arch: {k: round(v["speedup_vs_torch_eager"], 2) for k, v in row["methods"].items()
-                      if "median_ms" in v and k != "torch_eager"} for arch, row in results.items()}
-    out = {"config": {k: v for k, v in vars(args).items() if k not in ("no_write", "out_name")}, "threads": 1,
-           "load_average_1_5_15min": list(os.getloadavg()),
-           "versions": {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
-           "target": "edgeseq_onnx >= 3x faster than torch_eager (B=1, one thread)",
-           "speedup_vs_torch_eager": summary,
-           "target_met": {arch: s.get("edgeseq_onnx", 0) >= 3.0 for arch, s in summary.items()},
-           "edgeseq_onnx_speedup_vs_torch_onnx": {
-               arch: round(r["methods"]["torch_onnx"]["median_ms"] / r["methods"]["edgeseq_onnx"]["median_ms"], 2)
-               for arch, r in results.items() if "median_ms" in r["methods"].get("torch_onnx", {})},
-           "results": results}
+    summary = {
+        arch: {
+            k: round(v["speedup_vs_torch_eager"], 2)
+            for k, v in row["methods"].items()
+            if "median_ms" in v and k != "torch_eager"
+        }
+        for arch, row in results.items()
+    }
+    out = {
+        "config": {k: v for k, v in vars(args).items() if k not in ("no_write", "out_name")},
+        "threads": 1,
+        "load_average_1_5_15min": list(os.getloadavg()),
+        "versions": {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
+        "target": "edgeseq_onnx >= 3x faster than torch_eager (B=1, one thread)",
+        "speedup_vs_torch_eager": summary,
+        "target_met": {arch: s.get("edgeseq_onnx", 0) >= 3.0 for arch, s in summary.items()},
+        "edgeseq_onnx_speedup_vs_torch_onnx": {
+            arch: round(r["methods"]["torch_onnx"]["median_ms"] / r["methods"]["edgeseq_onnx"]["median_ms"], 2)
+            for arch, r in results.items()
+            if "median_ms" in r["methods"].get("torch_onnx", {})
+        },
+        "results": results,
+    }
     if not args.no_write:
         print(f"wrote {write_results(args.out_name, out)}")
     return out
 
 
-QUICK = ["--hidden", "32", "--steps", "32", "--inputs", "16", "--rounds", "1", "--repeats", "5",
-         "--models", "gru,lmu,lif"]
+QUICK = [
+    "--hidden",
+    "32",
+    "--steps",
+    "32",
+    "--inputs",
+    "16",
+    "--rounds",
+    "1",
+    "--repeats",
+    "5",
+    "--models",
+    "gru,lmu,lif",
+]
 
 
 def run(quick: bool = False, write: bool = True) -> dict:

@@ -27,8 +27,10 @@ from benchmarks.common import write_results
 
 _ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 # the shipped HAR LMU and the shipped HAR default (conv front end + GRU)
-DEFAULT = {"har_lmu": str(_ROOT / "edgeseq/models/har_lmu/model.ckpt"),
-           "har_gru": str(_ROOT / "edgeseq/models/har_gru/model.ckpt")}
+DEFAULT = {
+    "har_lmu": str(_ROOT / "edgeseq/models/har_lmu/model.ckpt"),
+    "har_gru": str(_ROOT / "edgeseq/models/har_gru/model.ckpt"),
+}
 QUICK = ["--calib", "32", "--eval-limit", "256"]
 
 
@@ -40,11 +42,10 @@ def bench_checkpoint(name: str, path: str, args) -> dict:
     model, doc = load_checkpoint(path)
     task = (doc.get("metrics") or {}).get("task", "har")
     train, _, test = task_data(task)
-    idx = np.sort(np.random.default_rng(0).permutation(len(train))[:args.calib])
+    idx = np.sort(np.random.default_rng(0).permutation(len(train))[: args.calib])
     n = len(test) if not args.eval_limit else min(len(test), args.eval_limit)
     with tempfile.TemporaryDirectory() as work:
-        res = ort_baseline(model, train.x[idx], test.x[:n], test.y[:n], work,
-                           log=lambda s: print(f"  {s}", flush=True))
+        res = ort_baseline(model, train.x[idx], test.x[:n], test.y[:n], work, log=lambda s: print(f"  {s}", flush=True))
     res["checkpoint"] = path
     res["task"] = task
     res["arch"] = model.config["arch"]
@@ -59,13 +60,17 @@ def compact(res: dict) -> list[dict]:
         if v["status"] == "ok":
             rc = v["recurrent_compute"]
             ff = v["feedforward_compute"]
-            row.update({"accuracy": round(v["accuracy"], 4), "agreement": round(v["agreement_with_float"], 4),
-                        "quant_nodes": sum(v["quant_nodes"].values()),
-                        "quant_nodes_in_loop_bodies": v["quant_nodes_in_subgraphs"],
-                        "recurrent_matmuls_quantized": f"{rc['integer'] + rc['qdq'] + rc['weight_qdq']}/{rc['total']}",
-                        "feedforward_matmuls_quantized":
-                            f"{ff['integer'] + ff['qdq'] + ff['weight_qdq']}/{ff['total']}",
-                        "runtime_integer_ops": v["runtime_integer_ops"]})
+            row.update(
+                {
+                    "accuracy": round(v["accuracy"], 4),
+                    "agreement": round(v["agreement_with_float"], 4),
+                    "quant_nodes": sum(v["quant_nodes"].values()),
+                    "quant_nodes_in_loop_bodies": v["quant_nodes_in_subgraphs"],
+                    "recurrent_matmuls_quantized": f"{rc['integer'] + rc['qdq'] + rc['weight_qdq']}/{rc['total']}",
+                    "feedforward_matmuls_quantized": f"{ff['integer'] + ff['qdq'] + ff['weight_qdq']}/{ff['total']}",
+                    "runtime_integer_ops": v["runtime_integer_ops"],
+                }
+            )
         else:
             row["error"] = f"{v['stage']}: {v['error']}"
         rows.append(row)
@@ -94,12 +99,19 @@ def main(argv=None) -> dict:
         results[name] = bench_checkpoint(name, path, args)
         tables[name] = compact(results[name])
         s = results[name]["summary"]
-        print(f"{name}: float {s['float_accuracy']:.4f}; best {s['best']}; recurrence quantized by "
-              f"{s['recurrence_quantized_by'] or 'nothing'}; {s['variants_failed']} variants failed")
-    out = {"config": {k: v for k, v in vars(args).items() if k != "no_write"}, "threads": 1,
-           "load_average_1_5_15min": list(os.getloadavg()), "missing_checkpoints": missing,
-           "versions": {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
-           "tables": tables, "results": results}
+        print(
+            f"{name}: float {s['float_accuracy']:.4f}; best {s['best']}; recurrence quantized by "
+            f"{s['recurrence_quantized_by'] or 'nothing'}; {s['variants_failed']} variants failed"
+        )
+    out = {
+        "config": {k: v for k, v in vars(args).items() if k != "no_write"},
+        "threads": 1,
+        "load_average_1_5_15min": list(os.getloadavg()),
+        "missing_checkpoints": missing,
+        "versions": {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
+        "tables": tables,
+        "results": results,
+    }
     if not args.no_write:
         print(f"wrote {write_results('ort_baseline', out)}")
     return out

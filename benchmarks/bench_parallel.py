@@ -43,20 +43,35 @@ def main(argv=None) -> dict:
     cells = {
         "mingru": MinGRU(args.inputs, args.hidden),
         "minlstm": MinLSTM(args.inputs, args.hidden),
-        "lmu": LMU(args.inputs, args.hidden, memory_d=4, order=32, theta=float(args.steps), hidden_cell="dense",
-                   input_to_hidden=True),
+        "lmu": LMU(
+            args.inputs,
+            args.hidden,
+            memory_d=4,
+            order=32,
+            theta=float(args.steps),
+            hidden_cell="dense",
+            input_to_hidden=True,
+        ),
     }
     rows = {}
     for name, cell in cells.items():
         par = time_fn(train_step(cell, x, "parallel"), repeats=args.repeats, warmup=1)
         seq = time_fn(train_step(cell, x, "sequential"), repeats=max(2, args.repeats // 2), warmup=1)
-        rows[name] = {"parallel_s": par["median_s"], "sequential_s": seq["median_s"],
-                      "speedup": seq["median_s"] / par["median_s"]}
-        print(f"{name:8} parallel {par['median_s'] * 1e3:8.1f} ms   sequential {seq['median_s'] * 1e3:8.1f} ms   "
-              f"speedup {rows[name]['speedup']:.1f}x")
-    result = {"config": {k: v for k, v in vars(args).items() if k != "no_write"},
-              "torch_threads": torch.get_num_threads(), "results": rows,
-              "note": "forward+backward of one training step; the minGRU paper reports 175x at T=512 on a GPU"}
+        rows[name] = {
+            "parallel_s": par["median_s"],
+            "sequential_s": seq["median_s"],
+            "speedup": seq["median_s"] / par["median_s"],
+        }
+        print(
+            f"{name:8} parallel {par['median_s'] * 1e3:8.1f} ms   sequential {seq['median_s'] * 1e3:8.1f} ms   "
+            f"speedup {rows[name]['speedup']:.1f}x"
+        )
+    result = {
+        "config": {k: v for k, v in vars(args).items() if k != "no_write"},
+        "torch_threads": torch.get_num_threads(),
+        "results": rows,
+        "note": "forward+backward of one training step; the minGRU paper reports 175x at T=512 on a GPU",
+    }
     if not args.no_write:
         print(f"wrote {write_results('parallel_training', result)}")
     return result

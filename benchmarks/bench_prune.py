@@ -35,8 +35,10 @@ from benchmarks.common import write_results
 
 _ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 # the shipped HAR LMU and the shipped HAR default (conv front end + GRU)
-DEFAULT = {"har_lmu": str(_ROOT / "edgeseq/models/har_lmu/model.ckpt"),
-           "har_gru": str(_ROOT / "edgeseq/models/har_gru/model.ckpt")}
+DEFAULT = {
+    "har_lmu": str(_ROOT / "edgeseq/models/har_lmu/model.ckpt"),
+    "har_gru": str(_ROOT / "edgeseq/models/har_gru/model.ckpt"),
+}
 QUICK = ["--epochs", "1", "--skip-sweep", "--skip-memory"]
 
 
@@ -47,8 +49,7 @@ def _log(*a):
 def bench_checkpoint(name: str, path: str, args) -> dict:
     import edgeseq
     from edgeseq.ir.interpret import run as reference
-    from edgeseq.prune import (StructuredConfig, count_parameters, evaluate_accuracy, prune, prune_and_finetune,
-                               sweep)
+    from edgeseq.prune import StructuredConfig, count_parameters, evaluate_accuracy, prune, prune_and_finetune, sweep
     from edgeseq.prune.recipe import recipe_overrides, task_data
     from edgeseq.train import load_checkpoint, save_checkpoint
 
@@ -58,16 +59,23 @@ def bench_checkpoint(name: str, path: str, args) -> dict:
     train, val, test = task_data(task)
     over = recipe_overrides(model, task)
     base_acc = evaluate_accuracy(model, test)
-    out: dict = {"checkpoint": path, "task": task, "arch": arch, "model_config": {k: v for k, v in model.config.items()
-                                                                                   if not k.startswith("input_")},
-                 "parameters": count_parameters(model), "test_accuracy": base_acc, "n_test": len(test)}
+    out: dict = {
+        "checkpoint": path,
+        "task": task,
+        "arch": arch,
+        "model_config": {k: v for k, v in model.config.items() if not k.startswith("input_")},
+        "parameters": count_parameters(model),
+        "test_accuracy": base_acc,
+        "n_test": len(test),
+    }
     _log(f"== {name}: {arch}, {out['parameters']} parameters, test accuracy {base_acc:.4f}")
 
     # acceptance: 50% of hidden units, fine-tuned
     t0 = time.perf_counter()
     cfg = StructuredConfig(sparsity=args.sparsity)
-    pm, _, rep = prune_and_finetune(model, cfg, train, val, test, finetune_epochs=args.epochs, train_overrides=over,
-                                    log=_log)
+    pm, _, rep = prune_and_finetune(
+        model, cfg, train, val, test, finetune_epochs=args.epochs, train_overrides=over, log=_log
+    )
     with tempfile.TemporaryDirectory() as d:
         save_checkpoint(pm, Path(d) / "p.ckpt")
         back, _ = load_checkpoint(Path(d) / "p.ckpt")
@@ -80,18 +88,29 @@ def bench_checkpoint(name: str, path: str, args) -> dict:
     red = 1.0 - rep["parameters_after"] / rep["parameters_before"]
     drop = 100.0 * (base_acc - rep["accuracy_after"])
     out["acceptance"] = {
-        "config": cfg.to_dict(), "finetune_epochs": args.epochs,
-        "parameters_before": rep["parameters_before"], "parameters_after": rep["parameters_after"],
-        "parameter_reduction": red, "accuracy_before": base_acc, "accuracy_pruned": rep["accuracy_pruned"],
-        "accuracy_finetuned": rep["accuracy_after"], "accuracy_loss_points": drop,
-        "config_changes": rep["config_changes"], "finetune": rep["finetune"],
-        "reloaded_checkpoint_accuracy": reload_acc, "ir_parameters": g.num_params(),
+        "config": cfg.to_dict(),
+        "finetune_epochs": args.epochs,
+        "parameters_before": rep["parameters_before"],
+        "parameters_after": rep["parameters_after"],
+        "parameter_reduction": red,
+        "accuracy_before": base_acc,
+        "accuracy_pruned": rep["accuracy_pruned"],
+        "accuracy_finetuned": rep["accuracy_after"],
+        "accuracy_loss_points": drop,
+        "config_changes": rep["config_changes"],
+        "finetune": rep["finetune"],
+        "reloaded_checkpoint_accuracy": reload_acc,
+        "ir_parameters": g.num_params(),
         "ir_vs_torch_max_abs_diff": float(np.abs(y_ir - y_t).max()),
         "target": ">= 40% fewer parameters, <= 1 point accuracy loss after fine-tuning",
-        "target_met": bool(red >= 0.4 and drop <= 1.0), "seconds": round(time.perf_counter() - t0, 1)}
-    _log(f"acceptance: {rep['parameters_before']} -> {rep['parameters_after']} parameters ({100 * red:.1f}% fewer), "
-         f"accuracy {base_acc:.4f} -> {rep['accuracy_pruned']:.4f} pruned -> {rep['accuracy_after']:.4f} fine-tuned "
-         f"({-drop:+.2f} points); IR max diff {out['acceptance']['ir_vs_torch_max_abs_diff']:.2e}")
+        "target_met": bool(red >= 0.4 and drop <= 1.0),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    _log(
+        f"acceptance: {rep['parameters_before']} -> {rep['parameters_after']} parameters ({100 * red:.1f}% fewer), "
+        f"accuracy {base_acc:.4f} -> {rep['accuracy_pruned']:.4f} pruned -> {rep['accuracy_after']:.4f} fine-tuned "
+        f"({-drop:+.2f} points); IR max diff {out['acceptance']['ir_vs_torch_max_abs_diff']:.2e}"
+    )
 
     # criteria, no fine-tuning
     idx = np.sort(np.random.default_rng(0).permutation(len(train))[:512])
@@ -101,31 +120,60 @@ def bench_checkpoint(name: str, path: str, args) -> dict:
         for comp in ("none", "mean", "lstsq"):
             t1 = time.perf_counter()
             res = prune(model, StructuredConfig(sparsity=args.sparsity, criterion=c, compensate=comp), calib_x=calib)
-            crit.append({"criterion": c, "compensation": comp, "accuracy_pruned": evaluate_accuracy(res.model, test),
-                         "prune_seconds": round(time.perf_counter() - t1, 2)})
-    out["criteria_without_finetuning"] = {"sparsity": args.sparsity, "calibration_sequences": len(calib),
-                                          "rows": crit}
+            crit.append(
+                {
+                    "criterion": c,
+                    "compensation": comp,
+                    "accuracy_pruned": evaluate_accuracy(res.model, test),
+                    "prune_seconds": round(time.perf_counter() - t1, 2),
+                }
+            )
+    out["criteria_without_finetuning"] = {"sparsity": args.sparsity, "calibration_sequences": len(calib), "rows": crit}
     _log("criteria: " + ", ".join(f"{r['criterion']}/{r['compensation']} {r['accuracy_pruned']:.4f}" for r in crit))
 
     if arch == "lmu" and not args.skip_memory:
         cfg = StructuredConfig(sparsity=args.sparsity, memory_sparsity=args.sparsity)
-        pm, _, rep = prune_and_finetune(model, cfg, train, val, test, finetune_epochs=args.epochs,
-                                        train_overrides=over, log=_log)
-        out["memory"] = {"config": cfg.to_dict(), "parameters_after": rep["parameters_after"],
-                         "parameter_reduction": 1.0 - rep["parameters_after"] / rep["parameters_before"],
-                         "accuracy_pruned": rep["accuracy_pruned"], "accuracy_finetuned": rep["accuracy_after"],
-                         "accuracy_loss_points": 100.0 * (base_acc - rep["accuracy_after"]),
-                         "config_changes": rep["config_changes"]}
+        pm, _, rep = prune_and_finetune(
+            model, cfg, train, val, test, finetune_epochs=args.epochs, train_overrides=over, log=_log
+        )
+        out["memory"] = {
+            "config": cfg.to_dict(),
+            "parameters_after": rep["parameters_after"],
+            "parameter_reduction": 1.0 - rep["parameters_after"] / rep["parameters_before"],
+            "accuracy_pruned": rep["accuracy_pruned"],
+            "accuracy_finetuned": rep["accuracy_after"],
+            "accuracy_loss_points": 100.0 * (base_acc - rep["accuracy_after"]),
+            "config_changes": rep["config_changes"],
+        }
         _log(f"hidden+memory: {rep['parameters_after']} parameters, accuracy {rep['accuracy_after']:.4f}")
 
     if not args.skip_sweep:
         sw = [float(s) for s in args.sweep.split(",")]
-        res = sweep(model, sw, train, val, test, structured=True, memory_sparsity=0.0,
-                    finetune_epochs=args.sweep_epochs, train_overrides=over, log=_log)
+        res = sweep(
+            model,
+            sw,
+            train,
+            val,
+            test,
+            structured=True,
+            memory_sparsity=0.0,
+            finetune_epochs=args.sweep_epochs,
+            train_overrides=over,
+            log=_log,
+        )
         out["sweep_structured"] = {"finetune_epochs": args.sweep_epochs, "rows": res["rows"]}
         un = [float(s) for s in args.unstructured.split(",")]
-        res = sweep(model, un, train, val, test, structured=False, finetune_epochs=args.sweep_epochs,
-                    train_overrides=over, log=_log)
+        res = sweep(
+            model,
+            un,
+            train,
+            val,
+            test,
+            structured=False,
+            finetune_epochs=args.sweep_epochs,
+            train_overrides=over,
+            log=_log,
+        )
         out["sweep_unstructured"] = {"finetune_epochs": args.sweep_epochs, "rows": res["rows"]}
     return out
 
@@ -151,11 +199,15 @@ def main(argv=None) -> dict:
             _log(f"skip {name}: {path} not found (train it with edgeseq train)")
             continue
         results[name] = bench_checkpoint(name, path, args)
-    out = {"config": {k: v for k, v in vars(args).items() if k != "no_write"}, "threads": 1,
-           "load_average_1_5_15min": list(os.getloadavg()), "missing_checkpoints": missing,
-           "target": "structured 50% hidden units: >= 40% fewer parameters, <= 1 point accuracy loss after fine-tuning",
-           "target_met": {k: r["acceptance"]["target_met"] for k, r in results.items()},
-           "results": results}
+    out = {
+        "config": {k: v for k, v in vars(args).items() if k != "no_write"},
+        "threads": 1,
+        "load_average_1_5_15min": list(os.getloadavg()),
+        "missing_checkpoints": missing,
+        "target": "structured 50% hidden units: >= 40% fewer parameters, <= 1 point accuracy loss after fine-tuning",
+        "target_met": {k: r["acceptance"]["target_met"] for k, r in results.items()},
+        "results": results,
+    }
     if not args.no_write:
         print(f"wrote {write_results('prune', out)}")
     return out

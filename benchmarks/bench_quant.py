@@ -76,15 +76,22 @@ def bench_model(task: str, spec: str, args) -> dict:
     rng = np.random.default_rng(0)
     order = rng.permutation(len(train.x))
     calib = train.x[order[: args.calib]]
-    vi = order[args.calib: args.calib + args.val]
+    vi = order[args.calib : args.calib + args.val]
     val = (train.x[vi], train.y[vi])
     if args.max_test:
         test = test.subset(np.arange(min(args.max_test, len(test))))
         extra = {k: v.subset(np.arange(min(args.max_test, len(v)))) for k, v in extra.items()}
-    row: dict = {"task": task, "model": _short(spec), "source": spec, "arch": (lm.metrics or {}).get("arch") or g.metadata.get("arch"),
-                 "parameters": int(g.num_params()), "calibration_sequences": int(len(calib)),
-                 "validation_sequences": int(len(vi)), "test_sequences": int(len(test.y)),
-                 "trained_test_accuracy": (lm.metrics.get("test") or {}).get("accuracy")}
+    row: dict = {
+        "task": task,
+        "model": _short(spec),
+        "source": spec,
+        "arch": (lm.metrics or {}).get("arch") or g.metadata.get("arch"),
+        "parameters": int(g.num_params()),
+        "calibration_sequences": int(len(calib)),
+        "validation_sequences": int(len(vi)),
+        "test_sequences": int(len(test.y)),
+        "trained_test_accuracy": (lm.metrics.get("test") or {}).get("accuracy"),
+    }
     plans = {}
     for name, kw in (("naive", {}), ("edgeseq", {"val": val, "budget": BUDGET})):
         t0 = time.perf_counter()
@@ -97,23 +104,42 @@ def bench_model(task: str, spec: str, args) -> dict:
         for k, ds in extra.items():
             res[k] = _eval(qg, ds.x, ds.y)
         sz = qg.sizes()
-        res.update(const_bytes=sz["const_bytes"], weight_bytes=sz["weights_bytes"],
-                   float32_param_bytes=sz["float_param_bytes"], state_bytes=sz["state_bytes"],
-                   micro_ops_per_step=sz["micro_ops_per_step"], macs_per_step=sz["macs_per_step"],
-                   micro_op_counts=qg.program.op_counts())
+        res.update(
+            const_bytes=sz["const_bytes"],
+            weight_bytes=sz["weights_bytes"],
+            float32_param_bytes=sz["float_param_bytes"],
+            state_bytes=sz["state_bytes"],
+            micro_ops_per_step=sz["micro_ops_per_step"],
+            macs_per_step=sz["macs_per_step"],
+            micro_op_counts=qg.program.op_counts(),
+        )
         res["drop_points"] = round(100 * (res["float_accuracy"] - res["int_accuracy"]), 3)
         if qg.plan.outliers:
             res["outliers"] = qg.plan.outliers
         s = qg.info.get("search")
         if s:
-            res["search"] = {k: s[k] for k in ("float_accuracy", "start_accuracy", "final_accuracy", "promoted", "met",
-                                               "validation_sequences")}
+            res["search"] = {
+                k: s[k]
+                for k in (
+                    "float_accuracy",
+                    "start_accuracy",
+                    "final_accuracy",
+                    "promoted",
+                    "met",
+                    "validation_sequences",
+                )
+            }
         plans[name] = res
-        print(f"  {task}:{_short(spec)} {name:8s} float {100 * res['float_accuracy']:.2f}%  int {100 * res['int_accuracy']:.2f}%"
-              f"  (drop {res['drop_points']:+.2f})  fake {100 * res['fake_accuracy']:.2f}%  int/fake agreement "
-              f"{100 * res['int_fake_agreement']:.2f}%"
-              + "".join(f"  [{k}: float {100 * res[k]['float_accuracy']:.2f}% int {100 * res[k]['int_accuracy']:.2f}%]"
-                        for k in extra), flush=True)
+        print(
+            f"  {task}:{_short(spec)} {name:8s} float {100 * res['float_accuracy']:.2f}%  int {100 * res['int_accuracy']:.2f}%"
+            f"  (drop {res['drop_points']:+.2f})  fake {100 * res['fake_accuracy']:.2f}%  int/fake agreement "
+            f"{100 * res['int_fake_agreement']:.2f}%"
+            + "".join(
+                f"  [{k}: float {100 * res[k]['float_accuracy']:.2f}% int {100 * res[k]['int_accuracy']:.2f}%]"
+                for k in extra
+            ),
+            flush=True,
+        )
     row["float_accuracy"] = plans["edgeseq"]["float_accuracy"]
     row["plans"] = plans
     row["edgeseq_within_budget"] = plans["edgeseq"]["drop_points"] <= BUDGET
@@ -123,8 +149,12 @@ def bench_model(task: str, spec: str, args) -> dict:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", action="append", metavar="TASK:MODEL",
-                    help=f"task and model spec (repeatable; default {' '.join(DEFAULT_MODELS)})")
+    ap.add_argument(
+        "--model",
+        action="append",
+        metavar="TASK:MODEL",
+        help=f"task and model spec (repeatable; default {' '.join(DEFAULT_MODELS)})",
+    )
     ap.add_argument("--calib", type=int, default=512)
     ap.add_argument("--val", type=int, default=1024)
     ap.add_argument("--max-test", type=int, default=0, help="evaluate on at most this many test sequences")
@@ -143,14 +173,21 @@ def main(argv=None) -> dict:
             skipped[item] = str(e)
             print(f"  skipped: {e}")
     if not results:
-        raise ConfigError("no trained model could be loaded (" + "; ".join(f"{k}: {v}" for k, v in skipped.items())
-                          + ")", hint="install the shipped models, set EDGESEQ_TRAINED to a folder of training "
-                                      "outputs, or pass --model TASK:PATH")
-    out = {"config": {k: v for k, v in vars(args).items() if k != "no_write"}, "budget_points": BUDGET,
-           "protocol": "calibration and search on the training split, accuracies of the integer program "
-                       "(integer-exact interpreter) on the test split",
-           "targets": {"edgeseq_drop_points_max": BUDGET, "int_fake_agreement_min": 0.999},
-           "load_average_1_5_15min": list(os.getloadavg()), "results": results, "skipped": skipped}
+        raise ConfigError(
+            "no trained model could be loaded (" + "; ".join(f"{k}: {v}" for k, v in skipped.items()) + ")",
+            hint="install the shipped models, set EDGESEQ_TRAINED to a folder of training "
+            "outputs, or pass --model TASK:PATH",
+        )
+    out = {
+        "config": {k: v for k, v in vars(args).items() if k != "no_write"},
+        "budget_points": BUDGET,
+        "protocol": "calibration and search on the training split, accuracies of the integer program "
+        "(integer-exact interpreter) on the test split",
+        "targets": {"edgeseq_drop_points_max": BUDGET, "int_fake_agreement_min": 0.999},
+        "load_average_1_5_15min": list(os.getloadavg()),
+        "results": results,
+        "skipped": skipped,
+    }
     if not args.no_write:
         print(f"wrote {write_results('quant', out)}")
     return out

@@ -23,13 +23,31 @@ from pathlib import Path
 from benchmarks.common import results_dir, write_results
 
 NAME = "sweep_har_cortex-m4"
-COMPARED = ("accuracy_int8_val", "accuracy_int8_test", "accuracy_float_test", "instructions_per_inference",
-            "flash_bytes", "ram_bytes", "parameters")
+COMPARED = (
+    "accuracy_int8_val",
+    "accuracy_int8_test",
+    "accuracy_float_test",
+    "instructions_per_inference",
+    "flash_bytes",
+    "ram_bytes",
+    "parameters",
+)
 
 
 def _strip(rec: dict) -> dict:
-    keep = ("number", "status", "label", "params", "stage", "error", "seconds", "pareto_val", "pareto_test",
-            "feasible", "retries")
+    keep = (
+        "number",
+        "status",
+        "label",
+        "params",
+        "stage",
+        "error",
+        "seconds",
+        "pareto_val",
+        "pareto_test",
+        "feasible",
+        "retries",
+    )
     out = {k: rec.get(k) for k in keep if k in rec}
     out["metrics"] = {k: v for k, v in (rec.get("metrics") or {}).items()}
     return out
@@ -42,33 +60,58 @@ def _sweep(out: Path, trials: int, workers: int, args) -> dict:
     load0 = os.getloadavg()
     tag = f"[{workers} worker{'s' * (workers > 1)}]"
     # every part proposes like the whole sweep: the same number of random trials first
-    res = sweep("har", "cortex-m4", trials, out, seed=args.seed, batch=args.batch, engine=args.engine,
-                startup=default_startup(args.trials, args.batch), workers=workers,
-                log=lambda m: print(f"{tag} {m}", flush=True))
+    res = sweep(
+        "har",
+        "cortex-m4",
+        trials,
+        out,
+        seed=args.seed,
+        batch=args.batch,
+        engine=args.engine,
+        startup=default_startup(args.trials, args.batch),
+        workers=workers,
+        log=lambda m: print(f"{tag} {m}", flush=True),
+    )
     if not res.complete:
         raise SystemExit(f"the {workers}-worker sweep was stopped before all trials ran: rerun to resume")
     # a session that ran no trial (a rerun that only reports) adds nothing
     ran = bool(res.results["sessions"] and res.results["sessions"][-1].get("trials_run"))
-    return {"results": res.results, "report": str(res.report), "ran_trials": ran,
-            "sessions": [{k: s.get(k) for k in ("index", "started", "seconds", "trials_before", "trials_run", "status",
-                                                 "engine")} for s in res.results["sessions"] if s.get("trials_run")],
-            "load_average_before": list(load0), "load_average_after": list(os.getloadavg())}
+    return {
+        "results": res.results,
+        "report": str(res.report),
+        "ran_trials": ran,
+        "sessions": [
+            {k: s.get(k) for k in ("index", "started", "seconds", "trials_before", "trials_run", "status", "engine")}
+            for s in res.results["sessions"]
+            if s.get("trials_run")
+        ],
+        "load_average_before": list(load0),
+        "load_average_after": list(os.getloadavg()),
+    }
 
 
 def _same(a: dict, b: dict) -> bool:
     """Same trials (parameters) with the same measurements, for every trial both recorded."""
     other = {t["number"]: t for t in b["trials"]}
-    return all(t["number"] in other and other[t["number"]]["params"] == t["params"]
-               and all(other[t["number"]]["metrics"].get(k) == t["metrics"].get(k) for k in COMPARED)
-               for t in a["trials"] if t["number"] in other)
+    return all(
+        t["number"] in other
+        and other[t["number"]]["params"] == t["params"]
+        and all(other[t["number"]]["metrics"].get(k) == t["metrics"].get(k) for k in COMPARED)
+        for t in a["trials"]
+        if t["number"] in other
+    )
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=16, help="trials of the sweep (2 workers)")
-    ap.add_argument("--compare-trials", type=int, default=8,
-                    help="the first N trials are also run with 1 worker and then 2 workers, for the wall-time "
-                         "comparison (default 8)")
+    ap.add_argument(
+        "--compare-trials",
+        type=int,
+        default=8,
+        help="the first N trials are also run with 1 worker and then 2 workers, for the wall-time "
+        "comparison (default 8)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--engine", default="ray", choices=("ray", "sequential"))
@@ -95,32 +138,45 @@ def main(argv=None) -> dict:
     if vs.get("test", {}).get("trial") is not None:
         n = vs["test"]["trial"]
         t = next(x for x in first["trials"] if x["number"] == n)
-        dom = {"trial": n, "label": t.get("label"), "params": t["params"], "metrics": t["metrics"],
-               "how": vs["test"]["how"], "criteria": vs["test"]["criteria"],
-               "dominating_trials_test": vs["test"]["dominating_trials"],
-               "dominating_trials_validation": vs["validation"]["dominating_trials"],
-               "chosen_is_it": vs["test"]["chosen_dominates"],
-               "files": {f: str(two / "trials" / f"{n:04d}" / f) for f in ("model.ckpt", "model.q.esq")}}
+        dom = {
+            "trial": n,
+            "label": t.get("label"),
+            "params": t["params"],
+            "metrics": t["metrics"],
+            "how": vs["test"]["how"],
+            "criteria": vs["test"]["criteria"],
+            "dominating_trials_test": vs["test"]["dominating_trials"],
+            "dominating_trials_validation": vs["validation"]["dominating_trials"],
+            "chosen_is_it": vs["test"]["chosen_dominates"],
+            "files": {f: str(two / "trials" / f"{n:04d}" / f) for f in ("model.ckpt", "model.q.esq")},
+        }
     result = {
-        "config": {"task": "har", "target": "cortex-m4", "trials": args.trials, "compare_trials": args.compare_trials,
-                   "seed": args.seed, "batch": args.batch, "engine": args.engine,
-                   "space": "default har space (edgeseq sweep --task har --target cortex-m4 --show-space)",
-                   "threads_per_trial": 1},
+        "config": {
+            "task": "har",
+            "target": "cortex-m4",
+            "trials": args.trials,
+            "compare_trials": args.compare_trials,
+            "seed": args.seed,
+            "batch": args.batch,
+            "engine": args.engine,
+            "space": "default har space (edgeseq sweep --task har --target cortex-m4 --show-space)",
+            "threads_per_trial": 1,
+        },
         "method": {
             "trial": "train with the HAR recipe (edgeseq.train), optional structured pruning + 5 fine-tuning epochs, "
-                     "edgeseq int8 plan with the trial's accuracy budget, export for cortex-m4 (firmware for "
-                     "mps2-an386, checked bit-exact against the integer-exact interpreter), instructions per "
-                     "128-sample inference (QEMU plugin), flash / RAM of the firmware, 32 test windows run on the "
-                     "emulated board",
+            "edgeseq int8 plan with the trial's accuracy budget, export for cortex-m4 (firmware for "
+            "mps2-an386, checked bit-exact against the integer-exact interpreter), instructions per "
+            "128-sample inference (QEMU plugin), flash / RAM of the firmware, 32 test windows run on the "
+            "emulated board",
             "accuracy": "int8 accuracy from the integer-exact interpreter (bit-exact with the device): on the "
-                        "recipe's held-out validation subjects (what the search optimises) and on the UCI HAPT test "
-                        "subjects (reported; the comparison with har_lmu uses it)",
+            "recipe's held-out validation subjects (what the search optimises) and on the UCI HAPT test "
+            "subjects (reported; the comparison with har_lmu uses it)",
             "dominance": "a trial dominates har_lmu when it is at least as good in int8 test accuracy, instructions "
-                         "per inference and flash, and strictly better in one",
+            "per inference and flash, and strictly better in one",
             "wall_time": f"the first {args.compare_trials} trials run with 1 worker and straight after with 2 workers "
-                         "(fresh sweep directories, the same seed): from the engine's start to the last trial recorded "
-                         "(no report, no export of the chosen model); a shared 2-core machine whose load averages are "
-                         "recorded",
+            "(fresh sweep directories, the same seed): from the engine's start to the last trial recorded "
+            "(no report, no export of the chosen model); a shared 2-core machine whose load averages are "
+            "recorded",
         },
         "wall_seconds": wall,
         "wall_seconds_first_trials_in_the_sweep_2_workers": first2["seconds"],
@@ -132,10 +188,12 @@ def main(argv=None) -> dict:
         "chosen": {k: first["chosen"].get(k) for k in ("trial", "label", "why", "metrics", "artifact")},
         "pareto_front": first["pareto_front"],
         "counts": first["counts"],
-        "runs": {"2 workers": {k: v for k, v in full.items() if k != "results"},
-                 "2 workers, first part": {k: v for k, v in part.items() if k != "results"},
-                 "1 worker": {k: v for k, v in one.items() if k != "results"},
-                 "2 workers, comparison": {k: v for k, v in two_again.items() if k != "results"}},
+        "runs": {
+            "2 workers": {k: v for k, v in full.items() if k != "results"},
+            "2 workers, first part": {k: v for k, v in part.items() if k != "results"},
+            "1 worker": {k: v for k, v in one.items() if k != "results"},
+            "2 workers, comparison": {k: v for k, v in two_again.items() if k != "results"},
+        },
         "trials": trials,
     }
     png = _pareto_png(first)
@@ -146,8 +204,10 @@ def main(argv=None) -> dict:
             (out / f"{NAME}.png").write_bytes(png)
             result["plot"] = f"{NAME}.png"
         print(f"wrote {write_results(NAME, result)}")
-    print(f"wall time for {args.compare_trials} trials: {wall}; same trials: {result['same_trials_1_and_2_workers']}; "
-          f"dominates har_lmu: {dom['how'] if dom else 'none'}")
+    print(
+        f"wall time for {args.compare_trials} trials: {wall}; same trials: {result['same_trials_1_and_2_workers']}; "
+        f"dominates har_lmu: {dom['how'] if dom else 'none'}"
+    )
     return result
 
 
@@ -171,47 +231,86 @@ def markdown(d: dict) -> str:
     rows = []
     for t in d["trials"]:
         m = t.get("metrics") or {}
-        rows.append([t["number"], t.get("label"), t["status"] if t["status"] != "ok" else
-                     ("front" if t.get("pareto_test") else ""),
-                     None if m.get("accuracy_int8_val") is None else f"{100 * m['accuracy_int8_val']:.2f}",
-                     None if m.get("accuracy_int8_test") is None else f"{100 * m['accuracy_int8_test']:.2f}",
-                     None if m.get("instructions_per_inference") is None else
-                     f"{m['instructions_per_inference'] / 1e6:.2f}",
-                     None if m.get("flash_bytes") is None else f"{m['flash_bytes'] / 1024:.1f}",
-                     None if m.get("ram_bytes") is None else f"{m['ram_bytes'] / 1024:.1f}",
-                     (t.get("seconds") or {}).get("total")])
+        rows.append(
+            [
+                t["number"],
+                t.get("label"),
+                t["status"] if t["status"] != "ok" else ("front" if t.get("pareto_test") else ""),
+                None if m.get("accuracy_int8_val") is None else f"{100 * m['accuracy_int8_val']:.2f}",
+                None if m.get("accuracy_int8_test") is None else f"{100 * m['accuracy_int8_test']:.2f}",
+                None if m.get("instructions_per_inference") is None else f"{m['instructions_per_inference'] / 1e6:.2f}",
+                None if m.get("flash_bytes") is None else f"{m['flash_bytes'] / 1024:.1f}",
+                None if m.get("ram_bytes") is None else f"{m['ram_bytes'] / 1024:.1f}",
+                (t.get("seconds") or {}).get("total"),
+            ]
+        )
     if b:
-        rows.append(["har_lmu", "shipped model, measured the same way", "reference",
-                     f"{100 * b['accuracy_int8_val']:.2f}", f"{100 * b['accuracy_int8_test']:.2f}",
-                     f"{b['instructions_per_inference'] / 1e6:.2f}", f"{b['flash_bytes'] / 1024:.1f}",
-                     f"{b['ram_bytes'] / 1024:.1f}", None])
+        rows.append(
+            [
+                "har_lmu",
+                "shipped model, measured the same way",
+                "reference",
+                f"{100 * b['accuracy_int8_val']:.2f}",
+                f"{100 * b['accuracy_int8_test']:.2f}",
+                f"{b['instructions_per_inference'] / 1e6:.2f}",
+                f"{b['flash_bytes'] / 1024:.1f}",
+                f"{b['ram_bytes'] / 1024:.1f}",
+                None,
+            ]
+        )
     dom = d.get("dominates_har_lmu")
     wall = d.get("wall_seconds", {})
-    lines = [f"Run {d.get('date', '?')}: {d['config']['trials']} trials, seed {d['config']['seed']}, batches of "
-             f"{d['config']['batch']}, {d['config']['engine']} engine. {d['method']['trial']}.",
-             "",
-             f"Wall time: {d['method']['wall_time']}.",
-             "",
-             f"Wall time of the first {d['config']['compare_trials']} trials: "
-             + ", ".join(f"{w} worker{'s' * (w != '1')}: {s / 60:.1f} min" for w, s in wall.items())
-             + f" (speedup {d['speedup_2_vs_1_workers']}x); the same trials and measurements with 1 and 2 workers: "
-             + ("yes" if d.get("same_trials_1_and_2_workers") else "NO")
-             + (f". The same {d['config']['compare_trials']} trials as the sweep's first session (2 workers, an "
-                f"earlier hour): {d['wall_seconds_first_trials_in_the_sweep_2_workers'] / 60:.1f} min"
-                if "wall_seconds_first_trials_in_the_sweep_2_workers" in d else "")
-             + f". All {d['config']['trials']} trials with 2 workers: "
-             + f"{d['wall_seconds_all_trials_2_workers'] / 60:.1f} min. Load averages (1/5/15 min) before / after: "
-             + "; ".join(f"{w}: {'/'.join(f'{x:.1f}' for x in r['load_average_before'])} / "
-                         f"{'/'.join(f'{x:.1f}' for x in r['load_average_after'])}" for w, r in _ran(d["runs"])) + ".",
-             "",
-             (f"**{dom['how']}** (trial {dom['trial']}: {dom['label']}; trials dominating on the test split: "
-              f"{dom['dominating_trials_test']}, on the validation subjects: {dom['dominating_trials_validation']})."
-              if dom else "**No trial dominates har_lmu.**"),
-             ""]
+    lines = [
+        f"Run {d.get('date', '?')}: {d['config']['trials']} trials, seed {d['config']['seed']}, batches of "
+        f"{d['config']['batch']}, {d['config']['engine']} engine. {d['method']['trial']}.",
+        "",
+        f"Wall time: {d['method']['wall_time']}.",
+        "",
+        f"Wall time of the first {d['config']['compare_trials']} trials: "
+        + ", ".join(f"{w} worker{'s' * (w != '1')}: {s / 60:.1f} min" for w, s in wall.items())
+        + f" (speedup {d['speedup_2_vs_1_workers']}x); the same trials and measurements with 1 and 2 workers: "
+        + ("yes" if d.get("same_trials_1_and_2_workers") else "NO")
+        + (
+            f". The same {d['config']['compare_trials']} trials as the sweep's first session (2 workers, an "
+            f"earlier hour): {d['wall_seconds_first_trials_in_the_sweep_2_workers'] / 60:.1f} min"
+            if "wall_seconds_first_trials_in_the_sweep_2_workers" in d
+            else ""
+        )
+        + f". All {d['config']['trials']} trials with 2 workers: "
+        + f"{d['wall_seconds_all_trials_2_workers'] / 60:.1f} min. Load averages (1/5/15 min) before / after: "
+        + "; ".join(
+            f"{w}: {'/'.join(f'{x:.1f}' for x in r['load_average_before'])} / "
+            f"{'/'.join(f'{x:.1f}' for x in r['load_average_after'])}"
+            for w, r in _ran(d["runs"])
+        )
+        + ".",
+        "",
+        (
+            f"**{dom['how']}** (trial {dom['trial']}: {dom['label']}; trials dominating on the test split: "
+            f"{dom['dominating_trials_test']}, on the validation subjects: {dom['dominating_trials_validation']})."
+            if dom
+            else "**No trial dominates har_lmu.**"
+        ),
+        "",
+    ]
     if d.get("plot"):
         lines += [f"![Pareto fronts](results/{d['plot']})", ""]
-    lines.append(_table(["trial", "model", "test front", "int8 val %", "int8 test %", "M instr / inference", "flash KB",
-                         "RAM KB", "s"], rows))
+    lines.append(
+        _table(
+            [
+                "trial",
+                "model",
+                "test front",
+                "int8 val %",
+                "int8 test %",
+                "M instr / inference",
+                "flash KB",
+                "RAM KB",
+                "s",
+            ],
+            rows,
+        )
+    )
     return "\n".join(lines)
 
 

@@ -68,8 +68,9 @@ def main(argv=None) -> dict:
             entry: dict = {"arch": arch, "config": cfg, "params": graph.num_params(), "targets": {}}
             for target in args.targets.split(","):
                 t0 = time.perf_counter()
-                art = export_c(graph, Path(tmp) / f"{name}-{target.replace(':', '-')}", target=target,
-                               golden_input=x[:, :32])
+                art = export_c(
+                    graph, Path(tmp) / f"{name}-{target.replace(':', '-')}", target=target, golden_input=x[:, :32]
+                )
                 export_s = time.perf_counter() - t0
                 cost = art.cost(x)
                 m = art.manifest
@@ -90,28 +91,39 @@ def main(argv=None) -> dict:
                     row["instructions_per_step"] = round(ins["per_step"], 1)
                     row["instructions_per_sequence_fixed"] = int(ins["per_sequence_fixed"])
                 if "latency" in cost:  # the least disturbed of LATENCY_ROUNDS short timings on a shared machine
-                    lat = min([art.cost(x, timing_repeats=3)["latency"] for _ in range(LATENCY_ROUNDS)],
-                              key=lambda d: d["per_inference_s"])
+                    lat = min(
+                        [art.cost(x, timing_repeats=3)["latency"] for _ in range(LATENCY_ROUNDS)],
+                        key=lambda d: d["per_inference_s"],
+                    )
                     row["latency_per_inference_us"] = round(lat["per_inference_s"] * 1e6, 2)
                     row["latency_per_step_us"] = round(lat["per_step_s"] * 1e6, 3)
                 entry["targets"][target] = row
-                print(f"{name:12} {target:15} "
-                      + (f"{row.get('instructions_per_inference', 0):>10,} insn/inf {row.get('instructions_per_step', 0):>9,.0f} insn/step"
-                         if "instructions_per_inference" in row else f"{row['latency_per_inference_us']:>10.1f} us/inf")
-                      + (f"  flash {row['flash_bytes']:>7,} B  RAM {row['ram_bytes']:>6,} B" if "flash_bytes" in row else "")
-                      + f"  err {row['golden_max_abs_error']:.1e}")
+                print(
+                    f"{name:12} {target:15} "
+                    + (
+                        f"{row.get('instructions_per_inference', 0):>10,} insn/inf {row.get('instructions_per_step', 0):>9,.0f} insn/step"
+                        if "instructions_per_inference" in row
+                        else f"{row['latency_per_inference_us']:>10.1f} us/inf"
+                    )
+                    + (
+                        f"  flash {row['flash_bytes']:>7,} B  RAM {row['ram_bytes']:>6,} B"
+                        if "flash_bytes" in row
+                        else ""
+                    )
+                    + f"  err {row['golden_max_abs_error']:.1e}"
+                )
             rows[name] = entry
     result = {
         "config": {"steps": args.steps, "batch": 1, "in_features": 6, "classes": 6, "input": "synthetic IMU-like"},
         "method": {
             "instructions": "QEMU 7.2 TB-count plugin (edgeseq/targets/support/insn_count_plugin.c). The same "
-                            "driver and input run in step / nostep / io modes: per_inference = (step - io) / B, "
-                            "per_step = (step - nostep) / (B*T), per_sequence_fixed = (nostep - io) / B.",
+            "driver and input run in step / nostep / io modes: per_inference = (step - io) / B, "
+            "per_step = (step - nostep) / (B*T), per_sequence_fixed = (nostep - io) / B.",
             "latency": f"x86 only: clock_gettime around esq_reset + esq_run inside the driver, 3 repeats; the "
-                       f"fastest of {LATENCY_ROUNDS} such timings (this shared 2-core machine)",
+            f"fastest of {LATENCY_ROUNDS} such timings (this shared 2-core machine)",
             "flash_ram": "Cortex-M: ELF sections of the whole firmware (start-up, semihosting driver with 2 x 4 KiB "
-                         "I/O buffers, 8 KiB stack, newlib-nano libm); flash = text + rodata + data, RAM = data + "
-                         "bss + stack. model_code/const bytes: the model object alone.",
+            "I/O buffers, 8 KiB stack, newlib-nano libm); flash = text + rodata + data, RAM = data + "
+            "bss + stack. model_code/const bytes: the model object alone.",
             "flags": "-O2 -std=c99 -ffp-contract=off -fno-math-errno (float32, libm expf/tanhf)",
         },
         "models": rows,

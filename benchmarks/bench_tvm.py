@@ -45,9 +45,8 @@ MODELS = {
 
 
 def _cpu_features() -> dict:
-    from tvm.target import codegen
-
     import tvm
+    from tvm.target import codegen
 
     cpu = codegen.llvm_get_system_cpu()
     feats = set(codegen.llvm_get_cpu_features(tvm.target.Target({"kind": "llvm", "mcpu": cpu})))
@@ -80,10 +79,16 @@ def bench_model(arch: str, args) -> dict:
         want = model(x).numpy()
     got, _ = module.run(xn)
     ref = reference(graph, xn)[0][0]
-    row: dict = {"config": MODELS[arch](args), "params": graph.num_params(), "compile_s": compile_s,
-                 "kernels": list(module.kernels), **sizes,
-                 "max_abs_diff_vs_torch": float(np.abs(got - want).max()),
-                 "max_abs_diff_vs_reference": float(np.abs(got - ref).max()), "methods": {}}
+    row: dict = {
+        "config": MODELS[arch](args),
+        "params": graph.num_params(),
+        "compile_s": compile_s,
+        "kernels": list(module.kernels),
+        **sizes,
+        "max_abs_diff_vs_torch": float(np.abs(got - want).max()),
+        "max_abs_diff_vs_reference": float(np.abs(got - ref).max()),
+        "methods": {},
+    }
 
     vm_fn = module.vm["main"]
     xt = tvm.runtime.tensor(xn)
@@ -101,8 +106,12 @@ def bench_model(arch: str, args) -> dict:
     eager = statistics.median(samples["torch_eager"])
     for k, v in samples.items():
         med = statistics.median(v)
-        row["methods"][k] = {"median_us": med * 1e6, "p10_us": float(np.percentile(v, 10)) * 1e6,
-                             "p90_us": float(np.percentile(v, 90)) * 1e6, "speedup_vs_torch_eager": eager / med}
+        row["methods"][k] = {
+            "median_us": med * 1e6,
+            "p10_us": float(np.percentile(v, 10)) * 1e6,
+            "p90_us": float(np.percentile(v, 90)) * 1e6,
+            "speedup_vs_torch_eager": eager / med,
+        }
     return row
 
 
@@ -125,14 +134,20 @@ def main(argv=None) -> dict:
         row = bench_model(arch, args)
         results[arch] = row
         m = row["methods"]
-        print(f"{arch:7s} torch_eager {m['torch_eager']['median_us']:9.1f} us | tvm {m['tvm']['median_us']:8.1f} us "
-              f"({m['tvm']['speedup_vs_torch_eager']:.1f}x) | tvm_run {m['tvm_run']['median_us']:8.1f} us "
-              f"({m['tvm_run']['speedup_vs_torch_eager']:.1f}x) | err vs ref {row['max_abs_diff_vs_reference']:.1e}")
-    out = {"config": {k: v for k, v in vars(args).items() if k != "no_write"}, "threads": 1,
-           "env": {"TVM_NUM_THREADS": os.environ.get("TVM_NUM_THREADS"), "torch_threads": torch.get_num_threads()},
-           "versions": {"tvm": tvm.__version__}, "cpu_features": _cpu_features(),
-           "target": "tvm >= 3x faster than torch_eager (B=1, one thread)",
-           "results": results}
+        print(
+            f"{arch:7s} torch_eager {m['torch_eager']['median_us']:9.1f} us | tvm {m['tvm']['median_us']:8.1f} us "
+            f"({m['tvm']['speedup_vs_torch_eager']:.1f}x) | tvm_run {m['tvm_run']['median_us']:8.1f} us "
+            f"({m['tvm_run']['speedup_vs_torch_eager']:.1f}x) | err vs ref {row['max_abs_diff_vs_reference']:.1e}"
+        )
+    out = {
+        "config": {k: v for k, v in vars(args).items() if k != "no_write"},
+        "threads": 1,
+        "env": {"TVM_NUM_THREADS": os.environ.get("TVM_NUM_THREADS"), "torch_threads": torch.get_num_threads()},
+        "versions": {"tvm": tvm.__version__},
+        "cpu_features": _cpu_features(),
+        "target": "tvm >= 3x faster than torch_eager (B=1, one thread)",
+        "results": results,
+    }
     if not args.no_write:
         print(f"wrote {write_results('tvm', out)}")
     return out

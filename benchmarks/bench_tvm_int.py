@@ -67,12 +67,17 @@ def bench_model(arch: str, args) -> dict:
         y, _ = m.run_int(xq)
         exact[name] = bool(np.array_equal(np.asarray(y, np.int64), ref))
     yf, _ = imod.run(xn)
-    exact["tvm_int_float_boundary"] = bool(np.array_equal(yf, intexact.dequantize_outputs(q.program, (ref,))[0]
-                                                          .astype(np.float32)))
+    exact["tvm_int_float_boundary"] = bool(
+        np.array_equal(yf, intexact.dequantize_outputs(q.program, (ref,))[0].astype(np.float32))
+    )
     xt = tvm.runtime.tensor(xn)
     xqt = tvm.runtime.tensor(np.ascontiguousarray(xq, dtype=imod.signature.check_int_inputs(xq)[0].dtype))
-    fns = {"tvm_float": (fmod.vm["main"], xt), "tvm_int": (imod.vm["main"], xt),
-           "tvm_int_core": (imod.vm["main_int"], xqt), "tvm_int_no_pmaddwd": (pmod.vm["main_int"], xqt)}
+    fns = {
+        "tvm_float": (fmod.vm["main"], xt),
+        "tvm_int": (imod.vm["main"], xt),
+        "tvm_int_core": (imod.vm["main_int"], xqt),
+        "tvm_int_no_pmaddwd": (pmod.vm["main_int"], xqt),
+    }
     samples: dict[str, list[float]] = {k: [] for k in fns}
     for fn, a in fns.values():
         for _ in range(args.warmup):
@@ -83,13 +88,24 @@ def bench_model(arch: str, args) -> dict:
             fn(a)
             samples[k].append(time.perf_counter() - t)
     base = statistics.median(samples["tvm_float"])
-    row = {"config": MODELS[arch](args), "params": graph.num_params(), "macs_per_step": q.program.macs_per_step(),
-           "micro_ops_per_step": len(q.program.step), "compile_s": {"float": t1 - t0, "int": t2 - t1},
-           "bit_exact_vs_intexact": exact, "kernels": list(imod.kernels), "methods": {}}
+    row = {
+        "config": MODELS[arch](args),
+        "params": graph.num_params(),
+        "macs_per_step": q.program.macs_per_step(),
+        "micro_ops_per_step": len(q.program.step),
+        "compile_s": {"float": t1 - t0, "int": t2 - t1},
+        "bit_exact_vs_intexact": exact,
+        "kernels": list(imod.kernels),
+        "methods": {},
+    }
     for k, v in samples.items():
         med = statistics.median(v)
-        row["methods"][k] = {"median_us": med * 1e6, "p10_us": float(np.percentile(v, 10)) * 1e6,
-                             "p90_us": float(np.percentile(v, 90)) * 1e6, "speedup_vs_float": base / med}
+        row["methods"][k] = {
+            "median_us": med * 1e6,
+            "p10_us": float(np.percentile(v, 10)) * 1e6,
+            "p90_us": float(np.percentile(v, 90)) * 1e6,
+            "speedup_vs_float": base / med,
+        }
     return row
 
 
@@ -113,11 +129,18 @@ def main(argv=None) -> dict:
         row = bench_model(arch, args)
         results[arch] = row
         m = row["methods"]
-        print(f"{arch:5s} float {m['tvm_float']['median_us']:8.1f} us | int {m['tvm_int']['median_us']:8.1f} us "
-              f"({m['tvm_int']['speedup_vs_float']:.2f}x) | int core {m['tvm_int_core']['median_us']:8.1f} us | "
-              f"no pmaddwd {m['tvm_int_no_pmaddwd']['median_us']:8.1f} us | exact {row['bit_exact_vs_intexact']}")
-    out = {"config": {k: v for k, v in vars(args).items() if k != "no_write"}, "threads": 1,
-           "versions": {"tvm": tvm.__version__}, "llvm_cpu": codegen.llvm_get_system_cpu(), "results": results}
+        print(
+            f"{arch:5s} float {m['tvm_float']['median_us']:8.1f} us | int {m['tvm_int']['median_us']:8.1f} us "
+            f"({m['tvm_int']['speedup_vs_float']:.2f}x) | int core {m['tvm_int_core']['median_us']:8.1f} us | "
+            f"no pmaddwd {m['tvm_int_no_pmaddwd']['median_us']:8.1f} us | exact {row['bit_exact_vs_intexact']}"
+        )
+    out = {
+        "config": {k: v for k, v in vars(args).items() if k != "no_write"},
+        "threads": 1,
+        "versions": {"tvm": tvm.__version__},
+        "llvm_cpu": codegen.llvm_get_system_cpu(),
+        "results": results,
+    }
     if not args.no_write:
         print(f"wrote {write_results('tvm_int', out)}")
     return out

@@ -20,7 +20,6 @@ import importlib
 import importlib.metadata
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -35,24 +34,38 @@ DEFAULT_RESULTS = HERE / "results"
 # name -> (module, results file(s), what it measures); in the order they run. Any other
 # benchmarks/bench_*.py that defines run(quick, write) is discovered and runs after these.
 CORE: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "parallel": ("benchmarks.bench_parallel", ("parallel_training",),
-                 "parallel vs sequential training step at T=512 (minGRU, minLSTM, LMU)"),
-    "latency": ("benchmarks.bench_latency", ("latency",),
-                "streaming-step and whole-sequence latency: torch eager, onnxruntime (edgeseq and torch export), "
-                "TVM x86"),
+    "parallel": (
+        "benchmarks.bench_parallel",
+        ("parallel_training",),
+        "parallel vs sequential training step at T=512 (minGRU, minLSTM, LMU)",
+    ),
+    "latency": (
+        "benchmarks.bench_latency",
+        ("latency",),
+        "streaming-step and whole-sequence latency: torch eager, onnxruntime (edgeseq and torch export), TVM x86",
+    ),
     "onnx": ("benchmarks.bench_onnx", ("onnx",), "edgeseq ONNX in onnxruntime vs torch eager: float, QDQ, integer"),
     "tvm": ("benchmarks.bench_tvm", ("tvm",), "TVM x86 vs torch eager, library sizes"),
-    "targets": ("benchmarks.bench_targets", ("targets",),
-                "instructions per inference on arm / Cortex-M under QEMU, flash / RAM, x86 latency"),
-    "gpu_reference": ("benchmarks.bench_gpu_reference", ("gpu_reference",),
-                      "reference kernels throughput (CUDA + Triton when present, else torch on the CPU)"),
+    "targets": (
+        "benchmarks.bench_targets",
+        ("targets",),
+        "instructions per inference on arm / Cortex-M under QEMU, flash / RAM, x86 latency",
+    ),
+    "gpu_reference": (
+        "benchmarks.bench_gpu_reference",
+        ("gpu_reference",),
+        "reference kernels throughput (CUDA + Triton when present, else torch on the CPU)",
+    ),
 }
 BUDGET_MINUTES = 19.0
 # benchmarks far longer than the suite's budget: run on their own (python -m benchmarks.bench_<name>), their
 # results file rendered into BENCHMARKS.md by the module's markdown(results) -> name: (module, file, what)
 STANDALONE: dict[str, tuple[str, str, str]] = {
-    "sweep": ("benchmarks.bench_sweep", "sweep_har_cortex-m4",
-              "Find the model for a device: a 16-trial HAR sweep on Cortex-M4 with 1 and 2 Ray workers"),
+    "sweep": (
+        "benchmarks.bench_sweep",
+        "sweep_har_cortex-m4",
+        "Find the model for a device: a 16-trial HAR sweep on Cortex-M4 with 1 and 2 Ray workers",
+    ),
 }
 
 
@@ -60,7 +73,7 @@ def discover() -> dict[str, tuple[str, tuple[str, ...], str]]:
     """CORE, then every other benchmarks/bench_<name>.py that defines ``run(quick, write)``."""
     benches = dict(CORE)
     for path in sorted(HERE.glob("bench_*.py")):
-        name = path.stem[len("bench_"):]
+        name = path.stem[len("bench_") :]
         if name in benches:
             continue
         text = path.read_text(encoding="utf-8", errors="replace")
@@ -109,15 +122,22 @@ def machine() -> dict:
         versions["edgeseq"] = __version__
     except ImportError:  # pragma: no cover
         pass
-    tools = {t: _cmd_version([t, "--version"]) for t in ("gcc", "aarch64-linux-gnu-gcc", "arm-none-eabi-gcc",
-                                                          "qemu-aarch64", "qemu-system-arm")}
+    tools = {
+        t: _cmd_version([t, "--version"])
+        for t in ("gcc", "aarch64-linux-gnu-gcc", "arm-none-eabi-gcc", "qemu-aarch64", "qemu-system-arm")
+    }
     info.update(versions=versions, tools=tools, load_average=list(os.getloadavg()))
     return info
 
 
-def run_suite(quick: bool = False, only: Optional[list[str]] = None, skip: Optional[list[str]] = None,
-              out: Optional[Path] = None, budget_minutes: float = BUDGET_MINUTES,
-              log: Callable[[str], None] = print) -> dict:
+def run_suite(
+    quick: bool = False,
+    only: Optional[list[str]] = None,
+    skip: Optional[list[str]] = None,
+    out: Optional[Path] = None,
+    budget_minutes: float = BUDGET_MINUTES,
+    log: Callable[[str], None] = print,
+) -> dict:
     """Run the selected benchmarks (all by default), each in its own Python process (a crash or a
     hang cannot take the suite down; each one's ratios come from its own side-by-side runs), within
     ``budget_minutes`` in all: a benchmark that would start or run past it is skipped or stopped and
@@ -139,22 +159,29 @@ def run_suite(quick: bool = False, only: Optional[list[str]] = None, skip: Optio
         env.setdefault(var, "1")
     root = str(HERE.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    record: dict[str, Any] = {"quick": quick, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                              "machine": machine(), "budget_minutes": budget_minutes, "benchmarks": {},
-                              "threads": {v: env.get(v) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                                                  "TVM_NUM_THREADS")}}
+    record: dict[str, Any] = {
+        "quick": quick,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": machine(),
+        "budget_minutes": budget_minutes,
+        "benchmarks": {},
+        "threads": {v: env.get(v) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TVM_NUM_THREADS")},
+    }
     t_suite = time.perf_counter()
     deadline = t_suite + budget_minutes * 60.0
     for name in names:
         module, _, what = benches[name]
         left = deadline - time.perf_counter()
         if left < 20.0:
-            record["benchmarks"][name] = {"status": "skipped", "seconds": 0.0,
-                                          "error": f"not started: the {budget_minutes:g}-minute budget is spent"}
+            record["benchmarks"][name] = {
+                "status": "skipped",
+                "seconds": 0.0,
+                "error": f"not started: the {budget_minutes:g}-minute budget is spent",
+            }
             log(f"== {name}: skipped (time budget spent)")
             continue
         log(f"== {name}: {what}")
-        code = (f"import torch; torch.set_num_threads(1); import {module} as m; m.run(quick={bool(quick)})")
+        code = f"import torch; torch.set_num_threads(1); import {module} as m; m.run(quick={bool(quick)})"
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-c", code], cwd=root, env=env, start_new_session=True)
         try:
@@ -183,8 +210,14 @@ def run_suite(quick: bool = False, only: Optional[list[str]] = None, skip: Optio
             prev = {}
     record["benchmarks"] = {**prev, **record["benchmarks"]}
     for n in benches:
-        record["benchmarks"].setdefault(n, {"status": "not run", "seconds": 0.0,
-                                            "error": "left out of this run (--only / --skip); earlier results shown"})
+        record["benchmarks"].setdefault(
+            n,
+            {
+                "status": "not run",
+                "seconds": 0.0,
+                "error": "left out of this run (--only / --skip); earlier results shown",
+            },
+        )
     atomic_write_json(suite_file, record)
     md = markdown_path(out)
     render_markdown(out, md)
@@ -193,8 +226,11 @@ def run_suite(quick: bool = False, only: Optional[list[str]] = None, skip: Optio
 
 
 def markdown_path(results: Path) -> Path:
-    return HERE / "BENCHMARKS.md" if Path(results).resolve() == DEFAULT_RESULTS.resolve() else Path(results) / \
-        "BENCHMARKS.md"
+    return (
+        HERE / "BENCHMARKS.md"
+        if Path(results).resolve() == DEFAULT_RESULTS.resolve()
+        else Path(results) / "BENCHMARKS.md"
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -240,12 +276,18 @@ def _section_machine(suite: Optional[dict]) -> str:
         return "_No suite record (run `python -m benchmarks`)._"
     m = suite["machine"]
     v = m.get("versions", {})
-    rows = [["CPU", f"{m.get('cpu')} ({', '.join(m.get('cpu_flags', []))})"], ["cores", m.get("cores")],
-            ["memory", f"{m.get('memory_gib')} GiB"], ["platform", m.get("platform")],
-            ["load average (1/5/15 min) before / after",
-             f"{'/'.join(f'{x:.2f}' for x in m.get('load_average', []))} / "
-             f"{'/'.join(f'{x:.2f}' for x in suite.get('load_average_after', []))}"],
-            ["python", m.get("python")]]
+    rows = [
+        ["CPU", f"{m.get('cpu')} ({', '.join(m.get('cpu_flags', []))})"],
+        ["cores", m.get("cores")],
+        ["memory", f"{m.get('memory_gib')} GiB"],
+        ["platform", m.get("platform")],
+        [
+            "load average (1/5/15 min) before / after",
+            f"{'/'.join(f'{x:.2f}' for x in m.get('load_average', []))} / "
+            f"{'/'.join(f'{x:.2f}' for x in suite.get('load_average_after', []))}",
+        ],
+        ["python", m.get("python")],
+    ]
     rows += [[k, val] for k, val in v.items() if val]
     rows += [[k, val] for k, val in (m.get("tools") or {}).items() if val]
     return _table(["", ""], rows)
@@ -258,23 +300,29 @@ def _section_latency(d: dict) -> str:
     rows, notes = [], []
     for arch, r in d["results"].items():
         ms = r["methods"]
-        rows.append([arch, r["params"]] + [_us(ms.get(m, {}).get("sequence_us")) for m in methods]
-                    + [_us(ms.get(m, {}).get("step_us")) for m in methods])
+        rows.append(
+            [arch, r["params"]]
+            + [_us(ms.get(m, {}).get("sequence_us")) for m in methods]
+            + [_us(ms.get(m, {}).get("step_us")) for m in methods]
+        )
         for m in methods:
             e = ms.get(m, {})
             for k in ("error", "step_error", "other_length_error"):
                 if e.get(k):
                     notes.append(f"- {arch} / {m}: {k.replace('_', ' ')}: `{e[k][:160]}`")
             if e.get("correct_at_other_length") is False:
-                notes.append(f"- {arch} / {m}: wrong at another sequence length (time loop unrolled at export): "
-                             "not timed")
+                notes.append(
+                    f"- {arch} / {m}: wrong at another sequence length (time loop unrolled at export): not timed"
+                )
             for k in ("max_abs_diff_vs_torch", "step_max_abs_diff_after_T"):
                 if e.get(k) is not None and e[k] > 1e-4:
                     notes.append(f"- {arch} / {m}: {k} = {e[k]:.2e}")
-    text = (f"B = 1, T = {cfg['steps']}, hidden {cfg['hidden']}, {cfg['inputs']} inputs, one thread per runtime; "
-            f"median of {cfg['rounds']} alternating blocks of {cfg['repeats']} calls (steps: 4x); in parentheses "
-            "the speedup over torch eager in the same run. A step is one streaming call on a 1-step chunk with "
-            "the state carried to the next call.\n\n" + _table(head, rows))
+    text = (
+        f"B = 1, T = {cfg['steps']}, hidden {cfg['hidden']}, {cfg['inputs']} inputs, one thread per runtime; "
+        f"median of {cfg['rounds']} alternating blocks of {cfg['repeats']} calls (steps: 4x); in parentheses "
+        "the speedup over torch eager in the same run. A step is one streaming call on a 1-step chunk with "
+        "the state carried to the next call.\n\n" + _table(head, rows)
+    )
     return text + ("\n\n" + "\n".join(notes) if notes else "")
 
 
@@ -283,36 +331,82 @@ def _section_onnx(d: dict) -> str:
     for arch, r in d["results"].items():
         ms = r["methods"]
         q, qdq = ms.get("edgeseq_onnx_int8", {}), ms.get("edgeseq_onnx_qdq", {})
-        rows.append([arch] + [ms.get(k, {}).get("median_ms") for k in
-                              ("torch_eager", "edgeseq_onnx", "edgeseq_onnx_scan", "torch_onnx")]
-                    + [d["speedup_vs_torch_eager"].get(arch, {}).get("edgeseq_onnx"), qdq.get("median_ms"),
-                       qdq.get("max_lsb_vs_integer_interpreter"), q.get("median_ms"),
-                       None if "exact_vs_integer_interpreter" not in q else
-                       ("yes" if q["exact_vs_integer_interpreter"] else "NO")])
+        rows.append(
+            [arch]
+            + [
+                ms.get(k, {}).get("median_ms")
+                for k in ("torch_eager", "edgeseq_onnx", "edgeseq_onnx_scan", "torch_onnx")
+            ]
+            + [
+                d["speedup_vs_torch_eager"].get(arch, {}).get("edgeseq_onnx"),
+                qdq.get("median_ms"),
+                qdq.get("max_lsb_vs_integer_interpreter"),
+                q.get("median_ms"),
+                None
+                if "exact_vs_integer_interpreter" not in q
+                else ("yes" if q["exact_vs_integer_interpreter"] else "NO"),
+            ]
+        )
     cfg = d["config"]
     clock = "thread CPU time" if cfg.get("clock") == "cpu" else "wall time"
-    return (f"Whole sequences, B = {cfg['batch']}, T = {cfg['steps']}, hidden {cfg['hidden']}, one thread, median "
-            f"{clock}. edgeseq ORT: the default export (ONNX's fused GRU/LSTM kernels where the step program "
-            "matches, else Scan); Scan: the same with every recurrence over Scan. QDQ: the quantized graph's "
-            "QuantizeLinear/DequantizeLinear model (max LSB: vs the integer interpreter). int8: its integer program "
-            "(bit-exact vs the integer interpreter).\n\n"
-            + _table(["model", "torch eager (ms)", "edgeseq ORT (ms)", "edgeseq ORT Scan (ms)",
-                      "torch-exported ORT (ms)", "edgeseq ORT speedup", "edgeseq ORT QDQ (ms)", "QDQ max LSB",
-                      "edgeseq ORT int8 (ms)", "int8 exact"], rows))
+    return (
+        f"Whole sequences, B = {cfg['batch']}, T = {cfg['steps']}, hidden {cfg['hidden']}, one thread, median "
+        f"{clock}. edgeseq ORT: the default export (ONNX's fused GRU/LSTM kernels where the step program "
+        "matches, else Scan); Scan: the same with every recurrence over Scan. QDQ: the quantized graph's "
+        "QuantizeLinear/DequantizeLinear model (max LSB: vs the integer interpreter). int8: its integer program "
+        "(bit-exact vs the integer interpreter).\n\n"
+        + _table(
+            [
+                "model",
+                "torch eager (ms)",
+                "edgeseq ORT (ms)",
+                "edgeseq ORT Scan (ms)",
+                "torch-exported ORT (ms)",
+                "edgeseq ORT speedup",
+                "edgeseq ORT QDQ (ms)",
+                "QDQ max LSB",
+                "edgeseq ORT int8 (ms)",
+                "int8 exact",
+            ],
+            rows,
+        )
+    )
 
 
 def _section_tvm(d: dict) -> str:
     rows = []
     for arch, r in d["results"].items():
         ms = r["methods"]
-        rows.append([arch, ms["torch_eager"]["median_us"], ms["tvm"]["median_us"],
-                     ms["tvm"]["speedup_vs_torch_eager"], r.get("max_abs_diff_vs_reference"), r.get("compile_s"),
-                     r.get("x86_library_bytes"), r.get("aarch64_library_bytes")])
+        rows.append(
+            [
+                arch,
+                ms["torch_eager"]["median_us"],
+                ms["tvm"]["median_us"],
+                ms["tvm"]["speedup_vs_torch_eager"],
+                r.get("max_abs_diff_vs_reference"),
+                r.get("compile_s"),
+                r.get("x86_library_bytes"),
+                r.get("aarch64_library_bytes"),
+            ]
+        )
     cfg = d["config"]
-    return (f"Whole sequences, B = {cfg['batch']}, T = {cfg['steps']}, hidden {cfg['hidden']}, one thread, "
-            f"{cfg['repeats']} interleaved rounds.\n\n"
-            + _table(["model", "torch eager (us)", "TVM x86 (us)", "speedup", "max abs err vs reference",
-                      "compile (s)", "x86 .so (B)", "aarch64 .so (B)"], rows))
+    return (
+        f"Whole sequences, B = {cfg['batch']}, T = {cfg['steps']}, hidden {cfg['hidden']}, one thread, "
+        f"{cfg['repeats']} interleaved rounds.\n\n"
+        + _table(
+            [
+                "model",
+                "torch eager (us)",
+                "TVM x86 (us)",
+                "speedup",
+                "max abs err vs reference",
+                "compile (s)",
+                "x86 .so (B)",
+                "aarch64 .so (B)",
+            ],
+            rows,
+        )
+    )
 
 
 def _section_targets(d: dict) -> tuple[str, str]:
@@ -327,31 +421,48 @@ def _section_targets(d: dict) -> tuple[str, str]:
         row = [name, e["params"]]
         for t in emu:
             r = e["targets"].get(t, {})
-            row.append(f"{r['instructions_per_inference']:,} ({r['instructions_per_step']:,.0f}/step)"
-                       if "instructions_per_inference" in r else None)
+            row.append(
+                f"{r['instructions_per_inference']:,} ({r['instructions_per_step']:,.0f}/step)"
+                if "instructions_per_inference" in r
+                else None
+            )
         x = e["targets"].get("x86", {})
         row.append(x.get("latency_per_inference_us"))
         rows.append(row)
         m4 = e["targets"].get("cortex-m4", {})
-        size_rows.append([name, e["params"], x.get("weights_bytes") or m4.get("weights_bytes"),
-                          m4.get("flash_bytes"), m4.get("ram_bytes"), m4.get("model_code_bytes"),
-                          x.get("state_struct_bytes") or m4.get("state_struct_bytes")])
+        size_rows.append(
+            [
+                name,
+                e["params"],
+                x.get("weights_bytes") or m4.get("weights_bytes"),
+                m4.get("flash_bytes"),
+                m4.get("ram_bytes"),
+                m4.get("model_code_bytes"),
+                x.get("state_struct_bytes") or m4.get("state_struct_bytes"),
+            ]
+        )
     cfg = d["config"]
-    text = (f"One sequence of T = {cfg['steps']} steps, {cfg['in_features']} inputs, {cfg['classes']} classes "
-            f"({cfg['input']}). Instructions per inference (and per step), counted by QEMU; x86: wall time "
-            f"inside the driver.\n\n{d['method']['instructions']}\n\n"
-            + _table(["model", "params"] + [f"{t} instructions" for t in emu] + ["x86 (us)"], rows))
-    sizes = _table(["model", "params", "weights (B)", "cortex-m4 flash (B)", "cortex-m4 RAM (B)",
-                    "model code (B)", "state (B)"], size_rows)
+    text = (
+        f"One sequence of T = {cfg['steps']} steps, {cfg['in_features']} inputs, {cfg['classes']} classes "
+        f"({cfg['input']}). Instructions per inference (and per step), counted by QEMU; x86: wall time "
+        f"inside the driver.\n\n{d['method']['instructions']}\n\n"
+        + _table(["model", "params"] + [f"{t} instructions" for t in emu] + ["x86 (us)"], rows)
+    )
+    sizes = _table(
+        ["model", "params", "weights (B)", "cortex-m4 flash (B)", "cortex-m4 RAM (B)", "model code (B)", "state (B)"],
+        size_rows,
+    )
     return text, sizes
 
 
 def _section_parallel(d: dict) -> str:
     cfg = d["config"]
     rows = [[k, v["parallel_s"] * 1e3, v["sequential_s"] * 1e3, v["speedup"]] for k, v in d["results"].items()]
-    return (f"One training step (forward + backward), T = {cfg['steps']}, B = {cfg['batch']}, hidden "
-            f"{cfg['hidden']}, torch threads {d.get('torch_threads')}. {d.get('note', '')}\n\n"
-            + _table(["cell", "parallel (ms)", "sequential (ms)", "speedup"], rows))
+    return (
+        f"One training step (forward + backward), T = {cfg['steps']}, B = {cfg['batch']}, hidden "
+        f"{cfg['hidden']}, torch threads {d.get('torch_threads')}. {d.get('note', '')}\n\n"
+        + _table(["cell", "parallel (ms)", "sequential (ms)", "speedup"], rows)
+    )
 
 
 def _section_gpu(d: dict) -> str:
@@ -374,9 +485,11 @@ def _section_gpu(d: dict) -> str:
                 else:
                     row.append("error" if "error" in v else None)
             rows.append(row)
-        parts.append(f"**{dev}** ({run['date']}; B = {cfg['batch']}, T = {cfg['steps']}, hidden {cfg['hidden']}"
-                      f"{', quick' if cfg.get('quick') else ''}): steps/s (max relative error vs the float64 "
-                      f"interpreter)\n\n" + _table(["family"] + methods, rows))
+        parts.append(
+            f"**{dev}** ({run['date']}; B = {cfg['batch']}, T = {cfg['steps']}, hidden {cfg['hidden']}"
+            f"{', quick' if cfg.get('quick') else ''}): steps/s (max relative error vs the float64 "
+            f"interpreter)\n\n" + _table(["family"] + methods, rows)
+        )
     return "\n\n".join(parts)
 
 
@@ -415,8 +528,10 @@ def _section_generic(d: dict) -> str:
     """A results file of a discovered benchmark: its target, then its tables (or results) as tables."""
     parts = [f"Run {d.get('date', '?')}; config: `{json.dumps(d.get('config', {}))[:300]}`"]
     if d.get("target"):
-        parts.append(f"Target: {d['target']}" + (f" -- met: {_fmt_met(d.get('target_met'))}"
-                                                  if d.get("target_met") is not None else ""))
+        parts.append(
+            f"Target: {d['target']}"
+            + (f" -- met: {_fmt_met(d.get('target_met'))}" if d.get("target_met") is not None else "")
+        )
     if d.get("missing_checkpoints"):
         parts.append("Missing inputs: " + ", ".join(f"{k} ({v})" for k, v in d["missing_checkpoints"].items()))
     tables = d.get("tables")
@@ -444,14 +559,21 @@ def render_markdown(results: Path, path: Path) -> Path:
 
     results = Path(results)
     suite = _load(results, "suite")
-    out = ["# edgeseq benchmarks", "",
-           "Generated by `python -m benchmarks` (same as `edgeseq bench`) from the JSON files in "
-           f"`{_rel(results)}`. Every ratio compares methods timed side by side in one process on the machine "
-           "below; absolute times on a shared machine move with its load (recorded), the ratios much less.", ""]
+    out = [
+        "# edgeseq benchmarks",
+        "",
+        "Generated by `python -m benchmarks` (same as `edgeseq bench`) from the JSON files in "
+        f"`{_rel(results)}`. Every ratio compares methods timed side by side in one process on the machine "
+        "below; absolute times on a shared machine move with its load (recorded), the ratios much less.",
+        "",
+    ]
     if suite:
         total = sum(b.get("seconds") or 0.0 for b in suite["benchmarks"].values())
-        out += [f"Last suite run {suite['started']}{' (quick smoke settings)' if suite.get('quick') else ''}; "
-                f"the benchmarks' latest runs took {total:.0f} s together (per benchmark: see the end).", ""]
+        out += [
+            f"Last suite run {suite['started']}{' (quick smoke settings)' if suite.get('quick') else ''}; "
+            f"the benchmarks' latest runs took {total:.0f} s together (per benchmark: see the end).",
+            "",
+        ]
     out += ["## Machine", "", _section_machine(suite), ""]
     sections: list[tuple[str, Optional[str]]] = []
     lat = _load(results, "latency")
@@ -469,16 +591,26 @@ def render_markdown(results: Path, path: Path) -> Path:
     if sizes:
         size_lines.append("C artifacts (self-contained C, float32):\n\n" + sizes)
     if tvm:
-        size_lines.append(_table(["model", "TVM x86 .so (B)", "TVM aarch64 .so (B)"],
-                                 [[a, r.get("x86_library_bytes"), r.get("aarch64_library_bytes")]
-                                  for a, r in tvm["results"].items()]))
+        size_lines.append(
+            _table(
+                ["model", "TVM x86 .so (B)", "TVM aarch64 .so (B)"],
+                [[a, r.get("x86_library_bytes"), r.get("aarch64_library_bytes")] for a, r in tvm["results"].items()],
+            )
+        )
     if lat:
-        size_lines.append(_table(["model", "edgeseq ONNX model (B)"],
-                                 [[a, r.get("onnx_model_bytes")] for a, r in lat["results"].items()]))
+        size_lines.append(
+            _table(
+                ["model", "edgeseq ONNX model (B)"], [[a, r.get("onnx_model_bytes")] for a, r in lat["results"].items()]
+            )
+        )
     sections.append(("Artifact sizes", "\n\n".join(size_lines) if size_lines else None))
     q = _load(results, "quant")
-    sections.append(("Quantized accuracy", _section_quant(q) if q else
-                     "_No `quant.json` in the results yet (written by the quantization benchmark)._"))
+    sections.append(
+        (
+            "Quantized accuracy",
+            _section_quant(q) if q else "_No `quant.json` in the results yet (written by the quantization benchmark)._",
+        )
+    )
     gpu = _load(results, "gpu_reference")
     sections.append(("Reference kernels throughput", _section_gpu(gpu) if gpu else None))
     for name, (_, files, what) in discover().items():
@@ -510,8 +642,9 @@ def _rel(p: Path) -> str:
 def main(argv=None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_arguments(ap)
     return run_from_args(ap.parse_args(argv))
 
@@ -522,8 +655,12 @@ def add_arguments(ap) -> None:
     ap.add_argument("--skip", help="comma list of benchmarks to leave out")
     ap.add_argument("--out", help="results directory (default benchmarks/results, or results/quick with --quick)")
     ap.add_argument("--render", action="store_true", help="only re-render BENCHMARKS.md from existing results")
-    ap.add_argument("--budget-minutes", type=float, default=BUDGET_MINUTES,
-                    help=f"stop starting / running benchmarks after this long (default {BUDGET_MINUTES:g})")
+    ap.add_argument(
+        "--budget-minutes",
+        type=float,
+        default=BUDGET_MINUTES,
+        help=f"stop starting / running benchmarks after this long (default {BUDGET_MINUTES:g})",
+    )
 
 
 def run_from_args(args) -> int:
@@ -532,8 +669,13 @@ def run_from_args(args) -> int:
         out = Path(args.out) if args.out else (DEFAULT_RESULTS / "quick" if args.quick else DEFAULT_RESULTS)
         print(f"wrote {render_markdown(out, markdown_path(out))}")
         return 0
-    rec = run_suite(quick=args.quick, only=split(args.only), skip=split(args.skip),
-                    out=Path(args.out) if args.out else None, budget_minutes=args.budget_minutes)
+    rec = run_suite(
+        quick=args.quick,
+        only=split(args.only),
+        skip=split(args.skip),
+        out=Path(args.out) if args.out else None,
+        budget_minutes=args.budget_minutes,
+    )
     failed = [n for n, b in rec["benchmarks"].items() if b["status"] in ("failed", "stopped", "skipped")]
     if failed:
         print(f"benchmarks failed: {', '.join(failed)} (see BENCHMARKS.md)")

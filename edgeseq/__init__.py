@@ -15,8 +15,18 @@ from typing import Any
 from ._version import __version__
 from .errors import EdgeseqError
 
-__all__ = ["__version__", "EdgeseqError", "capture", "load", "reference", "export", "quantize", "prune", "validate",
-           "sweep"]
+__all__ = [
+    "__version__",
+    "EdgeseqError",
+    "capture",
+    "load",
+    "reference",
+    "export",
+    "quantize",
+    "prune",
+    "validate",
+    "sweep",
+]
 
 _LAZY = {
     "capture": ("edgeseq.frontends", "capture"),

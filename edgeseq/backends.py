@@ -22,10 +22,16 @@ BACKENDS: dict[str, tuple[str, str, str]] = {
     "onnx": ("edgeseq.export.onnx.lower", "supported_kinds", "ONNX (edgeseq-domain Scan functions) for onnxruntime"),
     "tvm": ("edgeseq.export.tvm", "supported_kinds", "TVM Relax + generated TIR scan kernels (x86, arm)"),
     "c": ("edgeseq.export.c.codegen", "supported_kinds", "self-contained C99 (x86, arm, cortex-m4/m7/m55)"),
-    "onnx-int": ("edgeseq.export.onnx.qlower", "supported_kinds",
-                 "ONNX integer program of a quantized graph (MatMulInteger, bit-exact) for onnxruntime"),
-    "c-int": ("edgeseq.export.c.intgen", "supported_kinds",
-              "integer C99 of a quantized graph (bit-exact; x86, arm, cortex-m4/m7/m55 with DSP / MVE kernels)"),
+    "onnx-int": (
+        "edgeseq.export.onnx.qlower",
+        "supported_kinds",
+        "ONNX integer program of a quantized graph (MatMulInteger, bit-exact) for onnxruntime",
+    ),
+    "c-int": (
+        "edgeseq.export.c.intgen",
+        "supported_kinds",
+        "integer C99 of a quantized graph (bit-exact; x86, arm, cortex-m4/m7/m55 with DSP / MVE kernels)",
+    ),
 }
 
 

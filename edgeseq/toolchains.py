@@ -27,18 +27,21 @@ class Tool:
         return shutil.which(self.name)
 
 
-TOOLS: dict[str, Tool] = {t.name: t for t in (
-    Tool("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu libc6-dev-arm64-cross", "building for --target arm"),
-    Tool("aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu", "linking the TVM runtime driver for --target arm"),
-    Tool("arm-none-eabi-gcc", "gcc-arm-none-eabi libnewlib-arm-none-eabi", "building Cortex-M firmware"),
-    Tool("qemu-aarch64", "qemu-user", "running arm artifacts on this machine"),
-    Tool("qemu-system-arm", "qemu-system-arm", "running Cortex-M firmware on emulated boards"),
-    Tool("espeak-ng", "espeak-ng", "synthesising the keyword-spotting corpus"),
-    Tool("flite", "flite", "the held-out second speech engine of the KWS corpus"),
-    Tool("gcc", "gcc", "building the QEMU instruction-count plugin and host C artifacts"),
-    Tool("arm-none-eabi-objdump", "binutils-arm-none-eabi", "per-op instruction profiles of Cortex-M firmware"),
-    Tool("aarch64-linux-gnu-objdump", "binutils-aarch64-linux-gnu", "per-op instruction profiles of arm builds"),
-)}
+TOOLS: dict[str, Tool] = {
+    t.name: t
+    for t in (
+        Tool("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu libc6-dev-arm64-cross", "building for --target arm"),
+        Tool("aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu", "linking the TVM runtime driver for --target arm"),
+        Tool("arm-none-eabi-gcc", "gcc-arm-none-eabi libnewlib-arm-none-eabi", "building Cortex-M firmware"),
+        Tool("qemu-aarch64", "qemu-user", "running arm artifacts on this machine"),
+        Tool("qemu-system-arm", "qemu-system-arm", "running Cortex-M firmware on emulated boards"),
+        Tool("espeak-ng", "espeak-ng", "synthesising the keyword-spotting corpus"),
+        Tool("flite", "flite", "the held-out second speech engine of the KWS corpus"),
+        Tool("gcc", "gcc", "building the QEMU instruction-count plugin and host C artifacts"),
+        Tool("arm-none-eabi-objdump", "binutils-arm-none-eabi", "per-op instruction profiles of Cortex-M firmware"),
+        Tool("aarch64-linux-gnu-objdump", "binutils-aarch64-linux-gnu", "per-op instruction profiles of arm builds"),
+    )
+}
 
 APT_ALL = sorted({p for t in TOOLS.values() for p in t.apt.split()} | {"qemu-user-static", "g++-aarch64-linux-gnu"})
 
@@ -75,8 +78,12 @@ PY_DEPS = (
     PyDep("tqdm", "tqdm", "progress bars"),
     PyDep("triton", "triton", "GPU reference kernels (optional)", optional=True),
     PyDep("optuna", "optuna", "edgeseq sweep: proposing trials"),
-    PyDep("ray", "'edgeseq[distributed]'", "edgeseq sweep on Ray (optional: without it, trials run in-process)",
-          optional=True),
+    PyDep(
+        "ray",
+        "'edgeseq[distributed]'",
+        "edgeseq sweep on Ray (optional: without it, trials run in-process)",
+        optional=True,
+    ),
 )
 
 

@@ -40,8 +40,15 @@ RESULTS = ROOT / "benchmarks" / "results" / "har_study.json"
 
 # the IMU recipe before the study: gain, sensor noise and a 15 degree rotation of the sensor frame
 AUG0 = {"augment_scale": 0.1, "augment_noise": 0.05, "augment_rotate": 15.0}
-LMU0 = {"hidden": 64, "memory_d": 12, "order": 16, "theta": 128.0, "hidden_cell": "dense", "input_to_hidden": True,
-        "readout": "mean"}
+LMU0 = {
+    "hidden": 64,
+    "memory_d": 12,
+    "order": 16,
+    "theta": 128.0,
+    "hidden_cell": "dense",
+    "input_to_hidden": True,
+    "readout": "mean",
+}
 
 S24 = {"hidden": 32, "readout": "last", "stem": 24, "stem_kernel": 5}
 T40 = {"lr": 4e-3, **AUG0}
@@ -68,20 +75,34 @@ VARIANTS: dict[str, Variant] = {
     "gru40": Variant("gru", {"hidden": 40, "readout": "last"}, T40, "GRU 40", "gru64"),
     "mingru48x2": Variant("mingru", {"hidden": 48, "layers": 2, "readout": "mean"}, AUG0, "2 x minGRU 48", "gru64"),
     "stem24_gru32": Variant("gru", S24, T40, "causal conv front end (24 channels x 5 taps, ReLU) + GRU 32", "gru40"),
-    "stem24_gru30": Variant("gru", {**S24, "hidden": 30}, T40, "GRU 30 (the trained int8 build's per-channel requant "
-                            "shifts cost 9% more than the untrained one's: GRU 32 measured 3.43 M)", "stem24_gru32"),
+    "stem24_gru30": Variant(
+        "gru",
+        {**S24, "hidden": 30},
+        T40,
+        "GRU 30 (the trained int8 build's per-channel requant "
+        "shifts cost 9% more than the untrained one's: GRU 32 measured 3.43 M)",
+        "stem24_gru32",
+    ),
     "stem24_gru28": Variant("gru", {**S24, "hidden": 28}, T40, "GRU 28", "stem24_gru32"),
     "stem16_gru32": Variant("gru", {**S24, "stem": 16}, T40, "front end with 16 channels", "stem24_gru32"),
     "stem24k9_gru32": Variant("gru", {**S24, "stem_kernel": 9}, T40, "front end with 9 taps", "stem24_gru32"),
     # --- training changes, one at a time, on the conv front end + GRU 32 ----------------------------
-    "s24_rot5": Variant("gru", S24, {**T40, "augment_rotate": 5.0}, "rotation of the sensor frame 15 -> 5 deg",
-                        "stem24_gru32"),
-    "s24_rot30": Variant("gru", S24, {**T40, "augment_rotate": 30.0}, "rotation of the sensor frame 15 -> 30 deg",
-                         "stem24_gru32"),
+    "s24_rot5": Variant(
+        "gru", S24, {**T40, "augment_rotate": 5.0}, "rotation of the sensor frame 15 -> 5 deg", "stem24_gru32"
+    ),
+    "s24_rot30": Variant(
+        "gru", S24, {**T40, "augment_rotate": 30.0}, "rotation of the sensor frame 15 -> 30 deg", "stem24_gru32"
+    ),
     "s24_warp": Variant("gru", S24, {**T40, "augment_time_warp": 0.2}, "+ time warp (sigma 0.2)", "stem24_gru32"),
     "s24_ema": Variant("gru", S24, {**T40, "ema": 0.998}, "+ weight averaging (EMA 0.998)", "stem24_gru32"),
-    "s24_ov75": Variant("gru", S24, {**T40, "epochs": 20}, "training windows every 32 samples (twice the windows, "
-                        "half the epochs)", "stem24_gru32", {"overlap": 0.75}),
+    "s24_ov75": Variant(
+        "gru",
+        S24,
+        {**T40, "epochs": 20},
+        "training windows every 32 samples (twice the windows, half the epochs)",
+        "stem24_gru32",
+        {"overlap": 0.75},
+    ),
     "s24_ls0": Variant("gru", S24, {**T40, "label_smoothing": 0.0}, "label smoothing 0.05 -> 0", "stem24_gru32"),
     "s24_e60": Variant("gru", S24, {**T40, "epochs": 60}, "60 epochs instead of 40", "stem24_gru32"),
     # --- the LMU: front end, readout and training changes ----------------------------------------
@@ -91,8 +112,14 @@ VARIANTS: dict[str, Variant] = {
     "lmu_rot30": Variant("lmu", LMU0, {**AUG0, "augment_rotate": 30.0}, "rotation 15 -> 30 deg", "lmu"),
     "lmu_warp": Variant("lmu", LMU0, {**AUG0, "augment_time_warp": 0.2}, "+ time warp (sigma 0.2)", "lmu"),
     "lmu_ema": Variant("lmu", LMU0, {**AUG0, "ema": 0.998}, "+ weight averaging (EMA 0.998)", "lmu"),
-    "lmu_ov75": Variant("lmu", LMU0, {**AUG0, "epochs": 20}, "training windows every 32 samples (twice the windows, "
-                        "half the epochs)", "lmu", {"overlap": 0.75}),
+    "lmu_ov75": Variant(
+        "lmu",
+        LMU0,
+        {**AUG0, "epochs": 20},
+        "training windows every 32 samples (twice the windows, half the epochs)",
+        "lmu",
+        {"overlap": 0.75},
+    ),
 }
 
 
@@ -101,9 +128,8 @@ def _variant_runs(names, folds):
 
 
 def _load(task: str, data_kw: dict):
-    from edgeseq.train.recipes import TASKS, load_task_data
-
     from edgeseq.data import load_dataset
+    from edgeseq.train.recipes import TASKS
 
     t = TASKS[task]
     std = load_dataset(t["dataset"], "train", **t["kw"])
@@ -130,19 +156,37 @@ def run_one(name: str, fold: int, log=print, stop_after: int = 0) -> dict:
     mean, sd = channel_stats(train)
     model = build_model(v.arch, train.in_features, train.n_classes, input_mean=mean, input_std=sd, **v.model)
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"{name} fold {fold}: {n_params} parameters, {len(train)} train / {len(val)} validation windows "
-        f"(validation subjects {sorted(held)})")
+    log(
+        f"{name} fold {fold}: {n_params} parameters, {len(train)} train / {len(val)} validation windows "
+        f"(validation subjects {sorted(held)})"
+    )
     t0 = time.perf_counter()
     hist = fit(model, train, val, cfg, progress=False, log=lambda *a: None)
     vals = [r["val_accuracy"] for r in hist.epochs]
-    row = {"variant": name, "fold": fold, "task": v.task, "arch": v.arch, "parameters": int(n_params),
-           "validation_subjects": sorted(held), "validation_windows": len(val), "train_windows": len(train),
-           "best_validation_accuracy": hist.best_val_accuracy, "best_epoch": hist.best_epoch,
-           "last5_validation_accuracy": float(np.mean(vals[-5:])), "epochs_run": len(hist.epochs),
-           "train_seconds": round(time.perf_counter() - t0, 1), "model_config": v.model, "train_config": v.train,
-           "data_config": v.data, "note": v.note, "history": vals}
-    log(f"{name} fold {fold}: best {hist.best_val_accuracy:.4f} (epoch {hist.best_epoch}), last-5 "
-        f"{row['last5_validation_accuracy']:.4f}, {row['train_seconds'] / 60:.1f} min")
+    row = {
+        "variant": name,
+        "fold": fold,
+        "task": v.task,
+        "arch": v.arch,
+        "parameters": int(n_params),
+        "validation_subjects": sorted(held),
+        "validation_windows": len(val),
+        "train_windows": len(train),
+        "best_validation_accuracy": hist.best_val_accuracy,
+        "best_epoch": hist.best_epoch,
+        "last5_validation_accuracy": float(np.mean(vals[-5:])),
+        "epochs_run": len(hist.epochs),
+        "train_seconds": round(time.perf_counter() - t0, 1),
+        "model_config": v.model,
+        "train_config": v.train,
+        "data_config": v.data,
+        "note": v.note,
+        "history": vals,
+    }
+    log(
+        f"{name} fold {fold}: best {hist.best_val_accuracy:.4f} (epoch {hist.best_epoch}), last-5 "
+        f"{row['last5_validation_accuracy']:.4f}, {row['train_seconds'] / 60:.1f} min"
+    )
     return row
 
 
@@ -173,15 +217,30 @@ def adopt(run_dir: Path, name: str) -> tuple[int, dict]:
     arch_cfg = _arch_settings(m["model_config"])
     train_cfg = {k: x for k, x in m["train_config"].items() if k not in ("max_minutes", "seed")}
     if v.data or (m["task"], m["arch"], arch_cfg, train_cfg) != (v.task, v.arch, _arch_settings(v.model), v.train):
-        raise ConfigError(f"{run_dir}: trained {m['task']}/{m['arch']} {arch_cfg} {train_cfg}, not variant '{name}' "
-                          f"({v.task}/{v.arch} {v.model} {v.train} {v.data})")
+        raise ConfigError(
+            f"{run_dir}: trained {m['task']}/{m['arch']} {arch_cfg} {train_cfg}, not variant '{name}' "
+            f"({v.task}/{v.arch} {v.model} {v.train} {v.data})"
+        )
     fold = int(m["train_config"].get("seed", 0))
     vals = [r["val_accuracy"] for r in m["history"]]
-    row = {"variant": name, "fold": fold, "task": v.task, "arch": v.arch, "parameters": m["parameters"],
-           "best_validation_accuracy": m["validation_accuracy"], "best_epoch": m["best_epoch"],
-           "last5_validation_accuracy": float(np.mean(vals[-5:])), "epochs_run": len(vals),
-           "train_seconds": m["train_seconds"], "model_config": v.model, "train_config": v.train,
-           "data_config": v.data, "note": v.note, "history": vals, "adopted_from": str(run_dir)}
+    row = {
+        "variant": name,
+        "fold": fold,
+        "task": v.task,
+        "arch": v.arch,
+        "parameters": m["parameters"],
+        "best_validation_accuracy": m["validation_accuracy"],
+        "best_epoch": m["best_epoch"],
+        "last5_validation_accuracy": float(np.mean(vals[-5:])),
+        "epochs_run": len(vals),
+        "train_seconds": m["train_seconds"],
+        "model_config": v.model,
+        "train_config": v.train,
+        "data_config": v.data,
+        "note": v.note,
+        "history": vals,
+        "adopted_from": str(run_dir),
+    }
     return fold, row
 
 
@@ -209,9 +268,12 @@ def measure_cost(v: Variant) -> dict:
     with tempfile.TemporaryDirectory(prefix="har-study-") as tmp:
         art = export_c_int(q, Path(tmp) / "m4", target="cortex-m4", golden_input=x[:, :32])
         cost = art.cost(x)
-    return {"instructions_per_inference": int(cost["instructions"]["per_inference"]),
-            "macs_per_inference": int(q.program.macs_per_step()) * 128,
-            "flash_bytes": int(cost["sizes"]["flash_bytes"]), "ram_bytes": int(cost["sizes"]["ram_bytes"])}
+    return {
+        "instructions_per_inference": int(cost["instructions"]["per_inference"]),
+        "macs_per_inference": int(q.program.macs_per_step()) * 128,
+        "flash_bytes": int(cost["sizes"]["flash_bytes"]),
+        "ram_bytes": int(cost["sizes"]["ram_bytes"]),
+    }
 
 
 def _arch_key(v: Variant) -> str:
@@ -224,8 +286,11 @@ def _recorded_costs() -> dict:
     if not RESULTS.is_file():
         return {}
     rows = json.loads(RESULTS.read_text()).get("variants", {})
-    return {_arch_key(VARIANTS[n]): r["cortex_m4"] for n, r in rows.items()
-            if n in VARIANTS and r.get("cortex_m4") and r.get("model_config") == VARIANTS[n].model}
+    return {
+        _arch_key(VARIANTS[n]): r["cortex_m4"]
+        for n, r in rows.items()
+        if n in VARIANTS and r.get("cortex_m4") and r.get("model_config") == VARIANTS[n].model
+    }
 
 
 def summary(costs: dict) -> dict:
@@ -236,14 +301,26 @@ def summary(costs: dict) -> dict:
         runs = [json.loads(p.read_text()) for p in sorted(RUNS.glob(f"{name}-f*.json"))]
         if not runs:
             continue
-        rows[name] = {"task": v.task, "arch": v.arch, "note": v.note, "base": v.base, "parameters": runs[0]["parameters"],
-                      "folds": {str(r["fold"]): {k: r[k] for k in ("best_validation_accuracy", "best_epoch",
-                                                                    "last5_validation_accuracy", "train_seconds")}
-                                for r in runs},
-                      "mean_best_validation_accuracy": float(np.mean([r["best_validation_accuracy"] for r in runs])),
-                      "mean_last5_validation_accuracy": float(np.mean([r["last5_validation_accuracy"] for r in runs])),
-                      "cortex_m4": costs.get(_arch_key(v)),
-                      "model_config": v.model, "train_config": v.train, "data_config": v.data}
+        rows[name] = {
+            "task": v.task,
+            "arch": v.arch,
+            "note": v.note,
+            "base": v.base,
+            "parameters": runs[0]["parameters"],
+            "folds": {
+                str(r["fold"]): {
+                    k: r[k]
+                    for k in ("best_validation_accuracy", "best_epoch", "last5_validation_accuracy", "train_seconds")
+                }
+                for r in runs
+            },
+            "mean_best_validation_accuracy": float(np.mean([r["best_validation_accuracy"] for r in runs])),
+            "mean_last5_validation_accuracy": float(np.mean([r["last5_validation_accuracy"] for r in runs])),
+            "cortex_m4": costs.get(_arch_key(v)),
+            "model_config": v.model,
+            "train_config": v.train,
+            "data_config": v.data,
+        }
     return rows
 
 
@@ -261,9 +338,19 @@ def short_runs() -> list[dict]:
             continue
         k = len(r["history"])
         h, b = np.array(r["history"]), np.array(json.loads(base.read_text())["history"][:k])
-        rows.append({"variant": r["variant"], "fold": r["fold"], "base": v.base, "note": v.note, "epochs": k,
-                     "best": float(h.max()), "base_best": float(b.max()), "mean_second_half": float(h[k // 2:].mean()),
-                     "base_mean_second_half": float(b[k // 2:].mean())})
+        rows.append(
+            {
+                "variant": r["variant"],
+                "fold": r["fold"],
+                "base": v.base,
+                "note": v.note,
+                "epochs": k,
+                "best": float(h.max()),
+                "base_best": float(b.max()),
+                "mean_second_half": float(h[k // 2 :].mean()),
+                "base_mean_second_half": float(b[k // 2 :].mean()),
+            }
+        )
     return rows
 
 
@@ -274,38 +361,61 @@ def markdown(path: Path = RESULTS) -> list[str]:
     doc = json.loads(path.read_text())
     rows = doc["variants"]
     folds = sorted({k for r in rows.values() for k in r["folds"]}, key=int)
-    lines = ["", "## HAR recipe study (validation folds, before the test split)", "",
-             "`scripts/har_study.py` (results: `benchmarks/results/har_study.json`). " + doc["protocol"], "",
-             "Each cell: best / mean of the last five epochs' validation accuracy. Delta: change of the mean best "
-             "accuracy against the row named in 'vs'. Cortex-M4: instructions per 128-sample inference of the int8 "
-             "build under qemu (`bench_c_int`'s method), flash and RAM of the whole firmware.", "",
-             "| variant | what changed | vs | parameters | " + " | ".join(f"fold {f}" for f in folds)
-             + " | mean | delta | Cortex-M4 instructions | flash / RAM |",
-             "|---|---|---|---|" + "---|" * len(folds) + "---|---|---|---|"]
+    lines = [
+        "",
+        "## HAR recipe study (validation folds, before the test split)",
+        "",
+        "`scripts/har_study.py` (results: `benchmarks/results/har_study.json`). " + doc["protocol"],
+        "",
+        "Each cell: best / mean of the last five epochs' validation accuracy. Delta: change of the mean best "
+        "accuracy against the row named in 'vs'. Cortex-M4: instructions per 128-sample inference of the int8 "
+        "build under qemu (`bench_c_int`'s method), flash and RAM of the whole firmware.",
+        "",
+        "| variant | what changed | vs | parameters | "
+        + " | ".join(f"fold {f}" for f in folds)
+        + " | mean | delta | Cortex-M4 instructions | flash / RAM |",
+        "|---|---|---|---|" + "---|" * len(folds) + "---|---|---|---|",
+    ]
     for name, r in rows.items():
         cells = []
         for f in folds:
             c = r["folds"].get(f)
-            cells.append("-" if c is None else f"{100 * c['best_validation_accuracy']:.2f} / "
-                                               f"{100 * c['last5_validation_accuracy']:.2f}")
+            cells.append(
+                "-"
+                if c is None
+                else f"{100 * c['best_validation_accuracy']:.2f} / {100 * c['last5_validation_accuracy']:.2f}"
+            )
         base = rows.get(r["base"]) if r.get("base") else None
-        delta = "-" if base is None else \
-            f"{100 * (r['mean_best_validation_accuracy'] - base['mean_best_validation_accuracy']):+.2f}"
+        delta = (
+            "-"
+            if base is None
+            else f"{100 * (r['mean_best_validation_accuracy'] - base['mean_best_validation_accuracy']):+.2f}"
+        )
         m4 = r.get("cortex_m4") or {}
         ins = f"{m4['instructions_per_inference'] / 1e6:.2f} M" if m4 else "-"
         mem = f"{m4['flash_bytes'] / 1024:.1f} / {m4['ram_bytes'] / 1024:.1f} KB" if m4 else "-"
-        lines.append(f"| {name} | {r['note']} | {r.get('base') or '-'} | {r['parameters']:,} | " + " | ".join(cells)
-                     + f" | {100 * r['mean_best_validation_accuracy']:.2f} / {100 * r['mean_last5_validation_accuracy']:.2f}"
-                     f" | {delta} | {ins} | {mem} |")
+        lines.append(
+            f"| {name} | {r['note']} | {r.get('base') or '-'} | {r['parameters']:,} | "
+            + " | ".join(cells)
+            + f" | {100 * r['mean_best_validation_accuracy']:.2f} / {100 * r['mean_last5_validation_accuracy']:.2f}"
+            f" | {delta} | {ins} | {mem} |"
+        )
     short = doc.get("short_runs") or []
     if short:
-        lines += ["", "Short screening runs (the 40-epoch schedule cut after the given epochs) against their base "
-                      "over the same epochs (best / mean of the second half of the epochs):", "",
-                  "| variant | what changed | fold | epochs | variant | base |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "Short screening runs (the 40-epoch schedule cut after the given epochs) against their base "
+            "over the same epochs (best / mean of the second half of the epochs):",
+            "",
+            "| variant | what changed | fold | epochs | variant | base |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in short:
-            lines.append(f"| {r['variant']} | {r['note']} | {r['fold']} | {r['epochs']} | {100 * r['best']:.2f} / "
-                         f"{100 * r['mean_second_half']:.2f} | {100 * r['base_best']:.2f} / "
-                         f"{100 * r['base_mean_second_half']:.2f} |")
+            lines.append(
+                f"| {r['variant']} | {r['note']} | {r['fold']} | {r['epochs']} | {100 * r['best']:.2f} / "
+                f"{100 * r['mean_second_half']:.2f} | {100 * r['base_best']:.2f} / "
+                f"{100 * r['base_mean_second_half']:.2f} |"
+            )
     return lines
 
 
@@ -314,12 +424,24 @@ def main(argv=None) -> int:
     ap.add_argument("variants", nargs="*")
     ap.add_argument("--folds", default="0,1", help="comma-separated validation folds (default: 0,1)")
     ap.add_argument("--list", action="store_true")
-    ap.add_argument("--adopt", nargs=2, metavar=("RUN_DIR", "VARIANT"),
-                    help="record a finished edgeseq train run with exactly the variant's settings as its fold <seed>")
-    ap.add_argument("--stop-after", type=int, default=0, metavar="K",
-                    help="screening: end each run after K epochs of its schedule (runs/har_study_short)")
-    ap.add_argument("--summary", action="store_true",
-                    help="measure each architecture's Cortex-M4 cost, write benchmarks/results/har_study.json, print it")
+    ap.add_argument(
+        "--adopt",
+        nargs=2,
+        metavar=("RUN_DIR", "VARIANT"),
+        help="record a finished edgeseq train run with exactly the variant's settings as its fold <seed>",
+    )
+    ap.add_argument(
+        "--stop-after",
+        type=int,
+        default=0,
+        metavar="K",
+        help="screening: end each run after K epochs of its schedule (runs/har_study_short)",
+    )
+    ap.add_argument(
+        "--summary",
+        action="store_true",
+        help="measure each architecture's Cortex-M4 cost, write benchmarks/results/har_study.json, print it",
+    )
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     if args.list:
@@ -348,8 +470,15 @@ def main(argv=None) -> int:
             if any(RUNS.glob(f"{name}-f*.json")) and _arch_key(v) not in costs:
                 costs[_arch_key(v)] = measure_cost(v)
         rows = summary(costs)
-        atomic_write_json(RESULTS, {"benchmark": "har_study", "protocol": " ".join(__doc__.split("\n\n")[2].split()),
-                                    "variants": rows, "short_runs": short_runs()})
+        atomic_write_json(
+            RESULTS,
+            {
+                "benchmark": "har_study",
+                "protocol": " ".join(__doc__.split("\n\n")[2].split()),
+                "variants": rows,
+                "short_runs": short_runs(),
+            },
+        )
         print("\n".join(markdown()))
     return 0
 

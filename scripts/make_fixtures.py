@@ -40,8 +40,13 @@ def first_per_class_and_group(ds: Dataset, groups: tuple[int, ...], per_class: i
         for c in range(ds.n_classes):
             idx.extend(np.flatnonzero((ds.groups == g) & (ds.y == c))[:per_class].tolist())
     out = ds.subset(np.array(idx, dtype=np.int64))
-    out.meta = {**out.meta, "split": "fixture", "fixture_subjects": list(groups), "per_class": per_class,
-                "subjects": list(groups)}
+    out.meta = {
+        **out.meta,
+        "split": "fixture",
+        "fixture_subjects": list(groups),
+        "per_class": per_class,
+        "subjects": list(groups),
+    }
     return out
 
 

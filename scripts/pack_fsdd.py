@@ -72,19 +72,28 @@ def pack(src: Path, out: Path, commit: str) -> dict:
     pcm = np.concatenate([c[3] for c in clips])
     diff = np.diff(pcm.astype(np.int32), prepend=0).astype(np.int16)  # wraps modulo 2**16: lossless
     planes = diff.view(np.uint8).reshape(-1, 2)
-    info = {"dataset": "Free Spoken Digit Dataset (FSDD)", "commit": commit,
-            "source": "https://github.com/Jakobovski/free-spoken-digit-dataset",
-            "license": "CC BY-SA 4.0 (https://creativecommons.org/licenses/by-sa/4.0/)",
-            "sample_rate": 8000, "clips": len(clips), "samples": int(pcm.size),
-            "pcm_sha256": hashlib.sha256(pcm.astype("<i2").tobytes()).hexdigest(),
-            "encoding": "first difference of the concatenated int16 clips (wrapping), low / high byte planes",
-            "speakers": {s: meta.get(s, {}) for s in speakers}}
-    arrays = {"pcm_lo": np.ascontiguousarray(planes[:, 0]), "pcm_hi": np.ascontiguousarray(planes[:, 1]),
-              "lengths": np.array([c[3].size for c in clips], dtype=np.int32),
-              "digit": np.array([c[0] for c in clips], dtype=np.int8),
-              "speaker": np.array([speakers.index(c[1]) for c in clips], dtype=np.int8),
-              "take": np.array([c[2] for c in clips], dtype=np.int8),
-              "speakers": np.array(speakers), "info": np.array(json.dumps(info, sort_keys=True))}
+    info = {
+        "dataset": "Free Spoken Digit Dataset (FSDD)",
+        "commit": commit,
+        "source": "https://github.com/Jakobovski/free-spoken-digit-dataset",
+        "license": "CC BY-SA 4.0 (https://creativecommons.org/licenses/by-sa/4.0/)",
+        "sample_rate": 8000,
+        "clips": len(clips),
+        "samples": int(pcm.size),
+        "pcm_sha256": hashlib.sha256(pcm.astype("<i2").tobytes()).hexdigest(),
+        "encoding": "first difference of the concatenated int16 clips (wrapping), low / high byte planes",
+        "speakers": {s: meta.get(s, {}) for s in speakers},
+    }
+    arrays = {
+        "pcm_lo": np.ascontiguousarray(planes[:, 0]),
+        "pcm_hi": np.ascontiguousarray(planes[:, 1]),
+        "lengths": np.array([c[3].size for c in clips], dtype=np.int32),
+        "digit": np.array([c[0] for c in clips], dtype=np.int8),
+        "speaker": np.array([speakers.index(c[1]) for c in clips], dtype=np.int8),
+        "take": np.array([c[2] for c in clips], dtype=np.int8),
+        "speakers": np.array(speakers),
+        "info": np.array(json.dumps(info, sort_keys=True)),
+    }
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
         for k, a in arrays.items():
@@ -107,8 +116,10 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
     info = pack(args.source, args.out, args.commit)
-    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB): {info['clips']} clips, "
-          f"{info['samples']} samples, speakers {', '.join(info['speakers'])}")
+    print(
+        f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB): {info['clips']} clips, "
+        f"{info['samples']} samples, speakers {', '.join(info['speakers'])}"
+    )
     return 0
 
 

@@ -55,29 +55,45 @@ DIGITS_SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
 DEMO_SPEAKER = "theo"
 DIGITS_ARCHS = ("lmu", "lmuformer")
 SYNTH_CKPT = "runs/models/digits_synth_lmu/model.ckpt"
-RUNS.update({
-    "digits_lmu": ("digits", "lmu", True, {"test": 0.98, "leave_speakers_out": 0.90}),
-    "digits_lmuformer": ("digits", "lmuformer", True, {}),
-    "digits_lmu_heldout": (f"digits-heldout-{DEMO_SPEAKER}", "lmu", True, {}),
-    **{f"digits_{a}_heldout_{s}": (f"digits-heldout-{s}", a, False, {})
-       for a in DIGITS_ARCHS for s in DIGITS_SPEAKERS if (a, s) != ("lmu", DEMO_SPEAKER)},
-    "digits_synth_lmu": ("digits-synth", "lmu", False, {"test (goal)": 0.70}),
-    **{f"digits_synth_ft_{s}": (f"digits-only-{s}", "lmu", False, {}) for s in DIGITS_SPEAKERS},
-    "kws_stream_lmu": ("kws-stream", "lmu", True, {"max_parameters": 80_000}),
-})
+RUNS.update(
+    {
+        "digits_lmu": ("digits", "lmu", True, {"test": 0.98, "leave_speakers_out": 0.90}),
+        "digits_lmuformer": ("digits", "lmuformer", True, {}),
+        "digits_lmu_heldout": (f"digits-heldout-{DEMO_SPEAKER}", "lmu", True, {}),
+        **{
+            f"digits_{a}_heldout_{s}": (f"digits-heldout-{s}", a, False, {})
+            for a in DIGITS_ARCHS
+            for s in DIGITS_SPEAKERS
+            if (a, s) != ("lmu", DEMO_SPEAKER)
+        },
+        "digits_synth_lmu": ("digits-synth", "lmu", False, {"test (goal)": 0.70}),
+        **{f"digits_synth_ft_{s}": (f"digits-only-{s}", "lmu", False, {}) for s in DIGITS_SPEAKERS},
+        "kws_stream_lmu": ("kws-stream", "lmu", True, {"max_parameters": 80_000}),
+    }
+)
 FOLD_EPOCHS = 20  # the five folds besides the shipped one: 20 epochs (the shipped models' best epochs are 20-27)
-EXTRA_ARGS = {"digits_synth_lmu": ["--train-set", "passes=1", "--epochs", "5"],  # 7,200 synthetic utterances an epoch
-              "digits_lmuformer": ["--epochs", "24"],  # the spiking model: about 100 s per epoch here
-              **{f"digits_{a}_heldout_{s}": ["--epochs", str(FOLD_EPOCHS)]
-                 for a in DIGITS_ARCHS for s in DIGITS_SPEAKERS if (a, s) != ("lmu", DEMO_SPEAKER)},
-              **{f"digits_synth_ft_{s}": ["--train-set", f"init={SYNTH_CKPT}", "--train-set", "lr=0.001", "--epochs",
-                                          "15"] for s in DIGITS_SPEAKERS}}
+EXTRA_ARGS = {
+    "digits_synth_lmu": ["--train-set", "passes=1", "--epochs", "5"],  # 7,200 synthetic utterances an epoch
+    "digits_lmuformer": ["--epochs", "24"],  # the spiking model: about 100 s per epoch here
+    **{
+        f"digits_{a}_heldout_{s}": ["--epochs", str(FOLD_EPOCHS)]
+        for a in DIGITS_ARCHS
+        for s in DIGITS_SPEAKERS
+        if (a, s) != ("lmu", DEMO_SPEAKER)
+    },
+    **{
+        f"digits_synth_ft_{s}": ["--train-set", f"init={SYNTH_CKPT}", "--train-set", "lr=0.001", "--epochs", "15"]
+        for s in DIGITS_SPEAKERS
+    },
+}
 
 
 def digits_folds(arch: str) -> dict[str, str]:
     """speaker -> run name of the leave-speakers-out fold of ``digits_<arch>``."""
-    return {s: "digits_lmu_heldout" if (arch, s) == ("lmu", DEMO_SPEAKER) else f"digits_{arch}_heldout_{s}"
-            for s in DIGITS_SPEAKERS}
+    return {
+        s: "digits_lmu_heldout" if (arch, s) == ("lmu", DEMO_SPEAKER) else f"digits_{arch}_heldout_{s}"
+        for s in DIGITS_SPEAKERS
+    }
 
 
 def record_digits_folds() -> None:
@@ -94,10 +110,15 @@ def record_digits_folds() -> None:
                 got[spk] = json.loads(mf.read_text())["test"]["accuracy"]
         if len(got) != len(folds):
             continue
-        block = {"leave_speakers_out_mean": sum(got.values()) / len(got),
-                 "leave_speakers_out": {"folds": got, "runs": {s: shlex.join(command(r)) for s, r in folds.items()},
-                                        "protocol": "train on five speakers (all their takes), test on the sixth "
-                                                    "(all 500 of its recordings); same recipe as this model"}}
+        block = {
+            "leave_speakers_out_mean": sum(got.values()) / len(got),
+            "leave_speakers_out": {
+                "folds": got,
+                "runs": {s: shlex.join(command(r)) for s, r in folds.items()},
+                "protocol": "train on five speakers (all their takes), test on the sixth "
+                "(all 500 of its recordings); same recipe as this model",
+            },
+        }
         for name in {f"digits_{arch}", *(r for r in folds.values() if RUNS[r][2])}:
             mf = out_dir(name) / "metrics.json"
             if mf.is_file():
@@ -107,41 +128,68 @@ def record_digits_folds() -> None:
 def digits_doc(rows: dict) -> list[str]:
     """The spoken-digits section of docs/MODELS.md: per protocol, per fold, per speaker (float), and the
     int8-on-Cortex-M4 figures of benchmarks/results/digits.json when it exists."""
-    pct = (lambda v: "-" if v is None else f"{100 * v:.1f}%")  # noqa: E731
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
     spk = DIGITS_SPEAKERS
-    out = ["", "## Spoken digits (Free Spoken Digit Dataset, real speech)", "",
-           "FSDD ships inside edgeseq (`edgeseq/data/fsdd/`, CC BY-SA 4.0); 8 kHz kept, 32 log-mel bands, a 30 ms window "
-           "every 20 ms. Models are trained on one continuous state (`edgeseq.train.stream`) and a clip is classified "
-           "by the output of its last frame, 0.2 s after the recording ends. Float accuracy per speaker:", "",
-           "| model | protocol | test accuracy | " + " | ".join(spk) + " |", "|---|---|---|" + "---|" * len(spk)]
+    out = [
+        "",
+        "## Spoken digits (Free Spoken Digit Dataset, real speech)",
+        "",
+        "FSDD ships inside edgeseq (`edgeseq/data/fsdd/`, CC BY-SA 4.0); 8 kHz kept, 32 log-mel bands, a 30 ms window "
+        "every 20 ms. Models are trained on one continuous state (`edgeseq.train.stream`) and a clip is classified "
+        "by the output of its last frame, 0.2 s after the recording ends. Float accuracy per speaker:",
+        "",
+        "| model | protocol | test accuracy | " + " | ".join(spk) + " |",
+        "|---|---|---|" + "---|" * len(spk),
+    ]
     for name, r in rows.items():
         if r["task"].startswith("digits"):
             ps = r.get("per_speaker_accuracy") or {}
-            out.append(f"| {name} | {r['task']} | {pct(r['test_accuracy'])} | "
-                       + " | ".join(pct(ps.get(s)) for s in spk) + " |")
-    out += ["", "Leave-speakers-out (each fold trained on five speakers, tested on all 500 recordings of the sixth):", "",
-            "| model | mean | " + " | ".join(spk) + " |", "|---|---|" + "---|" * len(spk)]
+            out.append(
+                f"| {name} | {r['task']} | {pct(r['test_accuracy'])} | "
+                + " | ".join(pct(ps.get(s)) for s in spk)
+                + " |"
+            )
+    out += [
+        "",
+        "Leave-speakers-out (each fold trained on five speakers, tested on all 500 recordings of the sixth):",
+        "",
+        "| model | mean | " + " | ".join(spk) + " |",
+        "|---|---|" + "---|" * len(spk),
+    ]
     for arch in DIGITS_ARCHS:
         r = rows.get(f"digits_{arch}") or {}
         folds = r.get("leave_speakers_out")
         if folds:
-            out.append(f"| digits_{arch} | {pct(r['leave_speakers_out_mean'])} | "
-                       + " | ".join(pct(folds.get(s)) for s in spk) + " |")
+            out.append(
+                f"| digits_{arch} | {pct(r['leave_speakers_out_mean'])} | "
+                + " | ".join(pct(folds.get(s)) for s in spk)
+                + " |"
+            )
     bench = ROOT / "benchmarks" / "results" / "digits.json"
     if bench.is_file():
         b = json.loads(bench.read_text())
-        out += ["", f"int8 (edgeseq plan) on the Cortex-M4 firmware under qemu-system-arm, from "
-                    f"`benchmarks/results/digits.json` ({b.get('date', '?')}):", "",
-                "| model | protocol | float | int8 (cortex-m4; transfer runs: interpreter) | drop (points) |",
-                "|---|---|---|---|---|"]
+        out += [
+            "",
+            f"int8 (edgeseq plan) on the Cortex-M4 firmware under qemu-system-arm, from "
+            f"`benchmarks/results/digits.json` ({b.get('date', '?')}):",
+            "",
+            "| model | protocol | float | int8 (cortex-m4; transfer runs: interpreter) | drop (points) |",
+            "|---|---|---|---|---|",
+        ]
         for name, r in b.get("results", {}).items():
             dev = r.get("int8_cortex_m4") or r["int8_interpreter"]
-            out.append(f"| {name} | {r['protocol']} | {pct(r['float']['accuracy'])} | {pct(dev['accuracy'])} | "
-                       f"{r['int8_drop_points']:.2f} |")
+            out.append(
+                f"| {name} | {r['protocol']} | {pct(r['float']['accuracy'])} | {pct(dev['accuracy'])} | "
+                f"{r['int8_drop_points']:.2f} |"
+            )
         for arch, v in (b.get("leave_speakers_out") or {}).items():
-            out.append(f"| leave-speakers-out mean, {arch} | six folds | {pct(v['float_mean'])} | "
-                       f"{pct(v['int8_mean'])} | {v['drop_points']:.2f} |")
+            out.append(
+                f"| leave-speakers-out mean, {arch} | six folds | {pct(v['float_mean'])} | "
+                f"{pct(v['int8_mean'])} | {v['drop_points']:.2f} |"
+            )
     return out
+
+
 # ---- end of the digits / streaming block
 
 
@@ -153,8 +201,20 @@ def command(name: str) -> list[str]:
     task, arch, *_ = RUNS[name]
     extra = RUNS[name][4] if len(RUNS[name]) > 4 else []
     rel = out_dir(name).relative_to(ROOT).as_posix()
-    return ["edgeseq", "train", "--task", task, "--model", arch, *extra, "--out", rel, "--force", "--quiet",
-            *EXTRA_ARGS.get(name, [])]
+    return [
+        "edgeseq",
+        "train",
+        "--task",
+        task,
+        "--model",
+        arch,
+        *extra,
+        "--out",
+        rel,
+        "--force",
+        "--quiet",
+        *EXTRA_ARGS.get(name, []),
+    ]
 
 
 def summarize() -> dict:
@@ -171,12 +231,23 @@ def summarize() -> dict:
                 rows[name] = earlier[name]
             continue
         m = json.loads(mf.read_text())
-        row = {"task": task, "arch": arch, "shipped": shipped, "parameters": m["parameters"],
-               "test_accuracy": m["test"]["accuracy"], "validation_accuracy": m["validation_accuracy"],
-               "train_seconds": m["train_seconds"], "train_cpu_seconds": m.get("train_cpu_seconds"),
-               "epochs_run": m["epochs_run"], "best_epoch": m["best_epoch"],
-               "stopped": m["stopped"], "command": m["command"], "model_config": m["model_config"],
-               "train_config": m["train_config"], "per_class_accuracy": m["test"]["per_class_accuracy"]}
+        row = {
+            "task": task,
+            "arch": arch,
+            "shipped": shipped,
+            "parameters": m["parameters"],
+            "test_accuracy": m["test"]["accuracy"],
+            "validation_accuracy": m["validation_accuracy"],
+            "train_seconds": m["train_seconds"],
+            "train_cpu_seconds": m.get("train_cpu_seconds"),
+            "epochs_run": m["epochs_run"],
+            "best_epoch": m["best_epoch"],
+            "stopped": m["stopped"],
+            "command": m["command"],
+            "model_config": m["model_config"],
+            "train_config": m["train_config"],
+            "per_class_accuracy": m["test"]["per_class_accuracy"],
+        }
         for k, v in m.items():
             if k.startswith("test_") and isinstance(v, dict) and "accuracy" in v:
                 row[f"{k}_accuracy"] = v["accuracy"]
@@ -211,35 +282,51 @@ def _train_time(r: dict) -> str:
 
 def write_results(rows: dict) -> None:
     sys.path.insert(0, str(ROOT))
-    from edgeseq.util.fs import atomic_write_json, atomic_write_text
-
     import torch
 
-    doc = {"benchmark": "training", "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-           "machine": {"cpu": platform.processor() or platform.machine(), "cores": torch.get_num_threads(),
-                       "python": platform.python_version(), "torch": torch.__version__},
-           "protocol": "edgeseq train with the recipe defaults (fixed seeds); validation = held-out training "
-                       "subjects / stratified 15%; test = UCI-HAR test subjects (har), held-out subjects "
-                       "(smartwatch), held-out espeak-ng voice variants and accents (kws 'test') and the flite "
-                       "engine never used in training (kws 'test_flite'); digits: FSDD takes 0-4 of every "
-                       "speaker (digits), the held-out speaker (digits-heldout-*), all of FSDD (digits-synth, trained "
-                       "on synthetic speech only), the five other speakers (digits-only-*); kws-stream: word-end-"
-                       "aligned clips of the held-out espeak-ng voices and of flite",
-           "results": rows}
+    from edgeseq.util.fs import atomic_write_json, atomic_write_text
+
+    doc = {
+        "benchmark": "training",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": torch.get_num_threads(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
+        "protocol": "edgeseq train with the recipe defaults (fixed seeds); validation = held-out training "
+        "subjects / stratified 15%; test = UCI-HAR test subjects (har), held-out subjects "
+        "(smartwatch), held-out espeak-ng voice variants and accents (kws 'test') and the flite "
+        "engine never used in training (kws 'test_flite'); digits: FSDD takes 0-4 of every "
+        "speaker (digits), the held-out speaker (digits-heldout-*), all of FSDD (digits-synth, trained "
+        "on synthetic speech only), the five other speakers (digits-only-*); kws-stream: word-end-"
+        "aligned clips of the held-out espeak-ng voices and of flite",
+        "results": rows,
+    }
     atomic_write_json(RESULTS, doc)
-    lines = ["# Trained models", "",
-             "Generated by `scripts/train_models.py` from the runs' metrics.json. Shipped models live in "
-             "`edgeseq/models/<name>/` and load by name (`edgeseq info --models`). Accuracies are on held-out "
-             "data (see the protocol in `benchmarks/results/training.json`); synthetic keyword accuracy is not "
-             "comparable to published Speech Commands numbers.", "",
-             "| model | shipped | task | arch | parameters | test accuracy | other held-out | train time | command |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Trained models",
+        "",
+        "Generated by `scripts/train_models.py` from the runs' metrics.json. Shipped models live in "
+        "`edgeseq/models/<name>/` and load by name (`edgeseq info --models`). Accuracies are on held-out "
+        "data (see the protocol in `benchmarks/results/training.json`); synthetic keyword accuracy is not "
+        "comparable to published Speech Commands numbers.",
+        "",
+        "| model | shipped | task | arch | parameters | test accuracy | other held-out | train time | command |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in rows.items():
-        other = ", ".join(f"{k[5:-9]} {100 * v:.2f}%" for k, v in r.items()
-                          if k.startswith("test_") and k.endswith("_accuracy") and k != "test_accuracy")
-        lines.append(f"| {name} | {'yes' if r['shipped'] else 'no'} | {r['task']} | {r['arch']} | {r['parameters']:,} | "
-                     f"{100 * r['test_accuracy']:.2f}% | {other or '-'} | {_train_time(r)} "
-                     f"({r['epochs_run']} epochs) | `{r['command']}` |")
+        other = ", ".join(
+            f"{k[5:-9]} {100 * v:.2f}%"
+            for k, v in r.items()
+            if k.startswith("test_") and k.endswith("_accuracy") and k != "test_accuracy"
+        )
+        lines.append(
+            f"| {name} | {'yes' if r['shipped'] else 'no'} | {r['task']} | {r['arch']} | {r['parameters']:,} | "
+            f"{100 * r['test_accuracy']:.2f}% | {other or '-'} | {_train_time(r)} "
+            f"({r['epochs_run']} epochs) | `{r['command']}` |"
+        )
     lines += ["", "Targets and whether they are met:", ""]
     for name, r in rows.items():
         lines.append(f"- {name}: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in r["targets_met"].items()))

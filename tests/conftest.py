@@ -60,5 +60,13 @@ def bad_fixtures(tmp_path_factory):
             bad_inputs.build(shared / "files")
             done.write_text("ok\n")
     root = shared / "files"
-    return bad_inputs.Fixtures(root, root / "g.esq", root / "g.q.esq", root / "other.q.esq", root / "m.ckpt",
-                               root / "onnx", root / "bundle", root / "data.npz")
+    return bad_inputs.Fixtures(
+        root,
+        root / "g.esq",
+        root / "g.q.esq",
+        root / "other.q.esq",
+        root / "m.ckpt",
+        root / "onnx",
+        root / "bundle",
+        root / "data.npz",
+    )

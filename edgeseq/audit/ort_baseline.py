@@ -44,11 +44,35 @@ from ..errors import ConfigError, ShapeError
 EXPORTS = ("edgeseq_functions", "edgeseq_inline", "edgeseq_inline_init", "edgeseq_fused", "torch_legacy")
 METHODS = ("static_qdq", "static_qdq_per_channel", "static_qdq_subgraph", "dynamic", "dynamic_subgraph")
 
-QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
-             "QLinearMatMul", "QLinearConv", "QLinearAdd", "QLinearMul", "QGemm", "DynamicQuantizeLSTM",
-             "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QAttention", "QLinearSigmoid", "QLinearLeakyRelu")
-INTEGER_COMPUTE = ("MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv", "QGemm", "DynamicQuantizeLSTM",
-                   "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QAttention")
+QUANT_OPS = (
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+    "MatMulInteger",
+    "ConvInteger",
+    "QLinearMatMul",
+    "QLinearConv",
+    "QLinearAdd",
+    "QLinearMul",
+    "QGemm",
+    "DynamicQuantizeLSTM",
+    "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat",
+    "QAttention",
+    "QLinearSigmoid",
+    "QLinearLeakyRelu",
+)
+INTEGER_COMPUTE = (
+    "MatMulInteger",
+    "ConvInteger",
+    "QLinearMatMul",
+    "QLinearConv",
+    "QGemm",
+    "DynamicQuantizeLSTM",
+    "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat",
+    "QAttention",
+)
 FLOAT_COMPUTE = ("MatMul", "Gemm", "Conv", "GRU", "LSTM", "RNN")
 RECURRENT_OPS = ("GRU", "LSTM", "RNN", "DynamicQuantizeLSTM")
 
@@ -127,8 +151,16 @@ def op_inventory(model) -> dict:
                     src = [produced.get(i) for i in list(n.input)[:2] if i]
                     dq = [s == "DequantizeLinear" for s in src]
                     kind = "qdq" if dq and all(dq) else ("weight_qdq" if len(dq) > 1 and dq[1] else "float")
-                compute.append({"op": n.op_type, "name": n.name, "where": where, "in_loop_body": in_sub,
-                                "recurrent": in_sub or n.op_type in RECURRENT_OPS, "kind": kind})
+                compute.append(
+                    {
+                        "op": n.op_type,
+                        "name": n.name,
+                        "where": where,
+                        "in_loop_body": in_sub,
+                        "recurrent": in_sub or n.op_type in RECURRENT_OPS,
+                        "kind": kind,
+                    }
+                )
             for attr, g in _subgraphs(n):
                 walk(g.node, "subgraph", f"{where}/{n.op_type}:{n.name}.{attr}", True)
 
@@ -142,14 +174,24 @@ def op_inventory(model) -> dict:
 
     def tally(rows):
         t = Counter(r["kind"] for r in rows)
-        return {"total": len(rows), "integer": t["integer"], "qdq": t["qdq"], "weight_qdq": t["weight_qdq"],
-                "float": t["float"]}
+        return {
+            "total": len(rows),
+            "integer": t["integer"],
+            "qdq": t["qdq"],
+            "weight_qdq": t["weight_qdq"],
+            "float": t["float"],
+        }
 
-    return {"ops": {k: dict(v) for k, v in ops.items()}, "quant_nodes": dict(total_q), "quant_nodes_by_scope": quant,
-            "quant_nodes_in_subgraphs": int(sum(quant["subgraph"].values())),
-            "compute": tally(compute), "recurrent_compute": tally([r for r in compute if r["recurrent"]]),
-            "feedforward_compute": tally([r for r in compute if not r["recurrent"]]),
-            "float_compute_ops": [f"{r['where']}: {r['op']}" for r in compute if r["kind"] == "float"][:40]}
+    return {
+        "ops": {k: dict(v) for k, v in ops.items()},
+        "quant_nodes": dict(total_q),
+        "quant_nodes_by_scope": quant,
+        "quant_nodes_in_subgraphs": int(sum(quant["subgraph"].values())),
+        "compute": tally(compute),
+        "recurrent_compute": tally([r for r in compute if r["recurrent"]]),
+        "feedforward_compute": tally([r for r in compute if not r["recurrent"]]),
+        "float_compute_ops": [f"{r['where']}: {r['op']}" for r in compute if r["kind"] == "float"][:40],
+    }
 
 
 def runtime_integer_ops(model_path: str) -> dict:
@@ -225,9 +267,16 @@ def torch_legacy_export(module, example) -> bytes:
 
     buf = io.BytesIO()
     with _quiet(), _quiet_fds(), torch.no_grad():
-        torch.onnx.export(module.eval(), (torch.as_tensor(example),), buf, dynamo=False, input_names=["x"],
-                          output_names=["y"], opset_version=17,
-                          dynamic_axes={"x": {0: "batch", 1: "time"}, "y": {0: "batch"}})
+        torch.onnx.export(
+            module.eval(),
+            (torch.as_tensor(example),),
+            buf,
+            dynamo=False,
+            input_names=["x"],
+            output_names=["y"],
+            opset_version=17,
+            dynamic_axes={"x": {0: "batch", 1: "time"}, "y": {0: "batch"}},
+        )
     return buf.getvalue()
 
 
@@ -244,8 +293,10 @@ def _session(model_or_path, threads: int = 1):
 
 def _run(sess, x: np.ndarray, batch: int = 256) -> np.ndarray:
     name = sess.get_inputs()[0].name
-    outs = [sess.run(None, {name: np.ascontiguousarray(x[s:s + batch], dtype=np.float32)})[0]
-            for s in range(0, len(x), batch)]
+    outs = [
+        sess.run(None, {name: np.ascontiguousarray(x[s : s + batch], dtype=np.float32)})[0]
+        for s in range(0, len(x), batch)
+    ]
     return np.concatenate(outs)
 
 
@@ -253,7 +304,7 @@ class _Reader:
     """onnxruntime CalibrationDataReader over (N, T, F) samples in batches."""
 
     def __init__(self, x: np.ndarray, name: str, batch: int = 32):
-        self.items = [{name: np.ascontiguousarray(x[s:s + batch], dtype=np.float32)} for s in range(0, len(x), batch)]
+        self.items = [{name: np.ascontiguousarray(x[s : s + batch], dtype=np.float32)} for s in range(0, len(x), batch)]
         self.i = 0
 
     def get_next(self):
@@ -281,13 +332,23 @@ def quantize(method: str, src: str, dst: str, calib_x: np.ndarray, input_name: s
 
     with _quiet():
         if method.startswith("static"):
-            quantize_static(src, dst, _reader(calib_x, input_name), quant_format=QuantFormat.QDQ,
-                            per_channel=method == "static_qdq_per_channel", activation_type=QuantType.QInt8,
-                            weight_type=QuantType.QInt8,
-                            extra_options={"EnableSubgraph": True} if method.endswith("subgraph") else None)
+            quantize_static(
+                src,
+                dst,
+                _reader(calib_x, input_name),
+                quant_format=QuantFormat.QDQ,
+                per_channel=method == "static_qdq_per_channel",
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                extra_options={"EnableSubgraph": True} if method.endswith("subgraph") else None,
+            )
         elif method.startswith("dynamic"):
-            quantize_dynamic(src, dst, weight_type=QuantType.QInt8,
-                             extra_options={"EnableSubgraph": True} if method.endswith("subgraph") else None)
+            quantize_dynamic(
+                src,
+                dst,
+                weight_type=QuantType.QInt8,
+                extra_options={"EnableSubgraph": True} if method.endswith("subgraph") else None,
+            )
         else:
             raise ConfigError(f"unknown onnxruntime quantization method '{method}'; known: {', '.join(METHODS)}")
 
@@ -326,12 +387,15 @@ def _as_graph(graph_or_model, calib_x):
             return graph, graph_or_model, None, None
     except ImportError:  # pragma: no cover
         pass
-    raise ConfigError(f"ort_baseline takes an edgeseq IR Graph, a torch nn.Module or an ONNX model, got "
-                      f"{type(graph_or_model).__name__}")
+    raise ConfigError(
+        f"ort_baseline takes an edgeseq IR Graph, a torch nn.Module or an ONNX model, got "
+        f"{type(graph_or_model).__name__}"
+    )
 
 
-def float_exports(graph=None, module=None, onnx_model=None, example=None, other_length_x=None,
-                  exports=EXPORTS) -> dict[str, dict]:
+def float_exports(
+    graph=None, module=None, onnx_model=None, example=None, other_length_x=None, exports=EXPORTS
+) -> dict[str, dict]:
     """{export name: {"model": onnx.ModelProto} or {"error": reason}} for the requested export forms."""
     out: dict[str, dict] = {}
     if onnx_model is not None:
@@ -379,8 +443,20 @@ def float_exports(graph=None, module=None, onnx_model=None, example=None, other_
     return out
 
 
-def ort_baseline(graph_or_model, calib_x, eval_x, eval_y, workdir, *, exports=EXPORTS, methods=METHODS,
-                 calib_samples: int = 256, log: Callable = lambda *a: None, val_x=None, val_y=None) -> dict:
+def ort_baseline(
+    graph_or_model,
+    calib_x,
+    eval_x,
+    eval_y,
+    workdir,
+    *,
+    exports=EXPORTS,
+    methods=METHODS,
+    calib_samples: int = 256,
+    log: Callable = lambda *a: None,
+    val_x=None,
+    val_y=None,
+) -> dict:
     """Quantize the float model with onnxruntime's quantizer in every export form and method and
     measure it. ``graph_or_model``: an IR Graph, a torch module (captured; torch's own export is
     added for nn.RNN/GRU/LSTM models) or an ONNX model / path. ``calib_x`` (N, T, F): calibration
@@ -401,8 +477,10 @@ def ort_baseline(graph_or_model, calib_x, eval_x, eval_y, workdir, *, exports=EX
     eval_x = np.asarray(eval_x, dtype=np.float32)
     eval_y = np.asarray(eval_y)
     if calib_x.ndim != 3 or eval_x.ndim != 3 or calib_x.shape[-1] != eval_x.shape[-1]:
-        raise ShapeError(f"calib_x and eval_x must be (N, T, F) with the same F, got {calib_x.shape} and "
-                         f"{eval_x.shape}", where="ort_baseline")
+        raise ShapeError(
+            f"calib_x and eval_x must be (N, T, F) with the same F, got {calib_x.shape} and {eval_x.shape}",
+            where="ort_baseline",
+        )
     if eval_y.shape != (len(eval_x),):
         raise ShapeError(f"eval_y must have shape ({len(eval_x)},), got {eval_y.shape}", where="ort_baseline")
     bad = sorted(set(methods) - set(METHODS))
@@ -418,8 +496,14 @@ def ort_baseline(graph_or_model, calib_x, eval_x, eval_y, workdir, *, exports=EX
         other = calib_x[:4, :t2]
     t0 = time.perf_counter()
     floats = float_exports(graph, module, given, calib_x[:2], other, exports)
-    result: dict[str, Any] = {"n_eval": int(len(eval_x)), "n_calib": int(len(calib)), "steps": int(eval_x.shape[1]),
-                              "float": {}, "variants": [], "methods": list(methods)}
+    result: dict[str, Any] = {
+        "n_eval": int(len(eval_x)),
+        "n_calib": int(len(calib)),
+        "steps": int(eval_x.shape[1]),
+        "float": {},
+        "variants": [],
+        "methods": list(methods),
+    }
     if graph is not None:
         result["graph"] = {"nodes": [n.op.kind for n in graph.nodes], "parameters": int(graph.num_params())}
     if capture_error:
@@ -437,8 +521,13 @@ def ort_baseline(graph_or_model, calib_x, eval_x, eval_y, workdir, *, exports=EX
                 onnx.save(entry["model"], str(path))
                 logits = _run(_session(str(path)), eval_x)
                 ref_logits[name] = logits
-                rec.update({"accuracy": float(np.mean(logits.argmax(-1) == eval_y)), "bytes": path.stat().st_size,
-                            "inventory": op_inventory(entry["model"])})
+                rec.update(
+                    {
+                        "accuracy": float(np.mean(logits.argmax(-1) == eval_y)),
+                        "bytes": path.stat().st_size,
+                        "inventory": op_inventory(entry["model"]),
+                    }
+                )
             except Exception as e:  # noqa: BLE001 - recorded
                 rec.update({"error": _short(e), "stage": "float_run"})
         result["float"][name] = rec
@@ -456,46 +545,69 @@ def ort_baseline(graph_or_model, calib_x, eval_x, eval_y, workdir, *, exports=EX
                 quantize(method, str(src), str(dst), calib, input_name)
                 qm = onnx.load(str(dst))
                 inv = op_inventory(qm)
-                row.update({"quant_nodes": inv["quant_nodes"],
-                            "quant_nodes_in_subgraphs": inv["quant_nodes_in_subgraphs"],
-                            "quant_nodes_by_scope": inv["quant_nodes_by_scope"], "compute": inv["compute"],
-                            "recurrent_compute": inv["recurrent_compute"],
-                            "feedforward_compute": inv["feedforward_compute"],
-                            "float_compute_ops": inv["float_compute_ops"], "bytes": dst.stat().st_size})
+                row.update(
+                    {
+                        "quant_nodes": inv["quant_nodes"],
+                        "quant_nodes_in_subgraphs": inv["quant_nodes_in_subgraphs"],
+                        "quant_nodes_by_scope": inv["quant_nodes_by_scope"],
+                        "compute": inv["compute"],
+                        "recurrent_compute": inv["recurrent_compute"],
+                        "feedforward_compute": inv["feedforward_compute"],
+                        "float_compute_ops": inv["float_compute_ops"],
+                        "bytes": dst.stat().st_size,
+                    }
+                )
                 stage = "load"
                 row["runtime_integer_ops"] = runtime_integer_ops(str(dst))
                 sess = _session(str(dst))
                 stage = "run"
                 logits = _run(sess, eval_x)
                 ref = ref_logits[name]
-                row.update({"status": "ok", "accuracy": float(np.mean(logits.argmax(-1) == eval_y)),
-                            "agreement_with_float": float(np.mean(logits.argmax(-1) == ref.argmax(-1))),
-                            "max_abs_logit_error": float(np.abs(logits - ref).max())})
+                row.update(
+                    {
+                        "status": "ok",
+                        "accuracy": float(np.mean(logits.argmax(-1) == eval_y)),
+                        "agreement_with_float": float(np.mean(logits.argmax(-1) == ref.argmax(-1))),
+                        "max_abs_logit_error": float(np.abs(logits - ref).max()),
+                    }
+                )
                 if val_x is not None:
                     vl = _run(sess, np.asarray(val_x, dtype=np.float32))
                     row["validation_accuracy"] = float(np.mean(vl.argmax(-1) == np.asarray(val_y)))
-                row["quantized_anything"] = bool(inv["compute"]["integer"] + inv["compute"]["qdq"]
-                                                 + inv["compute"]["weight_qdq"])
-                row["quantized_recurrence"] = bool(inv["recurrent_compute"]["integer"] + inv["recurrent_compute"]["qdq"]
-                                                   + inv["recurrent_compute"]["weight_qdq"])
+                row["quantized_anything"] = bool(
+                    inv["compute"]["integer"] + inv["compute"]["qdq"] + inv["compute"]["weight_qdq"]
+                )
+                row["quantized_recurrence"] = bool(
+                    inv["recurrent_compute"]["integer"]
+                    + inv["recurrent_compute"]["qdq"]
+                    + inv["recurrent_compute"]["weight_qdq"]
+                )
             except Exception as e:  # noqa: BLE001 - a quantizer failure is a finding, recorded with its reason
                 row.update({"status": "failed", "stage": stage, "error": _short(e)})
             result["variants"].append(row)
-            log(f"{name} {method}: " + (f"accuracy {row['accuracy']:.4f}, agreement {row['agreement_with_float']:.4f}, "
-                                        f"quant nodes {row['quant_nodes']}" if row.get("status") == "ok"
-                                        else f"FAILED at {row['stage']}: {row['error']}"))
+            log(
+                f"{name} {method}: "
+                + (
+                    f"accuracy {row['accuracy']:.4f}, agreement {row['agreement_with_float']:.4f}, "
+                    f"quant nodes {row['quant_nodes']}"
+                    if row.get("status") == "ok"
+                    else f"FAILED at {row['stage']}: {row['error']}"
+                )
+            )
     ok = [v for v in result["variants"] if v.get("status") == "ok"]
     best = max(ok, key=lambda v: (v["accuracy"], v["quantized_recurrence"]), default=None)
     float_acc = max((r["accuracy"] for r in result["float"].values() if "accuracy" in r), default=None)
     result["summary"] = {
         "float_accuracy": float_acc,
-        "variants_ok": len(ok), "variants_failed": len(result["variants"]) - len(ok),
+        "variants_ok": len(ok),
+        "variants_failed": len(result["variants"]) - len(ok),
         "best": None if best is None else {k: best[k] for k in ("export", "method", "accuracy")},
         "any_recurrence_quantized": any(v["quantized_recurrence"] for v in ok),
         "recurrence_quantized_by": sorted({f"{v['export']}/{v['method']}" for v in ok if v["quantized_recurrence"]}),
         "nothing_quantized": sorted({f"{v['export']}/{v['method']}" for v in ok if not v["quantized_anything"]}),
-        "failed": sorted({f"{v['export']}/{v['method']}: {v['error']}" for v in result["variants"]
-                          if v.get("status") != "ok"}),
+        "failed": sorted(
+            {f"{v['export']}/{v['method']}: {v['error']}" for v in result["variants"] if v.get("status") != "ok"}
+        ),
         "seconds": round(time.perf_counter() - t0, 1),
     }
     return result
@@ -507,13 +619,24 @@ def audit_rows(result: dict, include_float: bool = False) -> list[dict]:
     rows = []
     if include_float:
         for k, v in result["float"].items():
-            rows.append({"variant": f"ort:{k}/float32", "kind": "float", "accuracy": v.get("accuracy"),
-                         "bytes": v.get("bytes"), "status": "ok" if "accuracy" in v else "failed",
-                         **({"error": v["error"]} if "error" in v else {})})
+            rows.append(
+                {
+                    "variant": f"ort:{k}/float32",
+                    "kind": "float",
+                    "accuracy": v.get("accuracy"),
+                    "bytes": v.get("bytes"),
+                    "status": "ok" if "accuracy" in v else "failed",
+                    **({"error": v["error"]} if "error" in v else {}),
+                }
+            )
     for v in result["variants"]:
         q = v.get("quant_nodes") or {}
-        row = {"variant": f"ort:{v['export']}/{v['method']}", "kind": "ort_baseline", "accuracy": v.get("accuracy"),
-               "status": v.get("status", "failed")}
+        row = {
+            "variant": f"ort:{v['export']}/{v['method']}",
+            "kind": "ort_baseline",
+            "accuracy": v.get("accuracy"),
+            "status": v.get("status", "failed"),
+        }
         if v.get("agreement_with_float") is not None:
             row["agreement_with_float"] = v["agreement_with_float"]
         if v.get("bytes") is not None:
@@ -521,9 +644,11 @@ def audit_rows(result: dict, include_float: bool = False) -> list[dict]:
         if v.get("status") == "ok":
             rc = v.get("recurrent_compute") or {}
             done = rc.get("integer", 0) + rc.get("qdq", 0) + rc.get("weight_qdq", 0)
-            row["note"] = (f"{sum(q.values())} quantization nodes "
-                           f"({v.get('quant_nodes_in_subgraphs', 0)} in loop bodies); "
-                           f"recurrent matmuls quantized {done}/{rc.get('total', 0)}")
+            row["note"] = (
+                f"{sum(q.values())} quantization nodes "
+                f"({v.get('quant_nodes_in_subgraphs', 0)} in loop bodies); "
+                f"recurrent matmuls quantized {done}/{rc.get('total', 0)}"
+            )
         else:
             row["error"] = f"{v.get('stage', '')}: {v.get('error', '')}"
         rows.append(row)

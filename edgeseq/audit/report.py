@@ -20,10 +20,14 @@ from ..reports import html as H
 SCHEMA = "edgeseq-audit"
 VERSION = 1
 KINDS = ("float", "naive", "ort_baseline", "plan", "other")
-KIND_LABEL = {"float": "float32", "naive": "naive per-tensor int8", "ort_baseline": "onnxruntime quantizer",
-              "plan": "edgeseq plan", "other": "other"}
-KIND_COLOR = {"float": "#4c72b0", "naive": "#c44e52", "ort_baseline": "#dd8452", "plan": "#55a868",
-              "other": "#8172b3"}
+KIND_LABEL = {
+    "float": "float32",
+    "naive": "naive per-tensor int8",
+    "ort_baseline": "onnxruntime quantizer",
+    "plan": "edgeseq plan",
+    "other": "other",
+}
+KIND_COLOR = {"float": "#4c72b0", "naive": "#c44e52", "ort_baseline": "#dd8452", "plan": "#55a868", "other": "#8172b3"}
 SQNR_KINDS = ("weight", "activation", "state", "output")
 
 # ------------------------------------------------------------------------------------ validation
@@ -59,8 +63,7 @@ def _field(row: dict, key: str, where: str, kind: str, required: bool = True, nu
     elif kind == "frac":
         _check(_is_num(v) and 0.0 <= v <= 1.0, f"{where}.{key}", f"must be a fraction in [0, 1], got {v!r}")
     elif kind == "numlist":
-        _check(isinstance(v, list) and all(_is_num(x) for x in v), f"{where}.{key}",
-               "must be a list of finite numbers")
+        _check(isinstance(v, list) and all(_is_num(x) for x in v), f"{where}.{key}", "must be a list of finite numbers")
     return v
 
 
@@ -82,16 +85,22 @@ def validate_audit(audit: Any) -> dict:
     if "schema" in a:
         _check(a["schema"] == SCHEMA, "audit.schema", f"must be '{SCHEMA}', got {a['schema']!r}")
     if "version" in a:
-        _check(isinstance(a["version"], int) and a["version"] <= VERSION, "audit.version",
-               f"version {a['version']!r} is newer than this edgeseq supports ({VERSION})")
+        _check(
+            isinstance(a["version"], int) and a["version"] <= VERSION,
+            "audit.version",
+            f"version {a['version']!r} is newer than this edgeseq supports ({VERSION})",
+        )
     a["schema"], a["version"] = SCHEMA, VERSION
     _check(isinstance(a.get("model"), dict), "audit.model", "missing or not an object")
     _field(a["model"], "name", "audit.model", "str")
     for k in ("dataset", "budget", "verdict", "confusion", "ort_baseline"):
         if a.get(k) is not None:
             _check(isinstance(a[k], dict), f"audit.{k}", "must be an object")
-    _check(isinstance(a.get("accuracy"), list) and bool(a["accuracy"]), "audit.accuracy",
-           "missing or empty: at least the float row is needed")
+    _check(
+        isinstance(a.get("accuracy"), list) and bool(a["accuracy"]),
+        "audit.accuracy",
+        "missing or empty: at least the float row is needed",
+    )
     seen = set()
     for i, r in enumerate(_rows(a, "accuracy")):
         w = f"audit.accuracy[{i}]"
@@ -117,8 +126,11 @@ def validate_audit(audit: Any) -> dict:
         _field(r, "layer", w, "str")
         t = _field(r, "t", w, "numlist")
         e = _field(r, "error", w, "numlist")
-        _check(len(t) == len(e) and len(t) > 0, w, f"t and error must be non-empty and of equal length "
-                                                   f"({len(t)} vs {len(e)})")
+        _check(
+            len(t) == len(e) and len(t) > 0,
+            w,
+            f"t and error must be non-empty and of equal length ({len(t)} vs {len(e)})",
+        )
     for i, r in enumerate(_rows(a, "outliers")):
         w = f"audit.outliers[{i}]"
         _field(r, "tensor", w, "str")
@@ -154,15 +166,24 @@ def validate_audit(audit: Any) -> dict:
     if a.get("verdict") is not None:
         _field(a["verdict"], "pass", "audit.verdict", "bool")
         reasons = a["verdict"].get("reasons", [])
-        _check(isinstance(reasons, list) and all(isinstance(s, str) for s in reasons), "audit.verdict.reasons",
-               "must be a list of strings")
+        _check(
+            isinstance(reasons, list) and all(isinstance(s, str) for s in reasons),
+            "audit.verdict.reasons",
+            "must be a list of strings",
+        )
     for name, m in (a.get("confusion") or {}).items():
-        _check(isinstance(m, list) and m and all(isinstance(r, list) and len(r) == len(m) for r in m)
-               and all(_is_num(v) for r in m for v in r), f"audit.confusion.{name}",
-               "must be a square matrix of numbers")
+        _check(
+            isinstance(m, list)
+            and m
+            and all(isinstance(r, list) and len(r) == len(m) for r in m)
+            and all(_is_num(v) for r in m for v in r),
+            f"audit.confusion.{name}",
+            "must be a square matrix of numbers",
+        )
     notes = a.get("notes", [])
-    _check(isinstance(notes, list) and all(isinstance(s, str) for s in notes), "audit.notes",
-           "must be a list of strings")
+    _check(
+        isinstance(notes, list) and all(isinstance(s, str) for s in notes), "audit.notes", "must be a list of strings"
+    )
     try:
         json.dumps(a, allow_nan=False)
     except (TypeError, ValueError) as e:
@@ -258,8 +279,11 @@ def _summary(a: dict) -> str:
         for k, label in (("n", "sequences"), ("steps", "time steps")):
             if d.get(k) is not None:
                 items[label] = d[k]
-    for k, label in (("max_accuracy_drop_points", "budget: max accuracy drop (points)"),
-                     ("max_flip_rate", "budget: max decision-flip rate"), ("max_bytes", "budget: max bytes")):
+    for k, label in (
+        ("max_accuracy_drop_points", "budget: max accuracy drop (points)"),
+        ("max_flip_rate", "budget: max decision-flip rate"),
+        ("max_bytes", "budget: max bytes"),
+    ):
         if b.get(k) is not None:
             items[label] = b[k]
     return H.section("Summary", H.kv_table(items), sid="summary")
@@ -273,25 +297,41 @@ def _accuracy(a: dict) -> str:
     table_rows = []
     for r in rows:
         acc = r.get("accuracy")
-        table_rows.append({
-            "variant": r["variant"], "kind": KIND_LABEL[r["kind"]], "accuracy": _pct(acc),
-            "change vs float (points)": _points(None if acc is None or base is None else 100 * (acc - base)),
-            "agreement with float": _pct(r.get("agreement_with_float")),
-            "decision flips": _pct(flips.get(r["variant"])), "bytes": r.get("bytes"),
-            "status": r.get("status") or ("ok" if acc is not None else "failed"),
-            "note / error": r.get("error") or r.get("note") or ""})
+        table_rows.append(
+            {
+                "variant": r["variant"],
+                "kind": KIND_LABEL[r["kind"]],
+                "accuracy": _pct(acc),
+                "change vs float (points)": _points(None if acc is None or base is None else 100 * (acc - base)),
+                "agreement with float": _pct(r.get("agreement_with_float")),
+                "decision flips": _pct(flips.get(r["variant"])),
+                "bytes": r.get("bytes"),
+                "status": r.get("status") or ("ok" if acc is not None else "failed"),
+                "note / error": r.get("error") or r.get("note") or "",
+            }
+        )
     ok_rows = [r for r in rows if r.get("accuracy") is not None]
     parts = [H.table(table_rows, highlight=[r["kind"] == "plan" for r in rows])]
     if ok_rows:
-        png = H.bar_png([r["variant"] for r in ok_rows], [100 * r["accuracy"] for r in ok_rows],
-                        title="accuracy by variant", ylabel="accuracy (%)", horizontal=True,
-                        colors=[KIND_COLOR[r["kind"]] for r in ok_rows],
-                        hline=None if base is None else 100 * base, hline_label="float32",
-                        lim=(max(0.0, 100 * min(r["accuracy"] for r in ok_rows) - 10), 100.0))
+        png = H.bar_png(
+            [r["variant"] for r in ok_rows],
+            [100 * r["accuracy"] for r in ok_rows],
+            title="accuracy by variant",
+            ylabel="accuracy (%)",
+            horizontal=True,
+            colors=[KIND_COLOR[r["kind"]] for r in ok_rows],
+            hline=None if base is None else 100 * base,
+            hline_label="float32",
+            lim=(max(0.0, 100 * min(r["accuracy"] for r in ok_rows) - 10), 100.0),
+        )
         parts.append(H.img(png, "accuracy by variant"))
-    return H.section("Accuracy", *parts, sid="accuracy",
-                     note_text="float32; naive per-tensor int8 of every tensor; onnxruntime's own quantizer "
-                               "(baseline); the edgeseq plan. Failed variants are listed with the reason.")
+    return H.section(
+        "Accuracy",
+        *parts,
+        sid="accuracy",
+        note_text="float32; naive per-tensor int8 of every tensor; onnxruntime's own quantizer "
+        "(baseline); the edgeseq plan. Failed variants are listed with the reason.",
+    )
 
 
 def _flips(a: dict) -> str:
@@ -299,12 +339,29 @@ def _flips(a: dict) -> str:
     if not rates:
         return H.section("Decision flips", _missing("decision-flip rate"), sid="flips")
     extra = {r["variant"]: r for r in a.get("decision_flips") or []}
-    rows = [{"variant": v, "flip rate": _pct(rate), "flips": extra.get(v, {}).get("flips"),
-             "sequences": extra.get(v, {}).get("n")} for v, rate in rates.items()]
-    png = H.bar_png(list(rates), [100 * r for r in rates.values()], title="decision-flip rate vs float",
-                    ylabel="sequences with a different predicted class (%)", horizontal=True)
-    return H.section("Decision flips", H.table(rows), H.img(png, "decision-flip rate"), sid="flips",
-                     note_text="Fraction of evaluated sequences whose predicted class differs from the float model's.")
+    rows = [
+        {
+            "variant": v,
+            "flip rate": _pct(rate),
+            "flips": extra.get(v, {}).get("flips"),
+            "sequences": extra.get(v, {}).get("n"),
+        }
+        for v, rate in rates.items()
+    ]
+    png = H.bar_png(
+        list(rates),
+        [100 * r for r in rates.values()],
+        title="decision-flip rate vs float",
+        ylabel="sequences with a different predicted class (%)",
+        horizontal=True,
+    )
+    return H.section(
+        "Decision flips",
+        H.table(rows),
+        H.img(png, "decision-flip rate"),
+        sid="flips",
+        note_text="Fraction of evaluated sequences whose predicted class differs from the float model's.",
+    )
 
 
 def _sqnr(a: dict) -> str:
@@ -314,19 +371,44 @@ def _sqnr(a: dict) -> str:
     variants = list(dict.fromkeys(r.get("variant", "") for r in rows))
     labels = list(dict.fromkeys(r["tensor"] for r in rows))
     if len(variants) > 1:
-        values = {v or "-": [next((r["sqnr_db"] for r in rows if r["tensor"] == t and r.get("variant", "") == v), None)
-                             for t in labels] for v in variants}
+        values = {
+            v or "-": [
+                next((r["sqnr_db"] for r in rows if r["tensor"] == t and r.get("variant", "") == v), None)
+                for t in labels
+            ]
+            for v in variants
+        }
         png = H.bar_png(labels, values, title="SQNR per tensor", ylabel="SQNR (dB)", horizontal=True)
     else:
         colors = [f"C{SQNR_KINDS.index(r['kind']) if r.get('kind') in SQNR_KINDS else 4}" for r in rows]
-        png = H.bar_png([r["tensor"] for r in rows], [r["sqnr_db"] for r in rows], title="SQNR per tensor",
-                        ylabel="SQNR (dB)", horizontal=True, colors=colors)
-    table_rows = [{"tensor": r["tensor"], "layer": r.get("layer", ""), "kind": r.get("kind", ""),
-                   "bits": r.get("bits"), "granularity": r.get("granularity", ""), "variant": r.get("variant", ""),
-                   "SQNR (dB)": r["sqnr_db"]} for r in sorted(rows, key=lambda r: r["sqnr_db"])]
-    return H.section("SQNR per tensor", H.img(png, "SQNR per tensor"), H.table(table_rows, digits=3), sid="sqnr",
-                     note_text="10 log10(signal power / quantization error power); lowest first in the table. "
-                               "Colours: weights, activations, states, outputs.")
+        png = H.bar_png(
+            [r["tensor"] for r in rows],
+            [r["sqnr_db"] for r in rows],
+            title="SQNR per tensor",
+            ylabel="SQNR (dB)",
+            horizontal=True,
+            colors=colors,
+        )
+    table_rows = [
+        {
+            "tensor": r["tensor"],
+            "layer": r.get("layer", ""),
+            "kind": r.get("kind", ""),
+            "bits": r.get("bits"),
+            "granularity": r.get("granularity", ""),
+            "variant": r.get("variant", ""),
+            "SQNR (dB)": r["sqnr_db"],
+        }
+        for r in sorted(rows, key=lambda r: r["sqnr_db"])
+    ]
+    return H.section(
+        "SQNR per tensor",
+        H.img(png, "SQNR per tensor"),
+        H.table(table_rows, digits=3),
+        sid="sqnr",
+        note_text="10 log10(signal power / quantization error power); lowest first in the table. "
+        "Colours: weights, activations, states, outputs.",
+    )
 
 
 def _growth(a: dict) -> str:
@@ -352,13 +434,25 @@ def _growth(a: dict) -> str:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     png = H.figure_png(fig)
-    summary = [{"layer": r["layer"], "state": r.get("state", ""), "metric": r.get("metric", ""),
-                "first": r["error"][0], "last": r["error"][-1], "max": max(r["error"]),
-                "growth (last / first)": (r["error"][-1] / r["error"][0]) if r["error"][0] else None}
-               for r in rows]
-    return H.section("Error growth over time", H.img(png, "error growth over time"), H.table(summary, digits=3),
-                     sid="growth", note_text="Does the quantization error of a recurrent state accumulate over the "
-                                             "sequence, or stay bounded?")
+    summary = [
+        {
+            "layer": r["layer"],
+            "state": r.get("state", ""),
+            "metric": r.get("metric", ""),
+            "first": r["error"][0],
+            "last": r["error"][-1],
+            "max": max(r["error"]),
+            "growth (last / first)": (r["error"][-1] / r["error"][0]) if r["error"][0] else None,
+        }
+        for r in rows
+    ]
+    return H.section(
+        "Error growth over time",
+        H.img(png, "error growth over time"),
+        H.table(summary, digits=3),
+        sid="growth",
+        note_text="Does the quantization error of a recurrent state accumulate over the sequence, or stay bounded?",
+    )
 
 
 def _outliers(a: dict) -> str:
@@ -370,26 +464,49 @@ def _outliers(a: dict) -> str:
         ratio = r.get("ratio")
         if ratio is None and r.get("median_absmax"):
             ratio = r["absmax"] / r["median_absmax"]
-        out.append({"tensor": r["tensor"], "channel": r["channel"], "absmax": r["absmax"],
-                    "median absmax": r.get("median_absmax"), "ratio to median": ratio})
+        out.append(
+            {
+                "tensor": r["tensor"],
+                "channel": r["channel"],
+                "absmax": r["absmax"],
+                "median absmax": r.get("median_absmax"),
+                "ratio to median": ratio,
+            }
+        )
     out.sort(key=lambda r: -(r["ratio to median"] or 0))
-    return H.section("Outlier channels", H.table(out, highlight=[(r["ratio to median"] or 0) >= 4 for r in out],
-                                                 digits=3), sid="outliers",
-                     note_text="Channels whose range dwarfs the median channel's waste int8 resolution under "
-                               "per-tensor scales (highlighted: ratio >= 4).")
+    return H.section(
+        "Outlier channels",
+        H.table(out, highlight=[(r["ratio to median"] or 0) >= 4 for r in out], digits=3),
+        sid="outliers",
+        note_text="Channels whose range dwarfs the median channel's waste int8 resolution under "
+        "per-tensor scales (highlighted: ratio >= 4).",
+    )
 
 
 def _sensitivity(a: dict) -> str:
     rows = a.get("sensitivity") or []
     if not rows:
         return H.section("Sensitivity ranking", _missing("per-tensor sensitivity"), sid="sensitivity")
-    ordered = sorted(rows, key=lambda r: (r.get("rank") if r.get("rank") is not None else math.inf,
-                                          -r["accuracy_drop_points"]))
-    out = [{"rank": r.get("rank", k + 1), "name": r["name"], "accuracy drop (points)": r["accuracy_drop_points"],
-            "SQNR (dB)": r.get("sqnr_db"), "how": r.get("how", "")} for k, r in enumerate(ordered)]
-    png = H.bar_png([r["name"] for r in ordered], [r["accuracy_drop_points"] for r in ordered],
-                    title="accuracy drop when only this is quantized", ylabel="accuracy drop (points)",
-                    horizontal=True)
+    ordered = sorted(
+        rows, key=lambda r: (r.get("rank") if r.get("rank") is not None else math.inf, -r["accuracy_drop_points"])
+    )
+    out = [
+        {
+            "rank": r.get("rank", k + 1),
+            "name": r["name"],
+            "accuracy drop (points)": r["accuracy_drop_points"],
+            "SQNR (dB)": r.get("sqnr_db"),
+            "how": r.get("how", ""),
+        }
+        for k, r in enumerate(ordered)
+    ]
+    png = H.bar_png(
+        [r["name"] for r in ordered],
+        [r["accuracy_drop_points"] for r in ordered],
+        title="accuracy drop when only this is quantized",
+        ylabel="accuracy drop (points)",
+        horizontal=True,
+    )
     return H.section("Sensitivity ranking", H.table(out, digits=3), H.img(png, "sensitivity"), sid="sensitivity")
 
 
@@ -404,12 +521,25 @@ def _sizes(a: dict) -> str:
     out = []
     for r in rows:
         base = r.get("float_bytes") or ref
-        out.append({"variant": r["variant"], "bytes": r["bytes"], "float bytes": base,
-                    "ratio to float": (r["bytes"] / base) if base else None, "note": r.get("note", "")})
-    png = H.bar_png([r["variant"] for r in rows], [r["bytes"] / 1024 for r in rows], title="size",
-                    ylabel="KiB", horizontal=True)
-    return H.section("Sizes", H.table(out, digits=3), H.img(png, "sizes"), sid="sizes",
-                     note_text="Bytes of weights and constants as stored (float32 vs integer).")
+        out.append(
+            {
+                "variant": r["variant"],
+                "bytes": r["bytes"],
+                "float bytes": base,
+                "ratio to float": (r["bytes"] / base) if base else None,
+                "note": r.get("note", ""),
+            }
+        )
+    png = H.bar_png(
+        [r["variant"] for r in rows], [r["bytes"] / 1024 for r in rows], title="size", ylabel="KiB", horizontal=True
+    )
+    return H.section(
+        "Sizes",
+        H.table(out, digits=3),
+        H.img(png, "sizes"),
+        sid="sizes",
+        note_text="Bytes of weights and constants as stored (float32 vs integer).",
+    )
 
 
 def _plan(a: dict) -> str:
@@ -432,22 +562,40 @@ def _ort(a: dict) -> str:
         q = v.get("quant_nodes") or {}
         rc = v.get("recurrent_compute") or {}
         done = rc.get("integer", 0) + rc.get("qdq", 0) + rc.get("weight_qdq", 0)
-        rows.append({"export": v.get("export"), "method": v.get("method"), "status": v.get("status"),
-                     "accuracy": _pct(v.get("accuracy")), "agreement": _pct(v.get("agreement_with_float")),
-                     "quant nodes": ", ".join(f"{k} {n}" for k, n in sorted(q.items())) or "none",
-                     "in loop bodies": v.get("quant_nodes_in_subgraphs"),
-                     "recurrent matmuls quantized": f"{done}/{rc.get('total', 0)}" if rc else "-",
-                     "integer kernels at run time": ", ".join(f"{k} {n}" for k, n in sorted(
-                         (v.get("runtime_integer_ops") or {}).items())) or "none",
-                     "error": v.get("error", "")})
-    fl = [{"export": k, "accuracy": _pct(v.get("accuracy")), "bytes": v.get("bytes"),
-           "error": v.get("error", "")} for k, v in (res.get("float") or {}).items()]
+        rows.append(
+            {
+                "export": v.get("export"),
+                "method": v.get("method"),
+                "status": v.get("status"),
+                "accuracy": _pct(v.get("accuracy")),
+                "agreement": _pct(v.get("agreement_with_float")),
+                "quant nodes": ", ".join(f"{k} {n}" for k, n in sorted(q.items())) or "none",
+                "in loop bodies": v.get("quant_nodes_in_subgraphs"),
+                "recurrent matmuls quantized": f"{done}/{rc.get('total', 0)}" if rc else "-",
+                "integer kernels at run time": ", ".join(
+                    f"{k} {n}" for k, n in sorted((v.get("runtime_integer_ops") or {}).items())
+                )
+                or "none",
+                "error": v.get("error", ""),
+            }
+        )
+    fl = [
+        {"export": k, "accuracy": _pct(v.get("accuracy")), "bytes": v.get("bytes"), "error": v.get("error", "")}
+        for k, v in (res.get("float") or {}).items()
+    ]
     s = res.get("summary") or {}
     n_failed = s.get("variants_failed", 0)
-    text = (f"Recurrent weights quantized by: {', '.join(s.get('recurrence_quantized_by') or []) or 'no variant'}. "
-            f"{n_failed} of {s.get('variants_ok', 0) + n_failed} variants failed.")
-    return H.section("onnxruntime quantizer baseline: what got quantized", H.note(text),
-                     H.table(fl, caption="float exports"), H.table(rows, caption="quantized variants"), sid="ort")
+    text = (
+        f"Recurrent weights quantized by: {', '.join(s.get('recurrence_quantized_by') or []) or 'no variant'}. "
+        f"{n_failed} of {s.get('variants_ok', 0) + n_failed} variants failed."
+    )
+    return H.section(
+        "onnxruntime quantizer baseline: what got quantized",
+        H.note(text),
+        H.table(fl, caption="float exports"),
+        H.table(rows, caption="quantized variants"),
+        sid="ort",
+    )
 
 
 def _confusion(a: dict) -> str:
@@ -469,8 +617,20 @@ def _notes(a: dict) -> str:
     return H.section("Notes", "<ul>" + "".join(f"<li>{H.esc(n)}</li>" for n in notes) + "</ul>", sid="notes")
 
 
-SECTIONS = (_summary, _accuracy, _flips, _sqnr, _growth, _outliers, _sensitivity, _sizes, _plan, _ort, _confusion,
-            _notes)
+SECTIONS = (
+    _summary,
+    _accuracy,
+    _flips,
+    _sqnr,
+    _growth,
+    _outliers,
+    _sensitivity,
+    _sizes,
+    _plan,
+    _ort,
+    _confusion,
+    _notes,
+)
 
 
 def render_report(audit: dict) -> str:

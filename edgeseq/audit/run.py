@@ -36,7 +36,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from ..errors import ConfigError, DatasetError, NumericsError, ShapeError
+from ..errors import ConfigError, DatasetError, ShapeError
 
 ROLE_KIND = {"state": "state", "output": "output", "weight": "weight"}
 
@@ -48,8 +48,9 @@ def _finite(x: np.ndarray, what: str, where: str) -> np.ndarray:
     return sequences(x, what, where, error=ShapeError)
 
 
-def load_audit_data(data: str, graph, *, calib: int = 512, val: int = 1024, max_eval: Optional[int] = None,
-                    seed: int = 0) -> dict:
+def load_audit_data(
+    data: str, graph, *, calib: int = 512, val: int = 1024, max_eval: Optional[int] = None, seed: int = 0
+) -> dict:
     """{calib_x, val (x, y) or None, eval_x, eval_y, name, split, labels} for ``data``."""
     rng = np.random.default_rng(seed)
     n_out = graph.output_types[0].features
@@ -61,8 +62,11 @@ def load_audit_data(data: str, graph, *, calib: int = 512, val: int = 1024, max_
         train = load_dataset(task["dataset"], "train", **task["kw"])
         test = load_dataset(task["dataset"], "test", **task["kw"])
         if train.in_features != graph.in_features:
-            raise ShapeError(f"data '{data}' has {train.in_features} features per step; the model expects "
-                             f"{graph.in_features}", where="--data", hint="audit the model with its own task's data")
+            raise ShapeError(
+                f"data '{data}' has {train.in_features} features per step; the model expects {graph.in_features}",
+                where="--data",
+                hint="audit the model with its own task's data",
+            )
         if train.n_classes != n_out:
             raise ShapeError(f"data '{data}' has {train.n_classes} classes; the model outputs {n_out}", where="--data")
         from ..quant.tasks import calibration_split
@@ -86,21 +90,26 @@ def load_audit_data(data: str, graph, *, calib: int = 512, val: int = 1024, max_
         arrays = read_npz(path, DatasetError, keys=("x", "y", "calib_x", "val_x", "val_y"))
         missing = [k for k in ("x", "y") if k not in arrays]
         if missing:
-            raise DatasetError(f"missing array(s) {missing}; an audit .npz holds x (N, T, F), y (N,) and optionally "
-                               f"calib_x, val_x and val_y", where=str(path))
+            raise DatasetError(
+                f"missing array(s) {missing}; an audit .npz holds x (N, T, F), y (N,) and optionally "
+                f"calib_x, val_x and val_y",
+                where=str(path),
+            )
         x, y = arrays["x"], np.asarray(arrays["y"])
         where = str(path)
         x = _finite(x, "x", where)
         if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
-            raise ShapeError(f"y must be ({len(x)},) integer class ids, got shape {y.shape} dtype {y.dtype}",
-                             where=where)
+            raise ShapeError(
+                f"y must be ({len(x)},) integer class ids, got shape {y.shape} dtype {y.dtype}", where=where
+            )
         y = check_labels(y, len(x), "y", where, n_classes=n_out)
         if "calib_x" in arrays:
             cx, ex, ey = arrays["calib_x"], x, y
         else:
             if len(x) < 2:
-                raise ShapeError("x needs at least 2 sequences (half calibrates, half is evaluated) or a calib_x "
-                                 "array", where=where)
+                raise ShapeError(
+                    "x needs at least 2 sequences (half calibrates, half is evaluated) or a calib_x array", where=where
+                )
             h = len(x) // 2
             cx, ex, ey = x[:h], x[h:], y[h:]
         cx = cx[:calib]
@@ -110,11 +119,15 @@ def load_audit_data(data: str, graph, *, calib: int = 512, val: int = 1024, max_
         if "val_x" in arrays:
             vx, vy = _finite(arrays["val_x"], "val_x", where), np.asarray(arrays["val_y"])
             if vx.ndim != 3 or vy.shape != (len(vx),) or not np.issubdtype(vy.dtype, np.integer):
-                raise ShapeError(f"val_x must be (N, T, F) and val_y ({len(vx)},) integer class ids, got "
-                                 f"{vx.shape} and {vy.shape} {vy.dtype}", where=where)
+                raise ShapeError(
+                    f"val_x must be (N, T, F) and val_y ({len(vx)},) integer class ids, got "
+                    f"{vx.shape} and {vy.shape} {vy.dtype}",
+                    where=where,
+                )
             if vx.shape[2] != graph.in_features:
-                raise ShapeError(f"val_x has {vx.shape[2]} features per step; the model expects {graph.in_features}",
-                                 where=where)
+                raise ShapeError(
+                    f"val_x has {vx.shape[2]} features per step; the model expects {graph.in_features}", where=where
+                )
             vy = check_labels(vy, len(vx), "val_y", where, n_classes=n_out)
             v = (vx[:val], vy[:val]) if val > 0 else None
         name, split, labels = path.name, "given", [f"class {i}" for i in range(n_out)]
@@ -123,17 +136,26 @@ def load_audit_data(data: str, graph, *, calib: int = 512, val: int = 1024, max_
     ex = _finite(ex, "evaluation data", where)
     for arr, what in ((cx, "calibration data"), (ex, "evaluation data")):
         if arr.shape[2] != graph.in_features:
-            raise ShapeError(f"{what} has {arr.shape[2]} features per step; the model expects {graph.in_features}",
-                             where=where)
+            raise ShapeError(
+                f"{what} has {arr.shape[2]} features per step; the model expects {graph.in_features}", where=where
+            )
     if max_eval and len(ex) > max_eval:
         keep = np.sort(rng.choice(len(ex), size=max_eval, replace=False))
         ex, ey = ex[keep], ey[keep]
-    return {"calib_x": cx, "val": v, "eval_x": ex, "eval_y": np.asarray(ey), "name": name, "split": split,
-            "labels": labels, "channels": channels}
+    return {
+        "calib_x": cx,
+        "val": v,
+        "eval_x": ex,
+        "eval_y": np.asarray(ey),
+        "name": name,
+        "split": split,
+        "labels": labels,
+        "channels": channels,
+    }
 
 
 def _batched(fn, x, batch: int = 256) -> np.ndarray:
-    return np.concatenate([np.asarray(fn(x[s:s + batch])) for s in range(0, len(x), batch)])
+    return np.concatenate([np.asarray(fn(x[s : s + batch])) for s in range(0, len(x), batch)])
 
 
 def _confusion(pred, y, n) -> list[list[int]]:
@@ -150,9 +172,23 @@ def _layer_of(point: str) -> str:
     return point.split("/")[0] if "/" in point else point.rsplit(".", 1)[0]
 
 
-def run_audit(model, data: str, out, *, budget: float = 0.5, calib: int = 512, val: int = 1024,
-              max_eval: Optional[int] = None, trace: int = 64, sensitivity_n: int = 256, ort: bool = True,
-              force: bool = False, seed: int = 0, progress: bool = True, log: Callable = None) -> dict:
+def run_audit(
+    model,
+    data: str,
+    out,
+    *,
+    budget: float = 0.5,
+    calib: int = 512,
+    val: int = 1024,
+    max_eval: Optional[int] = None,
+    trace: int = 64,
+    sensitivity_n: int = 256,
+    ort: bool = True,
+    force: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+    log: Callable = None,
+) -> dict:
     """Run the audit (see the module docstring); returns the audit dict written to ``out/audit.json``."""
     from tqdm.auto import tqdm
 
@@ -176,8 +212,7 @@ def run_audit(model, data: str, out, *, budget: float = 0.5, calib: int = 512, v
     ex, ey = d["eval_x"], d["eval_y"]
     n_cls = g.output_types[0].features
     labels = list(lm.labels) or d["labels"]
-    stages = ["float", "naive int8", "edgeseq plan", "onnxruntime quantizer", "error analysis", "sensitivity",
-              "report"]
+    stages = ["float", "naive int8", "edgeseq plan", "onnxruntime quantizer", "error analysis", "sensitivity", "report"]
     bar = tqdm(total=len(stages), desc="audit", unit="stage", disable=not progress, leave=False)
 
     def stage(name):
@@ -185,14 +220,33 @@ def run_audit(model, data: str, out, *, budget: float = 0.5, calib: int = 512, v
         say(f"audit   {name}")
 
     audit: dict[str, Any] = {
-        "model": {"name": lm.name, "arch": (lm.metrics.get("model_config") or {}).get("arch")
-                  or g.metadata.get("arch"), "task": lm.task, "parameters": int(g.num_params()), "source": lm.source},
-        "dataset": {"name": d["name"], "split": d["split"], "n": int(len(ex)), "steps": int(ex.shape[1]),
-                    "labels": labels, "calibration_sequences": int(len(d["calib_x"])),
-                    "validation_sequences": 0 if d["val"] is None else int(len(d["val"][0]))},
+        "model": {
+            "name": lm.name,
+            "arch": (lm.metrics.get("model_config") or {}).get("arch") or g.metadata.get("arch"),
+            "task": lm.task,
+            "parameters": int(g.num_params()),
+            "source": lm.source,
+        },
+        "dataset": {
+            "name": d["name"],
+            "split": d["split"],
+            "n": int(len(ex)),
+            "steps": int(ex.shape[1]),
+            "labels": labels,
+            "calibration_sequences": int(len(d["calib_x"])),
+            "validation_sequences": 0 if d["val"] is None else int(len(d["val"][0])),
+        },
         "budget": {"max_accuracy_drop_points": float(budget)},
-        "accuracy": [], "sqnr": [], "error_growth": [], "outliers": [], "decision_flips": [], "sensitivity": [],
-        "sizes": [], "plan": [], "confusion": {}, "notes": [],
+        "accuracy": [],
+        "sqnr": [],
+        "error_growth": [],
+        "outliers": [],
+        "decision_flips": [],
+        "sensitivity": [],
+        "sizes": [],
+        "plan": [],
+        "confusion": {},
+        "notes": [],
     }
 
     # float -----------------------------------------------------------------------------------------
@@ -203,8 +257,15 @@ def run_audit(model, data: str, out, *, budget: float = 0.5, calib: int = 512, v
     f_pred = f_logits.argmax(-1)
     acc_f = float(np.mean(f_pred == ey))
     float_bytes = 4 * int(g.num_params())
-    audit["accuracy"].append({"variant": "float32", "kind": "float", "accuracy": acc_f, "bytes": float_bytes,
-                              "note": "float64 reference interpreter"})
+    audit["accuracy"].append(
+        {
+            "variant": "float32",
+            "kind": "float",
+            "accuracy": acc_f,
+            "bytes": float_bytes,
+            "note": "float64 reference interpreter",
+        }
+    )
     audit["confusion"]["float32"] = _confusion(f_pred, ey, n_cls)
     bar.update()
 
@@ -213,22 +274,36 @@ def run_audit(model, data: str, out, *, budget: float = 0.5, calib: int = 512, v
         k_logits = _batched(lambda a: qg.run(a, mode="fake")[0][0], ex)
         ip, kp = i_logits.argmax(-1), k_logits.argmax(-1)
         sz = qg.sizes()
-        row = {"variant": variant, "kind": kind, "accuracy": float(np.mean(ip == ey)),
-               "agreement_with_float": float(np.mean(ip == f_pred)), "bytes": int(sz["const_bytes"]),
-               "note": note + f"; fake-quant accuracy {100 * float(np.mean(kp == ey)):.2f}%, integer / fake-quant "
-                              f"decisions equal on {100 * float(np.mean(ip == kp)):.2f}%"}
+        row = {
+            "variant": variant,
+            "kind": kind,
+            "accuracy": float(np.mean(ip == ey)),
+            "agreement_with_float": float(np.mean(ip == f_pred)),
+            "bytes": int(sz["const_bytes"]),
+            "note": note + f"; fake-quant accuracy {100 * float(np.mean(kp == ey)):.2f}%, integer / fake-quant "
+            f"decisions equal on {100 * float(np.mean(ip == kp)):.2f}%",
+        }
         audit["accuracy"].append(row)
         flips = int(np.sum(ip != f_pred))
         audit["decision_flips"].append({"variant": variant, "rate": flips / len(ip), "flips": flips, "n": int(len(ip))})
         wb = int(sz.get("weights_bytes", 0) + sz.get("biases_bytes", 0))
-        audit["sizes"].append({"variant": variant, "bytes": int(sz["const_bytes"]), "float_bytes": float_bytes,
-                               "weight_bytes": wb,
-                               "note": f"weights and biases {wb} B ({100 * wb / max(float_bytes, 1):.0f}% of float32) "
-                                       f"+ tables {sz.get('tables_bytes', 0)} B + requantization constants "
-                                       f"{sz.get('other_bytes', 0)} B; state {sz.get('state_bytes', 0)} B per sequence"})
+        audit["sizes"].append(
+            {
+                "variant": variant,
+                "bytes": int(sz["const_bytes"]),
+                "float_bytes": float_bytes,
+                "weight_bytes": wb,
+                "note": f"weights and biases {wb} B ({100 * wb / max(float_bytes, 1):.0f}% of float32) "
+                f"+ tables {sz.get('tables_bytes', 0)} B + requantization constants "
+                f"{sz.get('other_bytes', 0)} B; state {sz.get('state_bytes', 0)} B per sequence",
+            }
+        )
         audit["confusion"][variant] = _confusion(ip, ey, n_cls)
-        return {"int_fake_agreement": float(np.mean(ip == kp)), "fake_accuracy": float(np.mean(kp == ey)),
-                "int_accuracy": row["accuracy"]}
+        return {
+            "int_fake_agreement": float(np.mean(ip == kp)),
+            "fake_accuracy": float(np.mean(kp == ey)),
+            "int_accuracy": row["accuracy"],
+        }
 
     # naive --------------------------------------------------------------------------------------------
     stage("naive per-tensor int8")
@@ -252,8 +327,11 @@ def run_audit(model, data: str, out, *, budget: float = 0.5, calib: int = 512, v
     # is used to choose)
     search_budget, search_reason = budget, f"budget {budget:g} points against float"
     if res is not None and d["val"] is not None:
-        ort_val = [v["validation_accuracy"] for v in res["variants"]
-                   if v.get("status") == "ok" and v.get("validation_accuracy") is not None]
+        ort_val = [
+            v["validation_accuracy"]
+            for v in res["variants"]
+            if v.get("status") == "ok" and v.get("validation_accuracy") is not None
+        ]
         if ort_val:
             from ..quant.search import MAX_VAL
 
@@ -263,19 +341,25 @@ def run_audit(model, data: str, out, *, budget: float = 0.5, calib: int = 512, v
             match = max(0.0, 100 * (f_val - max(ort_val)))
             if match < search_budget:
                 search_budget = match
-                search_reason = (f"{match:.2f} points against float: onnxruntime's best variant reaches "
-                                 f"{100 * max(ort_val):.2f}% on the validation data (float {100 * f_val:.2f}%)")
-    audit["plan_search"] = {"budget_points": float(budget), "search_budget_points": float(search_budget),
-                            "reason": search_reason}
+                search_reason = (
+                    f"{match:.2f} points against float: onnxruntime's best variant reaches "
+                    f"{100 * max(ort_val):.2f}% on the validation data (float {100 * f_val:.2f}%)"
+                )
+    audit["plan_search"] = {
+        "budget_points": float(budget),
+        "search_budget_points": float(search_budget),
+        "reason": search_reason,
+    }
     audit["notes"].append(f"the plan's mixed-precision search targeted {search_reason}.")
     stage(f"edgeseq outlier-aware plan (mixed-precision search, {search_reason})")
-    q_plan = quantize(g, d["calib_x"], "edgeseq", val=d["val"],
-                      budget=search_budget if d["val"] is not None else None)
+    q_plan = quantize(g, d["calib_x"], "edgeseq", val=d["val"], budget=search_budget if d["val"] is not None else None)
     search = q_plan.info.get("search")
     note = "outlier-aware int8 plan"
     if search:
-        note += (f"; mixed-precision search promoted {', '.join(search['promoted']) or 'nothing'} to 16 bits "
-                 f"(validation: float {100 * search['float_accuracy']:.2f}%, plan {100 * search['final_accuracy']:.2f}%)")
+        note += (
+            f"; mixed-precision search promoted {', '.join(search['promoted']) or 'nothing'} to 16 bits "
+            f"(validation: float {100 * search['float_accuracy']:.2f}%, plan {100 * search['final_accuracy']:.2f}%)"
+        )
     m_plan = measure(q_plan, "edgeseq_plan", "plan", note)
     audit["fake_vs_int"] = {"naive_int8": m_naive["int_fake_agreement"], "edgeseq_plan": m_plan["int_fake_agreement"]}
     bar.update()
@@ -289,11 +373,18 @@ def run_audit(model, data: str, out, *, budget: float = 0.5, calib: int = 512, v
         audit["accuracy"].extend(rows)
         for r in rows:
             if r.get("status") == "ok" and r.get("agreement_with_float") is not None:
-                audit["decision_flips"].append({"variant": r["variant"], "rate": 1.0 - r["agreement_with_float"],
-                                                "n": int(len(ex))})
+                audit["decision_flips"].append(
+                    {"variant": r["variant"], "rate": 1.0 - r["agreement_with_float"], "n": int(len(ex))}
+                )
             if r.get("bytes"):
-                audit["sizes"].append({"variant": r["variant"], "bytes": int(r["bytes"]), "float_bytes": float_bytes,
-                                       "note": "whole .onnx file"})
+                audit["sizes"].append(
+                    {
+                        "variant": r["variant"],
+                        "bytes": int(r["bytes"]),
+                        "float_bytes": float_bytes,
+                        "note": "whole .onnx file",
+                    }
+                )
         variants = {f"ort:{v['export']}/{v['method']}": v for v in res["variants"]}
         ok = [r for r in rows if r.get("status") == "ok" and r.get("accuracy") is not None]
         # onnxruntime mostly leaves the recurrence in float (Scan bodies are skipped): compare with every
@@ -316,27 +407,36 @@ def run_audit(model, data: str, out, *, budget: float = 0.5, calib: int = 512, v
                 best, how = oracle, "best on the evaluation set"
             gap = 100 * (m_plan["int_accuracy"] - best["accuracy"])
             base_drop = 100 * (acc_f - best["accuracy"])
-            comparison[key] = {"best_ort_variant": best["variant"], "best_ort_accuracy": best["accuracy"],
-                               "selection": how,
-                               "best_ort_validation_accuracy": variants.get(best["variant"], {}).get("validation_accuracy"),
-                               "plan_minus_best_ort_points": gap, "best_ort_drop_points": base_drop,
-                               "plan_at_least_as_accurate": gap >= 0,
-                               "strictly_better_where_baseline_loses_more_than_budget":
-                                   None if base_drop <= budget else gap > 0,
-                               "oracle_ort_variant": oracle["variant"], "oracle_ort_accuracy": oracle["accuracy"],
-                               "plan_minus_oracle_ort_points": 100 * (m_plan["int_accuracy"] - oracle["accuracy"])}
-            what = ("any onnxruntime variant" if key == "any" else
-                    "the onnxruntime variants that quantize the recurrence")
-            audit["notes"].append(f"edgeseq plan vs the best of {what} ({how}: {best['variant']}): {gap:+.2f} "
-                                  f"points; that variant loses {base_drop:.2f} points against float. The best of "
-                                  f"them on the evaluation set itself ({oracle['variant']}, an optimistic pick "
-                                  f"among {len(group)}): {100 * (m_plan['int_accuracy'] - oracle['accuracy']):+.2f} "
-                                  "points.")
+            comparison[key] = {
+                "best_ort_variant": best["variant"],
+                "best_ort_accuracy": best["accuracy"],
+                "selection": how,
+                "best_ort_validation_accuracy": variants.get(best["variant"], {}).get("validation_accuracy"),
+                "plan_minus_best_ort_points": gap,
+                "best_ort_drop_points": base_drop,
+                "plan_at_least_as_accurate": gap >= 0,
+                "strictly_better_where_baseline_loses_more_than_budget": None if base_drop <= budget else gap > 0,
+                "oracle_ort_variant": oracle["variant"],
+                "oracle_ort_accuracy": oracle["accuracy"],
+                "plan_minus_oracle_ort_points": 100 * (m_plan["int_accuracy"] - oracle["accuracy"]),
+            }
+            what = (
+                "any onnxruntime variant" if key == "any" else "the onnxruntime variants that quantize the recurrence"
+            )
+            audit["notes"].append(
+                f"edgeseq plan vs the best of {what} ({how}: {best['variant']}): {gap:+.2f} "
+                f"points; that variant loses {base_drop:.2f} points against float. The best of "
+                f"them on the evaluation set itself ({oracle['variant']}, an optimistic pick "
+                f"among {len(group)}): {100 * (m_plan['int_accuracy'] - oracle['accuracy']):+.2f} "
+                "points."
+            )
         audit["comparison"] = comparison
         n_rec = len(full)
-        audit["notes"].append(f"onnxruntime's quantizer quantized the recurrent matmuls in {n_rec} of {len(ok)} working "
-                              "variants; the others keep the recurrence in float32 (the edgeseq plan runs every "
-                              "layer, recurrence and state included, as integers).")
+        audit["notes"].append(
+            f"onnxruntime's quantizer quantized the recurrent matmuls in {n_rec} of {len(ok)} working "
+            "variants; the others keep the recurrence in float32 (the edgeseq plan runs every "
+            "layer, recurrence and state included, as integers)."
+        )
     else:
         audit["notes"].append("onnxruntime quantizer baseline skipped (--no-ort)")
     bar.update()
@@ -346,46 +446,85 @@ def run_audit(model, data: str, out, *, budget: float = 0.5, calib: int = 512, v
     xt = ex[:trace]
     for variant, qg in (("edgeseq_plan", q_plan), ("naive_int8", q_naive)):
         for r in sqnr_table(qg, xt):
-            audit["sqnr"].append({"tensor": r["point"], "layer": _layer_of(r["point"]),
-                                  "kind": ROLE_KIND.get(r["role"], "activation"), "sqnr_db": _num(r["sqnr_db"]),
-                                  "bits": int(r["bits"]), "variant": variant})
+            audit["sqnr"].append(
+                {
+                    "tensor": r["point"],
+                    "layer": _layer_of(r["point"]),
+                    "kind": ROLE_KIND.get(r["role"], "activation"),
+                    "sqnr_db": _num(r["sqnr_db"]),
+                    "bits": int(r["bits"]),
+                    "variant": variant,
+                }
+            )
         for w in qg.plan.weights.values():
-            audit["sqnr"].append({"tensor": w.name, "layer": _layer_of(w.name), "kind": "weight",
-                                  "sqnr_db": _num(w.sqnr_db), "bits": int(w.bits), "granularity": w.granularity,
-                                  "variant": variant})
+            audit["sqnr"].append(
+                {
+                    "tensor": w.name,
+                    "layer": _layer_of(w.name),
+                    "kind": "weight",
+                    "sqnr_db": _num(w.sqnr_db),
+                    "bits": int(w.bits),
+                    "granularity": w.granularity,
+                    "variant": variant,
+                }
+            )
         growth = per_step_error(qg, xt)
         states = [p for p in growth if qg.plan.resolve(p) in qg.plan and qg.plan[qg.plan.resolve(p)].role == "state"]
         for p in states or list(growth):
             e = growth[p]
-            audit["error_growth"].append({"layer": _layer_of(p), "state": p, "metric": "relative_rms",
-                                          "t": list(range(len(e["rel"]))),
-                                          "error": [float(v) for v in np.nan_to_num(e["rel"])], "variant": variant})
+            audit["error_growth"].append(
+                {
+                    "layer": _layer_of(p),
+                    "state": p,
+                    "metric": "relative_rms",
+                    "t": list(range(len(e["rel"]))),
+                    "error": [float(v) for v in np.nan_to_num(e["rel"])],
+                    "variant": variant,
+                }
+            )
     audit["sqnr"] = [r for r in audit["sqnr"] if r["sqnr_db"] is not None]
     cx = d["calib_x"].reshape(-1, d["calib_x"].shape[-1])
     amax = np.abs(cx).max(axis=0)
     med = float(np.median(amax))
     channels = list(d.get("channels") or [])
     for c, a in enumerate(amax):
-        row = {"tensor": "x (raw input)" + (f" {channels[c]}" if c < len(channels) else ""), "channel": int(c),
-               "absmax": float(a), "median_absmax": med}
+        row = {
+            "tensor": "x (raw input)" + (f" {channels[c]}" if c < len(channels) else ""),
+            "channel": int(c),
+            "absmax": float(a),
+            "median_absmax": med,
+        }
         if med > 0:
             row["ratio"] = float(a / med)
         audit["outliers"].append(row)
     for name, rep in (q_plan.plan.outliers or {}).items():
         for c, r in zip(rep["channels"], rep["ratios"]):
-            audit["outliers"].append({"tensor": name, "channel": int(c), "absmax": float(r * rep["median_absmax"]),
-                                      "median_absmax": float(rep["median_absmax"]), "ratio": float(r)})
+            audit["outliers"].append(
+                {
+                    "tensor": name,
+                    "channel": int(c),
+                    "absmax": float(r * rep["median_absmax"]),
+                    "median_absmax": float(rep["median_absmax"]),
+                    "ratio": float(r),
+                }
+            )
     bar.update()
 
     # sensitivity -------------------------------------------------------------------------------------
-    sx, sy = (d["val"] if d["val"] is not None else (ex, ey))
+    sx, sy = d["val"] if d["val"] is not None else (ex, ey)
     sx, sy = sx[:sensitivity_n], sy[:sensitivity_n]
     stage(f"sensitivity ranking ({len(sy)} {'validation' if d['val'] is not None else 'evaluation'} sequences)")
     sens = sensitivity(q_plan, sx, sy)
     for k, r in enumerate(sens):
-        audit["sensitivity"].append({"name": r["name"], "accuracy_drop_points": 100 * float(r["drop"]),
-                                     "sqnr_db": _num(r["sqnr_db"]), "rank": k + 1,
-                                     "how": f"only this {r['kind']} fake-quantized at {r['bits']} bits, all else float"})
+        audit["sensitivity"].append(
+            {
+                "name": r["name"],
+                "accuracy_drop_points": 100 * float(r["drop"]),
+                "sqnr_db": _num(r["sqnr_db"]),
+                "rank": k + 1,
+                "how": f"only this {r['kind']} fake-quantized at {r['bits']} bits, all else float",
+            }
+        )
     bar.update()
 
     # the recommended plan ---------------------------------------------------------------------------------
@@ -393,17 +532,26 @@ def run_audit(model, data: str, out, *, budget: float = 0.5, calib: int = 512, v
     for e in q_plan.plan.entries.values():
         if e.absorbed:
             continue
-        row = {"tensor": e.name, "dtype": f"int{e.bits}" + (f" (+int{e.split_bits} x{len(e.split)})" if e.split else ""),
-               "granularity": e.granularity,
-               "scale": float(e.scale.flat[0]) if e.per_tensor else f"{e.scale.min():.3g}..{e.scale.max():.3g}",
-               "reason": e.note or e.role}
+        row = {
+            "tensor": e.name,
+            "dtype": f"int{e.bits}" + (f" (+int{e.split_bits} x{len(e.split)})" if e.split else ""),
+            "granularity": e.granularity,
+            "scale": float(e.scale.flat[0]) if e.per_tensor else f"{e.scale.min():.3g}..{e.scale.max():.3g}",
+            "reason": e.note or e.role,
+        }
         if e.role == "state":
             row["state_policy"] = f"int{e.bits} state carried between steps, int32 accumulation"
         audit["plan"].append(row)
     for w in q_plan.plan.weights.values():
-        audit["plan"].append({"tensor": w.name, "dtype": f"int{w.bits}", "granularity": w.granularity,
-                              "scale": f"{w.scale.min():.3g}..{w.scale.max():.3g}",
-                              "reason": "weight" + (f", SQNR {w.sqnr_db:.1f} dB" if not math.isinf(w.sqnr_db) else "")})
+        audit["plan"].append(
+            {
+                "tensor": w.name,
+                "dtype": f"int{w.bits}",
+                "granularity": w.granularity,
+                "scale": f"{w.scale.min():.3g}..{w.scale.max():.3g}",
+                "reason": "weight" + (f", SQNR {w.sqnr_db:.1f} dB" if not math.isinf(w.sqnr_db) else ""),
+            }
+        )
     ok, reasons = verdict(audit)
     audit["verdict"] = {"pass": bool(ok), "reasons": reasons}
     audit["seconds"] = round(time.perf_counter() - t0, 1)
@@ -412,9 +560,14 @@ def run_audit(model, data: str, out, *, budget: float = 0.5, calib: int = 512, v
         write_report(audit, st)
     bar.update()
     bar.close()
-    say(f"audit   float {100 * acc_f:.2f}%, naive int8 {100 * m_naive['int_accuracy']:.2f}%, edgeseq plan "
+    say(
+        f"audit   float {100 * acc_f:.2f}%, naive int8 {100 * m_naive['int_accuracy']:.2f}%, edgeseq plan "
         f"{100 * m_plan['int_accuracy']:.2f}%"
-        + "".join(f", best onnxruntime{' (recurrence quantized)' if k != 'any' else ''} {100 * c['best_ort_accuracy']:.2f}%"
-                  for k, c in (audit.get("comparison") or {}).items() if c)
-        + f"; verdict: {'PASS' if ok else 'FAIL'} ({audit['seconds']:.0f} s)")
+        + "".join(
+            f", best onnxruntime{' (recurrence quantized)' if k != 'any' else ''} {100 * c['best_ort_accuracy']:.2f}%"
+            for k, c in (audit.get("comparison") or {}).items()
+            if c
+        )
+        + f"; verdict: {'PASS' if ok else 'FAIL'} ({audit['seconds']:.0f} s)"
+    )
     return audit

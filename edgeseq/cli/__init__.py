@@ -17,8 +17,21 @@ import sys
 from .._version import __version__
 from ..errors import EdgeseqError
 
-COMMANDS = ("doctor", "ops", "info", "run", "train", "export", "prune", "quantize", "audit", "demo", "validate",
-            "bench", "sweep")
+COMMANDS = (
+    "doctor",
+    "ops",
+    "info",
+    "run",
+    "train",
+    "export",
+    "prune",
+    "quantize",
+    "audit",
+    "demo",
+    "validate",
+    "bench",
+    "sweep",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # an edgeseq bug: one line, traceback on request
         if debug:
             raise
-        print(f"edgeseq: internal error: {type(e).__name__}: {e} (set EDGESEQ_DEBUG=1 for the traceback)",
-              file=sys.stderr)
+        print(
+            f"edgeseq: internal error: {type(e).__name__}: {e} (set EDGESEQ_DEBUG=1 for the traceback)", file=sys.stderr
+        )
         return 70
 
 

@@ -70,7 +70,7 @@ def count0(text: str) -> int:
 
 def seed(text: str) -> int:
     v = _number(text, int, "an integer")
-    if not 0 <= v < 2 ** 32:
+    if not 0 <= v < 2**32:
         raise argparse.ArgumentTypeError(f"must be in 0..2^32-1, got {v}")
     return v
 
@@ -107,14 +107,26 @@ def fraction(text: str) -> float:
 def add_nir_options(p) -> None:
     """How a .nir model is read (a continuous-time graph stores no time step)."""
     g = p.add_argument_group("NIR models (.nir)")
-    g.add_argument("--nir-dt", type=positive, metavar="SECONDS",
-                   help="time step (default: the producer's; 1e-4 s, snntorch's export step)")
-    g.add_argument("--nir-method", choices=("euler", "exact"),
-                   help="discretisation: forward Euler (default) or exact exp(-dt/tau)")
-    g.add_argument("--nir-reset", choices=("zero", "subtract"),
-                   help="override the reset rule: to v_reset (NIR's) or subtract the threshold")
-    g.add_argument("--nir-semantics", choices=("auto", "nir", "snntorch"), default="auto",
-                   help="neuron semantics: snntorch's Leaky/Synaptic (auto: for snntorch's exports) or NIR's")
+    g.add_argument(
+        "--nir-dt",
+        type=positive,
+        metavar="SECONDS",
+        help="time step (default: the producer's; 1e-4 s, snntorch's export step)",
+    )
+    g.add_argument(
+        "--nir-method", choices=("euler", "exact"), help="discretisation: forward Euler (default) or exact exp(-dt/tau)"
+    )
+    g.add_argument(
+        "--nir-reset",
+        choices=("zero", "subtract"),
+        help="override the reset rule: to v_reset (NIR's) or subtract the threshold",
+    )
+    g.add_argument(
+        "--nir-semantics",
+        choices=("auto", "nir", "snntorch"),
+        default="auto",
+        help="neuron semantics: snntorch's Leaky/Synaptic (auto: for snntorch's exports) or NIR's",
+    )
 
 
 def nir_options(args):

@@ -11,15 +11,25 @@ from . import args as A
 
 
 def register(sub) -> None:
-    p = sub.add_parser("audit", help="quantization accuracy audit: float vs naive int8 vs onnxruntime's quantizer vs "
-                                     "the edgeseq plan, SQNR, error growth, outliers, report.html")
+    p = sub.add_parser(
+        "audit",
+        help="quantization accuracy audit: float vs naive int8 vs onnxruntime's quantizer vs "
+        "the edgeseq plan, SQNR, error growth, outliers, report.html",
+    )
     p.add_argument("model", help="shipped model name, .ckpt checkpoint / training directory, or .esq graph")
-    p.add_argument("--data", required=True,
-                   help="har, kws, smartwatch (calibrate on the training split, evaluate on the test split) or an "
-                        ".npz with x (N,T,F), y (N,) [and calib_x; val_x, val_y for the search]")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="har, kws, smartwatch (calibrate on the training split, evaluate on the test split) or an "
+        ".npz with x (N,T,F), y (N,) [and calib_x; val_x, val_y for the search]",
+    )
     p.add_argument("--out", required=True, help="output directory (audit.json, report.html, plan.q.esq)")
-    p.add_argument("--budget", type=A.nonnegative, default=0.5, help="allowed accuracy drop of the plan vs float, in "
-                                                             "points (default 0.5)")
+    p.add_argument(
+        "--budget",
+        type=A.nonnegative,
+        default=0.5,
+        help="allowed accuracy drop of the plan vs float, in points (default 0.5)",
+    )
     p.add_argument("--calib", type=A.count, default=512, help="calibration sequences (default 512)")
     p.add_argument("--val", type=A.count0, default=1024, help="validation sequences for the mixed-precision search")
     p.add_argument("--max-eval", type=A.count, help="evaluate on at most this many sequences (default: all)")
@@ -33,8 +43,18 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..audit.run import run_audit
 
-    audit = run_audit(args.model, args.data, args.out, budget=args.budget, calib=args.calib, val=args.val,
-                      max_eval=args.max_eval, ort=not args.no_ort, force=args.force, seed=args.seed,
-                      progress=not args.quiet)
+    audit = run_audit(
+        args.model,
+        args.data,
+        args.out,
+        budget=args.budget,
+        calib=args.calib,
+        val=args.val,
+        max_eval=args.max_eval,
+        ort=not args.no_ort,
+        force=args.force,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
     print(f"wrote {args.out}/report.html and audit.json: " + "; ".join(audit["verdict"]["reasons"]))
     return 0 if audit["verdict"]["pass"] else 1

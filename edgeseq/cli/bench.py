@@ -12,17 +12,23 @@ def _checkout_root() -> Path:
     """The source checkout that holds ``benchmarks/`` (edgeseq installed in editable mode)."""
     root = Path(__file__).resolve().parents[2]
     if not (root / "benchmarks" / "suite.py").is_file():
-        raise ConfigError("edgeseq bench runs the benchmarks of a source checkout; this installation has none",
-                          where=str(root), hint="git clone the edgeseq repository and pip install -e it, "
-                                                "then run edgeseq bench (or python -m benchmarks) there")
+        raise ConfigError(
+            "edgeseq bench runs the benchmarks of a source checkout; this installation has none",
+            where=str(root),
+            hint="git clone the edgeseq repository and pip install -e it, "
+            "then run edgeseq bench (or python -m benchmarks) there",
+        )
     return root
 
 
 def register(sub) -> None:
-    p = sub.add_parser("bench", help="run the benchmark suite and render benchmarks/BENCHMARKS.md",
-                       description="Latency (torch eager, onnxruntime, TVM), instructions on arm / Cortex-M, "
-                                   "parallel training speedup, sizes, reference-kernel throughput. "
-                                   "Same as python -m benchmarks.")
+    p = sub.add_parser(
+        "bench",
+        help="run the benchmark suite and render benchmarks/BENCHMARKS.md",
+        description="Latency (torch eager, onnxruntime, TVM), instructions on arm / Cortex-M, "
+        "parallel training speedup, sizes, reference-kernel throughput. "
+        "Same as python -m benchmarks.",
+    )
     p.add_argument("--quick", action="store_true", help="small smoke settings (results in benchmarks/results/quick/)")
     p.add_argument("--only", help="comma list of benchmarks: parallel, latency, onnx, tvm, targets, gpu_reference")
     p.add_argument("--skip", help="comma list of benchmarks to leave out")
@@ -34,10 +40,9 @@ def register(sub) -> None:
 def run(args) -> int:
     """Run ``python -m benchmarks`` in a child process from the checkout: it sets one thread per
     runtime before numpy and torch load (this process has loaded them already)."""
+    import importlib
     import os
     import subprocess
-
-    import importlib
 
     root = _checkout_root()
     if str(root) not in sys.path:

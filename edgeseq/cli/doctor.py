@@ -16,10 +16,20 @@ def register(sub) -> None:
 def collect() -> dict:
     from ..toolchains import PY_DEPS, TOOLS, python_dep_present
 
-    py = [{"module": d.module, "present": python_dep_present(d.module), "install": f"pip install {d.pip}",
-           "purpose": d.purpose, "optional": d.optional} for d in PY_DEPS]
-    tools = [{"tool": t.name, "present": t.path() is not None, "path": t.path(), "install": t.install,
-              "purpose": t.purpose} for t in TOOLS.values()]
+    py = [
+        {
+            "module": d.module,
+            "present": python_dep_present(d.module),
+            "install": f"pip install {d.pip}",
+            "purpose": d.purpose,
+            "optional": d.optional,
+        }
+        for d in PY_DEPS
+    ]
+    tools = [
+        {"tool": t.name, "present": t.path() is not None, "path": t.path(), "install": t.install, "purpose": t.purpose}
+        for t in TOOLS.values()
+    ]
     return {"python": sys.version.split()[0], "python_deps": py, "toolchains": tools}
 
 

@@ -12,28 +12,47 @@ def register(sub) -> None:
     from ..export import TARGETS
 
     p = sub.add_parser(
-        "export", help="export a model for onnx / x86 / arm / cortex-m* (artifact directory with manifest and golden vectors)",
+        "export",
+        help="export a model for onnx / x86 / arm / cortex-m* (artifact directory with manifest and golden vectors)",
         description="Export MODEL (a shipped model name such as har_lmu, a .ckpt checkpoint, a training output "
-                    "directory, an .esq IR graph, or a quantized .esq from `edgeseq quantize`) for a target. "
-                    "The artifact is checked against the reference interpreter while it is written.")
+        "directory, an .esq IR graph, or a quantized .esq from `edgeseq quantize`) for a target. "
+        "The artifact is checked against the reference interpreter while it is written.",
+    )
     p.add_argument("model", help="shipped model name, .ckpt, directory, or .esq")
-    p.add_argument("--target", required=True, help=f"one of: {', '.join(TARGETS)} (arm:cortex-a72 / arm:cortex-a76 pick a CPU)")
+    p.add_argument(
+        "--target", required=True, help=f"one of: {', '.join(TARGETS)} (arm:cortex-a72 / arm:cortex-a76 pick a CPU)"
+    )
     p.add_argument("--out", required=True, help="output directory (must not exist unless --force)")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
-    p.add_argument("--quant", metavar="PLAN", help="integer export: 'edgeseq' (the outlier-aware int8 plan) or 'naive', "
-                   "calibrated here on the model's task data (--data), or a quantized graph (.q.esq) from "
-                   "`edgeseq quantize` (MODEL may itself be one)")
-    p.add_argument("--data", help="with --quant edgeseq|naive: the task whose training split calibrates the model "
-                                  "(default: the task recorded with the model, e.g. har for har_lmu), or an .npz "
-                                  "holding x (N, T, F); a .nir model without one calibrates on random spike trains")
-    p.add_argument("--onnx-numerics", choices=("exact", "qdq"), default="exact",
-                   help="onnx with --quant: 'exact' (default) the integer program, bit-exact; 'qdq' the float model "
-                        "with QuantizeLinear/DequantizeLinear pairs (onnxruntime QGemm kernels, within a stated tolerance)")
+    p.add_argument(
+        "--quant",
+        metavar="PLAN",
+        help="integer export: 'edgeseq' (the outlier-aware int8 plan) or 'naive', "
+        "calibrated here on the model's task data (--data), or a quantized graph (.q.esq) from "
+        "`edgeseq quantize` (MODEL may itself be one)",
+    )
+    p.add_argument(
+        "--data",
+        help="with --quant edgeseq|naive: the task whose training split calibrates the model "
+        "(default: the task recorded with the model, e.g. har for har_lmu), or an .npz "
+        "holding x (N, T, F); a .nir model without one calibrates on random spike trains",
+    )
+    p.add_argument(
+        "--onnx-numerics",
+        choices=("exact", "qdq"),
+        default="exact",
+        help="onnx with --quant: 'exact' (default) the integer program, bit-exact; 'qdq' the float model "
+        "with QuantizeLinear/DequantizeLinear pairs (onnxruntime QGemm kernels, within a stated tolerance)",
+    )
     p.add_argument("--streaming", action="store_true", help="onnx: one chunk per call with explicit state in/out")
     p.add_argument("--inline", action="store_true", help="onnx: standard ops only (no edgeseq-domain functions)")
-    p.add_argument("--fused-rnn", action=argparse.BooleanOptionalAction, default=None,
-                   help="onnx, float: scan ops that compute exactly ONNX's GRU/LSTM use those ops (onnxruntime's fused "
-                        "kernels, about 2x faster than Scan); on by default, --no-fused-rnn keeps every one on Scan")
+    p.add_argument(
+        "--fused-rnn",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="onnx, float: scan ops that compute exactly ONNX's GRU/LSTM use those ops (onnxruntime's fused "
+        "kernels, about 2x faster than Scan); on by default, --no-fused-rnn keeps every one on Scan",
+    )
     p.add_argument("--cpu", help="arm: LLVM/gcc CPU, e.g. cortex-a72")
     A.add_nir_options(p)
     p.set_defaults(func=run)
@@ -58,8 +77,11 @@ def run(args) -> int:
         if isinstance(quant, str):
             from ..errors import ConfigError
 
-            raise ConfigError("not a quantized graph", where=args.quant,
-                              hint="make one with `edgeseq quantize MODEL --data TASK --out PLAN.q.esq`")
+            raise ConfigError(
+                "not a quantized graph",
+                where=args.quant,
+                hint="make one with `edgeseq quantize MODEL --data TASK --out PLAN.q.esq`",
+            )
     options = None
     if args.target == "nir" and nir_opts is not None:
         options = {k: v for k, v in (("dt", nir_opts.dt), ("method", nir_opts.method)) if v is not None}
@@ -67,9 +89,20 @@ def run(args) -> int:
     def say(msg: str) -> None:
         print(f"  {msg}", file=sys.stderr)
 
-    art: Artifact = export(model, target=args.target, out=args.out, quant=quant, force=args.force,
-                           streaming=args.streaming, inline=args.inline, cpu=args.cpu, progress=say,
-                           onnx_numerics=args.onnx_numerics, fused_rnn=args.fused_rnn, target_options=options)
+    art: Artifact = export(
+        model,
+        target=args.target,
+        out=args.out,
+        quant=quant,
+        force=args.force,
+        streaming=args.streaming,
+        inline=args.inline,
+        cpu=args.cpu,
+        progress=say,
+        onnx_numerics=args.onnx_numerics,
+        fused_rnn=args.fused_rnn,
+        target_options=options,
+    )
     _print_summary(art)
     return 0
 
@@ -93,12 +126,16 @@ def _calibrated(args, model, plan: str):
         from ..quant import quantize
         from ..quant.tasks import spike_calibration
 
-        print("  warning: no --data: calibrating on random spike trains (64 sequences of 64 steps, rate 0.2); "
-              "give --data FILE.npz with real inputs for a plan that fits them", file=sys.stderr)
+        print(
+            "  warning: no --data: calibrating on random spike trains (64 sequences of 64 steps, rate 0.2); "
+            "give --data FILE.npz with real inputs for a plan that fits them",
+            file=sys.stderr,
+        )
         return quantize(graph, spike_calibration(graph), plan, progress=False)
     if not task:
-        raise ConfigError(f"--quant {plan} needs calibration data: pass --data TASK (har, kws, ...) or FILE.npz",
-                          where=args.model)
+        raise ConfigError(
+            f"--quant {plan} needs calibration data: pass --data TASK (har, kws, ...) or FILE.npz", where=args.model
+        )
     from ..quant.tasks import quantize_on_task, task_data
 
     print(f"  quantizing ({plan} plan) with calibration data of task '{task}'", file=sys.stderr)

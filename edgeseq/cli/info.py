@@ -5,7 +5,9 @@ from __future__ import annotations
 
 def register(sub) -> None:
     p = sub.add_parser("info", help="summarise a model (.esq, .ckpt, shipped name) or list the shipped models")
-    p.add_argument("model", nargs="?", help="shipped model name, .ckpt checkpoint, training directory, .esq graph or .nir graph")
+    p.add_argument(
+        "model", nargs="?", help="shipped model name, .ckpt checkpoint, training directory, .esq graph or .nir graph"
+    )
     p.add_argument("--models", action="store_true", help="list the shipped trained models")
     from . import args as A
 
@@ -25,8 +27,10 @@ def run(args) -> int:
             print("no shipped models installed")
         for r in rows:
             acc = r["test_accuracy"]
-            print(f"{r['name']:<16} {r['task'] or '-':<6} {r['arch'] or '-':<10} {r['parameters'] or 0:>7} params  "
-                  f"test accuracy {'-' if acc is None else f'{100 * acc:.2f}%'}")
+            print(
+                f"{r['name']:<16} {r['task'] or '-':<6} {r['arch'] or '-':<10} {r['parameters'] or 0:>7} params  "
+                f"test accuracy {'-' if acc is None else f'{100 * acc:.2f}%'}"
+            )
             print(f"{'':16} reproduce: {r['command']}")
         return 0
     from .args import nir_options
@@ -36,8 +40,10 @@ def run(args) -> int:
     print(g.summary())
     spec = g.state_spec()
     if g.is_window:
-        print(f"\nwindow graph: runs on whole windows, node by node ({g.metadata.get('window', 'window ops')}); "
-              "exports whole-window to ONNX, cannot stream")
+        print(
+            f"\nwindow graph: runs on whole windows, node by node ({g.metadata.get('window', 'window ops')}); "
+            "exports whole-window to ONNX, cannot stream"
+        )
     elif spec:
         print("\nstreaming state (per sequence):")
         for k, s in spec.items():

@@ -7,8 +7,12 @@ from __future__ import annotations
 def register(sub) -> None:
     p = sub.add_parser("ops", help="tables of IR ops, step-program primitives and integer micro-ops x backends")
     p.add_argument("--markdown", action="store_true", help="print Markdown tables (for docs)")
-    p.add_argument("--table", choices=("ops", "primitives", "micro-ops", "all"), default="all",
-                   help="which table (default: all three)")
+    p.add_argument(
+        "--table",
+        choices=("ops", "primitives", "micro-ops", "all"),
+        default="all",
+        help="which table (default: all three)",
+    )
     p.set_defaults(func=run)
 
 
@@ -29,9 +33,11 @@ def _print(header, rows, markdown: bool) -> None:
 def run(args) -> int:
     from ..backends import micro_op_table, primitive_table, support_table
 
-    tables = {"ops": ("IR ops x backends", support_table),
-              "primitives": ("step-program primitives x renderers", primitive_table),
-              "micro-ops": ("integer micro-ops x renderers", micro_op_table)}
+    tables = {
+        "ops": ("IR ops x backends", support_table),
+        "primitives": ("step-program primitives x renderers", primitive_table),
+        "micro-ops": ("integer micro-ops x renderers", micro_op_table),
+    }
     chosen = list(tables) if args.table == "all" else [args.table]
     for i, key in enumerate(chosen):
         title, make = tables[key]

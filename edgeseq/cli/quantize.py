@@ -10,9 +10,9 @@ reports float / integer / fake-quant accuracy on the test split.
 
 from __future__ import annotations
 
-from . import args as A
-
 import numpy as np
+
+from . import args as A
 
 
 def register(sub) -> None:
@@ -27,13 +27,26 @@ def register(sub) -> None:
     p.add_argument("--val", type=A.count0, default=1024, help="validation sequences for the mixed-precision search")
     p.add_argument("--budget", type=A.nonnegative, default=0.5, help="accuracy budget in points vs float (default 0.5)")
     p.add_argument("--no-search", action="store_true", help="no mixed-precision search")
-    p.add_argument("--max-promotions", type=A.count0, default=8, metavar="N",
-                   help="mixed-precision search: at most N tensors promoted to 16 bits (default 8)")
-    p.add_argument("--allow-miss", action="store_true",
-                   help="write the most accurate plan found even when it misses --budget (default: error, no file)")
-    p.add_argument("--qat-epochs", type=A.count0, default=0, metavar="N",
-                   help="when the post-training plan misses --budget, fine-tune the checkpoint for N epochs with "
-                        "fake-quantized weights and inputs (straight-through) and plan again (default 0: off)")
+    p.add_argument(
+        "--max-promotions",
+        type=A.count0,
+        default=8,
+        metavar="N",
+        help="mixed-precision search: at most N tensors promoted to 16 bits (default 8)",
+    )
+    p.add_argument(
+        "--allow-miss",
+        action="store_true",
+        help="write the most accurate plan found even when it misses --budget (default: error, no file)",
+    )
+    p.add_argument(
+        "--qat-epochs",
+        type=A.count0,
+        default=0,
+        metavar="N",
+        help="when the post-training plan misses --budget, fine-tune the checkpoint for N epochs with "
+        "fake-quantized weights and inputs (straight-through) and plan again (default 0: off)",
+    )
     p.add_argument("--qat-lr", type=A.positive, default=3e-4, help="QAT peak learning rate (default 3e-4)")
     p.add_argument("--eval", action="store_true", help="report float / int / fake accuracy on the test split")
     p.add_argument("--plan", action="store_true", help="print the full quantization plan")
@@ -65,14 +78,18 @@ def run(args) -> int:
     if args.qat_epochs and args.no_search:
         raise ConfigError("--qat-epochs needs the accuracy check of the search; drop --no-search", where="--qat-epochs")
     if args.qat_epochs and lm.module is None:
-        raise ConfigError("QAT fine-tunes the torch model: pass a checkpoint (.ckpt or shipped name), not an .esq graph",
-                          where=args.model)
+        raise ConfigError(
+            "QAT fine-tunes the torch model: pass a checkpoint (.ckpt or shipped name), not an .esq graph",
+            where=args.model,
+        )
     if args.max_promotions < 0:
         raise ConfigError("--max-promotions must be >= 0", where="--max-promotions")
-    data = task_data(args.data, g, calib=args.calib, val=0 if args.no_search else args.val, seed=args.seed,
-                     where=args.model)
-    kw = dict(budget=None if args.no_search else args.budget, progress=not args.quiet,
-              max_promotions=args.max_promotions)
+    data = task_data(
+        args.data, g, calib=args.calib, val=0 if args.no_search else args.val, seed=args.seed, where=args.model
+    )
+    kw = dict(
+        budget=None if args.no_search else args.budget, progress=not args.quiet, max_promotions=args.max_promotions
+    )
     try:
         qg = quantize_on_task(g, data, cfg, strict=not args.allow_miss or bool(args.qat_epochs), **kw)
     except BudgetError as e:
@@ -91,21 +108,29 @@ def run(args) -> int:
         qg.info["test"] = {**res, "int_fake_agreement": agree, "n": int(len(test.y))}
     qg.save(out)
     sz = qg.sizes()
-    print(f"wrote {out}  ({cfg.name}: {len(qg.program.step)} micro-ops per step, constants {sz['const_bytes']} B, "
-          f"float32 parameters {sz['float_param_bytes']} B, state {sz['state_bytes']} B)")
+    print(
+        f"wrote {out}  ({cfg.name}: {len(qg.program.step)} micro-ops per step, constants {sz['const_bytes']} B, "
+        f"float32 parameters {sz['float_param_bytes']} B, state {sz['state_bytes']} B)"
+    )
     qh = qg.info.get("qat")
     if qh:
-        print(f"QAT: fake-quant validation {100 * (qh['start_validation_accuracy'] or 0):.2f}% -> "
-              f"{100 * (qh['best_validation_accuracy'] or 0):.2f}% over {len(qh['epochs'])} epochs")
+        print(
+            f"QAT: fake-quant validation {100 * (qh['start_validation_accuracy'] or 0):.2f}% -> "
+            f"{100 * (qh['best_validation_accuracy'] or 0):.2f}% over {len(qh['epochs'])} epochs"
+        )
     s = qg.info.get("search")
     if s:
-        print(f"mixed precision: float {100 * s['float_accuracy']:.2f}%  8-bit plan {100 * s['start_accuracy']:.2f}%"
-              f"  final {100 * s['final_accuracy']:.2f}%  promoted to 16 bits: {', '.join(s['promoted']) or 'none'}"
-              + ("" if s["met"] else "  (budget NOT met)"))
+        print(
+            f"mixed precision: float {100 * s['float_accuracy']:.2f}%  8-bit plan {100 * s['start_accuracy']:.2f}%"
+            f"  final {100 * s['final_accuracy']:.2f}%  promoted to 16 bits: {', '.join(s['promoted']) or 'none'}"
+            + ("" if s["met"] else "  (budget NOT met)")
+        )
     t = qg.info.get("test")
     if t:
-        print(f"test accuracy: float {100 * t['float']:.2f}%  int {100 * t['int']:.2f}%  fake {100 * t['fake']:.2f}%"
-              f"  int/fake decision agreement {100 * t['int_fake_agreement']:.2f}%  (n={t['n']})")
+        print(
+            f"test accuracy: float {100 * t['float']:.2f}%  int {100 * t['int']:.2f}%  fake {100 * t['fake']:.2f}%"
+            f"  int/fake decision agreement {100 * t['int_fake_agreement']:.2f}%  (n={t['n']})"
+        )
     if qg.plan.outliers:
         from ..quant.outliers import format_report
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from . import args as A
-
 import json
 import shlex
 import sys
 
 from ..errors import ConfigError
+from . import args as A
 
 
 def _parse_sets(items: list[str]) -> dict:
@@ -29,8 +28,13 @@ def register(sub) -> None:
 
     p = sub.add_parser("train", help="train a zoo model (writes model.ckpt, metrics.json, curves.png)")
     p.add_argument("--task", required=True, choices=sorted(TASKS))
-    p.add_argument("--model", required=True, metavar="ARCH", choices=A.LazyChoices("edgeseq.nn.models", "ARCHS"),
-                   help="architecture: %(choices)s")
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="ARCH",
+        choices=A.LazyChoices("edgeseq.nn.models", "ARCHS"),
+        help="architecture: %(choices)s",
+    )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.add_argument("--epochs", type=A.count)
@@ -52,7 +56,15 @@ def run(args) -> int:
     if args.max_minutes is not None:
         train_over["max_minutes"] = args.max_minutes
     command = "edgeseq " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
-    m = train_task(args.task, args.model, args.out, force=args.force, model_overrides=_parse_sets(args.set),
-                   train_overrides=train_over, progress=not args.quiet, command=command)
+    m = train_task(
+        args.task,
+        args.model,
+        args.out,
+        force=args.force,
+        model_overrides=_parse_sets(args.set),
+        train_overrides=train_over,
+        progress=not args.quiet,
+        command=command,
+    )
     print(f"wrote {args.out}/model.ckpt  (test accuracy {m['test']['accuracy']:.4f}, {m['parameters']} parameters)")
     return 0

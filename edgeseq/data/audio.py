@@ -41,14 +41,15 @@ def parse_wav_bytes(data: bytes, where: str = "<bytes>") -> tuple[np.ndarray, in
     if len(data) < 12 or data[:4] not in (b"RIFF", b"RIFX") or data[8:12] != b"WAVE":
         raise DatasetError("not a RIFF/WAVE file", where=where)
     if data[:4] == b"RIFX":
-        raise DatasetError("big-endian RIFX wav files are not supported", where=where,
-                           hint=_sox_hint(where, None, None))
+        raise DatasetError(
+            "big-endian RIFX wav files are not supported", where=where, hint=_sox_hint(where, None, None)
+        )
     pos = 12
     fmt = None
     payload = None
     while pos + 8 <= len(data):
-        cid, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
-        body = data[pos + 8:pos + 8 + size]
+        cid, size = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
+        body = data[pos + 8 : pos + 8 + size]
         if cid == b"fmt ":
             if len(body) < 16:
                 raise DatasetError("truncated fmt chunk", where=where)
@@ -84,13 +85,17 @@ def parse_wav_bytes(data: bytes, where: str = "<bytes>") -> tuple[np.ndarray, in
     elif tag == _FLOAT and bits == 64:
         x = np.frombuffer(payload, dtype="<f8").astype(np.float32)
     else:
-        raise DatasetError(f"unsupported wav encoding (format tag {tag}, {bits} bits)", where=where,
-                           hint="convert it with: sox in.wav -b 16 -e signed-integer out.wav")
+        raise DatasetError(
+            f"unsupported wav encoding (format tag {tag}, {bits} bits)",
+            where=where,
+            hint="convert it with: sox in.wav -b 16 -e signed-integer out.wav",
+        )
     return x.reshape(n, ch), int(rate)
 
 
-def read_wav(path: str | os.PathLike, *, sample_rate: int | None = None, channels: int | None = 1,
-             mono: bool = True) -> tuple[np.ndarray, int]:
+def read_wav(
+    path: str | os.PathLike, *, sample_rate: int | None = None, channels: int | None = 1, mono: bool = True
+) -> tuple[np.ndarray, int]:
     """Read a WAV file: (float32 audio, sample_rate).
 
     With ``sample_rate``/``channels`` given, a file with another rate or channel count raises
@@ -120,11 +125,15 @@ def read_wav(path: str | os.PathLike, *, sample_rate: int | None = None, channel
         x, rate = parse_wav_bytes(data, where=path)
         ch = x.shape[1]
     if sample_rate is not None and rate != sample_rate:
-        raise DatasetError(f"sample rate is {rate} Hz, expected {sample_rate} Hz", where=path,
-                           hint=_sox_hint(path, sample_rate, channels))
+        raise DatasetError(
+            f"sample rate is {rate} Hz, expected {sample_rate} Hz",
+            where=path,
+            hint=_sox_hint(path, sample_rate, channels),
+        )
     if channels is not None and ch != channels:
-        raise DatasetError(f"has {ch} channels, expected {channels}", where=path,
-                           hint=_sox_hint(path, sample_rate, channels))
+        raise DatasetError(
+            f"has {ch} channels, expected {channels}", where=path, hint=_sox_hint(path, sample_rate, channels)
+        )
     if mono and ch == 1:
         return x[:, 0].copy(), rate
     return x, rate
@@ -160,8 +169,18 @@ def wav_bytes(audio: np.ndarray, sample_rate: int, *, subtype: str = "PCM_16") -
         payload = x.astype("<f4").tobytes()
         fmt = struct.pack("<HHIIHH", _FLOAT, ch, int(sample_rate), int(sample_rate) * ch * 4, ch * 4, 32)
         fact = struct.pack("<I", n)
-        body = (b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"fact" + struct.pack("<I", 4) + fact
-                + b"data" + struct.pack("<I", len(payload)) + payload)
+        body = (
+            b"WAVE"
+            + b"fmt "
+            + struct.pack("<I", len(fmt))
+            + fmt
+            + b"fact"
+            + struct.pack("<I", 4)
+            + fact
+            + b"data"
+            + struct.pack("<I", len(payload))
+            + payload
+        )
         return b"RIFF" + struct.pack("<I", len(body)) + body
     raise ConfigError(f"unknown wav subtype '{subtype}'; choose PCM_16 or FLOAT", where="write_wav")
 

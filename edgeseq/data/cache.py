@@ -161,7 +161,9 @@ class CacheDir:
             atomic_write_json(self.manifest_path, m)
         return file
 
-    def get_or_build(self, name: str, build: Callable[[], Mapping[str, np.ndarray]], **info: Any) -> dict[str, np.ndarray]:
+    def get_or_build(
+        self, name: str, build: Callable[[], Mapping[str, np.ndarray]], **info: Any
+    ) -> dict[str, np.ndarray]:
         arrays = self.get(name)
         if arrays is not None:
             return arrays
@@ -187,8 +189,11 @@ class CacheDir:
             try:
                 self.path.mkdir(parents=True, exist_ok=True)
             except OSError as e:
-                raise DatasetError(f"cannot create the cache directory ({e.strerror})", where=str(self.path),
-                                   hint=f"set {CACHE_ENV} to a writable directory") from None
+                raise DatasetError(
+                    f"cannot create the cache directory ({e.strerror})",
+                    where=str(self.path),
+                    hint=f"set {CACHE_ENV} to a writable directory",
+                ) from None
             try:
                 import fcntl
             except ImportError:  # pragma: no cover - non-POSIX
@@ -196,8 +201,12 @@ class CacheDir:
             with open(self.path / ".lock", "a+b") as f:
                 locked = fcntl is not None and _flock(f.fileno(), self.lock_timeout)
                 if fcntl is not None and not locked:
-                    log.warning("%s: another process has held the cache lock for over %.0f s; going on without it "
-                                "(files are still written atomically)", self.path, self.lock_timeout)
+                    log.warning(
+                        "%s: another process has held the cache lock for over %.0f s; going on without it "
+                        "(files are still written atomically)",
+                        self.path,
+                        self.lock_timeout,
+                    )
                 self._lock_depth = 1
                 try:
                     yield
@@ -367,8 +376,10 @@ class RestrictedUnpickler(pickle.Unpickler):
         except KeyError:
             raise DatasetError(
                 f"refusing to load global '{module}.{name}' from the pickle (only "
-                f"{len(self._allowed)} known numpy/pandas stand-ins are allowed)", where=self._where,
-                hint="this file is not the expected dataset pickle") from None
+                f"{len(self._allowed)} known numpy/pandas stand-ins are allowed)",
+                where=self._where,
+                hint="this file is not the expected dataset pickle",
+            ) from None
 
     def persistent_load(self, pid):
         raise DatasetError("refusing persistent id in pickle", where=self._where)
@@ -380,8 +391,16 @@ def restricted_load(fileobj, *, allowed: Mapping[tuple[str, str], Any], where: s
         obj = RestrictedUnpickler(fileobj, allowed=allowed, where=where).load()
     except DatasetError:
         raise
-    except (pickle.UnpicklingError, EOFError, TypeError, AttributeError, ValueError, IndexError, KeyError,
-            OSError) as e:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        TypeError,
+        AttributeError,
+        ValueError,
+        IndexError,
+        KeyError,
+        OSError,
+    ) as e:
         raise DatasetError(f"cannot read the pickle ({type(e).__name__}: {e})", where=where) from None
     return unstub(obj)
 

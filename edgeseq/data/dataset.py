@@ -52,8 +52,9 @@ class Dataset:
                 raise ShapeError(f"y must hold integer class ids, got {self.y.dtype}", where=where)
             self.y = self.y.astype(np.int64)
         if self.y.size and (self.y.min() < 0 or self.y.max() >= len(self.labels)):
-            raise ShapeError(f"class ids must lie in 0..{len(self.labels) - 1}, got {self.y.min()}..{self.y.max()}",
-                             where=where)
+            raise ShapeError(
+                f"class ids must lie in 0..{len(self.labels) - 1}, got {self.y.min()}..{self.y.max()}", where=where
+            )
         if self.groups is not None:
             self.groups = np.asarray(self.groups, dtype=np.int64)
             if self.groups.shape != self.y.shape:
@@ -67,8 +68,10 @@ class Dataset:
         return int(self.x.shape[0])
 
     def __repr__(self) -> str:
-        return (f"Dataset(name={self.name!r}, split={self.meta.get('split')!r}, n={len(self)}, "
-                f"steps={self.steps}, in_features={self.in_features}, n_classes={self.n_classes})")
+        return (
+            f"Dataset(name={self.name!r}, split={self.meta.get('split')!r}, n={len(self)}, "
+            f"steps={self.steps}, in_features={self.in_features}, n_classes={self.n_classes})"
+        )
 
     @property
     def n_classes(self) -> int:
@@ -90,8 +93,13 @@ class Dataset:
                 raise ShapeError(f"boolean mask must have shape ({len(self)},), got {idx.shape}", where=self.name)
             idx = np.flatnonzero(idx)
         idx = idx.astype(np.int64)
-        return replace(self, x=self.x[idx], y=self.y[idx], meta=dict(self.meta),
-                       groups=None if self.groups is None else self.groups[idx])
+        return replace(
+            self,
+            x=self.x[idx],
+            y=self.y[idx],
+            meta=dict(self.meta),
+            groups=None if self.groups is None else self.groups[idx],
+        )
 
     def class_counts(self) -> dict[str, int]:
         """``{label: number of samples}`` for every class (zero counts included)."""
@@ -115,8 +123,11 @@ class Dataset:
     # persistence -----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
         """Write to an ``.npz`` file (atomically; no pickles; meta and labels as JSON)."""
-        arrays = {"x": self.x, "y": self.y,
-                  "info": np.array(json.dumps({"labels": list(self.labels), "name": self.name, "meta": self.meta}))}
+        arrays = {
+            "x": self.x,
+            "y": self.y,
+            "info": np.array(json.dumps({"labels": list(self.labels), "name": self.name, "meta": self.meta})),
+        }
         if self.groups is not None:
             arrays["groups"] = self.groups
         return atomic_write_bytes(path, npz_bytes(arrays))
@@ -127,8 +138,14 @@ class Dataset:
         z = read_npz(path)
         try:
             info = json.loads(str(z["info"]))
-            return cls(x=z["x"], y=z["y"], labels=tuple(info["labels"]), name=info["name"], meta=info["meta"],
-                       groups=z.get("groups"))
+            return cls(
+                x=z["x"],
+                y=z["y"],
+                labels=tuple(info["labels"]),
+                name=info["name"],
+                meta=info["meta"],
+                groups=z.get("groups"),
+            )
         except (KeyError, ValueError, TypeError) as e:
             raise DatasetError(f"not an edgeseq dataset file ({e})", where=str(path)) from None
 
@@ -163,8 +180,14 @@ def _loaders() -> dict[str, Callable[..., Dataset]]:
     from .smartwatch import load_smartwatch
     from .speech_commands import load_speech_commands
 
-    return {"har": load_har, "smartwatch": load_smartwatch, "kws": load_kws, "speech_commands": load_speech_commands,
-            "digits": load_digits, "digits_synth": load_digits_synth}
+    return {
+        "har": load_har,
+        "smartwatch": load_smartwatch,
+        "kws": load_kws,
+        "speech_commands": load_speech_commands,
+        "digits": load_digits,
+        "digits_synth": load_digits_synth,
+    }
 
 
 DATASET_NAMES = ("har", "smartwatch", "kws", "speech_commands", "digits", "digits_synth")

@@ -76,7 +76,7 @@ def stream_features(audio: np.ndarray, config, block: int) -> np.ndarray:
     from ..data.features import StreamingFeatures
 
     sf = StreamingFeatures(config)
-    parts = [sf.push(audio[i:i + block]) for i in range(0, len(audio), block)]
+    parts = [sf.push(audio[i : i + block]) for i in range(0, len(audio), block)]
     return np.concatenate(parts, axis=0) if parts else np.zeros((0, sf.config.n_features), np.float32)
 
 
@@ -106,8 +106,16 @@ class Detector:
     ``k`` is the top class of the smoothed posterior and its score is at least ``threshold``, unless
     a detection fired less than ``refractory_s`` before."""
 
-    def __init__(self, labels: Sequence[str], keywords: Sequence[str], plan: WindowPlan, *, threshold: float = 0.6,
-                 smooth: int = 2, refractory_s: float = 1.0):
+    def __init__(
+        self,
+        labels: Sequence[str],
+        keywords: Sequence[str],
+        plan: WindowPlan,
+        *,
+        threshold: float = 0.6,
+        smooth: int = 2,
+        refractory_s: float = 1.0,
+    ):
         if not 0.0 < threshold <= 1.0:
             raise ConfigError(f"the detection threshold must be in (0, 1], got {threshold}")
         if int(smooth) < 1:
@@ -127,16 +135,25 @@ class Detector:
         t = float(np.mean([self.plan.centre_s(i) for i, _ in self._recent]))
         k = int(np.argmax(score))
         det = None
-        if k in self.keyword_ids and score[k] >= self.threshold and (
-                self._last is None or t - self._last >= self.refractory_s):
-            det = Detection(self.labels[k], round(t, 4), round(float(self.plan.end_s(window)), 4),
-                            round(float(score[k]), 4), int(window))
+        if (
+            k in self.keyword_ids
+            and score[k] >= self.threshold
+            and (self._last is None or t - self._last >= self.refractory_s)
+        ):
+            det = Detection(
+                self.labels[k],
+                round(t, 4),
+                round(float(self.plan.end_s(window)), 4),
+                round(float(score[k]), 4),
+                int(window),
+            )
             self._last = t
         return score, t, det
 
 
-def detect(posteriors: np.ndarray, labels, keywords, plan: WindowPlan, **kw) -> tuple[np.ndarray, np.ndarray,
-                                                                                        list[Detection]]:
+def detect(
+    posteriors: np.ndarray, labels, keywords, plan: WindowPlan, **kw
+) -> tuple[np.ndarray, np.ndarray, list[Detection]]:
     """Run a :class:`Detector` over all windows: (smoothed posteriors (W, C), their times (W,), detections)."""
     d = Detector(labels, keywords, plan, **kw)
     scores, times, dets = [], [], []
@@ -217,16 +234,30 @@ class Scorer:
             occ = [j for j in kws if self.events[j][2] == k]
             hit = sum(self.matched[j] is not None for j in occ)
             fa_k = sum(o["outcome"] != "hit" for o, d in zip(self.outcomes, detected_keywords) if d == k)
-            rows.append({"keyword": k, "spoken": len(occ), "hits": hit, "misses": len(occ) - hit,
-                         "false_accepts": fa_k, "hit_rate": hit / len(occ) if occ else None})
+            rows.append(
+                {
+                    "keyword": k,
+                    "spoken": len(occ),
+                    "hits": hit,
+                    "misses": len(occ) - hit,
+                    "false_accepts": fa_k,
+                    "hit_rate": hit / len(occ) if occ else None,
+                }
+            )
         return {
-            "keywords_spoken": len(kws), "unknown_words_spoken": len(self.events) - len(kws),
-            "detections": len(self.outcomes), "hits": self.hits, "misses": len(misses), "false_accepts": fa,
+            "keywords_spoken": len(kws),
+            "unknown_words_spoken": len(self.events) - len(kws),
+            "detections": len(self.outcomes),
+            "hits": self.hits,
+            "misses": len(misses),
+            "false_accepts": fa,
             "hit_rate": self.hits / len(kws) if kws else None,
             "false_reject_rate": len(misses) / len(kws) if kws else None,
             "precision": self.hits / len(self.outcomes) if self.outcomes else None,
             "false_accepts_per_hour": false_accepts_per_hour(fa, seconds),
-            "false_accept_kinds": kinds, "missed_events": misses, "per_keyword": rows,
+            "false_accept_kinds": kinds,
+            "missed_events": misses,
+            "per_keyword": rows,
             "tolerance_s": self.tol,
         }
 
@@ -235,8 +266,9 @@ def false_accepts_per_hour(count: int, seconds: float) -> Optional[float]:
     return None if seconds <= 0 else count * 3600.0 / seconds
 
 
-def match_detections(detections: Sequence[Detection], events, keywords, tolerance_s: float = 0.5,
-                     seconds: Optional[float] = None) -> tuple[list[dict], dict]:
+def match_detections(
+    detections: Sequence[Detection], events, keywords, tolerance_s: float = 0.5, seconds: Optional[float] = None
+) -> tuple[list[dict], dict]:
     """Score ``detections`` against ``events``: (per-detection outcomes, :meth:`Scorer.summary`)."""
     sc = Scorer(events, keywords, tolerance_s)
     dets = sorted(detections, key=lambda d: d.time_s)
@@ -245,5 +277,15 @@ def match_detections(detections: Sequence[Detection], events, keywords, toleranc
     return outs, sc.summary(span, [d.keyword for d in dets])
 
 
-__all__ = ["Detection", "Detector", "FA_KINDS", "Scorer", "WindowPlan", "detect", "false_accepts_per_hour",
-           "match_detections", "stream_features", "windows_of"]
+__all__ = [
+    "Detection",
+    "Detector",
+    "FA_KINDS",
+    "Scorer",
+    "WindowPlan",
+    "detect",
+    "false_accepts_per_hour",
+    "match_detections",
+    "stream_features",
+    "windows_of",
+]

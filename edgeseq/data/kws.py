@@ -32,9 +32,9 @@ import os
 import re
 import subprocess
 import zlib
-from functools import lru_cache, partial
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from functools import lru_cache, partial
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -44,7 +44,9 @@ from .audio import parse_wav_bytes, resample
 from .cache import CacheDir, config_hash
 from .dataset import Dataset, check_split
 from .features import LogMel
-from .streams import NOISE_EXPONENT as _NOISE_EXPONENT, colored_noise, lay_out, rms as _rms
+from .streams import NOISE_EXPONENT as _NOISE_EXPONENT
+from .streams import colored_noise, lay_out
+from .streams import rms as _rms
 
 KWS_KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 SILENCE_LABEL = "_silence_"
@@ -53,21 +55,128 @@ KWS_LABELS = KWS_KEYWORDS + (SILENCE_LABEL, UNKNOWN_LABEL)
 SILENCE = KWS_LABELS.index(SILENCE_LABEL)
 UNKNOWN = KWS_LABELS.index(UNKNOWN_LABEL)
 UNKNOWN_WORDS = (
-    "bed", "bird", "cat", "dog", "happy", "house", "marvin", "sheila", "tree", "wow", "zero", "one", "two",
-    "three", "four", "five", "six", "seven", "eight", "nine", "backward", "forward", "follow", "learn", "visual",
+    "bed",
+    "bird",
+    "cat",
+    "dog",
+    "happy",
+    "house",
+    "marvin",
+    "sheila",
+    "tree",
+    "wow",
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "backward",
+    "forward",
+    "follow",
+    "learn",
+    "visual",
 )
-ESPEAK_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-029",
-                  "en-us-nyc")
+ESPEAK_ACCENTS = (
+    "en-us",
+    "en-gb",
+    "en-gb-scotland",
+    "en-gb-x-gbclan",
+    "en-gb-x-rp",
+    "en-gb-x-gbcwmd",
+    "en-029",
+    "en-us-nyc",
+)
 TRAIN_ACCENTS = ESPEAK_ACCENTS[:6]
-TEST_VARIANTS = ("f4", "f5", "m7", "m8", "klatt4", "klatt5", "Gene2", "Mario", "RicishayMax3", "iven4", "steph3",
-                 "zac", "victor", "shelby", "sandro", "aunty")
+TEST_VARIANTS = (
+    "f4",
+    "f5",
+    "m7",
+    "m8",
+    "klatt4",
+    "klatt5",
+    "Gene2",
+    "Mario",
+    "RicishayMax3",
+    "iven4",
+    "steph3",
+    "zac",
+    "victor",
+    "shelby",
+    "sandro",
+    "aunty",
+)
 TRAIN_VARIANTS = (
-    "m1", "m2", "m3", "m4", "m5", "m6", "f1", "f2", "f3", "klatt2", "klatt3", "Alex", "Alicia", "Andrea", "Andy",
-    "Annie", "AnxiousAndy", "Denis", "Diogo", "Gene", "Henrique", "Hugo", "Jacky", "Lee", "Marco", "Michael", "Mike",
-    "Nguyen", "RicishayMax", "RicishayMax2", "Storm", "adam", "anika", "announcer", "antonio", "belinda", "benjamin",
-    "boris", "caleb", "david", "ed", "edward", "edward2", "grandma", "grandpa", "gustave", "iven", "iven2", "iven3",
-    "john", "kaukovalta", "linda", "marcelo", "max", "michel", "miguel", "norbert", "pablo", "paul", "pedro", "quincy",
-    "rob", "robert", "steph", "steph2", "travis",
+    "m1",
+    "m2",
+    "m3",
+    "m4",
+    "m5",
+    "m6",
+    "f1",
+    "f2",
+    "f3",
+    "klatt2",
+    "klatt3",
+    "Alex",
+    "Alicia",
+    "Andrea",
+    "Andy",
+    "Annie",
+    "AnxiousAndy",
+    "Denis",
+    "Diogo",
+    "Gene",
+    "Henrique",
+    "Hugo",
+    "Jacky",
+    "Lee",
+    "Marco",
+    "Michael",
+    "Mike",
+    "Nguyen",
+    "RicishayMax",
+    "RicishayMax2",
+    "Storm",
+    "adam",
+    "anika",
+    "announcer",
+    "antonio",
+    "belinda",
+    "benjamin",
+    "boris",
+    "caleb",
+    "david",
+    "ed",
+    "edward",
+    "edward2",
+    "grandma",
+    "grandpa",
+    "gustave",
+    "iven",
+    "iven2",
+    "iven3",
+    "john",
+    "kaukovalta",
+    "linda",
+    "marcelo",
+    "max",
+    "michel",
+    "miguel",
+    "norbert",
+    "pablo",
+    "paul",
+    "pedro",
+    "quincy",
+    "rob",
+    "robert",
+    "steph",
+    "steph2",
+    "travis",
 )
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
 KWS_SPLITS = ("train", "val", "test", "flite")
@@ -117,8 +226,9 @@ class KWSConfig:
                 raise ConfigError(f"{name} must be >= 0", where="KWSConfig")
         bad = [k for k in self.noise_kinds if k not in _NOISE_EXPONENT]
         if bad or not self.noise_kinds:
-            raise ConfigError(f"noise kinds must be among {sorted(_NOISE_EXPONENT)}, got {list(self.noise_kinds)}",
-                              where="KWSConfig")
+            raise ConfigError(
+                f"noise kinds must be among {sorted(_NOISE_EXPONENT)}, got {list(self.noise_kinds)}", where="KWSConfig"
+            )
         if not self.snr_db:
             raise ConfigError("snr_db must list at least one value (None = clean)", where="KWSConfig")
         if set(self.train_variants) & set(self.test_variants):
@@ -127,8 +237,15 @@ class KWSConfig:
     @classmethod
     def tiny(cls, **kw: Any) -> "KWSConfig":
         """A small corpus for tests (a few clips per class, few voices)."""
-        base = dict(n_train=3, n_val=2, n_test=2, n_flite=2, unknown_words=("bed", "cat", "marvin"),
-                    train_variants=("m1", "f2", "klatt2"), test_variants=("m7", "f5"))
+        base = dict(
+            n_train=3,
+            n_val=2,
+            n_test=2,
+            n_flite=2,
+            unknown_words=("bed", "cat", "marvin"),
+            train_variants=("m1", "f2", "klatt2"),
+            test_variants=("m7", "f5"),
+        )
         base.update(kw)
         return cls(**base)
 
@@ -155,10 +272,19 @@ class KWSConfig:
     def synth_key(self, split: str, engine_version: str) -> dict[str, Any]:
         """What the cached utterances of ``split`` depend on (mixing parameters excluded)."""
         return {
-            "format": _SYNTH_FORMAT, "split": split, "seed": self.seed, "engine": self.engine(split),
-            "engine_version": engine_version, "sample_rate": SAMPLE_RATE, "voices": list(self.voices(split)),
-            "unknown_words": list(self.unknown_words), "pitch": list(self.pitch), "speed": list(self.speed),
-            "amplitude": list(self.amplitude), "flite_stretch": list(self.flite_stretch), "trim_db": self.trim_db,
+            "format": _SYNTH_FORMAT,
+            "split": split,
+            "seed": self.seed,
+            "engine": self.engine(split),
+            "engine_version": engine_version,
+            "sample_rate": SAMPLE_RATE,
+            "voices": list(self.voices(split)),
+            "unknown_words": list(self.unknown_words),
+            "pitch": list(self.pitch),
+            "speed": list(self.speed),
+            "amplitude": list(self.amplitude),
+            "flite_stretch": list(self.flite_stretch),
+            "trim_db": self.trim_db,
         }
 
 
@@ -200,10 +326,30 @@ class Utterance:
 
     def argv(self, exe: str) -> list[str]:
         if self.engine == "espeak-ng":
-            return [exe, "-v", self.voice, "-p", str(self.pitch), "-s", str(self.speed), "-a", str(self.amplitude),
-                    "--stdout", self.word]
-        return [exe, "-voice", self.voice, "--setf", f"duration_stretch={self.stretch:.3f}", "-t", self.word,
-                "-o", "/dev/stdout"]
+            return [
+                exe,
+                "-v",
+                self.voice,
+                "-p",
+                str(self.pitch),
+                "-s",
+                str(self.speed),
+                "-a",
+                str(self.amplitude),
+                "--stdout",
+                self.word,
+            ]
+        return [
+            exe,
+            "-voice",
+            self.voice,
+            "--setf",
+            f"duration_stretch={self.stretch:.3f}",
+            "-t",
+            self.word,
+            "-o",
+            "/dev/stdout",
+        ]
 
 
 def _tool(engine: str) -> str:
@@ -231,8 +377,9 @@ def _engine_version(engine: str, exe: str) -> str:
     return f"{engine} {m.group(1) if m else text.strip().splitlines()[0] if text.strip() else 'unknown'}"
 
 
-def trim_silence(x: np.ndarray, sample_rate: int = SAMPLE_RATE, threshold_db: float = 40.0,
-                 margin_s: float = 0.02) -> np.ndarray:
+def trim_silence(
+    x: np.ndarray, sample_rate: int = SAMPLE_RATE, threshold_db: float = 40.0, margin_s: float = 0.02
+) -> np.ndarray:
     """Cut leading/trailing parts whose 10 ms energy is ``threshold_db`` below the loudest 10 ms."""
     hop = max(1, sample_rate // 100)
     n = len(x) // hop
@@ -252,8 +399,9 @@ def synthesize(utt: Utterance, *, exe: str | None = None, trim_db: float | None 
     try:
         p = subprocess.run(utt.argv(exe), check=True, capture_output=True, timeout=60)
     except subprocess.CalledProcessError as e:
-        raise DatasetError(f"{utt.engine} failed for {utt} ({e.stderr.decode('utf-8', 'replace').strip()})",
-                           where=exe) from None
+        raise DatasetError(
+            f"{utt.engine} failed for {utt} ({e.stderr.decode('utf-8', 'replace').strip()})", where=exe
+        ) from None
     except (OSError, subprocess.TimeoutExpired) as e:
         raise DatasetError(f"cannot run {utt.engine} ({e})", where=exe) from None
     x, rate = parse_wav_bytes(p.stdout, where=f"{utt.engine} output for {utt.word!r}")
@@ -287,8 +435,9 @@ def _voice_and_prosody(config: KWSConfig, split: str, word: str, rng: np.random.
     return Utterance(word, config.engine(split), voice, pitch, speed, amp, stretch)
 
 
-def _synthesize_many(jobs: Sequence[Utterance], *, trim_db: float, workers: int | None, progress: bool | None,
-                     desc: str) -> list[np.ndarray]:
+def _synthesize_many(
+    jobs: Sequence[Utterance], *, trim_db: float, workers: int | None, progress: bool | None, desc: str
+) -> list[np.ndarray]:
     from tqdm.auto import tqdm
 
     if not jobs:
@@ -297,8 +446,10 @@ def _synthesize_many(jobs: Sequence[Utterance], *, trim_db: float, workers: int 
     n_workers = max(1, int(workers) if workers else min(4, os.cpu_count() or 1))
     disable = None if progress is None else not progress
     out: list[np.ndarray | None] = [None] * len(jobs)
-    with ThreadPoolExecutor(max_workers=n_workers) as pool, tqdm(total=len(jobs), desc=desc, unit="utt",
-                                                                 disable=disable, leave=False) as bar:
+    with (
+        ThreadPoolExecutor(max_workers=n_workers) as pool,
+        tqdm(total=len(jobs), desc=desc, unit="utt", disable=disable, leave=False) as bar,
+    ):
         futures = {pool.submit(synthesize, j, exe=exes[j.engine], trim_db=trim_db): i for i, j in enumerate(jobs)}
         for fut in futures:
             out[futures[fut]] = fut.result()
@@ -324,9 +475,16 @@ def synth_cache(config: KWSConfig, split: str, cache_dir: str | os.PathLike | No
     return CacheDir(f"kws-{split}", config.synth_key(split, engine_version(config.engine(split))), cache_dir)
 
 
-def utterances(config: KWSConfig, split: str, n: int, *, cache_dir: str | os.PathLike | None = None,
-               workers: int | None = None, progress: bool | None = None,
-               classes: Sequence[int] | None = None) -> dict[int, list[np.ndarray]]:
+def utterances(
+    config: KWSConfig,
+    split: str,
+    n: int,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+    progress: bool | None = None,
+    classes: Sequence[int] | None = None,
+) -> dict[int, list[np.ndarray]]:
     """The first ``n`` trimmed utterances (float32, 16 kHz) of every spoken class of ``split`` (or of
     ``classes``).
 
@@ -334,16 +492,28 @@ def utterances(config: KWSConfig, split: str, n: int, *, cache_dir: str | os.Pat
     utterances is extended (earlier utterances are identical by construction).
     """
     classes = [c for c in (range(len(KWS_LABELS)) if classes is None else classes) if c != SILENCE]
-    got = cached_utterances(synth_cache(config, split, cache_dir),
-                            {_class_file(c): (KWS_LABELS[c], partial(utterance_for, config, split, c)) for c in classes},
-                            n, trim_db=config.trim_db, workers=workers, progress=progress,
-                            desc=f"kws {split} ({config.engine(split)})")
+    got = cached_utterances(
+        synth_cache(config, split, cache_dir),
+        {_class_file(c): (KWS_LABELS[c], partial(utterance_for, config, split, c)) for c in classes},
+        n,
+        trim_db=config.trim_db,
+        workers=workers,
+        progress=progress,
+        desc=f"kws {split} ({config.engine(split)})",
+    )
     return {c: got[_class_file(c)] for c in classes}
 
 
-def cached_utterances(cache: CacheDir, items: dict[str, tuple[str, Callable[[int], Utterance]]], n: int, *,
-                      trim_db: float, workers: int | None = None, progress: bool | None = None,
-                      desc: str = "synthesis") -> dict[str, list[np.ndarray]]:
+def cached_utterances(
+    cache: CacheDir,
+    items: dict[str, tuple[str, Callable[[int], Utterance]]],
+    n: int,
+    *,
+    trim_db: float,
+    workers: int | None = None,
+    progress: bool | None = None,
+    desc: str = "synthesis",
+) -> dict[str, list[np.ndarray]]:
     """The first ``n`` utterances of every item ``file name -> (label, job of index i)`` in ``cache``
     (float32, 16 kHz), synthesising what is missing, corrupt or too short (earlier utterances of an
     item are identical by construction, so a file is extended rather than rebuilt)."""
@@ -356,7 +526,7 @@ def cached_utterances(cache: CacheDir, items: dict[str, tuple[str, Callable[[int
             have = 0 if arrays is None else len(arrays["offsets"]) - 1
             if have >= n:
                 off = arrays["offsets"]
-                result[name] = [arrays["audio"][off[i]:off[i + 1]].astype(np.float32) / 32767.0 for i in range(n)]
+                result[name] = [arrays["audio"][off[i] : off[i + 1]].astype(np.float32) / 32767.0 for i in range(n)]
             else:
                 todo.append((name, have, arrays))
         return todo
@@ -378,17 +548,25 @@ def cached_utterances(cache: CacheDir, items: dict[str, tuple[str, Callable[[int
         for name, x in zip(where, audio):
             new[name].append(_to_int16(x))
         for name, have, arrays in todo:
-            old = [] if arrays is None else [arrays["audio"][arrays["offsets"][i]:arrays["offsets"][i + 1]]
-                                             for i in range(have)]
+            old = (
+                []
+                if arrays is None
+                else [arrays["audio"][arrays["offsets"][i] : arrays["offsets"][i + 1]] for i in range(have)]
+            )
             items_ = old + new[name]
             jobs_c = [items[name][1](i) for i in range(n)]
             lengths = np.array([len(a) for a in items_], dtype=np.int64)
-            cache.put(name, {
-                "audio": np.concatenate(items_) if items_ else np.zeros(0, np.int16),
-                "offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-                "word": np.array([j.word for j in jobs_c]),
-                "voice": np.array([j.voice for j in jobs_c]),
-            }, n=n, label=items[name][0])
+            cache.put(
+                name,
+                {
+                    "audio": np.concatenate(items_) if items_ else np.zeros(0, np.int16),
+                    "offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+                    "word": np.array([j.word for j in jobs_c]),
+                    "voice": np.array([j.voice for j in jobs_c]),
+                },
+                n=n,
+                label=items[name][0],
+            )
             result[name] = [a.astype(np.float32) / 32767.0 for a in items_]
     return result
 
@@ -399,9 +577,16 @@ def word_job(config: KWSConfig, split: str, word: str, index: int) -> Utterance:
     return _voice_and_prosody(config, split, word, _rng(config.seed, split, "word", word, index, "synth"))
 
 
-def word_utterances(words: Sequence[str], split: str, n: int, config: KWSConfig | None = None, *,
-                    cache_dir: str | os.PathLike | None = None, workers: int | None = None,
-                    progress: bool | None = None) -> dict[str, list[np.ndarray]]:
+def word_utterances(
+    words: Sequence[str],
+    split: str,
+    n: int,
+    config: KWSConfig | None = None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+    progress: bool | None = None,
+) -> dict[str, list[np.ndarray]]:
     """``n`` synthetic utterances (float32, 16 kHz, trimmed) of every word in ``words`` spoken by the
     voices of ``split`` (espeak-ng training / held-out voices, or flite), cached like :func:`utterances`."""
     config = config or KWSConfig()
@@ -409,15 +594,22 @@ def word_utterances(words: Sequence[str], split: str, n: int, config: KWSConfig 
     if n < 1:
         raise ConfigError(f"need at least one utterance per word, got {n}", where=_WHERE)
     cache = CacheDir(f"words-{split}", config.synth_key(split, engine_version(config.engine(split))), cache_dir)
-    got = cached_utterances(cache, {f"{w}.npz": (w, partial(word_job, config, split, w)) for w in words}, n,
-                            trim_db=config.trim_db, workers=workers, progress=progress,
-                            desc=f"words {split} ({config.engine(split)})")
+    got = cached_utterances(
+        cache,
+        {f"{w}.npz": (w, partial(word_job, config, split, w)) for w in words},
+        n,
+        trim_db=config.trim_db,
+        workers=workers,
+        progress=progress,
+        desc=f"words {split} ({config.engine(split)})",
+    )
     return {w: got[f"{w}.npz"] for w in words}
 
 
 # --------------------------------------------------------------------------------------------
 # mixing
 # --------------------------------------------------------------------------------------------
+
 
 def mix_clip(config: KWSConfig, split: str, label: int, index: int, utterance: np.ndarray | None) -> np.ndarray:
     """Clip ``index`` of class ``label``: the utterance at a random level/offset plus noise (float32)."""
@@ -436,15 +628,21 @@ def mix_clip(config: KWSConfig, split: str, label: int, index: int, utterance: n
         u = np.asarray(utterance, dtype=np.float64)[:n]
         u = u * (10.0 ** (speech_db / 20.0) / max(_rms(u), 1e-12))
         start = int(u_offset * (n - len(u) + 1))
-        clip[start:start + len(u)] = u
+        clip[start : start + len(u)] = u
         if snr is not None:
             clip += colored_noise(kind, n, noise_rng) * (_rms(u) / 10.0 ** (snr / 20.0))
     return np.clip(clip, -1.0, 1.0).astype(np.float32)
 
 
-def kws_clips(split: str, n_per_class: int | None = None, config: KWSConfig | None = None, *,
-              cache_dir: str | os.PathLike | None = None, workers: int | None = None,
-              progress: bool | None = None) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+def kws_clips(
+    split: str,
+    n_per_class: int | None = None,
+    config: KWSConfig | None = None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+    progress: bool | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
     """Audio clips of ``split``: (float32 (N, 16000), labels int64 (N,), per-clip info dicts).
 
     Clips are ordered class by class (label 0 first), ``n_per_class`` each.
@@ -475,9 +673,16 @@ def kws_clips(split: str, n_per_class: int | None = None, config: KWSConfig | No
     return clips, y, info
 
 
-def load_kws(split: str = "train", features: str | Any = "logmel", n_per_class: int | None = None,
-             config: KWSConfig | None = None, *, cache_dir: str | os.PathLike | None = None,
-             workers: int | None = None, progress: bool | None = None) -> Dataset:
+def load_kws(
+    split: str = "train",
+    features: str | Any = "logmel",
+    n_per_class: int | None = None,
+    config: KWSConfig | None = None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+    progress: bool | None = None,
+) -> Dataset:
     """The synthetic KWS corpus for ``split`` in ``{"train", "val", "test", "flite"}``.
 
     ``features``: ``"logmel"`` (N, 98, 40), ``"stream"`` (:data:`STREAM_FRONT_END`, (N, 49, 40)),
@@ -490,10 +695,16 @@ def load_kws(split: str = "train", features: str | Any = "logmel", n_per_class: 
     clips, y, info = kws_clips(split, n_per_class, config, cache_dir=cache_dir, workers=workers, progress=progress)
     n = len(clips) // len(KWS_LABELS)
     meta: dict[str, Any] = {
-        "dataset": "synthetic keyword spotting (espeak-ng / flite)", "split": split, "sample_rate": SAMPLE_RATE,
-        "engine": config.engine(split), "engine_version": engine_version(config.engine(split)),
-        "voices": list(config.voices(split)), "n_per_class": n, "config": config.to_dict(),
-        "config_hash": config_hash(config.to_dict()), "clip_seconds": config.clip_seconds,
+        "dataset": "synthetic keyword spotting (espeak-ng / flite)",
+        "split": split,
+        "sample_rate": SAMPLE_RATE,
+        "engine": config.engine(split),
+        "engine_version": engine_version(config.engine(split)),
+        "voices": list(config.voices(split)),
+        "n_per_class": n,
+        "config": config.to_dict(),
+        "config_hash": config_hash(config.to_dict()),
+        "clip_seconds": config.clip_seconds,
         "synthetic": True,
     }
     if isinstance(features, str) and features == "audio":
@@ -504,11 +715,15 @@ def load_kws(split: str = "train", features: str | Any = "logmel", n_per_class: 
             features = STREAM_FRONT_END
         fc = feature_config(features) if isinstance(features, (str, LogMel, dict)) else None
         if fc is None:
-            raise ConfigError(f"features must be 'logmel', 'mfcc', 'audio' or a LogMel/MFCC config, got {features!r}",
-                              where=_WHERE)
+            raise ConfigError(
+                f"features must be 'logmel', 'mfcc', 'audio' or a LogMel/MFCC config, got {features!r}", where=_WHERE
+            )
         x = compute(clips, fc)
-        meta.update(features=fc.to_dict(), frame_rate=SAMPLE_RATE / fc.hop_length,
-                    units="natural log of mel power" if fc.kind == "logmel" else "DCT of log mel power")
+        meta.update(
+            features=fc.to_dict(),
+            frame_rate=SAMPLE_RATE / fc.hop_length,
+            units="natural log of mel power" if fc.kind == "logmel" else "DCT of log mel power",
+        )
     return Dataset(x=x, y=y, labels=KWS_LABELS, name="kws", meta=meta)
 
 
@@ -517,10 +732,19 @@ def load_kws(split: str = "train", features: str | Any = "logmel", n_per_class: 
 # --------------------------------------------------------------------------------------------
 
 
-def synth_stream(duration_s: float = 60.0, *, seed: int = 0, split: str = "test", config: KWSConfig | None = None,
-                 keyword_fraction: float = 0.7, gap_s: tuple[float, float] = (0.8, 2.5), snr_db: float | None = 20.0,
-                 noise: str = "pink", workers: int | None = None, progress: bool | None = None
-                 ) -> tuple[np.ndarray, int, list[tuple[float, float, str]]]:
+def synth_stream(
+    duration_s: float = 60.0,
+    *,
+    seed: int = 0,
+    split: str = "test",
+    config: KWSConfig | None = None,
+    keyword_fraction: float = 0.7,
+    gap_s: tuple[float, float] = (0.8, 2.5),
+    snr_db: float | None = 20.0,
+    noise: str = "pink",
+    workers: int | None = None,
+    progress: bool | None = None,
+) -> tuple[np.ndarray, int, list[tuple[float, float, str]]]:
     """A continuous 16 kHz stream with keywords and unknown words among noise-only gaps.
 
     Returns ``(audio float32 (n,), 16000, events)``; ``events`` lists ``(start_s, end_s, label)``
@@ -544,15 +768,48 @@ def synth_stream(duration_s: float = 60.0, *, seed: int = 0, split: str = "test"
         plan.append((label, idx, float(rng.uniform(*config.speech_dbfs))))
         t += est + rng.uniform(*gap_s)
     audio_u = _synthesize_many(jobs, trim_db=config.trim_db, workers=workers, progress=progress, desc="kws stream")
-    audio, events = lay_out(audio_u, [KWS_LABELS[label] for label, _, _ in plan], [lv for _, _, lv in plan], total,
-                            SAMPLE_RATE, rng, gap_s=gap_s, snr_db=snr_db, noise=noise,
-                            default_level_db=float(np.mean(config.speech_dbfs)))
+    audio, events = lay_out(
+        audio_u,
+        [KWS_LABELS[label] for label, _, _ in plan],
+        [lv for _, _, lv in plan],
+        total,
+        SAMPLE_RATE,
+        rng,
+        gap_s=gap_s,
+        snr_db=snr_db,
+        noise=noise,
+        default_level_db=float(np.mean(config.speech_dbfs)),
+    )
     return audio, SAMPLE_RATE, events
 
 
 __all__ = [
-    "KWS_KEYWORDS", "KWS_LABELS", "STREAM_FRONT_END", "SILENCE_LABEL", "UNKNOWN_LABEL", "UNKNOWN_WORDS", "ESPEAK_ACCENTS",
-    "TRAIN_ACCENTS", "TRAIN_VARIANTS", "TEST_VARIANTS", "FLITE_VOICES", "KWS_SPLITS", "KWSConfig", "Utterance",
-    "cached_utterances", "colored_noise", "engine_version", "kws_clips", "load_kws", "mix_clip", "synth_cache",
-    "synth_stream", "synthesize", "trim_silence", "utterance_for", "utterances", "word_job", "word_utterances",
+    "KWS_KEYWORDS",
+    "KWS_LABELS",
+    "STREAM_FRONT_END",
+    "SILENCE_LABEL",
+    "UNKNOWN_LABEL",
+    "UNKNOWN_WORDS",
+    "ESPEAK_ACCENTS",
+    "TRAIN_ACCENTS",
+    "TRAIN_VARIANTS",
+    "TEST_VARIANTS",
+    "FLITE_VOICES",
+    "KWS_SPLITS",
+    "KWSConfig",
+    "Utterance",
+    "cached_utterances",
+    "colored_noise",
+    "engine_version",
+    "kws_clips",
+    "load_kws",
+    "mix_clip",
+    "synth_cache",
+    "synth_stream",
+    "synthesize",
+    "trim_silence",
+    "utterance_for",
+    "utterances",
+    "word_job",
+    "word_utterances",
 ]

@@ -27,8 +27,15 @@ from .cache import NUMPY_GLOBALS, CacheDir, restricted_load
 from .dataset import Dataset, check_split, sliding_windows, window_step
 
 SMARTWATCH_LABELS = ("PEN", "ABD", "FEL", "IR", "ER", "TRAP", "ROW")
-SMARTWATCH_LABEL_NAMES = ("pendulum", "abduction", "forward elevation", "internal rotation", "external rotation",
-                          "trapezius extension", "upright row")
+SMARTWATCH_LABEL_NAMES = (
+    "pendulum",
+    "abduction",
+    "forward elevation",
+    "internal rotation",
+    "external rotation",
+    "trapezius extension",
+    "upright row",
+)
 SMARTWATCH_CHANNELS = ("ax", "ay", "az", "wx", "wy", "wz")
 SMARTWATCH_UNITS = ("g", "g", "g", "rad/s", "rad/s", "rad/s")
 SMARTWATCH_SAMPLE_RATE = 50.0
@@ -78,12 +85,18 @@ def _read_watch_npy(path: Path) -> dict[str, np.ndarray]:
     if not len(series) == len(y) == len(subject) == len(side):
         raise DatasetError("X, y and subject differ in length", where=where)
     lengths = np.array([len(s) for s in series], dtype=np.int64)
-    return {"signals": np.concatenate(series), "offsets": np.concatenate([[0], np.cumsum(lengths)]),
-            "y": y, "subject": subject, "side": side}
+    return {
+        "signals": np.concatenate(series),
+        "offsets": np.concatenate([[0], np.cumsum(lengths)]),
+        "y": y,
+        "subject": subject,
+        "side": side,
+    }
 
 
-def smartwatch_series(source: str | os.PathLike | None = None, *, cache_dir: str | os.PathLike | None = None
-                      ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+def smartwatch_series(
+    source: str | os.PathLike | None = None, *, cache_dir: str | os.PathLike | None = None
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """All series: (list of float32 (T, 6) arrays, exercise id (S,), subject (S,))."""
     path = packaged_source() if source is None else Path(source).expanduser()
     if not path.is_file():
@@ -92,13 +105,19 @@ def smartwatch_series(source: str | os.PathLike | None = None, *, cache_dir: str
     cache = CacheDir("smartwatch", {"source": "seglearn-watch", "sha256": digest, "parser": _PARSER_VERSION}, cache_dir)
     a = cache.get_or_build("series.npz", lambda: _read_watch_npy(path), source=str(path))
     off = a["offsets"]
-    series = [a["signals"][off[i]:off[i + 1]] for i in range(len(off) - 1)]
+    series = [a["signals"][off[i] : off[i + 1]] for i in range(len(off) - 1)]
     return series, a["y"], a["subject"]
 
 
-def load_smartwatch(split: str = "train", window: int = 128, overlap: float = 0.5,
-                    test_subjects: Sequence[int] = SMARTWATCH_TEST_SUBJECTS, *, source: str | os.PathLike | None = None,
-                    cache_dir: str | os.PathLike | None = None) -> Dataset:
+def load_smartwatch(
+    split: str = "train",
+    window: int = 128,
+    overlap: float = 0.5,
+    test_subjects: Sequence[int] = SMARTWATCH_TEST_SUBJECTS,
+    *,
+    source: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> Dataset:
     """Windows of the smartwatch exercises for ``split`` in ``{"train", "test", "all"}``.
 
     ``x`` (N, window, 6) float32 in g and rad/s, ``y`` the exercise (7 classes), ``groups`` the subject.
@@ -124,10 +143,17 @@ def load_smartwatch(split: str = "train", window: int = 128, overlap: float = 0.
     y = np.concatenate(ys) if ys else np.zeros(0, np.int64)
     g = np.concatenate(gs) if gs else np.zeros(0, np.int64)
     meta = {
-        "dataset": "seglearn smartwatch shoulder exercises", "split": split, "sample_rate": SMARTWATCH_SAMPLE_RATE,
-        "channels": list(SMARTWATCH_CHANNELS), "units": list(SMARTWATCH_UNITS),
-        "label_names": list(SMARTWATCH_LABEL_NAMES), "window": int(window), "step": int(step),
-        "overlap": float(overlap), "subjects": sorted({int(v) for v in np.unique(g)}), "test_subjects": sorted(test),
+        "dataset": "seglearn smartwatch shoulder exercises",
+        "split": split,
+        "sample_rate": SMARTWATCH_SAMPLE_RATE,
+        "channels": list(SMARTWATCH_CHANNELS),
+        "units": list(SMARTWATCH_UNITS),
+        "label_names": list(SMARTWATCH_LABEL_NAMES),
+        "window": int(window),
+        "step": int(step),
+        "overlap": float(overlap),
+        "subjects": sorted({int(v) for v in np.unique(g)}),
+        "test_subjects": sorted(test),
         "source": "seglearn==1.2.5" if source is None else str(source),
     }
     return Dataset(x=x, y=y, labels=SMARTWATCH_LABELS, name="smartwatch", meta=meta, groups=g)

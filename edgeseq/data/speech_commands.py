@@ -37,8 +37,11 @@ _WHERE = "edgeseq.data.speech_commands"
 
 def _read_list(path: Path) -> set[str]:
     if not path.is_file():
-        raise DatasetError("split list is missing", where=str(path),
-                           hint="the Speech Commands v2 archive ships validation_list.txt and testing_list.txt")
+        raise DatasetError(
+            "split list is missing",
+            where=str(path),
+            hint="the Speech Commands v2 archive ships validation_list.txt and testing_list.txt",
+        )
     return {ln.strip().replace("\\", "/") for ln in path.read_text("utf-8").splitlines() if ln.strip()}
 
 
@@ -55,13 +58,19 @@ def speech_commands_files(root: str | os.PathLike, split: str = "train") -> tupl
     if split not in SC_SPLITS:
         raise ConfigError(f"unknown split '{split}'; choose one of: {', '.join(SC_SPLITS)}", where=_WHERE)
     if not root.is_dir():
-        raise DatasetError("Speech Commands directory does not exist", where=str(root),
-                           hint="download and extract speech_commands_v0.02.tar.gz, then pass its folder")
+        raise DatasetError(
+            "Speech Commands directory does not exist",
+            where=str(root),
+            hint="download and extract speech_commands_v0.02.tar.gz, then pass its folder",
+        )
     words = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
     missing = [k for k in KWS_KEYWORDS if k not in words]
     if missing:
-        raise DatasetError(f"keyword folders missing: {', '.join(missing)}", where=str(root),
-                           hint="pass the extracted Speech Commands v2 folder (it holds yes/, no/, ..., go/)")
+        raise DatasetError(
+            f"keyword folders missing: {', '.join(missing)}",
+            where=str(root),
+            hint="pass the extracted Speech Commands v2 folder (it holds yes/, no/, ..., go/)",
+        )
     val = _read_list(root / "validation_list.txt")
     test = _read_list(root / "testing_list.txt")
     paths, labels = [], []
@@ -96,7 +105,7 @@ def _silence_clips(root: Path, split: str, limit: int | None, seed: int) -> np.n
                 continue
             rng = np.random.default_rng([seed, zlib.crc32(f.name.encode()), i])
             gain = 10.0 ** (rng.uniform(-30.0, 0.0) / 20.0)
-            clips.append((x[i * SAMPLE_RATE:(i + 1) * SAMPLE_RATE] * gain).astype(np.float32))
+            clips.append((x[i * SAMPLE_RATE : (i + 1) * SAMPLE_RATE] * gain).astype(np.float32))
     if not clips:
         raise DatasetError(f"no 1 s background-noise segments fall into split '{split}'", where=str(noise_dir))
     arr = np.stack(clips)
@@ -105,9 +114,16 @@ def _silence_clips(root: Path, split: str, limit: int | None, seed: int) -> np.n
     return arr
 
 
-def load_speech_commands(root: str | os.PathLike, split: str = "train", features: str | Any = "logmel", *,
-                         max_per_class: int | None = None, n_silence: int | None = None, seed: int = 0,
-                         progress: bool | None = None) -> Dataset:
+def load_speech_commands(
+    root: str | os.PathLike,
+    split: str = "train",
+    features: str | Any = "logmel",
+    *,
+    max_per_class: int | None = None,
+    n_silence: int | None = None,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> Dataset:
     """Speech Commands v2 as a 12-class :class:`~edgeseq.data.dataset.Dataset`.
 
     ``features`` as in :func:`~edgeseq.data.kws.load_kws` (``"logmel"``, ``"mfcc"``, a config, or
@@ -142,8 +158,14 @@ def load_speech_commands(root: str | os.PathLike, split: str = "train", features
     silence = _silence_clips(root, split, n_silence, seed) if n_silence > 0 else np.zeros((0, SAMPLE_RATE), np.float32)
     audio = np.concatenate([audio, silence])
     labels = np.concatenate([labels, np.full(len(silence), SILENCE, dtype=np.int64)])
-    meta: dict[str, Any] = {"dataset": "Google Speech Commands v2", "split": split, "root": str(root),
-                            "sample_rate": SAMPLE_RATE, "n_files": len(paths), "n_silence": int(len(silence))}
+    meta: dict[str, Any] = {
+        "dataset": "Google Speech Commands v2",
+        "split": split,
+        "root": str(root),
+        "sample_rate": SAMPLE_RATE,
+        "n_files": len(paths),
+        "n_silence": int(len(silence)),
+    }
     if isinstance(features, str) and features == "audio":
         x = audio[:, :, None]
         meta.update(features="audio", units="full scale [-1, 1]")
@@ -152,6 +174,7 @@ def load_speech_commands(root: str | os.PathLike, split: str = "train", features
         x = compute(audio, fc)
         meta.update(features=fc.to_dict(), frame_rate=SAMPLE_RATE / fc.hop_length)
     else:
-        raise ConfigError(f"features must be 'logmel', 'mfcc', 'audio' or a LogMel/MFCC config, got {features!r}",
-                          where=_WHERE)
+        raise ConfigError(
+            f"features must be 'logmel', 'mfcc', 'audio' or a LogMel/MFCC config, got {features!r}", where=_WHERE
+        )
     return Dataset(x=x, y=labels, labels=KWS_LABELS, name="speech_commands", meta=meta)

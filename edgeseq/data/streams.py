@@ -59,9 +59,19 @@ def rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
 
 
-def lay_out(utterances: Sequence[np.ndarray], labels: Sequence[str], levels_db: Sequence[float], total: int,
-            sample_rate: int, rng: np.random.Generator, *, gap_s: tuple[float, float], snr_db: Optional[float],
-            noise: str, default_level_db: float) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
+def lay_out(
+    utterances: Sequence[np.ndarray],
+    labels: Sequence[str],
+    levels_db: Sequence[float],
+    total: int,
+    sample_rate: int,
+    rng: np.random.Generator,
+    *,
+    gap_s: tuple[float, float],
+    snr_db: Optional[float],
+    noise: str,
+    default_level_db: float,
+) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
     """Place ``utterances`` one after another in a stream of ``total`` samples, each scaled to its RMS
     level ``levels_db`` (dBFS), separated by gaps drawn uniformly from ``gap_s`` seconds (one before
     the first word too); words that no longer fit are dropped. ``snr_db`` adds ``noise`` (white, pink
@@ -76,7 +86,7 @@ def lay_out(utterances: Sequence[np.ndarray], labels: Sequence[str], levels_db: 
         if pos + len(u) > total:
             break
         u = np.asarray(u, dtype=np.float64) * (10.0 ** (level / 20.0) / max(rms(u), 1e-12))
-        out[pos:pos + len(u)] += u
+        out[pos : pos + len(u)] += u
         speech_rms.append(rms(u))
         events.append((pos / sample_rate, (pos + len(u)) / sample_rate, str(label)))
         pos += len(u) + int(rng.uniform(*gap_s) * sample_rate)
@@ -101,7 +111,7 @@ def aligned_clips(utterances: Sequence[np.ndarray], n_samples: int, tail_samples
     out = np.zeros((len(utterances), n_samples), dtype=np.float32)
     for i, u in enumerate(utterances):
         u = np.asarray(u, dtype=np.float32)[-room:]
-        out[i, room - len(u):room] = u
+        out[i, room - len(u) : room] = u
     return out
 
 
@@ -130,8 +140,7 @@ class SequenceConfig:
         if not 0 < self.speed[0] <= self.speed[1]:
             raise ConfigError("speed factors must be positive", where="SequenceConfig")
         if self.pre_s < 0 or self.post_s <= 0 or not self.snr_db or not self.noise_kinds:
-            raise ConfigError("need pre_s >= 0, post_s > 0 and at least one SNR and noise kind",
-                              where="SequenceConfig")
+            raise ConfigError("need pre_s >= 0, post_s > 0 and at least one SNR and noise kind", where="SequenceConfig")
 
 
 def change_speed(x: np.ndarray, factor: float) -> np.ndarray:
@@ -147,8 +156,16 @@ def word_end_frame(end_sample: int, win: int, hop: int) -> int:
     return max(0, -(-(int(end_sample) - win) // hop))
 
 
-def frame_targets(words: Sequence[tuple[int, int, int]], n_frames: int, win: int, hop: int, background: int,
-                  pre: int, post: int, guard: int = 3) -> np.ndarray:
+def frame_targets(
+    words: Sequence[tuple[int, int, int]],
+    n_frames: int,
+    win: int,
+    hop: int,
+    background: int,
+    pre: int,
+    post: int,
+    guard: int = 3,
+) -> np.ndarray:
     """Per-frame class targets (int64 (n_frames,)) for words ``(start_sample, end_sample, class)``: the
     word's class on frames ``[e - pre, e + post)`` around its end frame ``e``, no target on the ``guard``
     frames before that (where the word may or may not be over), background everywhere else, inside the
@@ -156,16 +173,25 @@ def frame_targets(words: Sequence[tuple[int, int, int]], n_frames: int, win: int
     t = np.full(n_frames, background, dtype=np.int64)
     for _, b, _ in words:
         e = word_end_frame(b, win, hop)
-        t[max(0, e - pre - guard):max(0, min(n_frames, e - pre))] = IGNORE
+        t[max(0, e - pre - guard) : max(0, min(n_frames, e - pre))] = IGNORE
     for _, b, c in words:
         e = word_end_frame(b, win, hop)
-        t[max(0, e - pre):max(0, min(n_frames, e + post))] = c
+        t[max(0, e - pre) : max(0, min(n_frames, e + post))] = c
     return t
 
 
-def training_sequences(audio: Sequence[np.ndarray], labels: np.ndarray, n: int, cfg: SequenceConfig,
-                       sample_rate: int, win: int, hop: int, background: int, rng: np.random.Generator,
-                       order: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+def training_sequences(
+    audio: Sequence[np.ndarray],
+    labels: np.ndarray,
+    n: int,
+    cfg: SequenceConfig,
+    sample_rate: int,
+    win: int,
+    hop: int,
+    background: int,
+    rng: np.random.Generator,
+    order: Optional[np.ndarray] = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """``n`` random sequences of ``cfg.seconds`` built from the utterances ``audio`` (float32 at
     ``sample_rate``) with class ``labels``: (audio float32 (n, samples), frame targets int64 (n, frames)).
 
@@ -199,14 +225,14 @@ def training_sequences(audio: Sequence[np.ndarray], labels: np.ndarray, n: int, 
             k += 1
             level = float(rng.uniform(*cfg.speech_dbfs))
             u = u.astype(np.float64) * (10.0 ** (level / 20.0) / max(rms(u), 1e-12))
-            x[pos:pos + len(u)] += u
+            x[pos : pos + len(u)] += u
             words.append((pos, pos + len(u), int(labels[j])))
             levels.append(rms(u))
             pos += len(u) + int(rng.uniform(*cfg.gap_s) * sample_rate)
         snr = cfg.snr_db[int(rng.integers(len(cfg.snr_db)))]
         kind = cfg.noise_kinds[int(rng.integers(len(cfg.noise_kinds)))]
         off = int(rng.integers(0, (NOISE_BANK - 1) * total))
-        noise = banks[kind][off:off + total]
+        noise = banks[kind][off : off + total]
         if snr is not None:
             ref = float(np.mean(levels)) if levels else 10.0 ** (np.mean(cfg.speech_dbfs) / 20.0)
             x += noise * (ref / 10.0 ** (snr / 20.0))
@@ -217,6 +243,16 @@ def training_sequences(audio: Sequence[np.ndarray], labels: np.ndarray, n: int, 
     return xs, ts
 
 
-__all__ = ["IGNORE", "NOISE_EXPONENT", "SequenceConfig", "aligned_clips", "change_speed", "colored_noise", "frame_targets",
-           "lay_out", "rms",
-           "training_sequences", "word_end_frame"]
+__all__ = [
+    "IGNORE",
+    "NOISE_EXPONENT",
+    "SequenceConfig",
+    "aligned_clips",
+    "change_speed",
+    "colored_noise",
+    "frame_targets",
+    "lay_out",
+    "rms",
+    "training_sequences",
+    "word_end_frame",
+]

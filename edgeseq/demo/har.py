@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -75,22 +75,31 @@ def read_imu_csv(path, *, labels: tuple[str, ...] = ()) -> dict:
         if v.lstrip("+-").isdigit():
             k = int(v)
             if not 0 <= k < (len(names) or k + 1):
-                raise DatasetError(f"line {line}: label {k} is not a class id of the model (0..{len(names) - 1})",
-                                   where=str(p))
+                raise DatasetError(
+                    f"line {line}: label {k} is not a class id of the model (0..{len(names) - 1})", where=str(p)
+                )
             return k
         if v.lower() in names:
             return names.index(v.lower())
-        raise DatasetError(f"line {line}: unknown label '{v[:40]}'; expected a class id or one of "
-                           f"{', '.join(labels)}", where=str(p))
+        raise DatasetError(
+            f"line {line}: unknown label '{v[:40]}'; expected a class id or one of {', '.join(labels)}", where=str(p)
+        )
 
     cols, header = read_csv_columns(
-        p, DatasetError, required=CHANNELS, optional=("time", "label"), numeric=CHANNELS + ("time",),
-        convert={"label": label_id}, what="CSV recording",
-        hint="columns acc_x,acc_y,acc_z (g), gyro_x,gyro_y,gyro_z (rad/s), optional time (s), label")
+        p,
+        DatasetError,
+        required=CHANNELS,
+        optional=("time", "label"),
+        numeric=CHANNELS + ("time",),
+        convert={"label": label_id},
+        what="CSV recording",
+        hint="columns acc_x,acc_y,acc_z (g), gyro_x,gyro_y,gyro_z (rad/s), optional time (s), label",
+    )
     n = len(cols[CHANNELS[0]])
     if n < WINDOW:
-        raise DatasetError(f"the recording has {n} samples; at least {WINDOW} (2.56 s at 50 Hz) are needed",
-                           where=str(p))
+        raise DatasetError(
+            f"the recording has {n} samples; at least {WINDOW} (2.56 s at 50 Hz) are needed", where=str(p)
+        )
     sig = np.stack([cols[c] for c in CHANNELS], axis=1).astype(np.float32)
     rate = SAMPLE_RATE
     if "time" in cols:
@@ -102,8 +111,11 @@ def read_imu_csv(path, *, labels: tuple[str, ...] = ()) -> dict:
             raise DatasetError(f"the time column is not strictly increasing (sample {i + 1})", where=str(p))
         rate = float(1.0 / np.median(dt))
         if abs(rate - SAMPLE_RATE) > 0.02 * SAMPLE_RATE:
-            raise DatasetError(f"sample rate is {rate:.1f} Hz; the HAR model expects {SAMPLE_RATE:.0f} Hz", where=str(p),
-                               hint="resample the recording to 50 Hz (e.g. scipy.signal.resample_poly)")
+            raise DatasetError(
+                f"sample rate is {rate:.1f} Hz; the HAR model expects {SAMPLE_RATE:.0f} Hz",
+                where=str(p),
+                hint="resample the recording to 50 Hz (e.g. scipy.signal.resample_poly)",
+            )
     return {"signals": sig, "labels": cols.get("label"), "sample_rate": rate}
 
 
@@ -126,7 +138,7 @@ def windows(signals: np.ndarray, labels: Optional[np.ndarray]) -> tuple[np.ndarr
 
 
 def _batched(fn, x: np.ndarray, size: int = 512) -> np.ndarray:
-    return np.concatenate([np.asarray(fn(x[i:i + size])) for i in range(0, len(x), size)], axis=0)
+    return np.concatenate([np.asarray(fn(x[i : i + size])) for i in range(0, len(x), size)], axis=0)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -175,7 +187,7 @@ def _run_har_demo(cfg: HarDemoConfig, stream, out: Path) -> dict:
     from ..util.fs import atomic_write_json
 
     stream = stream or sys.stderr
-    say = (lambda m: print(m, file=stream, flush=True))
+    say = lambda m: print(m, file=stream, flush=True)
     if cfg.target not in TARGETS:
         raise ConfigError(f"unknown demo target '{cfg.target}'; choose one of: {', '.join(TARGETS)}")
     if cfg.quant not in ("edgeseq", "naive", "float"):
@@ -188,8 +200,10 @@ def _run_har_demo(cfg: HarDemoConfig, stream, out: Path) -> dict:
     labels = _labels(lm)
     for o in others:
         if _labels(o) != labels:
-            raise ConfigError(f"model '{o.name}' predicts {_labels(o)}; '{lm.name}' predicts {labels}: a side-by-side "
-                              "comparison needs the same classes")
+            raise ConfigError(
+                f"model '{o.name}' predicts {_labels(o)}; '{lm.name}' predicts {labels}: a side-by-side "
+                "comparison needs the same classes"
+            )
 
     t = time.perf_counter()
     if cfg.input:
@@ -207,26 +221,61 @@ def _run_har_demo(cfg: HarDemoConfig, stream, out: Path) -> dict:
     say(f"data    {source}; streaming {len(x)} windows of {WINDOW} samples")
     data_s = time.perf_counter() - t
 
-    main = _measure(lm, x, y, groups, labels, cfg, out / "artifact", Path(cfg.out) / "artifact", stream, say,
-                    live=cfg.live)
+    main = _measure(
+        lm, x, y, groups, labels, cfg, out / "artifact", Path(cfg.out) / "artifact", stream, say, live=cfg.live
+    )
     main["timings"] = {"data_s": data_s, **main["timings"]}
     compared = []
     for o in others:
         say(f"compare {o.name}: the same {len(x)} windows, plan '{cfg.quant}', {cfg.target}")
-        r = _measure(o, x, y, groups, labels, cfg, out / "compare" / o.name, Path(cfg.out) / "compare" / o.name,
-                     stream, lambda m: say("  " + m), live=False)
+        r = _measure(
+            o,
+            x,
+            y,
+            groups,
+            labels,
+            cfg,
+            out / "compare" / o.name,
+            Path(cfg.out) / "compare" / o.name,
+            stream,
+            lambda m: say("  " + m),
+            live=False,
+        )
         compared.append(r)
-    timings = {**main["timings"], "compare_s": sum(r["timings"]["total_s"] for r in compared),
-               "total_s": time.perf_counter() - t_start}
+    timings = {
+        **main["timings"],
+        "compare_s": sum(r["timings"]["total_s"] for r in compared),
+        "total_s": time.perf_counter() - t_start,
+    }
 
     runner = main["runner"]
     result = {
-        "demo": "har", "model": lm.name, "model_source": lm.source, "target": cfg.target, "runner": runner,
-        "quantization": cfg.quant, "data": source, "windows": int(len(x)), "labels": labels,
-        **{k: main[k] for k in ("accuracy", "device_vs_reference", "drop_points", "confusion_device", "per_class",
-                                "cost", "sizes", "mcu_sizes", "plan")},
+        "demo": "har",
+        "model": lm.name,
+        "model_source": lm.source,
+        "target": cfg.target,
+        "runner": runner,
+        "quantization": cfg.quant,
+        "data": source,
+        "windows": int(len(x)),
+        "labels": labels,
+        **{
+            k: main[k]
+            for k in (
+                "accuracy",
+                "device_vs_reference",
+                "drop_points",
+                "confusion_device",
+                "per_class",
+                "cost",
+                "sizes",
+                "mcu_sizes",
+                "plan",
+            )
+        },
         "models": [_side_by_side(r) for r in (main, *compared)],
-        "timings": {k: round(v, 2) for k, v in timings.items()}, "config": asdict(cfg),
+        "timings": {k: round(v, 2) for k, v in timings.items()},
+        "config": asdict(cfg),
         "artifact": str(Path(cfg.out) / "artifact"),
     }
     if compared:
@@ -244,8 +293,9 @@ def _run_har_demo(cfg: HarDemoConfig, stream, out: Path) -> dict:
 def _load_har_model(load_model, spec: str):
     lm = load_model(spec)
     if lm.graph.in_features != len(CHANNELS):
-        raise ConfigError(f"model '{spec}' takes {lm.graph.in_features} input features; the HAR demo streams 6 "
-                          "(acc_x..gyro_z)")
+        raise ConfigError(
+            f"model '{spec}' takes {lm.graph.in_features} input features; the HAR demo streams 6 (acc_x..gyro_z)"
+        )
     return lm
 
 
@@ -253,8 +303,9 @@ def _labels(lm) -> list[str]:
     return list(lm.labels) or [f"class {i}" for i in range(lm.graph.output_types[0].features)]
 
 
-def _measure(lm, x, y, groups, labels, cfg: HarDemoConfig, art_dir: Path, shown_dir: Path, stream, say,
-             live: bool) -> dict:
+def _measure(
+    lm, x, y, groups, labels, cfg: HarDemoConfig, art_dir: Path, shown_dir: Path, stream, say, live: bool
+) -> dict:
     """One model through the whole demo: float reference, int8 plan, export, the windows streamed
     through the device, instructions and sizes (and the Cortex-M4 build's). ``art_dir``: where the
     artifact is built (inside the staged output); ``shown_dir``: where it will be once the demo is done."""
@@ -285,8 +336,14 @@ def _measure(lm, x, y, groups, labels, cfg: HarDemoConfig, art_dir: Path, shown_
 
     t = time.perf_counter()
     say(f"export  {cfg.target} -> {shown_dir}")
-    art = export_artifact(q if q is not None else graph, target=cfg.target, out=art_dir, force=True,
-                            golden_input=x[:2], progress=lambda m: say(f"        {m}"))
+    art = export_artifact(
+        q if q is not None else graph,
+        target=cfg.target,
+        out=art_dir,
+        force=True,
+        golden_input=x[:2],
+        progress=lambda m: say(f"        {m}"),
+    )
     device = art.parts["c"] if art.kind == "bundle" else art
     timings["export_s"] = time.perf_counter() - t
 
@@ -296,23 +353,26 @@ def _measure(lm, x, y, groups, labels, cfg: HarDemoConfig, art_dir: Path, shown_
     correct = seen = 0
     runner = RUNNERS[cfg.target]
     for i in range(0, len(x), cfg.chunk):
-        xc = x[i:i + cfg.chunk]
+        xc = x[i : i + cfg.chunk]
         outs = device.impl.run(xc, mode="step")
-        dev_logits[i:i + len(xc)] = np.asarray(outs[0])
-        pred = dev_logits[i:i + len(xc)].argmax(-1)
-        m = y[i:i + len(xc)] >= 0
-        correct += int((pred[m] == y[i:i + len(xc)][m]).sum())
+        dev_logits[i : i + len(xc)] = np.asarray(outs[0])
+        pred = dev_logits[i : i + len(xc)].argmax(-1)
+        m = y[i : i + len(xc)] >= 0
+        correct += int((pred[m] == y[i : i + len(xc)][m]).sum())
         seen += int(m.sum())
         j = i + len(xc) - 1
-        conf = _softmax(dev_logits[j:j + 1])[0]
+        conf = _softmax(dev_logits[j : j + 1])[0]
         done = (j + 1) / len(x)
         truth = labels[y[j]] if y[j] >= 0 else "-"
-        view.update([
-            f"device  {runner}  {bar(done)} {j + 1}/{len(x)} windows  ({(j + 1) * WINDOW} samples streamed)",
-            f"  subject {int(groups[j]):>2}   now: {labels[int(pred[-1])]:<20} confidence {conf.max():5.1%}   "
-            f"truth: {truth:<20}",
-            f"  running on-device accuracy: {_pct(correct / seen if seen else None)}",
-        ], force_log=(j + 1 == len(x)))
+        view.update(
+            [
+                f"device  {runner}  {bar(done)} {j + 1}/{len(x)} windows  ({(j + 1) * WINDOW} samples streamed)",
+                f"  subject {int(groups[j]):>2}   now: {labels[int(pred[-1])]:<20} confidence {conf.max():5.1%}   "
+                f"truth: {truth:<20}",
+                f"  running on-device accuracy: {_pct(correct / seen if seen else None)}",
+            ],
+            force_log=(j + 1 == len(x)),
+        )
     view.close()
     dev_pred = dev_logits.argmax(-1)
     dev_acc = _accuracy(dev_pred, y)
@@ -320,48 +380,77 @@ def _measure(lm, x, y, groups, labels, cfg: HarDemoConfig, art_dir: Path, shown_
     ref_for_device = int_logits if int_logits is not None else float_logits
     agreement = float((dev_pred == ref_for_device.argmax(-1)).mean())
     max_err = float(np.max(np.abs(dev_logits - ref_for_device)))
-    say(f"device  accuracy {_pct(dev_acc)}; decisions equal to the {'integer' if q is not None else 'float'} "
-        f"reference on {agreement:.2%} of windows (max logit difference {max_err:.3g})")
+    say(
+        f"device  accuracy {_pct(dev_acc)}; decisions equal to the {'integer' if q is not None else 'float'} "
+        f"reference on {agreement:.2%} of windows (max logit difference {max_err:.3g})"
+    )
 
     t = time.perf_counter()
     cost = _jsonable(device.impl.cost(x[:2]))
-    sizes = {"artifact_bytes": _dir_bytes(art_dir), "device_binary_bytes": device.impl.binary.stat().st_size,
-             "weights_bytes": device.manifest.get("weights_bytes"), "float32_weight_bytes": 4 * graph.num_params()}
+    sizes = {
+        "artifact_bytes": _dir_bytes(art_dir),
+        "device_binary_bytes": device.impl.binary.stat().st_size,
+        "weights_bytes": device.manifest.get("weights_bytes"),
+        "float32_weight_bytes": 4 * graph.num_params(),
+    }
     mcu = None
     if cfg.target == "cortex-m4":
         mcu = _mcu(device.impl, cost)
     elif _have("arm-none-eabi-gcc", "qemu-system-arm"):
         say("sizes   building the same model for cortex-m4 (flash, RAM, instructions per inference)")
-        m4 = export_artifact(q if q is not None else graph, target="cortex-m4", out=art_dir.parent /
-                               f"{art_dir.name}-cortex-m4", force=True, golden_input=x[:1])
+        m4 = export_artifact(
+            q if q is not None else graph,
+            target="cortex-m4",
+            out=art_dir.parent / f"{art_dir.name}-cortex-m4",
+            force=True,
+            golden_input=x[:1],
+        )
         mcu = _mcu(m4.impl, _jsonable(m4.impl.cost(x[:1])))
     if mcu is not None:
-        say(f"m4      {mcu['instructions_per_inference'] / 1e6:.2f} M instructions per inference, "
-            f"flash {mcu['flash_bytes'] / 1024:.1f} KB, RAM {mcu['ram_bytes'] / 1024:.1f} KB")
+        say(
+            f"m4      {mcu['instructions_per_inference'] / 1e6:.2f} M instructions per inference, "
+            f"flash {mcu['flash_bytes'] / 1024:.1f} KB, RAM {mcu['ram_bytes'] / 1024:.1f} KB"
+        )
     timings["cost_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     return {
-        "model": lm.name, "model_source": lm.source, "parameters": int(n_params), "runner": runner,
+        "model": lm.name,
+        "model_source": lm.source,
+        "parameters": int(n_params),
+        "runner": runner,
         "ops": [n.op.kind for n in graph.nodes],
         "accuracy": {"float": float_acc, "int8": int_acc, "device": dev_acc},
-        "device_vs_reference": {"decision_agreement": agreement, "max_abs_logit_difference": max_err,
-                                "reference": "integer-exact interpreter" if q is not None else "float64 interpreter"},
+        "device_vs_reference": {
+            "decision_agreement": agreement,
+            "max_abs_logit_difference": max_err,
+            "reference": "integer-exact interpreter" if q is not None else "float64 interpreter",
+        },
         "drop_points": None if (float_acc is None or dev_acc is None) else 100 * (float_acc - dev_acc),
-        "confusion_device": _confusion(dev_pred, y, len(labels)), "per_class": _per_class(dev_pred, y, labels),
-        "cost": cost, "sizes": sizes, "mcu_sizes": mcu, "plan": plan_summary, "timings": timings,
+        "confusion_device": _confusion(dev_pred, y, len(labels)),
+        "per_class": _per_class(dev_pred, y, labels),
+        "cost": cost,
+        "sizes": sizes,
+        "mcu_sizes": mcu,
+        "plan": plan_summary,
+        "timings": timings,
     }
 
 
 def _side_by_side(r: dict) -> dict:
     ins = (r["cost"].get("instructions") or {}).get("per_inference")
     mcu = r["mcu_sizes"] or {}
-    return {"model": r["model"], "parameters": r["parameters"], **{f"{k}_accuracy": v for k, v in r["accuracy"].items()},
-            "decision_agreement": r["device_vs_reference"]["decision_agreement"],
-            "target_instructions_per_inference": ins,
-            "target_latency_per_inference_s": (r["cost"].get("latency") or {}).get("per_inference_s"),
-            "cortex_m4_instructions_per_inference": mcu.get("instructions_per_inference"),
-            "cortex_m4_flash_bytes": mcu.get("flash_bytes"), "cortex_m4_ram_bytes": mcu.get("ram_bytes"),
-            "weights_bytes": r["sizes"]["weights_bytes"]}
+    return {
+        "model": r["model"],
+        "parameters": r["parameters"],
+        **{f"{k}_accuracy": v for k, v in r["accuracy"].items()},
+        "decision_agreement": r["device_vs_reference"]["decision_agreement"],
+        "target_instructions_per_inference": ins,
+        "target_latency_per_inference_s": (r["cost"].get("latency") or {}).get("per_inference_s"),
+        "cortex_m4_instructions_per_inference": mcu.get("instructions_per_inference"),
+        "cortex_m4_flash_bytes": mcu.get("flash_bytes"),
+        "cortex_m4_ram_bytes": mcu.get("ram_bytes"),
+        "weights_bytes": r["sizes"]["weights_bytes"],
+    }
 
 
 def _side_by_side_lines(rows: list[dict]) -> list[str]:
@@ -369,9 +458,11 @@ def _side_by_side_lines(rows: list[dict]) -> list[str]:
     lines = [head]
     for r in rows:
         ins = r["cortex_m4_instructions_per_inference"]
-        lines.append(f"{r['model']:<14}{r['parameters']:>8,}{_pct_or_dash(r['float_accuracy']):>9}"
-                     f"{_pct_or_dash(r['int8_accuracy']):>9}{_pct_or_dash(r['device_accuracy']):>9}{'-' if ins is None else f'{ins / 1e6:.2f} M':>13}"
-                     f"{_kb(r['cortex_m4_flash_bytes']):>9}{_kb(r['cortex_m4_ram_bytes']):>9}")
+        lines.append(
+            f"{r['model']:<14}{r['parameters']:>8,}{_pct_or_dash(r['float_accuracy']):>9}"
+            f"{_pct_or_dash(r['int8_accuracy']):>9}{_pct_or_dash(r['device_accuracy']):>9}{'-' if ins is None else f'{ins / 1e6:.2f} M':>13}"
+            f"{_kb(r['cortex_m4_flash_bytes']):>9}{_kb(r['cortex_m4_ram_bytes']):>9}"
+        )
     return lines
 
 
@@ -391,8 +482,9 @@ def _per_class(pred, y, labels) -> list[dict]:
     rows = []
     for k, name in enumerate(labels):
         m = y == k
-        rows.append({"class": name, "windows": int(m.sum()),
-                     "accuracy": float((pred[m] == k).mean()) if m.any() else None})
+        rows.append(
+            {"class": name, "windows": int(m.sum()), "accuracy": float((pred[m] == k).mean()) if m.any() else None}
+        )
     return rows
 
 
@@ -405,8 +497,10 @@ def _mcu_sizes(c_impl) -> dict:
 def _mcu(c_impl, cost: dict) -> dict:
     """Flash / RAM of a Cortex-M build and its instructions per inference (``cost`` of that build)."""
     ins = cost.get("instructions") or {}
-    return _mcu_sizes(c_impl) | {"instructions_per_inference": ins.get("per_inference"),
-                                 "instructions_per_step": ins.get("per_step")}
+    return _mcu_sizes(c_impl) | {
+        "instructions_per_inference": ins.get("per_inference"),
+        "instructions_per_step": ins.get("per_step"),
+    }
 
 
 def _jsonable(o: Any):
@@ -422,8 +516,11 @@ def _have(*tools: str) -> bool:
 def _check_toolchains(target: str) -> None:
     from ..toolchains import require
 
-    need = {"arm": ("aarch64-linux-gnu-gcc", "qemu-aarch64"), "cortex-m4": ("arm-none-eabi-gcc", "qemu-system-arm"),
-            "x86": ("gcc",)}[target]
+    need = {
+        "arm": ("aarch64-linux-gnu-gcc", "qemu-aarch64"),
+        "cortex-m4": ("arm-none-eabi-gcc", "qemu-system-arm"),
+        "x86": ("gcc",),
+    }[target]
     for tool in need:
         require(tool)
 
@@ -433,8 +530,7 @@ def _quantize(graph, cfg: HarDemoConfig, say):
     on other training windows."""
     from ..quant.tasks import quantize_on_task, task_data
 
-    data = task_data("har" if graph.output_types[0].features == 6 else "har12", graph, calib=cfg.calib,
-                     seed=cfg.seed)
+    data = task_data("har" if graph.output_types[0].features == 6 else "har12", graph, calib=cfg.calib, seed=cfg.seed)
     say(f"quant   plan '{cfg.quant}', calibrated on {len(data.calib_idx)} training windows")
     q = quantize_on_task(graph, data, cfg.quant, progress=False)
     return q, q.plan.summary()

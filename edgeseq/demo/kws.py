@@ -43,11 +43,21 @@ from typing import Any, Optional
 
 import numpy as np
 
+# the demo's building blocks, re-exported here (FA_KINDS, Detection: used by callers of this module)
+from ..data.detect import (  # noqa: F401
+    FA_KINDS,
+    Detection,
+    Detector,
+    Scorer,
+    WindowPlan,
+    detect,
+    false_accepts_per_hour,
+    match_detections,
+    stream_features,
+    windows_of,
+)
 from ..errors import ConfigError, DatasetError
 from .har import _batched, _check_toolchains, _dir_bytes, _have, _jsonable, _mcu_sizes, _softmax
-# the demo's building blocks, re-exported here (FA_KINDS, Detection: used by callers of this module)
-from ..data.detect import (FA_KINDS, Detection, Detector, Scorer, WindowPlan, detect,  # noqa: F401
-                           false_accepts_per_hour, match_detections, stream_features, windows_of)
 
 SAMPLE_RATE = 16000
 TARGETS = ("x86", "arm", "cortex-m4")
@@ -110,8 +120,11 @@ def read_wav_at(path, sample_rate: int) -> np.ndarray:
         w = wave.open(f, "rb")
     except (wave.Error, EOFError, ValueError, struct.error, OverflowError, RuntimeError) as e:
         f.close()  # (the wave module raises RuntimeError for a chunk size that runs past the end of the file)
-        raise DatasetError(f"not a 16-bit PCM WAV file ({str(e) or 'chunk sizes run past the end of the file'})",
-                           where=str(p), hint=fix) from None
+        raise DatasetError(
+            f"not a 16-bit PCM WAV file ({str(e) or 'chunk sizes run past the end of the file'})",
+            where=str(p),
+            hint=fix,
+        ) from None
     except OSError as e:
         f.close()
         raise DatasetError(f"cannot read ({e.strerror})", where=str(p)) from None
@@ -125,8 +138,11 @@ def read_wav_at(path, sample_rate: int) -> np.ndarray:
         if width != 2:
             problems.append(f"{8 * width}-bit samples")
         if problems:
-            raise DatasetError(f"{', '.join(problems)}; the model needs {sample_rate / 1000:g} kHz mono 16-bit PCM",
-                               where=str(p), hint=fix)
+            raise DatasetError(
+                f"{', '.join(problems)}; the model needs {sample_rate / 1000:g} kHz mono 16-bit PCM",
+                where=str(p),
+                hint=fix,
+            )
         try:
             raw = w.readframes(min(n, size // 2 + 1))  # a header may declare more frames than the file holds
         except (wave.Error, EOFError, OSError, ValueError, struct.error) as e:
@@ -193,8 +209,14 @@ def _check_config(cfg: KwsDemoConfig) -> None:
         raise ConfigError(f"--chunk must be >= 1, got {cfg.chunk}")
     if not 0.5 <= cfg.chunk_s <= 600:
         raise ConfigError(f"--chunk-seconds must be between 0.5 and 600, got {cfg.chunk_s:g}")
-    Detector(["k"], ["k"], WindowPlan(), threshold=0.5 if cfg.threshold is None else cfg.threshold,
-             smooth=1 if cfg.smooth is None else cfg.smooth, refractory_s=cfg.refractory_s)
+    Detector(
+        ["k"],
+        ["k"],
+        WindowPlan(),
+        threshold=0.5 if cfg.threshold is None else cfg.threshold,
+        smooth=1 if cfg.smooth is None else cfg.smooth,
+        refractory_s=cfg.refractory_s,
+    )
     Scorer([], [], cfg.tolerance_s)
 
 
@@ -221,25 +243,33 @@ def _model_spec(lm, cfg: KwsDemoConfig) -> _Spec:
     fe = feature_config(m["front_end"]) if m.get("front_end") else LogMel()
     n_out = graph.output_types[0].features
     if graph.in_features != fe.n_features:
-        raise ConfigError(f"model '{cfg.model}' takes {graph.in_features} input features; its front end gives "
-                          f"{fe.n_features} ({fe.kind}, {fe.sample_rate} Hz)")
+        raise ConfigError(
+            f"model '{cfg.model}' takes {graph.in_features} input features; its front end gives "
+            f"{fe.n_features} ({fe.kind}, {fe.sample_rate} Hz)"
+        )
     labels = list(lm.labels) or (list(KWS_LABELS) if n_out == len(KWS_LABELS) else [])
     if len(labels) != n_out:
-        raise ConfigError(f"model '{cfg.model}' has {n_out} outputs but {len(labels)} labels; the KWS demo needs "
-                          f"the 12 keyword-spotting classes ({', '.join(KWS_LABELS)}) or the spoken digits")
+        raise ConfigError(
+            f"model '{cfg.model}' has {n_out} outputs but {len(labels)} labels; the KWS demo needs "
+            f"the 12 keyword-spotting classes ({', '.join(KWS_LABELS)}) or the spoken digits"
+        )
     keywords = [k for k in labels if not k.startswith("_")]
     if not keywords:
         raise ConfigError(f"model '{cfg.model}' has no keyword classes (labels: {', '.join(labels)})")
     if not cfg.input:
         want = {"kws": (set(KWS_LABELS), 16000), "digits": (set(DIGIT_WORDS), 8000)}[cfg.data]
         if not set(keywords) <= want[0] or fe.sample_rate != want[1]:
-            raise ConfigError(f"model '{cfg.model}' ({', '.join(keywords[:4])}, ... at {fe.sample_rate} Hz) does not "
-                              f"spot the words of the --data {cfg.data} stream", hint=f"use --model {DATA[cfg.data]}")
+            raise ConfigError(
+                f"model '{cfg.model}' ({', '.join(keywords[:4])}, ... at {fe.sample_rate} Hz) does not "
+                f"spot the words of the --data {cfg.data} stream",
+                hint=f"use --model {DATA[cfg.data]}",
+            )
     streaming = m.get("streaming")
     mode = ("continuous" if streaming else "slots") if cfg.mode == "auto" else cfg.mode
     if mode == "continuous" and not streaming:
-        raise ConfigError(f"model '{cfg.model}' was not trained to stream (no 'streaming' in its metrics); "
-                          "use --mode slots")
+        raise ConfigError(
+            f"model '{cfg.model}' was not trained to stream (no 'streaming' in its metrics); use --mode slots"
+        )
     det = dict(DETECTOR_DEFAULTS[mode])
     if mode == "continuous":
         det.update((streaming or {}).get("detector") or {})
@@ -248,8 +278,15 @@ def _model_spec(lm, cfg: KwsDemoConfig) -> _Spec:
     if cfg.smooth is not None:
         det["smooth"] = cfg.smooth
     task = m.get("recipe_task") or m.get("task") or "kws"
-    return _Spec(fe, labels, keywords, mode, task, {"threshold": float(det["threshold"]), "smooth": int(det["smooth"])},
-                 m.get("data") or {})
+    return _Spec(
+        fe,
+        labels,
+        keywords,
+        mode,
+        task,
+        {"threshold": float(det["threshold"]), "smooth": int(det["smooth"])},
+        m.get("data") or {},
+    )
 
 
 def _stream_audio(cfg: KwsDemoConfig, spec: _Spec, say):
@@ -264,38 +301,51 @@ def _stream_audio(cfg: KwsDemoConfig, spec: _Spec, say):
         if cfg.speaker:
             fs.speaker_id(cfg.speaker)
             if cfg.speaker in trained and protocol != "own":
-                raise ConfigError(f"model '{cfg.model}' was trained on speaker {cfg.speaker}; stream a held-out one: "
-                                  f"{', '.join(s for s in fs.speakers if s not in trained) or 'none'}")
+                raise ConfigError(
+                    f"model '{cfg.model}' was trained on speaker {cfg.speaker}; stream a held-out one: "
+                    f"{', '.join(s for s in fs.speakers if s not in trained) or 'none'}"
+                )
             speakers = [cfg.speaker]
         else:
             speakers = [s for s in fs.speakers if s not in trained] or list(fs.speakers)
         takes = list(TEST_TAKES) if protocol == "own" or set(speakers) & trained else None
-        say(f"audio   a {cfg.seconds:g} s stream of FSDD speaker{'s' if len(speakers) > 1 else ''} "
-            f"{', '.join(speakers)} (seed {cfg.seed})")
+        say(
+            f"audio   a {cfg.seconds:g} s stream of FSDD speaker{'s' if len(speakers) > 1 else ''} "
+            f"{', '.join(speakers)} (seed {cfg.seed})"
+        )
         audio, _, events = digit_stream(cfg.seconds, speakers=speakers, takes=takes, seed=cfg.seed, snr_db=cfg.snr_db)
         unseen = [s for s in speakers if s not in trained]
-        held_out = (f"FSDD speaker{'s' if len(unseen) > 1 else ''} {', '.join(unseen)} (never used in training)"
-                    if unseen else f"takes {TEST_TAKES.start}-{TEST_TAKES.stop - 1} of speakers "
-                                   f"{', '.join(speakers)} (the dataset's own test split, never used in training)")
-        source = (f"real speech (Free Spoken Digit Dataset), {cfg.seconds:g} s, speaker(s) {', '.join(speakers)}, "
-                  f"the words {DIGIT_WORDS[0]}..{DIGIT_WORDS[-1]} at {sr} Hz, seed {cfg.seed}, "
-                  + (f"pink noise at {cfg.snr_db:g} dB SNR" if cfg.snr_db is not None else "no added noise"))
+        held_out = (
+            f"FSDD speaker{'s' if len(unseen) > 1 else ''} {', '.join(unseen)} (never used in training)"
+            if unseen
+            else f"takes {TEST_TAKES.start}-{TEST_TAKES.stop - 1} of speakers "
+            f"{', '.join(speakers)} (the dataset's own test split, never used in training)"
+        )
+        source = (
+            f"real speech (Free Spoken Digit Dataset), {cfg.seconds:g} s, speaker(s) {', '.join(speakers)}, "
+            f"the words {DIGIT_WORDS[0]}..{DIGIT_WORDS[-1]} at {sr} Hz, seed {cfg.seed}, "
+            + (f"pink noise at {cfg.snr_db:g} dB SNR" if cfg.snr_db is not None else "no added noise")
+        )
         return audio, events, source, held_out
     from ..data.kws import KWSConfig, synth_stream
 
     corpus = KWSConfig()
     say(f"audio   synthesising a {cfg.seconds:g} s stream ({cfg.engine}, held-out voices, seed {cfg.seed})")
-    audio, _, events = synth_stream(cfg.seconds, seed=cfg.seed, split=ENGINES[cfg.engine], config=corpus,
-                                    snr_db=cfg.snr_db, progress=False)
+    audio, _, events = synth_stream(
+        cfg.seconds, seed=cfg.seed, split=ENGINES[cfg.engine], config=corpus, snr_db=cfg.snr_db, progress=False
+    )
     if cfg.engine == "flite":
         held_out = f"flite voices {', '.join(corpus.flite_voices)} (an engine never used in training)"
     else:
         new_accents = [a for a in corpus.test_accents if a not in corpus.train_accents]
-        held_out = (f"espeak-ng voice variants {', '.join(corpus.test_variants)} (never used in training) over "
-                    f"the accents {', '.join(corpus.test_accents)}"
-                    + (f" ({', '.join(new_accents)} never used in training either)" if new_accents else ""))
-    source = (f"synthetic stream, {cfg.seconds:g} s, {cfg.engine} held-out voices, seed {cfg.seed}, "
-              + (f"pink noise at {cfg.snr_db:g} dB SNR" if cfg.snr_db is not None else "no added noise"))
+        held_out = (
+            f"espeak-ng voice variants {', '.join(corpus.test_variants)} (never used in training) over "
+            f"the accents {', '.join(corpus.test_accents)}"
+            + (f" ({', '.join(new_accents)} never used in training either)" if new_accents else "")
+        )
+    source = f"synthetic stream, {cfg.seconds:g} s, {cfg.engine} held-out voices, seed {cfg.seed}, " + (
+        f"pink noise at {cfg.snr_db:g} dB SNR" if cfg.snr_db is not None else "no added noise"
+    )
     return audio, events, source, held_out
 
 
@@ -307,7 +357,7 @@ def _device_continuous(device, feats: np.ndarray, chunk: int):
     impl = device.impl
     state = None
     for s in range(0, len(feats), chunk):
-        res = impl.target.run(impl.binary, feats[None, s:s + chunk], mode="step", state=True, init_state=state)
+        res = impl.target.run(impl.binary, feats[None, s : s + chunk], mode="step", state=True, init_state=state)
         state = res.state
         yield s, np.asarray(split_outputs(impl.manifest, res.step, res.pooled)[0])[0]
 
@@ -334,7 +384,7 @@ def _run_kws_demo(cfg: KwsDemoConfig, stream, out: Path) -> dict:
     from .live import LiveView, bar
 
     stream = stream or sys.stderr
-    say = (lambda m: print(m, file=stream, flush=True))
+    say = lambda m: print(m, file=stream, flush=True)
     _check_config(cfg)
     cfg.model = cfg.model or DATA[cfg.data]
     _check_toolchains(cfg.target)
@@ -353,16 +403,19 @@ def _run_kws_demo(cfg: KwsDemoConfig, stream, out: Path) -> dict:
         user_audio = read_wav_at(cfg.input, sr)
         user_events = read_truth(cfg.truth) if cfg.truth else None
     n_params = lm.metrics.get("parameters") or graph.num_params()  # trained parameters, as recorded at training
-    say(f"model   {lm.name}: {n_params:,} parameters ({', '.join(n.op.kind for n in graph.nodes)}); front end "
+    say(
+        f"model   {lm.name}: {n_params:,} parameters ({', '.join(n.op.kind for n in graph.nodes)}); front end "
         f"{fe.n_features} {fe.kind} bands at {sr} Hz, a frame every {1000 * fe.hop_length / sr:g} ms; "
-        f"{spec.mode} streaming")
+        f"{spec.mode} streaming"
+    )
 
     # 2. audio ------------------------------------------------------------------------------
     t = time.perf_counter()
     if cfg.input:
         audio, events = user_audio, user_events
         source = f"{cfg.input} ({audio.size / sr:.1f} s at {sr / 1000:g} kHz)" + (
-            f", word labels from {cfg.truth}" if cfg.truth else ", unlabelled")
+            f", word labels from {cfg.truth}" if cfg.truth else ", unlabelled"
+        )
         held_out = None
     else:
         audio, events, source, held_out = _stream_audio(cfg, spec, say)
@@ -380,26 +433,32 @@ def _run_kws_demo(cfg: KwsDemoConfig, stream, out: Path) -> dict:
     else:
         frames = fe.n_frames(int(round(lm.metrics.get("clip_seconds", 1.0) * sr)))
         hop_frames = max(1, int(cfg.hop_ms * sr / 1000) // fe.hop_length)
-        plan = WindowPlan(frames=frames, hop=hop_frames, frame_hop=fe.hop_length, frame_len=fe.win_length,
-                          sample_rate=sr)
+        plan = WindowPlan(
+            frames=frames, hop=hop_frames, frame_hop=fe.hop_length, frame_len=fe.win_length, sample_rate=sr
+        )
         block = hop_frames * fe.hop_length
     features = stream_features(audio, fe, block)
     batch_equal = bool(np.array_equal(features, compute(audio, fe)))
     x = features[None] if continuous else windows_of(features, plan)
     n_dec = plan.count(len(features))
     if n_dec == 0:
-        raise DatasetError(f"the audio is {seconds:.2f} s long; one decision needs {plan.window_s:.2f} s",
-                           where=cfg.input or "stream")
+        raise DatasetError(
+            f"the audio is {seconds:.2f} s long; one decision needs {plan.window_s:.2f} s", where=cfg.input or "stream"
+        )
     timings["features_s"] = time.perf_counter() - t
     say(f"stream  {source}")
     if continuous:
-        say(f"        {len(features)} frames computed as the audio arrives ({block} samples per push; equal to batch "
+        say(
+            f"        {len(features)} frames computed as the audio arrives ({block} samples per push; equal to batch "
             f"features: {'yes' if batch_equal else 'NO'}); one continuous state, a decision after every frame "
-            f"({sr / fe.hop_length:g} per second)")
+            f"({sr / fe.hop_length:g} per second)"
+        )
     else:
-        say(f"        {len(features)} frames computed as the audio arrives ({block} samples per push; equal to batch "
+        say(
+            f"        {len(features)} frames computed as the audio arrives ({block} samples per push; equal to batch "
             f"features: {'yes' if batch_equal else 'NO'}); {n_dec} windows of {plan.frames} frames, one every "
-            f"{plan.hop_s * 1000:.0f} ms ({plan.slots} state slots)")
+            f"{plan.hop_s * 1000:.0f} ms ({plan.slots} state slots)"
+        )
 
     # 4. float reference + quantization -------------------------------------------------------
     t = time.perf_counter()
@@ -425,9 +484,15 @@ def _run_kws_demo(cfg: KwsDemoConfig, stream, out: Path) -> dict:
     t = time.perf_counter()
     art_dir = out / "artifact"
     say(f"export  {cfg.target} -> {Path(cfg.out) / 'artifact'}")
-    golden = features[None, :min(len(features), 64)] if continuous else x[:2]
-    art = export_artifact(q if q is not None else dev_graph, target=cfg.target, out=art_dir, force=True,
-                          golden_input=golden, progress=lambda m: say(f"        {m}"))
+    golden = features[None, : min(len(features), 64)] if continuous else x[:2]
+    art = export_artifact(
+        q if q is not None else dev_graph,
+        target=cfg.target,
+        out=art_dir,
+        force=True,
+        golden_input=golden,
+        progress=lambda m: say(f"        {m}"),
+    )
     device = art.parts["c"] if art.kind == "bundle" else art
     timings["export_s"] = time.perf_counter() - t
 
@@ -445,11 +510,12 @@ def _run_kws_demo(cfg: KwsDemoConfig, stream, out: Path) -> dict:
         parts = _device_continuous(device, features, chunk)
         unit = "frames"
     else:
-        parts = ((i, np.asarray(device.impl.run(x[i:i + cfg.chunk], mode="step")[0]))
-                 for i in range(0, n_dec, cfg.chunk))
+        parts = (
+            (i, np.asarray(device.impl.run(x[i : i + cfg.chunk], mode="step")[0])) for i in range(0, n_dec, cfg.chunk)
+        )
         unit = "windows"
     for i, logits in parts:
-        dev_logits[i:i + len(logits)] = logits
+        dev_logits[i : i + len(logits)] = logits
         post = _softmax(logits.astype(np.float64))
         for r in range(len(logits)):
             _, _, det = detector.push(i + r, post[r])
@@ -468,12 +534,15 @@ def _run_kws_demo(cfg: KwsDemoConfig, stream, out: Path) -> dict:
         if scorer is not None:
             spoken = sum(1 for a, b, lab in scorer.events if lab in keywords and b <= now_s)
             tally = f"   hits {scorer.hits}, false accepts {scorer.false_accepts}, keywords spoken so far {spoken}"
-        view.update([
-            f"device  {runner}  {bar((j + 1) / n_dec)} {j + 1}/{n_dec} {unit}  ({now_s:.1f} s of {seconds:.1f} s "
-            f"audio)",
-            f"  now: {labels[top]:<10} confidence {post[-1][top]:5.1%}   (at {now_s:.2f} s)",
-            f"  detections {n_dets}: {', '.join(live_dets[-5:]) or '-'}{tally}",
-        ], force_log=(j + 1 == n_dec))
+        view.update(
+            [
+                f"device  {runner}  {bar((j + 1) / n_dec)} {j + 1}/{n_dec} {unit}  ({now_s:.1f} s of {seconds:.1f} s "
+                f"audio)",
+                f"  now: {labels[top]:<10} confidence {post[-1][top]:5.1%}   (at {now_s:.2f} s)",
+                f"  detections {n_dets}: {', '.join(live_dets[-5:]) or '-'}{tally}",
+            ],
+            force_log=(j + 1 == n_dec),
+        )
     view.close()
     timings["device_stream_s"] = time.perf_counter() - t
 
@@ -497,38 +566,54 @@ def _run_kws_demo(cfg: KwsDemoConfig, stream, out: Path) -> dict:
             row["outcome"] = o["outcome"]
             row["truth"] = None if o["event"] is None else events[o["event"]][2]
         latency = [d.decision_s - events[o["event"]][1] for d, o in zip(dets, outcomes) if o["outcome"] == "hit"]
-        metrics["decision_latency_s"] = {"median": float(np.median(latency)) if latency else None,
-                                         "max": float(np.max(latency)) if latency else None,
-                                         "note": "time from the end of the spoken keyword to the end of the frame "
-                                                 "(window) whose decision fired"}
+        metrics["decision_latency_s"] = {
+            "median": float(np.median(latency)) if latency else None,
+            "max": float(np.max(latency)) if latency else None,
+            "note": "time from the end of the spoken keyword to the end of the frame (window) whose decision fired",
+        }
         refs = {"integer_reference": ref_dets if int_logits is not None else None, "float_reference": float_dets}
         for name, rd in refs.items():
             if rd is not None:
-                metrics[name] = {k: v for k, v in match_detections(rd, events, keywords, cfg.tolerance_s,
-                                                                   seconds)[1].items()
-                                 if k in ("hits", "misses", "false_accepts", "false_accepts_per_hour", "hit_rate")}
-        say(f"result  {metrics['hits']}/{metrics['keywords_spoken']} keywords detected, {metrics['misses']} missed, "
+                metrics[name] = {
+                    k: v
+                    for k, v in match_detections(rd, events, keywords, cfg.tolerance_s, seconds)[1].items()
+                    if k in ("hits", "misses", "false_accepts", "false_accepts_per_hour", "hit_rate")
+                }
+        say(
+            f"result  {metrics['hits']}/{metrics['keywords_spoken']} keywords detected, {metrics['misses']} missed, "
             f"{metrics['false_accepts']} false accepts ({metrics['false_accepts_per_hour']:.0f} per hour) over "
-            f"{seconds:.0f} s")
+            f"{seconds:.0f} s"
+        )
     else:
         say(f"result  {len(dets)} detections over {seconds:.0f} s (no word labels: pass --truth to score them)")
-    say(f"device  decisions equal to the {'integer' if q is not None else 'float'} reference on {agreement:.2%} of "
-        f"{unit} (max logit difference {max_err:.3g}); detections identical: {'yes' if same_dets else 'NO'}")
+    say(
+        f"device  decisions equal to the {'integer' if q is not None else 'float'} reference on {agreement:.2%} of "
+        f"{unit} (max logit difference {max_err:.3g}); detections identical: {'yes' if same_dets else 'NO'}"
+    )
 
     # 8. cost + sizes ------------------------------------------------------------------------
     t = time.perf_counter()
-    probe = features[None, :min(len(features), 250)] if continuous else x[:2]
+    probe = features[None, : min(len(features), 250)] if continuous else x[:2]
     cost = device.impl.cost(probe)
-    sizes = {"artifact_bytes": _dir_bytes(art_dir), "device_binary_bytes": device.impl.binary.stat().st_size,
-             "weights_bytes": device.manifest.get("weights_bytes"), "float32_weight_bytes": 4 * graph.num_params()}
+    sizes = {
+        "artifact_bytes": _dir_bytes(art_dir),
+        "device_binary_bytes": device.impl.binary.stat().st_size,
+        "weights_bytes": device.manifest.get("weights_bytes"),
+        "float32_weight_bytes": 4 * graph.num_params(),
+    }
     mcu = None
     mcu_cost = None
     if cfg.target == "cortex-m4":
         mcu, mcu_cost = _mcu_sizes(device.impl), cost
     elif _have("arm-none-eabi-gcc", "qemu-system-arm"):
         say("sizes   building the same model for cortex-m4 (flash / RAM, instructions per frame)")
-        m4 = export_artifact(q if q is not None else dev_graph, target="cortex-m4", out=out / "cortex-m4", force=True,
-                             golden_input=probe[:1, :64])
+        m4 = export_artifact(
+            q if q is not None else dev_graph,
+            target="cortex-m4",
+            out=out / "cortex-m4",
+            force=True,
+            golden_input=probe[:1, :64],
+        )
         mcu, mcu_cost = _mcu_sizes(m4.impl), m4.impl.cost(probe[:1])
     timings["cost_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t_start
@@ -539,51 +624,102 @@ def _run_kws_demo(cfg: KwsDemoConfig, stream, out: Path) -> dict:
     if ins:
         if continuous:
             per_s = ins["per_step"] * frame_rate
-            note = (f"one continuous state: one esq_step per {1000 / frame_rate:g} ms frame, {frame_rate:g} frames "
-                    "per second, no reset and no overlapping windows; the log-mel front end is not included "
-                    "(it runs on the host here)")
+            note = (
+                f"one continuous state: one esq_step per {1000 / frame_rate:g} ms frame, {frame_rate:g} frames "
+                "per second, no reset and no overlapping windows; the log-mel front end is not included "
+                "(it runs on the host here)"
+            )
         else:
             per_s = ins["per_inference"] / plan.hop_s
-            note = (f"one {plan.frames}-frame window inference every {plan.hop_s * 1000:.0f} ms ({plan.slots} "
-                    f"staggered slots, each stepped at {frame_rate:g} frames/s); the log-mel front end is not "
-                    "included (it runs on the host here)")
-        budget = {"instructions_per_frame": ins["per_step"], "instructions_per_inference": ins["per_inference"],
-                  "instructions_per_second_of_audio": per_s, "mhz_at_one_instruction_per_cycle": per_s / 1e6,
-                  "share_of_80mhz_m4": per_s / 80e6, "slots": plan.slots, "mode": spec.mode, "note": note}
-        say(f"cost    cortex-m4: {ins['per_step']:,.0f} instructions per frame, {per_s / 1e6:.1f} M per second of "
-            f"audio ({100 * per_s / 80e6:.0f}% of an 80 MHz Cortex-M4 at one instruction per cycle)")
+            note = (
+                f"one {plan.frames}-frame window inference every {plan.hop_s * 1000:.0f} ms ({plan.slots} "
+                f"staggered slots, each stepped at {frame_rate:g} frames/s); the log-mel front end is not "
+                "included (it runs on the host here)"
+            )
+        budget = {
+            "instructions_per_frame": ins["per_step"],
+            "instructions_per_inference": ins["per_inference"],
+            "instructions_per_second_of_audio": per_s,
+            "mhz_at_one_instruction_per_cycle": per_s / 1e6,
+            "share_of_80mhz_m4": per_s / 80e6,
+            "slots": plan.slots,
+            "mode": spec.mode,
+            "note": note,
+        }
+        say(
+            f"cost    cortex-m4: {ins['per_step']:,.0f} instructions per frame, {per_s / 1e6:.1f} M per second of "
+            f"audio ({100 * per_s / 80e6:.0f}% of an 80 MHz Cortex-M4 at one instruction per cycle)"
+        )
 
     keep = max(1, -(-n_dec // MAX_PLOT_POINTS))
     result = {
-        "demo": "kws", "data": cfg.data, "model": lm.name, "model_source": lm.source, "target": cfg.target,
-        "runner": runner, "quantization": cfg.quant, "source": source, "held_out_voices": held_out,
-        "labels": labels, "keywords": keywords,
-        "stream": {"seconds": seconds, "sample_rate": sr,
-                   "engine": None if cfg.input or cfg.data != "kws" else cfg.engine,
-                   "speaker": cfg.speaker, "seed": None if cfg.input else cfg.seed,
-                   "snr_db": None if cfg.input else cfg.snr_db, "wav": None if cfg.input else "stream.wav",
-                   "input": cfg.input},
-        "streaming": {"mode": spec.mode, "features": fe.to_dict(), "frames": int(len(features)),
-                      "frame_rate": frame_rate, "samples_per_push": block, "streamed_equals_batch": batch_equal,
-                      "window_frames": plan.frames, "window_s": plan.window_s, "hop_frames": plan.hop,
-                      "hop_s": plan.hop_s, "slots": plan.slots, "decisions": int(n_dec),
-                      "windows": int(n_dec), "windows_per_device_call": None if continuous else cfg.chunk,
-                      "frames_per_device_call": chunk if continuous else None},
-        "detection": {"rule": "causal mean of the last `smooth` posteriors; fire when a keyword is the top class and "
-                              "its smoothed posterior >= threshold; no detection within `refractory_s` of the "
-                              "previous one; time = mean centre of the averaged frames / windows",
-                      **det_kw, "tolerance_s": cfg.tolerance_s},
+        "demo": "kws",
+        "data": cfg.data,
+        "model": lm.name,
+        "model_source": lm.source,
+        "target": cfg.target,
+        "runner": runner,
+        "quantization": cfg.quant,
+        "source": source,
+        "held_out_voices": held_out,
+        "labels": labels,
+        "keywords": keywords,
+        "stream": {
+            "seconds": seconds,
+            "sample_rate": sr,
+            "engine": None if cfg.input or cfg.data != "kws" else cfg.engine,
+            "speaker": cfg.speaker,
+            "seed": None if cfg.input else cfg.seed,
+            "snr_db": None if cfg.input else cfg.snr_db,
+            "wav": None if cfg.input else "stream.wav",
+            "input": cfg.input,
+        },
+        "streaming": {
+            "mode": spec.mode,
+            "features": fe.to_dict(),
+            "frames": int(len(features)),
+            "frame_rate": frame_rate,
+            "samples_per_push": block,
+            "streamed_equals_batch": batch_equal,
+            "window_frames": plan.frames,
+            "window_s": plan.window_s,
+            "hop_frames": plan.hop,
+            "hop_s": plan.hop_s,
+            "slots": plan.slots,
+            "decisions": int(n_dec),
+            "windows": int(n_dec),
+            "windows_per_device_call": None if continuous else cfg.chunk,
+            "frames_per_device_call": chunk if continuous else None,
+        },
+        "detection": {
+            "rule": "causal mean of the last `smooth` posteriors; fire when a keyword is the top class and "
+            "its smoothed posterior >= threshold; no detection within `refractory_s` of the "
+            "previous one; time = mean centre of the averaged frames / windows",
+            **det_kw,
+            "tolerance_s": cfg.tolerance_s,
+        },
         "events": [{"start_s": round(a, 4), "end_s": round(b, 4), "label": lab} for a, b, lab in events or []]
-        if events is not None else None,
-        "detections": det_rows, "metrics": metrics,
-        "device_vs_reference": {"decision_agreement": agreement, "max_abs_logit_difference": max_err,
-                                "detections_identical": same_dets, "reference_detections": len(ref_dets),
-                                "reference": "integer-exact interpreter" if q is not None else "float64 interpreter"},
+        if events is not None
+        else None,
+        "detections": det_rows,
+        "metrics": metrics,
+        "device_vs_reference": {
+            "decision_agreement": agreement,
+            "max_abs_logit_difference": max_err,
+            "detections_identical": same_dets,
+            "reference_detections": len(ref_dets),
+            "reference": "integer-exact interpreter" if q is not None else "float64 interpreter",
+        },
         "posteriors": _pooled_posteriors(smoothed, score_t, plan, keep),
         "envelope": {"hop_s": ENVELOPE_HOP_S, "peak": _envelope(audio, ENVELOPE_HOP_S, sr)},
-        "cost": _jsonable(cost), "mcu_cost": _jsonable(mcu_cost) if mcu_cost is not None else None,
-        "budget": budget, "sizes": sizes, "mcu_sizes": mcu, "plan": plan_summary,
-        "timings": {k: round(v, 2) for k, v in timings.items()}, "config": asdict(cfg),
+        "cost": _jsonable(cost),
+        "mcu_cost": _jsonable(mcu_cost) if mcu_cost is not None else None,
+        "budget": budget,
+        "sizes": sizes,
+        "mcu_sizes": mcu,
+        "plan": plan_summary,
+        "timings": {k: round(v, 2) for k, v in timings.items()},
+        "config": asdict(cfg),
         "artifact": str(Path(cfg.out) / "artifact"),
     }
     atomic_write_json(out / "demo.json", result)
@@ -600,12 +736,15 @@ def _pooled_posteriors(smoothed: np.ndarray, times: np.ndarray, plan: WindowPlan
     idx = np.arange(n)
     if keep > 1:
         starts = range(0, n, keep)
-        smoothed = np.stack([smoothed[i:i + keep].max(0) for i in starts])
-        times = np.array([times[i:i + keep].mean() for i in starts])
+        smoothed = np.stack([smoothed[i : i + keep].max(0) for i in starts])
+        times = np.array([times[i : i + keep].mean() for i in starts])
         idx = np.array([min(i + keep, n) - 1 for i in starts])
-    return {"time_s": [round(float(v), 4) for v in times],
-            "window_end_s": [round(float(v), 4) for v in plan.end_s(idx)],
-            "smoothed": np.round(smoothed, 4).tolist(), "pooled": int(keep)}
+    return {
+        "time_s": [round(float(v), 4) for v in times],
+        "window_end_s": [round(float(v), 4) for v in plan.end_s(idx)],
+        "smoothed": np.round(smoothed, 4).tolist(),
+        "pooled": int(keep),
+    }
 
 
 def _envelope(audio: np.ndarray, hop_s: float, sample_rate: int = SAMPLE_RATE) -> list[float]:

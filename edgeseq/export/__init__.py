@@ -58,8 +58,10 @@ def as_graph(model, example_input=None):
         from ..models import load_model
 
         return load_model(model).graph, None
-    raise ConfigError(f"cannot export a {type(model).__name__}: pass an IR Graph, a torch module, a quantized "
-                      "graph or a model spec (shipped name, .ckpt, .esq)")
+    raise ConfigError(
+        f"cannot export a {type(model).__name__}: pass an IR Graph, a torch module, a quantized "
+        "graph or a model spec (shipped name, .ckpt, .esq)"
+    )
 
 
 def _split_target(target: str) -> tuple[str, Optional[str]]:
@@ -71,11 +73,24 @@ def _split_target(target: str) -> tuple[str, Optional[str]]:
     return base, cpu or None
 
 
-def export(model, target: str = "onnx", out=None, *, example_input=None, quant=None, force: bool = False,
-           streaming: bool = False, inline: bool = False, cpu: Optional[str] = None, golden_input=None,
-           target_options: Optional[Mapping[str, Any]] = None, progress=None,
-           onnx_numerics: str = "exact", fused_rnn: Optional[bool] = None,
-           layout: Optional[str] = None) -> "Artifact":
+def export(
+    model,
+    target: str = "onnx",
+    out=None,
+    *,
+    example_input=None,
+    quant=None,
+    force: bool = False,
+    streaming: bool = False,
+    inline: bool = False,
+    cpu: Optional[str] = None,
+    golden_input=None,
+    target_options: Optional[Mapping[str, Any]] = None,
+    progress=None,
+    onnx_numerics: str = "exact",
+    fused_rnn: Optional[bool] = None,
+    layout: Optional[str] = None,
+) -> "Artifact":
     """Export ``model`` for ``target`` into the directory ``out``; returns an :class:`Artifact`.
 
     ``quant`` is a quantized graph (or None for float32). ``example_input`` is needed only to capture
@@ -92,8 +107,9 @@ def export(model, target: str = "onnx", out=None, *, example_input=None, quant=N
     graph, q = as_graph(model, example_input)
     if quant is not None:
         if not (hasattr(quant, "plan") and hasattr(quant, "check_graph")):
-            raise ConfigError(f"quant must be a quantized graph (edgeseq.quant.quantize / load_quantized), got "
-                              f"{type(quant).__name__}")
+            raise ConfigError(
+                f"quant must be a quantized graph (edgeseq.quant.quantize / load_quantized), got {type(quant).__name__}"
+            )
         if q is None:  # the plan must have been made for this very model (content hash of its float graph)
             quant.check_graph(graph, where="quant")
         q = quant
@@ -112,38 +128,71 @@ def export(model, target: str = "onnx", out=None, *, example_input=None, quant=N
     if onnx_numerics not in ("exact", "qdq"):
         raise ConfigError(f"unknown onnx_numerics '{onnx_numerics}'; choose 'exact' or 'qdq'")
     if onnx_numerics == "qdq" and (q is None or base != "onnx"):
-        raise ConfigError("onnx_numerics='qdq' needs a quantized graph and target 'onnx'",
-                          hint="quantize first (edgeseq quantize) and export with --target onnx --quant PLAN")
+        raise ConfigError(
+            "onnx_numerics='qdq' needs a quantized graph and target 'onnx'",
+            hint="quantize first (edgeseq quantize) and export with --target onnx --quant PLAN",
+        )
     if fused_rnn and (base != "onnx" or q is not None):
         raise ConfigError("fused_rnn applies to float ONNX exports only (target 'onnx', no quantization)")
     if base != "onnx" or q is not None:  # these backends run graphs step by step
         graph.require_streaming(f"export to '{base}'" + (" (quantized)" if q is not None else ""))
     if q is not None:
-        return _export_quantized(q, base, out, force=force, cpu=cpu, golden_input=golden_input,
-                                 streaming=streaming, target_options=target_options, say=say,
-                                 onnx_numerics=onnx_numerics)
+        return _export_quantized(
+            q,
+            base,
+            out,
+            force=force,
+            cpu=cpu,
+            golden_input=golden_input,
+            streaming=streaming,
+            target_options=target_options,
+            say=say,
+            onnx_numerics=onnx_numerics,
+        )
     if base == "onnx":
         from .onnx import export_onnx
 
         say("onnx: lowering and checking with onnxruntime")
-        return Artifact.load(export_onnx(graph, out, streaming=streaming, inline=inline, force=force,
-                                         golden_input=golden_input, fused_rnn=fused_rnn is not False).path)
+        return Artifact.load(
+            export_onnx(
+                graph,
+                out,
+                streaming=streaming,
+                inline=inline,
+                force=force,
+                golden_input=golden_input,
+                fused_rnn=fused_rnn is not False,
+            ).path
+        )
     if base.startswith("cortex-m"):
         from .c import export_c
 
         say(f"{base}: generating C, building firmware, checking under qemu-system-arm")
-        return Artifact.load(export_c(graph, out, target=base, force=force, golden_input=golden_input,
-                                      target_options=target_options).path)
+        return Artifact.load(
+            export_c(
+                graph, out, target=base, force=force, golden_input=golden_input, target_options=target_options
+            ).path
+        )
     return _export_bundle(graph, base, out, force=force, cpu=cpu, golden_input=golden_input, say=say)
 
 
-def _export_bundle(graph, base: str, out, *, force: bool, cpu: Optional[str], golden_input, say,
-                   c_kwargs: Optional[dict] = None, tvm: bool = True) -> "Artifact":
+def _export_bundle(
+    graph,
+    base: str,
+    out,
+    *,
+    force: bool,
+    cpu: Optional[str],
+    golden_input,
+    say,
+    c_kwargs: Optional[dict] = None,
+    tvm: bool = True,
+) -> "Artifact":
     """x86 / arm: a TVM library + a self-contained C executable under one manifest."""
     from .._version import __version__
     from ..util.fs import atomic_write_text, check_output_dir, output_dir
-    from .manifest import seal
     from .c import export_c
+    from .manifest import seal
 
     check_output_dir(out, force)
     c_target = base if cpu is None else f"{base}:{cpu}"
@@ -159,22 +208,32 @@ def _export_bundle(graph, base: str, out, *, force: bool, cpu: Optional[str], go
         c_art = export_c(graph, stage / "c", target=c_target, golden_input=golden_input, **(c_kwargs or {}))
         parts["c"] = {"dir": "c", "kind": "c", "runs_with": "nothing (static executable)"}
         graph.save(stage / "graph.esq")
-        atomic_write_text(stage / "run.sh", "#!/bin/sh\n# usage: run.sh [step|run|chunk:K] input.bin output.bin"
-                          "  (the zero-dependency executable; see c/run.sh)\n"
-                          "exec \"$(dirname \"$0\")/c/run.sh\" \"$@\"\n")
+        atomic_write_text(
+            stage / "run.sh",
+            "#!/bin/sh\n# usage: run.sh [step|run|chunk:K] input.bin output.bin"
+            "  (the zero-dependency executable; see c/run.sh)\n"
+            'exec "$(dirname "$0")/c/run.sh" "$@"\n',
+        )
         (stage / "run.sh").chmod(0o755)
         manifest = {
-            "format": BUNDLE_FORMAT, "edgeseq_version": __version__, "target": base, "cpu": cpu,
-            "ir_graph": "graph.esq", "default_runtime": "tvm" if (tvm and base == "x86") else "c",
-            "parts": parts, "sizes": c_art.sizes, "numerics": c_art.manifest.get("numerics", "float32"),
+            "format": BUNDLE_FORMAT,
+            "edgeseq_version": __version__,
+            "target": base,
+            "cpu": cpu,
+            "ir_graph": "graph.esq",
+            "default_runtime": "tvm" if (tvm and base == "x86") else "c",
+            "parts": parts,
+            "sizes": c_art.sizes,
+            "numerics": c_art.manifest.get("numerics", "float32"),
             "golden": {"dir": "c/golden", "note": "reference outputs of the float64 interpreter (see c/manifest.json)"},
         }
         seal(stage, manifest, files=stage.glob("*"))
     return Artifact.load(out)
 
 
-def _export_quantized(q, base: str, out, *, force, cpu, golden_input, streaming, target_options, say,
-                      onnx_numerics: str = "exact"):
+def _export_quantized(
+    q, base: str, out, *, force, cpu, golden_input, streaming, target_options, say, onnx_numerics: str = "exact"
+):
     """Integer artifacts from a quantized graph: every target runs the integer program (onnx:
     or its QDQ form, ``onnx_numerics='qdq'``)."""
     if base == "onnx":
@@ -182,19 +241,27 @@ def _export_quantized(q, base: str, out, *, force, cpu, golden_input, streaming,
             from .onnx.quant import export_onnx_quantized
         except ImportError:
             raise ConfigError("quantized ONNX export is not available in this build", where="onnx") from None
-        say("onnx: integer program -> ONNX (int8 MatMulInteger kernels), checked bit for bit with onnxruntime"
-            if onnx_numerics == "exact" else
-            "onnx: QDQ model (QuantizeLinear/DequantizeLinear at the plan's points), checked against the integer program")
-        return Artifact.load(export_onnx_quantized(q, out, force=force, streaming=streaming,
-                                                   golden_input=golden_input, numerics=onnx_numerics).path)
+        say(
+            "onnx: integer program -> ONNX (int8 MatMulInteger kernels), checked bit for bit with onnxruntime"
+            if onnx_numerics == "exact"
+            else "onnx: QDQ model (QuantizeLinear/DequantizeLinear at the plan's points), checked against the integer program"
+        )
+        return Artifact.load(
+            export_onnx_quantized(
+                q, out, force=force, streaming=streaming, golden_input=golden_input, numerics=onnx_numerics
+            ).path
+        )
     try:
         from .c.intexport import export_c_int
     except ImportError:
         raise ConfigError(f"integer C export for '{base}' is not available in this build") from None
     if base.startswith("cortex-m"):
         say(f"{base}: generating integer C, building firmware")
-        return Artifact.load(export_c_int(q, out, target=base, force=force, golden_input=golden_input,
-                                          target_options=target_options).path)
+        return Artifact.load(
+            export_c_int(
+                q, out, target=base, force=force, golden_input=golden_input, target_options=target_options
+            ).path
+        )
     from .._version import __version__
     from ..util.fs import atomic_write_text, check_output_dir, output_dir
     from .manifest import seal
@@ -216,12 +283,19 @@ def _export_quantized(q, base: str, out, *, force, cpu, golden_input, streaming,
             parts["tvm"] = {"dir": "tvm", "kind": "tvm", "runs_with": "TVM runtime (libtvm_runtime.so)"}
         q.graph.save(stage / "graph.esq")
         q.save(stage / "quantized.esq")
-        atomic_write_text(stage / "run.sh", "#!/bin/sh\nexec \"$(dirname \"$0\")/c/run.sh\" \"$@\"\n")
+        atomic_write_text(stage / "run.sh", '#!/bin/sh\nexec "$(dirname "$0")/c/run.sh" "$@"\n')
         (stage / "run.sh").chmod(0o755)
         manifest = {
-            "format": BUNDLE_FORMAT, "edgeseq_version": __version__, "target": base, "cpu": cpu,
-            "ir_graph": "graph.esq", "quantized_graph": "quantized.esq", "default_runtime": "c",
-            "parts": parts, "sizes": c_art.sizes, "numerics": "integer",
+            "format": BUNDLE_FORMAT,
+            "edgeseq_version": __version__,
+            "target": base,
+            "cpu": cpu,
+            "ir_graph": "graph.esq",
+            "quantized_graph": "quantized.esq",
+            "default_runtime": "c",
+            "parts": parts,
+            "sizes": c_art.sizes,
+            "numerics": "integer",
             "golden": {"dir": "c/golden", "note": "outputs of the integer-exact interpreter"},
         }
         seal(stage, manifest, files=stage.glob("*"))
@@ -257,8 +331,9 @@ class Artifact:
         if kind == "bundle":
             problems = file_problems(path, manifest)
             if problems:
-                raise ArtifactError(f"file '{problems[0].split(':')[0]}' is missing or was modified after export",
-                                    where=str(path))
+                raise ArtifactError(
+                    f"file '{problems[0].split(':')[0]}' is missing or was modified after export", where=str(path)
+                )
             parts = {name: cls.load(path / info["dir"], _nested=True) for name, info in manifest["parts"].items()}
             return cls(path, manifest, parts[manifest["default_runtime"]].impl, "bundle", parts)
         try:
@@ -275,8 +350,9 @@ class Artifact:
             return cls(path, manifest, OnnxArtifact.load(path), kind)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
             # the exporter's loader met a field the manifest schema does not pin down
-            raise ArtifactError(f"malformed {kind} manifest ({type(e).__name__}: {e})",
-                                where=str(path / "manifest.json")) from None
+            raise ArtifactError(
+                f"malformed {kind} manifest ({type(e).__name__}: {e})", where=str(path / "manifest.json")
+            ) from None
 
     @property
     def target(self) -> str:
@@ -313,8 +389,11 @@ class Artifact:
             self._layout_graph = self.graph if (self.path / "graph.esq").is_file() else False
         if self._layout_graph is False:
             if layout not in (None, "BTF"):
-                raise ConfigError(f"layout '{layout}' needs the artifact's graph.esq (it records the model's layout)",
-                                  where=str(self.path), hint="pass the input as (batch, time, features)")
+                raise ConfigError(
+                    f"layout '{layout}' needs the artifact's graph.esq (it records the model's layout)",
+                    where=str(self.path),
+                    hint="pass the input as (batch, time, features)",
+                )
             return "BTF"
         return layout_of(self._layout_graph, layout)
 

@@ -36,40 +36,69 @@ _TVM_FILE = S.Obj({"file": _PATH, "shape": S.SHAPE}, {"dtype": S.DTYPE})
 _FILES = S.Map(S.Obj({"sha256": S.SHA256}, {"bytes": S.Int(min=0)}), key=_PATH)
 
 SCHEMAS: dict[str, S.Spec] = {
-    "onnx": S.Obj({
-        "format_version": S.Int(),
-        "inputs": S.List(S.Obj({"shape": S.List(S.OneOf(S.Str(), S.Int(min=0)), min_len=3, max_len=3)}), min_len=1),
-        "outputs": S.List(S.Obj({"name": S.Str()}), min_len=1),
-        "state": S.Obj({"tensors": S.List(S.Obj({"key": S.Str(), "shape": S.List(S.OneOf(S.Str(), S.Int(min=0)))}))}),
-        "golden": S.Obj({"input": _PATH, "outputs": S.List(_PATH, min_len=1)}, {"integer_outputs": S.List(_PATH)}),
-        "files": _FILES,
-    }, {"model": _PATH, "streaming": S.Bool(), **_OPT}),
-    "tvm": S.Obj({
-        "format_version": S.Int(), "tvm_version": S.Str(), "library": _PATH,
-        "target": S.Obj({"name": S.Str()}), "signature": S.Obj({"in_features": S.Int(min=1)}),
-        "golden": S.Obj({"input": _TVM_FILE, "outputs": S.List(_TVM_FILE, min_len=1),
-                         "state": S.List(S.Obj({"key": S.Str(), "file": _PATH, "shape": S.SHAPE}))},
-                        {"int_inputs": S.List(_TVM_FILE), "int_outputs": S.List(_TVM_FILE)}),
-        "files": _FILES,
-    }, _OPT),
-    "c": S.Obj({
-        "target": S.Obj({"name": S.Str()}, {"options": S.Map()}), "binary": _PATH,
-        "in_features": S.Int(min=1, max=1 << 24),
-        "outputs": S.List(S.Obj({"name": S.Str(), "temporal": S.Bool(), "features": S.Int(min=0),
-                                 "offset": S.Int(min=0)}), min_len=1),
-        "state_layout": S.List(S.Obj({"key": S.Str(), "shape": S.SHAPE, "offset": S.Int(min=0),
-                                      "size": S.Int(min=0)})),
-        "graph": S.Obj({"file": _PATH}),
-        "golden": S.Obj({"input": _PATH, "expected": S.OneOf(_PATH, S.Null())},
-                        {"expected_int": _PATH, "shape": S.SHAPE}),
-        "files": _FILES,
-        "sizes": S.Map(), "buffer_plan": S.Map(),
-    }, _OPT),
-    "bundle": S.Obj({
-        "target": S.Str(), "default_runtime": S.Str(),
-        "parts": S.Map(S.Obj({"dir": _PATH, "kind": S.Str()})),
-        "files": _FILES,
-    }, {"cpu": S.OneOf(S.Null(), S.Str()), "golden": S.Obj({"dir": _PATH}), **_OPT}),
+    "onnx": S.Obj(
+        {
+            "format_version": S.Int(),
+            "inputs": S.List(S.Obj({"shape": S.List(S.OneOf(S.Str(), S.Int(min=0)), min_len=3, max_len=3)}), min_len=1),
+            "outputs": S.List(S.Obj({"name": S.Str()}), min_len=1),
+            "state": S.Obj(
+                {"tensors": S.List(S.Obj({"key": S.Str(), "shape": S.List(S.OneOf(S.Str(), S.Int(min=0)))}))}
+            ),
+            "golden": S.Obj({"input": _PATH, "outputs": S.List(_PATH, min_len=1)}, {"integer_outputs": S.List(_PATH)}),
+            "files": _FILES,
+        },
+        {"model": _PATH, "streaming": S.Bool(), **_OPT},
+    ),
+    "tvm": S.Obj(
+        {
+            "format_version": S.Int(),
+            "tvm_version": S.Str(),
+            "library": _PATH,
+            "target": S.Obj({"name": S.Str()}),
+            "signature": S.Obj({"in_features": S.Int(min=1)}),
+            "golden": S.Obj(
+                {
+                    "input": _TVM_FILE,
+                    "outputs": S.List(_TVM_FILE, min_len=1),
+                    "state": S.List(S.Obj({"key": S.Str(), "file": _PATH, "shape": S.SHAPE})),
+                },
+                {"int_inputs": S.List(_TVM_FILE), "int_outputs": S.List(_TVM_FILE)},
+            ),
+            "files": _FILES,
+        },
+        _OPT,
+    ),
+    "c": S.Obj(
+        {
+            "target": S.Obj({"name": S.Str()}, {"options": S.Map()}),
+            "binary": _PATH,
+            "in_features": S.Int(min=1, max=1 << 24),
+            "outputs": S.List(
+                S.Obj({"name": S.Str(), "temporal": S.Bool(), "features": S.Int(min=0), "offset": S.Int(min=0)}),
+                min_len=1,
+            ),
+            "state_layout": S.List(
+                S.Obj({"key": S.Str(), "shape": S.SHAPE, "offset": S.Int(min=0), "size": S.Int(min=0)})
+            ),
+            "graph": S.Obj({"file": _PATH}),
+            "golden": S.Obj(
+                {"input": _PATH, "expected": S.OneOf(_PATH, S.Null())}, {"expected_int": _PATH, "shape": S.SHAPE}
+            ),
+            "files": _FILES,
+            "sizes": S.Map(),
+            "buffer_plan": S.Map(),
+        },
+        _OPT,
+    ),
+    "bundle": S.Obj(
+        {
+            "target": S.Str(),
+            "default_runtime": S.Str(),
+            "parts": S.Map(S.Obj({"dir": _PATH, "kind": S.Str()})),
+            "files": _FILES,
+        },
+        {"cpu": S.OneOf(S.Null(), S.Str()), "golden": S.Obj({"dir": _PATH}), **_OPT},
+    ),
 }
 
 
@@ -82,8 +111,11 @@ def read_manifest(path) -> dict:
         raise ArtifactError("not a directory; pass an artifact directory written by an exporter", where=str(path))
     mf = path / MANIFEST
     if not mf.exists():
-        raise ArtifactError("not an edgeseq artifact (no manifest.json)", where=str(path),
-                            hint="pass a directory written by edgeseq export")
+        raise ArtifactError(
+            "not an edgeseq artifact (no manifest.json)",
+            where=str(path),
+            hint="pass a directory written by edgeseq export",
+        )
     manifest = read_json(mf, ArtifactError, what="manifest.json")
     if not isinstance(manifest, dict):
         raise ArtifactError(f"manifest.json must be a JSON object, got {S.kind_of(manifest)}", where=str(mf))
@@ -96,8 +128,9 @@ def detect_kind(manifest: dict, where: str = MANIFEST) -> str:
         return FORMATS[fmt]  # type: ignore[index]  # any JSON value; a wrong one is reported below
     except (KeyError, TypeError):
         shown = repr(fmt) if isinstance(fmt, (str, int, float, type(None))) else S.kind_of(fmt)
-        raise ArtifactError(f"unknown artifact format {shown[:60]}; edgeseq reads: {', '.join(FORMATS)}",
-                            where=where) from None
+        raise ArtifactError(
+            f"unknown artifact format {shown[:60]}; edgeseq reads: {', '.join(FORMATS)}", where=where
+        ) from None
 
 
 def _paths(kind: str, m: dict) -> Iterator[tuple[str, Any]]:
@@ -144,8 +177,10 @@ def check_manifest(path: Path, manifest: dict, kind: str) -> None:
         if not parts:
             raise ArtifactError("the bundle manifest lists no parts", where=where)
         if manifest["default_runtime"] not in parts:
-            raise ArtifactError(f"default_runtime '{manifest['default_runtime']}' is not one of the parts "
-                                f"({', '.join(parts)})", where=where)
+            raise ArtifactError(
+                f"default_runtime '{manifest['default_runtime']}' is not one of the parts ({', '.join(parts)})",
+                where=where,
+            )
         for name, part in parts.items():
             d = part["dir"]
             if "/" in d or "\\" in d or d in (".", ".."):
@@ -191,8 +226,11 @@ def seal(stage: Path, manifest: dict, files: Optional[Iterable[Path]] = None) ->
 
     stage = Path(stage)
     paths = sorted(stage.rglob("*")) if files is None else sorted(files)
-    manifest["files"] = {p.relative_to(stage).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-                         for p in paths if p.is_file() and p.name != MANIFEST}
+    manifest["files"] = {
+        p.relative_to(stage).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        for p in paths
+        if p.is_file() and p.name != MANIFEST
+    }
     atomic_write_json(stage / MANIFEST, manifest)
     return manifest
 
@@ -203,13 +241,17 @@ def open_checked(path, kind: str, *, verify: bool = True) -> dict:
     path = Path(path)
     manifest, found = read_checked(path)
     if found != kind:
-        raise ArtifactError(f"a {found} artifact, not a {kind} artifact", where=str(path / MANIFEST),
-                            hint="open it with edgeseq.export.load_artifact")
+        raise ArtifactError(
+            f"a {found} artifact, not a {kind} artifact",
+            where=str(path / MANIFEST),
+            hint="open it with edgeseq.export.load_artifact",
+        )
     problems = file_problems(path, manifest) if verify else []
     if problems:
         rel, what = problems[0].split(": ", 1)
-        raise ArtifactError(f"file '{rel}' listed in the manifest: {what}", where=str(path),
-                            hint="re-export the artifact")
+        raise ArtifactError(
+            f"file '{rel}' listed in the manifest: {what}", where=str(path), hint="re-export the artifact"
+        )
     return manifest
 
 
@@ -227,5 +269,16 @@ def golden_file(path: Path, rel: str, what: str = "golden file", max_bytes: Opti
     return p
 
 
-__all__ = ["FORMATS", "SCHEMAS", "read_manifest", "detect_kind", "check_manifest", "read_checked",
-           "integrity_table", "file_problems", "golden_file", "seal", "open_checked"]
+__all__ = [
+    "FORMATS",
+    "SCHEMAS",
+    "read_manifest",
+    "detect_kind",
+    "check_manifest",
+    "read_checked",
+    "integrity_table",
+    "file_problems",
+    "golden_file",
+    "seal",
+    "open_checked",
+]

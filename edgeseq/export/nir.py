@@ -52,8 +52,11 @@ class _Writer:
         self.cycles = rec.get("cycles") or {}
 
     def fail(self, node, why: str):
-        return UnsupportedOpError(f"{node.op.kind} {why}", where=f"node '{node.name}'",
-                                  hint="NIR holds spiking and linear layers only (no LSTM/GRU/LMU, norms or readouts)")
+        return UnsupportedOpError(
+            f"{node.op.kind} {why}",
+            where=f"node '{node.name}'",
+            hint="NIR holds spiking and linear layers only (no LSTM/GRU/LMU, norms or readouts)",
+        )
 
     def connect(self, value: str, target: str) -> None:
         if value not in self.src:  # made by an op that has no NIR node (a Concat outside a cycle)
@@ -137,10 +140,17 @@ class _Writer:
                 out = nir.Threshold(threshold=_f(get(tag, "threshold")))
             else:
                 spiking = get(tag, "threshold") is not None
-                op = O.LeakyNeuron(decay=get(tag, "decay"), gain=get(tag, "gain"), bias=get(tag, "bias"),
-                                   syn_decay=get(tag, "syn_decay"), syn_gain=get(tag, "syn_gain"),
-                                   threshold=get(tag, "threshold"), v_reset=get(tag, "v_reset"),
-                                   reset=c.get("reset", "zero"), emit="spikes" if spiking else "membrane")
+                op = O.LeakyNeuron(
+                    decay=get(tag, "decay"),
+                    gain=get(tag, "gain"),
+                    bias=get(tag, "bias"),
+                    syn_decay=get(tag, "syn_decay"),
+                    syn_gain=get(tag, "syn_gain"),
+                    threshold=get(tag, "threshold"),
+                    v_reset=get(tag, "v_reset"),
+                    reset=c.get("reset", "zero"),
+                    emit="spikes" if spiking else "membrane",
+                )
                 n = int(np.asarray(op.decay).size) if np.asarray(op.decay).size > 1 else None
                 out = self.leaky(node, op, n)
             self.nodes[names[c["name"]]] = out
@@ -154,13 +164,27 @@ class _Writer:
     def leaky(self, node, op: O.LeakyNeuron, n: Optional[int] = None):
         nir = self.nir
         n = n or self.g.type_of(node.inputs[0]).features
-        full = lambda a, d=None: None if a is None and d is None else np.broadcast_to(  # noqa: E731
-            np.asarray(d if a is None else a, dtype=np.float64), (n,)).astype(np.float32)
+        full = lambda a, d=None: (
+            None
+            if a is None and d is None
+            else np.broadcast_to(  # noqa: E731
+                np.asarray(d if a is None else a, dtype=np.float64), (n,)
+            ).astype(np.float32)
+        )
         if op.emit != ("spikes" if op.spiking else "membrane"):
-            raise self.fail(node, f"emitting '{op.emit}' has no NIR equivalent (NIR neurons emit spikes, or the "
-                                  "membrane when they do not spike)")
-        if op.spiking and not op.synaptic and op.reset is ResetRule.NONE and np.all(op.decay == 0) \
-                and op.gain is None and op.bias is None:
+            raise self.fail(
+                node,
+                f"emitting '{op.emit}' has no NIR equivalent (NIR neurons emit spikes, or the "
+                "membrane when they do not spike)",
+            )
+        if (
+            op.spiking
+            and not op.synaptic
+            and op.reset is ResetRule.NONE
+            and np.all(op.decay == 0)
+            and op.gain is None
+            and op.bias is None
+        ):
             return nir.Threshold(threshold=full(op.threshold))
         decay = np.broadcast_to(np.asarray(op.decay, np.float64), (n,))
         try:
@@ -179,8 +203,13 @@ class _Writer:
                 raise self.fail(node, "with a synapse and no leak has no NIR equivalent")
             out = nir.IF(r=r, v_threshold=thr, v_reset=v_reset) if op.spiking else nir.I(r=r)
         elif op.synaptic:
-            kw = dict(tau_syn=full(syn["tau_syn"]), tau_mem=full(mem["tau"]), r=r, v_leak=full(mem["v_leak"]),
-                      w_in=full(syn["w_in"]))
+            kw = dict(
+                tau_syn=full(syn["tau_syn"]),
+                tau_mem=full(mem["tau"]),
+                r=r,
+                v_leak=full(mem["v_leak"]),
+                w_in=full(syn["w_in"]),
+            )
             out = nir.CubaLIF(v_threshold=thr, v_reset=v_reset, **kw) if op.spiking else nir.CubaLI(**kw)
         else:
             kw = dict(tau=full(mem["tau"]), r=r, v_leak=full(mem["v_leak"]))
@@ -200,8 +229,12 @@ class _Writer:
         full = lambda a: np.broadcast_to(np.asarray(a, np.float64), (n,))  # noqa: E731
         beta = full(nrn.beta)
         tau = tau_from_decay(beta, self.dt, Discretization.EULER)
-        kw = dict(r=_f(tau / self.dt), v_leak=np.zeros(n, np.float32), v_threshold=_f(full(nrn.threshold)),
-                  v_reset=np.zeros(n, np.float32))
+        kw = dict(
+            r=_f(tau / self.dt),
+            v_leak=np.zeros(n, np.float32),
+            v_threshold=_f(full(nrn.threshold)),
+            v_reset=np.zeros(n, np.float32),
+        )
         if nrn.synaptic:
             tau_syn = tau_from_decay(full(nrn.alpha), self.dt, Discretization.EULER)
             out = nir.CubaLIF(tau_syn=_f(tau_syn), tau_mem=_f(tau), w_in=_f(tau_syn / self.dt), **kw)
@@ -226,8 +259,14 @@ class _Writer:
         w = np.asarray(op.weight)
         n = w.shape[0]
         taps = w.reshape(n, -1)
-        if op.groups != n or w.shape[1] != 1 or op.bias is not None or op.dilation != 1 or \
-                not np.all((taps == 0) | (taps == 1)) or not np.all(taps.sum(1) == 1):
+        if (
+            op.groups != n
+            or w.shape[1] != 1
+            or op.bias is not None
+            or op.dilation != 1
+            or not np.all((taps == 0) | (taps == 1))
+            or not np.all(taps.sum(1) == 1)
+        ):
             raise self.fail(node, "that is not a delay line has no NIR equivalent (NIR's Conv1d is spatial)")
         steps = (w.shape[2] - 1) - np.argmax(taps, axis=1)
         return self.nir.Delay(delay=_f(steps * self.dt))
@@ -299,19 +338,25 @@ def check_round_trip(graph: Graph, path: Path, lengths=(24, 57), batches=(1, 3),
                 if g1.output_types[k].spikes or g2.output_types[k].spikes:
                     bad = int(np.sum(a != b))
                     if bad:
-                        raise VerificationError(f"NIR round trip changes {bad} of {a.size} spikes of value "
-                                                f"'{mine[k]}' (T={T}, B={B})", where=str(path))
+                        raise VerificationError(
+                            f"NIR round trip changes {bad} of {a.size} spikes of value '{mine[k]}' (T={T}, B={B})",
+                            where=str(path),
+                        )
                     spikes += int(a.sum())
                 else:
                     worst = max(worst, float(np.max(np.abs(a - b)) / max(1.0, float(np.max(np.abs(a))))))
     if worst > 1e-4:
         raise VerificationError(f"NIR round trip changes values by {worst:.3g} (relative)", where=str(path))
-    return {"lengths": list(lengths), "batches": list(batches), "values_compared": len(mine),
-            "spikes_compared": spikes, "max_rel_diff": worst}
+    return {
+        "lengths": list(lengths),
+        "batches": list(batches),
+        "values_compared": len(mine),
+        "spikes_compared": spikes,
+        "max_rel_diff": worst,
+    }
 
 
-def export_nir(graph: Graph, out, *, force: bool = False, quant=None, options: Optional[Mapping] = None,
-               say=None):
+def export_nir(graph: Graph, out, *, force: bool = False, quant=None, options: Optional[Mapping] = None, say=None):
     """Write ``out/model.nir`` and ``out/manifest.json``; returns (out path, manifest)."""
     import nir
 
@@ -326,9 +371,18 @@ def export_nir(graph: Graph, out, *, force: bool = False, quant=None, options: O
         say(f"nir: writing model.nir (dt={dt:g} s, {method.value}, {sem} semantics), reading it back")
         nir.write(str(stage / "model.nir"), ng)
         checked = check_round_trip(graph, stage / "model.nir")
-        manifest = {"format": FORMAT, "edgeseq_version": __version__, "nir_version": nir.version,
-                    "target": "nir", "model": "model.nir", "dt": dt, "method": method.value, "semantics": sem,
-                    "numerics": "float32" if quant is None else "float32 (int8 plan in metadata)",
-                    "round_trip": checked, "files": {"model.nir": sha256_file(stage / "model.nir")}}
+        manifest = {
+            "format": FORMAT,
+            "edgeseq_version": __version__,
+            "nir_version": nir.version,
+            "target": "nir",
+            "model": "model.nir",
+            "dt": dt,
+            "method": method.value,
+            "semantics": sem,
+            "numerics": "float32" if quant is None else "float32 (int8 plan in metadata)",
+            "round_trip": checked,
+            "files": {"model.nir": sha256_file(stage / "model.nir")},
+        }
         atomic_write_json(stage / "manifest.json", manifest)
     return Path(out), manifest

@@ -74,8 +74,9 @@ def torch_forward(module: nn.Module, x_btf: torch.Tensor, input_layout: str = "B
             if input_layout == "static":
                 xin = x_btf[:, 0]
             out = module(xin)
-            if isinstance(module, (nn.RNN, nn.GRU, nn.LSTM)) or (isinstance(out, tuple) and len(out) == 2
-                                                                    and not isinstance(out[1], torch.Tensor)):
+            if isinstance(module, (nn.RNN, nn.GRU, nn.LSTM)) or (
+                isinstance(out, tuple) and len(out) == 2 and not isinstance(out[1], torch.Tensor)
+            ):
                 out = out[0]
             outs = out if isinstance(out, tuple) else (out,)
             if input_layout in ("TBF", "static"):
@@ -85,9 +86,16 @@ def torch_forward(module: nn.Module, x_btf: torch.Tensor, input_layout: str = "B
     return tuple(o.detach().double().numpy() for o in outs)
 
 
-def capture(module: nn.Module, example_input: Any = None, *, in_features: Optional[int] = None,
-            input_layout: str = "auto", check: bool = True, metadata: Optional[Mapping[str, Any]] = None,
-            nir=None) -> Graph:
+def capture(
+    module: nn.Module,
+    example_input: Any = None,
+    *,
+    in_features: Optional[int] = None,
+    input_layout: str = "auto",
+    check: bool = True,
+    metadata: Optional[Mapping[str, Any]] = None,
+    nir=None,
+) -> Graph:
     """Capture ``module`` into an IR :class:`Graph`.
 
     ``module`` may also be a NIR graph (a .nir path or a ``nir.NIRGraph``); ``nir`` is then an optional
@@ -102,8 +110,9 @@ def capture(module: nn.Module, example_input: Any = None, *, in_features: Option
 
         return load_nir(module, nir, metadata=metadata)
     if not isinstance(module, nn.Module):
-        raise ConfigError(f"capture expects a torch.nn.Module, a .nir file or a nir.NIRGraph, got "
-                          f"{type(module).__name__}")
+        raise ConfigError(
+            f"capture expects a torch.nn.Module, a .nir file or a nir.NIRGraph, got {type(module).__name__}"
+        )
     if input_layout not in ("auto", "BTF", "TBF"):
         raise ConfigError(f"input_layout must be 'auto', 'BTF' or 'TBF', got '{input_layout}'")
     if input_layout == "auto":
@@ -116,8 +125,10 @@ def capture(module: nn.Module, example_input: Any = None, *, in_features: Option
             try:
                 return _capture_static(module, x, check=check, metadata=metadata)
             except UnsupportedModuleError as err:
-                raise ShapeError(f"example_input must be 3-D (batch, time, features), or 2-D (batch, features) for "
-                                 f"a model that loops over a static input; as the latter: {err}") from None
+                raise ShapeError(
+                    f"example_input must be 3-D (batch, time, features), or 2-D (batch, features) for "
+                    f"a model that loops over a static input; as the latter: {err}"
+                ) from None
         if x.dim() != 3:
             raise ShapeError(f"example_input must be 3-D (batch, time, features), got shape {tuple(x.shape)}")
         if input_layout == "TBF":
@@ -224,8 +235,12 @@ def _capture_static(module: nn.Module, x: torch.Tensor, *, check: bool, metadata
         outs = cap.build(builder)
     finally:
         module.train(was_training)
-    md = {"source": f"torch:{type(module).__module__}.{type(module).__name__}", "input_layout": "static",
-          "static_steps": cap.steps, **(metadata or {})}
+    md = {
+        "source": f"torch:{type(module).__module__}.{type(module).__name__}",
+        "input_layout": "static",
+        "static_steps": cap.steps,
+        **(metadata or {}),
+    }
     graph = builder.build(outs, md)
     if check:
         for xs in (x, torch.randn(2, x.shape[1], generator=torch.Generator().manual_seed(1)) * x.std() + x.mean()):
@@ -253,17 +268,22 @@ def _check_against_torch(module: nn.Module, graph: Graph, x: torch.Tensor, layou
         raise VerificationError(f"captured graph has {len(got)} outputs, the module returns {len(want)}")
     for k, (g, w) in enumerate(zip(got, want)):
         if g.shape != w.shape:
-            raise VerificationError(f"captured output {k} has shape {g.shape}, the module returns {w.shape}",
-                                    where=type(module).__name__)
+            raise VerificationError(
+                f"captured output {k} has shape {g.shape}, the module returns {w.shape}", where=type(module).__name__
+            )
         if graph.output_types[k].spikes:
             agree = float(np.mean(g == w))
             if agree < 0.99:
-                raise VerificationError(f"captured graph disagrees with the module on {100 * (1 - agree):.2f}% "
-                                        f"of spikes of output {k}", where=type(module).__name__)
+                raise VerificationError(
+                    f"captured graph disagrees with the module on {100 * (1 - agree):.2f}% of spikes of output {k}",
+                    where=type(module).__name__,
+                )
         else:
             scale = max(1.0, float(np.max(np.abs(w))))
             err = float(np.max(np.abs(g - w)))
             if err > 1e-3 * scale:
-                raise VerificationError(f"captured graph differs from the module by {err:.3g} (max abs) on "
-                                        f"output {k}", where=type(module).__name__,
-                                        hint="please report this model: capture must be exact")
+                raise VerificationError(
+                    f"captured graph differs from the module by {err:.3g} (max abs) on output {k}",
+                    where=type(module).__name__,
+                    hint="please report this model: capture must be exact",
+                )

@@ -93,9 +93,11 @@ class StepConverter:
             return fold(node, args, kwargs)
         fn = CONVERTERS.get(target) or CONVERTERS.get(getattr(target, "overloadpacket", None))
         if fn is None:
-            raise self.unsupported(node, "this operation has no step-program form",
-                                   hint="see the README section 'Bring your own model' for the supported "
-                                        "operations inside a time loop")
+            raise self.unsupported(
+                node,
+                "this operation has no step-program form",
+                hint="see the README section 'Bring your own model' for the supported operations inside a time loop",
+            )
         return fn(self, node, *args, **kwargs)
 
 
@@ -133,8 +135,9 @@ def fold(node, args, kwargs) -> Operand:
 
 def _matrix(cx: StepConverter, node, w: Operand, transpose: bool) -> str:
     if not isinstance(w, C) or np.asarray(w.value).ndim != 2:
-        raise cx.unsupported(node, "a matrix product inside the loop needs a constant (parameter) matrix on the "
-                                   "right-hand side")
+        raise cx.unsupported(
+            node, "a matrix product inside the loop needs a constant (parameter) matrix on the right-hand side"
+        )
     m = np.asarray(w.value, np.float64)
     return cx.b.param(f"w{len(cx.b.params)}", m.T if transpose else m, source=node.name)
 
@@ -198,9 +201,15 @@ def _pow(cx, node, a, e):
     raise cx.unsupported(node, f"power {e} (only x ** 2)")
 
 
-_ACTS = {aten.sigmoid.default: Act.SIGMOID, aten.tanh.default: Act.TANH, aten.relu.default: Act.RELU,
-         aten.exp.default: Act.EXP, aten.silu.default: Act.SILU, aten.hardsigmoid.default: Act.HARDSIGMOID,
-         aten.softplus.default: Act.SOFTPLUS}
+_ACTS = {
+    aten.sigmoid.default: Act.SIGMOID,
+    aten.tanh.default: Act.TANH,
+    aten.relu.default: Act.RELU,
+    aten.exp.default: Act.EXP,
+    aten.silu.default: Act.SILU,
+    aten.hardsigmoid.default: Act.HARDSIGMOID,
+    aten.softplus.default: Act.SOFTPLUS,
+}
 
 
 def _act(fn: Act):
@@ -273,8 +282,9 @@ def _where(cx, node, c, a, b):
 def _cat(cx, node, xs, dim=0):
     if dim not in (1, -1):
         raise cx.unsupported(node, f"concatenation along dim {dim} inside the loop (only the feature axis)")
-    return V(cx.b.concat([cx.value(x, node) for x in xs]), sum(x.n if isinstance(x, V) else np.size(x.value)
-                                                                for x in xs))
+    return V(
+        cx.b.concat([cx.value(x, node) for x in xs]), sum(x.n if isinstance(x, V) else np.size(x.value) for x in xs)
+    )
 
 
 def _split_sizes(n: int, sizes) -> list[int]:
@@ -283,8 +293,9 @@ def _split_sizes(n: int, sizes) -> list[int]:
     return list(sizes)
 
 
-@converts(aten.split.Tensor, aten.unsafe_split.Tensor, aten.split_with_sizes.default,
-          aten.unsafe_split_with_sizes.default)
+@converts(
+    aten.split.Tensor, aten.unsafe_split.Tensor, aten.split_with_sizes.default, aten.unsafe_split_with_sizes.default
+)
 def _split(cx, node, a, sizes, dim=0):
     if dim not in (1, -1):
         raise cx.unsupported(node, f"split along dim {dim} inside the loop (only the feature axis)")
@@ -315,17 +326,32 @@ def _identity(cx, node, a, *rest, **kw):
     return a
 
 
-for _op in (aten.clone.default, aten.detach.default, aten.alias.default, aten._to_copy.default,
-            aten.contiguous.default, aten.lift_fresh_copy.default, aten.dropout.default, aten.view.default,
-            aten.reshape.default, aten._unsafe_view.default, aten.unsqueeze.default, aten.squeeze.dim,
-            aten.squeeze.default, aten.expand.default, aten.squeeze.dims, aten.flatten.using_ints):
+for _op in (
+    aten.clone.default,
+    aten.detach.default,
+    aten.alias.default,
+    aten._to_copy.default,
+    aten.contiguous.default,
+    aten.lift_fresh_copy.default,
+    aten.dropout.default,
+    aten.view.default,
+    aten.reshape.default,
+    aten._unsafe_view.default,
+    aten.unsqueeze.default,
+    aten.squeeze.dim,
+    aten.squeeze.default,
+    aten.expand.default,
+    aten.squeeze.dims,
+    aten.flatten.using_ints,
+):
     CONVERTERS[_op] = _identity
 
 
 @converts(aten.zeros_like.default, aten.ones_like.default, aten.full_like.default, aten.empty_like.default)
 def _like(cx, node, a, *rest, **kw):
     fill = {aten.zeros_like.default: 0.0, aten.ones_like.default: 1.0, aten.empty_like.default: 0.0}.get(
-        node.target, float(rest[0]) if rest else 0.0)
+        node.target, float(rest[0]) if rest else 0.0
+    )
     return C(np.full(a.n, fill))
 
 

@@ -20,11 +20,13 @@ class Construct:
 
 
 CONSTRUCTS: tuple[Construct, ...] = (
-    Construct(re.compile(r"\b(pack_padded_sequence|pack_sequence|PackedSequence)\b"),
-              "packed sequences are not supported ({match})",
-              "pass the padded (B, T, F) batch to the RNN itself (out, _ = self.lstm(x)); for sequences of "
-              "different lengths, run each for its own length (the exported model streams its state between "
-              "chunks)"),
+    Construct(
+        re.compile(r"\b(pack_padded_sequence|pack_sequence|PackedSequence)\b"),
+        "packed sequences are not supported ({match})",
+        "pass the padded (B, T, F) batch to the RNN itself (out, _ = self.lstm(x)); for sequences of "
+        "different lengths, run each for its own length (the exported model streams its state between "
+        "chunks)",
+    ),
 )
 
 

@@ -60,8 +60,15 @@ class _Tracer(torch.fx.Tracer):
 
 
 _FN_ACTS = {
-    torch.relu: Act.RELU, F.relu: Act.RELU, torch.tanh: Act.TANH, F.tanh: Act.TANH, torch.sigmoid: Act.SIGMOID,
-    F.sigmoid: Act.SIGMOID, F.silu: Act.SILU, F.hardsigmoid: Act.HARDSIGMOID, F.softplus: Act.SOFTPLUS,
+    torch.relu: Act.RELU,
+    F.relu: Act.RELU,
+    torch.tanh: Act.TANH,
+    F.tanh: Act.TANH,
+    torch.sigmoid: Act.SIGMOID,
+    F.sigmoid: Act.SIGMOID,
+    F.silu: Act.SILU,
+    F.hardsigmoid: Act.HARDSIGMOID,
+    F.softplus: Act.SOFTPLUS,
 }
 _METHOD_ACTS = {"relu": Act.RELU, "tanh": Act.TANH, "sigmoid": Act.SIGMOID}
 
@@ -94,7 +101,8 @@ class FxCapture:
                 f"cannot trace {type(self.module).__name__}.forward with torch.fx ({type(e).__name__}: {e})",
                 where=type(self.module).__name__,
                 hint="data-dependent Python control flow is not capturable; build the model from supported "
-                     "modules, or pass an snntorch step network (nn.Sequential with init_hidden=True)") from None
+                "modules, or pass an snntorch step network (nn.Sequential with init_hidden=True)",
+            ) from None
         env: dict[str, Any] = {}
         placeholders = [n for n in g.nodes if n.op == "placeholder"]
         for i, node in enumerate(placeholders):
@@ -122,11 +130,14 @@ class FxCapture:
             if isinstance(v, TupleVal):
                 v = v.items[0]
             if not isinstance(v, Val):
-                raise UnsupportedModuleError("the model returns a recurrent state; return sequence or pooled "
-                                             "tensors only", where=type(self.module).__name__)
+                raise UnsupportedModuleError(
+                    "the model returns a recurrent state; return sequence or pooled tensors only",
+                    where=type(self.module).__name__,
+                )
             if v.layout == "BFT":
-                raise UnsupportedModuleError("the model returns a (B, C, T) tensor; transpose it to (B, T, C)",
-                                             where=type(self.module).__name__)
+                raise UnsupportedModuleError(
+                    "the model returns a (B, C, T) tensor; transpose it to (B, T, C)", where=type(self.module).__name__
+                )
             vals.append(v)
         return vals
 
@@ -136,17 +147,26 @@ class FxCapture:
             m = self.modules[node.target]
             if is_snntorch(m):
                 raise self.unsupported(
-                    node, "snntorch neurons are step functions and cannot be applied to a whole sequence",
-                    hint="capture the per-step nn.Sequential (init_hidden=True) itself, or use edgeseq.nn.LIF")
+                    node,
+                    "snntorch neurons are step functions and cannot be applied to a whole sequence",
+                    hint="capture the per-step nn.Sequential (init_hidden=True) itself, or use edgeseq.nn.LIF",
+                )
             conv = CONVERTERS.get(type(m))
             if conv is None:
-                raise self.unsupported(node, f"module {type(m).__module__}.{type(m).__name__} is not supported",
-                                       hint="supported: " + ", ".join(supported_module_kinds()))
+                raise self.unsupported(
+                    node,
+                    f"module {type(m).__module__}.{type(m).__name__} is not supported",
+                    hint="supported: " + ", ".join(supported_module_kinds()),
+                )
             init = args[1] if len(args) == 2 else kwargs.get("hx")
-            if len(args) > 2 or set(kwargs) - {"hx"} or (init is not None and not isinstance(m, (nn.RNN, nn.GRU,
-                                                                                              nn.LSTM))):
-                raise self.unsupported(node, "modules are captured with a single input (initial states only for "
-                                             "nn.RNN / nn.GRU / nn.LSTM)")
+            if (
+                len(args) > 2
+                or set(kwargs) - {"hx"}
+                or (init is not None and not isinstance(m, (nn.RNN, nn.GRU, nn.LSTM)))
+            ):
+                raise self.unsupported(
+                    node, "modules are captured with a single input (initial states only for nn.RNN / nn.GRU / nn.LSTM)"
+                )
             v = args[0]
             if not isinstance(v, Val):
                 raise self.unsupported(node, "input is not a tensor value")
@@ -174,8 +194,11 @@ class FxCapture:
             elif isinstance(p, Const):
                 out.append(p.value)
             else:
-                raise self.unsupported(node, "an initial state computed from the input is not supported",
-                                       hint="start from zeros or a learned constant")
+                raise self.unsupported(
+                    node,
+                    "an initial state computed from the input is not supported",
+                    hint="start from zeros or a learned constant",
+                )
         return tuple(out)
 
     def _act(self, node, v: Val, fn: Act, **kw) -> Val:
@@ -204,8 +227,7 @@ class FxCapture:
             raise self.unsupported(node, "weighted values must be summed over the time axis")
         cat = self.ctx.add(O.Concat(), [w.score, w.values], f"{node.name}.in")
         cat = Val(cat, "BTF")
-        pooled = Val(self.ctx.add(O.AttentionPool(values=self.ctx.features(w.values)), cat, f"{node.name}.attn"),
-                     "BTF")
+        pooled = Val(self.ctx.add(O.AttentionPool(values=self.ctx.features(w.values)), cat, f"{node.name}.attn"), "BTF")
         return Val(self.ctx.add(O.Readout(mode=ReadoutMode.LAST), pooled, node.name), "BF")
 
     def _function(self, node, fn, args, kwargs):
@@ -267,8 +289,13 @@ class FxCapture:
             return v  # a per-example constant, whatever the batch size
         if isinstance(v, (Const, Zeros)) and name in ("unsqueeze", "squeeze", "view", "reshape"):
             return v
-        if isinstance(v, StateVal) and name == "squeeze" and v.layers == 1 and (v.selected or v.parts[0]) == "h" \
-                and (len(args) == 1 or args[1] == 0):
+        if (
+            isinstance(v, StateVal)
+            and name == "squeeze"
+            and v.layers == 1
+            and (v.selected or v.parts[0]) == "h"
+            and (len(args) == 1 or args[1] == 0)
+        ):
             return self._readout(node, v.last_output, ReadoutMode.LAST)  # h_n.squeeze(0): the last step
         if name in _METHOD_ACTS:
             return self._act(node, v, _METHOD_ACTS[name])
@@ -343,8 +370,9 @@ class FxCapture:
         pad = tuple(pad)
         if v.layout == "BFT" and len(pad) == 2 and pad[1] == 0:
             return Val(v.name, "BFT", pad=v.pad + pad[0])
-        raise self.unsupported(node, f"F.pad{pad} is only supported as causal (left) padding of the time axis "
-                                     "of a (B, C, T) tensor")
+        raise self.unsupported(
+            node, f"F.pad{pad} is only supported as causal (left) padding of the time axis of a (B, C, T) tensor"
+        )
 
     def _getitem(self, node, v, idx):
         if isinstance(v, TupleVal):
@@ -359,8 +387,11 @@ class FxCapture:
                 return self._readout(node, v.last_output, ReadoutMode.LAST)
             if idx == -2 and sel == "h" and v.forward_last is not None:  # bidirectional: the forward direction
                 return self._readout(node, v.forward_last, ReadoutMode.LAST)
-            raise self.unsupported(node, f"uses the recurrent state of '{v.module}' (only h_n[-1] is supported: it "
-                                         "equals the last step of the output)")
+            raise self.unsupported(
+                node,
+                f"uses the recurrent state of '{v.module}' (only h_n[-1] is supported: it "
+                "equals the last step of the output)",
+            )
         if not isinstance(v, Val):
             raise self.unsupported(node, "indexing of a non-tensor value")
         idx = idx if isinstance(idx, tuple) else (idx,)
@@ -372,7 +403,13 @@ class FxCapture:
             w = np.zeros((np.size(rows), n))
             w[np.arange(np.size(rows)), np.atleast_1d(rows)] = 1.0
             return Val(self.ctx.add(O.Linear(weight=w), v, node.name), v.layout)
-        if v.layout == "BTF" and len(idx) in (2, 3) and idx[0] == full and idx[1] == -1 and all(i == full for i in idx[2:]):
+        if (
+            v.layout == "BTF"
+            and len(idx) in (2, 3)
+            and idx[0] == full
+            and idx[1] == -1
+            and all(i == full for i in idx[2:])
+        ):
             return self._readout(node, v, ReadoutMode.LAST)
         if v.layout == "TBF" and idx[0] == -1 and all(i == full for i in idx[1:]):
             return self._readout(node, v, ReadoutMode.LAST)
@@ -381,9 +418,17 @@ class FxCapture:
         if v.layout == "BFT" and v.trim and len(idx) >= 1:
             last = idx[-1]
             lead = idx[:-1]
-            if (isinstance(last, slice) and last.start in (None, 0) and last.step in (None, 1)
-                    and last.stop == -v.trim and all(i in (full, Ellipsis) for i in lead)
-                    and (Ellipsis in lead or len(idx) == 3)):
+            if (
+                isinstance(last, slice)
+                and last.start in (None, 0)
+                and last.step in (None, 1)
+                and last.stop == -v.trim
+                and all(i in (full, Ellipsis) for i in lead)
+                and (Ellipsis in lead or len(idx) == 3)
+            ):
                 return Val(v.name, "BFT")
-        raise self.unsupported(node, f"indexing {idx} of a {v.layout} tensor is not supported "
-                                     "(supported: x[:, -1] for the last step, causal-conv trimming)")
+        raise self.unsupported(
+            node,
+            f"indexing {idx} of a {v.layout} tensor is not supported "
+            "(supported: x[:, -1] for the last step, causal-conv trimming)",
+        )

@@ -38,11 +38,25 @@ from .aten import C, StepConverter, V, aten, fold, source_line
 TRACE_STEPS = 6  # copies 1, 3 and 4 are compared with copy 2, which becomes the program
 T_REF = 2
 
-_PASS = {aten.clone.default, aten.detach.default, aten.alias.default, aten._to_copy.default,
-         aten.contiguous.default, aten.lift_fresh_copy.default, aten.dropout.default, aten.view.default,
-         aten.reshape.default, aten._unsafe_view.default, aten.squeeze.dim, aten.squeeze.default,
-         aten.squeeze.dims, aten.unsqueeze.default, aten.transpose.int, aten.permute.default,
-         aten.flatten.using_ints}
+_PASS = {
+    aten.clone.default,
+    aten.detach.default,
+    aten.alias.default,
+    aten._to_copy.default,
+    aten.contiguous.default,
+    aten.lift_fresh_copy.default,
+    aten.dropout.default,
+    aten.view.default,
+    aten.reshape.default,
+    aten._unsafe_view.default,
+    aten.squeeze.dim,
+    aten.squeeze.default,
+    aten.squeeze.dims,
+    aten.unsqueeze.default,
+    aten.transpose.int,
+    aten.permute.default,
+    aten.flatten.using_ints,
+}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -64,8 +78,10 @@ def trace(model: nn.Module, x: torch.Tensor):
             gm = make_fx(f)(state, x)
     except Exception as e:  # noqa: BLE001 - tracing raises many types for untraceable Python
         first = str(e).splitlines()[0] if str(e) else ""
-        raise UnsupportedModuleError(f"cannot trace {type(model).__name__}.forward at the aten level "
-                                     f"({type(e).__name__}: {first})", where=type(model).__name__) from None
+        raise UnsupportedModuleError(
+            f"cannot trace {type(model).__name__}.forward at the aten level ({type(e).__name__}: {first})",
+            where=type(model).__name__,
+        ) from None
     return gm, list(state), state
 
 
@@ -76,20 +92,27 @@ def time_axis_of(model: nn.Module, example: torch.Tensor) -> int:
     derived, dims = {x}, set()
     lead = tuple(example.shape[:2])
     for n in gm.graph.nodes:  # values computed from the input, and where sequences of its shape are sliced
-        if n.op != "call_function" or not any(a in derived for a in _flatten(list(n.args))
-                                              if isinstance(a, torch.fx.Node)):
+        if n.op != "call_function" or not any(
+            a in derived for a in _flatten(list(n.args)) if isinstance(a, torch.fx.Node)
+        ):
             continue
         derived.add(n)
         src = n.args[0] if n.args else None
         val = src.meta.get("val") if isinstance(src, torch.fx.Node) else None
-        if n.target in (aten.select.int, aten.unbind.int) and isinstance(val, torch.Tensor) and val.dim() == 3 \
-                and tuple(val.shape[:2]) == lead:
+        if (
+            n.target in (aten.select.int, aten.unbind.int)
+            and isinstance(val, torch.Tensor)
+            and val.dim() == 3
+            and tuple(val.shape[:2]) == lead
+        ):
             dims.add((n.args[1] if len(n.args) > 1 else 0) % 3)
     dims &= {0, 1}
     if len(dims) != 1:
-        raise UnsupportedModuleError("no loop over time: the forward does not read its input one time step at a "
-                                     "time", where=type(model).__name__,
-                                     hint="loop over x[:, t], x.unbind(1) or x[t] (time-major input)")
+        raise UnsupportedModuleError(
+            "no loop over time: the forward does not read its input one time step at a time",
+            where=type(model).__name__,
+            hint="loop over x[:, t], x.unbind(1) or x[t] (time-major input)",
+        )
     return dims.pop()
 
 
@@ -160,8 +183,16 @@ class Stacked:
 
 
 CONST = "const"
-_LIKE = {aten.zeros_like.default, aten.ones_like.default, aten.full_like.default, aten.empty_like.default,
-         aten.new_zeros.default, aten.new_ones.default, aten.new_full.default, aten.new_empty.default}
+_LIKE = {
+    aten.zeros_like.default,
+    aten.ones_like.default,
+    aten.full_like.default,
+    aten.empty_like.default,
+    aten.new_zeros.default,
+    aten.new_ones.default,
+    aten.new_full.default,
+    aten.new_empty.default,
+}
 
 
 class LoopCapture:
@@ -180,9 +211,9 @@ class LoopCapture:
         gm, names, state = trace(model, torch.randn(*shape, generator=torch.Generator().manual_seed(0)))
         self.gm = gm
         self.nodes = list(gm.graph.nodes)
-        self.kind: dict[Any, Any] = {}   # node -> CONST | C | Seq | Step | Stacked | list
+        self.kind: dict[Any, Any] = {}  # node -> CONST | C | Seq | Step | Stacked | list
         self.target: dict[Any, Any] = {}
-        self.args: dict[Any, tuple] = {}    # node -> arguments with in-place updates resolved
+        self.args: dict[Any, tuple] = {}  # node -> arguments with in-place updates resolved
         self.kwargs: dict[Any, dict] = {}
         ph = [n for n in self.nodes if n.op == "placeholder"]
         for n, k in zip(ph, names):
@@ -197,19 +228,30 @@ class LoopCapture:
     def _static_iterations(self) -> None:
         """Iteration boundaries of a loop over a static input: the operations reading the input
         repeat with a period; each repetition starts an iteration."""
-        readers = [i for i, n in enumerate(self.nodes) if n.op == "call_function" and n.target is not operator.getitem
-                   and self.x_node in _flatten(list(n.args))]
+        readers = [
+            i
+            for i, n in enumerate(self.nodes)
+            if n.op == "call_function" and n.target is not operator.getitem and self.x_node in _flatten(list(n.args))
+        ]
         targets = [self.nodes[i].target for i in readers]
-        period = next((p for p in range(1, len(targets) + 1) if len(targets) % p == 0
-                       and targets == targets[:p] * (len(targets) // p)), len(targets))
+        period = next(
+            (
+                p
+                for p in range(1, len(targets) + 1)
+                if len(targets) % p == 0 and targets == targets[:p] * (len(targets) // p)
+            ),
+            len(targets),
+        )
         starts = readers[::period]
         if len(starts) < 5:
-            raise UnsupportedModuleError(f"a loop over a static input needs at least 5 iterations to be checked, "
-                                         f"found {len(starts)}", where=type(self.model).__name__)
+            raise UnsupportedModuleError(
+                f"a loop over a static input needs at least 5 iterations to be checked, found {len(starts)}",
+                where=type(self.model).__name__,
+            )
         self.steps = len(starts)
         bounds = starts + [len(self.nodes)]
         for t in range(self.steps):
-            for n in self.nodes[bounds[t]:bounds[t + 1]]:
+            for n in self.nodes[bounds[t] : bounds[t + 1]]:
                 self.interval[n] = t
 
     def fail(self, node, why: str, hint: Optional[str] = None) -> UnsupportedModuleError:
@@ -285,8 +327,11 @@ class LoopCapture:
                 return Stacked(items, int(dim) % 3)
         if steps:
             if max(steps) - min(steps) > 1:
-                raise self.fail(n, "the loop reads a value from two or more steps back",
-                                hint="carry it through the loop's state explicitly")
+                raise self.fail(
+                    n,
+                    "the loop reads a value from two or more steps back",
+                    hint="carry it through the loop's state explicitly",
+                )
             if seqs:
                 raise self.fail(n, "an operation mixes one step with a whole sequence")
             return Step(max(steps))
@@ -306,8 +351,12 @@ class LoopCapture:
         src = args[0] if args else None
         if not isinstance(src, (Seq, Stacked)):
             return None
-        if target is aten.select.int and args[1] % 3 == src.axis and isinstance(src, Stacked) \
-                and args[2] in (-1, self.steps - 1):
+        if (
+            target is aten.select.int
+            and args[1] % 3 == src.axis
+            and isinstance(src, Stacked)
+            and args[2] in (-1, self.steps - 1)
+        ):
             return ReadoutMode.LAST
         if target in (aten.mean.dim, aten.sum.dim_IntList):
             dims = args[1] if isinstance(args[1], (list, tuple)) else [args[1]]
@@ -330,21 +379,25 @@ class LoopCapture:
             return out
         starts: dict[int, int] = {}
         for i, n in enumerate(self.nodes):
-            k = self.kind.get(n)
             if n.op != "call_function" or self.target[n] is operator.getitem:
                 continue
             if self._reads_slice(n) is not None:
                 t = self._reads_slice(n)
                 starts.setdefault(t, i)
         if sorted(starts) != list(range(self.steps)):
-            raise UnsupportedModuleError("no loop over time: the forward does not read the input one time step at "
-                                         "a time", where=type(self.model).__name__,
-                                         hint="loop over x[:, t], x.unbind(1) or x[t] (time-major)")
+            raise UnsupportedModuleError(
+                "no loop over time: the forward does not read the input one time step at a time",
+                where=type(self.model).__name__,
+                hint="loop over x[:, t], x.unbind(1) or x[t] (time-major)",
+            )
         order = [starts[t] for t in range(self.steps)] + [len(self.nodes)]
         out = {}
         for t in range(self.steps):
-            out[t] = [n for n in self.nodes[order[t]:order[t + 1]] if n.op == "call_function"
-                      and isinstance(self.kind.get(n), Step)]
+            out[t] = [
+                n
+                for n in self.nodes[order[t] : order[t + 1]]
+                if n.op == "call_function" and isinstance(self.kind.get(n), Step)
+            ]
         return out
 
     def _reads_slice(self, n) -> Optional[int]:
@@ -386,8 +439,9 @@ class LoopCapture:
         bodies = self.bodies()
         ref = bodies[T_REF]
         if not ref:
-            raise UnsupportedModuleError("no loop over time: the forward never reads one time step of its input",
-                                         where=type(self.model).__name__)
+            raise UnsupportedModuleError(
+                "no loop over time: the forward never reads one time step of its input", where=type(self.model).__name__
+            )
 
         def sig(body, t):
             pos = {n: i for i, n in enumerate(body)}
@@ -395,15 +449,18 @@ class LoopCapture:
 
         want = sig(ref, T_REF)
         for t in (1, 3, 4):
-            if sig(bodies[t][:len(ref)], t) != want:
+            if sig(bodies[t][: len(ref)], t) != want:
                 raise UnsupportedModuleError(
                     f"iterations {t} and {T_REF} of the time loop compute different things (the step depends on the "
-                    "time index, or the loop changes over time)", where=type(self.model).__name__,
-                    hint="a scan needs the same computation at every step")
+                    "time index, or the loop changes over time)",
+                    where=type(self.model).__name__,
+                    hint="a scan needs the same computation at every step",
+                )
         self.first_same = sig(bodies[0], 0) == want
         last_sig = sig(bodies[self.steps - 1], self.steps - 1)
-        self.last_match = next((i for i, (a, b_) in enumerate(zip(last_sig, want)) if a != b_), min(len(want),
-                                                                                                  len(last_sig)))
+        self.last_match = next(
+            (i for i, (a, b_) in enumerate(zip(last_sig, want)) if a != b_), min(len(want), len(last_sig))
+        )
         self.bodies_ = bodies
         return ref
 
@@ -431,15 +488,20 @@ class LoopCapture:
             if isinstance(k, C):
                 return k
             if k == CONST:
-                vals[a] = fold(self.call(a), operand(list(self.args[a])),
-                               {kk: operand(v) for kk, v in self.kwargs[a].items()})
+                vals[a] = fold(
+                    self.call(a), operand(list(self.args[a])), {kk: operand(v) for kk, v in self.kwargs[a].items()}
+                )
                 return vals[a]
             if isinstance(k, (Seq, Stacked)) or isinstance(k, Static):
                 return detime(a)
             if self.target.get(a) is operator.getitem and isinstance(self.kind.get(self.args[a][0]), list):
                 return detime(self.args[self.args[a][0]][0])  # this step's slice of an unbind
-            raise self.fail(a, f"step {T_REF} of the loop reads a value of step {k.t}" if isinstance(k, Step)
-                            else "unsupported value in the time loop")
+            raise self.fail(
+                a,
+                f"step {T_REF} of the loop reads a value of step {k.t}"
+                if isinstance(k, Step)
+                else "unsupported value in the time loop",
+            )
 
         def detime(a):
             """The per-step value of a whole-sequence node."""
@@ -470,8 +532,9 @@ class LoopCapture:
                 s = operand(self.args[n][0])
                 vals[n] = s[self.args[n][1]] if isinstance(s, (list, tuple)) else s
                 continue
-            vals[n] = cx.convert(self.call(n), operand(list(self.args[n])),
-                                 {k: operand(v) for k, v in self.kwargs[n].items()})
+            vals[n] = cx.convert(
+                self.call(n), operand(list(self.args[n])), {k: operand(v) for k, v in self.kwargs[n].items()}
+            )
         self.b, self.cx, self.vals, self.states, self.operand, self.detime = b, cx, vals, states, operand, detime
         self.ref = ref
         self._initial_states()
@@ -491,24 +554,31 @@ class LoopCapture:
                 j = prev[a1]
                 if j in self.states and j not in self.init and isinstance(a0, torch.fx.Node):
                     v = self.operand_outer(a0)
-                    self.init[j] = np.broadcast_to(np.ravel(v.value) if isinstance(v, C) else np.zeros(1),
-                                                   (_width(a1),)).copy()
+                    self.init[j] = np.broadcast_to(
+                        np.ravel(v.value) if isinstance(v, C) else np.zeros(1), (_width(a1),)
+                    ).copy()
 
     def operand_outer(self, a):
         k = self.kind[a]
         if isinstance(k, C):
             return k
         if k == CONST:
-            return fold(self.call(a), [self.operand_outer(x) if isinstance(x, torch.fx.Node) else x
-                                       for x in self.args[a]], dict(self.kwargs[a]))
-        raise self.fail(a, "the first iteration starts from a value computed from the input",
-                        hint="start the loop's state from zeros or a constant")
+            return fold(
+                self.call(a),
+                [self.operand_outer(x) if isinstance(x, torch.fx.Node) else x for x in self.args[a]],
+                dict(self.kwargs[a]),
+            )
+        raise self.fail(
+            a,
+            "the first iteration starts from a value computed from the input",
+            hint="start the loop's state from zeros or a constant",
+        )
 
     # -- pass 3: the graph around the scan ---------------------------------------------------------
     def build(self, gb: GraphBuilder, x_name: str = "x") -> list[str]:
         """Add the scan and what follows it to ``gb``; returns the graph's output value names."""
         self.build_program()
-        last = {n: i for i, n in enumerate(self.bodies_[self.steps - 1][:self.last_match])}
+        last = {n: i for i, n in enumerate(self.bodies_[self.steps - 1][: self.last_match])}
         exprs: dict[Any, tuple] = {}
 
         def expr(a) -> tuple:
@@ -540,8 +610,9 @@ class LoopCapture:
                 raise self.fail(self.ref[j], "the loop's state starts from a non-zero value", hint="start from zeros")
             nxt[sname] = v
         if not names:
-            raise UnsupportedModuleError("the model's outputs do not depend on the time loop",
-                                         where=type(self.model).__name__)
+            raise UnsupportedModuleError(
+                "the model's outputs do not depend on the time loop", where=type(self.model).__name__
+            )
         prog = self.b.build(names, nxt)
         outs = gb.add(O.Scan(program=prog), x_name, "loop")
         seq = dict(zip(names, outs if isinstance(outs, tuple) else (outs,)))
@@ -562,17 +633,21 @@ class LoopCapture:
         src = self.kind.get(args[0]) if args and isinstance(args[0], torch.fx.Node) else None
         if target is operator.getitem:
             return expr(args[0])
-        mode = self._readout_mode(target, [self.kind.get(a, a) if isinstance(a, torch.fx.Node) else a
-                                           for a in args])
+        mode = self._readout_mode(target, [self.kind.get(a, a) if isinstance(a, torch.fx.Node) else a for a in args])
         if mode is not None:
             if len(args) > 2 and target is not aten.select.int and args[2]:
                 raise self.fail(n, "keepdim=True readouts are not supported")
             return ("readout", mode, expr(args[0]))
         if isinstance(src, (Seq, Stacked)) and target is aten.select.int:
             raise self.fail(n, "after the loop only the last step of a sequence ([:, -1]) can be selected")
-        ins = [expr(a) if isinstance(a, torch.fx.Node) else
-               [expr(x) for x in a] if isinstance(a, (list, tuple)) and a and isinstance(a[0], torch.fx.Node)
-               else a for a in args]
+        ins = [
+            expr(a)
+            if isinstance(a, torch.fx.Node)
+            else [expr(x) for x in a]
+            if isinstance(a, (list, tuple)) and a and isinstance(a[0], torch.fx.Node)
+            else a
+            for a in args
+        ]
         if target in _PASS:
             return ins[0]
         if target is aten.t.default and ins[0][0] == "const":
@@ -590,8 +665,11 @@ class LoopCapture:
             return ("add", ins[0], ins[1])
         if target is aten.cat.default:
             return ("concat", ins[0])
-        raise self.fail(n, f"{target} after the time loop is not supported",
-                        hint="after the loop: the last step, mean or sum over time, Linear, activations, +, cat")
+        raise self.fail(
+            n,
+            f"{target} after the time loop is not supported",
+            hint="after the loop: the last step, mean or sum over time, Linear, activations, +, cat",
+        )
 
     def _emit(self, gb: GraphBuilder, e: tuple, seq: dict, made: dict) -> str:
         key = id(e)
@@ -613,14 +691,20 @@ class LoopCapture:
         elif kind == "concat":
             out = gb.add(O.Concat(), [self._emit(gb, x, seq, made) for x in e[1]])
         else:
-            raise UnsupportedModuleError("a model output that does not depend on the input",
-                                         where=type(self.model).__name__)
+            raise UnsupportedModuleError(
+                "a model output that does not depend on the input", where=type(self.model).__name__
+            )
         made[key] = out
         return out
 
 
-_POOLED_ACTS = {aten.relu.default: Act.RELU, aten.tanh.default: Act.TANH, aten.sigmoid.default: Act.SIGMOID,
-                aten.gelu.default: Act.GELU, aten.silu.default: Act.SILU}
+_POOLED_ACTS = {
+    aten.relu.default: Act.RELU,
+    aten.tanh.default: Act.TANH,
+    aten.sigmoid.default: Act.SIGMOID,
+    aten.gelu.default: Act.GELU,
+    aten.silu.default: Act.SILU,
+}
 
 
 def _walk(exprs):

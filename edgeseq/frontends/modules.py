@@ -42,12 +42,16 @@ class Ctx:
             if not isinstance(v, Val):
                 what = f"the recurrent state of '{v.module}'" if isinstance(v, StateVal) else "a non-tensor value"
                 raise UnsupportedModuleError(
-                    f"uses {what} as a tensor", where=path,
-                    hint="only the sequence output, or h_n[-1] of a recurrent layer (its last step), is supported")
+                    f"uses {what} as a tensor",
+                    where=path,
+                    hint="only the sequence output, or h_n[-1] of a recurrent layer (its last step), is supported",
+                )
             if v.trim:
                 raise UnsupportedModuleError(
                     f"uses a convolution output that still holds {v.trim} non-causal trailing steps",
-                    where=path, hint="slice them off, e.g. y[..., :-(kernel_size-1)*dilation]")
+                    where=path,
+                    hint="slice them off, e.g. y[..., :-(kernel_size-1)*dilation]",
+                )
         names = [v.name for v in vals]
         d = max([self.delay.get(n, 0) for n in names] + [0])
         if d:
@@ -115,9 +119,11 @@ def _conv1d(ctx, m, path, v):
         pad = 0
     if m.stride[0] != 1 or m.padding_mode != "zeros":
         raise UnsupportedModuleError(
-            f"Conv1d with stride {m.stride[0]} / padding_mode '{m.padding_mode}' is not supported", where=path,
+            f"Conv1d with stride {m.stride[0]} / padding_mode '{m.padding_mode}' is not supported",
+            where=path,
             hint="use stride 1 and zero padding (edgeseq.nn.CausalConv1d, or F.pad(x, ((k-1)*dilation, 0)) "
-                 "before a padding=0 Conv1d)")
+            "before a padding=0 Conv1d)",
+        )
     left = need // 2 if pad == "same" else pad  # torch's 'same' pads the extra step on the right
     if pad == "same" or (v.pad == 0 and 0 < pad < need and 2 * pad == need):
         # 'same' / symmetric padding reads (need - left) future steps: a look-ahead, then the causal
@@ -134,9 +140,11 @@ def _conv1d(ctx, m, path, v):
     else:
         raise UnsupportedModuleError(
             f"Conv1d with kernel {k}, dilation {d}, padding {pad} (pending left pad {v.pad}) changes the "
-            "sequence length", where=path,
+            "sequence length",
+            where=path,
             hint="pad (kernel_size-1)*dilation steps on the left only (edgeseq.nn.CausalConv1d, streams), or "
-                 "padding='same' (a window graph)")
+            "padding='same' (a window graph)",
+        )
     op = O.Conv1d(weight=np_(m.weight), bias=np_(m.bias), dilation=d, groups=m.groups)
     return Val(ctx.add(op, Val(v.name, v.layout), path), "BFT", trim=trim)
 
@@ -148,8 +156,11 @@ def _lookahead_conv(ctx, m, path, v, left: int):
     k, d = m.kernel_size[0], m.dilation[0]
     need = (k - 1) * d
     if m.groups != 1:
-        raise UnsupportedModuleError(f"a grouped (groups={m.groups}) Conv1d with padding={m.padding!r}", where=path,
-                                     hint="use groups=1, or causal left-only padding")
+        raise UnsupportedModuleError(
+            f"a grouped (groups={m.groups}) Conv1d with padding={m.padding!r}",
+            where=path,
+            hint="use groups=1, or causal left-only padding",
+        )
     ctx.window.append(f"'{path}' is a Conv1d with padding={m.padding!r}, which reads future steps")
     w = np_(m.weight)
     dense = np.zeros(w.shape[:2] + (need + 1,), w.dtype)  # undilated: tap k at k * dilation
@@ -167,11 +178,18 @@ def _lookahead_conv(ctx, m, path, v, left: int):
 
 def _bn_op(m, path) -> O.BatchNorm:
     if m.running_mean is None or m.running_var is None:
-        raise UnsupportedModuleError("batch norm without running statistics cannot be exported", where=path,
-                                     hint="construct it with track_running_stats=True")
-    return O.BatchNorm(mean=np_(m.running_mean), var=np_(m.running_var),
-                       weight=np_(m.weight) if m.affine else None, bias=np_(m.bias) if m.affine else None,
-                       eps=float(m.eps))
+        raise UnsupportedModuleError(
+            "batch norm without running statistics cannot be exported",
+            where=path,
+            hint="construct it with track_running_stats=True",
+        )
+    return O.BatchNorm(
+        mean=np_(m.running_mean),
+        var=np_(m.running_var),
+        weight=np_(m.weight) if m.affine else None,
+        bias=np_(m.bias) if m.affine else None,
+        eps=float(m.eps),
+    )
 
 
 @converter(nn.BatchNorm1d)
@@ -184,8 +202,10 @@ def _batchnorm1d(ctx, m, path, v):
 def _layernorm(ctx, m, path, v):
     _need_layout(v, FEATURE_LAST, path, "nn.LayerNorm")
     if tuple(m.normalized_shape) != (ctx.features(v),):
-        raise UnsupportedModuleError(f"LayerNorm over {tuple(m.normalized_shape)}; only the feature axis "
-                                     f"({ctx.features(v)},) is supported", where=path)
+        raise UnsupportedModuleError(
+            f"LayerNorm over {tuple(m.normalized_shape)}; only the feature axis ({ctx.features(v)},) is supported",
+            where=path,
+        )
     op = O.LayerNorm(weight=np_(m.weight), bias=np_(getattr(m, "bias", None)), eps=float(m.eps))
     return Val(ctx.add(op, v, path), v.layout)
 
@@ -201,8 +221,13 @@ def _simple_act(fn: Act):
     return conv
 
 
-for _t, _fn in ((nn.ReLU, Act.RELU), (nn.Tanh, Act.TANH), (nn.Sigmoid, Act.SIGMOID), (nn.SiLU, Act.SILU),
-                (nn.Hardsigmoid, Act.HARDSIGMOID)):
+for _t, _fn in (
+    (nn.ReLU, Act.RELU),
+    (nn.Tanh, Act.TANH),
+    (nn.Sigmoid, Act.SIGMOID),
+    (nn.SiLU, Act.SILU),
+    (nn.Hardsigmoid, Act.HARDSIGMOID),
+):
     CONVERTERS[_t] = _simple_act(_fn)
 
 
@@ -236,17 +261,22 @@ def _identity(ctx, m, path, v):
 @converter(nn.Embedding)
 def _embedding(ctx, m, path, v):
     if v.ids is None:
-        raise UnsupportedModuleError("nn.Embedding needs integer ids (an input feature converted with .long())",
-                                     where=path)
+        raise UnsupportedModuleError(
+            "nn.Embedding needs integer ids (an input feature converted with .long())", where=path
+        )
     if ctx.features(v) != 1:
-        raise UnsupportedModuleError(f"nn.Embedding ids must be one feature per step, got {ctx.features(v)}",
-                                     where=path, hint="select the id column, e.g. x[..., 0].long()")
+        raise UnsupportedModuleError(
+            f"nn.Embedding ids must be one feature per step, got {ctx.features(v)}",
+            where=path,
+            hint="select the id column, e.g. x[..., 0].long()",
+        )
     if m.max_norm is not None:
         raise UnsupportedModuleError("nn.Embedding with max_norm is not supported", where=path)
     lo, hi = (v.ids + (None, None))[:2] if v.ids else (None, None)
     if (lo is not None and lo > 0) or (hi is not None and hi < m.num_embeddings - 1):
-        raise UnsupportedModuleError(f"ids clamped to [{lo}, {hi}], inside the table's [0, {m.num_embeddings - 1}]",
-                                     where=path)
+        raise UnsupportedModuleError(
+            f"ids clamped to [{lo}, {hi}], inside the table's [0, {m.num_embeddings - 1}]", where=path
+        )
     return Val(ctx.add(O.Embedding(table=np_(m.weight)), v, path), v.layout)
 
 
@@ -254,8 +284,7 @@ def _embedding(ctx, m, path, v):
 def _flatten(ctx, m, path, v):
     if v.layout == "BF":
         return v
-    raise UnsupportedModuleError("nn.Flatten on a sequence mixes time into features and cannot be streamed",
-                                 where=path)
+    raise UnsupportedModuleError("nn.Flatten on a sequence mixes time into features and cannot be streamed", where=path)
 
 
 # ---------------------------------------------------------------- torch recurrent modules
@@ -272,8 +301,11 @@ def _layer_init(init, layer: int, kind: str) -> dict:
         a = np.asarray(a, np.float64)
         a = a.reshape(a.shape[0] if a.ndim == 3 else 1, -1, a.shape[-1])  # (layers, batch or 1, H)
         if not np.all(a == a[:, :1]):
-            raise UnsupportedModuleError("an initial state that differs between the examples of a batch",
-                                         where=kind, hint="a scan starts every sequence from the same state")
+            raise UnsupportedModuleError(
+                "an initial state that differs between the examples of a batch",
+                where=kind,
+                hint="a scan starts every sequence from the same state",
+            )
         row = a[layer if a.shape[0] > layer else 0, 0]
         if np.any(row != 0):
             out[name] = row
@@ -295,9 +327,11 @@ def _torch_rnn(ctx, m, path, v, init=None):
     kind = type(m).__name__
     if getattr(m, "proj_size", 0):
         raise UnsupportedModuleError(
-            "LSTM with proj_size is not supported", where=path,
+            "LSTM with proj_size is not supported",
+            where=path,
             hint="use proj_size=0 and an nn.Linear after the LSTM, or write the cell as a loop over "
-                 "nn.LSTMCell followed by the projection")
+            "nn.LSTMCell followed by the projection",
+        )
     _need_layout(v, ("BTF",) if m.batch_first else ("TBF",), path, f"{kind}(batch_first={m.batch_first})")
     if m.bidirectional:
         return _bidirectional(ctx, m, path, v, kind, init)
@@ -319,8 +353,11 @@ def _bidirectional(ctx, m, path, v, kind: str, init):
     """A bidirectional layer = the forward scan and the backward scan run on the reversed window, its
     output reversed back, concatenated (a window graph)."""
     if init is not None:
-        raise UnsupportedModuleError(f"an initial state passed to a bidirectional {kind}", where=path,
-                                     hint="start it from zeros (omit h0), or use a unidirectional layer")
+        raise UnsupportedModuleError(
+            f"an initial state passed to a bidirectional {kind}",
+            where=path,
+            hint="start it from zeros (omit h0), or use a unidirectional layer",
+        )
     ctx.window.append(f"'{path}' is a bidirectional {kind}, whose backward direction reads the window from its end")
     cur = v
     back = cur
@@ -333,8 +370,9 @@ def _bidirectional(ctx, m, path, v, kind: str, init):
         cur = Val(ctx.add(O.Concat(), [fwd, Val(bwd, v.layout)], f"{name}.concat"), v.layout)
     # h_n[-1] is the backward direction's final state: the last step of its (reversed-time) output;
     # h_n[-2] the forward direction's
-    return TupleVal((cur, StateVal(back, path, ("h", "c") if kind == "LSTM" else ("h",), layers=2 * m.num_layers,
-                                   forward_last=fwd)))
+    return TupleVal(
+        (cur, StateVal(back, path, ("h", "c") if kind == "LSTM" else ("h",), layers=2 * m.num_layers, forward_last=fwd))
+    )
 
 
 # ---------------------------------------------------------------- edgeseq.nn modules
@@ -374,34 +412,60 @@ def _register_edgeseq_nn() -> None:
         w = np_(m.proj.weight)
         b = np_(m.proj.bias)
         h = m.hidden_size
-        part = lambda a, i: None if a is None else a[i * h:(i + 1) * h]  # noqa: E731
+        part = lambda a, i: None if a is None else a[i * h : (i + 1) * h]  # noqa: E731
         if isinstance(m, enn.MinGRU):
             op: O.Op = O.MinGRU(w_z=part(w, 0), w_h=part(w, 1), b_z=part(b, 0), b_h=part(b, 1), candidate=m.candidate)
         else:
-            op = O.MinLSTM(w_f=part(w, 0), w_i=part(w, 1), w_h=part(w, 2), b_f=part(b, 0), b_i=part(b, 1),
-                           b_h=part(b, 2), candidate=m.candidate)
+            op = O.MinLSTM(
+                w_f=part(w, 0),
+                w_i=part(w, 1),
+                w_h=part(w, 2),
+                b_f=part(b, 0),
+                b_i=part(b, 1),
+                b_h=part(b, 2),
+                candidate=m.candidate,
+            )
         out = Val(ctx.add(op, v, path), "BTF")
         return TupleVal((out, StateVal(out, path)))
 
     @converter(enn.LMU)
     def _lmu(ctx, m, path, v):
         _need_layout(v, ("BTF",), path, "edgeseq.nn.LMU")
-        op = O.LMU(e_x=np_(m.e_x), order=m.order, theta=m.theta, e_h=np_(m.e_h), e_m=np_(m.e_m), b_u=np_(m.b_u),
-                   w_m=np_(m.w_m), w_x=np_(m.w_x), w_h=np_(m.w_h), b_h=np_(m.b_h), discretizer=m.discretizer,
-                   act=m.act)
+        op = O.LMU(
+            e_x=np_(m.e_x),
+            order=m.order,
+            theta=m.theta,
+            e_h=np_(m.e_h),
+            e_m=np_(m.e_m),
+            b_u=np_(m.b_u),
+            w_m=np_(m.w_m),
+            w_x=np_(m.w_x),
+            w_h=np_(m.w_h),
+            b_h=np_(m.b_h),
+            discretizer=m.discretizer,
+            act=m.act,
+        )
         out = Val(ctx.add(op, v, path), "BTF")
         return TupleVal((out, StateVal(out, path)))
 
     def _neuron(pop) -> O.NeuronParams:
-        return O.NeuronParams(beta=np_(pop.beta), threshold=np_(pop.threshold), alpha=np_(pop.alpha),
-                              reset=pop.reset, reset_delay=pop.reset_delay)
+        return O.NeuronParams(
+            beta=np_(pop.beta),
+            threshold=np_(pop.threshold),
+            alpha=np_(pop.alpha),
+            reset=pop.reset,
+            reset_delay=pop.reset_delay,
+        )
 
     def _lif_op(lif) -> O.Op:
         p = lif.pop
         cls = O.CuBaLIF if p.synaptic else O.LIF
-        rec = dict(recurrence=lif.recurrence, v_rec=np_(lif.v_rec),
-                   w_rec=None if lif.rec is None else np_(lif.rec.weight),
-                   b_rec=None if lif.rec is None else np_(lif.rec.bias))
+        rec = dict(
+            recurrence=lif.recurrence,
+            v_rec=np_(lif.v_rec),
+            w_rec=None if lif.rec is None else np_(lif.rec.weight),
+            b_rec=None if lif.rec is None else np_(lif.rec.bias),
+        )
         return cls(neuron=_neuron(p), emit=lif.emit, **rec)
 
     @converter(enn.LIF)
@@ -424,9 +488,21 @@ def _register_edgeseq_nn() -> None:
             p = m.enc_pop
             cls = O.CuBaLIF if p.synaptic else O.LIF
             cur = Val(ctx.add(cls(neuron=_neuron(p)), cur, f"{path}.enc_pop"), "BTF")
-        op = O.L2MU(a=np_(m.a), b=np_(m.b), e_x=np_(m.e_x), w_m=np_(m.w_m), u_neuron=_neuron(m.u_pop),
-                    m_neuron=_neuron(m.m_pop), h_neuron=_neuron(m.h_pop),
-                    e_h=np_(m.e_h), e_m=np_(m.e_m), b_u=np_(m.b_u), w_x=np_(m.w_x), w_h=np_(m.w_h), b_h=np_(m.b_h))
+        op = O.L2MU(
+            a=np_(m.a),
+            b=np_(m.b),
+            e_x=np_(m.e_x),
+            w_m=np_(m.w_m),
+            u_neuron=_neuron(m.u_pop),
+            m_neuron=_neuron(m.m_pop),
+            h_neuron=_neuron(m.h_pop),
+            e_h=np_(m.e_h),
+            e_m=np_(m.e_m),
+            b_u=np_(m.b_u),
+            w_x=np_(m.w_x),
+            w_h=np_(m.w_h),
+            b_h=np_(m.b_h),
+        )
         out = Val(ctx.add(op, cur, path), "BTF")
         return TupleVal((out, StateVal(out, path)))
 

@@ -54,13 +54,36 @@ __all__ = ["NirOptions", "Semantics", "load_nir", "nir_to_graph", "NEURONS", "SU
 SNNTORCH_DT = 1e-4
 NEURONS = ("I", "IF", "LI", "LIF", "CubaLI", "CubaLIF")
 SPIKING = ("IF", "LIF", "CubaLIF")
-SUPPORTED = ("Input", "Output", "Affine", "Linear", "Scale", "Conv1d", "Conv2d", "SumPool2d", "AvgPool2d",
-             "Flatten", "Threshold", "Delay", "NIRGraph") + NEURONS
+SUPPORTED = (
+    "Input",
+    "Output",
+    "Affine",
+    "Linear",
+    "Scale",
+    "Conv1d",
+    "Conv2d",
+    "SumPool2d",
+    "AvgPool2d",
+    "Flatten",
+    "Threshold",
+    "Delay",
+    "NIRGraph",
+) + NEURONS
 _PARAMS = {  # required parameters of each node type
-    "Affine": ("weight", "bias"), "Linear": ("weight",), "Scale": ("scale",), "Threshold": ("threshold",),
-    "Delay": ("delay",), "Conv1d": ("weight",), "Conv2d": ("weight",), "SumPool2d": ("kernel_size",),
-    "AvgPool2d": ("kernel_size",), "I": ("r",), "IF": ("r", "v_threshold"), "LI": ("tau", "r", "v_leak"),
-    "LIF": ("tau", "r", "v_leak", "v_threshold"), "CubaLI": ("tau_syn", "tau_mem", "r", "v_leak"),
+    "Affine": ("weight", "bias"),
+    "Linear": ("weight",),
+    "Scale": ("scale",),
+    "Threshold": ("threshold",),
+    "Delay": ("delay",),
+    "Conv1d": ("weight",),
+    "Conv2d": ("weight",),
+    "SumPool2d": ("kernel_size",),
+    "AvgPool2d": ("kernel_size",),
+    "I": ("r",),
+    "IF": ("r", "v_threshold"),
+    "LI": ("tau", "r", "v_leak"),
+    "LIF": ("tau", "r", "v_leak", "v_threshold"),
+    "CubaLI": ("tau_syn", "tau_mem", "r", "v_leak"),
     "CubaLIF": ("tau_syn", "tau_mem", "r", "v_leak", "v_threshold"),
 }
 MAX_DENSE = 1 << 22  # elements of the dense matrix of a per-step convolution / pooling
@@ -101,8 +124,9 @@ def _enum(cls, value, what: str):
     try:
         return cls(value.value if isinstance(value, cls) else str(value))
     except ValueError:
-        raise ConfigError(f"unknown {what} '{value}'; choose one of: {', '.join(m.value for m in cls)}",
-                          where=f"nir.{what}") from None
+        raise ConfigError(
+            f"unknown {what} '{value}'; choose one of: {', '.join(m.value for m in cls)}", where=f"nir.{what}"
+        ) from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -167,8 +191,11 @@ def _flatten(group: dict, prefix: str, src: str, nodes: dict, edges: list, depth
             local[str(key)] = "graph"
             continue
         if kind not in SUPPORTED:
-            raise UnsupportedOpError(f"NIR node type '{kind}' is not supported", where=_where(src, name),
-                                     hint="supported: " + ", ".join(SUPPORTED))
+            raise UnsupportedOpError(
+                f"NIR node type '{kind}' is not supported",
+                where=_where(src, name),
+                hint="supported: " + ", ".join(SUPPORTED),
+            )
         params = {}
         for k, v in body.items():
             if k in ("type", "metadata", "input_type", "output_type"):
@@ -184,8 +211,14 @@ def _flatten(group: dict, prefix: str, src: str, nodes: dict, edges: list, depth
         missing = [k for k in _PARAMS.get(kind, ()) if k not in params]
         if missing:
             raise IRFormatError(f"{kind} node lacks {', '.join(missing)}", where=_where(src, name))
-        meta = {k: _text(v) if not isinstance(v, np.ndarray) or v.dtype == object else v
-                for k, v in (body.get("metadata") or {}).items()} if isinstance(body.get("metadata"), dict) else {}
+        meta = (
+            {
+                k: _text(v) if not isinstance(v, np.ndarray) or v.dtype == object else v
+                for k, v in (body.get("metadata") or {}).items()
+            }
+            if isinstance(body.get("metadata"), dict)
+            else {}
+        )
         nodes[name] = NNode(name, kind, params, meta)
         local[str(key)] = kind
     for s, d in _edges(group.get("edges", []), where):
@@ -201,13 +234,18 @@ def _resolve(ref: str, prefix: str, local: dict, nodes: dict, side: str, src: st
     head = ref.split(".")[0]
     if local.get(ref) == "graph" or (local.get(head) == "graph" and ref == head):
         kind = "Input" if side == "in" else "Output"
-        ends = [n for n, v in nodes.items() if n.startswith(full + ".") and v.type == kind
-                and "." not in n[len(full) + 1:]]
+        ends = [
+            n for n, v in nodes.items() if n.startswith(full + ".") and v.type == kind and "." not in n[len(full) + 1 :]
+        ]
         if len(ends) != 1:
-            raise IRFormatError(f"edge into nested graph '{ref}' needs exactly one {kind} node there, found "
-                                f"{len(ends)}", where=_where(src, full))
+            raise IRFormatError(
+                f"edge into nested graph '{ref}' needs exactly one {kind} node there, found {len(ends)}",
+                where=_where(src, full),
+            )
         return ends[0]
-    raise IRFormatError(f"edge refers to unknown node '{ref}'", where=_where(src, prefix.rstrip(".")) if prefix else src)
+    raise IRFormatError(
+        f"edge refers to unknown node '{ref}'", where=_where(src, prefix.rstrip(".")) if prefix else src
+    )
 
 
 def read_nir(source) -> tuple[dict[str, NNode], list[tuple[str, str]], str, dict]:
@@ -253,8 +291,10 @@ def _dense(fn, in_shape: tuple[int, ...], where: str) -> np.ndarray:
         probe = fn(torch.zeros((1,) + in_shape, dtype=torch.float64))
         n_out = int(np.prod(probe.shape[1:]))
         if n_in * n_out > MAX_DENSE:
-            raise ShapeError(f"a per-step map of {n_in} -> {n_out} values is too large to unroll "
-                             f"(more than {MAX_DENSE} weights)", where=where)
+            raise ShapeError(
+                f"a per-step map of {n_in} -> {n_out} values is too large to unroll (more than {MAX_DENSE} weights)",
+                where=where,
+            )
         cols = []
         for s in range(0, n_in, 1024):
             eye = torch.zeros((min(1024, n_in - s), n_in), dtype=torch.float64)
@@ -295,8 +335,9 @@ def _conv_map(node: NNode, in_shape: tuple[int, ...], where: str):
     try:
         mat, out_shape, offset = _dense(lambda x: conv(x, wt, b, **kw), in_shape, where)
     except RuntimeError as e:
-        raise ShapeError(f"{node.type} does not fit its input {in_shape}: {str(e).splitlines()[0][:160]}",
-                         where=where) from None
+        raise ShapeError(
+            f"{node.type} does not fit its input {in_shape}: {str(e).splitlines()[0][:160]}", where=where
+        ) from None
     return mat, offset, out_shape
 
 
@@ -308,8 +349,11 @@ def _pool_map(node: NNode, in_shape: tuple[int, ...], where: str):
     k = _shape_of(node.p["kernel_size"])
     stride = _shape_of(node.p.get("stride", node.p["kernel_size"]))
     pad = _shape_of(node.p.get("padding", [0]))
-    k, stride, pad = (k * 2 if len(k) == 1 else k), (stride * 2 if len(stride) == 1 else stride), \
-        (pad * 2 if len(pad) == 1 else pad)
+    k, stride, pad = (
+        (k * 2 if len(k) == 1 else k),
+        (stride * 2 if len(stride) == 1 else stride),
+        (pad * 2 if len(pad) == 1 else pad),
+    )
     if node.type == "AvgPool2d":
         fn = lambda x: F.avg_pool2d(x, k, stride, pad)  # noqa: E731
     else:
@@ -329,7 +373,11 @@ def _is_snntorch_export(nodes: Mapping[str, NNode]) -> bool:
     for n in neurons:
         p = n.p
         tau = p["tau"] if n.type == "LIF" else p["tau_mem"]
-        if np.any(p["v_leak"]) or np.any(p.get("v_reset", 0.0)) or not np.allclose(p["r"], tau / SNNTORCH_DT, rtol=1e-5):
+        if (
+            np.any(p["v_leak"])
+            or np.any(p.get("v_reset", 0.0))
+            or not np.allclose(p["r"], tau / SNNTORCH_DT, rtol=1e-5)
+        ):
             return False
         if n.type == "CubaLIF" and not np.allclose(p.get("w_in", 1.0), p["tau_syn"] / SNNTORCH_DT, rtol=1e-5):
             return False
@@ -368,8 +416,9 @@ def _rockpool_dt(nodes: Mapping[str, NNode]) -> Optional[float]:
 
 
 class _Converter:
-    def __init__(self, nodes: dict[str, NNode], edges: list[tuple[str, str]], where: str, opts: NirOptions,
-                 graph_meta: dict):
+    def __init__(
+        self, nodes: dict[str, NNode], edges: list[tuple[str, str]], where: str, opts: NirOptions, graph_meta: dict
+    ):
         self.nodes, self.edges, self.src, self.meta = nodes, edges, where, graph_meta
         sem, dt_default, method_default = opts.semantics, SNNTORCH_DT, "euler"
         if sem is Semantics.AUTO and (opts.dt is not None or opts.method is not None):
@@ -384,8 +433,11 @@ class _Converter:
                 sem = Semantics.ROCKPOOL if rp_dt is not None else Semantics.NIR
         if sem is Semantics.ROCKPOOL:
             if rp_dt is None:
-                raise ConfigError("the graph's neurons do not have Rockpool's export signature "
-                                  "(r = tau exp(-dt/tau)/dt, w_in = 1, v_leak = 0)", where=where)
+                raise ConfigError(
+                    "the graph's neurons do not have Rockpool's export signature "
+                    "(r = tau exp(-dt/tau)/dt, w_in = 1, v_leak = 0)",
+                    where=where,
+                )
             dt_default, method_default = rp_dt, "exact"
         self.semantics = sem
         self.dt = float(opts.dt if opts.dt is not None else graph_meta.get("edgeseq_dt", dt_default))
@@ -393,8 +445,11 @@ class _Converter:
         if sem is Semantics.ROCKPOOL and self.method is not Discretization.EXACT:
             raise ConfigError("Rockpool's neurons decay by exp(-dt/tau) (the exact discretisation)", where="nir.method")
         if self.semantics is Semantics.SNNTORCH and self.method is not Discretization.EULER:
-            raise ConfigError("snntorch semantics are forward Euler (beta = 1 - dt/tau)", where="nir.method",
-                              hint="use semantics='nir' for the exact discretisation")
+            raise ConfigError(
+                "snntorch semantics are forward Euler (beta = 1 - dt/tau)",
+                where="nir.method",
+                hint="use semantics='nir' for the exact discretisation",
+            )
         self.reset = opts.reset
         self.preds: dict[str, list[str]] = {n: [] for n in nodes}
         self.succ: dict[str, list[str]] = {n: [] for n in nodes}
@@ -413,8 +468,9 @@ class _Converter:
     def run(self) -> Graph:
         inputs = [n for n in self.nodes if self.nodes[n].type == "Input" and "." not in n]
         if len(inputs) != 1:
-            raise IRFormatError(f"edgeseq graphs take one input; the NIR graph has {len(inputs)} top-level "
-                                "Input nodes", where=self.src)
+            raise IRFormatError(
+                f"edgeseq graphs take one input; the NIR graph has {len(inputs)} top-level Input nodes", where=self.src
+            )
         inp = self.nodes[inputs[0]]
         shape = _shape_of(inp.p.get("shape", inp.p.get("input_type", [])))
         if not shape or min(shape) < 1:
@@ -435,10 +491,19 @@ class _Converter:
             else:
                 self._cycle(comp)
         outs = [self.value[o] for o in outputs]
-        md = {"source": f"nir:{Path(self.src).name}", "input_layout": "BTF", "input_shape": list(shape),
-              "nir": {"semantics": self.semantics.value, "dt": self.dt, "method": self.method.value,
-                      "reset": None if self.reset is None else self.reset.value,
-                      "version": self.meta.get("nir_version"), "nodes": self.map}}
+        md = {
+            "source": f"nir:{Path(self.src).name}",
+            "input_layout": "BTF",
+            "input_shape": list(shape),
+            "nir": {
+                "semantics": self.semantics.value,
+                "dt": self.dt,
+                "method": self.method.value,
+                "reset": None if self.reset is None else self.reset.value,
+                "version": self.meta.get("nir_version"),
+                "nodes": self.map,
+            },
+        }
         if self.cycles:
             md["nir"]["cycles"] = self.cycles
         return self.builder.build(outs, md)
@@ -520,8 +585,11 @@ class _Converter:
         d = self._vec(node, "delay", n) / self.dt
         steps = np.rint(d)
         if np.any(np.abs(d - steps) > 1e-6 * np.maximum(1.0, d)) or np.any(steps < 0):
-            raise ConfigError(f"delays must be whole multiples of dt={self.dt:g} s", where=self.where(node.name),
-                              hint="pass nir dt that divides every delay")
+            raise ConfigError(
+                f"delays must be whole multiples of dt={self.dt:g} s",
+                where=self.where(node.name),
+                hint="pass nir dt that divides every delay",
+            )
         k = int(steps.max()) + 1
         if k == 1:
             return x
@@ -546,21 +614,29 @@ class _Converter:
             v_reset = self._vec(node, "v_reset", n)
             v_reset = None if v_reset is None or not np.any(v_reset) else v_reset
         one = lambda a: None if a is None or np.all(a == 1.0) else a  # noqa: E731
-        return O.LeakyNeuron(decay=c["decay"], gain=one(c["gain"]), bias=c["bias"], syn_decay=c.get("syn_decay"),
-                             syn_gain=one(c.get("syn_gain")), threshold=thr, v_reset=v_reset,
-                             reset=reset if spiking else ResetRule.ZERO, emit="spikes" if spiking else "membrane")
+        return O.LeakyNeuron(
+            decay=c["decay"],
+            gain=one(c["gain"]),
+            bias=c["bias"],
+            syn_decay=c.get("syn_decay"),
+            syn_gain=one(c.get("syn_gain")),
+            threshold=thr,
+            v_reset=v_reset,
+            reset=reset if spiking else ResetRule.ZERO,
+            emit="spikes" if spiking else "membrane",
+        )
 
     def snn_neuron(self, node: NNode, n: int, rec: Optional[dict] = None) -> O.Op:
         """snntorch's own neuron for an exported LIF / CubaLIF (Leaky, Synaptic, RLeaky, RSynaptic)."""
-        p = node.p
         syn = node.type == "CubaLIF"
         beta = 1.0 - self.dt / self._vec(node, "tau_mem" if syn else "tau", n)
         alpha = 1.0 - self.dt / self._vec(node, "tau_syn", n) if syn else None
         default = ResetRule.ZERO if not syn and rec is None else ResetRule.ZERO_TOTAL
         reset = self.reset or ResetRule(node.meta.get("edgeseq_reset", default.value))
         if np.any(beta < 0) or (alpha is not None and np.any(alpha < 0)):
-            raise ConfigError(f"tau < dt={self.dt:g}: snntorch's beta = 1 - dt/tau would be negative",
-                              where=self.where(node.name))
+            raise ConfigError(
+                f"tau < dt={self.dt:g}: snntorch's beta = 1 - dt/tau would be negative", where=self.where(node.name)
+            )
         neuron = O.NeuronParams(beta=beta, threshold=self._vec(node, "v_threshold", n), alpha=alpha, reset=reset)
         cls = O.CuBaLIF if syn else O.LIF
         return cls(neuron=neuron, **(rec or {}))
@@ -571,8 +647,14 @@ class _Converter:
         decay = np.exp(-self.dt / self._vec(node, "tau_mem" if syn else "tau", n))
         syn_decay = np.exp(-self.dt / self._vec(node, "tau_syn", n)) if syn else None
         reset = self.reset or ResetRule.SUBTRACT
-        return O.LeakyNeuron(decay=decay, syn_decay=syn_decay, syn_gain=syn_decay, threshold=self._vec(
-            node, "v_threshold", n), reset=reset, v_reset=None)
+        return O.LeakyNeuron(
+            decay=decay,
+            syn_decay=syn_decay,
+            syn_gain=syn_decay,
+            threshold=self._vec(node, "v_threshold", n),
+            reset=reset,
+            v_reset=None,
+        )
 
     def _neuron(self, node: NNode, x: str, n: int) -> str:
         if self.semantics is Semantics.SNNTORCH and node.type in ("LIF", "CubaLIF"):
@@ -592,8 +674,9 @@ def nir_to_graph(nodes, edges, where: str, opts: NirOptions, graph_meta: Optiona
     return _Converter(nodes, edges, where, opts, graph_meta or {}).run()
 
 
-def load_nir(source, options: Optional[NirOptions] = None, *, metadata: Optional[Mapping[str, Any]] = None,
-             **kw) -> Graph:
+def load_nir(
+    source, options: Optional[NirOptions] = None, *, metadata: Optional[Mapping[str, Any]] = None, **kw
+) -> Graph:
     """A .nir file (path) or a ``nir.NIRGraph`` as an IR graph. ``options`` (or its fields as keyword
     arguments: dt, method, reset, semantics) choose the discretisation; see the module docstring."""
     opts = options if options is not None else NirOptions(**kw)

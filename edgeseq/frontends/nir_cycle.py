@@ -28,8 +28,10 @@ def lower_cycle(cv, comp: list[str]) -> None:
     kinds = {nodes[k].type for k in comp}
     neurons = [k for k in comp if nodes[k].type in ("I", "IF", "LI", "LIF", "CubaLI", "CubaLIF")]
     if not neurons:
-        raise ConfigError("a cycle without a neuron has no state to carry (an algebraic loop)",
-                          where=cv.where(", ".join(sorted(comp))))
+        raise ConfigError(
+            "a cycle without a neuron has no state to carry (an algebraic loop)",
+            where=cv.where(", ".join(sorted(comp))),
+        )
     _check_every_cycle_has_state(cv, comp, set(neurons))
     for k in comp:
         if nodes[k].type in ("Delay", "Input", "Output", "Conv1d", "Conv2d", "SumPool2d", "AvgPool2d"):
@@ -37,8 +39,13 @@ def lower_cycle(cv, comp: list[str]) -> None:
     ext = [(p, k) for k in comp for p in cv.preds[k] if p not in names]
     if not ext:
         raise ConfigError("a recurrent cycle that no input reaches", where=cv.where(", ".join(sorted(comp))))
-    if cv.semantics.value == "snntorch" and len(comp) == 2 and len(neurons) == 1 and \
-            kinds & set(_LINEAR) and _snn_pattern(cv, comp, neurons[0]):
+    if (
+        cv.semantics.value == "snntorch"
+        and len(comp) == 2
+        and len(neurons) == 1
+        and kinds & set(_LINEAR)
+        and _snn_pattern(cv, comp, neurons[0])
+    ):
         return
     _scan(cv, comp, ext, set(neurons))
 
@@ -50,8 +57,10 @@ def _check_every_cycle_has_state(cv, comp, neurons: set) -> None:
     succ = {k: [d for d in cv.succ[k] if d in rest] for k in rest}
     for c in strongly_connected(rest, succ):
         if len(c) > 1 or c[0] in succ[c[0]]:
-            raise ConfigError("a cycle that passes no neuron has no state to carry (an algebraic loop)",
-                              where=cv.where(", ".join(sorted(c))))
+            raise ConfigError(
+                "a cycle that passes no neuron has no state to carry (an algebraic loop)",
+                where=cv.where(", ".join(sorted(c))),
+            )
 
 
 def _ext_input(cv, ext: list[tuple[str, str]], name: str) -> tuple[str, dict]:
@@ -90,8 +99,9 @@ def _snn_pattern(cv, comp: list[str], lif: str) -> bool:
     else:
         W = r.p["weight"]
         if W.shape != (n_x, n_x):
-            raise ShapeError(f"recurrent weight has shape {W.shape}, the population has {n_x} neurons",
-                             where=cv.where(rec))
+            raise ShapeError(
+                f"recurrent weight has shape {W.shape}, the population has {n_x} neurons", where=cv.where(rec)
+            )
         bias = np.broadcast_to(r.p["bias"], (n_x,)) if r.type == "Affine" else None
         rec_kw = dict(recurrence=Recurrence.ALL_TO_ALL, w_rec=W, b_rec=bias)
     op = cv.snn_neuron(node, n_x, rec_kw)
@@ -176,8 +186,9 @@ def _scan(cv, comp: list[str], ext, neurons: set) -> None:
             if W.ndim != 2 or W.shape[1] != n:
                 raise ShapeError(f"{t} weight {W.shape} does not take the {n} values it receives", where=w)
             bias = b.param(f"{tag(k)}.bias", np.broadcast_to(node.p["bias"], (W.shape[0],))) if t == "Affine" else None
-            y = b.quant(f"{tag(k)}.y", b.affine([(b.param(f"{tag(k)}.weight", W, source=f"{tag(k)}.weight"), cur)],
-                                                 bias), INNER)
+            y = b.quant(
+                f"{tag(k)}.y", b.affine([(b.param(f"{tag(k)}.weight", W, source=f"{tag(k)}.weight"), cur)], bias), INNER
+            )
         elif t == "Scale":
             y = b.mul(b.param(f"{tag(k)}.scale", cv._vec(node, "scale", n)), cur)
         elif t == "Flatten":
@@ -186,8 +197,9 @@ def _scan(cv, comp: list[str], ext, neurons: set) -> None:
             y = b.gt(cur, b.param(f"{tag(k)}.threshold", cv._vec(node, "threshold", n)))
         elif k in neurons:
             op = ops[k] = cv.neuron_op(node, n)
-            spk, mem, st = population(b, op, cur, f"{tag(k)}.syn", f"{tag(k)}.mem", prefix=f"{tag(k)}.",
-                                      pop=f"{tag(k)}.")
+            spk, mem, st = population(
+                b, op, cur, f"{tag(k)}.syn", f"{tag(k)}.mem", prefix=f"{tag(k)}.", pop=f"{tag(k)}."
+            )
             nxt.update(st)
             y = spk if spk is not None else mem
         else:  # pragma: no cover - lower_cycle refuses the rest
@@ -213,8 +225,10 @@ def _scan(cv, comp: list[str], ext, neurons: set) -> None:
         cv.map[k] = ys[0]
     # the cycle's NIR structure, so that an export can write it back (parameters stay in the program)
     cv.cycles[ys[0]] = {
-        "nodes": [{"name": k, "type": cv.nodes[k].type, "tag": tag(k),
-                   **({"reset": ops[k].reset.value} if k in ops else {})} for k in order],
+        "nodes": [
+            {"name": k, "type": cv.nodes[k].type, "tag": tag(k), **({"reset": ops[k].reset.value} if k in ops else {})}
+            for k in order
+        ],
         "edges": [[s, d] for s, d in cv.edges if s in names and d in names],
         "inputs": [[cv.value[p], k] for p, k in ext],
         "outputs": leaving,

@@ -37,13 +37,12 @@ def neuron_op(m: nn.Module, path: str) -> O.Op:
     kind = type(m).__name__
     if kind not in NEURONS:
         raise UnsupportedModuleError(
-            f"snntorch.{kind} is not supported", where=path,
-            hint=f"supported snntorch neurons: {', '.join(NEURONS)}")
+            f"snntorch.{kind} is not supported", where=path, hint=f"supported snntorch neurons: {', '.join(NEURONS)}"
+        )
     if getattr(m, "inhibition", False):
         raise UnsupportedModuleError("lateral inhibition is not supported", where=path)
     if getattr(m, "state_quant", False):
-        raise UnsupportedModuleError("state_quant is not supported; quantize with edgeseq.quantize instead",
-                                     where=path)
+        raise UnsupportedModuleError("state_quant is not supported; quantize with edgeseq.quantize instead", where=path)
     mech = m.reset_mechanism
     if mech == "zero":
         reset = ResetRule.ZERO if kind == "Leaky" else ResetRule.ZERO_TOTAL
@@ -53,12 +52,19 @@ def neuron_op(m: nn.Module, path: str) -> O.Op:
     if kind == "RSynaptic" and not delay:
         raise UnsupportedModuleError(
             "snntorch 1.0's RSynaptic cannot run with reset_delay=False (it reads the unset spike argument)",
-            where=path, hint="use reset_delay=True")
+            where=path,
+            hint="use reset_delay=True",
+        )
     gsf = np_(getattr(m, "graded_spikes_factor", None))
     scale = None if gsf is None or (gsf.size == 1 and float(gsf.reshape(-1)[0]) == 1.0) else gsf
-    neuron = O.NeuronParams(beta=np_(m.beta), threshold=np_(m.threshold),
-                            alpha=np_(m.alpha) if kind in ("Synaptic", "RSynaptic") else None,
-                            reset=reset, reset_delay=delay, spike_scale=scale)
+    neuron = O.NeuronParams(
+        beta=np_(m.beta),
+        threshold=np_(m.threshold),
+        alpha=np_(m.alpha) if kind in ("Synaptic", "RSynaptic") else None,
+        reset=reset,
+        reset_delay=delay,
+        spike_scale=scale,
+    )
     rec: dict = {}
     if kind in ("RLeaky", "RSynaptic"):
         if m.all_to_all:
@@ -82,8 +88,7 @@ def capture_step_net(net: nn.Sequential, ctx: Ctx, x: Val) -> list[Val]:
         path = name
         if is_snntorch(m):
             if not getattr(m, "init_hidden", False):
-                raise UnsupportedModuleError(
-                    "snntorch neurons in nn.Sequential need init_hidden=True", where=path)
+                raise UnsupportedModuleError("snntorch neurons in nn.Sequential need init_hidden=True", where=path)
             op = neuron_op(m, path)
             outs = ctx.add(op, cur, path)
             if op.emit in ("both", "all"):
@@ -98,8 +103,10 @@ def capture_step_net(net: nn.Sequential, ctx: Ctx, x: Val) -> list[Val]:
         if conv is None or type(m) in (nn.RNN, nn.GRU, nn.LSTM, nn.Conv1d, nn.BatchNorm1d):
             raise UnsupportedModuleError(
                 f"{type(m).__module__}.{type(m).__name__} is not supported inside an snntorch step network",
-                where=path, hint="step networks may hold Linear, LayerNorm, activations, Dropout and "
-                                 "snntorch Leaky/RLeaky/Synaptic/RSynaptic")
+                where=path,
+                hint="step networks may hold Linear, LayerNorm, activations, Dropout and "
+                "snntorch Leaky/RLeaky/Synaptic/RSynaptic",
+            )
         cur = conv(ctx, m, path, cur)
     return [cur]
 

@@ -8,7 +8,25 @@ from .serialize import load, save
 from .types import Act, Discretizer, ReadoutMode, Recurrence, ResetRule, ValueType
 
 __all__ = [
-    "Act", "Discretizer", "Graph", "GraphBuilder", "Input", "NeuronParams", "Node", "OP_REGISTRY", "Op",
-    "ReadoutMode", "Recurrence", "ResetRule", "ValueType", "lmu_matrices", "load", "op_class", "reference",
-    "run", "run_chunked", "save", "struct_equal",
+    "Act",
+    "Discretizer",
+    "Graph",
+    "GraphBuilder",
+    "Input",
+    "NeuronParams",
+    "Node",
+    "OP_REGISTRY",
+    "Op",
+    "ReadoutMode",
+    "Recurrence",
+    "ResetRule",
+    "ValueType",
+    "lmu_matrices",
+    "load",
+    "op_class",
+    "reference",
+    "run",
+    "run_chunked",
+    "save",
+    "struct_equal",
 ]

@@ -7,7 +7,6 @@ from scipy import special
 
 from .types import Act
 
-
 #: activations that quantize as a clamp of the integers (no table): the output keeps the input's grid
 CLAMP_ACTS = (Act.IDENTITY, Act.RELU, Act.HARDTANH)
 

@@ -43,8 +43,10 @@ def leak_coefficients(tau, dt: float, method: Discretization) -> tuple[np.ndarra
     if method is Discretization.EULER:
         a = dt / tau
         if np.any(a > 1):
-            raise ConfigError(f"forward Euler with dt={dt:g} is unstable for tau={float(np.min(tau)):.3g} < dt",
-                              hint="use a smaller dt or the exact discretisation")
+            raise ConfigError(
+                f"forward Euler with dt={dt:g} is unstable for tau={float(np.min(tau)):.3g} < dt",
+                hint="use a smaller dt or the exact discretisation",
+            )
         return 1.0 - a, a
     decay = np.exp(-dt / tau)
     return decay, 1.0 - decay
@@ -54,8 +56,10 @@ def tau_from_decay(decay, dt: float, method: Discretization) -> np.ndarray:
     """The time constant whose step coefficient is ``decay`` (the inverse of :func:`leak_coefficients`)."""
     decay = _arr(decay)
     if np.any(decay <= 0) or np.any(decay >= 1):
-        raise ConfigError(f"a decay in (0, 1) is needed for a time constant, got [{float(np.min(decay)):.3g}, "
-                          f"{float(np.max(decay)):.3g}]")
+        raise ConfigError(
+            f"a decay in (0, 1) is needed for a time constant, got [{float(np.min(decay)):.3g}, "
+            f"{float(np.max(decay)):.3g}]"
+        )
     return dt / (1.0 - decay) if method is Discretization.EULER else -dt / np.log(decay)
 
 

@@ -137,8 +137,10 @@ class Graph:
         why = self.metadata.get("window") or f"node '{n.name}' ({n.op.kind}) reads future steps"
         raise UnsupportedOpError(
             f"{what} needs a streaming graph, and this is a window graph ({why}): it runs on whole windows",
-            hint=hint or "export it whole-window (edgeseq export --target onnx, without --streaming); or make "
-                         "the model causal (a unidirectional RNN, left-only padding) to stream it")
+            hint=hint
+            or "export it whole-window (edgeseq export --target onnx, without --streaming); or make "
+            "the model causal (a unidirectional RNN, left-only padding) to stream it",
+        )
 
     # -- derived graphs -------------------------------------------------------------------------
     def with_nodes(self, nodes: Iterable[Node], outputs: Sequence[str] | None = None, **meta: Any) -> "Graph":

@@ -20,9 +20,9 @@ from scipy import special
 from ..errors import ConfigError, ShapeError
 from ..util.finite import as_array, check_finite
 from . import ops as O
-from .graph import Graph, Node
 from .activations import activation
-from .types import Act, ReadoutMode, Recurrence, ResetRule
+from .graph import Graph
+from .types import ReadoutMode, Recurrence, ResetRule
 
 State = dict[str, np.ndarray]
 
@@ -61,8 +61,14 @@ def _b(p: dict, name: str):
 # spiking neurons (snntorch semantics, see NeuronParams)
 
 
-def neuron_step(n: O.NeuronParams, p: dict, prefix: str, current: np.ndarray, st: Mapping[str, np.ndarray],
-                names: tuple[str, str] = ("syn", "mem")) -> tuple[np.ndarray, dict]:
+def neuron_step(
+    n: O.NeuronParams,
+    p: dict,
+    prefix: str,
+    current: np.ndarray,
+    st: Mapping[str, np.ndarray],
+    names: tuple[str, str] = ("syn", "mem"),
+) -> tuple[np.ndarray, dict]:
     """One step of a LIF / CuBa-LIF population. ``p`` holds the prepared arrays ('<prefix>beta', ...);
     ``st`` the previous state under ``names``. Returns (spikes, new state)."""
     syn_key, mem_key = names
@@ -327,8 +333,12 @@ def _lif_like(op, p, xs, st):
     spk, new = neuron_step(op.neuron, p, "neuron.", current, st)
     if op.recurrence is not Recurrence.NONE:
         new["spk"] = spk
-    out = {"spikes": (spk,), "membrane": (new["mem"],), "both": (spk, new["mem"]),
-           "all": (spk, new.get("syn"), new["mem"])}[op.emit]
+    out = {
+        "spikes": (spk,),
+        "membrane": (new["mem"],),
+        "both": (spk, new["mem"]),
+        "all": (spk, new.get("syn"), new["mem"]),
+    }[op.emit]
     return out, new
 
 
@@ -474,8 +484,7 @@ def check_state(graph: Graph, state: Mapping[str, np.ndarray], batch: int, dtype
     return out
 
 
-def run(graph: Graph, x, state: Mapping[str, np.ndarray] | None = None, *, dtype=np.float64,
-        trace: bool = False):
+def run(graph: Graph, x, state: Mapping[str, np.ndarray] | None = None, *, dtype=np.float64, trace: bool = False):
     """Execute ``graph`` on ``x`` (B, T, F) from ``state`` (zeros if None).
 
     Returns ``(outputs, new_state)`` with one array per graph output; with ``trace=True`` returns
@@ -491,8 +500,9 @@ def run(graph: Graph, x, state: Mapping[str, np.ndarray] | None = None, *, dtype
     types = graph.value_types
     seq_nodes = [n for n in graph.nodes if all(types[i].temporal for i in n.inputs)]
     pooled_nodes = [n for n in graph.nodes if n not in seq_nodes]
-    local = {n.name: {k.split("/", 1)[1]: v for k, v in st.items() if k.split("/", 1)[0] == n.name}
-             for n in graph.nodes}
+    local = {
+        n.name: {k.split("/", 1)[1]: v for k, v in st.items() if k.split("/", 1)[0] == n.name} for n in graph.nodes
+    }
     prepared = {n.name: _prep(n.op, dtype) for n in graph.nodes}
 
     want = set(types) if trace else {o for o in graph.outputs if types[o].temporal}

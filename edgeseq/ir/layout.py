@@ -39,8 +39,10 @@ def to_ir(graph, x, layout: Optional[str] = None) -> np.ndarray:
     x = as_array(x, "input")
     if lay == "static":
         if x.ndim != 2:
-            raise ShapeError(f"this model takes a static (batch, features) input, got shape {x.shape}",
-                             hint="pass layout='BTF' to give the per-step (B, T, F) sequence directly")
+            raise ShapeError(
+                f"this model takes a static (batch, features) input, got shape {x.shape}",
+                hint="pass layout='BTF' to give the per-step (B, T, F) sequence directly",
+            )
         steps = int(graph.metadata.get("static_steps", 1))
         return np.repeat(x[:, None, :], steps, axis=1)
     if x.ndim != 3:

@@ -165,9 +165,7 @@ def op_class(kind: str) -> type["Op"]:
     try:
         return OP_REGISTRY[kind]
     except KeyError:
-        raise ConfigError(
-            f"unknown op kind '{kind}'; registered kinds: {', '.join(sorted(OP_REGISTRY))}"
-        ) from None
+        raise ConfigError(f"unknown op kind '{kind}'; registered kinds: {', '.join(sorted(OP_REGISTRY))}") from None
 
 
 @dataclass(frozen=True, eq=False)
@@ -200,9 +198,7 @@ class Op(Struct):
 
     def _features(self, ins: Sequence[ValueType], expected: int, what: str = "input") -> None:
         if ins[0].features != expected:
-            raise ShapeError(
-                f"{self.kind} expects {expected} {what} features, got {ins[0].features}"
-            )
+            raise ShapeError(f"{self.kind} expects {expected} {what} features, got {ins[0].features}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -469,11 +465,11 @@ class RNN(_ScanOp):
 class GRU(_ScanOp):
     """GRU in torch's convention: gates stacked [r, z, n] in w_ih / w_hh (3H rows each).
 
-        r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
-        z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
-        n = tanh(W_in x + b_in + r * (W_hn h + b_hn))        reset_after=True  (torch, ONNX lbr=1)
-        n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)        reset_after=False (Cho et al.)
-        h' = (1 - z) * n + z * h
+    r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
+    z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+    n = tanh(W_in x + b_in + r * (W_hn h + b_hn))        reset_after=True  (torch, ONNX lbr=1)
+    n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)        reset_after=False (Cho et al.)
+    h' = (1 - z) * n + z * h
     """
 
     kind = "GRU"
@@ -774,8 +770,9 @@ class Scan(_ScanOp):
     def infer(self, ins):
         self._one_temporal(ins)
         self._features(ins, self.input_size)
-        spikes = {p.out for p in self.program.body if getattr(p, "point", None) is not None
-                  and p.point.role.value == "spikes"}  # outputs quantized as 0/1 spikes are spike values
+        spikes = {
+            p.out for p in self.program.body if getattr(p, "point", None) is not None and p.point.role.value == "spikes"
+        }  # outputs quantized as 0/1 spikes are spike values
         return tuple(ValueType(self.program.size(o), spikes=o in spikes) for o in self.program.outputs)
 
     def state_shapes(self, ins):
@@ -931,8 +928,11 @@ class L2MU(_SpikingOp):
 
     def state_shapes(self, ins):
         s: dict[str, tuple[int, ...]] = {}
-        for pop, neuron, n in (("u", self.u_neuron, self.memory_d), ("m", self.m_neuron, self.memory_size),
-                               ("h", self.h_neuron, self.hidden_size)):
+        for pop, neuron, n in (
+            ("u", self.u_neuron, self.memory_d),
+            ("m", self.m_neuron, self.memory_size),
+            ("h", self.h_neuron, self.hidden_size),
+        ):
             for name in neuron.state_names():
                 s[f"{pop}_{name}"] = (n,)
         s["s_m"] = (self.memory_size,)
@@ -1016,8 +1016,7 @@ def struct_equal(a: Any, b: Any) -> bool:
             if (va is None) != (vb is None) or (va is not None and not struct_equal(va, vb)):
                 return False
         elif kind == "program":
-            if va.to_json() != vb.to_json() or any(va.params[k].tobytes() != vb.params[k].tobytes()
-                                                   for k in va.params):
+            if va.to_json() != vb.to_json() or any(va.params[k].tobytes() != vb.params[k].tobytes() for k in va.params):
                 return False
         elif va != vb:
             return False

@@ -95,6 +95,7 @@ def to_bytes(graph: Graph) -> bytes:
         "graph_sha256": digest(graph),
     }
     out = io.BytesIO()
+
     def entry(name: str) -> zipfile.ZipInfo:  # a fixed timestamp: the same graph gives the same bytes
         info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
         info.compress_type = zipfile.ZIP_DEFLATED
@@ -129,8 +130,11 @@ def _decode_struct(cls, enc: dict, arrays: dict[str, np.ndarray], where: str):
         elif f.metadata.get("kind") == "program":
             v = _decode_program(v, arrays, where)
         elif _json_type_ok(_hints(cls).get(name), v) is False:
-            raise IRFormatError(f"attribute '{name}' of {cls.__name__} must be {_hint_text(_hints(cls)[name])}, "
-                                f"got {S.kind_of(v)} {v!r:.40}", where=where)
+            raise IRFormatError(
+                f"attribute '{name}' of {cls.__name__} must be {_hint_text(_hints(cls)[name])}, "
+                f"got {S.kind_of(v)} {v!r:.40}",
+                where=where,
+            )
         kwargs[name] = v
     for name, key in enc["arrays"].items():
         if name not in known or known[name].metadata.get("kind") != "array":
@@ -150,8 +154,12 @@ def _decode_struct(cls, enc: dict, arrays: dict[str, np.ndarray], where: str):
 def _decode_program(enc, arrays: dict[str, np.ndarray], where: str):
     from .step import StepProgram
 
-    if not isinstance(enc, dict) or not isinstance(enc.get("program"), dict) or \
-            not isinstance(enc.get("array_prefix"), str) or not isinstance(enc["program"].get("params"), list):
+    if (
+        not isinstance(enc, dict)
+        or not isinstance(enc.get("program"), dict)
+        or not isinstance(enc.get("array_prefix"), str)
+        or not isinstance(enc["program"].get("params"), list)
+    ):
         raise IRFormatError("malformed step program", where=where)
     prefix = enc["array_prefix"]
     params = {}
@@ -210,16 +218,29 @@ def _hint_text(hint) -> str:
 # ----------------------------------------------------------------------------------------------
 # reading (untrusted input: every step goes through edgeseq.util.safeio)
 
-_NODE = S.Obj({"name": S.Str(max_len=256), "kind": S.Str(max_len=64), "inputs": S.List(S.Str(max_len=512)),
-               "outputs": S.List(S.Str(max_len=512), min_len=1), "attrs": S.Map(), "arrays": S.Map(S.Str())})
-GRAPH_SCHEMA = S.Obj({
-    "format": S.Str(), "schema_version": S.Int(),
-    "inputs": S.List(S.Obj({"name": S.Str(max_len=512), "features": S.Int(min=1, max=1 << 24)}), min_len=1,
-                     max_len=64),
-    "outputs": S.List(S.Str(max_len=512), min_len=1, max_len=4096),
-    "nodes": S.List(_NODE, max_len=100_000),
-    "arrays": S.Map(S.ARRAY_ENTRY, key=S.Str(max_len=512)),
-}, {"metadata": S.Map(), "producer": S.Str(), "graph_sha256": S.SHA256})
+_NODE = S.Obj(
+    {
+        "name": S.Str(max_len=256),
+        "kind": S.Str(max_len=64),
+        "inputs": S.List(S.Str(max_len=512)),
+        "outputs": S.List(S.Str(max_len=512), min_len=1),
+        "attrs": S.Map(),
+        "arrays": S.Map(S.Str()),
+    }
+)
+GRAPH_SCHEMA = S.Obj(
+    {
+        "format": S.Str(),
+        "schema_version": S.Int(),
+        "inputs": S.List(
+            S.Obj({"name": S.Str(max_len=512), "features": S.Int(min=1, max=1 << 24)}), min_len=1, max_len=64
+        ),
+        "outputs": S.List(S.Str(max_len=512), min_len=1, max_len=4096),
+        "nodes": S.List(_NODE, max_len=100_000),
+        "arrays": S.Map(S.ARRAY_ENTRY, key=S.Str(max_len=512)),
+    },
+    {"metadata": S.Map(), "producer": S.Str(), "graph_sha256": S.SHA256},
+)
 
 
 def _check_header(doc: Any, where: str) -> None:
@@ -228,8 +249,7 @@ def _check_header(doc: Any, where: str) -> None:
     version = doc.get("schema_version")
     if not isinstance(version, int) or isinstance(version, bool) or version > SCHEMA_VERSION or version < 1:
         raise IRFormatError(
-            f"IR schema version {version!r} is not supported by edgeseq {__version__} "
-            f"(supports 1..{SCHEMA_VERSION})",
+            f"IR schema version {version!r} is not supported by edgeseq {__version__} (supports 1..{SCHEMA_VERSION})",
             where=where,
             hint="upgrade edgeseq" if isinstance(version, int) and version > SCHEMA_VERSION else None,
         )
@@ -240,15 +260,15 @@ def read_arrays(z: SafeZip, table: Mapping[str, Mapping], member_of, what: str =
     budget before anything is read, then each member is read against its dtype, shape and hash."""
     total = sum(math.prod(e["shape"]) * np.dtype(e["dtype"]).itemsize for e in table.values())
     if z.budget.over(total):
-        raise IRFormatError(f"the file declares {human(total)} of arrays, more than {z.budget.limit_text()} allows",
-                            where=z.where)
+        raise IRFormatError(
+            f"the file declares {human(total)} of arrays, more than {z.budget.limit_text()} allows", where=z.where
+        )
     arrays = {}
     for key, info in table.items():
         member = member_of(key)
         if member not in z:
             raise IRFormatError(f"{what} '{key}' is missing from the file", where=z.where)
-        a = z.read_npy(member, dtype=info["dtype"], shape=info["shape"], sha256=info["sha256"],
-                       what=f"{what} '{key}'")
+        a = z.read_npy(member, dtype=info["dtype"], shape=info["shape"], sha256=info["sha256"], what=f"{what} '{key}'")
         a.setflags(write=False)
         arrays[key] = a
     return arrays
@@ -280,8 +300,9 @@ def read_graph(z: SafeZip, where: str) -> Graph:
     except (TypeError, ValueError, KeyError, IndexError, AttributeError, RecursionError) as e:
         raise IRFormatError(f"the graph in the file is inconsistent ({type(e).__name__}: {e})", where=where) from None
     if "graph_sha256" in doc and digest(graph) != doc["graph_sha256"]:
-        raise IRFormatError("graph.json was modified after saving (the graph does not match its content hash)",
-                            where=where)
+        raise IRFormatError(
+            "graph.json was modified after saving (the graph does not match its content hash)", where=where
+        )
     return graph
 
 
@@ -322,7 +343,11 @@ def digest(graph: Graph) -> str:
     for key, a in arrays.items():
         a = np.ascontiguousarray(a)
         table[key] = [a.dtype.str, list(a.shape), hashlib.sha256(a.tobytes()).hexdigest()]
-    doc = {"inputs": [[i.name, i.features] for i in graph.inputs], "outputs": list(graph.outputs), "nodes": nodes,
-           "arrays": table}
+    doc = {
+        "inputs": [[i.name, i.features] for i in graph.inputs],
+        "outputs": list(graph.outputs),
+        "nodes": nodes,
+        "arrays": table,
+    }
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -105,6 +105,4 @@ def parse_enum(cls: type[E], value: object, what: str | None = None) -> E:
         return cls(str(value).lower())
     except ValueError:
         choices = ", ".join(m.value for m in cls)
-        raise ConfigError(
-            f"unknown {what or cls.__name__} '{value}'; expected one of: {choices}"
-        ) from None
+        raise ConfigError(f"unknown {what or cls.__name__} '{value}'; expected one of: {choices}") from None

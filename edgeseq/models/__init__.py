@@ -33,9 +33,17 @@ def shipped_info() -> list[dict]:
     rows = []
     for name, d in shipped().items():
         m = _read_metrics(d)
-        rows.append({"name": name, "task": m.get("task"), "arch": m.get("arch"), "parameters": m.get("parameters"),
-                     "test_accuracy": (m.get("test") or {}).get("accuracy"), "command": m.get("command"),
-                     "path": str(d)})
+        rows.append(
+            {
+                "name": name,
+                "task": m.get("task"),
+                "arch": m.get("arch"),
+                "parameters": m.get("parameters"),
+                "test_accuracy": (m.get("test") or {}).get("accuracy"),
+                "command": m.get("command"),
+                "path": str(d),
+            }
+        )
     return rows
 
 
@@ -63,7 +71,8 @@ class LoadedModel:
     @property
     def is_spiking(self) -> bool:
         return any(t.spikes for t in self.graph.output_types) or any(
-            n.op.kind in ("LIF", "CuBaLIF", "L2MU") for n in self.graph.nodes)
+            n.op.kind in ("LIF", "CuBaLIF", "L2MU") for n in self.graph.nodes
+        )
 
 
 def load_model(spec, *, capture_steps: int = 16, nir_options=None) -> LoadedModel:
@@ -92,16 +101,18 @@ def load_model(spec, *, capture_steps: int = 16, nir_options=None) -> LoadedMode
 
         g = load(path)
         md = dict(g.metadata)
-        return LoadedModel(graph=g, source=str(path), name=name, task=md.get("task"),
-                           labels=tuple(md.get("labels", ())), metrics={})
+        return LoadedModel(
+            graph=g, source=str(path), name=name, task=md.get("task"), labels=tuple(md.get("labels", ())), metrics={}
+        )
     if path.suffix == ".nir":
         from ..frontends.nir import load_nir
 
         g = load_nir(path, nir_options, metadata={"name": name})
         return LoadedModel(graph=g, source=str(path), name=name, task=None, labels=(), metrics={})
     if path.suffix != ".ckpt":
-        raise CheckpointError(f"unknown model file type '{path.suffix}' (expected .ckpt, .esq or .nir)",
-                              where=str(path))
+        raise CheckpointError(
+            f"unknown model file type '{path.suffix}' (expected .ckpt, .esq or .nir)", where=str(path)
+        )
     from ..train.checkpoint import load_checkpoint
 
     module, doc = load_checkpoint(path)  # checks the file before torch is imported (bounded memory on any file)
@@ -122,5 +133,4 @@ def load_model(spec, *, capture_steps: int = 16, nir_options=None) -> LoadedMode
     if labels:
         meta["labels"] = list(labels)
     g = capture(module, torch.zeros(1, capture_steps, int(cfg["in_features"])), metadata=meta)
-    return LoadedModel(graph=g, module=module, source=str(path), name=name, task=task, labels=labels,
-                       metrics=metrics)
+    return LoadedModel(graph=g, module=module, source=str(path), name=name, task=task, labels=labels, metrics=metrics)

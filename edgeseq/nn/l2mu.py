@@ -31,12 +31,30 @@ class L2MU(nn.Module):
     are learnable per population when ``learn_neurons``.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, memory_d: int = 4, order: int = 8, theta: float = 32.0,
-                 encoder_size: int = 0, neuron: str = "leaky", beta: float = 0.9, alpha: float = 0.8,
-                 threshold: float = 1.0, reset: str = "subtract", reset_delay: bool = True,
-                 hidden_to_memory: bool = True, memory_to_memory: bool = True, input_to_hidden: bool = True,
-                 recurrent_hidden: bool = True, learn_memory: bool = True, learn_neurons: bool = True,
-                 surrogate: str = "atan", slope: float = 2.0, truncate_feedback: bool = True):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        memory_d: int = 4,
+        order: int = 8,
+        theta: float = 32.0,
+        encoder_size: int = 0,
+        neuron: str = "leaky",
+        beta: float = 0.9,
+        alpha: float = 0.8,
+        threshold: float = 1.0,
+        reset: str = "subtract",
+        reset_delay: bool = True,
+        hidden_to_memory: bool = True,
+        memory_to_memory: bool = True,
+        input_to_hidden: bool = True,
+        recurrent_hidden: bool = True,
+        learn_memory: bool = True,
+        learn_neurons: bool = True,
+        surrogate: str = "atan",
+        slope: float = 2.0,
+        truncate_feedback: bool = True,
+    ):
         super().__init__()
         self.truncate_feedback = bool(truncate_feedback)
         self.input_size, self.hidden_size, self.memory_d, self.order = input_size, hidden_size, memory_d, order
@@ -44,8 +62,20 @@ class L2MU(nn.Module):
         a_syn = alpha if neuron == "synaptic" else None
 
         def pop(n):
-            return NeuronPopulation(n, beta, threshold, a_syn, reset, reset_delay, learn_neurons, learn_neurons,
-                                    learn_neurons and a_syn is not None, False, surrogate, slope)
+            return NeuronPopulation(
+                n,
+                beta,
+                threshold,
+                a_syn,
+                reset,
+                reset_delay,
+                learn_neurons,
+                learn_neurons,
+                learn_neurons and a_syn is not None,
+                False,
+                surrogate,
+                slope,
+            )
 
         cell_in = input_size
         if encoder_size:
@@ -87,7 +117,7 @@ class L2MU(nn.Module):
 
     @staticmethod
     def _sub(state: dict[str, Tensor], name: str) -> dict[str, Tensor]:
-        return {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + "_")}
+        return {k[len(name) + 1 :]: v for k, v in state.items() if k.startswith(name + "_")}
 
     def step(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         new: dict[str, Tensor] = {}
@@ -124,8 +154,8 @@ class L2MU(nn.Module):
         """The whole sequence: the same equations as :meth:`step`, with the input-only parts (the
         spike encoder, a feed-forward LIF population, and the input projections) computed for all
         steps at once and the neuron parameters prepared once."""
-        from .spiking import _LeakyScan, _reset_and_fire
         from ..ir.types import ResetRule
+        from .spiking import _LeakyScan, _reset_and_fire
 
         b, steps, _ = x.shape
         state = self.init_state(b, x.device, x.dtype) if state is None else dict(state)
@@ -133,11 +163,18 @@ class L2MU(nn.Module):
         if self.enc is not None:
             pop = self.enc_pop
             cur = self.enc(x)
-            if (not pop.synaptic and pop.reset_delay and pop.reset in (ResetRule.SUBTRACT, ResetRule.NONE)
-                    and steps > 0):
+            if not pop.synaptic and pop.reset_delay and pop.reset in (ResetRule.SUBTRACT, ResetRule.NONE) and steps > 0:
                 beta = torch.as_tensor(pop.beta, dtype=x.dtype).clamp(0, 1)
-                xs, mem = _LeakyScan.apply(cur, state["enc_mem"], beta, pop.threshold.to(x.dtype),
-                                           pop.reset is ResetRule.SUBTRACT, True, pop.surrogate, pop.slope)
+                xs, mem = _LeakyScan.apply(
+                    cur,
+                    state["enc_mem"],
+                    beta,
+                    pop.threshold.to(x.dtype),
+                    pop.reset is ResetRule.SUBTRACT,
+                    True,
+                    pop.surrogate,
+                    pop.slope,
+                )
                 new["enc_mem"] = mem
             else:
                 st, outs = self._sub(state, "enc"), []
@@ -150,8 +187,11 @@ class L2MU(nn.Module):
             xs = x
         # per-step slices by unbind (indexing [:, t] would cost a full-size zero gradient per step)
         pre_u = (xs @ self.e_x.T + self.b_u).unbind(1)  # T x (B, d)
-        pre_h = (self.b_h + (xs @ self.w_x.T if self.w_x is not None else torch.zeros_like(xs[..., :1]))
-                 ).expand(b, steps, self.hidden_size).unbind(1)  # T x (B, H)
+        pre_h = (
+            (self.b_h + (xs @ self.w_x.T if self.w_x is not None else torch.zeros_like(xs[..., :1])))
+            .expand(b, steps, self.hidden_size)
+            .unbind(1)
+        )  # T x (B, H)
 
         def params(pop):
             beta = torch.as_tensor(pop.beta, dtype=x.dtype).clamp(0, 1)
@@ -163,8 +203,9 @@ class L2MU(nn.Module):
             if alpha is not None:
                 st["syn"] = alpha * st["syn"] + cur_t
                 cur_t = st["syn"]
-            spk, st["mem"] = _reset_and_fire(st["mem"], cur_t, beta, thr, pop.reset, pop.reset_delay, None,
-                                             pop.surrogate, pop.slope)
+            spk, st["mem"] = _reset_and_fire(
+                st["mem"], cur_t, beta, thr, pop.reset, pop.reset_delay, None, pop.surrogate, pop.slope
+            )
             return spk
 
         pu, pm, ph = params(self.u_pop), params(self.m_pop), params(self.h_pop)

@@ -15,8 +15,15 @@ class CausalConv1d(nn.Module):
     """Causal convolution over time on (B, T, C): left zero padding of (K-1)*dilation, stride 1.
     The weight has torch's Conv1d layout (out, in/groups, K)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1,
-                 groups: int = 1, bias: bool = True):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        dilation: int = 1,
+        groups: int = 1,
+        bias: bool = True,
+    ):
         super().__init__()
         self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, dilation=dilation, groups=groups, bias=bias)
         self.pad = (kernel_size - 1) * dilation
@@ -68,4 +75,3 @@ class Readout(nn.Module):
 
     def extra_repr(self) -> str:
         return self.mode.value
-

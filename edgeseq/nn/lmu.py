@@ -65,10 +65,22 @@ class LMU(nn.Module):
     forward(x, state=None) -> (y, state) with state {'m', 'h'}; step(x_t, state) -> (y_t, state).
     """
 
-    def __init__(self, input_size: int, hidden_size: int = 0, memory_d: int = 1, order: int = 8,
-                 theta: float = 16.0, discretizer: str = "zoh", hidden_to_memory: bool = False,
-                 memory_to_memory: bool = False, input_to_hidden: bool = False, hidden_cell: str = "rnn",
-                 activation: str = "tanh", memory_bias: bool = False, parallel: str | bool = "auto"):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int = 0,
+        memory_d: int = 1,
+        order: int = 8,
+        theta: float = 16.0,
+        discretizer: str = "zoh",
+        hidden_to_memory: bool = False,
+        memory_to_memory: bool = False,
+        input_to_hidden: bool = False,
+        hidden_cell: str = "rnn",
+        activation: str = "tanh",
+        memory_bias: bool = False,
+        parallel: str | bool = "auto",
+    ):
         super().__init__()
         if hidden_cell not in HIDDEN_CELLS:
             raise ConfigError(f"hidden_cell must be one of {HIDDEN_CELLS}, got '{hidden_cell}'")
@@ -100,8 +112,11 @@ class LMU(nn.Module):
         else:
             self.w_m = glorot(hidden_size, self.memory_size)
             self.w_x = glorot(hidden_size, input_size) if input_to_hidden else None
-            self.w_h = nn.Parameter(nn.init.orthogonal_(torch.empty(hidden_size, hidden_size))) \
-                if hidden_cell == "rnn" else None
+            self.w_h = (
+                nn.Parameter(nn.init.orthogonal_(torch.empty(hidden_size, hidden_size)))
+                if hidden_cell == "rnn"
+                else None
+            )
             self.b_h = nn.Parameter(torch.zeros(hidden_size))
 
     # -- helpers --------------------------------------------------------------------------------
@@ -114,7 +129,9 @@ class LMU(nn.Module):
             return False
         ok = self.e_h is None and self.e_m is None and self.hidden_cell != "rnn"
         if self.parallel is True and not ok:
-            raise ConfigError("the parallel LMU form needs no hidden_to_memory/memory_to_memory and a non-recurrent hidden cell")
+            raise ConfigError(
+                "the parallel LMU form needs no hidden_to_memory/memory_to_memory and a non-recurrent hidden cell"
+            )
         return ok
 
     def init_state(self, batch: int, device=None, dtype=torch.float32) -> dict[str, Tensor]:
@@ -199,5 +216,7 @@ class LMU(nn.Module):
         return y, new
 
     def extra_repr(self) -> str:
-        return (f"{self.input_size}, hidden={self.hidden_size}, memory_d={self.memory_d}, order={self.order}, "
-                f"theta={self.theta}, cell={self.hidden_cell}")
+        return (
+            f"{self.input_size}, hidden={self.hidden_size}, memory_d={self.memory_d}, order={self.order}, "
+            f"theta={self.theta}, cell={self.hidden_cell}"
+        )

@@ -85,8 +85,9 @@ def log_space_scan(log_a: Tensor, log_b: Tensor, h0: Optional[Tensor] = None) ->
 class _MinRNN(nn.Module):
     n_gates = 2
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, candidate: str = "minrnn_g",
-                 parallel: bool = True):
+    def __init__(
+        self, input_size: int, hidden_size: int, bias: bool = True, candidate: str = "minrnn_g", parallel: bool = True
+    ):
         super().__init__()
         if candidate not in ("minrnn_g", "identity"):
             raise ConfigError(f"candidate must be 'minrnn_g' or 'identity', got '{candidate}'")

@@ -50,9 +50,20 @@ class RecurrentClassifier(nn.Module):
     recurrence: a short learned filter bank over raw sensor / spectral frames that stays streamable
     (the device keeps ``stem_kernel - 1`` past frames)."""
 
-    def __init__(self, arch: str, in_features: int, n_classes: int, hidden: int = 64, layers: int = 1,
-                 readout: str = "last", input_mean=None, input_std=None, stem: int = 0, stem_kernel: int = 5,
-                 **cell: Any):
+    def __init__(
+        self,
+        arch: str,
+        in_features: int,
+        n_classes: int,
+        hidden: int = 64,
+        layers: int = 1,
+        readout: str = "last",
+        input_mean=None,
+        input_std=None,
+        stem: int = 0,
+        stem_kernel: int = 5,
+        **cell: Any,
+    ):
         super().__init__()
         self.arch = arch
         self.norm = _standardize(in_features, input_mean, input_std)
@@ -101,9 +112,20 @@ class RecurrentClassifier(nn.Module):
 class LIFClassifier(nn.Module):
     """standardize -> [linear -> LIF] x layers -> linear -> non-resetting LIF membrane -> mean."""
 
-    def __init__(self, in_features: int, n_classes: int, hidden: int = 64, layers: int = 2, beta: float = 0.9,
-                 threshold: float = 1.0, reset: str = "subtract", recurrent: bool = False,
-                 readout: str = "mean", input_mean=None, input_std=None):
+    def __init__(
+        self,
+        in_features: int,
+        n_classes: int,
+        hidden: int = 64,
+        layers: int = 2,
+        beta: float = 0.9,
+        threshold: float = 1.0,
+        reset: str = "subtract",
+        recurrent: bool = False,
+        readout: str = "mean",
+        input_mean=None,
+        input_std=None,
+    ):
         super().__init__()
         self.norm = _standardize(in_features, input_mean, input_std)
         self.fcs = nn.ModuleList()
@@ -112,8 +134,18 @@ class LIFClassifier(nn.Module):
         for i in range(layers):
             self.fcs.append(nn.Linear(size, hidden))
             rec = "all_to_all" if recurrent and i == 0 else "none"
-            self.lifs.append(LIF(hidden, beta=beta, threshold=threshold, reset=reset, recurrence=rec,
-                                 learn_beta=True, learn_threshold=True, per_neuron=True))
+            self.lifs.append(
+                LIF(
+                    hidden,
+                    beta=beta,
+                    threshold=threshold,
+                    reset=reset,
+                    recurrence=rec,
+                    learn_beta=True,
+                    learn_threshold=True,
+                    per_neuron=True,
+                )
+            )
             size = hidden
         self.out_fc = nn.Linear(size, n_classes)
         self.out_lif = LIF(n_classes, beta=beta, reset="none", emit="membrane", learn_beta=True)
@@ -130,13 +162,27 @@ class LIFClassifier(nn.Module):
 class L2MUClassifier(nn.Module):
     """standardize -> L2MU (with spike encoder) -> linear -> non-resetting LIF membrane -> mean."""
 
-    def __init__(self, in_features: int, n_classes: int, hidden: int = 64, memory_d: int = 4, order: int = 8,
-                 theta: float = 32.0, encoder_size: int = 32, neuron: str = "leaky", beta: float = 0.9,
-                 readout: str = "mean", input_mean=None, input_std=None, **cell: Any):
+    def __init__(
+        self,
+        in_features: int,
+        n_classes: int,
+        hidden: int = 64,
+        memory_d: int = 4,
+        order: int = 8,
+        theta: float = 32.0,
+        encoder_size: int = 32,
+        neuron: str = "leaky",
+        beta: float = 0.9,
+        readout: str = "mean",
+        input_mean=None,
+        input_std=None,
+        **cell: Any,
+    ):
         super().__init__()
         self.norm = _standardize(in_features, input_mean, input_std)
-        self.l2mu = L2MU(in_features, hidden, memory_d, order, theta, encoder_size=encoder_size,
-                         neuron=neuron, beta=beta, **cell)
+        self.l2mu = L2MU(
+            in_features, hidden, memory_d, order, theta, encoder_size=encoder_size, neuron=neuron, beta=beta, **cell
+        )
         self.out_fc = nn.Linear(hidden, n_classes)
         self.out_lif = LIF(n_classes, beta=beta, reset="none", emit="membrane", learn_beta=True)
         self.readout = Readout(readout)
@@ -157,9 +203,22 @@ class LMUFormer(nn.Module):
 
     ``spiking=True`` replaces every activation by a LIF layer (the spiking LMUFormer)."""
 
-    def __init__(self, in_features: int, n_classes: int, dim: int = 48, memory_d: int = 8, order: int = 8,
-                 theta: float = 32.0, kernel: int = 3, mlp_ratio: int = 2, spiking: bool = False,
-                 beta: float = 0.9, readout: str = "mean", input_mean=None, input_std=None):
+    def __init__(
+        self,
+        in_features: int,
+        n_classes: int,
+        dim: int = 48,
+        memory_d: int = 8,
+        order: int = 8,
+        theta: float = 32.0,
+        kernel: int = 3,
+        mlp_ratio: int = 2,
+        spiking: bool = False,
+        beta: float = 0.9,
+        readout: str = "mean",
+        input_mean=None,
+        input_std=None,
+    ):
         super().__init__()
         if dim < 2 or dim % 2:
             raise ConfigError("LMUFormer dim must be an even number >= 2")
@@ -172,8 +231,9 @@ class LMUFormer(nn.Module):
         half, hid = dim // 2, dim * mlp_ratio
         self.conv1, self.bn1, self.act1 = CausalConv1d(in_features, half, kernel), BatchNorm(half), act(half)
         self.conv2, self.bn2, self.act2 = CausalConv1d(half, dim, kernel), BatchNorm(dim), act(dim)
-        self.lmu = LMU(dim, dim, memory_d, order, theta, hidden_cell="dense", input_to_hidden=True,
-                       activation="identity")
+        self.lmu = LMU(
+            dim, dim, memory_d, order, theta, hidden_cell="dense", input_to_hidden=True, activation="identity"
+        )
         self.bn3, self.act3 = BatchNorm(dim), act(dim)
         self.fc1, self.bn4, self.act4 = nn.Linear(dim, hid), BatchNorm(hid), act(hid)
         self.fc2, self.bn5, self.act5 = nn.Linear(hid, dim), BatchNorm(dim), act(dim)
@@ -197,9 +257,20 @@ class S4DClassifier(nn.Module):
     Each block is a diagonal state-space layer (``modes`` modes per channel, complex pairs or real),
     a GELU and a position-wise linear map with a residual connection, as in the S4 / S4D models."""
 
-    def __init__(self, in_features: int, n_classes: int, hidden: int = 64, modes: int = 16, layers: int = 2,
-                 complex_modes: bool = True, dt_min: float = 1e-3, dt_max: float = 1e-1, readout: str = "mean",
-                 input_mean=None, input_std=None):
+    def __init__(
+        self,
+        in_features: int,
+        n_classes: int,
+        hidden: int = 64,
+        modes: int = 16,
+        layers: int = 2,
+        complex_modes: bool = True,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        readout: str = "mean",
+        input_mean=None,
+        input_std=None,
+    ):
         super().__init__()
         self.norm = _standardize(in_features, input_mean, input_std)
         self.encoder = nn.Linear(in_features, hidden)

@@ -23,17 +23,27 @@ class S4D(nn.Module):
     Initialisation: S4D-Lin (A_n = -1/2 + i pi n) for complex modes, S4D-Real (A_n = -(n + 1)) for
     real modes; log dt uniform in [log dt_min, log dt_max]; B = 1; C ~ N(0, 1/2) (complex); d ~ N(0, 1)."""
 
-    def __init__(self, channels: int, modes: int = 16, complex_modes: bool = True, dt_min: float = 1e-3,
-                 dt_max: float = 1e-1, skip: bool = True, seed: Optional[int] = None):
+    def __init__(
+        self,
+        channels: int,
+        modes: int = 16,
+        complex_modes: bool = True,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        skip: bool = True,
+        seed: Optional[int] = None,
+    ):
         super().__init__()
         if channels < 1 or modes < 1 or not 0 < dt_min <= dt_max:
-            raise ConfigError(f"S4D needs channels, modes >= 1 and 0 < dt_min <= dt_max, got {channels}, {modes}, "
-                              f"{dt_min}, {dt_max}")
+            raise ConfigError(
+                f"S4D needs channels, modes >= 1 and 0 < dt_min <= dt_max, got {channels}, {modes}, {dt_min}, {dt_max}"
+            )
         g = torch.Generator().manual_seed(seed) if seed is not None else None
         h, n = channels, modes
         self.channels, self.modes, self.complex_modes = h, n, complex_modes
-        self.log_dt = nn.Parameter(torch.rand(h, generator=g) * (math.log(dt_max) - math.log(dt_min))
-                                   + math.log(dt_min))
+        self.log_dt = nn.Parameter(
+            torch.rand(h, generator=g) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+        )
         if complex_modes:
             self.log_neg_a_re = nn.Parameter(torch.full((h, n), math.log(0.5)))
             self.a_im = nn.Parameter(math.pi * torch.arange(n, dtype=torch.float32).repeat(h, 1))
@@ -95,9 +105,17 @@ class S4D(nn.Module):
 
     def ir_params(self) -> dict:
         """The fields of :class:`edgeseq.ir.ops.S4D` (float64 numpy)."""
+
         def np_(t):
             return None if t is None else t.detach().double().cpu().numpy()
 
-        return dict(log_dt=np_(self.log_dt), a_re=-torch.exp(self.log_neg_a_re.detach().double()).numpy(),
-                    b_re=np_(self.b_re), c_re=np_(self.c_re), a_im=np_(self.a_im), b_im=np_(self.b_im),
-                    c_im=np_(self.c_im), d=np_(self.d))
+        return dict(
+            log_dt=np_(self.log_dt),
+            a_re=-torch.exp(self.log_neg_a_re.detach().double()).numpy(),
+            b_re=np_(self.b_re),
+            c_re=np_(self.c_re),
+            a_im=np_(self.a_im),
+            b_im=np_(self.b_im),
+            c_im=np_(self.c_im),
+            d=np_(self.d),
+        )

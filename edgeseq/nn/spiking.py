@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..ir.types import ResetRule, Recurrence, parse_enum
+from ..ir.types import Recurrence, ResetRule, parse_enum
 
 SURROGATES = ("atan", "fast_sigmoid", "sigmoid", "straight_through")
 
@@ -43,8 +43,9 @@ def spike(x: Tensor, surrogate: str = "atan", slope: float = 2.0) -> Tensor:
     return step + (sg - sg.detach())
 
 
-def _reset_and_fire(mem, drive, beta, threshold, reset: ResetRule, reset_delay: bool,
-                    spike_scale, surrogate: str, slope: float):
+def _reset_and_fire(
+    mem, drive, beta, threshold, reset: ResetRule, reset_delay: bool, spike_scale, surrogate: str, slope: float
+):
     r = (mem - threshold > 0).to(mem.dtype).detach()
     if reset is ResetRule.SUBTRACT:
         u = beta * mem + drive - r * threshold
@@ -63,18 +64,36 @@ def _reset_and_fire(mem, drive, beta, threshold, reset: ResetRule, reset_delay: 
     return spk, u
 
 
-def leaky_step(current: Tensor, mem: Tensor, beta, threshold, reset: ResetRule | str = ResetRule.SUBTRACT,
-               reset_delay: bool = True, spike_scale=None, surrogate: str = "atan",
-               slope: float = 2.0) -> tuple[Tensor, Tensor]:
+def leaky_step(
+    current: Tensor,
+    mem: Tensor,
+    beta,
+    threshold,
+    reset: ResetRule | str = ResetRule.SUBTRACT,
+    reset_delay: bool = True,
+    spike_scale=None,
+    surrogate: str = "atan",
+    slope: float = 2.0,
+) -> tuple[Tensor, Tensor]:
     """One LIF step: returns (spikes, new membrane). beta is clipped to [0, 1] as in snntorch."""
     reset = parse_enum(ResetRule, reset, "reset rule")
     beta = torch.as_tensor(beta, dtype=current.dtype).clamp(0, 1)
     return _reset_and_fire(mem, current, beta, threshold, reset, reset_delay, spike_scale, surrogate, slope)
 
 
-def synaptic_step(current: Tensor, syn: Tensor, mem: Tensor, alpha, beta, threshold,
-                  reset: ResetRule | str = ResetRule.SUBTRACT, reset_delay: bool = True, spike_scale=None,
-                  surrogate: str = "atan", slope: float = 2.0) -> tuple[Tensor, Tensor, Tensor]:
+def synaptic_step(
+    current: Tensor,
+    syn: Tensor,
+    mem: Tensor,
+    alpha,
+    beta,
+    threshold,
+    reset: ResetRule | str = ResetRule.SUBTRACT,
+    reset_delay: bool = True,
+    spike_scale=None,
+    surrogate: str = "atan",
+    slope: float = 2.0,
+) -> tuple[Tensor, Tensor, Tensor]:
     """One current-based LIF step: returns (spikes, new synaptic current, new membrane)."""
     reset = parse_enum(ResetRule, reset, "reset rule")
     alpha = torch.as_tensor(alpha, dtype=current.dtype).clamp(0, 1)
@@ -144,8 +163,7 @@ class _LeakyScan(torch.autograd.Function):
         g_beta = (g_u * prev).sum(0)
         if subtract:
             g_thr = g_thr - (g_u * (prev - thr > 0).to(u.dtype)).sum(0)
-        return (g_u.transpose(0, 1), carry, _reduce_to(g_beta, beta), _reduce_to(g_thr, thr),
-                None, None, None, None)
+        return (g_u.transpose(0, 1), carry, _reduce_to(g_beta, beta), _reduce_to(g_thr, thr), None, None, None, None)
 
 
 def _reduce_to(g: Tensor, like: Tensor) -> Tensor:
@@ -157,9 +175,21 @@ def _reduce_to(g: Tensor, like: Tensor) -> Tensor:
 class NeuronPopulation(nn.Module):
     """Parameters of one LIF (alpha=None) or CuBa-LIF population, optionally learnable, and its step."""
 
-    def __init__(self, size: int, beta=0.9, threshold=1.0, alpha=None, reset="subtract", reset_delay=True,
-                 learn_beta=False, learn_threshold=False, learn_alpha=False, per_neuron=False,
-                 surrogate="atan", slope=2.0):
+    def __init__(
+        self,
+        size: int,
+        beta=0.9,
+        threshold=1.0,
+        alpha=None,
+        reset="subtract",
+        reset_delay=True,
+        learn_beta=False,
+        learn_threshold=False,
+        learn_alpha=False,
+        per_neuron=False,
+        surrogate="atan",
+        slope=2.0,
+    ):
         super().__init__()
         self.size = size
         self.reset = parse_enum(ResetRule, reset, "reset rule")
@@ -194,11 +224,23 @@ class NeuronPopulation(nn.Module):
     def step(self, current: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         thr = self.threshold.to(current.dtype)
         if self.synaptic:
-            spk, syn, mem = synaptic_step(current, state["syn"], state["mem"], self.alpha, self.beta, thr,
-                                          self.reset, self.reset_delay, None, self.surrogate, self.slope)
+            spk, syn, mem = synaptic_step(
+                current,
+                state["syn"],
+                state["mem"],
+                self.alpha,
+                self.beta,
+                thr,
+                self.reset,
+                self.reset_delay,
+                None,
+                self.surrogate,
+                self.slope,
+            )
             return spk, {"syn": syn, "mem": mem}
-        spk, mem = leaky_step(current, state["mem"], self.beta, thr, self.reset, self.reset_delay, None,
-                              self.surrogate, self.slope)
+        spk, mem = leaky_step(
+            current, state["mem"], self.beta, thr, self.reset, self.reset_delay, None, self.surrogate, self.slope
+        )
         return spk, {"mem": mem}
 
     def extra_repr(self) -> str:
@@ -212,12 +254,37 @@ class LIF(nn.Module):
 
     forward(x, state=None) -> (output, state), output = spikes or membrane (``emit``)."""
 
-    def __init__(self, size: int, beta=0.9, threshold=1.0, alpha=None, reset="subtract", reset_delay=True,
-                 recurrence="none", learn_beta=False, learn_threshold=False, per_neuron=False,
-                 emit="spikes", surrogate="atan", slope=2.0):
+    def __init__(
+        self,
+        size: int,
+        beta=0.9,
+        threshold=1.0,
+        alpha=None,
+        reset="subtract",
+        reset_delay=True,
+        recurrence="none",
+        learn_beta=False,
+        learn_threshold=False,
+        per_neuron=False,
+        emit="spikes",
+        surrogate="atan",
+        slope=2.0,
+    ):
         super().__init__()
-        self.pop = NeuronPopulation(size, beta, threshold, alpha, reset, reset_delay, learn_beta,
-                                    learn_threshold, learn_beta and alpha is not None, per_neuron, surrogate, slope)
+        self.pop = NeuronPopulation(
+            size,
+            beta,
+            threshold,
+            alpha,
+            reset,
+            reset_delay,
+            learn_beta,
+            learn_threshold,
+            learn_beta and alpha is not None,
+            per_neuron,
+            surrogate,
+            slope,
+        )
         self.recurrence = parse_enum(Recurrence, recurrence, "recurrence")
         if emit not in ("spikes", "membrane"):
             raise ConfigError(f"emit must be 'spikes' or 'membrane', got '{emit}'")
@@ -252,8 +319,12 @@ class LIF(nn.Module):
         """Whether forward runs as one fused scan (feed-forward leaky neurons with subtract or no
         reset, delayed; the layout of every zoo model) instead of the step loop."""
         pop = self.pop
-        return (not pop.synaptic and self.recurrence is Recurrence.NONE and pop.reset_delay
-                and pop.reset in (ResetRule.SUBTRACT, ResetRule.NONE))
+        return (
+            not pop.synaptic
+            and self.recurrence is Recurrence.NONE
+            and pop.reset_delay
+            and pop.reset in (ResetRule.SUBTRACT, ResetRule.NONE)
+        )
 
     def forward(self, x: Tensor, state: Optional[dict[str, Tensor]] = None):
         if state is None:
@@ -261,9 +332,16 @@ class LIF(nn.Module):
         if self.fused and x.shape[1] > 0:
             pop = self.pop
             beta = torch.as_tensor(pop.beta, dtype=x.dtype).clamp(0, 1)
-            out, mem = _LeakyScan.apply(x, state["mem"], beta, pop.threshold.to(x.dtype),
-                                        pop.reset is ResetRule.SUBTRACT, self.emit == "spikes", pop.surrogate,
-                                        pop.slope)
+            out, mem = _LeakyScan.apply(
+                x,
+                state["mem"],
+                beta,
+                pop.threshold.to(x.dtype),
+                pop.reset is ResetRule.SUBTRACT,
+                self.emit == "spikes",
+                pop.surrogate,
+                pop.slope,
+            )
             return out, {"mem": mem}
         outs = []
         for t in range(x.shape[1]):

@@ -21,14 +21,45 @@ from typing import Any, Optional
 from ..errors import ConfigError
 from .config import CONFIGS, Criterion, StructuredConfig, UnstructuredConfig
 from .recipe import evaluate_accuracy, finetune, prune_and_finetune, sweep, sweep_markdown, sweep_plot, task_data
-from .structured import (Slice, UnitGroup, count_parameters, prune_structured, rebuild, unit_activity, unit_groups,
-                         unit_importance)
+from .structured import (
+    Slice,
+    UnitGroup,
+    count_parameters,
+    prune_structured,
+    rebuild,
+    unit_activity,
+    unit_groups,
+    unit_importance,
+)
 from .unstructured import PruneMasks, nonzero_parameters, prunable_weights, prune_unstructured, sparse_bytes
 
-__all__ = ["Criterion", "PruneMasks", "PruneResult", "Slice", "StructuredConfig", "UnitGroup", "UnstructuredConfig",
-           "count_parameters", "evaluate_accuracy", "finetune", "nonzero_parameters", "prunable_weights", "prune",
-           "prune_and_finetune", "prune_structured", "prune_unstructured", "rebuild", "sparse_bytes", "sweep",
-           "sweep_markdown", "sweep_plot", "task_data", "unit_activity", "unit_groups", "unit_importance"]
+__all__ = [
+    "Criterion",
+    "PruneMasks",
+    "PruneResult",
+    "Slice",
+    "StructuredConfig",
+    "UnitGroup",
+    "UnstructuredConfig",
+    "count_parameters",
+    "evaluate_accuracy",
+    "finetune",
+    "nonzero_parameters",
+    "prunable_weights",
+    "prune",
+    "prune_and_finetune",
+    "prune_structured",
+    "prune_unstructured",
+    "rebuild",
+    "sparse_bytes",
+    "sweep",
+    "sweep_markdown",
+    "sweep_plot",
+    "task_data",
+    "unit_activity",
+    "unit_groups",
+    "unit_importance",
+]
 
 
 @dataclass
@@ -47,16 +78,19 @@ def prune(model, config, *, calib_x=None) -> PruneResult:
     from ..ir.graph import Graph
 
     if isinstance(model, Graph):
-        raise ConfigError("prune works on the torch model, before capture",
-                          hint="prune the model, then edgeseq.capture the pruned model")
+        raise ConfigError(
+            "prune works on the torch model, before capture",
+            hint="prune the model, then edgeseq.capture the pruned model",
+        )
     if isinstance(config, StructuredConfig):
         new, report = prune_structured(model, config, calib_x)
         return PruneResult(new, None, report)
     if isinstance(config, UnstructuredConfig):
         new, masks, report = prune_unstructured(model, config)
         return PruneResult(new, masks, report)
-    raise ConfigError(f"unknown pruning config {type(config).__name__}; registered: "
-                      f"{', '.join(c.__name__ for c in CONFIGS)}")
+    raise ConfigError(
+        f"unknown pruning config {type(config).__name__}; registered: {', '.join(c.__name__ for c in CONFIGS)}"
+    )
 
 
 from ..util.modcall import make_callable  # noqa: E402

@@ -36,8 +36,18 @@ def evaluate_accuracy(model, ds) -> float:
     return accuracy(predict(model, ds.x), ds.y)
 
 
-def finetune(model, train, val, epochs: int = 3, *, lr: float = 1e-3, masks=None, train_overrides=None,
-             progress: bool = False, log: Callable = print) -> dict:
+def finetune(
+    model,
+    train,
+    val,
+    epochs: int = 3,
+    *,
+    lr: float = 1e-3,
+    masks=None,
+    train_overrides=None,
+    progress: bool = False,
+    log: Callable = print,
+) -> dict:
     """Fine-tune ``model`` in place for a few epochs with :func:`edgeseq.train.fit` (AdamW, one-cycle,
     best validation epoch kept; the weights before fine-tuning are kept instead when no epoch beats
     their validation accuracy). ``masks`` (:class:`PruneMasks`) keep pruned weights at zero."""
@@ -62,9 +72,15 @@ def finetune(model, train, val, epochs: int = 3, *, lr: float = 1e-3, masks=None
     if kept_before:
         model.load_state_dict(before)
         model.eval()
-    return {"epochs": len(hist.epochs), "best_epoch": hist.best_epoch, "best_val_accuracy": hist.best_val_accuracy,
-            "val_accuracy_before": val_before, "kept_weights_before_finetuning": kept_before,
-            "seconds": round(hist.seconds, 1), "train_config": opts}
+    return {
+        "epochs": len(hist.epochs),
+        "best_epoch": hist.best_epoch,
+        "best_val_accuracy": hist.best_val_accuracy,
+        "val_accuracy_before": val_before,
+        "kept_weights_before_finetuning": kept_before,
+        "seconds": round(hist.seconds, 1),
+        "train_config": opts,
+    }
 
 
 def recipe_overrides(model, task: str) -> dict:
@@ -76,9 +92,20 @@ def recipe_overrides(model, task: str) -> dict:
     return {k: v for k, v in train_cfg.items() if k.startswith("augment_")}
 
 
-def prune_and_finetune(model, config, train=None, val=None, test=None, *, finetune_epochs: int = 0,
-                       lr: float = 1e-3, calib: int = 512, train_overrides=None, progress: bool = False,
-                       log: Callable = print):
+def prune_and_finetune(
+    model,
+    config,
+    train=None,
+    val=None,
+    test=None,
+    *,
+    finetune_epochs: int = 0,
+    lr: float = 1e-3,
+    calib: int = 512,
+    train_overrides=None,
+    progress: bool = False,
+    log: Callable = print,
+):
     """Prune ``model`` with ``config``, optionally fine-tune, and measure test accuracy at each stage.
 
     Returns (pruned model, masks or None, report). Calibration data (activation criterion) is the
@@ -97,8 +124,17 @@ def prune_and_finetune(model, config, train=None, val=None, test=None, *, finetu
     if finetune_epochs:
         if train is None or val is None:
             raise ConfigError("fine-tuning needs training and validation data")
-        report["finetune"] = finetune(res.model, train, val, finetune_epochs, lr=lr, masks=res.masks,
-                                      train_overrides=train_overrides, progress=progress, log=log)
+        report["finetune"] = finetune(
+            res.model,
+            train,
+            val,
+            finetune_epochs,
+            lr=lr,
+            masks=res.masks,
+            train_overrides=train_overrides,
+            progress=progress,
+            log=log,
+        )
         if test is not None:
             report["accuracy_finetuned"] = evaluate_accuracy(res.model, test)
     if test is not None:
@@ -112,10 +148,24 @@ def prune_and_finetune(model, config, train=None, val=None, test=None, *, finetu
     return res.model, res.masks, report
 
 
-def sweep(model, sparsities: Sequence[float], train=None, val=None, test=None, *, structured: bool = True,
-          criterion: str = "reconstruction", compensate: str = "lstsq", memory_sparsity: Optional[float] = None,
-          finetune_epochs: int = 0, lr: float = 1e-3, train_overrides=None, progress: bool = False,
-          log: Callable = print, keep_models: bool = False) -> dict:
+def sweep(
+    model,
+    sparsities: Sequence[float],
+    train=None,
+    val=None,
+    test=None,
+    *,
+    structured: bool = True,
+    criterion: str = "reconstruction",
+    compensate: str = "lstsq",
+    memory_sparsity: Optional[float] = None,
+    finetune_epochs: int = 0,
+    lr: float = 1e-3,
+    train_overrides=None,
+    progress: bool = False,
+    log: Callable = print,
+    keep_models: bool = False,
+) -> dict:
     """Prune at every sparsity (0, always included, is the original model, not fine-tuned) and
     tabulate parameters and test accuracy before and after fine-tuning. ``memory_sparsity=None``
     prunes memory dimensions at the same sparsity as hidden units when the architecture has them;
@@ -135,10 +185,17 @@ def sweep(model, sparsities: Sequence[float], train=None, val=None, test=None, *
     for s in values:
         t0 = time.perf_counter()
         if s == 0.0:
-            row = {"sparsity": 0.0, "memory_sparsity": 0.0, "parameters": base_params,
-                   "nonzero_parameters": nonzero_parameters(model), "parameter_reduction": 0.0,
-                   "accuracy_pruned": base_acc, "accuracy_finetuned": base_acc, "accuracy_change_points": 0.0,
-                   "finetune_seconds": 0.0}
+            row = {
+                "sparsity": 0.0,
+                "memory_sparsity": 0.0,
+                "parameters": base_params,
+                "nonzero_parameters": nonzero_parameters(model),
+                "parameter_reduction": 0.0,
+                "accuracy_pruned": base_acc,
+                "accuracy_finetuned": base_acc,
+                "accuracy_change_points": 0.0,
+                "finetune_seconds": 0.0,
+            }
             rows.append(row)
             models[s] = model
             continue
@@ -148,25 +205,48 @@ def sweep(model, sparsities: Sequence[float], train=None, val=None, test=None, *
         else:
             ms = 0.0
             cfg = UnstructuredConfig(sparsity=s)
-        pruned, _, rep = prune_and_finetune(model, cfg, train, val, test, finetune_epochs=finetune_epochs, lr=lr,
-                                            train_overrides=train_overrides, progress=progress, log=log)
+        pruned, _, rep = prune_and_finetune(
+            model,
+            cfg,
+            train,
+            val,
+            test,
+            finetune_epochs=finetune_epochs,
+            lr=lr,
+            train_overrides=train_overrides,
+            progress=progress,
+            log=log,
+        )
         params = count_parameters(pruned)
         nz = nonzero_parameters(pruned)
-        row = {"sparsity": s, "memory_sparsity": ms, "parameters": params, "nonzero_parameters": nz,
-               "parameter_reduction": 1.0 - (params if structured else nz) / base_params,
-               "accuracy_pruned": rep["accuracy_pruned"],
-               "accuracy_finetuned": rep.get("accuracy_finetuned"),
-               "accuracy_change_points": rep["accuracy_change_points"],
-               "finetune_seconds": rep.get("finetune", {}).get("seconds", 0.0),
-               "seconds": round(time.perf_counter() - t0, 1)}
-        log(f"sparsity {s:.2f}: {params} parameters ({nz} nonzero), accuracy {row['accuracy_pruned']:.4f} pruned"
-            + (f", {row['accuracy_finetuned']:.4f} fine-tuned" if row["accuracy_finetuned"] is not None else ""))
+        row = {
+            "sparsity": s,
+            "memory_sparsity": ms,
+            "parameters": params,
+            "nonzero_parameters": nz,
+            "parameter_reduction": 1.0 - (params if structured else nz) / base_params,
+            "accuracy_pruned": rep["accuracy_pruned"],
+            "accuracy_finetuned": rep.get("accuracy_finetuned"),
+            "accuracy_change_points": rep["accuracy_change_points"],
+            "finetune_seconds": rep.get("finetune", {}).get("seconds", 0.0),
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        log(
+            f"sparsity {s:.2f}: {params} parameters ({nz} nonzero), accuracy {row['accuracy_pruned']:.4f} pruned"
+            + (f", {row['accuracy_finetuned']:.4f} fine-tuned" if row["accuracy_finetuned"] is not None else "")
+        )
         rows.append(row)
         if keep_models:
             models[s] = pruned
-    out = {"structured": structured, "criterion": criterion if structured else "magnitude",
-           "compensate": compensate if structured else None, "finetune_epochs": finetune_epochs,
-           "baseline_accuracy": base_acc, "baseline_parameters": base_params, "rows": rows}
+    out = {
+        "structured": structured,
+        "criterion": criterion if structured else "magnitude",
+        "compensate": compensate if structured else None,
+        "finetune_epochs": finetune_epochs,
+        "baseline_accuracy": base_acc,
+        "baseline_parameters": base_params,
+        "rows": rows,
+    }
     if keep_models:
         out["models"] = models
     return out
@@ -174,14 +254,19 @@ def sweep(model, sparsities: Sequence[float], train=None, val=None, test=None, *
 
 def sweep_markdown(result: dict) -> str:
     """The sweep as a Markdown table."""
-    lines = ["| sparsity | memory sparsity | parameters | nonzero | reduction | acc. pruned | acc. fine-tuned "
-             "| change (points) |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| sparsity | memory sparsity | parameters | nonzero | reduction | acc. pruned | acc. fine-tuned "
+        "| change (points) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in result["rows"]:
         ft = "-" if r["accuracy_finetuned"] is None else f"{r['accuracy_finetuned']:.4f}"
-        lines.append(f"| {r['sparsity']:.2f} | {r['memory_sparsity']:.2f} | {r['parameters']} | "
-                     f"{r['nonzero_parameters']} | {100 * r['parameter_reduction']:.1f}% | "
-                     f"{r['accuracy_pruned']:.4f} | "
-                     f"{ft} | {r['accuracy_change_points']:+.2f} |")
+        lines.append(
+            f"| {r['sparsity']:.2f} | {r['memory_sparsity']:.2f} | {r['parameters']} | "
+            f"{r['nonzero_parameters']} | {100 * r['parameter_reduction']:.1f}% | "
+            f"{r['accuracy_pruned']:.4f} | "
+            f"{ft} | {r['accuracy_change_points']:+.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -197,5 +282,12 @@ def sweep_plot(result: dict, title: str = "") -> bytes:
     key = "parameters" if result.get("structured", True) else "nonzero_parameters"
     labels = [f"{r['sparsity']:.2f}\n{r[key] / 1000:.1f}k" for r in rows]
     kind = "structured" if result.get("structured", True) else "unstructured"
-    return line_png(xs, series, title=title or f"{kind} pruning sweep", xlabel=f"sparsity ({key})",
-                    ylabel="test accuracy", hlines={"original": result["baseline_accuracy"]}, xticklabels=labels)
+    return line_png(
+        xs,
+        series,
+        title=title or f"{kind} pruning sweep",
+        xlabel=f"sparsity ({key})",
+        ylabel="test accuracy",
+        hlines={"original": result["baseline_accuracy"]},
+        xticklabels=labels,
+    )

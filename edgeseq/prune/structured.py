@@ -102,10 +102,12 @@ class UnitGroup:
 def _arch(model) -> str:
     cfg = getattr(model, "config", None)
     if not isinstance(cfg, dict) or "arch" not in cfg:
-        raise ConfigError("structured pruning needs a zoo model built with edgeseq.nn.build_model (it carries "
-                          ".config), so that the pruned model can be rebuilt from its config",
-                          where=type(model).__name__,
-                          hint="load it with edgeseq.train.load_checkpoint, or use UnstructuredConfig")
+        raise ConfigError(
+            "structured pruning needs a zoo model built with edgeseq.nn.build_model (it carries "
+            ".config), so that the pruned model can be rebuilt from its config",
+            where=type(model).__name__,
+            hint="load it with edgeseq.train.load_checkpoint, or use UnstructuredConfig",
+        )
     return cfg["arch"]
 
 
@@ -120,10 +122,16 @@ def _torch_rnn_groups(model) -> list[UnitGroup]:
     n = rnn.num_layers
     groups = []
     for l in range(n):
-        inc = [Slice(f"rnn.weight_ih_l{l}", 0, gates), Slice(f"rnn.weight_hh_l{l}", 0, gates),
-               Slice(f"rnn.bias_ih_l{l}", 0, gates, score=False), Slice(f"rnn.bias_hh_l{l}", 0, gates, score=False)]
-        out = [Slice(f"rnn.weight_hh_l{l}", 1, bias=f"rnn.bias_hh_l{l}"),
-               Slice(f"rnn.weight_ih_l{l + 1}", 1, bias=f"rnn.bias_ih_l{l + 1}") if l + 1 < n else _HEAD]
+        inc = [
+            Slice(f"rnn.weight_ih_l{l}", 0, gates),
+            Slice(f"rnn.weight_hh_l{l}", 0, gates),
+            Slice(f"rnn.bias_ih_l{l}", 0, gates, score=False),
+            Slice(f"rnn.bias_hh_l{l}", 0, gates, score=False),
+        ]
+        out = [
+            Slice(f"rnn.weight_hh_l{l}", 1, bias=f"rnn.bias_hh_l{l}"),
+            Slice(f"rnn.weight_ih_l{l + 1}", 1, bias=f"rnn.bias_ih_l{l + 1}") if l + 1 < n else _HEAD,
+        ]
         groups.append(UnitGroup(f"rnn.l{l}", "hidden", rnn.hidden_size, "hidden", inc, out, ("torch_rnn", l)))
     return groups
 
@@ -134,8 +142,10 @@ _LMU_BIAS = {"e_x": "b_u", "w_x": "b_h", "proj.weight": "proj.bias"}
 
 def _next_inputs(model, i: int, block: int, names=("e_x", "w_x")) -> list[Slice]:
     if i + 1 < len(model.layers):
-        return [Slice(f"layers.{i + 1}.{n}", 1, block=block,
-                      bias=f"layers.{i + 1}.{_LMU_BIAS[n]}" if block == 1 else None) for n in names]
+        return [
+            Slice(f"layers.{i + 1}.{n}", 1, block=block, bias=f"layers.{i + 1}.{_LMU_BIAS[n]}" if block == 1 else None)
+            for n in names
+        ]
     return [Slice("head.weight", 1, block=block, bias="head.bias" if block == 1 else None, pooled=True)]
 
 
@@ -145,8 +155,9 @@ def _minrnn_groups(model) -> list[UnitGroup]:
         g = layer.n_gates
         inc = [Slice(f"layers.{i}.proj.weight", 0, g), Slice(f"layers.{i}.proj.bias", 0, g, score=False)]
         out = _next_inputs(model, i, 1, ("proj.weight",))
-        groups.append(UnitGroup(f"layers.{i}", "hidden", layer.hidden_size, "hidden", inc, out,
-                                ("module", f"layers.{i}")))
+        groups.append(
+            UnitGroup(f"layers.{i}", "hidden", layer.hidden_size, "hidden", inc, out, ("module", f"layers.{i}"))
+        )
     return groups
 
 
@@ -164,8 +175,9 @@ def _lmu_groups(model) -> list[UnitGroup]:
         if lmu.hidden_cell != "none":
             inc = [Slice(p + "w_m", 0), Slice(p + "w_x", 0), Slice(p + "w_h", 0), Slice(p + "b_h", 0, score=False)]
             out = [Slice(p + "w_h", 1, bias=p + "b_h"), Slice(p + "e_h", 1, bias=p + "b_u")] + _next_inputs(model, i, 1)
-            groups.append(UnitGroup(f"layers.{i}", "hidden", lmu.hidden_size, "hidden", inc, out,
-                                    ("module", f"layers.{i}")))
+            groups.append(
+                UnitGroup(f"layers.{i}", "hidden", lmu.hidden_size, "hidden", inc, out, ("module", f"layers.{i}"))
+            )
             groups.append(_lmu_memory_group(p, f"layers.{i}.memory", lmu, []))
         else:  # the memory itself is the layer output: its dims feed the next layer in blocks of `order`
             groups.append(_lmu_memory_group(p, f"layers.{i}.memory", lmu, _next_inputs(model, i, lmu.order)))
@@ -189,15 +201,33 @@ def _lif_groups(model) -> list[UnitGroup]:
 def _l2mu_groups(model) -> list[UnitGroup]:
     m = model.l2mu
     p = "l2mu."
-    groups = [UnitGroup("l2mu.h", "hidden", m.hidden_size, "hidden",
-                        [Slice(p + "w_m", 0), Slice(p + "w_x", 0), Slice(p + "w_h", 0),
-                         Slice(p + "b_h", 0, score=False)],
-                        [Slice(p + "w_h", 1, bias=p + "b_h"), Slice(p + "e_h", 1, bias=p + "b_u"),
-                         Slice("out_fc.weight", 1, bias="out_fc.bias")], ("module", "l2mu"))]
+    groups = [
+        UnitGroup(
+            "l2mu.h",
+            "hidden",
+            m.hidden_size,
+            "hidden",
+            [Slice(p + "w_m", 0), Slice(p + "w_x", 0), Slice(p + "w_h", 0), Slice(p + "b_h", 0, score=False)],
+            [
+                Slice(p + "w_h", 1, bias=p + "b_h"),
+                Slice(p + "e_h", 1, bias=p + "b_u"),
+                Slice("out_fc.weight", 1, bias="out_fc.bias"),
+            ],
+            ("module", "l2mu"),
+        )
+    ]
     if m.enc is not None:
-        groups.append(UnitGroup("l2mu.enc", "hidden", m.enc.out_features, "encoder_size",
-                                [Slice(p + "enc.weight", 0), Slice(p + "enc.bias", 0, score=False)],
-                                [Slice(p + "e_x", 1), Slice(p + "w_x", 1)], None))
+        groups.append(
+            UnitGroup(
+                "l2mu.enc",
+                "hidden",
+                m.enc.out_features,
+                "encoder_size",
+                [Slice(p + "enc.weight", 0), Slice(p + "enc.bias", 0, score=False)],
+                [Slice(p + "e_x", 1), Slice(p + "w_x", 1)],
+                None,
+            )
+        )
     groups.append(_lmu_memory_group(p, "l2mu.memory", m, []))
     return groups
 
@@ -230,13 +260,15 @@ def unit_groups(model) -> list[UnitGroup]:
         for s in g.slices:
             t = sd[s.param]
             if t.dim() > s.axis and t.shape[s.axis] != s.full(g.size):
-                raise ShapeError(f"axis {s.axis} has {t.shape[s.axis]} entries, unit group '{g.name}' of {g.size} "
-                                 f"units expects {s.full(g.size)}", where=s.param)
+                raise ShapeError(
+                    f"axis {s.axis} has {t.shape[s.axis]} entries, unit group '{g.name}' of {g.size} "
+                    f"units expects {s.full(g.size)}",
+                    where=s.param,
+                )
     return groups
 
 
 # ------------------------------------------------------------------------------------ importance
-
 
 
 def _unit_sq_norms(sd, g: UnitGroup, slices) -> np.ndarray:
@@ -290,8 +322,14 @@ def unit_activity(model, groups: list[UnitGroup], calib_x, batch_size: int = 128
         raise ShapeError(f"calibration data must be (N, T, {fin}) with N >= 1, got {calib_x.shape}", where="calib_x")
     observed = [g for g in groups if g.activity]
     modules = dict(model.named_modules())
-    acc = {g.name: {"sum": torch.zeros(g.size, dtype=torch.float64), "abs": torch.zeros(g.size, dtype=torch.float64),
-                    "second": torch.zeros(g.size, g.size, dtype=torch.float64)} for g in observed}
+    acc = {
+        g.name: {
+            "sum": torch.zeros(g.size, dtype=torch.float64),
+            "abs": torch.zeros(g.size, dtype=torch.float64),
+            "second": torch.zeros(g.size, g.size, dtype=torch.float64),
+        }
+        for g in observed
+    }
     pooled_group = next((g for g in observed if any(s.pooled for s in g.outgoing)), None)
     pooled = None
     if pooled_group is not None:
@@ -309,6 +347,7 @@ def unit_activity(model, groups: list[UnitGroup], calib_x, batch_size: int = 128
     def module_hook(name):
         def hook(mod, inp, out):
             add(name, out[0] if isinstance(out, tuple) else out)
+
         return hook
 
     def readout_hook(mod, inp, out):
@@ -329,7 +368,7 @@ def unit_activity(model, groups: list[UnitGroup], calib_x, batch_size: int = 128
     try:
         with torch.no_grad():
             for s in range(0, len(calib_x), batch_size):
-                xb = torch.from_numpy(np.ascontiguousarray(calib_x[s:s + batch_size]))
+                xb = torch.from_numpy(np.ascontiguousarray(calib_x[s : s + batch_size]))
                 rnn_input.clear()
                 model(xb)
                 steps += xb.shape[0] * xb.shape[1]
@@ -345,8 +384,12 @@ def unit_activity(model, groups: list[UnitGroup], calib_x, batch_size: int = 128
     out = {}
     for name, a in acc.items():
         second = (a["second"] / steps).numpy()
-        out[name] = {"mean": (a["sum"] / steps).numpy(), "mean_abs": (a["abs"] / steps).numpy(),
-                     "mean_sq": np.diag(second).copy(), "second": second}
+        out[name] = {
+            "mean": (a["sum"] / steps).numpy(),
+            "mean_abs": (a["abs"] / steps).numpy(),
+            "mean_sq": np.diag(second).copy(),
+            "second": second,
+        }
     if pooled is not None:
         out[pooled_group.name]["pooled_mean"] = (pooled["sum"] / len(calib_x)).numpy()
         out[pooled_group.name]["pooled_second"] = (pooled["second"] / len(calib_x)).numpy()
@@ -428,9 +471,15 @@ def _reconstruction_order(sd, g: UnitGroup, stats: dict, compensation: Compensat
     return score
 
 
-def unit_importance(model, groups: list[UnitGroup], criterion: Criterion | str = Criterion.WEIGHT, calib_x=None,
-                    seed: int = 0, compensate: Compensation | str | bool = Compensation.LSTSQ,
-                    activity=None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def unit_importance(
+    model,
+    groups: list[UnitGroup],
+    criterion: Criterion | str = Criterion.WEIGHT,
+    calib_x=None,
+    seed: int = 0,
+    compensate: Compensation | str | bool = Compensation.LSTSQ,
+    activity=None,
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """(scores, criterion used) per group name; a higher score means a more important unit.
 
     ``activity``: precomputed :func:`unit_activity` (else computed from ``calib_x`` when needed)."""
@@ -445,8 +494,10 @@ def unit_importance(model, groups: list[UnitGroup], criterion: Criterion | str =
     data_driven = criterion in (Criterion.ACTIVATION, Criterion.RECONSTRUCTION)
     if data_driven and activity is None:
         if calib_x is None:
-            raise ConfigError(f"the {criterion.value} criterion needs calibration data (calib_x)",
-                              hint="pass calibration sequences, or use criterion='weight'")
+            raise ConfigError(
+                f"the {criterion.value} criterion needs calibration data (calib_x)",
+                hint="pass calibration sequences, or use criterion='weight'",
+            )
         activity = unit_activity(model, groups, calib_x)
     for i, g in enumerate(groups):
         if criterion is Criterion.RANDOM:
@@ -477,8 +528,9 @@ def select_units(scores: np.ndarray, keep: int) -> np.ndarray:
     return np.sort(order[:keep])
 
 
-def _compensate(sd, groups: list[UnitGroup], keep: dict[str, np.ndarray], activity: dict,
-                how: Compensation) -> dict[str, str]:
+def _compensate(
+    sd, groups: list[UnitGroup], keep: dict[str, np.ndarray], activity: dict, how: Compensation
+) -> dict[str, str]:
     """Adjust the consumers of removed units in ``sd`` (before slicing). ``mean``: b += W[:, R] mean_R.
     ``lstsq``: W[:, S] = W C_{:,S} C_SS^-1 and b += W mean - W[:, S] mean_S for linear consumers
     (mean folding for the rest). Returns {consumer tensor: what was done}."""
@@ -522,8 +574,13 @@ def _compensate(sd, groups: list[UnitGroup], keep: dict[str, np.ndarray], activi
     return done
 
 
-def rebuild(model, groups: list[UnitGroup], keep: dict[str, np.ndarray], activity: Optional[dict] = None,
-            compensate: Compensation | str = Compensation.LSTSQ):
+def rebuild(
+    model,
+    groups: list[UnitGroup],
+    keep: dict[str, np.ndarray],
+    activity: Optional[dict] = None,
+    compensate: Compensation | str = Compensation.LSTSQ,
+):
     """A new model of the same architecture holding only the ``keep`` units of every group.
 
     With ``activity`` (:func:`unit_activity`), the consumers of removed units are compensated as
@@ -539,13 +596,15 @@ def rebuild(model, groups: list[UnitGroup], keep: dict[str, np.ndarray], activit
     for g in groups:
         idx = keep[g.name]
         if idx.ndim != 1 or len(idx) == 0 or len(np.unique(idx)) != len(idx) or idx.min() < 0 or idx.max() >= g.size:
-            raise ConfigError(f"kept units must be distinct indices in 0..{g.size - 1}, at least one",
-                              where=g.name)
+            raise ConfigError(f"kept units must be distinct indices in 0..{g.size - 1}, at least one", where=g.name)
         keep[g.name] = np.sort(idx)
         prev = sizes.setdefault(g.config_key, len(idx))
         if prev != len(idx):
-            raise ConfigError(f"every layer must keep the same number of units (config '{g.config_key}' is shared "
-                              f"by all layers): {prev} vs {len(idx)}", where=g.name)
+            raise ConfigError(
+                f"every layer must keep the same number of units (config '{g.config_key}' is shared "
+                f"by all layers): {prev} vs {len(idx)}",
+                where=g.name,
+            )
     if activity:
         _compensate(sd, groups, keep, activity, parse_enum(Compensation, compensate, "compensation"))
     for g in groups:
@@ -580,8 +639,10 @@ def prune_structured(model, config: StructuredConfig, calib_x=None):
     active = [g for g in groups if wanted[g.kind] > 0]
     kinds = sorted({g.kind for g in groups})
     if config.sparsity > 0 and not any(g.kind == "hidden" for g in groups):
-        raise ConfigError(f"architecture '{model.config['arch']}' has no prunable hidden units (only: "
-                          f"{', '.join(kinds)})", hint="use memory_sparsity, or unstructured pruning")
+        raise ConfigError(
+            f"architecture '{model.config['arch']}' has no prunable hidden units (only: {', '.join(kinds)})",
+            hint="use memory_sparsity, or unstructured pruning",
+        )
     if config.memory_sparsity > 0 and not any(g.kind == "memory" for g in groups):
         raise ConfigError(f"architecture '{model.config['arch']}' has no memory dimensions to prune")
     comp = config.compensate if calib_x is not None else Compensation.NONE
@@ -589,23 +650,39 @@ def prune_structured(model, config: StructuredConfig, calib_x=None):
     activity = None
     if calib_x is not None and active and (comp is not Compensation.NONE or data_driven):
         activity = unit_activity(model, active, calib_x)
-    scores, used = (unit_importance(model, active, config.criterion, calib_x, config.seed, comp, activity)
-                    if active else ({}, {}))
+    scores, used = (
+        unit_importance(model, active, config.criterion, calib_x, config.seed, comp, activity) if active else ({}, {})
+    )
     keep = {}
     rows = []
     for g in groups:
         k = kept_count(g.size, wanted[g.kind], config.min_units)
         keep[g.name] = select_units(scores[g.name], k) if g.name in scores else np.arange(g.size)
         removed = sorted(set(range(g.size)) - set(keep[g.name].tolist()))
-        rows.append({"group": g.name, "kind": g.kind, "config_key": g.config_key, "size": g.size, "kept": int(k),
-                     "removed": removed, "criterion": used.get(g.name),
-                     "compensation": comp.value if activity and g.name in activity and removed else "none"})
+        rows.append(
+            {
+                "group": g.name,
+                "kind": g.kind,
+                "config_key": g.config_key,
+                "size": g.size,
+                "kept": int(k),
+                "removed": removed,
+                "criterion": used.get(g.name),
+                "compensation": comp.value if activity and g.name in activity and removed else "none",
+            }
+        )
     new = rebuild(model, groups, keep, activity, comp)
     before, after = count_parameters(model), count_parameters(new)
-    report = {"method": "structured", "config": config.to_dict(), "arch": model.config["arch"],
-              "calibration_sequences": None if calib_x is None else int(len(calib_x)),
-              "parameters_before": before, "parameters_after": after,
-              "parameter_reduction": 1.0 - after / before if before else 0.0,
-              "groups": rows, "kept_indices": {k: v.tolist() for k, v in keep.items()},
-              "config_changes": {g["config_key"]: [g["size"], g["kept"]] for g in rows if g["kept"] != g["size"]}}
+    report = {
+        "method": "structured",
+        "config": config.to_dict(),
+        "arch": model.config["arch"],
+        "calibration_sequences": None if calib_x is None else int(len(calib_x)),
+        "parameters_before": before,
+        "parameters_after": after,
+        "parameter_reduction": 1.0 - after / before if before else 0.0,
+        "groups": rows,
+        "kept_indices": {k: v.tolist() for k, v in keep.items()},
+        "config_changes": {g["config_key"]: [g["size"], g["kept"]] for g in rows if g["kept"] != g["size"]},
+    }
     return new, report

@@ -69,8 +69,9 @@ class PruneMasks:
             if n not in params:
                 raise ConfigError(f"mask for '{n}' but the model has no such parameter", where=type(model).__name__)
             if tuple(params[n].shape) != tuple(m.shape):
-                raise ShapeError(f"mask shape {tuple(m.shape)} does not match the parameter {tuple(params[n].shape)}",
-                                 where=n)
+                raise ShapeError(
+                    f"mask shape {tuple(m.shape)} does not match the parameter {tuple(params[n].shape)}", where=n
+                )
         return params
 
     def apply(self, model) -> None:
@@ -100,8 +101,10 @@ class PruneMasks:
 
     # -- reporting --------------------------------------------------------------------------------
     def summary(self) -> dict:
-        layers = {n: {"numel": int(m.numel()), "pruned": int((~m).sum()),
-                      "sparsity": float((~m).sum()) / max(1, m.numel())} for n, m in self.masks.items()}
+        layers = {
+            n: {"numel": int(m.numel()), "pruned": int((~m).sum()), "sparsity": float((~m).sum()) / max(1, m.numel())}
+            for n, m in self.masks.items()
+        }
         total = sum(v["numel"] for v in layers.values())
         pruned = sum(v["pruned"] for v in layers.values())
         return {"tensors": layers, "numel": total, "pruned": pruned, "sparsity": pruned / total if total else 0.0}
@@ -125,12 +128,17 @@ def prune_unstructured(model, config: UnstructuredConfig):
     masks.apply(new)
     total = count_parameters(new)
     nz = nonzero_parameters(new)
-    report = {"method": "unstructured", "config": config.to_dict(),
-              "arch": (getattr(model, "config", None) or {}).get("arch", type(model).__name__),
-              "parameters_before": count_parameters(model), "parameters_after": total,
-              "nonzero_before": nonzero_parameters(model), "nonzero_after": nz,
-              "parameter_reduction": 1.0 - nz / total if total else 0.0,
-              "masks": masks.summary()}
+    report = {
+        "method": "unstructured",
+        "config": config.to_dict(),
+        "arch": (getattr(model, "config", None) or {}).get("arch", type(model).__name__),
+        "parameters_before": count_parameters(model),
+        "parameters_after": total,
+        "nonzero_before": nonzero_parameters(model),
+        "nonzero_after": nz,
+        "parameter_reduction": 1.0 - nz / total if total else 0.0,
+        "masks": masks.summary(),
+    }
     return new, masks, report
 
 
@@ -139,5 +147,8 @@ def sparse_bytes(model, index_bytes: int = 1) -> dict:
     vs a coordinate list with ``index_bytes`` per index (a rough guide for MCU flash)."""
     total = sum(p.numel() for p in model.parameters())
     nz = nonzero_parameters(model)
-    return {"dense_float32": 4 * total, "bitmap_float32": 4 * nz + int(np.ceil(total / 8)),
-            "coo_float32": (4 + index_bytes) * nz}
+    return {
+        "dense_float32": 4 * total,
+        "bitmap_float32": 4 * nz + int(np.ceil(total / 8)),
+        "coo_float32": (4 + index_bytes) * nz,
+    }

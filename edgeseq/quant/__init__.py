@@ -28,10 +28,30 @@ from .program import MICRO_OPS, Program
 from .qgraph import QuantizedGraph, is_quantized_file, load_quantized
 
 __all__ = [
-    "Granularity", "MICRO_OPS", "Observer", "OutlierAction", "PRESETS", "Program", "QuantConfig", "QuantPlan",
-    "QuantizedGraph", "TensorPlan", "WeightPlan", "accuracy", "build", "calibrate", "is_quantized_file",
-    "load_quantized", "lower",
-    "make_plan", "per_step_error", "prepare", "preset", "quantize", "resolve_config", "sqnr_table",
+    "Granularity",
+    "MICRO_OPS",
+    "Observer",
+    "OutlierAction",
+    "PRESETS",
+    "Program",
+    "QuantConfig",
+    "QuantPlan",
+    "QuantizedGraph",
+    "TensorPlan",
+    "WeightPlan",
+    "accuracy",
+    "build",
+    "calibrate",
+    "is_quantized_file",
+    "load_quantized",
+    "lower",
+    "make_plan",
+    "per_step_error",
+    "prepare",
+    "preset",
+    "quantize",
+    "resolve_config",
+    "sqnr_table",
 ]
 
 
@@ -52,9 +72,18 @@ def prepare(graph, config) -> "Graph":  # noqa: F821 - documented type
     return fold_batchnorm(graph) if cfg.fold_batchnorm else graph
 
 
-def quantize(graph, calib_x, config: Union[str, dict, QuantConfig, None] = "edgeseq", *, val=None,
-             budget: Optional[float] = 0.5, progress: bool = False, max_promotions: int = 8,
-             stats=None, strict: bool = False) -> QuantizedGraph:
+def quantize(
+    graph,
+    calib_x,
+    config: Union[str, dict, QuantConfig, None] = "edgeseq",
+    *,
+    val=None,
+    budget: Optional[float] = 0.5,
+    progress: bool = False,
+    max_promotions: int = 8,
+    stats=None,
+    strict: bool = False,
+) -> QuantizedGraph:
     """Quantize ``graph`` (an IR graph) with calibration sequences ``calib_x`` (N, T, F).
 
     ``config``: a preset name ('edgeseq' default, 'naive'), a dict, a .json path or a QuantConfig.
@@ -67,11 +96,15 @@ def quantize(graph, calib_x, config: Union[str, dict, QuantConfig, None] = "edge
     from .sim import supported
 
     if not isinstance(graph, Graph):
-        raise ConfigError(f"quantize expects an IR Graph, got {type(graph).__name__}",
-                          hint="edgeseq.capture or edgeseq.load one")
+        raise ConfigError(
+            f"quantize expects an IR Graph, got {type(graph).__name__}", hint="edgeseq.capture or edgeseq.load one"
+        )
     cfg = resolve_config(config)
-    graph.require_streaming("quantization", hint="window graphs export in float32 to ONNX (edgeseq export --target "
-                            "onnx); make the model causal (a unidirectional RNN, left-only padding) to quantize it")
+    graph.require_streaming(
+        "quantization",
+        hint="window graphs export in float32 to ONNX (edgeseq export --target "
+        "onnx); make the model causal (a unidirectional RNN, left-only padding) to quantize it",
+    )
     supported(graph)
     calib_x = _check_sequences(calib_x, graph.in_features, "calibration data")
     if val is not None:
@@ -94,8 +127,9 @@ def quantize(graph, calib_x, config: Union[str, dict, QuantConfig, None] = "edge
     if val is not None and budget is not None:
         from .search import mixed_precision
 
-        qg = mixed_precision(qg, stats, val, budget=budget, progress=progress, max_promotions=max_promotions,
-                             strict=strict)
+        qg = mixed_precision(
+            qg, stats, val, budget=budget, progress=progress, max_promotions=max_promotions, strict=strict
+        )
     return qg
 
 

@@ -129,7 +129,7 @@ def per_step_error(qg: QuantizedGraph, x, points: Optional[Iterable[str]] = None
 
 def sqnr_db(ref: np.ndarray, got: np.ndarray) -> float:
     noise = float(np.sum((got - ref) ** 2))
-    sig = float(np.sum(ref ** 2))
+    sig = float(np.sum(ref**2))
     if noise == 0:
         return float("inf")
     if sig == 0:

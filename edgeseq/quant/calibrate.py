@@ -33,16 +33,26 @@ class RecordingHook:
             n = x.shape[-1] if x.ndim else 1
             st = self.stats.points[name] = TensorStats(n, self.reservoir, seed=len(self.stats.points))
             self.stats.specs[name] = point
-        st.update(np.broadcast_to(x, x.shape[:-1] + (st.n,)) if x.ndim else np.full((1, st.n), float(x)),
-                  self.t if self.per_step else -1)
+        st.update(
+            np.broadcast_to(x, x.shape[:-1] + (st.n,)) if x.ndim else np.full((1, st.n), float(x)),
+            self.t if self.per_step else -1,
+        )
         return x
 
     def alias(self, name: str, target: str) -> None:
         self.stats.aliases[name] = target
 
 
-def calibrate(graph: Graph, xs, *, batch_size: int = 256, progress: bool = False,
-              stats: Optional[CalibrationStats] = None, reservoir: int = 8192, params=None) -> CalibrationStats:
+def calibrate(
+    graph: Graph,
+    xs,
+    *,
+    batch_size: int = 256,
+    progress: bool = False,
+    stats: Optional[CalibrationStats] = None,
+    reservoir: int = 8192,
+    params=None,
+) -> CalibrationStats:
     """Statistics of every quantization point of ``graph`` over the sequences ``xs`` (N, T, F).
 
     Runs batches of ``batch_size`` through :func:`edgeseq.quant.sim.simulate` with a recording
@@ -58,7 +68,7 @@ def calibrate(graph: Graph, xs, *, batch_size: int = 256, progress: bool = False
 
         starts = tqdm(starts, desc="calibrate", unit="batch", leave=False)
     for s in starts:
-        simulate(graph, xs[s:s + batch_size], hook, params)
+        simulate(graph, xs[s : s + batch_size], hook, params)
     stats.sequences += xs.shape[0]
     stats.steps = max(stats.steps, xs.shape[1])
     return stats

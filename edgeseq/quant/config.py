@@ -71,8 +71,13 @@ class TensorOverride:
         return d
 
 
-_ENUMS = {"weight_granularity": Granularity, "activation_granularity": Granularity, "observer": Observer,
-          "state_observer": Observer, "outlier_action": OutlierAction}
+_ENUMS = {
+    "weight_granularity": Granularity,
+    "activation_granularity": Granularity,
+    "observer": Observer,
+    "state_observer": Observer,
+    "outlier_action": OutlierAction,
+}
 
 
 @dataclass(frozen=True)
@@ -136,7 +141,11 @@ class QuantConfig:
             if not isinstance(getattr(self, f), int) or getattr(self, f) not in (8, 16):
                 bad(f, "must be 8 or 16")
         for f in ("activation_bits", "state_bits", "lut_bits", "split_bits", "readout_bits"):
-            if not isinstance(getattr(self, f), int) or isinstance(getattr(self, f), bool) or getattr(self, f) not in (8, 16):
+            if (
+                not isinstance(getattr(self, f), int)
+                or isinstance(getattr(self, f), bool)
+                or getattr(self, f) not in (8, 16)
+            ):
                 bad(f, "must be 8 or 16")
         if not isinstance(self.accumulator_bits, int) or self.accumulator_bits not in (32, 64):
             bad("accumulator_bits", "must be 32 or 64")
@@ -178,8 +187,9 @@ class QuantConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known - {"preset"})
         if unknown:
-            raise ConfigError(f"unknown quantization config field(s): {', '.join(unknown)}; "
-                              f"known: {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"unknown quantization config field(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
         kw = {k: v for k, v in d.items() if k != "preset"}
         if base is not None:
             return preset(str(base)).with_(**kw)
@@ -198,10 +208,22 @@ class QuantConfig:
 
 def _naive() -> QuantConfig:
     return QuantConfig(
-        name="naive", weight_bits=8, weight_granularity=Granularity.PER_TENSOR, activation_bits=8,
-        activation_granularity=Granularity.PER_TENSOR, observer=Observer.MINMAX, state_bits=8,
-        state_observer=Observer.MINMAX, state_margin=1.0, lmu_matrix_bits=8, lut_bits=8, readout_bits=8,
-        input_per_channel=False, input_offset=False, outlier_action=OutlierAction.NONE)
+        name="naive",
+        weight_bits=8,
+        weight_granularity=Granularity.PER_TENSOR,
+        activation_bits=8,
+        activation_granularity=Granularity.PER_TENSOR,
+        observer=Observer.MINMAX,
+        state_bits=8,
+        state_observer=Observer.MINMAX,
+        state_margin=1.0,
+        lmu_matrix_bits=8,
+        lut_bits=8,
+        readout_bits=8,
+        input_per_channel=False,
+        input_offset=False,
+        outlier_action=OutlierAction.NONE,
+    )
 
 
 def _edgeseq() -> QuantConfig:

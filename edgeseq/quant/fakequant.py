@@ -53,21 +53,45 @@ class FakeQuantHook:
         from .lower import make_table
 
         ein, eout = self.plan[pre_name], self.plan[out_name]
-        if (not self.active(pre_name) or not self.active(out_name) or not ein.per_tensor or not eout.per_tensor
-                or ein.bits > 16):
+        if (
+            not self.active(pre_name)
+            or not self.active(out_name)
+            or not ein.per_tensor
+            or not eout.per_tensor
+            or ein.bits > 16
+        ):
             return self(out_name, activation(fn, pre, slope, lo, hi), point)
         key = (pre_name, out_name)
         tab = self._tables.get(key)
         if tab is None:
-            tab = self._tables[key] = make_table(fn.value, float(ein.scale[0]), ein.bits, float(eout.scale[0]),
-                                                  eout.bits, self.plan.config.lut_table_bits, slope, lo, hi)
+            tab = self._tables[key] = make_table(
+                fn.value,
+                float(ein.scale[0]),
+                ein.bits,
+                float(eout.scale[0]),
+                eout.bits,
+                self.plan.config.lut_table_bits,
+                slope,
+                lo,
+                hi,
+            )
         lo_i, hi_i = -(1 << (ein.bits - 1)), (1 << (ein.bits - 1)) - 1
         q = np.clip(np.rint(pre / ein.scale[0]), lo_i, hi_i).astype(np.int64)
         return lut_apply(tab, q) * eout.scale
 
 
-def fake_run(graph: Graph, plan: QuantPlan, params: Mapping[str, dict], x, state=None, *, trace: bool = False,
-             skip: frozenset = frozenset(), only: Optional[frozenset] = None, float_weights: bool = False):
+def fake_run(
+    graph: Graph,
+    plan: QuantPlan,
+    params: Mapping[str, dict],
+    x,
+    state=None,
+    *,
+    trace: bool = False,
+    skip: frozenset = frozenset(),
+    only: Optional[frozenset] = None,
+    float_weights: bool = False,
+):
     """Run the fake-quantized graph. ``skip`` / ``only`` restrict the quantized activation points;
     ``float_weights=True`` keeps the float weights (activation-only quantization)."""
     hook = FakeQuantHook(plan, frozenset(skip), None if only is None else frozenset(only))

@@ -19,8 +19,26 @@ from typing import Callable, Mapping, Optional
 import numpy as np
 
 from ..errors import NumericsError, ShapeError
-from .program import (Add, CmpGe, Clamp, Concat, Div, Gather, Isqrt, Load, Lut, MatVec, MicroOp, Mul, Program,
-                      Requant, Select, Store, Sub, int_range)
+from .program import (
+    Add,
+    Clamp,
+    CmpGe,
+    Concat,
+    Div,
+    Gather,
+    Isqrt,
+    Load,
+    Lut,
+    MatVec,
+    MicroOp,
+    Mul,
+    Program,
+    Requant,
+    Select,
+    Store,
+    Sub,
+    int_range,
+)
 
 IntState = dict[str, np.ndarray]
 
@@ -62,7 +80,8 @@ class _Exec:
             b = self.c[op.bias] if op.bias else None
             lo, hi = self.p.intervals_cache.get(op.x, int_range(self.p.vectors[op.x].bits))
             bound = float(np.abs(w).sum(axis=1).max()) * max(abs(lo), abs(hi)) + (
-                float(np.abs(b).max()) if b is not None else 0.0)
+                float(np.abs(b).max()) if b is not None else 0.0
+            )
             wf = w.T.astype(np.float64) if bound < _EXACT_F64 else None
             self._mv[key] = (w, b, wf)
         w, b, wf = self._mv[key]
@@ -208,8 +227,10 @@ def _inputs(prog: Program, xq) -> dict[str, np.ndarray]:
         d = {k: np.asarray(v) for k, v in xq.items()}
     else:
         if len(prog.inputs) != 1:
-            raise ShapeError(f"the program has {len(prog.inputs)} input parts; pass a dict "
-                             f"{{{', '.join(s.vec for s in prog.inputs)}}}")
+            raise ShapeError(
+                f"the program has {len(prog.inputs)} input parts; pass a dict "
+                f"{{{', '.join(s.vec for s in prog.inputs)}}}"
+            )
         d = {prog.inputs[0].vec: np.asarray(xq)}
     out = {}
     shape = None
@@ -235,15 +256,18 @@ def _check_state(prog: Program, state: Mapping[str, np.ndarray], batch: int) -> 
     missing = sorted(set(prog.states) - set(state))
     extra = sorted(set(state) - set(prog.states))
     if missing or extra:
-        raise ShapeError("integer state does not match the program's states"
-                         + (f"; missing: {', '.join(missing)}" if missing else "")
-                         + (f"; unexpected: {', '.join(extra)}" if extra else ""))
+        raise ShapeError(
+            "integer state does not match the program's states"
+            + (f"; missing: {', '.join(missing)}" if missing else "")
+            + (f"; unexpected: {', '.join(extra)}" if extra else "")
+        )
     out = {}
     for k, s in prog.states.items():
         a = np.asarray(state[k])
         if a.shape != (batch, s.n) or a.dtype.kind not in "iu":
-            raise ShapeError(f"integer state '{k}' must be an integer array of shape {(batch, s.n)}, got "
-                             f"{a.dtype} {a.shape}")
+            raise ShapeError(
+                f"integer state '{k}' must be an integer array of shape {(batch, s.n)}, got {a.dtype} {a.shape}"
+            )
         lo, hi = int_range(s.bits)
         if a.size and (int(a.min()) < lo or int(a.max()) > hi):
             raise NumericsError(f"integer state '{k}' has values outside int{s.bits}")
@@ -251,8 +275,9 @@ def _check_state(prog: Program, state: Mapping[str, np.ndarray], batch: int) -> 
     return out
 
 
-def run(prog: Program, xq, state: Optional[Mapping[str, np.ndarray]] = None, *, check: bool = True,
-        trace: bool = False):
+def run(
+    prog: Program, xq, state: Optional[Mapping[str, np.ndarray]] = None, *, check: bool = True, trace: bool = False
+):
     """Run ``prog`` on integer input ``xq`` ((B, T, n) array, or a dict of input parts).
 
     Returns ``(outputs, new_state)``: ``outputs`` one int64 array per program output ((B, T, n)
@@ -295,10 +320,12 @@ def run_chunked(prog: Program, xq, chunk: int, state=None, check: bool = True):
     steps = next(iter(xs.values())).shape[1]
     parts = []
     for s in range(0, steps, chunk):
-        outs, state = run(prog, {k: v[:, s:s + chunk] for k, v in xs.items()}, state, check=check)
+        outs, state = run(prog, {k: v[:, s : s + chunk] for k, v in xs.items()}, state, check=check)
         parts.append(outs)
-    outputs = tuple(np.concatenate([p[i] for p in parts], axis=1) if o.temporal else parts[-1][i]
-                    for i, o in enumerate(prog.outputs))
+    outputs = tuple(
+        np.concatenate([p[i] for p in parts], axis=1) if o.temporal else parts[-1][i]
+        for i, o in enumerate(prog.outputs)
+    )
     return outputs, state
 
 

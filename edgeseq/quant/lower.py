@@ -31,14 +31,33 @@ import numpy as np
 
 from ..errors import NumericsError, UnsupportedOpError
 from ..ir import ops as O
-from ..ir.graph import Graph, Node
 from ..ir.activations import activation
 from ..ir.cells import has_step_program
+from ..ir.graph import Graph, Node
 from ..ir.types import Act, ReadoutMode
 from .config import Granularity, QuantConfig
 from .plan import QuantPlan, TensorPlan, WeightPlan, qmax
-from .program import (Add, Clamp, Concat, Div, Gather, InputSpec, Isqrt, Load, Lut, MatVec, Mul,
-                      OutputSpec, Program, ProgramBuilder, Requant, Store, Sub, bits_for, int_range)
+from .program import (
+    Add,
+    Clamp,
+    Concat,
+    Div,
+    Gather,
+    InputSpec,
+    Isqrt,
+    Load,
+    Lut,
+    MatVec,
+    Mul,
+    OutputSpec,
+    Program,
+    ProgramBuilder,
+    Requant,
+    Store,
+    Sub,
+    bits_for,
+    int_range,
+)
 from .sim import node_params
 
 Q15 = 15
@@ -67,8 +86,17 @@ def quantize_multiplier(ratio) -> tuple[np.ndarray, np.ndarray]:
     return mult.astype(np.int64), shift.astype(np.int64)
 
 
-def make_table(fn: str, s_in: float, in_bits: int, s_out: float, out_bits: int, table_bits: int,
-               slope: float = 0.01, lo: float = -1.0, hi: float = 1.0) -> np.ndarray:
+def make_table(
+    fn: str,
+    s_in: float,
+    in_bits: int,
+    s_out: float,
+    out_bits: int,
+    table_bits: int,
+    slope: float = 0.01,
+    lo: float = -1.0,
+    hi: float = 1.0,
+) -> np.ndarray:
     """The Lut table of ``fn`` from an input of scale ``s_in`` to an output of scale ``s_out``:
     256 entries for inputs of at most 8 bits, else 2^table_bits + 1 interpolation nodes over int16."""
     olo, ohi = int_range(out_bits)
@@ -97,7 +125,7 @@ def quantize_weight(w: np.ndarray, bits: int, per_channel: bool) -> tuple[np.nda
 
 def _sqnr(w, wd) -> float:
     err = float(np.sum((w - wd) ** 2))
-    sig = float(np.sum(w ** 2))
+    sig = float(np.sum(w**2))
     if err == 0:
         return float("inf")
     return 10.0 * math.log10(max(sig, 1e-300) / err)
@@ -174,7 +202,8 @@ class Lowerer:
         self.vals: dict[str, QV] = {}
         self.fake: dict[str, dict[str, np.ndarray]] = {
             n.name: {k: np.array(v, dtype=np.float64, copy=True) for k, v in node_params(graph, n).items()}
-            for n in graph.nodes}
+            for n in graph.nodes
+        }
         self.weights: dict[str, WeightPlan] = {}
         self.max_steps: list[int] = []
         self.node = ""
@@ -212,13 +241,22 @@ class Lowerer:
         order = np.concatenate([p.idx for p in qv.parts])
         bits = max(p.bits for p in qv.parts)
         scale = np.concatenate([p.scale for p in qv.parts])
-        cat = self.emit(Concat(out=self.nm(f"{self.node}.cat"), xs=tuple(p.vec for p in qv.parts), node=self.node),
-                        qv.n, bits, scale)
+        cat = self.emit(
+            Concat(out=self.nm(f"{self.node}.cat"), xs=tuple(p.vec for p in qv.parts), node=self.node),
+            qv.n,
+            bits,
+            scale,
+        )
         if np.array_equal(order, np.arange(qv.n)):
             return Part(cat, order, bits, scale)
         inv = np.argsort(order)
-        v = self.emit(Gather(out=self.nm(f"{self.node}.perm"), x=cat, index=self.k("perm", inv), node=self.node),
-                      qv.n, bits, scale[inv], tag)
+        v = self.emit(
+            Gather(out=self.nm(f"{self.node}.perm"), x=cat, index=self.k("perm", inv), node=self.node),
+            qv.n,
+            bits,
+            scale[inv],
+            tag,
+        )
         return Part(v, np.arange(qv.n), bits, scale[inv])
 
     def per_tensor(self, p: Part, bits: int, tag=None) -> Part:
@@ -236,7 +274,7 @@ class Lowerer:
         out_scale = np.broadcast_to(np.asarray(out_scale, np.float64), (n,))
         lo, hi = self.pb.interval(vec)
         pre = max(0, bits_for(lo, hi) - 32)
-        ratio = in_scale / out_scale * (2.0 ** pre)
+        ratio = in_scale / out_scale * (2.0**pre)
         if np.any(ratio < 0):
             raise UnsupportedOpError("a negative scale ratio cannot be requantized", where=f"node '{self.node}'")
         m, s = quantize_multiplier(ratio)
@@ -244,8 +282,13 @@ class Lowerer:
             mk, sk = self.scalar(int(m[0])), self.scalar(int(s[0]))
         else:
             mk, sk = self.k(f"{base}.mult", m, np.int32), self.k(f"{base}.shift", s, np.int8)
-        return self.emit(Requant(out=self.nm(f"{self.node}:{base}"), x=vec, mult=mk, shift=sk, pre=pre,
-                                 node=self.node), n, bits, out_scale, tag)
+        return self.emit(
+            Requant(out=self.nm(f"{self.node}:{base}"), x=vec, mult=mk, shift=sk, pre=pre, node=self.node),
+            n,
+            bits,
+            out_scale,
+            tag,
+        )
 
     def clamp_bits(self, vec: str, bits: int, base: str, scale=None, tag=None) -> str:
         lo, hi = int_range(bits)
@@ -253,12 +296,24 @@ class Lowerer:
         n = self.pb.vectors[vec].n
         if lo <= vlo and vhi <= hi and self.bits_of(vec) <= bits and tag is None:
             return vec
-        return self.emit(Clamp(out=self.nm(f"{self.node}:{base}"), x=vec, lo=self.scalar(lo), hi=self.scalar(hi),
-                               node=self.node), n, bits, scale, tag)
+        return self.emit(
+            Clamp(out=self.nm(f"{self.node}:{base}"), x=vec, lo=self.scalar(lo), hi=self.scalar(hi), node=self.node),
+            n,
+            bits,
+            scale,
+            tag,
+        )
 
     # -- weights ------------------------------------------------------------------------------------
-    def quant_matrix(self, name: str, w: np.ndarray, in_scale: np.ndarray, bits: int,
-                     per_channel: Optional[bool] = None, x_absmax: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def quant_matrix(
+        self,
+        name: str,
+        w: np.ndarray,
+        in_scale: np.ndarray,
+        bits: int,
+        per_channel: Optional[bool] = None,
+        x_absmax: int = 0,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(Wq, row scale in output units, dequantized W in input units).
 
         With ``x_absmax`` (the input's worst-case magnitude), row scales are enlarged where needed so
@@ -283,14 +338,27 @@ class Lowerer:
         while key in self.weights:
             key = f"{name}#{i}"
             i += 1
-        self.weights[key] = WeightPlan(key, bits, "per_channel" if per_channel else "per_tensor", ws,
-                                       tuple(w.shape), _sqnr(np.asarray(w, np.float64), wd))
+        self.weights[key] = WeightPlan(
+            key,
+            bits,
+            "per_channel" if per_channel else "per_tensor",
+            ws,
+            tuple(w.shape),
+            _sqnr(np.asarray(w, np.float64), wd),
+        )
         return wq, ws, wd
 
     # -- affine sums ------------------------------------------------------------------------------
-    def affine(self, terms: Sequence, bias: Optional[np.ndarray], out: TensorPlan, tag: Optional[str],
-               fake_bias: Optional[Callable[[np.ndarray], None]] = None, n_out: Optional[int] = None,
-               base: Optional[str] = None) -> QV:
+    def affine(
+        self,
+        terms: Sequence,
+        bias: Optional[np.ndarray],
+        out: TensorPlan,
+        tag: Optional[str],
+        fake_bias: Optional[Callable[[np.ndarray], None]] = None,
+        n_out: Optional[int] = None,
+        base: Optional[str] = None,
+    ) -> QV:
         """sum of terms + bias, quantized as ``out``. Returns the output value (parts per ``out``)."""
         base = base or (tag.split(":")[-1].split("/")[-1] if tag else "y")
         mats = []  # (Wq, ws, vec, blocks)
@@ -317,8 +385,7 @@ class Lowerer:
         b = np.zeros(n) if bias is None else np.broadcast_to(np.asarray(bias, np.float64), (n,)).copy()
         b = b + extra
         has_bias = bias is not None or np.any(np.asarray(extra) != 0)
-        if not mats and not out.split and any(np.array_equal(np.broadcast_to(r.scale, (n,)), out.scale)
-                                              for r in raws):
+        if not mats and not out.split and any(np.array_equal(np.broadcast_to(r.scale, (n,)), out.scale) for r in raws):
             return self._sum_at(raws, scaled, b if has_bias else None, out, tag, fake_bias, base)
         if len(mats) == 1 and not raws and not scaled:
             wq, ws, vec, blocks = mats[0]
@@ -326,12 +393,23 @@ class Lowerer:
             if bq is not None and blocks > 1:
                 bq_b = bq.reshape(blocks, -1)
                 if not np.all(bq_b == bq_b[0]):
-                    raise UnsupportedOpError("a blocked matvec needs the same bias in every block",
-                                             where=f"node '{self.node}'")
+                    raise UnsupportedOpError(
+                        "a blocked matvec needs the same bias in every block", where=f"node '{self.node}'"
+                    )
                 bq = bq_b[0]
-            acc = self.emit(MatVec(out=self.nm(f"{self.node}:{base}.acc"), x=vec, w=self.k(f"{base}.w", wq),
-                                   bias=None if bq is None else self.k(f"{base}.b", bq), blocks=blocks,
-                                   node=self.node), n, None, ws)
+            acc = self.emit(
+                MatVec(
+                    out=self.nm(f"{self.node}:{base}.acc"),
+                    x=vec,
+                    w=self.k(f"{base}.w", wq),
+                    bias=None if bq is None else self.k(f"{base}.b", bq),
+                    blocks=blocks,
+                    node=self.node,
+                ),
+                n,
+                None,
+                ws,
+            )
             if fake_bias is not None:
                 fake_bias((np.tile(bq, blocks) * ws if bq is not None else np.zeros(n)) - extra_deq)
             return self.finish(acc, ws, out, tag, base)
@@ -344,8 +422,19 @@ class Lowerer:
         accs = []
         bound = 0.0  # worst-case |sum| in units of the output scale
         for i, (wq, ws, vec, blocks) in enumerate(mats):
-            acc = self.emit(MatVec(out=self.nm(f"{self.node}:{base}.acc{i}"), x=vec, w=self.k(f"{base}.w{i}", wq),
-                                   bias=None, blocks=blocks, node=self.node), n, None, ws)
+            acc = self.emit(
+                MatVec(
+                    out=self.nm(f"{self.node}:{base}.acc{i}"),
+                    x=vec,
+                    w=self.k(f"{base}.w{i}", wq),
+                    bias=None,
+                    blocks=blocks,
+                    node=self.node,
+                ),
+                n,
+                None,
+                ws,
+            )
             accs.append((acc, ws, f"{base}.t{i}"))
         signs = [1] * len(accs)
         for j, r in enumerate(raws):
@@ -361,7 +450,7 @@ class Lowerer:
             bound += float(np.max(np.abs(b) / out.scale))
         f_bits = int(math.floor(29.0 - math.log2(max(bound, 1.0))))
         f_bits = max(-8, min(16, f_bits))
-        P = out.scale * 2.0 ** -f_bits
+        P = out.scale * 2.0**-f_bits
         pieces = []
         for vec, sc, nm in accs:
             lo, hi = self.pb.interval(vec)
@@ -372,8 +461,12 @@ class Lowerer:
         total = self.signed_sum(pieces, signs, f"{base}.sum", P)
         if has_bias:
             bq = round_half_up(b / P).astype(np.int64)
-            total = self.emit(Add(out=self.nm(f"{self.node}:{base}.bias"), a=total, b=self.k(f"{base}.b", bq),
-                                  node=self.node), n, None, P)
+            total = self.emit(
+                Add(out=self.nm(f"{self.node}:{base}.bias"), a=total, b=self.k(f"{base}.b", bq), node=self.node),
+                n,
+                None,
+                P,
+            )
             if fake_bias is not None:
                 fake_bias(bq * P - extra_deq)
         elif fake_bias is not None:
@@ -385,12 +478,12 @@ class Lowerer:
         n = self.pb.width(pieces[0])
         total = pieces[0]
         if signs[0] < 0:
-            total = self.emit(Sub(out=self.nm(f"{self.node}:{base}.neg"), a=self.scalar(0), b=total, node=self.node),
-                              n, None, scale)
+            total = self.emit(
+                Sub(out=self.nm(f"{self.node}:{base}.neg"), a=self.scalar(0), b=total, node=self.node), n, None, scale
+            )
         for i, (pc, sg) in enumerate(zip(pieces[1:], signs[1:])):
             cls = Add if sg > 0 else Sub
-            total = self.emit(cls(out=self.nm(f"{self.node}:{base}{i}"), a=total, b=pc, node=self.node), n, None,
-                              scale)
+            total = self.emit(cls(out=self.nm(f"{self.node}:{base}{i}"), a=total, b=pc, node=self.node), n, None, scale)
         return total
 
     def scaled_piece(self, t: ScaledTerm, P, base: str) -> str:
@@ -423,8 +516,12 @@ class Lowerer:
         total = self.signed_sum(pieces, signs, f"{base}.sum", out.scale)
         if bias is not None:
             bq = round_half_up(bias / out.scale).astype(np.int64)
-            total = self.emit(Add(out=self.nm(f"{self.node}:{base}.bias"), a=total, b=self.k(f"{base}.b", bq),
-                                  node=self.node), n, None, out.scale)
+            total = self.emit(
+                Add(out=self.nm(f"{self.node}:{base}.bias"), a=total, b=self.k(f"{base}.b", bq), node=self.node),
+                n,
+                None,
+                out.scale,
+            )
             if fake_bias is not None:
                 fake_bias(bq * out.scale)
         elif fake_bias is not None:
@@ -445,8 +542,14 @@ class Lowerer:
         parts = []
         scale = np.broadcast_to(np.asarray(scale, np.float64), (n,))
         for idx, bits, nm in ((lo, out.bits, "lo"), (hi, out.split_bits, "hi")):
-            g = self.emit(Gather(out=self.nm(f"{self.node}:{base}.{nm}g"), x=vec, index=self.k(f"{base}.{nm}", idx),
-                                 node=self.node), idx.size, self.bits_of(vec), scale[idx])
+            g = self.emit(
+                Gather(
+                    out=self.nm(f"{self.node}:{base}.{nm}g"), x=vec, index=self.k(f"{base}.{nm}", idx), node=self.node
+                ),
+                idx.size,
+                self.bits_of(vec),
+                scale[idx],
+            )
             v = self.requant(g, scale[idx], out.scale[idx], bits, f"{base}.{nm}", f"{tag}.{nm}" if tag else None)
             parts.append(Part(v, idx, bits, out.scale[idx].copy()))
         return QV(n, parts)
@@ -465,8 +568,13 @@ class Lowerer:
         s_out = float(out.scale[0])
         table = make_table(fn, s_in, p.bits, s_out, out.bits, self.cfg.lut_table_bits, slope, lo, hi)
         dtype = np.int8 if out.bits <= 8 else np.int16
-        v = self.emit(Lut(out=self.nm(f"{self.node}:{base}"), x=p.vec, table=self.k(f"{base}.lut", table, dtype),
-                          node=self.node), p.scale.size, out.bits, out.scale, tag)
+        v = self.emit(
+            Lut(out=self.nm(f"{self.node}:{base}"), x=p.vec, table=self.k(f"{base}.lut", table, dtype), node=self.node),
+            p.scale.size,
+            out.bits,
+            out.scale,
+            tag,
+        )
         return Part(v, p.idx, out.bits, out.scale.copy())
 
     def load(self, key: str, tag=None) -> Part:
@@ -536,8 +644,11 @@ class Lowerer:
     def lower_node(self, node: Node) -> None:
         fn = self.scan_rule if has_step_program(node.op) else LOWER.get(type(node.op))
         if fn is None:
-            raise UnsupportedOpError(f"cannot quantize op kind '{node.op.kind}'", where=f"node '{node.name}'",
-                                     hint="supported: " + ", ".join(sorted(c.kind for c in LOWER)))
+            raise UnsupportedOpError(
+                f"cannot quantize op kind '{node.op.kind}'",
+                where=f"node '{node.name}'",
+                hint="supported: " + ", ".join(sorted(c.kind for c in LOWER)),
+            )
         try:
             fn(self, node, node.op)
         except UnsupportedOpError as err:
@@ -563,14 +674,18 @@ class Lowerer:
         s = self.load(key + "sum")
         lo, hi = int_range(x.bits)
         self.max_steps.append(((1 << 31) - 1) // max(abs(lo), hi, 1))
-        s2 = self.emit(Add(out=self.nm(f"{node.name}:sum"), a=s.vec, b=x.vec, accumulate=True, node=node.name),
-                       n, 32, x.scale)
+        s2 = self.emit(
+            Add(out=self.nm(f"{node.name}:sum"), a=s.vec, b=x.vec, accumulate=True, node=node.name), n, 32, x.scale
+        )
         self.store(key + "sum", s2)
         if op.mode is ReadoutMode.MEAN:
             self.state(key + "count", 1, bits=32, scale=np.ones(1))
             c = self.load(key + "count")
-            c2 = self.emit(Add(out=self.nm(f"{node.name}:count"), a=c.vec, b=self.scalar(1), accumulate=True,
-                               node=node.name), 1, 32)
+            c2 = self.emit(
+                Add(out=self.nm(f"{node.name}:count"), a=c.vec, b=self.scalar(1), accumulate=True, node=node.name),
+                1,
+                32,
+            )
             self.store(key + "count", c2)
         self._readout_in = getattr(self, "_readout_in", {})
         self._readout_in[node.name] = x
@@ -591,16 +706,24 @@ class Lowerer:
             self.vals[node.outputs[0]] = QV(n, [Part(v, np.arange(n), out.bits, out.scale.copy())])
             return
         c = self.load(key + "count")
-        c1 = self.emit(Clamp(out=self.nm(f"{node.name}:count1"), x=c.vec, lo=self.scalar(1),
-                             hi=self.scalar((1 << 31) - 1), node=node.name), 1, 32)
+        c1 = self.emit(
+            Clamp(
+                out=self.nm(f"{node.name}:count1"),
+                x=c.vec,
+                lo=self.scalar(1),
+                hi=self.scalar((1 << 31) - 1),
+                node=node.name,
+            ),
+            1,
+            32,
+        )
         ratio = x_scale / out.scale
         kf = int(round(math.log2(float(ratio[0])))) if ratio[0] > 0 else 0
-        if not np.allclose(ratio, 2.0 ** kf, rtol=1e-12, atol=0) or kf < 0:
+        if not np.allclose(ratio, 2.0**kf, rtol=1e-12, atol=0) or kf < 0:
             raise UnsupportedOpError("mean readout scale must be the input scale / 2^k")
         num = s.vec
         if kf > 0:
-            num = self.emit(Mul(out=self.nm(f"{node.name}:scaled"), a=s.vec, b=self.scalar(1 << kf),
-                                node=node.name), n)
+            num = self.emit(Mul(out=self.nm(f"{node.name}:scaled"), a=s.vec, b=self.scalar(1 << kf), node=node.name), n)
         m = self.emit(Div(out=self.nm(f"{node.name}:mean"), a=num, b=c1, node=node.name), n)
         v = self.clamp_bits(m, out.bits, "meanq", out.scale, node.outputs[0])
         self.vals[node.outputs[0]] = QV(n, [Part(v, np.arange(n), out.bits, out.scale.copy())])
@@ -647,9 +770,22 @@ def _linear(L: Lowerer, node: Node, op: O.Linear):
     out = L.e(node.outputs[0])
     x = L.vals[node.inputs[0]]
     _ensure(fk, "bias", op.weight.shape[0])
-    qv = L.affine([MatTerm(op.weight, x, f"{node.name}.weight", L.wbits(f"{node.name}.weight", L.cfg.weight_bits),
-                           _setter(fk, "weight"))],
-                  op.bias, out, node.outputs[0], _setter(fk, "bias"), base="y")
+    qv = L.affine(
+        [
+            MatTerm(
+                op.weight,
+                x,
+                f"{node.name}.weight",
+                L.wbits(f"{node.name}.weight", L.cfg.weight_bits),
+                _setter(fk, "weight"),
+            )
+        ],
+        op.bias,
+        out,
+        node.outputs[0],
+        _setter(fk, "bias"),
+        base="y",
+    )
     L.out_value(node, qv)
 
 
@@ -669,16 +805,23 @@ def _conv1d(L: Lowerer, node: Node, op: O.Conv1d):
         gi = o // (out_ch // groups)
         for k in range(K):
             pos = k * op.dilation
-            wf[o, pos * C + gi * cg: pos * C + (gi + 1) * cg] = w[o, :, k]
+            wf[o, pos * C + gi * cg : pos * C + (gi + 1) * cg] = w[o, :, k]
     if hist:
         key = f"{node.name}/buf"
         L.pb.add_state(key, (hist, C), x.bits, np.tile(x.scale, hist))
         b = L.load(key)
-        cat = L.emit(Concat(out=L.nm(f"{node.name}:window"), xs=(b.vec, x.vec), node=node.name), win * C, x.bits,
-                     np.tile(x.scale, win))
+        cat = L.emit(
+            Concat(out=L.nm(f"{node.name}:window"), xs=(b.vec, x.vec), node=node.name),
+            win * C,
+            x.bits,
+            np.tile(x.scale, win),
+        )
         window = Part(cat, np.arange(win * C), x.bits, np.tile(x.scale, win))
-        nb = L.emit(Gather(out=L.nm(f"{node.name}:buf"), x=cat, index=L.k("shift", np.arange(C, win * C)),
-                           node=node.name), hist * C, x.bits)
+        nb = L.emit(
+            Gather(out=L.nm(f"{node.name}:buf"), x=cat, index=L.k("shift", np.arange(C, win * C)), node=node.name),
+            hist * C,
+            x.bits,
+        )
         L.store(key, nb)
     else:
         window = x
@@ -689,13 +832,26 @@ def _conv1d(L: Lowerer, node: Node, op: O.Conv1d):
             gi = o // (out_ch // groups)
             for k in range(K):
                 pos = k * op.dilation
-                wr[o, :, k] = wd[o, pos * C + gi * cg: pos * C + (gi + 1) * cg]
+                wr[o, :, k] = wd[o, pos * C + gi * cg : pos * C + (gi + 1) * cg]
         fk["weight"] = wr
 
     _ensure(fk, "bias", out_ch)
-    qv = L.affine([MatTerm(wf, QV(win * C, [window]), f"{node.name}.weight",
-                           L.wbits(f"{node.name}.weight", L.cfg.weight_bits), put_w)],
-                  op.bias, out, node.outputs[0], _setter(fk, "bias"), base="y")
+    qv = L.affine(
+        [
+            MatTerm(
+                wf,
+                QV(win * C, [window]),
+                f"{node.name}.weight",
+                L.wbits(f"{node.name}.weight", L.cfg.weight_bits),
+                put_w,
+            )
+        ],
+        op.bias,
+        out,
+        node.outputs[0],
+        _setter(fk, "bias"),
+        base="y",
+    )
     L.out_value(node, qv)
 
 
@@ -723,8 +879,9 @@ def _batchnorm(L: Lowerer, node: Node, op: O.BatchNorm):
     src = node.inputs[0]
     if src == L.g.inputs[0].name and L.e(src).absorbed:
         if np.any(a == 0):
-            raise NumericsError("a BatchNorm with a zero scale cannot be merged into the input quantizer",
-                                where=f"node '{node.name}'")
+            raise NumericsError(
+                "a BatchNorm with a zero scale cannot be merged into the input quantizer", where=f"node '{node.name}'"
+            )
         n = a.size
         spec = InputSpec(node.outputs[0], np.arange(n), out.bits, out.scale.copy(), a / out.scale, -c / a)
         L.pb.add_input(spec, tag=node.outputs[0])
@@ -757,23 +914,26 @@ def _layernorm(L: Lowerer, node: Node, op: O.LayerNorm):
     ss = L.emit(MatVec(out=L.nm(f"{nd}:ss"), x=d2, w=ones, node=nd), 1)
     var = L.emit(Div(out=L.nm(f"{nd}:var"), a=ss, b=nk, node=nd), 1)
     unit = float(x.scale[0]) / (1 << kshift)
-    eps_q = int(round_half_up(op.eps / unit ** 2))
+    eps_q = int(round_half_up(op.eps / unit**2))
     ve = L.emit(Add(out=L.nm(f"{nd}:ve"), a=var, b=L.scalar(eps_q), node=nd), 1)
     lo, hi = L.pb.interval(ve)
-    ve1 = L.emit(Clamp(out=L.nm(f"{nd}:ve1"), x=ve, lo=L.scalar(1), hi=L.scalar(max(hi, 1)), node=nd), 1,
-                 bits_for(1, max(hi, 1)))
+    ve1 = L.emit(
+        Clamp(out=L.nm(f"{nd}:ve1"), x=ve, lo=L.scalar(1), hi=L.scalar(max(hi, 1)), node=nd), 1, bits_for(1, max(hi, 1))
+    )
     r = L.emit(Isqrt(out=L.nm(f"{nd}:rstd"), x=ve1, node=nd), 1)
     F = 12
     dF = L.emit(Mul(out=L.nm(f"{nd}:dF"), a=d, b=L.scalar(1 << F), node=nd), n)
     nrm = L.emit(Div(out=L.nm(f"{nd}:norm"), a=dF, b=r, node=nd), n)
     # the normalised value has at most sqrt(n) magnitude: clamp to that bound
     lim = int(math.ceil(math.sqrt(n) * (1 << F))) + 1
-    nrm = L.emit(Clamp(out=L.nm(f"{nd}:normc"), x=nrm, lo=L.scalar(-lim), hi=L.scalar(lim), node=nd), n,
-                 bits_for(-lim, lim))
+    nrm = L.emit(
+        Clamp(out=L.nm(f"{nd}:normc"), x=nrm, lo=L.scalar(-lim), hi=L.scalar(lim), node=nd), n, bits_for(-lim, lim)
+    )
     w = np.ones(n) if op.weight is None else np.asarray(op.weight, np.float64)
     b = np.zeros(n) if op.bias is None else np.asarray(op.bias, np.float64)
-    qv, wd, bd = _diag_affine(L, Part(nrm, np.arange(n), bits_for(-lim, lim), np.full(n, 2.0 ** -F)), w, b, out,
-                              node.outputs[0], "ln")
+    qv, wd, bd = _diag_affine(
+        L, Part(nrm, np.arange(n), bits_for(-lim, lim), np.full(n, 2.0**-F)), w, b, out, node.outputs[0], "ln"
+    )
     fk["weight"], fk["bias"] = wd, bd
     L.out_value(node, qv)
 
@@ -796,8 +956,13 @@ def _activation(L: Lowerer, node: Node, op: O.Activation):
             else:
                 lo_k = L.k("lo", np.clip(np.ceil(op.lo / p.scale - 0.5), *int_range(p.bits)).astype(np.int64))
                 hi_k = L.k("hi", np.clip(np.floor(op.hi / p.scale + 0.5), *int_range(p.bits)).astype(np.int64))
-            v = L.emit(Clamp(out=L.nm(f"{node.name}:y"), x=p.vec, lo=lo_k, hi=hi_k, node=node.name), n, p.bits,
-                       p.scale, node.outputs[0] if xq.whole else None)
+            v = L.emit(
+                Clamp(out=L.nm(f"{node.name}:y"), x=p.vec, lo=lo_k, hi=hi_k, node=node.name),
+                n,
+                p.bits,
+                p.scale,
+                node.outputs[0] if xq.whole else None,
+            )
             parts.append(Part(v, p.idx, p.bits, p.scale))
         L.out_value(node, QV(xq.n, parts))
         return

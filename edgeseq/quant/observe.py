@@ -90,9 +90,13 @@ class TensorStats:
         return np.sqrt(np.asarray(self.step_sumsq) / c)
 
     def summary(self) -> dict:
-        return {"n": self.n, "count": self.count, "absmax": self.absmax,
-                "min": float(self.ch_min.min()) if self.count else 0.0,
-                "max": float(self.ch_max.max()) if self.count else 0.0}
+        return {
+            "n": self.n,
+            "count": self.count,
+            "absmax": self.absmax,
+            "min": float(self.ch_min.min()) if self.count else 0.0,
+            "max": float(self.ch_max.max()) if self.count else 0.0,
+        }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -183,8 +187,16 @@ class CalibrationStats:
         rows = [("point", "role", "n", "min", "max", "absmax")]
         for k, s in self.points.items():
             sp = self.specs.get(k)
-            rows.append((k, sp.role if sp else "?", str(s.n), f"{s.ch_min.min():.4g}", f"{s.ch_max.max():.4g}",
-                         f"{s.absmax:.4g}"))
+            rows.append(
+                (
+                    k,
+                    sp.role if sp else "?",
+                    str(s.n),
+                    f"{s.ch_min.min():.4g}",
+                    f"{s.ch_max.max():.4g}",
+                    f"{s.absmax:.4g}",
+                )
+            )
         w = [max(len(r[i]) for r in rows) for i in range(6)]
         return "\n".join("  ".join(c.ljust(x) for c, x in zip(r, w)).rstrip() for r in rows)
 

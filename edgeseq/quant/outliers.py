@@ -27,8 +27,8 @@ import numpy as np
 
 from ..ir import ops as O
 from ..ir.cells import has_step_program, step_program
-from ..ir.step.analysis import input_matrices
 from ..ir.graph import Graph
+from ..ir.step.analysis import input_matrices
 from .observe import CalibrationStats, TensorStats
 
 
@@ -40,8 +40,7 @@ def detect_outliers(st: TensorStats, threshold: float) -> dict:
         return {"channels": [], "ratios": [], "median_absmax": med, "max_ratio": 0.0}
     r = a / med
     ch = [int(c) for c in np.nonzero(r > threshold)[0]]
-    return {"channels": ch, "ratios": [float(r[c]) for c in ch], "median_absmax": med,
-            "max_ratio": float(r.max())}
+    return {"channels": ch, "ratios": [float(r[c]) for c in ch], "median_absmax": med, "max_ratio": float(r.max())}
 
 
 def consumer_matrices(graph: Graph, value: str) -> list[np.ndarray]:
@@ -72,7 +71,7 @@ def smooth_factors(amax: np.ndarray, wmax: np.ndarray, alpha: float) -> np.ndarr
     """SmoothQuant factors s_c = amax_c^alpha / wmax_c^(1-alpha) (normalised to max 1)."""
     a = np.maximum(np.asarray(amax, np.float64), 1e-12)
     w = np.maximum(np.asarray(wmax, np.float64), 1e-12)
-    s = a ** alpha / w ** (1.0 - alpha)
+    s = a**alpha / w ** (1.0 - alpha)
     return s / s.max()
 
 
@@ -85,8 +84,9 @@ def smooth_scales(amax: np.ndarray, wmax: np.ndarray, alpha: float, bits: int) -
     return (big / qm) * s
 
 
-def outlier_report(graph: Graph, stats: CalibrationStats, threshold: float = 6.0,
-                   values_only: bool = True) -> dict[str, dict]:
+def outlier_report(
+    graph: Graph, stats: CalibrationStats, threshold: float = 6.0, values_only: bool = True
+) -> dict[str, dict]:
     """Outlier channels of every calibrated activation (IR values; all points with
     ``values_only=False``): {name: {'channels', 'ratios', 'median_absmax', 'max_ratio'}}."""
     names = set(graph.value_types) if values_only else set(stats.points)

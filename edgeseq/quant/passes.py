@@ -24,8 +24,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import ops as O
-from ..ir.graph import Graph, Node
 from ..ir.cells import has_step_program, step_program
+from ..ir.graph import Graph, Node
 from ..ir.step.analysis import fold_input, fold_output
 
 
@@ -88,15 +88,21 @@ def fold_batchnorm(graph: Graph) -> Graph:
             if dst in g.outputs:
                 continue
             prod = producers.get(src)
-            if (prod is not None and len(prod.outputs) == 1 and src not in g.outputs
-                    and len(consumers.get(src, [])) == 1):
+            if (
+                prod is not None
+                and len(prod.outputs) == 1
+                and src not in g.outputs
+                and len(consumers.get(src, [])) == 1
+            ):
                 new_op = _fold_into_producer(g, prod, a, c)
                 if new_op is not None:
                     new_op.check()
-                    nodes = [Node(n.name, new_op, n.inputs, n.outputs) if n is prod else n
-                             for n in nodes if n is not node]
-                    nodes = [Node(n.name, n.op, tuple(src if i == dst else i for i in n.inputs), n.outputs)
-                             for n in nodes]
+                    nodes = [
+                        Node(n.name, new_op, n.inputs, n.outputs) if n is prod else n for n in nodes if n is not node
+                    ]
+                    nodes = [
+                        Node(n.name, n.op, tuple(src if i == dst else i for i in n.inputs), n.outputs) for n in nodes
+                    ]
                     changed = True
                     break
             cons = consumers.get(dst, [])

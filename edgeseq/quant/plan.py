@@ -102,9 +102,15 @@ class TensorPlan:
         return q * self.scale
 
     def to_dict(self) -> dict:
-        d: dict[str, Any] = {"name": self.name, "role": self.role, "bits": self.bits,
-                             "granularity": self.granularity, "observer": self.observer, "amax": self.amax,
-                             "scale": [float(v) for v in self.scale]}
+        d: dict[str, Any] = {
+            "name": self.name,
+            "role": self.role,
+            "bits": self.bits,
+            "granularity": self.granularity,
+            "observer": self.observer,
+            "amax": self.amax,
+            "scale": [float(v) for v in self.scale],
+        }
         if self.offset is not None:
             d["offset"] = [float(v) for v in self.offset]
         for k in ("fn", "note"):
@@ -121,12 +127,22 @@ class TensorPlan:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "TensorPlan":
-        return cls(name=d["name"], role=d["role"], bits=int(d["bits"]), scale=np.asarray(d["scale"], np.float64),
-                   granularity=d["granularity"], observer=d.get("observer"), amax=float(d.get("amax", 0.0)),
-                   offset=None if d.get("offset") is None else np.asarray(d["offset"], np.float64),
-                   fn=d.get("fn"), note=d.get("note", ""), boundary=bool(d.get("boundary", False)),
-                   absorbed=bool(d.get("absorbed", False)), split=tuple(d.get("split", ())),
-                   split_bits=int(d.get("split_bits", 16)))
+        return cls(
+            name=d["name"],
+            role=d["role"],
+            bits=int(d["bits"]),
+            scale=np.asarray(d["scale"], np.float64),
+            granularity=d["granularity"],
+            observer=d.get("observer"),
+            amax=float(d.get("amax", 0.0)),
+            offset=None if d.get("offset") is None else np.asarray(d["offset"], np.float64),
+            fn=d.get("fn"),
+            note=d.get("note", ""),
+            boundary=bool(d.get("boundary", False)),
+            absorbed=bool(d.get("absorbed", False)),
+            split=tuple(d.get("split", ())),
+            split_bits=int(d.get("split_bits", 16)),
+        )
 
 
 @dataclass
@@ -142,10 +158,16 @@ class WeightPlan:
     sqnr_db: float = float("inf")
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "bits": self.bits, "granularity": self.granularity,
-                "scale_min": float(self.scale.min()), "scale_max": float(self.scale.max()),
-                "scale": [float(v) for v in self.scale],
-                "shape": list(self.shape), "sqnr_db": None if math.isinf(self.sqnr_db) else float(self.sqnr_db)}
+        return {
+            "name": self.name,
+            "bits": self.bits,
+            "granularity": self.granularity,
+            "scale_min": float(self.scale.min()),
+            "scale_max": float(self.scale.max()),
+            "scale": [float(v) for v in self.scale],
+            "shape": list(self.shape),
+            "sqnr_db": None if math.isinf(self.sqnr_db) else float(self.sqnr_db),
+        }
 
 
 @dataclass
@@ -175,9 +197,13 @@ class QuantPlan:
         return self.resolve(name) in self.entries
 
     def to_dict(self) -> dict:
-        return {"config": self.config.to_dict(), "entries": [e.to_dict() for e in self.entries.values()],
-                "aliases": dict(self.aliases), "weights": [w.to_dict() for w in self.weights.values()],
-                "outliers": self.outliers}
+        return {
+            "config": self.config.to_dict(),
+            "entries": [e.to_dict() for e in self.entries.values()],
+            "aliases": dict(self.aliases),
+            "weights": [w.to_dict() for w in self.weights.values()],
+            "outliers": self.outliers,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "QuantPlan":
@@ -185,26 +211,53 @@ class QuantPlan:
             entries = [TensorPlan.from_dict(e) for e in d["entries"]]
             weights = {}
             for w in d.get("weights", []):
-                weights[w["name"]] = WeightPlan(w["name"], int(w["bits"]), w["granularity"],
-                                                np.asarray(w.get("scale", [w["scale_min"], w["scale_max"]]),
-                                                           np.float64), tuple(w["shape"]),
-                                                float("inf") if w.get("sqnr_db") is None else float(w["sqnr_db"]))
-            return cls({e.name: e for e in entries}, dict(d.get("aliases", {})),
-                       QuantConfig.from_dict(d["config"]), weights, dict(d.get("outliers", {})))
+                weights[w["name"]] = WeightPlan(
+                    w["name"],
+                    int(w["bits"]),
+                    w["granularity"],
+                    np.asarray(w.get("scale", [w["scale_min"], w["scale_max"]]), np.float64),
+                    tuple(w["shape"]),
+                    float("inf") if w.get("sqnr_db") is None else float(w["sqnr_db"]),
+                )
+            return cls(
+                {e.name: e for e in entries},
+                dict(d.get("aliases", {})),
+                QuantConfig.from_dict(d["config"]),
+                weights,
+                dict(d.get("outliers", {})),
+            )
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"malformed quantization plan ({type(e).__name__}: {e})") from None
 
     def summary(self) -> str:
         rows = [("point", "role", "bits", "granularity", "scale", "range", "observer", "note")]
         for e in self.entries.values():
-            sc = (f"{e.scale.min():.3g}" if e.per_tensor else f"{e.scale.min():.3g}..{e.scale.max():.3g}")
-            rows.append((e.name, e.role + (f":{e.fn}" if e.fn else ""), str(e.bits)
-                         + (f"+{e.split_bits}x{len(e.split)}" if e.split else ""), e.granularity, sc,
-                         f"{e.amax:.4g}", e.observer or "-", e.note))
+            sc = f"{e.scale.min():.3g}" if e.per_tensor else f"{e.scale.min():.3g}..{e.scale.max():.3g}"
+            rows.append(
+                (
+                    e.name,
+                    e.role + (f":{e.fn}" if e.fn else ""),
+                    str(e.bits) + (f"+{e.split_bits}x{len(e.split)}" if e.split else ""),
+                    e.granularity,
+                    sc,
+                    f"{e.amax:.4g}",
+                    e.observer or "-",
+                    e.note,
+                )
+            )
         for w in self.weights.values():
-            rows.append((w.name, "weight", str(w.bits), w.granularity,
-                         f"{w.scale.min():.3g}..{w.scale.max():.3g}", "-", "minmax",
-                         f"SQNR {w.sqnr_db:.1f} dB" if not math.isinf(w.sqnr_db) else ""))
+            rows.append(
+                (
+                    w.name,
+                    "weight",
+                    str(w.bits),
+                    w.granularity,
+                    f"{w.scale.min():.3g}..{w.scale.max():.3g}",
+                    "-",
+                    "minmax",
+                    f"SQNR {w.sqnr_db:.1f} dB" if not math.isinf(w.sqnr_db) else "",
+                )
+            )
         wd = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(c.ljust(x) for c, x in zip(r, wd)).rstrip() for r in rows]
         lines.insert(1, "  ".join("-" * x for x in wd))
@@ -239,7 +292,7 @@ def offset_consumer(graph: Graph, node) -> bool:
 
 def lut_cap(fn: str, out_bits: int) -> Optional[float]:
     """Input magnitude beyond which ``fn`` is within half an output LSB of its limit."""
-    eps = 2.0 ** -out_bits  # half an LSB of a Q(bits-1) unit output
+    eps = 2.0**-out_bits  # half an LSB of a Q(bits-1) unit output
     if fn == "tanh":
         return float(math.atanh(1.0 - eps))
     if fn == "sigmoid":
@@ -287,15 +340,22 @@ def make_plan(graph: Graph, stats: CalibrationStats, config: QuantConfig | str |
 
     def lut_consumer(v) -> Optional[str]:
         cs = cons_of(v)
-        if len(cs) == 1 and isinstance(cs[0].op, O.Activation) and cs[0].op.fn not in CLAMP_ACTS \
-                and v not in graph.outputs:
+        if (
+            len(cs) == 1
+            and isinstance(cs[0].op, O.Activation)
+            and cs[0].op.fn not in CLAMP_ACTS
+            and v not in graph.outputs
+        ):
             return cs[0].op.fn.value
         return None
 
     def relu_only(v) -> bool:
         cs = cons_of(v)
-        return bool(cs) and v not in graph.outputs and all(
-            isinstance(n.op, O.Activation) and n.op.fn is Act.RELU for n in cs)
+        return (
+            bool(cs)
+            and v not in graph.outputs
+            and all(isinstance(n.op, O.Activation) and n.op.fn is Act.RELU for n in cs)
+        )
 
     def override(name, bits):
         o = cfg.override(name)
@@ -335,7 +395,7 @@ def make_plan(graph: Graph, stats: CalibrationStats, config: QuantConfig | str |
 
     bn_absorbs_input = False
     in_cons = cons_of(in_name)
-    if (cfg.input_per_channel and len(in_cons) == 1 and isinstance(in_cons[0].op, O.BatchNorm)):
+    if cfg.input_per_channel and len(in_cons) == 1 and isinstance(in_cons[0].op, O.BatchNorm):
         bn_absorbs_input = True
 
     pending = []
@@ -346,8 +406,17 @@ def make_plan(graph: Graph, stats: CalibrationStats, config: QuantConfig | str |
             bits = override(name, cfg.activation_bits)
             obs = observer_of(name, cfg.observer)
             if bn_absorbs_input:
-                entries[name] = TensorPlan(name, role, bits, np.ones(st.n), "per_channel", None, st.absmax,
-                                           absorbed=True, note=f"quantized with {in_cons[0].name}")
+                entries[name] = TensorPlan(
+                    name,
+                    role,
+                    bits,
+                    np.ones(st.n),
+                    "per_channel",
+                    None,
+                    st.absmax,
+                    absorbed=True,
+                    note=f"quantized with {in_cons[0].name}",
+                )
                 continue
             per_ch = cfg.input_per_channel and absorbable(name)
             use_off = cfg.input_offset and per_ch and all(offset_consumer(graph, n) for n in cons_of(name))
@@ -360,8 +429,17 @@ def make_plan(graph: Graph, stats: CalibrationStats, config: QuantConfig | str |
                     off = None
                     amax = np.maximum(np.asarray(observe_amax(st, obs, bits, True, cfg.percentile)), 1e-8)
                 scale = amax / qmax(bits)
-                e = TensorPlan(name, role, bits, scale, "per_channel", obs, float(amax.max()), offset=off,
-                               note="offset" if off is not None else "")
+                e = TensorPlan(
+                    name,
+                    role,
+                    bits,
+                    scale,
+                    "per_channel",
+                    obs,
+                    float(amax.max()),
+                    offset=off,
+                    note="offset" if off is not None else "",
+                )
             else:
                 scale, a = sym(name, st, bits, obs)
                 e = TensorPlan(name, role, bits, scale, "per_tensor", obs, a)
@@ -394,8 +472,17 @@ def make_plan(graph: Graph, stats: CalibrationStats, config: QuantConfig | str |
                 e = TensorPlan(name, role, bits, scale, "per_channel", obs, a, fn=fn)
             else:
                 scale, a = sym(name, st, bits, obs, cap=cap, positive=positive)
-                e = TensorPlan(name, "pre" if fn else role, bits, scale, "per_tensor", obs, a, fn=fn,
-                               note="relu range" if positive else "")
+                e = TensorPlan(
+                    name,
+                    "pre" if fn else role,
+                    bits,
+                    scale,
+                    "per_tensor",
+                    obs,
+                    a,
+                    fn=fn,
+                    note="relu range" if positive else "",
+                )
                 if can_pc and cfg.outlier_action is not OutlierAction.NONE:
                     e = _outlier_fix(graph, e, st, stats, cfg, name, outl)
             if is_boundary:
@@ -417,12 +504,22 @@ def make_plan(graph: Graph, stats: CalibrationStats, config: QuantConfig | str |
             out_bits = cfg.state_bits if sp.state else cfg.lut_bits
             cap = lut_cap(sp.fn, out_bits) if sp.fn else None
             scale, a = sym(name, st, bits, obs, cap=cap)
-            entries[name] = TensorPlan(name, role, bits, scale, "per_tensor", obs, a, fn=sp.fn,
-                                       note="capped" if cap is not None and a >= cap - 1e-12 else "")
+            entries[name] = TensorPlan(
+                name,
+                role,
+                bits,
+                scale,
+                "per_tensor",
+                obs,
+                a,
+                fn=sp.fn,
+                note="capped" if cap is not None and a >= cap - 1e-12 else "",
+            )
         elif role == "unit":
             bits = override(name, cfg.state_bits if sp.state else cfg.lut_bits)
-            entries[name] = TensorPlan(name, role, bits, np.full(st.n, 2.0 ** -(bits - 1)), "fixed", None,
-                                       1.0, fn=sp.fn)
+            entries[name] = TensorPlan(
+                name, role, bits, np.full(st.n, 2.0 ** -(bits - 1)), "fixed", None, 1.0, fn=sp.fn
+            )
         elif role == "spikes":
             entries[name] = TensorPlan(name, role, 2, _spike_scale(graph, name), "fixed", None, 1.0)
         else:
@@ -441,14 +538,23 @@ def make_plan(graph: Graph, stats: CalibrationStats, config: QuantConfig | str |
             if sp.role == "share":
                 ref = entries[refs[0]]
                 bits = sp.bits or ref.bits
-                entries[name] = TensorPlan(name, "share", bits, ref.scale.copy(), ref.granularity, None, ref.amax,
-                                           note=f"scale of {refs[0]}")
+                entries[name] = TensorPlan(
+                    name, "share", bits, ref.scale.copy(), ref.granularity, None, ref.amax, note=f"scale of {refs[0]}"
+                )
             elif sp.role == "mean":
                 ref = entries[refs[0]]
                 k = max(cfg.readout_bits - ref.bits, 0)
                 bits = max(cfg.readout_bits, ref.bits)
-                entries[name] = TensorPlan(name, "mean", bits, ref.scale / (1 << k), ref.granularity, None,
-                                           ref.amax, note=f"scale of {refs[0]} / 2^{k}")
+                entries[name] = TensorPlan(
+                    name,
+                    "mean",
+                    bits,
+                    ref.scale / (1 << k),
+                    ref.granularity,
+                    None,
+                    ref.amax,
+                    note=f"scale of {refs[0]} / 2^{k}",
+                )
             elif sp.role == "concat":
                 parts = [entries[r] for r in refs]
                 scale = np.concatenate([p.scale for p in parts])

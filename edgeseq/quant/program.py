@@ -120,8 +120,9 @@ class Vec:
     @classmethod
     def from_json(cls, d: Mapping) -> "Vec":
         s = d.get("scale")
-        return cls(str(d["name"]), int(d["n"]), int(d["bits"]), None if s is None else np.asarray(s, np.float64),
-                   d.get("tag"))
+        return cls(
+            str(d["name"]), int(d["n"]), int(d["bits"]), None if s is None else np.asarray(s, np.float64), d.get("tag")
+        )
 
 
 @dataclass(frozen=True)
@@ -148,8 +149,12 @@ class StateSpec:
     @classmethod
     def from_json(cls, d: Mapping) -> "StateSpec":
         s = d.get("scale")
-        return cls(str(d["key"]), tuple(int(v) for v in d["shape"]), int(d["bits"]),
-                   None if s is None else np.asarray(s, np.float64))
+        return cls(
+            str(d["key"]),
+            tuple(int(v) for v in d["shape"]),
+            int(d["bits"]),
+            None if s is None else np.asarray(s, np.float64),
+        )
 
 
 @dataclass(frozen=True)
@@ -184,15 +189,25 @@ class InputSpec:
             object.__setattr__(self, name, f.astype(np.float64))
 
     def to_json(self) -> dict:
-        return {"vec": self.vec, "channels": [int(c) for c in self.channels], "bits": self.bits,
-                "scale": [float(v) for v in self.scale], "inv_scale": [float(v) for v in self.inv_scale],
-                "offset": [float(v) for v in self.offset]}
+        return {
+            "vec": self.vec,
+            "channels": [int(c) for c in self.channels],
+            "bits": self.bits,
+            "scale": [float(v) for v in self.scale],
+            "inv_scale": [float(v) for v in self.inv_scale],
+            "offset": [float(v) for v in self.offset],
+        }
 
     @classmethod
     def from_json(cls, d: Mapping) -> "InputSpec":
-        return cls(str(d["vec"]), np.asarray(d["channels"], np.int64), int(d["bits"]),
-                   np.asarray(d["scale"], np.float64), np.asarray(d["inv_scale"], np.float64),
-                   np.asarray(d["offset"], np.float64))
+        return cls(
+            str(d["vec"]),
+            np.asarray(d["channels"], np.int64),
+            int(d["bits"]),
+            np.asarray(d["scale"], np.float64),
+            np.asarray(d["inv_scale"], np.float64),
+            np.asarray(d["offset"], np.float64),
+        )
 
     def quantize(self, x: np.ndarray) -> np.ndarray:
         """(B, T, F) float -> (B, T, len(channels)) int64, exactly as documented above."""
@@ -213,8 +228,12 @@ class OutputSpec:
     scale: np.ndarray
 
     def to_json(self) -> dict:
-        return {"name": self.name, "vec": self.vec, "temporal": self.temporal,
-                "scale": [float(v) for v in np.ravel(self.scale)]}
+        return {
+            "name": self.name,
+            "vec": self.vec,
+            "temporal": self.temporal,
+            "scale": [float(v) for v in np.ravel(self.scale)],
+        }
 
     @classmethod
     def from_json(cls, d: Mapping) -> "OutputSpec":
@@ -642,8 +661,9 @@ class Program:
                 where = f"{section} micro-op #{i} ({op.kind} -> '{op.out}', node '{op.node}')"
                 for r in op.reads():
                     if r not in known_vecs and r not in self.consts:
-                        raise VerificationError(f"reads '{r}', which is neither a constant nor an earlier vector",
-                                                where=where)
+                        raise VerificationError(
+                            f"reads '{r}', which is neither a constant nor an earlier vector", where=where
+                        )
                 if isinstance(op, Store):
                     if section == "final":
                         raise VerificationError("the final program may not store state", where=where)
@@ -676,7 +696,8 @@ class Program:
                     if vlo < slo or vhi > shi:
                         raise VerificationError(
                             f"stores a vector of range [{vlo}, {vhi}] into int{self.states[op.out].bits} state",
-                            where=where)
+                            where=where,
+                        )
                     continue
                 r = self._op_interval(op, get)
                 bits = self.vectors[op.out].bits
@@ -686,7 +707,8 @@ class Program:
                 exempt = op.saturating or (isinstance(op, Add) and op.accumulate)
                 if not exempt and (r[0] < dlo or r[1] > dhi):
                     raise VerificationError(
-                        f"worst-case range [{r[0]}, {r[1]}] does not fit the declared int{bits}", where=where)
+                        f"worst-case range [{r[0]}, {r[1]}] does not fit the declared int{bits}", where=where
+                    )
                 if isinstance(op, Requant):
                     xi = get(op.x)
                     if op.pre > 0:
@@ -715,8 +737,9 @@ class Program:
             if W is None or W.ndim != 2:
                 raise VerificationError("matvec weight must be a 2-D constant", where=where)
             if w(op.x) != W.shape[1] * op.blocks or n != W.shape[0] * op.blocks:
-                raise VerificationError(f"matvec shapes: W {W.shape}, blocks {op.blocks}, x {w(op.x)}, y {n}",
-                                        where=where)
+                raise VerificationError(
+                    f"matvec shapes: W {W.shape}, blocks {op.blocks}, x {w(op.x)}, y {n}", where=where
+                )
             if op.bias and c[op.bias].shape != (W.shape[0],):
                 raise VerificationError("matvec bias must have shape (N,)", where=where)
         elif isinstance(op, Requant):
@@ -774,8 +797,12 @@ class Program:
             role[used.get(name, "other")] += int(a.nbytes)
         state = sum(s.n * container_bits(s.bits) // 8 for s in self.states.values())
         vecs = sum(v.n * container_bits(v.bits) // 8 for v in self.vectors.values())
-        return {"const_bytes": sum(role.values()), **{f"{k}_bytes": v for k, v in role.items()},
-                "state_bytes": state, "vector_bytes": vecs}
+        return {
+            "const_bytes": sum(role.values()),
+            **{f"{k}_bytes": v for k, v in role.items()},
+            "state_bytes": state,
+            "vector_bytes": vecs,
+        }
 
     def op_counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -898,7 +925,12 @@ class ProgramBuilder:
         # share identical small constants
         if arr.size <= 4:
             for k, v in self.consts.items():
-                if v.dtype == arr.dtype and v.shape == arr.shape and v.tobytes() == arr.tobytes() and k.startswith("k:"):
+                if (
+                    v.dtype == arr.dtype
+                    and v.shape == arr.shape
+                    and v.tobytes() == arr.tobytes()
+                    and k.startswith("k:")
+                ):
                     return k
             base = "k:" + base
         nm = self.name(base)
@@ -928,8 +960,12 @@ class ProgramBuilder:
     def add_state(self, key: str, shape: Sequence[int], bits: int, scale=None) -> str:
         if key in self.states:
             raise VerificationError(f"state '{key}' declared twice")
-        self.states[key] = StateSpec(key, tuple(int(s) for s in shape), int(bits),
-                                     None if scale is None else np.atleast_1d(np.asarray(scale, np.float64)))
+        self.states[key] = StateSpec(
+            key,
+            tuple(int(s) for s in shape),
+            int(bits),
+            None if scale is None else np.atleast_1d(np.asarray(scale, np.float64)),
+        )
         return key
 
     def emit(self, op: MicroOp, n: int, bits: Optional[int] = None, scale=None, tag: Optional[str] = None) -> str:
@@ -946,18 +982,28 @@ class ProgramBuilder:
         container_bits(bits)
         lo, hi = int_range(bits)
         self._iv[op.out] = (max(r[0], lo), min(r[1], hi))
-        self.vectors[op.out] = Vec(op.out, int(n), int(bits),
-                                   None if scale is None else np.atleast_1d(np.asarray(scale, np.float64)), tag)
+        self.vectors[op.out] = Vec(
+            op.out, int(n), int(bits), None if scale is None else np.atleast_1d(np.asarray(scale, np.float64)), tag
+        )
         ops.append(op)
         return op.out
 
     def retag(self, vec: str, tag: str, scale=None) -> None:
         v = self.vectors[vec]
         self.vectors[vec] = dataclasses.replace(
-            v, tag=tag, scale=v.scale if scale is None else np.atleast_1d(np.asarray(scale, np.float64)))
+            v, tag=tag, scale=v.scale if scale is None else np.atleast_1d(np.asarray(scale, np.float64))
+        )
 
     def build(self) -> Program:
-        p = Program(tuple(self.inputs), dict(self.vectors), dict(self.states), dict(self.consts), tuple(self.step),
-                    tuple(self.final), tuple(self.outputs), dict(self.metadata))
+        p = Program(
+            tuple(self.inputs),
+            dict(self.vectors),
+            dict(self.states),
+            dict(self.consts),
+            tuple(self.step),
+            tuple(self.final),
+            tuple(self.outputs),
+            dict(self.metadata),
+        )
         p.verify()
         return p

@@ -45,7 +45,7 @@ class _InputQuant:
     def __init__(self, x: np.ndarray, bits: int):
         lo = np.minimum(x.min(axis=(0, 1)), 0.0)
         hi = np.maximum(x.max(axis=(0, 1)), 0.0)
-        self.levels = 2 ** bits - 1
+        self.levels = 2**bits - 1
         self.scale = np.maximum(hi - lo, 1e-12) / self.levels
         self.lo = lo
 
@@ -83,8 +83,15 @@ class _Swap:
         return False
 
 
-def fake_quant_accuracy(module, x: np.ndarray, y: np.ndarray, cfg: QatConfig = QatConfig(), *,
-                        input_range: Optional[np.ndarray] = None, batch_size: int = 256) -> float:
+def fake_quant_accuracy(
+    module,
+    x: np.ndarray,
+    y: np.ndarray,
+    cfg: QatConfig = QatConfig(),
+    *,
+    input_range: Optional[np.ndarray] = None,
+    batch_size: int = 256,
+) -> float:
     """Accuracy of ``module`` with fake-quantized weights and inputs (the QAT forward)."""
     import torch
 
@@ -93,13 +100,21 @@ def fake_quant_accuracy(module, x: np.ndarray, y: np.ndarray, cfg: QatConfig = Q
     preds = []
     with _Swap(quantized_params(module), cfg.weight_bits), torch.no_grad():
         for i in range(0, len(x), batch_size):
-            preds.append(module(torch.from_numpy(iq(x[i:i + batch_size]))).argmax(-1).numpy())
+            preds.append(module(torch.from_numpy(iq(x[i : i + batch_size]))).argmax(-1).numpy())
     return float(np.mean(np.concatenate(preds) == y))
 
 
-def qat_finetune(module, x: np.ndarray, y: np.ndarray, cfg: QatConfig = QatConfig(), *,
-                 val: Optional[tuple[np.ndarray, np.ndarray]] = None, calib_x: Optional[np.ndarray] = None,
-                 progress: bool = True, log: Optional[Callable[[str], None]] = None) -> dict:
+def qat_finetune(
+    module,
+    x: np.ndarray,
+    y: np.ndarray,
+    cfg: QatConfig = QatConfig(),
+    *,
+    val: Optional[tuple[np.ndarray, np.ndarray]] = None,
+    calib_x: Optional[np.ndarray] = None,
+    progress: bool = True,
+    log: Optional[Callable[[str], None]] = None,
+) -> dict:
     """Fine-tune ``module`` in place with fake-quantized weights and inputs (straight-through).
 
     ``x, y``: training sequences (N, T, F) and labels; ``calib_x``: the sequences whose range fixes the
@@ -133,8 +148,13 @@ def qat_finetune(module, x: np.ndarray, y: np.ndarray, cfg: QatConfig = QatConfi
     def val_acc():
         if val is None:
             return None
-        return fake_quant_accuracy(module, np.asarray(val[0], np.float32), np.asarray(val[1]), cfg,
-                                   input_range=calib_x if calib_x is not None else x)
+        return fake_quant_accuracy(
+            module,
+            np.asarray(val[0], np.float32),
+            np.asarray(val[1]),
+            cfg,
+            input_range=calib_x if calib_x is not None else x,
+        )
 
     start = val_acc()
     hist["start_validation_accuracy"] = start
@@ -145,7 +165,7 @@ def qat_finetune(module, x: np.ndarray, y: np.ndarray, cfg: QatConfig = QatConfi
         order = torch.randperm(len(x), generator=gen).numpy()
         total, n = 0.0, 0
         for i in range(0, len(x), cfg.batch_size):
-            idx = order[i:i + cfg.batch_size]
+            idx = order[i : i + cfg.batch_size]
             xb = torch.from_numpy(iq(x[idx]))
             yb = torch.from_numpy(y[idx])
             opt.zero_grad(set_to_none=True)
@@ -162,8 +182,10 @@ def qat_finetune(module, x: np.ndarray, y: np.ndarray, cfg: QatConfig = QatConfi
         acc = val_acc()
         hist["epochs"].append({"epoch": ep + 1, "loss": total / n, "validation_accuracy": acc})
         if log:
-            log(f"QAT epoch {ep + 1}/{cfg.epochs}: loss {total / n:.4f}"
-                + ("" if acc is None else f", fake-quant validation {100 * acc:.2f}%"))
+            log(
+                f"QAT epoch {ep + 1}/{cfg.epochs}: loss {total / n:.4f}"
+                + ("" if acc is None else f", fake-quant validation {100 * acc:.2f}%")
+            )
         if acc is None or acc > best[0]:
             best = (acc if acc is not None else -1.0, {k: v.detach().clone() for k, v in module.state_dict().items()})
     bar.close()

@@ -92,7 +92,7 @@ class QuantizedGraph:
         """argmax of the first (pooled) output over the last axis, in batches."""
         out = []
         for s in range(0, len(x), batch_size):
-            (y, *_), _ = self.run(x[s:s + batch_size], mode=mode)
+            (y, *_), _ = self.run(x[s : s + batch_size], mode=mode)
             out.append(np.asarray(y).argmax(-1))
         return np.concatenate(out)
 
@@ -110,25 +110,31 @@ class QuantizedGraph:
         was made for: a plan applied to another model would give a wrong artifact silently."""
         got = serialize.digest(graph)
         if got not in (self.graph_sha256, serialize.digest(self.graph)):
-            raise ConfigError(f"the quantization plan was made for another model (its float graph {self.graph_sha256[:12]}, "
-                              f"this model {got[:12]})", where=where,
-                              hint="quantize this model itself: edgeseq quantize MODEL --data TASK --out PLAN.q.esq")
+            raise ConfigError(
+                f"the quantization plan was made for another model (its float graph {self.graph_sha256[:12]}, "
+                f"this model {got[:12]})",
+                where=where,
+                hint="quantize this model itself: edgeseq quantize MODEL --data TASK --out PLAN.q.esq",
+            )
 
     # -- sizes / text -----------------------------------------------------------------------------
     def sizes(self) -> dict:
         s = self.program.sizes()
-        s["float_param_bytes"] = int(sum(np.asarray(a, np.float32).nbytes for n in self.source.nodes
-                                         for a in n.op.arrays().values()))
+        s["float_param_bytes"] = int(
+            sum(np.asarray(a, np.float32).nbytes for n in self.source.nodes for a in n.op.arrays().values())
+        )
         s["macs_per_step"] = self.program.macs_per_step()
         s["micro_ops_per_step"] = len(self.program.step)
         return s
 
     def summary(self) -> str:
         sz = self.sizes()
-        lines = [f"quantized graph ({self.plan.config.name} config): {len(self.program.step)} micro-ops per step, "
-                 f"{len(self.program.final)} final; constants {sz['const_bytes']} B "
-                 f"(float32 parameters {sz['float_param_bytes']} B); state {sz['state_bytes']} B per sequence",
-                 self.plan.summary()]
+        lines = [
+            f"quantized graph ({self.plan.config.name} config): {len(self.program.step)} micro-ops per step, "
+            f"{len(self.program.final)} final; constants {sz['const_bytes']} B "
+            f"(float32 parameters {sz['float_param_bytes']} B); state {sz['state_bytes']} B per sequence",
+            self.plan.summary(),
+        ]
         return "\n".join(lines)
 
     # -- io ---------------------------------------------------------------------------------------
@@ -160,11 +166,18 @@ class QuantizedGraph:
                 fake[node][k] = put(f"quant/fake/{i:05d}.npy", np.asarray(a, np.float64))
                 i += 1
         doc = {
-            "format": FORMAT, "schema_version": SCHEMA_VERSION, "producer": f"edgeseq {__version__}",
-            "program": self.program.to_json(), "plan": self.plan.to_dict(), "info": self.info,
-            "consts": consts, "fake": fake, "arrays": table,
+            "format": FORMAT,
+            "schema_version": SCHEMA_VERSION,
+            "producer": f"edgeseq {__version__}",
+            "program": self.program.to_json(),
+            "plan": self.plan.to_dict(),
+            "info": self.info,
+            "consts": consts,
+            "fake": fake,
+            "arrays": table,
             "prepared_sha256": hashlib.sha256(prepared).hexdigest(),
-            "graph_sha256": serialize.digest(self.source), "prepared_graph_sha256": serialize.digest(self.graph),
+            "graph_sha256": serialize.digest(self.source),
+            "prepared_graph_sha256": serialize.digest(self.graph),
         }
         doc = json.loads(json.dumps(doc, allow_nan=False, default=_json_default))
         doc["content_sha256"] = _content_sha256(doc)
@@ -195,54 +208,103 @@ def _json_default(o):
 
 
 _VEC_N = S.Int(min=0, max=MAX_VECTOR)
-_PROGRAM = S.Obj({
-    "inputs": S.List(S.Obj({"vec": S.Str(), "channels": S.List(S.Int(min=0, max=1 << 24)), "bits": S.Int(min=1, max=64),
-                            "scale": S.List(S.Num()), "inv_scale": S.List(S.Num()), "offset": S.List(S.Num())}),
-                     min_len=1),
-    "vectors": S.List(S.Obj({"name": S.Str(), "n": _VEC_N, "bits": S.Int(min=1, max=64)})),
-    "states": S.List(S.Obj({"key": S.Str(), "shape": S.List(_VEC_N, max_len=8), "bits": S.Int(min=1, max=64)})),
-    "consts": S.Map(S.Obj({"dtype": S.DTYPE, "shape": S.SHAPE})),
-    "step": S.List(S.Obj({"op": S.Str()})), "final": S.List(S.Obj({"op": S.Str()})),
-    "outputs": S.List(S.Obj({"name": S.Str(), "vec": S.Str(), "temporal": S.Bool()}), min_len=1),
-}, {"metadata": S.Map()})
+_PROGRAM = S.Obj(
+    {
+        "inputs": S.List(
+            S.Obj(
+                {
+                    "vec": S.Str(),
+                    "channels": S.List(S.Int(min=0, max=1 << 24)),
+                    "bits": S.Int(min=1, max=64),
+                    "scale": S.List(S.Num()),
+                    "inv_scale": S.List(S.Num()),
+                    "offset": S.List(S.Num()),
+                }
+            ),
+            min_len=1,
+        ),
+        "vectors": S.List(S.Obj({"name": S.Str(), "n": _VEC_N, "bits": S.Int(min=1, max=64)})),
+        "states": S.List(S.Obj({"key": S.Str(), "shape": S.List(_VEC_N, max_len=8), "bits": S.Int(min=1, max=64)})),
+        "consts": S.Map(S.Obj({"dtype": S.DTYPE, "shape": S.SHAPE})),
+        "step": S.List(S.Obj({"op": S.Str()})),
+        "final": S.List(S.Obj({"op": S.Str()})),
+        "outputs": S.List(S.Obj({"name": S.Str(), "vec": S.Str(), "temporal": S.Bool()}), min_len=1),
+    },
+    {"metadata": S.Map()},
+)
 _SCALE = S.OneOf(S.Num(), S.List(S.Num()))
-_PLAN = S.Obj({
-    "entries": S.List(S.Obj({"name": S.Str(), "role": S.Str(), "bits": S.Int(min=1, max=64), "scale": _SCALE,
-                             "granularity": S.Str()})),
-    "config": S.Map(),
-}, {"weights": S.List(S.Obj({"name": S.Str(), "bits": S.Int(min=1, max=64), "granularity": S.Str(),
-                             "shape": S.SHAPE})),
-    "aliases": S.Map(S.Str()), "outliers": S.Map()})
+_PLAN = S.Obj(
+    {
+        "entries": S.List(
+            S.Obj(
+                {
+                    "name": S.Str(),
+                    "role": S.Str(),
+                    "bits": S.Int(min=1, max=64),
+                    "scale": _SCALE,
+                    "granularity": S.Str(),
+                }
+            )
+        ),
+        "config": S.Map(),
+    },
+    {
+        "weights": S.List(
+            S.Obj({"name": S.Str(), "bits": S.Int(min=1, max=64), "granularity": S.Str(), "shape": S.SHAPE})
+        ),
+        "aliases": S.Map(S.Str()),
+        "outliers": S.Map(),
+    },
+)
 _MEMBER = S.Str(pattern=r"quant/(consts|fake)/[0-9]{1,9}\.npy")
-SCHEMA = S.Obj({
-    "format": S.Str(), "schema_version": S.Int(),
-    "program": _PROGRAM, "plan": _PLAN, "consts": S.Map(_MEMBER), "fake": S.Map(S.Map(_MEMBER)),
-    "arrays": S.Map(S.ARRAY_ENTRY, key=_MEMBER), "prepared_sha256": S.SHA256,
-}, {"info": S.Map(), "producer": S.Str(), "graph_sha256": S.SHA256, "prepared_graph_sha256": S.SHA256,
-    "content_sha256": S.SHA256})
+SCHEMA = S.Obj(
+    {
+        "format": S.Str(),
+        "schema_version": S.Int(),
+        "program": _PROGRAM,
+        "plan": _PLAN,
+        "consts": S.Map(_MEMBER),
+        "fake": S.Map(S.Map(_MEMBER)),
+        "arrays": S.Map(S.ARRAY_ENTRY, key=_MEMBER),
+        "prepared_sha256": S.SHA256,
+    },
+    {
+        "info": S.Map(),
+        "producer": S.Str(),
+        "graph_sha256": S.SHA256,
+        "prepared_graph_sha256": S.SHA256,
+        "content_sha256": S.SHA256,
+    },
+)
 
 
 def _read(z: SafeZip, where: str) -> QuantizedGraph:
     source = serialize.read_graph(z, where)
     if "quant/quant.json" not in z:
-        raise IRFormatError("not a quantized graph (no quant/quant.json); it is a float IR file", where=where,
-                            hint="quantize it with `edgeseq quantize`")
+        raise IRFormatError(
+            "not a quantized graph (no quant/quant.json); it is a float IR file",
+            where=where,
+            hint="quantize it with `edgeseq quantize`",
+        )
     doc = z.read_json("quant/quant.json")
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise IRFormatError("wrong quantized-graph format tag", where=where)
     v = doc.get("schema_version")
     if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= SCHEMA_VERSION:
-        raise IRFormatError(f"quantized-graph schema version {v!r} is not supported (1..{SCHEMA_VERSION})",
-                            where=where)
+        raise IRFormatError(f"quantized-graph schema version {v!r} is not supported (1..{SCHEMA_VERSION})", where=where)
     validate(doc, SCHEMA, IRFormatError, where=where, what="quant/quant.json")
     if "content_sha256" in doc and doc["content_sha256"] != _content_sha256(doc):
-        raise IRFormatError("quant/quant.json was modified after saving (program or plan does not match its "
-                            "content hash)", where=where)
+        raise IRFormatError(
+            "quant/quant.json was modified after saving (program or plan does not match its content hash)", where=where
+        )
     prog = doc["program"]
     declared = sum(v["n"] for v in prog["vectors"]) + sum(math.prod(s["shape"]) for s in prog["states"])
     if declared > MAX_VECTOR_TOTAL:
-        raise IRFormatError(f"the integer program declares {declared} values per sequence step (at most "
-                            f"{MAX_VECTOR_TOTAL} are allowed)", where=where)
+        raise IRFormatError(
+            f"the integer program declares {declared} values per sequence step (at most "
+            f"{MAX_VECTOR_TOTAL} are allowed)",
+            where=where,
+        )
     for ref in list(doc["consts"].values()) + [m for params in doc["fake"].values() for m in params.values()]:
         if ref not in doc["arrays"]:
             raise IRFormatError(f"array '{ref}' is referenced but not declared", where=where)
@@ -257,11 +319,14 @@ def _read(z: SafeZip, where: str) -> QuantizedGraph:
         prepared = serialize.read_graph(pz, pwhere)
     z.budget.refund(len(prepared_bytes))  # the archive's bytes are freed; its inflated arrays were charged
     del prepared_bytes
-    for key, graph, what in (("graph_sha256", source, "float graph"), ("prepared_graph_sha256", prepared,
-                                                                         "prepared graph")):
+    for key, graph, what in (
+        ("graph_sha256", source, "float graph"),
+        ("prepared_graph_sha256", prepared, "prepared graph"),
+    ):
         if key in doc and serialize.digest(graph) != doc[key]:
-            raise IRFormatError(f"the {what} in the file is not the one the plan was made for (content hash "
-                                "differs)", where=where)
+            raise IRFormatError(
+                f"the {what} in the file is not the one the plan was made for (content hash differs)", where=where
+            )
     try:
         consts = {k: arrays[m] for k, m in doc["consts"].items()}
         program = Program.from_json(prog, consts)

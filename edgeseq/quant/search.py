@@ -32,7 +32,7 @@ PROMOTABLE_ROLES = ("input", "act", "pre", "inner", "state", "unit")
 def _predict(run, x, batch: int = 512):
     outs = []
     for s in range(0, len(x), batch):
-        (y, *_), _ = run(x[s:s + batch])
+        (y, *_), _ = run(x[s : s + batch])
         outs.append(np.asarray(y))
     return np.concatenate(outs)
 
@@ -57,14 +57,14 @@ def _weight_params(qg: QuantizedGraph, wname: str) -> dict:
 
 
 def promotable(qg: QuantizedGraph) -> list[str]:
-    pts = [k for k, e in qg.plan.entries.items()
-           if e.role in PROMOTABLE_ROLES and e.bits < 16 and not e.absorbed]
+    pts = [k for k, e in qg.plan.entries.items() if e.role in PROMOTABLE_ROLES and e.bits < 16 and not e.absorbed]
     ws = [k.split("#")[0] for k, w in qg.plan.weights.items() if w.bits < 16]
     return pts + sorted(set(ws))
 
 
-def sensitivity(qg: QuantizedGraph, x, y, *, points: Optional[Sequence[str]] = None,
-                progress: bool = False) -> list[dict]:
+def sensitivity(
+    qg: QuantizedGraph, x, y, *, points: Optional[Sequence[str]] = None, progress: bool = False
+) -> list[dict]:
     """Rank tensors by the damage of quantizing them alone (fake quant, everything else float).
 
     Returns rows {'name', 'kind' ('activation'|'weight'), 'bits', 'accuracy', 'drop', 'sqnr_db'}
@@ -81,8 +81,10 @@ def sensitivity(qg: QuantizedGraph, x, y, *, points: Optional[Sequence[str]] = N
     rows = []
     for name in it:
         if name in qg.plan:
-            out = _predict(lambda xb: fake_run(qg.graph, qg.plan, qg.fake_params, xb, only=frozenset([name]),
-                                               float_weights=True), x)
+            out = _predict(
+                lambda xb: fake_run(qg.graph, qg.plan, qg.fake_params, xb, only=frozenset([name]), float_weights=True),
+                x,
+            )
             kind, bits = "activation", qg.plan[name].bits
         else:
             prm = _weight_params(qg, name)
@@ -90,8 +92,16 @@ def sensitivity(qg: QuantizedGraph, x, y, *, points: Optional[Sequence[str]] = N
             kind = "weight"
             bits = next((w.bits for k, w in qg.plan.weights.items() if k.split("#")[0] == name), 8)
         acc = float(np.mean(out.argmax(-1) == y))
-        rows.append({"name": name, "kind": kind, "bits": int(bits), "accuracy": acc, "drop": acc_f - acc,
-                     "sqnr_db": sqnr_db(ref, out)})
+        rows.append(
+            {
+                "name": name,
+                "kind": kind,
+                "bits": int(bits),
+                "accuracy": acc,
+                "drop": acc_f - acc,
+                "sqnr_db": sqnr_db(ref, out),
+            }
+        )
     rows.sort(key=lambda r: (-r["drop"], r["sqnr_db"]))
     return rows
 
@@ -101,16 +111,27 @@ def format_sensitivity(rows: list[dict]) -> str:
     lines = [f"{'tensor'.ljust(w)}  kind        bits  accuracy   drop   SQNR dB"]
     for r in rows:
         s = "inf" if math.isinf(r["sqnr_db"]) else f"{r['sqnr_db']:.1f}"
-        lines.append(f"{r['name'].ljust(w)}  {r['kind']:<10}  {r['bits']:>4}  {r['accuracy']:.4f}  "
-                     f"{100 * r['drop']:+5.2f}  {s:>7}")
+        lines.append(
+            f"{r['name'].ljust(w)}  {r['kind']:<10}  {r['bits']:>4}  {r['accuracy']:.4f}  "
+            f"{100 * r['drop']:+5.2f}  {s:>7}"
+        )
     return "\n".join(lines)
 
 
 MAX_VAL = 2048  # validation sequences the search evaluates at most
 
 
-def mixed_precision(qg: QuantizedGraph, stats, val, *, budget: float = 0.5, max_promotions: int = 8,
-                    progress: bool = False, strict: bool = False, max_val: int = MAX_VAL) -> QuantizedGraph:
+def mixed_precision(
+    qg: QuantizedGraph,
+    stats,
+    val,
+    *,
+    budget: float = 0.5,
+    max_promotions: int = 8,
+    progress: bool = False,
+    strict: bool = False,
+    max_val: int = MAX_VAL,
+) -> QuantizedGraph:
     """Greedy promotion to 16 bits until fake-quant validation accuracy is within ``budget``
     accuracy points of float. ``strict=True`` raises BudgetError when the budget cannot be met."""
     from . import build
@@ -119,15 +140,22 @@ def mixed_precision(qg: QuantizedGraph, stats, val, *, budget: float = 0.5, max_
     x, y = np.asarray(x)[:max_val], np.asarray(y)[:max_val]
     acc_f = float(np.mean(float_logits(qg, x).argmax(-1) == y))
     acc = float(np.mean(fake_logits(qg, x).argmax(-1) == y))
-    record = {"budget_points": budget, "float_accuracy": acc_f, "start_accuracy": acc, "promoted": [],
-              "steps": [], "validation_sequences": int(len(y))}
+    record = {
+        "budget_points": budget,
+        "float_accuracy": acc_f,
+        "start_accuracy": acc,
+        "promoted": [],
+        "steps": [],
+        "validation_sequences": int(len(y)),
+    }
     if 100 * (acc_f - acc) <= budget:
         record.update(final_accuracy=acc, met=True)
         qg.info["search"] = record
         return qg
     ranking = sensitivity(qg, x, y, progress=progress)
-    record["sensitivity"] = [{k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in r.items()}
-                             for r in ranking]
+    record["sensitivity"] = [
+        {k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in r.items()} for r in ranking
+    ]
     cfg = qg.plan.config
     best = (acc, qg)
     for r in ranking[:max_promotions]:
@@ -145,12 +173,16 @@ def mixed_precision(qg: QuantizedGraph, stats, val, *, budget: float = 0.5, max_
             break
     acc_b, out = best
     met = 100 * (acc_f - acc_b) <= budget
-    record.update(final_accuracy=acc_b, met=met,
-                  promoted=[k for k, o in out.plan.config.overrides.items() if o.bits == 16])
+    record.update(
+        final_accuracy=acc_b, met=met, promoted=[k for k, o in out.plan.config.overrides.items() if o.bits == 16]
+    )
     out.info["search"] = record
     if strict and not met:
-        raise BudgetError(f"mixed precision reached {100 * acc_b:.2f}% vs float {100 * acc_f:.2f}% on "
-                          f"{len(y)} validation sequences (budget {budget} points) after {len(record['steps'])} "
-                          f"promotions to 16 bits", hint="allow a larger --budget, keep the best plan with "
-                          "--allow-miss, or fine-tune with QAT (--qat-epochs N)")
+        raise BudgetError(
+            f"mixed precision reached {100 * acc_b:.2f}% vs float {100 * acc_f:.2f}% on "
+            f"{len(y)} validation sequences (budget {budget} points) after {len(record['steps'])} "
+            f"promotions to 16 bits",
+            hint="allow a larger --budget, keep the best plan with "
+            "--allow-miss, or fine-tune with QAT (--qat-epochs N)",
+        )
     return out

@@ -281,12 +281,18 @@ def _step_fn(op):
 def supported(graph: Graph) -> None:
     for n in graph.nodes:
         if _step_fn(n.op) is None and not isinstance(n.op, O.Readout):
-            raise UnsupportedOpError(f"quantization does not support op kind '{n.op.kind}'",
-                                     where=f"node '{n.name}'")
+            raise UnsupportedOpError(f"quantization does not support op kind '{n.op.kind}'", where=f"node '{n.name}'")
 
 
-def simulate(graph: Graph, x, hook, params: Optional[Mapping[str, dict]] = None,
-             state: Optional[Mapping[str, np.ndarray]] = None, *, trace: bool = False):
+def simulate(
+    graph: Graph,
+    x,
+    hook,
+    params: Optional[Mapping[str, dict]] = None,
+    state: Optional[Mapping[str, np.ndarray]] = None,
+    *,
+    trace: bool = False,
+):
     """Run ``graph`` step by step like the reference interpreter, with quantization hook ``hook``.
 
     ``params`` replaces node parameters (fake-quantized weights); default: the graph's own.
@@ -298,10 +304,13 @@ def simulate(graph: Graph, x, hook, params: Optional[Mapping[str, dict]] = None,
     types = graph.value_types
     seq_nodes = [n for n in graph.nodes if all(types[i].temporal for i in n.inputs)]
     pooled_nodes = [n for n in graph.nodes if n not in seq_nodes]
-    local = {n.name: {k.split("/", 1)[1]: v for k, v in st.items() if k.split("/", 1)[0] == n.name}
-             for n in graph.nodes}
-    prm = {n.name: (params[n.name] if params is not None and n.name in params else node_params(graph, n))
-           for n in graph.nodes}
+    local = {
+        n.name: {k.split("/", 1)[1]: v for k, v in st.items() if k.split("/", 1)[0] == n.name} for n in graph.nodes
+    }
+    prm = {
+        n.name: (params[n.name] if params is not None and n.name in params else node_params(graph, n))
+        for n in graph.nodes
+    }
     fns = {n.name: _step_fn(n.op) for n in graph.nodes}
     ctxs = {n.name: Ctx(n, hook) for n in graph.nodes}
     want = set(types) if trace else {o for o in graph.outputs if types[o].temporal}

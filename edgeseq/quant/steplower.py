@@ -36,12 +36,32 @@ import numpy as np
 from ..errors import UnsupportedOpError
 from ..ir.cells import step_program
 from ..ir.graph import Node
-from ..ir.step import (Activate, Add, Affine, Concat, Div, Gather, Gt, Mul, Quant, QRole, Select, Slice, StepProgram,
-                       Sub, WeightKind)
+from ..ir.step import (
+    Activate,
+    Add,
+    Affine,
+    Concat,
+    Div,
+    Gather,
+    Gt,
+    Mul,
+    QRole,
+    Quant,
+    Select,
+    Slice,
+    StepProgram,
+    Sub,
+    WeightKind,
+)
 from ..ir.types import Act
 from .lower import QV, Lowerer, MatTerm, Part, RawTerm, ScaledTerm, round_half_up
-from .program import Clamp, CmpGe, Concat as CatOp, Div as DivOp, Gather as GatherOp, Mul as MulOp, Select as SelOp
-from .program import Add as AddOp, bits_for, int_range
+from .program import Add as AddOp
+from .program import Clamp, CmpGe, bits_for, int_range
+from .program import Concat as CatOp
+from .program import Div as DivOp
+from .program import Gather as GatherOp
+from .program import Mul as MulOp
+from .program import Select as SelOp
 
 SMALL_BITS = 2  # vectors of at most this width (spikes, resets) keep parameter factors exact
 
@@ -59,8 +79,8 @@ class Masked:
 class Pending:
     """A sum not yet lowered: matrix terms, vector terms, masked terms, a constant."""
 
-    mats: list = field(default_factory=list)   # (weight param, QV, blocks, sign)
-    raws: list = field(default_factory=list)   # (Part, sign)
+    mats: list = field(default_factory=list)  # (weight param, QV, blocks, sign)
+    raws: list = field(default_factory=list)  # (Part, sign)
     masked: list = field(default_factory=list)  # (Masked, sign)
     consts: list = field(default_factory=list)  # (param, sign)
 
@@ -95,8 +115,9 @@ class _Scan:
         return np.broadcast_to(self.param(name).ravel(), (n,)).copy()
 
     def fail(self, what: str):
-        raise UnsupportedOpError(f"cannot quantize {what}", where=f"node '{self.node.name}' (step program "
-                                 f"'{self.prog.name}')")
+        raise UnsupportedOpError(
+            f"cannot quantize {what}", where=f"node '{self.node.name}' (step program '{self.prog.name}')"
+        )
 
     def part(self, name: str) -> Part:
         """A value as one integer vector."""
@@ -138,8 +159,12 @@ class _Scan:
             return Pending(consts=[(name, sign)])
         v = self.vals[name]
         if isinstance(v, Pending):
-            return Pending([(w, x, b, s * sign) for w, x, b, s in v.mats], [(p, s * sign) for p, s in v.raws],
-                           [(m, s * sign) for m, s in v.masked], [(c, s * sign) for c, s in v.consts])
+            return Pending(
+                [(w, x, b, s * sign) for w, x, b, s in v.mats],
+                [(p, s * sign) for p, s in v.raws],
+                [(m, s * sign) for m, s in v.masked],
+                [(c, s * sign) for c, s in v.consts],
+            )
         if isinstance(v, Masked):
             return Pending(masked=[(v, sign)])
         return Pending(raws=[(self.part(name), sign)])
@@ -174,12 +199,12 @@ class _Scan:
             return Masked(p, np.broadcast_to(p.scale, (n,)) * cv, [(c, np.broadcast_to(p.scale, (n,)).copy())])
         amax = float(np.max(np.abs(cv))) if cv.size else 0.0
         k = 15 - max(0, math.ceil(math.log2(amax))) if amax > 0 else 15
-        cq = round_half_up(self.param(c) * 2.0 ** k).astype(np.int64)
-        self.fk[c] = cq / 2.0 ** k
+        cq = round_half_up(self.param(c) * 2.0**k).astype(np.int64)
+        self.fk[c] = cq / 2.0**k
         L = self.L
         kq = L.scalar(int(cq.flat[0])) if cq.size == 1 else L.k(f"{c}.q", np.broadcast_to(cq.ravel(), (n,)))
         out = L.emit(MulOp(out=L.nm(f"{L.node}:{c}x"), a=p.vec, b=kq, node=L.node), n)
-        return QV(n, [Part(out, np.arange(n), L.bits_of(out), np.broadcast_to(p.scale, (n,)) * 2.0 ** -k)])
+        return QV(n, [Part(out, np.arange(n), L.bits_of(out), np.broadcast_to(p.scale, (n,)) * 2.0**-k)])
 
     def gt(self, op: Gt):
         L = self.L
@@ -187,8 +212,9 @@ class _Scan:
         if self.prog.is_param(op.b):
             sc = np.broadcast_to(p.scale, (op.n,))
             q = round_half_up(self.pvec(op.b, op.n) / sc).astype(np.int64)
-            self.fk[op.b] = (q * sc).reshape(self.param(op.b).shape) if self.param(op.b).size == op.n else \
-                q[:1] * sc[:1]
+            self.fk[op.b] = (
+                (q * sc).reshape(self.param(op.b).shape) if self.param(op.b).size == op.n else q[:1] * sc[:1]
+            )
             lo, hi = int_range(62)
             thr = L.k(f"{op.b}.q1", np.clip(q + 1, lo, hi))
         else:
@@ -231,8 +257,9 @@ class _Scan:
             else:
                 lo_k = L.k("lo", np.clip(np.ceil(op.lo / p.scale - 0.5), *int_range(p.bits)).astype(np.int64))
                 hi_k = L.k("hi", np.clip(np.floor(op.hi / p.scale + 0.5), *int_range(p.bits)).astype(np.int64))
-            v = L.emit(Clamp(out=L.nm(f"{L.node}:{op.out}"), x=p.vec, lo=lo_k, hi=hi_k, node=L.node), op.n, p.bits,
-                       p.scale)
+            v = L.emit(
+                Clamp(out=L.nm(f"{L.node}:{op.out}"), x=p.vec, lo=lo_k, hi=hi_k, node=L.node), op.n, p.bits, p.scale
+            )
             return QV(op.n, [Part(v, np.arange(op.n), p.bits, p.scale)])
         return Table(op.fn, p, op.slope, op.lo, op.hi)
 
@@ -240,17 +267,22 @@ class _Scan:
         parts = [self.part(x) for x in op.xs]
         L = self.L
         bits = max(p.bits for p in parts)
-        scale = np.concatenate([np.broadcast_to(p.scale, (self.prog.size(x),)).reshape(op.blocks, -1)
-                                for p, x in zip(parts, op.xs)], axis=1).ravel()
-        v = L.emit(CatOp(out=L.nm(f"{L.node}:{op.out}"), xs=tuple(p.vec for p in parts), blocks=op.blocks,
-                         node=L.node), op.n, bits, scale)
+        scale = np.concatenate(
+            [np.broadcast_to(p.scale, (self.prog.size(x),)).reshape(op.blocks, -1) for p, x in zip(parts, op.xs)],
+            axis=1,
+        ).ravel()
+        v = L.emit(
+            CatOp(out=L.nm(f"{L.node}:{op.out}"), xs=tuple(p.vec for p in parts), blocks=op.blocks, node=L.node),
+            op.n,
+            bits,
+            scale,
+        )
         return QV(op.n, [Part(v, np.arange(op.n), bits, scale)])
 
     def gather(self, idx: np.ndarray, x: str, n: int, out: str):
         p = self.part(x)
         L = self.L
-        v = L.emit(GatherOp(out=L.nm(f"{L.node}:{out}"), x=p.vec, index=L.k(f"{out}.idx", idx), node=L.node), n,
-                   p.bits)
+        v = L.emit(GatherOp(out=L.nm(f"{L.node}:{out}"), x=p.vec, index=L.k(f"{out}.idx", idx), node=L.node), n, p.bits)
         return QV(n, [Part(v, np.arange(n), p.bits, np.broadcast_to(p.scale, (self.prog.size(x),))[idx].copy())])
 
     # -- quantization points --------------------------------------------------------------------
@@ -291,8 +323,11 @@ class _Scan:
         direct = np.allclose(exact, kf, rtol=0, atol=1e-9) and kf >= 0
         if not direct:  # keep 4 bits below the output's resolution, within int64
             kf = int(np.clip(math.ceil(float(np.max(exact))) + 4, 0, 62 - r.a.bits))
-        b1 = L.emit(Clamp(out=L.nm(f"{L.node}:{base}.den"), x=r.b.vec, lo=L.scalar(1), hi=L.scalar(max(hi, 1)),
-                          node=L.node), n, bits_for(1, max(hi, 1)))
+        b1 = L.emit(
+            Clamp(out=L.nm(f"{L.node}:{base}.den"), x=r.b.vec, lo=L.scalar(1), hi=L.scalar(max(hi, 1)), node=L.node),
+            n,
+            bits_for(1, max(hi, 1)),
+        )
         num = r.a.vec
         if kf:
             num = L.emit(MulOp(out=L.nm(f"{L.node}:{base}.num"), a=num, b=L.scalar(1 << kf), node=L.node), n)
@@ -301,7 +336,7 @@ class _Scan:
             v = L.clamp_bits(q, e.bits, base, e.scale)
             L.pb.retag(v, name, e.scale)
         else:
-            v = L.requant(q, sa * 2.0 ** -kf / sb, e.scale, e.bits, base, name)
+            v = L.requant(q, sa * 2.0**-kf / sb, e.scale, e.bits, base, name)
         return Part(v, np.arange(n), e.bits, e.scale.copy())
 
     def lower_sum(self, s: Pending, e, name: str, base: str) -> QV:
@@ -354,8 +389,16 @@ class _Scan:
             kind = info[0].kind if info[0] else WeightKind.WEIGHT
             default = cfg.lmu_matrix_bits if kind is WeightKind.MEMORY else cfg.weight_bits
             w = np.concatenate([self.param(x) for x in ws], axis=1) * sign
-            out.append(MatTerm(w, qv, f"{node}.{source}", L.wbits(f"{node}.{source}", default),
-                               self._fake_matrix(ws, sign), blocks=blocks))
+            out.append(
+                MatTerm(
+                    w,
+                    qv,
+                    f"{node}.{source}",
+                    L.wbits(f"{node}.{source}", default),
+                    self._fake_matrix(ws, sign),
+                    blocks=blocks,
+                )
+            )
         return out
 
     def _fake_matrix(self, ws, sign):
@@ -364,7 +407,7 @@ class _Scan:
         def put(wd):
             off = 0
             for w, c in zip(ws, cols):
-                self.fk[w] = sign * np.asarray(wd[:, off:off + c], np.float64)
+                self.fk[w] = sign * np.asarray(wd[:, off : off + c], np.float64)
                 off += c
 
         return put
@@ -384,12 +427,18 @@ class _Scan:
             return [((w,), qv, b, s) for w, qv, b, s in mats]
         blocks = blocked[0][2]
         widths = [self.param(w).shape[1] for w, _, _, _ in blocked]
-        cat = L.emit(CatOp(out=L.nm(f"{L.node}:cat"), xs=tuple(p.vec for p in parts), blocks=blocks, node=L.node),
-                     blocks * sum(widths), parts[0].bits)
+        cat = L.emit(
+            CatOp(out=L.nm(f"{L.node}:cat"), xs=tuple(p.vec for p in parts), blocks=blocks, node=L.node),
+            blocks * sum(widths),
+            parts[0].bits,
+        )
         scale = np.concatenate([np.full(wd, float(p.scale[0])) for wd, p in zip(widths, parts)])
-        merged = ((tuple(w for w, _, _, _ in blocked)), QV(sum(widths), [Part(cat, np.arange(sum(widths)),
-                                                                              parts[0].bits, scale)]),
-                  blocks, blocked[0][3])
+        merged = (
+            (tuple(w for w, _, _, _ in blocked)),
+            QV(sum(widths), [Part(cat, np.arange(sum(widths)), parts[0].bits, scale)]),
+            blocks,
+            blocked[0][3],
+        )
         return [merged] + [((w,), qv, b, s) for w, qv, b, s in mats if b == 1]
 
     # -- driver ---------------------------------------------------------------------------------
@@ -439,9 +488,18 @@ class _Scan:
 
 #: the integer rule of each primitive
 RULES: dict[type, Callable] = {
-    Affine: _Scan.affine, Add: _Scan.add_sub, Sub: _Scan.add_sub, Mul: _Scan.mul, Div: _Scan.div, Gt: _Scan.gt,
-    Select: _Scan.select, Activate: _Scan.activate, Concat: _Scan.concat, Slice: _Scan.slice,
-    Gather: _Scan.gather_op, Quant: _Scan.quant,
+    Affine: _Scan.affine,
+    Add: _Scan.add_sub,
+    Sub: _Scan.add_sub,
+    Mul: _Scan.mul,
+    Div: _Scan.div,
+    Gt: _Scan.gt,
+    Select: _Scan.select,
+    Activate: _Scan.activate,
+    Concat: _Scan.concat,
+    Slice: _Scan.slice,
+    Gather: _Scan.gather_op,
+    Quant: _Scan.quant,
 }
 
 

@@ -15,7 +15,7 @@ def calibration_split(n: int, calib: int, val: int, seed: int = 0) -> tuple[np.n
     disjoint while ``n`` allows; with no sequence left after calibration the validation set reuses
     the first ones."""
     order = np.random.default_rng(seed).permutation(n)
-    vi = order[calib:calib + val] if n > calib else order[:val]
+    vi = order[calib : calib + val] if n > calib else order[:val]
     return order[:calib], vi
 
 
@@ -44,8 +44,7 @@ class TaskData:
         return np.flatnonzero(keep) if keep.any() else np.arange(len(self.x))
 
 
-def task_data(task_name: str, graph, *, calib: int = 512, val: int = 1024, seed: int = 0,
-              where: str = "") -> TaskData:
+def task_data(task_name: str, graph, *, calib: int = 512, val: int = 1024, seed: int = 0, where: str = "") -> TaskData:
     """Load the training split of ``task_name`` (a key of ``edgeseq.train.recipes.TASKS``) for ``graph``
     and split it (:func:`calibration_split`)."""
     from ..data import load_dataset
@@ -53,28 +52,47 @@ def task_data(task_name: str, graph, *, calib: int = 512, val: int = 1024, seed:
     from ..train.recipes import TASKS
 
     if task_name not in TASKS:
-        raise ConfigError(f"unknown task '{task_name}' for calibration; choose one of: {', '.join(TASKS)}",
-                          where="--data")
+        raise ConfigError(
+            f"unknown task '{task_name}' for calibration; choose one of: {', '.join(TASKS)}", where="--data"
+        )
     if calib < 1:
         raise ConfigError("--calib must be at least 1", where="--calib")
     task = TASKS[task_name]
     train = load_dataset(task["dataset"], "train", **task["kw"])
     if train.x.shape[2] != graph.in_features:
-        raise ShapeError(f"task '{task_name}' has {train.x.shape[2]} features per step; the model expects "
-                         f"{graph.in_features}", where=where or "--data")
+        raise ShapeError(
+            f"task '{task_name}' has {train.x.shape[2]} features per step; the model expects {graph.in_features}",
+            where=where or "--data",
+        )
     ci, vi = calibration_split(len(train.x), calib, max(val, 0), seed)
     return TaskData(task_name, train.x, train.y, ci, vi)
 
 
-def quantize_on_task(graph, data: TaskData, config, *, budget: Optional[float] = 0.5, progress: bool = True,
-                     strict: bool = False, max_promotions: int = 8):
+def quantize_on_task(
+    graph,
+    data: TaskData,
+    config,
+    *,
+    budget: Optional[float] = 0.5,
+    progress: bool = True,
+    strict: bool = False,
+    max_promotions: int = 8,
+):
     """Quantize ``graph`` calibrated on ``data``'s calibration sequences, with the mixed-precision
     search on its validation sequences (none, or ``budget=None``: no search)."""
     from . import quantize
 
     vdata = data.val if budget is not None else None
-    return quantize(graph, data.calib_x, config, val=vdata, budget=budget if vdata is not None else None,
-                    progress=progress, strict=strict, max_promotions=max_promotions)
+    return quantize(
+        graph,
+        data.calib_x,
+        config,
+        val=vdata,
+        budget=budget if vdata is not None else None,
+        progress=progress,
+        strict=strict,
+        max_promotions=max_promotions,
+    )
 
 
 def qat_on_task(lm, data: TaskData, epochs: int, lr: float, *, seed: int = 0, progress: bool = True, log=print):
@@ -87,8 +105,16 @@ def qat_on_task(lm, data: TaskData, epochs: int, lr: float, *, seed: int = 0, pr
     from .qat import QatConfig, qat_finetune
 
     ti = data.rest_idx()
-    hist = qat_finetune(lm.module, data.x[ti], data.y[ti], QatConfig(epochs=epochs, lr=lr, seed=seed),
-                        val=data.val, calib_x=data.calib_x, progress=progress, log=log)
+    hist = qat_finetune(
+        lm.module,
+        data.x[ti],
+        data.y[ti],
+        QatConfig(epochs=epochs, lr=lr, seed=seed),
+        val=data.val,
+        calib_x=data.calib_x,
+        progress=progress,
+        log=log,
+    )
     g = capture(lm.module.eval(), torch.zeros(1, 16, lm.graph.in_features), metadata=dict(lm.graph.metadata))
     return g, hist
 
@@ -103,8 +129,9 @@ def npz_calibration(path, graph, max_sequences: int = 512) -> np.ndarray:
     if x is None:
         raise DatasetError("the .npz holds no array 'x' (or 'calib_x') of calibration sequences", where=str(path))
     if x.ndim != 3 or x.shape[2] != graph.in_features or x.shape[0] < 1 or x.shape[1] < 1:
-        raise ShapeError(f"calibration array has shape {x.shape}; the model needs (N, T, {graph.in_features})",
-                         where=str(path))
+        raise ShapeError(
+            f"calibration array has shape {x.shape}; the model needs (N, T, {graph.in_features})", where=str(path)
+        )
     x = np.asarray(x[:max_sequences], dtype=np.float64)
     if not np.all(np.isfinite(x)):
         raise DatasetError("calibration array holds NaN or Inf", where=str(path))

@@ -89,10 +89,21 @@ def figure_png(fig, dpi: int = 100) -> bytes:
     return buf.getvalue()
 
 
-def bar_png(labels: Sequence[str], values: Sequence[float] | Mapping[str, Sequence[float]], *, title: str = "",
-            xlabel: str = "", ylabel: str = "", hline: Optional[float] = None, hline_label: str = "",
-            horizontal: bool = False, log: bool = False, colors: Optional[Sequence[str]] = None,
-            lim: Optional[tuple[float, float]] = None, size: tuple[float, float] = (8.0, 3.6)) -> bytes:
+def bar_png(
+    labels: Sequence[str],
+    values: Sequence[float] | Mapping[str, Sequence[float]],
+    *,
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str = "",
+    hline: Optional[float] = None,
+    hline_label: str = "",
+    horizontal: bool = False,
+    log: bool = False,
+    colors: Optional[Sequence[str]] = None,
+    lim: Optional[tuple[float, float]] = None,
+    size: tuple[float, float] = (8.0, 3.6),
+) -> bytes:
     """Bar chart; ``values`` is one series or {series name: values} (grouped bars); ``lim``: value-axis range."""
     plt = _plt()
     series = dict(values) if isinstance(values, Mapping) else {"": list(values)}
@@ -138,15 +149,25 @@ def bar_png(labels: Sequence[str], values: Sequence[float] | Mapping[str, Sequen
     return figure_png(fig)
 
 
-def line_png(x: Sequence[float], series: Mapping[str, Sequence[float]], *, title: str = "", xlabel: str = "",
-             ylabel: str = "", logy: bool = False, markers: bool = True, hlines: Optional[Mapping[str, float]] = None,
-             xticklabels: Optional[Sequence[str]] = None, size: tuple[float, float] = (8.0, 3.6)) -> bytes:
+def line_png(
+    x: Sequence[float],
+    series: Mapping[str, Sequence[float]],
+    *,
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str = "",
+    logy: bool = False,
+    markers: bool = True,
+    hlines: Optional[Mapping[str, float]] = None,
+    xticklabels: Optional[Sequence[str]] = None,
+    size: tuple[float, float] = (8.0, 3.6),
+) -> bytes:
     """Line plot of one or more series over a shared x; ``hlines``: {label: y} reference lines."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=size)
     for name, ys in series.items():
         ys = [float("nan") if v is None else float(v) for v in ys]
-        ax.plot(list(x)[:len(ys)], ys, marker="o" if markers else None, ms=3.5, lw=1.4, label=name)
+        ax.plot(list(x)[: len(ys)], ys, marker="o" if markers else None, ms=3.5, lw=1.4, label=name)
     for k, (name, y) in enumerate((hlines or {}).items()):
         ax.axhline(y, ls="--", lw=1, color=f"C{(k + len(series)) % 10}", label=name)
     if logy:
@@ -162,8 +183,9 @@ def line_png(x: Sequence[float], series: Mapping[str, Sequence[float]], *, title
     return figure_png(fig)
 
 
-def confusion_png(matrix: Sequence[Sequence[float]], labels: Sequence[str], *, title: str = "confusion matrix",
-                  normalize: bool = True) -> bytes:
+def confusion_png(
+    matrix: Sequence[Sequence[float]], labels: Sequence[str], *, title: str = "confusion matrix", normalize: bool = True
+) -> bytes:
     """Confusion matrix (rows: true class, columns: predicted), row-normalised by default, counts annotated."""
     import numpy as np
 
@@ -183,8 +205,15 @@ def confusion_png(matrix: Sequence[Sequence[float]], labels: Sequence[str], *, t
         for i in range(n):
             for j in range(n):
                 if m[i, j]:
-                    ax.text(j, i, f"{int(m[i, j])}" if float(m[i, j]).is_integer() else f"{m[i, j]:.2g}",
-                            ha="center", va="center", fontsize=7, color="white" if shown[i, j] > 0.6 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{int(m[i, j])}" if float(m[i, j]).is_integer() else f"{m[i, j]:.2g}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if shown[i, j] > 0.6 else "black",
+                    )
     fig.colorbar(im, ax=ax, fraction=0.046)
     return figure_png(fig)
 
@@ -197,9 +226,16 @@ def img(png: bytes, alt: str = "plot") -> str:
 # ---------------------------------------------------------------------------------------- html
 
 
-def table(rows: Iterable[Mapping[str, Any] | Sequence[Any]], columns: Optional[Sequence[str]] = None, *,
-          headers: Optional[Sequence[str]] = None, caption: str = "", digits: int = 4,
-          highlight: Optional[Sequence[bool]] = None, formats: Optional[Mapping[str, Any]] = None) -> str:
+def table(
+    rows: Iterable[Mapping[str, Any] | Sequence[Any]],
+    columns: Optional[Sequence[str]] = None,
+    *,
+    headers: Optional[Sequence[str]] = None,
+    caption: str = "",
+    digits: int = 4,
+    highlight: Optional[Sequence[bool]] = None,
+    formats: Optional[Mapping[str, Any]] = None,
+) -> str:
     """Rows (dicts, or sequences with ``columns``/``headers``) -> an escaped HTML table.
 
     ``columns``: which dict keys, in order (default: keys of the first row); ``headers``: shown
@@ -253,11 +289,13 @@ def page(title: str, sections: Sequence[str], *, subtitle: str = "", top: str = 
     """The whole HTML document: header, ``top`` (e.g. a banner), sections, footer."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     sub = f"<p>{esc(subtitle)}</p>" if subtitle else ""
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{esc(title)}</title>"
-            f"<style>{CSS}</style></head><body><header><h1>{esc(title)}</h1>{sub}</header><main>{top}"
-            + "".join(sections)
-            + f"<footer>generated by edgeseq {esc(__version__)} on {esc(stamp)}</footer></main></body></html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{esc(title)}</title>'
+        f"<style>{CSS}</style></head><body><header><h1>{esc(title)}</h1>{sub}</header><main>{top}"
+        + "".join(sections)
+        + f"<footer>generated by edgeseq {esc(__version__)} on {esc(stamp)}</footer></main></body></html>\n"
+    )
 
 
 def write_html(path, document: str):

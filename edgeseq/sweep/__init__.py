@@ -21,8 +21,22 @@ from .run import TARGETS, SweepResult, sweep
 from .space import DEFAULT_SPACES, SearchSpace, TrialConfig, default_space, load_space, parse_space
 from .trial import TrialSetup, measure_model, run_trial
 
-__all__ = ["Constraints", "DEFAULT_SPACES", "Objective", "SearchSpace", "SweepResult", "TARGETS", "TrialConfig",
-           "TrialSetup", "default_space", "load_space", "measure_model", "parse_space", "run_trial", "sweep"]
+__all__ = [
+    "Constraints",
+    "DEFAULT_SPACES",
+    "Objective",
+    "SearchSpace",
+    "SweepResult",
+    "TARGETS",
+    "TrialConfig",
+    "TrialSetup",
+    "default_space",
+    "load_space",
+    "measure_model",
+    "parse_space",
+    "run_trial",
+    "sweep",
+]
 
 from ..util.modcall import make_callable  # noqa: E402
 

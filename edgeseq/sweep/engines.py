@@ -77,8 +77,7 @@ def make_engine(name: str, opts: EngineOptions, log: Callable[[str], None] = pri
         elif opts.address:
             raise ToolchainMissingError("ray", install=RAY_HINT, purpose="--address (a Ray cluster)")
         else:
-            log(f"Ray is not installed: trials run one after another in this process ({RAY_HINT} to run them "
-                "on Ray)")
+            log(f"Ray is not installed: trials run one after another in this process ({RAY_HINT} to run them on Ray)")
             name = "sequential"
     if name not in ENGINES:
         raise ConfigError(f"unknown engine '{name}'; choose auto, {', '.join(ENGINES)}", where="--engine")

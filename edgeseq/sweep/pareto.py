@@ -42,8 +42,7 @@ def dominates(a: Mapping[str, Any], b: Mapping[str, Any], crit: Criteria) -> boo
 def front(records: Sequence[Mapping], crit: Criteria) -> list[int]:
     """Numbers of the trials no other trial dominates (successful trials only), in trial order."""
     ok = [r for r in records if _complete(r, crit)]
-    return [r["number"] for r in ok
-            if not any(dominates(o["metrics"], r["metrics"], crit) for o in ok if o is not r)]
+    return [r["number"] for r in ok if not any(dominates(o["metrics"], r["metrics"], crit) for o in ok if o is not r)]
 
 
 def choose(records: Sequence[Mapping], constraints: Constraints, crit: Criteria) -> tuple[Optional[int], str]:
@@ -54,8 +53,9 @@ def choose(records: Sequence[Mapping], constraints: Constraints, crit: Criteria)
     on the validation subjects (ties: fewest instructions, then least flash)."""
     ok = [r for r in records if _complete(r, crit) and constraints.met(r["metrics"])]
     if not ok:
-        return None, ("no trial met the constraints: " + constraints.describe() if constraints.terms()
-                      else "no trial completed")
+        return None, (
+            "no trial met the constraints: " + constraints.describe() if constraints.terms() else "no trial completed"
+        )
     acc = crit[0][0]
     costs = [k for k, _ in crit[1:]]
 
@@ -64,12 +64,15 @@ def choose(records: Sequence[Mapping], constraints: Constraints, crit: Criteria)
 
     if constraints.min_accuracy is not None:
         best = min(ok, key=lambda r: (*cost_key(r), -float(r["metrics"][acc]), r["number"]))
-        why = (f"the fewest {costs[0].replace('_', ' ') if costs else 'resources'} among the {len(ok)} trials "
-               f"that meet {constraints.describe()}")
+        why = (
+            f"the fewest {costs[0].replace('_', ' ') if costs else 'resources'} among the {len(ok)} trials "
+            f"that meet {constraints.describe()}"
+        )
     else:
         best = min(ok, key=lambda r: (-float(r["metrics"][acc]), *cost_key(r), r["number"]))
-        why = (f"the highest int8 accuracy on the validation subjects among the {len(ok)} trials"
-               + (f" that meet {constraints.describe()}" if constraints.terms() else ""))
+        why = f"the highest int8 accuracy on the validation subjects among the {len(ok)} trials" + (
+            f" that meet {constraints.describe()}" if constraints.terms() else ""
+        )
     return best["number"], why
 
 
@@ -89,11 +92,17 @@ def how(a: Mapping[str, Any], b: Mapping[str, Any], crit: Criteria) -> str:
         if k.startswith("accuracy"):
             parts.append(f"int8 accuracy {100 * x:.2f}% vs {100 * y:.2f}% ({100 * (x - y):+.2f} points)")
         elif k == "instructions_per_inference":
-            parts.append(f"{_mi(x)} vs {_mi(y)} instructions per inference ({y / x:.2f}x fewer)" if x < y else
-                         f"{_mi(x)} vs {_mi(y)} instructions per inference")
+            parts.append(
+                f"{_mi(x)} vs {_mi(y)} instructions per inference ({y / x:.2f}x fewer)"
+                if x < y
+                else f"{_mi(x)} vs {_mi(y)} instructions per inference"
+            )
         elif k == "flash_bytes":
-            parts.append(f"{_kb(x)} vs {_kb(y)} flash ({100 * (1 - x / y):.0f}% less)" if x < y else
-                         f"{_kb(x)} vs {_kb(y)} flash")
+            parts.append(
+                f"{_kb(x)} vs {_kb(y)} flash ({100 * (1 - x / y):.0f}% less)"
+                if x < y
+                else f"{_kb(x)} vs {_kb(y)} flash"
+            )
         else:
             parts.append(f"{k} {x:g} vs {y:g}")
     if a.get("ram_bytes") is not None and b.get("ram_bytes") is not None:
@@ -101,17 +110,22 @@ def how(a: Mapping[str, Any], b: Mapping[str, Any], crit: Criteria) -> str:
     return ", ".join(parts)
 
 
-def versus(records: Sequence[Mapping], baseline: Mapping[str, Any], crit: Criteria, name: str,
-           chosen: Optional[int] = None) -> dict:
+def versus(
+    records: Sequence[Mapping], baseline: Mapping[str, Any], crit: Criteria, name: str, chosen: Optional[int] = None
+) -> dict:
     """Which trials dominate the reference model ``baseline`` (its metrics) on ``crit``; the one
     named is the chosen model when it is among them, else the most accurate of them."""
     ok = [r for r in records if _complete(r, crit)]
     doms = [r for r in ok if dominates(r["metrics"], baseline, crit)]
-    out: dict[str, Any] = {"criteria": [k for k, _ in crit], "dominating_trials": [r["number"] for r in doms],
-                           "chosen_dominates": chosen is not None and any(r["number"] == chosen for r in doms)}
+    out: dict[str, Any] = {
+        "criteria": [k for k, _ in crit],
+        "dominating_trials": [r["number"] for r in doms],
+        "chosen_dominates": chosen is not None and any(r["number"] == chosen for r in doms),
+    }
     if doms:
-        pick = next((r for r in doms if r["number"] == chosen), None) or \
-            max(doms, key=lambda r: (float(r["metrics"][crit[0][0]]), -r["number"]))
+        pick = next((r for r in doms if r["number"] == chosen), None) or max(
+            doms, key=lambda r: (float(r["metrics"][crit[0][0]]), -r["number"])
+        )
         out["trial"] = pick["number"]
         out["how"] = f"trial {pick['number']} dominates {name}: " + how(pick["metrics"], baseline, crit)
     return out

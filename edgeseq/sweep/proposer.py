@@ -49,8 +49,9 @@ class Constraints:
             if v is not None and v <= 0:
                 raise ConfigError(f"{k.replace('_', '-')} must be positive, got {v}", where=f"--{k.replace('_', '-')}")
         if self.min_accuracy is not None and not 0.0 <= self.min_accuracy <= 1.0:
-            raise ConfigError(f"min-accuracy must lie in 0..1 (or 0%..100%), got {self.min_accuracy}",
-                              where="--min-accuracy")
+            raise ConfigError(
+                f"min-accuracy must lie in 0..1 (or 0%..100%), got {self.min_accuracy}", where="--min-accuracy"
+            )
 
     # (metric, limit, sign): a value v meets the limit when sign * (v - limit) <= 0
     def terms(self) -> list[tuple[str, float, int]]:
@@ -124,8 +125,17 @@ def check_sizes(trials: int, batch: int, startup: Optional[int] = None) -> None:
 class Proposer:
     """Seeded TPE proposals in batches of ``batch``; ``tell`` the record of each proposed trial."""
 
-    def __init__(self, space: SearchSpace, objectives: Sequence[Objective], constraints: Constraints, *, seed: int,
-                 batch: int, trials: int, startup: Optional[int] = None):
+    def __init__(
+        self,
+        space: SearchSpace,
+        objectives: Sequence[Objective],
+        constraints: Constraints,
+        *,
+        seed: int,
+        batch: int,
+        trials: int,
+        startup: Optional[int] = None,
+    ):
         import optuna
         from optuna.samplers import TPESampler
 
@@ -203,8 +213,9 @@ class Proposer:
         import optuna
 
         for attempt in range(RANDOM_TRIES):
-            scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=self.seed * 100003 + number * 211
-                                                                                 + attempt))
+            scratch = optuna.create_study(
+                sampler=optuna.samplers.RandomSampler(seed=self.seed * 100003 + number * 211 + attempt)
+            )
             params = self.space.sample(scratch.ask())
             if canonical(params) not in self._seen:
                 return params

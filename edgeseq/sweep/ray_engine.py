@@ -28,8 +28,11 @@ def _trainable(config: dict) -> None:
     from .trial import TrialSetup, run_trial
 
     tune.report({"stage": "start", "host": socket.gethostname(), "pid": os.getpid()})
-    rec = run_trial(TrialSetup.from_json(config["setup"]), TrialConfig.from_json(config["trial"]),
-                    report=lambda stage: tune.report({"stage": stage}))
+    rec = run_trial(
+        TrialSetup.from_json(config["setup"]),
+        TrialConfig.from_json(config["trial"]),
+        report=lambda stage: tune.report({"stage": stage}),
+    )
     tune.report({"stage": "done", "record": json.dumps(rec)})
 
 
@@ -42,9 +45,14 @@ class RayEngine:
         self.cluster_cpus: Optional[float] = None
 
     def describe(self) -> dict:
-        return {"engine": self.name, "address": self.opts.address or "local", "workers": self.workers,
-                "cpus_per_trial": self.opts.cpus_per_trial, "retries": self.opts.retries,
-                "cluster_cpus": self.cluster_cpus}
+        return {
+            "engine": self.name,
+            "address": self.opts.address or "local",
+            "workers": self.workers,
+            "cpus_per_trial": self.opts.cpus_per_trial,
+            "retries": self.opts.retries,
+            "cluster_cpus": self.cluster_cpus,
+        }
 
     def _init(self, ray) -> bool:
         """Connect to the cluster (or start a local one); True when this call started Ray."""
@@ -56,16 +64,20 @@ class RayEngine:
                 ray.init(address=self.opts.address, **kw)
             except (ConnectionError, RuntimeError, ValueError) as e:
                 msg = " ".join(str(e).split())[:300]
-                raise ConfigError(f"cannot connect to the Ray cluster ({msg})", where=f"--address {self.opts.address}",
-                                  hint="start one with `ray start --head`; a cluster with token authentication "
-                                       "needs RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN_PATH)") from None
+                raise ConfigError(
+                    f"cannot connect to the Ray cluster ({msg})",
+                    where=f"--address {self.opts.address}",
+                    hint="start one with `ray start --head`; a cluster with token authentication "
+                    "needs RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN_PATH)",
+                ) from None
         else:
             # Ray lowers its workers' priority (niceness 15) to keep its own services responsive; here the
             # workers are the sweep: they keep the priority the sweep was started with (e.g. nice -n 10)
             os.environ.setdefault("RAY_worker_niceness", "0")
             n = (self.opts.workers or os.cpu_count() or 1) * self.opts.cpus_per_trial
-            ray.init(address="local", num_cpus=n, include_dashboard=False,
-                     object_store_memory=LOCAL_OBJECT_STORE_BYTES, **kw)
+            ray.init(
+                address="local", num_cpus=n, include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE_BYTES, **kw
+            )
         return True
 
     def run(self, driver) -> None:
@@ -82,24 +94,39 @@ class RayEngine:
             fit = max(1, int(self.cluster_cpus // self.opts.cpus_per_trial))
             self.workers = min(self.opts.workers or fit, driver.batch)
             if self.opts.workers and self.opts.workers > driver.batch:
-                driver.log(f"note: at most --batch ({driver.batch}) trials run at once; --workers "
-                           f"{self.opts.workers} cannot all be busy")
+                driver.log(
+                    f"note: at most --batch ({driver.batch}) trials run at once; --workers "
+                    f"{self.opts.workers} cannot all be busy"
+                )
             if self.opts.cpus_per_trial > self.cluster_cpus:
-                raise ConfigError(f"a trial asks for {self.opts.cpus_per_trial} CPUs, the Ray cluster has "
-                                  f"{self.cluster_cpus:g}", where="--cpus-per-trial")
-            driver.log(f"Ray: {'cluster ' + self.opts.address if self.opts.address else 'local instance'} with "
-                       f"{self.cluster_cpus:g} CPUs, {self.workers} trial(s) at a time")
+                raise ConfigError(
+                    f"a trial asks for {self.opts.cpus_per_trial} CPUs, the Ray cluster has {self.cluster_cpus:g}",
+                    where="--cpus-per-trial",
+                )
+            driver.log(
+                f"Ray: {'cluster ' + self.opts.address if self.opts.address else 'local instance'} with "
+                f"{self.cluster_cpus:g} CPUs, {self.workers} trial(s) at a time"
+            )
             for name in ("ray.tune", "ray.train", "ray.air"):
                 logging.getLogger(name).setLevel(logging.ERROR)
             tuner = tune.Tuner(
                 tune.with_resources(_trainable, {"cpu": self.opts.cpus_per_trial}),
                 # reuse_actors: a worker process runs trial after trial (imports and data loaded once)
-                tune_config=tune.TuneConfig(search_alg=_searcher(driver), num_samples=max(1, driver.to_run()),
-                                            max_concurrent_trials=self.workers, reuse_actors=True,
-                                            trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
-                run_config=tune.RunConfig(name=f"session-{driver.session}", storage_path=str((driver.out / "ray").resolve()),
-                                          verbose=0, callbacks=[_recorder(driver, self.opts.retries)],
-                                          failure_config=tune.FailureConfig(max_failures=self.opts.retries)),
+                tune_config=tune.TuneConfig(
+                    search_alg=_searcher(driver),
+                    num_samples=max(1, driver.to_run()),
+                    max_concurrent_trials=self.workers,
+                    reuse_actors=True,
+                    trial_name_creator=_trial_name,
+                    trial_dirname_creator=_trial_name,
+                ),
+                run_config=tune.RunConfig(
+                    name=f"session-{driver.session}",
+                    storage_path=str((driver.out / "ray").resolve()),
+                    verbose=0,
+                    callbacks=[_recorder(driver, self.opts.retries)],
+                    failure_config=tune.FailureConfig(max_failures=self.opts.retries),
+                ),
             )
             tuner.fit()
         finally:
@@ -165,8 +192,10 @@ def _recorder(driver, retries: int):
         def on_trial_recover(self, iteration, trials, trial, **info):
             n = trial.config["number"]
             self.recovered[n] = self.recovered.get(n, 0) + 1
-            driver.log(f"trial {n}: its worker was lost ({_error_text(trial)}); running it again "
-                       f"({self.recovered[n]}/{retries})")
+            driver.log(
+                f"trial {n}: its worker was lost ({_error_text(trial)}); running it again "
+                f"({self.recovered[n]}/{retries})"
+            )
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             n = trial.config["number"]
@@ -186,8 +215,15 @@ def _recorder(driver, retries: int):
 
         def _failed(self, trial, error: str) -> dict:
             n = trial.config["number"]
-            return {"status": "failed", "stage": driver.last_stage(n), "error": error, "config": trial.config["trial"],
-                    "metrics": {}, "seconds": {}, **self.where.get(n, {})}
+            return {
+                "status": "failed",
+                "stage": driver.last_stage(n),
+                "error": error,
+                "config": trial.config["trial"],
+                "metrics": {},
+                "seconds": {},
+                **self.where.get(n, {}),
+            }
 
     return Recorder()
 
@@ -203,7 +239,11 @@ def _error_text(trial) -> str:
         pass
     block = text.rsplit("Failure #", 1)[-1]
     lines = [ln.strip() for ln in block.splitlines() if ln.strip()]
-    keep = [ln for ln in lines if any(w in ln for w in ("died", "Error", "killed", "exit", "SIG"))
-            and not ln.startswith(("File ", "Traceback"))]
+    keep = [
+        ln
+        for ln in lines
+        if any(w in ln for w in ("died", "Error", "killed", "exit", "SIG"))
+        and not ln.startswith(("File ", "Traceback"))
+    ]
     gist = " ".join((keep or lines[-1:] or ["unknown error"])[:3])
     return gist[:400]

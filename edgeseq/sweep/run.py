@@ -23,9 +23,22 @@ from .trial import TrialSetup, load_data, measure_model, one_line
 
 # targets whose cost a sweep can measure: instruction counts under QEMU (+ flash / RAM on the boards)
 TARGETS = ("cortex-m4", "cortex-m7", "cortex-m55", "arm")
-METRICS = ("accuracy_int8_val", "accuracy_int8_test", "accuracy_float_val", "accuracy_float_test",
-           "instructions_per_inference", "instructions_per_step", "flash_bytes", "ram_bytes", "parameters",
-           "macs_per_step", "bit_exact", "device_windows", "device_agreement", "quant_budget_met")
+METRICS = (
+    "accuracy_int8_val",
+    "accuracy_int8_test",
+    "accuracy_float_val",
+    "accuracy_float_test",
+    "instructions_per_inference",
+    "instructions_per_step",
+    "flash_bytes",
+    "ram_bytes",
+    "parameters",
+    "macs_per_step",
+    "bit_exact",
+    "device_windows",
+    "device_agreement",
+    "quant_budget_met",
+)
 
 
 def objectives(target: str) -> list[Objective]:
@@ -58,8 +71,19 @@ class Driver:
     """Between the engine and the sweep: proposals (replaying recorded trials), progress lines,
     and each finished trial persisted and told to the proposer."""
 
-    def __init__(self, out: Path, store: Store, proposer: Proposer, setup: TrialSetup, records: dict[int, dict],
-                 *, session: int, engine: str, log: Callable[[str], None], verbose: bool = False):
+    def __init__(
+        self,
+        out: Path,
+        store: Store,
+        proposer: Proposer,
+        setup: TrialSetup,
+        records: dict[int, dict],
+        *,
+        session: int,
+        engine: str,
+        log: Callable[[str], None],
+        verbose: bool = False,
+    ):
         self.out, self.store, self.proposer, self.setup = out, store, proposer, setup
         self.records = records
         self.session, self.engine, self.log, self.verbose = session, engine, log, verbose
@@ -94,8 +118,10 @@ class Driver:
                 if canonical(rec["params"]) != canonical(p.params):
                     raise ConfigError(
                         f"trial {p.number} was recorded with {canonical(rec['params'])} but the sampler now proposes "
-                        f"{canonical(p.params)} (an Optuna version change?)", where=str(self.store.trial_dir(p.number)),
-                        hint="resume with the Optuna version that started the sweep, or start over with --force")
+                        f"{canonical(p.params)} (an Optuna version change?)",
+                        where=str(self.store.trial_dir(p.number)),
+                        hint="resume with the Optuna version that started the sweep, or start over with --force",
+                    )
                 self.proposer.tell(p.number, rec)
                 self.replayed += 1
         except Exception as e:  # noqa: BLE001 - kept and raised by sweep() once the engine has stopped
@@ -130,16 +156,27 @@ class Driver:
         try:
             rec = dict(record)
             params = self.proposer.params(number)
-            rec.update(params=params, label=TrialConfig.from_json(rec["config"]).label() if rec.get("config") else "",
-                       engine=self.engine, session=self.session, finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+            rec.update(
+                params=params,
+                label=TrialConfig.from_json(rec["config"]).label() if rec.get("config") else "",
+                engine=self.engine,
+                session=self.session,
+                finished=time.strftime("%Y-%m-%d %H:%M:%S"),
+            )
             stored = self.store.save_trial(number, rec)
             self.records[number] = stored
             self.proposer.tell(number, stored)
             atomic_write_text(self.out / "results.csv", results_csv([self.records[k] for k in sorted(self.records)]))
             self.ran += 1
-            self.log(progress_line(stored, len(self.records), self.proposer.trials,
-                                   sum(r.get("status") != "ok" for r in self.records.values()),
-                                   time.perf_counter() - self._t0))
+            self.log(
+                progress_line(
+                    stored,
+                    len(self.records),
+                    self.proposer.trials,
+                    sum(r.get("status") != "ok" for r in self.records.values()),
+                    time.perf_counter() - self._t0,
+                )
+            )
         except Exception as e:  # noqa: BLE001
             self.fatal = e
 
@@ -182,14 +219,33 @@ class SweepResult:
         return c if c and c.get("trial") is not None else None
 
 
-def sweep(task: str = "har", target: str = "cortex-m4", trials: int = 16, out: Union[str, Path] = "runs/sweep", *,
-          space: Union[None, str, Path, SearchSpace, Mapping] = None, constraints: Optional[Constraints] = None,
-          seed: int = 0, batch: int = 4, startup: Optional[int] = None, engine: str = "auto",
-          address: Optional[str] = None, workers: Optional[int] = None, cpus_per_trial: int = 1, retries: int = 1,
-          train_data: Optional[str] = None, test_data: Optional[str] = None, device_windows: int = 32,
-          threads: int = 1, baselines: Optional[Sequence[str]] = None, chosen_device_eval: Optional[int] = None,
-          export_chosen: bool = True, force: bool = False, verbose: bool = False,
-          log: Callable[[str], None] = print) -> SweepResult:
+def sweep(
+    task: str = "har",
+    target: str = "cortex-m4",
+    trials: int = 16,
+    out: Union[str, Path] = "runs/sweep",
+    *,
+    space: Union[None, str, Path, SearchSpace, Mapping] = None,
+    constraints: Optional[Constraints] = None,
+    seed: int = 0,
+    batch: int = 4,
+    startup: Optional[int] = None,
+    engine: str = "auto",
+    address: Optional[str] = None,
+    workers: Optional[int] = None,
+    cpus_per_trial: int = 1,
+    retries: int = 1,
+    train_data: Optional[str] = None,
+    test_data: Optional[str] = None,
+    device_windows: int = 32,
+    threads: int = 1,
+    baselines: Optional[Sequence[str]] = None,
+    chosen_device_eval: Optional[int] = None,
+    export_chosen: bool = True,
+    force: bool = False,
+    verbose: bool = False,
+    log: Callable[[str], None] = print,
+) -> SweepResult:
     """Search architectures and plans for ``task`` on ``target``: ``trials`` candidates proposed by
     Optuna's TPE sampler (seeded, ``batch`` at a time), each trained, pruned, quantized, exported and
     measured on the emulated device (:mod:`edgeseq.sweep.trial`), run by ``engine`` (``auto``: Ray
@@ -203,8 +259,10 @@ def sweep(task: str = "har", target: str = "cortex-m4", trials: int = 16, out: U
     if task not in TASKS:
         raise ConfigError(f"unknown task '{task}'; choose one of: {', '.join(TASKS)}", where="--task")
     if target not in TARGETS:
-        raise ConfigError(f"a sweep measures instructions under emulation: choose a target among {', '.join(TARGETS)}",
-                          where=f"--target {target}")
+        raise ConfigError(
+            f"a sweep measures instructions under emulation: choose a target among {', '.join(TARGETS)}",
+            where=f"--target {target}",
+        )
     check_sizes(trials, batch, startup)
     if isinstance(space, SearchSpace):
         sp = space
@@ -217,8 +275,14 @@ def sweep(task: str = "har", target: str = "cortex-m4", trials: int = 16, out: U
     else:
         sp = default_space(task)
     constraints = constraints or Constraints()
-    setup = TrialSetup(task, target, str(Path(train_data).resolve()) if train_data else None,
-                       str(Path(test_data).resolve()) if test_data else None, device_windows, threads)
+    setup = TrialSetup(
+        task,
+        target,
+        str(Path(train_data).resolve()) if train_data else None,
+        str(Path(test_data).resolve()) if test_data else None,
+        device_windows,
+        threads,
+    )
     if setup.train_data is not None:
         load_data(setup)  # a dataset file that cannot be read fails here in one line, not in every trial
     from ..targets import get_target
@@ -232,40 +296,95 @@ def sweep(task: str = "har", target: str = "cortex-m4", trials: int = 16, out: U
         old = store.definition() if not force else None
         startup = old["startup"] if old and isinstance(old.get("startup"), int) else default_startup(trials, batch)
     definition = {
-        "task": task, "target": target, "space": sp.to_json(), "space_fingerprint": sp.fingerprint(), "seed": seed,
-        "batch": batch, "startup": startup, "objectives": [[o.metric, o.direction] for o in objs],
-        "constraints": constraints.to_json(), "setup": {k: v for k, v in setup.to_json().items()
-                                                        if k not in ("train_data", "test_data")},
-        "data": {"train": setup.train_data, "train_sha256": _file_digest(setup.train_data), "test": setup.test_data,
-                 "test_sha256": _file_digest(setup.test_data)} if setup.train_data else {"splits": f"task {task}"},
-        "trials": trials, "baselines": list(default_baselines(task) if baselines is None else baselines),
+        "task": task,
+        "target": target,
+        "space": sp.to_json(),
+        "space_fingerprint": sp.fingerprint(),
+        "seed": seed,
+        "batch": batch,
+        "startup": startup,
+        "objectives": [[o.metric, o.direction] for o in objs],
+        "constraints": constraints.to_json(),
+        "setup": {k: v for k, v in setup.to_json().items() if k not in ("train_data", "test_data")},
+        "data": {
+            "train": setup.train_data,
+            "train_sha256": _file_digest(setup.train_data),
+            "test": setup.test_data,
+            "test_sha256": _file_digest(setup.test_data),
+        }
+        if setup.train_data
+        else {"splits": f"task {task}"},
+        "trials": trials,
+        "baselines": list(default_baselines(task) if baselines is None else baselines),
     }
     records = store.begin(definition, force=force)
     try:
-        return _run(out, store, sp, setup, records, definition, constraints, eng, seed, batch, trials, startup,
-                    chosen_device_eval, export_chosen, verbose, log)
+        return _run(
+            out,
+            store,
+            sp,
+            setup,
+            records,
+            definition,
+            constraints,
+            eng,
+            seed,
+            batch,
+            trials,
+            startup,
+            chosen_device_eval,
+            export_chosen,
+            verbose,
+            log,
+        )
     finally:
         store.close()
 
 
-def _run(out, store, sp, setup, records, definition, constraints, eng, seed, batch, trials, startup,
-         chosen_device_eval, export_chosen, verbose, log) -> SweepResult:
+def _run(
+    out,
+    store,
+    sp,
+    setup,
+    records,
+    definition,
+    constraints,
+    eng,
+    seed,
+    batch,
+    trials,
+    startup,
+    chosen_device_eval,
+    export_chosen,
+    verbose,
+    log,
+) -> SweepResult:
     import optuna
 
     from .._version import __version__
 
     if records:
         log(f"resuming {out}: {len(records)} trial(s) already recorded (not run again)")
-    log(f"sweep {definition['task']} on {definition['target']}: {trials} trials, seed {seed}, batches of {batch} "
-        f"({startup} random first), engine {eng.name}; constraints: {constraints.describe()}")
+    log(
+        f"sweep {definition['task']} on {definition['target']}: {trials} trials, seed {seed}, batches of {batch} "
+        f"({startup} random first), engine {eng.name}; constraints: {constraints.describe()}"
+    )
     base = _baselines(store, setup, definition["baselines"], log)
-    proposer = Proposer(sp, objectives(setup.target), constraints, seed=seed, batch=batch, trials=trials,
-                        startup=startup)
+    proposer = Proposer(
+        sp, objectives(setup.target), constraints, seed=seed, batch=batch, trials=trials, startup=startup
+    )
     sessions = store.sessions()
     index = len(sessions)
-    session: dict[str, Any] = {"index": index, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "host": socket.gethostname(),
-                               "engine": eng.describe(), "trials_before": len(records), "status": "running",
-                               "edgeseq": __version__, "optuna": optuna.__version__}
+    session: dict[str, Any] = {
+        "index": index,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "host": socket.gethostname(),
+        "engine": eng.describe(),
+        "trials_before": len(records),
+        "status": "running",
+        "edgeseq": __version__,
+        "optuna": optuna.__version__,
+    }
     store.save_session(index, session)
     driver = Driver(out, store, proposer, setup, records, session=index, engine=eng.name, log=log, verbose=verbose)
     t0 = time.perf_counter()
@@ -280,15 +399,29 @@ def _run(out, store, sp, setup, records, definition, constraints, eng, seed, bat
         status = "interrupted"
         raise
     finally:
-        session.update(engine=eng.describe(), status=status, seconds=round(time.perf_counter() - t0, 1),
-                       trials_run=driver.ran, finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+        session.update(
+            engine=eng.describe(),
+            status=status,
+            seconds=round(time.perf_counter() - t0, 1),
+            trials_run=driver.ran,
+            finished=time.strftime("%Y-%m-%d %H:%M:%S"),
+        )
         store.save_session(index, session)
     if proposer.exhausted:
         log(f"the search space has no new point left after {len(records)} trials")
     if status == "stopped":
         log(f"stopped with {len(records)} of {trials} trials recorded: rerun the same command to resume")
-    res = finalize(out, store, definition, setup, constraints, base, chosen_device_eval,
-                   export_chosen and status == "complete", log)
+    res = finalize(
+        out,
+        store,
+        definition,
+        setup,
+        constraints,
+        base,
+        chosen_device_eval,
+        export_chosen and status == "complete",
+        log,
+    )
     res.complete = status == "complete"
     return res
 
@@ -309,9 +442,17 @@ def _baselines(store: Store, setup: TrialSetup, names: Sequence[str], log) -> di
     return out
 
 
-def finalize(out: Path, store: Store, definition: Mapping, setup: TrialSetup, constraints: Constraints,
-             baselines: Mapping[str, dict], chosen_device_eval: Optional[int] = None, export_chosen: bool = True,
-             log: Callable[[str], None] = print) -> SweepResult:
+def finalize(
+    out: Path,
+    store: Store,
+    definition: Mapping,
+    setup: TrialSetup,
+    constraints: Constraints,
+    baselines: Mapping[str, dict],
+    chosen_device_eval: Optional[int] = None,
+    export_chosen: bool = True,
+    log: Callable[[str], None] = print,
+) -> SweepResult:
     """Fronts, the chosen model (exported for the target and run on the emulated device), the
     comparison with the reference models, results.json / .csv and report.html."""
     from ..util.fs import atomic_write_json
@@ -329,27 +470,39 @@ def finalize(out: Path, store: Store, definition: Mapping, setup: TrialSetup, co
     comparisons = {}
     for name, b in baselines.items():
         if b.get("status") == "ok":
-            comparisons[name] = {"test": versus(recs, b["metrics"], crit_test, name, chosen),
-                                 "validation": versus(recs, b["metrics"], crit_val, name, chosen)}
+            comparisons[name] = {
+                "test": versus(recs, b["metrics"], crit_test, name, chosen),
+                "validation": versus(recs, b["metrics"], crit_val, name, chosen),
+            }
     chosen_info: dict[str, Any] = {"trial": chosen, "why": why}
     model_dir = None
     if chosen is not None:
         rec = next(r for r in recs if r["number"] == chosen)
-        chosen_info.update(label=rec.get("label"), params=rec["params"], metrics=rec["metrics"],
-                           files={f: str(store.trial_dir(chosen) / f) for f in rec.get("files", [])})
+        chosen_info.update(
+            label=rec.get("label"),
+            params=rec["params"],
+            metrics=rec["metrics"],
+            files={f: str(store.trial_dir(chosen) / f) for f in rec.get("files", [])},
+        )
         if export_chosen:
             model_dir = out / "model"
             chosen_info["artifact"] = _export_chosen(store, chosen, rec, setup, model_dir, chosen_device_eval, log)
     sessions = store.sessions()
     results = {
-        "format": "edgeseq-sweep-results/1", "sweep": {k: v for k, v in definition.items()},
-        "sessions": sessions, "criteria": {"search": [k for k, _ in crit_val], "test": [k for k, _ in crit_test]},
-        "pareto_front": {"validation": front_val, "test": front_test}, "chosen": chosen_info,
+        "format": "edgeseq-sweep-results/1",
+        "sweep": {k: v for k, v in definition.items()},
+        "sessions": sessions,
+        "criteria": {"search": [k for k, _ in crit_val], "test": [k for k, _ in crit_test]},
+        "pareto_front": {"validation": front_val, "test": front_test},
+        "chosen": chosen_info,
         "baselines": {k: {kk: vv for kk, vv in v.items() if kk != "files"} for k, v in baselines.items()},
         "versus_baselines": comparisons,
-        "counts": {"trials": len(recs), "ok": sum(r.get("status") == "ok" for r in recs),
-                   "failed": sum(r.get("status") != "ok" for r in recs),
-                   "feasible": sum(bool(r["feasible"]) for r in recs)},
+        "counts": {
+            "trials": len(recs),
+            "ok": sum(r.get("status") == "ok" for r in recs),
+            "failed": sum(r.get("status") != "ok" for r in recs),
+            "feasible": sum(bool(r["feasible"]) for r in recs),
+        },
         "trials": recs,
     }
     atomic_write_json(out / "results.json", results)
@@ -360,13 +513,15 @@ def finalize(out: Path, store: Store, definition: Mapping, setup: TrialSetup, co
     return SweepResult(out, results, report, model_dir, recs)
 
 
-def _export_chosen(store: Store, number: int, rec: Mapping, setup: TrialSetup, model_dir: Path,
-                   device_eval: Optional[int], log) -> dict:
+def _export_chosen(
+    store: Store, number: int, rec: Mapping, setup: TrialSetup, model_dir: Path, device_eval: Optional[int], log
+) -> dict:
     """Export the chosen trial's quantized graph for the target into ``model_dir``, check it measures
     what the trial measured, and run test windows on the emulated device."""
     import numpy as np
 
     import edgeseq
+
     from ..quant import load_quantized
     from .trial import device_costs
 
@@ -378,8 +533,9 @@ def _export_chosen(store: Store, number: int, rec: Mapping, setup: TrialSetup, m
         art = edgeseq.export(qg, target=setup.target, out=model_dir, force=True, golden_input=test.x[:2])
         cost = device_costs(art, test.x[:1])
         info.update(cost)
-        info["costs_match_trial"] = all(cost.get(k) == rec["metrics"].get(k)
-                                        for k in ("instructions_per_inference", "flash_bytes", "ram_bytes"))
+        info["costs_match_trial"] = all(
+            cost.get(k) == rec["metrics"].get(k) for k in ("instructions_per_inference", "flash_bytes", "ram_bytes")
+        )
         n = len(test) if device_eval is None else min(int(device_eval), len(test))
         if n:
             idx = np.unique(np.linspace(0, len(test) - 1, n).astype(int))
@@ -387,12 +543,15 @@ def _export_chosen(store: Store, number: int, rec: Mapping, setup: TrialSetup, m
             preds = []
             step = 256
             for s in range(0, len(idx), step):
-                preds.append(np.asarray(art.run(test.x[idx[s:s + step]])).argmax(-1))
+                preds.append(np.asarray(art.run(test.x[idx[s : s + step]])).argmax(-1))
                 log(f"  chosen model on the emulated {setup.target}: {min(s + step, len(idx))}/{len(idx)} test windows")
             pred = np.concatenate(preds)
-            info.update(device_windows=int(len(idx)), device_accuracy=float(np.mean(pred == test.y[idx])),
-                        device_agreement=float(np.mean(pred == qg.predict(test.x[idx], "int"))),
-                        device_seconds=round(time.perf_counter() - t0, 1))
+            info.update(
+                device_windows=int(len(idx)),
+                device_accuracy=float(np.mean(pred == test.y[idx])),
+                device_agreement=float(np.mean(pred == qg.predict(test.x[idx], "int"))),
+                device_seconds=round(time.perf_counter() - t0, 1),
+            )
     except Exception as e:  # noqa: BLE001 - the sweep's results stand; the export error is reported
         info["error"] = one_line(e)
         log(f"could not export the chosen model: {info['error']}")
@@ -401,8 +560,10 @@ def _export_chosen(store: Store, number: int, rec: Mapping, setup: TrialSetup, m
 
 def summary(results: Mapping) -> str:
     c = results["counts"]
-    lines = [f"{c['trials']} trials: {c['ok']} measured, {c['failed']} failed, {c['feasible']} meet the constraints; "
-             f"Pareto front (validation): trials {results['pareto_front']['validation']}"]
+    lines = [
+        f"{c['trials']} trials: {c['ok']} measured, {c['failed']} failed, {c['feasible']} meet the constraints; "
+        f"Pareto front (validation): trials {results['pareto_front']['validation']}"
+    ]
     ch = results["chosen"]
     if ch.get("trial") is None:
         lines.append(f"no model chosen: {ch['why']}")
@@ -410,8 +571,10 @@ def summary(results: Mapping) -> str:
         lines.append(f"chosen: trial {ch['trial']} {ch.get('label', '')} ({ch['why']}): {_fmt_metrics(ch['metrics'])}")
         art = ch.get("artifact") or {}
         if art.get("device_accuracy") is not None:
-            lines.append(f"  on the emulated device: {100 * art['device_accuracy']:.2f}% over {art['device_windows']} "
-                         f"test windows (agreement with the integer-exact interpreter {100 * art['device_agreement']:.2f}%)")
+            lines.append(
+                f"  on the emulated device: {100 * art['device_accuracy']:.2f}% over {art['device_windows']} "
+                f"test windows (agreement with the integer-exact interpreter {100 * art['device_agreement']:.2f}%)"
+            )
     for name, v in results.get("versus_baselines", {}).items():
         t = v["test"]
         lines.append(t.get("how") or f"no trial dominates {name} on the test split")
@@ -420,17 +583,28 @@ def summary(results: Mapping) -> str:
 
 def results_csv(recs: Sequence[Mapping]) -> str:
     params = sorted({k for r in recs for k in (r.get("params") or {})})
-    cols = ["number", "status", "label"] + params + list(METRICS) + ["pareto_val", "pareto_test", "feasible",
-                                                                     "seconds", "stage", "error"]
+    cols = (
+        ["number", "status", "label"]
+        + params
+        + list(METRICS)
+        + ["pareto_val", "pareto_test", "feasible", "seconds", "stage", "error"]
+    )
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
     for r in recs:
         m = r.get("metrics") or {}
-        w.writerow([r.get("number"), r.get("status"), r.get("label")] + [(r.get("params") or {}).get(p) for p in params]
-                   + [m.get(k) for k in METRICS] + [r.get("pareto_val"), r.get("pareto_test"), r.get("feasible"),
-                                                    (r.get("seconds") or {}).get("total"),
-                                                    r.get("stage") if r.get("status") != "ok" else "",
-                                                    r.get("error") or ""])
+        w.writerow(
+            [r.get("number"), r.get("status"), r.get("label")]
+            + [(r.get("params") or {}).get(p) for p in params]
+            + [m.get(k) for k in METRICS]
+            + [
+                r.get("pareto_val"),
+                r.get("pareto_test"),
+                r.get("feasible"),
+                (r.get("seconds") or {}).get("total"),
+                r.get("stage") if r.get("status") != "ok" else "",
+                r.get("error") or "",
+            ]
+        )
     return buf.getvalue()
-

@@ -37,8 +37,14 @@ from typing import Any, Mapping, Optional
 from ..errors import ConfigError
 
 SECTIONS = ("model", "train", "prune", "quant")
-PRUNE_KEYS = {"sparsity": 0.0, "memory_sparsity": 0.0, "finetune_epochs": 5, "lr": 1e-3,
-              "criterion": "reconstruction", "compensate": "lstsq"}
+PRUNE_KEYS = {
+    "sparsity": 0.0,
+    "memory_sparsity": 0.0,
+    "finetune_epochs": 5,
+    "lr": 1e-3,
+    "criterion": "reconstruction",
+    "compensate": "lstsq",
+}
 QUANT_KEYS = {"config": "edgeseq", "budget": 0.5, "max_promotions": 8, "calib": 512, "val": 1024}
 _SPEC_KEYS = {"choices", "low", "high", "log", "step", "int", "when"}
 
@@ -125,13 +131,23 @@ class TrialConfig:
         return self.prune.get(key, PRUNE_KEYS[key])
 
     def to_json(self) -> dict:
-        return {"arch": self.arch, "model": dict(self.model), "train": dict(self.train), "prune": dict(self.prune),
-                "quant": dict(self.quant)}
+        return {
+            "arch": self.arch,
+            "model": dict(self.model),
+            "train": dict(self.train),
+            "prune": dict(self.prune),
+            "quant": dict(self.quant),
+        }
 
     @classmethod
     def from_json(cls, d: Mapping) -> "TrialConfig":
-        return cls(d["arch"], dict(d.get("model") or {}), dict(d.get("train") or {}), dict(d.get("prune") or {}),
-                   dict(d.get("quant") or {}))
+        return cls(
+            d["arch"],
+            dict(d.get("model") or {}),
+            dict(d.get("train") or {}),
+            dict(d.get("prune") or {}),
+            dict(d.get("quant") or {}),
+        )
 
     def label(self) -> str:
         """A short human-readable name: ``lmu h32 d4 o8 t64 s0.25 b0.5``, ``gru h24 mean b1``."""
@@ -200,8 +216,11 @@ class SearchSpace:
         lines = []
         for d in self.dims:
             spec = d.to_json()
-            what = (f"one of {spec['choices']}" if "choices" in spec else
-                    f"{'int ' if d.integer else ''}{d.low}..{d.high}{' (log)' if d.log else ''}")
+            what = (
+                f"one of {spec['choices']}"
+                if "choices" in spec
+                else f"{'int ' if d.integer else ''}{d.low}..{d.high}{' (log)' if d.log else ''}"
+            )
             cond = "".join(f" when {n} in {list(a)}" for n, a in d.when)
             lines.append(f"  {d.name}: {what}{cond}")
         for s in SECTIONS:
@@ -234,9 +253,14 @@ def parse_space(doc: Any, where: str = "search space", task: Optional[str] = Non
                 dims.append(d)
                 seen[d.name] = d
             else:
-                if not isinstance(spec, (str, int, float, bool, list)) or isinstance(spec, float) and not math.isfinite(spec):
-                    raise ConfigError(f"a fixed value must be a JSON number, string, boolean or list, got {spec!r}",
-                                      where=at)
+                if (
+                    not isinstance(spec, (str, int, float, bool, list))
+                    or isinstance(spec, float)
+                    and not math.isfinite(spec)
+                ):
+                    raise ConfigError(
+                        f"a fixed value must be a JSON number, string, boolean or list, got {spec!r}", where=at
+                    )
                 fixed[section][key] = spec
     if "model.arch" not in seen and "arch" not in fixed["model"]:
         raise ConfigError("the model section needs 'arch' (fixed, or {\"choices\": [...]})", where=where)
@@ -249,8 +273,11 @@ def parse_space(doc: Any, where: str = "search space", task: Optional[str] = Non
 def _parse_dim(section: str, key: str, spec: Mapping, seen: Mapping[str, Dim], at: str) -> Dim:
     bad = sorted(set(spec) - _SPEC_KEYS)
     if bad:
-        raise ConfigError(f"unknown field(s) {bad}; a searched setting has 'choices' or 'low'/'high' "
-                          "(+ 'int', 'log', 'step'), and optionally 'when'", where=at)
+        raise ConfigError(
+            f"unknown field(s) {bad}; a searched setting has 'choices' or 'low'/'high' "
+            "(+ 'int', 'log', 'step'), and optionally 'when'",
+            where=at,
+        )
     when = []
     for name, allowed in (spec.get("when") or {}).items():
         ref = name if "." in name else f"{section}.{name}"
@@ -307,8 +334,10 @@ def check_archs(space: SearchSpace, task: str, where: str) -> None:
         raise ConfigError(f"unknown task '{task}'; choose one of: {', '.join(TASKS)}", where="--task")
     missing = [a for a in space.archs() if a not in RECIPES[task]]
     if missing:
-        raise ConfigError(f"no '{task}' training recipe for architecture(s) {missing}; available: "
-                          f"{', '.join(RECIPES[task])}", where=where)
+        raise ConfigError(
+            f"no '{task}' training recipe for architecture(s) {missing}; available: {', '.join(RECIPES[task])}",
+            where=where,
+        )
 
 
 def load_space(path, task: Optional[str] = None) -> SearchSpace:
@@ -358,6 +387,9 @@ DEFAULT_SPACES: dict[str, dict] = {"har": _IMU_SPACE, "har12": _IMU_SPACE, "smar
 
 def default_space(task: str) -> SearchSpace:
     if task not in DEFAULT_SPACES:
-        raise ConfigError(f"no default search space for task '{task}'; pass one with --space FILE.json "
-                          f"(tasks with defaults: {', '.join(DEFAULT_SPACES)})", where="--task")
+        raise ConfigError(
+            f"no default search space for task '{task}'; pass one with --space FILE.json "
+            f"(tasks with defaults: {', '.join(DEFAULT_SPACES)})",
+            where="--task",
+        )
     return parse_space(DEFAULT_SPACES[task], where=f"default {task} search space", task=task)

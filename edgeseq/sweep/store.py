@@ -27,7 +27,18 @@ from ..util.safeio import read_json
 
 FORMAT = "edgeseq-sweep/1"
 # definition keys that must match for a directory to be resumed (the trial count may grow)
-IDENTITY = ("task", "target", "space_fingerprint", "seed", "batch", "startup", "objectives", "constraints", "setup", "data")
+IDENTITY = (
+    "task",
+    "target",
+    "space_fingerprint",
+    "seed",
+    "batch",
+    "startup",
+    "objectives",
+    "constraints",
+    "setup",
+    "data",
+)
 # what a record that cannot be read raises (its callers treat it as absent or refuse the directory)
 UNREADABLE = (OSError, ValueError, ArtifactError)
 
@@ -57,8 +68,11 @@ class Store:
                 self._unlock()
                 shutil.rmtree(out)
         elif out.exists() and any(out.iterdir()) and not (out / "sweep.json").is_file():
-            raise ArtifactError("exists and is not a sweep directory", where=str(out),
-                                hint="pick another --out, or pass --force to replace it")
+            raise ArtifactError(
+                "exists and is not a sweep directory",
+                where=str(out),
+                hint="pick another --out, or pass --force to replace it",
+            )
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -70,15 +84,18 @@ class Store:
                 old = _read_json(path)
             except UNREADABLE as e:
                 self._unlock()
-                raise ArtifactError(f"unreadable sweep definition ({e})", where=str(path),
-                                    hint="pass --force to start the sweep over") from None
+                raise ArtifactError(
+                    f"unreadable sweep definition ({e})", where=str(path), hint="pass --force to start the sweep over"
+                ) from None
             diff = [k for k in IDENTITY if old.get(k) != definition.get(k)]
             if old.get("format") != FORMAT or diff:
                 self._unlock()
                 what = ", ".join(f"{k} ({_short(old.get(k))} there, {_short(definition.get(k))} now)" for k in diff)
-                raise ConfigError(f"this directory holds a different sweep: {what or 'another format'}",
-                                  where=str(out), hint="use the same settings to resume it, another --out, "
-                                                       "or --force to start over")
+                raise ConfigError(
+                    f"this directory holds a different sweep: {what or 'another format'}",
+                    where=str(out),
+                    hint="use the same settings to resume it, another --out, or --force to start over",
+                )
             merged = dict(old)
             merged["trials"] = max(int(old.get("trials", 0)), int(definition["trials"]))
             atomic_write_json(path, merged)
@@ -105,8 +122,11 @@ class Store:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise ArtifactError("another sweep is running in this directory", where=str(self.out),
-                                hint="wait for it, or use another --out") from None
+            raise ArtifactError(
+                "another sweep is running in this directory",
+                where=str(self.out),
+                hint="wait for it, or use another --out",
+            ) from None
         self._lock_fd = fd
 
     def _unlock(self) -> None:
@@ -176,7 +196,7 @@ class Store:
 
     def save_session(self, index: int, session: Mapping[str, Any]) -> None:
         s = self.sessions()
-        s[index:index + 1] = [dict(session)]
+        s[index : index + 1] = [dict(session)]
         atomic_write_json(self.out / "sessions.json", s)
 
 

@@ -46,8 +46,10 @@ class TrialSetup:
 
     def __post_init__(self):
         if (self.train_data is None) != (self.test_data is None):
-            raise ConfigError("give both a training and a test dataset file, or neither (the task's own splits)",
-                              where="--train-data/--test-data")
+            raise ConfigError(
+                "give both a training and a test dataset file, or neither (the task's own splits)",
+                where="--train-data/--test-data",
+            )
         if self.device_windows < 0:
             raise ConfigError(f"device windows must be >= 0, got {self.device_windows}", where="--device-windows")
         if self.threads < 1:
@@ -117,8 +119,16 @@ def run_trial(setup: TrialSetup, config: TrialConfig, report: Optional[Callable[
     and quantized graph as base64 under ``files``)."""
     say = report or (lambda stage: None)
     seconds: dict[str, float] = {}
-    rec: dict[str, Any] = {"status": "failed", "stage": "data", "error": None, "config": config.to_json(),
-                           "metrics": {}, "seconds": seconds, "host": socket.gethostname(), "pid": os.getpid()}
+    rec: dict[str, Any] = {
+        "status": "failed",
+        "stage": "data",
+        "error": None,
+        "config": config.to_json(),
+        "metrics": {},
+        "seconds": seconds,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
     t_all = time.perf_counter()
     with _torch_threads(setup.threads), tempfile.TemporaryDirectory(prefix="edgeseq-trial-") as tmp:
         tmp = Path(tmp)
@@ -141,8 +151,18 @@ def run_trial(setup: TrialSetup, config: TrialConfig, report: Optional[Callable[
                 t0 = time.perf_counter()
                 ckpt = _prune(setup, config, ckpt, train, tmp / "pruned")
                 seconds["prune"] = round(time.perf_counter() - t0, 2)
-            metrics, files = evaluate_checkpoint(setup, ckpt, config.arch, config.quant, train, test, tmp,
-                                                 enter=enter, seconds=seconds, train_overrides=config.train)
+            metrics, files = evaluate_checkpoint(
+                setup,
+                ckpt,
+                config.arch,
+                config.quant,
+                train,
+                test,
+                tmp,
+                enter=enter,
+                seconds=seconds,
+                train_overrides=config.train,
+            )
             rec.update(status="ok", metrics=metrics, files=files)
         except KeyboardInterrupt:
             raise
@@ -156,9 +176,17 @@ def run_trial(setup: TrialSetup, config: TrialConfig, report: Optional[Callable[
 def _train(setup: TrialSetup, config: TrialConfig, train, test, out: Path) -> Path:
     from ..train.recipes import train_task
 
-    train_task(setup.task, config.arch, out, model_overrides=config.model, train_overrides=config.train,
-               datasets=(train, test, {}), progress=False, log=lambda *a, **k: None,
-               command=f"edgeseq sweep trial ({config.label()})")
+    train_task(
+        setup.task,
+        config.arch,
+        out,
+        model_overrides=config.model,
+        train_overrides=config.train,
+        datasets=(train, test, {}),
+        progress=False,
+        log=lambda *a, **k: None,
+        command=f"edgeseq sweep trial ({config.label()})",
+    )
     return out / "model.ckpt"
 
 
@@ -169,28 +197,51 @@ def _prune(setup: TrialSetup, config: TrialConfig, ckpt: Path, train_all, out: P
 
     model, doc = load_checkpoint(ckpt)
     train, val = validation_split(train_all, setup.task, config.arch, config.train)
-    cfg = StructuredConfig(sparsity=config.sparsity, memory_sparsity=float(config.prune_setting("memory_sparsity")),
-                           criterion=config.prune_setting("criterion"), compensate=config.prune_setting("compensate"))
+    cfg = StructuredConfig(
+        sparsity=config.sparsity,
+        memory_sparsity=float(config.prune_setting("memory_sparsity")),
+        criterion=config.prune_setting("criterion"),
+        compensate=config.prune_setting("compensate"),
+    )
     epochs = int(config.prune_setting("finetune_epochs"))
-    pruned, _, report = prune_and_finetune(model, cfg, train, val, None, finetune_epochs=epochs,
-                                           lr=float(config.prune_setting("lr")),
-                                           train_overrides=recipe_overrides(model, setup.task),
-                                           log=lambda *a, **k: None)
+    pruned, _, report = prune_and_finetune(
+        model,
+        cfg,
+        train,
+        val,
+        None,
+        finetune_epochs=epochs,
+        lr=float(config.prune_setting("lr")),
+        train_overrides=recipe_overrides(model, setup.task),
+        log=lambda *a, **k: None,
+    )
     metrics = dict(doc.get("metrics") or {})
     metrics["parameters"] = report.get("parameters_after", metrics.get("parameters"))
     path = out / "model.ckpt"
-    save_checkpoint(pruned, path, metrics=metrics, extra={"pruning": {k: v for k, v in report.items()
-                                                                      if k != "kept_indices"}})
+    save_checkpoint(
+        pruned, path, metrics=metrics, extra={"pruning": {k: v for k, v in report.items() if k != "kept_indices"}}
+    )
     return path
 
 
-def evaluate_checkpoint(setup: TrialSetup, ckpt: Path, arch: str, quant: Mapping, train, test, tmp: Path, *,
-                        enter: Callable[[str], None] = lambda s: None, seconds: Optional[dict] = None,
-                        train_overrides: Optional[Mapping] = None) -> tuple[dict, dict]:
+def evaluate_checkpoint(
+    setup: TrialSetup,
+    ckpt: Path,
+    arch: str,
+    quant: Mapping,
+    train,
+    test,
+    tmp: Path,
+    *,
+    enter: Callable[[str], None] = lambda s: None,
+    seconds: Optional[dict] = None,
+    train_overrides: Optional[Mapping] = None,
+) -> tuple[dict, dict]:
     """Quantize a trained checkpoint, measure float / int8 accuracy on the held-out validation
     subjects and the test split, export it for the target and measure flash, RAM and instructions on
     the emulated device. Returns (metrics, files as base64)."""
     import edgeseq
+
     from ..models import load_model
     from ..quant.tasks import TaskData, calibration_split, quantize_on_task
     from ..train.loop import accuracy, predict
@@ -203,9 +254,15 @@ def evaluate_checkpoint(setup: TrialSetup, ckpt: Path, arch: str, quant: Mapping
     t0 = time.perf_counter()
     lm = load_model(ckpt)
     ci, vi = calibration_split(len(train.x), int(q["calib"]), int(q["val"]), 0)
-    qg = quantize_on_task(lm.graph, TaskData(setup.task, train.x, train.y, ci, vi), q["config"],
-                          budget=float(q["budget"]), progress=False, strict=False,
-                          max_promotions=int(q["max_promotions"]))
+    qg = quantize_on_task(
+        lm.graph,
+        TaskData(setup.task, train.x, train.y, ci, vi),
+        q["config"],
+        budget=float(q["budget"]),
+        progress=False,
+        strict=False,
+        max_promotions=int(q["max_promotions"]),
+    )
     qpath = tmp / "model.q.esq"
     qg.save(qpath)
     seconds["quantize"] = round(time.perf_counter() - t0, 2)
@@ -224,14 +281,18 @@ def evaluate_checkpoint(setup: TrialSetup, ckpt: Path, arch: str, quant: Mapping
     }
     int_test = qg.predict(test.x, "int")
     m["accuracy_int8_test"] = float(np.mean(int_test == test.y))
-    m.update(n_val=len(val), n_test=len(test), quant_budget_met=search.get("met"),
-             quant_promoted=list(search.get("promoted") or []))
+    m.update(
+        n_val=len(val),
+        n_test=len(test),
+        quant_budget_met=search.get("met"),
+        quant_promoted=list(search.get("promoted") or []),
+    )
     seconds["evaluate"] = round(time.perf_counter() - t0, 2)
 
     enter("export")
     t0 = time.perf_counter()
     art = edgeseq.export(qg, target=setup.target, out=tmp / "artifact", golden_input=test.x[:2])
-    ver = ((art.manifest.get("golden") or {}).get("verification") or {})
+    ver = (art.manifest.get("golden") or {}).get("verification") or {}
     m["bit_exact"] = bool(ver.get("bit_exact"))
     seconds["export"] = round(time.perf_counter() - t0, 2)
 
@@ -245,8 +306,10 @@ def evaluate_checkpoint(setup: TrialSetup, ckpt: Path, arch: str, quant: Mapping
         m["device_agreement"] = float(np.mean(dev == int_test[idx]))
         m["device_accuracy"] = float(np.mean(dev == test.y[idx]))
     seconds["measure"] = round(time.perf_counter() - t0, 2)
-    files = {"model.ckpt": base64.b64encode(Path(ckpt).read_bytes()).decode("ascii"),
-             "model.q.esq": base64.b64encode(qpath.read_bytes()).decode("ascii")}
+    files = {
+        "model.ckpt": base64.b64encode(Path(ckpt).read_bytes()).decode("ascii"),
+        "model.q.esq": base64.b64encode(qpath.read_bytes()).decode("ascii"),
+    }
     return m, files
 
 
@@ -281,8 +344,9 @@ def measure_model(setup: TrialSetup, spec: str, quant: Optional[Mapping] = None)
             ckpt = ships[spec] / "model.ckpt" if spec in ships else Path(spec)
             arch = read_checkpoint(ckpt)[0]["config"]["arch"]
             train, test = load_data(setup)
-            metrics, _ = evaluate_checkpoint(setup, ckpt, arch, dict(quant or {}), train, test, Path(tmp),
-                                             enter=say, seconds=seconds)
+            metrics, _ = evaluate_checkpoint(
+                setup, ckpt, arch, dict(quant or {}), train, test, Path(tmp), enter=say, seconds=seconds
+            )
             rec.update(status="ok", arch=arch, metrics=metrics)
         except KeyboardInterrupt:
             raise

@@ -41,8 +41,17 @@ TARGETS: dict[str, Callable[..., Target]] = {
     "null": make_null,
 }
 
-__all__ = ["BOARDS", "BuildError", "Capabilities", "RunResult", "TARGETS", "Target", "TargetRunError",
-           "get_target", "target_names"]
+__all__ = [
+    "BOARDS",
+    "BuildError",
+    "Capabilities",
+    "RunResult",
+    "TARGETS",
+    "Target",
+    "TargetRunError",
+    "get_target",
+    "target_names",
+]
 
 
 def target_names() -> list[str]:

@@ -46,8 +46,16 @@ def stderr_tail(text: str | bytes | None, lines: int = 20, chars: int = 3000) ->
     return tail[-chars:]
 
 
-def run_tool(argv: Sequence[str], *, where: str, what: str, error=TargetRunError, timeout: float = 300.0,
-             cwd: str | os.PathLike | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_tool(
+    argv: Sequence[str],
+    *,
+    where: str,
+    what: str,
+    error=TargetRunError,
+    timeout: float = 300.0,
+    cwd: str | os.PathLike | None = None,
+    env: dict | None = None,
+) -> subprocess.CompletedProcess:
     """Run ``argv`` (check=True, captured); failures become ``error`` with the tool's stderr tail."""
     argv = [str(a) for a in argv]
     try:
@@ -56,8 +64,11 @@ def run_tool(argv: Sequence[str], *, where: str, what: str, error=TargetRunError
         tail = stderr_tail((e.stderr or b"") + b"\n" + (e.stdout or b""))
         raise error(f"{what} failed (exit status {e.returncode}): {tail}", where=where) from None
     except subprocess.TimeoutExpired:
-        raise error(f"{what} did not finish within {timeout:.0f} s", where=where,
-                    hint="a hung model or emulator; raise the timeout for very long inputs") from None
+        raise error(
+            f"{what} did not finish within {timeout:.0f} s",
+            where=where,
+            hint="a hung model or emulator; raise the timeout for very long inputs",
+        ) from None
     except OSError as e:
         raise error(f"{what} could not start ({e.strerror}): {argv[0]}", where=where) from None
 
@@ -155,8 +166,12 @@ class Target:
     def spec(self) -> dict:
         """JSON description (name, options, capabilities) that :func:`edgeseq.targets.get_target` accepts back;
         ``options["compiler"]`` is the compiler the target resolved to."""
-        return {"name": self.name, "options": {**self.options, "compiler": self.resolved_compiler()},
-                "capabilities": self.caps.to_dict(), "description": self.description}
+        return {
+            "name": self.name,
+            "options": {**self.options, "compiler": self.resolved_compiler()},
+            "capabilities": self.caps.to_dict(),
+            "description": self.description,
+        }
 
     # -- build ------------------------------------------------------------------------------------
     def cflags(self) -> list[str]:
@@ -168,8 +183,16 @@ class Target:
 
     def gcc_flags(self) -> list[str]:
         """Flags shared by compiling and linking with the target's GCC (subclasses add the CPU's)."""
-        return ["-std=c99", self.opt_level, "-Wall", "-Wextra", "-fno-math-errno", "-ffp-contract=off",
-                "-ffunction-sections", "-fdata-sections"]
+        return [
+            "-std=c99",
+            self.opt_level,
+            "-Wall",
+            "-Wextra",
+            "-fno-math-errno",
+            "-ffp-contract=off",
+            "-ffunction-sections",
+            "-fdata-sections",
+        ]
 
     def clang_flags(self) -> list[str]:
         """What Clang needs besides GCC's flags: the target triple and the C library's headers."""
@@ -213,8 +236,12 @@ class Target:
         objs = [obj / (Path(f).stem + ".o") for f in files]
 
         def one(f, o):
-            res = run_tool([cc, *flags, "-I", src, "-c", src / f, "-o", o], where=f"target {self.name}",
-                           what=f"compiling {f}", error=BuildError)
+            res = run_tool(
+                [cc, *flags, "-I", src, "-c", src / f, "-o", o],
+                where=f"target {self.name}",
+                what=f"compiling {f}",
+                error=BuildError,
+            )
             return res.stderr.decode("utf-8", "replace")
 
         jobs = max(1, min(int(self.build_jobs), len(files)))
@@ -244,17 +271,27 @@ class Target:
         obj = Path(model_object) if model_object else Path(binary).parent.parent / "obj" / "model.o"
         if obj.exists():
             ms = ElfFile(obj).section_sizes()
-            out["model"] = {"code_bytes": ms["text"], "const_bytes": ms["rodata"],
-                            "data_bytes": ms["data"] + ms["bss"]}
+            out["model"] = {"code_bytes": ms["text"], "const_bytes": ms["rodata"], "data_bytes": ms["data"] + ms["bss"]}
         return out
 
     # -- run --------------------------------------------------------------------------------------
     def command(self, binary, args: Sequence[str], plugin: str | None = None, log: str | None = None) -> list[str]:
         raise NotImplementedError
 
-    def run(self, binary, inputs, mode: str = "step", state: bool = False, count: bool | str = False,
-            repeat: int = 1, *, qin: bool = False, qout: bool = False, init_state=None,
-            select: int | None = None) -> RunResult:
+    def run(
+        self,
+        binary,
+        inputs,
+        mode: str = "step",
+        state: bool = False,
+        count: bool | str = False,
+        repeat: int = 1,
+        *,
+        qin: bool = False,
+        qout: bool = False,
+        init_state=None,
+        select: int | None = None,
+    ) -> RunResult:
         """Run ``binary`` on ``inputs`` (B, T, F): one driver process for the whole batch.
 
         ``mode``: step | run | io | chunk:K (see :mod:`edgeseq.targets.driver`); ``state`` also
@@ -266,8 +303,10 @@ class Target:
         too), ``qin`` (with ``qout``) takes integer ``inputs`` (the program's quantized input).
         ``select`` picks the model of a multi-model binary (:mod:`edgeseq.export.c.multi`)."""
         if not self.can_run:
-            raise ConfigError(f"target '{self.name}' only builds; it cannot run binaries",
-                              hint="use x86, arm or a cortex-m target to run")
+            raise ConfigError(
+                f"target '{self.name}' only builds; it cannot run binaries",
+                hint="use x86, arm or a cortex-m target to run",
+            )
         x = np.asarray(inputs)
         if x.ndim != 3 or x.shape[0] < 1 or x.shape[1] < 1:
             raise ShapeError(f"inputs must have shape (B, T, F) with B, T >= 1, got {x.shape}")
@@ -281,8 +320,11 @@ class Target:
         with tempfile.TemporaryDirectory(prefix="edgeseq-run-") as tmp:
             tmp = Path(tmp)
             D.write_input(tmp / "in.bin", x, dtype="<i4" if qin else "<f4")
-            args = [mode, "in.bin", "out.bin"] + (["state"] if state else []) + (
-                [f"repeat={int(repeat)}"] if repeat > 1 else [])
+            args = (
+                [mode, "in.bin", "out.bin"]
+                + (["state"] if state else [])
+                + ([f"repeat={int(repeat)}"] if repeat > 1 else [])
+            )
             if init_state is not None:
                 init = np.asarray(init_state)
                 if init.ndim != 2 or init.shape[0] != x.shape[0]:
@@ -296,8 +338,9 @@ class Target:
             log = str(tmp / "qemu.log") if count else None
             argv = self.command(binary, args, plugin, log)
             t0 = time.perf_counter()
-            res = run_tool(argv, where=f"target {self.name}", what=f"running {binary.name}", cwd=tmp,
-                           timeout=self.run_timeout_s)
+            res = run_tool(
+                argv, where=f"target {self.name}", what=f"running {binary.name}", cwd=tmp, timeout=self.run_timeout_s
+            )
             wall = time.perf_counter() - t0
             out = D.read_output(tmp / "out.bin", dtype=words)
             n, plog = None, ""
@@ -305,8 +348,7 @@ class Target:
                 n = parse_insn_count(Path(log), where=f"target {self.name}")
                 plog = Path(log).read_text(errors="replace")
             text = (res.stdout + res.stderr).decode("utf-8", "replace")
-        return RunResult(out["step"], out["pooled"], out["state"], wall, out["model_ns"], out["repeat"], n, text,
-                         plog)
+        return RunResult(out["step"], out["pooled"], out["state"], wall, out["model_ns"], out["repeat"], n, text, plog)
 
     @property
     def counts_instructions(self) -> bool:
@@ -335,15 +377,19 @@ class Target:
                 "per_step": (n["step"] - n["nostep"]) / (b * t),
                 "per_sequence_fixed": (n["nostep"] - n["io"]) / b,
                 "method": "qemu TB-count plugin; runs of the same driver and input in step / nostep / io "
-                          "modes; per_inference = (step - io) / B, per_step = (step - nostep) / (B*T), "
-                          "per_sequence_fixed = (nostep - io) / B",
+                "modes; per_inference = (step - io) / B, per_step = (step - nostep) / (B*T), "
+                "per_sequence_fixed = (nostep - io) / B",
             }
             out["emulator"] = self.caps.emulator
         if self.native:
             res = self.run(binary, x, mode="run", repeat=timing_repeats)
             per_inf_s = res.model_ns * 1e-9 / (b * res.repeat)
-            out["latency"] = {"per_inference_s": per_inf_s, "per_step_s": per_inf_s / t, "repeats": res.repeat,
-                              "method": "clock_gettime around esq_reset + esq_run inside the driver"}
+            out["latency"] = {
+                "per_inference_s": per_inf_s,
+                "per_step_s": per_inf_s / t,
+                "repeats": res.repeat,
+                "method": "clock_gettime around esq_reset + esq_run inside the driver",
+            }
         return out
 
 
@@ -353,7 +399,8 @@ class Target:
 
 def cache_dir() -> Path:
     base = os.environ.get("EDGESEQ_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "edgeseq")
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "edgeseq"
+    )
     return Path(base)
 
 
@@ -375,12 +422,19 @@ def plugin_library(name: str) -> str:
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".so.tmp")
     except OSError as e:
-        raise ArtifactError(f"cannot write the QEMU plugin cache ({e.strerror})", where=str(out.parent),
-                            hint="set EDGESEQ_CACHE to a writable directory") from None
+        raise ArtifactError(
+            f"cannot write the QEMU plugin cache ({e.strerror})",
+            where=str(out.parent),
+            hint="set EDGESEQ_CACHE to a writable directory",
+        ) from None
     os.close(fd)
     try:
-        run_tool([gcc, "-shared", "-fPIC", "-O2", "-o", tmp, src], where="qemu plugin",
-                 what=f"compiling the QEMU plugin {name}", error=BuildError)
+        run_tool(
+            [gcc, "-shared", "-fPIC", "-O2", "-o", tmp, src],
+            where="qemu plugin",
+            what=f"compiling the QEMU plugin {name}",
+            error=BuildError,
+        )
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
@@ -396,5 +450,8 @@ def parse_insn_count(log: Path, where: str) -> int:
     for line in reversed(text.splitlines()):
         if line.startswith("edgeseq-insns:"):
             return int(line.split(":", 1)[1])
-    raise TargetRunError("the QEMU instruction-count plugin reported nothing", where=where,
-                         hint=f"QEMU log: {stderr_tail(text, 5, 500) or '(empty)'}")
+    raise TargetRunError(
+        "the QEMU instruction-count plugin reported nothing",
+        where=where,
+        hint=f"QEMU log: {stderr_tail(text, 5, 500) or '(empty)'}",
+    )

@@ -62,8 +62,11 @@ def require_clang(name: str = "clang") -> str:
     p = find_clang(name)
     if p is None:
         pkgs = CLANG_APT if name == "clang" else f"{name} lld-{name[6:]} llvm-{name[6:]}"
-        raise ToolchainMissingError(name, install=f"sudo apt-get install -y {pkgs}",
-                                    purpose=f"building with Clang/LLVM (version {MIN_CLANG} or later)")
+        raise ToolchainMissingError(
+            name,
+            install=f"sudo apt-get install -y {pkgs}",
+            purpose=f"building with Clang/LLVM (version {MIN_CLANG} or later)",
+        )
     return p
 
 
@@ -93,8 +96,9 @@ def gcc_system_includes(gcc: str) -> tuple[str, ...]:
     """The C library's include directories of a (cross) GCC, without GCC's own headers (Clang
     brings its own stdint.h, arm_acle.h, arm_mve.h, arm_neon.h)."""
     try:
-        err = subprocess.run([gcc, "-E", "-v", "-x", "c", "/dev/null", "-o", "/dev/null"], capture_output=True,
-                             text=True, timeout=60).stderr
+        err = subprocess.run(
+            [gcc, "-E", "-v", "-x", "c", "/dev/null", "-o", "/dev/null"], capture_output=True, text=True, timeout=60
+        ).stderr
     except (OSError, subprocess.SubprocessError):
         return ()
     dirs, on = [], False

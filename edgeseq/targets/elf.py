@@ -53,21 +53,23 @@ class ElfFile:
         self.endian = "<" if self.raw[5] == 1 else ">"
         e = self.endian
         if self.bits == 64:
-            shoff, = struct.unpack_from(e + "Q", self.raw, 0x28)
+            (shoff,) = struct.unpack_from(e + "Q", self.raw, 0x28)
             shentsize, shnum, shstrndx = struct.unpack_from(e + "HHH", self.raw, 0x3A)
         else:
-            shoff, = struct.unpack_from(e + "I", self.raw, 0x20)
+            (shoff,) = struct.unpack_from(e + "I", self.raw, 0x20)
             shentsize, shnum, shstrndx = struct.unpack_from(e + "HHH", self.raw, 0x2E)
-        self.machine, = struct.unpack_from(e + "H", self.raw, 0x12)
+        (self.machine,) = struct.unpack_from(e + "H", self.raw, 0x12)
         heads = []
         for i in range(shnum):
             off = shoff + i * shentsize
             if self.bits == 64:
                 name, typ, flags, addr, offset, size, link, _info, _align, entsize = struct.unpack_from(
-                    e + "IIQQQQIIQQ", self.raw, off)
+                    e + "IIQQQQIIQQ", self.raw, off
+                )
             else:
                 name, typ, flags, addr, offset, size, link, _info, _align, entsize = struct.unpack_from(
-                    e + "IIIIIIIIII", self.raw, off)
+                    e + "IIIIIIIIII", self.raw, off
+                )
             heads.append((name, typ, flags, addr, offset, size, link, entsize))
         strtab = heads[shstrndx] if heads else None
         self.sections = [
@@ -98,9 +100,13 @@ class ElfFile:
             for i in range(n):
                 off = s.offset + i * s.entsize
                 if self.bits == 64:
-                    name, _info, _other, _shndx, _value, size = struct.unpack_from(self.endian + "IBBHQQ", self.raw, off)
+                    name, _info, _other, _shndx, _value, size = struct.unpack_from(
+                        self.endian + "IBBHQQ", self.raw, off
+                    )
                 else:
-                    name, _value, size, _info, _other, _shndx = struct.unpack_from(self.endian + "IIIBBH", self.raw, off)
+                    name, _value, size, _info, _other, _shndx = struct.unpack_from(
+                        self.endian + "IIIBBH", self.raw, off
+                    )
                 if size and name:
                     out[self._str(strtab.offset, name)] = size
         return out
@@ -120,8 +126,10 @@ def calls_in_functions(obj, roots, objdump: str) -> dict[str, set[str]]:
     callees: dict[str, set[str]] = {}
     cur = None
     head = re.compile(r"^[0-9a-fA-F]+ <([^>]+)>:$")
-    reloc = re.compile(r"R_(?:ARM_THM_CALL|ARM_THM_JUMP24|ARM_CALL|ARM_JUMP24|AARCH64_CALL26|AARCH64_JUMP26|"
-                       r"X86_64_PLT32|X86_64_PC32)\s+([\w.$]+)")
+    reloc = re.compile(
+        r"R_(?:ARM_THM_CALL|ARM_THM_JUMP24|ARM_CALL|ARM_JUMP24|AARCH64_CALL26|AARCH64_JUMP26|"
+        r"X86_64_PLT32|X86_64_PC32)\s+([\w.$]+)"
+    )
     call = re.compile(r"\b(?:bl|blx|b|b\.w|call|jmp)\s+[0-9a-fA-Fx]+\s+<([\w.$]+)(?:\+0x[0-9a-f]+)?>")
     for line in text.decode("utf-8", "replace").splitlines():
         m = head.match(line.strip())

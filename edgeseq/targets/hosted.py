@@ -28,8 +28,12 @@ class HostedTarget(Target):
         objs = self._compile_objects(cc, src, out_dir / "obj", self.cflags(), self.units(sources) + ["esq_io_stdio.c"])
         binary = out_dir / "bin" / self.binary_name
         binary.parent.mkdir(parents=True, exist_ok=True)
-        run_tool([ld, *self.gcc_flags(), *objs, *self.link_flags, "-lm", "-o", binary], where=f"target {self.name}",
-                 what="linking", error=BuildError)
+        run_tool(
+            [ld, *self.gcc_flags(), *objs, *self.link_flags, "-lm", "-o", binary],
+            where=f"target {self.name}",
+            what="linking",
+            error=BuildError,
+        )
         return binary
 
 
@@ -39,8 +43,9 @@ class X86Target(HostedTarget):
 
     def command(self, binary, args, plugin=None, log=None):
         if plugin:
-            raise ConfigError("instruction counting is not available on the native x86 target",
-                              where=f"target {self.name}")
+            raise ConfigError(
+                "instruction counting is not available on the native x86 target", where=f"target {self.name}"
+            )
         return [str(binary), *args]
 
 
@@ -106,14 +111,23 @@ def make_x86(opt_level: str = "-O2", compiler: str = "auto", cpu: str = "native"
         raise ConfigError(f"invalid x86 cpu '{cpu}'; expected native, x86-64, x86-64-v2/v3/v4 or a -march name")
     machine = platform.machine() or "x86_64"
     return X86Target(
-        name="x86", description="this machine: host gcc (-march=native unless a cpu is named), runs natively, "
-                                "wall-time latency",
-        caps=Capabilities(arch=machine, cpu=None, fpu="sse2" if machine in ("x86_64", "AMD64") else None,
-                          simd=("sse2",) if machine in ("x86_64", "AMD64") else (), flash_bytes=None,
-                          ram_bytes=None, os="linux"),
-        build_tools=("gcc",), options=_opts(opt_level, compiler, cpu=cpu if cpu != "native" else None),
-        native=True, opt_level=opt_level,
-        compiler=compiler)
+        name="x86",
+        description="this machine: host gcc (-march=native unless a cpu is named), runs natively, wall-time latency",
+        caps=Capabilities(
+            arch=machine,
+            cpu=None,
+            fpu="sse2" if machine in ("x86_64", "AMD64") else None,
+            simd=("sse2",) if machine in ("x86_64", "AMD64") else (),
+            flash_bytes=None,
+            ram_bytes=None,
+            os="linux",
+        ),
+        build_tools=("gcc",),
+        options=_opts(opt_level, compiler, cpu=cpu if cpu != "native" else None),
+        native=True,
+        opt_level=opt_level,
+        compiler=compiler,
+    )
 
 
 def make_arm(cpu: str | None = None, opt_level: str = "-O2", compiler: str = "auto") -> Target:
@@ -121,17 +135,34 @@ def make_arm(cpu: str | None = None, opt_level: str = "-O2", compiler: str = "au
         raise ConfigError(f"unknown aarch64 cpu '{cpu}'; expected one of: {', '.join(AARCH64_CPUS)}")
     opts = _opts(opt_level, compiler, cpu=cpu)
     return Aarch64Target(
-        name="arm", description="aarch64 Linux (static executable), runs under qemu-aarch64"
-                                + (f" -cpu {cpu}" if cpu else ""),
-        caps=Capabilities(arch="aarch64", cpu=cpu, fpu="fp-armv8", simd=("neon",), flash_bytes=None,
-                          ram_bytes=None, os="linux", emulator="qemu-aarch64"),
-        build_tools=("aarch64-linux-gnu-gcc",), run_tools=("qemu-aarch64",), options=opts,
-        opt_level=opt_level, compiler=compiler)
+        name="arm",
+        description="aarch64 Linux (static executable), runs under qemu-aarch64" + (f" -cpu {cpu}" if cpu else ""),
+        caps=Capabilities(
+            arch="aarch64",
+            cpu=cpu,
+            fpu="fp-armv8",
+            simd=("neon",),
+            flash_bytes=None,
+            ram_bytes=None,
+            os="linux",
+            emulator="qemu-aarch64",
+        ),
+        build_tools=("aarch64-linux-gnu-gcc",),
+        run_tools=("qemu-aarch64",),
+        options=opts,
+        opt_level=opt_level,
+        compiler=compiler,
+    )
 
 
 def make_null(opt_level: str = "-O2", compiler: str = "auto") -> Target:
     return NullTarget(
-        name="null", description="build only: generated C compiled for the host with -pedantic -Werror",
+        name="null",
+        description="build only: generated C compiled for the host with -pedantic -Werror",
         caps=Capabilities(arch="c99", cpu=None, fpu=None, simd=(), flash_bytes=None, ram_bytes=None, os="none"),
-        build_tools=("gcc",), can_run=False, opt_level=opt_level, options=_opts(opt_level, compiler),
-        compiler=compiler)
+        build_tools=("gcc",),
+        can_run=False,
+        opt_level=opt_level,
+        options=_opts(opt_level, compiler),
+        compiler=compiler,
+    )

@@ -50,8 +50,12 @@ _ROW = re.compile(r"^(\S+)\s+(\d+|-)\s+(0x[0-9a-fA-F]+|\d+)(?:\s|$)")
 def line_table(objdump: str, binary: Path) -> list[tuple[int, str, int | None]]:
     """(address, file basename, line) rows of the DWARF line table, in order; line None ends a
     sequence."""
-    res = run_tool([objdump, "--dwarf=decodedline", "--wide", binary], where=str(binary),
-                   what="reading the debug line table", error=ArtifactError)
+    res = run_tool(
+        [objdump, "--dwarf=decodedline", "--wide", binary],
+        where=str(binary),
+        what="reading the debug line table",
+        error=ArtifactError,
+    )
     rows = []
     for text in res.stdout.decode("utf-8", "replace").splitlines():
         m = _ROW.match(text.strip())
@@ -138,14 +142,19 @@ def region_lookup(profile_map: dict, model_file: str = "model.c"):
 
 def code_bytes(objdump: str, obj: Path) -> bytes:
     """The executable bytes of an object file (every code section, in order)."""
-    res = run_tool([objdump, "-d", "--no-show-raw-insn", "--no-addresses", obj], where=str(obj),
-                   what="disassembling", error=ArtifactError)
+    res = run_tool(
+        [objdump, "-d", "--no-show-raw-insn", "--no-addresses", obj],
+        where=str(obj),
+        what="disassembling",
+        error=ArtifactError,
+    )
     text = res.stdout.decode("utf-8", "replace")
     return "\n".join(ln for ln in text.splitlines() if ln.startswith("\t") or ln.startswith(" ")).encode()
 
 
-def profile(target: Target, sources, inputs, work_dir: str | Path | None = None,
-            reference_object: str | Path | None = None) -> dict[str, Any]:
+def profile(
+    target: Target, sources, inputs, work_dir: str | Path | None = None, reference_object: str | Path | None = None
+) -> dict[str, Any]:
     """Instructions per step and per region for the model in ``sources`` (a ``CSources`` whose
     info has a ``profile_map``) on ``inputs`` (B, T, F) float, run in the driver's step mode.
     With ``reference_object`` (the plain build's ``model.o``) ``same_code`` says whether the
@@ -154,8 +163,10 @@ def profile(target: Target, sources, inputs, work_dir: str | Path | None = None,
     if not pmap:
         raise ConfigError("these sources carry no region map (the integer C backend writes one)")
     if not target.counts_instructions:
-        raise ConfigError(f"profiling counts instructions under QEMU; target '{target.name}' runs natively",
-                          hint="use arm, arm:<cpu> or a cortex-m target")
+        raise ConfigError(
+            f"profiling counts instructions under QEMU; target '{target.name}' runs natively",
+            hint="use arm, arm:<cpu> or a cortex-m target",
+        )
     x = np.asarray(inputs, np.float32)
     b, t, _ = x.shape
     dbg = copy.copy(target)
@@ -207,12 +218,19 @@ def summarize(pmap: dict, labels: list[str], counts: dict[str, int], b: int, t: 
         e["share"] = e["instructions"] / step_total if step_total else 0.0
     per_step.sort(key=lambda e: -e["instructions"])
     per_seq.sort(key=lambda e: -e["instructions"])
-    return {"per_step": per_step, "per_step_total": step_total, "per_sequence": per_seq, "other": other,
-            "total": total, "batch": b, "steps": t,
-            "method": "QEMU plugin (insn_count_plugin.c, ranges mode) on a -g build of the same sources, step mode: each "
-                      "instruction counted for the region of its source line (DWARF line table); inlined helpers "
-                      "and library code for the region that called them; step regions divided by B*T, readout "
-                      "regions by B"}
+    return {
+        "per_step": per_step,
+        "per_step_total": step_total,
+        "per_sequence": per_seq,
+        "other": other,
+        "total": total,
+        "batch": b,
+        "steps": t,
+        "method": "QEMU plugin (insn_count_plugin.c, ranges mode) on a -g build of the same sources, step mode: each "
+        "instruction counted for the region of its source line (DWARF line table); inlined helpers "
+        "and library code for the region that called them; step regions divided by B*T, readout "
+        "regions by B",
+    }
 
 
 __all__ = ["DRIVER", "line_table", "profile", "ranges", "region_lookup", "summarize"]

@@ -44,9 +44,16 @@ def checkpoint_bytes(model, metrics: dict | None = None, extra: dict | None = No
         blobs[k] = buf.getvalue()
         table[k] = {"dtype": a.dtype.str, "shape": list(a.shape), "sha256": hashlib.sha256(blobs[k]).hexdigest()}
     config = json.loads(json.dumps(config, allow_nan=False))
-    doc = {"format": FORMAT, "version": VERSION, "producer": f"edgeseq {__version__}", "config": config,
-           "metrics": metrics or {}, "extra": extra or {}, "tensors": table,
-           "content_sha256": _content_sha256(config, table)}
+    doc = {
+        "format": FORMAT,
+        "version": VERSION,
+        "producer": f"edgeseq {__version__}",
+        "config": config,
+        "metrics": metrics or {},
+        "extra": extra or {},
+        "tensors": table,
+        "content_sha256": _content_sha256(config, table),
+    }
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as z:
         z.writestr("checkpoint.json", json.dumps(doc, indent=1, allow_nan=False))
@@ -60,12 +67,21 @@ def save_checkpoint(model, path, metrics: dict | None = None, extra: dict | None
     return atomic_write_bytes(path, checkpoint_bytes(model, metrics, extra))
 
 
-SCHEMA = S.Obj({
-    "format": S.Str(), "version": S.Int(),
-    "config": S.Obj({"arch": S.Str(max_len=64), "in_features": S.Int(min=1, max=1 << 20),
-                     "n_classes": S.Int(min=1, max=1 << 20)}),
-    "tensors": S.Map(S.ARRAY_ENTRY, key=S.Str(max_len=512)),
-}, {"metrics": S.Map(), "extra": S.Map(), "producer": S.Str(), "content_sha256": S.SHA256})
+SCHEMA = S.Obj(
+    {
+        "format": S.Str(),
+        "version": S.Int(),
+        "config": S.Obj(
+            {
+                "arch": S.Str(max_len=64),
+                "in_features": S.Int(min=1, max=1 << 20),
+                "n_classes": S.Int(min=1, max=1 << 20),
+            }
+        ),
+        "tensors": S.Map(S.ARRAY_ENTRY, key=S.Str(max_len=512)),
+    },
+    {"metrics": S.Map(), "extra": S.Map(), "producer": S.Str(), "content_sha256": S.SHA256},
+)
 
 
 def read_checkpoint(path) -> tuple[dict, dict[str, np.ndarray]]:
@@ -86,24 +102,31 @@ def read_checkpoint(path) -> tuple[dict, dict[str, np.ndarray]]:
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise CheckpointError(f"checkpoint version {version!r} is not valid", where=where)
         if version > VERSION:
-            raise CheckpointError(f"checkpoint version {version!r} is newer than this edgeseq supports",
-                                  where=where, hint="upgrade edgeseq")
+            raise CheckpointError(
+                f"checkpoint version {version!r} is newer than this edgeseq supports",
+                where=where,
+                hint="upgrade edgeseq",
+            )
         validate(doc, SCHEMA, CheckpointError, where=where, what="checkpoint.json")
         if "content_sha256" in doc and doc["content_sha256"] != _content_sha256(doc["config"], doc["tensors"]):
-            raise CheckpointError("checkpoint.json was modified after saving (config or tensor table does not match "
-                                  "its content hash)", where=where)
+            raise CheckpointError(
+                "checkpoint.json was modified after saving (config or tensor table does not match its content hash)",
+                where=where,
+            )
         table = doc["tensors"]
         total = sum(math.prod(e["shape"]) * np.dtype(e["dtype"]).itemsize for e in table.values())
         if z.budget.over(total):
-            raise CheckpointError(f"the tensors are declared as {human(total)}, more than {z.budget.limit_text()} "
-                                  "allows", where=where)
+            raise CheckpointError(
+                f"the tensors are declared as {human(total)}, more than {z.budget.limit_text()} allows", where=where
+            )
         tensors = {}
         for i, (k, info) in enumerate(table.items()):
             member = f"tensors/{i:04d}.npy"
             if member not in z:
                 raise CheckpointError(f"tensor '{k}' ({member}) is missing from the file", where=where)
-            tensors[k] = z.read_npy(member, dtype=info["dtype"], shape=info["shape"], sha256=info["sha256"],
-                                    what=f"tensor '{k}'")
+            tensors[k] = z.read_npy(
+                member, dtype=info["dtype"], shape=info["shape"], sha256=info["sha256"], what=f"tensor '{k}'"
+            )
     return doc, tensors
 
 
@@ -131,8 +154,11 @@ def check_config_sizes(config: dict, tensors: dict[str, np.ndarray], where: str)
         if v < 0:
             raise CheckpointError(f"config '{name}' is negative ({v})", where=where)
         if v > SIZE_FREE and v not in dims:
-            raise CheckpointError(f"config '{name}' = {v} matches no tensor dimension in the file (largest "
-                                  f"{max(dims, default=0)}); the config does not describe these tensors", where=where)
+            raise CheckpointError(
+                f"config '{name}' = {v} matches no tensor dimension in the file (largest "
+                f"{max(dims, default=0)}); the config does not describe these tensors",
+                where=where,
+            )
 
 
 def load_checkpoint(path) -> tuple[Any, dict]:
@@ -157,10 +183,21 @@ def load_checkpoint(path) -> tuple[Any, dict]:
     except ConfigError as e:
         raise CheckpointError(f"invalid model config ({e.message})", where=where) from None
     except MemoryError:
-        raise CheckpointError("the model config needs far more memory than the tensors in the file; the config "
-                              "does not describe them", where=where) from None
-    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError, OverflowError,
-            ZeroDivisionError, EdgeseqError) as e:
+        raise CheckpointError(
+            "the model config needs far more memory than the tensors in the file; the config does not describe them",
+            where=where,
+        ) from None
+    except (
+        KeyError,
+        TypeError,
+        ValueError,
+        RuntimeError,
+        IndexError,
+        AttributeError,
+        OverflowError,
+        ZeroDivisionError,
+        EdgeseqError,
+    ) as e:
         # build_model checks the config with whatever its layers raise; from a file, any complaint is a bad config
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         if isinstance(e, RuntimeError) and "memory" in msg.lower():
@@ -170,12 +207,14 @@ def load_checkpoint(path) -> tuple[Any, dict]:
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
     if missing or extra:
-        raise CheckpointError(f"tensors do not match the config (missing: {missing[:5]}, unexpected: {extra[:5]})",
-                              where=where)
+        raise CheckpointError(
+            f"tensors do not match the config (missing: {missing[:5]}, unexpected: {extra[:5]})", where=where
+        )
     for k, v in expected.items():
         if tuple(v.shape) != tensors[k].shape:
-            raise CheckpointError(f"tensor '{k}' has shape {tensors[k].shape}, the config expects {tuple(v.shape)}",
-                                  where=where)
+            raise CheckpointError(
+                f"tensor '{k}' has shape {tensors[k].shape}, the config expects {tuple(v.shape)}", where=where
+            )
         want = torch.empty(0, dtype=v.dtype).numpy().dtype
         if tensors[k].dtype != want:
             raise CheckpointError(f"tensor '{k}' has dtype {tensors[k].dtype}, the config expects {want}", where=where)

@@ -119,7 +119,7 @@ def _random_rotations(n: int, max_deg: float, gen, triplets: int):
     r = eye + torch.sin(ang)[:, None, None] * k + (1 - torch.cos(ang))[:, None, None] * (k @ k)  # Rodrigues
     out = torch.zeros(n, 3 * triplets, 3 * triplets, dtype=torch.float64)
     for i in range(triplets):
-        out[:, 3 * i:3 * i + 3, 3 * i:3 * i + 3] = r.transpose(1, 2)
+        out[:, 3 * i : 3 * i + 3, 3 * i : 3 * i + 3] = r.transpose(1, 2)
     return out
 
 
@@ -264,8 +264,9 @@ def fit(model, train, val, cfg: TrainConfig, progress: bool = True, log=print) -
     mean, std = (np.asarray(v, dtype=np.float32) for v in channel_stats(train))
     steps_per_epoch = max(1, math.ceil(len(train) / cfg.batch_size))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
-                                                pct_start=0.15)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.15
+    )
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     avg = _WeightAverage(model, cfg.ema) if cfg.ema else None
 
@@ -286,8 +287,9 @@ def fit(model, train, val, cfg: TrainConfig, progress: bool = True, log=print) -
             seen += len(idx)
         return total / seen, correct / seen
 
-    return run_epochs(model, cfg, one_epoch, lambda: accuracy(predict(model, val.x), val.y), progress=progress,
-                      log=log, average=avg)
+    return run_epochs(
+        model, cfg, one_epoch, lambda: accuracy(predict(model, val.x), val.y), progress=progress, log=log, average=avg
+    )
 
 
 def optimizer_step(model, opt, sched, loss, grad_clip: float) -> None:
@@ -302,8 +304,17 @@ def optimizer_step(model, opt, sched, loss, grad_clip: float) -> None:
     sched.step()
 
 
-def run_epochs(model, cfg, one_epoch, validate, *, progress: bool = True, log=print,
-               train_name: str = "train", average: Optional["_WeightAverage"] = None) -> History:
+def run_epochs(
+    model,
+    cfg,
+    one_epoch,
+    validate,
+    *,
+    progress: bool = True,
+    log=print,
+    train_name: str = "train",
+    average: Optional["_WeightAverage"] = None,
+) -> History:
     """The epoch loop of the trainers: ``one_epoch(epoch)`` returns (mean training loss, training
     accuracy), ``validate()`` the validation accuracy (of the averaged weights with ``average``).
     Keeps the weights of the best validation epoch, stops early after ``cfg.patience`` epochs without
@@ -318,17 +329,25 @@ def run_epochs(model, cfg, one_epoch, validate, *, progress: bool = True, log=pr
     for epoch in bar:
         loss, train_acc = one_epoch(epoch)
         val_acc = validate() if average is None else average.evaluate(model, validate)
-        row = {"epoch": epoch + 1, "loss": loss, "train_accuracy": train_acc, "val_accuracy": val_acc,
-               "seconds": time.perf_counter() - start}
+        row = {
+            "epoch": epoch + 1,
+            "loss": loss,
+            "train_accuracy": train_acc,
+            "val_accuracy": val_acc,
+            "seconds": time.perf_counter() - start,
+        }
         hist.epochs.append(row)
         if val_acc > hist.best_val_accuracy or best_state is None:
             hist.best_val_accuracy, hist.best_epoch = val_acc, epoch + 1
-            best_state = {k: v.detach().clone() for k, v in
-                          (model.state_dict() if average is None else average.state).items()}
+            best_state = {
+                k: v.detach().clone() for k, v in (model.state_dict() if average is None else average.state).items()
+            }
         bar.set_postfix(loss=f"{row['loss']:.3f}", val=f"{val_acc:.3f}", best=f"{hist.best_val_accuracy:.3f}")
         if not progress:
-            log(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}, {train_name} {row['train_accuracy']:.4f}, "
-                f"validation {val_acc:.4f} (best {hist.best_val_accuracy:.4f}), {row['seconds']:.0f} s")
+            log(
+                f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}, {train_name} {row['train_accuracy']:.4f}, "
+                f"validation {val_acc:.4f} (best {hist.best_val_accuracy:.4f}), {row['seconds']:.0f} s"
+            )
         if epoch + 1 - hist.best_epoch >= cfg.patience:
             hist.stopped = f"early stop: no validation improvement for {cfg.patience} epochs"
             break
@@ -345,8 +364,10 @@ def run_epochs(model, cfg, one_epoch, validate, *, progress: bool = True, log=pr
     model.eval()
     hist.seconds = time.perf_counter() - start
     hist.cpu_seconds = time.process_time() - cpu_start
-    log(f"trained {len(hist.epochs)} epochs in {hist.seconds:.0f} s ({hist.stopped}); "
-        f"best validation accuracy {hist.best_val_accuracy:.4f} at epoch {hist.best_epoch}")
+    log(
+        f"trained {len(hist.epochs)} epochs in {hist.seconds:.0f} s ({hist.stopped}); "
+        f"best validation accuracy {hist.best_val_accuracy:.4f} at epoch {hist.best_epoch}"
+    )
     return hist
 
 
@@ -357,8 +378,12 @@ def evaluate(model, ds) -> dict:
     for c, lab in enumerate(ds.labels):
         m = ds.y == c
         per_class[lab] = float(np.mean(pred[m] == c)) if m.any() else float("nan")
-    return {"accuracy": accuracy(logits, ds.y), "n": len(ds), "per_class_accuracy": per_class,
-            "confusion": confusion(pred, ds.y, ds.n_classes)}
+    return {
+        "accuracy": accuracy(logits, ds.y),
+        "n": len(ds),
+        "per_class_accuracy": per_class,
+        "confusion": confusion(pred, ds.y, ds.n_classes),
+    }
 
 
 def config_dict(cfg: Optional[TrainConfig]) -> dict:

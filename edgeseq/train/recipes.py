@@ -19,8 +19,12 @@ TASKS: dict[str, dict[str, Any]] = {
     "smartwatch": {"dataset": "smartwatch", "kw": {}, "extra_splits": ()},
     # the training split draws 800 clips per class (the corpus default is 400): more voice / pitch / speed
     # combinations is what carries over to the held-out voices
-    "kws": {"dataset": "kws", "kw": {"features": "logmel"}, "train_kw": {"n_per_class": 800},
-            "extra_splits": ("flite",)},
+    "kws": {
+        "dataset": "kws",
+        "kw": {"features": "logmel"},
+        "train_kw": {"n_per_class": 800},
+        "extra_splits": ("flite",),
+    },
 }
 
 # IMU: per-channel gain, sensor noise, and a small random rotation of the device frame (the phone sits
@@ -39,11 +43,25 @@ _IMU = {
     "minlstm": ({"hidden": 64, "layers": 2, "readout": "mean"}, {**_IMU_AUG}),
     # the same causal conv front end in front of the LMU (scripts/har_study.py: +1.2 points on the
     # validation folds against the LMU on the raw channels)
-    "lmu": ({"hidden": 64, "memory_d": 12, "order": 16, "theta": 128.0, "hidden_cell": "dense",
-             "input_to_hidden": True, "readout": "mean", "stem": 24, "stem_kernel": 5}, {**_IMU_AUG, **_IMU_RUN}),
+    "lmu": (
+        {
+            "hidden": 64,
+            "memory_d": 12,
+            "order": 16,
+            "theta": 128.0,
+            "hidden_cell": "dense",
+            "input_to_hidden": True,
+            "readout": "mean",
+            "stem": 24,
+            "stem_kernel": 5,
+        },
+        {**_IMU_AUG, **_IMU_RUN},
+    ),
     "lif": ({"hidden": 96, "layers": 2, "beta": 0.9}, {"lr": 3e-3, **_IMU_AUG}),
-    "l2mu": ({"hidden": 64, "memory_d": 8, "order": 8, "theta": 64.0, "encoder_size": 32, "beta": 0.9},
-             {"lr": 3e-3, "epochs": 30, **_IMU_AUG}),
+    "l2mu": (
+        {"hidden": 64, "memory_d": 8, "order": 8, "theta": 64.0, "encoder_size": 32, "beta": 0.9},
+        {"lr": 3e-3, "epochs": 30, **_IMU_AUG},
+    ),
     "lmuformer": ({"dim": 48, "memory_d": 8, "order": 8, "theta": 64.0}, {**_IMU_AUG}),
 }
 # log-mel frames: time shift, a random warp of the mel axis (speakers' vocal tracts differ: the held-out
@@ -55,13 +73,26 @@ _KWS = {
     "mingru": ({"hidden": 96, "layers": 2, "readout": "mean"}, {**_KWS_AUG}),
     # a causal conv stem over the log-mel frames, then two LMU layers (dense hidden cells: FFT/Toeplitz-
     # trainable, streamable)
-    "lmu": ({"stem": 64, "hidden": 96, "layers": 2, "memory_d": 16, "order": 12, "theta": 100.0,
-             "hidden_cell": "dense", "input_to_hidden": True, "readout": "mean"},
-            {"lr": 5e-3, "epochs": 60, **_KWS_AUG}),
+    "lmu": (
+        {
+            "stem": 64,
+            "hidden": 96,
+            "layers": 2,
+            "memory_d": 16,
+            "order": 12,
+            "theta": 100.0,
+            "hidden_cell": "dense",
+            "input_to_hidden": True,
+            "readout": "mean",
+        },
+        {"lr": 5e-3, "epochs": 60, **_KWS_AUG},
+    ),
     "lif": ({"hidden": 128, "layers": 2}, {**_KWS_AUG}),
     "l2mu": ({"hidden": 96, "memory_d": 8, "order": 8, "theta": 64.0, "encoder_size": 48}, {"epochs": 25, **_KWS_AUG}),
-    "lmuformer": ({"dim": 64, "memory_d": 8, "order": 8, "theta": 64.0, "spiking": True},
-                  {"lr": 5e-3, "epochs": 40, **_KWS_AUG}),
+    "lmuformer": (
+        {"dim": 64, "memory_d": 8, "order": 8, "theta": 64.0, "spiking": True},
+        {"lr": 5e-3, "epochs": 40, **_KWS_AUG},
+    ),
 }
 RECIPES: dict[str, dict[str, tuple[dict, dict]]] = {"har": _IMU, "har12": _IMU, "smartwatch": _IMU, "kws": _KWS}
 # per-architecture training-split options on top of TASKS[task]["train_kw"]: the KWS LMU draws 1200 clips
@@ -78,8 +109,14 @@ DIGITS_SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
 
 
 def _stream(dataset: str, stream: str, **kw: Any) -> dict[str, Any]:
-    return {"dataset": dataset, "kw": dict(kw), "extra_splits": (), "trainer": "stream", "stream": stream,
-            "stream_kw": {k: v for k, v in kw.items() if k in ("holdout", "only")}}
+    return {
+        "dataset": dataset,
+        "kw": dict(kw),
+        "extra_splits": (),
+        "trainer": "stream",
+        "stream": stream,
+        "stream_kw": {k: v for k, v in kw.items() if k in ("holdout", "only")},
+    }
 
 
 TASKS["digits"] = _stream("digits", "digits")
@@ -89,17 +126,47 @@ for _spk in DIGITS_SPEAKERS:
 TASKS["digits-synth"] = _stream("digits_synth", "digits-synth")
 TASKS["kws-stream"] = _stream("kws", "kws-stream", features="stream")
 _DIGITS = {
-    "lmu": ({"stem": 48, "stem_kernel": 3, "hidden": 64, "layers": 2, "memory_d": 16, "order": 12, "theta": 50.0,
-             "hidden_cell": "dense", "input_to_hidden": True, "readout": "last"}, {"lr": 4e-3, "epochs": 40, "passes": 2}),
-    "l2mu": ({"hidden": 64, "memory_d": 8, "order": 8, "theta": 40.0, "encoder_size": 48, "readout": "last"},
-             {"lr": 3e-3, "epochs": 30}),
-    "lmuformer": ({"dim": 48, "memory_d": 16, "order": 12, "theta": 50.0, "spiking": True, "readout": "last"},
-                  {"lr": 4e-3, "epochs": 40, "passes": 2}),
+    "lmu": (
+        {
+            "stem": 48,
+            "stem_kernel": 3,
+            "hidden": 64,
+            "layers": 2,
+            "memory_d": 16,
+            "order": 12,
+            "theta": 50.0,
+            "hidden_cell": "dense",
+            "input_to_hidden": True,
+            "readout": "last",
+        },
+        {"lr": 4e-3, "epochs": 40, "passes": 2},
+    ),
+    "l2mu": (
+        {"hidden": 64, "memory_d": 8, "order": 8, "theta": 40.0, "encoder_size": 48, "readout": "last"},
+        {"lr": 3e-3, "epochs": 30},
+    ),
+    "lmuformer": (
+        {"dim": 48, "memory_d": 16, "order": 12, "theta": 50.0, "spiking": True, "readout": "last"},
+        {"lr": 4e-3, "epochs": 40, "passes": 2},
+    ),
 }
 RECIPES.update({t: _DIGITS for t in TASKS if t.startswith("digits")})
 RECIPES["kws-stream"] = {
-    "lmu": ({"stem": 64, "stem_kernel": 3, "hidden": 96, "layers": 2, "memory_d": 12, "order": 10, "theta": 50.0,
-             "hidden_cell": "dense", "input_to_hidden": True, "readout": "last"}, {"lr": 4e-3, "epochs": 30}),
+    "lmu": (
+        {
+            "stem": 64,
+            "stem_kernel": 3,
+            "hidden": 96,
+            "layers": 2,
+            "memory_d": 12,
+            "order": 10,
+            "theta": 50.0,
+            "hidden_cell": "dense",
+            "input_to_hidden": True,
+            "readout": "last",
+        },
+        {"lr": 4e-3, "epochs": 30},
+    ),
 }
 # ---- end of the streaming block
 
@@ -150,16 +217,36 @@ def _plot_curves(history, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def train_task(task: str, arch: str, out_dir, *, force: bool = False, model_overrides: Optional[dict] = None,
-               train_overrides: Optional[dict] = None, data_kw: Optional[dict] = None, progress: bool = True,
-               log=print, datasets=None, command: Optional[str] = None) -> dict:
+def train_task(
+    task: str,
+    arch: str,
+    out_dir,
+    *,
+    force: bool = False,
+    model_overrides: Optional[dict] = None,
+    train_overrides: Optional[dict] = None,
+    data_kw: Optional[dict] = None,
+    progress: bool = True,
+    log=print,
+    datasets=None,
+    command: Optional[str] = None,
+) -> dict:
     """Train ``arch`` on ``task`` and write ``model.ckpt``, ``metrics.json`` and ``curves.png`` to
     ``out_dir`` (atomically). Returns the metrics dict."""
     if TASKS.get(task, {}).get("trainer") == "stream":
         from .stream import train_stream_task
 
-        return train_stream_task(task, arch, out_dir, force=force, model_overrides=model_overrides,
-                                 train_overrides=train_overrides, progress=progress, log=log, command=command)
+        return train_stream_task(
+            task,
+            arch,
+            out_dir,
+            force=force,
+            model_overrides=model_overrides,
+            train_overrides=train_overrides,
+            progress=progress,
+            log=log,
+            command=command,
+        )
     import torch
 
     from ..nn import build_model
@@ -181,24 +268,36 @@ def train_task(task: str, arch: str, out_dir, *, force: bool = False, model_over
     except TypeError as e:  # an unknown or misspelt model setting
         raise ConfigError(f"invalid model setting for '{arch}' ({e})", where="model settings (--set)") from None
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"{task}/{arch}: {n_params} parameters, {len(train)} train / {len(val)} validation / {len(test)} test "
-        f"sequences of {train.steps} steps x {train.in_features} features")
+    log(
+        f"{task}/{arch}: {n_params} parameters, {len(train)} train / {len(val)} validation / {len(test)} test "
+        f"sequences of {train.steps} steps x {train.in_features} features"
+    )
     t0 = time.perf_counter()
     hist = fit(model, train, val, cfg, progress=progress, log=log)
     metrics = {
-        "task": task, "arch": arch, "dataset": train_all.name, "labels": list(train_all.labels),
-        "parameters": int(n_params), "train_seconds": round(time.perf_counter() - t0, 1),
+        "task": task,
+        "arch": arch,
+        "dataset": train_all.name,
+        "labels": list(train_all.labels),
+        "parameters": int(n_params),
+        "train_seconds": round(time.perf_counter() - t0, 1),
         "train_cpu_seconds": round(hist.cpu_seconds, 1),
-        "epochs_run": len(hist.epochs), "best_epoch": hist.best_epoch, "stopped": hist.stopped,
+        "epochs_run": len(hist.epochs),
+        "best_epoch": hist.best_epoch,
+        "stopped": hist.stopped,
         "validation_accuracy": hist.best_val_accuracy,
         "test": evaluate(model, test),
         **{f"test_{k}": evaluate(model, ds) for k, ds in extra.items()},
-        "model_config": model.config, "train_config": train_cfg, "history": hist.epochs,
+        "model_config": model.config,
+        "train_config": train_cfg,
+        "history": hist.epochs,
         "command": command or f"edgeseq train --task {task} --model {arch} --out {shlex.quote(str(out_dir))}",
         "torch": torch.__version__,
     }
-    log(f"test accuracy {metrics['test']['accuracy']:.4f}"
-        + "".join(f", {k} {metrics['test_' + k]['accuracy']:.4f}" for k in extra))
+    log(
+        f"test accuracy {metrics['test']['accuracy']:.4f}"
+        + "".join(f", {k} {metrics['test_' + k]['accuracy']:.4f}" for k in extra)
+    )
     with output_dir(out_dir, force) as stage:
         save_checkpoint(model, stage / "model.ckpt", metrics={k: v for k, v in metrics.items() if k != "history"})
         atomic_write_json(stage / "metrics.json", metrics)

@@ -33,7 +33,6 @@ import numpy as np
 
 from ..errors import ConfigError
 
-
 # --------------------------------------------------------------------------------------------
 # tasks: an utterance pool to train on, clip sets to select and test on
 # --------------------------------------------------------------------------------------------
@@ -64,15 +63,17 @@ class StreamTask:
 def _split_pool(y: np.ndarray, fraction: float, seed: int):
     """(train indices, validation indices) of a pool with labels ``y``: a seeded stratified split."""
     rng = np.random.default_rng(seed)
-    val = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:int(round(fraction * np.sum(y == c)))]
-                          for c in np.unique(y)])
+    val = np.concatenate(
+        [rng.permutation(np.flatnonzero(y == c))[: int(round(fraction * np.sum(y == c)))] for c in np.unique(y)]
+    )
     mask = np.zeros(len(y), bool)
     mask[val] = True
     return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 
-def digits_task(holdout: Optional[str] = None, only: Optional[str] = None, *, val_fraction: float = 0.1,
-                seed: int = 0, source=None) -> StreamTask:
+def digits_task(
+    holdout: Optional[str] = None, only: Optional[str] = None, *, val_fraction: float = 0.1, seed: int = 0, source=None
+) -> StreamTask:
     """FSDD under a protocol (:func:`edgeseq.data.digits.load_digits`); validation clips are a seeded
     stratified ``val_fraction`` of the training recordings, never trained on."""
     from ..data import digits as D
@@ -83,17 +84,37 @@ def digits_task(holdout: Optional[str] = None, only: Optional[str] = None, *, va
     y = data.digit[tr]
     ti, vi = _split_pool(y, val_fraction, seed)
     protocol = D.protocol_name(holdout, only)
-    meta = {"dataset": "Free Spoken Digit Dataset (FSDD), real speech", "protocol": protocol,
-            "speakers": list(data.speakers), "train_speakers": sorted({data.speakers[s] for s in data.speaker[tr]}),
-            "test_speakers": sorted({data.speakers[s] for s in data.speaker[te]})}
+    meta = {
+        "dataset": "Free Spoken Digit Dataset (FSDD), real speech",
+        "protocol": protocol,
+        "speakers": list(data.speakers),
+        "train_speakers": sorted({data.speakers[s] for s in data.speaker[tr]}),
+        "test_speakers": sorted({data.speakers[s] for s in data.speaker[te]}),
+    }
 
     def clips(idx, split):
-        return D.clips_dataset([data.words[i] for i in idx], data.digit[idx], name="digits", features=D.FRONT_END,
-                               meta={**meta, "split": split}, groups=data.speaker[idx])
+        return D.clips_dataset(
+            [data.words[i] for i in idx],
+            data.digit[idx],
+            name="digits",
+            features=D.FRONT_END,
+            meta={**meta, "split": split},
+            groups=data.speaker[idx],
+        )
 
-    return StreamTask("digits", D.DIGITS_LABELS, D.SILENCE, D.FRONT_END, [data.words[i] for i in tr[ti]], y[ti],
-                      clips(tr[vi], "validation"), clips(te, "test"), meta=meta,
-                      val_audio=[data.words[i] for i in tr[vi]], val_y=y[vi])
+    return StreamTask(
+        "digits",
+        D.DIGITS_LABELS,
+        D.SILENCE,
+        D.FRONT_END,
+        [data.words[i] for i in tr[ti]],
+        y[ti],
+        clips(tr[vi], "validation"),
+        clips(te, "test"),
+        meta=meta,
+        val_audio=[data.words[i] for i in tr[vi]],
+        val_y=y[vi],
+    )
 
 
 def digits_synth_task(n_per_digit: int = 600, n_flite: int = 120, source=None) -> StreamTask:
@@ -105,15 +126,43 @@ def digits_synth_task(n_per_digit: int = 600, n_flite: int = 120, source=None) -
     fl_a, fl_y = D.synthetic_digits("flite", n_flite)
     val_a, val_y = D.synthetic_digits("test", 40)
     data = D.fsdd(source)
-    meta = {"dataset": "synthetic spoken digits (espeak-ng training voices + flite); test: FSDD real speech",
-            "protocol": "synthetic", "speakers": list(data.speakers), "train_speakers": [],
-            "test_speakers": list(data.speakers), "n_per_digit": n_per_digit, "n_flite_per_digit": n_flite}
-    val = D.clips_dataset(val_a, val_y, name="digits_synth", features=D.FRONT_END,
-                          meta={**meta, "split": "validation (held-out espeak-ng voices)"})
-    test = D.clips_dataset(list(data.words), data.digit, name="digits", features=D.FRONT_END,
-                           meta={**meta, "split": "all"}, groups=data.speaker)
-    return StreamTask("digits", D.DIGITS_LABELS, D.SILENCE, D.FRONT_END, esp_a + fl_a,
-                      np.concatenate([esp_y, fl_y]), val, test, meta=meta, val_audio=val_a, val_y=val_y)
+    meta = {
+        "dataset": "synthetic spoken digits (espeak-ng training voices + flite); test: FSDD real speech",
+        "protocol": "synthetic",
+        "speakers": list(data.speakers),
+        "train_speakers": [],
+        "test_speakers": list(data.speakers),
+        "n_per_digit": n_per_digit,
+        "n_flite_per_digit": n_flite,
+    }
+    val = D.clips_dataset(
+        val_a,
+        val_y,
+        name="digits_synth",
+        features=D.FRONT_END,
+        meta={**meta, "split": "validation (held-out espeak-ng voices)"},
+    )
+    test = D.clips_dataset(
+        list(data.words),
+        data.digit,
+        name="digits",
+        features=D.FRONT_END,
+        meta={**meta, "split": "all"},
+        groups=data.speaker,
+    )
+    return StreamTask(
+        "digits",
+        D.DIGITS_LABELS,
+        D.SILENCE,
+        D.FRONT_END,
+        esp_a + fl_a,
+        np.concatenate([esp_y, fl_y]),
+        val,
+        test,
+        meta=meta,
+        val_audio=val_a,
+        val_y=val_y,
+    )
 
 
 def kws_stream_task(n_per_class: int = 800, n_val: int = 50, n_test: int = 100, unknown_factor: int = 2) -> StreamTask:
@@ -142,24 +191,52 @@ def kws_stream_task(n_per_class: int = 800, n_val: int = 50, n_test: int = 100, 
 
     def clips(split, n):
         audio, y = pool(split, n)
-        ds = clips_dataset(audio, y, name="kws", features=fe, meta={"dataset": "synthetic keyword spotting",
-                                                                        "split": split, "engine": cfg.engine(split)},
-                           clip_seconds=1.0, tail_seconds=0.2, sample_rate=K.SAMPLE_RATE, labels=K.KWS_LABELS)
+        ds = clips_dataset(
+            audio,
+            y,
+            name="kws",
+            features=fe,
+            meta={"dataset": "synthetic keyword spotting", "split": split, "engine": cfg.engine(split)},
+            clip_seconds=1.0,
+            tail_seconds=0.2,
+            sample_rate=K.SAMPLE_RATE,
+            labels=K.KWS_LABELS,
+        )
         sil = np.stack([K.mix_clip(cfg, split, K.SILENCE, i, None) for i in range(n)])
         xs = compute(sil, fe)
-        return Dataset(np.concatenate([ds.x, xs]), np.concatenate([ds.y, np.full(n, K.SILENCE)]), K.KWS_LABELS,
-                       "kws", ds.meta)
+        return Dataset(
+            np.concatenate([ds.x, xs]), np.concatenate([ds.y, np.full(n, K.SILENCE)]), K.KWS_LABELS, "kws", ds.meta
+        )
 
     audio, y = pool("train", n_per_class, unknown_factor)
     val_audio, val_y = pool("val", n_val)
-    meta = {"dataset": "synthetic keyword spotting (espeak-ng); test: held-out espeak-ng voices, flite engine",
-            "protocol": "held-out voices", "n_per_class": n_per_class, "unknown_factor": unknown_factor}
-    return StreamTask("kws", K.KWS_LABELS, K.SILENCE, fe, audio, y, clips("val", n_val), clips("test", n_test),
-                      extra={"flite": clips("flite", n_test)}, meta=meta, val_audio=val_audio, val_y=val_y)
+    meta = {
+        "dataset": "synthetic keyword spotting (espeak-ng); test: held-out espeak-ng voices, flite engine",
+        "protocol": "held-out voices",
+        "n_per_class": n_per_class,
+        "unknown_factor": unknown_factor,
+    }
+    return StreamTask(
+        "kws",
+        K.KWS_LABELS,
+        K.SILENCE,
+        fe,
+        audio,
+        y,
+        clips("val", n_val),
+        clips("test", n_test),
+        extra={"flite": clips("flite", n_test)},
+        meta=meta,
+        val_audio=val_audio,
+        val_y=val_y,
+    )
 
 
-STREAM_TASKS: dict[str, Callable[..., StreamTask]] = {"digits": digits_task, "digits-synth": digits_synth_task,
-                                                      "kws-stream": kws_stream_task}
+STREAM_TASKS: dict[str, Callable[..., StreamTask]] = {
+    "digits": digits_task,
+    "digits-synth": digits_synth_task,
+    "kws-stream": kws_stream_task,
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -206,8 +283,15 @@ class StreamTrainConfig:
     def sequences(self):
         from ..data.streams import SequenceConfig
 
-        return SequenceConfig(seconds=self.seq_seconds, gap_s=tuple(self.gap_s), speech_dbfs=tuple(self.speech_dbfs),
-                              snr_db=tuple(self.snr_db), speed=tuple(self.speed), pre_s=self.pre_s, post_s=self.post_s)
+        return SequenceConfig(
+            seconds=self.seq_seconds,
+            gap_s=tuple(self.gap_s),
+            speech_dbfs=tuple(self.speech_dbfs),
+            snr_db=tuple(self.snr_db),
+            speed=tuple(self.speed),
+            pre_s=self.pre_s,
+            post_s=self.post_s,
+        )
 
 
 @contextlib.contextmanager
@@ -234,8 +318,9 @@ def epoch_data(task: StreamTask, cfg: StreamTrainConfig, epoch: int) -> tuple[np
     mean_len = float(np.mean([len(a) for a in task.train_audio])) / fe.sample_rate
     per_seq = max(1.0, seq.seconds / (mean_len + 0.5 * sum(seq.gap_s)))
     n = max(1, math.ceil(cfg.passes * len(task.train_audio) / per_seq))
-    audio, targets = training_sequences(task.train_audio, task.train_y, n, seq, fe.sample_rate, fe.win_length,
-                                        fe.hop_length, task.background, rng)
+    audio, targets = training_sequences(
+        task.train_audio, task.train_y, n, seq, fe.sample_rate, fe.win_length, fe.hop_length, task.background, rng
+    )
     return compute(audio, fe), targets
 
 
@@ -254,8 +339,9 @@ def fit_stream(model, task: StreamTask, cfg: StreamTrainConfig, *, progress: boo
     data0 = first if first is not None else epoch_data(task, cfg, 0)
     steps_per_epoch = max(1, math.ceil(len(data0[0]) / cfg.batch_size))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch + 1,
-                                                pct_start=0.15)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch + 1, pct_start=0.15
+    )
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing, ignore_index=IGNORE)
 
     def one_epoch(epoch: int) -> tuple[float, float]:
@@ -264,7 +350,7 @@ def fit_stream(model, task: StreamTask, cfg: StreamTrainConfig, *, progress: boo
         perm = torch.randperm(len(xe), generator=gen)
         total, correct, seen = 0.0, 0, 0
         for s in range(0, len(xe), cfg.batch_size):
-            idx = perm[s:s + cfg.batch_size].numpy()
+            idx = perm[s : s + cfg.batch_size].numpy()
             xb, yb = torch.from_numpy(xe[idx]), torch.from_numpy(te[idx])
             if cfg.augment_freq_warp:
                 xb = _freq_warp(xb, cfg.augment_freq_warp, gen)
@@ -284,8 +370,15 @@ def fit_stream(model, task: StreamTask, cfg: StreamTrainConfig, *, progress: boo
             seen += int(m.sum())
         return total / max(seen, 1), correct / max(seen, 1)
 
-    return run_epochs(model, cfg, one_epoch, lambda: accuracy(predict(model, task.val.x), task.val.y),
-                      progress=progress, log=log, train_name="frame accuracy")
+    return run_epochs(
+        model,
+        cfg,
+        one_epoch,
+        lambda: accuracy(predict(model, task.val.x), task.val.y),
+        progress=progress,
+        log=log,
+        train_name="frame accuracy",
+    )
 
 
 def evaluate_groups(model, ds) -> dict:
@@ -293,11 +386,15 @@ def evaluate_groups(model, ds) -> dict:
     from .loop import evaluate, predict
 
     out = evaluate(model, ds)
-    out["per_class_accuracy"] = {k: (None if v != v else v) for k, v in out["per_class_accuracy"].items()}  # NaN: no clip
+    out["per_class_accuracy"] = {
+        k: (None if v != v else v) for k, v in out["per_class_accuracy"].items()
+    }  # NaN: no clip
     if ds.groups is not None and "speakers" in ds.meta:
         pred = predict(model, ds.x).argmax(-1)
-        out["per_speaker"] = {ds.meta["speakers"][g]: float(np.mean(pred[ds.groups == g] == ds.y[ds.groups == g]))
-                              for g in np.unique(ds.groups)}
+        out["per_speaker"] = {
+            ds.meta["speakers"][g]: float(np.mean(pred[ds.groups == g] == ds.y[ds.groups == g]))
+            for g in np.unique(ds.groups)
+        }
     return out
 
 
@@ -305,8 +402,9 @@ THRESHOLDS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 SMOOTHING = (1, 2, 3, 5, 8)
 
 
-def tune_detector(model, task: StreamTask, *, seconds: float = 300.0, seed: int = 0, snr_db: float = 20.0,
-                  fa_weight: float = 2.0) -> Optional[dict]:
+def tune_detector(
+    model, task: StreamTask, *, seconds: float = 300.0, seed: int = 0, snr_db: float = 20.0, fa_weight: float = 2.0
+) -> Optional[dict]:
     """The detection rule (threshold, frames averaged) of :class:`edgeseq.data.detect.Detector` that
     maximises hits - ``fa_weight`` x false accepts on a validation stream: the validation utterances
     (never trained on) among noise-only gaps of 0.8-2.5 s with pink noise at ``snr_db``, like the demo's
@@ -323,9 +421,18 @@ def tune_detector(model, task: StreamTask, *, seconds: float = 300.0, seed: int 
     rng = np.random.default_rng([seed, 7])
     order = rng.permutation(len(task.val_audio))
     names = [task.labels[int(task.val_y[i])] for i in order]
-    audio, events = lay_out([task.val_audio[i] for i in order], names, rng.uniform(-35.0, -15.0, len(order)),
-                            int(seconds * fe.sample_rate), fe.sample_rate, rng, gap_s=(0.8, 2.5), snr_db=snr_db,
-                            noise="pink", default_level_db=-25.0)
+    audio, events = lay_out(
+        [task.val_audio[i] for i in order],
+        names,
+        rng.uniform(-35.0, -15.0, len(order)),
+        int(seconds * fe.sample_rate),
+        fe.sample_rate,
+        rng,
+        gap_s=(0.8, 2.5),
+        snr_db=snr_db,
+        noise="pink",
+        default_level_db=-25.0,
+    )
     feats = compute(audio, fe)
     with torch.no_grad(), per_step(model.eval()):
         logits = model(torch.from_numpy(feats[None]))[0].double()
@@ -338,17 +445,38 @@ def tune_detector(model, task: StreamTask, *, seconds: float = 300.0, seed: int 
             m = match_detections(dets, events, task.keywords, 0.5, seconds)[1]
             score = (m["hits"] - fa_weight * m["false_accepts"], thr)
             if best is None or score > best[0]:
-                best = (score, {"threshold": thr, "smooth": smooth,
-                                "validation_stream": {"seconds": seconds, "snr_db": snr_db,
-                                                      "keywords_spoken": m["keywords_spoken"], "hits": m["hits"],
-                                                      "false_accepts": m["false_accepts"],
-                                                      "rule": f"max hits - {fa_weight:g} x false accepts"}})
+                best = (
+                    score,
+                    {
+                        "threshold": thr,
+                        "smooth": smooth,
+                        "validation_stream": {
+                            "seconds": seconds,
+                            "snr_db": snr_db,
+                            "keywords_spoken": m["keywords_spoken"],
+                            "hits": m["hits"],
+                            "false_accepts": m["false_accepts"],
+                            "rule": f"max hits - {fa_weight:g} x false accepts",
+                        },
+                    },
+                )
     return best[1]
 
 
-def train_stream_task(task_name: str, arch: str, out_dir, *, task_kw: Optional[dict] = None, force: bool = False,
-                      model_overrides: Optional[dict] = None, train_overrides: Optional[dict] = None,
-                      progress: bool = True, log=print, command: Optional[str] = None, task: StreamTask = None) -> dict:
+def train_stream_task(
+    task_name: str,
+    arch: str,
+    out_dir,
+    *,
+    task_kw: Optional[dict] = None,
+    force: bool = False,
+    model_overrides: Optional[dict] = None,
+    train_overrides: Optional[dict] = None,
+    progress: bool = True,
+    log=print,
+    command: Optional[str] = None,
+    task: StreamTask = None,
+) -> dict:
     """Train ``arch`` with its streaming recipe and write ``model.ckpt``, ``metrics.json`` and
     ``curves.png`` to ``out_dir`` (atomically). Returns the metrics dict."""
     import shlex
@@ -373,47 +501,78 @@ def train_stream_task(task_name: str, arch: str, out_dir, *, task_kw: Optional[d
     if cfg.init:
         model, doc = load_checkpoint(cfg.init)
         if doc["config"].get("n_classes") != len(task.labels):
-            raise ConfigError(f"the checkpoint to fine-tune has {doc['config'].get('n_classes')} classes; task "
-                              f"'{task_name}' has {len(task.labels)}", where=str(cfg.init))
+            raise ConfigError(
+                f"the checkpoint to fine-tune has {doc['config'].get('n_classes')} classes; task "
+                f"'{task_name}' has {len(task.labels)}",
+                where=str(cfg.init),
+            )
         model_cfg = {k: v for k, v in doc["config"].items() if k not in ("arch", "in_features", "n_classes")}
     else:
         x0 = first[0]
         flat = x0.reshape(-1, x0.shape[-1]).astype(np.float64)
         std = flat.std(0)
-        model = build_model(arch, x0.shape[-1], len(task.labels), input_mean=flat.mean(0).tolist(),
-                            input_std=np.where(std > 1e-6, std, 1.0).tolist(), **model_cfg)
+        model = build_model(
+            arch,
+            x0.shape[-1],
+            len(task.labels),
+            input_mean=flat.mean(0).tolist(),
+            input_std=np.where(std > 1e-6, std, 1.0).tolist(),
+            **model_cfg,
+        )
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"{task_name}/{arch}: {n_params} parameters, {len(task.train_audio)} training utterances, "
+    log(
+        f"{task_name}/{arch}: {n_params} parameters, {len(task.train_audio)} training utterances, "
         f"{len(task.val)} validation / {len(task.test)} test clips, front end {task.front_end.n_features} "
-        f"{task.front_end.kind} at {task.front_end.sample_rate / task.front_end.hop_length:g} frames/s")
+        f"{task.front_end.kind} at {task.front_end.sample_rate / task.front_end.hop_length:g} frames/s"
+    )
     t0 = time.perf_counter()
     hist = fit_stream(model, task, cfg, progress=progress, log=log, first=first)
     fe = task.front_end
     detector = tune_detector(model, task, seed=cfg.seed)
     if detector:
         v = detector["validation_stream"]
-        log(f"detector: threshold {detector['threshold']}, {detector['smooth']} frames averaged ({v['hits']}/"
-            f"{v['keywords_spoken']} hits, {v['false_accepts']} false accepts on a {v['seconds']:g} s validation stream)")
+        log(
+            f"detector: threshold {detector['threshold']}, {detector['smooth']} frames averaged ({v['hits']}/"
+            f"{v['keywords_spoken']} hits, {v['false_accepts']} false accepts on a {v['seconds']:g} s validation stream)"
+        )
     metrics = {
-        "task": task.name, "recipe_task": task_name, "arch": arch, "dataset": task.test.name,
-        "labels": list(task.labels), "parameters": int(n_params), "train_seconds": round(time.perf_counter() - t0, 1),
-        "epochs_run": len(hist.epochs), "best_epoch": hist.best_epoch, "stopped": hist.stopped,
-        "validation_accuracy": hist.best_val_accuracy, "protocol": task.meta.get("protocol"),
+        "task": task.name,
+        "recipe_task": task_name,
+        "arch": arch,
+        "dataset": task.test.name,
+        "labels": list(task.labels),
+        "parameters": int(n_params),
+        "train_seconds": round(time.perf_counter() - t0, 1),
+        "epochs_run": len(hist.epochs),
+        "best_epoch": hist.best_epoch,
+        "stopped": hist.stopped,
+        "validation_accuracy": hist.best_val_accuracy,
+        "protocol": task.meta.get("protocol"),
         "test": evaluate_groups(model, task.test),
         **{f"test_{k}": evaluate_groups(model, ds) for k, ds in task.extra.items()},
         "front_end": fe.to_dict(),
-        "streaming": {"background": task.labels[task.background], "keywords": task.keywords,
-                      "frame_rate": fe.sample_rate / fe.hop_length, "sample_rate": fe.sample_rate,
-                      "target_after_word_end_s": [-cfg.pre_s, cfg.post_s],
-                      "clip_seconds": task.test.meta.get("clip_seconds"),
-                      "tail_seconds": task.test.meta.get("tail_seconds"), "detector": detector,
-                      "note": "trained on one continuous state; per-frame outputs (edgeseq.train.stream)"},
-        "data": task.meta, "model_config": model.config, "train_config": train_cfg, "history": hist.epochs,
+        "streaming": {
+            "background": task.labels[task.background],
+            "keywords": task.keywords,
+            "frame_rate": fe.sample_rate / fe.hop_length,
+            "sample_rate": fe.sample_rate,
+            "target_after_word_end_s": [-cfg.pre_s, cfg.post_s],
+            "clip_seconds": task.test.meta.get("clip_seconds"),
+            "tail_seconds": task.test.meta.get("tail_seconds"),
+            "detector": detector,
+            "note": "trained on one continuous state; per-frame outputs (edgeseq.train.stream)",
+        },
+        "data": task.meta,
+        "model_config": model.config,
+        "train_config": train_cfg,
+        "history": hist.epochs,
         "command": command or f"edgeseq train --task {task_name} --model {arch} --out {shlex.quote(str(out_dir))}",
         "torch": torch.__version__,
     }
-    log(f"test accuracy {metrics['test']['accuracy']:.4f}"
-        + "".join(f", {k} {metrics['test_' + k]['accuracy']:.4f}" for k in task.extra))
+    log(
+        f"test accuracy {metrics['test']['accuracy']:.4f}"
+        + "".join(f", {k} {metrics['test_' + k]['accuracy']:.4f}" for k in task.extra)
+    )
     with output_dir(out_dir, force) as stage:
         save_checkpoint(model, stage / "model.ckpt", metrics={k: v for k, v in metrics.items() if k != "history"})
         atomic_write_json(stage / "metrics.json", metrics)
@@ -437,12 +596,25 @@ def streaming_graph(graph):
     r = readouts[0]
     src = r.inputs[0]
     rename = {r.outputs[0]: src}
-    nodes = [type(n)(n.name, n.op, tuple(rename.get(i, i) for i in n.inputs), n.outputs)
-             for n in graph.nodes if n is not r]
+    nodes = [
+        type(n)(n.name, n.op, tuple(rename.get(i, i) for i in n.inputs), n.outputs) for n in graph.nodes if n is not r
+    ]
     outputs = [rename.get(o, o) for o in graph.outputs]
     return graph.with_nodes(nodes, outputs=outputs, streaming="per-step outputs (readout removed)")
 
 
-__all__ = ["STREAM_TASKS", "StreamTask", "StreamTrainConfig", "digits_synth_task", "digits_task", "epoch_data",
-           "evaluate_groups", "fit_stream", "kws_stream_task", "per_step", "streaming_graph", "train_stream_task",
-           "tune_detector"]
+__all__ = [
+    "STREAM_TASKS",
+    "StreamTask",
+    "StreamTrainConfig",
+    "digits_synth_task",
+    "digits_task",
+    "epoch_data",
+    "evaluate_groups",
+    "fit_stream",
+    "kws_stream_task",
+    "per_step",
+    "streaming_graph",
+    "train_stream_task",
+    "tune_detector",
+]

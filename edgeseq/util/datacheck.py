@@ -12,8 +12,9 @@ from ..errors import DatasetError, EdgeseqError
 from .finite import check_finite
 
 
-def sequences(x, what: str, where: str, *, features: Optional[int] = None,
-              error: Type[EdgeseqError] = DatasetError) -> np.ndarray:
+def sequences(
+    x, what: str, where: str, *, features: Optional[int] = None, error: Type[EdgeseqError] = DatasetError
+) -> np.ndarray:
     """``x`` as float32 (N, T, F) with N, T >= 1, numeric and finite; ``features`` when given."""
     x = np.asarray(x)
     if x.dtype.kind not in "biuf":
@@ -21,14 +22,18 @@ def sequences(x, what: str, where: str, *, features: Optional[int] = None,
     if x.ndim != 3 or x.shape[0] < 1 or x.shape[1] < 1 or x.shape[2] < 1:
         raise error(f"{what} must be a non-empty (N, T, F) array, got shape {x.shape}", where=where)
     if features is not None and x.shape[2] != features:
-        raise error(f"{what} has {x.shape[2]} features per step; the model expects {features}", where=where,
-                    hint="pass data of the task the model was trained on")
+        raise error(
+            f"{what} has {x.shape[2]} features per step; the model expects {features}",
+            where=where,
+            hint="pass data of the task the model was trained on",
+        )
     check_finite(x, what, where)
     return x.astype(np.float32, copy=False)
 
 
-def labels(y, n: int, what: str, where: str, *, n_classes: Optional[int] = None,
-           error: Type[EdgeseqError] = DatasetError) -> np.ndarray:
+def labels(
+    y, n: int, what: str, where: str, *, n_classes: Optional[int] = None, error: Type[EdgeseqError] = DatasetError
+) -> np.ndarray:
     """``y`` as int64 (n,) class ids in [0, n_classes)."""
     y = np.asarray(y)
     if y.dtype.kind not in "iub":
@@ -46,8 +51,10 @@ def labels(y, n: int, what: str, where: str, *, n_classes: Optional[int] = None,
             raise error(f"{what} holds a negative class id ({y[i]} at index {i})", where=where)
         if n_classes is not None and hi >= n_classes:
             i = int(np.argmax(y >= n_classes))
-            raise error(f"{what} holds class id {y[i]} at index {i}; the model has {n_classes} classes "
-                        f"(0..{n_classes - 1})", where=where)
+            raise error(
+                f"{what} holds class id {y[i]} at index {i}; the model has {n_classes} classes (0..{n_classes - 1})",
+                where=where,
+            )
     return y
 
 

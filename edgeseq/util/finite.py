@@ -81,8 +81,9 @@ def first_nonfinite(a: np.ndarray) -> Optional[tuple[tuple[int, ...], float, int
     return idx, a[idx].item(), int(bad.sum())
 
 
-def check_finite(a, what: str, where: Optional[str] = None, *, allow: Optional[bool] = None,
-                 parameter: bool = False) -> np.ndarray:
+def check_finite(
+    a, what: str, where: Optional[str] = None, *, allow: Optional[bool] = None, parameter: bool = False
+) -> np.ndarray:
     """``a`` as an array if every value is finite; else NumericsError naming ``what`` and the index
     of the first NaN / Inf. ``allow`` overrides the policy for this call (None: the context /
     environment); ``parameter=True`` (model weights) ignores any allowance."""

@@ -80,7 +80,7 @@ def _clean_stale_tmp(path: Path) -> None:
     except OSError:
         return
     for e in entries:
-        m = re.match(r"(\d+)-", e.name[len(prefix):])
+        m = re.match(r"(\d+)-", e.name[len(prefix) :])
         if m and not _pid_alive(int(m.group(1))):
             with contextlib.suppress(OSError):
                 e.unlink()
@@ -97,8 +97,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     if path.is_dir():
         raise ArtifactError("is a directory; name a file to write", where=str(path))
     if path.exists() and not path.is_file():  # never replace a device node, FIFO or socket
-        raise ArtifactError("is not a regular file (a device, pipe or socket); refusing to replace it",
-                            where=str(path))
+        raise ArtifactError("is not a regular file (a device, pipe or socket); refusing to replace it", where=str(path))
     _make_parents(path)
     _clean_stale_tmp(path)
     try:
@@ -131,8 +130,7 @@ def check_output_file(path: str | os.PathLike, force: bool = False) -> Path:
     if path.is_dir():
         raise ArtifactError("is a directory; name a file to write", where=str(path))
     if path.exists() and not path.is_file():
-        raise ArtifactError("is not a regular file (a device, pipe or socket); refusing to replace it",
-                            where=str(path))
+        raise ArtifactError("is not a regular file (a device, pipe or socket); refusing to replace it", where=str(path))
     if path.exists() and not force:
         raise ArtifactError("output file already exists", where=str(path), hint="pass --force to replace it")
     check_parent(path)
@@ -144,7 +142,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False, default=_json_default) + "\n")
+    return atomic_write_text(
+        path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False, default=_json_default) + "\n"
+    )
 
 
 def _json_default(o: Any):
@@ -206,9 +206,12 @@ def resolve_output(path: str | os.PathLike) -> Path:
     except (OSError, RuntimeError) as e:
         raise ArtifactError(f"cannot resolve the output path ({e})", where=str(raw)) from None
     if real == cwd or real in cwd.parents or real == home or real == Path(real.anchor):
-        raise ArtifactError("refusing to use the current directory, one of its parents, the home directory or a "
-                            "file system root as an output directory", where=str(raw),
-                            hint="name a new directory, e.g. --out build/NAME")
+        raise ArtifactError(
+            "refusing to use the current directory, one of its parents, the home directory or a "
+            "file system root as an output directory",
+            where=str(raw),
+            hint="name a new directory, e.g. --out build/NAME",
+        )
     check_name_lengths(p, str(raw))
     return p
 
@@ -222,8 +225,10 @@ def check_name_lengths(p: Path, raw: str) -> None:
     limit = _name_max(Path(os.path.abspath(p)).parent)
     for part in p.parts:
         if len(os.fsencode(part)) > limit:
-            raise ArtifactError(f"the name '{part[:40]}...' is {len(os.fsencode(part))} bytes long; the file "
-                                f"system allows {limit}", where=shown)
+            raise ArtifactError(
+                f"the name '{part[:40]}...' is {len(os.fsencode(part))} bytes long; the file system allows {limit}",
+                where=shown,
+            )
 
 
 def _stage_prefix(path: Path) -> str:
@@ -280,8 +285,10 @@ def stale_stages(path: str | os.PathLike) -> tuple[list[Path], list[tuple[Path, 
         if not e.name.startswith(prefix) or e.is_symlink():
             continue
         if e.name.endswith(LOCK_SUFFIX):
-            if not e.with_name(e.name[: -len(LOCK_SUFFIX)]).exists() and _stage_owner(e.with_name(
-                    e.name[: -len(LOCK_SUFFIX)])) is None:
+            if (
+                not e.with_name(e.name[: -len(LOCK_SUFFIX)]).exists()
+                and _stage_owner(e.with_name(e.name[: -len(LOCK_SUFFIX)])) is None
+            ):
                 with contextlib.suppress(OSError):
                     e.unlink()  # the lock of a finished or removed stage
             continue
@@ -305,7 +312,8 @@ def clean_stale(path: str | os.PathLike, log=None) -> list[tuple[Path, int]]:
             print(f"edgeseq: warning: cannot remove the unfinished output {d} of an earlier run", file=sys.stderr)
         else:
             (log or (lambda m: print(f"edgeseq: note: {m}", file=sys.stderr)))(
-                f"removed the unfinished output of a killed earlier run ({d.name})")
+                f"removed the unfinished output of a killed earlier run ({d.name})"
+            )
     return live
 
 
@@ -339,8 +347,11 @@ def check_output_dir(path: str | os.PathLike, force: bool = False, *, owner: Opt
     live = clean_stale(path)
     if live and not force:
         stage, pid = live[0]
-        raise ArtifactError(f"another edgeseq run (pid {pid}) is writing this output directory", where=str(path),
-                            hint="wait for it to finish, or pass --force to replace its result")
+        raise ArtifactError(
+            f"another edgeseq run (pid {pid}) is writing this output directory",
+            where=str(path),
+            hint="wait for it to finish, or pass --force to replace its result",
+        )
     return path
 
 
@@ -466,14 +477,21 @@ def output_dir(path: str | os.PathLike, force: bool = False, *, owner: Optional[
                 else:
                     _install_new(stage, path)
             except FileExistsError:
-                raise ArtifactError("another run created this output directory first; nothing was replaced",
-                                    where=str(path), hint="pass --force to replace it") from None
+                raise ArtifactError(
+                    "another run created this output directory first; nothing was replaced",
+                    where=str(path),
+                    hint="pass --force to replace it",
+                ) from None
             except OSError as e:
                 if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
-                    raise ArtifactError("another run created this output directory first; nothing was replaced",
-                                        where=str(path), hint="pass --force to replace it") from None
-                raise ArtifactError(f"cannot move the finished output into place ({e.strerror})",
-                                    where=str(path)) from None
+                    raise ArtifactError(
+                        "another run created this output directory first; nothing was replaced",
+                        where=str(path),
+                        hint="pass --force to replace it",
+                    ) from None
+                raise ArtifactError(
+                    f"cannot move the finished output into place ({e.strerror})", where=str(path)
+                ) from None
             done = True
     finally:
         if stage.exists():

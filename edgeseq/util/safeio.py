@@ -172,8 +172,9 @@ def open_regular(path: Path, error: Type[EdgeseqError], what: str = "file") -> t
     return f, int(st.st_size)
 
 
-def read_file(path, error: Type[EdgeseqError], *, max_bytes: int, what: str = "file",
-              budget: Optional[Budget] = None) -> bytes:
+def read_file(
+    path, error: Type[EdgeseqError], *, max_bytes: int, what: str = "file", budget: Optional[Budget] = None
+) -> bytes:
     """The bytes of a regular file no larger than ``max_bytes``."""
     path = Path(path)
     f, size = open_regular(path, error, what)
@@ -196,8 +197,9 @@ def read_text(path, error: Type[EdgeseqError], *, max_bytes: int, what: str = "t
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise error(f"{what} is not UTF-8 text (byte {e.start}: {data[e.start:e.start + 1]!r})",
-                    where=str(path)) from None
+        raise error(
+            f"{what} is not UTF-8 text (byte {e.start}: {data[e.start : e.start + 1]!r})", where=str(path)
+        ) from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -318,8 +320,10 @@ NUMERIC_KINDS = "biufcSU"  # plain values and fixed-width strings; never objects
 
 def _check_dtype(dt: np.dtype, what: str, where: str, error) -> None:
     if dt.kind not in NUMERIC_KINDS or dt.fields is not None or dt.subdtype is not None or dt.hasobject:
-        raise error(f"{what} has dtype {dt.str!r}; only plain numeric or string arrays are read (no objects, no pickle)",
-                    where=where)
+        raise error(
+            f"{what} has dtype {dt.str!r}; only plain numeric or string arrays are read (no objects, no pickle)",
+            where=where,
+        )
 
 
 def _read_exact(fp, n: int) -> bytes:
@@ -358,8 +362,20 @@ def _npy_header(fp, what: str, where: str, error) -> tuple[bytes, tuple, bool, n
         version = np.lib.format.read_magic(b)
         reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, fortran, dtype = reader(b, max_header_size=lim.npy_header_bytes)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError, struct.error, UnicodeDecodeError,
-            tokenize.TokenError, IndexError, KeyError, AttributeError, OverflowError) as e:
+    except (
+        ValueError,
+        TypeError,
+        SyntaxError,
+        MemoryError,
+        RecursionError,
+        struct.error,
+        UnicodeDecodeError,
+        tokenize.TokenError,
+        IndexError,
+        KeyError,
+        AttributeError,
+        OverflowError,
+    ) as e:
         # numpy parses the header text with tokenize + ast.literal_eval: any of these means a corrupt header
         raise error(f"{what} has a corrupt .npy header ({type(e).__name__})", where=where) from None
     if not isinstance(shape, tuple) or not all(isinstance(d, int) and d >= 0 for d in shape) or len(shape) > 32:
@@ -368,9 +384,17 @@ def _npy_header(fp, what: str, where: str, error) -> tuple[bytes, tuple, bool, n
     return raw, shape, bool(fortran), dtype
 
 
-def read_npy_stream(fp, *, what: str, where: str, error: Type[EdgeseqError], budget: Budget,
-                    dtype: Optional[str] = None, shape: Optional[Sequence[int]] = None,
-                    sha256: Optional[str] = None) -> np.ndarray:
+def read_npy_stream(
+    fp,
+    *,
+    what: str,
+    where: str,
+    error: Type[EdgeseqError],
+    budget: Budget,
+    dtype: Optional[str] = None,
+    shape: Optional[Sequence[int]] = None,
+    sha256: Optional[str] = None,
+) -> np.ndarray:
     """One ``.npy`` array from a stream: the header is read and checked first (plain numeric dtype;
     ``dtype`` / ``shape`` when the caller declares them), the size is charged to ``budget`` before
     the array is allocated, exactly that many bytes are read, and trailing bytes are refused.
@@ -391,7 +415,7 @@ def read_npy_stream(fp, *, what: str, where: str, error: Type[EdgeseqError], bud
         chunk = fp.read(min(nbytes - off, MiB))
         if not chunk:
             raise error(f"{what} is truncated ({off} of {nbytes} data bytes)", where=where)
-        buf[off:off + len(chunk)] = chunk
+        buf[off : off + len(chunk)] = chunk
         if h is not None:
             h.update(chunk)
         off += len(chunk)
@@ -419,8 +443,21 @@ def read_npy(path, error: Type[EdgeseqError], *, what: str = ".npy array", kind:
 # ----------------------------------------------------------------------------------------------
 # zip archives
 
-_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, NotImplementedError,
-               RuntimeError, ValueError, struct.error, KeyError, IndexError, OverflowError, UnicodeDecodeError)
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    zlib.error,
+    EOFError,
+    OSError,
+    NotImplementedError,
+    RuntimeError,
+    ValueError,
+    struct.error,
+    KeyError,
+    IndexError,
+    OverflowError,
+    UnicodeDecodeError,
+)
 
 _EOCD = b"PK\x05\x06"
 _ZIP64_LOCATOR = b"PK\x06\x07"
@@ -436,7 +473,7 @@ def _zip_directory(fp, size: int) -> tuple[int, int]:
     if pos < 0 or len(tail) - pos < 22:
         raise zipfile.BadZipFile("no end-of-central-directory record")
     entries, cd_size = struct.unpack_from("<HI", tail, pos + 10)
-    if (entries == 0xFFFF or cd_size == 0xFFFFFFFF) and pos >= 20 and tail[pos - 20:pos - 16] == _ZIP64_LOCATOR:
+    if (entries == 0xFFFF or cd_size == 0xFFFFFFFF) and pos >= 20 and tail[pos - 20 : pos - 16] == _ZIP64_LOCATOR:
         (z64_off,) = struct.unpack_from("<Q", tail, pos - 20 + 8)
         if z64_off + 56 > size:
             raise zipfile.BadZipFile("corrupt zip64 record")
@@ -455,8 +492,9 @@ class SafeZip:
     sha256=)`` inflate as streams and stop at their cap; every inflated byte is charged to the
     shared ``budget`` (one per top-level file). Use as a context manager."""
 
-    def __init__(self, source, *, where: str, error: Type[EdgeseqError], budget: Optional[Budget] = None,
-                 what: str = "archive"):
+    def __init__(
+        self, source, *, where: str, error: Type[EdgeseqError], budget: Optional[Budget] = None, what: str = "archive"
+    ):
         self.where, self.error, self.what = where, error, what
         self.budget = budget or Budget.for_kind("model")
         lim = current_limits()
@@ -476,8 +514,10 @@ class SafeZip:
             if entries > lim.zip_members:
                 raise error(f"{what} has {entries} members, more than the {lim.zip_members} allowed", where=where)
             if cd_size > lim.zip_directory_bytes:
-                raise error(f"{what} has a {human(cd_size)} directory, more than the "
-                            f"{human(lim.zip_directory_bytes)} allowed", where=where)
+                raise error(
+                    f"{what} has a {human(cd_size)} directory, more than the {human(lim.zip_directory_bytes)} allowed",
+                    where=where,
+                )
             fp.seek(0)
             try:
                 self.zip = zipfile.ZipFile(fp)
@@ -521,8 +561,9 @@ class SafeZip:
         if info.flag_bits & 0x1:
             raise self.error(f"member '{member}' is encrypted", where=self.where)
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_LZMA):
-            raise self.error(f"member '{member}' uses an unsupported compression method ({info.compress_type})",
-                             where=self.where)
+            raise self.error(
+                f"member '{member}' uses an unsupported compression method ({info.compress_type})", where=self.where
+            )
         return info
 
     @contextlib.contextmanager
@@ -540,16 +581,20 @@ class SafeZip:
         what = what or f"member '{member}'"
         info = self._info(member)
         if info.file_size > max_bytes:
-            raise self.error(f"{what} declares {human(info.file_size)}, more than the {human(max_bytes)} allowed",
-                             where=self.where)
+            raise self.error(
+                f"{what} declares {human(info.file_size)}, more than the {human(max_bytes)} allowed", where=self.where
+            )
         if self.budget.over(info.file_size):
-            raise self.error(f"{what} declares {human(info.file_size)}, more than {self.budget.limit_text()} allows",
-                             where=self.where)
+            raise self.error(
+                f"{what} declares {human(info.file_size)}, more than {self.budget.limit_text()} allows",
+                where=self.where,
+            )
         with self._open(member) as fp:
             data = _read_exact(fp, max_bytes + 1)
             if len(data) > max_bytes:
-                raise self.error(f"{what} inflates past {human(max_bytes)} (a zip bomb or a corrupt archive)",
-                                 where=self.where)
+                raise self.error(
+                    f"{what} inflates past {human(max_bytes)} (a zip bomb or a corrupt archive)", where=self.where
+                )
             fp.read(1)  # reach EOF: the CRC check
         self.budget.take(len(data), what, self.where, self.error)
         return data
@@ -559,17 +604,35 @@ class SafeZip:
         data = self.read_bytes(member, current_limits().json_bytes, what)
         return parse_json(data, self.error, where=f"{self.where}: {member}", what=what)
 
-    def read_npy(self, member: str, *, dtype: Optional[str] = None, shape: Optional[Sequence[int]] = None,
-                 sha256: Optional[str] = None, what: Optional[str] = None) -> np.ndarray:
+    def read_npy(
+        self,
+        member: str,
+        *,
+        dtype: Optional[str] = None,
+        shape: Optional[Sequence[int]] = None,
+        sha256: Optional[str] = None,
+        what: Optional[str] = None,
+    ) -> np.ndarray:
         what = what or f"array '{member}'"
         if shape is not None and dtype is not None:
             declared = math.prod(shape) * np.dtype(dtype).itemsize
             if self.budget.over(declared):
-                raise self.error(f"{what} is declared as {list(shape)} {dtype} ({human(declared)}), more than "
-                                 f"{self.budget.limit_text()} allows", where=self.where)
+                raise self.error(
+                    f"{what} is declared as {list(shape)} {dtype} ({human(declared)}), more than "
+                    f"{self.budget.limit_text()} allows",
+                    where=self.where,
+                )
         with self._open(member) as fp:
-            return read_npy_stream(fp, what=what, where=self.where, error=self.error, budget=self.budget,
-                                   dtype=dtype, shape=shape, sha256=sha256)
+            return read_npy_stream(
+                fp,
+                what=what,
+                where=self.where,
+                error=self.error,
+                budget=self.budget,
+                dtype=dtype,
+                shape=shape,
+                sha256=sha256,
+            )
 
 
 def is_zip_with(path, member: str) -> bool:
@@ -591,8 +654,14 @@ def is_zip_with(path, member: str) -> bool:
             return False
 
 
-def read_npz(path, error: Type[EdgeseqError], *, what: str = ".npz file", kind: str = "data",
-             keys: Optional[Sequence[str]] = None) -> dict[str, np.ndarray]:
+def read_npz(
+    path,
+    error: Type[EdgeseqError],
+    *,
+    what: str = ".npz file",
+    kind: str = "data",
+    keys: Optional[Sequence[str]] = None,
+) -> dict[str, np.ndarray]:
     """The arrays of an ``.npz`` file (``keys``: only those, when present), each read header first
     under the data budget; object arrays are refused."""
     out = {}
@@ -612,9 +681,26 @@ def npz_keys(path, error: Type[EdgeseqError], *, what: str = ".npz file") -> set
         return {m[:-4] for m in z.names if m.endswith(".npy")}
 
 
-__all__ = ["Limits", "limits", "current_limits", "Budget", "SafeZip", "parse_json", "read_json", "read_file",
-           "read_text", "read_npy", "read_npz", "npz_keys", "read_npy_stream", "inside", "open_regular",
-           "is_zip_with", "human", "MiB"]
+__all__ = [
+    "Limits",
+    "limits",
+    "current_limits",
+    "Budget",
+    "SafeZip",
+    "parse_json",
+    "read_json",
+    "read_file",
+    "read_text",
+    "read_npy",
+    "read_npz",
+    "npz_keys",
+    "read_npy_stream",
+    "inside",
+    "open_regular",
+    "is_zip_with",
+    "human",
+    "MiB",
+]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -685,9 +771,17 @@ def _bounded_lines(text, error, where: str, limit: int = MAX_LINE):
         yield line
 
 
-def read_csv_columns(path, error: Type[EdgeseqError], *, required: Sequence[str], optional: Sequence[str] = (),
-                     numeric: Sequence[str] = (), convert: Optional[dict] = None, hint: Optional[str] = None,
-                     what: str = "CSV file") -> tuple[dict[str, np.ndarray], list[str]]:
+def read_csv_columns(
+    path,
+    error: Type[EdgeseqError],
+    *,
+    required: Sequence[str],
+    optional: Sequence[str] = (),
+    numeric: Sequence[str] = (),
+    convert: Optional[dict] = None,
+    hint: Optional[str] = None,
+    what: str = "CSV file",
+) -> tuple[dict[str, np.ndarray], list[str]]:
     """Columns of a CSV file with a header row, read row by row under the data limit.
 
     ``numeric`` columns become float64 arrays (a value that is not a number, or NaN / Inf, is an
@@ -716,8 +810,11 @@ def read_csv_columns(path, error: Type[EdgeseqError], *, required: Sequence[str]
                 raise error(f"the {what} is empty", where=where) from None
             missing = [c for c in required if c not in header]
             if missing:
-                raise error(f"missing column(s) {', '.join(missing)}; found {', '.join(h for h in header if h) or 'none'}",
-                            where=where, hint=hint)
+                raise error(
+                    f"missing column(s) {', '.join(missing)}; found {', '.join(h for h in header if h) or 'none'}",
+                    where=where,
+                    hint=hint,
+                )
             wanted = [c for c in list(required) + list(optional) if c in header]
             dup = [c for c in wanted if header.count(c) > 1]
             if dup:
@@ -744,9 +841,12 @@ def read_csv_columns(path, error: Type[EdgeseqError], *, required: Sequence[str]
                     except ValueError:
                         raise error(f"line {line}, column '{c}': {v[:40]!r} is not a number", where=where) from None
                     if not allow_nan and not math.isfinite(x):
-                        raise error(f"line {line}, column '{c}': {v[:40]!r} is NaN or Inf (non-finite values are "
-                                    "rejected)", where=where, hint="clean the recording, or allow non-finite values "
-                                    "explicitly (EDGESEQ_ALLOW_NONFINITE=1)")
+                        raise error(
+                            f"line {line}, column '{c}': {v[:40]!r} is NaN or Inf (non-finite values are rejected)",
+                            where=where,
+                            hint="clean the recording, or allow non-finite values "
+                            "explicitly (EDGESEQ_ALLOW_NONFINITE=1)",
+                        )
                     cols[c].append(x)
         except csv.Error as e:
             raise error(f"malformed CSV ({e})", where=where) from None
@@ -754,8 +854,11 @@ def read_csv_columns(path, error: Type[EdgeseqError], *, required: Sequence[str]
             raise error(f"{what} is not UTF-8 text ({e.reason} at byte {e.start})", where=where) from None
         except OSError as e:
             raise error(f"cannot read {what} ({e.strerror or e})", where=where) from None
-    out = {c: np.frombuffer(a, dtype=np.float64 if a.typecode == "d" else np.int64).copy()
-           for c, a in cols.items() if c in numeric or c in convert}
+    out = {
+        c: np.frombuffer(a, dtype=np.float64 if a.typecode == "d" else np.int64).copy()
+        for c, a in cols.items()
+        if c in numeric or c in convert
+    }
     return out, header
 
 
@@ -765,8 +868,16 @@ def read_csv_columns(path, error: Type[EdgeseqError], *, required: Sequence[str]
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
-def read_hdf5_tree(path, error: Type[EdgeseqError], *, what: str = "HDF5 file", install: str = "pip install h5py",
-                   max_depth: int = 32, max_objects: int = 100_000, max_strings: int = 1 << 18) -> dict:
+def read_hdf5_tree(
+    path,
+    error: Type[EdgeseqError],
+    *,
+    what: str = "HDF5 file",
+    install: str = "pip install h5py",
+    max_depth: int = 32,
+    max_objects: int = 100_000,
+    max_strings: int = 1 << 18,
+) -> dict:
     """The groups of an HDF5 file as nested dicts of numpy arrays and strings.
 
     The file is read whole under the model cap and opened from memory; links that leave it (soft,
@@ -819,8 +930,9 @@ def read_hdf5_tree(path, error: Type[EdgeseqError], *, what: str = "HDF5 file", 
             v = d[()]
             if isinstance(v, bytes):
                 return v.decode("utf-8", "replace")
-            return np.array([x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x)
-                             for x in np.ravel(v)], dtype=object).reshape(np.shape(v))
+            return np.array(
+                [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in np.ravel(v)], dtype=object
+            ).reshape(np.shape(v))
         if dt.kind not in "biuf" or dt.itemsize > 8:
             raise error(f"dataset '{at}' has dtype {dt}; only numbers and strings are read", where=where)
         n = int(np.prod(d.shape, dtype=np.int64)) * dt.itemsize if d.shape is not None else 0

@@ -15,8 +15,15 @@ from typing import Any, Mapping, Optional, Type
 
 from ..errors import EdgeseqError
 
-_JSON_NAMES = {dict: "object", list: "list", str: "string", bool: "boolean", int: "integer", float: "number",
-               type(None): "null"}
+_JSON_NAMES = {
+    dict: "object",
+    list: "list",
+    str: "string",
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    type(None): "null",
+}
 
 
 def kind_of(v: Any) -> str:
@@ -186,8 +193,13 @@ class Obj(Spec):
 
     desc = "an object"
 
-    def __init__(self, required: Optional[Mapping[str, Spec]] = None, optional: Optional[Mapping[str, Spec]] = None,
-                 *, closed: bool = False):
+    def __init__(
+        self,
+        required: Optional[Mapping[str, Spec]] = None,
+        optional: Optional[Mapping[str, Spec]] = None,
+        *,
+        closed: bool = False,
+    ):
         self.required = dict(required or {})
         self.optional = dict(optional or {})
         self.closed = closed
@@ -224,5 +236,25 @@ SHAPE = List(Int(min=0), max_len=32)
 DTYPE = Str(pattern=r"[<>|=]?[biufc][0-9]{1,2}")
 ARRAY_ENTRY = Obj({"dtype": DTYPE, "shape": SHAPE, "sha256": SHA256})
 
-__all__ = ["Spec", "AnyJSON", "Str", "Int", "Num", "Bool", "Null", "Const", "OneOf", "Optional_", "List", "Map",
-           "Obj", "validate", "SchemaMismatch", "kind_of", "SHA256", "SHAPE", "DTYPE", "ARRAY_ENTRY"]
+__all__ = [
+    "Spec",
+    "AnyJSON",
+    "Str",
+    "Int",
+    "Num",
+    "Bool",
+    "Null",
+    "Const",
+    "OneOf",
+    "Optional_",
+    "List",
+    "Map",
+    "Obj",
+    "validate",
+    "SchemaMismatch",
+    "kind_of",
+    "SHA256",
+    "SHAPE",
+    "DTYPE",
+    "ARRAY_ENTRY",
+]

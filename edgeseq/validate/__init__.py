@@ -26,8 +26,20 @@ from .compare import Check
 from .runner import Reference, ValidationReport, load_data, validate
 from .tolerance import FormatTolerance, NumberFormat, TolerancePolicy
 
-__all__ = ["validate", "ValidationReport", "TolerancePolicy", "FormatTolerance", "NumberFormat", "Check",
-           "Artifact", "open_artifact", "detect_kind", "Reference", "load_data", "reference_run"]
+__all__ = [
+    "validate",
+    "ValidationReport",
+    "TolerancePolicy",
+    "FormatTolerance",
+    "NumberFormat",
+    "Check",
+    "Artifact",
+    "open_artifact",
+    "detect_kind",
+    "Reference",
+    "load_data",
+    "reference_run",
+]
 
 
 def reference_run(graph, x, state=None, **kw):

@@ -45,8 +45,12 @@ from .tolerance import NumberFormat, format_of
 
 def _percentiles(samples: list[float]) -> dict:
     a = np.asarray(samples, dtype=np.float64)
-    return {"p50_s": float(np.percentile(a, 50)), "p99_s": float(np.percentile(a, 99)),
-            "mean_s": float(a.mean()), "n": int(a.size)}
+    return {
+        "p50_s": float(np.percentile(a, 50)),
+        "p99_s": float(np.percentile(a, 99)),
+        "mean_s": float(a.mean()),
+        "n": int(a.size),
+    }
 
 
 def _timed(fn: Callable[[], Any], repeats: int, warmup: int = 2, budget_s: float = 2.0) -> list[float]:
@@ -168,19 +172,26 @@ class Artifact:
         if self._quantized is None:
             f = self.quantized_file()
             if f is None:
-                raise ArtifactError("the integer artifact stores no quantized graph (quantized.esq)",
-                                    where=str(self.path))
+                raise ArtifactError(
+                    "the integer artifact stores no quantized graph (quantized.esq)", where=str(self.path)
+                )
             from ..quant import load_quantized
 
             self._quantized = load_quantized(f)
         return self._quantized
 
     def describe(self) -> dict:
-        d = {"path": str(self.path), "kind": self.kind, "target": self.target, "format": self.manifest.get("format"),
-             "number_format": self.number_format.value, "graph_source": self.graph_source,
-             "files_checked": self.files_checked, "integrity_problems": list(self.integrity),
-             "edgeseq_version": self.manifest.get("edgeseq_version")
-             or self.manifest.get("versions", {}).get("edgeseq")}
+        d = {
+            "path": str(self.path),
+            "kind": self.kind,
+            "target": self.target,
+            "format": self.manifest.get("format"),
+            "number_format": self.number_format.value,
+            "graph_source": self.graph_source,
+            "files_checked": self.files_checked,
+            "integrity_problems": list(self.integrity),
+            "edgeseq_version": self.manifest.get("edgeseq_version") or self.manifest.get("versions", {}).get("edgeseq"),
+        }
         if self.number_format.is_integer:
             qf = self.quantized_file()
             d["quantized_graph"] = qf.relative_to(self.path).as_posix() if qf is not None else None
@@ -255,8 +266,12 @@ class OnnxRunner(Artifact):
             seq = _timed(lambda: a.run(x1), repeats)
             step = [s / steps for s in seq]
             step_how = "whole-sequence model: per-sequence time / T (amortised)"
-        return {"per_sequence": _percentiles(seq), "per_step": _percentiles(step), "steps": steps,
-                "method": f"onnxruntime CPUExecutionProvider, 1 thread; {step_how}"}
+        return {
+            "per_sequence": _percentiles(seq),
+            "per_step": _percentiles(step),
+            "steps": steps,
+            "method": f"onnxruntime CPUExecutionProvider, 1 thread; {step_how}",
+        }
 
 
 class TvmRunner(Artifact):
@@ -285,9 +300,13 @@ class TvmRunner(Artifact):
         st = a.init_state(1)  # float32 zeros, or the program's integer state for integer artifacts
         xs = x1[:, :1]
         step = _timed(lambda: a.run(xs, st, streaming=True), repeats * 4)
-        return {"per_sequence": _percentiles(seq), "per_step": _percentiles(step), "steps": int(x1.shape[1]),
-                "method": "Relax VM in process through TvmArtifact.run (numpy in/out); per step: the 'stream' "
-                          "function on one-step chunks with explicit state"}
+        return {
+            "per_sequence": _percentiles(seq),
+            "per_step": _percentiles(step),
+            "steps": int(x1.shape[1]),
+            "method": "Relax VM in process through TvmArtifact.run (numpy in/out); per step: the 'stream' "
+            "function on one-step chunks with explicit state",
+        }
 
     def instructions(self, x1):
         if self.native:
@@ -315,8 +334,9 @@ class CRunner(Artifact):
             exp = read_output(golden_file(self.path, g["expected"]))
         except (ValueError, struct.error) as e:
             raise ArtifactError(f"corrupt golden vectors ({type(e).__name__}: {e})", where=where) from None
-        return _golden_input(x, self.path), [np.asarray(o) for o in split_outputs(self.manifest, exp["step"],
-                                                                                   exp["pooled"])]
+        return _golden_input(x, self.path), [
+            np.asarray(o) for o in split_outputs(self.manifest, exp["step"], exp["pooled"])
+        ]
 
     def sizes(self):
         s = dict(self.manifest.get("sizes") or {})
@@ -338,10 +358,13 @@ class CRunner(Artifact):
         for _ in range(runs):
             res = t.run(self._art.binary, x1, mode="run", repeat=10)
             per_seq.append(res.model_ns * 1e-9 / res.repeat)
-        return {"per_sequence": _percentiles(per_seq), "per_step": _percentiles([s / steps for s in per_seq]),
-                "steps": steps,
-                "method": f"clock_gettime inside the driver around esq_reset + esq_run; each sample is the mean "
-                          f"of 10 repeats, {runs} driver runs; per step = per sequence / T"}
+        return {
+            "per_sequence": _percentiles(per_seq),
+            "per_step": _percentiles([s / steps for s in per_seq]),
+            "steps": steps,
+            "method": f"clock_gettime inside the driver around esq_reset + esq_run; each sample is the mean "
+            f"of 10 repeats, {runs} driver runs; per step = per sequence / T",
+        }
 
     def instructions(self, x1):
         if self.native:
@@ -350,14 +373,25 @@ class CRunner(Artifact):
         ins = cost.get("instructions")
         if not ins:
             return None
-        out = {"per_inference": float(ins["per_inference"]), "per_step": float(ins["per_step"]),
-               "per_sequence_fixed": float(ins["per_sequence_fixed"]), "steps": int(x1.shape[1]),
-               "emulator": cost.get("emulator"), "method": ins.get("method")}
+        out = {
+            "per_inference": float(ins["per_inference"]),
+            "per_step": float(ins["per_step"]),
+            "per_sequence_fixed": float(ins["per_sequence_fixed"]),
+            "steps": int(x1.shape[1]),
+            "emulator": cost.get("emulator"),
+            "method": ins.get("method"),
+        }
         if self._art.manifest.get("profile_map"):  # integer C: where the instructions of a step go, per micro-op
             try:
                 prof = self._art.profile(np.asarray(x1, dtype=np.float32))
-                out["per_op"] = [{"region": e["label"], "instructions_per_step": round(e["instructions"], 1),
-                                  "share": round(e["share"], 4)} for e in prof["per_step"]]
+                out["per_op"] = [
+                    {
+                        "region": e["label"],
+                        "instructions_per_step": round(e["instructions"], 1),
+                        "share": round(e["share"], 4),
+                    }
+                    for e in prof["per_step"]
+                ]
                 out["per_op_method"] = prof["method"]
             except EdgeseqError as e:
                 out["per_op_error"] = e.message
@@ -395,8 +429,10 @@ def _raw(path: Path, entry: dict) -> np.ndarray:
     want = int(np.prod(shape, dtype=object)) * dt.itemsize
     p = golden_file(path, entry["file"])
     if p.stat().st_size != want:
-        raise ArtifactError(f"golden file '{entry['file']}' has {p.stat().st_size} bytes; shape {list(shape)} "
-                            f"{dt.str} needs {want}", where=str(path))
+        raise ArtifactError(
+            f"golden file '{entry['file']}' has {p.stat().st_size} bytes; shape {list(shape)} {dt.str} needs {want}",
+            where=str(path),
+        )
     return np.fromfile(p, dtype=dt).reshape(shape).astype(dt.newbyteorder("="))
 
 
@@ -405,8 +441,10 @@ def _golden_input(x: np.ndarray, path: Path) -> np.ndarray:
     from ..util.finite import check_finite
 
     if x.ndim != 3 or 0 in x.shape or x.dtype.kind not in "biuf":
-        raise ArtifactError(f"the golden input must be a non-empty (B, T, F) numeric array, got shape "
-                            f"{x.shape} {x.dtype}", where=str(path))
+        raise ArtifactError(
+            f"the golden input must be a non-empty (B, T, F) numeric array, got shape {x.shape} {x.dtype}",
+            where=str(path),
+        )
     return check_finite(x, "golden input", str(path))
 
 
@@ -432,22 +470,46 @@ def _tvm_arm_instructions(art: TvmRunner, x1: np.ndarray) -> Optional[dict]:
             arg = Path(tmp) / "arg0.f32"
             arg.write_bytes(np.ascontiguousarray(x, dtype="<f4").tobytes())
             log = Path(tmp) / "qemu.log"
-            argv = [qemu, "-L", SYSROOT, "-E", f"LD_LIBRARY_PATH={rt}", "-plugin", plugin, "-d", "plugin",
-                    "-D", str(log), str(drv), str(lib), "main", tmp, f"{arg}:{','.join(str(d) for d in x.shape)}"]
+            argv = [
+                qemu,
+                "-L",
+                SYSROOT,
+                "-E",
+                f"LD_LIBRARY_PATH={rt}",
+                "-plugin",
+                plugin,
+                "-d",
+                "plugin",
+                "-D",
+                str(log),
+                str(drv),
+                str(lib),
+                "main",
+                tmp,
+                f"{arg}:{','.join(str(d) for d in x.shape)}",
+            ]
             res = subprocess.run(argv, capture_output=True, text=True, timeout=600)
             if res.returncode != 0:
-                raise ArtifactError(f"counting instructions under qemu-aarch64 failed (exit {res.returncode}): "
-                                    f"{(res.stderr or res.stdout).strip()[-500:]}", where=str(lib))
+                raise ArtifactError(
+                    f"counting instructions under qemu-aarch64 failed (exit {res.returncode}): "
+                    f"{(res.stderr or res.stdout).strip()[-500:]}",
+                    where=str(lib),
+                )
             return parse_insn_count(log, where=str(lib))
 
     steps = int(x1.shape[1])
     full = count(x1)
     double = count(np.concatenate([x1, x1], axis=1))
     per_step = (double - full) / steps
-    return {"per_step": per_step, "process_total": full, "steps": steps,
-            "per_inference_estimate": per_step * steps, "emulator": "qemu-aarch64",
-            "method": "qemu TB-count plugin on the whole driver process (TVM runtime start-up included in "
-                      "process_total); per_step = (count(2T) - count(T)) / T for one sequence of 'main'"}
+    return {
+        "per_step": per_step,
+        "process_total": full,
+        "steps": steps,
+        "per_inference_estimate": per_step * steps,
+        "emulator": "qemu-aarch64",
+        "method": "qemu TB-count plugin on the whole driver process (TVM runtime start-up included in "
+        "process_total); per_step = (count(2T) - count(T)) / T for one sequence of 'main'",
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -458,8 +520,10 @@ def check_integrity(path: Path, kind: str, manifest: dict) -> tuple[list[str], i
     return file_problems(path, manifest), len(integrity_table(manifest))
 
 
-GRAPH_HINT = ("the exporter must store the IR graph it exported from as graph.esq in the artifact "
-              "(and name it in manifest.json); pass --graph FILE.esq meanwhile")
+GRAPH_HINT = (
+    "the exporter must store the IR graph it exported from as graph.esq in the artifact "
+    "(and name it in manifest.json); pass --graph FILE.esq meanwhile"
+)
 
 
 def _graph_file(path: Path, kind: str, manifest: dict) -> tuple[Optional[Path], str]:
@@ -497,24 +561,48 @@ def open_artifact(path, graph=None, *, _nested: bool = False) -> Artifact:
         if gfile is not None and gfile.parent == path and not _nested:
             stored = load(gfile)
             if digest(stored) != digest(g):
-                raise ArtifactError(f"the graph {source} is not the one this artifact was exported from "
-                                    f"({gfile.name} in the artifact differs)", where=str(path),
-                                    hint="leave out --graph to use the artifact's own graph")
+                raise ArtifactError(
+                    f"the graph {source} is not the one this artifact was exported from "
+                    f"({gfile.name} in the artifact differs)",
+                    where=str(path),
+                    hint="leave out --graph to use the artifact's own graph",
+                )
     else:
         if gfile is None:
-            raise ArtifactError(f"the {kind} artifact does not store the IR graph it was exported from",
-                                where=str(path), hint=GRAPH_HINT)
+            raise ArtifactError(
+                f"the {kind} artifact does not store the IR graph it was exported from",
+                where=str(path),
+                hint=GRAPH_HINT,
+            )
         g = load(gfile)
     target = _target_of(kind, manifest)
     if kind == "bundle":
-        parts = {name: open_artifact(path / info["dir"], graph=g, _nested=True)
-                 for name, info in manifest["parts"].items()}
-        return Bundle(path=path, manifest=manifest, kind=kind, target=target, graph=g, graph_source=source,
-                      integrity=problems, files_checked=n_files, parts=parts)
+        parts = {
+            name: open_artifact(path / info["dir"], graph=g, _nested=True) for name, info in manifest["parts"].items()
+        }
+        return Bundle(
+            path=path,
+            manifest=manifest,
+            kind=kind,
+            target=target,
+            graph=g,
+            graph_source=source,
+            integrity=problems,
+            files_checked=n_files,
+            parts=parts,
+        )
     cls = _RUNNERS[kind]
     try:
-        return cls(path=path, manifest=manifest, kind=kind, target=target, graph=g, graph_source=source,
-                   integrity=problems, files_checked=n_files)
+        return cls(
+            path=path,
+            manifest=manifest,
+            kind=kind,
+            target=target,
+            graph=g,
+            graph_source=source,
+            integrity=problems,
+            files_checked=n_files,
+        )
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
         raise ArtifactError(f"malformed {kind} manifest ({type(e).__name__}: {e})", where=str(path)) from None
 

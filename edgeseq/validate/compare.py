@@ -60,22 +60,29 @@ def output_metrics(got: np.ndarray, ref: np.ndarray, temporal: bool, spikes: boo
     got = np.asarray(got, dtype=np.float64)
     ref = np.asarray(ref, dtype=np.float64)
     if got.shape != ref.shape:
-        return {"shape_artifact": list(got.shape), "shape_reference": list(ref.shape), "max_abs_error": float("inf"),
-                "mean_abs_error": float("inf"), "max_rel_error": float("inf")}
+        return {
+            "shape_artifact": list(got.shape),
+            "shape_reference": list(ref.shape),
+            "max_abs_error": float("inf"),
+            "mean_abs_error": float("inf"),
+            "max_rel_error": float("inf"),
+        }
     diff = np.abs(got - ref)
     diff = np.where(np.isnan(diff), np.inf, diff)
     scale = float(np.max(np.abs(ref))) if ref.size else 0.0
-    m: dict = {"shape": list(got.shape),
-               "max_abs_error": float(diff.max()) if diff.size else 0.0,
-               "mean_abs_error": float(diff.mean()) if diff.size else 0.0,
-               "max_rel_error": float(diff.max() / scale) if diff.size and scale > 0 else float(diff.max(initial=0.0)),
-               "reference_max_abs": scale}
+    m: dict = {
+        "shape": list(got.shape),
+        "max_abs_error": float(diff.max()) if diff.size else 0.0,
+        "mean_abs_error": float(diff.mean()) if diff.size else 0.0,
+        "max_rel_error": float(diff.max() / scale) if diff.size and scale > 0 else float(diff.max(initial=0.0)),
+        "reference_max_abs": scale,
+    }
     lsb_err = None
     if lsb is not None and diff.size:
         step = np.broadcast_to(np.asarray(lsb, np.float64).reshape(-1), got.shape[-1:])
         lsb_err = diff / step
         if f32:  # float32 rounding of q * scale, on either side, is below this many LSBs
-            noise = (np.abs(got) + np.abs(ref)) / step * 2.0 ** -22
+            noise = (np.abs(got) + np.abs(ref)) / step * 2.0**-22
             near = np.rint(lsb_err)
             lsb_err = np.where(np.abs(lsb_err - near) <= noise, near, lsb_err)
         m["lsb"] = float(step[0]) if np.all(step == step[0]) else step.tolist()

@@ -12,8 +12,14 @@ from ..util.fs import atomic_write_json
 if TYPE_CHECKING:  # pragma: no cover
     from .runner import ValidationReport
 
-OUTPUT_COLUMNS = ["max_abs_error", "mean_abs_error", "max_rel_error", "decision_agreement", "spike_agreement",
-                  "spike_mismatches"]
+OUTPUT_COLUMNS = [
+    "max_abs_error",
+    "mean_abs_error",
+    "max_rel_error",
+    "decision_agreement",
+    "spike_agreement",
+    "spike_mismatches",
+]
 # integer artifacts: errors in LSBs of each output's quantisation step
 LSB_COLUMNS = ["lsb", "max_lsb_error", "mean_lsb_error", "lsb_mismatches"]
 
@@ -26,19 +32,33 @@ def make_plots(report: "ValidationReport") -> dict[str, bytes]:
     if not report.golden:  # a bundle: the plots are its parts'
         return plots
     sections = [("golden", report.golden)] + ([("data", report.data)] if report.data else [])
-    curves = {f"{sec}: {name}": [max(v, 1e-12) for v in m["error_per_step"]]
-              for sec, rep in sections for name, m in rep["outputs"].items() if m.get("error_per_step")}
+    curves = {
+        f"{sec}: {name}": [max(v, 1e-12) for v in m["error_per_step"]]
+        for sec, rep in sections
+        for name, m in rep["outputs"].items()
+        if m.get("error_per_step")
+    }
     if curves:
         steps = max(len(v) for v in curves.values())
-        plots["error_per_step"] = line_png(list(range(1, steps + 1)), curves, title="Max abs error per time step",
-                                           xlabel="time step", ylabel="max abs error (0 drawn at 1e-12)", logy=True,
-                                           markers=False)
+        plots["error_per_step"] = line_png(
+            list(range(1, steps + 1)),
+            curves,
+            title="Max abs error per time step",
+            xlabel="time step",
+            ylabel="max abs error (0 drawn at 1e-12)",
+            logy=True,
+            markers=False,
+        )
     curve = report.golden.get("pooled_error_vs_length")
     if curve and len(curve) > 1:
         plots["pooled_error_vs_length"] = line_png(
-            [c["steps"] for c in curve], {"pooled outputs": [max(c["max_abs_error"], 1e-12) for c in curve]},
+            [c["steps"] for c in curve],
+            {"pooled outputs": [max(c["max_abs_error"], 1e-12) for c in curve]},
             title="Pooled-output error against sequence length (prefixes of the golden input)",
-            xlabel="sequence length (steps)", ylabel="max abs error", logy=True)
+            xlabel="sequence length (steps)",
+            ylabel="max abs error",
+            logy=True,
+        )
     return plots
 
 
@@ -47,11 +67,18 @@ def render_html(report: "ValidationReport") -> str:
 
     d = report.to_dict()
     a = d["artifact"]
-    top = H.banner(report.passed, "every check is within its tolerance" if report.passed
-                   else report.failure_message())
-    sections = [H.section("Checks", H.table(
-        [c.to_dict() for c in report.checks], columns=["name", "status", "value", "limit", "detail"],
-        headers=["check", "status", "value", "limit", "detail"], highlight=[c.failed for c in report.checks]))]
+    top = H.banner(report.passed, "every check is within its tolerance" if report.passed else report.failure_message())
+    sections = [
+        H.section(
+            "Checks",
+            H.table(
+                [c.to_dict() for c in report.checks],
+                columns=["name", "status", "value", "limit", "detail"],
+                headers=["check", "status", "value", "limit", "detail"],
+                highlight=[c.failed for c in report.checks],
+            ),
+        )
+    ]
     info = {k: v for k, v in a.items() if k not in ("integrity_problems", "parts")}
     parts = [H.kv_table(info)]
     if a.get("integrity_problems"):
@@ -64,10 +91,15 @@ def render_html(report: "ValidationReport") -> str:
             sections += _detail_sections(rep, f"{name}: ")
     else:
         sections += _detail_sections(report, "")
-    sections.append(H.section("Tolerance policy", "<pre>" + _html.escape(json.dumps(d["tolerance"], indent=1))
-                              + "</pre>"))
-    return H.page(f"edgeseq validate: {Path(a['path']).name}", sections,
-                  subtitle=f"{a['kind']} artifact for {a['target']} ({a['number_format']}); {a['path']}", top=top)
+    sections.append(
+        H.section("Tolerance policy", "<pre>" + _html.escape(json.dumps(d["tolerance"], indent=1)) + "</pre>")
+    )
+    return H.page(
+        f"edgeseq validate: {Path(a['path']).name}",
+        sections,
+        subtitle=f"{a['kind']} artifact for {a['target']} ({a['number_format']}); {a['path']}",
+        top=top,
+    )
 
 
 def _detail_sections(report: "ValidationReport", prefix: str) -> list[str]:
@@ -88,11 +120,15 @@ def _detail_sections(report: "ValidationReport", prefix: str) -> list[str]:
         if not rep:
             continue
         title = "Golden vectors" if sec == "golden" else "Data"
-        sub = (f"input {rep['input_shape']}" if sec == "golden"
-               else f"{rep['name']}: {rep['sequences']} of {rep['of']} sequences, {rep['steps']} steps")
+        sub = (
+            f"input {rep['input_shape']}"
+            if sec == "golden"
+            else f"{rep['name']}: {rep['sequences']} of {rep['of']} sequences, {rep['steps']} steps"
+        )
         cols = OUTPUT_COLUMNS + (LSB_COLUMNS if any("max_lsb_error" in m for m in rep["outputs"].values()) else [])
-        parts = [H.table([[n] + [m.get(k) for k in cols] for n, m in rep["outputs"].items()],
-                         columns=["output"] + cols)]
+        parts = [
+            H.table([[n] + [m.get(k) for k in cols] for n, m in rep["outputs"].items()], columns=["output"] + cols)
+        ]
         if rep.get("accuracy"):
             parts.append(H.kv_table(rep["accuracy"], caption="task accuracy"))
         sections.append(H.section(prefix + title, *parts, note_text=sub))
@@ -100,14 +136,24 @@ def _detail_sections(report: "ValidationReport", prefix: str) -> list[str]:
     parts = []
     lat = perf.get("latency")
     if lat:
-        parts.append(H.table([[w.replace("_", " "), lat[w]["p50_s"] * 1e6, lat[w]["p99_s"] * 1e6, lat[w]["n"]]
-                              for w in ("per_sequence", "per_step")],
-                             columns=["latency", "p50 (us)", "p99 (us)", "samples"],
-                             caption=f"T = {lat['steps']}; {lat['method']}"))
+        parts.append(
+            H.table(
+                [
+                    [w.replace("_", " "), lat[w]["p50_s"] * 1e6, lat[w]["p99_s"] * 1e6, lat[w]["n"]]
+                    for w in ("per_sequence", "per_step")
+                ],
+                columns=["latency", "p50 (us)", "p99 (us)", "samples"],
+                caption=f"T = {lat['steps']}; {lat['method']}",
+            )
+        )
     ins = perf.get("instructions")
     if ins:
-        parts.append(H.kv_table({k: v for k, v in ins.items() if k not in ("per_op", "per_op_method")},
-                                caption="executed instructions under emulation"))
+        parts.append(
+            H.kv_table(
+                {k: v for k, v in ins.items() if k not in ("per_op", "per_op_method")},
+                caption="executed instructions under emulation",
+            )
+        )
         if ins.get("per_op"):
             parts.append(per_op_table(ins["per_op"], ins.get("per_op_method", "")))
     for k in ("latency_error", "instructions_error"):
@@ -127,10 +173,20 @@ def per_op_table(rows: list[dict], method: str = "") -> str:
     with its share of the step drawn as a bar."""
     from ..reports import html as H
 
-    body = [[r["region"], r["instructions_per_step"], f"{100 * r['share']:.1f}%",
-             "█" * max(1, round(40 * r["share"])) if r["share"] > 0 else ""] for r in rows]
-    return H.table(body, columns=["micro-op / region", "instructions per step", "share", ""],
-                   caption="where the instructions of a step go" + (f" ({method})" if method else ""))
+    body = [
+        [
+            r["region"],
+            r["instructions_per_step"],
+            f"{100 * r['share']:.1f}%",
+            "█" * max(1, round(40 * r["share"])) if r["share"] > 0 else "",
+        ]
+        for r in rows
+    ]
+    return H.table(
+        body,
+        columns=["micro-op / region", "instructions per step", "share", ""],
+        caption="where the instructions of a step go" + (f" ({method})" if method else ""),
+    )
 
 
 def per_op_lines(rows: list[dict], top: int = 6) -> list[str]:
@@ -138,8 +194,9 @@ def per_op_lines(rows: list[dict], top: int = 6) -> list[str]:
     out = [f"{r['instructions_per_step']:>10,.0f}  {100 * r['share']:5.1f}%  {r['region']}" for r in rows[:top]]
     if len(rows) > top:
         rest = sum(r["instructions_per_step"] for r in rows[top:])
-        out.append(f"{rest:>10,.0f}  {100 * sum(r['share'] for r in rows[top:]):5.1f}%  "
-                   f"{len(rows) - top} other regions")
+        out.append(
+            f"{rest:>10,.0f}  {100 * sum(r['share'] for r in rows[top:]):5.1f}%  {len(rows) - top} other regions"
+        )
     return out
 
 

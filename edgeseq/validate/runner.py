@@ -104,11 +104,20 @@ class Reference:
 
     def describe(self) -> dict:
         dtype = self.dtype if self._runner is not None else ("float64" if self._fn is None else "custom")
-        d = {"requested": self.requested, "used": self.which, "name": self.name, "dtype": dtype,
-             "seconds": self.seconds, "sequences": self.sequences, "steps": self.steps}
+        d = {
+            "requested": self.requested,
+            "used": self.which,
+            "name": self.name,
+            "dtype": dtype,
+            "seconds": self.seconds,
+            "sequences": self.sequences,
+            "steps": self.steps,
+        }
         if self.seconds > 0:
-            d["throughput"] = {"sequences_per_s": self.sequences / self.seconds,
-                               "steps_per_s": self.steps / self.seconds}
+            d["throughput"] = {
+                "sequences_per_s": self.sequences / self.seconds,
+                "steps_per_s": self.steps / self.seconds,
+            }
         if self.plan:
             d["kernels"] = self.plan
         return d
@@ -134,8 +143,10 @@ class IntegerReference(Reference):
         self.name = f"integer-exact interpreter (edgeseq.quant.intexact) on {source}, CPU"
         self.note = None
         if requested == "gpu":
-            self.note = ("--reference gpu computes the float graph; an integer artifact is compared with the "
-                         "integer-exact interpreter (CPU) instead")
+            self.note = (
+                "--reference gpu computes the float graph; an integer artifact is compared with the "
+                "integer-exact interpreter (CPU) instead"
+            )
         order = [o.name for o in qg.program.outputs]
         names = list(names) if names is not None else order
         self._order = [order.index(n) for n in names] if set(names) <= set(order) else list(range(len(order)))
@@ -152,8 +163,11 @@ class IntegerReference(Reference):
 
     def describe(self) -> dict:
         d = super().describe()
-        d.update(dtype="integer (outputs dequantized q * scale, float64)", quantized_graph=self.source,
-                 config=getattr(getattr(self.qg.plan, "config", None), "name", None))
+        d.update(
+            dtype="integer (outputs dequantized q * scale, float64)",
+            quantized_graph=self.source,
+            config=getattr(getattr(self.qg.plan, "config", None), "name", None),
+        )
         if self.note:
             d["note"] = self.note
         return d
@@ -187,8 +201,9 @@ class EvalData:
     total: int
 
 
-def load_data(spec: Any, in_features: int, samples: int, n_classes: Optional[int] = None,
-              to_ir: Optional[Callable] = None) -> EvalData:
+def load_data(
+    spec: Any, in_features: int, samples: int, n_classes: Optional[int] = None, to_ir: Optional[Callable] = None
+) -> EvalData:
     """An evenly spaced slice of ``samples`` sequences from a dataset name, an ``.npz`` file or a
     :class:`~edgeseq.data.Dataset`; sequences and labels are checked (shape, dtype, NaN/Inf, class
     range) before use. ``to_ir`` turns the x of an ``.npz`` (in the model's own layout) into (N, T, F)."""
@@ -207,8 +222,9 @@ def load_data(spec: Any, in_features: int, samples: int, n_classes: Optional[int
         if to_ir is not None and isinstance(ds, EvalData):
             ds = EvalData(ds.name, to_ir(ds.x), ds.y, ds.labels, ds.total)
     else:
-        raise ConfigError(f"data must be a dataset name ({', '.join(DATASETS)}), an .npz path or a Dataset, "
-                          f"got {type(spec).__name__}")
+        raise ConfigError(
+            f"data must be a dataset name ({', '.join(DATASETS)}), an .npz path or a Dataset, got {type(spec).__name__}"
+        )
     if isinstance(ds, EvalData):
         x, y, labels, name = ds.x, ds.y, ds.labels, ds.name
     else:
@@ -220,8 +236,7 @@ def load_data(spec: Any, in_features: int, samples: int, n_classes: Optional[int
     total = int(x.shape[0])
     n = min(int(samples), total)
     idx = np.unique(np.linspace(0, total - 1, n).round().astype(np.int64))
-    return EvalData(name, np.ascontiguousarray(x[idx], dtype=np.float32), None if y is None else y[idx],
-                    labels, total)
+    return EvalData(name, np.ascontiguousarray(x[idx], dtype=np.float32), None if y is None else y[idx], labels, total)
 
 
 def _load_npz(path: Path) -> EvalData:
@@ -236,8 +251,11 @@ def _load_npz(path: Path) -> EvalData:
         ds = Dataset.load(path)
         return EvalData(ds.name, ds.x, ds.y, list(ds.labels), len(ds))
     if "x" not in keys:
-        raise DatasetError(f"the .npz file needs an array 'x' (N, T, F) and optionally 'y' (N,); it has "
-                           f"{', '.join(sorted(keys)) or 'nothing'}", where=str(path))
+        raise DatasetError(
+            f"the .npz file needs an array 'x' (N, T, F) and optionally 'y' (N,); it has "
+            f"{', '.join(sorted(keys)) or 'nothing'}",
+            where=str(path),
+        )
     z = read_npz(path, DatasetError, keys=("x", "y"))
     x, y = z["x"], z.get("y")
     return EvalData(path.name, x, y, None, int(x.shape[0]) if x.ndim else 0)
@@ -270,24 +288,36 @@ class ValidationReport:
         return not self.failed
 
     def to_dict(self) -> dict:
-        return {"format": "edgeseq-validation/1", "passed": self.passed,
-                "failed_checks": [c.name for c in self.failed],
-                "artifact": self.artifact, "reference": self.reference, "tolerance": self.tolerance,
-                "checks": [c.to_dict() for c in self.checks], "golden": self.golden, "data": self.data,
-                "performance": self.performance, "timing": self.timing,
-                **({"parts": {k: r.to_dict() for k, r in self.parts.items()}} if self.parts else {})}
+        return {
+            "format": "edgeseq-validation/1",
+            "passed": self.passed,
+            "failed_checks": [c.name for c in self.failed],
+            "artifact": self.artifact,
+            "reference": self.reference,
+            "tolerance": self.tolerance,
+            "checks": [c.to_dict() for c in self.checks],
+            "golden": self.golden,
+            "data": self.data,
+            "performance": self.performance,
+            "timing": self.timing,
+            **({"parts": {k: r.to_dict() for k, r in self.parts.items()}} if self.parts else {}),
+        }
 
     def summary(self) -> str:
         a = self.artifact
-        lines = [f"validate {a['path']}: {a['kind']} artifact for {a['target']} ({a['number_format']}), "
-                 f"reference: {self.reference['name']}"]
+        lines = [
+            f"validate {a['path']}: {a['kind']} artifact for {a['target']} ({a['number_format']}), "
+            f"reference: {self.reference['name']}"
+        ]
         for c in self.checks:
             mark = {PASS: "ok  ", FAIL: "FAIL", SKIP: "skip"}[c.status]
             lines.append(f"  {mark} {c.line()}")
-        for name, rep in ([("", self)] if not self.parts else list(self.parts.items())):
+        for name, rep in [("", self)] if not self.parts else list(self.parts.items()):
             lines += [f"  {name + ': ' if name else ''}{line}" for line in rep._cost_lines()]
-        lines.append(("PASSED" if self.passed else f"FAILED: {len(self.failed)} check(s)")
-                     + "".join(f"\n  wrote {v}" for v in self.written.values()))
+        lines.append(
+            ("PASSED" if self.passed else f"FAILED: {len(self.failed)} check(s)")
+            + "".join(f"\n  wrote {v}" for v in self.written.values())
+        )
         return "\n".join(lines)
 
     def _cost_lines(self) -> list[str]:
@@ -295,14 +325,18 @@ class ValidationReport:
         perf = self.performance
         lat = perf.get("latency")
         if lat:
-            lines.append(f"latency per sequence p50 {lat['per_sequence']['p50_s'] * 1e6:.1f} us, p99 "
-                         f"{lat['per_sequence']['p99_s'] * 1e6:.1f} us; per step p50 "
-                         f"{lat['per_step']['p50_s'] * 1e6:.2f} us (T={lat['steps']})")
+            lines.append(
+                f"latency per sequence p50 {lat['per_sequence']['p50_s'] * 1e6:.1f} us, p99 "
+                f"{lat['per_sequence']['p99_s'] * 1e6:.1f} us; per step p50 "
+                f"{lat['per_step']['p50_s'] * 1e6:.2f} us (T={lat['steps']})"
+            )
         ins = perf.get("instructions")
         if ins:
             per_inf = ins.get("per_inference", ins.get("per_inference_estimate"))
-            lines.append(f"instructions per inference {per_inf:,.0f}, per step {ins['per_step']:,.0f} "
-                         f"({ins.get('emulator')}, T={ins['steps']})")
+            lines.append(
+                f"instructions per inference {per_inf:,.0f}, per step {ins['per_step']:,.0f} "
+                f"({ins.get('emulator')}, T={ins['steps']})"
+            )
             if ins.get("per_op"):
                 from .report import per_op_lines
 
@@ -331,8 +365,9 @@ def _policy(tolerance: Any) -> TolerancePolicy:
     if isinstance(tolerance, Mapping):
         return TolerancePolicy().merged(tolerance)
     if not isinstance(tolerance, (str, Path)):
-        raise ConfigError(f"tolerance must be a TolerancePolicy, a dict of overrides or a JSON path, got "
-                          f"{type(tolerance).__name__}")
+        raise ConfigError(
+            f"tolerance must be a TolerancePolicy, a dict of overrides or a JSON path, got {type(tolerance).__name__}"
+        )
     return TolerancePolicy.load(tolerance)
 
 
@@ -356,8 +391,9 @@ def _lsb_text(m: dict) -> str:
     return f"LSB {lsb:.3g}"
 
 
-def _lsb_check(name: str, abs_error: float, lsb_error: float, allowed: int, m: dict, how: str,
-               extra: str = "") -> Check:
+def _lsb_check(
+    name: str, abs_error: float, lsb_error: float, allowed: int, m: dict, how: str, extra: str = ""
+) -> Check:
     """A check of an output on an integer grid: passes when the error is at most ``allowed`` LSBs.
     The value shown is the max abs error and the limit ``allowed`` x LSB (the largest LSB when it
     is per feature); the detail leads with the error in LSBs, which decides."""
@@ -365,8 +401,10 @@ def _lsb_check(name: str, abs_error: float, lsb_error: float, allowed: int, m: d
     step = max(lsb) if isinstance(lsb, list) else float(lsb)
     ok = bool(np.isfinite(lsb_error)) and lsb_error <= allowed
     n_values = int(np.prod(m["shape"])) if m.get("shape") else 0
-    detail = (f"{lsb_error:.4g} LSB, allowed: {how}; {_lsb_text(m)}; {m['lsb_mismatches']} of {n_values} values "
-              f"differ" + (f"; {extra}" if extra else ""))
+    detail = (
+        f"{lsb_error:.4g} LSB, allowed: {how}; {_lsb_text(m)}; {m['lsb_mismatches']} of {n_values} values "
+        f"differ" + (f"; {extra}" if extra else "")
+    )
     return Check(name, PASS if ok else FAIL, float(abs_error), float(allowed * step), detail)
 
 
@@ -384,25 +422,45 @@ def _output_checks(prefix: str, art: Artifact, policy: TolerancePolicy, metrics:
         limit = ftol.limit(None)[0]
         note = how + ("; no output scale in the manifest" if fmt.is_integer and not in_lsb else "")
         if t.spikes:
-            checks.append(upper(f"{prefix}.{name}.spike_mismatches", m.get("spike_mismatches", float("inf")),
-                                policy.spike_mismatches,
-                                f"spike agreement {m.get('spike_agreement', 0.0):.6f}; "
-                                f"{m.get('spikes_reference', '?')} reference spikes"))
+            checks.append(
+                upper(
+                    f"{prefix}.{name}.spike_mismatches",
+                    m.get("spike_mismatches", float("inf")),
+                    policy.spike_mismatches,
+                    f"spike agreement {m.get('spike_agreement', 0.0):.6f}; "
+                    f"{m.get('spikes_reference', '?')} reference spikes",
+                )
+            )
             amp = m.get("spike_amplitude_max_abs_error", float("inf"))
             if in_lsb:
-                checks.append(_lsb_check(f"{prefix}.{name}.spike_amplitude_error", amp,
-                                         m["spike_amplitude_max_lsb_error"], ftol.lsb, m, how, "where both fire"))
+                checks.append(
+                    _lsb_check(
+                        f"{prefix}.{name}.spike_amplitude_error",
+                        amp,
+                        m["spike_amplitude_max_lsb_error"],
+                        ftol.lsb,
+                        m,
+                        how,
+                        "where both fire",
+                    )
+                )
             else:
                 checks.append(upper(f"{prefix}.{name}.spike_amplitude_error", amp, limit, "where both fire; " + note))
         elif in_lsb:
-            checks.append(_lsb_check(f"{prefix}.{name}.max_abs_error", m["max_abs_error"], m["max_lsb_error"],
-                                     ftol.lsb, m, how))
+            checks.append(
+                _lsb_check(f"{prefix}.{name}.max_abs_error", m["max_abs_error"], m["max_lsb_error"], ftol.lsb, m, how)
+            )
         else:
             checks.append(upper(f"{prefix}.{name}.max_abs_error", m["max_abs_error"], limit, note))
         if "decision_agreement" in m:
-            checks.append(lower(f"{prefix}.{name}.decision_agreement", m["decision_agreement"],
-                                policy.min_decision_agreement,
-                                f"{m['decision_mismatches']} of {m['shape'][0]} sequences differ"))
+            checks.append(
+                lower(
+                    f"{prefix}.{name}.decision_agreement",
+                    m["decision_agreement"],
+                    policy.min_decision_agreement,
+                    f"{m['decision_mismatches']} of {m['shape'][0]} sequences differ",
+                )
+            )
     return checks
 
 
@@ -439,17 +497,27 @@ def _make_reference(art: Artifact, reference, dtype: str) -> tuple[Reference, bo
         try:
             qg = art.quantized()
         except EdgeseqError as e:
-            checks.append(Check("quantized_graph", FAIL, detail=f"cannot load the stored quantized graph "
-                                f"{qf.name} ({e}); compared with the stored golden outputs only"))
+            checks.append(
+                Check(
+                    "quantized_graph",
+                    FAIL,
+                    detail=f"cannot load the stored quantized graph "
+                    f"{qf.name} ({e}); compared with the stored golden outputs only",
+                )
+            )
         else:
             try:
                 qg.check_graph(art.graph, where=str(qf))
             except EdgeseqError as e:
-                checks.append(Check("quantized_graph", FAIL, detail=f"{e}; compared with the stored golden outputs "
-                                    "only"))
+                checks.append(
+                    Check("quantized_graph", FAIL, detail=f"{e}; compared with the stored golden outputs only")
+                )
             else:
-                return (IntegerReference(qg, qf.relative_to(art.path).as_posix(), reference, art.graph.outputs),
-                        False, [])
+                return (
+                    IntegerReference(qg, qf.relative_to(art.path).as_posix(), reference, art.graph.outputs),
+                    False,
+                    [],
+                )
     stored = Reference(art.graph, "cpu", dtype)  # never run: the stored golden outputs are the reference
     stored.requested = reference
     return stored, True, checks
@@ -461,10 +529,22 @@ def _prefix_lengths(steps: int, points: int) -> list[int]:
     return sorted({int(round(v)) for v in np.geomspace(1, steps, points)})
 
 
-def validate(artifact, *, reference: "str | Callable" = "auto", data: Any = None, tolerance: Any = None, out=None,
-             samples: int = 256, graph=None, measure: bool = True, batch: int = 64, prefix_points: int = 5,
-             reference_dtype: str = "float64", log: Optional[Callable[[str], None]] = None,
-             layout: Optional[str] = None) -> ValidationReport:
+def validate(
+    artifact,
+    *,
+    reference: "str | Callable" = "auto",
+    data: Any = None,
+    tolerance: Any = None,
+    out=None,
+    samples: int = 256,
+    graph=None,
+    measure: bool = True,
+    batch: int = 64,
+    prefix_points: int = 5,
+    reference_dtype: str = "float64",
+    log: Optional[Callable[[str], None]] = None,
+    layout: Optional[str] = None,
+) -> ValidationReport:
     """Validate the artifact directory ``artifact`` (see the module docstring).
 
     ``reference`` auto | gpu | cpu, or a callable ``x (B, T, F) -> outputs`` (float arrays in graph
@@ -514,9 +594,17 @@ def validate(artifact, *, reference: "str | Callable" = "auto", data: Any = None
         for name, rep in parts.items():
             checks += [Check(f"{name}/{c.name}", c.status, c.value, c.limit, c.detail) for c in rep.checks]
         first = next(iter(parts.values()))
-        report = ValidationReport(artifact=art.describe(), reference=first.reference, tolerance=policy.to_dict(),
-                                  checks=checks, golden={}, data=None, performance={"sizes": art.sizes()},
-                                  timing={}, parts=parts)
+        report = ValidationReport(
+            artifact=art.describe(),
+            reference=first.reference,
+            tolerance=policy.to_dict(),
+            checks=checks,
+            golden={},
+            data=None,
+            performance={"sizes": art.sizes()},
+            timing={},
+            parts=parts,
+        )
     report.timing["total_s"] = time.perf_counter() - t_start
     if out_dir is not None:
         from .report import write_report
@@ -527,20 +615,37 @@ def validate(artifact, *, reference: "str | Callable" = "auto", data: Any = None
 
 def _integrity_check(art: Artifact) -> Check:
     if art.integrity:
-        return Check("integrity", FAIL, float(len(art.integrity)), 0.0,
-                     f"{len(art.integrity)} of {art.files_checked} files: " + "; ".join(art.integrity))
+        return Check(
+            "integrity",
+            FAIL,
+            float(len(art.integrity)),
+            0.0,
+            f"{len(art.integrity)} of {art.files_checked} files: " + "; ".join(art.integrity),
+        )
     return Check("integrity", PASS, 0.0, 0.0, f"{art.files_checked} files match the manifest sha256")
 
 
-def _validate_one(art: Artifact, ref: Reference, stored_only: bool, pre_checks: list[Check], policy: TolerancePolicy,
-                  d: Optional[EvalData], *, measure: bool, batch: int, prefix_points: int,
-                  say: Callable[[str], None]) -> ValidationReport:
+def _validate_one(
+    art: Artifact,
+    ref: Reference,
+    stored_only: bool,
+    pre_checks: list[Check],
+    policy: TolerancePolicy,
+    d: Optional[EvalData],
+    *,
+    measure: bool,
+    batch: int,
+    prefix_points: int,
+    say: Callable[[str], None],
+) -> ValidationReport:
     g = art.graph
     types, names = g.output_types, list(g.outputs)
     timing: dict[str, float] = {}
     integer_ref = isinstance(ref, IntegerReference)
-    say(f"{art.kind} artifact for {art.target}; graph from {art.graph_source}; reference: "
-        + ("the stored golden outputs of the integer-exact interpreter" if stored_only else ref.name))
+    say(
+        f"{art.kind} artifact for {art.target}; graph from {art.graph_source}; reference: "
+        + ("the stored golden outputs of the integer-exact interpreter" if stored_only else ref.name)
+    )
     if getattr(ref, "note", None):
         say(ref.note)
     checks = [_integrity_check(art)] + list(pre_checks)
@@ -551,22 +656,45 @@ def _validate_one(art: Artifact, ref: Reference, stored_only: bool, pre_checks: 
     xg = np.asarray(xg, dtype=np.float32)
     if stored_only:
         ref_g = tuple(np.asarray(s, np.float64) for s in stored)
-        checks.append(Check("golden.consistency", SKIP, detail="integer artifact without a stored quantized graph: "
-                            "its stored golden outputs come from the integer-exact interpreter and are the reference"))
+        checks.append(
+            Check(
+                "golden.consistency",
+                SKIP,
+                detail="integer artifact without a stored quantized graph: "
+                "its stored golden outputs come from the integer-exact interpreter and are the reference",
+            )
+        )
     elif integer_ref:
         ref_g = ref(xg)
         cons = _metrics(art, stored, ref_g, types, names)
         worst = max((m.get("max_lsb_error", m["max_abs_error"]) for m in cons.values()), default=0.0)
         unit = "LSB" if all("max_lsb_error" in m for m in cons.values()) else "abs"
-        checks.append(upper("golden.consistency", worst, 0.0,
-                            f"stored golden outputs vs the integer-exact interpreter on {ref.source}: exact "
-                            f"(max error in {unit})"))
+        checks.append(
+            upper(
+                "golden.consistency",
+                worst,
+                0.0,
+                f"stored golden outputs vs the integer-exact interpreter on {ref.source}: exact (max error in {unit})",
+            )
+        )
     else:
         ref_g = ref(xg)
-        consistency = max((float(np.max(np.abs(np.asarray(s, np.float64) - r))) / max(1.0, float(np.max(np.abs(r))))
-                           for s, r in zip(stored, ref_g) if r.size), default=0.0)
-        checks.append(upper("golden.consistency", consistency, policy.golden_consistency,
-                            "stored golden outputs vs the reference on the stored graph (relative)"))
+        consistency = max(
+            (
+                float(np.max(np.abs(np.asarray(s, np.float64) - r))) / max(1.0, float(np.max(np.abs(r))))
+                for s, r in zip(stored, ref_g)
+                if r.size
+            ),
+            default=0.0,
+        )
+        checks.append(
+            upper(
+                "golden.consistency",
+                consistency,
+                policy.golden_consistency,
+                "stored golden outputs vs the reference on the stored graph (relative)",
+            )
+        )
     got_g = art.run(xg)
     golden: dict = {"input_shape": list(xg.shape), "outputs": _metrics(art, got_g, ref_g, types, names)}
     checks += _output_checks("golden", art, policy, golden["outputs"], types, names)
@@ -591,9 +719,15 @@ def _validate_one(art: Artifact, ref: Reference, stored_only: bool, pre_checks: 
     data_rep = None
     x1 = xg[:1]
     if d is not None and stored_only:
-        checks.append(Check("data", SKIP, detail="integer artifact without a stored quantized graph (quantized.esq): "
-                            "no integer-exact reference for new inputs; re-export it, or pass that interpreter as "
-                            "reference=callable (edgeseq.validate.validate)"))
+        checks.append(
+            Check(
+                "data",
+                SKIP,
+                detail="integer artifact without a stored quantized graph (quantized.esq): "
+                "no integer-exact reference for new inputs; re-export it, or pass that interpreter as "
+                "reference=callable (edgeseq.validate.validate)",
+            )
+        )
     elif d is not None:
         t0 = time.perf_counter()
         x1 = d.x[:1]
@@ -604,8 +738,13 @@ def _validate_one(art: Artifact, ref: Reference, stored_only: bool, pre_checks: 
             checks.append(Check("data.reference", FAIL, detail=f"the reference cannot run the data: {e}"))
         if ref_d is not None:
             got_d = run_batched(art, d.x, batch)
-            data_rep = {"name": d.name, "sequences": int(d.x.shape[0]), "of": d.total, "steps": int(d.x.shape[1]),
-                        "outputs": _metrics(art, got_d, ref_d, types, names)}
+            data_rep = {
+                "name": d.name,
+                "sequences": int(d.x.shape[0]),
+                "of": d.total,
+                "steps": int(d.x.shape[1]),
+                "outputs": _metrics(art, got_d, ref_d, types, names),
+            }
             checks += _output_checks("data", art, policy, data_rep["outputs"], types, names)
             k_dec = decision_output(types)
             if d.y is not None and k_dec is not None:
@@ -613,18 +752,29 @@ def _validate_one(art: Artifact, ref: Reference, stored_only: bool, pre_checks: 
                 if d.y.max(initial=0) < n_cls:
                     acc_a, acc_r = accuracy(got_d[k_dec], d.y), accuracy(ref_d[k_dec], d.y)
                     data_rep["accuracy"] = {"output": names[k_dec], "artifact": acc_a, "reference": acc_r}
-                    checks.append(upper("data.accuracy_drop", abs(acc_r - acc_a), policy.max_accuracy_drop,
-                                        f"artifact {acc_a:.4f} vs reference {acc_r:.4f}"
-                                        + (" (the integer-exact interpreter)" if integer_ref else "")))
+                    checks.append(
+                        upper(
+                            "data.accuracy_drop",
+                            abs(acc_r - acc_a),
+                            policy.max_accuracy_drop,
+                            f"artifact {acc_a:.4f} vs reference {acc_r:.4f}"
+                            + (" (the integer-exact interpreter)" if integer_ref else ""),
+                        )
+                    )
                     if integer_ref:
                         data_rep["accuracy"]["float_model"] = _float_accuracy(ref, d, k_dec)
                 else:
-                    checks.append(Check("data.accuracy_drop", SKIP, detail=f"labels exceed the {n_cls} outputs of "
-                                        f"'{names[k_dec]}'"))
+                    checks.append(
+                        Check(
+                            "data.accuracy_drop", SKIP, detail=f"labels exceed the {n_cls} outputs of '{names[k_dec]}'"
+                        )
+                    )
             acc = data_rep.get("accuracy")
-            say(f"data {d.name}: {d.x.shape[0]} sequences: " + ", ".join(
-                f"{n} {_error_text(data_rep['outputs'][n])}" for n in names) + (
-                f"; accuracy artifact {acc['artifact']:.4f} / reference {acc['reference']:.4f}" if acc else ""))
+            say(
+                f"data {d.name}: {d.x.shape[0]} sequences: "
+                + ", ".join(f"{n} {_error_text(data_rep['outputs'][n])}" for n in names)
+                + (f"; accuracy artifact {acc['artifact']:.4f} / reference {acc['reference']:.4f}" if acc else "")
+            )
         timing["data_s"] = time.perf_counter() - t0
 
     # -- cost ----------------------------------------------------------------------------------------------
@@ -644,11 +794,25 @@ def _validate_one(art: Artifact, ref: Reference, stored_only: bool, pre_checks: 
         timing["measure_s"] = time.perf_counter() - t0
     refd = ref.describe()
     if stored_only:
-        refd = {"requested": refd["requested"], "used": "stored golden outputs",
-                "name": "the integer-exact interpreter's outputs stored at export (golden vectors)",
-                "dtype": "stored", "seconds": 0.0, "sequences": 0, "steps": 0}
-    return ValidationReport(artifact=art.describe(), reference=refd, tolerance=policy.to_dict(), checks=checks,
-                            golden=golden, data=data_rep, performance=perf, timing=timing)
+        refd = {
+            "requested": refd["requested"],
+            "used": "stored golden outputs",
+            "name": "the integer-exact interpreter's outputs stored at export (golden vectors)",
+            "dtype": "stored",
+            "seconds": 0.0,
+            "sequences": 0,
+            "steps": 0,
+        }
+    return ValidationReport(
+        artifact=art.describe(),
+        reference=refd,
+        tolerance=policy.to_dict(),
+        checks=checks,
+        golden=golden,
+        data=data_rep,
+        performance=perf,
+        timing=timing,
+    )
 
 
 def _float_accuracy(ref: "IntegerReference", d: EvalData, k_dec: int) -> Optional[float]:
@@ -682,8 +846,11 @@ def _prepare_out(out) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ArtifactError(f"cannot create the output directory ({e.strerror})", where=str(out),
-                            hint="pass --out DIR with a writable directory") from None
+        raise ArtifactError(
+            f"cannot create the output directory ({e.strerror})",
+            where=str(out),
+            hint="pass --out DIR with a writable directory",
+        ) from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise ArtifactError("output directory is not writable", where=str(out), hint="pass --out DIR")
     return out

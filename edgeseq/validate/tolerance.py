@@ -64,8 +64,9 @@ class FormatTolerance:
             raise ConfigError("a format tolerance needs 'max_abs' or 'lsb'")
         if self.max_abs is not None and not (isinstance(self.max_abs, (int, float)) and self.max_abs >= 0):
             raise ConfigError(f"'max_abs' must be a non-negative number, got {self.max_abs!r}")
-        if self.lsb is not None and not (isinstance(self.lsb, int) and not isinstance(self.lsb, bool)
-                                         and self.lsb >= 0):
+        if self.lsb is not None and not (
+            isinstance(self.lsb, int) and not isinstance(self.lsb, bool) and self.lsb >= 0
+        ):
             raise ConfigError(f"'lsb' must be a non-negative integer, got {self.lsb!r}")
 
     def limit(self, lsb_size: Optional[float]) -> tuple[float, str]:
@@ -110,8 +111,11 @@ class TolerancePolicy:
             key = _parse_format(k)
             fm[key] = v if isinstance(v, FormatTolerance) else _format_tol(v, key.value)
         object.__setattr__(self, "formats", fm)
-        if not isinstance(self.spike_mismatches, int) or isinstance(self.spike_mismatches, bool) \
-                or self.spike_mismatches < 0:
+        if (
+            not isinstance(self.spike_mismatches, int)
+            or isinstance(self.spike_mismatches, bool)
+            or self.spike_mismatches < 0
+        ):
             raise ConfigError(f"'spike_mismatches' must be a non-negative integer, got {self.spike_mismatches!r}")
         for name in ("min_decision_agreement", "max_accuracy_drop"):
             v = getattr(self, name)
@@ -129,12 +133,15 @@ class TolerancePolicy:
 
     # -- (de)serialisation --------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {"formats": {k.value: {n: v for n, v in asdict(t).items() if v is not None}
-                            for k, t in self.formats.items()},
-                "spike_mismatches": self.spike_mismatches,
-                "min_decision_agreement": self.min_decision_agreement,
-                "max_accuracy_drop": self.max_accuracy_drop,
-                "golden_consistency": self.golden_consistency}
+        return {
+            "formats": {
+                k.value: {n: v for n, v in asdict(t).items() if v is not None} for k, t in self.formats.items()
+            },
+            "spike_mismatches": self.spike_mismatches,
+            "min_decision_agreement": self.min_decision_agreement,
+            "max_accuracy_drop": self.max_accuracy_drop,
+            "golden_consistency": self.golden_consistency,
+        }
 
     def merged(self, overrides: Mapping[str, Any], where: str = "tolerance") -> "TolerancePolicy":
         """This policy with the entries of ``overrides`` (the JSON layout of :meth:`to_dict`) replaced."""
@@ -143,8 +150,9 @@ class TolerancePolicy:
         known = {f.name for f in fields(self)}
         unknown = sorted(set(overrides) - known)
         if unknown:
-            raise ConfigError(f"unknown tolerance key(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}",
-                              where=where)
+            raise ConfigError(
+                f"unknown tolerance key(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}", where=where
+            )
         changes: dict[str, Any] = {k: v for k, v in overrides.items() if k != "formats"}
         if "formats" in overrides:
             if not isinstance(overrides["formats"], Mapping):
@@ -181,8 +189,9 @@ def _parse_format(name: "NumberFormat | str") -> NumberFormat:
     try:
         return NumberFormat(str(name).lower())
     except ValueError:
-        raise ConfigError(f"unknown number format '{name}'; known: {', '.join(f.value for f in NumberFormat)}") \
-            from None
+        raise ConfigError(
+            f"unknown number format '{name}'; known: {', '.join(f.value for f in NumberFormat)}"
+        ) from None
 
 
 def _format_tol(spec: Any, name: str) -> FormatTolerance:
@@ -199,8 +208,14 @@ def format_of(numerics: Mapping[str, str] | str | None) -> NumberFormat:
     if numerics is None:
         return NumberFormat.FLOAT32
     values = [numerics] if isinstance(numerics, str) else list(numerics.values())
-    order = [NumberFormat.QDQ, NumberFormat.INT8, NumberFormat.INT16, NumberFormat.INTEGER, NumberFormat.FLOAT16,
-             NumberFormat.FLOAT32]
+    order = [
+        NumberFormat.QDQ,
+        NumberFormat.INT8,
+        NumberFormat.INT16,
+        NumberFormat.INTEGER,
+        NumberFormat.FLOAT16,
+        NumberFormat.FLOAT32,
+    ]
     found = set()
     for v in values:
         s = str(v).lower()

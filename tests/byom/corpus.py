@@ -349,8 +349,12 @@ def _snn():
     return snn
 
 
-@case("snn_tutorial_static", "snntorch tutorial 5: static input repeated over num_steps, spk/mem records",
-      spiking=True, static=True)
+@case(
+    "snn_tutorial_static",
+    "snntorch tutorial 5: static input repeated over num_steps, spk/mem records",
+    spiking=True,
+    static=True,
+)
 def _snn_static():
     snn = _snn()
 
@@ -377,8 +381,9 @@ def _snn_static():
     return Net()
 
 
-@case("snn_tutorial_temporal", "snntorch tutorial: time-varying (T, B, F) input, x[step]", time_major=True,
-      spiking=True)
+@case(
+    "snn_tutorial_temporal", "snntorch tutorial: time-varying (T, B, F) input, x[step]", time_major=True, spiking=True
+)
 def _snn_temporal():
     snn = _snn()
 
@@ -467,8 +472,7 @@ def _snn_rleaky():
     return Net()
 
 
-@case("snn_membrane_readout", "snntorch Leaky hidden layer, non-spiking output membrane, sum over time",
-      spiking=True)
+@case("snn_membrane_readout", "snntorch Leaky hidden layer, non-spiking output membrane, sum over time", spiking=True)
 def _snn_membrane():
     snn = _snn()
 
@@ -607,8 +611,11 @@ def _gru_stacked():
     class M(nn.Module):
         def __init__(self):
             super().__init__()
-            self.g1, self.norm, self.g2 = nn.GRU(F_IN, 12, batch_first=True), nn.LayerNorm(12), nn.GRU(12, 8,
-                                                                                                        batch_first=True)
+            self.g1, self.norm, self.g2 = (
+                nn.GRU(F_IN, 12, batch_first=True),
+                nn.LayerNorm(12),
+                nn.GRU(12, 8, batch_first=True),
+            )
             self.fc = nn.Linear(8, CLASSES)
 
         def forward(self, x):
@@ -696,8 +703,12 @@ def _causal_conv():
     return M()
 
 
-@case("conv_snn_frames", "convolutional SNN: Conv1d + Leaky on per-step frames, Flatten, Linear + Leaky",
-      time_major=True, spiking=True)
+@case(
+    "conv_snn_frames",
+    "convolutional SNN: Conv1d + Leaky on per-step frames, Flatten, Linear + Leaky",
+    time_major=True,
+    spiking=True,
+)
 def _conv_snn():
     snn = _snn()
 
@@ -725,22 +736,32 @@ def _conv_snn():
 @case("snn_step_flatten", "snntorch step network (init_hidden=True) with nn.Flatten", spiking=True)
 def _snn_step_flatten():
     snn = _snn()
-    return nn.Sequential(nn.Flatten(), nn.Linear(F_IN, 12), snn.Leaky(beta=0.9, init_hidden=True),
-                         nn.Linear(12, CLASSES), snn.Leaky(beta=0.9, init_hidden=True))
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(F_IN, 12),
+        snn.Leaky(beta=0.9, init_hidden=True),
+        nn.Linear(12, CLASSES),
+        snn.Leaky(beta=0.9, init_hidden=True),
+    )
 
 
 @case("snn_synaptic_output", "snntorch step network ending in Synaptic(output=True)", spiking=True)
 def _snn_syn_output():
     snn = _snn()
-    return nn.Sequential(nn.Linear(F_IN, 12), snn.Synaptic(alpha=0.8, beta=0.9, init_hidden=True),
-                         nn.Linear(12, CLASSES), snn.Synaptic(alpha=0.8, beta=0.9, init_hidden=True, output=True))
+    return nn.Sequential(
+        nn.Linear(F_IN, 12),
+        snn.Synaptic(alpha=0.8, beta=0.9, init_hidden=True),
+        nn.Linear(12, CLASSES),
+        snn.Synaptic(alpha=0.8, beta=0.9, init_hidden=True, output=True),
+    )
 
 
 @case("snn_rsynaptic_output", "snntorch step network ending in RSynaptic(output=True)", spiking=True)
 def _snn_rsyn_output():
     snn = _snn()
-    return nn.Sequential(nn.Linear(F_IN, 10), snn.RSynaptic(alpha=0.8, beta=0.9, linear_features=10,
-                                                              init_hidden=True, output=True))
+    return nn.Sequential(
+        nn.Linear(F_IN, 10), snn.RSynaptic(alpha=0.8, beta=0.9, linear_features=10, init_hidden=True, output=True)
+    )
 
 
 # ------------------------------------------------------------------------------------- bidirectional, attention
@@ -813,8 +834,9 @@ def _embedding():
     return M()
 
 
-@case("packed_sequence_lstm", "pack_padded_sequence with per-sample lengths",
-      expect="packed sequences are not supported")
+@case(
+    "packed_sequence_lstm", "pack_padded_sequence with per-sample lengths", expect="packed sequences are not supported"
+)
 def _packed():
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -837,15 +859,23 @@ def _packed():
 @case("snn_alpha", "snntorch Alpha neuron step network", spiking=True)
 def _snn_alpha():
     snn = _snn()
-    return nn.Sequential(nn.Linear(F_IN, 10), snn.Alpha(alpha=0.9, beta=0.8, init_hidden=True),
-                         nn.Linear(10, CLASSES), snn.Alpha(alpha=0.9, beta=0.8, init_hidden=True))
+    return nn.Sequential(
+        nn.Linear(F_IN, 10),
+        snn.Alpha(alpha=0.9, beta=0.8, init_hidden=True),
+        nn.Linear(10, CLASSES),
+        snn.Alpha(alpha=0.9, beta=0.8, init_hidden=True),
+    )
 
 
 @case("snn_lapicque", "snntorch Lapicque neuron step network", spiking=True)
 def _snn_lapicque():
     snn = _snn()
-    return nn.Sequential(nn.Linear(F_IN, 10), snn.Lapicque(beta=0.9, init_hidden=True),
-                         nn.Linear(10, CLASSES), snn.Lapicque(beta=0.9, init_hidden=True))
+    return nn.Sequential(
+        nn.Linear(F_IN, 10),
+        snn.Lapicque(beta=0.9, init_hidden=True),
+        nn.Linear(10, CLASSES),
+        snn.Lapicque(beta=0.9, init_hidden=True),
+    )
 
 
 @case("tcn_causal_dilated", "TCN-style causal dilated convolutions with residual, last step")
@@ -882,9 +912,14 @@ def _zoo(arch: str, **kw):
     return lambda: build_model(arch, F_IN, CLASSES, **kw)
 
 
-for _arch, _kw in {"lmu": dict(hidden=16, memory_d=2, order=6, theta=12.0), "mingru": dict(hidden=12),
-                   "gru": dict(hidden=12), "l2mu": dict(hidden=12, encoder_size=8),
-                   "lmuformer": dict(dim=12, memory_d=2, order=4), "s4d": dict(hidden=8, modes=4)}.items():
+for _arch, _kw in {
+    "lmu": dict(hidden=16, memory_d=2, order=6, theta=12.0),
+    "mingru": dict(hidden=12),
+    "gru": dict(hidden=12),
+    "l2mu": dict(hidden=12, encoder_size=8),
+    "lmuformer": dict(dim=12, memory_d=2, order=4),
+    "s4d": dict(hidden=8, modes=4),
+}.items():
     case(f"edgeseq_{_arch}", f"edgeseq.nn {_arch} classifier", spiking=_arch == "l2mu")(_zoo(_arch, **_kw))
 
 del math

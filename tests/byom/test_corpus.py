@@ -187,9 +187,27 @@ def test_validate_takes_the_model_layout(captured, exported, tmp_path):
     np.savez(tmp_path / "btf.npz", x=np.swapaxes(x, 0, 1), y=y)
     rep = validate(art.path, data=tmp_path / "tm.npz", reference="cpu", measure=False)
     assert rep.passed and rep.data["steps"] == 12 and rep.data["sequences"] == 6, rep.failure_message()
-    proc = subprocess.run([sys.executable, "-m", "edgeseq", "validate", str(art.path), "--data",
-                           str(tmp_path / "btf.npz"), "--layout", "BTF", "--reference", "cpu", "--no-measure",
-                           "--quiet", "--out", str(tmp_path / "v")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeseq",
+            "validate",
+            str(art.path),
+            "--data",
+            str(tmp_path / "btf.npz"),
+            "--layout",
+            "BTF",
+            "--reference",
+            "cpu",
+            "--no-measure",
+            "--quiet",
+            "--out",
+            str(tmp_path / "v"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert validate(exported("bigru_last").path, reference="cpu", measure=False).passed
 
@@ -219,8 +237,10 @@ def test_int8_bit_exact_on_target(int8_programs, target, tmp_path_factory):
     from ..conftest import need_tool
     from ..unit.c_int_cases import check_bit_exact
 
-    for tool in {"arm": ("aarch64-linux-gnu-gcc", "qemu-aarch64"),
-                 "cortex-m4": ("arm-none-eabi-gcc", "qemu-system-arm")}[target]:
+    for tool in {
+        "arm": ("aarch64-linux-gnu-gcc", "qemu-aarch64"),
+        "cortex-m4": ("arm-none-eabi-gcc", "qemu-system-arm"),
+    }[target]:
         need_tool(tool)
     srcs = [generate_int(p, F_IN, prefix=f"m{k}", target=target) for k, p in enumerate(int8_programs)]
     mb = build_multi(srcs, target, tmp_path_factory.mktemp(f"byom-int-{target}"))

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from benchmarks.bench_bombs import LIMIT_MB, measure
 
-CASES = ("esq: array member inflates past its declared shape",
-         "checkpoint: config declares hidden=1000000 (360 GB of weights)",
-         "plan: quant/prepared.esq is the bomb")
+CASES = (
+    "esq: array member inflates past its declared shape",
+    "checkpoint: config declares hidden=1000000 (360 GB of weights)",
+    "plan: quant/prepared.esq is the bomb",
+)
 
 
 def test_zip_bombs_stay_below_200_mb(bad_fixtures, tmp_path):

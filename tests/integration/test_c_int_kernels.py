@@ -13,15 +13,26 @@ from ..unit.c_int_cases import check_bit_exact, kernel_programs
 
 pytestmark = pytest.mark.toolchain
 
-TOOLS = {"arm": ("aarch64-linux-gnu-gcc", "qemu-aarch64"), "cortex-m4": ("arm-none-eabi-gcc", "qemu-system-arm"),
-         "cortex-m55": ("arm-none-eabi-gcc", "qemu-system-arm")}
+TOOLS = {
+    "arm": ("aarch64-linux-gnu-gcc", "qemu-aarch64"),
+    "cortex-m4": ("arm-none-eabi-gcc", "qemu-system-arm"),
+    "cortex-m55": ("arm-none-eabi-gcc", "qemu-system-arm"),
+}
 
 
 def _compilers():
     from edgeseq.targets.compilers import find_clang
 
-    return ["gcc", "clang"] if find_clang() else ["gcc", pytest.param("clang", marks=pytest.mark.skip(
-        reason="Clang is not installed: sudo apt-get install -y clang lld llvm"))]
+    return (
+        ["gcc", "clang"]
+        if find_clang()
+        else [
+            "gcc",
+            pytest.param(
+                "clang", marks=pytest.mark.skip(reason="Clang is not installed: sudo apt-get install -y clang lld llvm")
+            ),
+        ]
+    )
 
 
 @pytest.mark.parametrize("compiler", _compilers())
@@ -39,5 +50,4 @@ def test_kernel_corners_are_bit_exact(target, compiler, tmp_path):
     assert "warning" not in mb.target.build_log, mb.target.build_log
     assert mb.target.resolved_compiler().startswith(compiler)
     for k, p in enumerate(progs):
-        check_bit_exact(lambda x, k=k, **kw: mb.run(k, x, **kw), mb.infos[k], p, seed=7 + k, float_api=k == 0,
-                        steps=12)
+        check_bit_exact(lambda x, k=k, **kw: mb.run(k, x, **kw), mb.infos[k], p, seed=7 + k, float_api=k == 0, steps=12)

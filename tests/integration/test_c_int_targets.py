@@ -17,14 +17,16 @@ from edgeseq.export.c.intgen import generate_int
 from edgeseq.quant import intexact
 
 from ..conftest import need_tool
-from ..unit.c_int_cases import (ZOO_KEYS, check_bit_exact, edge_program, har_lmu_quantized,
-                                zoo_quantized)
+from ..unit.c_int_cases import ZOO_KEYS, check_bit_exact, edge_program, har_lmu_quantized, zoo_quantized
 
 pytestmark = pytest.mark.toolchain
 
 TARGETS = ("arm", "cortex-m4", "cortex-m55")
-TOOLS = {"arm": ("aarch64-linux-gnu-gcc", "qemu-aarch64"), "cortex-m4": ("arm-none-eabi-gcc", "qemu-system-arm"),
-         "cortex-m55": ("arm-none-eabi-gcc", "qemu-system-arm")}
+TOOLS = {
+    "arm": ("aarch64-linux-gnu-gcc", "qemu-aarch64"),
+    "cortex-m4": ("arm-none-eabi-gcc", "qemu-system-arm"),
+    "cortex-m55": ("arm-none-eabi-gcc", "qemu-system-arm"),
+}
 MODELS = ZOO_KEYS + [("hand-built", "edge")]
 
 
@@ -59,19 +61,27 @@ def test_program_is_bit_exact_on_target(zoo_bins, target, preset, case):
     mb, progs = zoo_bins(target)
     k = MODELS.index((preset, case))
     # the float API's whole-sequence modes need T * outputs within the firmware's I/O buffer: zoo models only
-    check_bit_exact(lambda x, **kw: mb.run(k, x, **kw), mb.infos[k], progs[k], seed=100 + k,
-                    float_api=case != "edge" and k % 4 == 0)
+    check_bit_exact(
+        lambda x, **kw: mb.run(k, x, **kw), mb.infos[k], progs[k], seed=100 + k, float_api=case != "edge" and k % 4 == 0
+    )
 
 
 def test_simd_kernels_are_compiled_in(zoo_bins):
     """Each build compiles in its kernel flavour (DSP on Cortex-M4, MVE on Cortex-M55, NEON on aarch64)
     and its vector elementwise loops where the flavour has them."""
-    for target, markers in (("cortex-m4", ("ESQ_MV_DSP",)), ("cortex-m55", ("ESQ_MV_MVE", "ESQ_V4")),
-                            ("arm", ("ESQ_MV_NEON", "ESQ_V4"))):
+    for target, markers in (
+        ("cortex-m4", ("ESQ_MV_DSP",)),
+        ("cortex-m55", ("ESQ_MV_MVE", "ESQ_V4")),
+        ("arm", ("ESQ_MV_NEON", "ESQ_V4")),
+    ):
         mb, _ = zoo_bins(target)
         src = mb.binary.parent.parent / "src" / "m0_unit.c"
-        out = subprocess.run([mb.target.compiler_path(), *mb.target.cflags(), "-dM", "-E", "-I", str(src.parent),
-                              str(src)], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [mb.target.compiler_path(), *mb.target.cflags(), "-dM", "-E", "-I", str(src.parent), str(src)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         for marker in markers:
             assert f"#define {marker} 1" in out, (target, marker)
 
@@ -90,8 +100,13 @@ def har(tmp_path_factory):
         if target not in cache:
             _tools(target)
             opts = {"flash_bytes": 64 * 1024, "ram_bytes": 32 * 1024} if target == "cortex-m4" else None
-            art = export_c_int(q, tmp_path_factory.mktemp(f"har-{target}") / "art", target=target, golden_input=x[:2],
-                               target_options=opts)
+            art = export_c_int(
+                q,
+                tmp_path_factory.mktemp(f"har-{target}") / "art",
+                target=target,
+                golden_input=x[:2],
+                target_options=opts,
+            )
             cache[target] = art
         return q, x, cache[target]
 
@@ -107,7 +122,9 @@ def test_har_lmu_export_is_bit_exact_and_measured(har, target):
     assert ver["bit_exact"] and ver["float_api"]["bit_exact"] and art.manifest["golden"]["shape"] == [2, 128, 6]
     assert art.run_golden()["bit_exact"]
     y = Artifact.load(art.path).run(x[2:4])
-    want = intexact.dequantize_outputs(q.program, intexact.run(q.program, q.quantize_input(x[2:4]))[0])[0].astype(np.float32)  # Artifact.run: q * scale, one rounding
+    want = intexact.dequantize_outputs(q.program, intexact.run(q.program, q.quantize_input(x[2:4]))[0])[0].astype(
+        np.float32
+    )  # Artifact.run: q * scale, one rounding
     assert np.array_equal(y, want)
     cost = art.cost(x[:1])
     ins = cost["instructions"]
@@ -132,8 +149,13 @@ def test_run_script_and_validate_on_the_emulator(har):
     from edgeseq.validate import validate
 
     q, x, art = har("cortex-m55")
-    subprocess.run([str(art.path / "run.sh"), "step", "golden/input.bin", "out.bin"], cwd=art.path, check=True,
-                   capture_output=True, timeout=300)
+    subprocess.run(
+        [str(art.path / "run.sh"), "step", "golden/input.bin", "out.bin"],
+        cwd=art.path,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     got, want = read_output(art.path / "out.bin"), read_output(art.path / "golden" / "expected.bin")
     assert np.array_equal(got["pooled"], want["pooled"])
     (art.path / "out.bin").unlink()
@@ -165,7 +187,9 @@ def test_export_facade_and_cpu_variant(tmp_path):
     _tools("arm")
     q = zoo_quantized("edgeseq", "l2mu")
     x = (np.random.default_rng(2).normal(size=(2, 24, 6)) * 2).astype(np.float32)
-    want = intexact.dequantize_outputs(q.program, intexact.run(q.program, q.quantize_input(x))[0])[0].astype(np.float32)  # Artifact.run: q * scale, one rounding
+    want = intexact.dequantize_outputs(q.program, intexact.run(q.program, q.quantize_input(x))[0])[0].astype(
+        np.float32
+    )  # Artifact.run: q * scale, one rounding
     art = edgeseq.export(q, target="cortex-m4", out=tmp_path / "m4", golden_input=x)
     assert art.kind == "c" and art.manifest["numerics"] == "integer"
     assert np.array_equal(art.run(x), want)

@@ -22,8 +22,12 @@ pytestmark = pytest.mark.toolchain
 
 def _demo(tmp_path, *args):
     out = tmp_path / "demo"
-    r = subprocess.run([sys.executable, "-m", "edgeseq", "demo", "har", "--out", str(out), "--no-live", *args],
-                       capture_output=True, text=True, timeout=900)
+    r = subprocess.run(
+        [sys.executable, "-m", "edgeseq", "demo", "har", "--out", str(out), "--no-live", *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return out, json.loads((out / "demo.json").read_text()), r.stderr
 
@@ -66,7 +70,11 @@ def test_demo_har_arm_int8(tmp_path):
     assert rows[0]["cortex_m4_instructions_per_inference"] == mcu["instructions_per_inference"] > 0
     for m in rows:
         assert m["decision_agreement"] == 1.0 and m["device_accuracy"] == m["int8_accuracy"]
-        assert 0 < m["cortex_m4_flash_bytes"] and 0 < m["cortex_m4_ram_bytes"] and m["target_instructions_per_inference"] > 0
+        assert (
+            0 < m["cortex_m4_flash_bytes"]
+            and 0 < m["cortex_m4_ram_bytes"]
+            and m["target_instructions_per_inference"] > 0
+        )
     if len(rows) > 1:
         assert "Models side by side" in (out / "report.html").read_text() and "side by side" in log
 

@@ -30,9 +30,20 @@ def tiny_kws_model(tmp_path_factory):
     from edgeseq.train.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
-    model = build_model("lmu", 40, len(KWS_LABELS), hidden=16, memory_d=4, order=8, theta=100.0,
-                        hidden_cell="dense", input_to_hidden=True, readout="mean", input_mean=[-9.0] * 40,
-                        input_std=[4.0] * 40)
+    model = build_model(
+        "lmu",
+        40,
+        len(KWS_LABELS),
+        hidden=16,
+        memory_d=4,
+        order=8,
+        theta=100.0,
+        hidden_cell="dense",
+        input_to_hidden=True,
+        readout="mean",
+        input_mean=[-9.0] * 40,
+        input_std=[4.0] * 40,
+    )
     with torch.no_grad():
         model.head.bias.zero_()
         model.head.bias[KWS_LABELS.index("yes")] = 2.4
@@ -44,8 +55,18 @@ def tiny_kws_model(tmp_path_factory):
 def _check_result(r: dict, out, *, device_instructions: bool):
     from edgeseq.demo.kws import WindowPlan
 
-    assert r["demo"] == "kws" and r["keywords"] == ["yes", "no", "up", "down", "left", "right", "on", "off", "stop",
-                                                    "go"]
+    assert r["demo"] == "kws" and r["keywords"] == [
+        "yes",
+        "no",
+        "up",
+        "down",
+        "left",
+        "right",
+        "on",
+        "off",
+        "stop",
+        "go",
+    ]
     st = r["streaming"]
     assert st["streamed_equals_batch"] is True and st["slots"] == 4 and st["window_frames"] == 98
     assert st["windows"] == WindowPlan().count(st["frames"]) and len(r["posteriors"]["time_s"]) == st["windows"]
@@ -80,8 +101,15 @@ def _check_result(r: dict, out, *, device_instructions: bool):
     html = (out / "report.html").read_text()
     assert html.startswith("<!DOCTYPE html>") and "keyword spotting" in html
     assert html.count("data:image/png;base64,") >= 3 and 'src="http' not in html
-    for text in ("Timeline", "Posteriors over time", "false accepts per hour", "Detections", "instructions per frame",
-                 "state slots", "esq_step"):
+    for text in (
+        "Timeline",
+        "Posteriors over time",
+        "false accepts per hour",
+        "Detections",
+        "instructions per frame",
+        "state slots",
+        "esq_step",
+    ):
         assert text in html, text
 
 
@@ -93,8 +121,19 @@ def test_demo_kws_x86_float(tiny_kws_model, tmp_path):
 
     log = io.StringIO()
     out = tmp_path / "demo"
-    r = run_kws_demo(KwsDemoConfig(model=tiny_kws_model, target="x86", out=str(out), seconds=SECONDS, seed=1,
-                                   quant="float", threshold=0.5, live=False), stream=log)
+    r = run_kws_demo(
+        KwsDemoConfig(
+            model=tiny_kws_model,
+            target="x86",
+            out=str(out),
+            seconds=SECONDS,
+            seed=1,
+            quant="float",
+            threshold=0.5,
+            live=False,
+        ),
+        stream=log,
+    )
     _check_result(r, out, device_instructions=False)
     assert r["runner"] == "native x86" and r["cost"]["latency"]["per_step_s"] > 0
     assert r["stream"]["engine"] == "espeak-ng" and "never used in training" in r["held_out_voices"]
@@ -106,18 +145,37 @@ def test_demo_kws_x86_float(tiny_kws_model, tmp_path):
     # the same audio as a user's recording, with its word labels as an Audacity label track
     truth = tmp_path / "labels.txt"
     truth.write_text("".join(f"{e['start_s']}\t{e['end_s']}\t{e['label']}\n" for e in r["events"]))
-    r2 = run_kws_demo(KwsDemoConfig(model=tiny_kws_model, target="x86", out=str(tmp_path / "demo2"),
-                                    input=str(out / "stream.wav"), truth=str(truth), quant="float", threshold=0.5,
-                                    live=False), stream=io.StringIO())
+    r2 = run_kws_demo(
+        KwsDemoConfig(
+            model=tiny_kws_model,
+            target="x86",
+            out=str(tmp_path / "demo2"),
+            input=str(out / "stream.wav"),
+            truth=str(truth),
+            quant="float",
+            threshold=0.5,
+            live=False,
+        ),
+        stream=io.StringIO(),
+    )
     assert r2["stream"]["input"] and r2["stream"]["wav"] is None and r2["held_out_voices"] is None
     assert r2["metrics"]["keywords_spoken"] == r["metrics"]["keywords_spoken"]
     assert not (tmp_path / "demo2" / "stream.wav").exists()
     _check_result(r2, tmp_path / "demo2", device_instructions=False)
 
     # unlabelled recording: detections only
-    r3 = run_kws_demo(KwsDemoConfig(model=tiny_kws_model, target="x86", out=str(tmp_path / "demo3"),
-                                    input=str(out / "stream.wav"), quant="float", threshold=0.5, live=False),
-                      stream=io.StringIO())
+    r3 = run_kws_demo(
+        KwsDemoConfig(
+            model=tiny_kws_model,
+            target="x86",
+            out=str(tmp_path / "demo3"),
+            input=str(out / "stream.wav"),
+            quant="float",
+            threshold=0.5,
+            live=False,
+        ),
+        stream=io.StringIO(),
+    )
     assert r3["metrics"] is None and r3["events"] is None and len(r3["detections"]) == len(r2["detections"])
     assert all("outcome" not in d for d in r3["detections"])
     assert "unlabelled" in (tmp_path / "demo3" / "report.html").read_text()
@@ -128,9 +186,34 @@ def test_demo_kws_cortex_m4_cli(tiny_kws_model, tmp_path):
     need_tool("qemu-system-arm")
     need_tool("flite")
     out = tmp_path / "demo"
-    p = subprocess.run([sys.executable, "-m", "edgeseq", "demo", "kws", "--model", tiny_kws_model, "--quant", "float",
-                        "--seconds", str(SECONDS), "--seed", "1", "--engine", "flite", "--threshold", "0.5",
-                        "--chunk", "16", "--out", str(out), "--no-live"], capture_output=True, text=True)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeseq",
+            "demo",
+            "kws",
+            "--model",
+            tiny_kws_model,
+            "--quant",
+            "float",
+            "--seconds",
+            str(SECONDS),
+            "--seed",
+            "1",
+            "--engine",
+            "flite",
+            "--threshold",
+            "0.5",
+            "--chunk",
+            "16",
+            "--out",
+            str(out),
+            "--no-live",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     r = json.loads((out / "demo.json").read_text())
     _check_result(r, out, device_instructions=True)
@@ -142,8 +225,23 @@ def test_demo_kws_cortex_m4_cli(tiny_kws_model, tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("keep")
-    p2 = subprocess.run([sys.executable, "-m", "edgeseq", "demo", "kws", "--model", tiny_kws_model, "--quant", "float",
-                         "--out", str(other)], capture_output=True, text=True)
+    p2 = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeseq",
+            "demo",
+            "kws",
+            "--model",
+            tiny_kws_model,
+            "--quant",
+            "float",
+            "--out",
+            str(other),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert p2.returncode == 2 and "--force" in p2.stderr and (other / "notes.txt").read_text() == "keep"
 
 
@@ -158,8 +256,20 @@ def test_demo_kws_int8(tiny_kws_model, tmp_path):
     from edgeseq.demo.kws import KwsDemoConfig, run_kws_demo
 
     out = tmp_path / "demo"
-    r = run_kws_demo(KwsDemoConfig(model=tiny_kws_model, target="x86", out=str(out), seconds=SECONDS, seed=1,
-                                   quant="edgeseq", calib=64, threshold=0.5, live=False), stream=io.StringIO())
+    r = run_kws_demo(
+        KwsDemoConfig(
+            model=tiny_kws_model,
+            target="x86",
+            out=str(out),
+            seconds=SECONDS,
+            seed=1,
+            quant="edgeseq",
+            calib=64,
+            threshold=0.5,
+            live=False,
+        ),
+        stream=io.StringIO(),
+    )
     assert r["quantization"] == "edgeseq"
     assert r["device_vs_reference"]["reference"] == "integer-exact interpreter"
     _check_result(r, out, device_instructions=False)
@@ -180,30 +290,58 @@ def tiny_digits_model(tmp_path_factory):
     from edgeseq.train.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
-    model = build_model("lmu", 32, len(DIGITS_LABELS), stem=8, stem_kernel=3, hidden=16, memory_d=4, order=8,
-                        theta=50.0, hidden_cell="dense", input_to_hidden=True, readout="last",
-                        input_mean=[-9.0] * 32, input_std=[4.0] * 32)
+    model = build_model(
+        "lmu",
+        32,
+        len(DIGITS_LABELS),
+        stem=8,
+        stem_kernel=3,
+        hidden=16,
+        memory_d=4,
+        order=8,
+        theta=50.0,
+        hidden_cell="dense",
+        input_to_hidden=True,
+        readout="last",
+        input_mean=[-9.0] * 32,
+        input_std=[4.0] * 32,
+    )
     with torch.no_grad():
         model.head.bias.zero_()
         model.head.bias[DIGITS_LABELS.index("five")] = 2.6
     speakers = ["george", "jackson", "lucas", "nicolas", "yweweler"]
     path = tmp_path_factory.mktemp("digits-model") / "tiny_digits.ckpt"
-    save_checkpoint(model, path, metrics={
-        "task": "digits", "recipe_task": "digits-heldout-theo", "labels": list(DIGITS_LABELS),
-        "front_end": FRONT_END.to_dict(), "streaming": {"background": "_silence_", "frame_rate": 50.0},
-        "data": {"protocol": "holdout:theo", "train_speakers": speakers, "test_speakers": ["theo"]}})
+    save_checkpoint(
+        model,
+        path,
+        metrics={
+            "task": "digits",
+            "recipe_task": "digits-heldout-theo",
+            "labels": list(DIGITS_LABELS),
+            "front_end": FRONT_END.to_dict(),
+            "streaming": {"background": "_silence_", "frame_rate": 50.0},
+            "data": {"protocol": "holdout:theo", "train_speakers": speakers, "test_speakers": ["theo"]},
+        },
+    )
     return str(path)
 
 
 def _check_continuous(r: dict, out, seconds: float):
     st = r["streaming"]
     assert st["mode"] == "continuous" and st["slots"] == 1 and st["window_frames"] == 1 and st["frame_rate"] == 50.0
-    assert st["streamed_equals_batch"] is True and st["decisions"] == st["frames"] == 1 + (int(seconds * 8000) - 240) // 160
+    assert (
+        st["streamed_equals_batch"] is True
+        and st["decisions"] == st["frames"] == 1 + (int(seconds * 8000) - 240) // 160
+    )
     assert r["stream"]["sample_rate"] == 8000 and r["data"] == "digits" and "theo" in r["held_out_voices"]
-    assert all(e["label"] in ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-               for e in r["events"])
+    assert all(
+        e["label"] in ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+        for e in r["events"]
+    )
     dv = r["device_vs_reference"]
-    assert dv["detections_identical"] is True and dv["decision_agreement"] == 1.0 and dv["max_abs_logit_difference"] < 1e-3
+    assert (
+        dv["detections_identical"] is True and dv["decision_agreement"] == 1.0 and dv["max_abs_logit_difference"] < 1e-3
+    )
     m = r["metrics"]
     assert m["detections"] == len(r["detections"]) > 0 and m["hits"] + m["misses"] == m["keywords_spoken"] > 0
     assert m["hits"] + m["false_accepts"] == m["detections"]
@@ -221,8 +359,21 @@ def test_demo_digits_continuous_x86(tiny_digits_model, tmp_path):
     from edgeseq.demo.kws import KwsDemoConfig, run_kws_demo
 
     out = tmp_path / "demo"
-    r = run_kws_demo(KwsDemoConfig(model=tiny_digits_model, data="digits", target="x86", out=str(out), seconds=12.0,
-                                   seed=2, quant="float", threshold=0.5, chunk_s=3.0, live=False), stream=io.StringIO())
+    r = run_kws_demo(
+        KwsDemoConfig(
+            model=tiny_digits_model,
+            data="digits",
+            target="x86",
+            out=str(out),
+            seconds=12.0,
+            seed=2,
+            quant="float",
+            threshold=0.5,
+            chunk_s=3.0,
+            live=False,
+        ),
+        stream=io.StringIO(),
+    )
     _check_continuous(r, out, 12.0)
     assert r["streaming"]["frames_per_device_call"] == 150 and r["stream"]["speaker"] is None
     audio, rate = read_wav(out / "stream.wav")
@@ -231,12 +382,24 @@ def test_demo_digits_continuous_x86(tiny_digits_model, tmp_path):
     from edgeseq.errors import ConfigError
 
     with pytest.raises(ConfigError, match="trained on speaker jackson"):
-        run_kws_demo(KwsDemoConfig(model=tiny_digits_model, data="digits", speaker="jackson", target="x86",
-                                   out=str(tmp_path / "d2"), quant="float", live=False), stream=io.StringIO())
+        run_kws_demo(
+            KwsDemoConfig(
+                model=tiny_digits_model,
+                data="digits",
+                speaker="jackson",
+                target="x86",
+                out=str(tmp_path / "d2"),
+                quant="float",
+                live=False,
+            ),
+            stream=io.StringIO(),
+        )
     # a digits model on the synthetic keyword stream is refused with the model to use
     with pytest.raises(ConfigError, match="does not spot the words of the --data kws stream"):
-        run_kws_demo(KwsDemoConfig(model=tiny_digits_model, target="x86", out=str(tmp_path / "d3"), quant="float",
-                                   live=False), stream=io.StringIO())
+        run_kws_demo(
+            KwsDemoConfig(model=tiny_digits_model, target="x86", out=str(tmp_path / "d3"), quant="float", live=False),
+            stream=io.StringIO(),
+        )
 
 
 def test_demo_digits_shipped_model_int8_cortex_m4(tmp_path):
@@ -244,8 +407,26 @@ def test_demo_digits_shipped_model_int8_cortex_m4(tmp_path):
     need_tool("arm-none-eabi-gcc")
     need_tool("qemu-system-arm")
     out = tmp_path / "demo"
-    p = subprocess.run([sys.executable, "-m", "edgeseq", "demo", "kws", "--data", "digits", "--seconds", "10",
-                        "--chunk-seconds", "5", "--out", str(out), "--no-live"], capture_output=True, text=True)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeseq",
+            "demo",
+            "kws",
+            "--data",
+            "digits",
+            "--seconds",
+            "10",
+            "--chunk-seconds",
+            "5",
+            "--out",
+            str(out),
+            "--no-live",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     r = json.loads((out / "demo.json").read_text())
     _check_continuous(r, out, 10.0)

@@ -25,8 +25,20 @@ def test_digits_model_int8_export_and_validate_on_cortex_m4(name, tmp_path):
     need_tool("arm-none-eabi-gcc")
     need_tool("qemu-system-arm")
     q = tmp_path / "q.esq"
-    r = _edgeseq("quantize", name, "--data", "digits", "--calib", "64", "--val", "128", "--allow-miss", "--quiet",
-                 "--out", str(q))
+    r = _edgeseq(
+        "quantize",
+        name,
+        "--data",
+        "digits",
+        "--calib",
+        "64",
+        "--val",
+        "128",
+        "--allow-miss",
+        "--quiet",
+        "--out",
+        str(q),
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     art = tmp_path / "m4"
     r = _edgeseq("export", str(q), "--target", "cortex-m4", "--out", str(art))

@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(script, *args, cwd):
-    r = subprocess.run([sys.executable, str(ROOT / "examples" / script), *args], capture_output=True, text=True,
-                       cwd=cwd, timeout=600)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / script), *args], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return r.stdout
 

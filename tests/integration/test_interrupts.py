@@ -34,7 +34,9 @@ def _stages(out: Path) -> list[Path]:
     return sorted(p for p in out.parent.iterdir() if p.name.startswith(prefix))
 
 
-def _kill_when(argv: list[str], out: Path, ready, sig=signal.SIGKILL, timeout: float = 300) -> subprocess.CompletedProcess:
+def _kill_when(
+    argv: list[str], out: Path, ready, sig=signal.SIGKILL, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """Start ``argv``, wait until ``ready(staging dirs)`` holds, send ``sig``, wait for the exit."""
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     t0 = time.monotonic()
@@ -113,8 +115,12 @@ def test_sigterm_removes_staging(bad_fixtures, tmp_path):
     out = tmp_path / "art"
     shutil.copytree(bad_fixtures.onnx, out)
     before = _fingerprint(out)
-    r = _kill_when(_cli("export", bad_fixtures.esq, "--target", "onnx", "--out", out, "--force"), out,
-                   lambda st: True, sig=signal.SIGTERM)
+    r = _kill_when(
+        _cli("export", bad_fixtures.esq, "--target", "onnx", "--out", out, "--force"),
+        out,
+        lambda st: True,
+        sig=signal.SIGTERM,
+    )
     assert r.returncode == 128 + signal.SIGTERM, r.stderr
     errors = [line for line in r.stderr.splitlines() if line.startswith("edgeseq:")]
     assert errors == ["edgeseq: terminated by SIGTERM; unfinished output removed"], r.stderr
@@ -134,8 +140,10 @@ def test_sigkill_during_demo(bad_fixtures, tmp_path):
     (out / OWNER_FILE).write_text(json.dumps({"owner": OWNER}))
     before = _fingerprint(out)
     argv = _cli("demo", "har", "--target", "x86", "--quant", "float", "--limit", "2", "--no-live", "--out", out)
-    for point, ready in {"staging-created": lambda st: True,
-                         "artifact-exported": lambda st: (st / "artifact" / "manifest.json").exists()}.items():
+    for point, ready in {
+        "staging-created": lambda st: True,
+        "artifact-exported": lambda st: (st / "artifact" / "manifest.json").exists(),
+    }.items():
         r = _kill_when(argv, out, ready)
         assert r.returncode == -signal.SIGKILL, point
         assert _fingerprint(out) == before, f"killed at {point}: the previous demo output changed"

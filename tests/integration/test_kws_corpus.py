@@ -32,8 +32,10 @@ class _Corpus:
 
     def get(self):
         if self._data is None:
-            self._data = {s: kws.load_kws(s, features="audio", config=CFG, cache_dir=self.cache, workers=2)
-                          for s in kws.KWS_SPLITS}
+            self._data = {
+                s: kws.load_kws(s, features="audio", config=CFG, cache_dir=self.cache, workers=2)
+                for s in kws.KWS_SPLITS
+            }
         return self.cache, self._data
 
 
@@ -124,8 +126,7 @@ def test_a_tampered_cache_file_is_detected_and_regenerated(corpus):
     np.testing.assert_array_equal(again.x, data["test"].x)
     f.write_bytes(b"garbage")
     assert cd.status(name) == "corrupt"
-    np.testing.assert_array_equal(kws.load_kws("test", features="audio", config=CFG, cache_dir=cache).x,
-                                  data["test"].x)
+    np.testing.assert_array_equal(kws.load_kws("test", features="audio", config=CFG, cache_dir=cache).x, data["test"].x)
 
 
 def test_feature_outputs_match_features_of_the_audio(corpus):
@@ -151,7 +152,7 @@ def test_stream_events(engines):
     x = audio.astype(np.float64)
     inside = np.zeros(len(x), bool)
     for s, e, _ in events:
-        inside[int(s * sr):int(e * sr)] = True
+        inside[int(s * sr) : int(e * sr)] = True
     assert np.sqrt((x[inside] ** 2).mean()) > 3 * np.sqrt((x[~inside] ** 2).mean())
 
 

@@ -64,9 +64,16 @@ def test_nir_graph_float_onnx_and_x86(tmp_path, nir_file, semantics):
 TOOLS = {"cortex-m4": ("arm-none-eabi-gcc", "qemu-system-arm"), "arm": ("aarch64-linux-gnu-gcc", "qemu-aarch64")}
 
 
-@pytest.mark.parametrize("target,semantics,int8", [("cortex-m4", "snntorch", True), ("cortex-m4", "nir", True),
-                                                   ("cortex-m4", "nir", False), ("arm", "nir", False),
-                                                   ("arm", "snntorch", True)])
+@pytest.mark.parametrize(
+    "target,semantics,int8",
+    [
+        ("cortex-m4", "snntorch", True),
+        ("cortex-m4", "nir", True),
+        ("cortex-m4", "nir", False),
+        ("arm", "nir", False),
+        ("arm", "snntorch", True),
+    ],
+)
 def test_nir_graph_on_arm_and_cortex_m4(tmp_path, nir_file, target, semantics, int8):
     for tool in TOOLS[target]:
         need_tool(tool)
@@ -97,8 +104,23 @@ def test_command_line_nir_to_cortex_m4_int8_and_nir(tmp_path, nir_file):
         v = subprocess.run(es + ["validate", str(out), "--quiet", "--no-measure"], capture_output=True, text=True)
         assert v.returncode == 0 and "validation passed" in v.stdout, v.stdout + v.stderr
     # the int8 plan travels in the NIR file's metadata
-    p = subprocess.run(es + ["export", str(nir_file), "--target", "nir", "--quant", "edgeseq", "--data",
-                             str(tmp_path / "calib.npz"), "--out", str(tmp_path / "nir")], capture_output=True, text=True)
+    p = subprocess.run(
+        es
+        + [
+            "export",
+            str(nir_file),
+            "--target",
+            "nir",
+            "--quant",
+            "edgeseq",
+            "--data",
+            str(tmp_path / "calib.npz"),
+            "--out",
+            str(tmp_path / "nir"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 0, p.stderr
     g = nir.read(tmp_path / "nir" / "model.nir")
     plan = json.loads(g.metadata["edgeseq_int8_plan"])

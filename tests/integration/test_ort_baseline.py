@@ -14,8 +14,7 @@ pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 
 import edgeseq  # noqa: E402
-from edgeseq.audit.ort_baseline import (audit_rows, constants_to_initializers, op_inventory,  # noqa: E402
-                                        ort_baseline)
+from edgeseq.audit.ort_baseline import audit_rows, constants_to_initializers, op_inventory, ort_baseline  # noqa: E402
 from edgeseq.errors import ConfigError, ShapeError  # noqa: E402
 from edgeseq.export.onnx import build_onnx  # noqa: E402
 from edgeseq.nn import build_model  # noqa: E402
@@ -38,8 +37,13 @@ def test_gru_baseline_records_quantization_and_failures(tmp_path):
     m, x, y = tiny("gru", hidden=12)
     res = ort_baseline(m, x[:32], x, y, tmp_path)
     json.dumps(res, allow_nan=False)  # JSON-able
-    assert set(res["float"]) == {"edgeseq_functions", "edgeseq_inline", "edgeseq_inline_init", "edgeseq_fused",
-                                 "torch_legacy"}
+    assert set(res["float"]) == {
+        "edgeseq_functions",
+        "edgeseq_inline",
+        "edgeseq_inline_init",
+        "edgeseq_fused",
+        "torch_legacy",
+    }
     for name, f in res["float"].items():
         assert f["accuracy"] == 1.0, name  # every float export computes the model
     assert res["float"]["torch_legacy"]["time_symbolic"] and res["float"]["torch_legacy"]["correct_at_other_length"]
@@ -79,8 +83,7 @@ def test_gru_baseline_records_quantization_and_failures(tmp_path):
 
 def test_lstm_dynamic_quantizes_only_the_torch_export(tmp_path):
     m, x, y = tiny("lstm", hidden=8)
-    res = ort_baseline(m, x[:32], x, y, tmp_path, exports=("edgeseq_fused", "torch_legacy"),
-                       methods=("dynamic",))
+    res = ort_baseline(m, x[:32], x, y, tmp_path, exports=("edgeseq_fused", "torch_legacy"), methods=("dynamic",))
     v = variant(res, "torch_legacy", "dynamic")
     assert v["quant_nodes"].get("DynamicQuantizeLSTM") == 1 and v["quantized_recurrence"]
     assert v["runtime_integer_ops"].get("DynamicQuantizeLSTM") == 1
@@ -89,8 +92,9 @@ def test_lstm_dynamic_quantizes_only_the_torch_export(tmp_path):
 
 
 def test_lmu_graph_input_has_no_torch_export(tmp_path):
-    m, x, y = tiny("lmu", hidden=8, memory_d=2, order=4, theta=8.0, hidden_cell="dense", input_to_hidden=True,
-                   readout="mean")
+    m, x, y = tiny(
+        "lmu", hidden=8, memory_d=2, order=4, theta=8.0, hidden_cell="dense", input_to_hidden=True, readout="mean"
+    )
     g = edgeseq.capture(m, x[:2])
     res = ort_baseline(g, x[:32], x, y, tmp_path, methods=("static_qdq", "dynamic_subgraph"))
     assert set(res["float"]) == {"edgeseq_functions", "edgeseq_inline", "edgeseq_inline_init"}

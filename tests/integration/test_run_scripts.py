@@ -43,8 +43,13 @@ def test_cortex_m_run_sh_with_awkward_paths(bad_fixtures, tmp_path):
     assert "arg=in.bin,arg=out.bin" in script
     shutil.copy(art / "golden" / "input.bin", base / "in put,1.bin")
     out = base / "out put,1.bin"
-    r = subprocess.run([str(art / "run.sh"), "step", str(base / "in put,1.bin"), str(out)], capture_output=True,
-                       text=True, timeout=300, cwd=tmp_path)
+    r = subprocess.run(
+        [str(art / "run.sh"), "step", str(base / "in put,1.bin"), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     _check_output(art, out)
     r = subprocess.run(["./run.sh"], capture_output=True, text=True, timeout=300, cwd=art)  # the defaults
@@ -52,8 +57,11 @@ def test_cortex_m_run_sh_with_awkward_paths(bad_fixtures, tmp_path):
     _check_output(art, art / "output.bin")
     r = subprocess.run([str(art / "run.sh"), "step;rm -rf /"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "mode must be" in r.stderr
-    assert not [p for p in os.listdir(os.environ.get("TMPDIR", "/tmp")) if p.startswith("tmp") and
-                (Path(os.environ.get("TMPDIR", "/tmp")) / p / "firmware.elf").exists()], "temporary dir left"
+    assert not [
+        p
+        for p in os.listdir(os.environ.get("TMPDIR", "/tmp"))
+        if p.startswith("tmp") and (Path(os.environ.get("TMPDIR", "/tmp")) / p / "firmware.elf").exists()
+    ], "temporary dir left"
 
 
 def test_x86_bundle_run_sh_with_awkward_paths(bad_fixtures, tmp_path):
@@ -63,7 +71,11 @@ def test_x86_bundle_run_sh_with_awkward_paths(bad_fixtures, tmp_path):
     art = base / "x86, bundle"
     shutil.copytree(bad_fixtures.bundle, art)
     out = base / "o ut,2.bin"
-    r = subprocess.run([str(art / "run.sh"), "step", str(art / "c" / "golden" / "input.bin"), str(out)],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [str(art / "run.sh"), "step", str(art / "c" / "golden" / "input.bin"), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     _check_output(art / "c", out)

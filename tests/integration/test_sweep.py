@@ -41,9 +41,35 @@ def need_cortex_m4(need_tool):
 
 
 def sweep_cmd(out: Path, space: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "edgeseq", "sweep", "--task", "har", "--target", "cortex-m4", "--trials", "4",
-            "--batch", "2", "--space", str(space), "--train-data", FIXTURE, "--test-data", FIXTURE, "--out", str(out),
-            "--no-baseline", "--device-windows", "4", "--chosen-device-windows", "8", "--verbose", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "edgeseq",
+        "sweep",
+        "--task",
+        "har",
+        "--target",
+        "cortex-m4",
+        "--trials",
+        "4",
+        "--batch",
+        "2",
+        "--space",
+        str(space),
+        "--train-data",
+        FIXTURE,
+        "--test-data",
+        FIXTURE,
+        "--out",
+        str(out),
+        "--no-baseline",
+        "--device-windows",
+        "4",
+        "--chosen-device-windows",
+        "8",
+        "--verbose",
+        *extra,
+    ]
 
 
 def write_space(path: Path, doc: dict) -> Path:
@@ -52,8 +78,15 @@ def write_space(path: Path, doc: dict) -> Path:
 
 
 def recorded(out: Path) -> dict[int, bytes]:
-    return {int(d.name): (d / "trial.json").read_bytes() for d in sorted((out / "trials").glob("*"))
-            if (d / "trial.json").is_file()} if (out / "trials").is_dir() else {}
+    return (
+        {
+            int(d.name): (d / "trial.json").read_bytes()
+            for d in sorted((out / "trials").glob("*"))
+            if (d / "trial.json").is_file()
+        }
+        if (out / "trials").is_dir()
+        else {}
+    )
 
 
 def stream(proc) -> "queue.Queue[str | None]":
@@ -86,13 +119,23 @@ def lines_until_exit(proc, on_line, timeout: float = 420.0) -> list[str]:
 
 # ------------------------------------------------------------------------------------ sequential
 
+
 def test_killed_sweep_resumes_without_repeating_trials(tmp_path, need_tool):
     need_cortex_m4(need_tool)
     # "memory_d" is fixed for every architecture: a GRU cannot take it, so GRU trials fail at training
-    space = write_space(tmp_path / "space.json", {
-        "model": {"arch": {"choices": ["lmu", "gru"]}, "hidden": {"choices": [8, 16]},
-                  "order": {"choices": [4, 8], "when": {"arch": ["lmu"]}}, "memory_d": 2},
-        "train": {"epochs": 2}, "quant": {"budget": {"choices": [0.5, 1.0]}}})
+    space = write_space(
+        tmp_path / "space.json",
+        {
+            "model": {
+                "arch": {"choices": ["lmu", "gru"]},
+                "hidden": {"choices": [8, 16]},
+                "order": {"choices": [4, 8], "when": {"arch": ["lmu"]}},
+                "memory_d": 2,
+            },
+            "train": {"epochs": 2},
+            "quant": {"budget": {"choices": [0.5, 1.0]}},
+        },
+    )
     out = tmp_path / "sweep"
     cmd = sweep_cmd(out, space, "--engine", "sequential", "--seed", "3")  # seed 3: one GRU, one LMU first
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -137,8 +180,15 @@ def test_killed_sweep_resumes_without_repeating_trials(tmp_path, need_tool):
     from edgeseq.sweep.run import objectives
 
     sw = results["sweep"]
-    p = Proposer(load_space(space, task="har"), objectives("cortex-m4"), Constraints(), seed=sw["seed"],
-                 batch=sw["batch"], trials=4, startup=sw["startup"])
+    p = Proposer(
+        load_space(space, task="har"),
+        objectives("cortex-m4"),
+        Constraints(),
+        seed=sw["seed"],
+        batch=sw["batch"],
+        trials=4,
+        startup=sw["startup"],
+    )
     want = []
     while (q := p.next()) is not FINISHED:
         want.append(canonical(q.params))
@@ -154,6 +204,7 @@ def test_killed_sweep_resumes_without_repeating_trials(tmp_path, need_tool):
 
 
 # ------------------------------------------------------------------------------------ Ray cluster
+
 
 def need_ray():
     if not (BIN / "ray").is_file():
@@ -180,11 +231,26 @@ def ray_cluster():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    head = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-                             f"--port={port}", "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
-                             f"--temp-dir={tmp}", "--object-store-memory=100000000"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True)
+    head = subprocess.Popen(
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--temp-dir={tmp}",
+            "--object-store-memory=100000000",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     sid = head.pid
     try:
         q, seen, deadline = stream(head), [], time.monotonic() + 180
@@ -215,14 +281,21 @@ def ray_cluster():
 
 def test_ray_cluster_sweep_survives_a_killed_worker_and_matches_sequential(tmp_path, need_tool, ray_cluster):
     need_cortex_m4(need_tool)
-    space = write_space(tmp_path / "space.json", {
-        "model": {"arch": "lmu", "hidden": {"choices": [8, 16]}, "order": {"choices": [4, 8]}, "memory_d": 2},
-        "train": {"epochs": 3}, "quant": {"budget": {"choices": [0.5, 1.0]}}})
+    space = write_space(
+        tmp_path / "space.json",
+        {
+            "model": {"arch": "lmu", "hidden": {"choices": [8, 16]}, "order": {"choices": [4, 8]}, "memory_d": 2},
+            "train": {"epochs": 3},
+            "quant": {"budget": {"choices": [0.5, 1.0]}},
+        },
+    )
     out = tmp_path / "ray"
-    cmd = sweep_cmd(out, space, "--engine", "ray", "--address", ray_cluster["address"], "--workers", "2",
-                    "--retries", "0")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=ray_cluster["env"], start_new_session=True)
+    cmd = sweep_cmd(
+        out, space, "--engine", "ray", "--address", ray_cluster["address"], "--workers", "2", "--retries", "0"
+    )
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ray_cluster["env"], start_new_session=True
+    )
     pids: dict[int, int] = {}
     state: dict = {"killed": None}
 
@@ -253,9 +326,21 @@ def test_ray_cluster_sweep_survives_a_killed_worker_and_matches_sequential(tmp_p
 
     from edgeseq.sweep import sweep
 
-    seq = sweep("har", "cortex-m4", 4, tmp_path / "seq", space=space, batch=2, engine="sequential",
-                train_data=FIXTURE, test_data=FIXTURE, device_windows=4, baselines=[], export_chosen=False,
-                log=lambda m: None)
+    seq = sweep(
+        "har",
+        "cortex-m4",
+        4,
+        tmp_path / "seq",
+        space=space,
+        batch=2,
+        engine="sequential",
+        train_data=FIXTURE,
+        test_data=FIXTURE,
+        device_windows=4,
+        baselines=[],
+        export_chosen=False,
+        log=lambda m: None,
+    )
     ray_trials = {t["number"]: t for t in results["trials"]}
     for t in seq.trials:
         r = ray_trials[t["number"]]

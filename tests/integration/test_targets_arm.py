@@ -43,8 +43,7 @@ def exported(arm_tools, tmp_path_factory):
         key = (case, target)
         if key not in cache:
             graph = zoo_graph(case)
-            art = export_c(graph, tmp_path_factory.mktemp(f"{case}-{target.replace(':', '-')}") / "art",
-                           target=target)
+            art = export_c(graph, tmp_path_factory.mktemp(f"{case}-{target.replace(':', '-')}") / "art", target=target)
             cache[key] = (graph, art)
         return cache[key]
 
@@ -92,8 +91,9 @@ def test_artifact_api_run_script_and_cost(exported):
     (ref, *_), _ = run(graph, x.astype(np.float64))
     assert y.shape == ref.shape and np.max(np.abs(y - ref)) <= 1e-4
     # the one-line run script reproduces the golden vectors
-    subprocess.run([str(art.path / "run.sh"), "step", "golden/input.bin", "out.bin"], cwd=art.path, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [str(art.path / "run.sh"), "step", "golden/input.bin", "out.bin"], cwd=art.path, check=True, capture_output=True
+    )
     got, want = read_output(art.path / "out.bin"), read_output(art.path / "golden" / "expected.bin")
     assert np.max(np.abs(got["pooled"] - want["pooled"])) <= 1e-4
     (art.path / "out.bin").unlink()

@@ -62,9 +62,17 @@ def test_zoo_model_on_cortex_m4_matches_reference(exported, case):
         check_outputs(graph, art.manifest, x, art.target.run(art.binary, x, mode="step", state=True))
 
 
-@pytest.mark.parametrize("target,case", [("cortex-m7", "gru"), ("cortex-m7", "lmuformer_spiking"),
-                                         ("cortex-m7", "l2mu_syn"), ("cortex-m55", "lmu_full"),
-                                         ("cortex-m55", "lif_rec"), ("cortex-m55", "lmuformer")])
+@pytest.mark.parametrize(
+    "target,case",
+    [
+        ("cortex-m7", "gru"),
+        ("cortex-m7", "lmuformer_spiking"),
+        ("cortex-m7", "l2mu_syn"),
+        ("cortex-m55", "lmu_full"),
+        ("cortex-m55", "lif_rec"),
+        ("cortex-m55", "lmuformer"),
+    ],
+)
 def test_other_cores_match_reference(exported, target, case):
     graph, art = exported(case, target)
     for k, (batch, steps) in enumerate(SHAPES[1:]):
@@ -97,8 +105,9 @@ def test_sizes_and_instruction_counts(exported):
     assert s["flash_bytes"] > 4 * graph.num_params() and s["flash_capacity"] == 4 << 20
     assert s["state_struct_bytes"] == art.manifest["buffer_plan"]["struct_bytes_estimate"]
     # arm-none-eabi-size agrees with the ELF reader
-    out = subprocess.run(["arm-none-eabi-size", "-A", "-d", str(art.binary)], check=True, capture_output=True,
-                         text=True).stdout
+    out = subprocess.run(
+        ["arm-none-eabi-size", "-A", "-d", str(art.binary)], check=True, capture_output=True, text=True
+    ).stdout
     rows = {ln.split()[0]: int(ln.split()[1]) for ln in out.splitlines() if ln.startswith(".")}
     assert rows[".text"] + rows[".rodata"] == elf["text"] + elf["rodata"] - rows.get(".ARM.exidx", 0)
     cost = art.cost(make_input(graph, 2, 32, seed=4))
@@ -110,8 +119,13 @@ def test_sizes_and_instruction_counts(exported):
 
 def test_firmware_run_script(exported):
     graph, art = exported("lif")
-    subprocess.run([str(art.path / "run.sh"), "step", "golden/input.bin", "out.bin"], cwd=art.path, check=True,
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [str(art.path / "run.sh"), "step", "golden/input.bin", "out.bin"],
+        cwd=art.path,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     got, want = read_output(art.path / "out.bin"), read_output(art.path / "golden" / "expected.bin")
     assert np.max(np.abs(got["pooled"] - want["pooled"])) <= 1e-4
     (art.path / "out.bin").unlink()
@@ -133,8 +147,16 @@ def test_model_too_large_for_board(mcu_tools, tmp_path):
 
     rng = np.random.default_rng(0)
     b = GraphBuilder(16)
-    graph = b.build(b.add(O.LSTM(w_ih=rng.standard_normal((1024, 16)).astype(np.float32),
-                                 w_hh=rng.standard_normal((1024, 256)).astype(np.float32)), "x", "lstm"))
+    graph = b.build(
+        b.add(
+            O.LSTM(
+                w_ih=rng.standard_normal((1024, 16)).astype(np.float32),
+                w_hh=rng.standard_normal((1024, 256)).astype(np.float32),
+            ),
+            "x",
+            "lstm",
+        )
+    )
     with pytest.raises(ResourceError, match=r"1114112 bytes of flash; cortex-m55 \(mps3-an547\) has 524288"):
         export_c(graph, tmp_path / "b", target="cortex-m55")
     with pytest.raises(ResourceError, match="RAM"):

@@ -97,7 +97,7 @@ def test_aarch64_streaming_chunks_equal_whole(exported, arm_runtime, case):
     whole, whole_state = art.run(x, graph.init_state(2))
     state, parts = graph.init_state(2), []
     for s in range(0, 31, 10):
-        y, state = art.run(x[:, s:s + 10], state)
+        y, state = art.run(x[:, s : s + 10], state)
         parts.append(as_tuple(y))
     for i, name in enumerate(graph.outputs):
         got = np.concatenate([p[i] for p in parts], axis=1) if graph.type_of(name).temporal else parts[-1][i]
@@ -140,8 +140,9 @@ def test_every_cell_case_under_qemu(arm_runtime, tmp_path):
     first, state = art.run(x[:, :17], graph.init_state(bsz))
     second, state = art.run(x[:, 17:], state)
     for i, name in enumerate(graph.outputs):
-        np.testing.assert_array_equal(np.concatenate([as_tuple(first)[i], as_tuple(second)[i]], axis=1),
-                                      as_tuple(whole)[i], err_msg=name)
+        np.testing.assert_array_equal(
+            np.concatenate([as_tuple(first)[i], as_tuple(second)[i]], axis=1), as_tuple(whole)[i], err_msg=name
+        )
     for k in whole_state:
         np.testing.assert_array_equal(state[k], whole_state[k], err_msg=k)
     assert spikes > 0

@@ -19,9 +19,17 @@ from edgeseq.export.tvm.intexport import compile_tvm_int, export_tvm_int  # noqa
 from edgeseq.quant import intexact  # noqa: E402
 
 from ..conftest import IN_CI, need_tool  # noqa: E402
-from ..unit.test_export_tvm_int import (as_tuple, assert_int_equal, check_chunks, check_exact,  # noqa: E402
-                                        check_float_boundary, float_input, int_inputs, ops_program,
-                                        quantized_zoo)
+from ..unit.test_export_tvm_int import (  # noqa: E402
+    as_tuple,
+    assert_int_equal,
+    check_chunks,
+    check_exact,
+    check_float_boundary,
+    float_input,
+    int_inputs,
+    ops_program,
+    quantized_zoo,
+)
 from ..unit.zoo_cases import ZOO  # noqa: E402
 
 pytestmark = pytest.mark.toolchain

@@ -82,15 +82,22 @@ def perturb_int_weights(art_dir, *, matrices: int = 2, rehash: bool = True) -> l
     prog = load_quantized(art_dir / "quantized.esq").program
     path = model_file(art_dir)
     data = bytearray(path.read_bytes())
-    mats = sorted(((k, a) for k, a in prog.consts.items() if a.ndim == 2 and a.dtype.kind == "i"
-                   and a.dtype.itemsize <= 2), key=lambda kv: -kv[1].size)
+    mats = sorted(
+        ((k, a) for k, a in prog.consts.items() if a.ndim == 2 and a.dtype.kind == "i" and a.dtype.itemsize <= 2),
+        key=lambda kv: -kv[1].size,
+    )
     changed: list[str] = []
     for name, w in mats:
-        pairs = [w[:, j:j + 2].ravel() for j in range(0, w.shape[1] - 1, 2)]
+        pairs = [w[:, j : j + 2].ravel() for j in range(0, w.shape[1] - 1, 2)]
         widened = w.T.astype(np.int16)  # the C backend's aarch64 (NEON) tables: int16 columns
         dsp = [dsp_table(w)]  # the C backend's Cortex-M4/M7 table (4-row groups), as a whole
-        for layout, rows in (("row", w), ("column", w.T), ("column pair", pairs), ("int16 column", widened),
-                             ("DSP table", dsp)):
+        for layout, rows in (
+            ("row", w),
+            ("column", w.T),
+            ("column pair", pairs),
+            ("int16 column", widened),
+            ("DSP table", dsp),
+        ):
             hit = None
             for i, r in enumerate(rows):
                 r = np.ascontiguousarray(r)
@@ -102,7 +109,7 @@ def perturb_int_weights(art_dir, *, matrices: int = 2, rehash: bool = True) -> l
                 i, r, at = hit
                 half = np.int64(1 << (8 * w.dtype.itemsize - 2))
                 new = np.where(r >= 0, r.astype(np.int64) - half, r.astype(np.int64) + half).astype(r.dtype)
-                data[at:at + r.nbytes] = new.tobytes()
+                data[at : at + r.nbytes] = new.tobytes()
                 changed.append(f"{name} {layout} {i}")
                 break
         if len(changed) == matrices:
@@ -203,8 +210,9 @@ def test_integer_artifact_passes_against_the_integer_exact_interpreter(exported,
     reports = rep.parts if kind.startswith("bundle") else {"": rep}
     if kind.startswith("bundle"):
         assert rep.artifact["kind"] == "bundle" and set(rep.parts) == {"c", "tvm"}
-        assert {"integrity", "c/golden.consistency", "tvm/golden.head.max_abs_error", "c/data.accuracy_drop"} \
-            <= set(_by_name(rep))
+        assert {"integrity", "c/golden.consistency", "tvm/golden.head.max_abs_error", "c/data.accuracy_drop"} <= set(
+            _by_name(rep)
+        )
     qdq = kind == "onnx-qdq"
     for part, r in reports.items():
         assert r.artifact["number_format"] == ("qdq" if qdq else "integer")
@@ -255,8 +263,17 @@ def test_integer_artifact_passes_against_the_integer_exact_interpreter(exported,
         assert "where the instructions of a step go" in html
 
 
-@pytest.mark.parametrize("case,kind", [("lif", "c-x86"), ("lif", "c-cortex-m4"), ("lif", "onnx-qdq"),
-                                       ("spikes", "c-x86"), ("spikes", "onnx-exact"), ("spikes", "onnx-qdq")])
+@pytest.mark.parametrize(
+    "case,kind",
+    [
+        ("lif", "c-x86"),
+        ("lif", "c-cortex-m4"),
+        ("lif", "onnx-qdq"),
+        ("spikes", "c-x86"),
+        ("spikes", "onnx-exact"),
+        ("spikes", "onnx-qdq"),
+    ],
+)
 def test_spiking_models(exported, models, need_tool, case, kind):
     d = exported(case, kind, need_tool)
     rep = validate(d, reference="cpu", data=models(case)[1], measure=False, prefix_points=0)
@@ -298,8 +315,11 @@ def test_perturbed_integer_weights_fail_naming_the_golden_check(exported, need_t
     reports = rep.parts["c"] if part else rep
     assert reports.golden["outputs"]["head"]["max_lsb_error"] > max(limit, 1)
     allowed = "16 LSB, declared by the exporter" if limit else "bit exact; LSB"
-    with pytest.raises(ToleranceError, match=rf"check\(s\) failed: .*{part}golden\.head\.max_abs_error = \S+ > "
-                                             rf"\S+ \(\d+ LSB, allowed: {allowed}"):
+    with pytest.raises(
+        ToleranceError,
+        match=rf"check\(s\) failed: .*{part}golden\.head\.max_abs_error = \S+ > "
+        rf"\S+ \(\d+ LSB, allowed: {allowed}",
+    ):
         rep.raise_for_failure()
 
 
@@ -308,8 +328,23 @@ def test_perturbed_weights_fail_the_data_check_and_the_cli(exported, models, nee
     perturb_int_weights(bad)
     _, data = models("gru")
     out = tmp_path / "rep"
-    assert cli(["validate", str(bad), "--reference", "cpu", "--data", str(data), "--out", str(out),
-                "--no-measure", "--quiet"]) == 1
+    assert (
+        cli(
+            [
+                "validate",
+                str(bad),
+                "--reference",
+                "cpu",
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--no-measure",
+                "--quiet",
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "validation failed" in err and "golden.head.max_abs_error" in err and "Traceback" not in err
     saved = json.loads((out / "validation.json").read_text())
@@ -338,8 +373,7 @@ def test_a_different_stored_quantized_graph_fails_the_consistency_check(exported
     assert "golden.consistency" in failed and "integrity" not in failed, rep.summary()
 
 
-def test_without_a_stored_quantized_graph_the_golden_outputs_are_the_reference(exported, models, need_tool,
-                                                                               tmp_path):
+def test_without_a_stored_quantized_graph_the_golden_outputs_are_the_reference(exported, models, need_tool, tmp_path):
     d = _copy(exported("gru", "c-x86", need_tool), tmp_path / "noq")
     (d / "quantized.esq").unlink()
     m = json.loads((d / "manifest.json").read_text())

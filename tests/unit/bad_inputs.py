@@ -54,12 +54,34 @@ def zip_bytes(members: list[Member]) -> bytes:
         else:
             method, comp, size, crc = 8, m.deflated, m.size, m.crc
         offset = out.tell()
-        out.write(struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, method, 0, 0x21, crc, len(comp), size,
-                              len(name), 0))
+        out.write(
+            struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, method, 0, 0x21, crc, len(comp), size, len(name), 0)
+        )
         out.write(name)
         out.write(comp)
-        central.append(struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, 0, method, 0, 0x21, crc,
-                                   len(comp), size, len(name), 0, 0, 0, 0, 0, offset) + name)
+        central.append(
+            struct.pack(
+                "<4sHHHHHHIIIHHHHHII",
+                b"PK\x01\x02",
+                20,
+                20,
+                0,
+                method,
+                0,
+                0x21,
+                crc,
+                len(comp),
+                size,
+                len(name),
+                0,
+                0,
+                0,
+                0,
+                0,
+                offset,
+            )
+            + name
+        )
     cd_start = out.tell()
     for c in central:
         out.write(c)
@@ -134,8 +156,13 @@ def members_of(path: Path) -> dict[str, bytes]:
         return {n: z.read(n) for n in z.namelist()}
 
 
-def rezip(src: Path, dst: Path, edit: Optional[Callable[[str, bytes], Optional[bytes]]] = None,
-          add: Optional[dict] = None, extra: Optional[list[Member]] = None) -> Path:
+def rezip(
+    src: Path,
+    dst: Path,
+    edit: Optional[Callable[[str, bytes], Optional[bytes]]] = None,
+    add: Optional[dict] = None,
+    extra: Optional[list[Member]] = None,
+) -> Path:
     """Copy the zip ``src`` to ``dst``; ``edit(name, data)`` returns new data or None (drop it)."""
     members = []
     for n, data in members_of(src).items():
@@ -244,5 +271,13 @@ def build(root: Path, *, bundle: bool = True) -> Fixtures:
     edgeseq.export(g, target="onnx", out=root / "onnx")
     if bundle:
         edgeseq.export(g, target="x86", out=root / "bundle")
-    return Fixtures(root, root / "g.esq", root / "g.q.esq", root / "other.q.esq", root / "m.ckpt", root / "onnx",
-                    root / "bundle", root / "data.npz")
+    return Fixtures(
+        root,
+        root / "g.esq",
+        root / "g.q.esq",
+        root / "other.q.esq",
+        root / "m.ckpt",
+        root / "onnx",
+        root / "bundle",
+        root / "data.npz",
+    )

@@ -9,8 +9,26 @@ from functools import lru_cache
 
 import numpy as np
 
-from edgeseq.quant.program import (Add, CmpGe, Clamp, Concat, Div, Gather, InputSpec, Isqrt, Load, Lut, MatVec, Mul,
-                                   OutputSpec, ProgramBuilder, Requant, Select, Store, Sub)
+from edgeseq.quant.program import (
+    Add,
+    Clamp,
+    CmpGe,
+    Concat,
+    Div,
+    Gather,
+    InputSpec,
+    Isqrt,
+    Load,
+    Lut,
+    MatVec,
+    Mul,
+    OutputSpec,
+    ProgramBuilder,
+    Requant,
+    Select,
+    Store,
+    Sub,
+)
 
 from .zoo_cases import ZOO, build
 
@@ -75,9 +93,15 @@ def edge_program(seed=0):
     s41 = b.const("s41", [41], np.int8)
     dn = b.emit(Requant(out="dn", x=up, mult=m30, shift=s41), n, bits=8)
     # uniform per-channel tables become literals; s <= 32 keeps the 64-bit path
-    r2 = b.emit(Requant(out="r2", x=x, mult=b.const("mu", [1518500250] * n, np.int32), shift=b.const("su", [31] * n, np.int8)), n, bits=12)
+    r2 = b.emit(
+        Requant(out="r2", x=x, mult=b.const("mu", [1518500250] * n, np.int32), shift=b.const("su", [31] * n, np.int8)),
+        n,
+        bits=12,
+    )
     # div (64-bit, negative numerators) and isqrt (32 and 64 bit)
-    den = b.emit(Clamp(out="den", x=x, lo=b.const("one", [1], np.int16), hi=b.const("hi16", [32767], np.int16)), n, bits=16)
+    den = b.emit(
+        Clamp(out="den", x=x, lo=b.const("one", [1], np.int16), hi=b.const("hi16", [32767], np.int16)), n, bits=16
+    )
     d64 = b.emit(Div(out="d64", a=big, b=den), n)
     zero, hi16 = b.const("z", [0], np.int8), b.const("hi16", [32767], np.int16)
     pos = b.emit(Clamp(out="pos", x=big, lo=zero, hi=b.const("cap", [1 << 42], np.int64)), n, bits=44)
@@ -107,7 +131,13 @@ def edge_program(seed=0):
     # a two-row history with a shift (gather over a concat that includes a constant)
     ring = b.emit(Load(out="ring.prev", state="ring/buf"), 2 * n)
     win = b.emit(Concat(out="win", xs=(ring, newm)), 3 * n)
-    b.emit(Store(out="ring/buf", x=b.emit(Gather(out="shifted", x=win, index=b.const("shift", np.arange(n, 3 * n), np.int8)), 2 * n)), 2 * n)
+    b.emit(
+        Store(
+            out="ring/buf",
+            x=b.emit(Gather(out="shifted", x=win, index=b.const("shift", np.arange(n, 3 * n), np.int8)), 2 * n),
+        ),
+        2 * n,
+    )
     cat = b.emit(Concat(out="cat", xs=(win, b.const("pad", [3, -3, 7], np.int16))), 3 * n + 3)
     # matvecs: int16 x int16 into int64 accumulators, blocked int8 weights, odd sizes for SIMD remainders
     W64 = b.const("W64", rng.integers(-32768, 32768, size=(4, 3 * n + 3)), np.int16)
@@ -121,7 +151,14 @@ def edge_program(seed=0):
     mv816 = b.emit(MatVec(out="mv816", x=g9, w=W8s16), 5)
     W1616 = b.const("W1616", rng.integers(-32768, 32768, size=(3, 9)), np.int16)
     g9b = b.emit(Gather(out="g9b", x=cat3, index=b.const("i9b", [1, 2, 4, 7, 8, 10, 11, 13, 14], np.int8)), 9)
-    mv1616 = b.emit(MatVec(out="mv1616", x=b.emit(Requant(out="g9q", x=g9b, mult=m30, shift=b.const("s32", [32], np.int8)), 9, bits=14), w=W1616), 3)
+    mv1616 = b.emit(
+        MatVec(
+            out="mv1616",
+            x=b.emit(Requant(out="g9q", x=g9b, mult=m30, shift=b.const("s32", [32], np.int8)), 9, bits=14),
+            w=W1616,
+        ),
+        3,
+    )
     # temporal outputs: one int32 per-channel-scaled vector, one int16
     outv = b.emit(Concat(out="out_t", xs=(r1, up, dn, r2, s32, d32, l0, l1, l3, sel, delta)), 11 * n)
     wide = b.emit(Concat(out="wide", xs=(d64, s64)), 2 * n)
@@ -137,8 +174,17 @@ def edge_program(seed=0):
     fs = b.emit(Load(out="f.sum", state="acc/sum"), n)
     fm = b.emit(Load(out="f.mem", state="mem/m"), n)
     fq = b.emit(Div(out="f.q", a=fs, b=b.const("f.den", [3], np.int8)), n)
-    fy = b.emit(Clamp(out="f.y", x=b.emit(Add(out="f.sum2", a=fq, b=fm), n), lo=b.const("f.lo", [-1 << 30], np.int32), hi=b.const("f.hi", [1 << 30], np.int32)), n, bits=32)
-    b.outputs.append(OutputSpec("pooled", fy, False, np.asarray([2.0 ** -10])))
+    fy = b.emit(
+        Clamp(
+            out="f.y",
+            x=b.emit(Add(out="f.sum2", a=fq, b=fm), n),
+            lo=b.const("f.lo", [-1 << 30], np.int32),
+            hi=b.const("f.hi", [1 << 30], np.int32),
+        ),
+        n,
+        bits=32,
+    )
+    b.outputs.append(OutputSpec("pooled", fy, False, np.asarray([2.0**-10])))
     return b.build()
 
 
@@ -154,8 +200,14 @@ def check_bit_exact(run, info, prog, seed: int = 0, float_api: bool = False, ste
     4. with ``float_api``: the float API (what ``Artifact.run`` uses) equals the dequantized
        reference exactly, and esq_run over the sequence / over chunks equals esq_step per step.
     """
-    from edgeseq.export.c.artifact import split_outputs
-    from edgeseq.export.c.artifact import _split_input, _state_array, _state_dict, dequantize, int_reference
+    from edgeseq.export.c.artifact import (
+        _split_input,
+        _state_array,
+        _state_dict,
+        dequantize,
+        int_reference,
+        split_outputs,
+    )
     from edgeseq.quant import intexact
 
     rng = np.random.default_rng(seed)
@@ -167,7 +219,8 @@ def check_bit_exact(run, info, prog, seed: int = 0, float_api: bool = False, ste
         names = [d["name"] for d in info["outputs"]]
         for name, g, r in zip(names, got, ref_outs):
             assert g.shape == r.shape and np.array_equal(g, r), (
-                f"output '{name}': {int(np.count_nonzero(g != r)) if g.shape == r.shape else 'shape'} values differ")
+                f"output '{name}': {int(np.count_nonzero(g != r)) if g.shape == r.shape else 'shape'} values differ"
+            )
         if ref_state is not None:
             gst = _state_dict(info, res.state)
             for k, v in ref_state.items():
@@ -186,8 +239,10 @@ def check_bit_exact(run, info, prog, seed: int = 0, float_api: bool = False, ste
     same(res, r_outs, r_state)
     x1 = (rng.normal(size=(1, 1, F)) * 2).astype(np.float32)
     same(run(x1, qout=True, state=True), *ref(quant(x1)))
-    xr = np.concatenate([rng.integers(-(1 << (s.bits - 1)), 1 << (s.bits - 1), size=(3, 30, len(s.channels)))
-                         for s in prog.inputs], axis=2)
+    xr = np.concatenate(
+        [rng.integers(-(1 << (s.bits - 1)), 1 << (s.bits - 1), size=(3, 30, len(s.channels))) for s in prog.inputs],
+        axis=2,
+    )
     xr[0, 0] = [-(1 << (s.bits - 1)) for s in prog.inputs for _ in s.channels]
     xr[0, 1] = [(1 << (s.bits - 1)) - 1 for s in prog.inputs for _ in s.channels]
     assert xr.shape[2] == nq
@@ -223,36 +278,72 @@ def kernel_programs(seed=0) -> list:
     b = ProgramBuilder()
     f = 9
     x16 = b.add_input(InputSpec("x", np.arange(f), 16, np.full(f, 0.01), np.full(f, 100.0), np.zeros(f)))
-    x8 = b.emit(Requant(out="x8", x=x16, mult=b.const("m30", [1 << 30], np.int32), shift=b.const("s38", [38], np.int8)),
-                f, bits=8)
+    x8 = b.emit(
+        Requant(out="x8", x=x16, mult=b.const("m30", [1 << 30], np.int32), shift=b.const("s38", [38], np.int8)),
+        f,
+        bits=8,
+    )
     outs = []
-    for k, (n, i, src, bias) in enumerate([(7, 9, x16, True), (13, 9, x8, False), (6, 9, x16, False),
-                                          (25, 9, x8, True), (1, 9, x16, True)]):
+    for k, (n, i, src, bias) in enumerate(
+        [(7, 9, x16, True), (13, 9, x8, False), (6, 9, x16, False), (25, 9, x8, True), (1, 9, x16, True)]
+    ):
         W = b.const(f"W{k}", w8(n, i), np.int8)
         bb = b.const(f"b{k}", rng.integers(-5000, 5000, size=n), np.int32) if bias else None
         outs.append(b.emit(MatVec(out=f"y{k}", x=src, w=W, bias=bb), n))
     b.add_state("m", (3, 5), 16)
     mprev = b.emit(Load(out="m.prev", state="m"), 15)
-    u = b.emit(Requant(out="u", x=x16, mult=b.const("m30b", [1 << 30], np.int32), shift=b.const("s31", [31], np.int8)),
-               f, bits=16)
+    u = b.emit(
+        Requant(out="u", x=x16, mult=b.const("m30b", [1 << 30], np.int32), shift=b.const("s31", [31], np.int8)),
+        f,
+        bits=16,
+    )
     u3 = b.emit(Gather(out="u3", x=u, index=b.const("iu", [0, 4, 8], np.int8)), 3)
     cat = b.emit(Concat(out="cat", xs=(mprev, u3), blocks=3), 18)
     A = b.const("A", rng.integers(-3000, 3000, size=(5, 6)), np.int16)
-    acc = b.emit(MatVec(out="acc", x=cat, w=A, blocks=3, bias=b.const("bA", rng.integers(-99, 99, size=5), np.int32)),
-                 15)
-    mnew = b.emit(Requant(out="m.new", x=acc, mult=b.const("mm", rng.integers(1 << 30, 1 << 31, size=15), np.int32),
-                          shift=b.const("ms", rng.integers(40, 44, size=15), np.int8)), 15, bits=16)
+    acc = b.emit(
+        MatVec(out="acc", x=cat, w=A, blocks=3, bias=b.const("bA", rng.integers(-99, 99, size=5), np.int32)), 15
+    )
+    mnew = b.emit(
+        Requant(
+            out="m.new",
+            x=acc,
+            mult=b.const("mm", rng.integers(1 << 30, 1 << 31, size=15), np.int32),
+            shift=b.const("ms", rng.integers(40, 44, size=15), np.int8),
+        ),
+        15,
+        bits=16,
+    )
     b.emit(Store(out="m", x=mnew), 15)
     # matvecs whose accumulators only a requantization reads (fused on DSP cores), one over blocks
     for k, (n, src, blocks) in enumerate([(7, x16, 1), (5, x8, 1), (3, u, 3)]):
         W = b.const(f"Wq{k}", w8(n, src and b.width(src) // blocks), np.int8)
-        accq = b.emit(MatVec(out=f"accq{k}", x=src, w=W, blocks=blocks,
-                             bias=b.const(f"bq{k}", rng.integers(-999, 999, size=n), np.int32)), n * blocks)
-        rq = b.emit(Requant(out=f"rq{k}", x=accq, mult=b.const(f"mq{k}", rng.integers(1 << 30, 1 << 31, size=n * blocks),
-                                                               np.int32),
-                            shift=b.const(f"sq{k}", rng.integers(30, 40, size=n * blocks), np.int8)), n * blocks, bits=8)
-        outs.append(b.emit(Clamp(out=f"cq{k}", x=rq, lo=b.const("m100", [-100], np.int8),
-                                 hi=b.const("p100", [100], np.int8)), n * blocks, bits=8))
+        accq = b.emit(
+            MatVec(
+                out=f"accq{k}",
+                x=src,
+                w=W,
+                blocks=blocks,
+                bias=b.const(f"bq{k}", rng.integers(-999, 999, size=n), np.int32),
+            ),
+            n * blocks,
+        )
+        rq = b.emit(
+            Requant(
+                out=f"rq{k}",
+                x=accq,
+                mult=b.const(f"mq{k}", rng.integers(1 << 30, 1 << 31, size=n * blocks), np.int32),
+                shift=b.const(f"sq{k}", rng.integers(30, 40, size=n * blocks), np.int8),
+            ),
+            n * blocks,
+            bits=8,
+        )
+        outs.append(
+            b.emit(
+                Clamp(out=f"cq{k}", x=rq, lo=b.const("m100", [-100], np.int8), hi=b.const("p100", [100], np.int8)),
+                n * blocks,
+                bits=8,
+            )
+        )
     W16 = b.const("W16", rng.integers(-300, 300, size=(10, 9)), np.int16)
     outs.append(b.emit(MatVec(out="y16", x=x8, w=W16), 10))
     outs.append(b.emit(MatVec(out="yw", x=x16, w=b.const("Ww", w8(11, 9), np.int8)), 11))
@@ -269,17 +360,31 @@ def kernel_programs(seed=0) -> list:
     sp = b.emit(Load(out="s.prev", state="s"), n)
     hp = b.emit(Load(out="h.prev", state="h"), n)
     big = b.emit(Mul(out="big", a=x, b=b.const("k", rng.integers(-300, 300, size=n), np.int16)), n)
-    r1 = b.emit(Requant(out="r1", x=big, mult=b.const("mult", rng.integers(1 << 30, 1 << 31, size=n), np.int32),
-                        shift=b.const("sh", rng.integers(28, 36, size=n), np.int8), pre=2), n, bits=16)
-    t = b.emit(Lut(out="t", x=r1, table=b.const("tanh", np.rint(np.tanh(np.linspace(-4, 4, 513)) * 32767), np.int16)),
-               n, bits=16)
-    t8 = b.emit(Requant(out="t8", x=t, mult=b.const("m30", [1 << 30], np.int32), shift=b.const("s38", [38], np.int8)),
-                n, bits=8)
+    r1 = b.emit(
+        Requant(
+            out="r1",
+            x=big,
+            mult=b.const("mult", rng.integers(1 << 30, 1 << 31, size=n), np.int32),
+            shift=b.const("sh", rng.integers(28, 36, size=n), np.int8),
+            pre=2,
+        ),
+        n,
+        bits=16,
+    )
+    t = b.emit(
+        Lut(out="t", x=r1, table=b.const("tanh", np.rint(np.tanh(np.linspace(-4, 4, 513)) * 32767), np.int16)),
+        n,
+        bits=16,
+    )
+    t8 = b.emit(
+        Requant(out="t8", x=t, mult=b.const("m30", [1 << 30], np.int32), shift=b.const("s38", [38], np.int8)), n, bits=8
+    )
     l8 = b.emit(Lut(out="l8", x=t8, table=b.const("t256", (np.arange(256) * 5 % 251) - 125, np.int8)), n, bits=8)
     ge = b.emit(CmpGe(out="ge", a=t, b=hp), n)
     sel = b.emit(Select(out="sel", c=ge, a=t, b=hp), n)
-    cl = b.emit(Clamp(out="cl", x=sel, lo=b.const("lo", [-20000], np.int16), hi=b.const("hi", [20000], np.int16)),
-                n, bits=16)
+    cl = b.emit(
+        Clamp(out="cl", x=sel, lo=b.const("lo", [-20000], np.int16), hi=b.const("hi", [20000], np.int16)), n, bits=16
+    )
     d = b.emit(Sub(out="d", a=cl, b=l8), n)
     b.emit(Store(out="h", x=cl), n)
     s2 = b.emit(Add(out="s.new", a=sp, b=d, accumulate=True), n, bits=32)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeseq.ir import GraphBuilder, ops as O
+from edgeseq.ir import GraphBuilder
+from edgeseq.ir import ops as O
 
 I = 5  # noqa: E741 - input features of every case
 
@@ -20,22 +21,38 @@ def _b(rng, n, s=0.2):
 
 def _neuron(rng, n, synaptic=False, reset="subtract", delay=True, scale=False, vec=True):
     beta = rng.uniform(0.6, 0.95, n) if vec else 0.9
-    return O.NeuronParams(beta=beta, threshold=rng.uniform(0.4, 1.0, n) if vec else 0.7,
-                          alpha=(rng.uniform(0.5, 0.9, n) if vec else 0.8) if synaptic else None,
-                          reset=reset, reset_delay=delay, spike_scale=rng.uniform(0.5, 1.5, n) if scale else None)
+    return O.NeuronParams(
+        beta=beta,
+        threshold=rng.uniform(0.4, 1.0, n) if vec else 0.7,
+        alpha=(rng.uniform(0.5, 0.9, n) if vec else 0.8) if synaptic else None,
+        reset=reset,
+        reset_delay=delay,
+        spike_scale=rng.uniform(0.5, 1.5, n) if scale else None,
+    )
 
 
 def _gated(rng, cls, gates, h=7, bias=True, **kw):
-    return cls(w_ih=_w(rng, gates * h, I), w_hh=_w(rng, gates * h, h), b_ih=_b(rng, gates * h) if bias else None,
-               b_hh=_b(rng, gates * h) if bias else None, **kw)
+    return cls(
+        w_ih=_w(rng, gates * h, I),
+        w_hh=_w(rng, gates * h, h),
+        b_ih=_b(rng, gates * h) if bias else None,
+        b_hh=_b(rng, gates * h) if bias else None,
+        **kw,
+    )
 
 
 def _lmu(rng, h=6, d=2, order=4, **opt):
     m = d * order
     kw = dict(e_x=_w(rng, d, I), order=order, theta=7.0, w_m=_w(rng, h, m), b_h=_b(rng, h))
     if opt.get("full"):
-        kw.update(e_h=_w(rng, d, h), e_m=_w(rng, d, m), b_u=_b(rng, d), w_x=_w(rng, h, I), w_h=_w(rng, h, h),
-                  discretizer="euler")
+        kw.update(
+            e_h=_w(rng, d, h),
+            e_m=_w(rng, d, m),
+            b_u=_b(rng, d),
+            w_x=_w(rng, h, I),
+            w_h=_w(rng, h, h),
+            discretizer="euler",
+        )
     if opt.get("no_hidden"):
         kw = dict(e_x=_w(rng, d, I), order=order, theta=7.0, e_m=_w(rng, d, m))
     if opt.get("act"):
@@ -48,18 +65,35 @@ def _l2mu(rng, h=6, d=2, order=4, synaptic=False):
 
     a, b = lmu_matrices(order, 6.0, "zoh")
     m = d * order
-    return O.L2MU(a=a, b=np.ravel(b), e_x=_w(rng, d, I, 2.0), w_m=_w(rng, h, m, 2.0), e_h=_w(rng, d, h),
-                  w_h=_w(rng, h, h), b_h=_b(rng, h), b_u=_b(rng, d),
-                  u_neuron=_neuron(rng, d, synaptic), m_neuron=_neuron(rng, m, synaptic, reset="zero"),
-                  h_neuron=_neuron(rng, h, synaptic, reset="zero_total", scale=True))
+    return O.L2MU(
+        a=a,
+        b=np.ravel(b),
+        e_x=_w(rng, d, I, 2.0),
+        w_m=_w(rng, h, m, 2.0),
+        e_h=_w(rng, d, h),
+        w_h=_w(rng, h, h),
+        b_h=_b(rng, h),
+        b_u=_b(rng, d),
+        u_neuron=_neuron(rng, d, synaptic),
+        m_neuron=_neuron(rng, m, synaptic, reset="zero"),
+        h_neuron=_neuron(rng, h, synaptic, reset="zero_total", scale=True),
+    )
 
 
 def _s4d(rng, cplx: bool, n=4):
-    kw = dict(log_dt=rng.uniform(np.log(0.01), np.log(0.5), I), a_re=-rng.uniform(0.2, 1.0, (I, n)),
-              b_re=rng.normal(size=(I, n)), c_re=rng.normal(size=(I, n)) * 0.5)
+    kw = dict(
+        log_dt=rng.uniform(np.log(0.01), np.log(0.5), I),
+        a_re=-rng.uniform(0.2, 1.0, (I, n)),
+        b_re=rng.normal(size=(I, n)),
+        c_re=rng.normal(size=(I, n)) * 0.5,
+    )
     if cplx:
-        kw.update(a_im=np.pi * np.arange(n) * np.ones((I, 1)), b_im=rng.normal(size=(I, n)) * 0.3,
-                  c_im=rng.normal(size=(I, n)) * 0.5, d=rng.normal(size=I))
+        kw.update(
+            a_im=np.pi * np.arange(n) * np.ones((I, 1)),
+            b_im=rng.normal(size=(I, n)) * 0.3,
+            c_im=rng.normal(size=(I, n)) * 0.5,
+            d=rng.normal(size=I),
+        )
     return O.S4D(**kw)
 
 
@@ -74,8 +108,9 @@ def cases():
         "lstm": lambda r: _gated(r, O.LSTM, 4),
         "mingru": lambda r: O.MinGRU(w_z=_w(r, 6, I), w_h=_w(r, 6, I), b_z=_b(r, 6), b_h=_b(r, 6)),
         "mingru_identity": lambda r: O.MinGRU(w_z=_w(r, 6, I), w_h=_w(r, 6, I), candidate="identity"),
-        "minlstm": lambda r: O.MinLSTM(w_f=_w(r, 6, I), w_i=_w(r, 6, I), w_h=_w(r, 6, I), b_f=_b(r, 6),
-                                       b_i=_b(r, 6), b_h=_b(r, 6)),
+        "minlstm": lambda r: O.MinLSTM(
+            w_f=_w(r, 6, I), w_i=_w(r, 6, I), w_h=_w(r, 6, I), b_f=_b(r, 6), b_i=_b(r, 6), b_h=_b(r, 6)
+        ),
         "lmu": lambda r: _lmu(r),
         "lmu_full": lambda r: _lmu(r, full=True),
         "lmu_no_hidden": lambda r: _lmu(r, no_hidden=True),
@@ -89,25 +124,38 @@ def cases():
     }
     for reset in ("subtract", "zero", "zero_total", "none"):
         for delay in (True, False):
-            c[f"lif_{reset}{'' if delay else '_now'}"] = (
-                lambda r, reset=reset, delay=delay: O.LIF(neuron=_neuron(r, I, reset=reset, delay=delay)))
+            c[f"lif_{reset}{'' if delay else '_now'}"] = lambda r, reset=reset, delay=delay: O.LIF(
+                neuron=_neuron(r, I, reset=reset, delay=delay)
+            )
     c["lif_scalar_both"] = lambda r: O.LIF(neuron=_neuron(r, I, vec=False), emit="both")
     c["lif_membrane_scaled"] = lambda r: O.LIF(neuron=_neuron(r, I, scale=True), emit="membrane")
-    c["lif_one_to_one"] = lambda r: O.LIF(neuron=_neuron(r, I, reset="zero"), recurrence="one_to_one",
-                                          v_rec=r.normal(size=I))
-    c["lif_all_to_all"] = lambda r: O.LIF(neuron=_neuron(r, I), recurrence="all_to_all",
-                                          w_rec=_w(r, I, I), b_rec=_b(r, I))
+    c["lif_one_to_one"] = lambda r: O.LIF(
+        neuron=_neuron(r, I, reset="zero"), recurrence="one_to_one", v_rec=r.normal(size=I)
+    )
+    c["lif_all_to_all"] = lambda r: O.LIF(
+        neuron=_neuron(r, I), recurrence="all_to_all", w_rec=_w(r, I, I), b_rec=_b(r, I)
+    )
     c["cubalif"] = lambda r: O.CuBaLIF(neuron=_neuron(r, I, synaptic=True))
-    c["cubalif_all"] = lambda r: O.CuBaLIF(neuron=_neuron(r, I, synaptic=True), emit="all", recurrence="one_to_one",
-                                           v_rec=r.normal(size=I))
-    c["cubalif_rec_now"] = lambda r: O.CuBaLIF(neuron=_neuron(r, I, synaptic=True, reset="zero_total", delay=False,
-                                                               scale=True), recurrence="one_to_one",
-                                               v_rec=r.normal(size=I))
+    c["cubalif_all"] = lambda r: O.CuBaLIF(
+        neuron=_neuron(r, I, synaptic=True), emit="all", recurrence="one_to_one", v_rec=r.normal(size=I)
+    )
+    c["cubalif_rec_now"] = lambda r: O.CuBaLIF(
+        neuron=_neuron(r, I, synaptic=True, reset="zero_total", delay=False, scale=True),
+        recurrence="one_to_one",
+        v_rec=r.normal(size=I),
+    )
+
     def leaky(r, synaptic=False, **kw):  # NIR neurons once discretised (edgeseq.frontends.nir)
         kw.setdefault("threshold", r.uniform(0.4, 1.0, I))
-        return O.LeakyNeuron(decay=r.uniform(0.6, 0.99, I), gain=r.uniform(0.2, 1.5, I), bias=r.normal(size=I) * 0.1,
-                             syn_decay=r.uniform(0.5, 0.9, I) if synaptic else None,
-                             syn_gain=r.uniform(0.3, 1.2, I) if synaptic else None, **kw)
+        return O.LeakyNeuron(
+            decay=r.uniform(0.6, 0.99, I),
+            gain=r.uniform(0.2, 1.5, I),
+            bias=r.normal(size=I) * 0.1,
+            syn_decay=r.uniform(0.5, 0.9, I) if synaptic else None,
+            syn_gain=r.uniform(0.3, 1.2, I) if synaptic else None,
+            **kw,
+        )
+
     c["leaky_lif_reset_value"] = lambda r: leaky(r, v_reset=r.normal(size=I) * 0.2)
     c["leaky_lif_subtract_both"] = lambda r: leaky(r, reset="subtract", emit="both")
     c["leaky_cubalif"] = lambda r: leaky(r, synaptic=True)

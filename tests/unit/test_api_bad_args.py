@@ -15,8 +15,19 @@ from edgeseq.errors import EdgeseqError
 NAN_X = np.full((1, 4, 3), np.nan, np.float32)
 RAGGED = [[[1.0, 2.0, 3.0]], [[1.0, 2.0]]]
 BAD_PATHS = [None, 123, 1.5, "", b"bytes", [], {}, "/nonexistent/file", "/dev/zero", "/"]
-BAD_ARRAYS = [None, "abc", RAGGED, np.zeros((4, 3)), np.zeros((1, 4, 5)), np.zeros((0, 4, 3)), NAN_X,
-              np.array([[["a", "b", "c"]]]), np.array([object()], dtype=object), {"x": 1}, 7]
+BAD_ARRAYS = [
+    None,
+    "abc",
+    RAGGED,
+    np.zeros((4, 3)),
+    np.zeros((1, 4, 5)),
+    np.zeros((0, 4, 3)),
+    NAN_X,
+    np.array([[["a", "b", "c"]]]),
+    np.array([object()], dtype=object),
+    {"x": 1},
+    7,
+]
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +36,14 @@ def api(bad_fixtures, tmp_path_factory):
     from edgeseq.quant import load_quantized
 
     tmp = tmp_path_factory.mktemp("api")
-    return {"graph": edgeseq.load(bad_fixtures.esq), "q": load_quantized(bad_fixtures.qesq),
-            "art": load_artifact(bad_fixtures.onnx), "fx": bad_fixtures, "tmp": tmp,
-            "x": np.random.default_rng(0).standard_normal((2, 5, 3)).astype(np.float32)}
+    return {
+        "graph": edgeseq.load(bad_fixtures.esq),
+        "q": load_quantized(bad_fixtures.qesq),
+        "art": load_artifact(bad_fixtures.onnx),
+        "fx": bad_fixtures,
+        "tmp": tmp,
+        "x": np.random.default_rng(0).standard_normal((2, 5, 3)).astype(np.float32),
+    }
 
 
 def _typed(fn, *args, **kw):
@@ -52,17 +68,35 @@ def _calls(api):
         os.mkfifo(fifo)
     (tmp / "file.txt").write_text("x")
     # bad places to write: never a real system path (a writer that accepted one would damage the machine)
-    bad_out = [None, 123, 1.5, "", b"bytes", [], {}, str(tmp), str(fifo), str(tmp / "file.txt" / "sub"),
-               str(tmp / ("n" * 300)), "a\x00b"]
+    bad_out = [
+        None,
+        123,
+        1.5,
+        "",
+        b"bytes",
+        [],
+        {},
+        str(tmp),
+        str(fifo),
+        str(tmp / "file.txt" / "sub"),
+        str(tmp / ("n" * 300)),
+        "a\x00b",
+    ]
     for p in bad_out:
         calls.append((f"Graph.save({p!r:.40})", lambda p=p: g.save(p)))
         calls.append((f"QuantizedGraph.save({p!r:.40})", lambda p=p: q.save(p)))
         calls.append((f"export(out={p!r:.40})", lambda p=p: edgeseq.export(g, target="onnx", out=p)))
     for p in BAD_PATHS:
-        for name, fn in (("load", edgeseq.load), ("load_quantized", load_quantized), ("load_artifact", load_artifact),
-                         ("open_artifact", open_artifact), ("read_checkpoint", read_checkpoint),
-                         ("load_checkpoint", load_checkpoint), ("load_model", load_model),
-                         ("validate", edgeseq.validate)):
+        for name, fn in (
+            ("load", edgeseq.load),
+            ("load_quantized", load_quantized),
+            ("load_artifact", load_artifact),
+            ("open_artifact", open_artifact),
+            ("read_checkpoint", read_checkpoint),
+            ("load_checkpoint", load_checkpoint),
+            ("load_model", load_model),
+            ("validate", edgeseq.validate),
+        ):
             calls.append((f"{name}({p!r})", lambda fn=fn, p=p: fn(p)))
     for a in BAD_ARRAYS:
         calls += [
@@ -73,23 +107,42 @@ def _calls(api):
             (f"quantize(calib={a!r:.30})", lambda a=a: edgeseq.quantize(g, a)),
         ]
         if a is not None:  # None: the default golden input
-            calls.append((f"export(golden_input={a!r:.30})", lambda a=a: edgeseq.export(g, target="onnx",
-                                                                                           out=tmp / "o", golden_input=a)))
-    for st in ([1, 2], "state", {"rnn/h": np.full((2, 8), np.nan)}, {"rnn/h": np.zeros((3, 8))}, {"bogus": 1},
-               {"rnn/h": RAGGED}):
+            calls.append(
+                (
+                    f"export(golden_input={a!r:.30})",
+                    lambda a=a: edgeseq.export(g, target="onnx", out=tmp / "o", golden_input=a),
+                )
+            )
+    for st in (
+        [1, 2],
+        "state",
+        {"rnn/h": np.full((2, 8), np.nan)},
+        {"rnn/h": np.zeros((3, 8))},
+        {"bogus": 1},
+        {"rnn/h": RAGGED},
+    ):
         calls.append((f"reference(state={st!r:.30})", lambda st=st: edgeseq.reference(g, x, st)))
     for bad_graph in (None, 123, "g.esq", np.zeros(3)):
-        calls += [(f"reference(graph={bad_graph!r:.20})", lambda b=bad_graph: edgeseq.reference(b, x)),
-                  (f"quantize(graph={bad_graph!r:.20})", lambda b=bad_graph: edgeseq.quantize(b, x)),
-                  (f"export(model={bad_graph!r:.20})", lambda b=bad_graph: edgeseq.export(b, target="onnx",
-                                                                                         out=tmp / "o2"))]
+        calls += [
+            (f"reference(graph={bad_graph!r:.20})", lambda b=bad_graph: edgeseq.reference(b, x)),
+            (f"quantize(graph={bad_graph!r:.20})", lambda b=bad_graph: edgeseq.quantize(b, x)),
+            (f"export(model={bad_graph!r:.20})", lambda b=bad_graph: edgeseq.export(b, target="onnx", out=tmp / "o2")),
+        ]
     for target in (5, "riscv", None, "onnx:cortex-a72", ["onnx"]):
         calls.append((f"export(target={target!r})", lambda t=target: edgeseq.export(g, target=t, out=tmp / "o3")))
     for quant in ("abc", 5, g):
-        calls.append((f"export(quant={quant!r:.20})", lambda qq=quant: edgeseq.export(g, target="onnx", out=tmp / "o4",
-                                                                                      quant=qq)))
-    calls.append(("export(other model's plan)", lambda: edgeseq.export(g, target="onnx", out=tmp / "o5",
-                                                                       quant=load_quantized(fx.other_qesq))))
+        calls.append(
+            (
+                f"export(quant={quant!r:.20})",
+                lambda qq=quant: edgeseq.export(g, target="onnx", out=tmp / "o4", quant=qq),
+            )
+        )
+    calls.append(
+        (
+            "export(other model's plan)",
+            lambda: edgeseq.export(g, target="onnx", out=tmp / "o5", quant=load_quantized(fx.other_qesq)),
+        )
+    )
     for cfg in (5, "fancy", {"bogus": 1}, [1]):
         calls.append((f"quantize(config={cfg!r})", lambda c=cfg: edgeseq.quantize(g, x, c)))
     for mode in ("fast", 5, None):
@@ -97,10 +150,23 @@ def _calls(api):
     for runtime in ("gpu", 5, ["c"]):
         calls.append((f"Artifact.run(runtime={runtime!r})", lambda r=runtime: art.run(x, runtime=r)))
     calls.append(("Artifact.cost(onnx)", lambda: art.cost(x)))
-    for kw in ({"reference": "tpu"}, {"reference": 5}, {"samples": 0}, {"samples": "many"}, {"samples": 2.5},
-               {"data": 5}, {"data": "mnist"}, {"data": RAGGED}, {"tolerance": 5}, {"tolerance": "/nonexistent.json"},
-               {"tolerance": {"bogus": 1}}, {"graph": 5}, {"graph": "/nonexistent.esq"}, {"batch": 0},
-               {"out": fx.esq}):
+    for kw in (
+        {"reference": "tpu"},
+        {"reference": 5},
+        {"samples": 0},
+        {"samples": "many"},
+        {"samples": 2.5},
+        {"data": 5},
+        {"data": "mnist"},
+        {"data": RAGGED},
+        {"tolerance": 5},
+        {"tolerance": "/nonexistent.json"},
+        {"tolerance": {"bogus": 1}},
+        {"graph": 5},
+        {"graph": "/nonexistent.esq"},
+        {"batch": 0},
+        {"out": fx.esq},
+    ):
         calls.append((f"validate({kw!r:.40})", lambda kw=kw: edgeseq.validate(fx.onnx, measure=False, **kw)))
     for bad in (None, 123, "x"):
         calls.append((f"capture({bad!r})", lambda b=bad: edgeseq.capture(b, x)))

@@ -115,12 +115,15 @@ def test_a_zero_budget_that_is_missed_exits_one(model_file, data_file, tmp_path)
     assert a["verdict"]["pass"] == (plan["accuracy"] == 1.0)
 
 
-@pytest.mark.parametrize("case,msg", [
-    ("nan", "calibration data contains a NaN/Inf value (first: nan at index (2, 3, 1))"),
-    ("missing_y", "missing array(s) ['y']"),
-    ("features", "has 5 features per step; the model expects 6"),
-    ("labels", "integer class ids"),
-])
+@pytest.mark.parametrize(
+    "case,msg",
+    [
+        ("nan", "calibration data contains a NaN/Inf value (first: nan at index (2, 3, 1))"),
+        ("missing_y", "missing array(s) ['y']"),
+        ("features", "has 5 features per step; the model expects 6"),
+        ("labels", "integer class ids"),
+    ],
+)
 def test_bad_data_is_one_line_and_leaves_nothing(model_file, tmp_path, case, msg):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(8, 10, 6)).astype(np.float32)

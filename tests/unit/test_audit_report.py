@@ -27,19 +27,39 @@ def synthetic_audit() -> dict:
     rng = np.random.default_rng(0)
     conf = (np.eye(6) * 80 + rng.integers(0, 5, (6, 6))).astype(int).tolist()
     return {
-        "model": {"name": "har/lmu", "arch": "lmu", "task": "har", "parameters": 13198,
-                  "checkpoint": "runs/har_lmu/model.ckpt"},
+        "model": {
+            "name": "har/lmu",
+            "arch": "lmu",
+            "task": "har",
+            "parameters": 13198,
+            "checkpoint": "runs/har_lmu/model.ckpt",
+        },
         "dataset": {"name": "har", "split": "test", "n": 2874, "steps": 128, "labels": labels},
         "budget": {"max_accuracy_drop_points": 1.0, "max_flip_rate": 0.03, "max_bytes": 20000},
         "accuracy": [
             {"variant": "float32", "kind": "float", "accuracy": 0.913, "bytes": 52792},
             {"variant": "naive_int8", "kind": "naive", "accuracy": 0.62, "agreement_with_float": 0.66, "bytes": 13198},
-            {"variant": "ort:edgeseq_inline_init/dynamic_subgraph", "kind": "ort_baseline", "accuracy": 0.87,
-             "agreement_with_float": 0.9, "note": "12 quantization nodes (3 in loop bodies)"},
-            {"variant": "ort:edgeseq_fused/static_qdq", "kind": "ort_baseline", "accuracy": None, "status": "failed",
-             "error": "load: output_dtype INT8 does not match y_zero_point type UINT8"},
-            {"variant": "edgeseq_plan", "kind": "plan", "accuracy": 0.909, "agreement_with_float": 0.985,
-             "bytes": 14600},
+            {
+                "variant": "ort:edgeseq_inline_init/dynamic_subgraph",
+                "kind": "ort_baseline",
+                "accuracy": 0.87,
+                "agreement_with_float": 0.9,
+                "note": "12 quantization nodes (3 in loop bodies)",
+            },
+            {
+                "variant": "ort:edgeseq_fused/static_qdq",
+                "kind": "ort_baseline",
+                "accuracy": None,
+                "status": "failed",
+                "error": "load: output_dtype INT8 does not match y_zero_point type UINT8",
+            },
+            {
+                "variant": "edgeseq_plan",
+                "kind": "plan",
+                "accuracy": 0.909,
+                "agreement_with_float": 0.985,
+                "bytes": 14600,
+            },
         ],
         "sqnr": [
             {"tensor": "layers.0/e_x", "layer": "layers.0", "kind": "weight", "sqnr_db": 41.2, "bits": 8},
@@ -48,36 +68,60 @@ def synthetic_audit() -> dict:
             {"tensor": "head/out", "layer": "head", "kind": "output", "sqnr_db": 28.0, "bits": 8},
         ],
         "error_growth": [
-            {"layer": "layers.0", "state": "m", "metric": "rms", "t": t,
-             "error": [0.001 * (1 + k) for k in range(len(t))]},
+            {
+                "layer": "layers.0",
+                "state": "m",
+                "metric": "rms",
+                "t": t,
+                "error": [0.001 * (1 + k) for k in range(len(t))],
+            },
             {"layer": "layers.0", "state": "h", "metric": "rms", "t": t, "error": [0.002] * len(t)},
         ],
         "outliers": [
             {"tensor": "x", "channel": 0, "absmax": 2.9, "median_absmax": 0.5, "ratio": 5.8},
             {"tensor": "x", "channel": 4, "absmax": 0.6, "median_absmax": 0.5},
         ],
-        "decision_flips": [{"variant": "naive_int8", "rate": 0.34, "flips": 977, "n": 2874},
-                           {"variant": "edgeseq_plan", "rate": 0.015, "flips": 43, "n": 2874}],
+        "decision_flips": [
+            {"variant": "naive_int8", "rate": 0.34, "flips": 977, "n": 2874},
+            {"variant": "edgeseq_plan", "rate": 0.015, "flips": 43, "n": 2874},
+        ],
         "sensitivity": [
             {"name": "layers.0/A", "accuracy_drop_points": 3.4, "how": "int8 per tensor, rest float"},
             {"name": "x (input)", "accuracy_drop_points": 12.0, "sqnr_db": 15.2},
             {"name": "head.weight", "accuracy_drop_points": 0.1},
         ],
-        "sizes": [{"variant": "float32", "bytes": 52792}, {"variant": "edgeseq_plan", "bytes": 14600,
-                                                            "float_bytes": 52792, "note": "A/B int16"}],
+        "sizes": [
+            {"variant": "float32", "bytes": 52792},
+            {"variant": "edgeseq_plan", "bytes": 14600, "float_bytes": 52792, "note": "A/B int16"},
+        ],
         "plan": [
             {"tensor": "layers.0/e_x", "dtype": "int8", "granularity": "per_channel", "reason": "weights"},
             {"tensor": "layers.0/A", "dtype": "int16", "granularity": "per_tensor", "reason": "state matrix <tag>"},
-            {"tensor": "layers.0/m", "dtype": "int16", "state_policy": "int16 state, int32 accumulate",
-             "reason": "error grows over time"},
+            {
+                "tensor": "layers.0/m",
+                "dtype": "int16",
+                "state_policy": "int16 state, int32 accumulate",
+                "reason": "error grows over time",
+            },
         ],
         "confusion": {"float32": conf, "edgeseq_plan": conf},
         "notes": ["calibrated on 512 training sequences", "scores are <escaped> & safe"],
     }
 
 
-SECTIONS = ("Summary", "Accuracy", "Decision flips", "SQNR per tensor", "Error growth over time", "Outlier channels",
-            "Sensitivity ranking", "Sizes", "Recommended plan", "Confusion matrices", "Notes")
+SECTIONS = (
+    "Summary",
+    "Accuracy",
+    "Decision flips",
+    "SQNR per tensor",
+    "Error growth over time",
+    "Outlier channels",
+    "Sensitivity ranking",
+    "Sizes",
+    "Recommended plan",
+    "Confusion matrices",
+    "Notes",
+)
 
 
 def test_report_has_every_section_and_embedded_images(tmp_path):
@@ -134,29 +178,37 @@ def test_budget_verdicts():
 
 def test_minimal_audit_marks_missing_sections():
     doc = render_report({"model": {"name": "m"}, "accuracy": [{"variant": "f", "kind": "float", "accuracy": 0.5}]})
-    for title in ("SQNR per tensor", "Error growth over time", "Outlier channels", "Sensitivity ranking",
-                  "Recommended plan"):
+    for title in (
+        "SQNR per tensor",
+        "Error growth over time",
+        "Outlier channels",
+        "Sensitivity ranking",
+        "Recommended plan",
+    ):
         assert f"<h2>{title}</h2>" in doc
     assert doc.count("not measured in this audit") >= 5
     assert "BUDGET NOT JUDGED" in doc
 
 
-@pytest.mark.parametrize("mutate, where", [
-    (lambda a: a.pop("model"), "audit.model"),
-    (lambda a: a.update(accuracy=[]), "audit.accuracy"),
-    (lambda a: a["accuracy"][1].update(kind="magic"), "audit.accuracy[1].kind"),
-    (lambda a: a["accuracy"][1].update(accuracy=1.5), "audit.accuracy[1].accuracy"),
-    (lambda a: a["accuracy"][2].update(variant="float32"), "audit.accuracy[2].variant"),
-    (lambda a: a["sqnr"][0].update(sqnr_db="high"), "audit.sqnr[0].sqnr_db"),
-    (lambda a: a["sqnr"][0].update(sqnr_db=float("nan")), "audit.sqnr[0].sqnr_db"),
-    (lambda a: a["error_growth"][0].update(t=[0, 1]), "audit.error_growth[0]"),
-    (lambda a: a["outliers"][0].pop("channel"), "audit.outliers[0].channel"),
-    (lambda a: a["decision_flips"][0].update(rate=2), "audit.decision_flips[0].rate"),
-    (lambda a: a["confusion"].update(bad=[[1, 2]]), "audit.confusion.bad"),
-    (lambda a: a.update(schema="other"), "audit.schema"),
-    (lambda a: a.update(version=99), "audit.version"),
-    (lambda a: a.update(notes="x"), "audit.notes"),
-])
+@pytest.mark.parametrize(
+    "mutate, where",
+    [
+        (lambda a: a.pop("model"), "audit.model"),
+        (lambda a: a.update(accuracy=[]), "audit.accuracy"),
+        (lambda a: a["accuracy"][1].update(kind="magic"), "audit.accuracy[1].kind"),
+        (lambda a: a["accuracy"][1].update(accuracy=1.5), "audit.accuracy[1].accuracy"),
+        (lambda a: a["accuracy"][2].update(variant="float32"), "audit.accuracy[2].variant"),
+        (lambda a: a["sqnr"][0].update(sqnr_db="high"), "audit.sqnr[0].sqnr_db"),
+        (lambda a: a["sqnr"][0].update(sqnr_db=float("nan")), "audit.sqnr[0].sqnr_db"),
+        (lambda a: a["error_growth"][0].update(t=[0, 1]), "audit.error_growth[0]"),
+        (lambda a: a["outliers"][0].pop("channel"), "audit.outliers[0].channel"),
+        (lambda a: a["decision_flips"][0].update(rate=2), "audit.decision_flips[0].rate"),
+        (lambda a: a["confusion"].update(bad=[[1, 2]]), "audit.confusion.bad"),
+        (lambda a: a.update(schema="other"), "audit.schema"),
+        (lambda a: a.update(version=99), "audit.version"),
+        (lambda a: a.update(notes="x"), "audit.notes"),
+    ],
+)
 def test_malformed_audits_name_the_key(mutate, where):
     a = synthetic_audit()
     mutate(a)
@@ -175,8 +227,11 @@ def test_html_helpers():
     assert H.bar_png(["a", "b"], {"s1": [1, 2], "s2": [2, None]})[:8] == PNG
     assert H.line_png([0, 1, 2], {"x": [1, 2, 3]}, logy=True, hlines={"ref": 2})[:8] == PNG
     assert H.confusion_png([[3, 1], [0, 4]], ["a", "b"])[:8] == PNG
-    t = H.table([{"a": 1, "b": 0.123456, "c": "<x>"}, {"a": None, "b": float("nan"), "c": True}],
-                highlight=[False, True], caption="cap")
+    t = H.table(
+        [{"a": 1, "b": 0.123456, "c": "<x>"}, {"a": None, "b": float("nan"), "c": True}],
+        highlight=[False, True],
+        caption="cap",
+    )
     assert "<caption>cap</caption>" in t and "&lt;x&gt;" in t and '<tr class="hl">' in t
     assert '<td class="num">0.1235</td>' in t and "<td>-</td>" in t and "<td>yes</td>" in t
     assert H.fmt(1.5e-6) == "1.500e-06" and H.fmt(12345678.0) == "1.235e+07" and H.fmt(3) == "3"

@@ -51,8 +51,9 @@ def ff_graph(seed=0):
         kw = {"slope": 0.2} if fn is Act.LEAKY_RELU else {"lo": -0.5, "hi": 0.7} if fn is Act.HARDTANH else {}
         acts.append(b.add(O.Activation(fn=fn, **kw), h, f"act_{fn.value}"))
     cat = b.add(O.Concat(), acts, "cat")
-    ln = b.add(O.LayerNorm(weight=rng.uniform(0.5, 1.5, 8 * len(acts)), bias=rng.standard_normal(8 * len(acts))),
-               cat, "ln")
+    ln = b.add(
+        O.LayerNorm(weight=rng.uniform(0.5, 1.5, 8 * len(acts)), bias=rng.standard_normal(8 * len(acts))), cat, "ln"
+    )
     bn = b.add(O.BatchNorm(mean=rng.standard_normal(8), var=rng.uniform(0.5, 2, 8)), h, "bn_plain")
     lnp = b.add(O.LayerNorm(), bn, "ln_plain")
     add = b.add(O.Add(), [lnp, bn], "add")
@@ -71,11 +72,17 @@ def ff_graph(seed=0):
 def conv_graph(seed=1):
     rng = np.random.default_rng(seed)
     b = GraphBuilder(6)
-    c1 = b.add(O.Conv1d(weight=rng.standard_normal((8, 3, 3)) * 0.5, bias=rng.standard_normal(8), dilation=2,
-                        groups=2), "x", "conv_dil_groups")
+    c1 = b.add(
+        O.Conv1d(weight=rng.standard_normal((8, 3, 3)) * 0.5, bias=rng.standard_normal(8), dilation=2, groups=2),
+        "x",
+        "conv_dil_groups",
+    )
     c2 = b.add(O.Conv1d(weight=rng.standard_normal((8, 8, 1)) * 0.4), c1, "conv_pointwise")
-    c3 = b.add(O.Conv1d(weight=rng.standard_normal((4, 2, 4)) * 0.5, bias=rng.standard_normal(4), groups=4),
-               c2, "conv_k4_groups4")
+    c3 = b.add(
+        O.Conv1d(weight=rng.standard_normal((4, 2, 4)) * 0.5, bias=rng.standard_normal(4), groups=4),
+        c2,
+        "conv_k4_groups4",
+    )
     c4 = b.add(O.Conv1d(weight=rng.standard_normal((3, 4, 2)) * 0.5, dilation=5), c3, "conv_dil5")
     return b.build([c4, c1])
 
@@ -91,8 +98,11 @@ def scan_graph(seed=2):
         b.add(O.RNN(w_ih=g(h, i), w_hh=g(h, h), b_ih=v(h), b_hh=v(h), act="relu"), "x", "rnn_relu"),
         b.add(O.RNN(w_ih=g(h, i), w_hh=g(h, h)), "x", "rnn_tanh_nobias"),
         b.add(O.GRU(w_ih=g(3 * h, i), w_hh=g(3 * h, h), b_ih=v(3 * h), b_hh=v(3 * h)), "x", "gru"),
-        b.add(O.GRU(w_ih=g(3 * h, i), w_hh=g(3 * h, h), b_ih=v(3 * h), b_hh=v(3 * h), reset_after=False), "x",
-              "gru_reset_before"),
+        b.add(
+            O.GRU(w_ih=g(3 * h, i), w_hh=g(3 * h, h), b_ih=v(3 * h), b_hh=v(3 * h), reset_after=False),
+            "x",
+            "gru_reset_before",
+        ),
         b.add(O.GRU(w_ih=g(3 * h, i), w_hh=g(3 * h, h), reset_after=False), "x", "gru_nobias"),
         b.add(O.LSTM(w_ih=g(4 * h, i), w_hh=g(4 * h, h), b_ih=v(4 * h), b_hh=v(4 * h)), "x", "lstm"),
         b.add(O.LSTM(w_ih=g(4 * h, i), w_hh=g(4 * h, h)), "x", "lstm_nobias"),
@@ -107,8 +117,20 @@ def scan_graph(seed=2):
         # memory only (output m), with hidden-to-memory from m itself and memory-to-memory
         b.add(O.LMU(e_x=g(d, i), order=order, theta=12.0, e_h=g(d, m), e_m=g(d, m), b_u=v(d)), "x", "lmu_mem"),
         # hidden with recurrent w_h (state h), euler, relu
-        b.add(O.LMU(e_x=g(d, i), order=order, theta=30.0, w_m=g(h, m), w_h=g(h, h), b_h=v(h), discretizer="euler",
-                    act="relu"), "x", "lmu_euler_relu"),
+        b.add(
+            O.LMU(
+                e_x=g(d, i),
+                order=order,
+                theta=30.0,
+                w_m=g(h, m),
+                w_h=g(h, h),
+                b_h=v(h),
+                discretizer="euler",
+                act="relu",
+            ),
+            "x",
+            "lmu_euler_relu",
+        ),
         # hidden with e_h only (state h, no w_h), input-to-hidden
         b.add(O.LMU(e_x=g(d, i), order=order, theta=8.0, e_h=g(d, h), w_m=g(h, m), w_x=g(h, i)), "x", "lmu_eh"),
         # hidden without any recurrence (no h state)
@@ -121,10 +143,14 @@ def _neuron(rng, n, rule, delay, synaptic, vector, scale):
     beta = rng.uniform(0.6, 1.0, n) if vector else 0.85
     if vector:
         beta[0] = 1.3  # clipped to 1
-    return NeuronParams(beta=beta, threshold=rng.uniform(0.7, 1.3, n) if vector else 1.0,
-                        alpha=(rng.uniform(0.3, 0.9, n) if vector else 0.6) if synaptic else None,
-                        reset=rule, reset_delay=delay, spike_scale=(rng.uniform(0.5, 2, n) if vector else 0.7)
-                        if scale else None)
+    return NeuronParams(
+        beta=beta,
+        threshold=rng.uniform(0.7, 1.3, n) if vector else 1.0,
+        alpha=(rng.uniform(0.3, 0.9, n) if vector else 0.6) if synaptic else None,
+        reset=rule,
+        reset_delay=delay,
+        spike_scale=(rng.uniform(0.5, 2, n) if vector else 0.7) if scale else None,
+    )
 
 
 def spiking_graph(seed=3, synaptic=False):
@@ -146,8 +172,12 @@ def spiking_graph(seed=3, synaptic=False):
                 elif rec is Recurrence.ALL_TO_ALL:
                     kw["w_rec"] = rng.standard_normal((n, n)) * 0.4
                     kw["b_rec"] = rng.standard_normal(n) * 0.1 if k % 2 else None
-                op = cls(neuron=_neuron(rng, n, rule, delay, synaptic, vector=k % 2 == 0, scale=k % 5 == 0),
-                         recurrence=rec, emit=emit, **kw)
+                op = cls(
+                    neuron=_neuron(rng, n, rule, delay, synaptic, vector=k % 2 == 0, scale=k % 5 == 0),
+                    recurrence=rec,
+                    emit=emit,
+                    **kw,
+                )
                 r = b.add(op, cur, f"{cls.kind.lower()}_{rule.value}_{'d' if delay else 'nd'}_{rec.value}")
                 outs += list(r) if isinstance(r, tuple) else [r]
                 k += 1
@@ -159,20 +189,44 @@ def spiking_graph(seed=3, synaptic=False):
     a, bb = lmu_matrices(order, 6.0)
     spk_in = outs[0]
     neu = lambda m, rule=ResetRule.SUBTRACT: _neuron(rng, m, rule, True, synaptic, vector=True, scale=False)  # noqa: E731
-    outs.append(b.add(O.L2MU(a=a, b=bb.ravel(), e_x=rng.standard_normal((d, n)) * 1.5,
-                             w_m=rng.standard_normal((h, ms)) * 1.5, u_neuron=neu(d), m_neuron=neu(ms, ResetRule.NONE),
-                             h_neuron=neu(h), e_h=rng.standard_normal((d, h)), e_m=rng.standard_normal((d, ms)) * 0.3,
-                             b_u=rng.standard_normal(d) * 0.2, w_x=rng.standard_normal((h, n)),
-                             w_h=rng.standard_normal((h, h)) * 0.5, b_h=rng.standard_normal(h) * 0.2),
-                      spk_in, "l2mu_full"))
-    outs.append(b.add(O.L2MU(a=a, b=bb.ravel(), e_x=rng.standard_normal((d, n)) * 2,
-                             w_m=rng.standard_normal((h, ms)) * 2,
-                             u_neuron=NeuronParams(beta=0.9, threshold=0.5, alpha=0.5 if synaptic else None),
-                             m_neuron=NeuronParams(beta=0.9, threshold=0.5, alpha=0.5 if synaptic else None,
-                                                   reset="zero"),
-                             h_neuron=NeuronParams(beta=0.8, threshold=0.5, alpha=0.5 if synaptic else None,
-                                                   reset="zero_total", reset_delay=False)),
-                      spk_in, "l2mu_min"))
+    outs.append(
+        b.add(
+            O.L2MU(
+                a=a,
+                b=bb.ravel(),
+                e_x=rng.standard_normal((d, n)) * 1.5,
+                w_m=rng.standard_normal((h, ms)) * 1.5,
+                u_neuron=neu(d),
+                m_neuron=neu(ms, ResetRule.NONE),
+                h_neuron=neu(h),
+                e_h=rng.standard_normal((d, h)),
+                e_m=rng.standard_normal((d, ms)) * 0.3,
+                b_u=rng.standard_normal(d) * 0.2,
+                w_x=rng.standard_normal((h, n)),
+                w_h=rng.standard_normal((h, h)) * 0.5,
+                b_h=rng.standard_normal(h) * 0.2,
+            ),
+            spk_in,
+            "l2mu_full",
+        )
+    )
+    outs.append(
+        b.add(
+            O.L2MU(
+                a=a,
+                b=bb.ravel(),
+                e_x=rng.standard_normal((d, n)) * 2,
+                w_m=rng.standard_normal((h, ms)) * 2,
+                u_neuron=NeuronParams(beta=0.9, threshold=0.5, alpha=0.5 if synaptic else None),
+                m_neuron=NeuronParams(beta=0.9, threshold=0.5, alpha=0.5 if synaptic else None, reset="zero"),
+                h_neuron=NeuronParams(
+                    beta=0.8, threshold=0.5, alpha=0.5 if synaptic else None, reset="zero_total", reset_delay=False
+                ),
+            ),
+            spk_in,
+            "l2mu_min",
+        )
+    )
     r = b.add(O.Readout(mode="sum"), outs[-1], "spike_count")
     return b.build(outs + [r])
 
@@ -186,26 +240,51 @@ def program_graph(seed=5):
     rng = np.random.default_rng(seed)
     h, n = 4, 3
     b = GraphBuilder(h)
-    s4d = dict(log_dt=rng.uniform(np.log(0.01), np.log(0.5), h), a_re=-rng.uniform(0.2, 1.0, (h, n)),
-               b_re=rng.standard_normal((h, n)), c_re=rng.standard_normal((h, n)) * 0.5)
-    cplx = dict(a_im=np.pi * np.arange(n) * np.ones((h, 1)), b_im=rng.standard_normal((h, n)) * 0.3,
-                c_im=rng.standard_normal((h, n)) * 0.5, d=rng.standard_normal(h))
+    s4d = dict(
+        log_dt=rng.uniform(np.log(0.01), np.log(0.5), h),
+        a_re=-rng.uniform(0.2, 1.0, (h, n)),
+        b_re=rng.standard_normal((h, n)),
+        c_re=rng.standard_normal((h, n)) * 0.5,
+    )
+    cplx = dict(
+        a_im=np.pi * np.arange(n) * np.ones((h, 1)),
+        b_im=rng.standard_normal((h, n)) * 0.3,
+        c_im=rng.standard_normal((h, n)) * 0.5,
+        d=rng.standard_normal(h),
+    )
     ids = b.add(O.Linear(weight=np.eye(1, h)), "x", "id")  # exactly x[0]: same rows as the reference
     gru = O.GRU(w_ih=rng.standard_normal((3 * 5, h)) * 0.4, w_hh=rng.standard_normal((3 * 5, 5)) * 0.4)
-    outs = [b.add(O.S4D(**s4d, **cplx), "x", "s4d"), b.add(O.S4D(**s4d), "x", "s4d_real"),
-            b.add(O.AttentionPool(values=h - 1), "x", "attention"),
-            b.add(O.Embedding(table=rng.standard_normal((7, 3))), ids, "embedding"),
-            b.add(O.Scan(program=step_program(gru, h)), "x", "scan_gru"),
-            b.add(O.LeakyNeuron(decay=rng.uniform(0.6, 0.99, h), gain=rng.uniform(0.2, 1.5, h),
-                                syn_decay=rng.uniform(0.5, 0.9, h), threshold=rng.uniform(0.4, 1.0, h),
-                                reset="subtract"), "x", "leaky")]
+    outs = [
+        b.add(O.S4D(**s4d, **cplx), "x", "s4d"),
+        b.add(O.S4D(**s4d), "x", "s4d_real"),
+        b.add(O.AttentionPool(values=h - 1), "x", "attention"),
+        b.add(O.Embedding(table=rng.standard_normal((7, 3))), ids, "embedding"),
+        b.add(O.Scan(program=step_program(gru, h)), "x", "scan_gru"),
+        b.add(
+            O.LeakyNeuron(
+                decay=rng.uniform(0.6, 0.99, h),
+                gain=rng.uniform(0.2, 1.5, h),
+                syn_decay=rng.uniform(0.5, 0.9, h),
+                threshold=rng.uniform(0.4, 1.0, h),
+                reset="subtract",
+            ),
+            "x",
+            "leaky",
+        ),
+    ]
     last_id = b.add(O.Readout(mode="last"), ids, "last_id")
     outs.append(b.add(O.Embedding(table=rng.standard_normal((5, 2))), last_id, "pooled_embedding"))
     return b.build(outs)
 
 
-OP_GRAPHS = {"ops_ff": ff_graph, "ops_conv": conv_graph, "ops_scan": scan_graph, "ops_lif": spiking_graph,
-             "ops_cubalif": lambda: spiking_graph(4, synaptic=True), "ops_programs": program_graph}
+OP_GRAPHS = {
+    "ops_ff": ff_graph,
+    "ops_conv": conv_graph,
+    "ops_scan": scan_graph,
+    "ops_lif": spiking_graph,
+    "ops_cubalif": lambda: spiking_graph(4, synaptic=True),
+    "ops_programs": program_graph,
+}
 
 
 def with_spike_outputs(graph):
@@ -394,16 +473,19 @@ def test_every_primitive_and_state_pattern_renders(x86, tmp_path, monkeypatch):
     bld = StepBuilder("custom", {"x": 4}, {"syn": 4, "mem": 4, "spk": 4})
     c = bld.concat(["x", "mem"], blocks=2)
     sl, g = bld.slice(c, 2, 6), bld.gather(c, [7, 0, 3, 5])
-    a = bld.affine([(bld.param("w1", rng.standard_normal((4, 8))), c),
-                    (bld.param("w2", rng.standard_normal((2, 2))), sl, 2)], bld.param("bias", rng.standard_normal(4)))
+    a = bld.affine(
+        [(bld.param("w1", rng.standard_normal((4, 8))), c), (bld.param("w2", rng.standard_normal((2, 2))), sl, 2)],
+        bld.param("bias", rng.standard_normal(4)),
+    )
     den = bld.select(bld.gt(g, bld.const(0.2)), g, bld.const(0.0))
     one = bld.affine([(bld.param("w3", rng.standard_normal((1, 4))), "spk")])
     y = bld.add(bld.act(Act.TANH, bld.div(a, den)), bld.mul(one, "spk"))
     prog = bld.build([y, "mem"], {"syn": "mem", "mem": "syn", "spk": y})
     monkeypatch.setattr(step_f32, "step_program", lambda op, n: prog)
     b = GraphBuilder(4)
-    op = O.CuBaLIF(neuron=NeuronParams(beta=0.9, threshold=1.0, alpha=0.5), recurrence="one_to_one", v_rec=0.3,
-                   emit="both")
+    op = O.CuBaLIF(
+        neuron=NeuronParams(beta=0.9, threshold=1.0, alpha=0.5), recurrence="one_to_one", v_rec=0.3, emit="both"
+    )
     graph = b.build(list(b.add(op, "x", "cell")))
     src = generate(graph, target="x86")
     binary = x86.build(src, tmp_path)
@@ -416,7 +498,7 @@ def test_every_primitive_and_state_pattern_renders(x86, tmp_path, monkeypatch):
         np.testing.assert_allclose(got_y, want_y, rtol=0, atol=1e-5)
         np.testing.assert_allclose(got_mem, want_mem, rtol=0, atol=1e-5)
         for e in src.info["state_layout"]:
-            got = res.state[:, e["offset"]:e["offset"] + e["size"]]
+            got = res.state[:, e["offset"] : e["offset"] + e["size"]]
             np.testing.assert_allclose(got, state[e["key"].split("/")[1]], rtol=0, atol=1e-5)
 
 
@@ -468,8 +550,11 @@ int main(void) {
 }
 """)
     exe = tmp_path / "resume"
-    subprocess.run(["gcc", "-std=c99", "-O2", "-I", str(srcdir), str(harness), str(srcdir / "model.c"), "-lm", "-o",
-                    str(exe)], check=True, capture_output=True)
+    subprocess.run(
+        ["gcc", "-std=c99", "-O2", "-I", str(srcdir), str(harness), str(srcdir / "model.c"), "-lm", "-o", str(exe)],
+        check=True,
+        capture_output=True,
+    )
     assert subprocess.run([str(exe)], capture_output=True).returncode == 0
 
 
@@ -527,8 +612,12 @@ def test_custom_prefix(x86, tmp_path):
 
 def test_float_literals_round_trip():
     rng = np.random.default_rng(0)
-    vals = np.concatenate([rng.standard_normal(2000) * 10.0 ** rng.integers(-40, 38, 2000),
-                           [0.0, -0.0, 1.0, 1e-45, 3.4028235e38, 0.1, 1 / 3]]).astype(np.float32)
+    vals = np.concatenate(
+        [
+            rng.standard_normal(2000) * 10.0 ** rng.integers(-40, 38, 2000),
+            [0.0, -0.0, 1.0, 1e-45, 3.4028235e38, 0.1, 1 / 3],
+        ]
+    ).astype(np.float32)
     for v in vals:
         lit = c_float(v)
         assert lit.endswith("f")
@@ -609,8 +698,16 @@ def test_model_too_large_for_mcu_raises_resource_error():
     rng = np.random.default_rng(0)
     h = 700
     b = GraphBuilder(64)
-    graph = b.build(b.add(O.GRU(w_ih=rng.standard_normal((3 * h, 64)).astype(np.float32),
-                                w_hh=rng.standard_normal((3 * h, h)).astype(np.float32)), "x", "big"))
+    graph = b.build(
+        b.add(
+            O.GRU(
+                w_ih=rng.standard_normal((3 * h, 64)).astype(np.float32),
+                w_hh=rng.standard_normal((3 * h, h)).astype(np.float32),
+            ),
+            "x",
+            "big",
+        )
+    )
     with pytest.raises(ResourceError, match=r"\d+ bytes of flash; cortex-m4 \(mps2-an386\) has 4194304") as e:
         get_target("cortex-m4").precheck_graph(graph)
     assert str(4 * graph.num_params()) in str(e.value)
@@ -648,14 +745,16 @@ def test_fixed_point_emitters_plug_in(x86, tmp_path, monkeypatch):
             o, n = ctx.op.weight.shape
             wq = ctx.const("wq", np.clip(np.round(ctx.op.weight / sw), -127, 127), ctype="int8_t")
             xq, acc = ctx.tmp("xq"), ctx.tmp("acc")
-            return (f"for (int i = 0; i < {n}; ++i) {{ float v = {ctx.inp()}[i] * {c_float(1 / sx)};\n"
-                    f"    v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);\n"
-                    f"    {xq}[i] = (int8_t)(v >= 0.0f ? (int)(v + 0.5f) : -(int)(0.5f - v)); }}\n"
-                    f"for (int r = 0; r < {o}; ++r) {{ int32_t a = 0;\n"
-                    f"    for (int c = 0; c < {n}; ++c) a += (int32_t){wq}[r * {n} + c] * {xq}[c];\n"
-                    f"    {acc}[r] = a;\n"
-                    f"    int64_t q = ((int64_t)a * {m0} + ((int64_t)1 << {shift - 1})) >> {shift};\n"
-                    f"    {ctx.out()}[r] = (int8_t)(q > 127 ? 127 : (q < -128 ? -128 : q)); }}\n")
+            return (
+                f"for (int i = 0; i < {n}; ++i) {{ float v = {ctx.inp()}[i] * {c_float(1 / sx)};\n"
+                f"    v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);\n"
+                f"    {xq}[i] = (int8_t)(v >= 0.0f ? (int)(v + 0.5f) : -(int)(0.5f - v)); }}\n"
+                f"for (int r = 0; r < {o}; ++r) {{ int32_t a = 0;\n"
+                f"    for (int c = 0; c < {n}; ++c) a += (int32_t){wq}[r * {n} + c] * {xq}[c];\n"
+                f"    {acc}[r] = a;\n"
+                f"    int64_t q = ((int64_t)a * {m0} + ((int64_t)1 << {shift - 1})) >> {shift};\n"
+                f"    {ctx.out()}[r] = (int8_t)(q > 127 ? 127 : (q < -128 ? -128 : q)); }}\n"
+            )
 
     class TanhLUT(cg.Emitter):
         kind, numeric = "Activation", "q8demo"

@@ -21,6 +21,7 @@ from edgeseq.quant import intexact
 from ..conftest import need_tool
 from .c_int_cases import ZOO_KEYS, check_bit_exact, edge_program, har_lmu_quantized, zoo_quantized
 
+
 @pytest.fixture(scope="module")
 def x86():
     need_tool("gcc")
@@ -34,8 +35,9 @@ def zoo_x86(x86, tmp_path_factory):
     """Every zoo program (both presets) in one host executable."""
     from edgeseq.export.c.multi import build_multi
 
-    srcs = [generate_int(zoo_quantized(p, c).program, 6, prefix=f"m{k}", target="x86")
-            for k, (p, c) in enumerate(ZOO_KEYS)]
+    srcs = [
+        generate_int(zoo_quantized(p, c).program, 6, prefix=f"m{k}", target="x86") for k, (p, c) in enumerate(ZOO_KEYS)
+    ]
     mb = build_multi(srcs, x86, tmp_path_factory.mktemp("zoo-int-x86"))
     assert "warning" not in x86.build_log, x86.build_log
     return mb
@@ -105,8 +107,14 @@ def test_input_boundary_rounds_half_to_even_in_single_precision(x86, tmp_path):
     from edgeseq.quant.program import InputSpec, OutputSpec, Program, Vec
 
     n = 7
-    spec = InputSpec("x", np.array([6, 0, 1, 2, 3, 4, 5]), 16, np.full(n, 0.3),
-                     np.asarray([1.0, 1.0, 3.0, 0.1, 7.0, 997.3, 2.5]), np.asarray([0.0, 0.5, 0.1, -0.3, 1e-3, 0.0123, -1.0]))
+    spec = InputSpec(
+        "x",
+        np.array([6, 0, 1, 2, 3, 4, 5]),
+        16,
+        np.full(n, 0.3),
+        np.asarray([1.0, 1.0, 3.0, 0.1, 7.0, 997.3, 2.5]),
+        np.asarray([0.0, 0.5, 0.1, -0.3, 1e-3, 0.0123, -1.0]),
+    )
     assert spec.inv_scale[3] == float(np.float32(0.1)) and spec.offset[2] == float(np.float32(0.1))  # stored as float32
     prog = Program((spec,), {"x": Vec("x", n, 16)}, {}, {}, (), (), (OutputSpec("x", "x", True, np.ones(n)),))
     prog.verify()
@@ -114,16 +122,19 @@ def test_input_boundary_rounds_half_to_even_in_single_precision(x86, tmp_path):
     assert "double" not in src.files["model.c"]
     binary = x86.build(src, tmp_path)
     rng = np.random.default_rng(0)
-    ties = np.array([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 32766.5, 32767.5, -32768.5, -32767.5, 1e9, -1e9, 0.0, -0.0],
-                    np.float32)
+    ties = np.array(
+        [-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 32766.5, 32767.5, -32768.5, -32767.5, 1e9, -1e9, 0.0, -0.0], np.float32
+    )
     # inputs whose float64 evaluation of (x - offset) * inv_scale rounds differently from float32
     cand = (rng.uniform(-30, 30, size=(200000, 7))).astype(np.float32)
     t64 = np.rint((cand[:, spec.channels].astype(np.float64) - spec.offset) * spec.inv_scale)
     t32 = np.rint((cand[:, spec.channels] - spec.offset.astype(np.float32)) * spec.inv_scale.astype(np.float32))
     hard = cand[np.any(np.clip(t32, -32768, 32767) != np.clip(t64, -32768, 32767), axis=1)][:300]
     assert len(hard) > 20
-    x = np.concatenate([np.repeat(ties[:, None], 7, axis=1)[None], hard[None],
-                        (rng.normal(size=(1, 200, 7)) * 60).astype(np.float32)], axis=1)
+    x = np.concatenate(
+        [np.repeat(ties[:, None], 7, axis=1)[None], hard[None], (rng.normal(size=(1, 200, 7)) * 60).astype(np.float32)],
+        axis=1,
+    )
     res = x86.run(binary, x, qout=True)
     (got,) = split_outputs(src.info, res.step, res.pooled)
     want = spec.quantize(x)
@@ -146,8 +157,11 @@ def test_no_software_floating_point_in_the_per_step_path(need_tool, tmp_path):
     t = get_target("cortex-m4")
     src = generate_int(q.program, 6, target="cortex-m4")
     t.build(src, tmp_path)
-    calls = calls_in_functions(tmp_path / "obj" / "model.o", ["esq_quantize", "esq_step_q", "esq_step"],
-                               objdump=need_tool("arm-none-eabi-objdump"))
+    calls = calls_in_functions(
+        tmp_path / "obj" / "model.o",
+        ["esq_quantize", "esq_step_q", "esq_step"],
+        objdump=need_tool("arm-none-eabi-objdump"),
+    )
     assert calls["esq_step"] and "esq_quantize" in calls["esq_step"]  # the inspection sees the calls
     soft = sorted(c for cs in calls.values() for c in cs if c.startswith(("__aeabi_d", "__aeabi_f")))
     assert not soft, soft
@@ -178,8 +192,18 @@ def test_export_artifact_manifest_golden_and_run(lmu_artifact):
     assert m["golden"]["verification"]["values"] > 0
     assert [o["name"] for o in m["outputs"]] == list(q.graph.outputs)
     assert m["outputs"][0]["scale"] == float(q.program.outputs[0].scale[0])
-    for rel in ("graph.esq", "quantized.esq", "golden/input.bin", "golden/expected.bin", "golden/expected_int.bin",
-                "src/model.c", "src/model.h", "src/main.c", "bin/model", "run.sh"):
+    for rel in (
+        "graph.esq",
+        "quantized.esq",
+        "golden/input.bin",
+        "golden/expected.bin",
+        "golden/expected_int.bin",
+        "src/model.c",
+        "src/model.h",
+        "src/main.c",
+        "bin/model",
+        "run.sh",
+    ):
         assert rel in m["files"], rel
     # the golden integers are the integer-exact interpreter's
     outs, state = intexact.run(q.program, q.quantize_input(x))
@@ -197,8 +221,13 @@ def test_export_artifact_manifest_golden_and_run(lmu_artifact):
     assert np.array_equal(got_q[0], outs[0])
     assert art.run_golden()["bit_exact"]
     # run.sh: the same binary on the golden input
-    subprocess.run([str(art.path / "run.sh"), "step", "golden/input.bin", "out.bin"], cwd=art.path, check=True,
-                   capture_output=True, timeout=60)
+    subprocess.run(
+        [str(art.path / "run.sh"), "step", "golden/input.bin", "out.bin"],
+        cwd=art.path,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     got_f = read_output(art.path / "out.bin")
     assert np.array_equal(got_f["pooled"], read_output(art.path / "golden" / "expected.bin")["pooled"])
     (art.path / "out.bin").unlink()
@@ -215,8 +244,9 @@ def test_export_sizes_plan_and_cost(lmu_artifact, x86):
     assert cost["latency"]["per_step_s"] > 0 and cost["weights_bytes"] == art.manifest["weights_bytes"]
     src = (art.path / "src" / "model.c").read_text()
     assert "malloc" not in src and "math.h" not in src and "float" in src  # floats only at the boundaries
-    und = subprocess.run(["nm", "-u", str(art.path / "obj" / "model.o")], capture_output=True, text=True,
-                         check=True).stdout.split()
+    und = subprocess.run(
+        ["nm", "-u", str(art.path / "obj" / "model.o")], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert set(und) - {"U"} <= {"memset", "memcpy"}, und
 
 
@@ -252,8 +282,10 @@ def test_wrong_lowering_is_caught_at_export(x86, tmp_path, monkeypatch):
     from edgeseq.export.c import intgen
     from edgeseq.export.c.intexport import export_c_int
 
-    bad = intgen._PRELUDE.replace("ESQ_INLINE int64_t esq_asr64(int64_t v, int s) { return v >> s; }",
-                                  "ESQ_INLINE int64_t esq_asr64(int64_t v, int s) { return (int64_t)((uint64_t)v >> s); }")
+    bad = intgen._PRELUDE.replace(
+        "ESQ_INLINE int64_t esq_asr64(int64_t v, int s) { return v >> s; }",
+        "ESQ_INLINE int64_t esq_asr64(int64_t v, int s) { return (int64_t)((uint64_t)v >> s); }",
+    )
     assert bad != intgen._PRELUDE
     monkeypatch.setattr(intgen, "_PRELUDE", bad)
     q = zoo_quantized("edgeseq", "gru")
@@ -306,8 +338,9 @@ def test_unsupported_micro_op_is_named():
             return (self.x,)
 
     p = zoo_quantized("naive", "rnn").program
-    bad = dataclasses.replace(p, step=p.step[:2] + (Fft(out=p.step[2].out, x=p.step[1].out, node="spectral"),)
-                              + p.step[3:])
+    bad = dataclasses.replace(
+        p, step=p.step[:2] + (Fft(out=p.step[2].out, x=p.step[1].out, node="spectral"),) + p.step[3:]
+    )
     with pytest.raises(UnsupportedOpError, match="micro-op 'fft'") as e:
         generate_int(bad, 6, target="cortex-m4")
     assert "node 'spectral'" in str(e.value) and "cortex-m4" in str(e.value) and "matvec" in e.value.hint

@@ -93,7 +93,7 @@ class ConvNet(nn.Module):
         if self.style == "pad":
             y = self.conv(F.pad(y, (self.pad, 0)))
         else:
-            y = self.conv(y)[..., :-self.pad]
+            y = self.conv(y)[..., : -self.pad]
         y = F.gelu(self.pw(torch.relu(self.bn(y))))
         y = self.norm(y.transpose(1, 2))
         y = torch.cat([y, torch.sigmoid(y)], dim=-1)
@@ -118,24 +118,33 @@ def step_net(kind, reset="subtract", delay=True):
     torch.manual_seed(1)
     h = 20
     if kind == "Leaky":
-        neuron = snn.Leaky(beta=torch.rand(h) * 0.5 + 0.4, threshold=0.8, init_hidden=True,
-                           reset_mechanism=reset, reset_delay=delay)
+        neuron = snn.Leaky(
+            beta=torch.rand(h) * 0.5 + 0.4, threshold=0.8, init_hidden=True, reset_mechanism=reset, reset_delay=delay
+        )
     elif kind == "RLeaky":
         neuron = snn.RLeaky(beta=0.85, linear_features=h, init_hidden=True, reset_mechanism=reset, reset_delay=delay)
     elif kind == "RLeaky_V":
-        neuron = snn.RLeaky(beta=0.85, V=torch.rand(h), all_to_all=False, init_hidden=True, reset_mechanism=reset,
-                            reset_delay=delay)
+        neuron = snn.RLeaky(
+            beta=0.85, V=torch.rand(h), all_to_all=False, init_hidden=True, reset_mechanism=reset, reset_delay=delay
+        )
     elif kind == "Synaptic":
         neuron = snn.Synaptic(alpha=0.7, beta=0.85, init_hidden=True, reset_mechanism=reset, reset_delay=delay)
     else:
-        neuron = snn.RSynaptic(alpha=0.7, beta=0.85, linear_features=h, init_hidden=True, reset_mechanism=reset,
-                               reset_delay=delay)
-    return nn.Sequential(nn.Linear(5, h), neuron, nn.Linear(h, 3),
-                         snn.Leaky(beta=0.9, threshold=0.5, init_hidden=True, output=True))
+        neuron = snn.RSynaptic(
+            alpha=0.7, beta=0.85, linear_features=h, init_hidden=True, reset_mechanism=reset, reset_delay=delay
+        )
+    return nn.Sequential(
+        nn.Linear(5, h), neuron, nn.Linear(h, 3), snn.Leaky(beta=0.9, threshold=0.5, init_hidden=True, output=True)
+    )
 
 
-CASES = [(k, r, d) for k in ("Leaky", "RLeaky", "RLeaky_V", "Synaptic", "RSynaptic")
-         for r in ("subtract", "zero", "none") for d in (True, False) if not (k == "RSynaptic" and not d)]
+CASES = [
+    (k, r, d)
+    for k in ("Leaky", "RLeaky", "RLeaky_V", "Synaptic", "RSynaptic")
+    for r in ("subtract", "zero", "none")
+    for d in (True, False)
+    if not (k == "RSynaptic" and not d)
+]
 
 
 @pytest.mark.parametrize("kind,reset,delay", CASES)
@@ -180,8 +189,9 @@ def test_snntorch_needs_init_hidden():
 
 
 def test_rsynaptic_reset_delay_false_is_rejected():
-    net = nn.Sequential(nn.Linear(5, 4), snn.RSynaptic(alpha=0.5, beta=0.5, linear_features=4, init_hidden=True,
-                                                       reset_delay=False))
+    net = nn.Sequential(
+        nn.Linear(5, 4), snn.RSynaptic(alpha=0.5, beta=0.5, linear_features=4, init_hidden=True, reset_delay=False)
+    )
     with pytest.raises(UnsupportedModuleError, match="reset_delay"):
         edgeseq.capture(net, torch.randn(1, 3, 5))
 
@@ -198,11 +208,14 @@ class Holder(nn.Module):
         return self.block(x)
 
 
-@pytest.mark.parametrize("inner,pattern", [
-    (nn.MultiheadAttention(5, 1), "block.1: .*MultiheadAttention is not supported.*supported: .*torch.nn.GRU"),
-    (nn.LSTM(5, 5, proj_size=3, batch_first=True), "block.1: LSTM with proj_size is not supported"),
-    (nn.Conv1d(5, 5, 3, padding=1), "receives a \\(B, T, F\\)"),
-])
+@pytest.mark.parametrize(
+    "inner,pattern",
+    [
+        (nn.MultiheadAttention(5, 1), "block.1: .*MultiheadAttention is not supported.*supported: .*torch.nn.GRU"),
+        (nn.LSTM(5, 5, proj_size=3, batch_first=True), "block.1: LSTM with proj_size is not supported"),
+        (nn.Conv1d(5, 5, 3, padding=1), "receives a \\(B, T, F\\)"),
+    ],
+)
 def test_unsupported_modules_name_their_path(inner, pattern):
     with pytest.raises(UnsupportedModuleError, match=pattern):
         edgeseq.capture(Holder(inner), torch.randn(1, 4, 5))

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from edgeseq import __version__
-from edgeseq.ir import GraphBuilder, ops as O
+from edgeseq.ir import GraphBuilder
+from edgeseq.ir import ops as O
 from edgeseq.ir.ops import OP_REGISTRY
 
 
@@ -39,8 +40,7 @@ def test_doctor_lists_dependencies_and_toolchains():
 
 def test_doctor_strict_reports_missing_tools(tmp_path):
     env = {"PATH": str(tmp_path), "HOME": str(tmp_path)}
-    p = subprocess.run([sys.executable, "-m", "edgeseq", "doctor", "--strict"], capture_output=True, text=True,
-                       env=env)
+    p = subprocess.run([sys.executable, "-m", "edgeseq", "doctor", "--strict"], capture_output=True, text=True, env=env)
     assert p.returncode == 1
     assert "MISSING" in p.stdout and "apt-get install -y qemu-user" in p.stdout
 
@@ -61,8 +61,10 @@ def test_every_renderer_covers_every_primitive_and_micro_op():
     from edgeseq.ir.step.evaluate import SEMANTICS
     from edgeseq.quant.program import MICRO_OPS
 
-    for (header, rows), universe in ((primitive_table(), {c.__name__ for c in SEMANTICS}),
-                                     (micro_op_table(), set(MICRO_OPS))):
+    for (header, rows), universe in (
+        (primitive_table(), {c.__name__ for c in SEMANTICS}),
+        (micro_op_table(), set(MICRO_OPS)),
+    ):
         assert {r[0] for r in rows} == universe
         for r in rows:
             assert r[1:] == ["yes"] * (len(header) - 1), r
@@ -90,11 +92,14 @@ def test_info_and_run(ir_file, tmp_path):
     assert np.load(tmp_path / "y.npy").shape == (2, 4)
 
 
-@pytest.mark.parametrize("args,msg", [
-    (["info", "/nonexistent/model.esq"], "no such model file"),
-    (["run", "{ir}", "{bad_npy}"], "5 features per step; the model expects 3"),
-    (["info", "{garbage}"], "corrupt or truncated IR file"),
-])
+@pytest.mark.parametrize(
+    "args,msg",
+    [
+        (["info", "/nonexistent/model.esq"], "no such model file"),
+        (["run", "{ir}", "{bad_npy}"], "5 features per step; the model expects 3"),
+        (["info", "{garbage}"], "corrupt or truncated IR file"),
+    ],
+)
 def test_errors_are_one_line_without_traceback(args, msg, ir_file, tmp_path):
     np.save(tmp_path / "bad.npy", np.zeros((1, 4, 5)))
     (tmp_path / "garbage.esq").write_bytes(b"\x00" * 100)

@@ -111,8 +111,8 @@ def test_load_digits_clips_are_word_end_aligned(fs):
     for k in (0, 7):
         u = fs.words[idx[k]]
         m = min(len(u), n - tail)
-        np.testing.assert_array_equal(a.x[k, n - tail - m:n - tail, 0], u[-m:])
-        assert not a.x[k, n - tail:, 0].any() and not a.x[k, :n - tail - m, 0].any()
+        np.testing.assert_array_equal(a.x[k, n - tail - m : n - tail, 0], u[-m:])
+        assert not a.x[k, n - tail :, 0].any() and not a.x[k, : n - tail - m, 0].any()
     # the features are those of the front end, computed on the clip
     from edgeseq.data.features import compute
 
@@ -136,13 +136,16 @@ def test_digit_stream(fs):
     assert all(e1 <= s2 for (_, e1, _), (s2, _, _) in zip(ev, ev[1:])) and ev[-1][1] <= 40.0
     mask = np.zeros(a.size, bool)
     for s, e, _ in ev:
-        mask[int(round(s * sr)):int(round(e * sr))] = True
+        mask[int(round(s * sr)) : int(round(e * sr))] = True
     assert not a[~mask].any()  # no noise asked for: silence between the words
     # every word is one of theo's recordings (scaled)
     s, e, lab = ev[0]
-    seg = a[int(round(s * sr)):int(round(e * sr))].astype(np.float64)
-    cands = [u for u, d, spk in zip(fs.words, fs.digit, fs.speaker)
-             if len(u) == seg.size and D.DIGIT_WORDS[d] == lab and spk == fs.speaker_id("theo")]
+    seg = a[int(round(s * sr)) : int(round(e * sr))].astype(np.float64)
+    cands = [
+        u
+        for u, d, spk in zip(fs.words, fs.digit, fs.speaker)
+        if len(u) == seg.size and D.DIGIT_WORDS[d] == lab and spk == fs.speaker_id("theo")
+    ]
     assert any(abs(np.corrcoef(seg, u)[0, 1]) > 0.999 for u in cands)
     noisy, _, ev3 = D.digit_stream(40.0, speakers=["theo"], seed=3, snr_db=10.0)
     assert ev3 == ev and noisy[~mask].std() > 0
@@ -158,10 +161,10 @@ def test_frame_targets_label_the_end_of_each_word():
     t = S.frame_targets(words, 80, win, hop, background=10, pre=2, post=5)
     e1 = S.word_end_frame(4000, win, hop)
     assert e1 * hop + win >= 4000 > (e1 - 1) * hop + win
-    assert (t[e1 - 2:e1 + 5] == 3).all() and t[e1 + 5] == 10 and (t[e1 - 5:e1 - 2] == S.IGNORE).all()
-    assert (t[:e1 - 5] == 10).all()  # before the word and inside it: background
+    assert (t[e1 - 2 : e1 + 5] == 3).all() and t[e1 + 5] == 10 and (t[e1 - 5 : e1 - 2] == S.IGNORE).all()
+    assert (t[: e1 - 5] == 10).all()  # before the word and inside it: background
     e2 = S.word_end_frame(9500, win, hop)
-    assert (t[e2 - 2:e2 + 5] == 7).all() and (t[e2 + 5:] == 10).all()
+    assert (t[e2 - 2 : e2 + 5] == 7).all() and (t[e2 + 5 :] == 10).all()
 
 
 def test_training_sequences_are_seeded_and_labelled(fs):
@@ -192,5 +195,5 @@ def test_words_are_the_recordings_with_their_silence_trimmed(fs):
     assert (cut >= 0).all() and cut.sum() > 5 * 8000  # up to 0.7 s of room noise after some words
     for i in (0, 1234, int(np.argmax(cut))):
         a, w = fs.audio[i], fs.words[i]
-        starts = [j for j in range(0, len(a) - len(w) + 1, 80) if np.array_equal(a[j:j + len(w)], w)]
+        starts = [j for j in range(0, len(a) - len(w) + 1, 80) if np.array_equal(a[j : j + len(w)], w)]
         assert starts, i  # a contiguous piece, cut on the 10 ms grid

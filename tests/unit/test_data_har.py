@@ -78,9 +78,9 @@ def test_windows_counts_split_and_purity(cache, recordings):
     xs, ys = [], []
     for r in rec:
         for s in range(0, len(r) - 128 + 1, 64):
-            lab = r.labels[s:s + 128]
+            lab = r.labels[s : s + 128]
             if lab[0] >= 0 and lab[0] < 6 and (lab == lab[0]).all():
-                xs.append(r.signals[s:s + 128])
+                xs.append(r.signals[s : s + 128])
                 ys.append(lab[0])
     mine = tr.subset(tr.groups == 5)
     assert len(mine) == len(xs) > 100
@@ -156,8 +156,9 @@ def test_restricted_unpickler_refuses_other_globals(tmp_path, monkeypatch):
     arr = restricted_load(io.BytesIO(pickle.dumps(np.arange(5.0), protocol=2)), allowed=har._HAPT_GLOBALS, where="t")
     np.testing.assert_array_equal(arr, np.arange(5.0))
     with pytest.raises(DatasetError):
-        restricted_load(io.BytesIO(pickle.dumps(np.ma.masked_array([1.0]), protocol=2)), allowed=har._HAPT_GLOBALS,
-                        where="t")
+        restricted_load(
+            io.BytesIO(pickle.dumps(np.ma.masked_array([1.0]), protocol=2)), allowed=har._HAPT_GLOBALS, where="t"
+        )
 
 
 def test_missing_package_names_the_install_command(monkeypatch):
@@ -205,7 +206,9 @@ def test_uci_folder_and_zip_give_the_same_recordings(tmp_path, recordings):
 
 def test_dataset_container(tmp_path):
     x = np.arange(5 * 4 * 3, dtype=np.float64).reshape(5, 4, 3)
-    d = Dataset(x=x, y=[0, 1, 1, 2, 0], labels=("a", "b", "c"), name="t", meta={"split": "train"}, groups=[1, 1, 2, 2, 3])
+    d = Dataset(
+        x=x, y=[0, 1, 1, 2, 0], labels=("a", "b", "c"), name="t", meta={"split": "train"}, groups=[1, 1, 2, 2, 3]
+    )
     assert d.x.dtype == np.float32 and d.y.dtype == np.int64 and len(d) == 5
     assert d.class_counts() == {"a": 2, "b": 2, "c": 1}
     s = d.subset([4, 0])

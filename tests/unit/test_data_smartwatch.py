@@ -59,7 +59,7 @@ def test_leave_subjects_out_windows(cache, reference):
     # window k of the first training series is samples [64k, 64k + 128) of that series
     first = next(i for i, subj in enumerate(rs) if subj not in sw.SMARTWATCH_TEST_SUBJECTS)
     for k in (0, 1, 5):
-        np.testing.assert_array_equal(tr.x[k], rx[first][64 * k: 64 * k + 128])
+        np.testing.assert_array_equal(tr.x[k], rx[first][64 * k : 64 * k + 128])
         assert tr.y[k] == ry[first]
 
 

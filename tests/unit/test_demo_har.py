@@ -58,13 +58,16 @@ def test_windows_hop_and_majority_label():
     assert (y2 == -1).all() and len(x2) == len(x)
 
 
-@pytest.mark.parametrize("case, message", [
-    ("missing", "missing column(s) gyro_y, gyro_z"),
-    ("rate", "sample rate is 25.0 Hz; the HAR model expects 50 Hz"),
-    ("short", "at least 128"),
-    ("label", "unknown label 'jogging'"),
-    ("nan", "NaN or Inf"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing", "missing column(s) gyro_y, gyro_z"),
+        ("rate", "sample rate is 25.0 Hz; the HAR model expects 50 Hz"),
+        ("short", "at least 128"),
+        ("label", "unknown label 'jogging'"),
+        ("nan", "NaN or Inf"),
+    ],
+)
 def test_bad_csv_is_a_typed_error(tmp_path, case, message):
     p = tmp_path / f"{case}.csv"
     if case == "missing":
@@ -86,8 +89,9 @@ def test_bad_csv_is_a_typed_error(tmp_path, case, message):
 
 
 def _cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "edgeseq", *args], capture_output=True, text=True, env=env,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "edgeseq", *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def test_cli_bad_csv_one_line_error_no_traceback(tmp_path):

@@ -15,9 +15,20 @@ import pytest
 
 from edgeseq.data.audio import wav_bytes
 from edgeseq.data.features import LogMel, compute
-from edgeseq.demo.kws import (Detection, KwsDemoConfig, Scorer, WindowPlan, _check_config, detect,
-                              false_accepts_per_hour, match_detections, read_truth, read_wav_16k, stream_features,
-                              windows_of)
+from edgeseq.demo.kws import (
+    Detection,
+    KwsDemoConfig,
+    Scorer,
+    WindowPlan,
+    _check_config,
+    detect,
+    false_accepts_per_hour,
+    match_detections,
+    read_truth,
+    read_wav_16k,
+    stream_features,
+    windows_of,
+)
 from edgeseq.errors import ConfigError, DatasetError
 
 LABELS = ["yes", "no", "up", "_silence_", "_unknown_"]
@@ -49,8 +60,10 @@ def test_reads_16k_mono_pcm16(tmp_path):
     assert np.max(np.abs(got - x)) < 1e-3
 
 
-@pytest.mark.parametrize("kw,what", [({"rate": 44100}, "sample rate 44100 Hz"), ({"channels": 2}, "2 channels"),
-                                     ({"width": 1}, "8-bit samples")])
+@pytest.mark.parametrize(
+    "kw,what",
+    [({"rate": 44100}, "sample rate 44100 Hz"), ({"channels": 2}, "2 channels"), ({"width": 1}, "8-bit samples")],
+)
 def test_wrong_wav_format_names_file_and_fix(tmp_path, kw, what):
     p = _pcm_wav(tmp_path / "in.wav", np.zeros(48000), **kw)
     with pytest.raises(DatasetError) as e:
@@ -77,9 +90,27 @@ def test_float_wav_and_non_wav_are_rejected(tmp_path):
 
 def test_cli_bad_wav_is_one_line_error(tmp_path):
     p = _pcm_wav(tmp_path / "cd.wav", np.zeros(44100), rate=44100, channels=2)
-    r = subprocess.run([sys.executable, "-m", "edgeseq", "demo", "kws", "--model", "kws_lmu", "--input", str(p),
-                        "--target", "x86", "--quant", "float", "--out", str(tmp_path / "out")], capture_output=True,
-                       text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeseq",
+            "demo",
+            "kws",
+            "--model",
+            "kws_lmu",
+            "--input",
+            str(p),
+            "--target",
+            "x86",
+            "--quant",
+            "float",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2, r.stderr
     lines = [s for s in r.stderr.splitlines() if s.strip() and "Warning" not in s]
     assert len(lines) == 1 and lines[0].startswith("edgeseq: error: ") and str(p) in lines[0]
@@ -112,10 +143,24 @@ def test_wav_at_the_model_rate(tmp_path):
 def test_config_checks():
     _check_config(KwsDemoConfig())
     _check_config(KwsDemoConfig(data="digits", speaker="theo", mode="continuous"))
-    for bad in (dict(target="cortex-m7"), dict(quant="int4"), dict(engine="say"), dict(seconds=1.0),
-                dict(hop_ms=125), dict(threshold=0.0), dict(smooth=0), dict(refractory_s=-1), dict(tolerance_s=-1),
-                dict(chunk=0), dict(truth="labels.txt"), dict(data="speech"), dict(mode="windows"),
-                dict(chunk_s=0.1), dict(data="digits", engine="flite"), dict(speaker="theo")):
+    for bad in (
+        dict(target="cortex-m7"),
+        dict(quant="int4"),
+        dict(engine="say"),
+        dict(seconds=1.0),
+        dict(hop_ms=125),
+        dict(threshold=0.0),
+        dict(smooth=0),
+        dict(refractory_s=-1),
+        dict(tolerance_s=-1),
+        dict(chunk=0),
+        dict(truth="labels.txt"),
+        dict(data="speech"),
+        dict(mode="windows"),
+        dict(chunk_s=0.1),
+        dict(data="digits", engine="flite"),
+        dict(speaker="theo"),
+    ):
         with pytest.raises(ConfigError):
             _check_config(KwsDemoConfig(**bad))
 
@@ -154,8 +199,14 @@ def _post(top: str, p: float) -> np.ndarray:
 
 def test_detector_threshold_smoothing_refractory():
     plan = WindowPlan()
-    seq = [_post("_silence_", 0.9)] * 3 + [_post("yes", 0.9)] * 3 + [_post("_silence_", 0.9)] * 2 \
-        + [_post("no", 0.95)] * 6 + [_post("_unknown_", 0.99)] * 2 + [_post("up", 0.55)] * 3
+    seq = (
+        [_post("_silence_", 0.9)] * 3
+        + [_post("yes", 0.9)] * 3
+        + [_post("_silence_", 0.9)] * 2
+        + [_post("no", 0.95)] * 6
+        + [_post("_unknown_", 0.99)] * 2
+        + [_post("up", 0.55)] * 3
+    )
     smoothed, times, dets = detect(np.array(seq), LABELS, KEYWORDS, plan, threshold=0.6, smooth=2, refractory_s=0.9)
     assert smoothed.shape == (len(seq), len(LABELS)) and times.shape == (len(seq),)
     # "yes" fires at window 4 (mean of windows 3, 4), "no" at window 9; the second half of the long "no"
@@ -183,15 +234,23 @@ def _det(k, t):
 
 
 def test_matching_hits_misses_and_false_accept_kinds():
-    dets = [_det("yes", 1.9),  # hit: within the span + 0.5 s
-            _det("yes", 2.0),  # duplicate of the same word
-            _det("up", 3.2),  # wrong keyword ("no" was spoken)
-            _det("no", 5.3),  # on an unknown word
-            _det("go", 6.0),  # noise only (6.0 is 0.4 s after the unknown word ends... within tolerance)
-            _det("up", 8.3)]  # 0.8 s after "up" ended: background
+    dets = [
+        _det("yes", 1.9),  # hit: within the span + 0.5 s
+        _det("yes", 2.0),  # duplicate of the same word
+        _det("up", 3.2),  # wrong keyword ("no" was spoken)
+        _det("no", 5.3),  # on an unknown word
+        _det("go", 6.0),  # noise only (6.0 is 0.4 s after the unknown word ends... within tolerance)
+        _det("up", 8.3),
+    ]  # 0.8 s after "up" ended: background
     outs, m = match_detections(dets, EVENTS, KEYWORDS + ["go"], tolerance_s=0.5, seconds=36.0)
-    assert [o["outcome"] for o in outs] == ["hit", "duplicate", "wrong keyword", "unknown word", "unknown word",
-                                            "background"]
+    assert [o["outcome"] for o in outs] == [
+        "hit",
+        "duplicate",
+        "wrong keyword",
+        "unknown word",
+        "unknown word",
+        "background",
+    ]
     assert outs[0]["event"] == 0 and outs[2]["event"] == 1 and outs[5]["event"] is None
     assert m["keywords_spoken"] == 4 and m["unknown_words_spoken"] == 1
     assert m["hits"] == 1 and m["misses"] == 3 and m["false_accepts"] == 5 and m["detections"] == 6
@@ -200,8 +259,7 @@ def test_matching_hits_misses_and_false_accept_kinds():
     assert m["false_accepts_per_hour"] == pytest.approx(5 * 100.0)
     assert m["hit_rate"] == pytest.approx(0.25) and m["precision"] == pytest.approx(1 / 6)
     rows = {r["keyword"]: r for r in m["per_keyword"]}
-    assert rows["yes"] == {"keyword": "yes", "spoken": 2, "hits": 1, "misses": 1, "false_accepts": 1,
-                           "hit_rate": 0.5}
+    assert rows["yes"] == {"keyword": "yes", "spoken": 2, "hits": 1, "misses": 1, "false_accepts": 1, "hit_rate": 0.5}
     assert rows["up"]["false_accepts"] == 2 and rows["up"]["hits"] == 0 and rows["go"]["spoken"] == 0
     assert rows["go"]["hit_rate"] is None
 
@@ -241,27 +299,63 @@ def test_report_renders_from_result(tmp_path):
     smoothed, times, dets = detect(post, LABELS, KEYWORDS, plan, threshold=0.3)
     outs, m = match_detections(dets, EVENTS, KEYWORDS, 0.5, 11.0)
     rows = [dict(d.__dict__, outcome=o["outcome"], truth=None) for d, o in zip(dets, outs)]
-    r = {"demo": "kws", "model": "tiny", "model_source": "x.ckpt", "target": "cortex-m4",
-         "runner": "qemu-system-arm (mps2-an386)", "quantization": "float", "data": "kws", "source": "test stream",
-         "held_out_voices": "f4 <b>", "labels": LABELS, "keywords": KEYWORDS,
-         "stream": {"seconds": 11.0, "input": None, "wav": "stream.wav"},
-         "streaming": {"features": LogMel().to_dict(), "samples_per_push": 4000, "streamed_equals_batch": True,
-                       "window_frames": 98, "window_s": plan.window_s, "hop_s": 0.25, "slots": 4, "windows": n,
-                       "windows_per_device_call": 32},
-         "detection": {"rule": "mean", "threshold": 0.3, "smooth": 2, "refractory_s": 1.0, "tolerance_s": 0.5},
-         "events": [{"start_s": a, "end_s": b, "label": c} for a, b, c in EVENTS], "detections": rows, "metrics": m,
-         "device_vs_reference": {"decision_agreement": 1.0, "max_abs_logit_difference": 0.0,
-                                 "detections_identical": True, "reference_detections": len(dets),
-                                 "reference": "float64 interpreter"},
-         "posteriors": {"time_s": times.tolist(), "smoothed": smoothed.tolist()},
-         "envelope": {"hop_s": 0.05, "peak": np.abs(rng.standard_normal(220)).tolist()},
-         "cost": {"instructions": {"per_step": 1000.0, "per_inference": 99000.0, "per_sequence_fixed": 1000.0,
-                                   "method": "qemu"}},
-         "mcu_cost": None, "budget": {"instructions_per_second_of_audio": 396000.0,
-                                      "mhz_at_one_instruction_per_cycle": 0.396, "note": "4 slots"},
-         "sizes": {"artifact_bytes": 10, "device_binary_bytes": 5, "weights_bytes": 4, "float32_weight_bytes": 4},
-         "mcu_sizes": {"target": "cortex-m4", "flash_bytes": 1000, "ram_bytes": 500}, "plan": None,
-         "timings": {"total_s": 1.0}, "artifact": "a"}
+    r = {
+        "demo": "kws",
+        "model": "tiny",
+        "model_source": "x.ckpt",
+        "target": "cortex-m4",
+        "runner": "qemu-system-arm (mps2-an386)",
+        "quantization": "float",
+        "data": "kws",
+        "source": "test stream",
+        "held_out_voices": "f4 <b>",
+        "labels": LABELS,
+        "keywords": KEYWORDS,
+        "stream": {"seconds": 11.0, "input": None, "wav": "stream.wav"},
+        "streaming": {
+            "features": LogMel().to_dict(),
+            "samples_per_push": 4000,
+            "streamed_equals_batch": True,
+            "window_frames": 98,
+            "window_s": plan.window_s,
+            "hop_s": 0.25,
+            "slots": 4,
+            "windows": n,
+            "windows_per_device_call": 32,
+        },
+        "detection": {"rule": "mean", "threshold": 0.3, "smooth": 2, "refractory_s": 1.0, "tolerance_s": 0.5},
+        "events": [{"start_s": a, "end_s": b, "label": c} for a, b, c in EVENTS],
+        "detections": rows,
+        "metrics": m,
+        "device_vs_reference": {
+            "decision_agreement": 1.0,
+            "max_abs_logit_difference": 0.0,
+            "detections_identical": True,
+            "reference_detections": len(dets),
+            "reference": "float64 interpreter",
+        },
+        "posteriors": {"time_s": times.tolist(), "smoothed": smoothed.tolist()},
+        "envelope": {"hop_s": 0.05, "peak": np.abs(rng.standard_normal(220)).tolist()},
+        "cost": {
+            "instructions": {
+                "per_step": 1000.0,
+                "per_inference": 99000.0,
+                "per_sequence_fixed": 1000.0,
+                "method": "qemu",
+            }
+        },
+        "mcu_cost": None,
+        "budget": {
+            "instructions_per_second_of_audio": 396000.0,
+            "mhz_at_one_instruction_per_cycle": 0.396,
+            "note": "4 slots",
+        },
+        "sizes": {"artifact_bytes": 10, "device_binary_bytes": 5, "weights_bytes": 4, "float32_weight_bytes": 4},
+        "mcu_sizes": {"target": "cortex-m4", "flash_bytes": 1000, "ram_bytes": 500},
+        "plan": None,
+        "timings": {"total_s": 1.0},
+        "artifact": "a",
+    }
     kws_report(r, tmp_path / "report.html")
     html = (tmp_path / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3  # per keyword, timeline, posteriors
@@ -294,27 +388,62 @@ def test_report_renders_continuous_mode(tmp_path):
     outs, m = match_detections(dets, EVENTS, KEYWORDS, 0.5, 11.0)
     m["integer_reference"] = {k: m[k] for k in ("hits", "misses", "false_accepts", "false_accepts_per_hour")}
     rows = [dict(d.__dict__, outcome=o["outcome"], truth=None) for d, o in zip(dets, outs)]
-    r = {"demo": "kws", "data": "digits", "model": "digits", "model_source": "x.ckpt", "target": "cortex-m4",
-         "runner": "qemu-system-arm (mps2-an386)", "quantization": "edgeseq", "source": "FSDD theo",
-         "held_out_voices": "FSDD speaker theo", "labels": LABELS, "keywords": KEYWORDS,
-         "stream": {"seconds": 11.0, "input": None, "wav": "stream.wav"},
-         "streaming": {"mode": "continuous", "features": FRONT_END.to_dict(), "frame_rate": 50.0,
-                       "samples_per_push": 1920, "streamed_equals_batch": True, "window_frames": 1,
-                       "window_s": plan.window_s, "hop_s": plan.hop_s, "slots": 1, "windows": n, "decisions": n,
-                       "windows_per_device_call": None, "frames_per_device_call": 500},
-         "detection": {"rule": "mean", "threshold": 0.5, "smooth": 3, "refractory_s": 1.0, "tolerance_s": 0.5},
-         "events": [{"start_s": a, "end_s": b, "label": c} for a, b, c in EVENTS], "detections": rows, "metrics": m,
-         "device_vs_reference": {"decision_agreement": 1.0, "max_abs_logit_difference": 0.0,
-                                 "detections_identical": True, "reference_detections": len(dets),
-                                 "reference": "integer-exact interpreter"},
-         "posteriors": {"time_s": times.tolist(), "smoothed": smoothed.tolist(), "pooled": 1},
-         "envelope": {"hop_s": 0.05, "peak": np.abs(rng.standard_normal(220)).tolist()},
-         "cost": {"instructions": {"per_step": 80000.0, "per_inference": 4e6, "per_sequence_fixed": 100.0,
-                                   "method": "qemu"}},
-         "mcu_cost": None, "budget": {"instructions_per_second_of_audio": 4e6, "mhz_at_one_instruction_per_cycle": 4.0,
-                                      "note": "one continuous state"},
-         "sizes": {"artifact_bytes": 10, "device_binary_bytes": 5, "weights_bytes": 4, "float32_weight_bytes": 4},
-         "mcu_sizes": None, "plan": "plan", "timings": {"total_s": 1.0}, "artifact": "a"}
+    r = {
+        "demo": "kws",
+        "data": "digits",
+        "model": "digits",
+        "model_source": "x.ckpt",
+        "target": "cortex-m4",
+        "runner": "qemu-system-arm (mps2-an386)",
+        "quantization": "edgeseq",
+        "source": "FSDD theo",
+        "held_out_voices": "FSDD speaker theo",
+        "labels": LABELS,
+        "keywords": KEYWORDS,
+        "stream": {"seconds": 11.0, "input": None, "wav": "stream.wav"},
+        "streaming": {
+            "mode": "continuous",
+            "features": FRONT_END.to_dict(),
+            "frame_rate": 50.0,
+            "samples_per_push": 1920,
+            "streamed_equals_batch": True,
+            "window_frames": 1,
+            "window_s": plan.window_s,
+            "hop_s": plan.hop_s,
+            "slots": 1,
+            "windows": n,
+            "decisions": n,
+            "windows_per_device_call": None,
+            "frames_per_device_call": 500,
+        },
+        "detection": {"rule": "mean", "threshold": 0.5, "smooth": 3, "refractory_s": 1.0, "tolerance_s": 0.5},
+        "events": [{"start_s": a, "end_s": b, "label": c} for a, b, c in EVENTS],
+        "detections": rows,
+        "metrics": m,
+        "device_vs_reference": {
+            "decision_agreement": 1.0,
+            "max_abs_logit_difference": 0.0,
+            "detections_identical": True,
+            "reference_detections": len(dets),
+            "reference": "integer-exact interpreter",
+        },
+        "posteriors": {"time_s": times.tolist(), "smoothed": smoothed.tolist(), "pooled": 1},
+        "envelope": {"hop_s": 0.05, "peak": np.abs(rng.standard_normal(220)).tolist()},
+        "cost": {
+            "instructions": {"per_step": 80000.0, "per_inference": 4e6, "per_sequence_fixed": 100.0, "method": "qemu"}
+        },
+        "mcu_cost": None,
+        "budget": {
+            "instructions_per_second_of_audio": 4e6,
+            "mhz_at_one_instruction_per_cycle": 4.0,
+            "note": "one continuous state",
+        },
+        "sizes": {"artifact_bytes": 10, "device_binary_bytes": 5, "weights_bytes": 4, "float32_weight_bytes": 4},
+        "mcu_sizes": None,
+        "plan": "plan",
+        "timings": {"total_s": 1.0},
+        "artifact": "a",
+    }
     kws_report(r, tmp_path / "report.html")
     html = (tmp_path / "report.html").read_text()
     assert "one continuous state, never reset" in html and "20 ms frame" in html and "state slots" not in html

@@ -137,7 +137,21 @@ def test_cli_fused_rnn_flag(tmp_path):
 
     g = edgeseq.capture(build("gru"), torch.zeros(1, 8, 6))
     g.save(tmp_path / "g.esq")
-    r = subprocess.run([sys.executable, "-m", "edgeseq", "export", str(tmp_path / "g.esq"), "--target", "onnx",
-                        "--fused-rnn", "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeseq",
+            "export",
+            str(tmp_path / "g.esq"),
+            "--target",
+            "onnx",
+            "--fused-rnn",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "o" / "manifest.json").read_text())["fused_rnn"] is True

@@ -49,6 +49,7 @@ def _zoo(arch, seed=0, spikes=False, **cfg):
         m = build_model(arch, 6, 5, **cfg)
         g = edgeseq.capture(m, torch.randn(2, 12, 6))
         return _with_spike_outputs(g) if spikes else g
+
     return make
 
 
@@ -58,6 +59,7 @@ def _torch_rnn(cls, batch_first, **kw):
         m = cls(6, 12, num_layers=2, batch_first=batch_first, **kw)
         x = torch.randn(2, 9, 6) if batch_first else torch.randn(9, 2, 6)
         return edgeseq.capture(m, x)
+
     return make
 
 
@@ -86,11 +88,15 @@ def _snntorch():
     snn = pytest.importorskip("snntorch")
     torch.manual_seed(3)
     net = torch.nn.Sequential(
-        torch.nn.Linear(6, 16), snn.Leaky(beta=0.9, init_hidden=True),
-        torch.nn.Linear(16, 16), snn.RSynaptic(alpha=0.8, beta=0.9, linear_features=16, init_hidden=True,
-                                               reset_mechanism="zero"),
-        torch.nn.Linear(16, 12), snn.RLeaky(beta=0.85, all_to_all=False, init_hidden=True),
-        torch.nn.Linear(12, 4), snn.Leaky(beta=0.8, init_hidden=True, output=True))
+        torch.nn.Linear(6, 16),
+        snn.Leaky(beta=0.9, init_hidden=True),
+        torch.nn.Linear(16, 16),
+        snn.RSynaptic(alpha=0.8, beta=0.9, linear_features=16, init_hidden=True, reset_mechanism="zero"),
+        torch.nn.Linear(16, 12),
+        snn.RLeaky(beta=0.85, all_to_all=False, init_hidden=True),
+        torch.nn.Linear(12, 4),
+        snn.Leaky(beta=0.8, init_hidden=True, output=True),
+    )
     with torch.no_grad():
         net[0].weight.mul_(2.0)
     return _with_spike_outputs(edgeseq.capture(net, torch.randn(2, 10, 6)))
@@ -108,8 +114,7 @@ def _feedforward_ir():
     c2 = b.add(O.Conv1d(weight=_w(rng, 6, 3, 2), groups=2), c1, "gconv")
     c3 = b.add(O.Conv1d(weight=_w(rng, 4, 6, 1), bias=_w(rng, 4)), c2, "pointwise")
     ln = b.add(O.LayerNorm(eps=1e-3), c3, "ln")
-    bn = b.add(O.BatchNorm(mean=_w(rng, 4), var=rng.uniform(0.5, 2.0, 4), weight=_w(rng, 4), bias=_w(rng, 4)),
-               ln, "bn")
+    bn = b.add(O.BatchNorm(mean=_w(rng, 4), var=rng.uniform(0.5, 2.0, 4), weight=_w(rng, 4), bias=_w(rng, 4)), ln, "bn")
     acts = [b.add(O.Activation(fn=f, slope=0.2, lo=-0.5, hi=0.7), bn, f"act_{f.value}") for f in Act]
     cat = b.add(O.Concat(), acts, "cat")
     lin = b.add(O.Linear(weight=_w(rng, 8, 4 * len(acts), scale=0.2), bias=_w(rng, 8)), cat, "lin")
@@ -133,12 +138,37 @@ def _lmu_ir():
     (batched) memory layout, a bias-only dense hidden cell, Euler discretisation."""
     rng = np.random.default_rng(5)
     b = GraphBuilder(4)
-    h1 = b.add(O.LMU(e_x=_w(rng, 2, 4), order=5, theta=9.0, e_h=_w(rng, 2, 7, scale=0.1),
-                     e_m=_w(rng, 2, 10, scale=0.1), b_u=_w(rng, 2), w_m=_w(rng, 7, 10, scale=0.2), w_x=_w(rng, 7, 4),
-                     w_h=_w(rng, 7, 7, scale=0.1), b_h=_w(rng, 7), act="relu"), "x", "lmu_full")
+    h1 = b.add(
+        O.LMU(
+            e_x=_w(rng, 2, 4),
+            order=5,
+            theta=9.0,
+            e_h=_w(rng, 2, 7, scale=0.1),
+            e_m=_w(rng, 2, 10, scale=0.1),
+            b_u=_w(rng, 2),
+            w_m=_w(rng, 7, 10, scale=0.2),
+            w_x=_w(rng, 7, 4),
+            w_h=_w(rng, 7, 7, scale=0.1),
+            b_h=_w(rng, 7),
+            act="relu",
+        ),
+        "x",
+        "lmu_full",
+    )
     m2 = b.add(O.LMU(e_x=_w(rng, 5, 7), order=60, theta=30.0, e_h=_w(rng, 5, 300, scale=0.02)), h1, "lmu_mem")
-    h3 = b.add(O.LMU(e_x=_w(rng, 1, 300, scale=0.05), order=4, theta=6.0, w_m=_w(rng, 6, 4), b_h=_w(rng, 6),
-                     act="sigmoid", discretizer="euler"), m2, "lmu_dense")
+    h3 = b.add(
+        O.LMU(
+            e_x=_w(rng, 1, 300, scale=0.05),
+            order=4,
+            theta=6.0,
+            w_m=_w(rng, 6, 4),
+            b_h=_w(rng, 6),
+            act="sigmoid",
+            discretizer="euler",
+        ),
+        m2,
+        "lmu_dense",
+    )
     r = b.add(O.Readout(mode="mean"), h3, "readout")
     return b.build([h3, r])
 
@@ -153,26 +183,52 @@ def _spiking_ir():
     rng = np.random.default_rng(6)
     b = GraphBuilder(4)
     i1 = b.add(O.Linear(weight=_w(rng, 10, 4, scale=1.2), bias=_w(rng, 10)), "x", "fc1")
-    s1 = b.add(O.LIF(neuron=_neuron(rng, 10, reset="zero", reset_delay=False, spike_scale=rng.uniform(0.5, 2, 10)),
-                     recurrence="one_to_one", v_rec=_w(rng, 10)), i1, "lif_zero_now")
+    s1 = b.add(
+        O.LIF(
+            neuron=_neuron(rng, 10, reset="zero", reset_delay=False, spike_scale=rng.uniform(0.5, 2, 10)),
+            recurrence="one_to_one",
+            v_rec=_w(rng, 10),
+        ),
+        i1,
+        "lif_zero_now",
+    )
     i2 = b.add(O.Linear(weight=_w(rng, 10, 10, scale=0.5), bias=_w(rng, 10, scale=0.1) + 0.1), s1, "fc2")
-    s2, m2 = b.add(O.CuBaLIF(neuron=_neuron(rng, 10, alpha=rng.uniform(0.3, 0.9, 10), reset="zero_total"),
-                             recurrence="all_to_all", w_rec=_w(rng, 10, 10, scale=0.2), b_rec=_w(rng, 10, scale=0.1),
-                             emit="both"),
-                   i2, "cuba_both")
+    s2, m2 = b.add(
+        O.CuBaLIF(
+            neuron=_neuron(rng, 10, alpha=rng.uniform(0.3, 0.9, 10), reset="zero_total"),
+            recurrence="all_to_all",
+            w_rec=_w(rng, 10, 10, scale=0.2),
+            b_rec=_w(rng, 10, scale=0.1),
+            emit="both",
+        ),
+        i2,
+        "cuba_both",
+    )
     i3 = b.add(O.Linear(weight=_w(rng, 8, 10, scale=0.8), bias=_w(rng, 8, scale=0.5)), s2, "fc3")
-    s3 = b.add(O.LIF(neuron=O.NeuronParams(beta=0.9, threshold=0.8, reset="subtract", reset_delay=False)),
-               i3, "lif_sub_now")
+    s3 = b.add(
+        O.LIF(neuron=O.NeuronParams(beta=0.9, threshold=0.8, reset="subtract", reset_delay=False)), i3, "lif_sub_now"
+    )
     i4 = b.add(O.Linear(weight=_w(rng, 8, 8, scale=0.8), bias=_w(rng, 8, scale=0.5)), s3, "fc4")
     s4 = b.add(O.LIF(neuron=O.NeuronParams(beta=0.9, threshold=1.0, reset="none")), i4, "lif_none")
     d, order, hid = 2, 4, 6
     syn = {"alpha": 0.7, "beta": 0.85, "threshold": 0.4}
-    l2 = b.add(O.L2MU(a=_w(rng, order, order, scale=0.3) + np.eye(order) * 0.5, b=_w(rng, order), e_x=_w(rng, d, 8),
-                      w_m=_w(rng, hid, d * order, scale=0.8), e_h=_w(rng, d, hid), b_u=_w(rng, d, scale=0.3) + 0.3,
-                      w_h=_w(rng, hid, hid), b_h=_w(rng, hid, scale=0.3) + 0.2,
-                      u_neuron=O.NeuronParams(**syn, reset="zero"),
-                      m_neuron=O.NeuronParams(**syn, reset="subtract", reset_delay=False),
-                      h_neuron=O.NeuronParams(**syn, reset="zero_total")), s4, "l2mu_syn")
+    l2 = b.add(
+        O.L2MU(
+            a=_w(rng, order, order, scale=0.3) + np.eye(order) * 0.5,
+            b=_w(rng, order),
+            e_x=_w(rng, d, 8),
+            w_m=_w(rng, hid, d * order, scale=0.8),
+            e_h=_w(rng, d, hid),
+            b_u=_w(rng, d, scale=0.3) + 0.3,
+            w_h=_w(rng, hid, hid),
+            b_h=_w(rng, hid, scale=0.3) + 0.2,
+            u_neuron=O.NeuronParams(**syn, reset="zero"),
+            m_neuron=O.NeuronParams(**syn, reset="subtract", reset_delay=False),
+            h_neuron=O.NeuronParams(**syn, reset="zero_total"),
+        ),
+        s4,
+        "l2mu_syn",
+    )
     cnt = b.add(O.Readout(mode="sum"), l2, "spike_count")
     last = b.add(O.Readout(mode="last"), m2, "last_mem")
     return b.build([s1, s2, m2, s3, s4, l2, cnt, last])
@@ -187,10 +243,17 @@ CASES = {
     "zoo_mingru_identity": _zoo("mingru", hidden=8, candidate="identity", bias=False, readout="mean"),
     "zoo_minlstm": _zoo("minlstm", hidden=16),
     "zoo_lmu": _zoo("lmu", hidden=16, memory_d=2, order=6, theta=20.0),
-    "zoo_lmu_dense": _zoo("lmu", hidden=16, memory_d=2, order=6, theta=20.0, hidden_cell="dense",
-                          input_to_hidden=True),
-    "zoo_lmu_rec": _zoo("lmu", hidden=12, memory_d=3, order=4, theta=10.0, hidden_to_memory=True,
-                        memory_to_memory=True, memory_bias=True),
+    "zoo_lmu_dense": _zoo("lmu", hidden=16, memory_d=2, order=6, theta=20.0, hidden_cell="dense", input_to_hidden=True),
+    "zoo_lmu_rec": _zoo(
+        "lmu",
+        hidden=12,
+        memory_d=3,
+        order=4,
+        theta=10.0,
+        hidden_to_memory=True,
+        memory_to_memory=True,
+        memory_bias=True,
+    ),
     "zoo_lif": _zoo("lif", spikes=True, hidden=16),
     "zoo_lif_rec": _zoo("lif", spikes=True, hidden=16, recurrent=True, reset="zero"),
     "zoo_l2mu": _zoo("l2mu", spikes=True, hidden=16, encoder_size=8),
@@ -229,8 +292,9 @@ class _Exported:
             so = ort.SessionOptions()
             so.intra_op_num_threads = 1
             so.log_severity_level = 2
-            self._sessions[key] = ort.InferenceSession(self.model(*key).SerializeToString(), so,
-                                                       providers=["CPUExecutionProvider"])
+            self._sessions[key] = ort.InferenceSession(
+                self.model(*key).SerializeToString(), so, providers=["CPUExecutionProvider"]
+            )
         return self._sessions[key]
 
     def run(self, x, streaming=False, inline=False, state=None, fused=False):
@@ -255,6 +319,7 @@ def exported():
         if name not in cache:
             cache[name] = _Exported(CASES[name]())
         return cache[name]
+
     return get
 
 
@@ -305,10 +370,12 @@ def test_streaming_chunks_equal_whole_sequence(exported, case):
     for chunk in (1, 7):
         state, parts = None, []
         for s in range(0, x.shape[1], chunk):
-            outs, state = ex.run(x[:, s:s + chunk], streaming=True, state=state)
+            outs, state = ex.run(x[:, s : s + chunk], streaming=True, state=state)
             parts.append(outs)
-        got = [np.concatenate([p[k] for p in parts], axis=1) if temporal[k] else parts[-1][k]
-               for k in range(len(g.outputs))]
+        got = [
+            np.concatenate([p[k] for p in parts], axis=1) if temporal[k] else parts[-1][k]
+            for k in range(len(g.outputs))
+        ]
         for k, (a, b) in enumerate(zip(got, whole)):
             if g.output_types[k].spikes:
                 assert np.array_equal(a, b), f"{case} chunk={chunk}: spikes of '{g.outputs[k]}' differ"
@@ -322,8 +389,9 @@ def test_streaming_chunks_equal_whole_sequence(exported, case):
             assert err <= TOL * scale, f"{case} chunk={chunk}: state '{key}' differs from the reference by {err:.3g}"
 
 
-@pytest.mark.parametrize("case", ["zoo_gru2", "zoo_lmu_rec", "zoo_l2mu", "zoo_lmuformer_spiking",
-                                  "ir_feedforward", "ir_spiking", "snntorch"])
+@pytest.mark.parametrize(
+    "case", ["zoo_gru2", "zoo_lmu_rec", "zoo_l2mu", "zoo_lmuformer_spiking", "ir_feedforward", "ir_spiking", "snntorch"]
+)
 def test_inline_model_has_no_custom_domain_and_same_outputs(exported, case):
     ex = exported(case)
     model = ex.model(inline=True)
@@ -341,8 +409,18 @@ def test_inline_model_has_no_custom_domain_and_same_outputs(exported, case):
         assert np.max(np.abs(a - b)) <= 1e-6
 
 
-@pytest.mark.parametrize("case", ["zoo_gru2", "zoo_lstm", "torch_rnn2_relu", "torch_rnn2_tanh_tbf",
-                                  "torch_lstm2_tbf", "torch_conv_ln_gru", "ir_feedforward"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "zoo_gru2",
+        "zoo_lstm",
+        "torch_rnn2_relu",
+        "torch_rnn2_tanh_tbf",
+        "torch_lstm2_tbf",
+        "torch_conv_ln_gru",
+        "ir_feedforward",
+    ],
+)
 def test_fused_rnn_variant_matches_reference(exported, case):
     """fused_rnn=True: GRU/LSTM functions built on ONNX's own recurrent ops, same numbers."""
     ex = exported(case)
@@ -357,7 +435,7 @@ def test_fused_rnn_variant_matches_reference(exported, case):
     _compare(g, ex.run(x, fused=True), want, f"{case} fused")
     state, parts = None, []
     for s in range(0, x.shape[1], 7):
-        outs, state = ex.run(x[:, s:s + 7], streaming=True, state=state, fused=True)
+        outs, state = ex.run(x[:, s : s + 7], streaming=True, state=state, fused=True)
         parts.append(outs)
     temporal = [t.temporal for t in g.output_types]
     got = [np.concatenate([p[k] for p in parts], axis=1) if temporal[k] else parts[-1][k] for k in range(len(want))]
@@ -395,7 +473,7 @@ def test_model_is_valid_with_symbolic_batch_and_time(exported, case, streaming):
     spec = g.state_spec()
     if streaming:
         ins = {vi.name: _dims(vi) for vi in model.graph.input[1:]}
-        outs = {vi.name: _dims(vi) for vi in model.graph.output[len(g.outputs):]}
+        outs = {vi.name: _dims(vi) for vi in model.graph.output[len(g.outputs) :]}
         assert ins == {"state_in." + k: ["batch", *s] for k, s in spec.items()}
         assert outs == {"state_out." + k: ["batch", *s] for k, s in spec.items()}
     else:
@@ -442,8 +520,8 @@ def test_weights_are_attributes_recurrent_ones_inside_the_scan_body(exported):
     attrs = {a.name: onnx.numpy_helper.to_array(a.t) for a in node.attribute}
     op = exported("zoo_gru2").graph.nodes[1].op
     h = op.hidden_size
-    np.testing.assert_allclose(attrs["w_hn_t"], np.asarray(op.w_hh)[2 * h:].T, rtol=0, atol=0)
-    np.testing.assert_allclose(attrs["w_hr_w_hz_t"], np.asarray(op.w_hh)[:2 * h].T, rtol=0, atol=0)
+    np.testing.assert_allclose(attrs["w_hn_t"], np.asarray(op.w_hh)[2 * h :].T, rtol=0, atol=0)
+    np.testing.assert_allclose(attrs["w_hr_w_hz_t"], np.asarray(op.w_hh)[: 2 * h].T, rtol=0, atol=0)
 
 
 def test_onnxruntime_keeps_recurrent_weights_as_scan_body_initializers(exported, tmp_path):
@@ -472,8 +550,10 @@ def test_supported_kinds_cover_the_reference_interpreter():
 
 
 def test_import_edgeseq_does_not_load_onnx():
-    code = "import sys, edgeseq, edgeseq.ir.interpret; assert 'onnx' not in sys.modules and " \
-           "'onnxruntime' not in sys.modules, [m for m in sys.modules if 'onnx' in m]"
+    code = (
+        "import sys, edgeseq, edgeseq.ir.interpret; assert 'onnx' not in sys.modules and "
+        "'onnxruntime' not in sys.modules, [m for m in sys.modules if 'onnx' in m]"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -493,9 +573,11 @@ def test_export_writes_a_verified_artifact(exported, tmp_path):
     assert m["inputs"][0]["shape"] == ["batch", "time", 6]
     assert m["outputs"][0]["shape"] == ["batch", 5] and m["outputs"][0]["dtype"] == "float32"
     assert m["metadata"]["model_config"]["arch"] == "lmuformer"
-    assert set(m["files"]) == {"model.onnx", "graph.esq", "golden/input.npy"} | {f"golden/output_{k}.npy"
-                                                                  for k in range(len(ex.graph.outputs))}
+    assert set(m["files"]) == {"model.onnx", "graph.esq", "golden/input.npy"} | {
+        f"golden/output_{k}.npy" for k in range(len(ex.graph.outputs))
+    }
     from edgeseq.util.fs import sha256_file
+
     for name, info in m["files"].items():
         assert sha256_file(out / name) == info["sha256"]
     np.testing.assert_array_equal(np.load(out / "golden/input.npy"), x)
@@ -530,7 +612,7 @@ def test_streaming_artifact_carries_state(exported, tmp_path):
     want, ref_state = reference(ex.graph, x.astype(np.float64))
     state = None
     for s in range(0, 25, 10):
-        outs, state = art.run(x[:, s:s + 10], state)
+        outs, state = art.run(x[:, s : s + 10], state)
     _compare(ex.graph, outs, want, "streaming artifact")
     for k in keys:
         assert np.max(np.abs(state[k] - ref_state[k])) <= TOL
@@ -624,8 +706,12 @@ def test_failure_while_writing_leaves_nothing(exported, tmp_path, monkeypatch):
 
 def test_bad_golden_input_and_options(exported, tmp_path):
     g = exported("zoo_rnn").graph
-    for bad in (np.zeros((2, 10, 5), np.float32), np.zeros((10, 6), np.float32), np.zeros((2, 0, 6)),
-                np.full((1, 4, 6), np.nan)):
+    for bad in (
+        np.zeros((2, 10, 5), np.float32),
+        np.zeros((10, 6), np.float32),
+        np.zeros((2, 0, 6)),
+        np.full((1, 4, 6), np.nan),
+    ):
         with pytest.raises((ShapeError, edgeseq.errors.NumericsError)):
             export_onnx(g, tmp_path / "out", golden_input=bad)
     with pytest.raises(ConfigError):
@@ -700,9 +786,9 @@ def test_every_cell_variant_whole_and_streaming(name):
         state = {"state_in." + k: np.zeros((b,) + s, np.float32) for k, s in spec.items()}
         parts = []
         for lo in range(0, t, 16):
-            res = stream.run(None, {"x": x[:, lo:lo + 16], **state})
-            parts.append(res[:len(g.outputs)])
-            state = {"state_in." + k: v for k, v in zip(spec, res[len(g.outputs):])}
+            res = stream.run(None, {"x": x[:, lo : lo + 16], **state})
+            parts.append(res[: len(g.outputs)])
+            state = {"state_in." + k: v for k, v in zip(spec, res[len(g.outputs) :])}
         chunked = [np.concatenate([p[k] for p in parts], axis=1) for k in range(len(g.outputs))]
         _compare(g, chunked, want, f"{name} B={b} T={t} streaming")
         for k in spec:

@@ -26,8 +26,12 @@ torch = pytest.importorskip("torch")
 import edgeseq  # noqa: E402
 from edgeseq.errors import ArtifactError, ConfigError, UnsupportedOpError  # noqa: E402
 from edgeseq.export import Artifact  # noqa: E402
-from edgeseq.export.onnx import OnnxArtifact, build_onnx_qdq, export_onnx_quantized  # noqa: E402
-from edgeseq.export.onnx import qdq  # noqa: E402
+from edgeseq.export.onnx import (  # noqa: E402
+    OnnxArtifact,
+    build_onnx_qdq,
+    export_onnx_quantized,
+    qdq,  # noqa: E402
+)
 from edgeseq.quant import intexact, quantize  # noqa: E402
 
 from . import cell_cases  # noqa: E402
@@ -120,7 +124,7 @@ def test_agrees_with_the_integer_interpreter_at_several_lengths_and_batches(sess
             got_f, got_q, *spikes = s.run([out.name, "q." + out.name] + ["probe." + p for p in probes], {"x": x})
             assert got_q.shape == want_q[0].shape and got_q.dtype == np.int16
             # the float output is the integer output dequantized (one float32 rounding)
-            assert np.allclose(got_f, got_q * out.scale, rtol=2.0 ** -22, atol=0)
+            assert np.allclose(got_f, got_q * out.scale, rtol=2.0**-22, atol=0)
             worst = max(worst, int(np.max(np.abs(got_q.astype(np.int64) - want_q[0]))))
             decisions += b
             agree += int(np.sum(np.argmax(got_q, -1) == np.argmax(want_q[0], -1)))
@@ -246,8 +250,11 @@ def _kernels(model, x, tmp_path, level=None):
     s = _session(model, level=level, profile_dir=tmp_path)
     s.run(None, {"x": x})
     ev = _node_events(s)
-    return (Counter(e["args"]["op_name"] for e in ev if _in_body(e)),
-            Counter(e["args"]["op_name"] for e in ev if not _in_body(e)), ev)
+    return (
+        Counter(e["args"]["op_name"] for e in ev if _in_body(e)),
+        Counter(e["args"]["op_name"] for e in ev if not _in_body(e)),
+        ev,
+    )
 
 
 def test_profiler_shows_fused_integer_kernels_inside_the_scan_bodies(quantized, tmp_path):
@@ -257,8 +264,9 @@ def test_profiler_shows_fused_integer_kernels_inside_the_scan_bodies(quantized, 
     assert body["QGemm"] == 20 and body["Gemm"] == 0, body
     assert seq["QGemm"] >= 3  # the Linear layers over the whole sequence
     # activation types: spikes (0/1) are uint8 (u8 x s8 cannot saturate below 129), the signed input int8
-    kinds = Counter((_in_body(e), list(e["args"]["input_type_shape"][0])[0]) for e in ev
-                    if e["args"]["op_name"] == "QGemm")
+    kinds = Counter(
+        (_in_body(e), list(e["args"]["input_type_shape"][0])[0]) for e in ev if e["args"]["op_name"] == "QGemm"
+    )
     assert kinds[(True, "uint8")] == 20 and kinds[(False, "int8")] == 1 and kinds[(False, "uint8")] == 2, kinds
     # L2MU: four spike x int8 products per step fused; the int16 memory matrices stay float
     body, _, _ = _kernels(build_onnx_qdq(quantized["l2mu"]), x, tmp_path)
@@ -278,8 +286,10 @@ def test_fusion_needs_extended_optimizations(quantized, tmp_path):
     assert basic["QGemm"] == 0 and basic["Gemm"] == 10 and basic["DequantizeLinear"] > 0
     assert ext["QGemm"] == 10 and full["QGemm"] == 10
     # fused or not, the numbers are the same
-    outs = [_session(m, level=lv).run(["q.readout"], {"x": x})[0]
-            for lv in (levels.ORT_DISABLE_ALL, levels.ORT_ENABLE_BASIC, levels.ORT_ENABLE_ALL)]
+    outs = [
+        _session(m, level=lv).run(["q.readout"], {"x": x})[0]
+        for lv in (levels.ORT_DISABLE_ALL, levels.ORT_ENABLE_BASIC, levels.ORT_ENABLE_ALL)
+    ]
     assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
 
 
@@ -291,9 +301,12 @@ def test_weights_must_be_body_initializers_for_fusion(quantized, tmp_path):
     x = _input(np.random.default_rng(6), 1, 10)
     moved = onnx.ModelProto()
     moved.CopyFrom(m)
-    scan_at = next(i for i, n in enumerate(moved.graph.node) if n.op_type == "Scan" and
-                   any(t.data_type == onnx.TensorProto.INT8 for b in n.attribute if b.name == "body"
-                       for t in b.g.initializer))
+    scan_at = next(
+        i
+        for i, n in enumerate(moved.graph.node)
+        if n.op_type == "Scan"
+        and any(t.data_type == onnx.TensorProto.INT8 for b in n.attribute if b.name == "body" for t in b.g.initializer)
+    )
     body = next(a.g for a in moved.graph.node[scan_at].attribute if a.name == "body")
     inits = {t.name: t for t in body.initializer}
     n_moved = 0
@@ -329,8 +342,9 @@ def test_int8_states_fuse_inside_the_recurrent_loop(tmp_path):
     x = _input(rng, 2, 30)
     body, seq, ev = _kernels(m, x, tmp_path)
     assert body["QGemm"] >= 2 * 30, body  # h W_hrz and h W_hn of both layers, every step
-    assert all([list(t)[0] for t in e["args"]["input_type_shape"]][0] == "int8"
-               for e in ev if e["args"]["op_name"] == "QGemm")
+    assert all(
+        [list(t)[0] for t in e["args"]["input_type_shape"]][0] == "int8" for e in ev if e["args"]["op_name"] == "QGemm"
+    )
     want_q, _ = _reference(q, x)
     got = _session(m).run(["q.head"], {"x": x})[0]
     assert np.array_equal(np.argmax(got, -1), np.argmax(want_q[0], -1))
@@ -401,8 +415,9 @@ def test_large_lmu_memory_uses_the_blocked_form():
     from edgeseq.nn import build_model
 
     torch.manual_seed(0)
-    model = build_model("lmu", 6, 5, hidden=16, memory_d=3, order=100, theta=50.0, hidden_to_memory=True,
-                        memory_to_memory=True).eval()
+    model = build_model(
+        "lmu", 6, 5, hidden=16, memory_d=3, order=100, theta=50.0, hidden_to_memory=True, memory_to_memory=True
+    ).eval()
     q = quantize(capture(model, torch.zeros(1, 8, 6)), np.random.default_rng(0).normal(size=(32, 16, 6)), "edgeseq")
     info: dict = {}
     m = build_onnx_qdq(q, info=info)
@@ -449,8 +464,15 @@ def artifact(quantized, tmp_path_factory):
 def test_artifact_layout_manifest_and_golden(artifact, quantized):
     art, q = artifact, quantized["l2mu_syn"]
     m = art.manifest
-    for f in ("model.onnx", "manifest.json", "graph.esq", "quantized.esq", "golden/input.npy",
-              "golden/output_0.npy", "golden/output_0.int.npy"):
+    for f in (
+        "model.onnx",
+        "manifest.json",
+        "graph.esq",
+        "quantized.esq",
+        "golden/input.npy",
+        "golden/output_0.npy",
+        "golden/output_0.int.npy",
+    ):
         assert (art.path / f).is_file(), f
     assert m["numerics"] == "qdq" and art.numerics == "qdq" and m["format"] == "edgeseq-onnx"
     tol = m["quantization"]["tolerance"]
@@ -466,8 +488,9 @@ def test_artifact_layout_manifest_and_golden(artifact, quantized):
     want_q, _ = _reference(q, x)
     assert np.array_equal(np.load(art.path / "golden/output_0.int.npy"), want_q[0])
     (y,) = art.run(x)  # the model's own float32 outputs
-    assert y.dtype == np.float32 and np.allclose(y, np.load(art.path / "golden/output_0.npy"),
-                                                 atol=LSB_TOL["spiking"] * m["outputs"][0]["scale"] + 1e-6)
+    assert y.dtype == np.float32 and np.allclose(
+        y, np.load(art.path / "golden/output_0.npy"), atol=LSB_TOL["spiking"] * m["outputs"][0]["scale"] + 1e-6
+    )
     rows = art.verify_golden()
     assert rows[0]["max_lsb_err"] == row["max_lsb_err"]
     a = Artifact.load(art.path)
@@ -504,16 +527,45 @@ def test_export_facade_and_cli(quantized, tmp_path):
     assert edgeseq.export(q, target="onnx", out=tmp_path / "e").manifest["numerics"] == "integer"  # default
     plan = q.save(tmp_path / "m.q.esq")
     q.source.save(tmp_path / "m.esq")
-    assert main(["export", str(tmp_path / "m.esq"), "--target", "onnx", "--quant", str(plan),
-                 "--onnx-numerics", "qdq", "--out", str(tmp_path / "c1"), "--streaming"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                str(tmp_path / "m.esq"),
+                "--target",
+                "onnx",
+                "--quant",
+                str(plan),
+                "--onnx-numerics",
+                "qdq",
+                "--out",
+                str(tmp_path / "c1"),
+                "--streaming",
+            ]
+        )
+        == 0
+    )
     a = Artifact.load(tmp_path / "c1")
     assert a.manifest["numerics"] == "qdq" and a.manifest["streaming"]
     assert main(["export", str(plan), "--target", "onnx", "--onnx-numerics", "qdq", "--out", str(tmp_path / "c2")]) == 0
     got = OnnxArtifact.load(tmp_path / "c2").run_integer(x)[0]
     assert int(np.max(np.abs(got.astype(np.int64) - _reference(q, x)[0][0]))) <= LSB_TOL["recurrent"]
     # qdq needs a quantized graph and the onnx target
-    assert main(["export", str(tmp_path / "m.esq"), "--target", "onnx", "--onnx-numerics", "qdq",
-                 "--out", str(tmp_path / "c3")]) == 2
+    assert (
+        main(
+            [
+                "export",
+                str(tmp_path / "m.esq"),
+                "--target",
+                "onnx",
+                "--onnx-numerics",
+                "qdq",
+                "--out",
+                str(tmp_path / "c3"),
+            ]
+        )
+        == 2
+    )
     assert not (tmp_path / "c3").exists()
     with pytest.raises(ConfigError, match="qdq"):
         edgeseq.export(q, target="x86", out=tmp_path / "c4", onnx_numerics="qdq")
@@ -598,16 +650,18 @@ def test_every_cell_variant_whole_and_streaming(name):
         for gq, wq, fq, o in zip(got, want_q, fake, p.outputs):
             fake_err = int(np.max(np.abs(np.rint(fq / o.scale) - wq)))
             assert int(np.max(np.abs(gq.astype(np.int64) - wq))) <= max(tol, fake_err + 2), (name, b, t)
-        for s, gs in zip(probes, got[len(names):]):
+        for s, gs in zip(probes, got[len(names) :]):
             assert np.mean(gs.astype(np.int64) == trace[s]) >= MIN_SPIKE_AGREEMENT, (name, s)
         state = {k: np.zeros((b, sp.n), storage_dtype(sp.bits)) for k, sp in p.states.items()}
         parts = []
         for lo in range(0, t, 16):
-            res = stream.run(names + [f"state_out.{k}" for k in p.states],
-                             {"x": x[:, lo:lo + 16], **{f"state_in.{k}": v for k, v in state.items()}})
-            parts.append(res[:len(names)])
-            state = dict(zip(p.states, res[len(names):]))
-        for k, gq in enumerate(got[:len(names)]):
+            res = stream.run(
+                names + [f"state_out.{k}" for k in p.states],
+                {"x": x[:, lo : lo + 16], **{f"state_in.{k}": v for k, v in state.items()}},
+            )
+            parts.append(res[: len(names)])
+            state = dict(zip(p.states, res[len(names) :]))
+        for k, gq in enumerate(got[: len(names)]):
             assert np.array_equal(np.concatenate([c[k] for c in parts], axis=1), gq), name
         for k, v in state.items():
             assert v.dtype == storage_dtype(p.states[k].bits)

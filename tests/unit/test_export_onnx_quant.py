@@ -24,19 +24,23 @@ torch = pytest.importorskip("torch")
 import edgeseq  # noqa: E402
 from edgeseq.errors import ArtifactError, ConfigError, ShapeError, UnsupportedOpError  # noqa: E402
 from edgeseq.export import Artifact  # noqa: E402
-from edgeseq.export.onnx import OnnxArtifact, build_onnx_quantized, export_onnx_quantized  # noqa: E402
-from edgeseq.export.onnx import qlower  # noqa: E402
+from edgeseq.export.onnx import (  # noqa: E402
+    OnnxArtifact,
+    build_onnx_quantized,
+    export_onnx_quantized,
+    qlower,  # noqa: E402
+)
 from edgeseq.quant import intexact, load_quantized, quantize  # noqa: E402
 
 from .zoo_cases import FAMILY, ZOO, build  # noqa: E402
 
 LENGTHS = (1, 50, 200)
 BATCHES = (1, 3)
-LSB_TOL = {"recurrent": 0, "memory": 0, "spiking": 0}   # integer output error allowed, in output LSBs
-MIN_AGREEMENT = 0.995                                    # argmax decisions vs the interpreter
+LSB_TOL = {"recurrent": 0, "memory": 0, "spiking": 0}  # integer output error allowed, in output LSBs
+MIN_AGREEMENT = 0.995  # argmax decisions vs the interpreter
 SPIKING = [c for c in ZOO if FAMILY[c] == "spiking"]
 STREAMING = ["gru", "lmu_full", "lif_rec", "l2mu_syn", "lmuformer", "lmuformer_spiking"]
-F32_REL = 2.0 ** -23
+F32_REL = 2.0**-23
 
 
 def _input(rng, b, t, loud=False):
@@ -69,8 +73,10 @@ def exported(quantized, tmp_path_factory):
 @pytest.fixture(scope="module")
 def streaming(quantized, tmp_path_factory):
     root = tmp_path_factory.mktemp("qonnx_stream")
-    return {case: OnnxArtifact.load(export_onnx_quantized(quantized[case], root / case, streaming=True).path)
-            for case in STREAMING}
+    return {
+        case: OnnxArtifact.load(export_onnx_quantized(quantized[case], root / case, streaming=True).path)
+        for case in STREAMING
+    }
 
 
 def _reference(q, x, state=None):
@@ -256,30 +262,57 @@ def _synthetic_program():
     prev = pb.emit(P.Load(out="d/prev.v", state="d/prev", node="d"), f)
     diff = pb.emit(P.Sub(out="d:diff", a=x, b=prev, node="d"), f)
     pb.emit(P.Store(out="d/prev", x=x, node="d"), f)
-    y0 = pb.emit(P.Add(out="z:y", a=diff, b=pb.emit(P.Load(out="z/bias.v", state="z/bias", node="z"), f),
-                       node="z"), f)
+    y0 = pb.emit(P.Add(out="z:y", a=diff, b=pb.emit(P.Load(out="z/bias.v", state="z/bias", node="z"), f), node="z"), f)
     big = pb.emit(P.Mul(out="acc:big", a=y0, b=k("k65536", np.full(f, 65536)), node="acc"), f)
     sp = pb.emit(P.Load(out="acc/s.v", state="acc/s", node="acc"), f)
-    dec = pb.emit(P.Requant(out="acc:dec", x=sp, mult=k("m", np.array([1 << 30, 1500000000, 1200000000, 2000000000])),
-                            shift=k("s", np.array([31, 31, 32, 33])), pre=9, node="acc"), f, bits=40)
-    s3 = pb.emit(P.Clamp(out="acc:s3", x=pb.emit(P.Add(out="acc:s2", a=dec, b=big, node="acc"), f),
-                         lo=k("lo40", np.full(f, -(1 << 39) + 1)),
-                         hi=k("hi40", np.array([(1 << 39) - 1, 1 << 38, 1 << 37, 1 << 36])), node="acc"), f, bits=40)
+    dec = pb.emit(
+        P.Requant(
+            out="acc:dec",
+            x=sp,
+            mult=k("m", np.array([1 << 30, 1500000000, 1200000000, 2000000000])),
+            shift=k("s", np.array([31, 31, 32, 33])),
+            pre=9,
+            node="acc",
+        ),
+        f,
+        bits=40,
+    )
+    s3 = pb.emit(
+        P.Clamp(
+            out="acc:s3",
+            x=pb.emit(P.Add(out="acc:s2", a=dec, b=big, node="acc"), f),
+            lo=k("lo40", np.full(f, -(1 << 39) + 1)),
+            hi=k("hi40", np.array([(1 << 39) - 1, 1 << 38, 1 << 37, 1 << 36])),
+            node="acc",
+        ),
+        f,
+        bits=40,
+    )
     pb.emit(P.Store(out="acc/s", x=s3, node="acc"), f)
-    q8 = pb.emit(P.Requant(out="o:q8", x=s3, mult=k("m1", np.array([1 << 30])), shift=k("s1", np.array([44])), pre=10,
-                           node="o"), f, bits=8)
-    sel = pb.emit(P.Select(out="o:sel", c=pb.emit(P.CmpGe(out="o:ge", a=q8, b=diff, node="o"), f), a=q8, b=diff,
-                           node="o"), f)
+    q8 = pb.emit(
+        P.Requant(out="o:q8", x=s3, mult=k("m1", np.array([1 << 30])), shift=k("s1", np.array([44])), pre=10, node="o"),
+        f,
+        bits=8,
+    )
+    sel = pb.emit(
+        P.Select(out="o:sel", c=pb.emit(P.CmpGe(out="o:ge", a=q8, b=diff, node="o"), f), a=q8, b=diff, node="o"), f
+    )
     cat = pb.emit(P.Concat(out="o:cat", xs=(sel, k("pad", np.array([3, -3]))), node="o"), f + 2)
     gat = pb.emit(P.Gather(out="o:gat", x=cat, index=k("idx", np.array([5, 0, 4, 1, 2])), node="o"), 5)
     rt = pb.emit(P.Isqrt(out="o:rt", x=pb.emit(P.Mul(out="o:sq", a=gat, b=gat, node="o"), 5), node="o"), 5)
     dv = pb.emit(P.Div(out="o:dv", a=gat, b=k("three", np.array([3])), node="o"), 5)
-    pb.outputs.append(P.OutputSpec("seq_out", pb.emit(P.Add(out="o:out", a=rt, b=dv, node="o"), 5), True,
-                                   np.full(5, 0.5)))
+    pb.outputs.append(
+        P.OutputSpec("seq_out", pb.emit(P.Add(out="o:out", a=rt, b=dv, node="o"), 5), True, np.full(5, 0.5))
+    )
     pb.section = "final"
     fs = pb.emit(P.Load(out="acc/s.fin", state="acc/s", node="fin"), f)
-    fq = pb.emit(P.Requant(out="fin:q", x=fs, mult=k("m2", np.array([1 << 30])), shift=k("s2", np.array([40])),
-                           pre=10, node="fin"), f, bits=16)
+    fq = pb.emit(
+        P.Requant(
+            out="fin:q", x=fs, mult=k("m2", np.array([1 << 30])), shift=k("s2", np.array([40])), pre=10, node="fin"
+        ),
+        f,
+        bits=16,
+    )
     pb.outputs.append(P.OutputSpec("pooled", fq, False, np.full(f, 0.25)))
     return pb.build()
 
@@ -292,8 +325,9 @@ def test_synthetic_program_every_stage_kind_exact():
     prog = _synthetic_program()
     assert [s.kind for s in qlower.plan_stages(prog).stages] == ["shift", "frozen", "scan"]
     graph = types.SimpleNamespace(inputs=[types.SimpleNamespace(name="x")], in_features=4, nodes=[], metadata={})
-    q = types.SimpleNamespace(program=prog, graph=graph, plan=types.SimpleNamespace(config=types.SimpleNamespace(
-        name="synthetic")))
+    q = types.SimpleNamespace(
+        program=prog, graph=graph, plan=types.SimpleNamespace(config=types.SimpleNamespace(name="synthetic"))
+    )
     rng = np.random.default_rng(0)
     for stream in (False, True):
         m = build_onnx_quantized(q, streaming=stream)
@@ -319,8 +353,9 @@ def test_interpolated_and_expanded_tables_give_the_same_integers(quantized):
     x = _input(np.random.default_rng(4), 3, 40, loud=True)
     res = []
     for expand in (True, False):
-        s = ort.InferenceSession(build_onnx_quantized(q, expand_tables=expand).SerializeToString(),
-                                 providers=["CPUExecutionProvider"])
+        s = ort.InferenceSession(
+            build_onnx_quantized(q, expand_tables=expand).SerializeToString(), providers=["CPUExecutionProvider"]
+        )
         res.append(s.run(["q.head"], {"x": x})[0])
     assert np.array_equal(res[0], res[1])
     assert np.array_equal(res[0].astype(np.int64), _reference(q, x)[0][0])
@@ -397,8 +432,9 @@ def test_profiler_shows_integer_kernels_inside_the_scan_bodies(quantized, tmp_pa
     ev = _profile(build_onnx_quantized(quantized["gru"]), x, tmp_path)
     body = [e for e in ev if e["name"].startswith("scan")]
     assert Counter(e["args"]["op_name"] for e in body)["MatMul"] >= 20
-    types = {list(t)[0] for e in body for t in e["args"].get("input_type_shape", []) +
-             e["args"].get("output_type_shape", [])}
+    types = {
+        list(t)[0] for e in body for t in e["args"].get("input_type_shape", []) + e["args"].get("output_type_shape", [])
+    }
     assert types <= {"int8", "int16", "int32", "int64", "bool"}, types
     assert any(e["args"]["op_name"] == "MatMulInteger" for e in ev if not e["name"].startswith("scan"))
 
@@ -419,8 +455,15 @@ def test_state_independent_work_is_hoisted_out_of_the_loop(exported):
 def test_artifact_layout_manifest_and_golden(exported, quantized):
     art, q = exported["l2mu_syn"], quantized["l2mu_syn"]
     m = art.manifest
-    for f in ("model.onnx", "manifest.json", "graph.esq", "quantized.esq", "golden/input.npy",
-              "golden/output_0.npy", "golden/output_0.int.npy"):
+    for f in (
+        "model.onnx",
+        "manifest.json",
+        "graph.esq",
+        "quantized.esq",
+        "golden/input.npy",
+        "golden/output_0.npy",
+        "golden/output_0.int.npy",
+    ):
         assert (art.path / f).is_file(), f
     assert m["numerics"] == "integer" and m["format"] == "edgeseq-onnx"
     assert m["versions"]["onnxruntime"] == ort.__version__ and m["versions"]["opset"] == 21
@@ -458,8 +501,9 @@ def test_edgeseq_validate_passes_bit_exact(exported, tmp_path):
     """The validation harness holds integer artifacts to 0 LSB against their golden vectors."""
     from edgeseq.cli import main
 
-    assert main(["validate", str(exported["lif_rec"].path), "--out", str(tmp_path / "v"), "--quiet",
-                 "--no-measure"]) == 0
+    assert (
+        main(["validate", str(exported["lif_rec"].path), "--out", str(tmp_path / "v"), "--quiet", "--no-measure"]) == 0
+    )
     doc = json.loads((tmp_path / "v" / "validation.json").read_text())
     checks = {c["name"]: c for c in doc["checks"]}
     assert checks["golden.readout.max_abs_error"]["status"] == "pass"
@@ -476,21 +520,61 @@ def test_export_facade_and_cli(quantized, tmp_path):
     assert np.array_equal(np.load(tmp_path / "f" / "golden/input.npy"), x)
     plan = q.save(tmp_path / "m.q.esq")
     q.source.save(tmp_path / "m.esq")
-    assert main(["export", str(tmp_path / "m.esq"), "--target", "onnx", "--quant", str(plan),
-                 "--out", str(tmp_path / "c1"), "--streaming"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                str(tmp_path / "m.esq"),
+                "--target",
+                "onnx",
+                "--quant",
+                str(plan),
+                "--out",
+                str(tmp_path / "c1"),
+                "--streaming",
+            ]
+        )
+        == 0
+    )
     a = Artifact.load(tmp_path / "c1")
     assert a.manifest["numerics"] == "integer" and a.manifest["streaming"]
     assert main(["export", str(plan), "--target", "onnx", "--out", str(tmp_path / "c2")]) == 0
     (y,) = OnnxArtifact.load(tmp_path / "c2").run(x)
     assert np.allclose(y, _reference(q, x)[1][0], rtol=1e-6, atol=0)
     # --quant must name a quantized graph
-    assert main(["export", str(tmp_path / "m.esq"), "--target", "onnx", "--quant", str(tmp_path / "m.esq"),
-                 "--out", str(tmp_path / "c3")]) == 2
+    assert (
+        main(
+            [
+                "export",
+                str(tmp_path / "m.esq"),
+                "--target",
+                "onnx",
+                "--quant",
+                str(tmp_path / "m.esq"),
+                "--out",
+                str(tmp_path / "c3"),
+            ]
+        )
+        == 2
+    )
     assert not (tmp_path / "c3").exists()
     # ... made from MODEL
     other = quantized["rnn"].save(tmp_path / "other.q.esq")
-    assert main(["export", str(tmp_path / "m.esq"), "--target", "onnx", "--quant", str(other),
-                 "--out", str(tmp_path / "c4")]) == 2
+    assert (
+        main(
+            [
+                "export",
+                str(tmp_path / "m.esq"),
+                "--target",
+                "onnx",
+                "--quant",
+                str(other),
+                "--out",
+                str(tmp_path / "c4"),
+            ]
+        )
+        == 2
+    )
     assert not (tmp_path / "c4").exists()
 
 

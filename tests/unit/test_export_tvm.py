@@ -82,7 +82,7 @@ def check_chunks(graph: Graph, stream, x: np.ndarray, chunk: int, whole, whole_s
     """Running ``x`` chunk by chunk equals the whole run bit for bit (outputs and final state)."""
     state, parts = None, []
     for s in range(0, x.shape[1], chunk):
-        y, state = stream.run(x[:, s:s + chunk], state)
+        y, state = stream.run(x[:, s : s + chunk], state)
         parts.append(as_tuple(y))
     for i, name in enumerate(graph.outputs):
         got = np.concatenate([p[i] for p in parts], axis=1) if graph.type_of(name).temporal else parts[-1][i]
@@ -196,8 +196,9 @@ def check_cells(graph: Graph, got, ref, state: dict, ref_state: dict, tol: float
     for node in graph.nodes:
         outs = [o for o in node.outputs if o in want]
         keys = [k for k in ref_state if k.split("/")[0] == node.name]
-        scale = max([1.0] + [float(np.abs(want[o]).max()) for o in outs] + [float(np.abs(ref_state[k]).max())
-                                                                            for k in keys])
+        scale = max(
+            [1.0] + [float(np.abs(want[o]).max()) for o in outs] + [float(np.abs(ref_state[k]).max()) for k in keys]
+        )
         for o in outs:
             if graph.type_of(o).spikes:
                 np.testing.assert_array_equal(got[o], want[o].astype(np.float32), err_msg=f"spike train '{o}'")
@@ -249,8 +250,8 @@ def test_rewrites_agree_with_the_plain_rendering(cell_module, name, monkeypatch)
         plan(self, stages)
         self.alias.clear()
 
-    monkeypatch.setattr(scan, "FoldBias", lambda: (lambda p: p))
-    monkeypatch.setattr(scan, "GroupStages", lambda: (lambda p: p))
+    monkeypatch.setattr(scan, "FoldBias", lambda: lambda p: p)
+    monkeypatch.setattr(scan, "GroupStages", lambda: lambda p: p)
     monkeypatch.setattr(scan._Step, "plan", no_alias)
     module = compile_tvm(graph)
     assert module.kernels != fast_module.kernels
@@ -288,8 +289,10 @@ def test_supported_kinds_cover_every_ir_op():
 
 
 def test_import_does_not_load_tvm():
-    code = ("import sys, edgeseq, edgeseq.export.tvm as t; k = t.supported_kinds(); "
-            "assert 'tvm' not in sys.modules, 'tvm imported'; assert 'GRU' in k")
+    code = (
+        "import sys, edgeseq, edgeseq.export.tvm as t; k = t.supported_kinds(); "
+        "assert 'tvm' not in sys.modules, 'tvm imported'; assert 'GRU' in k"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -357,8 +360,9 @@ def test_export_x86_artifact_runs_and_verifies(compiled, tmp_path):
     y2, st = art.run(x[:, :20], graph.init_state(2))
     y3, _ = art.run(x[:, 20:], st)
     spike_out = [i for i, o in enumerate(graph.outputs) if graph.type_of(o).spikes][0]
-    np.testing.assert_array_equal(np.concatenate([as_tuple(y2)[spike_out], as_tuple(y3)[spike_out]], axis=1),
-                                  as_tuple(y)[spike_out])
+    np.testing.assert_array_equal(
+        np.concatenate([as_tuple(y2)[spike_out], as_tuple(y3)[spike_out]], axis=1), as_tuple(y)[spike_out]
+    )
 
 
 def test_artifact_is_atomic_and_checked(compiled, tmp_path, monkeypatch):
@@ -388,11 +392,20 @@ def test_x86_artifact_refuses_a_cpu_this_machine_lacks(compiled, tmp_path):
     instead of dying on SIGILL."""
     from tvm.target import codegen
 
-    host = set(codegen.llvm_get_cpu_features(tvm.target.Target({"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()})))
-    newer = [c for c in ("diamondrapids", "graniterapids", "sapphirerapids", "znver5", "skylake-avx512", "haswell")
-             if codegen.llvm_is_valid_cpu(c, "x86_64-linux-gnu")
-             and {f for f in codegen.llvm_get_cpu_features(tvm.target.Target({"kind": "llvm", "mcpu": c}))
-                  if f.startswith("avx")} - host]
+    host = set(
+        codegen.llvm_get_cpu_features(tvm.target.Target({"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()}))
+    )
+    newer = [
+        c
+        for c in ("diamondrapids", "graniterapids", "sapphirerapids", "znver5", "skylake-avx512", "haswell")
+        if codegen.llvm_is_valid_cpu(c, "x86_64-linux-gnu")
+        and {
+            f
+            for f in codegen.llvm_get_cpu_features(tvm.target.Target({"kind": "llvm", "mcpu": c}))
+            if f.startswith("avx")
+        }
+        - host
+    ]
     if not newer:
         pytest.skip("this CPU has every AVX feature of the CPUs LLVM knows")
     graph, _ = compiled("rnn")

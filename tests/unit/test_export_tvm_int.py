@@ -14,17 +14,34 @@ import pytest
 tvm = pytest.importorskip("tvm")
 torch = pytest.importorskip("torch")
 
-from edgeseq.errors import (ArtifactError, ConfigError, NumericsError, ShapeError,  # noqa: E402
-                            UnsupportedOpError)
+from edgeseq.errors import ArtifactError, ConfigError, NumericsError, ShapeError, UnsupportedOpError  # noqa: E402
 from edgeseq.export.tvm.artifact import TvmArtifact  # noqa: E402
 from edgeseq.export.tvm.intexport import compile_tvm_int, export_tvm_int  # noqa: E402
 from edgeseq.export.tvm.lint import check_kernels, integer_hazards, vectorization_hazards  # noqa: E402
 from edgeseq.frontends import capture  # noqa: E402
 from edgeseq.quant import intexact, quantize  # noqa: E402
 from edgeseq.quant.lower import make_table, quantize_multiplier  # noqa: E402
-from edgeseq.quant.program import (Add, CmpGe, Clamp, Concat, Div, Gather, InputSpec, Isqrt, Load, Lut,  # noqa: E402
-                                   MatVec, Mul, OutputSpec, ProgramBuilder, Requant, Select, Store, Sub,
-                                   int_range)
+from edgeseq.quant.program import (  # noqa: E402
+    Add,
+    Clamp,
+    CmpGe,
+    Concat,
+    Div,
+    Gather,
+    InputSpec,
+    Isqrt,
+    Load,
+    Lut,
+    MatVec,
+    Mul,
+    OutputSpec,
+    ProgramBuilder,
+    Requant,
+    Select,
+    Store,
+    Sub,
+    int_range,
+)
 
 from .zoo_cases import ZOO, build  # noqa: E402
 
@@ -57,8 +74,9 @@ def assert_int_equal(got, ref, what: str) -> None:
     assert got.dtype.kind in "iu", f"{what}: dtype {got.dtype}"
     assert got.shape == ref.shape, f"{what}: shape {got.shape} != {ref.shape}"
     bad = np.argwhere(got.astype(np.int64) != ref.astype(np.int64))
-    assert bad.size == 0, (f"{what}: {len(bad)} value(s) differ, first at {tuple(bad[0])}: "
-                           f"{got[tuple(bad[0])]} != {ref[tuple(bad[0])]}")
+    assert bad.size == 0, (
+        f"{what}: {len(bad)} value(s) differ, first at {tuple(bad[0])}: {got[tuple(bad[0])]} != {ref[tuple(bad[0])]}"
+    )
 
 
 def check_exact(prog, module_or_art, xq, state=None) -> dict:
@@ -104,9 +122,10 @@ def check_chunks(prog, module_or_art, xq, chunks) -> None:
     for chunk in chunks:
         state, parts = None, []
         for s in range(0, steps, chunk):
-            part = {k: v[:, s:s + chunk] for k, v in xs.items()}
-            y, state = module_or_art.run_int(part if isinstance(xq, dict) else part[prog.inputs[0].vec], state,
-                                             streaming=True)
+            part = {k: v[:, s : s + chunk] for k, v in xs.items()}
+            y, state = module_or_art.run_int(
+                part if isinstance(xq, dict) else part[prog.inputs[0].vec], state, streaming=True
+            )
             parts.append(as_tuple(y))
         for i, o in enumerate(prog.outputs):
             got = np.concatenate([p[i] for p in parts], axis=1) if o.temporal else parts[-1][i]
@@ -176,8 +195,9 @@ def test_zoo_kernels_are_scan_loops_with_onchip_state(zoo_int):
     assert lay.alias
 
 
-@pytest.mark.parametrize("case,hoist,pairs", [("gru", False, True), ("lmuformer_spiking", False, False),
-                                              ("lmu_full", True, False)])
+@pytest.mark.parametrize(
+    "case,hoist,pairs", [("gru", False, True), ("lmuformer_spiking", False, False), ("lmu_full", True, False)]
+)
 def test_zoo_other_schedules_are_bit_exact(case, hoist, pairs):
     """Every op in the time loop (no hoisted projections), and plain widening multiply-adds
     instead of pmaddwd pair products: the same integers."""
@@ -198,8 +218,9 @@ def test_avx512_pair_products_compile_and_run_where_supported():
     q = quantized_zoo("gru", "edgeseq")  # hidden 16: one full 16-lane group of outputs
     module = compile_tvm_int(q, "x86", cpu="skylake-avx512", functions=("main_int", "stream_int"))
     assert "llvm.x86.avx512.pmaddw.d.512" in module.kernels["int_scan"]
-    host = set(codegen.llvm_get_cpu_features(tvm.target.Target({"kind": "llvm",
-                                                                 "mcpu": codegen.llvm_get_system_cpu()})))
+    host = set(
+        codegen.llvm_get_cpu_features(tvm.target.Target({"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()}))
+    )
     if not {"avx512bw", "avx512f", "avx512dq", "avx512vl"} <= host:
         pytest.skip("this CPU has no AVX-512BW: compiled, not run")
     check_exact(q.program, module, q.quantize_input(float_input(3, 50, 6, seed=3).astype(np.float64)))
@@ -246,14 +267,17 @@ def ops_program():
     emit(Add(out="add", a=x, b=pb.scalar(7)), 6)
     sub = emit(Sub(out="sub", a=x, b=k("c", [3, -2, 0, 1000, -32768, 5])), 6)
     sq = emit(Mul(out="mul", a=x, b=x), 6)
-    m, s = quantize_multiplier([0.37, 1e-3, 0.5, 2.0 ** -20, 0.999, 0.0])
+    m, s = quantize_multiplier([0.37, 1e-3, 0.5, 2.0**-20, 0.999, 0.0])
     rq = emit(Requant(out="rq", x=sq, mult=k("m", m), shift=k("s", s), pre=3), 6, bits=8)
     emit(Requant(out="half", x=x, mult=k("m2", [1 << 30]), shift=k("s2", [31])), 6, bits=8)
     emit(Lut(out="lut8", x=rq, table=k("t8", make_table("tanh", 0.03, 8, 1 / 127, 8, 8), np.int8)), 6, bits=8)
     emit(Lut(out="lut16", x=x, table=k("t16", make_table("sigmoid", 1 / 3000, 16, 1 / 32767, 16, 9))), 6, bits=16)
     emit(Lut(out="lut16b", x=x, table=k("t16b", np.array([0, 1000, -3000, 7, 32767], np.int16))), 6, bits=16)
-    emit(Clamp(out="clamp", x=x, lo=k("lo", [-100, -5, 0, -32768, 10, -1]), hi=k("hi", [100, 5, 3, 0, 20, 1])), 6,
-         bits=16)
+    emit(
+        Clamp(out="clamp", x=x, lo=k("lo", [-100, -5, 0, -32768, 10, -1]), hi=k("hi", [100, 5, 3, 0, 20, 1])),
+        6,
+        bits=16,
+    )
     ge = emit(CmpGe(out="ge", a=x, b=k("thr", [0, 10, -10, 300, 0, 0])), 6)
     emit(Select(out="sel", c=ge, a=x, b=sub), 6)
     emit(Div(out="div", a=x, b=k("d", [2, 3, 4, 7, 1, 10])), 6)
@@ -263,12 +287,26 @@ def ops_program():
     cat = emit(Concat(out="cat", xs=(x, rq, k("kc", [11, -12])), blocks=2), 14)
     emit(Gather(out="perm", x=cat, index=k("perm_i", rng.permutation(14))), 14)
     emit(Gather(out="runs", x=cat, index=k("runs_i", [0, 1, 2, 7, 8, 9, 3, 3, 13])), 9)
-    emit(MatVec(out="mv64", x=x, w=k("w16", rng.integers(-32768, 32768, (4, 6)), np.int16),
-                bias=k("b64", [1 << 40, -(1 << 40), 5, 0], np.int64)), 4)
+    emit(
+        MatVec(
+            out="mv64",
+            x=x,
+            w=k("w16", rng.integers(-32768, 32768, (4, 6)), np.int16),
+            bias=k("b64", [1 << 40, -(1 << 40), 5, 0], np.int64),
+        ),
+        4,
+    )
     emit(MatVec(out="mvb", x=cat, w=k("w8", rng.integers(-128, 128, (5, 7)), np.int8), blocks=2), 10)
     # pair-product shapes: int8 x (packed pairs) with a tail column, odd input sizes (int8 and int16 x)
-    emit(MatVec(out="mv8", x=rq, w=k("w8b", rng.integers(-127, 128, (17, 6)), np.int8),
-                bias=k("b8", rng.integers(-1000, 1000, 17))), 17)
+    emit(
+        MatVec(
+            out="mv8",
+            x=rq,
+            w=k("w8b", rng.integers(-127, 128, (17, 6)), np.int8),
+            bias=k("b8", rng.integers(-1000, 1000, 17)),
+        ),
+        17,
+    )
     g5 = emit(Gather(out="g5", x=rq, index=k("g5_i", [0, 2, 4, 1, 3])), 5)
     emit(MatVec(out="mvodd8", x=g5, w=k("w8c", rng.integers(-128, 128, (16, 5)), np.int8)), 16)
     emit(MatVec(out="mvodd16", x="runs", w=k("w8d", rng.integers(-128, 128, (9, 9)), np.int8)), 9)
@@ -281,7 +319,7 @@ def ops_program():
     emit(Add(out="bcast", a=x, b=one), 6)
     emit(Sub(out="sub2", a=x2, b=x2), 2)
     emit(Store(out=st, x=x), 6, out=False)
-    emit(Load(out="new", state=st), 6)           # sees the value just stored
+    emit(Load(out="new", state=st), 6)  # sees the value just stored
     emit(Add(out="old_after", a=old, b=pb.scalar(0)), 6)  # the value loaded before the store
     a0 = emit(Load(out="acc0", state=acc), 6, out=False)
     a1 = emit(Add(out="acc1", a=a0, b=sq, accumulate=True), 6, bits=40)
@@ -291,7 +329,7 @@ def ops_program():
     fs = pb.emit(Load(out="fst", state=st), 6)
     fsum = pb.emit(Add(out="fsum", a=fs, b=pb.scalar(1)), 6)
     for name in outs:
-        pb.outputs.append(OutputSpec(name, name, True, np.full(pb.vectors[name].n, 0.5 ** 7)))
+        pb.outputs.append(OutputSpec(name, name, True, np.full(pb.vectors[name].n, 0.5**7)))
     pb.outputs.append(OutputSpec("facc", fa, False, np.ones(6)))
     pb.outputs.append(OutputSpec("fsum", fsum, False, np.linspace(0.1, 1, 6)))
     return pb.build()
@@ -306,7 +344,7 @@ def int_inputs(prog, batch, steps, seed):
         a = rng.integers(lo, hi + 1, (batch, steps, len(s.channels)))
         small = rng.integers(-40, 41, a.shape)
         a = np.where(rng.random(a.shape) < 0.4, small, a)
-        a.reshape(-1)[:4] = [lo, hi, 0, -1][:a.size]
+        a.reshape(-1)[:4] = [lo, hi, 0, -1][: a.size]
         out[s.vec] = a
     return out
 
@@ -364,15 +402,17 @@ def test_rounding_edge_values_are_exact(ops_module):
 def test_float_boundary_rounds_half_to_even_and_saturates():
     """The input quantizer in double precision: rint ties to even, clamp to the width."""
     pb = ProgramBuilder()
-    spec = InputSpec("x", np.array([0, 1, 2]), 8, np.array([0.5, 0.5, 0.25]), np.array([2.0, 2.0, 4.0]),
-                     np.array([0.0, 0.125, -0.5]))
+    spec = InputSpec(
+        "x", np.array([0, 1, 2]), 8, np.array([0.5, 0.5, 0.25]), np.array([2.0, 2.0, 4.0]), np.array([0.0, 0.125, -0.5])
+    )
     x = pb.add_input(spec)
     y = pb.emit(Add(out="y", a=x, b=pb.scalar(0)), 3)
     pb.outputs.append(OutputSpec("y", y, True, np.array([0.5, 0.5, 0.25])))
     prog = pb.build()
     module = compile_tvm_int(prog, "x86", functions=("main", "stream", "main_int"))
-    vals = np.array([0.25, 0.75, 1.25, -0.25, -0.75, -1.25, 1e6, -1e6, 63.75, -64.25, 0.0, -0.0, 3.3, 1e-30],
-                    np.float32)
+    vals = np.array(
+        [0.25, 0.75, 1.25, -0.25, -0.75, -1.25, 1e6, -1e6, 63.75, -64.25, 0.0, -0.0, 3.3, 1e-30], np.float32
+    )
     x = np.stack([vals, vals + np.float32(0.125), vals * np.float32(0.5)], axis=-1)[None]
     want = spec.quantize(x.astype(np.float64))
     assert sorted(set(want[0, :6, 0].tolist())) == [-2, 0, 2]  # ties to even
@@ -441,8 +481,18 @@ def test_export_integer_artifact_runs_and_verifies(tmp_path):
     out = tmp_path / "art"
     art = export_tvm_int(q, out, "x86")
     files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
-    assert {"model.so", "manifest.json", "kernels.py", "graph.esq", "quantized.esq", "golden/x.f32",
-            "golden/xq0.bin", "golden/q0.bin", "golden/y0.f32", "driver/edgeseq_tvm_run.cc"} <= files
+    assert {
+        "model.so",
+        "manifest.json",
+        "kernels.py",
+        "graph.esq",
+        "quantized.esq",
+        "golden/x.f32",
+        "golden/xq0.bin",
+        "golden/q0.bin",
+        "golden/y0.f32",
+        "driver/edgeseq_tvm_run.cc",
+    } <= files
     mf = json.loads((out / "manifest.json").read_text())
     assert mf["numerics"] == "integer" and mf["golden"]["tolerance"] == 0.0
     assert set(mf["functions"]) == {"main", "stream", "main_int", "stream_int"}
@@ -529,8 +579,9 @@ def test_unsupported_micro_op_names_op_node_and_target():
 
     try:
         q = quantized_zoo("rnn", "edgeseq")
-        prog = replace(q.program, step=q.program.step[:1] + (Popcount(out="pc", x="x", node="my.node"),)
-                       + q.program.step[1:])
+        prog = replace(
+            q.program, step=q.program.step[:1] + (Popcount(out="pc", x="x", node="my.node"),) + q.program.step[1:]
+        )
         with pytest.raises(UnsupportedOpError) as e:
             compile_tvm_int(prog, "x86")
         msg = str(e.value)
@@ -580,7 +631,7 @@ def test_unknown_targets_and_bad_arguments(zoo_int):
 # ----------------------------------------------------------------------------------------------
 # the miscompile lint on integer kernels
 
-NARROW_KERNEL = '''
+NARROW_KERNEL = """
 @T.prim_func
 def narrow(x_h: T.handle, y_h: T.handle):
     T.func_attr({"tir.noalias": True})
@@ -588,9 +639,9 @@ def narrow(x_h: T.handle, y_h: T.handle):
     Y = T.match_buffer(y_h, (8,), "int32")
     for j in T.vectorized(8):
         Y[j] = T.Cast("int32", X[0, j] + X[1, j])
-'''
+"""
 
-UNCLAMPED_KERNEL = '''
+UNCLAMPED_KERNEL = """
 @T.prim_func
 def unclamped(x_h: T.handle, y_h: T.handle):
     T.func_attr({"tir.noalias": True})
@@ -598,15 +649,15 @@ def unclamped(x_h: T.handle, y_h: T.handle):
     Y = T.match_buffer(y_h, (8,), "int8")
     for j in T.serial(8):
         Y[j] = T.Cast("int8", T.nearbyint(X[j]))
-'''
+"""
 
-ASSERT_KERNEL = '''
+ASSERT_KERNEL = """
 @T.prim_func
 def checked(x_h: T.handle):
     X = T.match_buffer(x_h, (8,), "int32")
     for j in T.vectorized(8):
         assert X[j] > T.int32(0), "positive"
-'''
+"""
 
 
 def _run1(src, name, *arrays):
@@ -645,8 +696,7 @@ def test_lint_flags_assert_in_vectorized_loop():
 
 def test_generated_integer_kernels_pass_the_lint(ops_module, zoo_int):
     for module in (ops_module[1], zoo_int("lmuformer_spiking", "edgeseq")[1]):
-        funcs = {gv.name_hint: f for gv, f in module.lowered.mod.functions.items()
-                 if isinstance(f, tvm.tirx.PrimFunc)}
+        funcs = {gv.name_hint: f for gv, f in module.lowered.mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
         assert {"int_quantize", "int_scan", "int_dequant"} <= set(funcs)
         for name, f in funcs.items():
             assert vectorization_hazards(f) == [], name

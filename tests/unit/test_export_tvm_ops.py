@@ -80,20 +80,27 @@ def _gated(kind, h, i=5, seed=3, bias=True, **kw):
     rng = np.random.default_rng(seed)
     g = {"RNN": 1, "GRU": 3, "LSTM": 4}[kind]
     cls = getattr(O, kind)
-    return cls(_w(rng, g * h, i), _w(rng, g * h, h, scale=0.6 / np.sqrt(h) + 0.1),
-               _w(rng, g * h) if bias else None, _w(rng, g * h) if bias else None, **kw)
+    return cls(
+        _w(rng, g * h, i),
+        _w(rng, g * h, h, scale=0.6 / np.sqrt(h) + 0.1),
+        _w(rng, g * h) if bias else None,
+        _w(rng, g * h) if bias else None,
+        **kw,
+    )
 
 
 def g_gated_odd():
     """RNN relu without biases, GRU with reset_before, LSTM: hidden 19, 1 and 65 (a register block + 1)."""
     b = GraphBuilder(5)
-    outs = [b.add(_gated("RNN", 19, bias=False, act=Act.RELU), "x"),
-            b.add(_gated("GRU", 19, reset_after=False), "x"),
-            b.add(_gated("LSTM", 19), "x"),
-            b.add(_gated("GRU", 1), "x"),
-            b.add(_gated("LSTM", 1), "x"),
-            b.add(_gated("GRU", 65), "x"),
-            b.add(_gated("RNN", 17), "x")]
+    outs = [
+        b.add(_gated("RNN", 19, bias=False, act=Act.RELU), "x"),
+        b.add(_gated("GRU", 19, reset_after=False), "x"),
+        b.add(_gated("LSTM", 19), "x"),
+        b.add(_gated("GRU", 1), "x"),
+        b.add(_gated("LSTM", 1), "x"),
+        b.add(_gated("GRU", 65), "x"),
+        b.add(_gated("RNN", 17), "x"),
+    ]
     return b.build(outs)
 
 
@@ -113,10 +120,23 @@ def g_lmu_variants():
     b = GraphBuilder(4)
     d, order = 3, 5
     m = d * order
-    v1 = b.add(O.LMU(_w(rng, d, 4), order, 7.0, e_h=_w(rng, d, m, scale=0.05), e_m=_w(rng, d, m, scale=0.05),
-                     b_u=_w(rng, d)), "x")
-    v2 = b.add(O.LMU(_w(rng, d, 4), order, 25.0, e_h=_w(rng, d, 13, scale=0.02), w_m=_w(rng, 13, m, scale=0.2),
-                     w_h=_w(rng, 13, 13, scale=0.05), act=Act.RELU, discretizer=Discretizer.EULER), "x")
+    v1 = b.add(
+        O.LMU(_w(rng, d, 4), order, 7.0, e_h=_w(rng, d, m, scale=0.05), e_m=_w(rng, d, m, scale=0.05), b_u=_w(rng, d)),
+        "x",
+    )
+    v2 = b.add(
+        O.LMU(
+            _w(rng, d, 4),
+            order,
+            25.0,
+            e_h=_w(rng, d, 13, scale=0.02),
+            w_m=_w(rng, 13, m, scale=0.2),
+            w_h=_w(rng, 13, 13, scale=0.05),
+            act=Act.RELU,
+            discretizer=Discretizer.EULER,
+        ),
+        "x",
+    )
     v3 = b.add(O.LMU(_w(rng, 1, 4), 9, 20.0, w_m=_w(rng, 6, 9), b_h=_w(rng, 6)), "x")  # b_h without w_x
     return b.build([v1, v2, v3])
 
@@ -138,16 +158,42 @@ def g_lif_rules():
     outs = []
     for rule in ResetRule:
         for delay in (True, False):
-            outs.append(b.add(O.LIF(_nrn(n, rule, delay, rng=rng), emit="membrane" if rule is ResetRule.NONE
-                                    else "spikes"), cur))
-    outs.append(b.add(O.LIF(_nrn(n, ResetRule.SUBTRACT, True, scale=rng.uniform(0.5, 2, n), rng=rng),
-                            Recurrence.ONE_TO_ONE, v_rec=-0.4), cur))
-    s, m = b.add(O.CuBaLIF(_nrn(n, ResetRule.ZERO, False, alpha=rng.uniform(0.3, 0.9, n), rng=rng),
-                           Recurrence.ALL_TO_ALL, w_rec=_w(rng, n, n, scale=0.3), b_rec=_w(rng, n, scale=0.1),
-                           emit="both"), cur)
+            outs.append(
+                b.add(
+                    O.LIF(_nrn(n, rule, delay, rng=rng), emit="membrane" if rule is ResetRule.NONE else "spikes"), cur
+                )
+            )
+    outs.append(
+        b.add(
+            O.LIF(
+                _nrn(n, ResetRule.SUBTRACT, True, scale=rng.uniform(0.5, 2, n), rng=rng),
+                Recurrence.ONE_TO_ONE,
+                v_rec=-0.4,
+            ),
+            cur,
+        )
+    )
+    s, m = b.add(
+        O.CuBaLIF(
+            _nrn(n, ResetRule.ZERO, False, alpha=rng.uniform(0.3, 0.9, n), rng=rng),
+            Recurrence.ALL_TO_ALL,
+            w_rec=_w(rng, n, n, scale=0.3),
+            b_rec=_w(rng, n, scale=0.1),
+            emit="both",
+        ),
+        cur,
+    )
     outs += [s, m]
-    outs.append(b.add(O.CuBaLIF(_nrn(n, ResetRule.SUBTRACT, True, alpha=0.5, per_neuron=False, rng=rng),
-                                Recurrence.ONE_TO_ONE, v_rec=_w(rng, n)), cur))
+    outs.append(
+        b.add(
+            O.CuBaLIF(
+                _nrn(n, ResetRule.SUBTRACT, True, alpha=0.5, per_neuron=False, rng=rng),
+                Recurrence.ONE_TO_ONE,
+                v_rec=_w(rng, n),
+            ),
+            cur,
+        )
+    )
     cnt = b.add(O.Readout(ReadoutMode.SUM), outs[0])
     return b.build(outs + [cnt])
 
@@ -161,10 +207,22 @@ def g_l2mu_synaptic():
     cur = b.add(O.Linear(_w(rng, i, 5, scale=1.5)), "x")
     enc = b.add(O.LIF(_nrn(i, ResetRule.SUBTRACT, True, rng=rng)), cur)
     syn = dict(alpha=0.6, per_neuron=False, rng=rng)
-    out = b.add(O.L2MU(a, bb[:, 0], _w(rng, d, i, scale=1.5), _w(rng, h, m, scale=1.0),
-                       _nrn(d, ResetRule.ZERO_TOTAL, True, **syn), _nrn(m, ResetRule.SUBTRACT, False, rng=rng),
-                       _nrn(h, ResetRule.ZERO, True, **syn), e_h=_w(rng, d, h), b_u=_w(rng, d),
-                       w_x=_w(rng, h, i), b_h=_w(rng, h)), enc)
+    out = b.add(
+        O.L2MU(
+            a,
+            bb[:, 0],
+            _w(rng, d, i, scale=1.5),
+            _w(rng, h, m, scale=1.0),
+            _nrn(d, ResetRule.ZERO_TOTAL, True, **syn),
+            _nrn(m, ResetRule.SUBTRACT, False, rng=rng),
+            _nrn(h, ResetRule.ZERO, True, **syn),
+            e_h=_w(rng, d, h),
+            b_u=_w(rng, d),
+            w_x=_w(rng, h, i),
+            b_h=_w(rng, h),
+        ),
+        enc,
+    )
     return b.build(out)
 
 
@@ -235,8 +293,9 @@ def test_op_variants_match_reference(compiled, case):
         assert spikes > 0, "the test input must make the neurons fire"
 
 
-@pytest.mark.parametrize("case", ["conv_norm", "lif_rules", "l2mu_synaptic", "lmu_variants", "linear_pooled",
-                                  "scan_probe"])
+@pytest.mark.parametrize(
+    "case", ["conv_norm", "lif_rules", "l2mu_synaptic", "lmu_variants", "linear_pooled", "scan_probe"]
+)
 def test_op_variants_stream_in_chunks(compiled, case):
     graph, module = compiled(case)
     stream = module.with_streaming(True)
@@ -268,7 +327,7 @@ def test_scan_probe_runs_a_hoisted_blocked_input_product_as_a_sequence_kernel(co
 # guards against TVM's silent vectorisation miscompiles
 
 # A scalar binding inside T.vectorized: TVM 0.27 gives every lane one lane's value.
-BAD_KERNEL = '''
+BAD_KERNEL = """
 @T.prim_func
 def bad(x_h: T.handle, y_h: T.handle):
     T.func_attr({"tir.noalias": True})
@@ -278,7 +337,7 @@ def bad(x_h: T.handle, y_h: T.handle):
         for j in T.vectorized(19):
             v = X[r, j] * T.float32(2.0)
             Y[r, j] = v + T.float32(1.0)
-'''
+"""
 
 
 def test_lint_flags_the_scalar_let_pattern_that_tvm_miscompiles():
@@ -289,8 +348,9 @@ def test_lint_flags_the_scalar_let_pattern_that_tvm_miscompiles():
         check_kernels(tvm.IRModule({"bad": func}))
     # and the pattern really is wrong in this TVM (if this starts to pass, TVM fixed the bug;
     # the lint stays as a guard either way)
-    lib = tvm.compile(tvm.IRModule({"bad": func.with_attr("global_symbol", "bad")}),
-                      target=tvm.target.Target({"kind": "llvm"})).jit()
+    lib = tvm.compile(
+        tvm.IRModule({"bad": func.with_attr("global_symbol", "bad")}), target=tvm.target.Target({"kind": "llvm"})
+    ).jit()
     x = np.arange(38, dtype=np.float32).reshape(2, 19)
     y = tvm.runtime.tensor(np.zeros_like(x))
     lib["bad"](tvm.runtime.tensor(x), y)
@@ -339,8 +399,8 @@ def test_activation_accuracy_on_a_dense_grid(compiled):
     y, _ = module.run(grid)
     (ref,), _ = reference(graph, grid)
     for i, fn in enumerate(Act):
-        err = np.abs(y[..., 19 * i:19 * (i + 1)] - ref[..., 19 * i:19 * (i + 1)])
-        bound = 1e-6 * np.maximum(1.0, np.abs(ref[..., 19 * i:19 * (i + 1)] if fn is Act.EXP else grid))
+        err = np.abs(y[..., 19 * i : 19 * (i + 1)] - ref[..., 19 * i : 19 * (i + 1)])
+        bound = 1e-6 * np.maximum(1.0, np.abs(ref[..., 19 * i : 19 * (i + 1)] if fn is Act.EXP else grid))
         assert np.all(err <= bound), f"{fn.value}: max error {err.max():.3g}"
 
 

@@ -21,7 +21,7 @@ def _reference_logmel(x: np.ndarray, c: F.LogMel) -> np.ndarray:
     """Straightforward float64 implementation with scipy's window and a dense matrix product."""
     x = x.astype(np.float64)
     n = 1 + (len(x) - c.win_length) // c.hop_length
-    frames = np.stack([x[k * c.hop_length: k * c.hop_length + c.win_length] for k in range(n)])
+    frames = np.stack([x[k * c.hop_length : k * c.hop_length + c.win_length] for k in range(n)])
     frames = frames * scipy.signal.get_window("hann", c.win_length, fftbins=True)
     power = np.abs(scipy.fft.rfft(frames, n=c.n_fft, axis=-1)) ** 2
     return np.log(power @ F.mel_filterbank(c) + c.eps)
@@ -88,14 +88,14 @@ def test_streaming_is_bit_identical_to_batch(rng, config):
     while i < len(x):
         n = sizes[k] if k < len(sizes) else int(rng.integers(1, 900))
         k += 1
-        out.append(s.push(x[i:i + n]))
+        out.append(s.push(x[i : i + n]))
         i += n
     stream = np.concatenate(out)
     assert stream.shape == batch.shape and s.frames_emitted == len(batch)
     np.testing.assert_array_equal(stream, batch)
     assert s.pending_samples == len(x) - len(batch) * config.hop_length
     s.reset()
-    np.testing.assert_array_equal(s.push(x[:1000]), batch[:config.n_frames(1000)])
+    np.testing.assert_array_equal(s.push(x[:1000]), batch[: config.n_frames(1000)])
 
 
 def test_a_clip_alone_equals_the_clip_inside_a_batch(rng):

@@ -31,16 +31,39 @@ PEAK_LIMIT = 200 * B.MiB
 
 
 def _settings(loader: str):
-    return settings(max_examples=BUDGET[loader], deadline=None, derandomize=True, database=None,
-                    suppress_health_check=list(HealthCheck), print_blob=True)
+    return settings(
+        max_examples=BUDGET[loader],
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        print_blob=True,
+    )
 
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2 ** 70), 2 ** 70) | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=12) | st.sampled_from(["edgeseq-ir", "edgeseq-quant", "edgeseq-checkpoint", "<f4", "|O",
-                                             "../../etc/passwd", "/etc/hostname", "c", "tvm", "graph.esq"]),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+    | st.sampled_from(
+        [
+            "edgeseq-ir",
+            "edgeseq-quant",
+            "edgeseq-checkpoint",
+            "<f4",
+            "|O",
+            "../../etc/passwd",
+            "/etc/hostname",
+            "c",
+            "tvm",
+            "graph.esq",
+        ]
+    ),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
-    max_leaves=20)
+    max_leaves=20,
+)
 
 
 def _places(doc, path=()):
@@ -88,12 +111,13 @@ def damaged_zip(draw, src: Path, json_member: str, rehash=None):
     data = src.read_bytes()
     if kind == "bytes":
         buf = bytearray(data)
-        for pos, val in draw(st.lists(st.tuples(st.integers(0, len(buf) - 1), st.integers(0, 255)), min_size=1,
-                                      max_size=8)):
+        for pos, val in draw(
+            st.lists(st.tuples(st.integers(0, len(buf) - 1), st.integers(0, 255)), min_size=1, max_size=8)
+        ):
             buf[pos] = val
         return kind, bytes(buf)
     if kind == "truncate":
-        return kind, data[:draw(st.integers(0, len(data) - 1))]
+        return kind, data[: draw(st.integers(0, len(data) - 1))]
     members = B.members_of(src)
     if kind in ("random-json", "edited-json"):
         doc = json.loads(members[json_member])
@@ -112,11 +136,11 @@ def damaged_zip(draw, src: Path, json_member: str, rehash=None):
                 m = B.Member(n, deflated=_deflate(d), size=draw(st.integers(0, 1 << 31)), crc=_crc(d))
                 out.append(m)
             elif how == "cut":
-                out.append(B.stored(n, d[:draw(st.integers(0, max(0, len(d) - 1)))]))
+                out.append(B.stored(n, d[: draw(st.integers(0, max(0, len(d) - 1)))]))
             elif how == "grow":
                 out.append(B.stored(n, d + bytes(draw(st.integers(1, 4096)))))
             elif how == "bomb":
-                out.append(B.bomb(n, draw(st.integers(1, 16)) * B.MiB, d[:draw(st.integers(0, len(d)))]))
+                out.append(B.bomb(n, draw(st.integers(1, 16)) * B.MiB, d[: draw(st.integers(0, len(d)))]))
     return kind, B.zip_bytes(out)
 
 
@@ -169,8 +193,9 @@ def _fuzz_file(loader: str, src: Path, member: str, rehash, load, work: Path, su
 def test_fuzz_ir_graph(bad_fixtures, work):
     import edgeseq
 
-    _fuzz_file("esq", bad_fixtures.esq, "graph.json", lambda doc: doc.pop("graph_sha256", None), edgeseq.load, work,
-               ".esq")
+    _fuzz_file(
+        "esq", bad_fixtures.esq, "graph.json", lambda doc: doc.pop("graph_sha256", None), edgeseq.load, work, ".esq"
+    )
 
 
 def test_fuzz_plan(bad_fixtures, work):
@@ -186,8 +211,15 @@ def test_fuzz_plan(bad_fixtures, work):
 def test_fuzz_checkpoint(bad_fixtures, work):
     from edgeseq.train.checkpoint import load_checkpoint
 
-    _fuzz_file("checkpoint", bad_fixtures.ckpt, "checkpoint.json", lambda doc: doc.pop("content_sha256", None),
-               load_checkpoint, work, ".ckpt")
+    _fuzz_file(
+        "checkpoint",
+        bad_fixtures.ckpt,
+        "checkpoint.json",
+        lambda doc: doc.pop("content_sha256", None),
+        load_checkpoint,
+        work,
+        ".ckpt",
+    )
 
 
 def test_fuzz_manifest(bad_fixtures, work):
@@ -213,8 +245,9 @@ def test_fuzz_manifest(bad_fixtures, work):
             text = json.dumps(data.draw(edited_json(docs[key])))
         else:
             raw = bytearray(json.dumps(docs[key]).encode())
-            for pos, val in data.draw(st.lists(st.tuples(st.integers(0, len(raw) - 1), st.integers(0, 255)),
-                                               min_size=1, max_size=6)):
+            for pos, val in data.draw(
+                st.lists(st.tuples(st.integers(0, len(raw) - 1), st.integers(0, 255)), min_size=1, max_size=6)
+            ):
                 raw[pos] = val
             text = bytes(raw)
         mf = d / "manifest.json"

@@ -16,7 +16,6 @@ import sys
 
 import numpy as np
 import pytest
-
 import torch
 
 if not torch.cuda.is_available() and "triton" not in sys.modules:
@@ -49,40 +48,82 @@ def family_graph(name: str, h: int = 4, seed: int = 0):
     if name in ("rnn_tanh", "rnn_relu"):
         y = g.add(O.RNN(w_ih=_w(rng, h, IN), w_hh=_w(rng, h, h, 0.8), b_ih=b(h), b_hh=b(h), act=name[4:]), x)
     elif name in ("gru", "gru_cho"):
-        y = g.add(O.GRU(w_ih=_w(rng, 3 * h, IN), w_hh=_w(rng, 3 * h, h), b_ih=b(3 * h), b_hh=b(3 * h),
-                        reset_after=name == "gru"), x)
+        y = g.add(
+            O.GRU(
+                w_ih=_w(rng, 3 * h, IN), w_hh=_w(rng, 3 * h, h), b_ih=b(3 * h), b_hh=b(3 * h), reset_after=name == "gru"
+            ),
+            x,
+        )
     elif name == "lstm":
         y = g.add(O.LSTM(w_ih=_w(rng, 4 * h, IN), w_hh=_w(rng, 4 * h, h), b_ih=b(4 * h), b_hh=b(4 * h)), x)
     elif name in ("mingru", "mingru_identity"):
-        y = g.add(O.MinGRU(w_z=_w(rng, h, IN), w_h=_w(rng, h, IN), b_z=b(h), b_h=b(h),
-                           candidate="identity" if name.endswith("identity") else "minrnn_g"), x)
+        y = g.add(
+            O.MinGRU(
+                w_z=_w(rng, h, IN),
+                w_h=_w(rng, h, IN),
+                b_z=b(h),
+                b_h=b(h),
+                candidate="identity" if name.endswith("identity") else "minrnn_g",
+            ),
+            x,
+        )
     elif name == "minlstm":
-        y = g.add(O.MinLSTM(w_f=_w(rng, h, IN), w_i=_w(rng, h, IN), w_h=_w(rng, h, IN), b_f=b(h), b_i=b(h),
-                            b_h=b(h)), x)
+        y = g.add(
+            O.MinLSTM(w_f=_w(rng, h, IN), w_i=_w(rng, h, IN), w_h=_w(rng, h, IN), b_f=b(h), b_i=b(h), b_h=b(h)), x
+        )
     elif name == "lmu_memory":  # memory only (the output is m_t)
         y = g.add(O.LMU(e_x=_w(rng, 2, IN), order=4, theta=30.0, b_u=b(2)), x)
     elif name == "lmu_hidden":  # memory scan + recurrent hidden cell
-        y = g.add(O.LMU(e_x=_w(rng, 2, IN), order=4, theta=30.0, w_m=_w(rng, h, 8), w_x=_w(rng, h, IN),
-                        w_h=_w(rng, h, h, 0.5), b_h=b(h)), x)
+        y = g.add(
+            O.LMU(
+                e_x=_w(rng, 2, IN),
+                order=4,
+                theta=30.0,
+                w_m=_w(rng, h, 8),
+                w_x=_w(rng, h, IN),
+                w_h=_w(rng, h, h, 0.5),
+                b_h=b(h),
+            ),
+            x,
+        )
     elif name == "lmu_m2m":  # memory-to-memory feedback: one dense transition matrix, euler
-        y = g.add(O.LMU(e_x=_w(rng, 2, IN), order=4, theta=40.0, e_m=_w(rng, 2, 8, 0.02), w_m=_w(rng, h, 8),
-                        discretizer="euler"), x)
+        y = g.add(
+            O.LMU(
+                e_x=_w(rng, 2, IN), order=4, theta=40.0, e_m=_w(rng, 2, 8, 0.02), w_m=_w(rng, h, 8), discretizer="euler"
+            ),
+            x,
+        )
     elif name == "lmu_h2m":  # hidden-to-memory feedback: a nonlinear step loop
-        y = g.add(O.LMU(e_x=_w(rng, 2, IN), order=4, theta=30.0, e_h=_w(rng, 2, h, 0.3), w_m=_w(rng, h, 8),
-                        w_h=_w(rng, h, h, 0.5)), x)
+        y = g.add(
+            O.LMU(
+                e_x=_w(rng, 2, IN),
+                order=4,
+                theta=30.0,
+                e_h=_w(rng, 2, h, 0.3),
+                w_m=_w(rng, h, 8),
+                w_h=_w(rng, h, h, 0.5),
+            ),
+            x,
+        )
     elif name in ("lif", "lif_zero_121", "cubalif_a2a", "cubalif_total"):
         cur = g.add(O.Linear(weight=_w(rng, h, IN, 2.0), bias=b(h) + 0.3), x)
         syn = name.startswith("cubalif")
         neuron = NeuronParams(
-            beta=rng.uniform(0.7, 0.95, h), threshold=rng.uniform(0.6, 1.2, h),
+            beta=rng.uniform(0.7, 0.95, h),
+            threshold=rng.uniform(0.6, 1.2, h),
             alpha=rng.uniform(0.4, 0.9, h) if syn else None,
-            reset={"lif": "subtract", "lif_zero_121": "zero", "cubalif_a2a": "subtract",
-                   "cubalif_total": "zero_total"}[name],
+            reset={"lif": "subtract", "lif_zero_121": "zero", "cubalif_a2a": "subtract", "cubalif_total": "zero_total"}[
+                name
+            ],
             reset_delay=name != "lif_zero_121",
-            spike_scale=rng.uniform(0.5, 1.5, h) if name == "lif_zero_121" else None)
-        rec = {"lif": {}, "lif_zero_121": {"recurrence": "one_to_one", "v_rec": rng.uniform(-0.5, 0.5, h)},
-               "cubalif_a2a": {"recurrence": "all_to_all", "w_rec": _w(rng, h, h, 0.5), "b_rec": b(h)},
-               "cubalif_total": {"recurrence": "all_to_all", "w_rec": _w(rng, h, h, 0.5)}}[name]
+            spike_scale=rng.uniform(0.5, 1.5, h) if name == "lif_zero_121" else None,
+        )
+        rec = {
+            "lif": {},
+            "lif_zero_121": {"recurrence": "one_to_one", "v_rec": rng.uniform(-0.5, 0.5, h)},
+            "cubalif_a2a": {"recurrence": "all_to_all", "w_rec": _w(rng, h, h, 0.5), "b_rec": b(h)},
+            "cubalif_total": {"recurrence": "all_to_all", "w_rec": _w(rng, h, h, 0.5)},
+        }[name]
         cls = O.CuBaLIF if syn else O.LIF
         y = g.add(cls(neuron=neuron, emit="both", **rec), cur)
         spk, mem = y
@@ -91,12 +132,19 @@ def family_graph(name: str, h: int = 4, seed: int = 0):
     elif name in ("leaky_cubalif", "leaky_subtract", "leaky_cubali"):  # NIR neurons (frontends.nir)
         cur = g.add(O.Linear(weight=_w(rng, h, IN, 2.0), bias=b(h) + 0.3), x)
         spiking = name != "leaky_cubali"
-        y = g.add(O.LeakyNeuron(decay=rng.uniform(0.7, 0.99, h), gain=rng.uniform(0.5, 1.5, h), bias=b(h) * 0.1,
-                                syn_decay=None if name == "leaky_subtract" else rng.uniform(0.4, 0.9, h),
-                                threshold=rng.uniform(0.6, 1.2, h) if spiking else None,
-                                v_reset=b(h) if name == "leaky_cubalif" else None,
-                                reset="subtract" if name == "leaky_subtract" else "zero",
-                                emit="both" if spiking else "membrane"), cur)
+        y = g.add(
+            O.LeakyNeuron(
+                decay=rng.uniform(0.7, 0.99, h),
+                gain=rng.uniform(0.5, 1.5, h),
+                bias=b(h) * 0.1,
+                syn_decay=None if name == "leaky_subtract" else rng.uniform(0.4, 0.9, h),
+                threshold=rng.uniform(0.6, 1.2, h) if spiking else None,
+                v_reset=b(h) if name == "leaky_cubalif" else None,
+                reset="subtract" if name == "leaky_subtract" else "zero",
+                emit="both" if spiking else "membrane",
+            ),
+            cur,
+        )
         if spiking:
             return g.build(list(y) + [g.add(O.Readout(mode="sum"), y[0])])
     else:  # pragma: no cover
@@ -107,8 +155,19 @@ def family_graph(name: str, h: int = 4, seed: int = 0):
 
 
 LINEAR = ["mingru", "mingru_identity", "minlstm", "lmu_memory", "lmu_hidden", "lmu_m2m", "leaky_cubali"]
-NONLINEAR = ["rnn_tanh", "rnn_relu", "gru", "gru_cho", "lstm", "lif", "lif_zero_121", "cubalif_a2a", "cubalif_total",
-             "leaky_cubalif", "leaky_subtract"]
+NONLINEAR = [
+    "rnn_tanh",
+    "rnn_relu",
+    "gru",
+    "gru_cho",
+    "lstm",
+    "lif",
+    "lif_zero_121",
+    "cubalif_a2a",
+    "cubalif_total",
+    "leaky_cubalif",
+    "leaky_subtract",
+]
 FAMILIES = LINEAR + NONLINEAR + ["lmu_h2m"]
 
 
@@ -209,13 +268,17 @@ def _need_triton_here():
     if importlib.util.find_spec("triton") is None:
         with pytest.raises(ToolchainMissingError, match="pip install"):
             resolve("cpu", "triton")
-        pytest.skip("triton is not installed: pip install 'edgeseq[gpu]' (or pip install triton) to test the "
-                    "Triton kernels (in Triton's CPU interpreter without a GPU)")
+        pytest.skip(
+            "triton is not installed: pip install 'edgeseq[gpu]' (or pip install triton) to test the "
+            "Triton kernels (in Triton's CPU interpreter without a GPU)"
+        )
     from edgeseq.validate.gpu import triton_kernels
 
     if not torch.cuda.is_available() and not triton_kernels.interpreting():
-        pytest.skip("triton was imported before TRITON_INTERPRET=1 could be set; run this file alone "
-                    "(TRITON_INTERPRET=1 pytest tests/unit/test_gpu_reference.py)")
+        pytest.skip(
+            "triton was imported before TRITON_INTERPRET=1 could be set; run this file alone "
+            "(TRITON_INTERPRET=1 pytest tests/unit/test_gpu_reference.py)"
+        )
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 

@@ -11,7 +11,8 @@ import torch
 
 import edgeseq
 from edgeseq.errors import IRFormatError, NumericsError, ShapeError, VerificationError
-from edgeseq.ir import GraphBuilder, load, ops as O, struct_equal
+from edgeseq.ir import GraphBuilder, load, struct_equal
+from edgeseq.ir import ops as O
 from edgeseq.ir.graph import Graph, Input, Node
 from edgeseq.ir.interpret import run, run_chunked
 from edgeseq.ir.serialize import from_bytes, to_bytes
@@ -62,12 +63,15 @@ def test_state_contract(rng):
         edgeseq.reference(g, x, {**st, "gru/h": np.zeros((2, 7))})
 
 
-@pytest.mark.parametrize("x,err,pattern", [
-    (np.zeros((5, 6)), ShapeError, "shape \\(batch, time, 6\\)"),
-    (np.zeros((1, 5, 4)), ShapeError, "4 features per step; the model expects 6"),
-    (np.zeros((1, 0, 6)), ShapeError, "at least one"),
-    (np.full((1, 3, 6), np.nan), NumericsError, "NaN"),
-])
+@pytest.mark.parametrize(
+    "x,err,pattern",
+    [
+        (np.zeros((5, 6)), ShapeError, "shape \\(batch, time, 6\\)"),
+        (np.zeros((1, 5, 4)), ShapeError, "4 features per step; the model expects 6"),
+        (np.zeros((1, 0, 6)), ShapeError, "at least one"),
+        (np.full((1, 3, 6), np.nan), NumericsError, "NaN"),
+    ],
+)
 def test_bad_inputs(rng, x, err, pattern):
     with pytest.raises(err, match=pattern):
         edgeseq.reference(gru_graph(rng), x)
@@ -149,6 +153,7 @@ def test_schema_version_and_unknown_kind(rng):
             doc = json.loads(content)
             fn(doc)
             return json.dumps(doc)
+
         return _rewrite(data, go)
 
     with pytest.raises(IRFormatError, match="schema version 99 is not supported.*upgrade edgeseq"):
@@ -178,7 +183,8 @@ def test_nan_in_saved_weights_is_named(rng):
 
     for key in doc["arrays"]:
         doc["arrays"][key]["sha256"] = hashlib.sha256(
-            zipfile.ZipFile(io.BytesIO(data)).read(f"arrays/{key}.npy")).hexdigest()
+            zipfile.ZipFile(io.BytesIO(data)).read(f"arrays/{key}.npy")
+        ).hexdigest()
     data = _rewrite(data, lambda n, c: json.dumps(doc).encode() if n == "graph.json" else c)
     with pytest.raises(NumericsError, match="node 'gru' .*'w_hh' has 1 NaN"):
         from_bytes(data)
@@ -222,10 +228,17 @@ def test_import_edgeseq_is_cheap():
     import subprocess
     import sys
 
-    code = ("import sys, edgeseq; edgeseq.__version__; "
-            "bad=[m for m in ('torch','onnxruntime','tvm','onnx','snntorch') if m in sys.modules]; "
-            "print(','.join(bad))")
+    code = (
+        "import sys, edgeseq; edgeseq.__version__; "
+        "bad=[m for m in ('torch','onnxruntime','tvm','onnx','snntorch') if m in sys.modules]; "
+        "print(','.join(bad))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "", f"import edgeseq pulled in: {out}"
-    code = "import sys, edgeseq.ir; print('torch' in sys.modules or 'onnxruntime' in sys.modules or 'tvm' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    code = (
+        "import sys, edgeseq.ir; print('torch' in sys.modules or 'onnxruntime' in sys.modules or 'tvm' in sys.modules)"
+    )
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+        == "False"
+    )

@@ -36,8 +36,15 @@ def test_legendre_definition():
     assert b[:, 0].tolist() == [1, -3, 5]
 
 
-@pytest.mark.parametrize("bad", [dict(order=0, theta=1.0), dict(order=2.5, theta=1.0), dict(order=4, theta=0.0),
-                                 dict(order=4, theta=1.0, discretizer="bilinear")])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(order=0, theta=1.0),
+        dict(order=2.5, theta=1.0),
+        dict(order=4, theta=0.0),
+        dict(order=4, theta=1.0, discretizer="bilinear"),
+    ],
+)
 def test_bad_arguments(bad):
     with pytest.raises(ConfigError):
         lmu_matrices(**bad)

@@ -78,8 +78,9 @@ def simulate(graph, x, dt, method):
                 hist = st.setdefault("h", [])
                 hist.append(inp)
                 d = np.rint(node.delay / dt).astype(int)
-                y = np.stack([hist[-1 - d[i]][:, i] if len(hist) > d[i] else np.zeros(B)
-                              for i in range(inp.shape[1])], 1)
+                y = np.stack(
+                    [hist[-1 - d[i]][:, i] if len(hist) > d[i] else np.zeros(B) for i in range(inp.shape[1])], 1
+                )
             elif kind in ("Conv1d", "Conv2d", "SumPool2d", "AvgPool2d"):
                 import torch
                 import torch.nn.functional as F
@@ -88,9 +89,13 @@ def simulate(graph, x, dt, method):
                 xin = torch.as_tensor(inp.reshape((B,) + shape))
                 if kind.startswith("Conv"):
                     conv = F.conv2d if kind == "Conv2d" else F.conv1d
-                    y = conv(xin, torch.as_tensor(node.weight, dtype=torch.float64),
-                             torch.as_tensor(node.bias, dtype=torch.float64), stride=tuple(np.atleast_1d(node.stride)),
-                             padding=tuple(np.atleast_1d(node.padding))).numpy()
+                    y = conv(
+                        xin,
+                        torch.as_tensor(node.weight, dtype=torch.float64),
+                        torch.as_tensor(node.bias, dtype=torch.float64),
+                        stride=tuple(np.atleast_1d(node.stride)),
+                        padding=tuple(np.atleast_1d(node.padding)),
+                    ).numpy()
                 else:
                     ks = tuple(int(v) for v in node.kernel_size)
                     y = F.avg_pool2d(xin, ks, tuple(int(v) for v in node.stride)).numpy()
@@ -126,12 +131,16 @@ def _n(k, lo=0.5, hi=1.5):
 def neuron_node(kind, n):
     tau, r, vl, th = _n(n, 2e-3, 2e-2), _n(n), R.uniform(-0.1, 0.2, n).astype(np.float32), _n(n, 0.5, 1.0)
     vr = R.uniform(-0.2, 0.1, n).astype(np.float32)
-    return {"I": lambda: nir.I(r=r), "IF": lambda: nir.IF(r=r * 300, v_threshold=th, v_reset=vr),
-            "LI": lambda: nir.LI(tau=tau, r=r, v_leak=vl), "LIF": lambda: nir.LIF(tau=tau, r=r, v_leak=vl,
-                                                                                  v_threshold=th, v_reset=vr),
-            "CubaLI": lambda: nir.CubaLI(tau_syn=_n(n, 1e-3, 5e-3), tau_mem=tau, r=r, v_leak=vl, w_in=_n(n)),
-            "CubaLIF": lambda: nir.CubaLIF(tau_syn=_n(n, 1e-3, 5e-3), tau_mem=tau, r=r, v_leak=vl, v_threshold=th,
-                                           v_reset=vr, w_in=_n(n))}[kind]()
+    return {
+        "I": lambda: nir.I(r=r),
+        "IF": lambda: nir.IF(r=r * 300, v_threshold=th, v_reset=vr),
+        "LI": lambda: nir.LI(tau=tau, r=r, v_leak=vl),
+        "LIF": lambda: nir.LIF(tau=tau, r=r, v_leak=vl, v_threshold=th, v_reset=vr),
+        "CubaLI": lambda: nir.CubaLI(tau_syn=_n(n, 1e-3, 5e-3), tau_mem=tau, r=r, v_leak=vl, w_in=_n(n)),
+        "CubaLIF": lambda: nir.CubaLIF(
+            tau_syn=_n(n, 1e-3, 5e-3), tau_mem=tau, r=r, v_leak=vl, v_threshold=th, v_reset=vr, w_in=_n(n)
+        ),
+    }[kind]()
 
 
 def chain(*nodes, n_in):
@@ -150,23 +159,31 @@ CASES = {
     "Affine": lambda: chain(nir.Affine(weight=f32(4, 3), bias=f32(4)), n_in=3),
     "Linear": lambda: chain(nir.Linear(weight=f32(5, 3)), n_in=3),
     "Scale": lambda: chain(nir.Scale(scale=f32(3)), n_in=3),
-    "Threshold": lambda: chain(nir.Affine(weight=f32(4, 3), bias=f32(4)), nir.Threshold(threshold=f32(4, lo=0, hi=.5)),
-                               n_in=3),
+    "Threshold": lambda: chain(
+        nir.Affine(weight=f32(4, 3), bias=f32(4)), nir.Threshold(threshold=f32(4, lo=0, hi=0.5)), n_in=3
+    ),
     "Delay": lambda: chain(nir.Delay(delay=np.array([0.0, 1e-3, 3e-3], np.float32)), n_in=3),
     "Conv2d+Flatten": lambda: chain(
-        nir.Conv2d(input_shape=(5, 4), weight=f32(2, 1, 3, 3), stride=1, padding=1, dilation=1, groups=1,
-                   bias=f32(2)),
+        nir.Conv2d(input_shape=(5, 4), weight=f32(2, 1, 3, 3), stride=1, padding=1, dilation=1, groups=1, bias=f32(2)),
         nir.Flatten(start_dim=0, end_dim=-1, input_type={"input": np.array([2, 5, 4])}),
-        nir.Affine(weight=f32(3, 40), bias=f32(3)), n_in=20),
-    "Conv1d": lambda: chain(nir.Conv1d(input_shape=6, weight=f32(3, 2, 3), stride=1, padding=1, dilation=1, groups=1,
-                                       bias=f32(3)), nir.Flatten(start_dim=0, end_dim=-1,
-                                                                 input_type={"input": np.array([3, 6])}), n_in=12),
-    "SumPool2d": lambda: chain(nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
-                                             padding=np.array([0, 0])), n_in=16),
-    "AvgPool2d": lambda: chain(nir.AvgPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
-                                             padding=np.array([0, 0])), n_in=16),
-    **{k: (lambda k=k: chain(nir.Affine(weight=f32(4, 3), bias=f32(4)), neuron_node(k, 4), n_in=3))
-       for k in ("I", "IF", "LI", "LIF", "CubaLI", "CubaLIF")},
+        nir.Affine(weight=f32(3, 40), bias=f32(3)),
+        n_in=20,
+    ),
+    "Conv1d": lambda: chain(
+        nir.Conv1d(input_shape=6, weight=f32(3, 2, 3), stride=1, padding=1, dilation=1, groups=1, bias=f32(3)),
+        nir.Flatten(start_dim=0, end_dim=-1, input_type={"input": np.array([3, 6])}),
+        n_in=12,
+    ),
+    "SumPool2d": lambda: chain(
+        nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])), n_in=16
+    ),
+    "AvgPool2d": lambda: chain(
+        nir.AvgPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])), n_in=16
+    ),
+    **{
+        k: (lambda k=k: chain(nir.Affine(weight=f32(4, 3), bias=f32(4)), neuron_node(k, 4), n_in=3))
+        for k in ("I", "IF", "LI", "LIF", "CubaLI", "CubaLIF")
+    },
 }
 
 
@@ -196,8 +213,9 @@ def test_single_lif_matches_the_analytic_solution():
     (exact discretisation), within O(dt) with forward Euler; spikes at t* = -tau ln(1 - thr / (r I)),
     every t* after a reset to 0."""
     tau, r, current, thr, dt, T = 0.02, 2.0, 1.0, 1.5, 1e-4, 1200
-    lif = nir.LIF(tau=np.array([tau]), r=np.array([r]), v_leak=np.zeros(1), v_threshold=np.array([thr]),
-                  v_reset=np.zeros(1))
+    lif = nir.LIF(
+        tau=np.array([tau]), r=np.array([r]), v_leak=np.zeros(1), v_threshold=np.array([thr]), v_reset=np.zeros(1)
+    )
     li = nir.LI(tau=np.array([tau]), r=np.array([r]), v_leak=np.zeros(1))
     x = np.full((1, T, 1), current)
     t = dt * np.arange(1, T + 1)
@@ -223,22 +241,40 @@ def _snntorch_net(reset, recurrent, synaptic, seed=0, one_threshold=False):
 
     torch.manual_seed(seed)
     thr = torch.full((6,), 0.8) if one_threshold else torch.rand(6) * 0.5 + 0.5
-    lay = [torch.nn.Linear(3, 6), snn.Leaky(beta=torch.rand(6) * 0.5 + 0.45, threshold=thr,
-                                            init_hidden=True, reset_mechanism=reset)]
+    lay = [
+        torch.nn.Linear(3, 6),
+        snn.Leaky(beta=torch.rand(6) * 0.5 + 0.45, threshold=thr, init_hidden=True, reset_mechanism=reset),
+    ]
     if recurrent:
-        lay += [torch.nn.Linear(6, 5), snn.RLeaky(beta=torch.rand(5) * 0.5 + 0.45, threshold=torch.ones(5),
-                                                 linear_features=5, init_hidden=True, reset_mechanism=reset)]
+        lay += [
+            torch.nn.Linear(6, 5),
+            snn.RLeaky(
+                beta=torch.rand(5) * 0.5 + 0.45,
+                threshold=torch.ones(5),
+                linear_features=5,
+                init_hidden=True,
+                reset_mechanism=reset,
+            ),
+        ]
     if synaptic:
-        lay += [torch.nn.Linear(lay[-2].out_features, 2),
-                snn.Synaptic(alpha=torch.rand(2) * 0.5 + 0.3, beta=torch.rand(2) * 0.5 + 0.45,
-                             threshold=torch.ones(2), init_hidden=True, reset_mechanism=reset)]
+        lay += [
+            torch.nn.Linear(lay[-2].out_features, 2),
+            snn.Synaptic(
+                alpha=torch.rand(2) * 0.5 + 0.3,
+                beta=torch.rand(2) * 0.5 + 0.45,
+                threshold=torch.ones(2),
+                init_hidden=True,
+                reset_mechanism=reset,
+            ),
+        ]
     with torch.no_grad():  # drive the last layer to spike
         lay[-2].weight.abs_().mul_(2.0)
     return torch.nn.Sequential(*lay)
 
 
-@pytest.mark.parametrize("reset,recurrent,synaptic", [("zero", False, False), ("zero", True, True),
-                                                      ("subtract", True, True)])
+@pytest.mark.parametrize(
+    "reset,recurrent,synaptic", [("zero", False, False), ("zero", True, True), ("subtract", True, True)]
+)
 def test_snntorch_export_to_nir_is_spike_identical(tmp_path, reset, recurrent, synaptic):
     """snntorch's export writes v_reset = 0 whatever the model's reset: a subtract-reset model is read
     back with reset='subtract' (the one fact the file lost)."""
@@ -302,9 +338,12 @@ def test_rockpool_to_nir_is_spike_identical(tmp_path):
         from rockpool.nn.modules.torch.nir import to_nir
 
         torch.manual_seed(0)
-        net = Sequential(LinearTorch((3, 5)), LIFTorch(5, tau_mem=0.02, tau_syn=0.008, dt=1e-3, threshold=1.0,
-                                                       max_spikes_per_dt=1),
-                         LinearTorch((5, 2)), LIFTorch(2, tau_mem=0.03, tau_syn=0.01, dt=1e-3, max_spikes_per_dt=1))
+        net = Sequential(
+            LinearTorch((3, 5)),
+            LIFTorch(5, tau_mem=0.02, tau_syn=0.008, dt=1e-3, threshold=1.0, max_spikes_per_dt=1),
+            LinearTorch((5, 2)),
+            LIFTorch(2, tau_mem=0.03, tau_syn=0.01, dt=1e-3, max_spikes_per_dt=1),
+        )
         nir.write(tmp_path / "rp.nir", to_nir(net, torch.zeros(1, 3)))
         graph = edgeseq.capture(str(tmp_path / "rp.nir"))
         assert graph.metadata["nir"]["semantics"] == "rockpool" and graph.metadata["nir"]["dt"] == 1e-3
@@ -322,12 +361,26 @@ def test_recurrent_and_nested_graph_under_nir_semantics(tmp_path):
     n = 4
     W, Wr = f32(n, 3), f32(n, n) * 0.8
     cuba = neuron_node("CubaLIF", n)
-    inner = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array([n])}), "lif": cuba,
-                                "rec": nir.Linear(weight=Wr), "output": nir.Output(output_type={"output": np.array([n])})},
-                         edges=[("input", "lif"), ("lif", "rec"), ("rec", "lif"), ("lif", "output")], type_check=False)
-    g = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array([3])}), "fc": nir.Linear(weight=W),
-                            "rsyn": inner, "output": nir.Output(output_type={"output": np.array([n])})},
-                     edges=[("input", "fc"), ("fc", "rsyn"), ("rsyn", "output")], type_check=False)
+    inner = nir.NIRGraph(
+        nodes={
+            "input": nir.Input(input_type={"input": np.array([n])}),
+            "lif": cuba,
+            "rec": nir.Linear(weight=Wr),
+            "output": nir.Output(output_type={"output": np.array([n])}),
+        },
+        edges=[("input", "lif"), ("lif", "rec"), ("rec", "lif"), ("lif", "output")],
+        type_check=False,
+    )
+    g = nir.NIRGraph(
+        nodes={
+            "input": nir.Input(input_type={"input": np.array([3])}),
+            "fc": nir.Linear(weight=W),
+            "rsyn": inner,
+            "output": nir.Output(output_type={"output": np.array([n])}),
+        },
+        edges=[("input", "fc"), ("fc", "rsyn"), ("rsyn", "output")],
+        type_check=False,
+    )
     dt = 1e-3
     graph = load_nir(g, dt=dt, method="exact")
     assert [nd.op.kind for nd in graph.nodes] == ["Linear", "Scan"]
@@ -348,8 +401,13 @@ def test_recurrent_and_nested_graph_under_nir_semantics(tmp_path):
     art = edgeseq.export(graph, target="nir", out=tmp_path / "art")
     assert art.manifest["round_trip"]["spikes_compared"] > 0
     written = nir.read(tmp_path / "art" / "model.nir")
-    assert sorted(type(v).__name__ for v in written.nodes.values()) == ["CubaLIF", "Input", "Linear", "Linear",
-                                                                         "Output"]
+    assert sorted(type(v).__name__ for v in written.nodes.values()) == [
+        "CubaLIF",
+        "Input",
+        "Linear",
+        "Linear",
+        "Output",
+    ]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -369,11 +427,12 @@ def _leaky_graph(**kw):
 
 
 ROUND_TRIPS = {
-    "lif_zero_vreset": dict(decay=_n(5, 0.6, 0.95), gain=_n(5), bias=_n(5, 0, .1), threshold=_n(5, .5, 1.),
-                            v_reset=_n(5, -.2, 0.)),
-    "lif_subtract": dict(decay=_n(5, 0.6, 0.95), threshold=_n(5, .5, 1.), reset="subtract"),
-    "cubalif": dict(decay=_n(5, 0.6, 0.95), syn_decay=_n(5, 0.3, 0.8), syn_gain=_n(5), threshold=_n(5, .5, 1.)),
-    "if": dict(decay=np.ones(5), gain=_n(5), threshold=_n(5, .5, 1.)),
+    "lif_zero_vreset": dict(
+        decay=_n(5, 0.6, 0.95), gain=_n(5), bias=_n(5, 0, 0.1), threshold=_n(5, 0.5, 1.0), v_reset=_n(5, -0.2, 0.0)
+    ),
+    "lif_subtract": dict(decay=_n(5, 0.6, 0.95), threshold=_n(5, 0.5, 1.0), reset="subtract"),
+    "cubalif": dict(decay=_n(5, 0.6, 0.95), syn_decay=_n(5, 0.3, 0.8), syn_gain=_n(5), threshold=_n(5, 0.5, 1.0)),
+    "if": dict(decay=np.ones(5), gain=_n(5), threshold=_n(5, 0.5, 1.0)),
     "li": dict(decay=_n(5, 0.6, 0.95), gain=_n(5), emit="membrane"),
 }
 
@@ -454,9 +513,16 @@ def _bad_cases(tmp_path):
     cases["missing"] = (p, IRFormatError, ":n1: LIF node lacks tau")
     p = _write(tmp_path / "shapes.nir", chain(nir.Affine(weight=f32(4, 3), bias=f32(4)), neuron_node("LIF", 6), n_in=3))
     cases["shapes"] = (p, EdgeseqError, ":n1: .*6 values for 4 neurons")
-    loop = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array([3])}), "a": nir.Linear(weight=f32(3, 3)),
-                               "b": nir.Linear(weight=f32(3, 3)), "output": nir.Output(output_type={"output": np.array([3])})},
-                        edges=[("input", "a"), ("a", "b"), ("b", "a"), ("b", "output")], type_check=False)
+    loop = nir.NIRGraph(
+        nodes={
+            "input": nir.Input(input_type={"input": np.array([3])}),
+            "a": nir.Linear(weight=f32(3, 3)),
+            "b": nir.Linear(weight=f32(3, 3)),
+            "output": nir.Output(output_type={"output": np.array([3])}),
+        },
+        edges=[("input", "a"), ("a", "b"), ("b", "a"), ("b", "output")],
+        type_check=False,
+    )
     cases["stateless cycle"] = (_write(tmp_path / "loop.nir", loop), ConfigError, ":a, b: a cycle without a neuron")
     p = _write(tmp_path / "nan.nir", _good())
     with h5py.File(p, "r+") as f:
@@ -470,8 +536,9 @@ def _bad_cases(tmp_path):
     p = _write(tmp_path / "bomb.nir", _good())
     with h5py.File(p, "r+") as f:  # 2 GiB of zeros declared, a few KiB on disk
         del f["node/nodes/n0/weight"]
-        f.create_dataset("node/nodes/n0/weight", shape=(1 << 14, 1 << 14), dtype="f8", compression="gzip",
-                         chunks=(1024, 1024))
+        f.create_dataset(
+            "node/nodes/n0/weight", shape=(1 << 14, 1 << 14), dtype="f8", compression="gzip", chunks=(1024, 1024)
+        )
     cases["compression bomb"] = (p, EdgeseqError, "n0/weight")
     p = _write(tmp_path / "edge.nir", _good())
     with h5py.File(p, "r+") as f:
@@ -507,6 +574,7 @@ def test_bad_file_on_the_command_line(tmp_path, capsys):
         assert rc == 2 and "internal error" not in err and "Traceback" not in err, err
         assert len(err.splitlines()) == 1 and err.startswith("edgeseq: error: ") and str(path) in err, err
     # and through the installed entry point once, as a user runs it
-    p = subprocess.run([sys.executable, "-m", "edgeseq", "info", str(cases["unknown"][0])], capture_output=True,
-                       text=True)
+    p = subprocess.run(
+        [sys.executable, "-m", "edgeseq", "info", str(cases["unknown"][0])], capture_output=True, text=True
+    )
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "'Spiral' is not supported" in p.stderr, p.stderr

@@ -42,8 +42,9 @@ def test_exactly_one_concurrent_run_wins(tmp_path, round_):
     for kind, msg in results:
         if kind == "error":
             # a run that starts after the winner finished sees the finished output
-            assert ("another edgeseq run" in msg or "created this output directory first" in msg
-                    or "already exists" in msg), msg
+            assert (
+                "another edgeseq run" in msg or "created this output directory first" in msg or "already exists" in msg
+            ), msg
     assert sorted(p.name for p in tmp_path.iterdir()) == ["race"]
 
 
@@ -83,14 +84,17 @@ def test_failure_leaves_no_parent_directories(tmp_path):
     assert not (tmp_path / "a").exists()
 
 
-@pytest.mark.parametrize("bad, message", [
-    (".", "refusing to use the current directory"),
-    ("..", "refusing to use the current directory"),
-    ("/", "refusing to use the current directory"),
-    ("n" * 300, "300 bytes long"),
-    ("", "empty"),
-    (123, "must be a string or a path"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (".", "refusing to use the current directory"),
+        ("..", "refusing to use the current directory"),
+        ("/", "refusing to use the current directory"),
+        ("n" * 300, "300 bytes long"),
+        ("", "empty"),
+        (123, "must be a string or a path"),
+    ],
+)
 def test_unusable_outputs_fail_early(tmp_path, monkeypatch, bad, message):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ArtifactError, match=message):

@@ -17,8 +17,19 @@ from edgeseq.data import Dataset  # noqa: E402
 from edgeseq.errors import ConfigError, EdgeseqError, ShapeError  # noqa: E402
 from edgeseq.ir.interpret import run as reference  # noqa: E402
 from edgeseq.nn import build_model  # noqa: E402
-from edgeseq.prune import (PruneMasks, StructuredConfig, UnstructuredConfig, count_parameters, finetune,  # noqa: E402
-                           nonzero_parameters, prune, sweep, sweep_markdown, sweep_plot, unit_groups)
+from edgeseq.prune import (  # noqa: E402
+    PruneMasks,
+    StructuredConfig,
+    UnstructuredConfig,
+    count_parameters,
+    finetune,
+    nonzero_parameters,
+    prune,
+    sweep,
+    sweep_markdown,
+    sweep_plot,
+    unit_groups,
+)
 from edgeseq.train import load_checkpoint, save_checkpoint  # noqa: E402
 
 F, C = 6, 5
@@ -30,8 +41,10 @@ CASES = {
     "mingru2": ("mingru", dict(hidden=12, layers=2, readout="mean")),
     "minlstm": ("minlstm", dict(hidden=12)),
     "lmu_dense2": ("lmu", dict(hidden=12, layers=2, hidden_cell="dense", input_to_hidden=True, readout="mean", **MEM)),
-    "lmu_rnn": ("lmu", dict(hidden=12, hidden_cell="rnn", hidden_to_memory=True, memory_to_memory=True,
-                            memory_bias=True, **MEM)),
+    "lmu_rnn": (
+        "lmu",
+        dict(hidden=12, hidden_cell="rnn", hidden_to_memory=True, memory_to_memory=True, memory_bias=True, **MEM),
+    ),
     "lmu_none2": ("lmu", dict(layers=2, hidden_cell="none", **MEM)),
     "lif_rec": ("lif", dict(hidden=12, layers=2, recurrent=True)),
     "l2mu": ("l2mu", dict(hidden=12, encoder_size=8, **MEM)),
@@ -54,8 +67,9 @@ def make(case, seed=0):
 
 
 def scfg(case, **kw):
-    return StructuredConfig(sparsity=0.0 if case in NO_HIDDEN else 0.5,
-                            memory_sparsity=0.5 if case in HAS_MEMORY else 0.0, **kw)
+    return StructuredConfig(
+        sparsity=0.0 if case in NO_HIDDEN else 0.5, memory_sparsity=0.5 if case in HAS_MEMORY else 0.0, **kw
+    )
 
 
 def zero_removed(model, report):
@@ -138,13 +152,12 @@ def test_lstm_keeps_gate_blocks_aligned():
     h, k = 10, len(keep)
     w0, w1 = m.rnn.weight_ih_l0.detach(), res.model.rnn.weight_ih_l0.detach()
     for gate in range(4):  # i, f, g, o blocks each keep the same units, in order
-        np.testing.assert_array_equal(w1[gate * k:(gate + 1) * k].numpy(), w0[gate * h + keep].numpy())
+        np.testing.assert_array_equal(w1[gate * k : (gate + 1) * k].numpy(), w0[gate * h + keep].numpy())
 
 
 def _lmu1(seed=0):
     torch.manual_seed(seed)
-    return build_model("lmu", F, C, hidden=12, hidden_cell="dense", input_to_hidden=True, readout="mean",
-                       **MEM).eval()
+    return build_model("lmu", F, C, hidden=12, hidden_cell="dense", input_to_hidden=True, readout="mean", **MEM).eval()
 
 
 @pytest.mark.parametrize("compensate", ["mean", "lstsq"])
@@ -309,8 +322,19 @@ def test_cli_prune_and_sweep(tmp_path, capsys):
     m = build_model("gru", 6, 6, hidden=8)
     save_checkpoint(m, tmp_path / "m.ckpt", metrics={"task": "har"})
     out = tmp_path / "pruned"
-    rc, stdout, err = _cli(capsys, "prune", str(tmp_path / "m.ckpt"), "--structured", "--sparsity", "0.5",
-                           "--criterion", "weight", "--out", str(out), "--quiet")
+    rc, stdout, err = _cli(
+        capsys,
+        "prune",
+        str(tmp_path / "m.ckpt"),
+        "--structured",
+        "--sparsity",
+        "0.5",
+        "--criterion",
+        "weight",
+        "--out",
+        str(out),
+        "--quiet",
+    )
     assert rc == 0, err
     assert "structured pruning at sparsity 0.5" in stdout
     rep = json.loads((out / "prune.json").read_text())
@@ -345,8 +369,15 @@ def test_finetuning_never_returns_worse_validation_weights():
     train, val = tiny_data(), tiny_data(24, seed=1)
     finetune(m, train, val, epochs=3, lr=1e-2, log=lambda *a: None)  # a sensible model first
     before = {k: v.clone() for k, v in m.state_dict().items()}
-    info = finetune(m, train, val, epochs=1, lr=100.0, log=lambda *a: None,  # a destructive step size
-                    train_overrides={"grad_clip": 0.0, "batch_size": 4, "weight_decay": 10.0})
+    info = finetune(
+        m,
+        train,
+        val,
+        epochs=1,
+        lr=100.0,
+        log=lambda *a: None,  # a destructive step size
+        train_overrides={"grad_clip": 0.0, "batch_size": 4, "weight_decay": 10.0},
+    )
     assert info["kept_weights_before_finetuning"] and info["best_val_accuracy"] < info["val_accuracy_before"]
     for k, v in m.state_dict().items():
         assert torch.equal(v, before[k]), k

@@ -34,21 +34,24 @@ def test_dict_round_trip_with_overrides(tmp_path):
     assert c.name == "naive" and c.state_bits == 16 and c.weight_bits == 8
 
 
-@pytest.mark.parametrize("field,value,pattern", [
-    ("weight_bits", 4, "weight_bits"),
-    ("activation_bits", 12, "activation_bits"),
-    ("state_bits", True, "state_bits"),
-    ("percentile", 50.0, "percentile"),
-    ("smooth_alpha", 1.5, "smooth_alpha"),
-    ("outlier_threshold", 1.0, "outlier_threshold"),
-    ("lut_table_bits", 20, "lut_table_bits"),
-    ("observer", "median", "observer.*minmax, percentile, mse"),
-    ("weight_granularity", "per_row", "granularity"),
-    ("outlier_action", "clip", "outlier_action"),
-    ("state_margin", 0.5, "state_margin"),
-    ("input_offset", "yes", "input_offset"),
-    ("accumulator_bits", 16, "accumulator_bits"),
-])
+@pytest.mark.parametrize(
+    "field,value,pattern",
+    [
+        ("weight_bits", 4, "weight_bits"),
+        ("activation_bits", 12, "activation_bits"),
+        ("state_bits", True, "state_bits"),
+        ("percentile", 50.0, "percentile"),
+        ("smooth_alpha", 1.5, "smooth_alpha"),
+        ("outlier_threshold", 1.0, "outlier_threshold"),
+        ("lut_table_bits", 20, "lut_table_bits"),
+        ("observer", "median", "observer.*minmax, percentile, mse"),
+        ("weight_granularity", "per_row", "granularity"),
+        ("outlier_action", "clip", "outlier_action"),
+        ("state_margin", 0.5, "state_margin"),
+        ("input_offset", "yes", "input_offset"),
+        ("accumulator_bits", 16, "accumulator_bits"),
+    ],
+)
 def test_invalid_values_name_the_field(field, value, pattern):
     with pytest.raises(ConfigError, match=pattern):
         QuantConfig(**{field: value})

@@ -24,8 +24,16 @@ def har(tmp_path_factory):
     te = test.subset(rng.choice(len(test), 500, replace=False))
     out = tmp_path_factory.mktemp("har") / "lmu"
     # the LMU on the raw channels (stem=0: no conv front end), whose raw-scale input naive int8 handles badly
-    train_task("har", "lmu", out, model_overrides=dict(hidden=24, memory_d=4, order=8, theta=64.0, stem=0),
-               train_overrides=dict(epochs=4), datasets=(tr, te, {}), progress=False, log=lambda *a, **k: None)
+    train_task(
+        "har",
+        "lmu",
+        out,
+        model_overrides=dict(hidden=24, memory_d=4, order=8, theta=64.0, stem=0),
+        train_overrides=dict(epochs=4),
+        datasets=(tr, te, {}),
+        progress=False,
+        log=lambda *a, **k: None,
+    )
     return out / "model.ckpt", tr, te
 
 
@@ -74,11 +82,31 @@ def test_cli_quantize(har, tmp_path, capsys):
     assert qg.info["task"] == "har" and qg.plan.config.name == "edgeseq"
     assert main(["quantize", str(ckpt), "--data", "har", "--out", str(out), "--quiet"]) == 2
     assert "already exists" in capsys.readouterr().err
-    assert main(["quantize", str(ckpt), "--data", "har", "--out", str(tmp_path / "x.esq"), "--config", "int4",
-                 "--quiet"]) == 2
+    assert (
+        main(["quantize", str(ckpt), "--data", "har", "--out", str(tmp_path / "x.esq"), "--config", "int4", "--quiet"])
+        == 2
+    )
     assert "unknown quantization config" in capsys.readouterr().err
-    rc = main(["quantize", str(ckpt), "--data", "har", "--out", str(tmp_path / "n.esq"), "--config", "naive",
-               "--calib", "32", "--val", "64", "--budget", "100", "--quiet", "--plan"])
+    rc = main(
+        [
+            "quantize",
+            str(ckpt),
+            "--data",
+            "har",
+            "--out",
+            str(tmp_path / "n.esq"),
+            "--config",
+            "naive",
+            "--calib",
+            "32",
+            "--val",
+            "64",
+            "--budget",
+            "100",
+            "--quiet",
+            "--plan",
+        ]
+    )
     assert rc == 0 and "granularity" in capsys.readouterr().out
 
 
@@ -89,8 +117,23 @@ def test_cli_budget_miss_is_an_error_and_qat_recovers_part_of_it(har, tmp_path, 
     ckpt, _, _ = har
     # naive per-tensor int8 on raw-scale IMU input, no 16-bit promotions, misses a zero budget: error, no file
     out = tmp_path / "naive.q.esq"
-    args = ["quantize", str(ckpt), "--data", "har", "--config", "naive", "--calib", "64", "--val", "256",
-            "--budget", "0", "--max-promotions", "0", "--quiet"]
+    args = [
+        "quantize",
+        str(ckpt),
+        "--data",
+        "har",
+        "--config",
+        "naive",
+        "--calib",
+        "64",
+        "--val",
+        "256",
+        "--budget",
+        "0",
+        "--max-promotions",
+        "0",
+        "--quiet",
+    ]
     assert main([*args, "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "mixed precision reached" in err and "budget 0.0 points" in err and "--qat-epochs" in err
@@ -107,6 +150,8 @@ def test_cli_budget_miss_is_an_error_and_qat_recovers_part_of_it(har, tmp_path, 
     from edgeseq.models import load_model
 
     load_model(ckpt).graph.save(g)
-    assert main(["quantize", str(g), "--data", "har", "--out", str(tmp_path / "q.esq"), "--qat-epochs", "1",
-                 "--quiet"]) == 2
+    assert (
+        main(["quantize", str(g), "--data", "har", "--out", str(tmp_path / "q.esq"), "--qat-epochs", "1", "--quiet"])
+        == 2
+    )
     assert "pass a checkpoint" in capsys.readouterr().err

@@ -23,16 +23,21 @@ def test_nan_calibration_names_the_sequences(graph, rng):
     x = rng.normal(size=(10, 12, 6))
     x[3, 5, 2] = np.nan
     x[7, 0, 0] = np.inf
-    with pytest.raises(NumericsError, match=r"calibration data contains 2 NaN/Inf values \(first: nan at index \(3, 5, 2\)\)"):
+    with pytest.raises(
+        NumericsError, match=r"calibration data contains 2 NaN/Inf values \(first: nan at index \(3, 5, 2\)\)"
+    ):
         quantize(graph, x)
 
 
-@pytest.mark.parametrize("shape, err, msg", [
-    ((0, 12, 6), DatasetError, "is empty"),
-    ((4, 0, 6), DatasetError, "is empty"),
-    ((4, 12, 5), ShapeError, r"must be \(N, T, 6\), got shape \(4, 12, 5\)"),
-    ((12, 6), ShapeError, r"must be \(N, T, 6\)"),
-])
+@pytest.mark.parametrize(
+    "shape, err, msg",
+    [
+        ((0, 12, 6), DatasetError, "is empty"),
+        ((4, 0, 6), DatasetError, "is empty"),
+        ((4, 12, 5), ShapeError, r"must be \(N, T, 6\), got shape \(4, 12, 5\)"),
+        ((12, 6), ShapeError, r"must be \(N, T, 6\)"),
+    ],
+)
 def test_empty_or_misshapen_calibration(graph, shape, err, msg):
     with pytest.raises(err, match=msg):
         quantize(graph, np.zeros(shape))
@@ -44,7 +49,9 @@ def test_validation_set_is_checked(graph, rng):
         quantize(graph, x, val=(x, np.zeros(5, int)))
     bad = x.copy()
     bad[0, 0, 0] = np.nan
-    with pytest.raises(NumericsError, match=r"validation data contains a NaN/Inf value \(first: nan at index \(0, 0, 0\)\)"):
+    with pytest.raises(
+        NumericsError, match=r"validation data contains a NaN/Inf value \(first: nan at index \(0, 0, 0\)\)"
+    ):
         quantize(graph, x, val=(bad, np.zeros(8, int)))
     with pytest.raises(ConfigError, match="non-negative"):
         quantize(graph, x, val=(x, np.zeros(8, int)), budget=-1.0)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeseq.ir import GraphBuilder, ops as O, run
+from edgeseq.ir import GraphBuilder, run
+from edgeseq.ir import ops as O
 from edgeseq.ir.types import Act
 from edgeseq.quant import QuantConfig, intexact, per_step_error, quantize, sqnr_table
 from edgeseq.quant.audit import trace_points
@@ -26,7 +27,7 @@ def _check(g, rng, config="edgeseq", rel=0.1, steps=12, batch=24, scale=1.0, dat
     ys_i, _ = qg.run(x)
     ys_k, _ = qg.run(x, mode="fake")
     for yf, yi, yk in zip(ys_f, ys_i, ys_k):
-        s = np.sqrt(np.mean(yf ** 2)) + 1e-9
+        s = np.sqrt(np.mean(yf**2)) + 1e-9
         assert np.sqrt(np.mean((yi - yk) ** 2)) / s < 0.02, "integer program and fake quant disagree"
         assert np.sqrt(np.mean((yi - yf) ** 2)) / s < rel, "integer program too far from float"
     xq = qg.quantize_input(x[:3, :7])
@@ -61,8 +62,16 @@ def test_layernorm_concat_add_and_unfolded_batchnorm(rng):
     ln = b.add(O.LayerNorm(weight=rng.uniform(0.5, 1.5, 10), bias=rng.normal(size=10) * 0.1), cat, "ln")
     d = b.add(_lin(rng, 10, 10, 1.0), ln, "fd")
     s = b.add(O.Add(), [d, ln], "res")
-    bn = b.add(O.BatchNorm(mean=rng.normal(size=10) * 0.1, var=rng.uniform(0.5, 2, 10), weight=rng.uniform(0.5, 2, 10),
-                           bias=rng.normal(size=10) * 0.1), s, "bn")
+    bn = b.add(
+        O.BatchNorm(
+            mean=rng.normal(size=10) * 0.1,
+            var=rng.uniform(0.5, 2, 10),
+            weight=rng.uniform(0.5, 2, 10),
+            bias=rng.normal(size=10) * 0.1,
+        ),
+        s,
+        "bn",
+    )
     t = b.add(O.Activation(fn="tanh"), bn, "t")
     r = b.add(O.Readout(mode="last"), t)
     g = b.build(b.add(_lin(rng, 10, 3), r, "head"))
@@ -74,8 +83,16 @@ def test_layernorm_concat_add_and_unfolded_batchnorm(rng):
 @pytest.mark.parametrize("dilation,groups", [(1, 1), (2, 1), (1, 2), (3, 4)])
 def test_conv1d_variants(dilation, groups, rng):
     b = GraphBuilder(4)
-    c = b.add(O.Conv1d(weight=rng.normal(size=(8, 4 // groups, 3)) * 0.4, bias=rng.normal(size=8) * 0.1,
-                       dilation=dilation, groups=groups), "x", "conv")
+    c = b.add(
+        O.Conv1d(
+            weight=rng.normal(size=(8, 4 // groups, 3)) * 0.4,
+            bias=rng.normal(size=8) * 0.1,
+            dilation=dilation,
+            groups=groups,
+        ),
+        "x",
+        "conv",
+    )
     a = b.add(O.Activation(fn="relu"), c, "relu")
     r = b.add(O.Readout(mode="sum"), a)
     g = b.build(b.add(_lin(rng, 8, 3), r, "head"))
@@ -89,8 +106,9 @@ def test_input_batchnorm_merged_into_the_boundary_quantizer(rng):
     r = b.add(O.Readout(mode="mean"), c)
     g = b.build(b.add(_lin(rng, 6, 2), r, "head"))
     offs = np.array([5.0, -2.0, 0.0])
-    qg = _check(g, rng, rel=0.1, steps=10,
-                data=lambda n: rng.normal(size=(n, 10, 3)) * np.sqrt([4.0, 0.25, 1.0]) + offs)
+    qg = _check(
+        g, rng, rel=0.1, steps=10, data=lambda n: rng.normal(size=(n, 10, 3)) * np.sqrt([4.0, 0.25, 1.0]) + offs
+    )
     (spec,) = qg.program.inputs
     assert spec.vec == "norm" and np.allclose(spec.offset, offs)
     assert qg.plan["x"].absorbed and qg.plan["norm"].boundary
@@ -101,8 +119,11 @@ def test_input_batchnorm_merged_into_the_boundary_quantizer(rng):
 def test_lif_reset_rules(reset, delay, rng):
     b = GraphBuilder(4)
     h = b.add(_lin(rng, 4, 10, 3.0), "x", "fc")
-    s = b.add(O.LIF(neuron=O.NeuronParams(beta=rng.uniform(0.7, 0.95, 10), threshold=0.8, reset=reset,
-                                          reset_delay=delay)), h, "lif")
+    s = b.add(
+        O.LIF(neuron=O.NeuronParams(beta=rng.uniform(0.7, 0.95, 10), threshold=0.8, reset=reset, reset_delay=delay)),
+        h,
+        "lif",
+    )
     r = b.add(O.Readout(mode="sum"), s)
     g = b.build(b.add(_lin(rng, 10, 3), r, "head"))
     qg = quantize(g, rng.normal(size=(32, 16, 4)), "edgeseq")
@@ -118,11 +139,21 @@ def test_lif_reset_rules(reset, delay, rng):
 def test_cuba_lif_recurrences_and_graded_spikes(rec, rng):
     b = GraphBuilder(4)
     h = b.add(_lin(rng, 4, 6, 3.0), "x", "fc")
-    kw = {"v_rec": rng.normal(size=6)} if rec == "one_to_one" else {"w_rec": rng.normal(size=(6, 6)) * 0.3,
-                                                                     "b_rec": rng.normal(size=6) * 0.1}
-    spk, mem = b.add(O.CuBaLIF(neuron=O.NeuronParams(beta=0.9, alpha=0.7, threshold=1.0,
-                                                     spike_scale=rng.uniform(0.5, 2.0, 6)),
-                               recurrence=rec, emit="both", **kw), h, "lif")
+    kw = (
+        {"v_rec": rng.normal(size=6)}
+        if rec == "one_to_one"
+        else {"w_rec": rng.normal(size=(6, 6)) * 0.3, "b_rec": rng.normal(size=6) * 0.1}
+    )
+    spk, mem = b.add(
+        O.CuBaLIF(
+            neuron=O.NeuronParams(beta=0.9, alpha=0.7, threshold=1.0, spike_scale=rng.uniform(0.5, 2.0, 6)),
+            recurrence=rec,
+            emit="both",
+            **kw,
+        ),
+        h,
+        "lif",
+    )
     r = b.add(O.Readout(mode="mean"), mem)
     r2 = b.add(O.Readout(mode="sum"), spk)
     cat = b.add(O.Concat(), [r, r2], "cat")
@@ -137,10 +168,23 @@ def test_cuba_lif_recurrences_and_graded_spikes(rec, rng):
 def test_gru_reset_before_and_lmu_without_hidden_cell(rng):
     b = GraphBuilder(3)
     h = 6
-    g1 = b.add(O.GRU(w_ih=rng.normal(size=(3 * h, 3)) * 0.5, w_hh=rng.normal(size=(3 * h, h)) * 0.5,
-                     b_ih=rng.normal(size=3 * h) * 0.1, reset_after=False), "x", "gru")
-    m = b.add(O.LMU(e_x=rng.normal(size=(2, h)) * 0.5, order=4, theta=8.0, e_m=rng.normal(size=(2, 8)) * 0.1,
-                    b_u=np.zeros(2)), g1, "lmu")
+    g1 = b.add(
+        O.GRU(
+            w_ih=rng.normal(size=(3 * h, 3)) * 0.5,
+            w_hh=rng.normal(size=(3 * h, h)) * 0.5,
+            b_ih=rng.normal(size=3 * h) * 0.1,
+            reset_after=False,
+        ),
+        "x",
+        "gru",
+    )
+    m = b.add(
+        O.LMU(
+            e_x=rng.normal(size=(2, h)) * 0.5, order=4, theta=8.0, e_m=rng.normal(size=(2, 8)) * 0.1, b_u=np.zeros(2)
+        ),
+        g1,
+        "lmu",
+    )
     r = b.add(O.Readout(mode="last"), m)
     g = b.build(b.add(_lin(rng, 8, 3), r, "head"))
     _check(g, rng, rel=0.08)
@@ -175,8 +219,7 @@ def _outlier_data(rng, n):
 
 def test_outlier_detection_report(rng):
     g = _outlier_graph(rng)
-    qg = quantize(g, _outlier_data(rng, 32), QuantConfig(name="t", input_per_channel=False,
-                                                         outlier_action="split"))
+    qg = quantize(g, _outlier_data(rng, 32), QuantConfig(name="t", input_per_channel=False, outlier_action="split"))
     from edgeseq.quant.calibrate import calibrate
 
     stats = calibrate(qg.graph, _outlier_data(rng, 16))
@@ -251,8 +294,18 @@ def test_sensitivity_and_mixed_precision(rng):
     from edgeseq.quant.search import format_sensitivity, sensitivity
 
     b = GraphBuilder(4)
-    h = b.add(O.LMU(e_x=rng.normal(size=(2, 4)), order=6, theta=10.0, w_m=rng.normal(size=(8, 12)) * 0.5,
-                    w_x=rng.normal(size=(8, 4)) * 0.5, b_h=np.zeros(8)), "x", "lmu")
+    h = b.add(
+        O.LMU(
+            e_x=rng.normal(size=(2, 4)),
+            order=6,
+            theta=10.0,
+            w_m=rng.normal(size=(8, 12)) * 0.5,
+            w_x=rng.normal(size=(8, 4)) * 0.5,
+            b_h=np.zeros(8),
+        ),
+        "x",
+        "lmu",
+    )
     r = b.add(O.Readout(mode="mean"), h)
     g = b.build(b.add(_lin(rng, 8, 4, 3.0), r, "head"))
     x = rng.normal(size=(200, 16, 4))

@@ -57,7 +57,7 @@ def test_int_vs_fake_vs_float(case, zoo, rng):
     (yf,), _ = run(g, x)
     (yi,), _ = qg.run(x, mode="int")
     (yk,), _ = qg.run(x, mode="fake")
-    scale = np.sqrt(np.mean(yf ** 2)) + 1e-12
+    scale = np.sqrt(np.mean(yf**2)) + 1e-12
     # the fake-quant simulation reproduces the integer program (up to rare rounding-order ties)
     assert np.sqrt(np.mean((yi - yk) ** 2)) / scale < 0.02
     assert np.mean(yi.argmax(-1) == yk.argmax(-1)) >= 0.95

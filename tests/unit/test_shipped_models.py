@@ -11,8 +11,13 @@ import pytest
 
 from edgeseq.models import load_model, shipped
 
-EXPECTED = {"har_gru": ("har", "gru"), "har_lmu": ("har", "lmu"), "har_l2mu": ("har", "l2mu"),
-            "kws_lmu": ("kws", "lmu"), "kws_lmuformer": ("kws", "lmuformer")}
+EXPECTED = {
+    "har_gru": ("har", "gru"),
+    "har_lmu": ("har", "lmu"),
+    "har_l2mu": ("har", "l2mu"),
+    "kws_lmu": ("kws", "lmu"),
+    "kws_lmuformer": ("kws", "lmuformer"),
+}
 
 
 def test_the_defaults_are_shipped_and_small():
@@ -23,9 +28,11 @@ def test_the_defaults_are_shipped_and_small():
 
 
 # the spoken-digits models (FSDD, real speech): (recipe task, arch, protocol, test clips)
-DIGITS = {"digits_lmu": ("digits", "lmu", "own", 300),
-          "digits_lmu_heldout": ("digits-heldout-theo", "lmu", "holdout:theo", 500),
-          "digits_lmuformer": ("digits", "lmuformer", "own", 300)}
+DIGITS = {
+    "digits_lmu": ("digits", "lmu", "own", 300),
+    "digits_lmu_heldout": ("digits-heldout-theo", "lmu", "holdout:theo", 500),
+    "digits_lmuformer": ("digits", "lmuformer", "own", 300),
+}
 
 
 @pytest.mark.parametrize("name", list(DIGITS))
@@ -77,8 +84,9 @@ def test_recorded_har_accuracy_is_reproduced_by_the_reference(name):
 
     lm = load_model(name)
     test = load_dataset("har", "test", classes=6)
-    pred = np.concatenate([run(lm.graph, test.x[i:i + 512].astype(np.float64))[0][0].argmax(-1)
-                           for i in range(0, len(test.x), 512)])
+    pred = np.concatenate(
+        [run(lm.graph, test.x[i : i + 512].astype(np.float64))[0][0].argmax(-1) for i in range(0, len(test.x), 512)]
+    )
     acc = float(np.mean(pred == test.y))
     assert acc == pytest.approx(lm.metrics["test"]["accuracy"], abs=0.002)
     assert len(test.y) == lm.metrics["test"]["n"]
@@ -91,13 +99,47 @@ def test_export_quant_edgeseq_calibrates_on_the_models_task(tmp_path):
     from edgeseq.quant import load_quantized
 
     out = tmp_path / "q"
-    r = subprocess.run([sys.executable, "-m", "edgeseq", "export", "har_lmu", "--target", "onnx", "--quant", "edgeseq",
-                        "--out", str(out)], capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeseq",
+            "export",
+            "har_lmu",
+            "--target",
+            "onnx",
+            "--quant",
+            "edgeseq",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     assert "calibration data of task 'har'" in r.stderr
     q = load_quantized(out / "quantized.esq")
     assert q.info["calibration"]["sequences"] == 512 and q.info["search"]["validation_sequences"] == 1024
-    r = subprocess.run([sys.executable, "-m", "edgeseq", "export", "har_lmu", "--target", "onnx", "--quant", "edgeseq",
-                        "--data", "kws", "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeseq",
+            "export",
+            "har_lmu",
+            "--target",
+            "onnx",
+            "--quant",
+            "edgeseq",
+            "--data",
+            "kws",
+            "--out",
+            str(tmp_path / "bad"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 2 and "40 features per step; the model expects 6" in r.stderr
     assert not (tmp_path / "bad").exists()

@@ -77,7 +77,7 @@ def test_audio_values_padding_and_silence(sc_root):
         rel = f"{paths[i].parent.name}/{paths[i].name}"
         pcm = written[rel].astype(np.float32) / 32768.0
         np.testing.assert_array_equal(d.x[i, : len(pcm), 0], pcm)
-        assert not d.x[i, len(pcm):, 0].any()
+        assert not d.x[i, len(pcm) :, 0].any()
     sil = d.x[d.y == KWS_LABELS.index(SILENCE_LABEL), :, 0]
     assert np.all(np.abs(sil).max(axis=1) > 0)
     # silence segments are disjoint between splits

@@ -71,7 +71,8 @@ def test_programs_round_trip_through_json():
 def test_generic_scan_of_a_step_program(name, tmp_path):
     """A Scan op carrying any step program: the interpreter runs it, it saves and loads exactly, and
     it quantizes like the named cell it came from."""
-    from edgeseq.ir import GraphBuilder, load, ops as O
+    from edgeseq.ir import GraphBuilder, load
+    from edgeseq.ir import ops as O
     from edgeseq.quant import quantize
 
     g = graph_of(name)
@@ -112,7 +113,7 @@ def test_every_cell_quantizes(name):
         if t.spikes:  # spikes: most decisions agree (one LSB can move a threshold crossing)
             assert np.mean((yi != 0) == (yf != 0)) > 0.9
             continue
-        s = np.sqrt(np.mean(yf ** 2)) + 1e-9
+        s = np.sqrt(np.mean(yf**2)) + 1e-9
         assert np.sqrt(np.mean((yi - yf) ** 2)) / s < 0.1, "integer program too far from float"
         assert np.sqrt(np.mean((yi - yk) ** 2)) / s < 0.05, "integer program and fake quantization disagree"
     xq = qg.quantize_input(x[:3, :9])

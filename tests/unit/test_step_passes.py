@@ -321,7 +321,7 @@ def _pool_run(prog, stages, plan, x, steps):
             if prog.is_param(name):
                 a = prog.params[name] if prog.params[name].ndim == 2 else prog.params[name].reshape(-1)
             elif name in plan.offset:
-                a = pool[plan.offset[name]:plan.offset[name] + prog.size(name)]
+                a = pool[plan.offset[name] : plan.offset[name] + prog.size(name)]
             else:
                 a = env[name]
             if i is None:
@@ -332,7 +332,7 @@ def _pool_run(prog, stages, plan, x, steps):
             if name in plan.offset:
                 o = plan.offset[name]
                 if i is None:
-                    pool[o:o + prog.size(name)] = value
+                    pool[o : o + prog.size(name)] = value
                 else:
                     pool[o + i] = value
             elif i is None:
@@ -357,7 +357,7 @@ def _pool_run(prog, stages, plan, x, steps):
                     for term in op.terms:
                         w = prog.params[term.w]
                         blk, row = divmod(j, w.shape[0])
-                        acc += w[row] @ val(term.x)[blk * w.shape[1]:(blk + 1) * w.shape[1]]
+                        acc += w[row] @ val(term.x)[blk * w.shape[1] : (blk + 1) * w.shape[1]]
                     put(op.out, acc, j)
             else:
                 op = st.ops[0]

@@ -18,16 +18,22 @@ from edgeseq.sweep.proposer import FINISHED, WAIT, Objective, Proposer, canonica
 from edgeseq.sweep.store import Store
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-OBJ = [Objective("accuracy_int8_val", True), Objective("instructions_per_inference", False),
-       Objective("flash_bytes", False)]
+OBJ = [
+    Objective("accuracy_int8_val", True),
+    Objective("instructions_per_inference", False),
+    Objective("flash_bytes", False),
+]
 
 
 def fake_metrics(params):
     """A deterministic stand-in for a measured trial (the proposer only sees numbers)."""
     h = params["model.hidden"]
     d = params.get("model.memory_d", 1)
-    return {"accuracy_int8_val": 0.7 + 0.003 * h + 0.002 * d, "instructions_per_inference": 1000 * h * h + 500 * d,
-            "flash_bytes": 300 * h + 100 * d}
+    return {
+        "accuracy_int8_val": 0.7 + 0.003 * h + 0.002 * d,
+        "instructions_per_inference": 1000 * h * h + 500 * d,
+        "flash_bytes": 300 * h + 100 * d,
+    }
 
 
 def drive(proposer, order=None, fail=()):
@@ -53,6 +59,7 @@ def drive(proposer, order=None, fail=()):
 
 # ------------------------------------------------------------------------------------ spaces
 
+
 def test_default_spaces_parse_and_round_trip():
     for task in ("har", "kws", "smartwatch"):
         sp = default_space(task)
@@ -67,8 +74,7 @@ def test_space_file_errors_are_one_line_config_errors(tmp_path):
         '{"model": {"arch": "lmu"}, "train": {"epoch": 3}}': "unknown train setting 'epoch'",
         '{"model": {"hidden": {"choices": [8]}}}': "needs 'arch'",
         '{"model": {"arch": "lmu", "order": {"choices": [4], "when": {"arch": ["lmu"]}}}}': "not a searched setting",
-        '{"model": {"arch": {"choices": ["lmu"]}, "order": {"choices": [4], "when": {"arch": ["gru"]}}}}':
-            "not among the choices",
+        '{"model": {"arch": {"choices": ["lmu"]}, "order": {"choices": [4], "when": {"arch": ["gru"]}}}}': "not among the choices",
         '{"model": {"arch": "lmu", "theta": {"low": 64, "high": 32}}}': "'low' must be below 'high'",
         '{"model": {"arch": "lmu", "theta": {"low": 0, "high": 32, "log": true}}}': "log range needs 'low' > 0",
         '{"model": {"arch": "lmu", "hidden": {"choices": []}}}': "non-empty list",
@@ -93,19 +99,31 @@ def test_space_file_errors_are_one_line_config_errors(tmp_path):
 
 
 def test_conditional_dimensions_and_trial_config():
-    sp = parse_space({"model": {"arch": {"choices": ["lmu", "gru"]}, "hidden": {"choices": [16, 32]},
-                                "order": {"choices": [4, 8], "when": {"arch": ["lmu"]}}, "readout": "mean"},
-                      "train": {"epochs": 3}, "prune": {"sparsity": {"choices": [0.0, 0.5]}},
-                      "quant": {"budget": 1.0}}, task="har")
+    sp = parse_space(
+        {
+            "model": {
+                "arch": {"choices": ["lmu", "gru"]},
+                "hidden": {"choices": [16, 32]},
+                "order": {"choices": [4, 8], "when": {"arch": ["lmu"]}},
+                "readout": "mean",
+            },
+            "train": {"epochs": 3},
+            "prune": {"sparsity": {"choices": [0.0, 0.5]}},
+            "quant": {"budget": 1.0},
+        },
+        task="har",
+    )
     cfg = sp.trial_config({"model.arch": "lmu", "model.hidden": 16, "model.order": 8, "prune.sparsity": 0.5})
-    assert cfg == TrialConfig("lmu", {"readout": "mean", "hidden": 16, "order": 8}, {"epochs": 3}, {"sparsity": 0.5},
-                              {"budget": 1.0})
+    assert cfg == TrialConfig(
+        "lmu", {"readout": "mean", "hidden": 16, "order": 8}, {"epochs": 3}, {"sparsity": 0.5}, {"budget": 1.0}
+    )
     assert TrialConfig.from_json(json.loads(json.dumps(cfg.to_json()))) == cfg
     assert cfg.label() == "lmu h16 o8 mean s0.5 b1"
     assert sp.dims[2].active({"model.arch": "lmu"}) and not sp.dims[2].active({"model.arch": "gru"})
 
 
 # ------------------------------------------------------------------------------------ proposer
+
 
 def test_proposals_do_not_depend_on_the_order_trials_finish_in():
     sp = default_space("har")
@@ -168,18 +186,32 @@ def test_constraints():
 
 # ------------------------------------------------------------------------------------ pareto / choice
 
+
 def rec(n, acc, ins, flash, status="ok", test=None):
-    return {"number": n, "status": status, "metrics": {"accuracy_int8_val": acc, "instructions_per_inference": ins,
-                                                       "flash_bytes": flash, "ram_bytes": 10000,
-                                                       "accuracy_int8_test": acc if test is None else test}}
+    return {
+        "number": n,
+        "status": status,
+        "metrics": {
+            "accuracy_int8_val": acc,
+            "instructions_per_inference": ins,
+            "flash_bytes": flash,
+            "ram_bytes": 10000,
+            "accuracy_int8_test": acc if test is None else test,
+        },
+    }
 
 
 CRIT = [("accuracy_int8_val", True), ("instructions_per_inference", False), ("flash_bytes", False)]
 
 
 def test_front_choice_and_dominance():
-    recs = [rec(0, 0.90, 2e6, 20000), rec(1, 0.93, 3e6, 22000), rec(2, 0.92, 4e6, 30000),  # 2 dominated by 1
-            rec(3, 0.95, 6e6, 40000), rec(4, 0.99, 1e6, 1000, status="failed")]
+    recs = [
+        rec(0, 0.90, 2e6, 20000),
+        rec(1, 0.93, 3e6, 22000),
+        rec(2, 0.92, 4e6, 30000),  # 2 dominated by 1
+        rec(3, 0.95, 6e6, 40000),
+        rec(4, 0.99, 1e6, 1000, status="failed"),
+    ]
     assert front(recs, CRIT) == [0, 1, 3]
     assert dominates(recs[1]["metrics"], recs[2]["metrics"], CRIT)
     assert not dominates(recs[1]["metrics"], recs[1]["metrics"], CRIT)
@@ -197,9 +229,21 @@ def test_front_choice_and_dominance():
 
 # ------------------------------------------------------------------------------------ sweep directory
 
+
 def definition(**kw):
-    d = {"task": "har", "target": "cortex-m4", "space_fingerprint": "abc", "seed": 0, "batch": 4, "startup": 4,
-         "objectives": [], "constraints": {}, "setup": {}, "data": {}, "trials": 8}
+    d = {
+        "task": "har",
+        "target": "cortex-m4",
+        "space_fingerprint": "abc",
+        "seed": 0,
+        "batch": 4,
+        "startup": 4,
+        "objectives": [],
+        "constraints": {},
+        "setup": {},
+        "data": {},
+        "trials": 8,
+    }
     d.update(kw)
     return d
 
@@ -210,8 +254,9 @@ def test_store_resumes_only_the_same_sweep_and_locks(tmp_path):
     assert s.begin(definition()) == {}
     with pytest.raises(ArtifactError, match="another sweep is running"):
         Store(out).begin(definition())
-    s.save_trial(0, {"status": "ok", "params": {"model.hidden": 8}, "metrics": {"a": 1},
-                     "files": {"model.ckpt": "aGVsbG8="}})
+    s.save_trial(
+        0, {"status": "ok", "params": {"model.hidden": 8}, "metrics": {"a": 1}, "files": {"model.ckpt": "aGVsbG8="}}
+    )
     (s.trial_dir(1)).mkdir(parents=True)  # killed mid-write: files but no trial.json -> unfinished
     (s.trial_dir(1) / "model.ckpt").write_bytes(b"partial")
     s.close()
@@ -242,6 +287,7 @@ def test_store_refuses_unsafe_file_names(tmp_path):
 
 # ------------------------------------------------------------------------------------ a trial
 
+
 def test_a_failing_trial_is_a_record_not_an_exception():
     from edgeseq.sweep import TrialSetup, run_trial
 
@@ -257,21 +303,41 @@ def test_report_renders_fronts_failures_and_references(tmp_path):
 
     recs = [rec(0, 0.90, 2e6, 20000), rec(1, 0.93, 3e6, 22000), rec(2, 0.5, 0, 0, status="failed")]
     for r in recs:
-        r.update(params={"model.arch": "lmu"}, label=f"lmu {r['number']}", pareto_val=r["number"] != 2,
-                 pareto_test=r["number"] == 1, feasible=r["status"] == "ok")
+        r.update(
+            params={"model.arch": "lmu"},
+            label=f"lmu {r['number']}",
+            pareto_val=r["number"] != 2,
+            pareto_test=r["number"] == 1,
+            feasible=r["status"] == "ok",
+        )
     recs[2].update(stage="export", error="BuildError: boom")
-    results = {"sweep": {"task": "har", "target": "cortex-m4", "trials": 3, "seed": 0, "batch": 2, "startup": 2,
-                         "objectives": [["accuracy_int8_val", "maximize"]], "constraints": {"max_flash": 21000},
-                         "data": {}, "space": {}},
-               "trials": recs, "pareto_front": {"validation": [0, 1], "test": [1]},
-               "chosen": {"trial": 0, "why": "cheapest", "label": "lmu 0", "metrics": recs[0]["metrics"]},
-               "baselines": {"har_lmu": {"status": "ok", "metrics": rec(9, 0.9283, 6.37e6, 27084)["metrics"]}},
-               "versus_baselines": {}, "counts": {"trials": 3, "ok": 2, "failed": 1}, "sessions": []}
+    results = {
+        "sweep": {
+            "task": "har",
+            "target": "cortex-m4",
+            "trials": 3,
+            "seed": 0,
+            "batch": 2,
+            "startup": 2,
+            "objectives": [["accuracy_int8_val", "maximize"]],
+            "constraints": {"max_flash": 21000},
+            "data": {},
+            "space": {},
+        },
+        "trials": recs,
+        "pareto_front": {"validation": [0, 1], "test": [1]},
+        "chosen": {"trial": 0, "why": "cheapest", "label": "lmu 0", "metrics": recs[0]["metrics"]},
+        "baselines": {"har_lmu": {"status": "ok", "metrics": rec(9, 0.9283, 6.37e6, 27084)["metrics"]}},
+        "versus_baselines": {},
+        "counts": {"trials": 3, "ok": 2, "failed": 1},
+        "sessions": [],
+    }
     html = write_report(tmp_path / "report.html", results).read_text()
     assert html.count("<img") == 1 and "BuildError: boom" in html and "har_lmu" in html and "Chosen: trial 0" in html
 
 
 # ------------------------------------------------------------------------------------ command line
+
 
 def cli(*args):
     return subprocess.run([sys.executable, "-m", "edgeseq", "sweep", *args], capture_output=True, text=True)
@@ -286,10 +352,12 @@ def test_cli_parses_limits_and_reports_bad_input_in_one_line(tmp_path, capsys):
     assert parse_accuracy("92%") == pytest.approx(0.92) and parse_accuracy("0.92") == 0.92
     assert main(["sweep", "--task", "har", "--target", "cortex-m4", "--show-space"]) == 0
     assert "model.theta" in capsys.readouterr().out
-    for args, msg in ((["--max-flash", "64Q"], "--max-flash: cannot read '64Q'"),
-                      (["--min-accuracy", "92"], "give a fraction"),
-                      (["--space", str(tmp_path / "nope.json")], "no such file (search space file)"),
-                      (["--trials", "0"], "--trials must be >= 1")):
+    for args, msg in (
+        (["--max-flash", "64Q"], "--max-flash: cannot read '64Q'"),
+        (["--min-accuracy", "92"], "give a fraction"),
+        (["--space", str(tmp_path / "nope.json")], "no such file (search space file)"),
+        (["--trials", "0"], "--trials must be >= 1"),
+    ):
         rc = main(["sweep", "--task", "har", "--target", "cortex-m4", "--out", str(tmp_path / "o"), *args])
         err = capsys.readouterr().err
         assert rc == 2 and err.count("\n") == 1 and msg in err, (args, err)
@@ -312,7 +380,9 @@ def test_auto_engine_without_ray_runs_in_process_with_a_hint(monkeypatch):
 
 
 def test_import_is_cheap():
-    code = ("import sys, edgeseq.sweep, edgeseq.cli.sweep; "
-            "print([m for m in ('torch', 'optuna', 'ray', 'onnxruntime', 'tvm') if m in sys.modules])")
+    code = (
+        "import sys, edgeseq.sweep, edgeseq.cli.sweep; "
+        "print([m for m in ('torch', 'optuna', 'ray', 'onnxruntime', 'tvm') if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

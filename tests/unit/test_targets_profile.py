@@ -16,9 +16,16 @@ def test_line_table_rows_become_region_ranges():
     def region_of(f, line):
         return regions.get((f, line))
 
-    rows = [(0x100, "model.c", 10), (0x104, "model.c", 10), (0x108, "arm_mve.h", 77), (0x10c, "model.c", 20),
-            (0x110, "model.c", 99), (0x118, "model.c", None),  # end of one function's sequence
-            (0x200, "helper.c", 5), (0x210, "helper.c", None)]  # a function without regions: unmapped
+    rows = [
+        (0x100, "model.c", 10),
+        (0x104, "model.c", 10),
+        (0x108, "arm_mve.h", 77),
+        (0x10C, "model.c", 20),
+        (0x110, "model.c", 99),
+        (0x118, "model.c", None),  # end of one function's sequence
+        (0x200, "helper.c", 5),
+        (0x210, "helper.c", None),
+    ]  # a function without regions: unmapped
     got = ranges(rows, region_of)
     # inlined code (arm_mve.h) joins the next region; trailing unmapped lines the previous one
     assert got == [(0x100, 0x108, 0), (0x108, 0x118, 1)]
@@ -56,11 +63,21 @@ def test_region_map_of_generated_code_names_every_unit():
 def test_summary_divides_step_regions_by_steps_and_readouts_by_sequences():
     from edgeseq.targets.profile import DRIVER, summarize
 
-    pmap = {"regions": [{"label": "step: matvec -> y", "per": "step", "ops": [{"kind": "matvec"}]},
-                        {"label": "step: requant -> z", "per": "step", "ops": []},
-                        {"label": "readout: div -> m", "per": "sequence", "ops": []}]}
-    s = summarize(pmap, [], {"step: matvec -> y": 3000, "step: requant -> z": 1000, "readout: div -> m": 80,
-                             DRIVER: 500}, b=2, t=10, total=4580)
+    pmap = {
+        "regions": [
+            {"label": "step: matvec -> y", "per": "step", "ops": [{"kind": "matvec"}]},
+            {"label": "step: requant -> z", "per": "step", "ops": []},
+            {"label": "readout: div -> m", "per": "sequence", "ops": []},
+        ]
+    }
+    s = summarize(
+        pmap,
+        [],
+        {"step: matvec -> y": 3000, "step: requant -> z": 1000, "readout: div -> m": 80, DRIVER: 500},
+        b=2,
+        t=10,
+        total=4580,
+    )
     assert [e["instructions"] for e in s["per_step"]] == [150.0, 50.0]
     assert s["per_step"][0]["share"] == pytest.approx(0.75) and s["per_step_total"] == 200.0
     assert s["per_sequence"][0]["instructions"] == 40.0 and s["other"][0]["label"] == DRIVER
@@ -80,7 +97,9 @@ def test_compiler_option_and_automatic_choice(monkeypatch):
     assert compilers.resolve("clang", "cortex-m55") == "clang-14"  # ... unless asked for
     monkeypatch.setattr(compilers, "find_clang", lambda name="clang": "/usr/bin/clang-19")
     monkeypatch.setattr(compilers, "clang_major", lambda p: 19)
-    assert compilers.resolve("auto", "cortex-m55") == "clang-19" and compilers.resolve("auto", "cortex-m4") == "clang-19"
+    assert (
+        compilers.resolve("auto", "cortex-m55") == "clang-19" and compilers.resolve("auto", "cortex-m4") == "clang-19"
+    )
     assert compilers.resolve("auto", "x86") == "gcc" and compilers.resolve("gcc", "cortex-m55") == "gcc"
     t = get_target("arm:cortex-a72")
     spec = t.spec()

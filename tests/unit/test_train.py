@@ -26,15 +26,21 @@ def har_tiny():
 @pytest.fixture(scope="module")
 def trained(har_tiny, tmp_path_factory):
     out = tmp_path_factory.mktemp("train") / "run"
-    m = train_task("har", "lmu", out, datasets=(har_tiny, har_tiny, {}), progress=False, log=lambda *a: None,
-                   model_overrides={"hidden": 8, "memory_d": 2, "order": 4},
-                   train_overrides={"epochs": 3, "batch_size": 8, "val_fraction": 0.25})
+    m = train_task(
+        "har",
+        "lmu",
+        out,
+        datasets=(har_tiny, har_tiny, {}),
+        progress=False,
+        log=lambda *a: None,
+        model_overrides={"hidden": 8, "memory_d": 2, "order": 4},
+        train_overrides={"epochs": 3, "batch_size": 8, "val_fraction": 0.25},
+    )
     return out, m
 
 
 def test_every_recipe_builds_a_model():
     from edgeseq.nn import build_model
-
     from edgeseq.train.stream import StreamTrainConfig
 
     for task, table in RECIPES.items():
@@ -76,9 +82,16 @@ def test_train_task_writes_checkpoint_metrics_and_plot(trained, har_tiny):
 
 def test_training_is_deterministic(trained, har_tiny, tmp_path):
     out, m = trained
-    m2 = train_task("har", "lmu", tmp_path / "again", datasets=(har_tiny, har_tiny, {}), progress=False,
-                    log=lambda *a: None, model_overrides={"hidden": 8, "memory_d": 2, "order": 4},
-                    train_overrides={"epochs": 3, "batch_size": 8, "val_fraction": 0.25})
+    m2 = train_task(
+        "har",
+        "lmu",
+        tmp_path / "again",
+        datasets=(har_tiny, har_tiny, {}),
+        progress=False,
+        log=lambda *a: None,
+        model_overrides={"hidden": 8, "memory_d": 2, "order": 4},
+        train_overrides={"epochs": 3, "batch_size": 8, "val_fraction": 0.25},
+    )
     a, _ = ck.load_checkpoint(out / "model.ckpt")
     b, _ = ck.load_checkpoint(tmp_path / "again" / "model.ckpt")
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
@@ -89,8 +102,15 @@ def test_training_is_deterministic(trained, har_tiny, tmp_path):
 def test_existing_output_needs_force(trained, har_tiny):
     out, _ = trained
     with pytest.raises(ArtifactError, match="already exists"):
-        train_task("har", "lmu", out, datasets=(har_tiny, har_tiny, {}), progress=False, log=lambda *a: None,
-                   train_overrides={"epochs": 1})
+        train_task(
+            "har",
+            "lmu",
+            out,
+            datasets=(har_tiny, har_tiny, {}),
+            progress=False,
+            log=lambda *a: None,
+            train_overrides={"epochs": 1},
+        )
 
 
 def test_checkpoint_has_no_pickle_and_detects_corruption(trained, tmp_path):
@@ -162,8 +182,26 @@ def test_cli_train_tiny(tmp_path, monkeypatch, har_tiny):
     from edgeseq.train import recipes
 
     monkeypatch.setattr(recipes, "load_task_data", lambda task, kw=None, arch=None: (har_tiny, har_tiny, {}))
-    rc = main(["train", "--task", "har", "--model", "gru", "--out", str(tmp_path / "g"), "--epochs", "1", "--quiet",
-               "--set", "hidden=8", "--train-set", "batch_size=8", "--train-set", "val_fraction=0.25"])
+    rc = main(
+        [
+            "train",
+            "--task",
+            "har",
+            "--model",
+            "gru",
+            "--out",
+            str(tmp_path / "g"),
+            "--epochs",
+            "1",
+            "--quiet",
+            "--set",
+            "hidden=8",
+            "--train-set",
+            "batch_size=8",
+            "--train-set",
+            "val_fraction=0.25",
+        ]
+    )
     assert rc == 0
     m = json.loads((tmp_path / "g" / "metrics.json").read_text())
     assert m["model_config"]["hidden"] == 8 and m["parameters"] < 2000

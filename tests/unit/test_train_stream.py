@@ -19,8 +19,21 @@ def _tiny_lmu(n_in=32, n_out=11, readout="last"):
     from edgeseq.nn import build_model
 
     torch.manual_seed(0)
-    return build_model("lmu", n_in, n_out, stem=8, stem_kernel=3, hidden=12, layers=2, memory_d=2, order=4,
-                       theta=10.0, hidden_cell="dense", input_to_hidden=True, readout=readout)
+    return build_model(
+        "lmu",
+        n_in,
+        n_out,
+        stem=8,
+        stem_kernel=3,
+        hidden=12,
+        layers=2,
+        memory_d=2,
+        order=4,
+        theta=10.0,
+        hidden_cell="dense",
+        input_to_hidden=True,
+        readout=readout,
+    )
 
 
 @pytest.mark.parametrize("arch", ["lmu", "l2mu"])
@@ -31,8 +44,9 @@ def test_per_step_outputs_match_the_clip_model_at_every_prefix(arch):
     if arch == "lmu":
         model = _tiny_lmu().eval()
     else:
-        model = build_model("l2mu", 32, 11, hidden=8, memory_d=2, order=4, theta=10.0, encoder_size=6,
-                            readout="last").eval()
+        model = build_model(
+            "l2mu", 32, 11, hidden=8, memory_d=2, order=4, theta=10.0, encoder_size=6, readout="last"
+        ).eval()
     x = torch.randn(2, 9, 32)
     with torch.no_grad(), S.per_step(model):
         steps = model(x)
@@ -72,21 +86,41 @@ def tiny_task():
     te = np.flatnonzero((fs.take < 2) & (fs.speaker == 1))
 
     def clips(idx):
-        return D.clips_dataset([fs.audio[i] for i in idx], fs.digit[idx], name="digits", features=D.FRONT_END,
-                               meta={"speakers": list(fs.speakers)}, groups=fs.speaker[idx])
+        return D.clips_dataset(
+            [fs.audio[i] for i in idx],
+            fs.digit[idx],
+            name="digits",
+            features=D.FRONT_END,
+            meta={"speakers": list(fs.speakers)},
+            groups=fs.speaker[idx],
+        )
 
-    return S.StreamTask("digits", D.DIGITS_LABELS, D.SILENCE, D.FRONT_END, [fs.audio[i] for i in tr], fs.digit[tr],
-                        clips(te), clips(te), meta={"protocol": "tiny"}, val_audio=[fs.words[i] for i in te],
-                        val_y=fs.digit[te])
+    return S.StreamTask(
+        "digits",
+        D.DIGITS_LABELS,
+        D.SILENCE,
+        D.FRONT_END,
+        [fs.audio[i] for i in tr],
+        fs.digit[tr],
+        clips(te),
+        clips(te),
+        meta={"protocol": "tiny"},
+        val_audio=[fs.words[i] for i in te],
+        val_y=fs.digit[te],
+    )
 
 
 def test_train_stream_task_writes_a_streaming_checkpoint(tiny_task, tmp_path):
     from edgeseq.models import load_model
 
     out = tmp_path / "run"
-    kw = dict(model_overrides={"stem": 8, "hidden": 12, "memory_d": 2, "order": 4},
-              train_overrides={"epochs": 2, "batch_size": 8, "seq_seconds": 2.0}, progress=False,
-              log=lambda *a: None, task=tiny_task)
+    kw = dict(
+        model_overrides={"stem": 8, "hidden": 12, "memory_d": 2, "order": 4},
+        train_overrides={"epochs": 2, "batch_size": 8, "seq_seconds": 2.0},
+        progress=False,
+        log=lambda *a: None,
+        task=tiny_task,
+    )
     m = S.train_stream_task("digits", "lmu", out, **kw)
     assert (out / "model.ckpt").is_file() and (out / "curves.png").is_file()
     saved = json.loads((out / "metrics.json").read_text())
@@ -105,9 +139,15 @@ def test_train_stream_task_writes_a_streaming_checkpoint(tiny_task, tmp_path):
     m2 = S.train_stream_task("digits", "lmu", tmp_path / "run2", **kw)
     assert m2["test"] == m["test"] and m2["history"][-1]["loss"] == m["history"][-1]["loss"]
     # fine-tuning starts from the checkpoint and keeps its architecture
-    m3 = S.train_stream_task("digits", "lmu", tmp_path / "ft", progress=False, log=lambda *a: None, task=tiny_task,
-                             train_overrides={"epochs": 1, "batch_size": 8, "seq_seconds": 2.0,
-                                              "init": str(out / "model.ckpt")})
+    m3 = S.train_stream_task(
+        "digits",
+        "lmu",
+        tmp_path / "ft",
+        progress=False,
+        log=lambda *a: None,
+        task=tiny_task,
+        train_overrides={"epochs": 1, "batch_size": 8, "seq_seconds": 2.0, "init": str(out / "model.ckpt")},
+    )
     assert m3["model_config"]["hidden"] == 12 and m3["parameters"] == m["parameters"]
 
 

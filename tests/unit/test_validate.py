@@ -30,8 +30,11 @@ def model_file(art_dir: Path) -> Path:
     """The file of an artifact that holds its weights (model.onnx, model.so, the C binary)."""
     manifest = json.loads((art_dir / "manifest.json").read_text())
     kind = detect_kind(manifest)
-    rel = {"onnx": manifest.get("model", "model.onnx"), "tvm": manifest.get("library", "model.so"),
-           "c": manifest.get("binary")}[kind]
+    rel = {
+        "onnx": manifest.get("model", "model.onnx"),
+        "tvm": manifest.get("library", "model.so"),
+        "c": manifest.get("binary"),
+    }[kind]
     return art_dir / rel
 
 
@@ -183,16 +186,21 @@ def test_data_slice_from_an_npz_dataset(onnx_dir, tmp_path):
     from edgeseq.data.dataset import Dataset
 
     rng = np.random.default_rng(0)
-    ds = Dataset(x=rng.standard_normal((40, 30, 6)).astype(np.float32), y=rng.integers(0, 6, 40),
-                 labels=[f"c{i}" for i in range(6)], name="synthetic")
+    ds = Dataset(
+        x=rng.standard_normal((40, 30, 6)).astype(np.float32),
+        y=rng.integers(0, 6, 40),
+        labels=[f"c{i}" for i in range(6)],
+        name="synthetic",
+    )
     ds.save(tmp_path / "ds.npz")
     rep = validate(onnx_dir, reference="cpu", data=tmp_path / "ds.npz", samples=16, measure=False)
     assert rep.passed, rep.summary()
     assert rep.data["sequences"] == 16 and rep.data["of"] == 40 and rep.data["steps"] == 30
     acc = rep.data["accuracy"]
     assert acc["artifact"] == acc["reference"]
-    assert {"data.head.max_abs_error", "data.head.decision_agreement", "data.accuracy_drop"} <= \
-        {c.name for c in rep.checks}
+    assert {"data.head.max_abs_error", "data.head.decision_agreement", "data.accuracy_drop"} <= {
+        c.name for c in rep.checks
+    }
     np.savez(tmp_path / "plain.npz", x=rng.standard_normal((5, 12, 6)).astype(np.float32))  # x only: no accuracy
     rep = validate(onnx_dir, reference="cpu", data=tmp_path / "plain.npz", measure=False)
     assert rep.passed and "accuracy" not in rep.data

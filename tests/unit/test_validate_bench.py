@@ -26,8 +26,14 @@ def _env():
 
 def test_quick_suite_renders_benchmarks_md(tmp_path):
     out = tmp_path / "results"
-    res = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--only", "gpu_reference,parallel",
-                          "--out", str(out)], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "gpu_reference,parallel", "--out", str(out)],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     suite = json.loads((out / "suite.json").read_text())
     ran = {n: b for n, b in suite["benchmarks"].items() if b["status"] != "not run"}
@@ -44,17 +50,38 @@ def test_quick_suite_renders_benchmarks_md(tmp_path):
             if "max_rel_error_vs_interpreter" in m:
                 assert m["max_rel_error_vs_interpreter"] < 1e-5
     md = (out / "BENCHMARKS.md").read_text()
-    for heading in ("## Machine", "## Parallel vs sequential training", "## Reference kernels throughput",
-                    "## Quantized accuracy", "## Suite run"):
+    for heading in (
+        "## Machine",
+        "## Parallel vs sequential training",
+        "## Reference kernels throughput",
+        "## Quantized accuracy",
+        "## Suite run",
+    ):
         assert heading in md
     assert "cores" in md and "memory" in md and "torch" in md and "Not measured in this run" in md
 
     # a quant.json from the quantization stage is rendered as a table
-    (out / "quant.json").write_text(json.dumps({"benchmark": "quant", "results": {
-        "gru/int8": {"accuracy": 0.91, "float_accuracy": 0.92, "agreement": 0.98},
-        "lmu/int16": {"accuracy": 0.90, "float_accuracy": 0.90, "agreement": 1.0}}}))
-    assert subprocess.run([sys.executable, "-m", "benchmarks", "--render", "--out", str(out)], cwd=ROOT, env=_env(),
-                          capture_output=True, timeout=120).returncode == 0
+    (out / "quant.json").write_text(
+        json.dumps(
+            {
+                "benchmark": "quant",
+                "results": {
+                    "gru/int8": {"accuracy": 0.91, "float_accuracy": 0.92, "agreement": 0.98},
+                    "lmu/int16": {"accuracy": 0.90, "float_accuracy": 0.90, "agreement": 1.0},
+                },
+            }
+        )
+    )
+    assert (
+        subprocess.run(
+            [sys.executable, "-m", "benchmarks", "--render", "--out", str(out)],
+            cwd=ROOT,
+            env=_env(),
+            capture_output=True,
+            timeout=120,
+        ).returncode
+        == 0
+    )
     md = (out / "BENCHMARKS.md").read_text()
     assert "| name | accuracy | float_accuracy | agreement |" in md and "| gru/int8 | 0.91 |" in md
 
@@ -65,8 +92,9 @@ def test_cli_bench_rejects_unknown_benchmarks(capsys):
     assert "unknown benchmark 'warp'" in err and "latency" in err
 
 
-@pytest.mark.parametrize("script", ["bench_onnx", "bench_tvm", "bench_targets", "bench_parallel", "bench_latency",
-                                    "bench_gpu_reference"])
+@pytest.mark.parametrize(
+    "script", ["bench_onnx", "bench_tvm", "bench_targets", "bench_parallel", "bench_latency", "bench_gpu_reference"]
+)
 def test_every_benchmark_is_callable_with_a_quick_mode(script):
     import importlib
     import inspect

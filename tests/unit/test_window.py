@@ -82,8 +82,11 @@ def test_window_graph_round_trips_and_refuses_streaming(tmp_path):
     np.testing.assert_array_equal(run(g2, x)[0][0], run(g, x)[0][0])
     assert g2.metadata["window"] == "test window"
     for call in (lambda: run_chunked(g, x, 2), lambda: run(g, x, g.init_state(1))):
-        with pytest.raises(UnsupportedOpError, match="needs a streaming graph, and this is a window graph "
-                                                      r"\(test window\)"):
+        with pytest.raises(
+            UnsupportedOpError,
+            match="needs a streaming graph, and this is a window graph "
+            r"\(test window\)",
+        ):
             call()
 
 
@@ -106,13 +109,17 @@ def test_cli_refuses_step_targets_in_one_line(tmp_path):
     g, _ = _graph()
     g.save(tmp_path / "w.esq")
     for args in (["--target", "cortex-m4"], ["--target", "onnx", "--streaming"]):
-        p = subprocess.run([sys.executable, "-m", "edgeseq", "export", str(tmp_path / "w.esq"), "--out",
-                            str(tmp_path / "out"), *args], capture_output=True, text=True)
+        p = subprocess.run(
+            [sys.executable, "-m", "edgeseq", "export", str(tmp_path / "w.esq"), "--out", str(tmp_path / "out"), *args],
+            capture_output=True,
+            text=True,
+        )
         err = [ln for ln in p.stderr.splitlines() if ln.startswith("edgeseq: error:")]
         assert p.returncode == 2 and len(err) == 1 and "Traceback" not in p.stderr, p.stderr
         assert "window graph (test window)" in err[0]
-    info = subprocess.run([sys.executable, "-m", "edgeseq", "info", str(tmp_path / "w.esq")], capture_output=True,
-                          text=True)
+    info = subprocess.run(
+        [sys.executable, "-m", "edgeseq", "info", str(tmp_path / "w.esq")], capture_output=True, text=True
+    )
     assert info.returncode == 0 and "window graph: runs on whole windows" in info.stdout, info.stderr
     assert "streaming state" not in info.stdout
 

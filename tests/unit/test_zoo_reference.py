@@ -57,8 +57,11 @@ def test_spiking_hidden_layers_are_spike_identical(case):
         mod = modules.get(mod_name)
         if mod is None:
             continue
-        hooks.append(mod.register_forward_hook(
-            lambda m, i, o, name=name: recorded.__setitem__(name, (o[0] if isinstance(o, tuple) else o).detach())))
+        hooks.append(
+            mod.register_forward_hook(
+                lambda m, i, o, name=name: recorded.__setitem__(name, (o[0] if isinstance(o, tuple) else o).detach())
+            )
+        )
     with torch.no_grad():
         model(x)
     for h in hooks:
@@ -130,9 +133,9 @@ def test_lmu_parallel_equals_sequential(steps, cell):
     state = {"m": torch.randn(2, m.memory_size) * 0.3}
     for st in (None, state):
         yp, sp = m.forward_parallel(x, st)
-        gp = _grads(m, (yp ** 2).sum())
+        gp = _grads(m, (yp**2).sum())
         ys, ss = m.forward_sequential(x, st)
-        gs = _grads(m, (ys ** 2).sum())
+        gs = _grads(m, (ys**2).sum())
         assert torch.max(torch.abs(yp - ys)) <= 1e-5
         assert torch.max(torch.abs(sp["m"] - ss["m"])) <= 1e-5
         for k in gs:
@@ -152,8 +155,11 @@ def test_streaming_step_equals_forward():
     """Every zoo layer's step() over a sequence equals its forward()."""
     torch.manual_seed(0)
     x = torch.randn(2, 25, 6)
-    for layer in (LMU(6, 8, memory_d=2, order=4, theta=10.0, hidden_to_memory=True, memory_to_memory=True),
-                  MinGRU(6, 8), MinLSTM(6, 8)):
+    for layer in (
+        LMU(6, 8, memory_d=2, order=4, theta=10.0, hidden_to_memory=True, memory_to_memory=True),
+        MinGRU(6, 8),
+        MinLSTM(6, 8),
+    ):
         y, _ = layer(x)
         if isinstance(layer, LMU):
             state = layer.init_state(2)
@@ -218,11 +224,15 @@ def test_build_model_unknown_arch():
 # ---------------------------------------------------------------- fused LIF training scan
 
 
-@pytest.mark.parametrize("kw", [
-    {}, {"reset": "none", "emit": "membrane", "learn_beta": True},
-    {"per_neuron": True, "learn_beta": True, "learn_threshold": True},
-    {"surrogate": "fast_sigmoid", "learn_beta": True, "learn_threshold": True, "slope": 5.0},
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"reset": "none", "emit": "membrane", "learn_beta": True},
+        {"per_neuron": True, "learn_beta": True, "learn_threshold": True},
+        {"surrogate": "fast_sigmoid", "learn_beta": True, "learn_threshold": True, "slope": 5.0},
+    ],
+)
 @pytest.mark.parametrize("steps", [1, 37])
 def test_fused_lif_scan_equals_step_loop(kw, steps, monkeypatch):
     """The fused feed-forward LIF scan gives the step loop's outputs exactly and its gradients (input,
@@ -243,8 +253,13 @@ def test_fused_lif_scan_equals_step_loop(kw, steps, monkeypatch):
         x.grad = m0.grad = None
         out, st = layer(x, {"mem": m0})
         ((out * w).sum() + (st["mem"] ** 2).sum()).backward()
-        got[fused] = (out.detach(), st["mem"].detach(), x.grad.clone(), m0.grad.clone(),
-                      {n: p.grad.clone() for n, p in layer.named_parameters()})
+        got[fused] = (
+            out.detach(),
+            st["mem"].detach(),
+            x.grad.clone(),
+            m0.grad.clone(),
+            {n: p.grad.clone() for n, p in layer.named_parameters()},
+        )
     (o1, s1, gx1, gm1, gp1), (o2, s2, gx2, gm2, gp2) = got[True], got[False]
     assert torch.equal(o1, o2) and torch.equal(s1, s2)
     assert torch.allclose(gx1, gx2, atol=1e-5) and torch.allclose(gm1, gm2, atol=1e-5)

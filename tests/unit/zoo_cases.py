@@ -8,8 +8,17 @@ ZOO = {
     "minlstm": dict(hidden=16),
     "lmu": dict(hidden=16, memory_d=2, order=6, theta=20.0),
     "lmu_dense": dict(hidden=16, memory_d=2, order=6, theta=20.0, hidden_cell="dense", input_to_hidden=True),
-    "lmu_full": dict(hidden=12, memory_d=3, order=4, theta=9.0, hidden_to_memory=True, memory_to_memory=True,
-                     input_to_hidden=True, memory_bias=True, discretizer="euler"),
+    "lmu_full": dict(
+        hidden=12,
+        memory_d=3,
+        order=4,
+        theta=9.0,
+        hidden_to_memory=True,
+        memory_to_memory=True,
+        input_to_hidden=True,
+        memory_bias=True,
+        discretizer="euler",
+    ),
     "s4d": dict(hidden=12, modes=6, layers=2),
     "s4d_real": dict(hidden=10, modes=4, layers=1, complex_modes=False, readout="last"),
     "lif": dict(hidden=16),
@@ -21,10 +30,24 @@ ZOO = {
 }
 
 # how a case's int8 error is judged: recurrent (saturating gates), memory (linear state: LMU, S4D), spiking
-FAMILY = {"rnn": "recurrent", "gru": "recurrent", "lstm": "recurrent", "mingru": "recurrent",
-          "minlstm": "recurrent", "lmu": "memory", "lmu_dense": "memory", "lmu_full": "memory",
-          "s4d": "memory", "s4d_real": "memory", "lmuformer": "memory", "lif": "spiking", "lif_rec": "spiking",
-          "l2mu": "spiking", "l2mu_syn": "spiking", "lmuformer_spiking": "spiking"}
+FAMILY = {
+    "rnn": "recurrent",
+    "gru": "recurrent",
+    "lstm": "recurrent",
+    "mingru": "recurrent",
+    "minlstm": "recurrent",
+    "lmu": "memory",
+    "lmu_dense": "memory",
+    "lmu_full": "memory",
+    "s4d": "memory",
+    "s4d_real": "memory",
+    "lmuformer": "memory",
+    "lif": "spiking",
+    "lif_rec": "spiking",
+    "l2mu": "spiking",
+    "l2mu_syn": "spiking",
+    "lmuformer_spiking": "spiking",
+}
 assert set(FAMILY) == set(ZOO)
 
 

@@ -15,8 +15,18 @@ from __future__ import annotations
 
 from .codegen import F32, CSources, Emitter, generate, register, supported_kinds
 
-__all__ = ["F32", "CArtifact", "CSources", "Emitter", "IntCArtifact", "export_c", "export_c_int", "generate",
-           "register", "supported_kinds"]
+__all__ = [
+    "F32",
+    "CArtifact",
+    "CSources",
+    "Emitter",
+    "IntCArtifact",
+    "export_c",
+    "export_c_int",
+    "generate",
+    "register",
+    "supported_kinds",
+]
 
 
 def __getattr__(name: str):

@@ -54,7 +54,7 @@ def split_outputs(info: Mapping[str, Any], step: np.ndarray, pooled: np.ndarray)
     """Driver layout -> one array per graph output, in graph order."""
     outs = []
     for d in info["outputs"]:
-        a, o, n = (step, d["offset"], d["features"])  if d["temporal"] else (pooled, d["offset"], d["features"])
+        a, o, n = (step, d["offset"], d["features"]) if d["temporal"] else (pooled, d["offset"], d["features"])
         outs.append(a[..., o : o + n])
     return tuple(outs)
 
@@ -84,8 +84,10 @@ def default_golden_input(graph, batch: int = 2, steps: int = 32, seed: int = 0) 
     return (rng.standard_normal((batch, steps, graph.in_features)) * 1.5).astype(np.float32)
 
 
-_USAGE = ("# usage: run.sh [step|run|chunk:K|io] [input.bin] [output.bin]  (paths relative to the current "
-          "directory; default input: this artifact's golden/input.bin)\n")
+_USAGE = (
+    "# usage: run.sh [step|run|chunk:K|io] [input.bin] [output.bin]  (paths relative to the current "
+    "directory; default input: this artifact's golden/input.bin)\n"
+)
 
 
 def _run_script(target, binary_rel: str) -> str:
@@ -102,9 +104,14 @@ def _run_script(target, binary_rel: str) -> str:
         return head + f'exec "$d/"{q(binary_rel)} "${{1:-step}}" "${{2:-$d/golden/input.bin}}" "${{3:-output.bin}}"\n'
     if name == "arm":
         cpu = target.options.get("cpu")
-        return head + ("exec qemu-aarch64 -L /usr/aarch64-linux-gnu" + (f" -cpu {q(str(cpu))}" if cpu else "")
-                       + f' "$d/"{q(binary_rel)} "${{1:-step}}" "${{2:-$d/golden/input.bin}}" "${{3:-output.bin}}"\n')
-    return head + f"""mode="${{1:-step}}"
+        return head + (
+            "exec qemu-aarch64 -L /usr/aarch64-linux-gnu"
+            + (f" -cpu {q(str(cpu))}" if cpu else "")
+            + f' "$d/"{q(binary_rel)} "${{1:-step}}" "${{2:-$d/golden/input.bin}}" "${{3:-output.bin}}"\n'
+        )
+    return (
+        head
+        + f"""mode="${{1:-step}}"
 in="${{2:-$d/golden/input.bin}}"
 out="${{3:-output.bin}}"
 case "$mode" in
@@ -121,11 +128,22 @@ rc=$?
 if [ -f "$tmp/out.bin" ]; then cp -- "$tmp/out.bin" "$out" || rc=1; fi
 exit $rc
 """
+    )
 
 
-def export_c(graph, out_dir, target="arm", force: bool = False, golden_input=None, *, prefix: str = "esq",
-             numerics: Mapping[str, str] | None = None, verify: bool = True, tolerance: float = 1e-4,
-             target_options: Mapping[str, Any] | None = None) -> "CArtifact":
+def export_c(
+    graph,
+    out_dir,
+    target="arm",
+    force: bool = False,
+    golden_input=None,
+    *,
+    prefix: str = "esq",
+    numerics: Mapping[str, str] | None = None,
+    verify: bool = True,
+    tolerance: float = 1e-4,
+    target_options: Mapping[str, Any] | None = None,
+) -> "CArtifact":
     """Generate C for ``graph``, build it for ``target`` and write a complete artifact to ``out_dir``.
 
     ``golden_input`` (B, T, F) defaults to a seeded random batch; its reference outputs and final
@@ -166,7 +184,9 @@ def export_c(graph, out_dir, target="arm", force: bool = False, golden_input=Non
                 raise ToleranceError(
                     f"built binary differs from the reference by {verification['max_abs_error']:.3g} "
                     f"(tolerance {tolerance:g}); spike mismatches: {verification['spike_mismatches']}",
-                    where=f"target {tgt.name}", hint="pass verify=False to keep the artifact for inspection")
+                    where=f"target {tgt.name}",
+                    hint="pass verify=False to keep the artifact for inspection",
+                )
         rel_bin = binary.relative_to(stage).as_posix()
         script = stage / "run.sh"
         atomic_write_text(script, _run_script(tgt, rel_bin))
@@ -184,10 +204,18 @@ def export_c(graph, out_dir, target="arm", force: bool = False, golden_input=Non
             "buffer_plan": {k: v for k, v in plan.items() if k not in ("scratch", "pooled")},
             "buffer_plan_detail": {"scratch": plan["scratch"], "pooled": plan["pooled"]},
             "sizes": sizes,
-            "graph": {"file": "graph.esq", "nodes": len(graph.nodes), "params": graph.num_params(),
-                      "kinds": sorted({n.op.kind for n in graph.nodes})},
-            "golden": {"input": "golden/input.bin", "expected": "golden/expected.bin", "shape": list(x.shape),
-                       "verification": verification},
+            "graph": {
+                "file": "graph.esq",
+                "nodes": len(graph.nodes),
+                "params": graph.num_params(),
+                "kinds": sorted({n.op.kind for n in graph.nodes}),
+            },
+            "golden": {
+                "input": "golden/input.bin",
+                "expected": "golden/expected.bin",
+                "shape": list(x.shape),
+                "verification": verification,
+            },
         }
         seal(stage, manifest)
     return CArtifact.load(out_dir)
@@ -259,8 +287,10 @@ class CArtifact:
         if not state:
             return outs
         b = x.shape[0]
-        st = {e["key"]: res.state[:, e["offset"] : e["offset"] + e["size"]].reshape((b, *e["shape"]))
-              for e in self.manifest["state_layout"]}
+        st = {
+            e["key"]: res.state[:, e["offset"] : e["offset"] + e["size"]].reshape((b, *e["shape"]))
+            for e in self.manifest["state_layout"]
+        }
         return outs, st
 
     def run_golden(self) -> dict:
@@ -293,11 +323,18 @@ class CArtifact:
 
         src = self.path / "src"
         files = {f: (src / f).read_text() for f in ("model.h", "model.c")}
-        prof = profile(self.target, CSources(self.manifest["prefix"], files, dict(self.manifest)), self._check(x),
-                       reference_object=self.binary.parent.parent / "obj" / "model.o")
+        prof = profile(
+            self.target,
+            CSources(self.manifest["prefix"], files, dict(self.manifest)),
+            self._check(x),
+            reference_object=self.binary.parent.parent / "obj" / "model.o",
+        )
         if not prof["same_code"]:
-            raise ArtifactError("the debug-info build of the model generated different code; its profile would "
-                                "not describe this artifact", where=str(self.path))
+            raise ArtifactError(
+                "the debug-info build of the model generated different code; its profile would "
+                "not describe this artifact",
+                where=str(self.path),
+            )
         return prof
 
     def __repr__(self) -> str:
@@ -313,9 +350,9 @@ def dequantize_exact(manifest: Mapping, step: np.ndarray, pooled: np.ndarray) ->
         sc = np.asarray(d["scales"], np.float64)
         o, n = d["offset"], d["features"]
         if d["temporal"]:
-            fs[..., o:o + n] = step[..., o:o + n].astype(np.float64) * sc
+            fs[..., o : o + n] = step[..., o : o + n].astype(np.float64) * sc
         else:
-            fp[..., o:o + n] = pooled[..., o:o + n].astype(np.float64) * sc
+            fp[..., o : o + n] = pooled[..., o : o + n].astype(np.float64) * sc
     return fs.astype(np.float32), fp.astype(np.float32)
 
 
@@ -355,8 +392,9 @@ def _quantized_input(prog, xq) -> np.ndarray:
             raise ShapeError(f"the program has {len(prog.inputs)} input parts; pass a dict or a (B, T, {want}) array")
     for s, a in zip(prog.inputs, parts):
         if a.ndim != 3 or a.shape[2] != len(s.channels) or a.dtype.kind not in "iu":
-            raise ShapeError(f"integer input '{s.vec}' must be an integer (B, T, {len(s.channels)}) array, got "
-                             f"{a.dtype} {a.shape}")
+            raise ShapeError(
+                f"integer input '{s.vec}' must be an integer (B, T, {len(s.channels)}) array, got {a.dtype} {a.shape}"
+            )
         lo, hi = -(1 << (s.bits - 1)), (1 << (s.bits - 1)) - 1
         if a.size and (int(a.min()) < lo or int(a.max()) > hi):
             from ...errors import NumericsError
@@ -371,7 +409,7 @@ def _split_input(prog, xq: np.ndarray):
         return xq
     out, off = {}, 0
     for s in prog.inputs:
-        out[s.vec] = xq[..., off:off + len(s.channels)]
+        out[s.vec] = xq[..., off : off + len(s.channels)]
         off += len(s.channels)
     return out
 
@@ -388,13 +426,15 @@ def _state_array(info: Mapping, state, batch: int) -> np.ndarray:
     else:
         a = np.asarray(state)
     if a.shape != (batch, info["state_floats"]) or a.dtype.kind not in "iu":
-        raise ShapeError(f"integer state must be a dict of the program's states or a (B, {info['state_floats']}) "
-                         f"integer array, got {a.dtype} {a.shape}")
+        raise ShapeError(
+            f"integer state must be a dict of the program's states or a (B, {info['state_floats']}) "
+            f"integer array, got {a.dtype} {a.shape}"
+        )
     return a
 
 
 def _state_dict(info: Mapping, a: np.ndarray) -> dict[str, np.ndarray]:
-    return {e["key"]: np.asarray(a[:, e["offset"]:e["offset"] + e["size"]], np.int64) for e in info["state_layout"]}
+    return {e["key"]: np.asarray(a[:, e["offset"] : e["offset"] + e["size"]], np.int64) for e in info["state_layout"]}
 
 
 def int_reference(prog, info: Mapping, xq: np.ndarray, state=None):
@@ -411,8 +451,12 @@ def int_reference(prog, info: Mapping, xq: np.ndarray, state=None):
     step_a = np.concatenate(step, axis=2) if step else np.zeros((b, t, 0), np.int64)
     pooled_a = np.concatenate(pooled, axis=1) if pooled else np.zeros((b, 0), np.int64)
     state_a = _state_array(info, new_state, b)
-    return step_a.astype(np.int64), pooled_a.astype(np.int64), state_a.astype(np.int64), \
-        tuple(by_name[d["name"]] for d in info["outputs"])
+    return (
+        step_a.astype(np.int64),
+        pooled_a.astype(np.int64),
+        state_a.astype(np.int64),
+        tuple(by_name[d["name"]] for d in info["outputs"]),
+    )
 
 
 def dequantize(info: Mapping, step: np.ndarray, pooled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -424,9 +468,9 @@ def dequantize(info: Mapping, step: np.ndarray, pooled: np.ndarray) -> tuple[np.
         sc = np.asarray(d["scales"], np.float64).astype(np.float32)
         o, n = d["offset"], d["features"]
         if d["temporal"]:
-            fs[..., o:o + n] = step[..., o:o + n].astype(np.float32) * sc
+            fs[..., o : o + n] = step[..., o : o + n].astype(np.float32) * sc
         else:
-            fp[..., o:o + n] = pooled[..., o:o + n].astype(np.float32) * sc
+            fp[..., o : o + n] = pooled[..., o : o + n].astype(np.float32) * sc
     return fs, fp
 
 
@@ -495,8 +539,7 @@ class IntCArtifact(CArtifact):
         else:
             inp = self._check(x)
         init = None if init_state is None else _state_array(self.manifest, init_state, inp.shape[0])
-        res = self.target.run(self.binary, inp, mode=mode, state=state, qin=xq is not None, qout=True,
-                              init_state=init)
+        res = self.target.run(self.binary, inp, mode=mode, state=state, qin=xq is not None, qout=True, init_state=init)
         outs = split_outputs(self.manifest, res.step, res.pooled)
         if not state:
             return outs

@@ -78,8 +78,7 @@ class CSources:
 
 
 class CodeGen:
-    def __init__(self, graph: Graph, prefix: str = "esq", numerics: Mapping[str, str] | None = None,
-                 target: str = "c"):
+    def __init__(self, graph: Graph, prefix: str = "esq", numerics: Mapping[str, str] | None = None, target: str = "c"):
         self.graph = graph
         self.prefix = check_prefix(prefix)
         self.P = prefix.upper()
@@ -147,8 +146,10 @@ class CodeGen:
         if em is None and numeric in PROGRAM_EMITTERS and has_step_program(node.op):
             em = PROGRAM_EMITTERS[numeric]
         if em is None:
-            have = sorted({n for (k, n) in EMITTERS if k == node.op.kind}
-                          | (set(PROGRAM_EMITTERS) if has_step_program(node.op) else set()))
+            have = sorted(
+                {n for (k, n) in EMITTERS if k == node.op.kind}
+                | (set(PROGRAM_EMITTERS) if has_step_program(node.op) else set())
+            )
             raise UnsupportedOpError(
                 f"the C backend has no {numeric} lowering for op {node.op.kind}"
                 + (f" (it has: {', '.join(have)})" if have else ""),
@@ -174,20 +175,24 @@ class CodeGen:
                 self._int_fields[f"{n.name}/{name}"] = self._unique(f"{c_ident(n.name)}__{c_ident(name)}")
 
         step_arena = ArenaSet("w")
-        step_code = self._plan_phase("step", seq_nodes, step_arena, ctxs,
-                                     keep={o for o in g.outputs if self.types[o].temporal})
+        step_code = self._plan_phase(
+            "step", seq_nodes, step_arena, ctxs, keep={o for o in g.outputs if self.types[o].temporal}
+        )
         pool_arena = ArenaSet("pw")
         pctxs = {n.name: NodeCtx(self, n, "pooled") for n in readouts + pooled_nodes}
         order = [n for n in g.nodes if n.name in pctxs]
-        pooled_code = self._plan_phase("pooled", order, pool_arena, pctxs,
-                                       keep={o for o in g.outputs if not self.types[o].temporal})
+        pooled_code = self._plan_phase(
+            "pooled", order, pool_arena, pctxs, keep={o for o in g.outputs if not self.types[o].temporal}
+        )
 
         # outputs layout
         outputs, step_off, pool_off = [], 0, 0
         for o in g.outputs:
             if self.ctypes.get(o, "float") != "float":
-                raise ConfigError(f"graph output '{o}' is {self.ctypes[o]} in the C plan; outputs must be float "
-                                  "(dequantize before the output)")
+                raise ConfigError(
+                    f"graph output '{o}' is {self.ctypes[o]} in the C plan; outputs must be float "
+                    "(dequantize before the output)"
+                )
             t = self.types[o]
             if t.temporal:
                 outputs.append({"name": o, "temporal": True, "features": t.features, "offset": step_off})
@@ -198,8 +203,9 @@ class CodeGen:
         state_layout, off = [], 0
         for key, shape in self.spec.items():
             size = int(np.prod(shape)) if shape else 1
-            state_layout.append({"key": key, "field": self._state_fields[key], "shape": list(shape),
-                                 "offset": off, "size": size})
+            state_layout.append(
+                {"key": key, "field": self._state_fields[key], "shape": list(shape), "offset": off, "size": size}
+            )
             off += size
         state_floats = off
 
@@ -218,8 +224,7 @@ class CodeGen:
             "buffer_plan": {
                 "state_bytes": 4 * state_floats + 4 * len(self._int_fields),
                 "scratch_bytes": self._scratch_bytes(step_arena),
-                "struct_bytes_estimate": 4 * state_floats + 4 * len(self._int_fields)
-                + self._scratch_bytes(step_arena),
+                "struct_bytes_estimate": 4 * state_floats + 4 * len(self._int_fields) + self._scratch_bytes(step_arena),
                 "pooled_stack_bytes": pool_arena.nbytes,
                 "scratch": step_arena.describe(),
                 "pooled": pool_arena.describe(),
@@ -231,8 +236,9 @@ class CodeGen:
         }
         return CSources(self.prefix, files, info)
 
-    def _plan_phase(self, phase: str, nodes: list[Node], arenas: ArenaSet, ctxs: dict[str, NodeCtx],
-                    keep: set[str]) -> list[str]:
+    def _plan_phase(
+        self, phase: str, nodes: list[Node], arenas: ArenaSet, ctxs: dict[str, NodeCtx], keep: set[str]
+    ) -> list[str]:
         last_use: dict[str, int] = {}
         for idx, n in enumerate(nodes):
             for i in n.inputs:
@@ -298,13 +304,15 @@ class CodeGen:
         lines = []
         for key, shape in self.spec.items():
             size = int(np.prod(shape)) if shape else 1
-            lines.append(f"    float {self._state_fields[key]}[{size}];  /* \"{key}\" {tuple(shape)} */")
+            lines.append(f'    float {self._state_fields[key]}[{size}];  /* "{key}" {tuple(shape)} */')
         for key, fld in self._int_fields.items():
             lines.append(f"    int {fld};  /* {key} */")
         used = step_arena.used() or [step_arena.get("float")]
         for a in used:
-            lines.append(f"    {a.ctype} scratch{CTYPE_SUFFIX[a.ctype]}[{max(1, a.high_water)}];"
-                         "  /* per-step value buffers (static plan) */")
+            lines.append(
+                f"    {a.ctype} scratch{CTYPE_SUFFIX[a.ctype]}[{max(1, a.high_water)}];"
+                "  /* per-step value buffers (static plan) */"
+            )
         return lines
 
     def _header(self, info: dict, step_arena: ArenaSet) -> str:
@@ -328,11 +336,11 @@ class CodeGen:
 extern "C" {{
 #endif
 
-#define {P}_IN_FEATURES {info['in_features']}
-#define {P}_STEP_OUT_FEATURES {info['step_out_features']}
-#define {P}_POOLED_OUT_FEATURES {info['pooled_out_features']}
-#define {P}_STATE_FLOATS {info['state_floats']}
-#define {P}_SCRATCH_BYTES {info['buffer_plan']['scratch_bytes']}
+#define {P}_IN_FEATURES {info["in_features"]}
+#define {P}_STEP_OUT_FEATURES {info["step_out_features"]}
+#define {P}_POOLED_OUT_FEATURES {info["pooled_out_features"]}
+#define {P}_STATE_FLOATS {info["state_floats"]}
+#define {P}_SCRATCH_BYTES {info["buffer_plan"]["scratch_bytes"]}
 
 typedef struct {p}_state {{
 {chr(10).join(self._struct_fields(step_arena))}
@@ -381,8 +389,10 @@ void {p}_state_load({p}_state *s, const float *in);
         if outs_t:
             lines.append("    if (y_t) {")
             for o in outs_t:
-                lines.append(f"        memcpy(y_t + {o['offset']}, {self.value_expr(o['name'], 'step')}, "
-                             f"{o['features']} * sizeof(float));")
+                lines.append(
+                    f"        memcpy(y_t + {o['offset']}, {self.value_expr(o['name'], 'step')}, "
+                    f"{o['features']} * sizeof(float));"
+                )
             lines.append("    }")
         else:
             lines.append("    (void)y_t;")
@@ -397,8 +407,10 @@ void {p}_state_load({p}_state *s, const float *in);
         lines += indent(pooled_code)
         if outs_p:
             for o in outs_p:
-                lines.append(f"    memcpy(y + {o['offset']}, {self.value_expr(o['name'], 'pooled')}, "
-                             f"{o['features']} * sizeof(float));")
+                lines.append(
+                    f"    memcpy(y + {o['offset']}, {self.value_expr(o['name'], 'pooled')}, "
+                    f"{o['features']} * sizeof(float));"
+                )
         else:
             lines += ["    (void)s;", "    (void)y;"]
         lines += ["}", ""]
@@ -433,8 +445,9 @@ void {p}_state_load({p}_state *s, const float *in);
         return "\n".join(lines)
 
 
-def generate(graph: Graph, prefix: str = "esq", numerics: Mapping[str, str] | None = None,
-             target: str = "c") -> CSources:
+def generate(
+    graph: Graph, prefix: str = "esq", numerics: Mapping[str, str] | None = None, target: str = "c"
+) -> CSources:
     """Generate ``model.h`` / ``model.c`` for ``graph``.
 
     ``numerics`` maps node names to a numeric format (default ``"f32"`` for every node);
@@ -445,6 +458,7 @@ def generate(graph: Graph, prefix: str = "esq", numerics: Mapping[str, str] | No
 
 # ----------------------------------------------------------------------------------------------
 # shared C helpers at the top of every model.c (static, so several models link side by side)
+
 
 def prelude(code: str) -> str:
     """The helper functions ``code`` calls (unused static functions would warn)."""

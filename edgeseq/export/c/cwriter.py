@@ -66,8 +66,13 @@ def float_table(name: str, values: np.ndarray, comment: str = "", per_line: int 
     return "\n".join(lines)
 
 
-INT_RANGES = {"int8_t": (-128, 127), "uint8_t": (0, 255), "int16_t": (-32768, 32767),
-              "int32_t": (-(2**31), 2**31 - 1), "int64_t": (-(2**63), 2**63 - 1)}
+INT_RANGES = {
+    "int8_t": (-128, 127),
+    "uint8_t": (0, 255),
+    "int16_t": (-32768, 32767),
+    "int32_t": (-(2**31), 2**31 - 1),
+    "int64_t": (-(2**63), 2**63 - 1),
+}
 
 
 def c_int(value: int) -> str:
@@ -84,13 +89,18 @@ def c_int(value: int) -> str:
     return f"INT64_C({v})"
 
 
-def int_table(name: str, values: np.ndarray, ctype: str, comment: str = "", per_line: int = 16,
-              where: str | None = None) -> str:
+def int_table(
+    name: str, values: np.ndarray, ctype: str, comment: str = "", per_line: int = 16, where: str | None = None
+) -> str:
     """``static const <ctype> name[n] = {...};`` for integer tables (fixed-point weights, LUTs)."""
     flat = np.asarray(values).reshape(-1)
     lo, hi = INT_RANGES[ctype]
-    if flat.size == 0 or (flat.dtype.kind == "f" and np.any(flat != np.round(flat))) \
-            or int(flat.min()) < lo or int(flat.max()) > hi:
+    if (
+        flat.size == 0
+        or (flat.dtype.kind == "f" and np.any(flat != np.round(flat)))
+        or int(flat.min()) < lo
+        or int(flat.max()) > hi
+    ):
         raise ConfigError(f"table '{name}' is not integral within the {ctype} range", where=where)
     lits = [c_int(int(v)) for v in flat]
     lines = [f"/* {comment} */"] if comment else []

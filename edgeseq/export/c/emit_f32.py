@@ -27,8 +27,12 @@ ACTIVATIONS: dict[Act, tuple[tuple[str, ...], Callable[[str, str, str, str], str
     Act.HARDSIGMOID: ((), lambda x, s, lo, hi: f"esq_clamp({x} / 6.0f + 0.5f, 0.0f, 1.0f)"),
     Act.SILU: (("expf",), lambda x, s, lo, hi: f"({x} * esq_sigmoid({x}))"),
     Act.GELU: (("expf",), lambda x, s, lo, hi: f"(0.5f * {x} * (1.0f + esq_erf({x} * 0.70710678118654752f)))"),
-    Act.GELU_TANH: (("tanhf",), lambda x, s, lo, hi:
-                    f"(0.5f * {x} * (1.0f + tanhf(0.79788456080286536f * ({x} + 0.044715f * {x} * {x} * {x}))))"),
+    Act.GELU_TANH: (
+        ("tanhf",),
+        lambda x, s, lo, hi: (
+            f"(0.5f * {x} * (1.0f + tanhf(0.79788456080286536f * ({x} + 0.044715f * {x} * {x} * {x}))))"
+        ),
+    ),
     Act.LEAKY_RELU: ((), lambda x, s, lo, hi: f"({x} >= 0.0f ? {x} : {s} * {x})"),
     Act.HARDTANH: ((), lambda x, s, lo, hi: f"esq_clamp({x}, {lo}, {hi})"),
     Act.EXP: (("expf",), lambda x, s, lo, hi: f"expf({x})"),
@@ -54,7 +58,6 @@ def copy(dst: str, src: str, n: int) -> str:
 
 def f64(a):
     return None if a is None else np.asarray(a, dtype=np.float64)
-
 
 
 # ----------------------------------------------------------------------------------------------
@@ -89,16 +92,18 @@ class Conv1dF32(Emitter):
         out_ch, cg, k = op.weight.shape
         g, hist, cin = op.groups, op.history, op.in_features
         og = out_ch // g
-        w = ctx.const("weight", np.transpose(f64(op.weight), (2, 0, 1)),
-                      f"{ctx.node.name} weight (K={k}, out, in/groups)")
+        w = ctx.const(
+            "weight", np.transpose(f64(op.weight), (2, 0, 1)), f"{ctx.node.name} weight (K={k}, out, in/groups)"
+        )
         b = ctx.const("bias", op.bias) if op.bias is not None else None
         y, x = ctx.out(), ctx.inp()
         lines = []
         if hist:
             lines.append(f"const int pos = {ctx.istate('pos')};")
             lines.append(f"float *const ring = {ctx.state('buf')};")
-        lines.append(f"memcpy({y}, {b}, {out_ch} * sizeof(float));" if b
-                     else f"memset({y}, 0, {out_ch} * sizeof(float));")
+        lines.append(
+            f"memcpy({y}, {b}, {out_ch} * sizeof(float));" if b else f"memset({y}, 0, {out_ch} * sizeof(float));"
+        )
         for tap in range(k):
             j = tap * op.dilation
             if j == hist:
@@ -126,8 +131,10 @@ class Conv1dF32(Emitter):
         ring, pos = ctx.state("buf"), ctx.istate("pos")
         if load:  # canonical rows are oldest first; loading sets pos = 0
             return f"memcpy({ring}, {ext}, {hist * cin} * sizeof(float));"
-        return (f"for (int j = 0; j < {hist}; ++j) {{ int r = {pos} + j; if (r >= {hist}) r -= {hist}; "
-                f"memcpy(({ext}) + j * {cin}, {ring} + r * {cin}, {cin} * sizeof(float)); }}")
+        return (
+            f"for (int j = 0; j < {hist}; ++j) {{ int r = {pos} + j; if (r >= {hist}) r -= {hist}; "
+            f"memcpy(({ext}) + j * {cin}, {ring} + r * {cin}, {cin} * sizeof(float)); }}"
+        )
 
     def save_state(self, ctx, key, dst):
         return self._rows(ctx, key, dst, load=False)
@@ -153,13 +160,15 @@ class LayerNormF32(Emitter):
             term = f"{term} * {w}[i]"
         if b:
             term = f"{term} + {b}[i]"
-        return (f"float mu = 0.0f, var = 0.0f;\n"
-                f"for (int i = 0; i < {n}; ++i) mu += {x}[i];\n"
-                f"mu /= {n}.0f;\n"
-                f"for (int i = 0; i < {n}; ++i) {{ const float d = {x}[i] - mu; var += d * d; }}\n"
-                f"var /= {n}.0f;\n"
-                f"const float inv = 1.0f / sqrtf(var + {c_float(op.eps)});\n"
-                f"for (int i = 0; i < {n}; ++i) {{ const float v = {x}[i]; {y}[i] = {term}; }}\n")
+        return (
+            f"float mu = 0.0f, var = 0.0f;\n"
+            f"for (int i = 0; i < {n}; ++i) mu += {x}[i];\n"
+            f"mu /= {n}.0f;\n"
+            f"for (int i = 0; i < {n}; ++i) {{ const float d = {x}[i] - mu; var += d * d; }}\n"
+            f"var /= {n}.0f;\n"
+            f"const float inv = 1.0f / sqrtf(var + {c_float(op.eps)});\n"
+            f"for (int i = 0; i < {n}; ++i) {{ const float v = {x}[i]; {y}[i] = {term}; }}\n"
+        )
 
 
 @register
@@ -243,5 +252,7 @@ class ReadoutF32(Emitter):
         if mode is ReadoutMode.SUM:
             return copy(y, ctx.state("sum"), n)
         c = ctx.state("count")
-        return (f"const float cnt = {c}[0] > 1.0f ? {c}[0] : 1.0f;\n"
-                f"for (int i = 0; i < {n}; ++i) {y}[i] = {ctx.state('sum')}[i] / cnt;\n")
+        return (
+            f"const float cnt = {c}[0] > 1.0f ? {c}[0] : 1.0f;\n"
+            f"for (int i = 0; i < {n}; ++i) {y}[i] = {ctx.state('sum')}[i] / cnt;\n"
+        )

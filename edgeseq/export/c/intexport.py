@@ -37,9 +37,17 @@ from ..._version import __version__
 from ...errors import ConfigError, ToleranceError
 from ...util.fs import atomic_write_bytes, atomic_write_text, check_output_dir, output_dir
 from ..manifest import seal
-from .artifact import (FORMAT, IntCArtifact, _quantized_input, dequantize_exact, _run_script,
-                       compare_int, default_golden_input, dequantize,
-                       int_reference)
+from .artifact import (
+    FORMAT,
+    IntCArtifact,
+    _quantized_input,
+    _run_script,
+    compare_int,
+    default_golden_input,
+    dequantize,
+    dequantize_exact,
+    int_reference,
+)
 from .intgen import generate_int, supported_micro_ops
 
 __all__ = ["IntCArtifact", "export_c_int", "int_reference", "supported_micro_ops"]
@@ -49,9 +57,16 @@ def _is_quantized(q) -> bool:
     return hasattr(q, "program") and hasattr(q, "graph") and hasattr(q, "quantize_input")
 
 
-def export_c_int(q, out_dir, target="arm", force: bool = False, golden_input=None,
-                 target_options: Optional[Mapping[str, Any]] = None, prefix: str = "esq",
-                 verify: bool = True) -> "IntCArtifact":
+def export_c_int(
+    q,
+    out_dir,
+    target="arm",
+    force: bool = False,
+    golden_input=None,
+    target_options: Optional[Mapping[str, Any]] = None,
+    prefix: str = "esq",
+    verify: bool = True,
+) -> "IntCArtifact":
     """Generate C for the integer program of the quantized graph ``q``, build it for ``target``
     (``x86``, ``arm`` / ``arm:cortex-a72``, ``cortex-m4`` / ``-m7`` / ``-m55``, ``null``) and write a
     complete artifact to ``out_dir`` (atomically; an existing directory only with ``force``).
@@ -66,8 +81,10 @@ def export_c_int(q, out_dir, target="arm", force: bool = False, golden_input=Non
     from ...targets.driver import encode_output, write_input
 
     if not _is_quantized(q):
-        raise ConfigError(f"export_c_int needs a quantized graph (edgeseq.quant.quantize), got {type(q).__name__}",
-                          hint="for a float graph use edgeseq.export.c.export_c")
+        raise ConfigError(
+            f"export_c_int needs a quantized graph (edgeseq.quant.quantize), got {type(q).__name__}",
+            hint="for a float graph use edgeseq.export.c.export_c",
+        )
     prog, graph = q.program, q.graph
     tgt = get_target(target, **dict(target_options or {}))
     tgt.check_toolchain(run=verify and tgt.can_run)
@@ -94,8 +111,11 @@ def export_c_int(q, out_dir, target="arm", force: bool = False, golden_input=Non
             res = tgt.run(binary, x, mode="step", state=True, qout=True)
             verification = compare_int((step, pooled, state), (res.step, res.pooled, res.state))
             resf = tgt.run(binary, x, mode="step")
-            fl = compare_int((fstep.view(np.int32), fpooled.view(np.int32)),
-                             (resf.step.view(np.int32), resf.pooled.view(np.int32)), names=("step", "pooled"))
+            fl = compare_int(
+                (fstep.view(np.int32), fpooled.view(np.int32)),
+                (resf.step.view(np.int32), resf.pooled.view(np.int32)),
+                names=("step", "pooled"),
+            )
             verification["float_api"] = {"bit_exact": fl["bit_exact"], "mismatches": fl["mismatches"]}
             verification["mode"] = "step"
             verification["reference"] = "edgeseq.quant.intexact"
@@ -105,7 +125,9 @@ def export_c_int(q, out_dir, target="arm", force: bool = False, golden_input=Non
                     f"built binary differs from the integer-exact interpreter: {verification['mismatches']} of "
                     f"{verification['values']} integer values (max difference {verification['max_abs_diff']}; "
                     f"{parts}), {fl['mismatches']} float outputs",
-                    where=f"target {tgt.name}", hint="pass verify=False to keep the artifact for inspection")
+                    where=f"target {tgt.name}",
+                    hint="pass verify=False to keep the artifact for inspection",
+                )
         rel_bin = binary.relative_to(stage).as_posix()
         script = stage / "run.sh"
         atomic_write_text(script, _run_script(tgt, rel_bin))
@@ -123,15 +145,26 @@ def export_c_int(q, out_dir, target="arm", force: bool = False, golden_input=Non
             "buffer_plan": {k: v for k, v in plan.items() if k not in ("scratch", "pooled")},
             "buffer_plan_detail": {"scratch": plan["scratch"], "pooled": plan["pooled"]},
             "sizes": sizes,
-            "graph": {"file": "graph.esq", "nodes": len(graph.nodes), "params": graph.num_params(),
-                      "kinds": sorted({n.op.kind for n in graph.nodes})},
+            "graph": {
+                "file": "graph.esq",
+                "nodes": len(graph.nodes),
+                "params": graph.num_params(),
+                "kinds": sorted({n.op.kind for n in graph.nodes}),
+            },
             "quantized_graph": "quantized.esq",
-            "quantization": {"config": getattr(getattr(q.plan, "config", None), "name", None),
-                             "program": prog.sizes(), "max_steps": prog.metadata.get("max_steps")},
-            "golden": {"input": "golden/input.bin", "expected": "golden/expected.bin",
-                       "expected_int": "golden/expected_int.bin", "shape": list(x.shape),
-                       "reference": "the integer-exact interpreter (edgeseq.quant.intexact)",
-                       "verification": verification},
+            "quantization": {
+                "config": getattr(getattr(q.plan, "config", None), "name", None),
+                "program": prog.sizes(),
+                "max_steps": prog.metadata.get("max_steps"),
+            },
+            "golden": {
+                "input": "golden/input.bin",
+                "expected": "golden/expected.bin",
+                "expected_int": "golden/expected_int.bin",
+                "shape": list(x.shape),
+                "reference": "the integer-exact interpreter (edgeseq.quant.intexact)",
+                "verification": verification,
+            },
         }
         seal(stage, manifest)
     return IntCArtifact.load(out_dir)

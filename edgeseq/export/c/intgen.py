@@ -55,8 +55,26 @@ from typing import Any
 import numpy as np
 
 from ...errors import ConfigError, NumericsError, UnsupportedOpError
-from ...quant.program import (Add, Clamp, CmpGe, Concat, Div, Gather, Isqrt, Load, Lut, MatVec, Mul, Program, Requant,
-                              Select, Store, Sub, container_bits, int_range)
+from ...quant.program import (
+    Add,
+    Clamp,
+    CmpGe,
+    Concat,
+    Div,
+    Gather,
+    Isqrt,
+    Load,
+    Lut,
+    MatVec,
+    Mul,
+    Program,
+    Requant,
+    Select,
+    Store,
+    Sub,
+    container_bits,
+    int_range,
+)
 from . import intkernels as K
 from .codegen import CSources
 from .cwriter import c_ident, c_int, check_prefix, indent, int_table
@@ -99,14 +117,19 @@ def _float_table(name: str, values, comment: str, where: str) -> str:
     vals = [c_double(float(np.float32(v)), where) + "f" for v in np.ravel(np.asarray(values, np.float64))]
     lines = [f"/* {comment} */", f"static const float {name}[{len(vals)}] = {{"]
     for i in range(0, len(vals), 4):
-        lines.append("    " + ", ".join(vals[i:i + 4]) + ",")
+        lines.append("    " + ", ".join(vals[i : i + 4]) + ",")
     lines.append("};")
     return "\n".join(lines)
 
 
 # elementwise micro-ops that are one esq_v4 call: kind -> (function, operand fields)
-V4_CALLS = {"add": ("esq_v4_add", ("a", "b")), "sub": ("esq_v4_sub", ("a", "b")), "mul": ("esq_v4_mul", ("a", "b")),
-            "cmp_ge": ("esq_v4_ge", ("a", "b")), "select": ("esq_v4_sel", ("c", "a", "b"))}
+V4_CALLS = {
+    "add": ("esq_v4_add", ("a", "b")),
+    "sub": ("esq_v4_sub", ("a", "b")),
+    "mul": ("esq_v4_mul", ("a", "b")),
+    "cmp_ge": ("esq_v4_ge", ("a", "b")),
+    "select": ("esq_v4_sel", ("c", "a", "b")),
+}
 
 
 class _NoVector(Exception):
@@ -114,8 +137,9 @@ class _NoVector(Exception):
 
 
 class IntCodeGen:
-    def __init__(self, prog: Program, in_features: int, prefix: str = "esq", target: str = "c",
-                 order: list[str] | None = None):
+    def __init__(
+        self, prog: Program, in_features: int, prefix: str = "esq", target: str = "c", order: list[str] | None = None
+    ):
         self.p = prog
         self.out_specs = list(prog.outputs)
         if order is not None and sorted(order) == sorted(o.name for o in prog.outputs):
@@ -151,25 +175,33 @@ class IntCodeGen:
                     raise UnsupportedOpError(
                         f"the integer C backend has no lowering for micro-op '{op.kind}'",
                         where=self.where(section, i, op),
-                        hint="supported micro-ops: " + ", ".join(supported_micro_ops()))
+                        hint="supported micro-ops: " + ", ".join(supported_micro_ops()),
+                    )
         for s in p.inputs:
             if s.bits > 32:
-                raise UnsupportedOpError(f"input vector '{s.vec}' is int{s.bits}; the C API takes inputs of at "
-                                         "most 32 bits", where=f"target {self.target}")
+                raise UnsupportedOpError(
+                    f"input vector '{s.vec}' is int{s.bits}; the C API takes inputs of at most 32 bits",
+                    where=f"target {self.target}",
+                )
             if len(s.channels) and (int(np.min(s.channels)) < 0 or int(np.max(s.channels)) >= self.in_features):
                 raise ConfigError(f"input '{s.vec}' reads channels outside the {self.in_features} input features")
         for k, s in p.states.items():
             if s.bits > 32:
-                raise UnsupportedOpError(f"state '{k}' is int{s.bits}; the C state API holds at most 32 bits per "
-                                         "value", where=f"target {self.target}")
+                raise UnsupportedOpError(
+                    f"state '{k}' is int{s.bits}; the C state API holds at most 32 bits per value",
+                    where=f"target {self.target}",
+                )
         for o in p.outputs:
             if p.vectors[o.vec].bits > 32:
-                raise UnsupportedOpError(f"output '{o.name}' is int{p.vectors[o.vec].bits}; the C API returns at "
-                                         "most 32-bit outputs", where=f"target {self.target}")
+                raise UnsupportedOpError(
+                    f"output '{o.name}' is int{p.vectors[o.vec].bits}; the C API returns at most 32-bit outputs",
+                    where=f"target {self.target}",
+                )
         for name, a in p.consts.items():
             if a.dtype.name not in DTYPE_CTYPES:
-                raise UnsupportedOpError(f"constant '{name}' has dtype {a.dtype}; expected int8/16/32/64",
-                                         where=f"target {self.target}")
+                raise UnsupportedOpError(
+                    f"constant '{name}' has dtype {a.dtype}; expected int8/16/32/64", where=f"target {self.target}"
+                )
 
     # -- names, constants, operands ---------------------------------------------------------------
     def _unique(self, base: str) -> str:
@@ -184,8 +216,12 @@ class IntCodeGen:
         """The flash table holding constant ``name`` as the program stores it (emitted once)."""
         if name not in self.tables:
             a = self.p.consts[name]
-            self.tables[name] = self.layout_table(name, name, {"c": (a.reshape(-1), DTYPE_CTYPES[a.dtype.name])},
-                                                  f"{name} ({a.dtype.name}, {'x'.join(map(str, a.shape)) or 'scalar'})")
+            self.tables[name] = self.layout_table(
+                name,
+                name,
+                {"c": (a.reshape(-1), DTYPE_CTYPES[a.dtype.name])},
+                f"{name} ({a.dtype.name}, {'x'.join(map(str, a.shape)) or 'scalar'})",
+            )
         return self.tables[name]
 
     def layout_table(self, key, base: str, layouts: dict, comment: str, derived: bool = False) -> str:
@@ -216,7 +252,10 @@ class IntCodeGen:
             lines = []
             for i, f in enumerate(flav):
                 flat, ctype = layouts[f]
-                lines += [("#if " if i == 0 else "#elif ") + f"defined({K.FLAVOUR_MACRO[f]})", one(flat, ctype, f", {f} layout")]
+                lines += [
+                    ("#if " if i == 0 else "#elif ") + f"defined({K.FLAVOUR_MACRO[f]})",
+                    one(flat, ctype, f", {f} layout"),
+                ]
             if "c" in layouts:
                 flat, ctype = layouts["c"]
                 lines += ["#else", one(flat, ctype, "")]
@@ -287,8 +326,12 @@ class IntCodeGen:
         for idx in order:
             op = ops[idx]
             n = self.p.vectors[op.out].n if op.out in self.p.vectors else None
-            if (isinstance(op, ELEMENTWISE) and out and isinstance(ops[out[-1][-1]], ELEMENTWISE)
-                    and self.p.vectors[ops[out[-1][-1]].out].n == n):
+            if (
+                isinstance(op, ELEMENTWISE)
+                and out
+                and isinstance(ops[out[-1][-1]], ELEMENTWISE)
+                and self.p.vectors[ops[out[-1][-1]].out].n == n
+            ):
                 out[-1].append(idx)
             else:
                 out.append([idx])
@@ -310,11 +353,18 @@ class IntCodeGen:
         for u, grp in enumerate(units):
             prev = out[-1] if out else None
             op = ops[grp[0]]
-            if (prev is not None and len(prev) == 1 and isinstance(ops[prev[0]], MatVec) and isinstance(op, Requant)
-                    and op.x == ops[prev[0]].out and readers.get(op.x, set()) == {u}
-                    and op.x not in self._keep and self.p.vectors[op.out].n == self.p.vectors[op.x].n
-                    and not any(ops[i].out in stored for i in grp)  # those are computed in their state's field
-                    and self.kernel_ok(ops[prev[0]], [p.ctype for p in self.mv_part_types(ops[prev[0]])])):
+            if (
+                prev is not None
+                and len(prev) == 1
+                and isinstance(ops[prev[0]], MatVec)
+                and isinstance(op, Requant)
+                and op.x == ops[prev[0]].out
+                and readers.get(op.x, set()) == {u}
+                and op.x not in self._keep
+                and self.p.vectors[op.out].n == self.p.vectors[op.x].n
+                and not any(ops[i].out in stored for i in grp)  # those are computed in their state's field
+                and self.kernel_ok(ops[prev[0]], [p.ctype for p in self.mv_part_types(ops[prev[0]])])
+            ):
                 prev.extend(grp)
             else:
                 out.append(list(grp))
@@ -339,9 +389,14 @@ class IntCodeGen:
             if not isinstance(op, Concat) or op.out in keep:
                 continue
             rd = readers.get(op.out, [])
-            if (len(rd) == 1 and isinstance(rd[0], MatVec) and rd[0].x == op.out and rd[0].blocks == op.blocks
-                    and all(not self.is_const(x) for x in op.xs)
-                    and self.kernel_ok(rd[0], [self.ctype(x) for x in op.xs])):
+            if (
+                len(rd) == 1
+                and isinstance(rd[0], MatVec)
+                and rd[0].x == op.out
+                and rd[0].blocks == op.blocks
+                and all(not self.is_const(x) for x in op.xs)
+                and self.kernel_ok(rd[0], [self.ctype(x) for x in op.xs])
+            ):
                 self.folded[op.out] = op
 
     def reads(self, op) -> list[str]:
@@ -375,7 +430,7 @@ class IntCodeGen:
 
         def alloc(v: str, reuse: list[str] = ()):
             for r in reuse:  # take over the block of an operand read for the last time here
-                if (r in owned and p.vectors[r].n == p.vectors[v].n and self.ctype(r) == self.ctype(v)):
+                if r in owned and p.vectors[r].n == p.vectors[v].n and self.ctype(r) == self.ctype(v):
                     owned[v] = owned.pop(r)
                     self.loc[v] = self.loc[r]
                     return
@@ -427,8 +482,9 @@ class IntCodeGen:
                 ext = [ops[idx].out for idx in grp[1:] if ulast.get(ops[idx].out, -1) > u]
                 for v in ext:
                     alloc(v)  # never over an operand: the matvec may still read it
-                body = self.emit_matvec(first, self.where(section, grp[0], first),
-                                        fused=(section, ops, grp[1:], set(ext)))
+                body = self.emit_matvec(
+                    first, self.where(section, grp[0], first), fused=(section, ops, grp[1:], set(ext))
+                )
             else:
                 alloc(first.out)
                 body = self.emit(first, self.where(section, grp[0], first))
@@ -488,7 +544,7 @@ class IntCodeGen:
         if self.ctype(op.out) != ctype_of_bits(self.p.states[op.state].bits):
             return False
         end = last.get(op.out, idx)
-        for later in ops[idx + 1:end + 1]:
+        for later in ops[idx + 1 : end + 1]:
             if isinstance(later, Store) and later.out == op.state and later.x != op.out:
                 return False
         return True
@@ -517,8 +573,16 @@ class IntCodeGen:
             return self._loop(n, body)
         n4 = n - n % 4
         tail = [f"for (int i = {n4}; i < {n}; ++i) {{", *indent(body), "}"] if n4 < n else []
-        return ["#if defined(ESQ_V4)", f"for (int i = 0; i < {n4}; i += 4) {{", *indent(vec), "}", *tail,
-                "#else", *self._loop(n, body), "#endif"]
+        return [
+            "#if defined(ESQ_V4)",
+            f"for (int i = 0; i < {n4}; i += 4) {{",
+            *indent(vec),
+            "}",
+            *tail,
+            "#else",
+            *self._loop(n, body),
+            "#endif",
+        ]
 
     def scalar_body(self, section: str, ops, grp: list[int], ext: set[str], given: dict | None = None) -> list[str]:
         """Statements computing element ``i`` of every op of an elementwise unit (each value a
@@ -568,8 +632,11 @@ class IntCodeGen:
                 ct = ctype_of_bits(v.bits)
                 if ct == "int64_t":
                     raise _NoVector
-                expr = (f"esq_v4_dup((int32_t){self.loc[name]}[0])" if v.n == 1
-                        else f"esq_v4_ld{ct[3:-2]}({self.loc[name]} + i)")
+                expr = (
+                    f"esq_v4_dup((int32_t){self.loc[name]}[0])"
+                    if v.n == 1
+                    else f"esq_v4_ld{ct[3:-2]}({self.loc[name]} + i)"
+                )
             nm = f"l{len(names)}"
             body.append(f"const esq_v4 {nm} = {expr};")
             names[name] = nm
@@ -630,7 +697,7 @@ class IntCodeGen:
         if m1 == 1 << 30 and s1 is not None:
             if s1 <= 30:
                 raise _NoVector
-            y = (f"esq_v4_rshr_n({x}, {s1 - 30})" if s1 - 30 <= 32 else f"esq_v4_rshl({x}, esq_v4_dup({-(s1 - 30)}))")
+            y = f"esq_v4_rshr_n({x}, {s1 - 30})" if s1 - 30 <= 32 else f"esq_v4_rshl({x}, esq_v4_dup({-(s1 - 30)}))"
             return self._vsat(y, bits) if bits < 32 else y
         plan = K.requant_plan(sc, max(abs(xlo), abs(xhi)))
         if plan is None:
@@ -644,8 +711,10 @@ class IntCodeGen:
         if np.all(plan.k == plan.k[0]) and plan.k[0] + 1 <= 32:
             y = f"esq_v4_rshr_n(esq_v4_qdmulh({x}, {m}), {int(plan.k[0]) + 1})"
         else:
-            y = (f"esq_v4_rshl(esq_v4_qdmulh({x}, {m}), "
-                 f"{self._vconst(-(plan.k + 1), (op.shift, 'rq-nk'), f'{op.shift}: -(k + 1)')})")
+            y = (
+                f"esq_v4_rshl(esq_v4_qdmulh({x}, {m}), "
+                f"{self._vconst(-(plan.k + 1), (op.shift, 'rq-nk'), f'{op.shift}: -(k + 1)')})"
+            )
         return self._vsat(y, bits) if bits < 31 else y
 
     def vec_clamp(self, op, vrd, body) -> str:
@@ -666,10 +735,12 @@ class IntCodeGen:
         if sh == 0:
             return f"{g}({tab}, esq_v4_add({x}, esq_v4_dup(32768)))"
         n = len(body)
-        body += [f"const esq_v4 u{n} = esq_v4_add({x}, esq_v4_dup(32768));",
-                 f"const esq_v4 j{n} = esq_v4_shr_n(u{n}, {sh});",
-                 f"const esq_v4 b{n} = {g}({tab}, j{n});",
-                 f"const esq_v4 d{n} = esq_v4_sub({g}({tab} + 1, j{n}), b{n});"]
+        body += [
+            f"const esq_v4 u{n} = esq_v4_add({x}, esq_v4_dup(32768));",
+            f"const esq_v4 j{n} = esq_v4_shr_n(u{n}, {sh});",
+            f"const esq_v4 b{n} = {g}({tab}, j{n});",
+            f"const esq_v4 d{n} = esq_v4_sub({g}({tab} + 1, j{n}), b{n});",
+        ]
         return f"esq_v4_add(b{n}, esq_v4_rshr_n(esq_v4_mul(d{n}, esq_v4_and(u{n}, esq_v4_dup({(1 << sh) - 1}))), {sh}))"
 
     def mv_parts(self, op: MatVec) -> list[K.Part] | None:
@@ -695,8 +766,11 @@ class IntCodeGen:
 
     def kernel_ok(self, op: MatVec, part_ctypes) -> bool:
         """The flavoured kernels apply: int32 accumulators stored as int32, int8 / int16 operands."""
-        return (self.ctype(op.out) == "int32_t" and not self.is_const(op.x)
-                and K.supported(self.p.consts[op.w], part_ctypes))
+        return (
+            self.ctype(op.out) == "int32_t"
+            and not self.is_const(op.x)
+            and K.supported(self.p.consts[op.w], part_ctypes)
+        )
 
     def emit_matvec(self, op: MatVec, where: str, fused=None) -> list[str]:
         """``fused`` = (section, ops, unit, ext): the elementwise unit that consumes the
@@ -722,11 +796,17 @@ class IntCodeGen:
         ws = K._mve_ws_parts(call) is not None  # MVE: weights stationary over the blocks
         xs = K.mve_xs_applies(call)  # MVE: input stationary (one vector of input)
         mve_w = K.mve_ws_layout(call) if ws else (K.mve_xs_layout(call) if xs else K.mve_layout(call))
-        tab = self.layout_table(key, op.w, {
-            "mve": (mve_w, call.wctype),
-            "dsp": (K.dsp_layout(call), call.wctype),
-            "neon": (K.neon_layout(call), "int16_t"),
-            "c": (pw.reshape(-1), call.wctype)}, comment + (", transposed" if wcols else ""))
+        tab = self.layout_table(
+            key,
+            op.w,
+            {
+                "mve": (mve_w, call.wctype),
+                "dsp": (K.dsp_layout(call), call.wctype),
+                "neon": (K.neon_layout(call), "int16_t"),
+                "c": (pw.reshape(-1), call.wctype),
+            },
+            comment + (", transposed" if wcols else ""),
+        )
         portable = self._matvec_portable(op, parts, y, yt, acc, bias, tab)
         dsp = []
         widened = {}
@@ -734,8 +814,11 @@ class IntCodeGen:
             if part.ctype == "int8_t":  # the DSP kernels take int16 inputs: widen int8 parts once
                 nm = f"xw{k}"
                 tot = part.stride * (G - 1) + part.width
-                dsp += [f"int16_t {nm}[{tot}] ESQ_ALIGN8;", f"for (int i = 0; i < {tot}; ++i)",
-                        f"    {nm}[i] = {part.x}[i];"]
+                dsp += [
+                    f"int16_t {nm}[{tot}] ESQ_ALIGN8;",
+                    f"for (int i = 0; i < {tot}; ++i)",
+                    f"    {nm}[i] = {part.x}[i];",
+                ]
                 widened[k] = nm
         after: list[str] = []
         epilogue = None
@@ -745,20 +828,33 @@ class IntCodeGen:
 
             def epilogue(index: str, acc: str) -> list[str]:
                 return [f"const int i = {index};", *self.scalar_body(section, ops, grp, ext, {op.out: acc})]
+
         dsp += K.dsp_matvec(call, tab, widened, epilogue)
         neon = []
         if op.bias:
-            b32 = self.layout_table((op.bias, "neon-pad"), op.bias,
-                                    {"neon": (K.neon_bias(call, self.p.consts[op.bias].astype(np.int64)), "int32_t")},
-                                    f"{op.bias} (int32, padded)")
+            b32 = self.layout_table(
+                (op.bias, "neon-pad"),
+                op.bias,
+                {"neon": (K.neon_bias(call, self.p.consts[op.bias].astype(np.int64)), "int32_t")},
+                f"{op.bias} (int32, padded)",
+            )
             neon.append(f"const int32_t *const bias32 = {b32};")
         neon += K.neon_matvec(call, tab)
         mve = []
         if (ws or xs) and op.bias:
-            b32 = self.layout_table((op.bias, "mve-pad"), op.bias,
-                                    {"mve": (K.mve_ws_bias(call, self.p.consts[op.bias].astype(np.int64)) if ws
-                                             else self.p.consts[op.bias].astype(np.int32), "int32_t")},
-                                    f"{op.bias} (int32" + (", padded)" if ws else ")"))
+            b32 = self.layout_table(
+                (op.bias, "mve-pad"),
+                op.bias,
+                {
+                    "mve": (
+                        K.mve_ws_bias(call, self.p.consts[op.bias].astype(np.int64))
+                        if ws
+                        else self.p.consts[op.bias].astype(np.int32),
+                        "int32_t",
+                    )
+                },
+                f"{op.bias} (int32" + (", padded)" if ws else ")"),
+            )
             mve.append(f"const int32_t *const bias32 = {b32};")
         if ws:
             mve += K.mve_ws_matvec(call, tab)
@@ -768,11 +864,21 @@ class IntCodeGen:
             mve = K.mve_matvec(call, tab)
         if after:  # the other flavours store the accumulators, then run the elementwise loop
             mve, neon, portable = ([*c, "{", *indent(after), "}"] for c in (mve, neon, portable))
-        return ["#if defined(ESQ_MV_MVE)", *mve, "#elif defined(ESQ_MV_DSP)", *dsp,
-                "#elif defined(ESQ_MV_NEON)", *neon, "#else", *portable, "#endif"]
+        return [
+            "#if defined(ESQ_MV_MVE)",
+            *mve,
+            "#elif defined(ESQ_MV_DSP)",
+            *dsp,
+            "#elif defined(ESQ_MV_NEON)",
+            *neon,
+            "#else",
+            *portable,
+            "#endif",
+        ]
 
-    def _matvec_portable(self, op: MatVec, parts, y: str, yt: str, acc: str, bias: str | None,
-                         table: str | None = None) -> list[str]:
+    def _matvec_portable(
+        self, op: MatVec, parts, y: str, yt: str, acc: str, bias: str | None, table: str | None = None
+    ) -> list[str]:
         """Portable loops: column updates over a transposed table where rows are short or odd,
         else one dot product per row; each input part read in place."""
         W = self.p.consts[op.w]
@@ -782,9 +888,12 @@ class IntCodeGen:
         b = f"({acc}){bias}[o]" if bias else "0"
         cols = self.column_form(N, I) and acc == yt
         if table is None:
-            table = self.layout_table((op.w, "c-cols" if cols else "c-rows"), op.w,
-                                      {"c": ((W.T if cols else W).reshape(-1), wct)},
-                                      f"{op.w} ({W.dtype.name}, {N}x{I})" + (", transposed" if cols else ""))
+            table = self.layout_table(
+                (op.w, "c-cols" if cols else "c-rows"),
+                op.w,
+                {"c": ((W.T if cols else W).reshape(-1), wct)},
+                f"{op.w} ({W.dtype.name}, {N}x{I})" + (", transposed" if cols else ""),
+            )
 
         def xg(part) -> str:
             return part.x if G == 1 else f"({part.x} + g * {part.stride})"
@@ -792,19 +901,31 @@ class IntCodeGen:
         if cols:
             inner = [f"for (int o = 0; o < {N}; ++o)", f"    yg[o] = {b};"]
             for part in parts:
-                inner += ["{", f"    const {part.ctype} *restrict xp = {xg(part)};",
-                          f"    for (int i = 0; i < {part.width}; ++i) {{",
-                          f"        const {acc} xi = ({acc})xp[i];",
-                          f"        const {wct} *restrict wc = {table} + ({part.col0} + i) * {N};",
-                          f"        for (int o = 0; o < {N}; ++o)",
-                          f"            yg[o] += ({acc})wc[o] * xi;", "    }", "}"]
+                inner += [
+                    "{",
+                    f"    const {part.ctype} *restrict xp = {xg(part)};",
+                    f"    for (int i = 0; i < {part.width}; ++i) {{",
+                    f"        const {acc} xi = ({acc})xp[i];",
+                    f"        const {wct} *restrict wc = {table} + ({part.col0} + i) * {N};",
+                    f"        for (int o = 0; o < {N}; ++o)",
+                    f"            yg[o] += ({acc})wc[o] * xi;",
+                    "    }",
+                    "}",
+                ]
         else:
-            inner = [f"for (int o = 0; o < {N}; ++o) {{", f"    const {wct} *restrict wr = {table} + o * {I};",
-                     f"    {acc} acc = {b};"]
+            inner = [
+                f"for (int o = 0; o < {N}; ++o) {{",
+                f"    const {wct} *restrict wr = {table} + o * {I};",
+                f"    {acc} acc = {b};",
+            ]
             for part in parts:
-                inner += ["    {", f"        const {part.ctype} *restrict xp = {xg(part)};",
-                          f"        for (int i = 0; i < {part.width}; ++i)",
-                          f"            acc += ({acc})wr[{part.col0} + i] * ({acc})xp[i];", "    }"]
+                inner += [
+                    "    {",
+                    f"        const {part.ctype} *restrict xp = {xg(part)};",
+                    f"        for (int i = 0; i < {part.width}; ++i)",
+                    f"            acc += ({acc})wr[{part.col0} + i] * ({acc})xp[i];",
+                    "    }",
+                ]
             inner += [f"    yg[o] = ({yt})acc;", "}"]
         if G == 1:
             return [f"{yt} *restrict yg = {y};", *inner]
@@ -850,7 +971,9 @@ class IntCodeGen:
                 body.append(f"{t} = ({yt})(v < {c_int(lo)} ? {c_int(lo)} : (v > {c_int(hi)} ? {c_int(hi)} : v));")
         elif bits <= 32 and (plan := K.requant_plan(self.p.consts[op.shift], max(abs(xlo), abs(xhi)))) is not None:
             m = self.rd(op.mult, "i")
-            d = self.per_channel(plan.d, (op.shift, "rq-d"), "int8_t", f"{op.shift}: input pre-shift d = max(0, 33 - s)")
+            d = self.per_channel(
+                plan.d, (op.shift, "rq-d"), "int8_t", f"{op.shift}: input pre-shift d = max(0, 33 - s)"
+            )
             k = self.per_channel(plan.k, (op.shift, "rq-k"), "int8_t", f"{op.shift}: k = s + d - 32")
             rnd = self.per_channel(1 << (plan.k - 1), (op.shift, "rq-r"), "int32_t", f"{op.shift}: 2^(k-1)")
             xs = xv if d == "0" else f"(int32_t)((uint32_t){xv} << {d})"
@@ -861,7 +984,9 @@ class IntCodeGen:
             body.append(f"{t} = ({yt})esq_rq32({xv}, (int32_t){m}, (int){sh}, {c_int(lo)}, {c_int(hi)});")
         else:
             m, sh = self.rd(op.mult, "i"), self.rd(op.shift, "i")
-            body.append(f"const int64_t v = esq_asr64((int64_t){xv} * (int64_t){m} + ((int64_t)1 << ((int){sh} - 1)), (int){sh});")
+            body.append(
+                f"const int64_t v = esq_asr64((int64_t){xv} * (int64_t){m} + ((int64_t)1 << ((int){sh} - 1)), (int){sh});"
+            )
             body.append(f"{t} = ({yt})esq_sat64(v, {c_int(lo)}, {c_int(hi)});")
         return ["{", *indent(body), "}"]
 
@@ -910,19 +1035,30 @@ class IntCodeGen:
         wide = self.ctype(op.table) in ("int32_t", "int64_t")  # a difference of int32 entries needs 64 bits
         bt = "int64_t" if self.ctype(op.table) == "int64_t" else "int32_t"
         if wide:
-            interp = (f"{t} = ({yt})((int64_t)base + esq_asr64(((int64_t){tab}[j + 1] - (int64_t)base) * f "
-                      f"+ {1 << (sh - 1)}, {sh}));")
+            interp = (
+                f"{t} = ({yt})((int64_t)base + esq_asr64(((int64_t){tab}[j + 1] - (int64_t)base) * f "
+                f"+ {1 << (sh - 1)}, {sh}));"
+            )
         else:
             interp = f"{t} = ({yt})(base + esq_asr32(((int32_t){tab}[j + 1] - base) * f + {1 << (sh - 1)}, {sh}));"
-        return ["{", f"    const int32_t u = (int32_t){x} + 32768;",
-                f"    const int32_t j = u >> {sh}, f = u & {(1 << sh) - 1};",
-                f"    const {bt} base = {tab}[j];", f"    {interp}", "}"]
+        return [
+            "{",
+            f"    const int32_t u = (int32_t){x} + 32768;",
+            f"    const int32_t j = u >> {sh}, f = u & {(1 << sh) - 1};",
+            f"    const {bt} base = {tab}[j];",
+            f"    {interp}",
+            "}",
+        ]
 
     def elem_clamp(self, op: Clamp, where: str, t: str, yt: str) -> list[str]:
         ct = self.compute_type(op.out, op.x, op.lo, op.hi)
-        return ["{", f"    const {ct} v = ({ct}){self.rd(op.x, 'i')};",
-                f"    const {ct} lo = ({ct}){self.rd(op.lo, 'i')}, hi = ({ct}){self.rd(op.hi, 'i')};",
-                f"    {t} = ({yt})(v < lo ? lo : (v > hi ? hi : v));", "}"]
+        return [
+            "{",
+            f"    const {ct} v = ({ct}){self.rd(op.x, 'i')};",
+            f"    const {ct} lo = ({ct}){self.rd(op.lo, 'i')}, hi = ({ct}){self.rd(op.hi, 'i')};",
+            f"    {t} = ({yt})(v < lo ? lo : (v > hi ? hi : v));",
+            "}",
+        ]
 
     def elem_cmp_ge(self, op: CmpGe, where: str, t: str, yt: str) -> list[str]:
         ct = self.compute_type(op.a, op.b)
@@ -942,8 +1078,11 @@ class IntCodeGen:
             if G == 1:
                 lines += [f"for (int i = 0; i < {m}; ++i)", f"    {y}[{off} + i] = ({yt}){self.rd(x, 'i')};"]
             else:
-                lines += [f"for (int g = 0; g < {G}; ++g)", f"    for (int i = 0; i < {m}; ++i)",
-                          f"        {y}[g * {row} + {off} + i] = ({yt}){self.rd(x, f'g * {m} + i')};"]
+                lines += [
+                    f"for (int g = 0; g < {G}; ++g)",
+                    f"    for (int i = 0; i < {m}; ++i)",
+                    f"        {y}[g * {row} + {off} + i] = ({yt}){self.rd(x, f'g * {m} + i')};",
+                ]
             off += m
         return lines
 
@@ -975,8 +1114,15 @@ class IntCodeGen:
         # input layout: the program's input parts, concatenated in order
         in_layout, off = [], 0
         for s in p.inputs:
-            in_layout.append({"vec": s.vec, "offset": off, "size": len(s.channels), "bits": s.bits,
-                              "channels": [int(c) for c in s.channels]})
+            in_layout.append(
+                {
+                    "vec": s.vec,
+                    "offset": off,
+                    "size": len(s.channels),
+                    "bits": s.bits,
+                    "channels": [int(c) for c in s.channels],
+                }
+            )
             off += len(s.channels)
         in_q = off
         temporal = [o for o in self.out_specs if o.temporal]
@@ -994,10 +1140,16 @@ class IntCodeGen:
             sc = np.ravel(np.asarray(o.scale, np.float64))
             if sc.size not in (1, n):
                 raise ConfigError(f"output '{o.name}' has {sc.size} scales for {n} values")
-            ent = {"name": o.name, "temporal": bool(o.temporal), "features": n, "offset": s_off if o.temporal else p_off,
-                   "vec": o.vec, "bits": p.vectors[o.vec].bits,
-                   "scale": float(sc[0]) if np.all(sc == sc[0]) else [float(v) for v in sc],
-                   "scales": [float(v) for v in sc]}
+            ent = {
+                "name": o.name,
+                "temporal": bool(o.temporal),
+                "features": n,
+                "offset": s_off if o.temporal else p_off,
+                "vec": o.vec,
+                "bits": p.vectors[o.vec].bits,
+                "scale": float(sc[0]) if np.all(sc == sc[0]) else [float(v) for v in sc],
+                "scales": [float(v) for v in sc],
+            }
             outputs.append(ent)
             if o.temporal:
                 s_off += n
@@ -1005,29 +1157,56 @@ class IntCodeGen:
                 p_off += n
         state_layout, z = [], 0
         for key, st in p.states.items():
-            state_layout.append({"key": key, "field": self.fields[key], "shape": list(st.shape), "offset": z,
-                                 "size": st.n, "bits": st.bits, "ctype": ctype_of_bits(st.bits)})
+            state_layout.append(
+                {
+                    "key": key,
+                    "field": self.fields[key],
+                    "shape": list(st.shape),
+                    "offset": z,
+                    "size": st.n,
+                    "bits": st.bits,
+                    "ctype": ctype_of_bits(st.bits),
+                }
+            )
             z += st.n
 
         # struct members, widest element first: no padding inside, so the size is predictable
-        members = [(ctype_of_bits(st.bits), self.fields[k], st.n, f'state "{k}" {tuple(st.shape)}, int{st.bits}')
-                   for k, st in p.states.items()]
-        members += [(a.ctype, f"scratch{CTYPE_SUFFIX[a.ctype]}", a.high_water, "per-step vectors (static plan)")
-                    for a in step_arena.used()]
+        members = [
+            (ctype_of_bits(st.bits), self.fields[k], st.n, f'state "{k}" {tuple(st.shape)}, int{st.bits}')
+            for k, st in p.states.items()
+        ]
+        members += [
+            (a.ctype, f"scratch{CTYPE_SUFFIX[a.ctype]}", a.high_water, "per-step vectors (static plan)")
+            for a in step_arena.used()
+        ]
         members.sort(key=lambda m: -CTYPE_BYTES[m[0]])
         if not members:
             members = [("int32_t", "unused_", 1, "no state")]
         # every member a multiple of 8 bytes in an 8-byte aligned struct: each one (and every
         # 4-element arena block) starts word aligned, as the kernels' LDRD / LDM loads need
-        members = [(c, name, -(-max(1, n) * CTYPE_BYTES[c] // 8) * 8 // CTYPE_BYTES[c], note)
-                   for c, name, n, note in members]
+        members = [
+            (c, name, -(-max(1, n) * CTYPE_BYTES[c] // 8) * 8 // CTYPE_BYTES[c], note) for c, name, n, note in members
+        ]
         struct_bytes = sum(CTYPE_BYTES[c] * n for c, _, n, _ in members)
         state_bytes = sum(CTYPE_BYTES[ctype_of_bits(st.bits)] * st.n for st in p.states.values())
         scratch_bytes = sum(a.nbytes for a in step_arena.used())
         final_bytes = sum(a.nbytes for a in final_arena.used())
 
-        src = self._source(in_layout, in_q, outputs, state_layout, step_code, step_loc, final_code, final_loc,
-                           step_arena, final_arena, s_off, p_off, z)
+        src = self._source(
+            in_layout,
+            in_q,
+            outputs,
+            state_layout,
+            step_code,
+            step_loc,
+            final_code,
+            final_loc,
+            step_arena,
+            final_arena,
+            s_off,
+            p_off,
+            z,
+        )
         header = self._header(members, in_q, outputs, s_off, p_off, z, struct_bytes)
         info: dict[str, Any] = {
             "profile_map": self.profile_map(src),
@@ -1067,11 +1246,13 @@ class IntCodeGen:
         every step or once per sequence; lines outside these functions (inlined helpers) belong to
         no region."""
         p = self.prefix
-        fns = {f"{p}_quantize": ("input quantizer", "step", None),
-               f"{p}_step_q": ("step: input / output copies", "step", "step"),
-               f"{p}_pooled_q": ("readout: output copies", "sequence", "final"),
-               f"{p}_step": ("float API: step", "step", None),
-               f"{p}_pooled": ("float API: readout", "sequence", None)}
+        fns = {
+            f"{p}_quantize": ("input quantizer", "step", None),
+            f"{p}_step_q": ("step: input / output copies", "step", "step"),
+            f"{p}_pooled_q": ("readout: output copies", "sequence", "final"),
+            f"{p}_step": ("float API: step", "step", None),
+            f"{p}_pooled": ("float API: readout", "sequence", None),
+        }
         sections = {"step": self.p.step, "final": self.p.final}
         lines = src.split("\n")
         head = re.compile(r"^    /\* #(\d+) ")
@@ -1096,10 +1277,18 @@ class IntCodeGen:
                             i += 1
                     ops = [sections[sec][k] for k in idxs]
                     kinds = "+".join(dict.fromkeys(op.kind for op in ops))
-                    units.append({"label": f"{'step' if sec == 'step' else 'readout'}: {kinds} -> {ops[-1].out}",
-                                  "per": per, "first": first + 1, "last": i + 1,
-                                  "ops": [{"index": k, "kind": op.kind, "out": op.out, "node": op.node}
-                                          for k, op in zip(idxs, ops)]})
+                    units.append(
+                        {
+                            "label": f"{'step' if sec == 'step' else 'readout'}: {kinds} -> {ops[-1].out}",
+                            "per": per,
+                            "first": first + 1,
+                            "last": i + 1,
+                            "ops": [
+                                {"index": k, "kind": op.kind, "out": op.out, "node": op.node}
+                                for k, op in zip(idxs, ops)
+                            ],
+                        }
+                    )
                 i += 1
             end = i + 1
             lo = start
@@ -1113,8 +1302,11 @@ class IntCodeGen:
 
     def _header(self, members, in_q, outputs, s_out, p_out, z, struct_bytes) -> str:
         p, P = self.prefix, self.P
-        outs = "\n".join(f" *   {o['name']}: {'per step' if o['temporal'] else 'pooled'}, {o['features']} values at "
-                         f"offset {o['offset']} (int{o['bits']}; float = q * scale)" for o in outputs)
+        outs = "\n".join(
+            f" *   {o['name']}: {'per step' if o['temporal'] else 'pooled'}, {o['features']} values at "
+            f"offset {o['offset']} (int{o['bits']}; float = q * scale)"
+            for o in outputs
+        )
         fields = "\n".join(f"    {c} {name}[{max(1, n)}];  /* {note} */" for c, name, n, note in members)
         return f"""/* Generated by edgeseq from an integer program: streaming C99 inference, bit-exact against
  * edgeseq.quant.intexact (see edgeseq/quant/README.md for the semantics).
@@ -1179,8 +1371,22 @@ void {p}_state_load({p}_state *s, const float *in);
 #endif /* {P}_MODEL_H */
 """
 
-    def _source(self, in_layout, in_q, outputs, state_layout, step_code, step_loc, final_code, final_loc,
-                step_arena, final_arena, s_out, p_out, z) -> str:
+    def _source(
+        self,
+        in_layout,
+        in_q,
+        outputs,
+        state_layout,
+        step_code,
+        step_loc,
+        final_code,
+        final_loc,
+        step_arena,
+        final_arena,
+        s_out,
+        p_out,
+        z,
+    ) -> str:
         p, P, prog = self.prefix, self.P, self.p
         where = f"target {self.target}"
         lines_q: list[str] = []  # quantizer tables + body
@@ -1200,8 +1406,10 @@ void {p}_state_load({p}_state *s, const float *in);
                 qtabs.append(_float_table(f"QOFF{k}", spec.offset, f"input '{spec.vec}': offset (float32)", where))
                 xk = f"({xk} - QOFF{k}[k])"
             qtabs.append(_float_table(f"QINV{k}", spec.inv_scale, f"input '{spec.vec}': 1 / scale (float32)", where))
-            lines_q += [f"for (int k = 0; k < {nk}; ++k)",
-                        f"    xq_t[{lay['offset']} + k] = esq_qroundf({xk} * QINV{k}[k], {c_int(lo)}, {c_int(hi)});"]
+            lines_q += [
+                f"for (int k = 0; k < {nk}; ++k)",
+                f"    xq_t[{lay['offset']} + k] = esq_qroundf({xk} * QINV{k}[k], {c_int(lo)}, {c_int(hi)});",
+            ]
         deq_tabs: list[str] = []
         deq_step: list[str] = []
         deq_pool: list[str] = []
@@ -1209,8 +1417,10 @@ void {p}_state_load({p}_state *s, const float *in);
             name = f"OSCALE{j}"
             deq_tabs.append(_float_table(name, o["scales"], f"output '{o['name']}': scale (float32)", where))
             idx = "0" if len(o["scales"]) == 1 else "i"
-            line = [f"for (int i = 0; i < {o['features']}; ++i)",
-                    f"    y[{o['offset']} + i] = (float)q[{o['offset']} + i] * {name}[{idx}];"]
+            line = [
+                f"for (int i = 0; i < {o['features']}; ++i)",
+                f"    y[{o['offset']} + i] = (float)q[{o['offset']} + i] * {name}[{idx}];",
+            ]
             (deq_step if o["temporal"] else deq_pool).extend(line)
 
         def arena_decls(arenas: ArenaSet, on_stack: bool) -> list[str]:
@@ -1223,9 +1433,19 @@ void {p}_state_load({p}_state *s, const float *in);
                 out.append(f"(void){a.name};")  # a kernel may use the arena in one SIMD branch only
             return out
 
-        L = ["/* Generated by edgeseq from an integer program: C99, static memory only, no libm. */",
-             '#include "model.h"', "#include <string.h>", "", _PRELUDE.strip("\n"), "", K.SIMD_SELECT, "", K.V4_API, "",
-             "/* ---- constants (read-only: flash on a microcontroller) ---- */"]
+        L = [
+            "/* Generated by edgeseq from an integer program: C99, static memory only, no libm. */",
+            '#include "model.h"',
+            "#include <string.h>",
+            "",
+            _PRELUDE.strip("\n"),
+            "",
+            K.SIMD_SELECT,
+            "",
+            K.V4_API,
+            "",
+            "/* ---- constants (read-only: flash on a microcontroller) ---- */",
+        ]
         L += self.table_text + qtabs + deq_tabs
         L += ["", f"void {p}_reset({p}_state *s)", "{", "    memset(s, 0, sizeof *s);", "}", ""]
         # quantize
@@ -1238,8 +1458,12 @@ void {p}_state_load({p}_state *s, const float *in);
         for spec, lay in zip(prog.inputs, in_layout):
             if lay["size"]:
                 ct = ctype_of_bits(spec.bits)
-                L += indent([f"for (int i = 0; i < {lay['size']}; ++i)",
-                             f"    {step_loc[spec.vec]}[i] = ({ct})xq_t[{lay['offset']} + i];"])
+                L += indent(
+                    [
+                        f"for (int i = 0; i < {lay['size']}; ++i)",
+                        f"    {step_loc[spec.vec]}[i] = ({ct})xq_t[{lay['offset']} + i];",
+                    ]
+                )
         if not any(lay["size"] for lay in in_layout):
             L.append("    (void)xq_t;")
         L += indent(step_code)
@@ -1247,8 +1471,13 @@ void {p}_state_load({p}_state *s, const float *in);
         if touts:
             L.append("    if (yq_t) {")
             for o in touts:
-                L += indent([f"for (int i = 0; i < {o['features']}; ++i)",
-                             f"    yq_t[{o['offset']} + i] = (int32_t){step_loc[o['vec']]}[i];"], 2)
+                L += indent(
+                    [
+                        f"for (int i = 0; i < {o['features']}; ++i)",
+                        f"    yq_t[{o['offset']} + i] = (int32_t){step_loc[o['vec']]}[i];",
+                    ],
+                    2,
+                )
             L.append("    }")
         else:
             L.append("    (void)yq_t;")
@@ -1261,50 +1490,77 @@ void {p}_state_load({p}_state *s, const float *in);
         L += indent(final_code)
         pouts = [o for o in outputs if not o["temporal"]]
         for o in pouts:
-            L += indent([f"for (int i = 0; i < {o['features']}; ++i)",
-                         f"    yq[{o['offset']} + i] = (int32_t){final_loc[o['vec']]}[i];"])
+            L += indent(
+                [
+                    f"for (int i = 0; i < {o['features']}; ++i)",
+                    f"    yq[{o['offset']} + i] = (int32_t){final_loc[o['vec']]}[i];",
+                ]
+            )
         if not pouts:
             L.append("    (void)yq;")
         if not final_code:
             L.append("    (void)s;")
         L += ["}", ""]
         # float API
-        L += [f"void {p}_step({p}_state *s, const float *x_t, float *y_t)", "{",
-              f"    int32_t xq[{P}_IN_Q_FEATURES + 1], q[{P}_STEP_OUT_FEATURES + 1];",
-              f"    {p}_quantize(x_t, xq);", f"    {p}_step_q(s, xq, q);"]
+        L += [
+            f"void {p}_step({p}_state *s, const float *x_t, float *y_t)",
+            "{",
+            f"    int32_t xq[{P}_IN_Q_FEATURES + 1], q[{P}_STEP_OUT_FEATURES + 1];",
+            f"    {p}_quantize(x_t, xq);",
+            f"    {p}_step_q(s, xq, q);",
+        ]
         if deq_step:
             L += ["    if (y_t) {", "        float *const y = y_t;"] + indent(deq_step, 2) + ["    }"]
         else:
             L += ["    (void)y_t;"]
         L += ["}", ""]
-        L += [f"void {p}_pooled(const {p}_state *s, float *y)", "{",
-              f"    int32_t q[{P}_POOLED_OUT_FEATURES + 1];", f"    {p}_pooled_q(s, q);"]
+        L += [
+            f"void {p}_pooled(const {p}_state *s, float *y)",
+            "{",
+            f"    int32_t q[{P}_POOLED_OUT_FEATURES + 1];",
+            f"    {p}_pooled_q(s, q);",
+        ]
         L += indent(deq_pool) if deq_pool else ["    (void)y;"]
         L += ["}", ""]
-        L += [f"void {p}_run({p}_state *s, const float *x, int T, float *y)", "{",
-              "    for (int t = 0; t < T; ++t)",
-              f"        {p}_step(s, x + (long)t * {P}_IN_FEATURES, y ? y + (long)t * {P}_STEP_OUT_FEATURES : 0);",
-              "}", ""]
+        L += [
+            f"void {p}_run({p}_state *s, const float *x, int T, float *y)",
+            "{",
+            "    for (int t = 0; t < T; ++t)",
+            f"        {p}_step(s, x + (long)t * {P}_IN_FEATURES, y ? y + (long)t * {P}_STEP_OUT_FEATURES : 0);",
+            "}",
+            "",
+        ]
         # state save / load
         for api, wt in (("_q", "int32_t"), ("", "float")):
             save, load = [], []
             for e in state_layout:
-                save += [f"for (int i = 0; i < {e['size']}; ++i)",
-                         f"    out[{e['offset']} + i] = ({wt})s->{e['field']}[i];"]
-                conv = f"({e['ctype']})in[{e['offset']} + i]" if wt == "int32_t" else \
-                    f"({e['ctype']})(int32_t)in[{e['offset']} + i]"
+                save += [
+                    f"for (int i = 0; i < {e['size']}; ++i)",
+                    f"    out[{e['offset']} + i] = ({wt})s->{e['field']}[i];",
+                ]
+                conv = (
+                    f"({e['ctype']})in[{e['offset']} + i]"
+                    if wt == "int32_t"
+                    else f"({e['ctype']})(int32_t)in[{e['offset']} + i]"
+                )
                 load += [f"for (int i = 0; i < {e['size']}; ++i)", f"    s->{e['field']}[i] = {conv};"]
             L += [f"void {p}_state_save{api}(const {p}_state *s, {wt} *out)", "{"]
             L += indent(save) if save else ["    (void)s;", "    (void)out;"]
-            L += ["}", "", f"void {p}_state_load{api}({p}_state *s, const {wt} *in)", "{",
-                  "    memset(s, 0, sizeof *s);"]
+            L += [
+                "}",
+                "",
+                f"void {p}_state_load{api}({p}_state *s, const {wt} *in)",
+                "{",
+                "    memset(s, 0, sizeof *s);",
+            ]
             L += indent(load) if load else ["    (void)in;"]
             L += ["}", ""]
         return "\n".join(L)
 
 
-def generate_int(prog: Program, in_features: int, prefix: str = "esq", target: str = "c",
-                 order: list[str] | None = None) -> CSources:
+def generate_int(
+    prog: Program, in_features: int, prefix: str = "esq", target: str = "c", order: list[str] | None = None
+) -> CSources:
     """``model.h`` / ``model.c`` for the integer program ``prog`` (``in_features``: float input
     features per step; ``order``: output names in the order of the C output layout, e.g. the
     graph's, default the program's). Raises UnsupportedOpError naming the micro-op, its node and

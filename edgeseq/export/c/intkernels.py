@@ -153,16 +153,16 @@ def dsp_layout(call: MatVecCall) -> np.ndarray:
     Wp[:N] = W
     out = []
     for g in range(0, Np, 4):
-        R = Wp[g:g + 4]
+        R = Wp[g : g + 4]
         for part in call.parts:
-            P = R[:, part.col0:part.col0 + part.width]
+            P = R[:, part.col0 : part.col0 + part.width]
             full = part.width // c
             for k in range(full):
-                blk = P[:, k * c:(k + 1) * c]
+                blk = P[:, k * c : (k + 1) * c]
                 if c == 4:
                     blk = blk[:, [0, 2, 1, 3]]
                 out.append(blk.reshape(-1))
-            tail = P[:, full * c:].reshape(-1)
+            tail = P[:, full * c :].reshape(-1)
             out.append(tail)
             pad = _ceil(tail.size, per_word) - tail.size
             if pad:
@@ -189,7 +189,9 @@ def _dsp_asm(call: MatVecCall, nchunks: int, xp: str, aligned: bool) -> list[str
     def ldx(dst: str, nbytes: int) -> None:
         nonlocal off
         if nbytes == 8:
-            body.append(q("ldrd %[x0], %[x1], [%[xp]], #8") if not straight else q(f"ldrd %[x0], %[x1], [%[xp], #{off}]"))
+            body.append(
+                q("ldrd %[x0], %[x1], [%[xp]], #8") if not straight else q(f"ldrd %[x0], %[x1], [%[xp], #{off}]")
+            )
         else:
             body.append(q(f"ldr {dst}, [%[xp]], #4") if not straight else q(f"ldr {dst}, [%[xp], #{off}]"))
         off += nbytes
@@ -201,13 +203,20 @@ def _dsp_asm(call: MatVecCall, nchunks: int, xp: str, aligned: bool) -> list[str
             if pair:
                 ldx("", 8)
                 for r, reg in enumerate(regs):
-                    body += [q(f"sxtb16 %[t], {reg}"), q(f"smlad %[a{r}], %[t], %[x0], %[a{r}]"),
-                             q(f"sxtb16 {reg}, {reg}, ror #8"), q(f"smlad %[a{r}], {reg}, %[x1], %[a{r}]")]
+                    body += [
+                        q(f"sxtb16 %[t], {reg}"),
+                        q(f"smlad %[a{r}], %[t], %[x0], %[a{r}]"),
+                        q(f"sxtb16 {reg}, {reg}, ror #8"),
+                        q(f"smlad %[a{r}], {reg}, %[x1], %[a{r}]"),
+                    ]
             else:
                 ldx("%[x0]", 4)
                 for r, reg in enumerate(regs):
-                    body += [q(f"sxtb16 %[t], {reg}"), q(f"smlad %[a{r}], %[t], %[x0], %[a{r}]"),
-                             q(f"sxtb16 {reg}, {reg}, ror #8")]
+                    body += [
+                        q(f"sxtb16 %[t], {reg}"),
+                        q(f"smlad %[a{r}], %[t], %[x0], %[a{r}]"),
+                        q(f"sxtb16 {reg}, {reg}, ror #8"),
+                    ]
                 ldx("%[x0]", 4)
                 body += [q(f"smlad %[a{r}], {reg}, %[x0], %[a{r}]") for r, reg in enumerate(regs)]
             k += 1
@@ -223,19 +232,38 @@ def _dsp_asm(call: MatVecCall, nchunks: int, xp: str, aligned: bool) -> list[str
                 ldx("%[x0]", 4)
                 body += [q(f"smlad %[a{r}], {reg}, %[x0], %[a{r}]") for r, reg in enumerate(regs)]
                 k += 1
-    outs = ('[a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [w] "+r"(wp), [x0] "=&r"(x0), '
-            '[x1] "=&r"(x1), [t] "=&r"(t), "=&r"(r8), "=&r"(r9), "=&r"(r10), "=&r"(r11)')
-    lines = ["{", '    register int32_t r8 __asm__("r8"), r9 __asm__("r9"), r10 __asm__("r10"), r11 __asm__("r11");',
-             "    int32_t x0, x1, t;"]
+    outs = (
+        '[a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [w] "+r"(wp), [x0] "=&r"(x0), '
+        '[x1] "=&r"(x1), [t] "=&r"(t), "=&r"(r8), "=&r"(r9), "=&r"(r10), "=&r"(r11)'
+    )
+    lines = [
+        "{",
+        '    register int32_t r8 __asm__("r8"), r9 __asm__("r9"), r10 __asm__("r10"), r11 __asm__("r11");',
+        "    int32_t x0, x1, t;",
+    ]
     if straight:
-        lines += [f"    const int16_t *const xq = {xp};", "    __asm__ volatile("] + ["        " + b for b in body] + \
-                 [f"        : {outs}", '        : [xp] "r"(xq)', '        : "memory");']
+        lines += (
+            [f"    const int16_t *const xq = {xp};", "    __asm__ volatile("]
+            + ["        " + b for b in body]
+            + [f"        : {outs}", '        : [xp] "r"(xq)', '        : "memory");']
+        )
     else:
         step = 4 if s8 else 2
-        lines += [f"    const int16_t *xq = {xp}, *const xe = {xp} + {nchunks * step};", "    __asm__ volatile(",
-                  '        "1:\\n\\t"'] + ["        " + b for b in body] + \
-                 ['        "cmp %[xp], %[xe]\\n\\t"', '        "bne 1b\\n\\t"',
-                  f'        : {outs}, [xp] "+r"(xq)', '        : [xe] "r"(xe)', '        : "cc", "memory");']
+        lines += (
+            [
+                f"    const int16_t *xq = {xp}, *const xe = {xp} + {nchunks * step};",
+                "    __asm__ volatile(",
+                '        "1:\\n\\t"',
+            ]
+            + ["        " + b for b in body]
+            + [
+                '        "cmp %[xp], %[xe]\\n\\t"',
+                '        "bne 1b\\n\\t"',
+                f'        : {outs}, [xp] "+r"(xq)',
+                '        : [xe] "r"(xe)',
+                '        : "cc", "memory");',
+            ]
+        )
     lines.append("}")
     return lines
 
@@ -312,9 +340,9 @@ def mve_layout(call: MatVecCall) -> np.ndarray:
     for o, n in mve_groups(W.shape[0]):
         for part in call.parts:
             P = np.zeros((n, _ceil(part.width, L)), W.dtype)
-            P[:, :part.width] = W[o:o + n, part.col0:part.col0 + part.width]
+            P[:, : part.width] = W[o : o + n, part.col0 : part.col0 + part.width]
             for k in range(0, P.shape[1], L):
-                out.append(P[:, k:k + L].reshape(-1))
+                out.append(P[:, k : k + L].reshape(-1))
     return np.concatenate(out) if out else np.zeros(1, W.dtype)
 
 
@@ -338,23 +366,44 @@ def _mve_asm(call: MatVecCall, part: Part, xp: str, nrows: int) -> list[str]:
         rows += [f'"{wl} q1, [%[w]], #{wstep}\\n\\t"', f'"vmladava.{sfx} %[a{r}], q1, q0\\n\\t"']
     outs = ", ".join(f'[a{r}] "+r"(a{r})' for r in range(nrows)) + ', [w] "+l"(wp)'
     if nch > 2:  # tail-predicated low-overhead loop over the whole part
-        return ["{", f"    const void *xq = {xp};", "    __asm__ volatile(",
-                f'        "dlstp.{8 if L == 16 else 16} lr, %[n]\\n\\t"', '        "1:\\n\\t"',
-                f'        "{xl} q0, [%[xp]], #{xbytes}\\n\\t"', *["        " + r for r in rows],
-                '        "letp lr, 1b\\n\\t"', f'        : {outs}, [xp] "+l"(xq)', f'        : [n] "r"({part.width})',
-                '        : "cc", "lr", "q0", "q1", "memory");', "}"]
+        return [
+            "{",
+            f"    const void *xq = {xp};",
+            "    __asm__ volatile(",
+            f'        "dlstp.{8 if L == 16 else 16} lr, %[n]\\n\\t"',
+            '        "1:\\n\\t"',
+            f'        "{xl} q0, [%[xp]], #{xbytes}\\n\\t"',
+            *["        " + r for r in rows],
+            '        "letp lr, 1b\\n\\t"',
+            f'        : {outs}, [xp] "+l"(xq)',
+            f'        : [n] "r"({part.width})',
+            '        : "cc", "lr", "q0", "q1", "memory");',
+            "}",
+        ]
     body = []
     for k in range(nch):
         left = part.width - k * L
         if left >= L:
             body.append(f'"{xl} q0, [%[xp], #{k * xbytes}]\\n\\t"')
         else:  # last, partial chunk: predicate the input load (inactive lanes read as zero)
-            body += [f'"movs %[k], #{left}\\n\\t"', f'"vctp.{8 if L == 16 else 16} %[k]\\n\\t"', '"vpst\\n\\t"',
-                     f'"{xl[:5]}t{xl[5:]} q0, [%[xp], #{k * xbytes}]\\n\\t"']
+            body += [
+                f'"movs %[k], #{left}\\n\\t"',
+                f'"vctp.{8 if L == 16 else 16} %[k]\\n\\t"',
+                '"vpst\\n\\t"',
+                f'"{xl[:5]}t{xl[5:]} q0, [%[xp], #{k * xbytes}]\\n\\t"',
+            ]
         body += rows
-    return ["{", f"    const void *const xq = {xp};", "    int32_t kk;", "    __asm__ volatile(",
-            *["        " + b for b in body], f'        : {outs}, [k] "=&l"(kk)', '        : [xp] "l"(xq)',
-            '        : "cc", "q0", "q1", "memory");', "}"]
+    return [
+        "{",
+        f"    const void *const xq = {xp};",
+        "    int32_t kk;",
+        "    __asm__ volatile(",
+        *["        " + b for b in body],
+        f'        : {outs}, [k] "=&l"(kk)',
+        '        : [xp] "l"(xq)',
+        '        : "cc", "q0", "q1", "memory");',
+        "}",
+    ]
 
 
 def mve_matvec(call: MatVecCall, table: str) -> list[str]:
@@ -363,7 +412,7 @@ def mve_matvec(call: MatVecCall, table: str) -> list[str]:
     full = [g for g in groups if g[1] == MVE_ROWS]
 
     def group(o: str, rows: int) -> list[str]:
-        L = [f"register int32_t a{r} __asm__(\"{MVE_ACC[r]}\") = {_bias(call, o, r)};" for r in range(rows)]
+        L = [f'register int32_t a{r} __asm__("{MVE_ACC[r]}") = {_bias(call, o, r)};' for r in range(rows)]
         for part in call.parts:
             xp = part.x if G == 1 else f"({part.x} + g * {part.stride})"
             L += _mve_asm(call, part, xp, rows)
@@ -372,15 +421,22 @@ def mve_matvec(call: MatVecCall, table: str) -> list[str]:
 
     body = [f"const {call.wctype} *wp = {table};"]
     if full:
-        body += [f"for (int o = 0; o < {len(full) * MVE_ROWS}; o += {MVE_ROWS}) {{",
-                 *["    " + x for x in group("o", MVE_ROWS)], "}"]
+        body += [
+            f"for (int o = 0; o < {len(full) * MVE_ROWS}; o += {MVE_ROWS}) {{",
+            *["    " + x for x in group("o", MVE_ROWS)],
+            "}",
+        ]
     if len(full) < len(groups):
         o, n = groups[-1]
         body += ["{", *["    " + x for x in group(str(o), n)], "}"]
     if G == 1:
         return ["int32_t *const yg = " + call.y + ";", *body]
-    return [f"for (int g = 0; g < {G}; ++g) {{", f"    int32_t *const yg = {call.y} + g * {N};",
-            *["    " + x for x in body], "}"]
+    return [
+        f"for (int g = 0; g < {G}; ++g) {{",
+        f"    int32_t *const yg = {call.y} + g * {N};",
+        *["    " + x for x in body],
+        "}",
+    ]
 
 
 # MVE, one block whose input fits one vector: input stationary. The input is loaded once; each
@@ -396,7 +452,7 @@ def mve_xs_layout(call: MatVecCall) -> np.ndarray:
     L = mve_lanes(call)
     part = call.parts[0]
     out = np.zeros((call.N, L), call.W.dtype)
-    out[:, :part.width] = call.W[:, part.col0:part.col0 + part.width]
+    out[:, : part.width] = call.W[:, part.col0 : part.col0 + part.width]
     return out.reshape(-1)
 
 
@@ -414,23 +470,38 @@ def mve_xs_matvec(call: MatVecCall, table: str) -> list[str]:
 
     body = []
     if part.width < L:
-        body += [q(f"movs %[t], #{part.width}"), q(f"vctp.{8 if L == 16 else 16} %[t]"), q("vpst"),
-                 q(f"{xl[:5]}t{xl[5:]} q0, [%[x]]")]
+        body += [
+            q(f"movs %[t], #{part.width}"),
+            q(f"vctp.{8 if L == 16 else 16} %[t]"),
+            q("vpst"),
+            q(f"{xl[:5]}t{xl[5:]} q0, [%[x]]"),
+        ]
     else:
         body.append(q(f"{xl} q0, [%[x]]"))
     body += [q("dls lr, %[n]"), q("1:"), q(f"{wl} q1, [%[w]], #{L * wsize}"), q(f"vmladav.{sfx} %[a], q1, q0")]
     if call.bias is not None:
         body += [q("ldr %[t], [%[b]], #4"), q("add %[a], %[a], %[t]")]
     body += [q("str %[a], [%[y]], #4"), q("le lr, 1b")]
-    lines = ["{", '    register int32_t a __asm__("r4");', "    int32_t t;",
-             f"    const {call.wctype} *wp = {table};", f"    int32_t *yq = {call.y};"]
+    lines = [
+        "{",
+        '    register int32_t a __asm__("r4");',
+        "    int32_t t;",
+        f"    const {call.wctype} *wp = {table};",
+        f"    int32_t *yq = {call.y};",
+    ]
     ins = [f'[x] "l"({part.x})', f'[n] "r"({call.N})']
     outs = ['[a] "=&r"(a)', '[t] "=&l"(t)', '[w] "+l"(wp)', '[y] "+r"(yq)']
     if call.bias is not None:
         lines.append("    const int32_t *bq = bias32;")
         outs.append('[b] "+r"(bq)')
-    lines += ["    __asm__ volatile(", *["        " + b for b in body], f"        : {', '.join(outs)}",
-              f"        : {', '.join(ins)}", '        : "cc", "lr", "q0", "q1", "memory");', "}"]
+    lines += [
+        "    __asm__ volatile(",
+        *["        " + b for b in body],
+        f"        : {', '.join(outs)}",
+        f"        : {', '.join(ins)}",
+        '        : "cc", "lr", "q0", "q1", "memory");',
+        "}",
+    ]
     return lines
 
 
@@ -480,11 +551,11 @@ def mve_ws_layout(call: MatVecCall) -> np.ndarray:
             for k in vec:
                 part = call.parts[k]
                 row = np.zeros(_ceil(part.width, L), W.dtype)
-                row[:part.width] = Wp[g + r, part.col0:part.col0 + part.width]
+                row[: part.width] = Wp[g + r, part.col0 : part.col0 + part.width]
                 out.append(row)
         for k in sca:
             col = np.zeros(_ceil(R, 2), W.dtype)
-            col[:R] = Wp[g:g + R, call.parts[k].col0]
+            col[:R] = Wp[g : g + R, call.parts[k].col0]
             out.append(col)
     return np.concatenate(out)
 
@@ -527,8 +598,12 @@ def mve_ws_matvec(call: MatVecCall, table: str) -> list[str]:
                 if left >= L:
                     body.append(q(f"{xl} q{j}, {addr}"))
                 else:
-                    body += [q(f"movs %[t], #{left}"), q(f"vctp.{8 if L == 16 else 16} %[t]"), q("vpst"),
-                             q(f"{xl[:5]}t{xl[5:]} q{j}, {addr}")]
+                    body += [
+                        q(f"movs %[t], #{left}"),
+                        q(f"vctp.{8 if L == 16 else 16} %[t]"),
+                        q("vpst"),
+                        q(f"{xl[:5]}t{xl[5:]} q{j}, {addr}"),
+                    ]
         for r in range(R):
             for j in range(C):
                 op = "vmladava" if (j > 0 or call.bias is not None) else "vmladav"
@@ -540,7 +615,7 @@ def mve_ws_matvec(call: MatVecCall, table: str) -> list[str]:
         body += [q(f"str %[a{r}], [%[y], #{4 * r}]") for r in range(rows)]
         body += [q(f"add %[y], %[y], #{4 * N}"), q("le lr, 1b")]
         regs = ("r4", "r6", "r8", "r10")
-        L_ = [f"register int32_t a{r} __asm__(\"{regs[r]}\");" for r in range(R)]
+        L_ = [f'register int32_t a{r} __asm__("{regs[r]}");' for r in range(R)]
         if call.bias is not None:  # the bias is reloaded into the accumulators for every block
             body_b = []
             for r in range(R):
@@ -549,8 +624,10 @@ def mve_ws_matvec(call: MatVecCall, table: str) -> list[str]:
             body[i:i] = body_b
         L_ += [f"int32_t *yq = yg + {o};", "int32_t t;"]
         L_ += [f"int32_t s{si}_{pr};" for si in range(len(sca)) for pr in range(-(-R // 2))]
-        L_ += [f"const {'int16_t' if call.parts[k].ctype == 'int16_t' else 'int8_t'} *x{k} = {call.parts[k].x};"
-               for k in (*vec, *sca)]
+        L_ += [
+            f"const {'int16_t' if call.parts[k].ctype == 'int16_t' else 'int8_t'} *x{k} = {call.parts[k].x};"
+            for k in (*vec, *sca)
+        ]
         outs = [f'[a{r}] "=&r"(a{r})' for r in range(R)] + ['[y] "+r"(yq)', '[t] "=&l"(t)']
         outs += [f'[s{si}_{pr}] "=&r"(s{si}_{pr})' for si in range(len(sca)) for pr in range(-(-R // 2))]
         outs += [f'[x{k}] "+l"(x{k})' for k in (*vec, *sca)]  # widening loads take low base registers
@@ -559,8 +636,14 @@ def mve_ws_matvec(call: MatVecCall, table: str) -> list[str]:
             L_.append(f"const int32_t *bq = bias32 + {o};")
             ins.append('[b] "r"(bq)')
         clob = ", ".join(f'"q{j}"' for j in range(C + R * C))
-        L_ += ["__asm__ volatile(", *["    " + b for b in body], f"    : {', '.join(outs)}",
-               f"    : {', '.join(ins)}", f'    : "cc", "lr", {clob}, "memory");', f"wp += {group_bytes // wsize};"]
+        L_ += [
+            "__asm__ volatile(",
+            *["    " + b for b in body],
+            f"    : {', '.join(outs)}",
+            f"    : {', '.join(ins)}",
+            f'    : "cc", "lr", {clob}, "memory");',
+            f"wp += {group_bytes // wsize};",
+        ]
         return L_
 
     Rn = N - N % R
@@ -575,7 +658,7 @@ def mve_ws_matvec(call: MatVecCall, table: str) -> list[str]:
 def mve_ws_bias(call: MatVecCall, bias_values: np.ndarray) -> np.ndarray:
     """The bias as int32, padded to whole row groups (loaded into the accumulators)."""
     out = np.zeros(_ceil(call.N, mve_ws_rows(call)), np.int64)
-    out[:call.N] = bias_values
+    out[: call.N] = bias_values
     return out.astype(np.int32)
 
 
@@ -604,7 +687,7 @@ def neon_layout(call: MatVecCall) -> np.ndarray:
     out = []
     for o, n in rb:
         for part in call.parts:
-            out.append(Wp[o:o + n, part.col0:part.col0 + part.width].T.reshape(-1))
+            out.append(Wp[o : o + n, part.col0 : part.col0 + part.width].T.reshape(-1))
     return np.concatenate(out) if out else np.zeros(1, np.int16)
 
 
@@ -622,8 +705,11 @@ def neon_matvec(call: MatVecCall, table: str) -> list[str]:
             for k in range(na):
                 rows = [o + 4 * k + j for j in range(4)]
                 if call.bias is not None and all(r < N for r in rows):
-                    blk.append(f"int32x4_t {acc[b][k]} = vmovl_s16(vld1_s16(bias16 + {o + 4 * k}));"
-                               if False else f"int32x4_t {acc[b][k]} = vld1q_s32(bias32 + {o + 4 * k});")
+                    blk.append(
+                        f"int32x4_t {acc[b][k]} = vmovl_s16(vld1_s16(bias16 + {o + 4 * k}));"
+                        if False
+                        else f"int32x4_t {acc[b][k]} = vld1q_s32(bias32 + {o + 4 * k});"
+                    )
                 elif call.bias is not None and any(r < N for r in rows):
                     blk.append(f"int32x4_t {acc[b][k]} = vld1q_s32(bias32 + {o + 4 * k});")
                 else:
@@ -649,7 +735,7 @@ def neon_matvec(call: MatVecCall, table: str) -> list[str]:
             if full:
                 blk.append(f"for (int i = 0; i < {full}; i += 8) {{")
                 for b in range(gb):
-                    ld = (f"vld1q_s16({xs[b]} + i)" if part.ctype == "int16_t" else f"vmovl_s8(vld1_s8({xs[b]} + i))")
+                    ld = f"vld1q_s16({xs[b]} + i)" if part.ctype == "int16_t" else f"vmovl_s8(vld1_s8({xs[b]} + i))"
                     blk.append(f"    const int16x8_t xv{b} = {ld};")
                 for lane in range(8):
                     blk += ["    " + x for x in column([f"xv{b}" for b in range(gb)], str(lane))]
@@ -674,14 +760,19 @@ def neon_matvec(call: MatVecCall, table: str) -> list[str]:
         inner += ["{", *["    " + x for x in blk], "}"]
     if G == 1:
         return L + ["int32_t *const yg = " + call.y + ";", *inner]
-    return [f"for (int g = 0; g < {G}; g += {gb}) {{", f"    const int16_t *wp = {table};",
-            f"    int32_t *const yg = {call.y} + g * {N};", *["    " + x for x in inner], "}"]
+    return [
+        f"for (int g = 0; g < {G}; g += {gb}) {{",
+        f"    const int16_t *wp = {table};",
+        f"    int32_t *const yg = {call.y} + g * {N};",
+        *["    " + x for x in inner],
+        "}",
+    ]
 
 
 def neon_bias(call: MatVecCall, bias_values: np.ndarray) -> np.ndarray:
     """The bias as an int32 table padded to the row blocks (NEON loads 4 at a time)."""
     out = np.zeros(_ceil(call.N, 8), np.int64)
-    out[:call.N] = bias_values
+    out[: call.N] = bias_values
     return out.astype(np.int32)
 
 
@@ -808,5 +899,10 @@ def describe(call: MatVecCall) -> dict:
     kinds = sorted({p.ctype for p in call.parts})
     w = "s8" if call.wctype == "int8_t" else "s16"
     x = "s16" if "int16_t" in kinds else "s8"
-    return {"kind": f"{w}{x}", "rows": call.N, "cols": int(sum(p.width for p in call.parts)),
-            "blocks": call.blocks, "parts": len(call.parts)}
+    return {
+        "kind": f"{w}{x}",
+        "rows": call.N,
+        "cols": int(sum(p.width for p in call.parts)),
+        "blocks": call.blocks,
+        "parts": len(call.parts),
+    }

@@ -94,19 +94,25 @@ def multi_sources(sources: Sequence[CSources], io_floats: int) -> CSources:
         files[header] = src.files["model.h"]
         files[f"{pre}_unit.c"] = model_c + "\n/* ---- the driver of this model ---- */\n" + drv
         entries.append(f"{pre}_main")
-    files["main.c"] = (DISPATCH.replace("@DECLS@", "\n".join(f"int {e}(int argc, char **argv);" for e in entries))
-                       .replace("@ENTRIES@", ", ".join(entries)))
+    files["main.c"] = DISPATCH.replace(
+        "@DECLS@", "\n".join(f"int {e}(int argc, char **argv);" for e in entries)
+    ).replace("@ENTRIES@", ", ".join(entries))
     infos = [s.info for s in sources]
     plans = [i.get("buffer_plan", {}) for i in infos]
-    info = {"models": infos,
-            "weights_bytes": sum(int(i.get("weights_bytes", 0)) for i in infos),
-            "buffer_plan": {"struct_bytes_estimate": sum(int(p.get("struct_bytes_estimate", 0)) for p in plans),
-                            "pooled_stack_bytes": max(int(p.get("pooled_stack_bytes", 0)) for p in plans)}}
+    info = {
+        "models": infos,
+        "weights_bytes": sum(int(i.get("weights_bytes", 0)) for i in infos),
+        "buffer_plan": {
+            "struct_bytes_estimate": sum(int(p.get("struct_bytes_estimate", 0)) for p in plans),
+            "pooled_stack_bytes": max(int(p.get("pooled_stack_bytes", 0)) for p in plans),
+        },
+    }
     return CSources("multi", files, info)
 
 
-def build_multi(sources: Sequence[CSources], target, out_dir, io_floats: int | None = None,
-                jobs: int | None = None) -> MultiBinary:
+def build_multi(
+    sources: Sequence[CSources], target, out_dir, io_floats: int | None = None, jobs: int | None = None
+) -> MultiBinary:
     """Build every model of ``sources`` (distinct prefixes) into one binary for ``target``.
     ``io_floats`` sizes each driver's I/O buffers (default: 512 words on Cortex-M, 65536 hosted);
     ``jobs`` compiler processes run at once (default: the CPU count)."""

@@ -42,8 +42,10 @@ class NativeModel:
 
         art = CArtifact.load(Path(path)) if not isinstance(path, CArtifact) else path
         if art.target.name != "x86" or platform.machine() not in ("x86_64", "AMD64"):
-            raise ConfigError(f"a native library loads only on the machine it is built for: the artifact targets "
-                              f"'{art.target.name}'", hint="export for --target x86 to call the model from Python")
+            raise ConfigError(
+                f"a native library loads only on the machine it is built for: the artifact targets '{art.target.name}'",
+                hint="export for --target x86 to call the model from Python",
+            )
         self.artifact = art
         p = art.manifest["prefix"]
         out = Path(build_dir) if build_dir else art.path / "native"
@@ -53,12 +55,37 @@ class NativeModel:
         lib = out / f"lib{p}.so"
         t = art.target
         cc = t.compiler_path()
-        run_tool([cc, *t.cflags(), "-fPIC", "-shared", "-I", art.path / "src", art.path / "src" / "model.c", native,
-                  "-lm", "-o", lib], where=f"artifact {art.path}", what="building the native library", error=BuildError)
+        run_tool(
+            [
+                cc,
+                *t.cflags(),
+                "-fPIC",
+                "-shared",
+                "-I",
+                art.path / "src",
+                art.path / "src" / "model.c",
+                native,
+                "-lm",
+                "-o",
+                lib,
+            ],
+            where=f"artifact {art.path}",
+            what="building the native library",
+            error=BuildError,
+        )
         self._lib = ctypes.CDLL(str(lib))
-        fn = {name: getattr(self._lib, f"{p}_{name}") for name in
-              ("reset", "step", "pooled", "native_state_bytes", "native_in_features", "native_step_out_features",
-               "native_pooled_out_features")}
+        fn = {
+            name: getattr(self._lib, f"{p}_{name}")
+            for name in (
+                "reset",
+                "step",
+                "pooled",
+                "native_state_bytes",
+                "native_in_features",
+                "native_step_out_features",
+                "native_pooled_out_features",
+            )
+        }
         fn["native_state_bytes"].restype = ctypes.c_size_t
         for name in ("reset", "step", "pooled"):
             fn[name].restype = None
@@ -88,7 +115,7 @@ class NativeModel:
             raise ShapeError(f"a step takes {self.in_features} input values, got {x.size}")
         self._x[:] = x
         self._fn["step"](self._s, self._xp, self._yp)
-        return self._y[:self.step_out_features]
+        return self._y[: self.step_out_features]
 
     def step_buffer(self) -> np.ndarray:
         """The input buffer :meth:`step_in_place` reads (write x_t into it)."""
@@ -97,12 +124,12 @@ class NativeModel:
     def step_in_place(self) -> np.ndarray:
         """One step on the input buffer's contents (no argument conversion: the cheapest call)."""
         self._fn["step"](self._s, self._xp, self._yp)
-        return self._y[:self.step_out_features]
+        return self._y[: self.step_out_features]
 
     def pooled(self) -> np.ndarray:
         """The pooled outputs (readouts over every step since the reset)."""
         self._fn["pooled"](self._s, self._pp)
-        return self._p[:self.pooled_out_features].copy()
+        return self._p[: self.pooled_out_features].copy()
 
     def run(self, x) -> tuple[np.ndarray, np.ndarray]:
         """(T, F) -> per-step outputs (T, STEP_OUT) and pooled outputs, from a fresh state."""

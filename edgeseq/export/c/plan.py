@@ -90,8 +90,7 @@ class ArenaSet:
 
     def used(self) -> list[Arena]:
         """Arenas with at least one element, widest element type first (no struct padding)."""
-        return sorted((a for a in self.arenas.values() if a.high_water),
-                      key=lambda a: -CTYPE_BYTES[a.ctype])
+        return sorted((a for a in self.arenas.values() if a.high_water), key=lambda a: -CTYPE_BYTES[a.ctype])
 
     @property
     def nbytes(self) -> int:

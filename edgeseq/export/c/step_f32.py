@@ -70,8 +70,7 @@ def plan(prog: StepProgram) -> StepPlan:
         elif v != s:
             pl.late.append((s, v))
     stored = set().union(*(st.keep if st.fused else {st.ops[0].out} for st in pl.stages))
-    pl.scratch = alias_buffers(p, pl.stages, [v for v in stored if v not in pl.outputs and v not in pl.inplace],
-                               ALIGN)
+    pl.scratch = alias_buffers(p, pl.stages, [v for v in stored if v not in pl.outputs and v not in pl.inplace], ALIGN)
     dst = {s for s, _ in pl.late}
     for v in sorted({v for _, v in pl.late if v in dst}):
         pl.scratch.offset[v] = -(-pl.scratch.size // ALIGN) * ALIGN
@@ -148,8 +147,12 @@ class StepRender:
     def render(self) -> str:
         code = [self.stage(st) for st in self.pl.stages]
         size = self.prog.size
-        code += [copy(self.ctx.out(k), self.ptrs[v], size(v)) for v, ks in self.pl.outputs.items() if v in self.ptrs
-                 for k in ks]  # outputs that are step inputs or old states
+        code += [
+            copy(self.ctx.out(k), self.ptrs[v], size(v))
+            for v, ks in self.pl.outputs.items()
+            if v in self.ptrs
+            for k in ks
+        ]  # outputs that are step inputs or old states
         code += [copy(snap, self.ptrs[v], size(v)) for v, snap in self.snapshots.items()]
         code += [copy(self.ctx.state(s), self.snapshots.get(v, self.ptr(v)), size(v)) for s, v in self.pl.late]
         return "".join(code)
@@ -201,8 +204,11 @@ def _affine(r: StepRender, op: Affine) -> str:
         o, cols = r.prog.params[t.w].shape
         row, blk = ("j", "b" if nb > 1 else "0") if same else (f"j % {o}", f"j / {o}")
         w, x = r.table(t.w), r.ptr(t.x)
-        terms.append(f"{w}[{row}] * {x}[{blk}]" if cols == 1 else
-                     f"esq_dot({w} + {row} * {cols}, {x}" + ("" if blk == "0" else f" + {blk} * {cols}") + f", {cols})")
+        terms.append(
+            f"{w}[{row}] * {x}[{blk}]"
+            if cols == 1
+            else f"esq_dot({w} + {row} * {cols}, {x}" + ("" if blk == "0" else f" + {blk} * {cols}") + f", {cols})"
+        )
     loop = f"for (int j = 0; j < {rows}; ++j)\n    {y}[{idx}] = {' + '.join(terms)};\n"
     return loop if nb == 1 else f"for (int b = 0; b < {nb}; ++b)\n" + "".join(f"    {ln}\n" for ln in loop.splitlines())
 

@@ -25,5 +25,15 @@ from .qdq import build_onnx_qdq
 from .qlower import build_onnx_quantized
 from .quant import export_onnx_quantized
 
-__all__ = ["build_onnx", "export_onnx", "OnnxArtifact", "supported_kinds", "inline_functions",
-           "STATE_IN", "STATE_OUT", "build_onnx_quantized", "export_onnx_quantized", "build_onnx_qdq"]
+__all__ = [
+    "build_onnx",
+    "export_onnx",
+    "OnnxArtifact",
+    "supported_kinds",
+    "inline_functions",
+    "STATE_IN",
+    "STATE_OUT",
+    "build_onnx_quantized",
+    "export_onnx_quantized",
+    "build_onnx_qdq",
+]

@@ -55,15 +55,30 @@ class Emitter:
         self._used.add(name)
         return name
 
-    def op(self, op_type: str, *inputs: Optional[str], outputs: int | Sequence[str] = 1, hint: Optional[str] = None,
-           domain: str = "", overload: str = "", node_name: Optional[str] = None, **attrs) -> str | list[str]:
+    def op(
+        self,
+        op_type: str,
+        *inputs: Optional[str],
+        outputs: int | Sequence[str] = 1,
+        hint: Optional[str] = None,
+        domain: str = "",
+        overload: str = "",
+        node_name: Optional[str] = None,
+        **attrs,
+    ) -> str | list[str]:
         """Append a node; returns its output name (or the list of names for several outputs)."""
         if isinstance(outputs, int):
             outs = [self.fresh(hint or op_type.lower()) for _ in range(outputs)]
         else:
             outs = list(outputs)
-        node = helper.make_node(op_type, [i or "" for i in inputs], outs, domain=domain or None,
-                                name=node_name or self.fresh("n_" + (hint or op_type.lower())), **attrs)
+        node = helper.make_node(
+            op_type,
+            [i or "" for i in inputs],
+            outs,
+            domain=domain or None,
+            name=node_name or self.fresh("n_" + (hint or op_type.lower())),
+            **attrs,
+        )
         if overload:
             node.overload = overload
         self.nodes.append(node)
@@ -91,8 +106,11 @@ class Emitter:
         """A ``Constant`` whose value is the enclosing function's attribute ``attr``."""
         out = self.fresh(attr)
         node = helper.make_node("Constant", [], [out], name=self.fresh("n_" + attr))
-        field = {AttributeProto.TENSOR: "value", AttributeProto.INTS: "value_ints",
-                 AttributeProto.FLOAT: "value_float"}[kind]
+        field = {
+            AttributeProto.TENSOR: "value",
+            AttributeProto.INTS: "value_ints",
+            AttributeProto.FLOAT: "value_float",
+        }[kind]
         a = AttributeProto()
         a.name = field
         a.type = kind

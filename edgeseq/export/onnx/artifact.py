@@ -32,8 +32,7 @@ from ...errors import ArtifactError, ConfigError, ShapeError
 from ...ir.graph import Graph
 from ...util.fs import atomic_write_bytes, check_output_dir, output_dir
 from ..manifest import open_checked, seal
-from .lower import BATCH, STATE_IN, STATE_OUT, TIME, build_onnx, function_summary, state_input_name, \
-    state_output_name
+from .lower import BATCH, STATE_IN, STATE_OUT, TIME, build_onnx, function_summary, state_input_name, state_output_name
 
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
@@ -66,10 +65,14 @@ def _golden_input(graph: Graph, golden_input, example_seq_len: int) -> np.ndarra
     from ...ir.interpret import check_input
 
     if golden_input is None:
-        if isinstance(example_seq_len, bool) or not isinstance(example_seq_len, (int, np.integer)) \
-                or example_seq_len < 1:
-            raise ConfigError(f"example_seq_len must be a positive integer, got {example_seq_len!r}",
-                              where="export onnx")
+        if (
+            isinstance(example_seq_len, bool)
+            or not isinstance(example_seq_len, (int, np.integer))
+            or example_seq_len < 1
+        ):
+            raise ConfigError(
+                f"example_seq_len must be a positive integer, got {example_seq_len!r}", where="export onnx"
+            )
         rng = np.random.default_rng(0)
         return rng.standard_normal((2, int(example_seq_len), graph.in_features)).astype(np.float32)
     try:
@@ -93,9 +96,18 @@ def compare(graph: Graph, got, want) -> list[dict]:
     return rows
 
 
-def export_onnx(graph: Graph, out_dir, *, streaming: bool = False, inline: bool = False, force: bool = False,
-                golden_input=None, example_seq_len: int = 50, opset: int = 21,
-                fused_rnn: bool = True) -> "OnnxArtifact":
+def export_onnx(
+    graph: Graph,
+    out_dir,
+    *,
+    streaming: bool = False,
+    inline: bool = False,
+    force: bool = False,
+    golden_input=None,
+    example_seq_len: int = 50,
+    opset: int = 21,
+    fused_rnn: bool = True,
+) -> "OnnxArtifact":
     """Export ``graph`` to the artifact directory ``out_dir`` (see the module docstring).
 
     Fails before any work if ``out_dir`` exists and is not empty (unless ``force``) or cannot be
@@ -116,8 +128,11 @@ def export_onnx(graph: Graph, out_dir, *, streaming: bool = False, inline: bool 
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as e:  # pragma: no cover - would be a lowering bug
-        raise ArtifactError(f"the generated ONNX model is invalid: {e}", where=str(out),
-                            hint="please report this graph: the onnx lowering must always be valid") from None
+        raise ArtifactError(
+            f"the generated ONNX model is invalid: {e}",
+            where=str(out),
+            hint="please report this graph: the onnx lowering must always be valid",
+        ) from None
     data = model.SerializeToString()
     want, ref_state = reference_run(graph, x.astype(np.float64))
 
@@ -130,11 +145,17 @@ def export_onnx(graph: Graph, out_dir, *, streaming: bool = False, inline: bool 
 
     fused = {p.key: p.value for p in model.metadata_props}.get("edgeseq.fused_rnn") == "true"
     manifest = _manifest(graph, model, streaming=streaming, inline=inline, fused_rnn=fused)
-    manifest["check"] = {"runtime": f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider",
-                         "input": "golden/input.npy", "outputs": compare(graph, got, want)}
-    golden = {"input": "golden/input.npy", "input_shape": list(x.shape),
-              "reference": "edgeseq.ir.interpret.run (float64) on the float32 input",
-              "outputs": [f"golden/output_{k}.npy" for k in range(len(want))]}
+    manifest["check"] = {
+        "runtime": f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider",
+        "input": "golden/input.npy",
+        "outputs": compare(graph, got, want),
+    }
+    golden = {
+        "input": "golden/input.npy",
+        "input_shape": list(x.shape),
+        "reference": "edgeseq.ir.interpret.run (float64) on the float32 input",
+        "outputs": [f"golden/output_{k}.npy" for k in range(len(want))],
+    }
     if streaming:
         golden["state"] = {k: f"golden/state_{i}.npy" for i, k in enumerate(spec)}
     manifest["golden"] = golden
@@ -159,16 +180,37 @@ def manifest_base(graph: Graph, model, *, streaming: bool, inline: bool, fused_r
 
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     return {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
-        "versions": {"edgeseq": __version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-                     "numpy": np.__version__, "opset": opset, "ir_version": model.ir_version},
-        "model": MODEL_FILE, "ir_graph": "graph.esq", "streaming": bool(streaming), "inline": bool(inline),
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "versions": {
+            "edgeseq": __version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "numpy": np.__version__,
+            "opset": opset,
+            "ir_version": model.ir_version,
+        },
+        "model": MODEL_FILE,
+        "ir_graph": "graph.esq",
+        "streaming": bool(streaming),
+        "inline": bool(inline),
         "fused_rnn": bool(fused_rnn),
         "graph": {
-            "in_features": graph.in_features, "num_params": graph.num_params(), "param_bytes": graph.param_bytes(),
-            "nodes": [{"name": n.name, "kind": n.op.kind, "inputs": list(n.inputs), "outputs": list(n.outputs),
-                       "params": n.op.num_params()} for n in graph.nodes],
-            "outputs": list(graph.outputs), "summary": graph.summary(),
+            "in_features": graph.in_features,
+            "num_params": graph.num_params(),
+            "param_bytes": graph.param_bytes(),
+            "nodes": [
+                {
+                    "name": n.name,
+                    "kind": n.op.kind,
+                    "inputs": list(n.inputs),
+                    "outputs": list(n.outputs),
+                    "params": n.op.num_params(),
+                }
+                for n in graph.nodes
+            ],
+            "outputs": list(graph.outputs),
+            "summary": graph.summary(),
         },
         "functions": function_summary(model),
         "inputs": [{"name": graph.inputs[0].name, "shape": [BATCH, TIME, graph.in_features], "dtype": "float32"}],
@@ -180,17 +222,35 @@ def _manifest(graph: Graph, model, *, streaming: bool, inline: bool, fused_rnn: 
     m = manifest_base(graph, model, streaming=streaming, inline=inline, fused_rnn=fused_rnn)
     m["versions"]["edgeseq_domain"] = 1
     types = graph.output_types
-    m["outputs"] = [{"index": k, "name": vi.name, "ir_value": name,
-                     "shape": [BATCH, TIME, t.features] if t.temporal else [BATCH, t.features],
-                     "dtype": "float32", "temporal": t.temporal, "spikes": t.spikes}
-                    for k, (name, vi, t) in enumerate(zip(graph.outputs, model.graph.output, types))]
-    state = [{"key": k, "node": k.split("/", 1)[0], "state": k.split("/", 1)[1],
-              "input": state_input_name(k), "output": state_output_name(k),
-              "shape": [BATCH, *s], "dtype": "float32"} for k, s in graph.state_spec().items()]
+    m["outputs"] = [
+        {
+            "index": k,
+            "name": vi.name,
+            "ir_value": name,
+            "shape": [BATCH, TIME, t.features] if t.temporal else [BATCH, t.features],
+            "dtype": "float32",
+            "temporal": t.temporal,
+            "spikes": t.spikes,
+        }
+        for k, (name, vi, t) in enumerate(zip(graph.outputs, model.graph.output, types))
+    ]
+    state = [
+        {
+            "key": k,
+            "node": k.split("/", 1)[0],
+            "state": k.split("/", 1)[1],
+            "input": state_input_name(k),
+            "output": state_output_name(k),
+            "shape": [BATCH, *s],
+            "dtype": "float32",
+        }
+        for k, s in graph.state_spec().items()
+    ]
     m["state"] = {
         "scheme": f"input '{STATE_IN}<node>/<state>', output '{STATE_OUT}<node>/<state>', "
-                  "one pair per entry of graph.state_spec(), batch axis first; zeros start a sequence",
-        "input_prefix": STATE_IN, "output_prefix": STATE_OUT,
+        "one pair per entry of graph.state_spec(), batch axis first; zeros start a sequence",
+        "input_prefix": STATE_IN,
+        "output_prefix": STATE_OUT,
         "tensors": state if streaming else [],
         "graph_state_spec": {k: list(s) for k, s in graph.state_spec().items()},
     }
@@ -251,16 +311,19 @@ class OnnxArtifact:
         return str(self.manifest.get("numerics", "float32"))
 
     def init_state(self, batch: int) -> dict[str, np.ndarray]:
-        return {t["key"]: np.zeros((batch,) + tuple(t["shape"][1:]), np.dtype(t.get("dtype", "float32")))
-                for t in self.manifest["state"]["tensors"]}
+        return {
+            t["key"]: np.zeros((batch,) + tuple(t["shape"][1:]), np.dtype(t.get("dtype", "float32")))
+            for t in self.manifest["state"]["tensors"]
+        }
 
     # -- execution -------------------------------------------------------------------------------
     def _check_x(self, x) -> np.ndarray:
         x = np.asarray(x)
         f = self.in_features
         if x.ndim != 3 or x.shape[2] != f or x.shape[0] < 1 or x.shape[1] < 1:
-            raise ShapeError(f"input must have shape (batch, time, {f}) with batch, time >= 1, got {x.shape}",
-                             where=str(self.path))
+            raise ShapeError(
+                f"input must have shape (batch, time, {f}) with batch, time >= 1, got {x.shape}", where=str(self.path)
+            )
         if x.dtype.kind not in "fiub":
             raise ShapeError(f"input must be numeric, got dtype {x.dtype}", where=str(self.path))
         return np.ascontiguousarray(x, dtype=np.float32)
@@ -272,9 +335,11 @@ class OnnxArtifact:
         returns the model's own float32 ``DequantizeLinear`` outputs instead."""
         if self.numerics == "integer" and not model_dequantize:
             res = self.run_integer(x, state)
-            outs, new_state = (res if self.streaming else (res, None))
-            ys = tuple(np.asarray(q, np.float64) * np.asarray(o["scale"], np.float64).reshape(-1)
-                       for q, o in zip(outs, self.manifest["outputs"]))
+            outs, new_state = res if self.streaming else (res, None)
+            ys = tuple(
+                np.asarray(q, np.float64) * np.asarray(o["scale"], np.float64).reshape(-1)
+                for q, o in zip(outs, self.manifest["outputs"])
+            )
             return (ys, new_state) if self.streaming else ys
         return self._run(x, state, [o["name"] for o in self.manifest["outputs"]])
 
@@ -283,8 +348,11 @@ class OnnxArtifact:
         dequantization), like :meth:`run` otherwise."""
         names = [o.get("integer_output") for o in self.manifest["outputs"]]
         if not all(names):
-            raise ConfigError("this artifact has no integer outputs (it is a float32 model)", where=str(self.path),
-                              hint="export a quantized graph: edgeseq.export(qgraph, target='onnx', ...)")
+            raise ConfigError(
+                "this artifact has no integer outputs (it is a float32 model)",
+                where=str(self.path),
+                hint="export a quantized graph: edgeseq.export(qgraph, target='onnx', ...)",
+            )
         return self._run(x, state, names)
 
     def _run(self, x, state, out_names: list[str]):
@@ -292,8 +360,11 @@ class OnnxArtifact:
         feeds = {self.manifest["inputs"][0]["name"]: x}
         if not self.streaming:
             if state is not None:
-                raise ConfigError("this artifact takes whole sequences and has no state inputs",
-                                  where=str(self.path), hint="export with streaming=True for chunked execution")
+                raise ConfigError(
+                    "this artifact takes whole sequences and has no state inputs",
+                    where=str(self.path),
+                    hint="export with streaming=True for chunked execution",
+                )
             return tuple(self.session.run(out_names, feeds))
         tensors = self.manifest["state"]["tensors"]
         if state is None:
@@ -301,9 +372,12 @@ class OnnxArtifact:
         keys = {t["key"] for t in tensors}
         if set(state) != keys:
             missing, extra = sorted(keys - set(state)), sorted(set(state) - keys)
-            raise ShapeError("state does not match the artifact's state contract"
-                             + (f"; missing: {', '.join(missing)}" if missing else "")
-                             + (f"; unexpected: {', '.join(extra)}" if extra else ""), where=str(self.path))
+            raise ShapeError(
+                "state does not match the artifact's state contract"
+                + (f"; missing: {', '.join(missing)}" if missing else "")
+                + (f"; unexpected: {', '.join(extra)}" if extra else ""),
+                where=str(self.path),
+            )
         for t in tensors:
             a = np.asarray(state[t["key"]])
             want = (x.shape[0],) + tuple(t["shape"][1:])
@@ -312,8 +386,11 @@ class OnnxArtifact:
             dtype = np.dtype(t.get("dtype", "float32"))
             if dtype.kind == "i":
                 if a.dtype.kind not in "iub":
-                    raise ShapeError(f"state '{t['key']}' is integer ({dtype.name}), got dtype {a.dtype}",
-                                     where=str(self.path), hint="pass the state this artifact returned")
+                    raise ShapeError(
+                        f"state '{t['key']}' is integer ({dtype.name}), got dtype {a.dtype}",
+                        where=str(self.path),
+                        hint="pass the state this artifact returned",
+                    )
                 info = np.iinfo(dtype)
                 if a.size and (int(a.min()) < info.min or int(a.max()) > info.max):
                     raise ShapeError(f"state '{t['key']}' has values outside {dtype.name}", where=str(self.path))

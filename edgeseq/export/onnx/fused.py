@@ -60,8 +60,9 @@ def gru_pattern(linear_before_reset: bool) -> StepProgram:
 def lstm_pattern() -> StepProgram:
     """ONNX LSTM: i, f, o = sigmoid(...), g = tanh(...); c' = f c + i g; h' = o tanh(c')."""
     b, w, v = _builder("onnx.LSTM", ["h", "c"])
-    i, f, g, o = (_gate(b, w, v, fn, k) for k, fn in (("i", Act.SIGMOID), ("f", Act.SIGMOID), ("g", Act.TANH),
-                                                        ("o", Act.SIGMOID)))
+    i, f, g, o = (
+        _gate(b, w, v, fn, k) for k, fn in (("i", Act.SIGMOID), ("f", Act.SIGMOID), ("g", Act.TANH), ("o", Act.SIGMOID))
+    )
     c = b.add(b.mul(f, "c"), b.mul(i, g))
     h = b.mul(o, b.act(Act.TANH, c))
     return b.build([h], {"h": h, "c": c})

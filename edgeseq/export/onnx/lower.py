@@ -36,11 +36,11 @@ from onnx import helper, numpy_helper
 from ... import __version__
 from ...errors import ConfigError, UnsupportedOpError
 from ...ir import ops as O
-from ...ir.graph import Graph, Node
-from ...ir.types import ReadoutMode
 from ...ir.cells import cell_kinds, step_program
+from ...ir.graph import Graph, Node
 from ...ir.step import StepProgram
 from ...ir.step.passes import StripQuant
+from ...ir.types import ReadoutMode
 from ._emit import DOMAIN, DOMAIN_VERSION, FLOAT, Emitter, activation, f32, prune, value_info
 from .fused import FusedKernel, fused_kernel
 from .render import Numerics, Scope, Val, render_scan, whole
@@ -100,8 +100,9 @@ class _Ctx:
         shape = tuple(self.graph.state_spec()[key])
         if shape not in self._zeros:  # zeros of one shape are shared by every state that starts from them
             dims = self.e.op("Concat", self.batch_dim(), self.e.ints(list(shape), "state_shape"), axis=0)
-            self._zeros[shape] = self.e.op("ConstantOfShape", dims, hint="zeros",
-                                           value=numpy_helper.from_array(np.zeros(1, np.float32)))
+            self._zeros[shape] = self.e.op(
+                "ConstantOfShape", dims, hint="zeros", value=numpy_helper.from_array(np.zeros(1, np.float32))
+            )
         return self._zeros[shape]
 
     def state_out(self, node: Node, name: str) -> str:
@@ -135,8 +136,9 @@ def _linear(c: _Ctx, n: Node) -> None:
     if not c.types[n.inputs[0]].temporal and op.bias is not None:  # (B, F): one Gemm
         c.e.op("Gemm", n.inputs[0], w, c.w(n, "bias", op.bias), outputs=[n.outputs[0]])
         return
-    y = c.e.op("MatMul", n.inputs[0], w,
-               outputs=[c.e.fresh(f"{n.name}/matmul")] if op.bias is not None else [n.outputs[0]])
+    y = c.e.op(
+        "MatMul", n.inputs[0], w, outputs=[c.e.fresh(f"{n.name}/matmul")] if op.bias is not None else [n.outputs[0]]
+    )
     if op.bias is not None:
         c.e.op("Add", y, c.w(n, "bias", op.bias), outputs=[n.outputs[0]])
 
@@ -178,8 +180,7 @@ def _batchnorm(c: _Ctx, n: Node) -> None:
         scale = scale * np.asarray(op.weight, np.float64)
     y = c.e.op("Sub", n.inputs[0], c.w(n, "mean", op.mean), hint=f"{n.name}/centered")
     last = op.bias is None
-    y = c.e.op("Mul", y, c.w(n, "scale", scale),
-               outputs=[n.outputs[0]] if last else [c.e.fresh(f"{n.name}/scaled")])
+    y = c.e.op("Mul", y, c.w(n, "scale", scale), outputs=[n.outputs[0]] if last else [c.e.fresh(f"{n.name}/scaled")])
     if not last:
         c.e.op("Add", y, c.w(n, "bias", op.bias), outputs=[n.outputs[0]])
 
@@ -269,8 +270,9 @@ class _Attrs(Numerics):
 def _signature(family: str, prog: StepProgram, ins, outs, nodes, attrs, opset: int, doc: str):
     """The function, its overload named by the program and a digest of its body: nodes of identical
     structure share one function, sizes and weights come from the attributes."""
-    fn = helper.make_function(DOMAIN, family, ins, outs, nodes, opset_imports=[helper.make_opsetid("", opset)],
-                              attributes=sorted(attrs))
+    fn = helper.make_function(
+        DOMAIN, family, ins, outs, nodes, opset_imports=[helper.make_opsetid("", opset)], attributes=sorted(attrs)
+    )
     digest = hashlib.sha256(fn.SerializeToString(deterministic=True)).hexdigest()[:8]
     fn.overload = ".".join(prog.name.split(".")[1:] + [digest])
     fn.doc_string = doc
@@ -312,8 +314,16 @@ def _fused_function(family: str, prog: StepProgram, k: FusedKernel, opset: int):
     attrs = {"W": f32(k.w), "R": f32(k.r), "B": f32(k.b)}
     ax0 = e.ints([0], "ax0")
     states = [e.op("Unsqueeze", s, ax0, hint="s3") for s in ins[1:]]
-    res = e.op(k.op_type, e.op("Transpose", "x", perm=[1, 0, 2], hint="tm"), *(e.attr_ref(a) for a in "WRB"), "",
-               *states, outputs=1 + len(states), hidden_size=k.hidden, **k.attrs)
+    res = e.op(
+        k.op_type,
+        e.op("Transpose", "x", perm=[1, 0, 2], hint="tm"),
+        *(e.attr_ref(a) for a in "WRB"),
+        "",
+        *states,
+        outputs=1 + len(states),
+        hidden_size=k.hidden,
+        **k.attrs,
+    )
     e.op("Transpose", e.op("Squeeze", res[0], e.ints([1], "ax1")), perm=[1, 0, 2], outputs=["y0"])
     for f, out in zip(res[1:], finals):
         e.op("Squeeze", f, ax0, outputs=[out])
@@ -351,7 +361,8 @@ def check_supported(graph: Graph) -> None:
             raise UnsupportedOpError(
                 f"op kind '{n.op.kind}' is not supported by the onnx backend",
                 where=f"node '{n.name}' ({n.op.kind}), target onnx",
-                hint=f"the onnx backend lowers: {', '.join(sorted(kinds))}")
+                hint=f"the onnx backend lowers: {', '.join(sorted(kinds))}",
+            )
 
 
 def ir_version_for(opset: int) -> int:
@@ -363,8 +374,9 @@ def ir_version_for(opset: int) -> int:
     return max(10, v)
 
 
-def build_onnx(graph: Graph, *, streaming: bool = False, inline: bool = False, opset: int = 21,
-               fused_rnn: bool = True) -> onnx.ModelProto:
+def build_onnx(
+    graph: Graph, *, streaming: bool = False, inline: bool = False, opset: int = 21, fused_rnn: bool = True
+) -> onnx.ModelProto:
     """Lower ``graph`` to an ONNX model with symbolic ``batch`` and ``time`` dimensions.
 
     ``streaming=True`` gives a model that processes one chunk (B, T_chunk, F) per call with one
@@ -380,8 +392,11 @@ def build_onnx(graph: Graph, *, streaming: bool = False, inline: bool = False, o
         raise ConfigError(f"build_onnx expects an edgeseq IR Graph, got {type(graph).__name__}")
     top = max_opset()
     if not isinstance(opset, int) or not MIN_OPSET <= opset <= top:
-        raise ConfigError(f"opset must be an integer from {MIN_OPSET} to {top}, got {opset!r}",
-                          where="target onnx", hint="the default, 21, works with onnxruntime >= 1.18")
+        raise ConfigError(
+            f"opset must be an integer from {MIN_OPSET} to {top}, got {opset!r}",
+            where="target onnx",
+            hint="the default, 21, works with onnxruntime >= 1.18",
+        )
     check_supported(graph)
     if streaming:
         graph.require_streaming("a streaming ONNX export")
@@ -409,18 +424,34 @@ def build_onnx(graph: Graph, *, streaming: bool = False, inline: bool = False, o
     if streaming:
         outputs += [value_info(state_output_name(k), [BATCH, *s]) for k, s in spec.items()]
 
-    g = helper.make_graph(c.e.nodes, _graph_name(graph), inputs, outputs, initializer=c.e.initializers,
-                          doc_string="edgeseq IR graph: " + repr(graph))
+    g = helper.make_graph(
+        c.e.nodes,
+        _graph_name(graph),
+        inputs,
+        outputs,
+        initializer=c.e.initializers,
+        doc_string="edgeseq IR graph: " + repr(graph),
+    )
     model = helper.make_model(
-        g, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, DOMAIN_VERSION)],
-        functions=list(c.functions.values()), ir_version=ir_version_for(opset),
-        producer_name="edgeseq", producer_version=__version__)
-    helper.set_model_props(model, {
-        "edgeseq.streaming": str(bool(streaming)).lower(), "edgeseq.fused_rnn": str(c.fused_used).lower(),
-        "edgeseq.state_input_prefix": STATE_IN, "edgeseq.state_output_prefix": STATE_OUT,
-        "edgeseq.functions": ", ".join(f"{fam}[{ov}]: {','.join(c.function_users[(fam, ov)])}"
-                                       for fam, ov in c.functions),
-    })
+        g,
+        opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, DOMAIN_VERSION)],
+        functions=list(c.functions.values()),
+        ir_version=ir_version_for(opset),
+        producer_name="edgeseq",
+        producer_version=__version__,
+    )
+    helper.set_model_props(
+        model,
+        {
+            "edgeseq.streaming": str(bool(streaming)).lower(),
+            "edgeseq.fused_rnn": str(c.fused_used).lower(),
+            "edgeseq.state_input_prefix": STATE_IN,
+            "edgeseq.state_output_prefix": STATE_OUT,
+            "edgeseq.functions": ", ".join(
+                f"{fam}[{ov}]: {','.join(c.function_users[(fam, ov)])}" for fam, ov in c.functions
+            ),
+        },
+    )
     if inline:
         model = inline_functions(model)
     return model
@@ -448,8 +479,16 @@ def function_summary(model: onnx.ModelProto) -> list[dict]:
     for node in model.graph.node:
         if node.domain == DOMAIN:
             users.setdefault((node.op_type, node.overload), []).append(node.name)
-    return [{"name": f.name, "overload": f.overload, "attributes": list(f.attribute),
-             "nodes": users.get((f.name, f.overload), [])} for f in model.functions if f.domain == DOMAIN]
+    return [
+        {
+            "name": f.name,
+            "overload": f.overload,
+            "attributes": list(f.attribute),
+            "nodes": users.get((f.name, f.overload), []),
+        }
+        for f in model.functions
+        if f.domain == DOMAIN
+    ]
 
 
 from . import window as _window  # noqa: E402,F401  (registers the window-op lowerings)

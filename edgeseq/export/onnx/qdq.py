@@ -73,14 +73,28 @@ from ...ir.step import Add, Affine, Gt, Mul, QRole, Quant, Select, StepProgram, 
 from ...ir.types import Act, ReadoutMode
 from ...quant.program import int_range, storage_dtype
 from ._emit import Emitter, activation, f32, prune
-from .lower import BATCH, INT64_MAX, STATE_IN, STATE_OUT, TIME, ir_version_for, max_opset, state_input_name, \
-    state_output_name
+from .lower import (
+    BATCH,
+    INT64_MAX,
+    STATE_IN,
+    STATE_OUT,
+    TIME,
+    ir_version_for,
+    max_opset,
+    state_input_name,
+    state_output_name,
+)
 from .qlower import INT_OUT, PROBE, output_names
 from .render import KRON_MAX, Numerics, Part, Pending, Ref, Renderer, Scope, Val, render_scan, whole
 
 FLOAT, DOUBLE, BOOL = TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.BOOL
-INT8, INT16, INT32, INT64, UINT8 = TensorProto.INT8, TensorProto.INT16, TensorProto.INT32, TensorProto.INT64, \
-    TensorProto.UINT8
+INT8, INT16, INT32, INT64, UINT8 = (
+    TensorProto.INT8,
+    TensorProto.INT16,
+    TensorProto.INT32,
+    TensorProto.INT64,
+    TensorProto.UINT8,
+)
 NP = helper.tensor_dtype_to_np_dtype
 MIN_OPSET = 21  # int16 QuantizeLinear / DequantizeLinear
 
@@ -96,10 +110,10 @@ TOLERANCE = {
     "decision_agreement": 0.995,
     "spike_agreement": 0.999,
     "notes": "float32 arithmetic between the points, float activation functions instead of the program's "
-             "tables, round-half-to-even QuantizeLinear instead of the program's round-half-up requantization; "
-             "spikes compare the integer membrane with the integer threshold, as the program does. A spiking "
-             "output moves by a whole spike when a neuron crosses its threshold one step earlier or later "
-             "(a mean readout of spikes: 2^14 / T LSB): not seen on the zoo models.",
+    "tables, round-half-to-even QuantizeLinear instead of the program's round-half-up requantization; "
+    "spikes compare the integer membrane with the integer threshold, as the program does. A spiking "
+    "output moves by a whole spike when a neuron crosses its threshold one step earlier or later "
+    "(a mean readout of spikes: 2^14 / T LSB): not seen on the zoo models.",
 }
 
 
@@ -137,8 +151,11 @@ def spike_values(prog: StepProgram) -> list[str]:
             used.update(src[t.x] for t in op.terms if t.x in src)
         if isinstance(op, Quant) and op.point.role is QRole.SPIKES and op.x in src:
             used.add(src[op.x])
-    used.update(src[prog.next_state[s.name]] for s in prog.states
-                if s.point is not None and s.point.role is QRole.SPIKES and prog.next_state[s.name] in src)
+    used.update(
+        src[prog.next_state[s.name]]
+        for s in prog.states
+        if s.point is not None and s.point.role is QRole.SPIKES and prog.next_state[s.name] in src
+    )
     return [v for v in (op.out for op in prog.body) if v in used]
 
 
@@ -193,9 +210,13 @@ def int_weights(wabs: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray, bo
 
 
 def _part(q: str, n: int, bits: int, scale, idx=None, offset=None) -> Part:
-    return Part(whole(q, n) if idx is None else Ref(q, 0, len(idx), len(idx)),
-                np.arange(n) if idx is None else idx, bits,
-                np.broadcast_to(np.asarray(scale, np.float64), (n if idx is None else len(idx),)).copy(), offset)
+    return Part(
+        whole(q, n) if idx is None else Ref(q, 0, len(idx), len(idx)),
+        np.arange(n) if idx is None else idx,
+        bits,
+        np.broadcast_to(np.asarray(scale, np.float64), (n if idx is None else len(idx),)).copy(),
+        offset,
+    )
 
 
 class QdqLowering:
@@ -238,8 +259,9 @@ class QdqLowering:
     def dim(self, which: str) -> str:
         start = {"B": 0, "T": 1}[which]
         m = self.main
-        return m.cached(("dim", which), lambda: m.op("Shape", self.x, start=start, end=start + 1, hint=which,
-                                                     elem=INT64))
+        return m.cached(
+            ("dim", which), lambda: m.op("Shape", self.x, start=start, end=start + 1, hint=which, elem=INT64)
+        )
 
     def state_init(self, key: str) -> str:
         """Main-graph tensor holding the state ``key`` at the start of the chunk (B, n)."""
@@ -250,9 +272,16 @@ class QdqLowering:
             self.main.types[name] = elem
             return name
         m = self.main
-        return m.cached(("zeros", s.n, elem), lambda: m.op(
-            "ConstantOfShape", m.op("Concat", self.dim("B"), m.ints([s.n], "n"), axis=0, elem=INT64, hint="shape2"),
-            hint="zeros", elem=elem, value=numpy_helper.from_array(np.zeros(1, NP(elem)))))
+        return m.cached(
+            ("zeros", s.n, elem),
+            lambda: m.op(
+                "ConstantOfShape",
+                m.op("Concat", self.dim("B"), m.ints([s.n], "n"), axis=0, elem=INT64, hint="shape2"),
+                hint="zeros",
+                elem=elem,
+                value=numpy_helper.from_array(np.zeros(1, NP(elem))),
+            ),
+        )
 
     def state_out(self, key: str) -> str:
         self.produced_states.add(key)
@@ -276,8 +305,14 @@ class QdqLowering:
         q = sc.op("QuantizeLinear", f, sc.const(np.float32(s[0]), "qs"), zp, elem=elem, hint=hint)
         if bits not in (8, 16) and elem != UINT8:
             lo, hi = int_range(bits)
-            q = sc.op("Clip", q, sc.const(np.array(lo, NP(elem)), f"lo{bits}", NP(elem)),
-                      sc.const(np.array(hi, NP(elem)), f"hi{bits}", NP(elem)), elem=elem, hint=hint)
+            q = sc.op(
+                "Clip",
+                q,
+                sc.const(np.array(lo, NP(elem)), f"lo{bits}", NP(elem)),
+                sc.const(np.array(hi, NP(elem)), f"hi{bits}", NP(elem)),
+                elem=elem,
+                hint=hint,
+            )
         self.count_point(bits, sc)
         return q
 
@@ -288,8 +323,9 @@ class QdqLowering:
             elem = sc.type_of(q)
             uniform = bool(np.all(s == s[0]))
             zp = sc.const(np.zeros((), NP(elem)), "zp", dtype=NP(elem))
-            f = sc.op("DequantizeLinear", q, sc.const(np.float32(s[0] if uniform else 1.0), "ds"), zp, elem=FLOAT,
-                      hint=hint)
+            f = sc.op(
+                "DequantizeLinear", q, sc.const(np.float32(s[0] if uniform else 1.0), "ds"), zp, elem=FLOAT, hint=hint
+            )
             return f if uniform else sc.op("Mul", f, sc.const(f32(s), "ds"), elem=FLOAT, hint=hint)
 
         return sc.cached(("dq", q, s[:1].tobytes() if np.all(s == s[0]) else s.tobytes()), make)
@@ -354,8 +390,9 @@ class QdqLowering:
                 g = sc.op("Gather", f, sc.ints(idx, "split"), axis=-1, hint="split")
                 parts.append(_part(self.quant(sc, g, e.scale[idx], bits, name), len(idx), bits, e.scale[idx], idx))
             return Val(n, parts=parts, temporal=temporal)
-        return Val(n, parts=[_part(self.quant(sc, f, e.scale, e.bits, hint=name), n, e.bits, e.scale)],
-                   temporal=temporal)
+        return Val(
+            n, parts=[_part(self.quant(sc, f, e.scale, e.bits, hint=name), n, e.bits, e.scale)], temporal=temporal
+        )
 
     def transpose(self, v: Val) -> Val:
         """Swap the batch and time axes of a temporal value's integer parts."""
@@ -386,8 +423,7 @@ class QdqLowering:
         zp = home.const(np.zeros(scale.size, NP(elem)), hint + ".zp", dtype=NP(elem))
         return home.op("DequantizeLinear", w, s, zp, axis=0, elem=FLOAT, hint=hint + ".f")
 
-    def gemm(self, sc: Scope, q2: str, p: Part, wd: np.ndarray, wbits: int, hint: str,
-             c: Optional[str] = None) -> str:
+    def gemm(self, sc: Scope, q2: str, p: Part, wd: np.ndarray, wbits: int, hint: str, c: Optional[str] = None) -> str:
         """Gemm(DequantizeLinear(q2), W) (+ c) for the part ``p`` of an input (q2 its 2-D integer
         tensor) and the fake-quant weight columns ``wd`` (out, len(p.idx)). The float addend ``c`` is
         the Gemm's C input for a float product and a separate Add after a fusable one (QGemm takes
@@ -407,13 +443,21 @@ class QdqLowering:
             y = sc.op("Gemm", a, w, transB=1, elem=FLOAT, hint=hint)
             if c is not None:
                 y = sc.op("Add", y, c, elem=FLOAT, hint=hint)
-        self.products.append({"node": self.node, "where": "scan" if sc.rank == 2 else "sequence",
-                              "act_bits": int(p.bits), "weight_bits": int(wbits), "integer_kernel": fused,
-                              "shape": [int(wd.shape[1]), int(wd.shape[0])]})
+        self.products.append(
+            {
+                "node": self.node,
+                "where": "scan" if sc.rank == 2 else "sequence",
+                "act_bits": int(p.bits),
+                "weight_bits": int(wbits),
+                "integer_kernel": fused,
+                "shape": [int(wd.shape[1]), int(wd.shape[0])],
+            }
+        )
         return y
 
-    def product(self, sc: Scope, v: Val, wd: np.ndarray, bias, wbits: int, hint: str, c: Optional[str] = None,
-                blocks: int = 1) -> str:
+    def product(
+        self, sc: Scope, v: Val, wd: np.ndarray, bias, wbits: int, hint: str, c: Optional[str] = None, blocks: int = 1
+    ) -> str:
         """``v`` W^T (+ bias) (+ c) with the fake-quant weight ``wd`` (out, in) applied to each of
         ``blocks`` slices of ``v``: one Gemm per integer part (an input offset folds into the bias),
         over 2-D rows of a sequence (``v.temporal`` in a sequence scope)."""
@@ -428,8 +472,9 @@ class QdqLowering:
             else:  # one (order, order) product over every block's row
                 q = sc.op("Reshape", sc.tensor(p.q), sc.ints([-1, width], "rows"), elem=sc.type_of(sc.tensor(p.q)))
                 y = self.gemm(sc, q, Part(whole(q, width), np.arange(width), p.bits, p.scale[:width]), wd, wbits, hint)
-                y = sc.op("Reshape", y, sc.shape(blocks * out) if rows else sc.ints([-1, blocks * out], "flat"),
-                          hint=hint)
+                y = sc.op(
+                    "Reshape", y, sc.shape(blocks * out) if rows else sc.ints([-1, blocks * out], "flat"), hint=hint
+                )
                 if bias is not None:
                     y = sc.op("Add", y, sc.const(f32(np.broadcast_to(bias, (blocks * out,))), f"{hint}.b"))
                 return y if c is None else sc.op("Add", y, c)
@@ -461,7 +506,8 @@ class QdqLowering:
                     f"op kind '{node.op.kind}' is not supported by the onnx QDQ lowering",
                     where=f"node '{node.name}' ({node.op.kind}), target onnx (numerics qdq)",
                     hint=f"the QDQ lowering handles: {', '.join(sorted(LOWER))}; "
-                         "numerics='exact' lowers the integer program instead")
+                    "numerics='exact' lowers the integer program instead",
+                )
             try:
                 fn(self, node, node.op)
             except UnsupportedOpError as err:
@@ -489,8 +535,9 @@ class QdqLowering:
                 qin = self.quant(m, f, 1.0 / inv[0], spec.bits, hint=spec.vec)
             else:
                 # per-channel scales: q is carried with them, consumers absorb them into their weights
-                qin = self.quant(m, m.op("Mul", f, m.const(f32(inv), "in_inv"), hint="in"), 1.0, spec.bits,
-                                 hint=spec.vec)
+                qin = self.quant(
+                    m, m.op("Mul", f, m.const(f32(inv), "in_inv"), hint="in"), 1.0, spec.bits, hint=spec.vec
+                )
             base = spec.vec.rsplit(".", 1)[0] if spec.vec.endswith((".lo", ".hi")) else spec.vec
             offset = off if np.any(off != 0) and base == x else None
             parts_by_vec.setdefault(base, []).append(_part(qin, len(ch), spec.bits, spec.scale, ch, offset))
@@ -502,8 +549,10 @@ class QdqLowering:
         spec = p.states
         inputs = [helper.make_tensor_value_info(self.x, FLOAT, [BATCH, TIME, g.in_features])]
         if self.streaming:
-            inputs += [helper.make_tensor_value_info(state_input_name(k), storage(s.bits), [BATCH, s.n])
-                       for k, s in spec.items()]
+            inputs += [
+                helper.make_tensor_value_info(state_input_name(k), storage(s.bits), [BATCH, s.n])
+                for k, s in spec.items()
+            ]
         outputs, int_outputs = [], []
         for o, name in zip(p.outputs, output_names(p, self.x)):
             v = self.vals[o.name]
@@ -522,23 +571,40 @@ class QdqLowering:
                 outs.append(helper.make_tensor_value_info(state_output_name(k), storage(s.bits), [BATCH, s.n]))
         for name in self.probes:
             if name not in self.probe_vals:
-                raise ConfigError(f"probe '{name}' is not a spike population of this model",
-                                  hint=f"available: {', '.join(spike_probes(self.q)) or 'none'}")
+                raise ConfigError(
+                    f"probe '{name}' is not a spike population of this model",
+                    hint=f"available: {', '.join(spike_probes(self.q)) or 'none'}",
+                )
             m.op("Transpose", self.probe_vals[name], perm=[1, 0, 2], outputs=[PROBE + name])
             outs.append(helper.make_tensor_value_info(PROBE + name, UINT8, [BATCH, TIME, None]))
         m.merge_slices()
         prune(m.e, [o.name for o in outs])
-        graph = helper.make_graph(m.e.nodes, f"edgeseq_qdq_{str(g.metadata.get('source', 'graph')).split('.')[-1]}",
-                                  inputs, outs, initializer=m.e.initializers,
-                                  doc_string="edgeseq quantized graph (QDQ): " + repr(g))
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)],
-                                  ir_version=ir_version_for(self.opset), producer_name="edgeseq",
-                                  producer_version=__version__)
-        helper.set_model_props(model, {
-            "edgeseq.numerics": "qdq", "edgeseq.streaming": str(bool(self.streaming)).lower(),
-            "edgeseq.state_input_prefix": STATE_IN, "edgeseq.state_output_prefix": STATE_OUT,
-            "edgeseq.integer_output_prefix": INT_OUT, "edgeseq.quant_config": self.cfg.name,
-        })
+        graph = helper.make_graph(
+            m.e.nodes,
+            f"edgeseq_qdq_{str(g.metadata.get('source', 'graph')).split('.')[-1]}",
+            inputs,
+            outs,
+            initializer=m.e.initializers,
+            doc_string="edgeseq quantized graph (QDQ): " + repr(g),
+        )
+        model = helper.make_model(
+            graph,
+            opset_imports=[helper.make_opsetid("", self.opset)],
+            ir_version=ir_version_for(self.opset),
+            producer_name="edgeseq",
+            producer_version=__version__,
+        )
+        helper.set_model_props(
+            model,
+            {
+                "edgeseq.numerics": "qdq",
+                "edgeseq.streaming": str(bool(self.streaming)).lower(),
+                "edgeseq.state_input_prefix": STATE_IN,
+                "edgeseq.state_output_prefix": STATE_OUT,
+                "edgeseq.integer_output_prefix": INT_OUT,
+                "edgeseq.quant_config": self.cfg.name,
+            },
+        )
         return model
 
 
@@ -605,8 +671,12 @@ class _Points(Numerics):
                     if g is not None and np.array_equal(np.broadcast_to(g, s.shape), s):
                         self.absorbed.add(q.out)
                     break
-                if not isinstance(c, (Add, Sub, Select)) or isinstance(c, Select) and c.c == v \
-                        or not all(on_grid(r, s) for r in (c.a, c.b) if r != v):
+                if (
+                    not isinstance(c, (Add, Sub, Select))
+                    or isinstance(c, Select)
+                    and c.c == v
+                    or not all(on_grid(r, s) for r in (c.a, c.b) if r != v)
+                ):
                     break
                 v = c.out
 
@@ -624,31 +694,41 @@ class _Points(Numerics):
                 amp = amp * np.broadcast_to(np.ravel(self.value_of(c)), (v.n,))
             v.parts = [_part(q, v.n, 2, amp)]
         if not v.parts:
-            raise UnsupportedOpError("a value used as integers that is not at a quantization point of at most "
-                                     "16 bits (QDQ holds int8 / int16 only)",
-                                     where=f"node '{self.node.name}' (step program '{self.prog.name}')",
-                                     hint="export the exact integer program instead (--onnx-numerics exact)")
+            raise UnsupportedOpError(
+                "a value used as integers that is not at a quantization point of at most "
+                "16 bits (QDQ holds int8 / int16 only)",
+                where=f"node '{self.node.name}' (step program '{self.prog.name}')",
+                hint="export the exact integer program instead (--onnx-numerics exact)",
+            )
         return self.lw.single_q(sc, v)
 
     # -- products ----------------------------------------------------------------------------------
     def wbits(self, w: str) -> int:
         info = self.prog.param_info.get(w)
-        default = self.lw.cfg.lmu_matrix_bits if info is not None and info.kind is WeightKind.MEMORY \
+        default = (
+            self.lw.cfg.lmu_matrix_bits
+            if info is not None and info.kind is WeightKind.MEMORY
             else self.lw.cfg.weight_bits
+        )
         return self.lw.wbits(f"{self.node.name}.{info.source if info else w}", default)
 
     def affine(self, sc: Scope, p: Pending, addend: Optional[str]) -> str:
         bias = None
         if p.has_bias:
-            bias = np.concatenate([np.zeros(o.n) if b is None else np.broadcast_to(np.ravel(self.value_of(b)), (o.n,))
-                                   for o, b in zip(p.ops, p.biases)])
+            bias = np.concatenate(
+                [
+                    np.zeros(o.n) if b is None else np.broadcast_to(np.ravel(self.value_of(b)), (o.n,))
+                    for o, b in zip(p.ops, p.biases)
+                ]
+            )
         acc = addend
         for k, ((xv, blocks), ws) in enumerate(zip(p.xs, p.ws)):
             if not xv.parts:
                 self.single(sc, xv)
             w = np.vstack([self.value_of(n) for n in ws])
-            acc = self.lw.product(sc, xv, w, bias if k == 0 else None, max(self.wbits(n) for n in ws),
-                                  "+".join(ws), acc, blocks)
+            acc = self.lw.product(
+                sc, xv, w, bias if k == 0 else None, max(self.wbits(n) for n in ws), "+".join(ws), acc, blocks
+            )
         return acc
 
     # -- points ------------------------------------------------------------------------------------
@@ -674,8 +754,13 @@ class _Points(Numerics):
         if len(ops) == 1:
             if e.split:
                 return [lw.quantize_value(sc.f(v), name, True, sc)]
-            if v.parts and len(v.parts) == 1 and v.single.offset is None and v.single.bits <= e.bits \
-                    and np.array_equal(np.broadcast_to(v.single.scale, (e.n,)), e.scale):
+            if (
+                v.parts
+                and len(v.parts) == 1
+                and v.single.offset is None
+                and v.single.bits <= e.bits
+                and np.array_equal(np.broadcast_to(v.single.scale, (e.n,)), e.scale)
+            ):
                 return [v]  # already on this point's grid
             x = sc.f(v)
         else:
@@ -687,8 +772,9 @@ class _Points(Numerics):
             return sc.lane_vals(ops, y, lambda r: Val(r.n, f=r))
         q = lw.quant(sc, x, scale, e.bits, name.split(":")[-1].split("/")[-1])
         f = sc.lazy(lambda: lw.deq(sc, q, scale), "dq")
-        vals = sc.lane_vals(ops, q, lambda r: Val(r.n, parts=[Part(r, np.arange(r.n), e.bits,
-                                                                     scale[r.start:r.start + r.n])]))
+        vals = sc.lane_vals(
+            ops, q, lambda r: Val(r.n, parts=[Part(r, np.arange(r.n), e.bits, scale[r.start : r.start + r.n])])
+        )
         for val in vals:
             val.f = Ref(f, val.single.q.start, val.n, val.single.q.width)
         return vals
@@ -717,8 +803,11 @@ class _Points(Numerics):
     def state_val(self, sc: Scope, k: int, name: str) -> Val:
         s = self.prog.states[k]
         if self._spikes(k):
-            amp = np.ones(s.n) if s.amplitude is None else np.broadcast_to(np.ravel(self.prog.params[s.amplitude]),
-                                                                            (s.n,))
+            amp = (
+                np.ones(s.n)
+                if s.amplitude is None
+                else np.broadcast_to(np.ravel(self.prog.params[s.amplitude]), (s.n,))
+            )
             return Val(s.n, parts=[_part(name, s.n, 2, amp)])
         e = self.lw.entry(self.keys[k])
         return Val(s.n, parts=[_part(name, s.n, e.bits, e.scale)])
@@ -747,14 +836,15 @@ def _scan(lw: QdqLowering, node: Node, op) -> None:
     m.num, m.lead = num, (m.tensor(xt.parts[0].q), 0)
     probes = [v for v in spike_values(prog) if f"{node.name}:{v}" in lw.probes]
     lw.scans += 1
-    res = render_scan(num, m, prog, xt, [lw.state_init(k) for k in num.keys], [lw.state_out(k) for k in num.keys],
-                      node.name, probes)
+    res = render_scan(
+        num, m, prog, xt, [lw.state_init(k) for k in num.keys], [lw.state_out(k) for k in num.keys], node.name, probes
+    )
     for name, v in zip(node.outputs, res.outputs):
         p = num.single(m, v)
         q = m.tensor(p.q)
         qb = m.op("Transpose", q, perm=[1, 0, 2], elem=m.type_of(q), hint="bm")
         lw.vals[name] = Val(v.n, parts=[_part(qb, v.n, p.bits, p.scale)], temporal=True)
-    for v, val in zip(probes, res.outputs[len(prog.outputs):]):
+    for v, val in zip(probes, res.outputs[len(prog.outputs) :]):
         lw.probe_vals[f"{node.name}:{v}"] = m.tensor(num.single(m, val).q)
     m.num, m.lead = Numerics(None), (lw.x, 0)
 
@@ -803,7 +893,7 @@ def _conv1d(lw: QdqLowering, node: Node, op: O.Conv1d):
     for o in range(out_ch):
         gi = o // (out_ch // op.groups)
         for k in range(K):
-            wf[o, k * C + gi * cg: k * C + (gi + 1) * cg] = w[o, :, k]
+            wf[o, k * C + gi * cg : k * C + (gi + 1) * cg] = w[o, :, k]
     if hist:
         key = f"{node.name}/buf"
         init = lw.state_init(key)
@@ -818,8 +908,18 @@ def _conv1d(lw: QdqLowering, node: Node, op: O.Conv1d):
             tail = m.op("Cast", tail, to=selem, elem=selem, hint="tail")
         m.op("Reshape", tail, m.ints([0, hist * C], "flat_buf"), outputs=[fin])
         m.types[fin] = selem
-        cols = [m.op("Slice", window, m.ints([pos]), m.ints([pos - hist if pos < hist else INT64_MAX]), m.ints([1]),
-                     elem=elem, hint="tap") for pos in taps]
+        cols = [
+            m.op(
+                "Slice",
+                window,
+                m.ints([pos]),
+                m.ints([pos - hist if pos < hist else INT64_MAX]),
+                m.ints([1]),
+                elem=elem,
+                hint="tap",
+            )
+            for pos in taps
+        ]
         col = cols[0] if len(cols) == 1 else m.op("Concat", *cols, axis=-1, elem=elem, hint="im2col")
     else:
         col = q
@@ -835,8 +935,15 @@ def _layernorm(lw: QdqLowering, node: Node, op: O.LayerNorm):
     m = lw.main
     w = np.asarray(fk.get("weight", np.ones(v.n)), np.float64)
     b = np.asarray(fk.get("bias", np.zeros(v.n)), np.float64)
-    y = m.op("LayerNormalization", lw.float_of(m, v), m.const(f32(w), "ln_w"), m.const(f32(b), "ln_b"), axis=-1,
-             epsilon=float(op.eps), hint="ln")
+    y = m.op(
+        "LayerNormalization",
+        lw.float_of(m, v),
+        m.const(f32(w), "ln_w"),
+        m.const(f32(b), "ln_b"),
+        axis=-1,
+        epsilon=float(op.eps),
+        hint="ln",
+    )
     lw.vals[node.outputs[0]] = lw.quantize_value(y, node.outputs[0], v.temporal)
 
 
@@ -866,8 +973,11 @@ def _activation(lw: QdqLowering, node: Node, op: O.Activation):
             if p.offset is not None:
                 raise UnsupportedOpError("activation of an offset input")
             f = lw.deq(m, m.tensor(p.q), p.scale)
-            y = m.op("Relu", f) if op.fn is Act.RELU else \
-                m.op("Clip", f, m.const(np.float32(op.lo), "lo"), m.const(np.float32(op.hi), "hi"))
+            y = (
+                m.op("Relu", f)
+                if op.fn is Act.RELU
+                else m.op("Clip", f, m.const(np.float32(op.lo), "lo"), m.const(np.float32(op.hi), "hi"))
+            )
             # a ReLU of an 8-bit value lies in [0, 127]: carried as uint8 (exact and fast u8 x s8 kernels)
             unsigned = p.bits <= 8 and (op.fn is Act.RELU or op.lo >= 0)
             q = lw.quant(m, y, p.scale, p.bits, node.outputs[0], unsigned=unsigned)
@@ -931,17 +1041,27 @@ def _readout(lw: QdqLowering, node: Node, op: O.Readout):
     # the program's mean: floor((2 sum 2^k + c) / (2 c)) (a/b rounded half up), exact in float64
     ratio = scale / out.scale
     kf = int(round(math.log2(float(ratio[0])))) if ratio[0] > 0 else 0
-    if not np.allclose(ratio, 2.0 ** kf, rtol=1e-12, atol=0) or kf < 0:
+    if not np.allclose(ratio, 2.0**kf, rtol=1e-12, atol=0) or kf < 0:
         raise UnsupportedOpError("mean readout scale must be the input scale / 2^k")
     sd = m.op("Cast", total, to=DOUBLE, elem=DOUBLE)
-    cd = m.op("Max", m.op("Cast", count, to=DOUBLE, elem=DOUBLE), m.const(np.float64(1.0), "one_d", np.float64),
-              elem=DOUBLE)
+    cd = m.op(
+        "Max", m.op("Cast", count, to=DOUBLE, elem=DOUBLE), m.const(np.float64(1.0), "one_d", np.float64), elem=DOUBLE
+    )
     num = m.op("Add", m.op("Mul", sd, m.const(np.float64(2.0 ** (kf + 1)), "two_k", np.float64)), cd, elem=DOUBLE)
-    mean = m.op("Floor", m.op("Div", num, m.op("Mul", cd, m.const(np.float64(2.0), "two_d", np.float64))),
-                elem=DOUBLE, hint="mean")
+    mean = m.op(
+        "Floor",
+        m.op("Div", num, m.op("Mul", cd, m.const(np.float64(2.0), "two_d", np.float64))),
+        elem=DOUBLE,
+        hint="mean",
+    )
     lo, hi = int_range(out.bits)
-    mean = m.op("Clip", mean, m.const(np.float64(lo), "lo_d", np.float64), m.const(np.float64(hi), "hi_d", np.float64),
-                elem=DOUBLE)
+    mean = m.op(
+        "Clip",
+        mean,
+        m.const(np.float64(lo), "lo_d", np.float64),
+        m.const(np.float64(hi), "hi_d", np.float64),
+        elem=DOUBLE,
+    )
     elem = storage(out.bits)
     mq = m.op("Cast", mean, to=elem, elem=elem, hint=out_name)
     lw.vals[out_name] = Val(n, parts=[_part(mq, n, out.bits, out.scale)], temporal=False)
@@ -959,16 +1079,21 @@ def spike_probes(q) -> list[str]:
     """Names of the spike populations a QDQ model can expose as probes (``probe.<name>``, (B, T, n)
     uint8): the program's spike vectors ('<node>:<value>' of each scan's step program), so that they
     compare directly with ``edgeseq.quant.intexact.run(..., trace=True)``."""
-    return [f"{n.name}:{v}" for n, prog in _programs(q.graph) for v in spike_values(prog)
-            if f"{n.name}:{v}" in q.program.vectors]
+    return [
+        f"{n.name}:{v}"
+        for n, prog in _programs(q.graph)
+        for v in spike_values(prog)
+        if f"{n.name}:{v}" in q.program.vectors
+    ]
 
 
 def supported_kinds() -> set[str]:
     return set(LOWER)
 
 
-def build_onnx_qdq(q, *, streaming: bool = False, opset: int = 21, probes: Sequence[str] = (),
-                   info: Optional[dict] = None) -> onnx.ModelProto:
+def build_onnx_qdq(
+    q, *, streaming: bool = False, opset: int = 21, probes: Sequence[str] = (), info: Optional[dict] = None
+) -> onnx.ModelProto:
     """The QDQ model of the quantized graph ``q`` (see the module docstring). ``streaming=True``
     adds the program's integer states as inputs / outputs; ``probes`` (names from
     :func:`spike_probes`) adds uint8 spike trains ``probe.<name>`` (B, T, n). ``info``, when given,
@@ -976,17 +1101,25 @@ def build_onnx_qdq(q, *, streaming: bool = False, opset: int = 21, probes: Seque
     them) and the quantization points by place and width. Raises :class:`UnsupportedOpError` for
     an op kind this lowering does not handle."""
     if not (hasattr(q, "program") and hasattr(q, "graph") and hasattr(q, "plan") and hasattr(q, "fake_params")):
-        raise ConfigError(f"build_onnx_qdq expects a quantized graph, got {type(q).__name__}",
-                          hint="quantize the graph first: edgeseq.quant.quantize(graph, calib_x)")
+        raise ConfigError(
+            f"build_onnx_qdq expects a quantized graph, got {type(q).__name__}",
+            hint="quantize the graph first: edgeseq.quant.quantize(graph, calib_x)",
+        )
     top = max_opset()
     if not isinstance(opset, int) or not MIN_OPSET <= opset <= top:
-        raise ConfigError(f"opset must be an integer from {MIN_OPSET} to {top}, got {opset!r}",
-                          where="target onnx (numerics qdq)", hint="int16 QuantizeLinear needs opset 21")
+        raise ConfigError(
+            f"opset must be an integer from {MIN_OPSET} to {top}, got {opset!r}",
+            where="target onnx (numerics qdq)",
+            hint="int16 QuantizeLinear needs opset 21",
+        )
     avail = spike_probes(q)
     for p in probes:
         if p not in avail:
-            raise ConfigError(f"probe '{p}' is not a spike population of this model",
-                              where="target onnx (numerics qdq)", hint=f"available: {', '.join(avail) or 'none'}")
+            raise ConfigError(
+                f"probe '{p}' is not a spike population of this model",
+                where="target onnx (numerics qdq)",
+                hint=f"available: {', '.join(avail) or 'none'}",
+            )
     lw = QdqLowering(q, bool(streaming), opset, probes)
     model = lw.run()
     if info is not None:

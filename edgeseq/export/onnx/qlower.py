@@ -52,13 +52,19 @@ from onnx import TensorProto, helper, numpy_helper
 from ... import __version__
 from ...errors import ConfigError, UnsupportedOpError
 from ...quant import program as P
-from .lower import BATCH, STATE_IN, STATE_OUT, TIME, ir_version_for, max_opset, state_input_name, \
-    state_output_name
+from .lower import BATCH, STATE_IN, STATE_OUT, TIME, ir_version_for, max_opset, state_input_name, state_output_name
 
 INT8, INT16, INT32, INT64 = TensorProto.INT8, TensorProto.INT16, TensorProto.INT32, TensorProto.INT64
 BOOL, FLOAT, DOUBLE = TensorProto.BOOL, TensorProto.FLOAT, TensorProto.DOUBLE
-NP = {INT8: np.int8, INT16: np.int16, INT32: np.int32, INT64: np.int64, BOOL: np.bool_, FLOAT: np.float32,
-      DOUBLE: np.float64}
+NP = {
+    INT8: np.int8,
+    INT16: np.int16,
+    INT32: np.int32,
+    INT64: np.int64,
+    BOOL: np.bool_,
+    FLOAT: np.float32,
+    DOUBLE: np.float64,
+}
 STORAGE = {8: INT8, 16: INT16, 32: INT32, 64: INT64}
 INT_OUT = "q."
 PROBE = "probe."
@@ -104,11 +110,21 @@ class _Graph:
         self.types: dict[str, int] = {}
         self._consts: dict[tuple, str] = {}
 
-    def op(self, op_type: str, *inputs: str, out_type: int, hint: Optional[str] = None, n_out: int = 1,
-           out_types: Optional[list[int]] = None, outputs: Optional[list[str]] = None, **attrs):
+    def op(
+        self,
+        op_type: str,
+        *inputs: str,
+        out_type: int,
+        hint: Optional[str] = None,
+        n_out: int = 1,
+        out_types: Optional[list[int]] = None,
+        outputs: Optional[list[str]] = None,
+        **attrs,
+    ):
         outs = outputs or [self.names.fresh(f"{self.scope}/{hint or op_type.lower()}") for _ in range(n_out)]
-        node = helper.make_node(op_type, list(inputs), outs, name=self.names.fresh(f"{self.scope}/n.{hint or op_type}"),
-                                **attrs)
+        node = helper.make_node(
+            op_type, list(inputs), outs, name=self.names.fresh(f"{self.scope}/n.{hint or op_type}"), **attrs
+        )
         self.nodes.append(node)
         for o, t in zip(outs, out_types or [out_type] * len(outs)):
             self.types[o] = t
@@ -118,7 +134,9 @@ class _Graph:
         src = np.asarray(value)
         a = np.array(src.astype(NP[elem]), order="C")
         if elem not in (FLOAT, DOUBLE, BOOL) and src.size and not np.array_equal(a.astype(object), src.astype(object)):
-            raise RuntimeError(f"constant '{hint}' does not fit {NP[elem].__name__}")  # pragma: no cover - a lowering bug
+            raise RuntimeError(
+                f"constant '{hint}' does not fit {NP[elem].__name__}"
+            )  # pragma: no cover - a lowering bug
         key = (elem, a.shape, a.tobytes())
         if key not in self._consts:
             name = self.names.fresh(f"{self.scope}/k.{hint}")
@@ -252,20 +270,20 @@ def _short(name: str) -> str:
 
 @dataclass
 class _Stage:
-    kind: str                      # 'scan' (a recurrence), 'accumulate' (a running sum), 'shift' (next
-    states: list[str]              # value independent of the state) or 'frozen' (never stored in a step)
-    ops: list[int] = field(default_factory=list)    # step op indices inside the Scan body
-    post: list[int] = field(default_factory=list)   # step op indices run over the sequence after it
+    kind: str  # 'scan' (a recurrence), 'accumulate' (a running sum), 'shift' (next
+    states: list[str]  # value independent of the state) or 'frozen' (never stored in a step)
+    ops: list[int] = field(default_factory=list)  # step op indices inside the Scan body
+    post: list[int] = field(default_factory=list)  # step op indices run over the sequence after it
 
 
 @dataclass
 class _Plan:
-    alias: dict[str, str]          # load outputs that read a value stored earlier in the same step
-    carried: dict[str, str]        # load outputs that read the previous step's state -> state key
-    stored: dict[str, str]         # state -> vector stored last in a step
-    pre: list[int]                 # step op indices that depend on no state
+    alias: dict[str, str]  # load outputs that read a value stored earlier in the same step
+    carried: dict[str, str]  # load outputs that read the previous step's state -> state key
+    stored: dict[str, str]  # state -> vector stored last in a step
+    pre: list[int]  # step op indices that depend on no state
     stages: list[_Stage]
-    placement: dict[int, object]   # step op index -> 'pre' | (stage index, 'scan' | 'post')
+    placement: dict[int, object]  # step op index -> 'pre' | (stage index, 'scan' | 'post')
 
 
 def plan_stages(p: P.Program) -> _Plan:
@@ -487,8 +505,9 @@ def _floordiv_pow2(e: _Env, n: str, shift, n_lo, n_hi, extra, elem: int = INT64,
     if lazy:
         return v, off
     if off is not None and np.any(off != 0):
-        v = e.g.op("Add", v, e.g.const(np.asarray(off, dtype=np.int64).reshape(-1), elem, "unbias"), out_type=elem,
-                   hint="shr")
+        v = e.g.op(
+            "Add", v, e.g.const(np.asarray(off, dtype=np.int64).reshape(-1), elem, "unbias"), out_type=elem, hint="shr"
+        )
     return v
 
 
@@ -503,8 +522,11 @@ def _floordiv_pow2_raw(e: _Env, n: str, shift, n_lo, n_hi, extra, elem: int):
     g = e.g
 
     def c(a, hint):
-        return g.const(np.asarray(np.broadcast_to(np.asarray(a, dtype=object), np.shape(a)), dtype=np.int64).reshape(-1),
-                       elem, hint)
+        return g.const(
+            np.asarray(np.broadcast_to(np.asarray(a, dtype=object), np.shape(a)), dtype=np.int64).reshape(-1),
+            elem,
+            hint,
+        )
 
     dv = c(d, "pow2")
     ext = np.asarray(extra, dtype=object)
@@ -513,8 +535,9 @@ def _floordiv_pow2_raw(e: _Env, n: str, shift, n_lo, n_hi, extra, elem: int):
             n = g.op("Add", n, c(ext, "round"), out_type=elem, hint="round")
         return g.op("Div", n, dv, out_type=elem, hint="shr"), None
     if all(int(v) <= top_ok for v in np.ravel(np.asarray(hi, dtype=object) + k * d)):
-        q = g.op("Div", g.op("Add", n, c(ext + k * d, "round"), out_type=elem, hint="round"), dv, out_type=elem,
-                 hint="shr")
+        q = g.op(
+            "Div", g.op("Add", n, c(ext + k * d, "round"), out_type=elem, hint="round"), dv, out_type=elem, hint="shr"
+        )
         return q, np.asarray(-k, dtype=object).reshape(-1)
     if np.any(ext != 0):
         n = g.op("Add", n, c(ext, "round"), out_type=elem, hint="round")
@@ -557,8 +580,11 @@ def _requant(lw: "_Lowering", e: _Env, op: P.Requant) -> None:
         elem = INT32 if _pick(lw, e, op, op.x) == INT32 and _fits32(*raw_lo, *raw_hi, *wide) else INT64
         x = e.cast(xv, elem)
         if sh <= 0:
-            y = x if sh == 0 else e.g.op("Mul", x, e.g.const(np.int64(1 << -sh), elem, "pow2"), out_type=elem,
-                                          hint="shl")
+            y = (
+                x
+                if sh == 0
+                else e.g.op("Mul", x, e.g.const(np.int64(1 << -sh), elem, "pow2"), out_type=elem, hint="shl")
+            )
             off = cx * (1 << -sh)
         else:
             y, off = _floordiv_pow2(e, x, np.asarray([sh]), raw_lo, raw_hi, cx + (1 << (sh - 1)), elem, lazy=True)
@@ -578,13 +604,25 @@ def _requant(lw: "_Lowering", e: _Env, op: P.Requant) -> None:
     off = np.zeros(1, dtype=object) if off is None else np.asarray(off, dtype=object)
     if saturates:
         if _uniform(off) and _ints_fit(elem, lo - off[0], hi - off[0]):
-            y = e.g.op("Clip", y, e.g.const(np.int64(lo - off[0]), elem, "lo"), e.g.const(np.int64(hi - off[0]), elem,
-                                                                                           "hi"), out_type=elem, hint="sat")
+            y = e.g.op(
+                "Clip",
+                y,
+                e.g.const(np.int64(lo - off[0]), elem, "lo"),
+                e.g.const(np.int64(hi - off[0]), elem, "hi"),
+                out_type=elem,
+                hint="sat",
+            )
         else:
             y = e.g.op("Add", y, e.g.const(np.asarray(off, dtype=np.int64), elem, "unbias"), out_type=elem, hint="shr")
             off = np.zeros(1, dtype=object)
-            y = e.g.op("Clip", y, e.g.const(np.int64(lo), elem, "lo"), e.g.const(np.int64(hi), elem, "hi"),
-                       out_type=elem, hint="sat")
+            y = e.g.op(
+                "Clip",
+                y,
+                e.g.const(np.int64(lo), elem, "lo"),
+                e.g.const(np.int64(hi), elem, "hi"),
+                out_type=elem,
+                hint="sat",
+            )
     e.set(op.out, y, off)
 
 
@@ -607,8 +645,13 @@ def _binary(onnx_op: str):
             off = c + (sign * kv if bc else kv)
             elem = e.g.types[v] if e.g.types[v] in (INT32, INT64) else INT32
             if lw.p.vectors[op.out].n > 1 and p.width(vec) == 1 and np.asarray(off).size == 1:
-                v = e.g.op("Add", e.cast(v, elem), e.g.const(np.zeros(lw.p.vectors[op.out].n), elem, "zeros"),
-                           out_type=elem, hint="widen")
+                v = e.g.op(
+                    "Add",
+                    e.cast(v, elem),
+                    e.g.const(np.zeros(lw.p.vectors[op.out].n), elem, "zeros"),
+                    out_type=elem,
+                    hint="widen",
+                )
             if elem == INT32 and not _ints_fit(INT32, lo - off, hi - off):
                 v = e.cast(v, INT64)
             e.set(op.out, v, off)
@@ -650,14 +693,29 @@ def _div(lw: "_Lowering", e: _Env, op: P.Div) -> None:
 def _isqrt(lw: "_Lowering", e: _Env, op: P.Isqrt) -> None:
     g = e.g
     x = e.get(op.x, INT64)
-    y = g.op("Cast", g.op("Floor", g.op("Sqrt", e.cast(x, DOUBLE), out_type=DOUBLE, hint="sqrt"), out_type=DOUBLE,
-                          hint="floor"), to=INT64, out_type=INT64, hint="isqrt0")
-    over = g.op("Cast", g.op("Greater", g.op("Mul", y, y, out_type=INT64, hint="sq"), x, out_type=BOOL, hint="over"),
-                to=INT64, out_type=INT64, hint="over")
+    y = g.op(
+        "Cast",
+        g.op("Floor", g.op("Sqrt", e.cast(x, DOUBLE), out_type=DOUBLE, hint="sqrt"), out_type=DOUBLE, hint="floor"),
+        to=INT64,
+        out_type=INT64,
+        hint="isqrt0",
+    )
+    over = g.op(
+        "Cast",
+        g.op("Greater", g.op("Mul", y, y, out_type=INT64, hint="sq"), x, out_type=BOOL, hint="over"),
+        to=INT64,
+        out_type=INT64,
+        hint="over",
+    )
     y = g.op("Sub", y, over, out_type=INT64, hint="isqrt1")
     y1 = g.op("Add", y, g.const(np.int64(1), INT64, "one"), out_type=INT64, hint="next")
-    under = g.op("Cast", g.op("LessOrEqual", g.op("Mul", y1, y1, out_type=INT64, hint="sq"), x, out_type=BOOL,
-                              hint="under"), to=INT64, out_type=INT64, hint="under")
+    under = g.op(
+        "Cast",
+        g.op("LessOrEqual", g.op("Mul", y1, y1, out_type=INT64, hint="sq"), x, out_type=BOOL, hint="under"),
+        to=INT64,
+        out_type=INT64,
+        hint="under",
+    )
     e.set(op.out, g.op("Add", y, under, out_type=INT64, hint="isqrt"))
 
 
@@ -683,8 +741,9 @@ def _lut(lw: "_Lowering", e: _Env, op: P.Lut) -> None:
             idx = v
         else:
             table = vals
-            idx = g.op("Add", v, g.const(np.asarray(c - first, dtype=np.int64), xt, "lut_idx"), out_type=xt,
-                       hint="lut_idx")
+            idx = g.op(
+                "Add", v, g.const(np.asarray(c - first, dtype=np.int64), xt, "lut_idx"), out_type=xt, hint="lut_idx"
+            )
         e.set(op.out, g.op("Gather", g.const(table, store, hint), idx, axis=0, out_type=store, hint=_short(op.out)))
 
     if t.size == 256:
@@ -706,19 +765,26 @@ def _lut(lw: "_Lowering", e: _Env, op: P.Lut) -> None:
     sh = 16 - k
     u = g.op("Add", x, g.const(np.int32(32768), INT32, "c32768"), out_type=INT32, hint="lut_u")  # >= 0
     if sh == 0:
-        e.set(op.out, g.op("Gather", g.const(t, elem, _short(op.table)), u, axis=0, out_type=elem,
-                           hint=_short(op.out)))
+        e.set(op.out, g.op("Gather", g.const(t, elem, _short(op.table)), u, axis=0, out_type=elem, hint=_short(op.out)))
         return
     step = g.const(np.int32(1 << sh), INT32, "lut_step")
     i = g.op("Div", u, step, out_type=INT32, hint="lut_i")  # u >= 0: truncation is the floor
     f = g.op("Mod", u, step, fmod=0, out_type=INT32, hint="lut_f")
     t0 = g.op("Gather", g.const(t[:-1], INT32, _short(op.table)), i, axis=0, out_type=INT32, hint="lut_t0")
-    dt = g.op("Gather", g.const(t[1:] - t[:-1], INT32, _short(op.table) + ".diff"), i, axis=0, out_type=INT32,
-              hint="lut_dt")
+    dt = g.op(
+        "Gather", g.const(t[1:] - t[:-1], INT32, _short(op.table) + ".diff"), i, axis=0, out_type=INT32, hint="lut_dt"
+    )
     prod = g.op("Mul", dt, f, out_type=INT32, hint="lut_prod")
     span = int(np.abs(t[1:] - t[:-1]).max()) * ((1 << sh) - 1)
-    frac = _floordiv_pow2(e, prod, np.asarray([sh]), np.asarray([-span], dtype=object),
-                          np.asarray([span], dtype=object), np.asarray([1 << (sh - 1)], dtype=object), INT32)
+    frac = _floordiv_pow2(
+        e,
+        prod,
+        np.asarray([sh]),
+        np.asarray([-span], dtype=object),
+        np.asarray([span], dtype=object),
+        np.asarray([1 << (sh - 1)], dtype=object),
+        INT32,
+    )
     y = g.op("Add", t0, frac, out_type=INT32, hint=_short(op.out))
     e.set(op.out, e.cast(y, elem))
 
@@ -732,16 +798,27 @@ def _clamp(lw: "_Lowering", e: _Env, op: P.Clamp) -> None:
     lo_c, hi_c = lo.astype(object) - c, hi.astype(object) - c
     if np.any(c != 0) and lo_c.size == 1 and hi_c.size == 1 and _ints_fit(elem, lo_c, hi_c):
         # clamp(v + c, lo, hi) == clamp(v, lo - c, hi - c) + c: the offset stays pending
-        y = g.op("Clip", e.cast(v, elem), g.const(lo_c[0], elem, "lo"), g.const(hi_c[0], elem, "hi"), out_type=elem,
-                 hint=_short(op.out))
+        y = g.op(
+            "Clip",
+            e.cast(v, elem),
+            g.const(lo_c[0], elem, "lo"),
+            g.const(hi_c[0], elem, "hi"),
+            out_type=elem,
+            hint=_short(op.out),
+        )
         e.set(op.out, _with_width(lw, e, op, y, elem, (op.x,)), c)
         return
     x = e.get(op.x, elem)
     if lo.size == 1 and hi.size == 1:
         y = g.op("Clip", x, g.const(lo[0], elem, "lo"), g.const(hi[0], elem, "hi"), out_type=elem, hint=_short(op.out))
     else:
-        y = g.op("Min", g.op("Max", x, g.const(lo, elem, "lo"), out_type=elem, hint="clamp_lo"),
-                 g.const(hi, elem, "hi"), out_type=elem, hint=_short(op.out))
+        y = g.op(
+            "Min",
+            g.op("Max", x, g.const(lo, elem, "lo"), out_type=elem, hint="clamp_lo"),
+            g.const(hi, elem, "hi"),
+            out_type=elem,
+            hint=_short(op.out),
+        )
     e.set(op.out, _with_width(lw, e, op, y, elem, (op.x,)))
 
 
@@ -830,8 +907,10 @@ def check_supported(q) -> None:
     """Every micro-op of the program has a lowering, else :class:`UnsupportedOpError` naming the
     micro-op and the IR node it implements."""
     p = q.program
-    kinds = {n.name: n.op.kind + (f" '{n.op.program.name}'" if getattr(n.op, "program", None) is not None else "")
-             for n in q.graph.nodes}  # a generic Scan names its step program (e.g. 'GRU.after')
+    kinds = {
+        n.name: n.op.kind + (f" '{n.op.program.name}'" if getattr(n.op, "program", None) is not None else "")
+        for n in q.graph.nodes
+    }  # a generic Scan names its step program (e.g. 'GRU.after')
     for section, ops in (("step", p.step), ("final", p.final)):
         for i, op in enumerate(ops):
             if op.kind in LOWER or op.kind in STRUCTURAL:
@@ -840,8 +919,9 @@ def check_supported(q) -> None:
             raise UnsupportedOpError(
                 f"micro-op '{op.kind}' is not supported by the onnx integer backend",
                 where=f"node '{node}' ({kinds.get(node, 'unknown op')}), {section} micro-op #{i} -> '{op.out}', "
-                      "target onnx",
-                hint=f"the onnx integer backend lowers: {', '.join(sorted(supported_micro_ops()))}")
+                "target onnx",
+                hint=f"the onnx integer backend lowers: {', '.join(sorted(supported_micro_ops()))}",
+            )
 
 
 class _Lowering:
@@ -852,8 +932,8 @@ class _Lowering:
         self.probes = list(probes)
         self.names = _Names()
         self.main = _Graph(self.names, "")
-        self.seq = _Env(self, self.main, 3)     # (T, B, n) values of the main graph
-        self.fin = _Env(self, self.main, 2)     # (B, n) values: initial / final states, the final program
+        self.seq = _Env(self, self.main, 3)  # (T, B, n) values of the main graph
+        self.fin = _Env(self, self.main, 2)  # (B, n) values: initial / final states, the final program
         self.x = q.graph.inputs[0].name
         self.stage_info: list[dict] = []
         self._iv = self.p.intervals()
@@ -874,20 +954,36 @@ class _Lowering:
         xt = g.op("Transpose", self.x, perm=[1, 0, 2], out_type=FLOAT, hint="x_tm")
         for s in self.p.inputs:
             ch = np.asarray(s.channels, np.int64)
-            v = xt if np.array_equal(ch, np.arange(f)) else \
-                g.op("Gather", xt, g.ints(ch, "channels"), axis=-1, out_type=FLOAT, hint="channels")
+            v = (
+                xt
+                if np.array_equal(ch, np.arange(f))
+                else g.op("Gather", xt, g.ints(ch, "channels"), axis=-1, out_type=FLOAT, hint="channels")
+            )
             # float32 arithmetic, as InputSpec specifies: a subtraction, then a multiplication
-            v = g.op("Sub", v, g.const(np.asarray(s.offset, np.float32), FLOAT, "offset"), out_type=FLOAT,
-                     hint="centred")
-            v = g.op("Mul", v, g.const(np.asarray(s.inv_scale, np.float32), FLOAT, "inv_scale"), out_type=FLOAT,
-                     hint="scaled")
+            v = g.op(
+                "Sub", v, g.const(np.asarray(s.offset, np.float32), FLOAT, "offset"), out_type=FLOAT, hint="centred"
+            )
+            v = g.op(
+                "Mul",
+                v,
+                g.const(np.asarray(s.inv_scale, np.float32), FLOAT, "inv_scale"),
+                out_type=FLOAT,
+                hint="scaled",
+            )
             lo, hi = P.int_range(s.bits)
             # round half to even in float32 (exact), clip in float64 (every int32 limit exact)
             v = g.op("Cast", g.op("Round", v, out_type=FLOAT, hint="rint"), to=DOUBLE, out_type=DOUBLE, hint="rint64")
-            v = g.op("Clip", v, g.const(np.float64(lo), DOUBLE, "lo"), g.const(np.float64(hi), DOUBLE, "hi"),
-                     out_type=DOUBLE, hint="sat")
-            self.seq.set(s.vec, g.op("Cast", v, to=compute_type(s.bits), out_type=compute_type(s.bits),
-                                     hint=_short(s.vec)))
+            v = g.op(
+                "Clip",
+                v,
+                g.const(np.float64(lo), DOUBLE, "lo"),
+                g.const(np.float64(hi), DOUBLE, "hi"),
+                out_type=DOUBLE,
+                hint="sat",
+            )
+            self.seq.set(
+                s.vec, g.op("Cast", v, to=compute_type(s.bits), out_type=compute_type(s.bits), hint=_short(s.vec))
+            )
 
     def batch(self) -> str:
         if not hasattr(self, "_batch"):
@@ -907,8 +1003,13 @@ class _Lowering:
                 key = (s.n, carrier)
                 if key not in zeros:
                     dims = g.op("Concat", self.batch(), g.ints([s.n]), axis=0, out_type=INT64, hint="state_shape")
-                    zeros[key] = g.op("ConstantOfShape", dims, out_type=carrier, hint="zeros",
-                                      value=numpy_helper.from_array(np.zeros(1, NP[carrier])))
+                    zeros[key] = g.op(
+                        "ConstantOfShape",
+                        dims,
+                        out_type=carrier,
+                        hint="zeros",
+                        value=numpy_helper.from_array(np.zeros(1, NP[carrier])),
+                    )
                 init[k] = zeros[key]
         return init
 
@@ -917,7 +1018,7 @@ class _Lowering:
         p = self.p
         plan = plan_stages(p)
         self.quantize_inputs()
-        state = self.initial_states()        # current (B, n) value of each state: initial, then final
+        state = self.initial_states()  # current (B, n) value of each state: initial, then final
         initial = dict(state)
         step_ops = p.step
 
@@ -947,13 +1048,27 @@ class _Lowering:
                 v = plan.stored[k]
                 seq_get_ready(v)
                 sv = self.seq.get(v, compute_type(p.states[k].bits))
-                state[k] = self.main.op("Gather", sv, self.main.ints(-1, "last"), axis=0,
-                                        out_type=self.main.types[sv], hint=f"{_short(k)}.last")
+                state[k] = self.main.op(
+                    "Gather",
+                    sv,
+                    self.main.ints(-1, "last"),
+                    axis=0,
+                    out_type=self.main.types[sv],
+                    hint=f"{_short(k)}.last",
+                )
                 if any(s == k for s in plan.carried.values()):
-                    head = self.main.op("Unsqueeze", initial[k], self.main.ints([0]),
-                                        out_type=self.main.types[sv], hint="first")
-                    body = self.main.op("Slice", sv, self.main.ints([0]), self.main.ints([-1]), self.main.ints([0]),
-                                        out_type=self.main.types[sv], hint="shifted")
+                    head = self.main.op(
+                        "Unsqueeze", initial[k], self.main.ints([0]), out_type=self.main.types[sv], hint="first"
+                    )
+                    body = self.main.op(
+                        "Slice",
+                        sv,
+                        self.main.ints([0]),
+                        self.main.ints([-1]),
+                        self.main.ints([0]),
+                        out_type=self.main.types[sv],
+                        hint="shifted",
+                    )
                     prev = self.main.op("Concat", head, body, axis=0, out_type=self.main.types[sv], hint="prev")
                     for lv, sk in plan.carried.items():
                         if sk == k:
@@ -963,13 +1078,26 @@ class _Lowering:
                 for k in st.states:
                     if any(s == k for s in plan.carried.values()):
                         sv = state[k]
-                        tshape = self.main.op("Shape", self.seq.get(p.inputs[0].vec), start=0, end=1, out_type=INT64,
-                                              hint="steps")
-                        full = self.main.op("Concat", tshape, self.main.op("Shape", sv, out_type=INT64, hint="sshape"),
-                                            axis=0, out_type=INT64, hint="shape")
-                        rep = self.main.op("Expand", self.main.op("Unsqueeze", sv, self.main.ints([0]),
-                                                                  out_type=self.main.types[sv], hint="first"),
-                                           full, out_type=self.main.types[sv], hint="frozen")
+                        tshape = self.main.op(
+                            "Shape", self.seq.get(p.inputs[0].vec), start=0, end=1, out_type=INT64, hint="steps"
+                        )
+                        full = self.main.op(
+                            "Concat",
+                            tshape,
+                            self.main.op("Shape", sv, out_type=INT64, hint="sshape"),
+                            axis=0,
+                            out_type=INT64,
+                            hint="shape",
+                        )
+                        rep = self.main.op(
+                            "Expand",
+                            self.main.op(
+                                "Unsqueeze", sv, self.main.ints([0]), out_type=self.main.types[sv], hint="first"
+                            ),
+                            full,
+                            out_type=self.main.types[sv],
+                            hint="frozen",
+                        )
                         for lv, sk in plan.carried.items():
                             if sk == k:
                                 self.seq.set(lv, rep)
@@ -996,8 +1124,13 @@ class _Lowering:
         other = op.b if load == op.a else op.a
         elem = compute_type(p.states[k].bits)
         if other in p.consts:
-            steps = g.op("Cast", g.op("Shape", self.seq.get(p.inputs[0].vec), start=0, end=1, out_type=INT64,
-                                      hint="steps"), to=elem, out_type=elem, hint="steps")
+            steps = g.op(
+                "Cast",
+                g.op("Shape", self.seq.get(p.inputs[0].vec), start=0, end=1, out_type=INT64, hint="steps"),
+                to=elem,
+                out_type=elem,
+                hint="steps",
+            )
             v = self.seq.get(other, elem)
             total = g.op("Mul", v, steps, out_type=elem, hint=f"{_short(k)}.total")
             seq_v = None
@@ -1009,19 +1142,40 @@ class _Lowering:
         carried_k = [lv for lv, sk in plan.carried.items() if sk == k]
         if op.out in needed or any(lv in needed for lv in carried_k):
             if seq_v is None:
-                seq_v = g.op("Expand", self.seq.get(other, elem),
-                             g.op("Concat", g.op("Shape", self.seq.get(p.inputs[0].vec), start=0, end=2,
-                                                 out_type=INT64, hint="tb"), g.ints([p.vectors[op.out].n]), axis=0,
-                                  out_type=INT64, hint="shape"), out_type=elem, hint="bcast")
+                seq_v = g.op(
+                    "Expand",
+                    self.seq.get(other, elem),
+                    g.op(
+                        "Concat",
+                        g.op("Shape", self.seq.get(p.inputs[0].vec), start=0, end=2, out_type=INT64, hint="tb"),
+                        g.ints([p.vectors[op.out].n]),
+                        axis=0,
+                        out_type=INT64,
+                        hint="shape",
+                    ),
+                    out_type=elem,
+                    hint="bcast",
+                )
             start = g.op("Unsqueeze", initial[k], g.ints([0]), out_type=elem, hint="first")
-            run = g.op("Add", start, g.op("CumSum", seq_v, g.const(np.int64(0), INT64, "axis0"), out_type=elem,
-                                          hint="cumsum"), out_type=elem, hint=_short(op.out))
+            run = g.op(
+                "Add",
+                start,
+                g.op("CumSum", seq_v, g.const(np.int64(0), INT64, "axis0"), out_type=elem, hint="cumsum"),
+                out_type=elem,
+                hint=_short(op.out),
+            )
             self.seq.set(op.out, run)
             prev = g.op("Sub", run, seq_v, out_type=elem, hint="prev")
             for lv in carried_k:
                 self.seq.set(lv, prev)
-        self.stage_info.append({"kind": "accumulate", "states": [k], "ir_nodes": [op.node],
-                                "note": "running sum without a loop (ReduceSum / CumSum)"})
+        self.stage_info.append(
+            {
+                "kind": "accumulate",
+                "states": [k],
+                "ir_nodes": [op.node],
+                "note": "running sum without a loop (ReduceSum / CumSum)",
+            }
+        )
 
     def _outside_reads(self, plan: _Plan, inside: set) -> set:
         p = self.p
@@ -1054,8 +1208,7 @@ class _Lowering:
         for _ in range(3):
             self.expanded_bytes = expanded  # a discarded pass leaves no tables behind
             body, be, s_in = self._body(plan, c, st, carriers)
-            natural = {k: (self._natural(be, plan.stored[k]) if plan.stored.get(k) else carriers[k])
-                       for k in st.states}
+            natural = {k: (self._natural(be, plan.stored[k]) if plan.stored.get(k) else carriers[k]) for k in st.states}
             if natural == carriers:
                 break
             carriers = natural
@@ -1118,8 +1271,17 @@ class _Lowering:
         be.seq_in, be.outer_vals = seq_in, outer_vals
         return body, be, s_in
 
-    def _finish_scan(self, plan: _Plan, c: int, st: _Stage, state: dict[str, str], body: _Graph, be: _Env,
-                     s_in: dict[str, str], carriers: dict[str, int]) -> None:
+    def _finish_scan(
+        self,
+        plan: _Plan,
+        c: int,
+        st: _Stage,
+        state: dict[str, str],
+        body: _Graph,
+        be: _Env,
+        s_in: dict[str, str],
+        carriers: dict[str, int],
+    ) -> None:
         p = self.p
         g = self.main
         seq_in = be.seq_in
@@ -1158,20 +1320,34 @@ class _Lowering:
         types_out = [body.types[v] for v in final_names]
         body.nodes, body.inits = _live(body.nodes, final_names, body.inits)
         bg = helper.make_graph(
-            body.nodes, f"scan{c}_step",
-            [helper.make_tensor_value_info(n, body.types[n], None) for n in list(s_in.values()) + list(seq_in.values())],
+            body.nodes,
+            f"scan{c}_step",
+            [
+                helper.make_tensor_value_info(n, body.types[n], None)
+                for n in list(s_in.values()) + list(seq_in.values())
+            ],
             [helper.make_tensor_value_info(n, t, None) for n, t in zip(final_names, types_out)],
-            initializer=body.inits)
+            initializer=body.inits,
+        )
         outer_in = [state[k] for k in st.states] + [be.outer_vals[rr] for rr in seq_in]
         nodes_of = sorted({p.step[i].node for i in inside if p.step[i].node})
-        outs = [self.names.fresh(f"{_short(k)}.final") for k in st.states] + \
-            [self.names.fresh(f"{_short(v)}.seq") for v in scan_outs]
-        res = g.op("Scan", *outer_in, outputs=outs, out_type=INT32, out_types=types_out, body=bg,
-                   num_scan_inputs=len(seq_in), hint=f"scan{c}")
+        outs = [self.names.fresh(f"{_short(k)}.final") for k in st.states] + [
+            self.names.fresh(f"{_short(v)}.seq") for v in scan_outs
+        ]
+        res = g.op(
+            "Scan",
+            *outer_in,
+            outputs=outs,
+            out_type=INT32,
+            out_types=types_out,
+            body=bg,
+            num_scan_inputs=len(seq_in),
+            hint=f"scan{c}",
+        )
         res = [res] if isinstance(res, str) else res
         for k, v in zip(st.states, res[: len(st.states)]):
             state[k] = v
-        for v, sv, off in zip(scan_outs, res[len(st.states):], out_offsets):
+        for v, sv, off in zip(scan_outs, res[len(st.states) :], out_offsets):
             if isinstance(off, str):
                 self.seq.bools[v] = sv
             else:
@@ -1179,10 +1355,19 @@ class _Lowering:
         kinds: dict[str, int] = {}
         for n in body.nodes:
             kinds[n.op_type] = kinds.get(n.op_type, 0) + 1
-        self.stage_info.append({"kind": "scan", "scan_node": g.nodes[-1].name,
-                                "states": list(st.states), "ir_nodes": nodes_of, "micro_ops": len(ops),
-                                "onnx_nodes": len(body.nodes), "scan_inputs": len(seq_in),
-                                "scan_outputs": len(scan_outs), "body_op_types": kinds})
+        self.stage_info.append(
+            {
+                "kind": "scan",
+                "scan_node": g.nodes[-1].name,
+                "states": list(st.states),
+                "ir_nodes": nodes_of,
+                "micro_ops": len(ops),
+                "onnx_nodes": len(body.nodes),
+                "scan_inputs": len(seq_in),
+                "scan_outputs": len(scan_outs),
+                "body_op_types": kinds,
+            }
+        )
 
     def _model(self, plan: _Plan, state: dict[str, str]) -> onnx.ModelProto:
         p, g = self.p, self.main
@@ -1212,32 +1397,58 @@ class _Lowering:
         for v in self.probes:  # step vectors exposed for debugging (e.g. spike trains)
             sv = self.seq.get(self._res(plan, v))
             bits = p.vectors[v].bits
-            g.op("Cast", g.op("Transpose", sv, perm=[1, 0, 2], out_type=g.types[sv], hint="probe"),
-                 to=storage_type(bits), out_type=storage_type(bits), outputs=[PROBE + v])
-            q_outputs.append(helper.make_tensor_value_info(PROBE + v, storage_type(bits),
-                                                           [BATCH, TIME, p.vectors[v].n]))
+            g.op(
+                "Cast",
+                g.op("Transpose", sv, perm=[1, 0, 2], out_type=g.types[sv], hint="probe"),
+                to=storage_type(bits),
+                out_type=storage_type(bits),
+                outputs=[PROBE + v],
+            )
+            q_outputs.append(
+                helper.make_tensor_value_info(PROBE + v, storage_type(bits), [BATCH, TIME, p.vectors[v].n])
+            )
         inputs = [helper.make_tensor_value_info(self.x, FLOAT, [BATCH, TIME, f])]
         s_outputs = []
         if self.streaming:
             for k, s in p.states.items():
                 inputs.append(helper.make_tensor_value_info(state_input_name(k), storage_type(s.bits), [BATCH, s.n]))
-                g.op("Cast", state[k], to=storage_type(s.bits), out_type=storage_type(s.bits),
-                     outputs=[state_output_name(k)])
-                s_outputs.append(helper.make_tensor_value_info(state_output_name(k), storage_type(s.bits),
-                                                               [BATCH, s.n]))
+                g.op(
+                    "Cast",
+                    state[k],
+                    to=storage_type(s.bits),
+                    out_type=storage_type(s.bits),
+                    outputs=[state_output_name(k)],
+                )
+                s_outputs.append(
+                    helper.make_tensor_value_info(state_output_name(k), storage_type(s.bits), [BATCH, s.n])
+                )
         out_names = [v.name for v in outputs + q_outputs + s_outputs]
         g.nodes, g.inits = _live(g.nodes, out_names, g.inits)
-        gp = helper.make_graph(g.nodes, "edgeseq_int_" + str(graph.metadata.get("source", "graph")).split(".")[-1],
-                               inputs, outputs + q_outputs + s_outputs, initializer=g.inits,
-                               doc_string="edgeseq integer program: " + self.q.plan.config.name + " plan")
-        model = helper.make_model(gp, opset_imports=[helper.make_opsetid("", self.opset)],
-                                  ir_version=ir_version_for(self.opset), producer_name="edgeseq",
-                                  producer_version=__version__)
-        helper.set_model_props(model, {
-            "edgeseq.numerics": "integer", "edgeseq.streaming": str(bool(self.streaming)).lower(),
-            "edgeseq.state_input_prefix": STATE_IN, "edgeseq.state_output_prefix": STATE_OUT,
-            "edgeseq.integer_output_prefix": INT_OUT,
-        })
+        gp = helper.make_graph(
+            g.nodes,
+            "edgeseq_int_" + str(graph.metadata.get("source", "graph")).split(".")[-1],
+            inputs,
+            outputs + q_outputs + s_outputs,
+            initializer=g.inits,
+            doc_string="edgeseq integer program: " + self.q.plan.config.name + " plan",
+        )
+        model = helper.make_model(
+            gp,
+            opset_imports=[helper.make_opsetid("", self.opset)],
+            ir_version=ir_version_for(self.opset),
+            producer_name="edgeseq",
+            producer_version=__version__,
+        )
+        helper.set_model_props(
+            model,
+            {
+                "edgeseq.numerics": "integer",
+                "edgeseq.streaming": str(bool(self.streaming)).lower(),
+                "edgeseq.state_input_prefix": STATE_IN,
+                "edgeseq.state_output_prefix": STATE_OUT,
+                "edgeseq.integer_output_prefix": INT_OUT,
+            },
+        )
         return model
 
 
@@ -1261,8 +1472,9 @@ def kernel_summary(model: onnx.ModelProto) -> dict[str, dict[str, int]]:
     return out
 
 
-def build_onnx_quantized(q, *, streaming: bool = False, opset: int = 21, expand_tables="auto",
-                         probes=(), info: Optional[dict] = None) -> onnx.ModelProto:
+def build_onnx_quantized(
+    q, *, streaming: bool = False, opset: int = 21, expand_tables="auto", probes=(), info: Optional[dict] = None
+) -> onnx.ModelProto:
     """Lower the integer program of the quantized graph ``q`` to an ONNX model (see the module
     docstring). ``expand_tables`` evaluates interpolated (int16) tables at every input the program
     can give them, so a lookup is one ``Gather`` instead of ten interpolation ops (same integers,
@@ -1273,18 +1485,22 @@ def build_onnx_quantized(q, *, streaming: bool = False, opset: int = 21, expand_
     ``info``, when given, receives a description of the stages and kernels. Raises
     :class:`UnsupportedOpError` for a micro-op this backend has no lowering for."""
     if not (hasattr(q, "program") and hasattr(q, "graph") and hasattr(q, "plan")):
-        raise ConfigError(f"build_onnx_quantized expects a quantized graph, got {type(q).__name__}",
-                          hint="quantize the graph first: edgeseq.quant.quantize(graph, calib_x)")
+        raise ConfigError(
+            f"build_onnx_quantized expects a quantized graph, got {type(q).__name__}",
+            hint="quantize the graph first: edgeseq.quant.quantize(graph, calib_x)",
+        )
     top = max_opset()
     if not isinstance(opset, int) or not MIN_OPSET <= opset <= top:
         raise ConfigError(f"opset must be an integer from {MIN_OPSET} to {top}, got {opset!r}", where="target onnx")
     check_supported(q)
-    step_vectors = {op.out for op in q.program.step if not isinstance(op, P.Store)} | \
-        {s.vec for s in q.program.inputs}
+    step_vectors = {op.out for op in q.program.step if not isinstance(op, P.Store)} | {s.vec for s in q.program.inputs}
     for v in probes:
         if v not in step_vectors:
-            raise ConfigError(f"probe '{v}' is not a vector of the step program", where="target onnx",
-                              hint="probe names come from qgraph.program.listing()")
+            raise ConfigError(
+                f"probe '{v}' is not a vector of the step program",
+                where="target onnx",
+                hint="probe names come from qgraph.program.listing()",
+            )
     if expand_tables not in (True, False, "auto"):
         raise ConfigError(f"expand_tables must be True, False or 'auto', got {expand_tables!r}", where="target onnx")
     lw = _Lowering(q, bool(streaming), opset, expand_tables if expand_tables == "auto" else bool(expand_tables), probes)

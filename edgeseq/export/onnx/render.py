@@ -29,8 +29,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from ...ir.step import (Activate, Add, Affine, Concat, Div, Gather, Gt, Mul, Prim, Quant, Select, Slice,
-                        StepProgram, Sub)
+from ...ir.step import Activate, Add, Affine, Concat, Div, Gather, Gt, Mul, Prim, Quant, Select, Slice, StepProgram, Sub
 from ...ir.step.passes import DeadCode, LinearState, SplitAffine, StripQuant, hoist, sink
 from ._emit import Emitter, activation, prune
 
@@ -112,8 +111,9 @@ class Scope:
     whole sequences (``lead``: a tensor and the axis of it whose length is the first dim of
     the sequences), 2 inside a loop."""
 
-    def __init__(self, e: Emitter, num: "Numerics", rank: int, lead: Optional[tuple] = None,
-                 parent: Optional["Scope"] = None):
+    def __init__(
+        self, e: Emitter, num: "Numerics", rank: int, lead: Optional[tuple] = None, parent: Optional["Scope"] = None
+    ):
         self.e, self.num, self.rank, self.lead, self.parent = e, num, rank, lead, parent
         self.types: dict[str, int] = {}
         self.pending: dict = {}
@@ -126,7 +126,7 @@ class Scope:
     def op(self, op_type: str, *inputs, elem: Optional[int] = None, **kw):
         out = self.e.op(op_type, *inputs, **kw)
         if elem is not None:
-            for o in ([out] if isinstance(out, str) else out):
+            for o in [out] if isinstance(out, str) else out:
                 self.types[o] = elem
         return out
 
@@ -151,9 +151,17 @@ class Scope:
         if self.rank == 2:
             return self.ints([-1, n], "rows")
         src, ax = self.lead
-        return self.cached(("shape", self.lead, n), lambda: self.op(
-            "Concat", self.cached(("lead", self.lead), lambda: self.op("Shape", src, start=ax, end=ax + 1, elem=INT64)),
-            self.ints([-1, n], "n"), axis=0, elem=INT64, hint="shape"))
+        return self.cached(
+            ("shape", self.lead, n),
+            lambda: self.op(
+                "Concat",
+                self.cached(("lead", self.lead), lambda: self.op("Shape", src, start=ax, end=ax + 1, elem=INT64)),
+                self.ints([-1, n], "n"),
+                axis=0,
+                elem=INT64,
+                hint="shape",
+            ),
+        )
 
     # -- forms ------------------------------------------------------------------------------------
     def tensor(self, r: Ref) -> str:
@@ -164,8 +172,15 @@ class Scope:
             return name
 
         def cut():
-            out = self.op("Slice", name, self.ints([r.start]), self.ints([r.start + r.n]), self.ints([-1], "last"),
-                          elem=self.type_of(name), hint="lane")
+            out = self.op(
+                "Slice",
+                name,
+                self.ints([r.start]),
+                self.ints([r.start + r.n]),
+                self.ints([-1], "last"),
+                elem=self.type_of(name),
+                hint="lane",
+            )
             self.slices.setdefault(name, []).append((r.start, r.n, self.e.nodes[-1], r.width))
             return out
 
@@ -420,8 +435,11 @@ def _add(R, sc, grp, env):
                 addend = sc.num.params(sc, other, [o.n for o in ops])
             else:
                 r = env[other[0]].f if len(ops) > 1 else None
-                addend = sc.tensor(Ref(r.name, r.start, sum(o.n for o in ops), r.width)) if r is not None else \
-                    sc.f(env[other[0]])
+                addend = (
+                    sc.tensor(Ref(r.name, r.start, sum(o.n for o in ops), r.width))
+                    if r is not None
+                    else sc.f(env[other[0]])
+                )
             out = sc.num.affine(sc, sc.pending.pop(p), addend)
             sc._cache[("pending", p)] = out
             return sc.lane_vals(ops, out, lambda r: Val(r.n, f=r))
@@ -443,8 +461,9 @@ def _mul(R, sc, grp, env):
                 if R.prog.is_param(o):
                     return [Val(op.n, mask=v.mask, coef=v.coef + (o,))]
                 if not v.coef:
-                    return [Val(op.n, f=whole(sc.op("Where", sc.tensor(v.mask), sc.f(env[o]),
-                                                     sc.const(0.0, "zero")), op.n))]
+                    return [
+                        Val(op.n, f=whole(sc.op("Where", sc.tensor(v.mask), sc.f(env[o]), sc.const(0.0, "zero")), op.n))
+                    ]
     return _elementwise(R, sc, grp, env, lambda a: sc.op("Mul", *a))
 
 
@@ -486,10 +505,20 @@ def _concat(R, sc, grp, env):
 def _slice(R, sc, grp, env):
     op = grp[0][0]
     v = env[op.x]
-    parts = [Part(p.q.sub(op.start, op.n), np.arange(op.n), p.bits, p.scale[op.start:op.start + op.n])
-             for p in v.parts if np.array_equal(p.idx, np.arange(v.n)) and p.offset is None]
-    return [Val(op.n, f=v.f.sub(op.start, op.n) if v.f is not None else None,
-                mask=v.mask.sub(op.start, op.n) if v.mask is not None else None, parts=parts, coef=v.coef)]
+    parts = [
+        Part(p.q.sub(op.start, op.n), np.arange(op.n), p.bits, p.scale[op.start : op.start + op.n])
+        for p in v.parts
+        if np.array_equal(p.idx, np.arange(v.n)) and p.offset is None
+    ]
+    return [
+        Val(
+            op.n,
+            f=v.f.sub(op.start, op.n) if v.f is not None else None,
+            mask=v.mask.sub(op.start, op.n) if v.mask is not None else None,
+            parts=parts,
+            coef=v.coef,
+        )
+    ]
 
 
 @rule(Gather)
@@ -523,8 +552,11 @@ def signatures(prog: StepProgram, depth: int = 4) -> dict[str, tuple[str, str]]:
             if len(cs) != 1:
                 break
             c = cs[0]
-            sig.append(c.kind + (f":{c.fn.value}" if isinstance(c, Activate) else "")
-                       + (f":{c.point.role.value}" if isinstance(c, Quant) else ""))
+            sig.append(
+                c.kind
+                + (f":{c.fn.value}" if isinstance(c, Activate) else "")
+                + (f":{c.point.role.value}" if isinstance(c, Quant) else "")
+            )
             if isinstance(c, Activate):
                 break
             v = c.out
@@ -563,8 +595,13 @@ class Renderer:
             return None
         refs = [env[n].f for n in names]
         p = sc.pending.get(refs[0].name)
-        if not isinstance(p, Pending) or any(r.name != refs[0].name for r in refs) or refs[0].start != 0 \
-                or sum(r.n for r in refs) != refs[0].width or any(self.uses.get(o.out) != 1 for o in p.ops):
+        if (
+            not isinstance(p, Pending)
+            or any(r.name != refs[0].name for r in refs)
+            or refs[0].start != 0
+            or sum(r.n for r in refs) != refs[0].width
+            or any(self.uses.get(o.out) != 1 for o in p.ops)
+        ):
             return None
         return refs[0].name
 
@@ -596,8 +633,13 @@ class Renderer:
         single = [(op, 0, None)]
         if key is None:
             return single
-        ready = [o for o in ops[i + 1:] if o.out not in done and self.key(sc, o, env) == key
-                 and all(self.prog.is_param(r) or r in env for r in o.reads())]
+        ready = [
+            o
+            for o in ops[i + 1 :]
+            if o.out not in done
+            and self.key(sc, o, env) == key
+            and all(self.prog.is_param(r) or r in env for r in o.reads())
+        ]
         if not ready:
             return single
         if isinstance(op, Affine):
@@ -608,7 +650,7 @@ class Renderer:
             return single
         members = [(op, 0, base)]
         for o in ready:
-            for orient in ((0, 1) if isinstance(o, COMMUTATIVE) else (0,)):
+            for orient in (0, 1) if isinstance(o, COMMUTATIVE) else (0,):
                 ln = self._lanes(o, orient, env)
                 if ln is not None and all(a[0] == b[0] for a, b in zip(ln, base)):
                     members.append((o, orient, ln))
@@ -625,7 +667,7 @@ class Renderer:
             lo -= 1
         while hi + 1 < len(members) and next_to(members[hi], members[hi + 1]):
             hi += 1
-        return members[lo:hi + 1]
+        return members[lo : hi + 1]
 
     def _lanes(self, op: Prim, orient: int, env):
         """Per operand: ('p', None) for a parameter, (tensor, Ref) for a value's float columns."""
@@ -669,8 +711,16 @@ class ScanResult:
     finals: list  # final state tensors
 
 
-def render_scan(num: Numerics, sc: Scope, prog: StepProgram, x: Val, init: Sequence[str],
-                finals: Sequence[Optional[str]], hint: str, probes: Sequence[str] = ()) -> ScanResult:
+def render_scan(
+    num: Numerics,
+    sc: Scope,
+    prog: StepProgram,
+    x: Val,
+    init: Sequence[str],
+    finals: Sequence[Optional[str]],
+    hint: str,
+    probes: Sequence[str] = (),
+) -> ScanResult:
     """Render ``prog`` on the time-major input ``x`` (T, B, I) in scope ``sc`` (rank 3, ``lead``
     set): the sequence part, one ``Scan`` carrying the states from ``init``, the post part. ``finals``
     names the final state tensors (None: generated); ``probes`` are program values also returned
@@ -723,15 +773,28 @@ def render_scan(num: Numerics, sc: Scope, prog: StepProgram, x: Val, init: Seque
             t = body.op("Identity", t, elem=body.type_of(t), hint="out")
         names.append(t)
     prune(body.e, names)
-    g = helper.make_graph(body.e.nodes, f"{hint}_step",
-                          [helper.make_tensor_value_info(n, body.type_of(n), None) for n in s_in + x_in],
-                          [helper.make_tensor_value_info(n, t, None) for n, t in zip(names, out_types)],
-                          initializer=body.e.initializers)
-    fin = [f if f is not None and num.carrier(k) == num.storage(k) else sc.e.fresh(f"{hint}.final")
-           for k, f in enumerate(finals)]
+    g = helper.make_graph(
+        body.e.nodes,
+        f"{hint}_step",
+        [helper.make_tensor_value_info(n, body.type_of(n), None) for n in s_in + x_in],
+        [helper.make_tensor_value_info(n, t, None) for n, t in zip(names, out_types)],
+        initializer=body.e.initializers,
+    )
+    fin = [
+        f if f is not None and num.carrier(k) == num.storage(k) else sc.e.fresh(f"{hint}.final")
+        for k, f in enumerate(finals)
+    ]
     seq_out = [sc.e.fresh(f"{hint}.seq") for _ in ship]
-    sc.op("Scan", *s_init, *seq_in, outputs=fin + seq_out, num_scan_inputs=len(seq_in), body=g, hint="scan",
-          node_name=sc.e.fresh(f"{hint}/scan"))
+    sc.op(
+        "Scan",
+        *s_init,
+        *seq_in,
+        outputs=fin + seq_out,
+        num_scan_inputs=len(seq_in),
+        body=g,
+        hint="scan",
+        node_name=sc.e.fresh(f"{hint}/scan"),
+    )
     for n, t in zip(fin + seq_out, out_types):
         sc.types[n] = t
     for (v, make, _), t in zip(rebuild, seq_out):
@@ -747,8 +810,11 @@ def _ship(sc: Scope, v: Val, num: Numerics):
     n = v.n
     if v.parts:
         p = num.single(sc, v)
-        return sc.tensor(p.q), sc.type_of(sc.tensor(p.q)), \
-            lambda t: Val(n, parts=[Part(whole(t, n), np.arange(n), p.bits, p.scale)])
+        return (
+            sc.tensor(p.q),
+            sc.type_of(sc.tensor(p.q)),
+            lambda t: Val(n, parts=[Part(whole(t, n), np.arange(n), p.bits, p.scale)]),
+        )
     if v.mask is not None:
         coef = v.coef
         return sc.tensor(v.mask), BOOL, lambda t: Val(n, mask=whole(t, n), coef=coef)

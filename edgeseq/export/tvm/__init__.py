@@ -29,8 +29,16 @@ if TYPE_CHECKING:  # pragma: no cover
     from .artifact import TvmArtifact
     from .module import TvmModule
 
-__all__ = ["compile_tvm", "export_tvm", "compile_tvm_int", "export_tvm_int", "supported_kinds", "TvmModule",
-           "TvmArtifact", "TARGETS"]
+__all__ = [
+    "compile_tvm",
+    "export_tvm",
+    "compile_tvm_int",
+    "export_tvm_int",
+    "supported_kinds",
+    "TvmModule",
+    "TvmArtifact",
+    "TARGETS",
+]
 
 TARGETS = ("x86", "arm")
 
@@ -42,8 +50,14 @@ def supported_kinds() -> set[str]:
     return set(RULES)
 
 
-def compile_tvm(graph, target: str = "x86", *, streaming: bool = False, cpu: str | None = None,
-                functions: Sequence[str] | None = None) -> "TvmModule":
+def compile_tvm(
+    graph,
+    target: str = "x86",
+    *,
+    streaming: bool = False,
+    cpu: str | None = None,
+    functions: Sequence[str] | None = None,
+) -> "TvmModule":
     """Compile ``graph`` with TVM for ``target`` ("x86" | "arm").
 
     ``streaming=False``: ``run(x)`` runs whole sequences from the zero state.

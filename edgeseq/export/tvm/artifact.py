@@ -49,8 +49,9 @@ def _write_f32(root: Path, name: str, a: np.ndarray) -> dict:
     return {"file": name, "shape": list(a.shape)}
 
 
-def export_tvm(graph, out_dir, target: str = "x86", force: bool = False, *, cpu: str | None = None,
-               golden_seed: int = 0) -> "TvmArtifact":
+def export_tvm(
+    graph, out_dir, target: str = "x86", force: bool = False, *, cpu: str | None = None, golden_seed: int = 0
+) -> "TvmArtifact":
     """Compile ``graph`` for ``target`` ("x86" | "arm") and write an artifact directory (see the
     module docstring). Golden vectors come from the float64 reference interpreter."""
     from ...ir.interpret import run as reference_run
@@ -66,15 +67,21 @@ def export_tvm(graph, out_dir, target: str = "x86", force: bool = False, *, cpu:
         lib = module.export_library(stage / "model.so")
         graph.save(stage / "graph.esq")
         (stage / "golden").mkdir()
-        golden = {"input": _write_f32(stage, "golden/x.f32", x),
-                  "outputs": [_write_f32(stage, f"golden/y{i}.f32", y) for i, y in enumerate(ref_out)],
-                  "state": [dict(key=k, **_write_f32(stage, f"golden/state{i}.f32", ref_state[k]))
-                            for i, k in enumerate(sig.state_spec)],
-                  "source": "edgeseq.ir.interpret (float64), cast to float32",
-                  "tolerance": TOLERANCE}
-        atomic_write_text(stage / "kernels.py", "# TVMScript of the generated TIR kernels\n"
-                          "from tvm.script import tirx as T\n\n\n"
-                          + "\n\n".join(module.kernels.values()))
+        golden = {
+            "input": _write_f32(stage, "golden/x.f32", x),
+            "outputs": [_write_f32(stage, f"golden/y{i}.f32", y) for i, y in enumerate(ref_out)],
+            "state": [
+                dict(key=k, **_write_f32(stage, f"golden/state{i}.f32", ref_state[k]))
+                for i, k in enumerate(sig.state_spec)
+            ],
+            "source": "edgeseq.ir.interpret (float64), cast to float32",
+            "tolerance": TOLERANCE,
+        }
+        atomic_write_text(
+            stage / "kernels.py",
+            "# TVMScript of the generated TIR kernels\n"
+            "from tvm.script import tirx as T\n\n\n" + "\n\n".join(module.kernels.values()),
+        )
         (stage / "driver").mkdir()
         from .runtime_arm import DRIVER_SRC
 
@@ -98,8 +105,7 @@ def export_tvm(graph, out_dir, target: str = "x86", force: bool = False, *, cpu:
             "golden": golden,
             "kernels": list(module.kernels),
             "graph": {"nodes": [[n.name, n.op.kind] for n in graph.nodes], "num_params": graph.num_params()},
-            "runtime": {"libraries": ["libtvm_runtime.so", "libtvm_ffi.so"],
-                        "driver": "driver/edgeseq_tvm_run.cc"},
+            "runtime": {"libraries": ["libtvm_runtime.so", "libtvm_ffi.so"], "driver": "driver/edgeseq_tvm_run.cc"},
         }
         seal(stage, manifest)
     return TvmArtifact.load(out)
@@ -153,16 +159,23 @@ class TvmArtifact:
 
         built = self.manifest["tvm_version"].split(".")[:2]
         if tvm.__version__.split(".")[:2] != built:
-            raise ArtifactError(f"built with TVM {self.manifest['tvm_version']}, this is TVM {tvm.__version__}",
-                                where=str(self.path), hint="re-export the artifact with this TVM")
+            raise ArtifactError(
+                f"built with TVM {self.manifest['tvm_version']}, this is TVM {tvm.__version__}",
+                where=str(self.path),
+                hint="re-export the artifact with this TVM",
+            )
         spec = self.manifest["target"]["tvm_target"]
         need = set(codegen.llvm_get_cpu_features(tvm.target.Target(spec)))
-        have = set(codegen.llvm_get_cpu_features(tvm.target.Target(
-            {"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()})))
+        have = set(
+            codegen.llvm_get_cpu_features(tvm.target.Target({"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()}))
+        )
         isa = {f for f in need - have if f.startswith(("avx", "sse", "fma", "f16c", "bmi", "amx"))}
         if isa:
-            raise ArtifactError(f"compiled for CPU '{spec.get('mcpu')}'; this CPU lacks {', '.join(sorted(isa))}",
-                                where=str(self.path), hint="export with cpu='x86-64-v3' (AVX2) or 'x86-64'")
+            raise ArtifactError(
+                f"compiled for CPU '{spec.get('mcpu')}'; this CPU lacks {', '.join(sorted(isa))}",
+                where=str(self.path),
+                hint="export with cpu='x86-64-v3' (AVX2) or 'x86-64'",
+            )
 
     def _caller(self):
         if self.target == "x86":
@@ -187,8 +200,9 @@ class TvmArtifact:
         """Integer artifacts: ``(yq, new_state)`` for integer inputs (an array, or a dict of input
         parts), through "main_int" / "stream_int"; bit-exact with ``edgeseq.quant.intexact.run``."""
         if not self.integer:
-            raise ArtifactError("run_int needs an integer artifact (exported from a quantized graph)",
-                                where=str(self.path))
+            raise ArtifactError(
+                "run_int needs an integer artifact (exported from a quantized graph)", where=str(self.path)
+            )
         streaming = state is not None if streaming is None else streaming
         return self.signature.run_int(self._caller(), xq, state, streaming)
 
@@ -212,8 +226,11 @@ class TvmArtifact:
         if not self.integer:
             raise ArtifactError("not an integer artifact", where=str(self.path))
         g = self.manifest["golden"]
-        return ({e["vec"]: self._read(e) for e in g["int_inputs"]}, [self._read(e) for e in g["int_outputs"]],
-                {e["key"]: self._read(e) for e in g["state"]})
+        return (
+            {e["vec"]: self._read(e) for e in g["int_inputs"]},
+            [self._read(e) for e in g["int_outputs"]],
+            {e["key"]: self._read(e) for e in g["state"]},
+        )
 
     def verify(self, tolerance: float | None = None) -> dict[str, float]:
         """Run the golden input through "main" and "stream" (and, for integer artifacts,
@@ -245,6 +262,8 @@ class TvmArtifact:
         bad = {k: v for k, v in errs.items() if not v <= tol}
         if bad:
             worst = max(bad, key=bad.get)
-            raise ToleranceError(f"{len(bad)} golden comparison(s) exceed {tol:g}; worst {worst} = {bad[worst]:.3g}",
-                                 where=str(self.path))
+            raise ToleranceError(
+                f"{len(bad)} golden comparison(s) exceed {tol:g}; worst {worst} = {bad[worst]:.3g}",
+                where=str(self.path),
+            )
         return errs

@@ -17,19 +17,21 @@ from .target import TvmTarget
 
 def relax_pipeline() -> tvm.transform.Pass:
     t = relax.transform
-    return tvm.transform.Sequential([
-        t.LegalizeOps(),
-        t.ToNonDataflow(),
-        t.RemovePurityChecking(),
-        t.CallTIRRewrite(),
-        t.StaticPlanBlockMemory(),
-        t.LowerAllocTensor(),
-        t.KillAfterLastUse(),
-        t.LowerRuntimeBuiltin(),
-        t.ComputePrimValue(),
-        t.VMShapeLower(),
-        t.AttachGlobalSymbol(),
-    ])
+    return tvm.transform.Sequential(
+        [
+            t.LegalizeOps(),
+            t.ToNonDataflow(),
+            t.RemovePurityChecking(),
+            t.CallTIRRewrite(),
+            t.StaticPlanBlockMemory(),
+            t.LowerAllocTensor(),
+            t.KillAfterLastUse(),
+            t.LowerRuntimeBuiltin(),
+            t.ComputePrimValue(),
+            t.VMShapeLower(),
+            t.AttachGlobalSymbol(),
+        ]
+    )
 
 
 def compile_lowered(lowered: Lowered, target: TvmTarget):
@@ -41,8 +43,10 @@ def compile_lowered(lowered: Lowered, target: TvmTarget):
     except Exception as e:  # TVM raises its own error types; keep the message, add the place
         from ...errors import UnsupportedOpError
 
-        raise UnsupportedOpError(f"TVM failed to compile the generated module: {str(e).strip().splitlines()[-1]}",
-                                 where=f"target tvm/{target.name}") from e
+        raise UnsupportedOpError(
+            f"TVM failed to compile the generated module: {str(e).strip().splitlines()[-1]}",
+            where=f"target tvm/{target.name}",
+        ) from e
 
 
 def export_library(executable, target: TvmTarget, path):

@@ -124,9 +124,7 @@ class Kernel:
         """A 2-D (rows, features) view ``name`` of the leading-dims-flattened parameter ``param``."""
         p = next(p for p in self.params if p.name == param)
         rows = " * ".join(_dim(d) for d in p.shape[:-1]) or "1"
-        self._aliases.append(
-            f'{name} = T.decl_buffer(({rows}, {_dim(p.shape[-1])}), "{p.dtype}", data={param}.data)'
-        )
+        self._aliases.append(f'{name} = T.decl_buffer(({rows}, {_dim(p.shape[-1])}), "{p.dtype}", data={param}.data)')
         return name
 
     def fresh(self, base: str) -> str:
@@ -173,9 +171,15 @@ class Kernel:
                 for s in body(f"{full * lanes} + {ji}", ji):
                     self.line(s)
 
-    def matvec(self, *, n_out: int, terms: Sequence[tuple[int, Callable[[str, str], str], Callable[[str], str]]],
-               init: Callable[[str], str] | None, store: Callable[[str, str], Sequence[str]],
-               acc: str = "acc") -> None:
+    def matvec(
+        self,
+        *,
+        n_out: int,
+        terms: Sequence[tuple[int, Callable[[str, str], str], Callable[[str], str]]],
+        init: Callable[[str], str] | None,
+        store: Callable[[str, str], Sequence[str]],
+        acc: str = "acc",
+    ) -> None:
         """``out[j] = init(j) + sum over terms (n_in, weight, vec) of sum_k vec(k) * weight(k, j)``
         for ``j < n_out``, ``k < n_in``.
 
@@ -219,8 +223,7 @@ class Kernel:
     # -- output ---------------------------------------------------------------------------------
     def source(self) -> str:
         args = ", ".join(f"{p.name}_h: T.handle" for p in self.inputs() + self.outputs())
-        out = ["@T.prim_func(private=True)", f"def {self.name}({args}):",
-               '    T.func_attr({"tir.noalias": True})']
+        out = ["@T.prim_func(private=True)", f"def {self.name}({args}):", '    T.func_attr({"tir.noalias": True})']
         used = {d for p in self.params for d in p.shape if isinstance(d, str)}
         for sym in ("B", "T"):
             if sym in used:

@@ -62,13 +62,18 @@ def linear(name: str, n_in: int, n_out: int, lead: Sequence[Dim], sched: Schedul
     else:
         tail_start, tail_n = "0", rows
     with k.loop("r1", tail_n):
-        k.matvec(n_out=n_out, terms=[(n_in, lambda kk, j: f"Wt[{kk}, {j}]", lambda kk: f"{xf}[{tail_start} + r1, {kk}]")],
-                 init=init, store=lambda j, v: [f"{yf}[{tail_start} + r1, {j}] = {v}"])
+        k.matvec(
+            n_out=n_out,
+            terms=[(n_in, lambda kk, j: f"Wt[{kk}, {j}]", lambda kk: f"{xf}[{tail_start} + r1, {kk}]")],
+            init=init,
+            store=lambda j, v: [f"{yf}[{tail_start} + r1, {j}] = {v}"],
+        )
     return k
 
 
-def conv1d(name: str, n_in: int, n_out: int, ksize: int, dilation: int, groups: int, sched: Schedule,
-           bias: bool = True) -> Kernel:
+def conv1d(
+    name: str, n_in: int, n_out: int, ksize: int, dilation: int, groups: int, sched: Schedule, bias: bool = True
+) -> Kernel:
     """Causal Conv1d with its streaming state (the last (K-1)*dilation inputs, oldest first).
 
     Params: X (B,T,I), Wt (K*Cg, O) with row k*Cg + c, [bias], BUF (B,hist,I) -> Y (B,T,O), BUFO.
@@ -104,9 +109,18 @@ def conv1d(name: str, n_in: int, n_out: int, ksize: int, dilation: int, groups: 
             for g in range(groups):
                 base_in, base_out = g * ksize * cg, g * og
                 init = (lambda j, bo=base_out: f"bias[{bo} + {j}]") if bias else None
-                k.matvec(n_out=og, terms=[(ksize * cg, lambda kk, j, bo=base_out: f"Wt[{kk}, {bo} + {j}]",
-                                           lambda kk, bi=base_in: f"{win}[{bi} + {kk}]")],
-                         init=init, store=lambda j, v, bo=base_out: [f"Y[b, t, {bo} + {j}] = {v}"])
+                k.matvec(
+                    n_out=og,
+                    terms=[
+                        (
+                            ksize * cg,
+                            lambda kk, j, bo=base_out: f"Wt[{kk}, {bo} + {j}]",
+                            lambda kk, bi=base_in: f"{win}[{bi} + {kk}]",
+                        )
+                    ],
+                    init=init,
+                    store=lambda j, v, bo=base_out: [f"Y[b, t, {bo} + {j}] = {v}"],
+                )
         if hist:
             with k.loop("i", hist):
                 with k.block(f"if TT + i < {hist}:"):
@@ -128,8 +142,9 @@ def scale_shift(name: str, n: int, lead: Sequence[Dim], sched: Schedule) -> Kern
     return k
 
 
-def layernorm(name: str, n: int, lead: Sequence[Dim], eps: float, affine_w: bool, affine_b: bool,
-              sched: Schedule) -> Kernel:
+def layernorm(
+    name: str, n: int, lead: Sequence[Dim], eps: float, affine_w: bool, affine_b: bool, sched: Schedule
+) -> Kernel:
     """Y = (X - mean) / sqrt(var + eps) [* w] [+ b] over the feature axis, two-pass statistics."""
     k = Kernel(name, sched)
     k.input("X", (*lead, n))
@@ -162,8 +177,9 @@ def layernorm(name: str, n: int, lead: Sequence[Dim], eps: float, affine_w: bool
     return k
 
 
-def activation(name: str, n: int, lead: Sequence[Dim], fn: Act, slope: float, lo: float, hi: float,
-               sched: Schedule) -> Kernel:
+def activation(
+    name: str, n: int, lead: Sequence[Dim], fn: Act, slope: float, lo: float, hi: float, sched: Schedule
+) -> Kernel:
     k = Kernel(name, sched)
     k.input("X", (*lead, n))
     k.output("Y", (*lead, n))
@@ -223,6 +239,6 @@ def readout(name: str, n: int, mode: ReadoutMode, sched: Schedule) -> Kernel:
         with k.loop("t", "TT"):
             k.vec(n, lambda j: [f"SUMO[b, {j}] = SUMO[b, {j}] + X[b, t, {j}]"])
         if mode is ReadoutMode.MEAN:
-            k.line("CNTO[b, 0] = CNT[b, 0] + T.Cast(\"float32\", TT)")
+            k.line('CNTO[b, 0] = CNT[b, 0] + T.Cast("float32", TT)')
             k.vec(n, lambda j: [f"VAL[b, {j}] = SUMO[b, {j}] / T.max(CNTO[b, 0], {f32(1.0)})"])
     return k

@@ -56,8 +56,10 @@ def _program_of(q):
     from ...quant.program import Program
 
     if not isinstance(prog, Program):
-        raise ConfigError(f"integer TVM compilation needs a quantized graph (edgeseq.quant.quantize), got "
-                          f"{type(q).__name__}", where="tvm")
+        raise ConfigError(
+            f"integer TVM compilation needs a quantized graph (edgeseq.quant.quantize), got {type(q).__name__}",
+            where="tvm",
+        )
     return prog
 
 
@@ -68,8 +70,15 @@ def _in_features(q, prog) -> int:
     return int(max(int(np.max(s.channels)) for s in prog.inputs) + 1)
 
 
-def lower_int(prog, in_features: int, sched, functions: Sequence[str] = FUNCTIONS, target_name: str = "x86",
-              hoist: bool = True, dot=None) -> LoweredInt:
+def lower_int(
+    prog,
+    in_features: int,
+    sched,
+    functions: Sequence[str] = FUNCTIONS,
+    target_name: str = "x86",
+    hoist: bool = True,
+    dot=None,
+) -> LoweredInt:
     import tvm
     from tvm import relax, tirx
 
@@ -131,8 +140,11 @@ def lower_int(prog, in_features: int, sched, functions: Sequence[str] = FUNCTION
                 if gen.hoist is not None:
                     call(gen.hoist)
                 for i, (key, dt) in enumerate(zip(prog.states, gen.state_dtypes)):
-                    vals[f"S{i}"] = svars[i] if streaming else bb.emit(
-                        relax.op.zeros(relax.ShapeExpr(shape(("B", prog.states[key].n))), dt))
+                    vals[f"S{i}"] = (
+                        svars[i]
+                        if streaming
+                        else bb.emit(relax.op.zeros(relax.ShapeExpr(shape(("B", prog.states[key].n))), dt))
+                    )
                 call(gen.scan)
                 outs = [vals[f"O{i}"] for i in range(len(prog.outputs))]
                 if not integer:
@@ -173,8 +185,11 @@ class TvmIntModule:
     @property
     def vm(self):
         if self.target.name != "x86":
-            raise ConfigError(f"a '{self.target.name}' module cannot run in this process", where="tvm",
-                              hint="use run(), which goes through qemu, or export_tvm_int()")
+            raise ConfigError(
+                f"a '{self.target.name}' module cannot run in this process",
+                where="tvm",
+                hint="use run(), which goes through qemu, or export_tvm_int()",
+            )
         if self._vm is None:
             import tvm
             from tvm import relax
@@ -226,8 +241,15 @@ class TvmIntModule:
         return float(ev(*[tvm.runtime.tensor(a) for a in args]).median)
 
 
-def compile_tvm_int(q, target: str = "x86", *, cpu: str | None = None, functions: Sequence[str] = FUNCTIONS,
-                    hoist: bool = True, pair_products: bool = True) -> TvmIntModule:
+def compile_tvm_int(
+    q,
+    target: str = "x86",
+    *,
+    cpu: str | None = None,
+    functions: Sequence[str] = FUNCTIONS,
+    hoist: bool = True,
+    pair_products: bool = True,
+) -> TvmIntModule:
     """Compile the integer program of quantized graph ``q`` for ``target`` ("x86" | "arm").
 
     ``hoist``: compute the step ops that depend only on the input (input projections) for the
@@ -242,9 +264,11 @@ def compile_tvm_int(q, target: str = "x86", *, cpu: str | None = None, functions
 
     prog = _program_of(q)
     if target not in ("x86", "arm"):
-        raise ConfigError(f"integer TVM compilation has no target '{target}'; choose x86 or arm",
-                          where=f"target tvm/{target}",
-                          hint="Cortex-M targets use the integer C backend (edgeseq export --target cortex-m4)")
+        raise ConfigError(
+            f"integer TVM compilation has no target '{target}'; choose x86 or arm",
+            where=f"target tvm/{target}",
+            hint="Cortex-M targets use the integer C backend (edgeseq export --target cortex-m4)",
+        )
     tgt = resolve_target(target, cpu)
     dot = None
     if pair_products and tgt.name == "x86":
@@ -271,8 +295,9 @@ def _write(root: Path, name: str, a: np.ndarray) -> dict:
     return {"file": name, "shape": list(a.shape), "dtype": dt.str}
 
 
-def export_tvm_int(q, out_dir, target_name: str = "x86", cpu: str | None = None, *, force: bool = False,
-                   golden_seed: int = 0):
+def export_tvm_int(
+    q, out_dir, target_name: str = "x86", cpu: str | None = None, *, force: bool = False, golden_seed: int = 0
+):
     """Compile quantized graph ``q`` for ``target_name`` and write a TVM artifact directory that
     :class:`.artifact.TvmArtifact` loads (manifest ``numerics: "integer"``): ``model.so`` with the
     four functions, ``quantized.esq`` and ``graph.esq``, golden vectors from the integer-exact
@@ -306,19 +331,28 @@ def export_tvm_int(q, out_dir, target_name: str = "x86", cpu: str | None = None,
 
         golden = {
             "input": _write(stage, "golden/x.f32", x),
-            "int_inputs": [dict(vec=s.vec, **_write(stage, f"golden/xq{i}.bin", xq[s.vec].astype(sdt(s.bits))))
-                           for i, s in enumerate(prog.inputs)],
+            "int_inputs": [
+                dict(vec=s.vec, **_write(stage, f"golden/xq{i}.bin", xq[s.vec].astype(sdt(s.bits))))
+                for i, s in enumerate(prog.inputs)
+            ],
             "outputs": [_write(stage, f"golden/y{i}.f32", y.astype(np.float32)) for i, y in enumerate(ref_y)],
-            "int_outputs": [_write(stage, f"golden/q{i}.bin", yq.astype(sdt(prog.vectors[o.vec].bits)))
-                            for i, (yq, o) in enumerate(zip(ref_q, prog.outputs))],
-            "state": [dict(key=k, **_write(stage, f"golden/state{i}.bin", ref_state[k].astype(dts[k])))
-                      for i, k in enumerate(prog.states)],
+            "int_outputs": [
+                _write(stage, f"golden/q{i}.bin", yq.astype(sdt(prog.vectors[o.vec].bits)))
+                for i, (yq, o) in enumerate(zip(ref_q, prog.outputs))
+            ],
+            "state": [
+                dict(key=k, **_write(stage, f"golden/state{i}.bin", ref_state[k].astype(dts[k])))
+                for i, k in enumerate(prog.states)
+            ],
             "source": "edgeseq.quant.intexact (integer-exact interpreter); outputs dequantized q * scale in "
-                      "float64, rounded to float32",
+            "float64, rounded to float32",
             "tolerance": 0.0,
         }
-        atomic_write_text(stage / "kernels.py", "# TVMScript of the generated integer TIR kernels\n"
-                          "from tvm.script import tirx as T\n\n\n" + "\n\n".join(module.kernels.values()))
+        atomic_write_text(
+            stage / "kernels.py",
+            "# TVMScript of the generated integer TIR kernels\n"
+            "from tvm.script import tirx as T\n\n\n" + "\n\n".join(module.kernels.values()),
+        )
         (stage / "driver").mkdir()
         shutil.copyfile(DRIVER_SRC, stage / "driver" / DRIVER_SRC.name)
         lay = module.lowered.generated.layout
@@ -345,11 +379,15 @@ def export_tvm_int(q, out_dir, target_name: str = "x86", cpu: str | None = None,
             "symbolic_dims": ["B", "T"],
             "golden": golden,
             "kernels": list(module.kernels),
-            "program": {"step_ops": len(prog.step), "final_ops": len(prog.final),
-                        "hoisted_ops": len(lay.hoisted), "op_counts": prog.op_counts(),
-                        "macs_per_step": prog.macs_per_step(), "sizes": prog.sizes()},
-            "runtime": {"libraries": ["libtvm_runtime.so", "libtvm_ffi.so"],
-                        "driver": "driver/edgeseq_tvm_run.cc"},
+            "program": {
+                "step_ops": len(prog.step),
+                "final_ops": len(prog.final),
+                "hoisted_ops": len(lay.hoisted),
+                "op_counts": prog.op_counts(),
+                "macs_per_step": prog.macs_per_step(),
+                "sizes": prog.sizes(),
+            },
+            "runtime": {"libraries": ["libtvm_runtime.so", "libtvm_ffi.so"], "driver": "driver/edgeseq_tvm_run.cc"},
         }
         seal(stage, manifest)
     return TvmArtifact.load(out)

@@ -44,12 +44,46 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 
 from ...errors import UnsupportedOpError
-from ...quant.program import (Add, CmpGe, Clamp, Concat, Div, Gather, Isqrt, Load, Lut, MatVec, MicroOp, Mul,
-                              Program, Requant, Select, Store, Sub, container_bits, int_range)
+from ...quant.program import (
+    Add,
+    Clamp,
+    CmpGe,
+    Concat,
+    Div,
+    Gather,
+    Isqrt,
+    Load,
+    Lut,
+    MatVec,
+    MicroOp,
+    Mul,
+    Program,
+    Requant,
+    Select,
+    Store,
+    Sub,
+    container_bits,
+    int_range,
+)
 from .emit import Kernel, Param, Schedule
 
-LOWERED_MICRO_OPS = ("matvec", "requant", "add", "sub", "mul", "div", "isqrt", "lut", "clamp", "cmp_ge",
-                     "select", "concat", "gather", "load", "store")
+LOWERED_MICRO_OPS = (
+    "matvec",
+    "requant",
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "isqrt",
+    "lut",
+    "clamp",
+    "cmp_ge",
+    "select",
+    "concat",
+    "gather",
+    "load",
+    "store",
+)
 ASSERT_PREFIX = "edgeseq-int:"
 PAIR_WEIGHTS_INT8 = True  # pmaddwd path: keep int8 weights int8 in memory (widen on load)
 
@@ -144,7 +178,7 @@ class Layout:
 
     hoisted: tuple[MicroOp, ...]
     scan: tuple[MicroOp, ...]
-    edges: tuple[str, ...]         # input / hoisted vectors the time loop reads (per step)
+    edges: tuple[str, ...]  # input / hoisted vectors the time loop reads (per step)
     hoist_outputs: tuple[str, ...]  # the hoisted ones among them (outputs of int_hoist)
     alias: dict[str, str] = field(default_factory=dict)  # loaded vector -> state key (no copy)
 
@@ -158,21 +192,27 @@ def _check_supported(prog: Program, target: str) -> None:
                 raise UnsupportedOpError(
                     f"micro-op '{op.kind}' ({section} #{i} -> '{op.out}') has no integer TVM kernel",
                     where=f"node '{op.node}' [target tvm/{target}]",
-                    hint=f"the integer TVM backend lowers: {', '.join(LOWERED_MICRO_OPS)}")
+                    hint=f"the integer TVM backend lowers: {', '.join(LOWERED_MICRO_OPS)}",
+                )
             if isinstance(op, Lut):
                 t = prog.consts[op.table]
                 if t.size != 256:
                     kk = int(t.size - 1).bit_length() - 1
                     if t.size != (1 << kk) + 1 or not 1 <= kk <= 16:
-                        raise UnsupportedOpError(f"lut table of {t.size} entries (expected 256 or 2^k + 1)",
-                                                 where=f"node '{op.node}' [target tvm/{target}]")
+                        raise UnsupportedOpError(
+                            f"lut table of {t.size} entries (expected 256 or 2^k + 1)",
+                            where=f"node '{op.node}' [target tvm/{target}]",
+                        )
     step_vecs = {s.vec for s in prog.inputs} | {op.out for op in prog.step if not isinstance(op, Store)}
     final_vecs = {op.out for op in prog.final}
     for o in prog.outputs:
         if (o.temporal and o.vec not in step_vecs) or (not o.temporal and o.vec not in final_vecs):
-            raise UnsupportedOpError(f"output '{o.name}' ({'temporal' if o.temporal else 'pooled'}) names vector "
-                                     f"'{o.vec}', which the {'step' if o.temporal else 'final'} program does not "
-                                     "produce", where=f"target tvm/{target}")
+            raise UnsupportedOpError(
+                f"output '{o.name}' ({'temporal' if o.temporal else 'pooled'}) names vector "
+                f"'{o.vec}', which the {'step' if o.temporal else 'final'} program does not "
+                "produce",
+                where=f"target tvm/{target}",
+            )
 
 
 def _load_aliases(ops, end_reads: set[str]) -> dict[str, str]:
@@ -189,7 +229,7 @@ def _load_aliases(ops, end_reads: set[str]) -> dict[str, str]:
         if not isinstance(op, Load):
             continue
         end = last.get(op.out, p)
-        if not any(isinstance(o, Store) and o.out == op.state for o in ops[p + 1:end]):
+        if not any(isinstance(o, Store) and o.out == op.state for o in ops[p + 1 : end]):
             alias[op.out] = op.state
     return alias
 
@@ -199,8 +239,11 @@ def layout(prog: Program, hoist: bool = True) -> Layout:
     hoisted_vecs: set[str] = set()
     hoisted, scan = [], []
     for op in prog.step:
-        if hoist and not isinstance(op, (Load, Store)) and all(
-                r in prog.consts or r in inputs or r in hoisted_vecs for r in op.reads()):
+        if (
+            hoist
+            and not isinstance(op, (Load, Store))
+            and all(r in prog.consts or r in inputs or r in hoisted_vecs for r in op.reads())
+        ):
             hoisted.append(op)
             hoisted_vecs.add(op.out)
         else:
@@ -260,9 +303,19 @@ class RowLoc(Loc):
 class OpEmitter:
     """Writes the loop nests of micro-ops into a kernel for ``rows`` rows at a time."""
 
-    def __init__(self, prog: Program, k: Kernel, pool: ConstPool, sched: Schedule, rows: int,
-                 locs: dict[str, Loc], state_locs: dict[str, Loc], intervals: dict, target: str,
-                 dot: Optional[tuple[str, int]] = None):
+    def __init__(
+        self,
+        prog: Program,
+        k: Kernel,
+        pool: ConstPool,
+        sched: Schedule,
+        rows: int,
+        locs: dict[str, Loc],
+        state_locs: dict[str, Loc],
+        intervals: dict,
+        target: str,
+        dot: Optional[tuple[str, int]] = None,
+    ):
         self.p, self.k, self.pool, self.sched, self.rows = prog, k, pool, sched, rows
         self.locs, self.state_locs = locs, state_locs
         self.iv = intervals
@@ -350,15 +403,23 @@ class OpEmitter:
     def e_div(self, op: Div):
         lo = self.iv.get(op.b, (None,))[0] if op.b not in self.p.consts else int(np.min(self.p.consts[op.b]))
         if op.b in self.p.consts and lo <= 0:
-            raise UnsupportedOpError(f"div by the constant '{op.b}', which is not positive",
-                                     where=f"node '{op.node}' [target tvm/{self.target}]")
+            raise UnsupportedOpError(
+                f"div by the constant '{op.b}', which is not positive",
+                where=f"node '{op.node}' [target tvm/{self.target}]",
+            )
         if lo is None or lo <= 0:
             self.check(op, op.b, lambda v: f"{v} > T.int64(0)", "non-positive divisor")
         od = self.out(op).dtype
         cd = "int64"
-        self.elementwise(op, lambda rr, j: cast(
-            f"T.floordiv({self.ref(op.a, rr, j, cd)} * T.int64(2) + {self.ref(op.b, rr, j, cd)}, "
-            f"{self.ref(op.b, rr, j, cd)} * T.int64(2))", cd, od))
+        self.elementwise(
+            op,
+            lambda rr, j: cast(
+                f"T.floordiv({self.ref(op.a, rr, j, cd)} * T.int64(2) + {self.ref(op.b, rr, j, cd)}, "
+                f"{self.ref(op.b, rr, j, cd)} * T.int64(2))",
+                cd,
+                od,
+            ),
+        )
 
     def e_isqrt(self, op: Isqrt):
         lo = self.iv.get(op.x, (None,))[0] if op.x not in self.p.consts else int(np.min(self.p.consts[op.x]))
@@ -371,16 +432,34 @@ class OpEmitter:
         od = self.out(op).dtype
         loc = self.out(op)
         with self.row_loop() as rr:
-            x = (lambda j: self.ref(op.x, rr, j, "int64"))
+            x = lambda j: self.ref(op.x, rr, j, "int64")
             # x >= 0 (checked above when its range allows otherwise); the float64 clamps keep the
             # conversion back to int64 in range whatever happens (sqrt(2^63) < 2^32)
-            self.k.vec(n, lambda j: [f'{t0.at(rr, j)} = T.Cast("int64", T.min(T.max(T.floor(T.sqrt('
-                                     f'T.Cast("float64", {x(j)}))), T.float64(0.0)), T.float64(4294967296.0)))'])
-            self.k.vec(n, lambda j: [f'{t1.at(rr, j)} = {t0.at(rr, j)} - T.Cast("int64", '
-                                     f'{t0.at(rr, j)} * {t0.at(rr, j)} > {x(j)})'])
-            self.k.vec(n, lambda j: [f'{loc.at(rr, j)} = ' + cast(
-                f'({t1.at(rr, j)} + T.Cast("int64", ({t1.at(rr, j)} + T.int64(1)) * ({t1.at(rr, j)} + T.int64(1)) '
-                f'<= {x(j)}))', "int64", od)])
+            self.k.vec(
+                n,
+                lambda j: [
+                    f'{t0.at(rr, j)} = T.Cast("int64", T.min(T.max(T.floor(T.sqrt('
+                    f'T.Cast("float64", {x(j)}))), T.float64(0.0)), T.float64(4294967296.0)))'
+                ],
+            )
+            self.k.vec(
+                n,
+                lambda j: [
+                    f'{t1.at(rr, j)} = {t0.at(rr, j)} - T.Cast("int64", {t0.at(rr, j)} * {t0.at(rr, j)} > {x(j)})'
+                ],
+            )
+            self.k.vec(
+                n,
+                lambda j: [
+                    f"{loc.at(rr, j)} = "
+                    + cast(
+                        f'({t1.at(rr, j)} + T.Cast("int64", ({t1.at(rr, j)} + T.int64(1)) * ({t1.at(rr, j)} + T.int64(1)) '
+                        f"<= {x(j)}))",
+                        "int64",
+                        od,
+                    )
+                ],
+            )
 
     def e_requant(self, op: Requant):
         od = self.out(op).dtype
@@ -388,8 +467,9 @@ class OpEmitter:
         m = _int_array(self.p.consts[op.mult]).astype(np.int64)
         s = _int_array(self.p.consts[op.shift]).astype(np.int64)
         if m.size != s.size and m.size > 1 and s.size > 1:
-            raise UnsupportedOpError("requant multiplier and shift sizes differ",
-                                     where=f"node '{op.node}' [target tvm/{self.target}]")
+            raise UnsupportedOpError(
+                "requant multiplier and shift sizes differ", where=f"node '{op.node}' [target tvm/{self.target}]"
+            )
         rnd = np.left_shift(np.int64(1), s - 1)
         lo, hi = int_range(bits)
 
@@ -417,16 +497,18 @@ class OpEmitter:
         tdt = t.dtype.name
         pname, off = self.pool.put(op.table, t)
         if t.size == 256:
-            self.elementwise(op, lambda rr, j: cast(
-                f"{pname}[{off + 128} + {self.ref(op.x, rr, j, 'int32')}]", tdt, od))
+            self.elementwise(
+                op, lambda rr, j: cast(f"{pname}[{off + 128} + {self.ref(op.x, rr, j, 'int32')}]", tdt, od)
+            )
             return
         kk = int(t.size - 1).bit_length() - 1
         sh = 16 - kk
         ct = wider(tdt)  # int32 for int8/int16 tables, int64 for wider ones
 
         if sh == 0:
-            self.elementwise(op, lambda rr, j: cast(
-                f"{pname}[{off} + {self.ref(op.x, rr, j, 'int32')} + T.int32(32768)]", tdt, od))
+            self.elementwise(
+                op, lambda rr, j: cast(f"{pname}[{off} + {self.ref(op.x, rr, j, 'int32')} + T.int32(32768)]", tdt, od)
+            )
             return
         # two passes over lane-indexed scratch: u = x + 32768 -> i = u >> S, f = u & (2^S - 1);
         # then T[i] + (((T[i+1] - T[i]) * f + 2^(S-1)) >> S)
@@ -435,16 +517,23 @@ class OpEmitter:
         fb = BufLoc(self.k.scratch(self.k.fresh("lf"), n * self.rows, ct), n, ct, self.rows)
         loc = self.out(op)
         with self.row_loop() as rr:
-            self.k.vec(n, lambda j: [
-                f"{ib.at(rr, j)} = T.shift_right({self.ref(op.x, rr, j, 'int32')} + T.int32(32768), T.int32({sh}))",
-                f"{fb.at(rr, j)} = " + cast(f"T.bitwise_and({self.ref(op.x, rr, j, 'int32')} + T.int32(32768), "
-                                            f"T.int32({(1 << sh) - 1}))", "int32", ct)])
+            self.k.vec(
+                n,
+                lambda j: [
+                    f"{ib.at(rr, j)} = T.shift_right({self.ref(op.x, rr, j, 'int32')} + T.int32(32768), T.int32({sh}))",
+                    f"{fb.at(rr, j)} = "
+                    + cast(
+                        f"T.bitwise_and({self.ref(op.x, rr, j, 'int32')} + T.int32(32768), T.int32({(1 << sh) - 1}))",
+                        "int32",
+                        ct,
+                    ),
+                ],
+            )
 
             def body(j):
                 t0 = cast(f"{pname}[{off} + {ib.at(rr, j)}]", tdt, ct)
                 t1 = cast(f"{pname}[{off + 1} + {ib.at(rr, j)}]", tdt, ct)
-                v = (f"({t0} + T.shift_right(({t1} - {t0}) * {fb.at(rr, j)} + {lit(1 << (sh - 1), ct)}, "
-                     f"{lit(sh, ct)}))")
+                v = f"({t0} + T.shift_right(({t1} - {t0}) * {fb.at(rr, j)} + {lit(1 << (sh - 1), ct)}, {lit(sh, ct)}))"
                 return [f"{loc.at(rr, j)} = {cast(v, ct, od)}"]
 
             self.k.vec(n, body)
@@ -452,23 +541,38 @@ class OpEmitter:
     def e_clamp(self, op: Clamp):
         od = self.out(op).dtype
         cd = wider(od, self.dtype(op.x), self.dtype(op.lo), self.dtype(op.hi))
-        self.elementwise(op, lambda rr, j: cast(
-            f"T.min(T.max({self.ref(op.x, rr, j, cd)}, {self.ref(op.lo, rr, j, cd)}), {self.ref(op.hi, rr, j, cd)})",
-            cd, od))
+        self.elementwise(
+            op,
+            lambda rr, j: cast(
+                f"T.min(T.max({self.ref(op.x, rr, j, cd)}, {self.ref(op.lo, rr, j, cd)}), {self.ref(op.hi, rr, j, cd)})",
+                cd,
+                od,
+            ),
+        )
 
     def e_cmp_ge(self, op: CmpGe):
         od = self.out(op).dtype
         cd = wider(self.dtype(op.a), self.dtype(op.b))
-        self.elementwise(op, lambda rr, j: f"T.Select({self.ref(op.a, rr, j, cd)} >= {self.ref(op.b, rr, j, cd)}, "
-                                           f"{lit(1, od)}, {lit(0, od)})")
+        self.elementwise(
+            op,
+            lambda rr, j: (
+                f"T.Select({self.ref(op.a, rr, j, cd)} >= {self.ref(op.b, rr, j, cd)}, {lit(1, od)}, {lit(0, od)})"
+            ),
+        )
 
     def e_select(self, op: Select):
         od = self.out(op).dtype
         cd = wider(od, self.dtype(op.a), self.dtype(op.b))
         ccd = wider(self.dtype(op.c))
-        self.elementwise(op, lambda rr, j: cast(
-            f"T.Select({self.ref(op.c, rr, j, ccd)} != {lit(0, ccd)}, {self.ref(op.a, rr, j, cd)}, "
-            f"{self.ref(op.b, rr, j, cd)})", cd, od))
+        self.elementwise(
+            op,
+            lambda rr, j: cast(
+                f"T.Select({self.ref(op.c, rr, j, ccd)} != {lit(0, ccd)}, {self.ref(op.a, rr, j, cd)}, "
+                f"{self.ref(op.b, rr, j, cd)})",
+                cd,
+                od,
+            ),
+        )
 
     def copy(self, dst: Loc, dst_off: int, src: str, src_off: int, count: int, rr: str) -> None:
         """dst[dst_off + i] = src[src_off + i] for i < count (cast to dst's type)."""
@@ -476,13 +580,22 @@ class OpEmitter:
             return
         if src in self.p.consts:
             flat = np.ravel(_int_array(self.p.consts[src]))
-            seg = flat[src_off:src_off + count]
-            self.k.vec(count, lambda i: [f"{dst.at(rr, f'{dst_off} + {i}')} = "
-                                         f"{self.const_ref(src, i, dst.dtype, seg, key=('seg', src, src_off, count))}"])
+            seg = flat[src_off : src_off + count]
+            self.k.vec(
+                count,
+                lambda i: [
+                    f"{dst.at(rr, f'{dst_off} + {i}')} = "
+                    f"{self.const_ref(src, i, dst.dtype, seg, key=('seg', src, src_off, count))}"
+                ],
+            )
             return
         loc = self.locs[src]
-        self.k.vec(count, lambda i: [f"{dst.at(rr, f'{dst_off} + {i}')} = "
-                                     f"{cast(loc.at(rr, f'{src_off} + {i}'), loc.dtype, dst.dtype)}"])
+        self.k.vec(
+            count,
+            lambda i: [
+                f"{dst.at(rr, f'{dst_off} + {i}')} = {cast(loc.at(rr, f'{src_off} + {i}'), loc.dtype, dst.dtype)}"
+            ],
+        )
 
     def e_concat(self, op: Concat):
         dst = self.out(op)
@@ -517,12 +630,16 @@ class OpEmitter:
             pname, off = self.pool.put(op.index, idx.astype(np.int32), "int32")
             if op.x in self.p.consts:
                 flat = np.ravel(_int_array(self.p.consts[op.x]))
-                self.k.vec(idx.size, lambda j: [f"{dst.at(rr, j)} = "
-                                                f"{self.const_ref(op.x, j, dst.dtype, flat[idx], key=('g', op.out))}"])
+                self.k.vec(
+                    idx.size,
+                    lambda j: [f"{dst.at(rr, j)} = {self.const_ref(op.x, j, dst.dtype, flat[idx], key=('g', op.out))}"],
+                )
                 return
             loc = self.locs[op.x]
-            self.k.vec(idx.size, lambda j: [f"{dst.at(rr, j)} = "
-                                            f"{cast(loc.at(rr, f'{pname}[{off} + {j}]'), loc.dtype, dst.dtype)}"])
+            self.k.vec(
+                idx.size,
+                lambda j: [f"{dst.at(rr, j)} = {cast(loc.at(rr, f'{pname}[{off} + {j}]'), loc.dtype, dst.dtype)}"],
+            )
 
     def e_load(self, op: Load):
         dst = self.locs[op.out]
@@ -549,8 +666,9 @@ class OpEmitter:
     def e_matvec(self, op: MatVec):
         w = _int_array(self.p.consts[op.w])
         if w.ndim != 2:
-            raise UnsupportedOpError("matvec weight must be a 2-D constant",
-                                     where=f"node '{op.node}' [target tvm/{self.target}]")
+            raise UnsupportedOpError(
+                "matvec weight must be a 2-D constant", where=f"node '{op.node}' [target tvm/{self.target}]"
+            )
         n_out, n_in = w.shape
         acc_dt = wider(self.out(op).dtype)
         bias = np.ravel(_int_array(self.p.consts[op.bias])) if op.bias else None
@@ -558,8 +676,15 @@ class OpEmitter:
         x_bits = self.p.vectors[op.x].bits if op.x in self.p.vectors else 64
         # pair products (pmaddwd): int16 x int16 pairs summed in int32. Exact when the output is
         # an int32 accumulator and no pair can reach 2 * (-2^15)^2 = 2^31 (a weight of -32768)
-        use_dot = (dot is not None and acc_dt == "int32" and x_bits <= 16 and op.x in self.locs
-                   and w.dtype.itemsize <= 2 and (w.size == 0 or int(w.min()) > -32768) and n_out >= dot[1])
+        use_dot = (
+            dot is not None
+            and acc_dt == "int32"
+            and x_bits <= 16
+            and op.x in self.locs
+            and w.dtype.itemsize <= 2
+            and (w.size == 0 or int(w.min()) > -32768)
+            and n_out >= dot[1]
+        )
         gctx = self.k.loop(self.k.fresh("g"), op.blocks) if op.blocks > 1 else nullcontext("0")
         with gctx as g:
             c0 = 0
@@ -597,8 +722,11 @@ class OpEmitter:
             with ctx:
                 ji = self.k.fresh("ja")
                 with self.k.loop(ji, width, "vectorized"):
-                    init = (self.const_ref(op.bias, f"{base} + {ji}", acc_dt, bias, key=("bias", op.bias))
-                            if bias is not None else lit(0, acc_dt))
+                    init = (
+                        self.const_ref(op.bias, f"{base} + {ji}", acc_dt, bias, key=("bias", op.bias))
+                        if bias is not None
+                        else lit(0, acc_dt)
+                    )
                     for r in range(rows):
                         self.k.line(f"{accs[r]}[{ji}] = {init}")
                 kk = self.k.fresh("kk")
@@ -607,14 +735,19 @@ class OpEmitter:
                     with self.k.loop(jc, width, "vectorized"):
                         wv = cast(f"{wname}[{woff} + {kk} * {n_out} + {base} + {jc}]", w.dtype.name, acc_dt)
                         for r in range(rows):
-                            xv = cast(self.locs[op.x].at(str(r), f"{g} * {n_in} + {kk}"), xdt, acc_dt) \
-                                if op.x in self.locs else self.const_ref(op.x, f"{g} * {n_in} + {kk}", acc_dt)
+                            xv = (
+                                cast(self.locs[op.x].at(str(r), f"{g} * {n_in} + {kk}"), xdt, acc_dt)
+                                if op.x in self.locs
+                                else self.const_ref(op.x, f"{g} * {n_in} + {kk}", acc_dt)
+                            )
                             self.k.line(f"{accs[r]}[{jc}] = {accs[r]}[{jc}] + {xv} * {wv}")
                 jd = self.k.fresh("jd")
                 with self.k.loop(jd, width, "vectorized"):
                     for r in range(rows):
-                        self.k.line(f"{dst.at(str(r), f'{g} * {n_out} + {base} + {jd}')} = "
-                                    f"{cast(f'{accs[r]}[{jd}]', acc_dt, od)}")
+                        self.k.line(
+                            f"{dst.at(str(r), f'{g} * {n_out} + {base} + {jd}')} = "
+                            f"{cast(f'{accs[r]}[{jd}]', acc_dt, od)}"
+                        )
 
     def _matvec_dot(self, op: MatVec, w, bias, g: str, ncols: int) -> None:
         """Columns [0, ncols) (a multiple of the intrinsic's lanes L) with a pair-product
@@ -666,8 +799,11 @@ class OpEmitter:
             with ctx:
                 ji = self.k.fresh("ja")
                 with self.k.loop(ji, width, "vectorized"):
-                    init = (self.const_ref(op.bias, f"{base} + {ji}", "int32", bias, key=("bias", op.bias))
-                            if bias is not None else lit(0, "int32"))
+                    init = (
+                        self.const_ref(op.bias, f"{base} + {ji}", "int32", bias, key=("bias", op.bias))
+                        if bias is not None
+                        else lit(0, "int32")
+                    )
                     for r in range(rows):
                         self.k.line(f"{accs[r]}[{ji}] = {init}")
 
@@ -679,8 +815,10 @@ class OpEmitter:
                             if wdt != "int16":
                                 wv = f'T.Cast("int16x{2 * L}", {wv})'
                             acc = f"{accs[r]}[T.ramp({lane0}, 1, {L})]"
-                            self.k.line(f"{acc} = {acc} + T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("
-                                        f'"{intrin}"), {xb}, {wv}, dtype="int32x{L}")')
+                            self.k.line(
+                                f"{acc} = {acc} + T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("
+                                f'"{intrin}"), {xb}, {wv}, dtype="int32x{L}")'
+                            )
 
                 if n_in // 2:
                     pp = self.k.fresh("pp")
@@ -691,15 +829,28 @@ class OpEmitter:
                 jd = self.k.fresh("jd")
                 with self.k.loop(jd, width, "vectorized"):
                     for r in range(rows):
-                        self.k.line(f"{dst.at(str(r), f'{g} * {n_out} + {base} + {jd}')} = "
-                                    f"{cast(f'{accs[r]}[{jd}]', 'int32', od)}")
+                        self.k.line(
+                            f"{dst.at(str(r), f'{g} * {n_out} + {base} + {jd}')} = "
+                            f"{cast(f'{accs[r]}[{jd}]', 'int32', od)}"
+                        )
 
 
 _EMITTERS: dict[type, Callable] = {
-    MatVec: OpEmitter.e_matvec, Requant: OpEmitter.e_requant, Add: OpEmitter.e_add, Sub: OpEmitter.e_sub,
-    Mul: OpEmitter.e_mul, Div: OpEmitter.e_div, Isqrt: OpEmitter.e_isqrt, Lut: OpEmitter.e_lut,
-    Clamp: OpEmitter.e_clamp, CmpGe: OpEmitter.e_cmp_ge, Select: OpEmitter.e_select, Concat: OpEmitter.e_concat,
-    Gather: OpEmitter.e_gather, Load: OpEmitter.e_load, Store: OpEmitter.e_store,
+    MatVec: OpEmitter.e_matvec,
+    Requant: OpEmitter.e_requant,
+    Add: OpEmitter.e_add,
+    Sub: OpEmitter.e_sub,
+    Mul: OpEmitter.e_mul,
+    Div: OpEmitter.e_div,
+    Isqrt: OpEmitter.e_isqrt,
+    Lut: OpEmitter.e_lut,
+    Clamp: OpEmitter.e_clamp,
+    CmpGe: OpEmitter.e_cmp_ge,
+    Select: OpEmitter.e_select,
+    Concat: OpEmitter.e_concat,
+    Gather: OpEmitter.e_gather,
+    Load: OpEmitter.e_load,
+    Store: OpEmitter.e_store,
 }
 
 
@@ -766,8 +917,9 @@ def quantize_kernel(prog: Program, in_features: int, sched: Schedule) -> GenKern
     consts: dict[str, np.ndarray] = {}
     for i, s in enumerate(prog.inputs):
         consts[f"off{i}"] = np.ascontiguousarray(np.broadcast_to(np.asarray(s.offset, np.float32), (len(s.channels),)))
-        consts[f"inv{i}"] = np.ascontiguousarray(np.broadcast_to(np.asarray(s.inv_scale, np.float32),
-                                                                 (len(s.channels),)))
+        consts[f"inv{i}"] = np.ascontiguousarray(
+            np.broadcast_to(np.asarray(s.inv_scale, np.float32), (len(s.channels),))
+        )
         ch = np.asarray(s.channels, np.int64)
         if not (ch.size and np.array_equal(ch, np.arange(ch[0], ch[0] + ch.size))):
             consts[f"ch{i}"] = ch.astype(np.int32)
@@ -785,7 +937,7 @@ def quantize_kernel(prog: Program, in_features: int, sched: Schedule) -> GenKern
 
                 def body(j, i=i, ch=ch, lo=lo, hi=hi, dt=dt):
                     src = f"ch{i}[{j}]" if f"ch{i}" in consts else f"{int(ch[0])} + {j}"
-                    t = f'(X[b, t, {src}] - off{i}[{j}]) * inv{i}[{j}]'  # float32, as InputSpec specifies
+                    t = f"(X[b, t, {src}] - off{i}[{j}]) * inv{i}[{j}]"  # float32, as InputSpec specifies
                     r = f'T.Cast("float64", T.nearbyint({t}))'  # exact; the limits are exact in float64
                     return [f'Q{i}[b, t, {j}] = T.Cast("{dt}", T.max(T.min({r}, {f64(hi)}), {f64(lo)}))']
 
@@ -810,14 +962,25 @@ def dequant_kernel(prog: Program, dtypes: tuple[str, ...], sched: Schedule) -> G
             ctx = k.loop(k.fresh("t"), "TT") if o.temporal else nullcontext(None)
             with ctx as t:
                 idx = f"{b}, {t}" if o.temporal else b
-                k.vec(n, lambda j, i=i, idx=idx: [
-                    f'Y{i}[{idx}, {j}] = T.Cast("float32", T.Cast("float64", D{i}[{idx}, {j}]) * sc{i}[{j}])'])
+                k.vec(
+                    n,
+                    lambda j, i=i, idx=idx: [
+                        f'Y{i}[{idx}, {j}] = T.Cast("float32", T.Cast("float64", D{i}[{idx}, {j}]) * sc{i}[{j}])'
+                    ],
+                )
     _add_consts(k, consts)
     return GenKernel(k, consts)
 
 
-def generate(prog: Program, in_features: int, sched: Schedule, target: str = "x86", hoist: bool = True,
-             row_block: Optional[int] = None, dot: Optional[tuple[str, int]] = None) -> IntKernels:
+def generate(
+    prog: Program,
+    in_features: int,
+    sched: Schedule,
+    target: str = "x86",
+    hoist: bool = True,
+    row_block: Optional[int] = None,
+    dot: Optional[tuple[str, int]] = None,
+) -> IntKernels:
     """Every kernel of ``prog`` (raises UnsupportedOpError naming a micro-op that cannot be lowered).
 
     ``dot``: (LLVM intrinsic, lanes) of a pair product int16 x int16 -> int32 (x86 pmaddwd, see
@@ -860,8 +1023,11 @@ def generate(prog: Program, in_features: int, sched: Schedule, target: str = "x8
                 locs[v] = RowLoc(flat[v], sdt(prog.vectors[v].bits), (lambda rr, v=v: row0(rr)))
             for op in lay.hoisted:
                 if op.out not in locs:
-                    buf = k.scratch(f"{tag}{_vec_name(vec_ids[op.out])}", prog.vectors[op.out].n * nrows,
-                                    sdt(prog.vectors[op.out].bits))
+                    buf = k.scratch(
+                        f"{tag}{_vec_name(vec_ids[op.out])}",
+                        prog.vectors[op.out].n * nrows,
+                        sdt(prog.vectors[op.out].bits),
+                    )
                     locs[op.out] = BufLoc(buf, prog.vectors[op.out].n, sdt(prog.vectors[op.out].bits), nrows)
             em = OpEmitter(prog, k, pool, sched, nrows, locs, {}, intervals, target, dot)
             for op in lay.hoisted:
@@ -917,8 +1083,10 @@ def generate(prog: Program, in_features: int, sched: Schedule, target: str = "x8
             for i, o in enumerate(prog.outputs):
                 if o.temporal:
                     loc = locs[o.vec]
-                    k.vec(prog.vectors[o.vec].n,
-                          lambda j, i=i, loc=loc: [f"O{i}[b, t, {j}] = {cast(loc.at('0', j), loc.dtype, out_dt[i])}"])
+                    k.vec(
+                        prog.vectors[o.vec].n,
+                        lambda j, i=i, loc=loc: [f"O{i}[b, t, {j}] = {cast(loc.at('0', j), loc.dtype, out_dt[i])}"],
+                    )
         for i, key in enumerate(st_keys):
             k.vec(prog.states[key].n, lambda j, i=i: [f"SO{i}[b, {j}] = st{i}[{j}]"])
         for op in prog.final:
@@ -926,11 +1094,21 @@ def generate(prog: Program, in_features: int, sched: Schedule, target: str = "x8
         for i, o in enumerate(prog.outputs):
             if not o.temporal:
                 loc = locs[o.vec]
-                k.vec(prog.vectors[o.vec].n,
-                      lambda j, i=i, loc=loc: [f"O{i}[b, {j}] = {cast(loc.at('0', j), loc.dtype, out_dt[i])}"])
+                k.vec(
+                    prog.vectors[o.vec].n,
+                    lambda j, i=i, loc=loc: [f"O{i}[b, {j}] = {cast(loc.at('0', j), loc.dtype, out_dt[i])}"],
+                )
     consts = pool.arrays()
     _add_consts(k, consts)
     scan_k = GenKernel(k, consts)
 
-    return IntKernels(lay, quantize_kernel(prog, in_features, sched), hoist_k, scan_k,
-                      dequant_kernel(prog, out_dt, sched), in_dt, out_dt, st_dt)
+    return IntKernels(
+        lay,
+        quantize_kernel(prog, in_features, sched),
+        hoist_k,
+        scan_k,
+        dequant_kernel(prog, out_dt, sched),
+        in_dt,
+        out_dt,
+        st_dt,
+    )

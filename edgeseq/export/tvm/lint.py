@@ -98,8 +98,8 @@ def _int_bits(dt: str) -> int | None:
     """Width of a scalar or vector integer dtype string ('int16', 'int32x8'), else None."""
     base = dt.split("x")[0]
     for p in ("uint", "int"):
-        if base.startswith(p) and base[len(p):].isdigit():
-            return int(base[len(p):])
+        if base.startswith(p) and base[len(p) :].isdigit():
+            return int(base[len(p) :])
     return None
 
 
@@ -149,7 +149,7 @@ def _expr_hazards(e, found: list[str], seen: set) -> None:
         lows, highs, _ = _clamp_limits(e.value)
         lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
         if dt.startswith("uint"):
-            lo, hi = 0, 2 ** bits - 1
+            lo, hi = 0, 2**bits - 1
         if not lows or not highs or max(lows) < lo or min(highs) > hi:
             found.append(f"float -> {dt} conversion of a value not clamped to the {dt} range: '{e}'")
     for c in _expr_children(e):
@@ -195,5 +195,7 @@ def check_kernels(mod) -> None:
         if isinstance(func, tirx.PrimFunc):
             bad = vectorization_hazards(func) + integer_hazards(func)
             if bad:
-                raise UnsupportedOpError(f"generated kernel would be miscompiled by TVM: {'; '.join(bad)}",
-                                         where=f"kernel {gv.name_hint} [target tvm]")
+                raise UnsupportedOpError(
+                    f"generated kernel would be miscompiled by TVM: {'; '.join(bad)}",
+                    where=f"kernel {gv.name_hint} [target tvm]",
+                )

@@ -115,7 +115,9 @@ def lower(graph: Graph, sched: Schedule, functions=("main",)) -> Lowered:
                         outs = call.kernel.outputs()
                         types = [relax.TensorType(shape(p.shape), p.dtype) for p in outs]
                         res = bb.emit(relax.call_tir(gvar(call), args, types))
-                        vals = [res] if len(outs) == 1 else [bb.emit(relax.TupleGetItem(res, i)) for i in range(len(outs))]
+                        vals = (
+                            [res] if len(outs) == 1 else [bb.emit(relax.TupleGetItem(res, i)) for i in range(len(outs))]
+                        )
                         for p, v in zip(outs, vals):
                             for ref in call.outs[p.name].split("|"):
                                 if ref.startswith("out"):

@@ -38,22 +38,27 @@ class Signature:
         return cls(graph.in_features, outs, {k: tuple(v) for k, v in graph.state_spec().items()})
 
     def to_json(self) -> dict:
-        return {"in_features": self.in_features,
-                "outputs": [{"name": n, "features": f, "temporal": t} for n, f, t in self.outputs],
-                "state_spec": {k: list(v) for k, v in self.state_spec.items()}}
+        return {
+            "in_features": self.in_features,
+            "outputs": [{"name": n, "features": f, "temporal": t} for n, f, t in self.outputs],
+            "state_spec": {k: list(v) for k, v in self.state_spec.items()},
+        }
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "Signature":
-        return cls(int(d["in_features"]), tuple((o["name"], int(o["features"]), bool(o["temporal"]))
-                                                for o in d["outputs"]),
-                   {k: tuple(int(s) for s in v) for k, v in d["state_spec"].items()})
+        return cls(
+            int(d["in_features"]),
+            tuple((o["name"], int(o["features"]), bool(o["temporal"])) for o in d["outputs"]),
+            {k: tuple(int(s) for s in v) for k, v in d["state_spec"].items()},
+        )
 
     # -- argument checks (same contract as the reference interpreter) -------------------------
     def check_input(self, x) -> np.ndarray:
         x = np.asarray(x)
         if x.ndim != 3:
-            raise ShapeError(f"input must have shape (batch, time, features) = (B, T, {self.in_features}), "
-                             f"got shape {x.shape}")
+            raise ShapeError(
+                f"input must have shape (batch, time, features) = (B, T, {self.in_features}), got shape {x.shape}"
+            )
         if x.shape[2] != self.in_features:
             raise ShapeError(f"input has {x.shape[2]} features per step; the model expects {self.in_features}")
         if x.shape[0] < 1 or x.shape[1] < 1:
@@ -70,9 +75,11 @@ class Signature:
         missing = sorted(set(self.state_spec) - set(state))
         extra = sorted(set(state) - set(self.state_spec))
         if missing or extra:
-            raise ShapeError("state does not match the graph's state contract"
-                             + (f"; missing: {', '.join(missing)}" if missing else "")
-                             + (f"; unexpected: {', '.join(extra)}" if extra else ""))
+            raise ShapeError(
+                "state does not match the graph's state contract"
+                + (f"; missing: {', '.join(missing)}" if missing else "")
+                + (f"; unexpected: {', '.join(extra)}" if extra else "")
+            )
         out = []
         for k, shape in self.state_spec.items():
             a = np.asarray(state[k])
@@ -91,8 +98,11 @@ class Signature:
             new_state = dict(zip(self.state_spec, rest))
         else:
             if state is not None:
-                raise ConfigError("this module runs whole sequences from the zero state; it takes no state",
-                                  where="tvm", hint="compile with streaming=True to pass state between chunks")
+                raise ConfigError(
+                    "this module runs whole sequences from the zero state; it takes no state",
+                    where="tvm",
+                    hint="compile with streaming=True to pass state between chunks",
+                )
             y, new_state = call("main", [x]), None
         return (y[0] if n_out == 1 else tuple(y)), new_state
 
@@ -105,37 +115,64 @@ class IntSignature:
     """What an integer library takes and returns (enough to call it without the program)."""
 
     in_features: int
-    inputs: tuple[tuple[str, int, int], ...]              # (vec, n, bits)
+    inputs: tuple[tuple[str, int, int], ...]  # (vec, n, bits)
     outputs: tuple[tuple[str, str, int, bool, int, tuple], ...]  # (name, vec, n, temporal, bits, scale)
-    states: tuple[tuple[str, int, int, tuple], ...]       # (key, n, bits, shape)
+    states: tuple[tuple[str, int, int, tuple], ...]  # (key, n, bits, shape)
 
     @classmethod
     def from_program(cls, prog, in_features: int) -> "IntSignature":
-        return cls(int(in_features),
-                   tuple((s.vec, len(s.channels), int(s.bits)) for s in prog.inputs),
-                   tuple((o.name, o.vec, prog.vectors[o.vec].n, bool(o.temporal), prog.vectors[o.vec].bits,
-                          tuple(float(v) for v in np.ravel(o.scale))) for o in prog.outputs),
-                   tuple((k, s.n, int(s.bits), tuple(int(d) for d in s.shape)) for k, s in prog.states.items()))
+        return cls(
+            int(in_features),
+            tuple((s.vec, len(s.channels), int(s.bits)) for s in prog.inputs),
+            tuple(
+                (
+                    o.name,
+                    o.vec,
+                    prog.vectors[o.vec].n,
+                    bool(o.temporal),
+                    prog.vectors[o.vec].bits,
+                    tuple(float(v) for v in np.ravel(o.scale)),
+                )
+                for o in prog.outputs
+            ),
+            tuple((k, s.n, int(s.bits), tuple(int(d) for d in s.shape)) for k, s in prog.states.items()),
+        )
 
     def to_json(self) -> dict:
         from .intgen import sdt
 
-        return {"kind": NUMERICS, "in_features": self.in_features,
-                "inputs": [{"vec": v, "n": n, "bits": b, "dtype": sdt(b)} for v, n, b in self.inputs],
-                "outputs": [{"name": nm, "vec": v, "features": n, "temporal": t, "bits": b, "dtype": sdt(b),
-                             "scale": list(sc)} for nm, v, n, t, b, sc in self.outputs],
-                "states": [{"key": k, "n": n, "bits": b, "dtype": sdt(b), "shape": list(shp)}
-                           for k, n, b, shp in self.states],
-                "state_spec": {k: [n] for k, n, _, _ in self.states}}
+        return {
+            "kind": NUMERICS,
+            "in_features": self.in_features,
+            "inputs": [{"vec": v, "n": n, "bits": b, "dtype": sdt(b)} for v, n, b in self.inputs],
+            "outputs": [
+                {"name": nm, "vec": v, "features": n, "temporal": t, "bits": b, "dtype": sdt(b), "scale": list(sc)}
+                for nm, v, n, t, b, sc in self.outputs
+            ],
+            "states": [
+                {"key": k, "n": n, "bits": b, "dtype": sdt(b), "shape": list(shp)} for k, n, b, shp in self.states
+            ],
+            "state_spec": {k: [n] for k, n, _, _ in self.states},
+        }
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "IntSignature":
-        return cls(int(d["in_features"]),
-                   tuple((i["vec"], int(i["n"]), int(i["bits"])) for i in d["inputs"]),
-                   tuple((o["name"], o["vec"], int(o["features"]), bool(o["temporal"]), int(o["bits"]),
-                          tuple(float(v) for v in o["scale"])) for o in d["outputs"]),
-                   tuple((s["key"], int(s["n"]), int(s["bits"]), tuple(int(v) for v in s["shape"]))
-                         for s in d["states"]))
+        return cls(
+            int(d["in_features"]),
+            tuple((i["vec"], int(i["n"]), int(i["bits"])) for i in d["inputs"]),
+            tuple(
+                (
+                    o["name"],
+                    o["vec"],
+                    int(o["features"]),
+                    bool(o["temporal"]),
+                    int(o["bits"]),
+                    tuple(float(v) for v in o["scale"]),
+                )
+                for o in d["outputs"]
+            ),
+            tuple((s["key"], int(s["n"]), int(s["bits"]), tuple(int(v) for v in s["shape"])) for s in d["states"]),
+        )
 
     # -- views shared with the float Signature -----------------------------------------------------
     @property
@@ -164,8 +201,10 @@ class IntSignature:
             d = dict(xq)
         else:
             if len(self.inputs) != 1:
-                raise ShapeError(f"the program has {len(self.inputs)} integer input parts; pass a dict "
-                                 f"{{{', '.join(v for v, _, _ in self.inputs)}}}")
+                raise ShapeError(
+                    f"the program has {len(self.inputs)} integer input parts; pass a dict "
+                    f"{{{', '.join(v for v, _, _ in self.inputs)}}}"
+                )
             d = {self.inputs[0][0]: xq}
         out, shape = [], None
         for vec, n, bits in self.inputs:
@@ -195,9 +234,11 @@ class IntSignature:
         keys = [k for k, _, _, _ in self.states]
         missing, extra = sorted(set(keys) - set(state)), sorted(set(state) - set(keys))
         if missing or extra:
-            raise ShapeError("integer state does not match the program's states"
-                             + (f"; missing: {', '.join(missing)}" if missing else "")
-                             + (f"; unexpected: {', '.join(extra)}" if extra else ""))
+            raise ShapeError(
+                "integer state does not match the program's states"
+                + (f"; missing: {', '.join(missing)}" if missing else "")
+                + (f"; unexpected: {', '.join(extra)}" if extra else "")
+            )
         out = []
         for (k, n, bits, _), dt in zip(self.states, self.state_dtypes.values()):
             a = np.asarray(state[k])
@@ -223,7 +264,7 @@ class IntSignature:
 
             msg = str(e)
             if ASSERT_PREFIX in msg:
-                detail = msg[msg.index(ASSERT_PREFIX) + len(ASSERT_PREFIX):].strip().splitlines()[0]
+                detail = msg[msg.index(ASSERT_PREFIX) + len(ASSERT_PREFIX) :].strip().splitlines()[0]
                 raise NumericsError(detail, where="tvm integer kernel") from None
             raise
 
@@ -240,8 +281,11 @@ class IntSignature:
             outs = self._call(call, "stream", [x, *self.check_state(state, x.shape[0])])
         else:
             if state is not None:
-                raise ConfigError("'main' runs whole sequences from the zero state; it takes no state", where="tvm",
-                                  hint="use streaming=True to pass the integer state between chunks")
+                raise ConfigError(
+                    "'main' runs whole sequences from the zero state; it takes no state",
+                    where="tvm",
+                    hint="use streaming=True to pass the integer state between chunks",
+                )
             outs = self._call(call, "main", [x])
         return self._finish(outs, streaming, x.shape[0])
 
@@ -252,8 +296,11 @@ class IntSignature:
             outs = self._call(call, "stream_int", [*parts, *self.check_state(state, parts[0].shape[0])])
         else:
             if state is not None:
-                raise ConfigError("'main_int' runs whole sequences from the zero state; it takes no state",
-                                  where="tvm", hint="use streaming=True")
+                raise ConfigError(
+                    "'main_int' runs whole sequences from the zero state; it takes no state",
+                    where="tvm",
+                    hint="use streaming=True",
+                )
             outs = self._call(call, "main_int", parts)
         return self._finish(outs, streaming, parts[0].shape[0])
 
@@ -301,8 +348,11 @@ class TvmModule:
         corresponding function must have been compiled (``compile_tvm(..., functions=...)``)."""
         fn = "stream" if streaming else "main"
         if fn not in self.lowered.functions:
-            raise ConfigError(f"this module was compiled without the '{fn}' function", where="tvm",
-                              hint=f"compile_tvm(graph, streaming={streaming}) or functions=('main', 'stream')")
+            raise ConfigError(
+                f"this module was compiled without the '{fn}' function",
+                where="tvm",
+                hint=f"compile_tvm(graph, streaming={streaming}) or functions=('main', 'stream')",
+            )
         view = TvmModule(self.graph, self.target, streaming, self.lowered, self.executable)
         view._vm, view._call = self._vm, self._call
         return view
@@ -315,8 +365,11 @@ class TvmModule:
     @property
     def vm(self):
         if self.target.name != "x86":
-            raise ConfigError(f"a '{self.target.name}' module cannot run in this process", where="tvm",
-                              hint="use run(), which goes through qemu, or export_tvm()")
+            raise ConfigError(
+                f"a '{self.target.name}' module cannot run in this process",
+                where="tvm",
+                hint="use run(), which goes through qemu, or export_tvm()",
+            )
         if self._vm is None:
             import tvm
             from tvm import relax

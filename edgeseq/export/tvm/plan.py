@@ -41,8 +41,9 @@ class Call:
             if p.name in self.consts:
                 a = self.consts[p.name]
                 if a.shape != tuple(p.shape) or a.dtype != np.dtype(p.dtype):
-                    raise ValueError(f"{self.kernel.name}.{p.name}: constant {a.shape} {a.dtype}, "
-                                     f"kernel wants {p.shape} {p.dtype}")
+                    raise ValueError(
+                        f"{self.kernel.name}.{p.name}: constant {a.shape} {a.dtype}, kernel wants {p.shape} {p.dtype}"
+                    )
 
 
 def f32(a) -> np.ndarray:

@@ -37,8 +37,9 @@ def _linear(node, ins, sched):
     op: O.Linear = node.op
     n_out, n_in = op.weight.shape
     has_b = op.bias is not None
-    k = ff.linear(f"linear_{_lt(ins[0])}_i{n_in}_o{n_out}{'_b' if has_b else ''}", n_in, n_out, _lead(ins[0]),
-                  sched, bias=has_b)
+    k = ff.linear(
+        f"linear_{_lt(ins[0])}_i{n_in}_o{n_out}{'_b' if has_b else ''}", n_in, n_out, _lead(ins[0]), sched, bias=has_b
+    )
     consts = {"Wt": f32(np.asarray(op.weight, dtype=np.float64).T)}
     if has_b:
         consts["bias"] = f32(op.bias)
@@ -49,8 +50,16 @@ def _conv1d(node, ins, sched):
     op: O.Conv1d = node.op
     n_out, cg, ks = op.weight.shape
     has_b = op.bias is not None
-    k = ff.conv1d(f"conv1d_i{op.in_features}_o{n_out}_k{ks}_d{op.dilation}_g{op.groups}{'_b' if has_b else ''}",
-                  op.in_features, n_out, ks, op.dilation, op.groups, sched, bias=has_b)
+    k = ff.conv1d(
+        f"conv1d_i{op.in_features}_o{n_out}_k{ks}_d{op.dilation}_g{op.groups}{'_b' if has_b else ''}",
+        op.in_features,
+        n_out,
+        ks,
+        op.dilation,
+        op.groups,
+        sched,
+        bias=has_b,
+    )
     w = np.asarray(op.weight, dtype=np.float64)  # (O, Cg, K) -> (K*Cg, O), row k*Cg + c
     consts = {"Wt": f32(w.transpose(2, 1, 0).reshape(ks * cg, n_out))}
     if has_b:
@@ -80,8 +89,7 @@ def _layernorm(node, ins, sched):
     op: O.LayerNorm = node.op
     n = ins[0].features
     hw, hb = op.weight is not None, op.bias is not None
-    k = ff.layernorm(f"layernorm_{_lt(ins[0])}_n{n}_{int(hw)}{int(hb)}",
-                     n, _lead(ins[0]), float(op.eps), hw, hb, sched)
+    k = ff.layernorm(f"layernorm_{_lt(ins[0])}_n{n}_{int(hw)}{int(hb)}", n, _lead(ins[0]), float(op.eps), hw, hb, sched)
     consts = {}
     if hw:
         consts["w"] = f32(op.weight)
@@ -93,8 +101,16 @@ def _layernorm(node, ins, sched):
 def _activation(node, ins, sched):
     op: O.Activation = node.op
     n = ins[0].features
-    k = ff.activation(f"act_{op.fn.value}_{_lt(ins[0])}_n{n}", n, _lead(ins[0]), op.fn, float(op.slope),
-                      float(op.lo), float(op.hi), sched)
+    k = ff.activation(
+        f"act_{op.fn.value}_{_lt(ins[0])}_n{n}",
+        n,
+        _lead(ins[0]),
+        op.fn,
+        float(op.slope),
+        float(op.lo),
+        float(op.hi),
+        sched,
+    )
     return [Call(k, ins={"X": "in0"}, outs={"Y": "out0"})]
 
 
@@ -118,8 +134,13 @@ def _readout(node, ins, sched):
         return [Call(k, ins={"X": "in0", "LAST": "state:last"}, outs={"LASTO": "state:last|out0"})]
     if op.mode is ReadoutMode.SUM:
         return [Call(k, ins={"X": "in0", "SUM": "state:sum"}, outs={"SUMO": "state:sum|out0"})]
-    return [Call(k, ins={"X": "in0", "SUM": "state:sum", "CNT": "state:count"},
-                 outs={"SUMO": "state:sum", "CNTO": "state:count", "VAL": "out0"})]
+    return [
+        Call(
+            k,
+            ins={"X": "in0", "SUM": "state:sum", "CNT": "state:count"},
+            outs={"SUMO": "state:sum", "CNTO": "state:count", "VAL": "out0"},
+        )
+    ]
 
 
 def _scan(node, ins, sched):
@@ -152,8 +173,11 @@ def plan_node(node: Node, ins: Sequence[ValueType], sched: Schedule) -> list[Cal
     kind = node.op.kind
     rule = RULES.get(kind)
     if rule is None:
-        raise UnsupportedOpError(f"op kind '{kind}' has no TVM lowering", where=f"{node.name} ({kind}) [target tvm]",
-                                 hint=f"supported kinds: {', '.join(sorted(RULES))}")
+        raise UnsupportedOpError(
+            f"op kind '{kind}' has no TVM lowering",
+            where=f"{node.name} ({kind}) [target tvm]",
+            hint=f"supported kinds: {', '.join(sorted(RULES))}",
+        )
     calls = rule(node, ins, sched)
     for c in calls:
         c.check()

@@ -76,14 +76,30 @@ def fetch_runtime() -> Path:
     tvm_v, ffi_v = versions()
     py = f"{sys.version_info.major}.{sys.version_info.minor}"
     with tempfile.TemporaryDirectory(prefix="edgeseq-tvm-wheels-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--platform", "manylinux_2_28_aarch64", "--python-version", py, "-d", tmp,
-               f"apache-tvm=={tvm_v}", f"apache-tvm-ffi=={ffi_v}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--platform",
+            "manylinux_2_28_aarch64",
+            "--python-version",
+            py,
+            "-d",
+            tmp,
+            f"apache-tvm=={tvm_v}",
+            f"apache-tvm-ffi=={ffi_v}",
+        ]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["pip failed"]
-            raise ToolchainMissingError("aarch64 TVM runtime", install=FETCH_HINT,
-                                        purpose=f"running arm TVM artifacts; pip download failed: {tail[0]}")
+            raise ToolchainMissingError(
+                "aarch64 TVM runtime",
+                install=FETCH_HINT,
+                purpose=f"running arm TVM artifacts; pip download failed: {tail[0]}",
+            )
         stage = Path(tempfile.mkdtemp(dir=_parent(d), prefix=".fetch-"))
         try:
             for wheel in Path(tmp).glob("*.whl"):
@@ -127,12 +143,27 @@ def driver_path() -> Path:
         return out
     gxx = shutil.which("aarch64-linux-gnu-g++")
     if gxx is None:
-        raise ToolchainMissingError("aarch64-linux-gnu-g++", install="sudo apt-get install -y g++-aarch64-linux-gnu",
-                                    purpose="building the driver that runs arm TVM artifacts")
+        raise ToolchainMissingError(
+            "aarch64-linux-gnu-g++",
+            install="sudo apt-get install -y g++-aarch64-linux-gnu",
+            purpose="building the driver that runs arm TVM artifacts",
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
-    cmd = [gxx, "-std=c++17", "-O2", str(DRIVER_SRC), *[f"-I{d}" for d in _include_dirs()], f"-L{rt}",
-           f"-Wl,-rpath,{rt}", "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", "-o", str(tmp)]
+    cmd = [
+        gxx,
+        "-std=c++17",
+        "-O2",
+        str(DRIVER_SRC),
+        *[f"-I{d}" for d in _include_dirs()],
+        f"-L{rt}",
+        f"-Wl,-rpath,{rt}",
+        "-Wl,--no-as-needed",
+        "-ltvm_runtime",
+        "-ltvm_ffi",
+        "-o",
+        str(tmp),
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         raise ArtifactError(f"building the aarch64 driver failed: {res.stderr.strip()[-2000:]}", where=str(DRIVER_SRC))
@@ -150,8 +181,9 @@ def _arg_dtype(a: np.ndarray) -> str:
     return _INT_CODES.get(a.dtype.name, "f32") if a.dtype.kind in "iu" else "f32"
 
 
-def run_qemu(library: Path, function: str, args: Sequence[np.ndarray], repeat: int = 1,
-             timeout: float = 600.0) -> tuple[list[np.ndarray], float | None]:
+def run_qemu(
+    library: Path, function: str, args: Sequence[np.ndarray], repeat: int = 1, timeout: float = 600.0
+) -> tuple[list[np.ndarray], float | None]:
     """Call ``function`` of the aarch64 Relax VM library under qemu-aarch64 with ``args`` (int8 /
     int16 / int32 / int64 / uint8 arrays keep their type, anything else is passed as float32);
     returns (outputs in the types the library returns, median wall microseconds under emulation
@@ -172,8 +204,11 @@ def run_qemu(library: Path, function: str, args: Sequence[np.ndarray], repeat: i
             argv += ["--repeat", str(repeat)]
         res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
         if res.returncode != 0:
-            raise ArtifactError(f"running under qemu-aarch64 failed (exit {res.returncode}): "
-                                f"{(res.stderr or res.stdout).strip()[-2000:]}", where=str(library))
+            raise ArtifactError(
+                f"running under qemu-aarch64 failed (exit {res.returncode}): "
+                f"{(res.stderr or res.stdout).strip()[-2000:]}",
+                where=str(library),
+            )
         outs, median = [], None
         for line in res.stdout.splitlines():
             name, _, rest = line.partition(" ")
@@ -181,8 +216,9 @@ def run_qemu(library: Path, function: str, args: Sequence[np.ndarray], repeat: i
                 dims, _, code = rest.partition(" ")
                 code = code.strip() or "f32"
                 if code not in DTYPES:
-                    raise ArtifactError(f"the driver returned an output of unsupported type '{code}'",
-                                        where=str(library))
+                    raise ArtifactError(
+                        f"the driver returned an output of unsupported type '{code}'", where=str(library)
+                    )
                 shape = tuple(int(v) for v in dims.split(",")) if dims else ()
                 data = np.fromfile(Path(tmp) / f"{name}.bin", dtype=DTYPES[code])
                 outs.append(data.reshape(shape).astype(np.dtype(DTYPES[code]).newbyteorder("=")))

@@ -158,8 +158,11 @@ class _Step:
         key = (param, form)
         if key not in self._params:
             a = self.prog.params[param]
-            arr = {"vec": lambda: f32(a.reshape(-1)), "mat_t": lambda: f32(a.T),
-                   "index": lambda: np.ascontiguousarray(a.reshape(-1).astype(np.int32))}[form]()
+            arr = {
+                "vec": lambda: f32(a.reshape(-1)),
+                "mat_t": lambda: f32(a.T),
+                "index": lambda: np.ascontiguousarray(a.reshape(-1).astype(np.int32)),
+            }[form]()
             name = self.name({"mat_t": "w_"}.get(form, "c_"), param)
             self.k.input(name, arr.shape, str(arr.dtype))
             self.consts[name] = arr
@@ -333,8 +336,10 @@ def _concat(s: _Step, op: Concat) -> None:
         off = 0
         for x, w in zip(op.xs, widths):
             src = s.vector(x)
-            s.k.vec(w, lambda j, src=src, o=blk * total + off, i=blk * w: [
-                f"{dst.at(f'{o} + {j}')} = {src.at(f'{i} + {j}')}"])
+            s.k.vec(
+                w,
+                lambda j, src=src, o=blk * total + off, i=blk * w: [f"{dst.at(f'{o} + {j}')} = {src.at(f'{i} + {j}')}"],
+            )
             off += w
     s.publish(op.out)
 
@@ -440,8 +445,9 @@ def plan_program(prog: StepProgram, sched: Schedule) -> list[Call]:
         made = {a.out for a in rest}
         needed = dict.fromkeys(r for a in rest for r in a.reads() if r in sources)
         outs = tuple(v for v in h.carry if v in made)
-        seq = StepProgram(prog.name + ".seq", tuple(Port(v, h.seq.size(v)) for v in needed), (), h.seq.params,
-                          tuple(rest), outs, {})
+        seq = StepProgram(
+            prog.name + ".seq", tuple(Port(v, h.seq.size(v)) for v in needed), (), h.seq.params, tuple(rest), outs, {}
+        )
         refs = [f"tmp:R{i}" for i in range(len(outs))]
         calls.append(loop_kernel(f"{base}_seq", seq, sched, sources, refs))
         sources.update({v: (r, h.seq.size(v), 0) for v, r in zip(outs, refs)})

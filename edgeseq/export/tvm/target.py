@@ -31,14 +31,18 @@ class TvmTarget:
         return tvm.target.Target(self.spec)
 
     def describe(self) -> dict:
-        return {"name": self.name, "tvm_target": self.spec, "vector_lanes": self.sched.lanes,
-                "col_block": self.sched.col_block, "row_block": self.sched.row_block}
+        return {
+            "name": self.name,
+            "tvm_target": self.spec,
+            "vector_lanes": self.sched.lanes,
+            "col_block": self.sched.col_block,
+            "row_block": self.sched.row_block,
+        }
 
 
 def _x86_lanes(cpu: str) -> int:
-    from tvm.target import codegen
-
     import tvm
+    from tvm.target import codegen
 
     t = tvm.target.Target({"kind": "llvm", "mcpu": cpu})
     feats = set(codegen.llvm_get_cpu_features(t))

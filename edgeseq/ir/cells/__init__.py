@@ -49,8 +49,10 @@ def step_program(op: Op, n_in: int) -> StepProgram:
     if prog is None:
         fn = LOWERINGS.get(type(op))
         if fn is None:
-            raise UnsupportedOpError(f"op kind '{op.kind}' has no step program",
-                                     hint="scan kinds: " + ", ".join(sorted(c.kind for c in LOWERINGS)))
+            raise UnsupportedOpError(
+                f"op kind '{op.kind}' has no step program",
+                hint="scan kinds: " + ", ".join(sorted(c.kind for c in LOWERINGS)),
+            )
         prog = per_op[n_in] = fn(op, n_in)
     return prog
 
@@ -72,8 +74,13 @@ def running_readout(mode, n: int):
     from ..types import ReadoutMode
 
     mode = ReadoutMode(mode)
-    b = StepBuilder(f"Readout.{mode.value}", {"x": n}, {"sum": n, "count": 1} if mode is ReadoutMode.MEAN
-                    else ({"sum": n} if mode is ReadoutMode.SUM else {"last": n}))
+    b = StepBuilder(
+        f"Readout.{mode.value}",
+        {"x": n},
+        {"sum": n, "count": 1}
+        if mode is ReadoutMode.MEAN
+        else ({"sum": n} if mode is ReadoutMode.SUM else {"last": n}),
+    )
     if mode is ReadoutMode.LAST:
         last = b.quant_state("last", "x", STATE)
         return b.build([last], {"last": last})

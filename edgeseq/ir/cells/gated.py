@@ -11,7 +11,7 @@ from . import lowering
 
 
 def _rows(a, k: int, h: int):
-    return None if a is None else np.asarray(a, np.float64)[k * h:(k + 1) * h]
+    return None if a is None else np.asarray(a, np.float64)[k * h : (k + 1) * h]
 
 
 def _sum(*bs):

@@ -12,8 +12,9 @@ from .spiking import amplitude, declare_neuron, neuron
 def l2mu(op: O.L2MU, n_in: int) -> StepProgram:
     d, order, H, M = op.memory_d, op.order, op.hidden_size, op.memory_size
     pops = (("u_", op.u_neuron, d), ("m_", op.m_neuron, M), ("h_", op.h_neuron, H))
-    b = StepBuilder("L2MU." + ".".join(f"{p}{n.reset.value}{'' if n.reset_delay else '.now'}" for p, n, _ in pops),
-                    {"x": n_in})
+    b = StepBuilder(
+        "L2MU." + ".".join(f"{p}{n.reset.value}{'' if n.reset_delay else '.now'}" for p, n, _ in pops), {"x": n_in}
+    )
     for pop, n, size in pops:
         declare_neuron(b, n, size, f"{pop}syn", f"{pop}mem")
     b.state("s_m", M, SPIKES, amplitude(b, op.m_neuron, "m_neuron."))

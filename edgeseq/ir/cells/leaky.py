@@ -22,8 +22,9 @@ def _scaled(b: StepBuilder, op: O.LeakyNeuron, field: str, prefix: str, x: str) 
     return x if value is None else b.mul(b.param(prefix + field, value), x)
 
 
-def population(b: StepBuilder, op: O.LeakyNeuron, current: str, syn: str, mem: str, prefix: str = "",
-               pop: str = "") -> tuple[Optional[str], str, dict]:
+def population(
+    b: StepBuilder, op: O.LeakyNeuron, current: str, syn: str, mem: str, prefix: str = "", pop: str = ""
+) -> tuple[Optional[str], str, dict]:
     """One step of the population: (spikes or None, new membrane, next-state map). ``syn`` / ``mem``
     name its states in ``b``; ``prefix`` its parameters, ``pop`` its quantization points."""
     nxt: dict[str, str] = {}
@@ -54,12 +55,17 @@ def population(b: StepBuilder, op: O.LeakyNeuron, current: str, syn: str, mem: s
 
 @lowering(O.LeakyNeuron)
 def leaky(op: O.LeakyNeuron, n_in: int) -> StepProgram:
-    b = StepBuilder(f"LeakyNeuron.{'syn.' if op.synaptic else ''}{op.reset.value if op.spiking else 'li'}.{op.emit}",
-                    {"x": n_in})
+    b = StepBuilder(
+        f"LeakyNeuron.{'syn.' if op.synaptic else ''}{op.reset.value if op.spiking else 'li'}.{op.emit}", {"x": n_in}
+    )
     if op.synaptic:
         b.state("syn", n_in)
     b.state("mem", n_in)
     spk, mem, nxt = population(b, op, "x", "syn", "mem")
-    outs = {"spikes": lambda: [b.quant_output(0, spk, SPIKES)], "membrane": lambda: [mem],
-            "both": lambda: [b.quant_output(0, spk, SPIKES), mem]}[op.emit]()
+    assert spk is not None or op.emit == "membrane"  # an integrator (no threshold) emits its membrane only
+    outs = {
+        "spikes": lambda: [b.quant_output(0, str(spk), SPIKES)],
+        "membrane": lambda: [mem],
+        "both": lambda: [b.quant_output(0, str(spk), SPIKES), mem],
+    }[op.emit]()
     return b.build(outs, nxt)

@@ -20,8 +20,10 @@ def s4d(op: O.S4D, n_in: int) -> StepProgram:
     c = (np.asarray(op.c_re, np.float64) + 1j * (np.asarray(op.c_im, np.float64) if cplx else 0.0)) * k
     u = b.gather("x", np.repeat(np.arange(h), n), name="u_modes")  # u_t[h] for every mode of channel h
     ar, br = b.param("abar_re", abar.real.ravel()), b.param("bbar_re", bbar.real.ravel())
-    re = b.add(b.sub(b.mul(ar, "re"), b.mul(b.param("abar_im", abar.imag.ravel()), "im")) if cplx
-               else b.mul(ar, "re"), b.mul(br, u))
+    re = b.add(
+        b.sub(b.mul(ar, "re"), b.mul(b.param("abar_im", abar.imag.ravel()), "im")) if cplx else b.mul(ar, "re"),
+        b.mul(br, u),
+    )
     re = b.quant_state("re", re, STATE)
     nxt = {"re": re}
     if cplx:

@@ -24,8 +24,9 @@ def amplitude(b: StepBuilder, n: O.NeuronParams, prefix: str) -> Optional[str]:
     return None if n.spike_scale is None else b.param(prefix + "spike_scale", n.spike_scale)
 
 
-def neuron(b: StepBuilder, n: O.NeuronParams, prefix: str, current: str, syn: str, mem: str,
-           pop: str = "") -> tuple[str, str, dict]:
+def neuron(
+    b: StepBuilder, n: O.NeuronParams, prefix: str, current: str, syn: str, mem: str, pop: str = ""
+) -> tuple[str, str, dict]:
     """One population step (see NeuronParams): (spikes, new membrane, next-state map).
 
     R = H(mem - threshold) of the previous membrane; currents and partial membrane terms are
@@ -80,7 +81,10 @@ def lif(op, n_in: int) -> StepProgram:
     spk, mem, nxt = neuron(b, n, "neuron.", current, "syn", "mem")
     if op.recurrence is not Recurrence.NONE:
         nxt["spk"] = spk
-    outs = {"spikes": lambda: [b.quant_output(0, spk, SPIKES)], "membrane": lambda: [mem],
-            "both": lambda: [b.quant_output(0, spk, SPIKES), mem],
-            "all": lambda: [b.quant_output(0, spk, SPIKES), nxt["syn"], mem]}[op.emit]()
+    outs = {
+        "spikes": lambda: [b.quant_output(0, spk, SPIKES)],
+        "membrane": lambda: [mem],
+        "both": lambda: [b.quant_output(0, spk, SPIKES), mem],
+        "all": lambda: [b.quant_output(0, spk, SPIKES), nxt["syn"], mem],
+    }[op.emit]()
     return b.build(outs, nxt)

@@ -106,8 +106,11 @@ def fold_output(prog: StepProgram, a: np.ndarray, c: np.ndarray) -> Optional[Ste
     info = dict(prog.param_info)
     terms = []
     for t in v.terms:
-        w2 = f"{t.w}.scaled" if sum(u.w == t.w for op in prog.body if isinstance(op, Affine)
-                                    for u in op.terms) > 1 else t.w
+        w2 = (
+            f"{t.w}.scaled"
+            if sum(u.w == t.w for op in prog.body if isinstance(op, Affine) for u in op.terms) > 1
+            else t.w
+        )
         params[w2] = a[:, None] * np.asarray(prog.params[t.w])
         if w2 != t.w and t.w in info:
             info[w2] = info[t.w]

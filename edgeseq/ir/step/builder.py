@@ -16,8 +16,31 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from ..types import Act
-from .program import (Activate, Add, Affine, Concat, Div, Gather, Gt, Mul, ParamInfo, PointKind, PointName, Port,
-                      Prim, QPoint, QRole, Quant, Select, Slice, StateSlot, StepProgram, Sub, Term, WeightKind)
+from .program import (
+    Activate,
+    Add,
+    Affine,
+    Concat,
+    Div,
+    Gather,
+    Gt,
+    Mul,
+    ParamInfo,
+    PointKind,
+    PointName,
+    Port,
+    Prim,
+    QPoint,
+    QRole,
+    Quant,
+    Select,
+    Slice,
+    StateSlot,
+    StepProgram,
+    Sub,
+    Term,
+    WeightKind,
+)
 
 
 def pre(fn, state: bool = False) -> QPoint:
@@ -142,21 +165,44 @@ class StepBuilder:
     # -- quantization points --------------------------------------------------------------------
     def quant(self, name: str, x: str, point: QPoint, out: Optional[str] = None) -> str:
         """A point of the node, planned as ``<node>:<name>``."""
-        return self._emit(Quant(out=out or name, n=self.size(x), x=x, point=point,
-                                name=PointName(PointKind.INNER, name)))
+        return self._emit(
+            Quant(out=out or name, n=self.size(x), x=x, point=point, name=PointName(PointKind.INNER, name))
+        )
 
     def quant_state(self, state: str, x: str, point: QPoint, out: Optional[str] = None) -> str:
         """The point of state ``state`` (planned as ``<node>/<state>``)."""
-        return self._emit(Quant(out=self._out(out, f"{state}_q"), n=self.size(x), x=x, point=point,
-                                name=PointName(PointKind.STATE, state)))
+        return self._emit(
+            Quant(
+                out=self._out(out, f"{state}_q"),
+                n=self.size(x),
+                x=x,
+                point=point,
+                name=PointName(PointKind.STATE, state),
+            )
+        )
 
     def quant_output(self, index: int, x: str, point: QPoint, out: Optional[str] = None) -> str:
         """The point of the node's output ``index`` (planned under that value's name)."""
-        return self._emit(Quant(out=self._out(out, f"y{index}_q"), n=self.size(x), x=x, point=point,
-                                name=PointName(PointKind.OUTPUT, index=index)))
+        return self._emit(
+            Quant(
+                out=self._out(out, f"y{index}_q"),
+                n=self.size(x),
+                x=x,
+                point=point,
+                name=PointName(PointKind.OUTPUT, index=index),
+            )
+        )
 
-    def act_q(self, fn: Act, x: str, pre_name: str, out_name: str, out_point: QPoint,
-              pre_point: Optional[QPoint] = None, state: Optional[str] = None) -> str:
+    def act_q(
+        self,
+        fn: Act,
+        x: str,
+        pre_name: str,
+        out_name: str,
+        out_point: QPoint,
+        pre_point: Optional[QPoint] = None,
+        state: Optional[str] = None,
+    ) -> str:
         """fn(x) with its input quantized at ``<node>:<pre_name>`` and its output at ``out_name``
         (or at state ``state``)."""
         p = self.quant(pre_name, x, pre_point or pre(Act(fn).value))
@@ -165,5 +211,13 @@ class StepBuilder:
 
     # -- result ----------------------------------------------------------------------------------
     def build(self, outputs: Sequence[str], next_state: Mapping[str, str]) -> StepProgram:
-        return StepProgram(self.name, tuple(self.inputs), tuple(self.states), self.params, tuple(self.body),
-                           tuple(outputs), dict(next_state), self.info)
+        return StepProgram(
+            self.name,
+            tuple(self.inputs),
+            tuple(self.states),
+            self.params,
+            tuple(self.body),
+            tuple(outputs),
+            dict(next_state),
+            self.info,
+        )

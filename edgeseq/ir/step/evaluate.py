@@ -15,8 +15,7 @@ import numpy as np
 
 from ...errors import VerificationError
 from ..activations import activation
-from .program import (Activate, Add, Affine, Concat, Div, Gather, Gt, Mul, Prim, Quant, Select, Slice,
-                      StepProgram, Sub)
+from .program import Activate, Add, Affine, Concat, Div, Gather, Gt, Mul, Prim, Quant, Select, Slice, StepProgram, Sub
 
 Env = dict
 SEMANTICS: dict[type, Callable[[Prim, Callable[[str], np.ndarray]], np.ndarray]] = {}
@@ -93,7 +92,7 @@ def _concat(op: Concat, v):
 
 @semantics(Slice)
 def _slice(op: Slice, v):
-    return v(op.x)[:, op.start:op.start + op.n]
+    return v(op.x)[:, op.start : op.start + op.n]
 
 
 @semantics(Gather)
@@ -110,9 +109,17 @@ def _param_view(a: np.ndarray, dtype) -> np.ndarray:
     return a.astype(dtype, copy=False) if a.ndim != 1 or a.size != 1 else a.reshape(()).astype(dtype)
 
 
-def run_step(prog: StepProgram, inputs: Sequence[np.ndarray], state: Mapping[str, np.ndarray], *,
-             params: Optional[Mapping[str, np.ndarray]] = None, hook=None, node: str = "",
-             node_outputs: Sequence[str] = (), env: Optional[Env] = None):
+def run_step(
+    prog: StepProgram,
+    inputs: Sequence[np.ndarray],
+    state: Mapping[str, np.ndarray],
+    *,
+    params: Optional[Mapping[str, np.ndarray]] = None,
+    hook=None,
+    node: str = "",
+    node_outputs: Sequence[str] = (),
+    env: Optional[Env] = None,
+):
     """One step: ``(outputs, new_state)``. ``params`` overrides program parameters (fake-quantized
     weights); ``hook`` is called at every Quant with the point's qualified name."""
     x0 = inputs[0] if len(inputs) else next(iter(state.values()))
@@ -155,8 +162,7 @@ def init_state(prog: StepProgram, batch: int, dtype=np.float64) -> dict[str, np.
     return {s.name: np.zeros((batch, s.n), dtype=dtype) for s in prog.states}
 
 
-def run_sequence(prog: StepProgram, xs: Sequence[np.ndarray], state: Optional[Mapping[str, np.ndarray]] = None,
-                 **kw):
+def run_sequence(prog: StepProgram, xs: Sequence[np.ndarray], state: Optional[Mapping[str, np.ndarray]] = None, **kw):
     """Run (B, T, n) inputs step by step: ``(outputs (B, T, n) each, final state)``."""
     b, steps = xs[0].shape[:2]
     st = dict(state) if state is not None else init_state(prog, b, xs[0].dtype)

@@ -25,8 +25,11 @@ _COMMUTATIVE = (Add, Mul)
 
 def match(pattern: StepProgram, prog: StepProgram) -> Optional[dict[str, Optional[str]]]:
     """Pattern parameter -> program parameter (None for an absent optional bias), or None."""
-    if len(pattern.inputs) != len(prog.inputs) or len(pattern.states) != len(prog.states) \
-            or len(pattern.outputs) != len(prog.outputs):
+    if (
+        len(pattern.inputs) != len(prog.inputs)
+        or len(pattern.states) != len(prog.states)
+        or len(pattern.outputs) != len(prog.outputs)
+    ):
         return None
     m = _Matcher(pattern, prog)
     for p, q in zip(pattern.inputs + pattern.states, prog.inputs + prog.states):
@@ -76,8 +79,11 @@ class _Matcher:
 
     @staticmethod
     def _same_attrs(p: Prim, q: Prim) -> bool:
-        return all(getattr(p, f.name) == getattr(q, f.name) for f in fields(p)
-                   if f.name not in _OPERANDS and f.name not in ("out", "n"))
+        return all(
+            getattr(p, f.name) == getattr(q, f.name)
+            for f in fields(p)
+            if f.name not in _OPERANDS and f.name not in ("out", "n")
+        )
 
     def _all(self, pairs) -> bool:
         snap = self._snapshot()
@@ -101,8 +107,9 @@ class _Matcher:
             return False
         snap = self._snapshot()
         for order in permutations(q.terms):
-            if all(t.blocks == u.blocks for t, u in zip(p.terms, order)) and \
-                    self._all([pair for t, u in zip(p.terms, order) for pair in ((t.w, u.w), (t.x, u.x))]):
+            if all(t.blocks == u.blocks for t, u in zip(p.terms, order)) and self._all(
+                [pair for t, u in zip(p.terms, order) for pair in ((t.w, u.w), (t.x, u.x))]
+            ):
                 if p.bias is None or self.param(p.bias, q.bias):
                     return True
             self._restore(snap)

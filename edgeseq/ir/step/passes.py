@@ -91,8 +91,11 @@ class StripQuant(Pass):
                 sub[op.out] = sub.get(op.x, op.x)
                 continue
             body.append(_rename(op, sub))
-        return prog.replace(body=tuple(body), outputs=tuple(sub.get(o, o) for o in prog.outputs),
-                            next_state={k: sub.get(v, v) for k, v in prog.next_state.items()})
+        return prog.replace(
+            body=tuple(body),
+            outputs=tuple(sub.get(o, o) for o in prog.outputs),
+            next_state={k: sub.get(v, v) for k, v in prog.next_state.items()},
+        )
 
     def ensures(self, before, after):
         if any(isinstance(op, Quant) for op in after.body):
@@ -301,9 +304,12 @@ class LinearState(Pass):
             body.append(Add(out=nxt, n=n, a=acc, b=value(form[1])))
             acc = nxt
         old = prog.next_state[state]
-        return prog.replace(body=tuple(body), params=params,
-                            outputs=tuple(acc if o == old else o for o in prog.outputs),
-                            next_state={k: acc if v == old else v for k, v in prog.next_state.items()})
+        return prog.replace(
+            body=tuple(body),
+            params=params,
+            outputs=tuple(acc if o == old else o for o in prog.outputs),
+            next_state={k: acc if v == old else v for k, v in prog.next_state.items()},
+        )
 
 
 def _ZERO(params: dict, fresh) -> tuple:
@@ -361,8 +367,11 @@ def hoist(prog: StepProgram, *, strip: bool = True, elementwise: bool = True) ->
     seq_names = set(step_in)
     seq_ops = []
     for op in p.body:
-        if op.out in dep and all(p.is_param(r) or r in (seq_names if elementwise else step_in) for r in op.reads()) \
-                and (elementwise or isinstance(op, Affine)):
+        if (
+            op.out in dep
+            and all(p.is_param(r) or r in (seq_names if elementwise else step_in) for r in op.reads())
+            and (elementwise or isinstance(op, Affine))
+        ):
             seq_ops.append(op)
             seq_names.add(op.out)
     loop_ops = [op for op in p.body if op.out not in seq_names]
@@ -370,12 +379,14 @@ def hoist(prog: StepProgram, *, strip: bool = True, elementwise: bool = True) ->
     for op in loop_ops:
         used_in_loop.update(op.reads())
     carry = tuple(op.out for op in seq_ops if op.out in used_in_loop)
-    seq = StepProgram(p.name + ".seq", p.inputs, (), {k: v for k, v in p.params.items()}, tuple(seq_ops), carry, {},
-                      p.param_info)
+    seq = StepProgram(
+        p.name + ".seq", p.inputs, (), {k: v for k, v in p.params.items()}, tuple(seq_ops), carry, {}, p.param_info
+    )
     seq = DeadCode()(seq) if carry else seq
     inputs = tuple(x for x in p.inputs if x.name in used_in_loop) + tuple(Port(c, p.size(c)) for c in carry)
-    loop = StepProgram(p.name + ".loop", inputs, p.states, p.params, tuple(loop_ops), p.outputs, p.next_state,
-                       p.param_info)
+    loop = StepProgram(
+        p.name + ".loop", inputs, p.states, p.params, tuple(loop_ops), p.outputs, p.next_state, p.param_info
+    )
     return Hoisted(seq, loop, carry)
 
 
@@ -407,8 +418,7 @@ def sink(loop: StepProgram) -> Sunk:
     emitted = tuple(v for v in keep if v not in ins)
     inner = loop.replace(body=tuple(op for op in loop.body if op.out in need), outputs=emitted)
     ports = tuple(p for p in loop.inputs if p.name in keep) + tuple(Port(v, loop.size(v)) for v in emitted)
-    post = StepProgram(loop.name + ".post", ports, (), loop.params, tuple(post_ops), loop.outputs, {},
-                       loop.param_info)
+    post = StepProgram(loop.name + ".post", ports, (), loop.params, tuple(post_ops), loop.outputs, {}, loop.param_info)
     if any(op.out not in need for op in inner.body) or post.states:  # pragma: no cover - by construction
         raise VerificationError("sink left an output-only op in the loop")
     return Sunk(DeadCode()(inner), post, emitted)
@@ -461,8 +471,13 @@ class FoldBias(Pass):
                 continue
             for v, w in ((op.a, op.b), (op.b, op.a)):
                 a = prods.get(v)
-                if isinstance(a, Affine) and a.bias is None and v not in ends and len(uses[v]) == 1 \
-                        and prog.size(w) == op.n:
+                if (
+                    isinstance(a, Affine)
+                    and a.bias is None
+                    and v not in ends
+                    and len(uses[v]) == 1
+                    and prog.size(w) == op.n
+                ):
                     out[op.out] = (a, w)
                     break
         return out
@@ -498,8 +513,11 @@ class GroupStages(Pass):
         pending, order, run_n = list(prog.body), [], None
         while pending:
             ready = [op for op in pending if all(r in avail for r in op.reads())]
-            pick = next((op for op in ready if op.elementwise and op.n == run_n), None) \
-                or next((op for op in ready if not op.elementwise), None) or ready[0]
+            pick = (
+                next((op for op in ready if op.elementwise and op.n == run_n), None)
+                or next((op for op in ready if not op.elementwise), None)
+                or ready[0]
+            )
             pending.remove(pick)
             order.append(pick)
             avail.add(pick.out)
@@ -554,8 +572,15 @@ def with_initial_state(prog: StepProgram, init: dict) -> StepProgram:
             continue
         v = sub.get(nxt[s.name], nxt[s.name])
         body.append(Sub(out=f"{s.name}.offset", n=s.n, a=v, b=f"{s.name}.init"))
-        body.append(Quant(out=f"{s.name}.next", n=s.n, x=f"{s.name}.offset", point=QPoint(QRole.STATE),
-                          name=PointName(PointKind.STATE, s.name)))
+        body.append(
+            Quant(
+                out=f"{s.name}.next",
+                n=s.n,
+                x=f"{s.name}.offset",
+                point=QPoint(QRole.STATE),
+                name=PointName(PointKind.STATE, s.name),
+            )
+        )
         nxt[s.name] = f"{s.name}.next"
     outs = tuple(sub.get(o, o) for o in prog.outputs)
     return prog.replace(params=params, body=tuple(body), outputs=outs, next_state=nxt)
@@ -573,11 +598,18 @@ def with_delay(prog: StepProgram, delay: int) -> StepProgram:
     params["delay.edge"] = np.array([delay - 0.5])
     params["delay.one"] = np.array([1.0])
     counter = StateSlot("delay.count", 1)
-    head = [Gt(out="delay.valid", n=1, a=counter.name, b="delay.edge"),
-            Add(out="delay.next", n=1, a=counter.name, b="delay.one"),
-            Select(out="delay.count_sel", n=1, c="delay.valid", a=counter.name, b="delay.next"),
-            Quant(out="delay.count_q", n=1, x="delay.count_sel", point=QPoint(QRole.STATE),
-                  name=PointName(PointKind.STATE, counter.name))]
+    head = [
+        Gt(out="delay.valid", n=1, a=counter.name, b="delay.edge"),
+        Add(out="delay.next", n=1, a=counter.name, b="delay.one"),
+        Select(out="delay.count_sel", n=1, c="delay.valid", a=counter.name, b="delay.next"),
+        Quant(
+            out="delay.count_q",
+            n=1,
+            x="delay.count_sel",
+            point=QPoint(QRole.STATE),
+            name=PointName(PointKind.STATE, counter.name),
+        ),
+    ]
     body = head + list(prog.body)
     nxt = {counter.name: "delay.count_q"}
     for s in prog.states:

@@ -40,9 +40,8 @@ import enum
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Mapping, Optional, Sequence
 
-from typing_extensions import dataclass_transform
-
 import numpy as np
+from typing_extensions import dataclass_transform
 
 from ...errors import VerificationError
 from ..types import Act
@@ -111,8 +110,15 @@ class QPoint:
 
     @classmethod
     def from_json(cls, d: Mapping) -> "QPoint":
-        return cls(QRole(d["role"]), d.get("fn"), d.get("ref"), d.get("bits"), bool(d.get("widen", False)),
-                   bool(d.get("state", False)), tuple(d.get("refs", ())))
+        return cls(
+            QRole(d["role"]),
+            d.get("fn"),
+            d.get("ref"),
+            d.get("bits"),
+            bool(d.get("widen", False)),
+            bool(d.get("state", False)),
+            tuple(d.get("refs", ())),
+        )
 
 
 class PointKind(str, enum.Enum):
@@ -449,8 +455,10 @@ class StepProgram:
                     if pt.ref is not None:
                         ref = f"{node}/{pt.ref}" if pt.ref in states else names.get(pt.ref)
                         if ref is None:
-                            raise VerificationError(f"step program '{self.name}': point '{p.out}' refers to "
-                                                    f"'{pt.ref}', which is neither a state nor a Quant value")
+                            raise VerificationError(
+                                f"step program '{self.name}': point '{p.out}' refers to "
+                                f"'{pt.ref}', which is neither a state nor a Quant value"
+                            )
                         pt = QPoint(pt.role, pt.fn, ref, pt.bits, pt.widen, pt.state, pt.refs)
                     out[p.out] = (names[p.out], pt)
             cache[key] = out
@@ -462,8 +470,10 @@ class StepProgram:
         return StepProgram(**kw)
 
     def describe(self) -> str:
-        lines = [f"step program {self.name}: inputs {[(p.name, p.n) for p in self.inputs]}, "
-                 f"states {[(s.name, s.n) for s in self.states]}"]
+        lines = [
+            f"step program {self.name}: inputs {[(p.name, p.n) for p in self.inputs]}, "
+            f"states {[(s.name, s.n) for s in self.states]}"
+        ]
         lines += ["  " + p.describe() for p in self.body]
         lines.append(f"  outputs {list(self.outputs)}; next {self.next_state}")
         return "\n".join(lines)
@@ -473,8 +483,10 @@ class StepProgram:
         return {
             "name": self.name,
             "inputs": [{"name": p.name, "n": p.n} for p in self.inputs],
-            "states": [{"name": s.name, "n": s.n, "point": s.point.to_json() if s.point else None,
-                        "amplitude": s.amplitude} for s in self.states],
+            "states": [
+                {"name": s.name, "n": s.n, "point": s.point.to_json() if s.point else None, "amplitude": s.amplitude}
+                for s in self.states
+            ],
             "params": sorted(self.params),
             "param_info": {k: {"source": v.source, "kind": v.kind.value} for k, v in self.param_info.items()},
             "body": [p.to_json() for p in self.body],
@@ -488,15 +500,23 @@ class StepProgram:
             return cls(
                 name=str(d["name"]),
                 inputs=tuple(Port(str(p["name"]), int(p["n"])) for p in d["inputs"]),
-                states=tuple(StateSlot(str(s["name"]), int(s["n"]),
-                                       QPoint.from_json(s["point"]) if s.get("point") else None, s.get("amplitude"))
-                             for s in d["states"]),
+                states=tuple(
+                    StateSlot(
+                        str(s["name"]),
+                        int(s["n"]),
+                        QPoint.from_json(s["point"]) if s.get("point") else None,
+                        s.get("amplitude"),
+                    )
+                    for s in d["states"]
+                ),
                 params={k: arrays[k] for k in d["params"]},
                 body=tuple(prim_from_json(p) for p in d["body"]),
                 outputs=tuple(str(o) for o in d["outputs"]),
                 next_state={str(k): str(v) for k, v in d["next_state"].items()},
-                param_info={k: ParamInfo(str(v["source"]), WeightKind(v.get("kind", "weight")))
-                            for k, v in d.get("param_info", {}).items()},
+                param_info={
+                    k: ParamInfo(str(v["source"]), WeightKind(v.get("kind", "weight")))
+                    for k, v in d.get("param_info", {}).items()
+                },
             )
         except (KeyError, TypeError, ValueError) as e:
             raise VerificationError(f"malformed step program: {e}") from None
@@ -540,13 +560,14 @@ def verify(p: StepProgram) -> dict[str, int]:
             raise VerificationError(f"step program '{p.name}': output '{o}' is not defined")
     names = {s.name for s in p.states}
     if set(p.next_state) != names:
-        raise VerificationError(f"step program '{p.name}': next_state must name every state exactly "
-                                f"({sorted(names)}), got {sorted(p.next_state)}")
+        raise VerificationError(
+            f"step program '{p.name}': next_state must name every state exactly "
+            f"({sorted(names)}), got {sorted(p.next_state)}"
+        )
     for s in p.states:
         v = p.next_state[s.name]
         if sizes.get(v) != s.n:
-            raise VerificationError(f"step program '{p.name}': state '{s.name}' ({s.n}) takes '{v}' "
-                                    f"({sizes.get(v)})")
+            raise VerificationError(f"step program '{p.name}': state '{s.name}' ({s.n}) takes '{v}' ({sizes.get(v)})")
     return sizes
 
 
@@ -562,23 +583,32 @@ def _check_op(op: Prim, sizes: dict, params: Mapping[str, np.ndarray], where: st
                 raise VerificationError(f"{where}: term weight '{t.w}' must be a 2-D parameter")
             o, i = params[t.w].shape
             if t.blocks < 1 or t.x in params or sizes[t.x] != t.blocks * i or op.n != t.blocks * o:
-                raise VerificationError(f"{where}: term {t.w} {params[t.w].shape} x {t.blocks} blocks does not "
-                                        f"fit '{t.x}' ({size(t.x)}) -> {op.n}")
+                raise VerificationError(
+                    f"{where}: term {t.w} {params[t.w].shape} x {t.blocks} blocks does not "
+                    f"fit '{t.x}' ({size(t.x)}) -> {op.n}"
+                )
         if op.bias is not None and size(op.bias) != op.n:
             raise VerificationError(f"{where}: bias '{op.bias}' has {size(op.bias)} values, expected {op.n}")
     elif isinstance(op, Concat):
         if op.blocks < 1 or sum(size(x) for x in op.xs) != op.n or any(size(x) % op.blocks for x in op.xs):
-            raise VerificationError(f"{where}: concatenation of {[size(x) for x in op.xs]} in {op.blocks} "
-                                    f"blocks cannot have {op.n} values")
+            raise VerificationError(
+                f"{where}: concatenation of {[size(x) for x in op.xs]} in {op.blocks} blocks cannot have {op.n} values"
+            )
     elif isinstance(op, Slice):
         if not (0 <= op.start and op.start + op.n <= size(op.x)):
             raise VerificationError(f"{where}: slice [{op.start}:{op.start + op.n}] of {size(op.x)} values")
     elif isinstance(op, Gather):
         idx = params.get(op.index)
-        if idx is None or idx.size != op.n or np.any(idx < 0) or np.any(idx >= size(op.x)) \
-                or np.any(idx != np.round(idx)):
-            raise VerificationError(f"{where}: index '{op.index}' must be {op.n} integer positions in "
-                                    f"[0, {size(op.x)})")
+        if (
+            idx is None
+            or idx.size != op.n
+            or np.any(idx < 0)
+            or np.any(idx >= size(op.x))
+            or np.any(idx != np.round(idx))
+        ):
+            raise VerificationError(
+                f"{where}: index '{op.index}' must be {op.n} integer positions in [0, {size(op.x)})"
+            )
     elif op.elementwise:
         for r in op.reads():
             _elementwise_len(sizes, params, r, op.n, where)

@@ -73,8 +73,11 @@ def resolve(device: str = "auto", kernels: str = "auto"):
         raise ConfigError(f"unknown kernel set '{kernels}'; choose one of: {', '.join(KERNELS)}")
     has_cuda = torch.cuda.is_available()
     if device == "cuda" and not has_cuda:
-        raise ConfigError("no CUDA device is available to this process", where="edgeseq.validate.gpu",
-                          hint="use device='cpu' (or 'auto'), or --reference cpu")
+        raise ConfigError(
+            "no CUDA device is available to this process",
+            where="edgeseq.validate.gpu",
+            hint="use device='cpu' (or 'auto'), or --reference cpu",
+        )
     dev = torch.device("cuda" if device == "cuda" or (device == "auto" and has_cuda) else "cpu")
     if kernels == "auto":
         kernels = "triton" if dev.type == "cuda" and triton_available() else "torch"
@@ -129,12 +132,18 @@ class ReferenceRunner:
         if state is not None:
             st = {k: self.tensor(v) for k, v in check_state(self.graph, state, x.shape[0], np.float64).items()}
         outs, new = self(self.tensor(x), st)
-        return (tuple(o.detach().cpu().numpy() for o in outs),
-                {k: v.detach().cpu().numpy() for k, v in new.items()})
+        return (tuple(o.detach().cpu().numpy() for o in outs), {k: v.detach().cpu().numpy() for k, v in new.items()})
 
 
-def reference_run(graph, x, state: Optional[Mapping[str, np.ndarray]] = None, *, device: str = "auto",
-                  dtype: Any = "float32", kernels: str = "auto"):
+def reference_run(
+    graph,
+    x,
+    state: Optional[Mapping[str, np.ndarray]] = None,
+    *,
+    device: str = "auto",
+    dtype: Any = "float32",
+    kernels: str = "auto",
+):
     """Run the whole IR ``graph`` on ``x`` (B, T, F) with the reference kernels.
 
     Returns ``(outputs, new_state)`` as numpy arrays in ``dtype``, exactly like the float64
@@ -149,8 +158,11 @@ def status() -> dict:
 
     import torch
 
-    info = {"cuda": torch.cuda.is_available(), "triton": triton_available(),
-            "triton_interpret_env": os.environ.get("TRITON_INTERPRET", "") not in ("", "0")}
+    info = {
+        "cuda": torch.cuda.is_available(),
+        "triton": triton_available(),
+        "triton_interpret_env": os.environ.get("TRITON_INTERPRET", "") not in ("", "0"),
+    }
     if info["cuda"]:
         info["device_name"] = torch.cuda.get_device_name(0)
     if info["triton"]:
@@ -159,4 +171,3 @@ def status() -> dict:
         except Exception:  # noqa: BLE001 - metadata may be missing in odd installs
             pass
     return info
-

@@ -29,8 +29,9 @@ def _params(op: O.Op, device: torch.device, dtype: torch.dtype) -> dict[str, tor
     cache = _PARAMS.setdefault(op, {})
     key = (str(device), dtype)
     if key not in cache:
-        cache[key] = {k: torch.as_tensor(np.array(v, dtype=np.float64), device=device).to(dtype)
-                      for k, v in op.arrays().items()}
+        cache[key] = {
+            k: torch.as_tensor(np.array(v, dtype=np.float64), device=device).to(dtype) for k, v in op.arrays().items()
+        }
     return cache[key]
 
 
@@ -105,13 +106,14 @@ def _ff(op: O.Op, p: dict, xs: list[torch.Tensor], st: dict) -> tuple[tuple, dic
     if isinstance(op, O.Conv1d):
         hist = op.history
         window = torch.cat([st["buf"], x], dim=1) if hist else x
-        y = torch.nn.functional.conv1d(window.transpose(1, 2), p["weight"], p.get("bias"), dilation=op.dilation,
-                                       groups=op.groups).transpose(1, 2)
-        return (y,), ({"buf": window[:, window.shape[1] - hist:]} if hist else {})
+        y = torch.nn.functional.conv1d(
+            window.transpose(1, 2), p["weight"], p.get("bias"), dilation=op.dilation, groups=op.groups
+        ).transpose(1, 2)
+        return (y,), ({"buf": window[:, window.shape[1] - hist :]} if hist else {})
     if isinstance(op, O.Reverse):  # window ops (edgeseq.ir.interpret.WINDOW): whole windows only
         return (torch.flip(x, dims=[1]),), {}
     if isinstance(op, O.Lookahead):
-        return (torch.nn.functional.pad(x[:, op.steps:], (0, 0, 0, min(op.steps, x.shape[1]))),), {}
+        return (torch.nn.functional.pad(x[:, op.steps :], (0, 0, 0, min(op.steps, x.shape[1]))),), {}
     raise ConfigError(f"the reference kernels cannot run op kind '{op.kind}'", where="edgeseq.validate.gpu")
 
 
@@ -165,18 +167,34 @@ def _scan(op: O.Op, p: dict, x: torch.Tensor, st: dict, K: ModuleType) -> tuple[
         rec = {Recurrence.NONE: 0, Recurrence.ONE_TO_ONE: 1, Recurrence.ALL_TO_ALL: 2}[op.recurrence]
         np_ = _neuron_params(op.neuron, p, "neuron.")
         spk, mem, mem_t, syn_t, spk_t = K.lif_scan(
-            x, np_, op.neuron.reset, op.neuron.reset_delay, st["mem"], st.get("syn"), rec, p.get("v_rec"),
-            p.get("w_rec"), p.get("b_rec"), st.get("spk"))
+            x,
+            np_,
+            op.neuron.reset,
+            op.neuron.reset_delay,
+            st["mem"],
+            st.get("syn"),
+            rec,
+            p.get("v_rec"),
+            p.get("w_rec"),
+            p.get("b_rec"),
+            st.get("spk"),
+        )
         new = {"mem": mem_t}
         if syn_t is not None:
             new["syn"] = syn_t
         if rec:
             new["spk"] = spk_t
         if op.emit == "all":  # the synaptic current: alpha syn + the input current the neurons saw
-            cur = x if not rec else x + (torch.cat([st["spk"][:, None], spk[:, :-1]], 1) *
-                                         p["v_rec"] if rec == 1 else
-                                         _lin(torch.cat([st["spk"][:, None], spk[:, :-1]], 1), p["w_rec"],
-                                              p.get("b_rec")))
+            cur = (
+                x
+                if not rec
+                else x
+                + (
+                    torch.cat([st["spk"][:, None], spk[:, :-1]], 1) * p["v_rec"]
+                    if rec == 1
+                    else _lin(torch.cat([st["spk"][:, None], spk[:, :-1]], 1), p["w_rec"], p.get("b_rec"))
+                )
+            )
             alpha = torch.clamp(p["neuron.alpha"], 0.0, 1.0).expand_as(cur)
             return (spk, TK.diag_scan(alpha, cur, st["syn"]), mem), new
         return {"spikes": (spk,), "membrane": (mem,), "both": (spk, mem)}[op.emit], new
@@ -314,8 +332,10 @@ def _leaky(op: O.LeakyNeuron, p: dict, x: torch.Tensor, st: dict):
 
 def _l2mu(op: O.L2MU, p: dict, x: torch.Tensor, st: dict):
     bsz, steps, _ = x.shape
-    pops = {name: (neuron, _neuron_params(neuron, p, f"{name}_neuron."))
-            for name, neuron in (("u", op.u_neuron), ("m", op.m_neuron), ("h", op.h_neuron))}
+    pops = {
+        name: (neuron, _neuron_params(neuron, p, f"{name}_neuron."))
+        for name, neuron in (("u", op.u_neuron), ("m", op.m_neuron), ("h", op.h_neuron))
+    }
     s = dict(st)
     ix = _lin(x, p["e_x"], p.get("b_u"))
     hx = x @ p["w_x"].T if "w_x" in p else None
@@ -323,8 +343,9 @@ def _l2mu(op: O.L2MU, p: dict, x: torch.Tensor, st: dict):
 
     def fire(pop: str, current):
         neuron, params = pops[pop]
-        spk, mem, syn = TK.neuron_step(current, s[f"{pop}_mem"], s.get(f"{pop}_syn"), params, neuron.reset,
-                                       neuron.reset_delay)
+        spk, mem, syn = TK.neuron_step(
+            current, s[f"{pop}_mem"], s.get(f"{pop}_syn"), params, neuron.reset, neuron.reset_delay
+        )
         s[f"{pop}_mem"] = mem
         if syn is not None:
             s[f"{pop}_syn"] = syn
@@ -385,8 +406,10 @@ class GraphExecutor:
         self.params = {n.name: _params(n.op, device, dtype) for n in graph.nodes}
 
     def init_state(self, batch: int) -> dict[str, torch.Tensor]:
-        return {k: torch.zeros((batch,) + s, dtype=self.dtype, device=self.device)
-                for k, s in self.graph.state_spec().items()}
+        return {
+            k: torch.zeros((batch,) + s, dtype=self.dtype, device=self.device)
+            for k, s in self.graph.state_spec().items()
+        }
 
     def __call__(self, x: torch.Tensor, state: Optional[Mapping[str, torch.Tensor]] = None):
         g = self.graph

@@ -110,8 +110,9 @@ def rnn_scan(gx: torch.Tensor, w_hh: torch.Tensor, h0: torch.Tensor, act: Act) -
     return torch.stack(out, dim=1)
 
 
-def gru_scan(gx: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor, h0: torch.Tensor,
-             reset_after: bool) -> torch.Tensor:
+def gru_scan(
+    gx: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor, h0: torch.Tensor, reset_after: bool
+) -> torch.Tensor:
     """torch-convention GRU over gx = x W_ih^T + b_ih (B, T, 3H), gates [r, z, n]."""
     n = h0.shape[1]
     w_rz, w_n = w_hh[: 2 * n].T, w_hh[2 * n :].T
@@ -147,8 +148,9 @@ def lstm_scan(gx: torch.Tensor, w_hh: torch.Tensor, h0: torch.Tensor, c0: torch.
     return torch.stack(out, dim=1), c
 
 
-def neuron_step(current: torch.Tensor, mem: torch.Tensor, syn: Optional[torch.Tensor], p: dict, reset: ResetRule,
-                reset_delay: bool):
+def neuron_step(
+    current: torch.Tensor, mem: torch.Tensor, syn: Optional[torch.Tensor], p: dict, reset: ResetRule, reset_delay: bool
+):
     """One LIF / CuBa-LIF step (see :class:`~edgeseq.ir.ops.NeuronParams`). ``p`` holds beta and
     alpha (already clipped to [0, 1]), threshold and scale (None for unit spikes).
     Returns (spikes, new mem, new syn)."""
@@ -176,8 +178,19 @@ def neuron_step(current: torch.Tensor, mem: torch.Tensor, syn: Optional[torch.Te
     return spk, u, syn
 
 
-def lif_scan(current: torch.Tensor, p: dict, reset: ResetRule, reset_delay: bool, mem0: torch.Tensor,
-             syn0: Optional[torch.Tensor], rec: int = 0, v_rec=None, w_rec=None, b_rec=None, spk0=None):
+def lif_scan(
+    current: torch.Tensor,
+    p: dict,
+    reset: ResetRule,
+    reset_delay: bool,
+    mem0: torch.Tensor,
+    syn0: Optional[torch.Tensor],
+    rec: int = 0,
+    v_rec=None,
+    w_rec=None,
+    b_rec=None,
+    spk0=None,
+):
     """LIF / CuBa-LIF layer over the input current (B, T, N). ``rec``: 0 none, 1 one-to-one
     (``I_t += v_rec * S_{t-1}``), 2 all-to-all (``I_t += S_{t-1} W^T + b``).
     Returns (spikes (B, T, N), membrane (B, T, N), final mem, final syn, final spikes)."""

@@ -49,7 +49,8 @@ def check_device(device: torch.device) -> None:
     raise ConfigError(
         "Triton kernels need a CUDA device, or Triton's interpreter to run on the CPU",
         where="edgeseq.validate.gpu",
-        hint="set TRITON_INTERPRET=1 in the environment before triton is imported, or use kernels='torch'")
+        hint="set TRITON_INTERPRET=1 in the environment before triton is imported, or use kernels='torch'",
+    )
 
 
 def _device_fn(fn):
@@ -153,8 +154,9 @@ def diag_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor) -> torch.Tenso
 
 
 @triton.jit
-def _ti_round_kernel(y_ptr, p_ptr, out_ptr, RT, T, N, S, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
-                     USE_DOT: tl.constexpr):
+def _ti_round_kernel(
+    y_ptr, p_ptr, out_ptr, RT, T, N, S, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, USE_DOT: tl.constexpr
+):
     """One doubling round over the (R*T, N) matrix of all steps: out = y + [t >= S] y[row - S] P^T."""
     orow = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     on = tl.arange(0, BLOCK_N)
@@ -182,8 +184,7 @@ def ti_scan(b: torch.Tensor, m: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
     p = m.contiguous()
     s = 1
     while s < steps:
-        _ti_round_kernel[grid](y, p, out, rows * steps, steps, n, s, BLOCK_R=block_r, BLOCK_N=block_n,
-                               USE_DOT=use_dot)
+        _ti_round_kernel[grid](y, p, out, rows * steps, steps, n, s, BLOCK_R=block_r, BLOCK_N=block_n, USE_DOT=use_dot)
         y, out = out, y
         s *= 2
         if s < steps:
@@ -207,8 +208,21 @@ def _blocks(bsz: int, hidden: int, dtype: torch.dtype, tiles: int) -> tuple[int,
 
 
 @triton.jit
-def _rnn_kernel(gx_ptr, w_ptr, h0_ptr, y_ptr, hT_ptr, B, T, H, ACT: tl.constexpr,
-                BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, USE_DOT: tl.constexpr, HOIST_W: tl.constexpr):
+def _rnn_kernel(
+    gx_ptr,
+    w_ptr,
+    h0_ptr,
+    y_ptr,
+    hT_ptr,
+    B,
+    T,
+    H,
+    ACT: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    USE_DOT: tl.constexpr,
+    HOIST_W: tl.constexpr,
+):
     ob = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     oh = tl.arange(0, BLOCK_H)
     m2 = (ob < B)[:, None] & (oh < H)[None, :]
@@ -240,14 +254,40 @@ def rnn_scan(gx: torch.Tensor, w_hh: torch.Tensor, h0: torch.Tensor, act: Act) -
     bb, bh, use_dot, hoist = _blocks(bsz, n, gx.dtype, 1)
     y = torch.empty_like(gx)
     h_t = torch.empty_like(h0)
-    _rnn_kernel[(triton.cdiv(bsz, bb),)](gx.contiguous(), w_hh.contiguous(), h0.contiguous(), y, h_t, bsz, steps, n,
-                                         ACT=TK.ACT_CODES[act], BLOCK_B=bb, BLOCK_H=bh, USE_DOT=use_dot, HOIST_W=hoist)
+    _rnn_kernel[(triton.cdiv(bsz, bb),)](
+        gx.contiguous(),
+        w_hh.contiguous(),
+        h0.contiguous(),
+        y,
+        h_t,
+        bsz,
+        steps,
+        n,
+        ACT=TK.ACT_CODES[act],
+        BLOCK_B=bb,
+        BLOCK_H=bh,
+        USE_DOT=use_dot,
+        HOIST_W=hoist,
+    )
     return y
 
 
 @triton.jit
-def _gru_kernel(gx_ptr, w_ptr, bh_ptr, h0_ptr, y_ptr, B, T, H, RESET_AFTER: tl.constexpr,
-                BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, USE_DOT: tl.constexpr, HOIST_W: tl.constexpr):
+def _gru_kernel(
+    gx_ptr,
+    w_ptr,
+    bh_ptr,
+    h0_ptr,
+    y_ptr,
+    B,
+    T,
+    H,
+    RESET_AFTER: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    USE_DOT: tl.constexpr,
+    HOIST_W: tl.constexpr,
+):
     ob = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     oh = tl.arange(0, BLOCK_H)
     mh = oh < H
@@ -290,15 +330,40 @@ def gru_scan(gx, w_hh, b_hh, h0, reset_after: bool):
     n = n3 // 3
     bb, bh, use_dot, hoist = _blocks(bsz, n, gx.dtype, 3)
     y = torch.empty((bsz, steps, n), dtype=gx.dtype, device=gx.device)
-    _gru_kernel[(triton.cdiv(bsz, bb),)](gx.contiguous(), w_hh.contiguous(), b_hh.contiguous(), h0.contiguous(), y,
-                                         bsz, steps, n, RESET_AFTER=bool(reset_after), BLOCK_B=bb, BLOCK_H=bh,
-                                         USE_DOT=use_dot, HOIST_W=hoist)
+    _gru_kernel[(triton.cdiv(bsz, bb),)](
+        gx.contiguous(),
+        w_hh.contiguous(),
+        b_hh.contiguous(),
+        h0.contiguous(),
+        y,
+        bsz,
+        steps,
+        n,
+        RESET_AFTER=bool(reset_after),
+        BLOCK_B=bb,
+        BLOCK_H=bh,
+        USE_DOT=use_dot,
+        HOIST_W=hoist,
+    )
     return y
 
 
 @triton.jit
-def _lstm_kernel(gx_ptr, w_ptr, h0_ptr, c0_ptr, y_ptr, cT_ptr, B, T, H,
-                 BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, USE_DOT: tl.constexpr, HOIST_W: tl.constexpr):
+def _lstm_kernel(
+    gx_ptr,
+    w_ptr,
+    h0_ptr,
+    c0_ptr,
+    y_ptr,
+    cT_ptr,
+    B,
+    T,
+    H,
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    USE_DOT: tl.constexpr,
+    HOIST_W: tl.constexpr,
+):
     ob = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     oh = tl.arange(0, BLOCK_H)
     m2 = (ob < B)[:, None] & (oh < H)[None, :]
@@ -340,18 +405,56 @@ def lstm_scan(gx, w_hh, h0, c0):
     bb, bh, use_dot, hoist = _blocks(bsz, n, gx.dtype, 4)
     y = torch.empty((bsz, steps, n), dtype=gx.dtype, device=gx.device)
     c_t = torch.empty_like(c0)
-    _lstm_kernel[(triton.cdiv(bsz, bb),)](gx.contiguous(), w_hh.contiguous(), h0.contiguous(), c0.contiguous(), y,
-                                          c_t, bsz, steps, n, BLOCK_B=bb, BLOCK_H=bh, USE_DOT=use_dot,
-                                          HOIST_W=hoist)
+    _lstm_kernel[(triton.cdiv(bsz, bb),)](
+        gx.contiguous(),
+        w_hh.contiguous(),
+        h0.contiguous(),
+        c0.contiguous(),
+        y,
+        c_t,
+        bsz,
+        steps,
+        n,
+        BLOCK_B=bb,
+        BLOCK_H=bh,
+        USE_DOT=use_dot,
+        HOIST_W=hoist,
+    )
     return y, c_t
 
 
 @triton.jit
-def _lif_kernel(cur_ptr, beta_ptr, thr_ptr, alpha_ptr, scale_ptr, v_ptr, w_ptr, brec_ptr,
-                mem0_ptr, syn0_ptr, spk0_ptr, spk_ptr, mem_ptr, memT_ptr, synT_ptr, spkT_ptr, B, T, N,
-                SYN: tl.constexpr, RESET: tl.constexpr, DELAY: tl.constexpr, SCALE: tl.constexpr,
-                REC: tl.constexpr, BREC: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
-                USE_DOT: tl.constexpr, HOIST_W: tl.constexpr):
+def _lif_kernel(
+    cur_ptr,
+    beta_ptr,
+    thr_ptr,
+    alpha_ptr,
+    scale_ptr,
+    v_ptr,
+    w_ptr,
+    brec_ptr,
+    mem0_ptr,
+    syn0_ptr,
+    spk0_ptr,
+    spk_ptr,
+    mem_ptr,
+    memT_ptr,
+    synT_ptr,
+    spkT_ptr,
+    B,
+    T,
+    N,
+    SYN: tl.constexpr,
+    RESET: tl.constexpr,
+    DELAY: tl.constexpr,
+    SCALE: tl.constexpr,
+    REC: tl.constexpr,
+    BREC: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    USE_DOT: tl.constexpr,
+    HOIST_W: tl.constexpr,
+):
     ob = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     on = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     mn = on < N
@@ -425,8 +528,19 @@ def _lif_kernel(cur_ptr, beta_ptr, thr_ptr, alpha_ptr, scale_ptr, v_ptr, w_ptr, 
         tl.store(spkT_ptr + st, spk, mask=m2)
 
 
-def lif_scan(current, p: dict, reset: ResetRule, reset_delay: bool, mem0, syn0, rec: int = 0, v_rec=None,
-             w_rec=None, b_rec=None, spk0=None):
+def lif_scan(
+    current,
+    p: dict,
+    reset: ResetRule,
+    reset_delay: bool,
+    mem0,
+    syn0,
+    rec: int = 0,
+    v_rec=None,
+    w_rec=None,
+    b_rec=None,
+    spk0=None,
+):
     check_device(current.device)
     bsz, steps, n = current.shape
     cur = current.contiguous()
@@ -434,8 +548,13 @@ def lif_scan(current, p: dict, reset: ResetRule, reset_delay: bool, mem0, syn0, 
     def vec(v) -> Optional[torch.Tensor]:
         return None if v is None else torch.broadcast_to(v, (n,)).contiguous()
 
-    beta, thr, alpha, scale, v = (vec(p["beta"]), vec(p["threshold"]), vec(p.get("alpha")), vec(p.get("spike_scale")),
-                                  vec(v_rec))
+    beta, thr, alpha, scale, v = (
+        vec(p["beta"]),
+        vec(p["threshold"]),
+        vec(p.get("alpha")),
+        vec(p.get("spike_scale")),
+        vec(v_rec),
+    )
     dummy = cur
     if rec == 2:
         bb, bn, use_dot, hoist = _blocks(bsz, n, cur.dtype, 1)
@@ -448,13 +567,35 @@ def lif_scan(current, p: dict, reset: ResetRule, reset_delay: bool, mem0, syn0, 
     mem_t = torch.empty_like(mem0)
     syn_t = torch.empty_like(mem0) if syn0 is not None else None
     spk_t = torch.empty_like(mem0) if rec else None
-    _lif_kernel[grid](cur, beta, thr, alpha if alpha is not None else dummy, scale if scale is not None else dummy,
-                      v if v is not None else dummy, w_rec.contiguous() if w_rec is not None else dummy,
-                      vec(b_rec) if b_rec is not None else dummy, mem0.contiguous(),
-                      syn0.contiguous() if syn0 is not None else dummy,
-                      spk0.contiguous() if spk0 is not None else dummy,
-                      spk, mem, mem_t, syn_t if syn_t is not None else dummy, spk_t if spk_t is not None else dummy,
-                      bsz, steps, n, SYN=syn0 is not None, RESET=TK.RESET_CODES[reset], DELAY=bool(reset_delay),
-                      SCALE=scale is not None, REC=int(rec), BREC=b_rec is not None, BLOCK_B=bb, BLOCK_N=bn,
-                      USE_DOT=use_dot, HOIST_W=hoist)
+    _lif_kernel[grid](
+        cur,
+        beta,
+        thr,
+        alpha if alpha is not None else dummy,
+        scale if scale is not None else dummy,
+        v if v is not None else dummy,
+        w_rec.contiguous() if w_rec is not None else dummy,
+        vec(b_rec) if b_rec is not None else dummy,
+        mem0.contiguous(),
+        syn0.contiguous() if syn0 is not None else dummy,
+        spk0.contiguous() if spk0 is not None else dummy,
+        spk,
+        mem,
+        mem_t,
+        syn_t if syn_t is not None else dummy,
+        spk_t if spk_t is not None else dummy,
+        bsz,
+        steps,
+        n,
+        SYN=syn0 is not None,
+        RESET=TK.RESET_CODES[reset],
+        DELAY=bool(reset_delay),
+        SCALE=scale is not None,
+        REC=int(rec),
+        BREC=b_rec is not None,
+        BLOCK_B=bb,
+        BLOCK_N=bn,
+        USE_DOT=use_dot,
+        HOIST_W=hoist,
+    )
     return spk, mem, mem_t, syn_t, spk_t
