@@ -30,7 +30,7 @@ __all__ = [
 
 _LAZY = {
     "capture": ("edgeseq.frontends", "capture"),
-    "load": ("edgeseq.ir.serialize", "load"),
+    "load": ("edgeseq.models", "load_graph"),
     "reference": ("edgeseq.ir.interpret", "reference"),
     "export": ("edgeseq.export", "export"),
     "quantize": ("edgeseq.quant", "quantize"),

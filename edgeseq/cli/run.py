@@ -18,7 +18,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..errors import ShapeError
     from ..ir.interpret import reference
-    from ..ir.serialize import load
+    from ..models import load_graph as load
     from ..util.fs import atomic_write_bytes, check_output_file
     from ..util.safeio import read_npy
 

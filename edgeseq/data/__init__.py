@@ -20,8 +20,8 @@ from typing import Any
 
 _LAZY = {
     "Dataset": "dataset",
-    "load_dataset": "dataset",
-    "DATASET_NAMES": "dataset",
+    "load_dataset": "registry",
+    "DATASET_NAMES": "registry",
     "Recording": "har",
     "har_recordings": "har",
     "load_har": "har",

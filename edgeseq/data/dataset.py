@@ -1,4 +1,5 @@
-"""The in-memory dataset every edgeseq stage consumes, and the dataset registry.
+"""The in-memory dataset every edgeseq stage consumes (the registry of named datasets is
+:mod:`edgeseq.data.registry`).
 
 A :class:`Dataset` is a batch-first array of sequences ``x`` (N, T, F) float32 in raw physical
 units (g, rad/s, log-mel energies, audio samples) with integer class ids ``y`` (N,), the class
@@ -12,7 +13,7 @@ import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -171,35 +172,3 @@ def check_split(split: str, allowed: Sequence[str], where: str) -> str:
     if split not in allowed:
         raise ConfigError(f"unknown split '{split}'; choose one of: {', '.join(allowed)}", where=where)
     return split
-
-
-def _loaders() -> dict[str, Callable[..., Dataset]]:
-    from .digits import load_digits, load_digits_synth
-    from .har import load_har
-    from .kws import load_kws
-    from .smartwatch import load_smartwatch
-    from .speech_commands import load_speech_commands
-
-    return {
-        "har": load_har,
-        "smartwatch": load_smartwatch,
-        "kws": load_kws,
-        "speech_commands": load_speech_commands,
-        "digits": load_digits,
-        "digits_synth": load_digits_synth,
-    }
-
-
-DATASET_NAMES = ("har", "smartwatch", "kws", "speech_commands", "digits", "digits_synth")
-
-
-def load_dataset(name: str, split: str, **kw: Any) -> Dataset:
-    """Load dataset ``name`` (one of :data:`DATASET_NAMES`) for ``split``; ``kw`` goes to its loader.
-
-    ``load_dataset("har", "train")``, ``load_dataset("kws", "flite", features="mfcc")``,
-    ``load_dataset("digits", "test", holdout="theo")``,
-    ``load_dataset("speech_commands", "test", root="~/data/speech_commands_v0.02")``.
-    """
-    if name not in DATASET_NAMES:
-        raise ConfigError(f"unknown dataset '{name}'; known: {', '.join(DATASET_NAMES)}", where="load_dataset")
-    return _loaders()[name](split=split, **kw)

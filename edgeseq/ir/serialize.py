@@ -313,8 +313,8 @@ def from_bytes(data: bytes, where: str = "<bytes>", *, budget: Optional[Budget] 
 
 
 def load(path) -> Graph:
-    """Load an IR file written by :meth:`Graph.save` (a directory: its ``model.esq`` or ``graph.esq``),
-    or a ``.nir`` graph.
+    """Load an IR file written by :meth:`Graph.save` (a directory: its ``model.esq`` or ``graph.esq``).
+    ``edgeseq.load`` (:func:`edgeseq.models.load_graph`) also reads ``.nir`` graphs.
 
     Bounded memory on any file, structure checked before use, arrays checked against their
     declared dtype, shape and SHA-256 (see :mod:`edgeseq.util.safeio`); raises IRFormatError (or
@@ -322,10 +322,6 @@ def load(path) -> Graph:
     if not isinstance(path, (str, Path)) or (isinstance(path, str) and not path):
         raise IRFormatError(f"expected the path of an .esq file, got {type(path).__name__} {path!r:.40}")
     path = Path(path)
-    if path.suffix == ".nir":  # a NIR graph, read with its producer's defaults (edgeseq.frontends.nir)
-        from ..frontends.nir import load_nir
-
-        return load_nir(path)
     if path.is_dir():
         for name in ("model.esq", "graph.esq"):
             if (path / name).is_file():

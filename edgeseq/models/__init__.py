@@ -134,3 +134,17 @@ def load_model(spec, *, capture_steps: int = 16, nir_options=None) -> LoadedMode
         meta["labels"] = list(labels)
     g = capture(module, torch.zeros(1, capture_steps, int(cfg["in_features"])), metadata=meta)
     return LoadedModel(graph=g, module=module, source=str(path), name=name, task=task, labels=labels, metrics=metrics)
+
+
+def load_graph(path):
+    """``edgeseq.load``: the IR graph of an ``.esq`` file (or a directory holding one) or of a
+    ``.nir`` graph, read with its producer's defaults (:mod:`edgeseq.frontends.nir`)."""
+    from pathlib import Path
+
+    if isinstance(path, (str, Path)) and Path(path).suffix == ".nir":
+        from ..frontends.nir import load_nir
+
+        return load_nir(Path(path))
+    from ..ir.serialize import load
+
+    return load(path)

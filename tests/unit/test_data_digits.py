@@ -14,8 +14,8 @@ import pytest
 
 from edgeseq.data import digits as D
 from edgeseq.data import streams as S
-from edgeseq.data.dataset import load_dataset
 from edgeseq.data.features import LogMel, feature_config
+from edgeseq.data.registry import load_dataset
 from edgeseq.errors import ConfigError, DatasetError
 
 

@@ -14,7 +14,8 @@ import pytest
 
 from edgeseq.data import har
 from edgeseq.data.cache import CacheDir, restricted_load
-from edgeseq.data.dataset import Dataset, load_dataset
+from edgeseq.data.dataset import Dataset
+from edgeseq.data.registry import load_dataset
 from edgeseq.errors import ConfigError, DatasetError, ShapeError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

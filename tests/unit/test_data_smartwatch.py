@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from edgeseq.data import smartwatch as sw
-from edgeseq.data.dataset import Dataset, load_dataset
+from edgeseq.data.dataset import Dataset
+from edgeseq.data.registry import load_dataset
 from edgeseq.errors import ConfigError, DatasetError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from edgeseq.data import audio as A
-from edgeseq.data.dataset import load_dataset
 from edgeseq.data.kws import KWS_KEYWORDS, KWS_LABELS, SILENCE_LABEL, UNKNOWN_LABEL
+from edgeseq.data.registry import load_dataset
 from edgeseq.data.speech_commands import load_speech_commands, speech_commands_files
 from edgeseq.errors import DatasetError
 
