@@ -281,7 +281,7 @@ class CArtifact:
         integer = self.manifest.get("numerics") == "integer"
         res = self.target.run(self.binary, x, mode=mode, state=state, qout=integer)
         if integer:  # the program's outputs, dequantized like the integer-exact interpreter's (q * scale)
-            res.step, res.pooled = dequantize_exact(self.manifest, res.step, res.pooled)
+            res.step, res.pooled = dequantize(self.manifest, res.step, res.pooled, exact=True)
             res.state = res.state.astype(np.float32)
         outs = split_outputs(self.manifest, res.step, res.pooled)
         if not state:
@@ -339,21 +339,6 @@ class CArtifact:
 
     def __repr__(self) -> str:
         return f"CArtifact({str(self.path)!r}, target={self.target.name})"
-
-
-def dequantize_exact(manifest: Mapping, step: np.ndarray, pooled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Integer outputs -> q * scale rounded once to float32: exactly ``intexact.dequantize_outputs``
-    (what ``run`` returns; :func:`dequantize` is the device's own float API, one float32 product)."""
-    fs = np.zeros(step.shape, np.float64)
-    fp = np.zeros(pooled.shape, np.float64)
-    for d in manifest["outputs"]:
-        sc = np.asarray(d["scales"], np.float64)
-        o, n = d["offset"], d["features"]
-        if d["temporal"]:
-            fs[..., o : o + n] = step[..., o : o + n].astype(np.float64) * sc
-        else:
-            fp[..., o : o + n] = pooled[..., o : o + n].astype(np.float64) * sc
-    return fs.astype(np.float32), fp.astype(np.float32)
 
 
 def read_golden_input(path) -> np.ndarray:
@@ -459,19 +444,24 @@ def int_reference(prog, info: Mapping, xq: np.ndarray, state=None):
     )
 
 
-def dequantize(info: Mapping, step: np.ndarray, pooled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Integer outputs (driver layout) -> float32 exactly as the C code computes them:
-    (float) q * (float) scale in float32 (onnxruntime's DequantizeLinear rounds the same way)."""
-    fs = np.zeros(step.shape, np.float32)
-    fp = np.zeros(pooled.shape, np.float32)
+def dequantize(
+    info: Mapping, step: np.ndarray, pooled: np.ndarray, *, exact: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Integer outputs (driver layout) -> float32. Default: as the C code's float API computes them,
+    (float) q * (float) scale in float32 (onnxruntime's DequantizeLinear rounds the same way).
+    ``exact``: q * scale rounded once to float32, exactly ``intexact.dequantize_outputs`` (what
+    ``IntCArtifact.run`` returns)."""
+    ft = np.float64 if exact else np.float32
+    fs = np.zeros(step.shape, ft)
+    fp = np.zeros(pooled.shape, ft)
     for d in info["outputs"]:
-        sc = np.asarray(d["scales"], np.float64).astype(np.float32)
+        sc = np.asarray(d["scales"], np.float64).astype(ft)
         o, n = d["offset"], d["features"]
         if d["temporal"]:
-            fs[..., o : o + n] = step[..., o : o + n].astype(np.float32) * sc
+            fs[..., o : o + n] = step[..., o : o + n].astype(ft) * sc
         else:
-            fp[..., o : o + n] = pooled[..., o : o + n].astype(np.float32) * sc
-    return fs, fp
+            fp[..., o : o + n] = pooled[..., o : o + n].astype(ft) * sc
+    return fs.astype(np.float32), fp.astype(np.float32)
 
 
 def compare_int(ref: tuple[np.ndarray, ...], got: tuple[np.ndarray, ...], names=("step", "pooled", "state")) -> dict:

@@ -45,7 +45,6 @@ from .artifact import (
     compare_int,
     default_golden_input,
     dequantize,
-    dequantize_exact,
     int_reference,
 )
 from .intgen import generate_int, supported_micro_ops
@@ -103,7 +102,7 @@ def export_c_int(
         graph.save(stage / "graph.esq")
         q.save(stage / "quantized.esq")
         write_input(stage / "golden" / "input.bin", x)
-        estep, epooled = dequantize_exact(info, step, pooled)  # what IntCArtifact.run returns
+        estep, epooled = dequantize(info, step, pooled, exact=True)  # what IntCArtifact.run returns
         atomic_write_bytes(stage / "golden" / "expected.bin", encode_output(estep, epooled, state.astype(np.float32)))
         atomic_write_bytes(stage / "golden" / "expected_int.bin", encode_output(step, pooled, state, dtype="<i4"))
         verification = None
