@@ -67,7 +67,7 @@ def registry_names(module: str, attr: str) -> set[str] | None:
         return None
 
 
-def _matrix(universe, renderers: dict, extra=()) -> tuple[list[str], list[list[str]]]:
+def _matrix(label: str, universe, renderers: dict, extra=()) -> tuple[list[str], list[list[str]]]:
     cols = {name: registry_names(mod, attr) for name, (mod, attr, _) in renderers.items()}
     rows = []
     for kind in sorted(universe):
@@ -76,21 +76,21 @@ def _matrix(universe, renderers: dict, extra=()) -> tuple[list[str], list[list[s
             have = cols[name]
             row.append("n/a" if have is None else ("yes" if kind in have or kind in extra else "-"))
         rows.append(row)
-    return ["primitive" if renderers is PRIMITIVE_RENDERERS else "micro-op", *renderers], rows
+    return [label, *renderers], rows
 
 
 def primitive_table() -> tuple[list[str], list[list[str]]]:
     """Step-program primitives x renderers."""
     from .ir.step.evaluate import SEMANTICS
 
-    return _matrix(_names(SEMANTICS), PRIMITIVE_RENDERERS)
+    return _matrix("primitive", _names(SEMANTICS), PRIMITIVE_RENDERERS)
 
 
 def micro_op_table() -> tuple[list[str], list[list[str]]]:
     """Integer micro-ops x renderers."""
     from .quant.program import MICRO_OPS
 
-    return _matrix(MICRO_OPS, MICRO_OP_RENDERERS, extra=STRUCTURAL_MICRO_OPS)
+    return _matrix("micro-op", MICRO_OPS, MICRO_OP_RENDERERS, extra=STRUCTURAL_MICRO_OPS)
 
 
 def supported(name: str) -> set[str] | None:
