@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import ConfigError
 from .ops import Op
 from .types import ValueType
+from .verify import verify
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,6 @@ class Graph:
         object.__setattr__(self, "nodes", tuple(self.nodes))
         object.__setattr__(self, "outputs", tuple(self.outputs))
         object.__setattr__(self, "metadata", dict(self.metadata))
-        from .verify import verify
-
         object.__setattr__(self, "_types", verify(self))
 
     # -- structure ------------------------------------------------------------------------------
@@ -174,9 +173,6 @@ class Graph:
         return f"Graph(in={self.in_features}, nodes=[{kinds}], outputs={list(self.outputs)})"
 
 
-_NAME_OK = re.compile(r"^[A-Za-z0-9_.:\-]+$")
-
-
 class GraphBuilder:
     """Incremental construction of a graph with unique, readable node names."""
 
@@ -220,7 +216,3 @@ class GraphBuilder:
     def build(self, outputs: str | Sequence[str], metadata: Mapping[str, Any] | None = None) -> Graph:
         outputs = (outputs,) if isinstance(outputs, str) else tuple(outputs)
         return Graph(self.inputs, tuple(self.nodes), outputs, dict(metadata or {}))
-
-
-def valid_name(name: str) -> bool:
-    return bool(_NAME_OK.match(name))

@@ -5,6 +5,7 @@ Runs on every :class:`Graph` construction. Errors name the node and op they conc
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -16,10 +17,14 @@ from .types import ValueType
 if TYPE_CHECKING:
     from .graph import Graph
 
+_NAME_OK = re.compile(r"^[A-Za-z0-9_.:\-]+$")
+
+
+def valid_name(name: str) -> bool:
+    return bool(_NAME_OK.match(name))
+
 
 def verify(graph: "Graph") -> dict[str, ValueType]:
-    from .graph import valid_name
-
     if not graph.inputs:
         raise VerificationError("graph has no inputs")
     types: dict[str, ValueType] = {}

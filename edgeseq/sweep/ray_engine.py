@@ -12,10 +12,12 @@ import json
 import logging
 import os
 import socket
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from ..errors import ConfigError
-from .engines import EngineOptions
+
+if TYPE_CHECKING:
+    from .engines import EngineOptions
 
 LOCAL_OBJECT_STORE_BYTES = 256 << 20  # results are small: do not reserve Ray's default 30% of RAM
 
