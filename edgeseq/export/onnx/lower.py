@@ -232,6 +232,37 @@ def _readout(c: _Ctx, n: Node) -> None:
     e.op("Div", total, e.op("Max", count, e.const(1.0, "one")), outputs=[out])
 
 
+# window ops (:mod:`edgeseq.ir.ops` ``Reverse``, ``Lookahead``): whole-window tensor ops on (B, T, F); the
+# equations are the interpreter's (:data:`edgeseq.ir.interpret.WINDOW`). A window graph lowers whole-window
+# only (``streaming=True`` is refused by :func:`build_onnx`).
+@_lower("Reverse")
+def _reverse(c: _Ctx, n: Node) -> None:
+    e = c.e
+    e.op(
+        "Slice",
+        n.inputs[0],
+        e.ints([-1], "minus_one"),
+        e.ints([np.iinfo(np.int64).min], "int64_min"),
+        e.ints([1], "time_axis"),
+        e.ints([-1], "minus_one"),
+        outputs=[n.outputs[0]],
+    )
+
+
+@_lower("Lookahead")
+def _lookahead(c: _Ctx, n: Node) -> None:
+    e, s = c.e, int(n.op.steps)
+    padded = e.op("Pad", n.inputs[0], e.ints([0, 0, 0, 0, s, 0], f"{n.name}/pads"), hint=f"{n.name}/padded")
+    e.op(
+        "Slice",
+        padded,
+        e.ints([s], f"{n.name}/start"),
+        e.ints([INT64_MAX], "int64_max"),
+        e.ints([1], "time_axis"),
+        outputs=[n.outputs[0]],
+    )
+
+
 def _lower_scan(c: _Ctx, n: Node) -> None:
     op = n.op
     prog = step_program(op, c.graph.type_of(n.inputs[0]).features)
@@ -489,6 +520,3 @@ def function_summary(model: onnx.ModelProto) -> list[dict]:
         for f in model.functions
         if f.domain == DOMAIN
     ]
-
-
-from . import window as _window  # noqa: E402,F401  (registers the window-op lowerings)
