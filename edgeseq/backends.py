@@ -46,7 +46,7 @@ PRIMITIVE_RENDERERS: dict[str, tuple[str, str, str]] = {
 
 # renderer -> (module, registry attribute (keyed by micro-op class or kind), description)
 MICRO_OP_RENDERERS: dict[str, tuple[str, str, str]] = {
-    "intexact": ("edgeseq.quant.intexact", "SEMANTICS", "integer-exact interpreter: the micro-op's definition"),
+    "intexact": ("edgeseq.quant.intexact", "DEFINED", "integer-exact interpreter: the micro-op's definition"),
     "onnx-int": ("edgeseq.export.onnx.qlower", "LOWER", "ONNX integer program"),
     "tvm-int": ("edgeseq.export.tvm.intgen", "_EMITTERS", "TIR integer kernels"),
     "c-int": ("edgeseq.export.c.intgen", "SUPPORTED", "integer C (DSP / MVE / NEON kernels)"),

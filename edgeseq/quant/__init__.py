@@ -100,11 +100,6 @@ def quantize(
             f"quantize expects an IR Graph, got {type(graph).__name__}", hint="edgeseq.capture or edgeseq.load one"
         )
     cfg = resolve_config(config)
-    graph.require_streaming(
-        "quantization",
-        hint="window graphs export in float32 to ONNX (edgeseq export --target "
-        "onnx); make the model causal (a unidirectional RNN, left-only padding) to quantize it",
-    )
     supported(graph)
     calib_x = _check_sequences(calib_x, graph.in_features, "calibration data")
     if val is not None:

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import NumericsError, ShapeError
 from .program import (
+    WINDOW_MICRO_OPS,
     Add,
     Clamp,
     CmpGe,
@@ -38,6 +39,7 @@ from .program import (
     Store,
     Sub,
     int_range,
+    segments,
 )
 
 IntState = dict[str, np.ndarray]
@@ -286,6 +288,13 @@ def run(
     _prep(prog)
     xs = _inputs(prog, xq)
     bsz, steps = next(iter(xs.values())).shape[:2]
+    if prog.is_window:
+        if state is not None:
+            raise ShapeError(
+                "a window program runs on whole windows from its zero state; it takes no state",
+                hint="pass the whole window (no state)",
+            )
+        return _run_window(prog, xs, bsz, steps, _Exec(prog, check), trace)
     st = init_state(prog, bsz) if state is None else _check_state(prog, state, bsz)
     ex = _Exec(prog, check)
     temporal = [o for o in prog.outputs if o.temporal]
@@ -314,8 +323,54 @@ def run(
     return tuple(outs), st
 
 
+def window_apply(op: MicroOp, seq: np.ndarray) -> np.ndarray:
+    """A window micro-op on the integer sequence (B, T, n) of its input: the IR window op's equation
+    (:data:`edgeseq.ir.interpret.WINDOW`, the one definition) on integers."""
+    from ..ir.interpret import WINDOW
+
+    ir = op.ir_op()
+    return WINDOW[type(ir)](ir, seq)
+
+
+#: window micro-op type -> its semantics on whole integer sequences (:func:`window_apply`)
+WINDOW_SEMANTICS: dict[type, Callable[[MicroOp, np.ndarray], np.ndarray]] = {
+    cls: window_apply for cls in WINDOW_MICRO_OPS.values()
+}
+#: every micro-op this interpreter defines (step and window)
+DEFINED = (*SEMANTICS, *WINDOW_SEMANTICS)
+
+
+def _run_window(prog: Program, xs: dict, bsz: int, steps: int, ex: _Exec, trace: bool):
+    """A window program, segment by segment: each segment's micro-ops over every step (vectors of
+    earlier segments read at the same step), then the window micro-ops on whole sequences."""
+    st = init_state(prog, bsz)
+    seqs: dict[str, np.ndarray] = dict(xs)
+    for ops, wins in segments(prog.step):
+        made: dict[str, list] = {}
+        for t in range(steps):
+            env = {k: v[:, t] for k, v in seqs.items()}
+            ex.run_ops(ops, env, st)
+            for k, v in env.items():
+                if k not in seqs:
+                    made.setdefault(k, []).append(v)
+        for k, v in made.items():
+            seqs[k] = np.stack(v, axis=1)
+        for op in wins:
+            y = WINDOW_SEMANTICS[type(op)](op, seqs[op.x])
+            ex.put({}, op, y)
+            seqs[op.out] = y
+    fenv: dict[str, np.ndarray] = {}
+    ex.run_ops(prog.final, fenv, dict(st))
+    outs = tuple(seqs[o.vec] if o.temporal else fenv[o.vec] for o in prog.outputs)
+    if trace:
+        return outs, st, {**seqs, **fenv}
+    return outs, st
+
+
 def run_chunked(prog: Program, xq, chunk: int, state=None, check: bool = True):
     """Run in chunks of ``chunk`` steps, carrying the integer state; same results as :func:`run`."""
+    if prog.is_window:
+        raise ShapeError("a window program runs on whole windows, not in chunks", hint="pass the whole window")
     xs = xq if isinstance(xq, Mapping) else {prog.inputs[0].vec: np.asarray(xq)}
     steps = next(iter(xs.values())).shape[1]
     parts = []

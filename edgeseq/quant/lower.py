@@ -38,6 +38,7 @@ from ..ir.types import Act, ReadoutMode
 from .config import Granularity, QuantConfig
 from .plan import QuantPlan, TensorPlan, WeightPlan, qmax
 from .program import (
+    WINDOW_MICRO_OPS,
     Add,
     Clamp,
     Concat,
@@ -995,3 +996,18 @@ def _concat(L: Lowerer, node: Node, op: O.Concat):
 @_lower(O.Readout)
 def _readout(L: Lowerer, node: Node, op: O.Readout):
     L.readout_step(node, op)
+
+
+@_lower(O.Reverse, O.Lookahead)
+def _window_op(L: Lowerer, node: Node, op: O.Op):
+    """A window op moves each part of its input in time (a window micro-op per part); it rounds
+    nothing, so every part keeps its width and scale."""
+    cls = WINDOW_MICRO_OPS[op.kind]
+    parts = []
+    for p in L.vals[node.inputs[0]].parts:
+        if p.offset is not None and isinstance(op, O.Lookahead):
+            raise UnsupportedOpError("a look-ahead of an input with an offset (its zero fill would not be 0)")
+        micro = cls.of(op, out=L.nm(f"{node.name}:{p.vec}"), x=p.vec, node=node.name)
+        v = L.emit(micro, p.idx.size, L.bits_of(p.vec), p.scale)
+        parts.append(Part(v, p.idx, p.bits, p.scale, p.offset))
+    L.out_value(node, QV(L.vals[node.inputs[0]].n, parts))

@@ -27,3 +27,16 @@ def lower(graph: Graph, plan: QuantPlan) -> tuple[Program, dict[str, dict[str, n
 def supported_kinds() -> set[str]:
     """IR op kinds the quantizer lowers."""
     return {c.kind for c in LOWER} | cell_kinds()
+
+
+def kinds_rendered_by(micro_ops) -> set[str]:
+    """IR op kinds a backend that renders the micro-ops ``micro_ops`` (kinds) can take quantized:
+    every kind the quantizer lowers when it renders every step micro-op, less the window ops when it
+    does not render the window micro-ops (then window graphs are refused in one line)."""
+    from .program import MICRO_OPS, WINDOW_MICRO_OPS
+
+    have = set(micro_ops)
+    if not {k for k, c in MICRO_OPS.items() if not c.window} <= have:
+        return set()
+    window = {k for k, c in WINDOW_MICRO_OPS.items() if c.kind not in have}
+    return supported_kinds() - window

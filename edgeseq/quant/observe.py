@@ -177,11 +177,19 @@ class CalibrationStats:
     sequences: int = 0
     steps: int = 0
 
+    def resolve(self, name: str) -> str:
+        """The point ``name`` stands for, following aliases (a window op's output is its input's)."""
+        seen = set()
+        while name in self.aliases and name not in seen:
+            seen.add(name)
+            name = self.aliases[name]
+        return name
+
     def __getitem__(self, name: str) -> TensorStats:
-        return self.points[self.aliases.get(name, name)]
+        return self.points[self.resolve(name)]
 
     def __contains__(self, name: str) -> bool:
-        return self.aliases.get(name, name) in self.points
+        return self.resolve(name) in self.points
 
     def table(self) -> str:
         rows = [("point", "role", "n", "min", "max", "absmax")]

@@ -369,7 +369,7 @@ def make_plan(graph: Graph, stats: CalibrationStats, config: QuantConfig | str |
     widen: dict[str, list[str]] = {}
     for name, sp in specs.items():
         if sp.role == "share" and sp.widen and sp.ref:
-            widen.setdefault(stats.aliases.get(sp.ref, sp.ref), []).append(name)
+            widen.setdefault(stats.resolve(sp.ref), []).append(name)
 
     def absmax_with_widen(name, amax):
         for w in widen.get(name, []):
@@ -531,7 +531,7 @@ def make_plan(graph: Graph, stats: CalibrationStats, config: QuantConfig | str |
         for name in pending:
             sp = specs[name]
             st = stats.points[name]
-            refs = [stats.aliases.get(r, r) for r in ((sp.ref,) if sp.ref else sp.refs)]
+            refs = [stats.resolve(r) for r in ((sp.ref,) if sp.ref else sp.refs)]
             if not all(r in entries for r in refs):
                 left.append(name)
                 continue

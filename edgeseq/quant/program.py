@@ -39,6 +39,16 @@ for backend writers):
 ``Gather``   y[:, j] = x[:, index[j]]
 ``Load``     y = state                ``Store``  state = x
 
+Window programs (of graphs that read future steps, see :attr:`edgeseq.ir.graph.Graph.is_window`)
+also hold *window micro-ops* in ``step``; each maps the whole sequence of one vector to another:
+
+``Reverse``    y_t = x_{T-1-t}          ``Lookahead``  y_t = x_{t+steps}, 0 once t+steps >= T
+
+They cut ``step`` into segments; each segment runs over every step of the window before the next
+window micro-op runs, and a vector of an earlier segment is read at the same step t. Every state is
+used inside one segment (zero at the start of the window), so a window program runs on whole
+windows only (no state in or out, no chunks).
+
 ``>>`` is an arithmetic shift (floor division by a power of two); ``sat`` saturates to the output
 vector's declared width. Only Requant, Lut and Clamp saturate; every other op is exact, and the
 program declares output widths large enough for the worst case of its operands' declared ranges
@@ -258,6 +268,7 @@ class MicroOp:
 
     kind: ClassVar[str] = "MicroOp"
     saturating: ClassVar[bool] = False
+    window: ClassVar[bool] = False  # maps a whole sequence (a window micro-op), not one step
     out: str
     node: str = ""
 
@@ -504,6 +515,73 @@ class Store(MicroOp):
         return (self.x,)
 
 
+@dataclass(frozen=True, kw_only=True)
+class _WindowMicro(MicroOp):
+    """A window micro-op: its integer semantics are the IR window op's (:data:`edgeseq.ir.interpret.WINDOW`)
+    applied to the integer sequence of ``x``; :meth:`ir_op` names that op."""
+
+    window = True
+    x: str
+
+    def reads(self):
+        return (self.x,)
+
+    def ir_op(self):
+        raise NotImplementedError
+
+    @classmethod
+    def of(cls, op, **kw) -> "_WindowMicro":
+        """The micro-op of the IR window op ``op`` (``kw``: out, x, node)."""
+        return cls(**kw)
+
+
+@_micro
+class Reverse(_WindowMicro):
+    """Window op: y_t = x_{T-1-t} over the window (the backward direction of a bidirectional RNN)."""
+
+    kind = "reverse"
+
+    def ir_op(self):
+        from ..ir import ops as O
+
+        return O.Reverse()
+
+
+@_micro
+class Lookahead(_WindowMicro):
+    """Window op: y_t = x_{t+steps}, 0 once t+steps >= T (integer 0 is real 0: no input offset)."""
+
+    kind = "lookahead"
+    steps: int = 1
+
+    def ir_op(self):
+        from ..ir import ops as O
+
+        return O.Lookahead(steps=self.steps)
+
+    @classmethod
+    def of(cls, op, **kw) -> "Lookahead":
+        return cls(steps=int(op.steps), **kw)
+
+
+#: IR window op kind -> its window micro-op
+WINDOW_MICRO_OPS: dict[str, type[_WindowMicro]] = {"Reverse": Reverse, "Lookahead": Lookahead}
+
+
+def segments(ops: Sequence[MicroOp]) -> list[tuple[tuple[MicroOp, ...], tuple[MicroOp, ...]]]:
+    """``step`` cut at its window micro-ops: [(per-step ops of a segment, window ops after it)]; one
+    segment and no window ops for a streaming program."""
+    out: list[tuple[list, list]] = [([], [])]
+    for op in ops:
+        if op.window:
+            out[-1][1].append(op)
+        else:
+            if out[-1][1]:
+                out.append(([], []))
+            out[-1][0].append(op)
+    return [(tuple(a), tuple(b)) for a, b in out]
+
+
 # ----------------------------------------------------------------------------------------------
 # interval arithmetic (worst-case ranges), shared by the lowering and the verifier
 
@@ -569,6 +647,11 @@ class Program:
     metadata: dict = field(default_factory=dict)
 
     # -- lookups ----------------------------------------------------------------------------------
+    @property
+    def is_window(self) -> bool:
+        """True for a window program (window micro-ops in ``step``): it runs on whole windows."""
+        return any(op.window for op in self.step)
+
     def is_const(self, name: str) -> bool:
         return name in self.consts
 
@@ -644,6 +727,11 @@ class Program:
             return get(op.x)
         if isinstance(op, Load):
             return int_range(self.states[op.state].bits)
+        if isinstance(op, Reverse):
+            return get(op.x)
+        if isinstance(op, Lookahead):
+            a = get(op.x)
+            return min(a[0], 0), max(a[1], 0)
         raise VerificationError(f"no interval rule for micro-op '{op.kind}'")  # pragma: no cover
 
     def verify(self) -> None:
@@ -681,6 +769,7 @@ class Program:
         for o in self.outputs:
             if o.vec not in known_vecs:
                 raise VerificationError(f"output '{o.name}' names unknown vector '{o.vec}'")
+        self._check_window()
         # widths: exact ops must fit their declared width in the worst case
         iv: dict[str, Interval] = {s.vec: int_range(s.bits) for s in self.inputs}
 
@@ -719,6 +808,22 @@ class Program:
                     if np.any((m != 0) & ((m < (1 << 30)) | (m >= (1 << 31)))) or np.any((s < 1) | (s > 62)):
                         raise VerificationError("requant multiplier/shift out of range", where=where)
                 iv[op.out] = (max(r[0], dlo), min(r[1], dhi))
+
+    def _check_window(self) -> None:
+        """Window micro-ops: in ``step`` only, on vectors; every state used inside one segment."""
+        if any(op.window for op in self.final):
+            raise VerificationError("window micro-ops belong to the step program, not to final")
+        seg_of: dict[str, int] = {}
+        for k, (ops, wins) in enumerate(segments(self.step)):
+            for op in wins:
+                if op.x in self.consts:
+                    raise VerificationError(f"window micro-op {op.kind} -> '{op.out}' reads constant '{op.x}'")
+            for op in ops:
+                key = op.out if isinstance(op, Store) else op.state if isinstance(op, Load) else None
+                if key is not None and seg_of.setdefault(key, k) != k:
+                    raise VerificationError(
+                        f"state '{key}' is used in two segments of the window program (node '{op.node}')"
+                    )
 
     def _check_shapes(self, op: MicroOp, where: str) -> None:
         n = self.vectors[op.out].n
@@ -777,6 +882,11 @@ class Program:
             idx = c[op.index]
             if idx.shape != (n,) or (idx.size and (idx.min() < 0 or idx.max() >= w(op.x))):
                 raise VerificationError("gather index out of range", where=where)
+        elif isinstance(op, _WindowMicro):
+            if w(op.x) != n:
+                raise VerificationError("a window micro-op keeps its input's width", where=where)
+            if isinstance(op, Lookahead) and op.steps < 1:
+                raise VerificationError(f"lookahead needs steps >= 1, got {op.steps}", where=where)
         elif isinstance(op, Load):
             if self.states[op.state].n != n:
                 raise VerificationError("load width differs from the state's", where=where)

@@ -30,7 +30,7 @@ from ..ir import ops as O
 from ..ir.activations import CLAMP_ACTS, activation
 from ..ir.cells import has_step_program, step_program
 from ..ir.graph import Graph, Node
-from ..ir.interpret import check_input, check_state
+from ..ir.interpret import WINDOW, check_input, check_state
 from ..ir.step import PointKind, QPoint, Quant, StepProgram, run_step
 from ..ir.types import Act, ReadoutMode
 
@@ -280,7 +280,7 @@ def _step_fn(op):
 
 def supported(graph: Graph) -> None:
     for n in graph.nodes:
-        if _step_fn(n.op) is None and not isinstance(n.op, O.Readout):
+        if _step_fn(n.op) is None and not isinstance(n.op, O.Readout) and type(n.op) not in WINDOW:
             raise UnsupportedOpError(f"quantization does not support op kind '{n.op.kind}'", where=f"node '{n.name}'")
 
 
@@ -300,6 +300,10 @@ def simulate(
     supported(graph)
     x = check_input(graph, x).astype(np.float64, copy=False)
     bsz, steps, _ = x.shape
+    if graph.is_window:
+        if state is not None:
+            graph.require_streaming("simulating from a given state")
+        return _simulate_window(graph, x, hook, params, trace)
     st = graph.init_state(bsz, np.float64) if state is None else check_state(graph, state, bsz, np.float64)
     types = graph.value_types
     seq_nodes = [n for n in graph.nodes if all(types[i].temporal for i in n.inputs)]
@@ -344,3 +348,52 @@ def simulate(
     if trace:
         return outputs, new_state, values
     return outputs, new_state
+
+
+def _simulate_window(graph: Graph, x: np.ndarray, hook, params, trace: bool):
+    """A window graph, layered like :func:`edgeseq.ir.interpret.run` runs it: node by node, each over
+    the whole window from its zero state. A window op moves values in time and rounds nothing: its
+    output is its input's quantization point (an alias)."""
+    bsz, steps, _ = x.shape
+    types = graph.value_types
+    st = graph.init_state(bsz, np.float64)
+    in_name = graph.inputs[0].name
+    in_point = Point("input")
+    step = getattr(hook, "step", lambda t: None)
+    seq = []
+    for t in range(steps):
+        step(t)
+        seq.append(hook(in_name, x[:, t], in_point))
+    values: dict[str, np.ndarray] = {in_name: np.stack(seq, axis=1)}
+    new_state: dict[str, np.ndarray] = {}
+    for node in graph.nodes:
+        xs = [values[i] for i in node.inputs]
+        local = {k.split("/", 1)[1]: v for k, v in st.items() if k.split("/", 1)[0] == node.name}
+        c = Ctx(node, hook)
+        if type(node.op) in WINDOW:
+            hook.alias(node.outputs[0], node.inputs[0])
+            outs: tuple = (WINDOW[type(node.op)](node.op, xs[0]),)
+        else:
+            fn = _step_fn(node.op)
+            p = params[node.name] if params is not None and node.name in params else node_params(graph, node)
+            if not all(types[i].temporal for i in node.inputs):
+                step(-1)
+                outs, _ = fn(node.op, p, xs, {}, c)
+            else:
+                per_step = []
+                for t in range(steps):
+                    step(t)
+                    if isinstance(node.op, O.Readout):
+                        local = readout_update(node.op, xs[0][:, t], local)
+                        continue
+                    o, local = fn(node.op, p, [v[:, t] for v in xs], local, c)
+                    per_step.append(o)
+                step(-1)
+                if isinstance(node.op, O.Readout):
+                    outs = (readout_value(node.op, local, c),)
+                else:
+                    outs = tuple(np.stack([o[k] for o in per_step], axis=1) for k in range(len(node.outputs)))
+        values.update(zip(node.outputs, outs))
+        new_state.update({f"{node.name}/{k}": v for k, v in local.items()})
+    outputs = tuple(values[o] for o in graph.outputs)
+    return (outputs, new_state, values) if trace else (outputs, new_state)

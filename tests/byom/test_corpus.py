@@ -135,8 +135,6 @@ def test_window_graph_refuses_streaming(captured, tmp_path, name):
         with pytest.raises(EdgeseqError, match="needs a streaming graph, and this is a window graph") as ei:
             edgeseq.export(g, out=tmp_path / "s", **kw)
         assert "\n" not in str(ei.value)
-    with pytest.raises(EdgeseqError, match="quantization needs a streaming graph"):
-        edgeseq.quantize(g, np.zeros((2, 8, g.in_features)))
     with pytest.raises(EdgeseqError, match="running in chunks"):
         from edgeseq.ir.interpret import run_chunked
 

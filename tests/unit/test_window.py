@@ -13,20 +13,12 @@ from edgeseq.errors import EdgeseqError, UnsupportedOpError
 from edgeseq.ir import ops as O
 from edgeseq.ir.graph import GraphBuilder
 from edgeseq.ir.interpret import run, run_chunked
-from edgeseq.ir.types import ReadoutMode
+
+from .window_cases import window_graph
 
 
 def _graph():
-    """y = [rnn(x) | reverse(rnn_b(reverse(x)))] + lookahead(x, 2) @ W: a bidirectional layer and a
-    look-ahead, temporal output and a mean readout."""
-    rng = np.random.default_rng(0)
-    b = GraphBuilder(3)
-    rnn = lambda: O.RNN(w_ih=rng.normal(size=(4, 3)) * 0.5, w_hh=rng.normal(size=(4, 4)) * 0.3)  # noqa: E731
-    fwd = b.add(rnn(), "x", name="fwd")
-    back = b.add(O.Reverse(), b.add(rnn(), b.add(O.Reverse(), "x", name="rev_in"), name="bwd"), name="rev_out")
-    ahead = b.add(O.Linear(weight=rng.normal(size=(8, 3))), b.add(O.Lookahead(steps=2), "x", name="ahead"))
-    y = b.add(O.Add(), [b.add(O.Concat(), [fwd, back], name="cat"), ahead], name="y")
-    return b.build([y, b.add(O.Readout(mode=ReadoutMode.MEAN), y, name="mean")], {"window": "test window"}), rng
+    return window_graph()
 
 
 def _numpy_ref(g, x):

@@ -94,10 +94,9 @@ def supported_micro_ops() -> list[str]:
 def supported_kinds() -> set[str]:
     """IR op kinds a quantized graph may contain for this backend: those the quantizer lowers to
     an integer program, when every micro-op it can emit has a C lowering here."""
-    from ...quant.lowering import supported_kinds as quantizable
-    from ...quant.program import MICRO_OPS
+    from ...quant.lowering import kinds_rendered_by
 
-    return set(quantizable()) if set(MICRO_OPS) <= set(supported_micro_ops()) else set()
+    return kinds_rendered_by(supported_micro_ops())
 
 
 def ctype_of_bits(bits: int) -> str:

@@ -1112,6 +1112,11 @@ def build_onnx_qdq(
             where="target onnx (numerics qdq)",
             hint="int16 QuantizeLinear needs opset 21",
         )
+    if q.graph.is_window:
+        q.graph.require_streaming(
+            "the QDQ lowering (numerics 'qdq')",
+            hint="export window graphs with numerics 'exact' (the integer program, on whole windows)",
+        )
     avail = spike_probes(q)
     for p in probes:
         if p not in avail:

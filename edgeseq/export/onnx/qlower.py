@@ -882,6 +882,33 @@ def _gather(lw: "_Lowering", e: _Env, op: P.Gather) -> None:
     e.set(op.out, e.g.op("Gather", x, idx, axis=-1, out_type=e.g.types[x], hint=_short(op.out)))
 
 
+def _window_seq(e: _Env, op: P.MicroOp) -> str:
+    """The whole (T, B, n) sequence a window micro-op reads (window ops never sit in a Scan body:
+    they read no state, so :func:`plan_stages` runs them over the sequence)."""
+    if e.rank != 3:  # pragma: no cover - a staging bug
+        raise UnsupportedOpError(f"window micro-op '{op.kind}' inside a Scan body", where=f"node '{op.node}'")
+    return e.get(op.x)
+
+
+@_micro("reverse")
+def _reverse(lw: "_Lowering", e: _Env, op: P.Reverse) -> None:
+    g, x = e.g, _window_seq(e, op)
+    lo = g.ints([np.iinfo(np.int64).min], "int64_min")
+    e.set(
+        op.out, g.op("Slice", x, g.ints([-1]), lo, g.ints([0]), g.ints([-1]), out_type=g.types[x], hint=_short(op.out))
+    )
+
+
+@_micro("lookahead")
+def _lookahead(lw: "_Lowering", e: _Env, op: P.Lookahead) -> None:
+    g, x, s = e.g, _window_seq(e, op), int(op.steps)
+    padded = g.op("Pad", x, g.ints([0, 0, 0, s, 0, 0], "pads"), out_type=g.types[x], hint="padded")
+    e.set(
+        op.out,
+        g.op("Slice", padded, g.ints([s]), g.ints([I64_MAX]), g.ints([0]), out_type=g.types[x], hint=_short(op.out)),
+    )
+
+
 # load / store are structural (state variables of the Scans); they need no lowering of their own
 STRUCTURAL = ("load", "store")
 
@@ -897,10 +924,9 @@ def supported_micro_ops() -> set[str]:
 def supported_kinds() -> set[str]:
     """IR op kinds a quantized graph may contain for this backend: those the quantizer lowers to
     an integer program, when every micro-op it can emit has an ONNX lowering here."""
-    from ...quant.lowering import supported_kinds as quantizable
-    from ...quant.program import MICRO_OPS
+    from ...quant.lowering import kinds_rendered_by
 
-    return set(quantizable()) if set(MICRO_OPS) <= supported_micro_ops() else set()
+    return kinds_rendered_by(supported_micro_ops())
 
 
 def check_supported(q) -> None:
@@ -1492,6 +1518,8 @@ def build_onnx_quantized(
     top = max_opset()
     if not isinstance(opset, int) or not MIN_OPSET <= opset <= top:
         raise ConfigError(f"opset must be an integer from {MIN_OPSET} to {top}, got {opset!r}", where="target onnx")
+    if streaming and q.program.is_window:
+        q.graph.require_streaming("a streaming ONNX export")
     check_supported(q)
     step_vectors = {op.out for op in q.program.step if not isinstance(op, P.Store)} | {s.vec for s in q.program.inputs}
     for v in probes:
