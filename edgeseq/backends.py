@@ -48,7 +48,7 @@ PRIMITIVE_RENDERERS: dict[str, tuple[str, str, str]] = {
 MICRO_OP_RENDERERS: dict[str, tuple[str, str, str]] = {
     "intexact": ("edgeseq.quant.intexact", "DEFINED", "integer-exact interpreter: the micro-op's definition"),
     "onnx-int": ("edgeseq.export.onnx.qlower", "LOWER", "ONNX integer program"),
-    "tvm-int": ("edgeseq.export.tvm.intgen", "_EMITTERS", "TIR integer kernels"),
+    "tvm-int": ("edgeseq.export.tvm.intgen", "RENDERED", "TIR integer kernels"),
     "c-int": ("edgeseq.export.c.intgen", "SUPPORTED", "integer C (DSP / MVE / NEON kernels)"),
 }
 # micro-ops every integer renderer handles structurally (state load / store), outside the registries

@@ -134,8 +134,6 @@ def export(
         )
     if fused_rnn and (base != "onnx" or q is not None):
         raise ConfigError("fused_rnn applies to float ONNX exports only (target 'onnx', no quantization)")
-    if base != "onnx":  # these backends run graphs step by step
-        graph.require_streaming(f"export to '{base}'" + (" (quantized)" if q is not None else ""))
     if q is not None:
         return _export_quantized(
             q,

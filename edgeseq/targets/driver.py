@@ -17,6 +17,10 @@ Command line: ``MODE INPUT OUTPUT [state] [repeat=N]`` with MODE one of
 - ``io``      the same reads and writes as ``step`` without calling the model (cost baseline);
 - ``nostep``  like ``io`` plus ``esq_reset`` and ``esq_pooled`` per sequence (the per-sequence part).
 
+A window model (its header defines ``<P>_WINDOW``: a graph that reads future steps) runs every
+sequence as one window: ``step`` and ``chunk:K`` act as ``run``, and a sequence longer than
+``<P>_WINDOW_STEPS`` is refused.
+
 ``repeat=N`` (``run`` only) runs each sequence N times from reset, for wall-time measurements.
 ``init=FILE`` starts every sequence from a canonical state read from FILE (``esq_state_load``)
 instead of the zero state: ``uint32 magic 'ESQS', B, Z`` then B*Z words.
@@ -233,6 +237,13 @@ int @ENTRY@(int argc, char **argv)
         else
             return fail("unknown option (state | repeat=N | init=FILE | qin | qout)");
     }
+#ifdef @P@_WINDOW
+    /* a window model reads its whole window at once: every stepping mode runs the whole window */
+    if (steps && !whole)
+        whole = 1;
+    if (init_path)
+        return fail("a window model starts every window from zero (no init=)");
+#endif
     if (repeat > 1 && !whole)
         return fail("repeat=N needs MODE run");
     if ((qin || qout) && !ESQ_DRV_INT)
@@ -258,6 +269,10 @@ int @ENTRY@(int argc, char **argv)
     if (hdr[3] != F)
         return fail("input file has the wrong number of features per step for this model");
     const uint32_t B = hdr[1], T = hdr[2], SO = @P@_STEP_OUT_FEATURES;
+#ifdef @P@_WINDOW
+    if (T > @P@_WINDOW_STEPS)
+        return fail("the window is longer than the model's @P@_WINDOW_STEPS steps; export it with a longer window");
+#endif
     if (whole)
         chunk = T;
     if ((uint64_t)chunk * F > ESQ_IO_FLOATS || (uint64_t)chunk * SO > ESQ_IO_FLOATS)
@@ -303,6 +318,13 @@ int @ENTRY@(int argc, char **argv)
             if (steps) {
 #if ESQ_DRV_INT
                 if (qout) {
+#ifdef @P@_WINDOW
+                    if (qin)
+                        @p@_run_q(&S, xb.q, (int)n, yb.q);
+                    else
+                        @p@_run_fq(&S, xb.f, (int)n, yb.q);
+                    (void)qx;
+#else
                     for (uint32_t k = 0; k < n; ++k) {
                         const int32_t *xq = xb.q + k * F;
                         if (!qin) {
@@ -311,11 +333,15 @@ int @ENTRY@(int argc, char **argv)
                         }
                         @p@_step_q(&S, xq, yb.q + k * SO);
                     }
+#endif
                 } else
 #endif
+#ifndef @P@_WINDOW
                 if (n == 1 && !whole) {
                     @p@_step(&S, xb.f, yb.f);
-                } else {
+                } else
+#endif
+                {
                     const uint64_t t0 = esq_io_now_ns();
                     for (uint32_t r = 0; r < repeat; ++r) {
                         if (r)

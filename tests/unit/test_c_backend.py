@@ -383,10 +383,10 @@ def test_every_ir_op_kind_is_lowered():
     from edgeseq.ir.interpret import supported_kinds as reference_kinds
     from edgeseq.ir.ops import OP_REGISTRY
 
-    # window ops (Reverse, Lookahead) run on whole windows: step-by-step backends refuse window graphs
+    # window ops (Reverse, Lookahead): whole-window models (tests/integration/test_window_targets.py)
     window = {k for k, cls in OP_REGISTRY.items() if cls.category == "window"}
     assert window and window <= reference_kinds()
-    assert supported_kinds() == set(OP_REGISTRY) - window == reference_kinds() - window
+    assert supported_kinds() == set(OP_REGISTRY) == reference_kinds()
     covered = {n.op.kind for f in OP_GRAPHS.values() for n in f().nodes}
     assert covered == set(OP_REGISTRY) - window  # the op-variant graphs below exercise every streaming kind
 

@@ -100,7 +100,7 @@ def test_onnx_lowering_of_window_ops(tmp_path):
 def test_cli_refuses_step_targets_in_one_line(tmp_path):
     g, _ = _graph()
     g.save(tmp_path / "w.esq")
-    for args in (["--target", "cortex-m4"], ["--target", "onnx", "--streaming"]):
+    for args in (["--target", "onnx", "--streaming"],):
         p = subprocess.run(
             [sys.executable, "-m", "edgeseq", "export", str(tmp_path / "w.esq"), "--out", str(tmp_path / "out"), *args],
             capture_output=True,
@@ -154,3 +154,25 @@ def test_bidirectional_final_states_capture():
         with torch.no_grad():
             want = m(x).numpy()
         np.testing.assert_allclose(edgeseq.reference(g, x.numpy())[0], want, atol=1e-6)
+
+
+def test_tvm_main_runs_whole_windows_and_stream_is_refused(tmp_path):
+    """The TVM "main" function runs every node over the whole window (window ops: flip / shift kernels);
+    a "stream" function, or running the artifact from a state, is a one-line refusal."""
+    from edgeseq.export.tvm import compile_tvm, export_tvm
+
+    from .window_cases import BATCHES, LENGTHS, window_model
+
+    g, _, inputs = window_model("synthetic")
+    art = export_tvm(g, tmp_path / "t", "x86")
+    assert set(art.verify()) == {"main/out0", "main/out1"}
+    for batch in BATCHES:
+        for steps in LENGTHS:
+            x = inputs(batch, steps, steps)
+            got, _ = art.run(x)
+            for a, b in zip(got, run(g, x)[0]):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    for call in (lambda: compile_tvm(g, "x86", streaming=True), lambda: art.run(x, g.init_state(batch))):
+        with pytest.raises(UnsupportedOpError, match="window graph") as ei:
+            call()
+        assert "\n" not in str(ei.value)

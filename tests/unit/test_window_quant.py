@@ -111,3 +111,31 @@ def test_window_program_round_trips_and_streaming_is_refused(tmp_path):
         with pytest.raises(EdgeseqError, match="needs a streaming graph, and this is a window graph") as ei:
             call()
         assert "\n" not in str(ei.value)
+
+
+@pytest.mark.parametrize("name", ["synthetic", "conv_same_bn_gru"])
+def test_tvm_int8_window_kernels_are_bit_exact(name):
+    """The integer TVM scan kernel runs the segments over the window and the window micro-ops as copies
+    (its buffers are extra (B, T, n) outputs); "stream" functions are refused in one line."""
+    from edgeseq.errors import UnsupportedOpError
+    from edgeseq.export.tvm.intexport import compile_tvm_int
+
+    g, qg, inputs = window_model(name)
+    m = compile_tvm_int(qg, "x86")
+    for batch in BATCHES:
+        for steps in LENGTHS:
+            x = inputs(batch, steps, steps)
+            xq = {s.vec: s.quantize(x) for s in qg.program.inputs}
+            got, _ = m.run_int(xq)
+            got = got if isinstance(got, tuple) else (got,)
+            want, _ = intexact.run(qg.program, xq)
+            for a, w in zip(got, want):
+                np.testing.assert_array_equal(np.asarray(a, np.int64), w)
+            y, _ = m.run(x)
+            y = y if isinstance(y, tuple) else (y,)
+            for a, w in zip(y, intexact.dequantize_outputs(qg.program, want)):
+                np.testing.assert_array_equal(a, w.astype(np.float32))
+    for call in (lambda: compile_tvm_int(qg, "x86", functions=("stream_int",)), lambda: m.run(x, g.init_state(1))):
+        with pytest.raises(UnsupportedOpError, match="window") as ei:
+            call()
+        assert "\n" not in str(ei.value)

@@ -55,7 +55,8 @@ from .plan import CTYPE_BYTES, CTYPE_SUFFIX, ArenaSet, check_ctype
 def supported_kinds(numeric: str = F32) -> set[str]:
     """IR op kinds the C backend lowers at ``numeric`` (float32 by default)."""
     programs = cell_kinds() if numeric in PROGRAM_EMITTERS else set()
-    return {k for (k, n) in EMITTERS if n == numeric} | programs
+    window = {"Reverse", "Lookahead"} if numeric == F32 else set()  # whole-window models (window_f32.py)
+    return {k for (k, n) in EMITTERS if n == numeric} | programs | window
 
 
 # ----------------------------------------------------------------------------------------------
@@ -78,8 +79,16 @@ class CSources:
 
 
 class CodeGen:
-    def __init__(self, graph: Graph, prefix: str = "esq", numerics: Mapping[str, str] | None = None, target: str = "c"):
+    def __init__(
+        self,
+        graph: Graph,
+        prefix: str = "esq",
+        numerics: Mapping[str, str] | None = None,
+        target: str = "c",
+        window_steps: int | None = None,
+    ):
         self.graph = graph
+        self.window_steps = window_steps
         self.prefix = check_prefix(prefix)
         self.P = prefix.upper()
         self.target = target
@@ -98,7 +107,7 @@ class CodeGen:
         self.libm: set[str] = set()
         self.exprs: dict[tuple[str, str], str] = {}
         self.in_name = graph.inputs[0].name
-        self.emitters = {n.name: self._emitter(n) for n in graph.nodes}
+        self.emitters = {n.name: self._emitter(n) for n in graph.nodes if n.op.category != "window"}
 
     # -- naming ----------------------------------------------------------------------------------
     def _unique(self, base: str) -> str:
@@ -161,6 +170,10 @@ class CodeGen:
     # -- planning and emission --------------------------------------------------------------------
     def generate(self) -> CSources:
         g = self.graph
+        if g.is_window:
+            from .window_f32 import generate_window_f32
+
+            return generate_window_f32(self, self.window_steps)
         seq_nodes = [n for n in g.nodes if all(self.types[i].temporal for i in n.inputs)]
         pooled_nodes = [n for n in g.nodes if n not in seq_nodes]
         readouts = [n for n in seq_nodes if isinstance(n.op, O.Readout)]
@@ -446,14 +459,19 @@ void {p}_state_load({p}_state *s, const float *in);
 
 
 def generate(
-    graph: Graph, prefix: str = "esq", numerics: Mapping[str, str] | None = None, target: str = "c"
+    graph: Graph,
+    prefix: str = "esq",
+    numerics: Mapping[str, str] | None = None,
+    target: str = "c",
+    window_steps: int | None = None,
 ) -> CSources:
     """Generate ``model.h`` / ``model.c`` for ``graph``.
 
     ``numerics`` maps node names to a numeric format (default ``"f32"`` for every node);
-    ``target`` only names the target in error messages. Raises UnsupportedOpError naming the node,
-    op and target when an op has no lowering."""
-    return CodeGen(graph, prefix, numerics, target).generate()
+    ``target`` only names the target in error messages. A window graph becomes a whole-window model
+    for windows of up to ``window_steps`` steps (default 128; :mod:`.window_f32`). Raises
+    UnsupportedOpError naming the node, op and target when an op has no lowering."""
+    return CodeGen(graph, prefix, numerics, target, window_steps).generate()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -64,11 +64,13 @@ from ...quant.program import (
     Gather,
     Isqrt,
     Load,
+    Lookahead,
     Lut,
     MatVec,
     Mul,
     Program,
     Requant,
+    Reverse,
     Select,
     Store,
     Sub,
@@ -82,7 +84,25 @@ from .plan import CTYPE_BYTES, CTYPE_SUFFIX, ArenaSet
 
 CTYPES = {8: "int8_t", 16: "int16_t", 32: "int32_t", 64: "int64_t"}
 DTYPE_CTYPES = {"int8": "int8_t", "int16": "int16_t", "int32": "int32_t", "int64": "int64_t"}
-SUPPORTED = (MatVec, Requant, Add, Sub, Mul, Div, Isqrt, Lut, Clamp, CmpGe, Select, Concat, Gather, Load, Store)
+SUPPORTED = (
+    MatVec,
+    Requant,
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Isqrt,
+    Lut,
+    Clamp,
+    CmpGe,
+    Select,
+    Concat,
+    Gather,
+    Load,
+    Store,
+    Reverse,  # window micro-ops: copies over the window (intwindow.py)
+    Lookahead,
+)
 # y[i] depends on operand element i only: the output may overwrite an operand it is the last reader of
 ELEMENTWISE = (Requant, Add, Sub, Mul, Div, Isqrt, Lut, Clamp, CmpGe, Select)
 
@@ -137,9 +157,16 @@ class _NoVector(Exception):
 
 class IntCodeGen:
     def __init__(
-        self, prog: Program, in_features: int, prefix: str = "esq", target: str = "c", order: list[str] | None = None
+        self,
+        prog: Program,
+        in_features: int,
+        prefix: str = "esq",
+        target: str = "c",
+        order: list[str] | None = None,
+        window_steps: int | None = None,
     ):
         self.p = prog
+        self.window_steps = window_steps
         self.out_specs = list(prog.outputs)
         if order is not None and sorted(order) == sorted(o.name for o in prog.outputs):
             by = {o.name: o for o in prog.outputs}
@@ -1106,13 +1133,10 @@ class IntCodeGen:
         return self._loop(st.n, [f"{fld}[i] = ({sct}){self.rd(op.x, 'i')};"])
 
     # -- the whole model --------------------------------------------------------------------------
-    def generate(self) -> CSources:
-        p, pre = self.p, self.prefix
-        for key in p.states:
-            self.fields[key] = self._unique("st_" + c_ident(key.replace("/", "__")))
-        # input layout: the program's input parts, concatenated in order
+    def input_layout(self) -> tuple[list[dict], int]:
+        """The program's input parts, concatenated in order (the integer input row), and its width."""
         in_layout, off = [], 0
-        for s in p.inputs:
+        for s in self.p.inputs:
             in_layout.append(
                 {
                     "vec": s.vec,
@@ -1123,16 +1147,11 @@ class IntCodeGen:
                 }
             )
             off += len(s.channels)
-        in_q = off
-        temporal = [o for o in self.out_specs if o.temporal]
-        pooled = [o for o in self.out_specs if not o.temporal]
-        step_arena = ArenaSet("w")
-        step_code = self.phase("step", p.step, step_arena, [s.vec for s in p.inputs], {o.vec for o in temporal})
-        step_loc = dict(self.loc)
-        final_arena = ArenaSet("pw")
-        final_code = self.phase("final", p.final, final_arena, [], {o.vec for o in pooled})
-        final_loc = dict(self.loc)
+        return in_layout, off
 
+    def output_layout(self) -> tuple[list[dict], int, int]:
+        """Every output's place in the per-step / pooled output rows, and the two row widths."""
+        p = self.p
         outputs, s_off, p_off = [], 0, 0
         for o in self.out_specs:
             n = p.vectors[o.vec].n
@@ -1154,6 +1173,27 @@ class IntCodeGen:
                 s_off += n
             else:
                 p_off += n
+        return outputs, s_off, p_off
+
+    def generate(self) -> CSources:
+        p, pre = self.p, self.prefix
+        if p.is_window:
+            from .intwindow import generate_window
+
+            return generate_window(self, self.window_steps)
+        for key in p.states:
+            self.fields[key] = self._unique("st_" + c_ident(key.replace("/", "__")))
+        in_layout, in_q = self.input_layout()
+        temporal = [o for o in self.out_specs if o.temporal]
+        pooled = [o for o in self.out_specs if not o.temporal]
+        step_arena = ArenaSet("w")
+        step_code = self.phase("step", p.step, step_arena, [s.vec for s in p.inputs], {o.vec for o in temporal})
+        step_loc = dict(self.loc)
+        final_arena = ArenaSet("pw")
+        final_code = self.phase("final", p.final, final_arena, [], {o.vec for o in pooled})
+        final_loc = dict(self.loc)
+
+        outputs, s_off, p_off = self.output_layout()
         state_layout, z = [], 0
         for key, st in p.states.items():
             state_layout.append(
@@ -1370,23 +1410,9 @@ void {p}_state_load({p}_state *s, const float *in);
 #endif /* {P}_MODEL_H */
 """
 
-    def _source(
-        self,
-        in_layout,
-        in_q,
-        outputs,
-        state_layout,
-        step_code,
-        step_loc,
-        final_code,
-        final_loc,
-        step_arena,
-        final_arena,
-        s_out,
-        p_out,
-        z,
-    ) -> str:
-        p, P, prog = self.prefix, self.P, self.p
+    def quantizer(self, in_layout) -> tuple[list[str], list[str]]:
+        """(tables, body lines) of ``<p>_quantize``: the program's input boundary."""
+        prog = self.p
         where = f"target {self.target}"
         lines_q: list[str] = []  # quantizer tables + body
         qtabs: list[str] = []
@@ -1409,6 +1435,11 @@ void {p}_state_load({p}_state *s, const float *in);
                 f"for (int k = 0; k < {nk}; ++k)",
                 f"    xq_t[{lay['offset']} + k] = esq_qroundf({xk} * QINV{k}[k], {c_int(lo)}, {c_int(hi)});",
             ]
+        return qtabs, lines_q
+
+    def dequantizer(self, outputs) -> tuple[list[str], list[str], list[str]]:
+        """(scale tables, temporal lines, pooled lines): ``y[...] = (float)q[...] * scale`` per output."""
+        where = f"target {self.target}"
         deq_tabs: list[str] = []
         deq_step: list[str] = []
         deq_pool: list[str] = []
@@ -1421,16 +1452,39 @@ void {p}_state_load({p}_state *s, const float *in);
                 f"    y[{o['offset']} + i] = (float)q[{o['offset']} + i] * {name}[{idx}];",
             ]
             (deq_step if o["temporal"] else deq_pool).extend(line)
+        return deq_tabs, deq_step, deq_pool
 
-        def arena_decls(arenas: ArenaSet, on_stack: bool) -> list[str]:
-            out = []
-            for a in arenas.used():
-                if on_stack:
-                    out.append(f"{a.ctype} {a.name}[{a.high_water}] ESQ_ALIGN8;")
-                else:
-                    out.append(f"{a.ctype} *const {a.name} = s->scratch{CTYPE_SUFFIX[a.ctype]};")
-                out.append(f"(void){a.name};")  # a kernel may use the arena in one SIMD branch only
-            return out
+    @staticmethod
+    def arena_decls(arenas: ArenaSet, on_stack: bool) -> list[str]:
+        out = []
+        for a in arenas.used():
+            if on_stack:
+                out.append(f"{a.ctype} {a.name}[{a.high_water}] ESQ_ALIGN8;")
+            else:
+                out.append(f"{a.ctype} *const {a.name} = s->scratch{CTYPE_SUFFIX[a.ctype]};")
+            out.append(f"(void){a.name};")  # a kernel may use the arena in one SIMD branch only
+        return out
+
+    def _source(
+        self,
+        in_layout,
+        in_q,
+        outputs,
+        state_layout,
+        step_code,
+        step_loc,
+        final_code,
+        final_loc,
+        step_arena,
+        final_arena,
+        s_out,
+        p_out,
+        z,
+    ) -> str:
+        p, P, prog = self.prefix, self.P, self.p
+        qtabs, lines_q = self.quantizer(in_layout)
+        deq_tabs, deq_step, deq_pool = self.dequantizer(outputs)
+        arena_decls = self.arena_decls
 
         L = [
             "/* Generated by edgeseq from an integer program: C99, static memory only, no libm. */",
@@ -1558,13 +1612,19 @@ void {p}_state_load({p}_state *s, const float *in);
 
 
 def generate_int(
-    prog: Program, in_features: int, prefix: str = "esq", target: str = "c", order: list[str] | None = None
+    prog: Program,
+    in_features: int,
+    prefix: str = "esq",
+    target: str = "c",
+    order: list[str] | None = None,
+    window_steps: int | None = None,
 ) -> CSources:
     """``model.h`` / ``model.c`` for the integer program ``prog`` (``in_features``: float input
     features per step; ``order``: output names in the order of the C output layout, e.g. the
-    graph's, default the program's). Raises UnsupportedOpError naming the micro-op, its node and
-    the target for anything outside the README's micro-op set."""
-    return IntCodeGen(prog, in_features, prefix, target, order).generate()
+    graph's, default the program's). A window program becomes a whole-window model for windows of
+    up to ``window_steps`` steps (default 128; :mod:`.intwindow`). Raises UnsupportedOpError naming
+    the micro-op, its node and the target for anything outside the README's micro-op set."""
+    return IntCodeGen(prog, in_features, prefix, target, order, window_steps).generate()
 
 
 _PRELUDE = r"""

@@ -76,6 +76,10 @@ def compile_tvm(
         raise ConfigError(f"compile_tvm needs an edgeseq IR Graph, got {type(graph).__name__}", where="tvm")
     tgt = resolve_target(target, cpu)
     fns = tuple(functions) if functions else (("stream",) if streaming else ("main",))
+    if "stream" in fns:
+        graph.require_streaming(
+            "a streaming TVM module (function 'stream')", hint="compile it whole-window (streaming=False)"
+        )
     lowered = lower(graph, tgt.sched, fns)
     executable = compile_lowered(lowered, tgt)
     return TvmModule(graph, tgt, streaming, lowered, executable)

@@ -32,7 +32,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..._version import __version__
-from ...errors import ArtifactError, ToleranceError
+from ...errors import ArtifactError, ToleranceError, UnsupportedOpError
 from ...util.fs import atomic_write_bytes, atomic_write_text, check_output_dir, output_dir
 from ..manifest import open_checked, seal
 from .module import IntSignature, Signature, vm_caller
@@ -58,7 +58,8 @@ def export_tvm(
     from . import compile_tvm
 
     out = check_output_dir(out_dir, force)
-    module = compile_tvm(graph, target, cpu=cpu, functions=("main", "stream"))
+    window = graph.is_window  # whole windows: "main" only (a window graph cannot stream)
+    module = compile_tvm(graph, target, cpu=cpu, functions=("main",) if window else ("main", "stream"))
     rng = np.random.default_rng(golden_seed)
     x = rng.standard_normal((*GOLDEN_SHAPE, graph.in_features)).astype(np.float32)
     ref_out, ref_state = reference_run(graph, x)
@@ -70,7 +71,9 @@ def export_tvm(
         golden = {
             "input": _write_f32(stage, "golden/x.f32", x),
             "outputs": [_write_f32(stage, f"golden/y{i}.f32", y) for i, y in enumerate(ref_out)],
-            "state": [
+            "state": []
+            if window
+            else [
                 dict(key=k, **_write_f32(stage, f"golden/state{i}.f32", ref_state[k]))
                 for i, k in enumerate(sig.state_spec)
             ],
@@ -98,7 +101,11 @@ def export_tvm(
             "library_bytes": lib.stat().st_size,
             "functions": {
                 "main": "main(x[B,T,F]) -> outputs (one tensor, or a tuple for several outputs)",
-                "stream": "stream(x[B,T,F], *state) -> (*outputs, *new_state); state in state_spec order",
+                **(
+                    {"window": "a window graph: main runs whole windows; no stream function"}
+                    if window
+                    else {"stream": "stream(x[B,T,F], *state) -> (*outputs, *new_state); state in state_spec order"}
+                ),
             },
             "signature": sig.to_json(),
             "symbolic_dims": ["B", "T"],
@@ -194,7 +201,18 @@ class TvmArtifact:
         """``(y, new_state)``. ``streaming`` defaults to "a state was given": the "stream" function
         (state in, state out; zero state if None) or "main" (whole sequence, new_state None)."""
         streaming = state is not None if streaming is None else streaming
+        if streaming and self.window:
+            raise UnsupportedOpError(
+                "this TVM artifact is a window graph: it runs on whole windows (no state in or out)",
+                where=str(self.path),
+                hint="run whole windows: run(x)",
+            )
         return self.signature.run(self._caller(), x, state, streaming)
+
+    @property
+    def window(self) -> bool:
+        """A window graph's artifact: "main" only, whole windows."""
+        return "window" in self.manifest.get("functions", {})
 
     def run_int(self, xq, state: Mapping[str, np.ndarray] | None = None, *, streaming: bool | None = None):
         """Integer artifacts: ``(yq, new_state)`` for integer inputs (an array, or a dict of input
@@ -204,6 +222,12 @@ class TvmArtifact:
                 "run_int needs an integer artifact (exported from a quantized graph)", where=str(self.path)
             )
         streaming = state is not None if streaming is None else streaming
+        if streaming and self.window:
+            raise UnsupportedOpError(
+                "this TVM artifact is a window program: it runs on whole windows (no state in or out)",
+                where=str(self.path),
+                hint="run whole windows: run_int(xq)",
+            )
         return self.signature.run_int(self._caller(), xq, state, streaming)
 
     def init_state(self, batch: int) -> dict[str, np.ndarray]:
@@ -242,8 +266,11 @@ class TvmArtifact:
         if self.integer:
             xq, qs, _ = self.golden_int()
             q1, _ = self.run_int(xq, streaming=False)
-            q2, st3 = self.run_int(xq, streaming=True)
-            for tag, got in (("main_int", q1), ("stream_int", q2)):
+            runs = [("main_int", q1)]
+            if not self.window:
+                q2, st3 = self.run_int(xq, streaming=True)
+                runs.append(("stream_int", q2))
+            for tag, got in runs:
                 got = got if isinstance(got, tuple) else (got,)
                 for i, (a, b) in enumerate(zip(got, qs)):
                     errs[f"{tag}/out{i}"] = _max_diff(a, b)
@@ -253,12 +280,13 @@ class TvmArtifact:
         y = y if isinstance(y, tuple) else (y,)
         for i, (a, b) in enumerate(zip(y, ys)):
             errs[f"main/out{i}"] = float(np.max(np.abs(a - b)))
-        y2, st2 = self.run(x, streaming=True)
-        y2 = y2 if isinstance(y2, tuple) else (y2,)
-        for i, (a, b) in enumerate(zip(y2, ys)):
-            errs[f"stream/out{i}"] = float(np.max(np.abs(a - b)))
-        for k, ref in st.items():
-            errs[f"stream/state/{k}"] = _max_diff(st2[k], ref)
+        if not self.window:
+            y2, st2 = self.run(x, streaming=True)
+            y2 = y2 if isinstance(y2, tuple) else (y2,)
+            for i, (a, b) in enumerate(zip(y2, ys)):
+                errs[f"stream/out{i}"] = float(np.max(np.abs(a - b)))
+            for k, ref in st.items():
+                errs[f"stream/state/{k}"] = _max_diff(st2[k], ref)
         bad = {k: v for k, v in errs.items() if not v <= tol}
         if bad:
             worst = max(bad, key=bad.get)

@@ -31,7 +31,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ...errors import ConfigError
+from ...errors import ConfigError, UnsupportedOpError
 from .intgen import IntKernels, generate
 from .module import NUMERICS, IntSignature
 
@@ -87,6 +87,13 @@ def lower_int(
     for f in functions:
         if f not in FUNCTIONS:
             raise ConfigError(f"unknown function '{f}'; choose from {', '.join(FUNCTIONS)}", where="tvm")
+        if f.startswith("stream") and prog.is_window:
+            raise UnsupportedOpError(
+                f"the integer TVM function '{f}' needs a streaming program, and this is a window program "
+                "(its graph reads future steps): it runs on whole windows",
+                where="tvm",
+                hint="compile main / main_int only",
+            )
     gen = generate(prog, in_features, sched, target_name, hoist=hoist, dot=dot)
     bb = relax.BlockBuilder()
     gvs = {}
@@ -223,13 +230,21 @@ class TvmIntModule:
 
     def run(self, x, state: Mapping[str, np.ndarray] | None = None, *, streaming: bool | None = None):
         """``(y, new_state)`` for float ``x``; streaming (state in / out) when a state is given."""
-        streaming = state is not None if streaming is None else streaming
+        streaming = self._streaming(state, streaming)
         return self.signature.run(self._caller(), x, state, streaming)
 
     def run_int(self, xq, state: Mapping[str, np.ndarray] | None = None, *, streaming: bool | None = None):
         """``(yq, new_state)`` for integer inputs ``xq``, bit-exact with ``intexact.run``."""
-        streaming = state is not None if streaming is None else streaming
+        streaming = self._streaming(state, streaming)
         return self.signature.run_int(self._caller(), xq, state, streaming)
+
+    def _streaming(self, state, streaming) -> bool:
+        streaming = state is not None if streaming is None else streaming
+        if streaming and self.program.is_window:
+            raise UnsupportedOpError(
+                "a window program runs on whole windows (no state in or out)", where="tvm", hint="run whole windows"
+            )
+        return streaming
 
     def time(self, x, fn: str = "main", number: int = 10, repeat: int = 7) -> float:
         """Median seconds per call of ``fn`` on float input ``x`` (x86, in process)."""
@@ -246,7 +261,7 @@ def compile_tvm_int(
     target: str = "x86",
     *,
     cpu: str | None = None,
-    functions: Sequence[str] = FUNCTIONS,
+    functions: Sequence[str] | None = None,
     hoist: bool = True,
     pair_products: bool = True,
 ) -> TvmIntModule:
@@ -263,6 +278,8 @@ def compile_tvm_int(
     from .target import resolve_target
 
     prog = _program_of(q)
+    if functions is None:  # a window program runs whole windows: no stream functions
+        functions = tuple(f for f in FUNCTIONS if not (prog.is_window and f.startswith("stream")))
     if target not in ("x86", "arm"):
         raise ConfigError(
             f"integer TVM compilation has no target '{target}'; choose x86 or arm",
@@ -340,7 +357,9 @@ def export_tvm_int(
                 _write(stage, f"golden/q{i}.bin", yq.astype(sdt(prog.vectors[o.vec].bits)))
                 for i, (yq, o) in enumerate(zip(ref_q, prog.outputs))
             ],
-            "state": [
+            "state": []
+            if prog.is_window
+            else [
                 dict(key=k, **_write(stage, f"golden/state{i}.bin", ref_state[k].astype(dts[k])))
                 for i, k in enumerate(prog.states)
             ],
@@ -370,9 +389,15 @@ def export_tvm_int(
             "library_bytes": lib.stat().st_size,
             "functions": {
                 "main": "main(x[B,T,F] float32) -> dequantized float32 outputs (a tuple for several)",
-                "stream": "stream(x[B,T,F] float32, *state) -> (*float32 outputs, *new_state)",
                 "main_int": "main_int(*xq[B,T,n] int) -> integer outputs (storage types)",
-                "stream_int": "stream_int(*xq, *state) -> (*integer outputs, *new_state)",
+                **(
+                    {"window": "a window program: main / main_int run whole windows; no stream functions"}
+                    if prog.is_window
+                    else {
+                        "stream": "stream(x[B,T,F] float32, *state) -> (*float32 outputs, *new_state)",
+                        "stream_int": "stream_int(*xq, *state) -> (*integer outputs, *new_state)",
+                    }
+                ),
             },
             "state_layout": "flat (B, n) integer tensors in program.states order (storage types)",
             "signature": sig.to_json(),
@@ -394,9 +419,9 @@ def export_tvm_int(
 
 
 def supported_micro_ops() -> tuple[str, ...]:
-    from .intgen import LOWERED_MICRO_OPS
+    from .intgen import RENDERED
 
-    return LOWERED_MICRO_OPS
+    return tuple(c.kind for c in RENDERED)
 
 
 __all__ = ["compile_tvm_int", "export_tvm_int", "TvmIntModule", "IntSignature", "supported_micro_ops"]

@@ -53,12 +53,14 @@ from ...quant.program import (
     Gather,
     Isqrt,
     Load,
+    Lookahead,
     Lut,
     MatVec,
     MicroOp,
     Mul,
     Program,
     Requant,
+    Reverse,
     Select,
     Store,
     Sub,
@@ -188,6 +190,8 @@ def _check_supported(prog: Program, target: str) -> None:
         raise UnsupportedOpError("the integer program has no input (no InputSpec)", where=f"target tvm/{target}")
     for section, ops in (("step", prog.step), ("final", prog.final)):
         for i, op in enumerate(ops):
+            if op.window and type(op) in WINDOW_COPIES:
+                continue  # rendered over the window by the scan kernel (_window_scan)
             if op.kind not in LOWERED_MICRO_OPS or type(op) not in _EMITTERS:
                 raise UnsupportedOpError(
                     f"micro-op '{op.kind}' ({section} #{i} -> '{op.out}') has no integer TVM kernel",
@@ -987,6 +991,7 @@ def generate(
     :func:`dot_intrinsic`) for the matrix-vector products it can compute exactly; None: plain
     widening multiply-adds everywhere (what LLVM makes of them on aarch64: smlal)."""
     _check_supported(prog, target)
+    hoist = hoist and not prog.is_window  # a window program: every segment in the scan kernel
     lay = layout(prog, hoist)
     try:
         intervals = prog.intervals()
@@ -1046,6 +1051,18 @@ def generate(
         hoist_k = GenKernel(k, consts)
 
     # ---- scan kernel ---------------------------------------------------------------------------
+    if prog.is_window:
+        scan_k = _window_scan(prog, lay, sched, intervals, target, dot, in_dt, out_dt, st_dt, vec_ids)
+        return IntKernels(
+            lay,
+            quantize_kernel(prog, in_features, sched),
+            None,
+            scan_k,
+            dequant_kernel(prog, out_dt, sched),
+            in_dt,
+            out_dt,
+            st_dt,
+        )
     k = Kernel("int_scan", sched)
     pool = ConstPool()
     locs: dict[str, Loc] = {}
@@ -1112,3 +1129,114 @@ def generate(
         out_dt,
         st_dt,
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# window programs
+
+
+def _copy_reverse(k: Kernel, dst: str, src: str, n: int, dt: str) -> None:
+    with k.loop("t", "TT"):
+        k.vec(n, lambda j: [f"{dst}[b, t, {j}] = {src}[b, TT - 1 - t, {j}]"])
+
+
+def _copy_lookahead(k: Kernel, dst: str, src: str, n: int, dt: str, steps: int) -> None:
+    with k.loop("t", "TT"):
+        k.vec(
+            n,
+            lambda j: [
+                f"{dst}[b, t, {j}] = T.if_then_else(t + {steps} < TT, {src}[b, T.min(t + {steps}, TT - 1), {j}], "
+                f'T.Cast("{dt}", 0))'
+            ],
+        )
+
+
+#: window micro-op -> its copy over the window (the interpreter's equation on integer sequences)
+WINDOW_COPIES: dict[type, Callable] = {
+    Reverse: lambda k, op, dst, src, n, dt: _copy_reverse(k, dst, src, n, dt),
+    Lookahead: lambda k, op, dst, src, n, dt: _copy_lookahead(k, dst, src, n, dt, int(op.steps)),
+}
+#: every micro-op type this backend renders (the per-step emitters and the window copies)
+RENDERED = (*_EMITTERS, *WINDOW_COPIES)
+
+
+def _window_scan(prog, lay, sched, intervals, target, dot, in_dt, out_dt, st_dt, vec_ids) -> GenKernel:
+    """The scan kernel of a window program (:func:`edgeseq.quant.window.window_plan`): per sequence,
+    each segment's micro-ops over every step, the window micro-ops as copies between them. Every
+    buffer (a vector held over the window) is an extra (B, T, n) output ``W<i>`` of the kernel, read
+    and written at row (b, t); the states live in on-chip buffers as in the streaming kernel."""
+    from ...quant.window import Segment, window_plan
+
+    plan = window_plan(prog)
+    k = Kernel("int_scan", sched)
+    pool = ConstPool()
+    locs: dict[str, Loc] = {}
+    input_idx = {s.vec: i for i, s in enumerate(prog.inputs)}
+    st_keys = list(prog.states)
+    for v, i in input_idx.items():
+        k.input(f"Q{i}", ("B", "T", prog.vectors[v].n), in_dt[i])
+        locs[v] = RowLoc(f"Q{i}", in_dt[i], lambda rr: "b, t")
+    for i, key in enumerate(st_keys):
+        k.input(f"S{i}", ("B", prog.states[key].n), st_dt[i])
+    for i, o in enumerate(prog.outputs):
+        n = prog.vectors[o.vec].n
+        k.output(f"O{i}", ("B", "T", n) if o.temporal else ("B", n), out_dt[i])
+    for i, key in enumerate(st_keys):
+        k.output(f"SO{i}", ("B", prog.states[key].n), st_dt[i])
+    param = {v: f"Q{i}" for v, i in input_idx.items()}
+    for v in plan.buffers:
+        if v not in input_idx:
+            dt = sdt(prog.vectors[v].bits)
+            param[v] = f"W{vec_ids[v]}"
+            k.output(param[v], ("B", "T", prog.vectors[v].n), dt)
+            locs[v] = RowLoc(param[v], dt, lambda rr: "b, t")
+    state_locs: dict[str, Loc] = {}
+    for i, key in enumerate(st_keys):
+        state_locs[key] = BufLoc(k.scratch(f"st{i}", prog.states[key].n, st_dt[i]), prog.states[key].n, st_dt[i])
+    for op in list(lay.scan) + list(prog.final):
+        if isinstance(op, Store) or op.out in locs:
+            continue
+        if op.out in lay.alias:
+            locs[op.out] = state_locs[lay.alias[op.out]]
+            continue
+        dt = sdt(prog.vectors[op.out].bits)
+        locs[op.out] = BufLoc(
+            k.scratch(_vec_name(vec_ids[op.out]), prog.vectors[op.out].n, dt), prog.vectors[op.out].n, dt
+        )
+    em = OpEmitter(prog, k, pool, sched, 1, locs, state_locs, intervals, target, dot)
+    with k.loop("b", "B"):
+        for i, key in enumerate(st_keys):
+            k.vec(prog.states[key].n, lambda j, i=i: [f"st{i}[{j}] = S{i}[b, {j}]"])
+        for st in plan.stages:
+            if isinstance(st, Segment):
+                with k.loop("t", "TT"):
+                    for op in st.ops:
+                        em.emit(op)
+            else:
+                WINDOW_COPIES[type(st)](
+                    k, st, param[st.out], param[st.x], prog.vectors[st.x].n, sdt(prog.vectors[st.out].bits)
+                )
+        for i, o in enumerate(prog.outputs):
+            if o.temporal:
+                src = param[o.vec]
+                with k.loop("t", "TT"):
+                    k.vec(
+                        prog.vectors[o.vec].n,
+                        lambda j, i=i, src=src, dt=locs[o.vec].dtype: [
+                            f"O{i}[b, t, {j}] = {cast(f'{src}[b, t, {j}]', dt, out_dt[i])}"
+                        ],
+                    )
+        for i, key in enumerate(st_keys):
+            k.vec(prog.states[key].n, lambda j, i=i: [f"SO{i}[b, {j}] = st{i}[{j}]"])
+        for op in prog.final:
+            em.emit(op)
+        for i, o in enumerate(prog.outputs):
+            if not o.temporal:
+                loc = locs[o.vec]
+                k.vec(
+                    prog.vectors[o.vec].n,
+                    lambda j, i=i, loc=loc: [f"O{i}[b, {j}] = {cast(loc.at('0', j), loc.dtype, out_dt[i])}"],
+                )
+    consts = pool.arrays()
+    _add_consts(k, consts)
+    return GenKernel(k, consts)

@@ -182,3 +182,6 @@ def plan_node(node: Node, ins: Sequence[ValueType], sched: Schedule) -> list[Cal
     for c in calls:
         c.check()
     return calls
+
+
+from . import window as _window  # noqa: E402,F401  (registers the window-op rules)
