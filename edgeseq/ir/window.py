@@ -13,6 +13,8 @@ backend holds over the window and when:
 - ``stages``: :class:`Segment` (nodes, the buffers they read at step t, the ones they write at step t)
   and window nodes (buffer -> buffer), in order.
 
+:func:`schedule` is this pass over any sequence of per-step items.
+
 The integer programs of quantized window graphs have the same shape
 (:func:`edgeseq.quant.window.window_plan`).
 """
@@ -20,54 +22,89 @@ The integer programs of quantized window graphs have the same shape
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
 
-from .graph import Graph, Node
+from .graph import Graph
 
 
 @dataclass(frozen=True)
 class Segment:
-    """Per-step nodes run over the window; ``reads`` / ``writes``: buffers read / written at step t."""
+    """Per-step items (graph nodes, or micro-ops) run over the window; ``reads`` / ``writes``: the
+    buffers read / written at step t."""
 
-    nodes: tuple[Node, ...]
+    items: tuple
     reads: tuple[str, ...]
     writes: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class WindowStages:
-    stages: tuple  # Segment | Node (a window node), in order
+    stages: tuple  # Segment | a window item (node or micro-op), in order
     buffers: tuple[str, ...]  # values held over the window, in the order they are first made
 
+    def segments(self) -> list[Segment]:
+        return [s for s in self.stages if isinstance(s, Segment)]
 
-def window_stages(graph: Graph) -> WindowStages:
-    """The segments, window nodes and sequence buffers of ``graph`` (see the module docstring)."""
-    types = graph.value_types
-    groups: list[tuple[list[Node], list[Node]]] = [([], [])]
-    for n in graph.nodes:
-        if not all(types[i].temporal for i in n.inputs):
-            continue  # pooled: once, after the window
-        if n.op.category == "window":
-            groups[-1][1].append(n)
+
+def cut(items: Sequence, is_window: Callable[[Any], bool]) -> list[tuple[tuple, tuple]]:
+    """``items`` cut at the window items: [(per-step items of a segment, window items after it)]; one
+    segment and no window items when there is none."""
+    groups: list[tuple[list, list]] = [([], [])]
+    for it in items:
+        if is_window(it):
+            groups[-1][1].append(it)
             continue
         if groups[-1][1]:
             groups.append(([], []))
-        groups[-1][0].append(n)
-    needed = {o for o in graph.outputs if types[o].temporal}
+        groups[-1][0].append(it)
+    return [(tuple(a), tuple(b)) for a, b in groups]
+
+
+def schedule(
+    items: Sequence,
+    *,
+    is_window: Callable[[Any], bool],
+    reads: Callable[[Any], Iterable[str]],
+    makes: Callable[[Any], Iterable[str]],
+    first: Sequence[str],
+    needed: Iterable[str],
+) -> WindowStages:
+    """Segments and window items of the per-step ``items`` (in order), and the buffers: ``first``
+    (the input), every value a segment makes (``makes``) that a later stage reads (``reads``) or that
+    is ``needed`` as a sequence (temporal outputs), and every window item's output. The one
+    definition of the window schedule, for graphs (:func:`window_stages`) and integer programs
+    (:func:`edgeseq.quant.window.window_plan`)."""
+    groups = cut(items, is_window)
+    want = set(needed)
     reads_of = []
-    for nodes, wins in groups:
-        own = {o for n in nodes for o in n.outputs}
-        rd = list(dict.fromkeys(i for n in nodes for i in n.inputs if i not in own))
+    for seg, wins in groups:
+        own = {v for it in seg for v in makes(it)}
+        rd = list(dict.fromkeys(r for it in seg for r in reads(it) if r not in own))
         reads_of.append(rd)
-        needed.update(rd)
-        needed.update(w.inputs[0] for w in wins)
+        want.update(rd)
+        want.update(r for w in wins for r in reads(w))
     stages: list = []
-    buffers = [graph.inputs[0].name]
-    for (nodes, wins), rd in zip(groups, reads_of):
-        writes = [o for n in nodes for o in n.outputs if o in needed and types[o].temporal]
-        if nodes:
-            stages.append(Segment(tuple(nodes), tuple(rd), tuple(writes)))
+    buffers = list(first)
+    for (seg, wins), rd in zip(groups, reads_of):
+        writes = [v for it in seg for v in makes(it) if v in want]
+        if seg:
+            stages.append(Segment(tuple(seg), tuple(rd), tuple(writes)))
         buffers += writes
         for w in wins:
             stages.append(w)
-            buffers.append(w.outputs[0])
+            buffers += list(makes(w))
     return WindowStages(tuple(stages), tuple(dict.fromkeys(buffers)))
+
+
+def window_stages(graph: Graph) -> WindowStages:
+    """The segments (of nodes), window nodes and sequence buffers of ``graph`` (see the module
+    docstring); the pooled nodes run after the window."""
+    types = graph.value_types
+    return schedule(
+        [n for n in graph.nodes if all(types[i].temporal for i in n.inputs)],
+        is_window=lambda n: n.op.category == "window",
+        reads=lambda n: n.inputs,
+        makes=lambda n: [o for o in n.outputs if types[o].temporal],
+        first=[graph.inputs[0].name],
+        needed=[o for o in graph.outputs if types[o].temporal],
+    )

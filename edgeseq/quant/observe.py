@@ -166,6 +166,15 @@ def observe_range(st: TensorStats, observer: str, percentile: float) -> tuple[np
     return st.ch_min.copy(), st.ch_max.copy()
 
 
+def resolve_alias(aliases: dict[str, str], name: str) -> str:
+    """Follow ``aliases`` (value -> the point it shares) from ``name`` to a point of its own."""
+    seen = set()
+    while name in aliases and name not in seen:
+        seen.add(name)
+        name = aliases[name]
+    return name
+
+
 @dataclass
 class CalibrationStats:
     """Everything calibration learned about a graph: per-point statistics, the declared points
@@ -179,11 +188,7 @@ class CalibrationStats:
 
     def resolve(self, name: str) -> str:
         """The point ``name`` stands for, following aliases (a window op's output is its input's)."""
-        seen = set()
-        while name in self.aliases and name not in seen:
-            seen.add(name)
-            name = self.aliases[name]
-        return name
+        return resolve_alias(self.aliases, name)
 
     def __getitem__(self, name: str) -> TensorStats:
         return self.points[self.resolve(name)]

@@ -37,7 +37,7 @@ from ..ir.graph import Graph
 from ..ir.step.analysis import input_matrices, output_amplitude, state_thresholds
 from ..ir.types import Act
 from .config import Granularity, Observer, OutlierAction, QuantConfig
-from .observe import CalibrationStats, TensorStats, observe_amax, observe_range
+from .observe import CalibrationStats, TensorStats, observe_amax, observe_range, resolve_alias
 
 
 def qmax(bits: int) -> int:
@@ -181,11 +181,7 @@ class QuantPlan:
     outliers: dict[str, dict] = field(default_factory=dict)
 
     def resolve(self, name: str) -> str:
-        seen = set()
-        while name in self.aliases and name not in seen:
-            seen.add(name)
-            name = self.aliases[name]
-        return name
+        return resolve_alias(self.aliases, name)
 
     def __getitem__(self, name: str) -> TensorPlan:
         try:

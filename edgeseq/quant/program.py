@@ -570,16 +570,10 @@ WINDOW_MICRO_OPS: dict[str, type[_WindowMicro]] = {"Reverse": Reverse, "Lookahea
 
 def segments(ops: Sequence[MicroOp]) -> list[tuple[tuple[MicroOp, ...], tuple[MicroOp, ...]]]:
     """``step`` cut at its window micro-ops: [(per-step ops of a segment, window ops after it)]; one
-    segment and no window ops for a streaming program."""
-    out: list[tuple[list, list]] = [([], [])]
-    for op in ops:
-        if op.window:
-            out[-1][1].append(op)
-        else:
-            if out[-1][1]:
-                out.append(([], []))
-            out[-1][0].append(op)
-    return [(tuple(a), tuple(b)) for a, b in out]
+    segment and no window ops for a streaming program (:func:`edgeseq.ir.window.cut`)."""
+    from ..ir.window import cut
+
+    return cut(ops, lambda op: op.window)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -178,14 +178,7 @@ class CodeGen:
         pooled_nodes = [n for n in g.nodes if n not in seq_nodes]
         readouts = [n for n in seq_nodes if isinstance(n.op, O.Readout)]
 
-        # state fields, in state_spec order
-        for key, shape in self.spec.items():
-            node, name = key.split("/", 1)
-            self._state_fields[key] = self._unique(f"{c_ident(node)}__{c_ident(name)}")
-        ctxs = {n.name: NodeCtx(self, n, "step") for n in seq_nodes}
-        for n in seq_nodes:
-            for name in self.emitters[n.name].int_state(ctxs[n.name]):
-                self._int_fields[f"{n.name}/{name}"] = self._unique(f"{c_ident(n.name)}__{c_ident(name)}")
+        ctxs = self.declare_state(seq_nodes)
 
         step_arena = ArenaSet("w")
         step_code = self._plan_phase(
@@ -248,6 +241,18 @@ class CodeGen:
             "model.c": self._source(info, step_code, pooled_code, step_arena, pool_arena, seq_nodes, ctxs),
         }
         return CSources(self.prefix, files, info)
+
+    def declare_state(self, seq_nodes: list[Node]) -> dict[str, NodeCtx]:
+        """The state fields (state_spec order) and the emitters' integer fields of the per-step
+        nodes; returns their step contexts."""
+        for key in self.spec:
+            node, name = key.split("/", 1)
+            self._state_fields[key] = self._unique(f"{c_ident(node)}__{c_ident(name)}")
+        ctxs = {n.name: NodeCtx(self, n, "step") for n in seq_nodes}
+        for n in seq_nodes:
+            for name in self.emitters[n.name].int_state(ctxs[n.name]):
+                self._int_fields[f"{n.name}/{name}"] = self._unique(f"{c_ident(n.name)}__{c_ident(name)}")
+        return ctxs
 
     def _plan_phase(
         self, phase: str, nodes: list[Node], arenas: ArenaSet, ctxs: dict[str, NodeCtx], keep: set[str]

@@ -32,7 +32,7 @@ from . import intkernels as K
 from .codegen import CSources
 from .cwriter import c_ident, indent
 from .plan import CTYPE_BYTES, CTYPE_SUFFIX, ArenaSet
-from .windowops import window_copy
+from .windowops import stateless_api, window_copy
 
 DEFAULT_WINDOW_STEPS = 128
 
@@ -68,7 +68,7 @@ def generate_window(gen, steps: int | None = None) -> CSources:
         if not isinstance(st, Segment):
             continue
         arena = ArenaSet("w")
-        code = gen.phase("step", list(st.ops), arena, list(st.reads), set(st.writes))
+        code = gen.phase("step", list(st.items), arena, list(st.reads), set(st.writes))
         loc = dict(gen.loc)
         for a in arena.used():
             high[a.ctype] = max(high.get(a.ctype, 0), a.high_water)
@@ -83,8 +83,7 @@ def generate_window(gen, steps: int | None = None) -> CSources:
             body.append(f"memcpy({row(w, 't')}, {loc[w]}, {p.vectors[w].n} * sizeof({ct(w)}));")
         seg_fns += [f"static void {name}({pre}_state *s, int t)", "{", *indent(body), "}", ""]
     final_arena = ArenaSet("pw")
-    pooled = [o for o in outputs if not o["temporal"]]
-    final_code = gen.phase("final", p.final, final_arena, [], {o["vec"] for o in pooled})
+    final_code = gen.phase("final", p.final, final_arena, [], {o["vec"] for o in outputs if not o["temporal"]})
     final_loc = dict(gen.loc)
 
     # the window: segments over every step, window micro-ops as copies between them
@@ -172,12 +171,17 @@ def generate_window(gen, steps: int | None = None) -> CSources:
         *indent(win),
         "}",
         "",
-        f"int {pre}_run_q({pre}_state *s, const int32_t *xq, int T, int32_t *yq)",
+        "/* a window from integer (xq_in) or float (x) input: T rows in, T rows of temporal outputs out */",
+        f"static int {pre}_window_io({pre}_state *s, const float *x, const int32_t *xq_in, int T, int32_t *yq)",
         "{",
+        f"    int32_t row[{P}_IN_Q_FEATURES + 1];",
         f"    if (T < 1 || T > {P}_WINDOW_STEPS)",
         "        return -1;",
         "    memset(s, 0, sizeof *s);",
-        f"    for (int t = 0; t < T; ++t, xq += {P}_IN_Q_FEATURES) {{",
+        "    for (int t = 0; t < T; ++t) {",
+        f"        const int32_t *xq = xq_in ? xq_in + (long)t * {P}_IN_Q_FEATURES : row;",
+        "        if (!xq_in)",
+        f"            {pre}_quantize(x + (long)t * {P}_IN_FEATURES, row);",
         *indent(fill_in, 2),
         "    }",
         f"    {pre}_window(s, T);",
@@ -189,23 +193,14 @@ def generate_window(gen, steps: int | None = None) -> CSources:
         "    return 0;",
         "}",
         "",
+        f"int {pre}_run_q({pre}_state *s, const int32_t *xq, int T, int32_t *yq)",
+        "{",
+        f"    return {pre}_window_io(s, 0, xq, T, yq);",
+        "}",
+        "",
         f"int {pre}_run_fq({pre}_state *s, const float *x, int T, int32_t *yq)",
         "{",
-        f"    int32_t xq[{P}_IN_Q_FEATURES + 1];",
-        f"    if (T < 1 || T > {P}_WINDOW_STEPS)",
-        "        return -1;",
-        "    memset(s, 0, sizeof *s);",
-        "    for (int t = 0; t < T; ++t) {",
-        f"        {pre}_quantize(x + (long)t * {P}_IN_FEATURES, xq);",
-        *indent(fill_in, 2),
-        "    }",
-        f"    {pre}_window(s, T);",
-        *(
-            ["    if (yq)", "        for (int t = 0; t < T; ++t) {", *indent(out_q, 3), "        }"]
-            if out_q
-            else ["    (void)yq;"]
-        ),
-        "    return 0;",
+        f"    return {pre}_window_io(s, x, 0, T, yq);",
         "}",
         "",
         f"void {pre}_run({pre}_state *s, const float *x, int T, float *y)",
@@ -219,50 +214,12 @@ def generate_window(gen, steps: int | None = None) -> CSources:
         ),
         "}",
         "",
-        f"void {pre}_pooled_q(const {pre}_state *s, int32_t *yq)",
-        "{",
-        *indent(gen.arena_decls(final_arena, True)),
-        *indent(final_code),
     ]
-    for o in pooled:
-        L += indent(
-            [
-                f"for (int i = 0; i < {o['features']}; ++i)",
-                f"    yq[{o['offset']} + i] = (int32_t){final_loc[o['vec']]}[i];",
-            ]
-        )
-    if not pooled:
-        L.append("    (void)yq;")
-    if not final_code:
-        L.append("    (void)s;")
-    L += [
-        "}",
-        "",
-        f"void {pre}_pooled(const {pre}_state *s, float *y)",
-        "{",
-        f"    int32_t q[{P}_POOLED_OUT_FEATURES + 1];",
-        f"    {pre}_pooled_q(s, q);",
-        *(indent(deq_pool) if deq_pool else ["    (void)y;"]),
-        "}",
-        "",
-    ]
-    for api, wt in (("_q", "int32_t"), ("", "float")):  # a window model has no state to carry
-        L += [
-            f"void {pre}_state_save{api}(const {pre}_state *s, {wt} *out)",
-            "{",
-            "    (void)s;",
-            "    (void)out;",
-            "}",
-            "",
-            f"void {pre}_state_load{api}({pre}_state *s, const {wt} *in)",
-            "{",
-            "    memset(s, 0, sizeof *s);",
-            "    (void)in;",
-            "}",
-            "",
-        ]
+    for lines in gen.pooled_functions(outputs, final_code, final_loc, final_arena, deq_pool):
+        L += lines
+    L += stateless_api(pre, [("_q", "int32_t"), ("", "float")])
     src = "\n".join(L)
-    header = _header(gen, members, in_q, outputs, s_out, p_out, struct_bytes, steps)
+    header = gen._header(members, in_q, outputs, s_out, p_out, 0, struct_bytes, window_steps=steps)
     info: dict[str, Any] = {
         "profile_map": {"file": "model.c", "regions": []},
         "prefix": pre,
@@ -279,7 +236,7 @@ def generate_window(gen, steps: int | None = None) -> CSources:
         "window": {
             "steps": steps,
             "stages": [
-                {"segment": seg_of[k], "micro_ops": len(st.ops), "reads": list(st.reads), "writes": list(st.writes)}
+                {"segment": seg_of[k], "micro_ops": len(st.items), "reads": list(st.reads), "writes": list(st.writes)}
                 if isinstance(st, Segment)
                 else {"window_op": st.kind, "x": st.x, "out": st.out}
                 for k, st in enumerate(plan.stages)
@@ -302,74 +259,3 @@ def generate_window(gen, steps: int | None = None) -> CSources:
         },
     }
     return CSources(pre, {"model.h": header, "model.c": src}, info)
-
-
-def _header(gen, members, in_q, outputs, s_out, p_out, struct_bytes, steps) -> str:
-    p, P = gen.prefix, gen.P
-    outs = "\n".join(
-        f" *   {o['name']}: {'per step' if o['temporal'] else 'pooled'}, {o['features']} values at "
-        f"offset {o['offset']} (int{o['bits']}; float = q * scale)"
-        for o in outputs
-    )
-    fields = "\n".join(f"    {c} {name}[{max(1, n)}];  /* {note} */" for c, name, n, note in members)
-    return f"""/* Generated by edgeseq from an integer window program: whole-window C99 inference (the model
- * reads future steps of its window), bit-exact against edgeseq.quant.intexact.
- *
- * Outputs (program order; per step = per step of the window):
-{outs}
- */
-#ifndef {P}_MODEL_H
-#define {P}_MODEL_H
-
-#include <stdint.h>
-
-#ifdef __cplusplus
-extern "C" {{
-#endif
-
-#define {P}_INT_API 1
-#define {P}_WINDOW 1
-#define {P}_WINDOW_STEPS {steps}
-#define {P}_IN_FEATURES {gen.in_features}
-#define {P}_IN_Q_FEATURES {in_q}
-#define {P}_STEP_OUT_FEATURES {s_out}
-#define {P}_POOLED_OUT_FEATURES {p_out}
-#define {P}_STATE_FLOATS 0
-#define {P}_STATE_WORDS 0
-#define {P}_STRUCT_BYTES {struct_bytes}
-
-#if defined(__GNUC__)
-#define {P}_STATE_ALIGN __attribute__((aligned(8)))
-#else
-#define {P}_STATE_ALIGN
-#endif
-
-typedef struct {p}_state {{
-{fields}
-}} {P}_STATE_ALIGN {p}_state;
-
-/* Zero everything (each run starts from zero anyway). */
-void {p}_reset({p}_state *s);
-/* Input boundary: {P}_IN_FEATURES floats -> {P}_IN_Q_FEATURES integers (IEEE single, round half to even, saturate). */
-void {p}_quantize(const float *x_t, int32_t *xq_t);
-/* A whole window of T steps (1 <= T <= {P}_WINDOW_STEPS; else -1 and nothing computed): integer input
- * (T x {P}_IN_Q_FEATURES), or float input (T x {P}_IN_FEATURES); yq (may be NULL) receives
- * T x {P}_STEP_OUT_FEATURES integers. The pooled outputs are then read with {p}_pooled(_q). */
-int {p}_run_q({p}_state *s, const int32_t *xq, int T, int32_t *yq);
-int {p}_run_fq({p}_state *s, const float *x, int T, int32_t *yq);
-void {p}_pooled_q(const {p}_state *s, int32_t *yq);
-/* The float API: the same window, outputs q * scale (y may be NULL; T out of range computes nothing). */
-void {p}_run({p}_state *s, const float *x, int T, float *y);
-void {p}_pooled(const {p}_state *s, float *y);
-/* A window model carries no state between windows ({P}_STATE_FLOATS = 0): these do nothing. */
-void {p}_state_save_q(const {p}_state *s, int32_t *out);
-void {p}_state_load_q({p}_state *s, const int32_t *in);
-void {p}_state_save(const {p}_state *s, float *out);
-void {p}_state_load({p}_state *s, const float *in);
-
-#ifdef __cplusplus
-}}
-#endif
-
-#endif /* {P}_MODEL_H */
-"""

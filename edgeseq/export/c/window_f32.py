@@ -26,7 +26,7 @@ from .codegen import CSources, prelude
 from .cwriter import c_ident, indent
 from .emitter import NodeCtx
 from .plan import CTYPE_BYTES, CTYPE_SUFFIX, ArenaSet
-from .windowops import window_copy
+from .windowops import stateless_api, window_copy
 
 DEFAULT_WINDOW_STEPS = 128
 
@@ -39,16 +39,10 @@ def generate_window_f32(cg, steps: int | None = None) -> CSources:
         raise ConfigError(f"window_steps must be a positive number of steps, got {steps!r}")
     g, p, P, types = cg.graph, cg.prefix, cg.P, cg.types
     ws = window_stages(g)
-    seq_nodes = [n for st in ws.stages if isinstance(st, Segment) for n in st.nodes]
+    seq_nodes = [n for st in ws.stages if isinstance(st, Segment) for n in st.items]
     readouts = [n for n in seq_nodes if isinstance(n.op, O.Readout)]
     pooled_nodes = [n for n in g.nodes if not all(types[i].temporal for i in n.inputs)]
-    for key in cg.spec:
-        node, name = key.split("/", 1)
-        cg._state_fields[key] = cg._unique(f"{c_ident(node)}__{c_ident(name)}")
-    ctxs = {n.name: NodeCtx(cg, n, "step") for n in seq_nodes}
-    for n in seq_nodes:
-        for name in cg.emitters[n.name].int_state(ctxs[n.name]):
-            cg._int_fields[f"{n.name}/{name}"] = cg._unique(f"{c_ident(n.name)}__{c_ident(name)}")
+    ctxs = cg.declare_state(seq_nodes)
     buf = {v: cg._unique("buf_" + c_ident(v)) for v in ws.buffers if v != cg.in_name}
 
     def row(v: str, t: str) -> str:
@@ -78,7 +72,7 @@ def generate_window_f32(cg, steps: int | None = None) -> CSources:
             if r != cg.in_name:
                 cg.exprs[("step", r)] = row(r, "t")
         arena = ArenaSet("w")
-        code = cg._plan_phase("step", list(st.nodes), arena, ctxs, keep=set(st.writes))
+        code = cg._plan_phase("step", list(st.items), arena, ctxs, keep=set(st.writes))
         code_all += code
         seg_plans[name] = arena.describe()
         for a in arena.used():
@@ -171,22 +165,7 @@ def generate_window_f32(cg, steps: int | None = None) -> CSources:
         )
     if not out_p:
         L += ["    (void)s;", "    (void)y;"]
-    L += [
-        "}",
-        "",
-        f"void {p}_state_save(const {p}_state *s, float *out)",
-        "{",
-        "    (void)s;",
-        "    (void)out;",
-        "}",
-        "",
-        f"void {p}_state_load({p}_state *s, const float *in)",
-        "{",
-        "    memset(s, 0, sizeof *s);",
-        "    (void)in;",
-        "}",
-        "",
-    ]
+    L += ["}", "", *stateless_api(p, [("", "float")])]
     info = {
         "prefix": p,
         "in_features": g.in_features,
@@ -199,7 +178,7 @@ def generate_window_f32(cg, steps: int | None = None) -> CSources:
         "window": {
             "steps": steps,
             "stages": [
-                {"segment": [n.name for n in st.nodes], "reads": list(st.reads), "writes": list(st.writes)}
+                {"segment": [n.name for n in st.items], "reads": list(st.reads), "writes": list(st.writes)}
                 if isinstance(st, Segment)
                 else {"window_op": st.op.kind, "node": st.name}
                 for st in ws.stages

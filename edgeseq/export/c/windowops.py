@@ -37,3 +37,25 @@ def window_copy(kind: str, steps: int, row_out, row_in, n: int, ctype: str) -> l
     if fn is None:
         raise UnsupportedOpError(f"the C backend has no rendering of window op '{kind}'")
     return fn(row_out, row_in, n, ctype, int(steps))
+
+
+def stateless_api(prefix: str, apis) -> list[str]:
+    """``<p>_state_save<api>`` / ``<p>_state_load<api>`` of a window model, for each (api suffix, word
+    type) of ``apis``: it carries no state between windows (``<P>_STATE_FLOATS`` is 0), so they do nothing."""
+    p, lines = prefix, []
+    for api, wt in apis:
+        lines += [
+            f"void {p}_state_save{api}(const {p}_state *s, {wt} *out)",
+            "{",
+            "    (void)s;",
+            "    (void)out;",
+            "}",
+            "",
+            f"void {p}_state_load{api}({p}_state *s, const {wt} *in)",
+            "{",
+            "    memset(s, 0, sizeof *s);",
+            "    (void)in;",
+            "}",
+            "",
+        ]
+    return lines

@@ -1051,73 +1051,7 @@ def generate(
         hoist_k = GenKernel(k, consts)
 
     # ---- scan kernel ---------------------------------------------------------------------------
-    if prog.is_window:
-        scan_k = _window_scan(prog, lay, sched, intervals, target, dot, in_dt, out_dt, st_dt, vec_ids)
-        return IntKernels(
-            lay,
-            quantize_kernel(prog, in_features, sched),
-            None,
-            scan_k,
-            dequant_kernel(prog, out_dt, sched),
-            in_dt,
-            out_dt,
-            st_dt,
-        )
-    k = Kernel("int_scan", sched)
-    pool = ConstPool()
-    locs: dict[str, Loc] = {}
-    for v in lay.edges:
-        pname = f"Q{input_idx[v]}" if v in input_idx else f"H{vec_ids[v]}"
-        k.input(pname, ("B", "T", prog.vectors[v].n), sdt(prog.vectors[v].bits))
-        locs[v] = RowLoc(pname, sdt(prog.vectors[v].bits), lambda rr: "b, t")
-    for i, key in enumerate(st_keys):
-        k.input(f"S{i}", ("B", prog.states[key].n), st_dt[i])
-    for i, o in enumerate(prog.outputs):
-        n = prog.vectors[o.vec].n
-        k.output(f"O{i}", ("B", "T", n) if o.temporal else ("B", n), out_dt[i])
-    for i, key in enumerate(st_keys):
-        k.output(f"SO{i}", ("B", prog.states[key].n), st_dt[i])
-    state_locs: dict[str, Loc] = {}
-    for i, key in enumerate(st_keys):
-        buf = k.scratch(f"st{i}", prog.states[key].n, st_dt[i])
-        state_locs[key] = BufLoc(buf, prog.states[key].n, st_dt[i])
-    for op in list(lay.scan) + list(prog.final):
-        if isinstance(op, Store) or op.out in locs:
-            continue
-        if op.out in lay.alias:
-            locs[op.out] = state_locs[lay.alias[op.out]]
-            continue
-        dt = sdt(prog.vectors[op.out].bits)
-        buf = k.scratch(_vec_name(vec_ids[op.out]), prog.vectors[op.out].n, dt)
-        locs[op.out] = BufLoc(buf, prog.vectors[op.out].n, dt)
-    em = OpEmitter(prog, k, pool, sched, 1, locs, state_locs, intervals, target, dot)
-    with k.loop("b", "B"):
-        for i, key in enumerate(st_keys):
-            k.vec(prog.states[key].n, lambda j, i=i: [f"st{i}[{j}] = S{i}[b, {j}]"])
-        with k.loop("t", "TT"):
-            for op in lay.scan:
-                em.emit(op)
-            for i, o in enumerate(prog.outputs):
-                if o.temporal:
-                    loc = locs[o.vec]
-                    k.vec(
-                        prog.vectors[o.vec].n,
-                        lambda j, i=i, loc=loc: [f"O{i}[b, t, {j}] = {cast(loc.at('0', j), loc.dtype, out_dt[i])}"],
-                    )
-        for i, key in enumerate(st_keys):
-            k.vec(prog.states[key].n, lambda j, i=i: [f"SO{i}[b, {j}] = st{i}[{j}]"])
-        for op in prog.final:
-            em.emit(op)
-        for i, o in enumerate(prog.outputs):
-            if not o.temporal:
-                loc = locs[o.vec]
-                k.vec(
-                    prog.vectors[o.vec].n,
-                    lambda j, i=i, loc=loc: [f"O{i}[b, {j}] = {cast(loc.at('0', j), loc.dtype, out_dt[i])}"],
-                )
-    consts = pool.arrays()
-    _add_consts(k, consts)
-    scan_k = GenKernel(k, consts)
+    scan_k = _scan_kernel(prog, lay, sched, intervals, target, dot, in_dt, out_dt, st_dt, vec_ids)
 
     return IntKernels(
         lay,
@@ -1160,22 +1094,26 @@ WINDOW_COPIES: dict[type, Callable] = {
 RENDERED = (*_EMITTERS, *WINDOW_COPIES)
 
 
-def _window_scan(prog, lay, sched, intervals, target, dot, in_dt, out_dt, st_dt, vec_ids) -> GenKernel:
-    """The scan kernel of a window program (:func:`edgeseq.quant.window.window_plan`): per sequence,
-    each segment's micro-ops over every step, the window micro-ops as copies between them. Every
-    buffer (a vector held over the window) is an extra (B, T, n) output ``W<i>`` of the kernel, read
-    and written at row (b, t); the states live in on-chip buffers as in the streaming kernel."""
+def _scan_kernel(prog, lay, sched, intervals, target, dot, in_dt, out_dt, st_dt, vec_ids) -> GenKernel:
+    """``int_scan``: per sequence, load the state, the time loop of the scan micro-ops (temporal
+    outputs every step), store the state, the final program (pooled outputs).
+
+    A window program (:func:`edgeseq.quant.window.window_plan`) has one time loop per segment and its
+    window micro-ops as copies between them; every buffer (a vector held over the window) is an extra
+    (B, T, n) output ``W<i>`` of the kernel, read and written at row (b, t)."""
     from ...quant.window import Segment, window_plan
 
-    plan = window_plan(prog)
+    plan = window_plan(prog) if prog.is_window else None
     k = Kernel("int_scan", sched)
     pool = ConstPool()
     locs: dict[str, Loc] = {}
+    param: dict[str, str] = {}
     input_idx = {s.vec: i for i, s in enumerate(prog.inputs)}
     st_keys = list(prog.states)
-    for v, i in input_idx.items():
-        k.input(f"Q{i}", ("B", "T", prog.vectors[v].n), in_dt[i])
-        locs[v] = RowLoc(f"Q{i}", in_dt[i], lambda rr: "b, t")
+    for v in [s.vec for s in prog.inputs] if plan else lay.edges:
+        param[v] = f"Q{input_idx[v]}" if v in input_idx else f"H{vec_ids[v]}"
+        k.input(param[v], ("B", "T", prog.vectors[v].n), sdt(prog.vectors[v].bits))
+        locs[v] = RowLoc(param[v], sdt(prog.vectors[v].bits), lambda rr: "b, t")
     for i, key in enumerate(st_keys):
         k.input(f"S{i}", ("B", prog.states[key].n), st_dt[i])
     for i, o in enumerate(prog.outputs):
@@ -1183,16 +1121,15 @@ def _window_scan(prog, lay, sched, intervals, target, dot, in_dt, out_dt, st_dt,
         k.output(f"O{i}", ("B", "T", n) if o.temporal else ("B", n), out_dt[i])
     for i, key in enumerate(st_keys):
         k.output(f"SO{i}", ("B", prog.states[key].n), st_dt[i])
-    param = {v: f"Q{i}" for v, i in input_idx.items()}
-    for v in plan.buffers:
+    for v in plan.buffers if plan else ():
         if v not in input_idx:
-            dt = sdt(prog.vectors[v].bits)
             param[v] = f"W{vec_ids[v]}"
-            k.output(param[v], ("B", "T", prog.vectors[v].n), dt)
-            locs[v] = RowLoc(param[v], dt, lambda rr: "b, t")
+            k.output(param[v], ("B", "T", prog.vectors[v].n), sdt(prog.vectors[v].bits))
+            locs[v] = RowLoc(param[v], sdt(prog.vectors[v].bits), lambda rr: "b, t")
     state_locs: dict[str, Loc] = {}
     for i, key in enumerate(st_keys):
-        state_locs[key] = BufLoc(k.scratch(f"st{i}", prog.states[key].n, st_dt[i]), prog.states[key].n, st_dt[i])
+        buf = k.scratch(f"st{i}", prog.states[key].n, st_dt[i])
+        state_locs[key] = BufLoc(buf, prog.states[key].n, st_dt[i])
     for op in list(lay.scan) + list(prog.final):
         if isinstance(op, Store) or op.out in locs:
             continue
@@ -1200,32 +1137,35 @@ def _window_scan(prog, lay, sched, intervals, target, dot, in_dt, out_dt, st_dt,
             locs[op.out] = state_locs[lay.alias[op.out]]
             continue
         dt = sdt(prog.vectors[op.out].bits)
-        locs[op.out] = BufLoc(
-            k.scratch(_vec_name(vec_ids[op.out]), prog.vectors[op.out].n, dt), prog.vectors[op.out].n, dt
-        )
+        buf = k.scratch(_vec_name(vec_ids[op.out]), prog.vectors[op.out].n, dt)
+        locs[op.out] = BufLoc(buf, prog.vectors[op.out].n, dt)
     em = OpEmitter(prog, k, pool, sched, 1, locs, state_locs, intervals, target, dot)
+
+    def temporal_outputs():
+        for i, o in enumerate(prog.outputs):
+            if o.temporal:
+                loc = locs[o.vec]
+                k.vec(
+                    prog.vectors[o.vec].n,
+                    lambda j, i=i, loc=loc: [f"O{i}[b, t, {j}] = {cast(loc.at('0', j), loc.dtype, out_dt[i])}"],
+                )
+
     with k.loop("b", "B"):
         for i, key in enumerate(st_keys):
             k.vec(prog.states[key].n, lambda j, i=i: [f"st{i}[{j}] = S{i}[b, {j}]"])
-        for st in plan.stages:
+        for st in plan.stages if plan else [Segment(tuple(lay.scan), (), ())]:
             if isinstance(st, Segment):
                 with k.loop("t", "TT"):
-                    for op in st.ops:
+                    for op in st.items:
                         em.emit(op)
+                    if not plan:
+                        temporal_outputs()
             else:
-                WINDOW_COPIES[type(st)](
-                    k, st, param[st.out], param[st.x], prog.vectors[st.x].n, sdt(prog.vectors[st.out].bits)
-                )
-        for i, o in enumerate(prog.outputs):
-            if o.temporal:
-                src = param[o.vec]
-                with k.loop("t", "TT"):
-                    k.vec(
-                        prog.vectors[o.vec].n,
-                        lambda j, i=i, src=src, dt=locs[o.vec].dtype: [
-                            f"O{i}[b, t, {j}] = {cast(f'{src}[b, t, {j}]', dt, out_dt[i])}"
-                        ],
-                    )
+                dt = sdt(prog.vectors[st.out].bits)
+                WINDOW_COPIES[type(st)](k, st, param[st.out], param[st.x], prog.vectors[st.x].n, dt)
+        if plan and any(o.temporal for o in prog.outputs):
+            with k.loop("t", "TT"):
+                temporal_outputs()
         for i, key in enumerate(st_keys):
             k.vec(prog.states[key].n, lambda j, i=i: [f"SO{i}[b, {j}] = st{i}[{j}]"])
         for op in prog.final:
