@@ -42,7 +42,7 @@ def run(args) -> int:
     if g.is_window:
         print(
             f"\nwindow graph: runs on whole windows, node by node ({g.metadata.get('window', 'window ops')}); "
-            "exports whole-window to ONNX, cannot stream"
+            "exports whole-window to every target (float and int8), cannot stream"
         )
     elif spec:
         print("\nstreaming state (per sequence):")

@@ -137,7 +137,7 @@ class Graph:
         raise UnsupportedOpError(
             f"{what} needs a streaming graph, and this is a window graph ({why}): it runs on whole windows",
             hint=hint
-            or "export it whole-window (edgeseq export --target onnx, without --streaming); or make "
+            or "run or export it on whole windows (any target, without --streaming); or make "
             "the model causal (a unidirectional RNN, left-only padding) to stream it",
         )
 

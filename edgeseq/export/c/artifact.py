@@ -143,6 +143,7 @@ def export_c(
     verify: bool = True,
     tolerance: float = 1e-4,
     target_options: Mapping[str, Any] | None = None,
+    window_steps: int | None = None,
 ) -> "CArtifact":
     """Generate C for ``graph``, build it for ``target`` and write a complete artifact to ``out_dir``.
 
@@ -150,10 +151,12 @@ def export_c(
     state become the golden vectors. With ``verify`` (and a target that can run) the built binary
     runs the golden input at export time and the export fails with ToleranceError if any output
     differs from the reference by more than ``tolerance``. ``numerics`` maps node names to a
-    numeric format (float32 ``"f32"`` by default)."""
+    numeric format (float32 ``"f32"`` by default). A window graph becomes a whole-window model for
+    windows of up to ``window_steps`` steps (default: 128, or the golden input's length if longer)."""
     from ...ir.graph import Graph
     from ...ir.interpret import check_input
     from ...targets import get_target
+    from .windowops import DEFAULT_WINDOW_STEPS
 
     if not isinstance(graph, Graph):
         raise ShapeError(f"export_c needs an IR Graph, got {type(graph).__name__}")
@@ -163,7 +166,9 @@ def export_c(
     tgt.precheck_graph(graph)
     x = default_golden_input(graph) if golden_input is None else np.asarray(golden_input)
     x = check_input(graph, x, "golden input").astype(np.float32)
-    sources: CSources = generate(graph, prefix=prefix, numerics=numerics, target=tgt.name)
+    if window_steps is None and graph.is_window:  # a window model holds at least the golden window
+        window_steps = max(DEFAULT_WINDOW_STEPS, x.shape[1])
+    sources: CSources = generate(graph, prefix=prefix, numerics=numerics, target=tgt.name, window_steps=window_steps)
     tgt.precheck(sources.info)
     with output_dir(out_dir, force) as stage:
         binary = tgt.build(sources, stage)

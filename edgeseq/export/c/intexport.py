@@ -48,6 +48,7 @@ from .artifact import (
     int_reference,
 )
 from .intgen import generate_int, supported_micro_ops
+from .windowops import DEFAULT_WINDOW_STEPS
 
 __all__ = ["IntCArtifact", "export_c_int", "int_reference", "supported_micro_ops"]
 
@@ -65,6 +66,7 @@ def export_c_int(
     target_options: Optional[Mapping[str, Any]] = None,
     prefix: str = "esq",
     verify: bool = True,
+    window_steps: Optional[int] = None,
 ) -> "IntCArtifact":
     """Generate C for the integer program of the quantized graph ``q``, build it for ``target``
     (``x86``, ``arm`` / ``arm:cortex-a72``, ``cortex-m4`` / ``-m7`` / ``-m55``, ``null``) and write a
@@ -74,7 +76,9 @@ def export_c_int(
     interpreter's outputs on it are the golden vectors. With ``verify`` (and a target that runs)
     the built binary runs the golden input at export time, once on the integer API and once on
     the float API, and the export fails with ToleranceError unless every integer output and
-    state value is identical and the float outputs equal the dequantized reference exactly."""
+    state value is identical and the float outputs equal the dequantized reference exactly. A window
+    program becomes a whole-window model for windows of up to ``window_steps`` steps (default: 128,
+    or the golden input's length if longer)."""
     from ...ir.interpret import check_input
     from ...targets import get_target
     from ...targets.driver import encode_output, write_input
@@ -90,7 +94,11 @@ def export_c_int(
     check_output_dir(out_dir, force)
     x = default_golden_input(graph) if golden_input is None else np.asarray(golden_input)
     x = check_input(graph, x, "golden input").astype(np.float32)
-    sources = generate_int(prog, graph.in_features, prefix=prefix, target=tgt.name, order=list(graph.outputs))
+    if window_steps is None and prog.is_window:  # a window model holds at least the golden window
+        window_steps = max(DEFAULT_WINDOW_STEPS, x.shape[1])
+    sources = generate_int(
+        prog, graph.in_features, prefix=prefix, target=tgt.name, order=list(graph.outputs), window_steps=window_steps
+    )
     info = sources.info
     tgt.precheck(info)
     xq = _quantized_input(prog, q.quantize_input(x))

@@ -32,9 +32,7 @@ from . import intkernels as K
 from .codegen import CSources
 from .cwriter import c_ident, indent
 from .plan import CTYPE_BYTES, CTYPE_SUFFIX, ArenaSet
-from .windowops import stateless_api, window_copy
-
-DEFAULT_WINDOW_STEPS = 128
+from .windowops import DEFAULT_WINDOW_STEPS, stateless_api, window_copy
 
 
 def generate_window(gen, steps: int | None = None) -> CSources:

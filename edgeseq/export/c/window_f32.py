@@ -26,9 +26,7 @@ from .codegen import CSources, prelude
 from .cwriter import c_ident, indent
 from .emitter import NodeCtx
 from .plan import CTYPE_BYTES, CTYPE_SUFFIX, ArenaSet
-from .windowops import stateless_api, window_copy
-
-DEFAULT_WINDOW_STEPS = 128
+from .windowops import DEFAULT_WINDOW_STEPS, stateless_api, window_copy
 
 
 def generate_window_f32(cg, steps: int | None = None) -> CSources:

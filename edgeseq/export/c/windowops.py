@@ -8,6 +8,8 @@ from typing import Callable
 
 from ...errors import UnsupportedOpError
 
+DEFAULT_WINDOW_STEPS = 128  # the longest window a C window model holds, unless told otherwise
+
 
 def _reverse(row_out: Callable[[str], str], row_in: Callable[[str], str], n: int, ctype: str, steps: int) -> list[str]:
     return ["for (int t = 0; t < T; ++t)", f"    memcpy({row_out('t')}, {row_in('T - 1 - t')}, {n} * sizeof({ctype}));"]
