@@ -21,6 +21,7 @@ from ...ir.types import ReadoutMode, ValueType
 from . import ff
 from .emit import Schedule
 from .plan import Call, f32
+from .window import WINDOW_RULES
 
 Rule = Callable[[Node, Sequence[ValueType], Schedule], list]
 
@@ -164,6 +165,7 @@ RULES: dict[str, Rule] = {
     "Add": _add,
     "Concat": _concat,
     "Readout": _readout,
+    **WINDOW_RULES,
     **{kind: _scan for kind in sorted(_scan_kinds())},
 }
 
@@ -182,6 +184,3 @@ def plan_node(node: Node, ins: Sequence[ValueType], sched: Schedule) -> list[Cal
     for c in calls:
         c.check()
     return calls
-
-
-from . import window as _window  # noqa: E402,F401  (registers the window-op rules)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from ...ir import ops as O
 from .emit import Kernel, Schedule, f32
 from .plan import Call
-from .rules import RULES
 
 
 def reverse(name: str, n: int, sched: Schedule) -> Kernel:
@@ -52,4 +51,5 @@ def _lookahead(node, ins, sched):
     return [Call(k, ins={"X": "in0"}, outs={"Y": "out0"})]
 
 
-RULES.update({"Reverse": _reverse, "Lookahead": _lookahead})
+#: op kind -> lowering rule (merged into :data:`.rules.RULES`)
+WINDOW_RULES = {"Reverse": _reverse, "Lookahead": _lookahead}
