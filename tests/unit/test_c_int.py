@@ -282,12 +282,12 @@ def test_wrong_lowering_is_caught_at_export(x86, tmp_path, monkeypatch):
     from edgeseq.export.c import intgen
     from edgeseq.export.c.intexport import export_c_int
 
-    bad = intgen._PRELUDE.replace(
+    bad = intgen.PRELUDE.replace(
         "ESQ_INLINE int64_t esq_asr64(int64_t v, int s) { return v >> s; }",
         "ESQ_INLINE int64_t esq_asr64(int64_t v, int s) { return (int64_t)((uint64_t)v >> s); }",
     )
-    assert bad != intgen._PRELUDE
-    monkeypatch.setattr(intgen, "_PRELUDE", bad)
+    assert bad != intgen.PRELUDE
+    monkeypatch.setattr(intgen, "PRELUDE", bad)
     q = zoo_quantized("edgeseq", "gru")
     with pytest.raises(ToleranceError, match="integer-exact interpreter") as e:
         export_c_int(q, tmp_path / "a", target="x86")

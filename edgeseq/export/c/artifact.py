@@ -28,7 +28,8 @@ from ..._version import __version__
 from ...errors import ArtifactError, ConfigError, ShapeError, ToleranceError
 from ...util.fs import atomic_write_bytes, atomic_write_text, check_output_dir, output_dir
 from ..manifest import open_checked, seal
-from .codegen import CSources, generate
+from .codegen import generate
+from .cwriter import CSources
 
 FORMAT = "edgeseq-c-artifact/1"
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -116,3 +118,18 @@ def indent(lines: Iterable[str] | str, level: int = 1) -> list[str]:
         lines = lines.split("\n")
     pad = "    " * level
     return [(pad + ln) if ln.strip() else "" for ln in lines]
+
+
+@dataclass
+class CSources:
+    """Generated C sources (file name -> text) and what they contain (``info``: sizes, layouts)."""
+
+    prefix: str
+    files: dict[str, str]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def write(self, directory) -> list[Path]:
+        from ...util.fs import atomic_write_text
+
+        directory = Path(directory)
+        return [atomic_write_text(directory / name, text) for name, text in self.files.items()]

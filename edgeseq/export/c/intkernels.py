@@ -906,3 +906,173 @@ def describe(call: MatVecCall) -> dict:
         "blocks": call.blocks,
         "parts": len(call.parts),
     }
+
+
+# ----------------------------------------------------------------------------------------------
+# integer C types and the helper functions at the top of every integer model.c
+
+CTYPES = {8: "int8_t", 16: "int16_t", 32: "int32_t", 64: "int64_t"}
+
+
+def ctype_of_bits(bits: int) -> str:
+    from ...quant.program import container_bits
+
+    return CTYPES[container_bits(bits)]
+
+
+PRELUDE = r"""
+/* ---- helpers: the README's integer semantics, portable C99 ---- */
+
+/* helpers a model does not use are no warning (Clang warns about unused static functions) */
+#if defined(__GNUC__)
+#define ESQ_INLINE static inline __attribute__((unused))
+#else
+#define ESQ_INLINE static inline
+#endif
+
+/* Arithmetic (flooring) right shift. C leaves >> of negative values implementation-defined; GCC
+ * and Clang document it as arithmetic, elsewhere the portable form (same result) is used. */
+#if defined(__GNUC__) && !defined(ESQ_PORTABLE_SHIFT)
+ESQ_INLINE int32_t esq_asr32(int32_t v, int s) { return v >> s; }
+ESQ_INLINE int64_t esq_asr64(int64_t v, int s) { return v >> s; }
+#else
+ESQ_INLINE int32_t esq_asr32(int32_t v, int s) { return v >= 0 ? v >> s : ~(~v >> s); }
+ESQ_INLINE int64_t esq_asr64(int64_t v, int s) { return v >= 0 ? v >> s : ~(~v >> s); }
+#endif
+
+ESQ_INLINE int64_t esq_sat64(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : (v > hi ? hi : v); }
+
+/* requant to at most 32 bits: sat((x * m + 2^(s-1)) >> s) for |x| < 2^31, m in [0, 2^31), s in [1, 62],
+ * as ((x * m) >> (s - 1) + 1) >> 1 (the same floor); for s > 32 only the product's high word
+ * matters (|x * m| < 2^62), so 32-bit cores need no 64-bit shift. */
+ESQ_INLINE int32_t esq_rq32(int32_t x, int32_t m, int s, int32_t lo, int32_t hi)
+{
+    const int64_t p = (int64_t)x * m;
+    if (s > 32) {
+        const int32_t v = esq_asr32(esq_asr32((int32_t)esq_asr64(p, 32), s - 33) + 1, 1);
+        return v < lo ? lo : (v > hi ? hi : v);
+    }
+    const int64_t v = esq_asr64(esq_asr64(p, s - 1) + 1, 1);
+    return v < lo ? lo : (v > hi ? hi : (int32_t)v);
+}
+
+/* hi32(a * b) + acc: the high word of the 64-bit product plus acc (SMMLA on Arm DSP cores) */
+#if defined(__ARM_FEATURE_DSP) && defined(__GNUC__) && !defined(__aarch64__)
+#include <arm_acle.h>
+ESQ_INLINE int32_t esq_smmla(int32_t a, int32_t b, int32_t acc)
+{
+    int32_t r;
+    __asm__("smmla %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
+    return r;
+}
+#define ESQ_SAT(v, bits, lo, hi) __ssat((v), (bits))
+#else
+ESQ_INLINE int32_t esq_smmla(int32_t a, int32_t b, int32_t acc)
+{
+    return (int32_t)esq_asr64((int64_t)a * b, 32) + acc;
+}
+#define ESQ_SAT(v, bits, lo, hi) ((v) < (lo) ? (lo) : ((v) > (hi) ? (hi) : (v)))
+#endif
+
+/* div: floor((2a + b) / (2b)) for b > 0 (a / b rounded half up); C's / truncates. b <= 0 gives 0. */
+ESQ_INLINE int32_t esq_div32(int32_t a, int32_t b)
+{
+    if (b <= 0)
+        return 0;
+    const int32_t n = 2 * a + b, d = 2 * b;
+    const int32_t q = n / d;
+    return (n % d < 0) ? q - 1 : q;
+}
+
+ESQ_INLINE int64_t esq_div64(int64_t a, int64_t b)
+{
+    if (b <= 0)
+        return 0;
+    const int64_t n = 2 * a + b, d = 2 * b;
+    const int64_t q = n / d;
+    return (n % d < 0) ? q - 1 : q;
+}
+
+/* isqrt: floor(sqrt(x)) for x >= 0 (bit by bit, exact); negative gives 0. */
+ESQ_INLINE int64_t esq_isqrt64(int64_t v)
+{
+    if (v <= 0)
+        return 0;
+    uint64_t x = (uint64_t)v, r = 0, bit = (uint64_t)1 << 62;
+    while (bit > x)
+        bit >>= 2;
+    while (bit) {
+        if (x >= r + bit) {
+            x -= r + bit;
+            r = (r >> 1) + bit;
+        } else {
+            r >>= 1;
+        }
+        bit >>= 2;
+    }
+    return (int64_t)r;
+}
+
+ESQ_INLINE int32_t esq_isqrt32(int32_t v)
+{
+    if (v <= 0)
+        return 0;
+    uint32_t x = (uint32_t)v, r = 0, bit = (uint32_t)1 << 30;
+    while (bit > x)
+        bit >>= 2;
+    while (bit) {
+        if (x >= r + bit) {
+            x -= r + bit;
+            r = (r >> 1) + bit;
+        } else {
+            r >>= 1;
+        }
+        bit >>= 2;
+    }
+    return (int32_t)r;
+}
+
+/* Input quantization: clamp(rint(t), lo, hi) for the float32 t, rint rounding half to even,
+ * independent of the FPU rounding mode and of libm: one conversion instruction where the FPU
+ * has one that rounds half to even by itself (aarch64 FCVTNS, Armv8-M VCVTN), else exactly in
+ * float32 arithmetic (t - trunc(t) is exact). */
+#if defined(__GNUC__) && defined(__aarch64__)
+ESQ_INLINE int32_t esq_rintn(float t)
+{
+    int32_t i;
+    __asm__("fcvtns %w0, %s1" : "=r"(i) : "w"(t));
+    return i;
+}
+#define ESQ_RINTN(t) esq_rintn(t)
+#elif defined(__GNUC__) && defined(__ARM_ARCH) && __ARM_ARCH >= 8 && defined(__ARM_ARCH_PROFILE) \
+    && __ARM_ARCH_PROFILE == 'M' && defined(__ARM_FP) && (__ARM_FP & 4)
+ESQ_INLINE int32_t esq_rintn(float t)
+{
+    float r;
+    int32_t i;
+    __asm__("vcvtn.s32.f32 %0, %1" : "=t"(r) : "t"(t));
+    memcpy(&i, &r, 4);
+    return i;
+}
+#define ESQ_RINTN(t) esq_rintn(t)
+#endif
+
+ESQ_INLINE int32_t esq_qroundf(float t, int32_t lo, int32_t hi)
+{
+    if (!(t > (float)lo))
+        return lo;
+    if (t >= (float)hi)
+        return hi;
+#if defined(ESQ_RINTN)
+    return ESQ_RINTN(t);
+#else
+    int32_t i = (int32_t)t;
+    const float fr = t - (float)i;
+    if (fr > 0.5f || (fr == 0.5f && (i & 1)))
+        ++i;
+    else if (fr < -0.5f || (fr == -0.5f && (i & 1)))
+        --i;
+    return i;
+#endif
+}
+"""

@@ -29,8 +29,8 @@ from typing import Any
 from ...errors import ConfigError
 from ...quant.window import Segment, window_plan
 from . import intkernels as K
-from .codegen import CSources
-from .cwriter import c_ident, indent
+from .cwriter import CSources, c_ident, indent
+from .intkernels import PRELUDE, ctype_of_bits
 from .plan import CTYPE_BYTES, CTYPE_SUFFIX, ArenaSet
 from .windowops import DEFAULT_WINDOW_STEPS, stateless_api, window_copy
 
@@ -38,7 +38,6 @@ from .windowops import DEFAULT_WINDOW_STEPS, stateless_api, window_copy
 def generate_window(gen, steps: int | None = None) -> CSources:
     """``model.h`` / ``model.c`` of the window program of ``gen`` (an IntCodeGen) for windows of up
     to ``steps`` steps (default :data:`DEFAULT_WINDOW_STEPS`)."""
-    from .intgen import _PRELUDE, ctype_of_bits
 
     steps = DEFAULT_WINDOW_STEPS if steps is None else steps
     if not isinstance(steps, int) or steps < 1:
@@ -142,7 +141,7 @@ def generate_window(gen, steps: int | None = None) -> CSources:
         '#include "model.h"',
         "#include <string.h>",
         "",
-        _PRELUDE.strip("\n"),
+        PRELUDE.strip("\n"),
         "",
         K.SIMD_SELECT,
         "",

@@ -22,9 +22,9 @@ from __future__ import annotations
 from ...errors import ConfigError
 from ...ir import ops as O
 from ...ir.window import Segment, window_stages
-from .codegen import CSources, prelude
-from .cwriter import c_ident, indent
+from .cwriter import CSources, c_ident, indent
 from .emitter import NodeCtx
+from .f32lib import prelude
 from .plan import CTYPE_BYTES, CTYPE_SUFFIX, ArenaSet
 from .windowops import DEFAULT_WINDOW_STEPS, stateless_api, window_copy
 
