@@ -543,6 +543,7 @@ def train_stream_task(
         "labels": list(task.labels),
         "parameters": int(n_params),
         "train_seconds": round(time.perf_counter() - t0, 1),
+        "train_cpu_seconds": round(hist.cpu_seconds, 1),
         "epochs_run": len(hist.epochs),
         "best_epoch": hist.best_epoch,
         "stopped": hist.stopped,
