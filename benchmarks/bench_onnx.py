@@ -293,11 +293,36 @@ def main(argv=None) -> dict:
             for arch, r in results.items()
             if "median_ms" in r["methods"].get("torch_onnx", {})
         },
+        **host_goals(results),
         "results": results,
     }
     if not args.no_write:
         print(f"wrote {write_results(args.out_name, out)}")
     return out
+
+
+def host_goals(results: dict) -> dict:
+    """The host goals on onnxruntime: a quantized export (QDQ or integer program) faster than the float
+    export of the same graph, and the whole-sequence GRU / LSTM export at least as fast as torch's."""
+    ratios, met = {}, {}
+    for arch, r in results.items():
+        ms = r["methods"]
+        f = ms.get("edgeseq_onnx", {}).get("median_ms")
+        if f is None:
+            continue
+        q = {k: ms[k]["median_ms"] for k in ("edgeseq_onnx_qdq", "edgeseq_onnx_int8") if "median_ms" in ms.get(k, {})}
+        if q:
+            ratios[arch] = {k: round(f / v, 3) for k, v in q.items()}
+            met[f"{arch}: quantized faster than float"] = min(q.values()) < f
+        t = ms.get("torch_onnx", {}).get("median_ms")
+        if arch in ("gru", "lstm") and t is not None:
+            met[f"{arch}: edgeseq ORT at least as fast as torch-exported ORT"] = f <= t
+    return {
+        "host_goals": "a quantized export (QDQ or integer program) faster than the float export of the same "
+        "graph in onnxruntime; the whole-sequence GRU / LSTM export at least as fast as onnxruntime on torch's",
+        "float_over_quantized_time": ratios,
+        "host_goals_met": met,
+    }
 
 
 QUICK = [

@@ -349,6 +349,20 @@ def _section_onnx(d: dict) -> str:
         )
     cfg = d["config"]
     clock = "thread CPU time" if cfg.get("clock") == "cpu" else "wall time"
+    goals = d.get("host_goals_met") or {}
+    ratios = d.get("float_over_quantized_time") or {}
+    extra = ""
+    if goals:
+        extra = (
+            f"\n\nHost goals ({d['host_goals']}): "
+            + ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in goals.items())
+            + ". Float time over quantized time (above 1: the quantized export is faster): "
+            + ", ".join(
+                f"{a} " + " / ".join(f"{k.removeprefix('edgeseq_onnx_')} {v:.2f}" for k, v in r.items())
+                for a, r in ratios.items()
+            )
+            + "."
+        )
     return (
         f"Whole sequences, B = {cfg['batch']}, T = {cfg['steps']}, hidden {cfg['hidden']}, one thread, median "
         f"{clock}. edgeseq ORT: the default export (ONNX's fused GRU/LSTM kernels where the step program "
@@ -370,6 +384,7 @@ def _section_onnx(d: dict) -> str:
             ],
             rows,
         )
+        + extra
     )
 
 

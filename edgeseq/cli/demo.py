@@ -58,7 +58,7 @@ def register(sub) -> None:
     )
     k.add_argument(
         "--model",
-        help="shipped model name, checkpoint or .esq (default: kws_lmu for --data kws, "
+        help="shipped model name, checkpoint or .esq (default: kws_stream_lmu for --data kws, "
         "digits_lmu_heldout for --data digits)",
     )
     k.add_argument("--target", default="cortex-m4", choices=["x86", "arm", "cortex-m4"])

@@ -1,7 +1,9 @@
 """``edgeseq demo kws``: keyword spotting on a continuous audio stream, on an (emulated) Cortex-M4.
 
-1. the model: by default ``kws_lmu`` (``--data kws``: 12 classes, the ten keywords plus
-   ``_silence_`` and ``_unknown_``, synthetic speech) or ``digits_lmu_heldout`` (``--data digits``:
+1. the model: by default ``kws_stream_lmu`` (``--data kws``: 12 classes, the ten keywords plus
+   ``_silence_`` and ``_unknown_``, synthetic speech, trained to run on one continuous state at 50
+   frames per second; the clip classifier ``kws_lmu`` streams with ``--model kws_lmu``, on overlapping
+   state slots) or ``digits_lmu_heldout`` (``--data digits``:
    the spoken digits zero..nine, real speech from the Free Spoken Digit Dataset, one speaker never
    used in training); the front end (sample rate, mel bands, frame hop) comes from the model;
 2. the outlier-aware int8 plan of :mod:`edgeseq.quant`, calibrated on training clips of the model's task;
@@ -64,7 +66,7 @@ TARGETS = ("x86", "arm", "cortex-m4")
 OWNER = "edgeseq demo kws"  # marks its --out as this demo's own (replaced without --force)
 ENGINES = {"espeak-ng": "test", "flite": "flite"}  # engine -> corpus split of held-out voices
 RUNNERS = {"x86": "native x86", "arm": "qemu-aarch64", "cortex-m4": "qemu-system-arm (mps2-an386)"}
-DATA = {"kws": "kws_lmu", "digits": "digits_lmu_heldout"}  # stream source -> default model
+DATA = {"kws": "kws_stream_lmu", "digits": "digits_lmu_heldout"}  # stream source -> default model
 MODES = ("auto", "continuous", "slots")
 ENVELOPE_HOP_S = 0.05
 MAX_PLOT_POINTS = 20000  # decisions kept for the posterior plot (max-pooled beyond that)

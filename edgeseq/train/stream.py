@@ -244,6 +244,9 @@ STREAM_TASKS: dict[str, Callable[..., StreamTask]] = {
 # --------------------------------------------------------------------------------------------
 
 
+SELECT = ("best", "last")
+
+
 @dataclass
 class StreamTrainConfig:
     """Streaming training options (``edgeseq train --train-set KEY=VALUE``)."""
@@ -270,6 +273,9 @@ class StreamTrainConfig:
     augment_time_mask: int = 0
     augment_freq_mask: int = 0
     init: Optional[str] = None  # a checkpoint to fine-tune (its architecture and input scaling are kept)
+    # the weights kept: "best" (the best validation clip accuracy, earliest on ties) or "last" (the final
+    # epoch, at the end of the one-cycle schedule: for validation clips that saturate long before it ends)
+    select: str = "best"
 
     @classmethod
     def from_dict(cls, d: dict) -> "StreamTrainConfig":
@@ -277,6 +283,8 @@ class StreamTrainConfig:
         bad = sorted(set(d) - known)
         if bad:
             raise ConfigError(f"unknown streaming training option(s) {bad}; known: {sorted(known)}")
+        if d.get("select", "best") not in SELECT:
+            raise ConfigError(f"unknown select={d['select']!r}; choose one of: {', '.join(SELECT)}")
         d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
         return cls(**d)
 
@@ -370,15 +378,20 @@ def fit_stream(model, task: StreamTask, cfg: StreamTrainConfig, *, progress: boo
             seen += int(m.sum())
         return total / max(seen, 1), correct / max(seen, 1)
 
-    return run_epochs(
-        model,
-        cfg,
-        one_epoch,
-        lambda: accuracy(predict(model, task.val.x), task.val.y),
-        progress=progress,
-        log=log,
-        train_name="frame accuracy",
-    )
+    last: dict = {}
+
+    def validate() -> float:
+        acc = accuracy(predict(model, task.val.x), task.val.y)
+        if cfg.select == "last":
+            last.update(acc=acc, state={k: v.detach().clone() for k, v in model.state_dict().items()})
+        return acc
+
+    hist = run_epochs(model, cfg, one_epoch, validate, progress=progress, log=log, train_name="frame accuracy")
+    if cfg.select == "last":
+        model.load_state_dict(last["state"])
+        hist.best_epoch, hist.best_val_accuracy = len(hist.epochs), last["acc"]
+        log(f"kept the last epoch's weights (select=last): validation accuracy {last['acc']:.4f}")
+    return hist
 
 
 def evaluate_groups(model, ds) -> dict:
@@ -543,6 +556,7 @@ def train_stream_task(
         "labels": list(task.labels),
         "parameters": int(n_params),
         "train_seconds": round(time.perf_counter() - t0, 1),
+        "train_cpu_seconds": round(hist.cpu_seconds, 1),
         "epochs_run": len(hist.epochs),
         "best_epoch": hist.best_epoch,
         "stopped": hist.stopped,

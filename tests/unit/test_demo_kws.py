@@ -165,6 +165,23 @@ def test_config_checks():
             _check_config(KwsDemoConfig(**bad))
 
 
+def test_default_models_stream_on_one_state():
+    """The default model of each stream source was trained to stream: the demo runs it on one
+    continuous state (no overlapping slots) with the detection rule recorded in its metrics."""
+    from edgeseq.demo.kws import DATA, _model_spec
+    from edgeseq.models import load_model
+
+    for data, name in DATA.items():
+        lm = load_model(name)
+        spec = _model_spec(lm, KwsDemoConfig(data=data, model=name))
+        assert spec.mode == "continuous" and spec.front_end.hop_length / spec.front_end.sample_rate == 0.02
+        det = lm.metrics["streaming"]["detector"]
+        assert spec.detector == {"threshold": det["threshold"], "smooth": det["smooth"]}
+    assert DATA["kws"] == "kws_stream_lmu"
+    kws_lmu = _model_spec(load_model("kws_lmu"), KwsDemoConfig(model="kws_lmu"))
+    assert kws_lmu.mode == "slots"
+
+
 # ------------------------------------------------------------------------------- windows, features
 
 

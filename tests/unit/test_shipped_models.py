@@ -24,7 +24,7 @@ def test_the_defaults_are_shipped_and_small():
     ships = shipped()
     assert set(EXPECTED) <= set(ships)
     total = sum(p.stat().st_size for d in ships.values() for p in d.iterdir() if p.is_file())
-    assert total <= 1400 * 1024, f"shipped models take {total} bytes"  # ~200 KB each with their curves
+    assert total <= 1600 * 1024, f"shipped models take {total} bytes"  # ~200 KB each with their curves
 
 
 # the spoken-digits models (FSDD, real speech): (recipe task, arch, protocol, test clips)
@@ -59,6 +59,24 @@ def test_digits_models_record_protocol_folds_and_command(name):
     assert m["leave_speakers_out_mean"] == pytest.approx(np.mean(list(folds.values())))
     if protocol.startswith("holdout:"):  # the shipped fold is one of the folds
         assert folds[protocol.split(":")[1]] == m["test"]["accuracy"]
+
+
+def test_streaming_kws_model_records_its_recipe_and_detection_rule():
+    """kws_stream_lmu, the model `edgeseq demo kws` runs on one continuous state: its command, the
+    50 frames/s front end it streams at, and the detection rule chosen on held-out validation voices."""
+    m = json.loads((shipped()["kws_stream_lmu"] / "metrics.json").read_text())
+    assert (m["task"], m["recipe_task"], m["arch"]) == ("kws", "kws-stream", "lmu")
+    assert (
+        m["command"]
+        == "edgeseq train --task kws-stream --model lmu --out edgeseq/models/kws_stream_lmu --force --quiet"
+    )
+    assert m["front_end"]["sample_rate"] == 16000 and m["streaming"]["frame_rate"] == 50.0
+    det = m["streaming"]["detector"]
+    assert 0.0 < det["threshold"] < 1.0 and det["smooth"] >= 1
+    assert m.get("train_cpu_seconds", m["train_seconds"]) <= 15 * 60
+    lm = load_model("kws_stream_lmu")
+    assert list(lm.labels) == m["labels"]
+    assert sum(p.numel() for p in lm.module.parameters()) == m["parameters"] <= 80_000
 
 
 @pytest.mark.parametrize("name", list(EXPECTED))

@@ -138,7 +138,7 @@ def test_train_stream_task_writes_a_streaming_checkpoint(tiny_task, tmp_path):
     # the same seed gives the same weights
     m2 = S.train_stream_task("digits", "lmu", tmp_path / "run2", **kw)
     assert m2["test"] == m["test"] and m2["history"][-1]["loss"] == m["history"][-1]["loss"]
-    # fine-tuning starts from the checkpoint and keeps its architecture
+    # fine-tuning starts from the checkpoint and keeps its architecture; select=last keeps the final epoch
     m3 = S.train_stream_task(
         "digits",
         "lmu",
@@ -146,9 +146,16 @@ def test_train_stream_task_writes_a_streaming_checkpoint(tiny_task, tmp_path):
         progress=False,
         log=lambda *a: None,
         task=tiny_task,
-        train_overrides={"epochs": 1, "batch_size": 8, "seq_seconds": 2.0, "init": str(out / "model.ckpt")},
+        train_overrides={
+            "epochs": 2,
+            "batch_size": 8,
+            "seq_seconds": 2.0,
+            "init": str(out / "model.ckpt"),
+            "select": "last",
+        },
     )
     assert m3["model_config"]["hidden"] == 12 and m3["parameters"] == m["parameters"]
+    assert m3["best_epoch"] == 2 and m3["validation_accuracy"] == m3["history"][-1]["val_accuracy"]
 
 
 def test_stream_recipes_and_options():
@@ -162,6 +169,8 @@ def test_stream_recipes_and_options():
     with pytest.raises(ConfigError, match="unknown streaming training option"):
         S.StreamTrainConfig.from_dict({"epochs": 1, "augment_rotate": 3})
     assert S.StreamTrainConfig.from_dict({"gap_s": [0.1, 0.2]}).sequences().gap_s == (0.1, 0.2)
+    with pytest.raises(ConfigError, match="unknown select='worst'; choose one of: best, last"):
+        S.StreamTrainConfig.from_dict({"select": "worst"})
 
 
 def test_spectral_tilt_is_a_seeded_linear_ramp_over_the_bands():
