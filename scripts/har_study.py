@@ -365,6 +365,14 @@ def _delta(row: dict, base: Optional[dict]) -> str:
     return f"{100 * d / len(shared):+.2f} ({len(shared)})"
 
 
+def _with_recorded_short_runs(rows: list[dict]) -> list[dict]:
+    """The screening runs of this checkout, and those of the results file whose run files are absent."""
+    have = {(r["variant"], r["fold"]) for r in rows}
+    old = json.loads(RESULTS.read_text()).get("short_runs", []) if RESULTS.is_file() else []
+    kept = [r for r in old if r["variant"] in VARIANTS and (r["variant"], r["fold"]) not in have]
+    return sorted(kept + rows, key=lambda r: (r["variant"], r["fold"]))
+
+
 def markdown(path: Path = RESULTS) -> list[str]:
     """The study as a docs/MODELS.md section (empty when the results file is absent)."""
     if not path.is_file():
@@ -486,7 +494,7 @@ def main(argv=None) -> int:
                 "benchmark": "har_study",
                 "protocol": " ".join(__doc__.split("\n\n")[2].split()),
                 "variants": rows,
-                "short_runs": short_runs(),
+                "short_runs": _with_recorded_short_runs(short_runs()),
             },
         )
         print("\n".join(markdown()))
