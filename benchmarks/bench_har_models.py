@@ -5,8 +5,8 @@ flash and RAM.
 Each model and target is one ``edgeseq demo har`` run on the same windows (own int8 plan ``edgeseq``,
 own build, every window streamed sample by sample through the device and checked against the
 integer-exact interpreter); ``--update`` measures only the named models and keeps the others' rows. Models: the shipped default (``har_gru``),
-``har_lmu``, ``har_l2mu`` and the GRU 64 baseline of ``scripts/train_models.py`` (``har_gru64``, listed
-as missing until trained). Instructions per inference: the int8 Cortex-M4 firmware under qemu's
+``har_lmu``, ``har_l2mu``, the GRU 64 baseline and the front end + GRU 40 of ``scripts/train_models.py``
+(``har_gru64``, ``har_gru40``, listed as missing until trained). Instructions per inference: the int8 Cortex-M4 firmware under qemu's
 instruction counter on one 128-sample window (esq_reset + 128 esq_step), as in ``bench_c_int``.
 Results: benchmarks/results/har_models.json and har_models.png (accuracy vs instructions).
 
@@ -31,6 +31,7 @@ DEFAULT = {
     "har_lmu": "har_lmu",
     "har_l2mu": "har_l2mu",
     "har_gru64": str(_ROOT / "runs/models/har_gru64/model.ckpt"),
+    "har_gru40": str(_ROOT / "runs/models/har_gru40/model.ckpt"),
 }
 TARGETS = ("arm", "cortex-m4")
 # the default's goals: accuracy on the held-out subjects, Cortex-M4 cost per 128-sample inference

@@ -79,11 +79,12 @@ VARIANTS: dict[str, Variant] = {
         "gru",
         {**S24, "hidden": 30},
         T40,
-        "GRU 30 (the trained int8 build's per-channel requant "
-        "shifts cost 9% more than the untrained one's: GRU 32 measured 3.43 M)",
+        "GRU 30 (sized for the 3.3 M budget of earlier integer kernels: the trained GRU 32 build took 3.43 M)",
         "stem24_gru32",
     ),
     "stem24_gru28": Variant("gru", {**S24, "hidden": 28}, T40, "GRU 28", "stem24_gru32"),
+    "stem24_gru40": Variant("gru", {**S24, "hidden": 40}, T40, "GRU 40", "stem24_gru32"),
+    "stem24_gru48": Variant("gru", {**S24, "hidden": 48}, T40, "GRU 48", "stem24_gru32"),
     "stem16_gru32": Variant("gru", {**S24, "stem": 16}, T40, "front end with 16 channels", "stem24_gru32"),
     "stem24k9_gru32": Variant("gru", {**S24, "stem_kernel": 9}, T40, "front end with 9 taps", "stem24_gru32"),
     # --- training changes, one at a time, on the conv front end + GRU 32 ----------------------------
@@ -280,42 +281,43 @@ def _arch_key(v: Variant) -> str:
     return json.dumps([v.arch, v.model], sort_keys=True)
 
 
-def _recorded_costs() -> dict:
-    """The costs already in the results file, by architecture (measured once: they do not change with
-    the training, and each takes a Cortex-M4 build and a qemu run)."""
+def _recorded_rows() -> dict:
+    """The variants' rows of the results file whose settings are still the variant's (a fold recorded
+    there stays in the table when its run file is not in this checkout)."""
     if not RESULTS.is_file():
         return {}
     rows = json.loads(RESULTS.read_text()).get("variants", {})
     return {
-        _arch_key(VARIANTS[n]): r["cortex_m4"]
+        n: r
         for n, r in rows.items()
-        if n in VARIANTS and r.get("cortex_m4") and r.get("model_config") == VARIANTS[n].model
+        if n in VARIANTS
+        and (r.get("model_config"), r.get("train_config"), r.get("data_config"))
+        == (VARIANTS[n].model, VARIANTS[n].train, VARIANTS[n].data)
     }
 
 
 def summary(costs: dict) -> dict:
     import numpy as np
 
+    keys = ("best_validation_accuracy", "best_epoch", "last5_validation_accuracy", "train_seconds")
+    recorded = _recorded_rows()
     rows = {}
     for name, v in VARIANTS.items():
         runs = [json.loads(p.read_text()) for p in sorted(RUNS.glob(f"{name}-f*.json"))]
-        if not runs:
+        folds = dict((recorded.get(name) or {}).get("folds", {}))
+        folds.update({str(r["fold"]): {k: r[k] for k in keys} for r in runs})
+        if not folds:
             continue
+        folds = dict(sorted(folds.items(), key=lambda kv: int(kv[0])))
         rows[name] = {
             "task": v.task,
             "arch": v.arch,
             "note": v.note,
             "base": v.base,
-            "parameters": runs[0]["parameters"],
-            "folds": {
-                str(r["fold"]): {
-                    k: r[k]
-                    for k in ("best_validation_accuracy", "best_epoch", "last5_validation_accuracy", "train_seconds")
-                }
-                for r in runs
-            },
-            "mean_best_validation_accuracy": float(np.mean([r["best_validation_accuracy"] for r in runs])),
-            "mean_last5_validation_accuracy": float(np.mean([r["last5_validation_accuracy"] for r in runs])),
+            "parameters": runs[0]["parameters"] if runs else recorded[name]["parameters"],
+            "folds": folds,
+            "mean_best_validation_accuracy": float(np.mean([f["best_validation_accuracy"] for f in folds.values()])),
+            "mean_last5_validation_accuracy": float(np.mean([f["last5_validation_accuracy"] for f in folds.values()])),
             "cortex_m4": costs.get(_arch_key(v)),
             "model_config": v.model,
             "train_config": v.train,
@@ -354,6 +356,23 @@ def short_runs() -> list[dict]:
     return rows
 
 
+def _delta(row: dict, base: Optional[dict]) -> str:
+    """Mean change of the best validation accuracy against the base row, over the folds both have."""
+    shared = sorted(set(row["folds"]) & set(base["folds"])) if base else []
+    if not shared:
+        return "-"
+    d = sum(row["folds"][f]["best_validation_accuracy"] - base["folds"][f]["best_validation_accuracy"] for f in shared)
+    return f"{100 * d / len(shared):+.2f} ({len(shared)})"
+
+
+def _with_recorded_short_runs(rows: list[dict]) -> list[dict]:
+    """The screening runs of this checkout, and those of the results file whose run files are absent."""
+    have = {(r["variant"], r["fold"]) for r in rows}
+    old = json.loads(RESULTS.read_text()).get("short_runs", []) if RESULTS.is_file() else []
+    kept = [r for r in old if r["variant"] in VARIANTS and (r["variant"], r["fold"]) not in have]
+    return sorted(kept + rows, key=lambda r: (r["variant"], r["fold"]))
+
+
 def markdown(path: Path = RESULTS) -> list[str]:
     """The study as a docs/MODELS.md section (empty when the results file is absent)."""
     if not path.is_file():
@@ -367,9 +386,10 @@ def markdown(path: Path = RESULTS) -> list[str]:
         "",
         "`scripts/har_study.py` (results: `benchmarks/results/har_study.json`). " + doc["protocol"],
         "",
-        "Each cell: best / mean of the last five epochs' validation accuracy. Delta: change of the mean best "
-        "accuracy against the row named in 'vs'. Cortex-M4: instructions per 128-sample inference of the int8 "
-        "build under qemu (`bench_c_int`'s method), flash and RAM of the whole firmware.",
+        "Each cell: best / mean of the last five epochs' validation accuracy. Delta: mean change of the best "
+        "accuracy against the row named in 'vs' over the folds both have (their number in brackets). Cortex-M4: instructions per 128-sample inference of the int8 "
+        "build under qemu (`bench_c_int`'s method, untrained weights: a trained build's per-channel requantization "
+        "can cost more, see `benchmarks/results/har_models.json`), flash and RAM of the whole firmware.",
         "",
         "| variant | what changed | vs | parameters | "
         + " | ".join(f"fold {f}" for f in folds)
@@ -385,12 +405,7 @@ def markdown(path: Path = RESULTS) -> list[str]:
                 if c is None
                 else f"{100 * c['best_validation_accuracy']:.2f} / {100 * c['last5_validation_accuracy']:.2f}"
             )
-        base = rows.get(r["base"]) if r.get("base") else None
-        delta = (
-            "-"
-            if base is None
-            else f"{100 * (r['mean_best_validation_accuracy'] - base['mean_best_validation_accuracy']):+.2f}"
-        )
+        delta = _delta(r, rows.get(r["base"]) if r.get("base") else None)
         m4 = r.get("cortex_m4") or {}
         ins = f"{m4['instructions_per_inference'] / 1e6:.2f} M" if m4 else "-"
         mem = f"{m4['flash_bytes'] / 1024:.1f} / {m4['ram_bytes'] / 1024:.1f} KB" if m4 else "-"
@@ -465,9 +480,12 @@ def main(argv=None) -> int:
             continue
         atomic_write_json(out, run_one(name, fold, log=lambda m: print(m, flush=True), stop_after=args.stop_after))
     if args.summary:
-        costs = _recorded_costs()
+        # each architecture's cost on this checkout's integer kernels (a few seconds each: measured afresh,
+        # so the table never shows a cost of earlier kernels)
+        costs: dict = {}
+        recorded = _recorded_rows()
         for name, v in VARIANTS.items():
-            if any(RUNS.glob(f"{name}-f*.json")) and _arch_key(v) not in costs:
+            if (name in recorded or any(RUNS.glob(f"{name}-f*.json"))) and _arch_key(v) not in costs:
                 costs[_arch_key(v)] = measure_cost(v)
         rows = summary(costs)
         atomic_write_json(
@@ -476,7 +494,7 @@ def main(argv=None) -> int:
                 "benchmark": "har_study",
                 "protocol": " ".join(__doc__.split("\n\n")[2].split()),
                 "variants": rows,
-                "short_runs": short_runs(),
+                "short_runs": _with_recorded_short_runs(short_runs()),
             },
         )
         print("\n".join(markdown()))

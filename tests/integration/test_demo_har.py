@@ -28,8 +28,14 @@ def _demo(tmp_path, *args):
         text=True,
         timeout=900,
     )
-    assert r.returncode == 0, r.stderr[-3000:]
-    return out, json.loads((out / "demo.json").read_text()), r.stderr
+    assert r.returncode in (0, 1) and (out / "demo.json").is_file(), r.stderr[-3000:]
+    res = json.loads((out / "demo.json").read_text())
+    # exit status 1, with its reason, exactly when the device lost more than half a point against float (one
+    # window of a short stream can be several points)
+    lost = res["drop_points"] is not None and res["drop_points"] > 0.5 and res["quantization"] != "naive"
+    assert r.returncode == int(lost), r.stderr[-3000:]
+    assert ("points below float" in r.stderr) == lost
+    return out, res, r.stderr
 
 
 def _check_common(r, out, n):
