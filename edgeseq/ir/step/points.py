@@ -39,9 +39,11 @@ import enum
 from dataclasses import replace
 from typing import Optional
 
+import numpy as np
+
 from ...errors import VerificationError
 from ..types import Act
-from .passes import Pass, StripQuant, _rename
+from .passes import DeadCode, Pass, StripQuant, _rename
 from .program import (
     Activate,
     Add,
@@ -83,15 +85,33 @@ def has_points(prog: StepProgram) -> bool:
     return any(isinstance(op, Quant) for op in prog.body)
 
 
-def spike_states(prog: StepProgram) -> set[str]:
-    """States whose new value is 0/1 (a comparison, or selections / products of comparisons)."""
-    binary: set[str] = set()
+def spike_states(prog: StepProgram) -> dict[str, Optional[str]]:
+    """States whose new value is 0/1 spikes (a comparison, or selections / products of comparisons),
+    or spikes times a positive parameter (their amplitude): state -> amplitude parameter or None."""
+    found: dict[str, Optional[str]] = {}
     while True:
-        cls = _binary_values(prog, binary)
-        new = {s.name for s in prog.states if prog.next_state[s.name] in cls}
-        if new <= binary:
-            return binary
-        binary |= new
+        binary = _binary_values(prog, {s for s, a in found.items() if a is None})
+        new = dict(found)
+        for s in prog.states:
+            v = prog.next_state[s.name]
+            if v in binary:
+                new[s.name] = None
+            elif (amp := _amplitude(prog, v, binary)) is not None:
+                new[s.name] = amp
+        if new == found:
+            return found
+        found = new
+
+
+def _amplitude(prog: StepProgram, value: str, binary: set[str]) -> Optional[str]:
+    """The positive parameter p of ``value = spikes * p``, if it is one."""
+    op = prog.producers().get(value)
+    if not isinstance(op, Mul):
+        return None
+    for a, b in ((op.a, op.b), (op.b, op.a)):
+        if a in binary and prog.is_param(b) and bool(np.all(prog.params[b] > 0)):
+            return b
+    return None
 
 
 def _binary_values(prog: StepProgram, states: set[str]) -> set[str]:
@@ -140,7 +160,8 @@ class _Placer:
         self.body: list[Prim] = []
         self.cls: dict[str, Cls] = {p.name: Cls.NARROW for p in prog.inputs}
         for s in prog.states:
-            self.cls[s.name] = Cls.BINARY if s.name in self.spikes else Cls.NARROW
+            spiking = s.name in self.spikes
+            self.cls[s.name] = Cls.NARROW if not spiking else Cls.BINARY if self.spikes[s.name] is None else Cls.MASKED
         self.sub: dict[str, str] = {}  # a value -> the point every later reader reads
         self.cache: dict[tuple, str] = {}  # (value, what) -> point made for one kind of reader
         self.points: dict[str, Quant] = {}
@@ -180,6 +201,19 @@ class _Placer:
 
     def inner(self, x: str, point: QPoint, label: str) -> str:
         return self.quant(x, point, PointName(PointKind.INNER, self.fresh(label)), f"{label}.q")
+
+    def spiky(self, v: str) -> bool:
+        """0/1 spikes, or a comparison times a positive parameter (spikes with an amplitude)."""
+        if self.cls.get(v) is Cls.BINARY:
+            return True
+        op = self.made(v)
+        return isinstance(op, Mul) and any(
+            isinstance(self.made(a), Gt) and self.prog.is_param(b) and bool(np.all(self.prog.params[b] > 0))
+            for a, b in ((op.a, op.b), (op.b, op.a))
+        )
+
+    def made(self, v: str) -> Optional[Prim]:
+        return next((p for p in reversed(self.body) if p.out == v), None)
 
     def vec(self, name: str) -> bool:
         return not self.prog.is_param(name)
@@ -295,7 +329,7 @@ class _Placer:
             name = PointName(PointKind.OUTPUT, index=out)
             if cls is Cls.TABLE and fn in UNIT_OF:
                 return QPoint(QRole.UNIT, fn=UNIT_OF[fn]), name, f"y{out}_q"
-            if cls is Cls.BINARY:
+            if self.spiky(op.out):
                 return QPoint(QRole.SPIKES), name, f"y{out}_q"
             return QPoint(QRole.ACT), name, f"y{out}_q"
         inner = PointName(PointKind.INNER, self.fresh(orig))
@@ -334,7 +368,7 @@ class _Placer:
                 q.name == PointName(PointKind.OUTPUT, index=i) or q.name.kind is PointKind.STATE and v in nxt.values()
             ):
                 v = self.lowered(v)
-                if self.cls.get(v) is Cls.BINARY:
+                if self.spiky(v):
                     point = QPoint(QRole.SPIKES)
                 elif v in self.points or v in prog.state_names:
                     point = QPoint(QRole.SHARE, ref=v)
@@ -343,10 +377,35 @@ class _Placer:
                 v = self.quant(v, point, PointName(PointKind.OUTPUT, index=i), f"y{i}_q")
             outs.append(v)
         states = tuple(
-            replace(s, point=QPoint(QRole.SPIKES)) if s.name in self.spikes and s.point is None else s
+            replace(s, point=QPoint(QRole.SPIKES), amplitude=self.spikes[s.name]) if s.name in self.spikes else s
             for s in prog.states
         )
         return prog.replace(states=states, body=tuple(self.body), outputs=tuple(outs), next_state=nxt)
+
+
+class FoldThreshold(Pass):
+    """``Gt(Sub(a, p), 0)`` -> ``Gt(a, p)`` for a parameter p (exact in floating point: a - p > 0
+    exactly when a > p), so a spiking membrane is compared with its threshold at its own scale
+    instead of through a rounded difference. The difference stays if anything else reads it."""
+
+    name = "fold-threshold"
+
+    def run(self, prog):
+        prod = prog.producers()
+        body = []
+        for op in prog.body:
+            sub = prod.get(op.a) if isinstance(op, Gt) else None
+            if (
+                isinstance(sub, Sub)
+                and prog.is_param(op.b)
+                and not np.any(prog.params[op.b])
+                and prog.is_param(sub.b)
+                and not prog.is_param(sub.a)
+                and prog.size(sub.a) == op.n
+            ):
+                op = replace(op, a=sub.a, b=sub.b)
+            body.append(op)
+        return DeadCode()(prog.replace(body=tuple(body)))
 
 
 class PlacePoints(Pass):
@@ -371,4 +430,4 @@ class PlacePoints(Pass):
 
 def place_points(prog: StepProgram) -> StepProgram:
     """``prog`` with quantization points (unchanged if it declares its own)."""
-    return prog if has_points(prog) else PlacePoints()(prog)
+    return prog if has_points(prog) else PlacePoints()(FoldThreshold()(prog))
