@@ -131,7 +131,7 @@ def test_capture_or_one_line_error(captured, name):
     else:
         assert isinstance(g, EdgeseqError), f"{name} captured, expected: {c.expect}"
         text = str(g)
-        assert c.expect in text and "\n" not in text and g.hint, text
+        assert c.expect in text and "\n" not in text and g.hint and g.where, text
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if CASES[n].expect == "capture"])
