@@ -376,3 +376,25 @@ def test_gru_cell_loop_quantizes_like_nn_gru(captured):
         q = quantize(g, _calibration("gru_cell_loop", g), "edgeseq", budget=None)
         errs.append(_error(q.run(x)[0][0], q.run(x, mode="float")[0][0], False))
     assert errs[0] < 0.05 and errs[0] <= 1.2 * errs[1] + 0.002, errs
+
+
+def test_edgeseq_quantize_cli_on_a_loop_model(captured, tmp_path, capsys):
+    """`edgeseq quantize model.esq --data calib.npz`: a captured loop model of one's own, calibrated on a
+    file of sequences; the saved integer program equals edgeseq.quantize's on the same data."""
+    from edgeseq.cli import main
+    from edgeseq.quant import intexact, load_quantized, quantize
+
+    g = captured["elman_params"][1]
+    g.save(tmp_path / "m.esq")
+    x = _calibration("elman_params", g).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x=x)
+    cmd = ["quantize", str(tmp_path / "m.esq"), "--data", str(tmp_path / "calib.npz")]
+    assert main(cmd + ["--out", str(tmp_path / "q.esq"), "--quiet"]) == 0
+    q = load_quantized(tmp_path / "q.esq")
+    ref = quantize(g, x.astype(np.float64), "edgeseq", budget=None)
+    xt = _calibration("elman_params", g, 2, 9, seed=4)
+    got, want = intexact.run(q.program, q.quantize_input(xt))[0], intexact.run(ref.program, ref.quantize_input(xt))[0]
+    assert all(np.array_equal(a, b) for a, b in zip(got, want))
+    assert main(cmd[:-1] + ["nosuch", "--out", str(tmp_path / "b.esq")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown task 'nosuch'" in err and err.count("\n") == 1
