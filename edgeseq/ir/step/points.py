@@ -164,6 +164,7 @@ class _Placer:
             self.cls[s.name] = Cls.NARROW if not spiking else Cls.BINARY if self.spikes[s.name] is None else Cls.MASKED
         self.sub: dict[str, str] = {}  # a value -> the point every later reader reads
         self.cache: dict[tuple, str] = {}  # (value, what) -> point made for one kind of reader
+        self.shared: dict[tuple[str, str], tuple[str, str]] = {}  # two operands -> their points at one scale
         self.points: dict[str, Quant] = {}
         self.taken = set(self.cls) | set(prog.params) | {op.out for op in prog.body}
         self.readers = prog.consumers()
@@ -252,12 +253,10 @@ class _Placer:
         a, b = self.lowered(a), self.lowered(b)
         if a == b or (self.cls[a] is Cls.BINARY and self.cls[b] is Cls.BINARY):
             return a, b
-        key = (a, b, "share")
-        if key not in self.cache:
+        if (a, b) not in self.shared:
             qa = self.inner(a, QPoint(QRole.INNER), "sel")
-            qb = self.inner(b, QPoint(QRole.SHARE, ref=qa), "sel")
-            self.cache[key] = (qa, qb)
-        return self.cache[key]
+            self.shared[(a, b)] = (qa, self.inner(b, QPoint(QRole.SHARE, ref=qa), "sel"))
+        return self.shared[(a, b)]
 
     # -- one op -----------------------------------------------------------------------------------
     def operands(self, op: Prim) -> Prim:
