@@ -1,6 +1,6 @@
-"""Bring your own model: the corpus of user-style models (tests/byom/corpus.py) through edgeseq capture
-and ONNX export, side by side with torch.onnx.export (its defaults, and the legacy exporter with
-dynamic_axes), each checked at the traced length and at another length.
+"""Bring your own model: the corpus of user-style models (tests/byom/corpus.py) through edgeseq capture,
+ONNX export and int8 quantization, side by side with torch.onnx.export (its defaults, and the legacy
+exporter with dynamic_axes), each checked at the traced length and at another length.
 
 For every model:
 
@@ -129,8 +129,11 @@ def int8_row(name: str, workdir: Path) -> dict:
         art = edgeseq.export(q, target="onnx", out=workdir / f"{name}_int8", force=True)
     except edgeseq.EdgeseqError as e:
         return {"quantized": False, "error": str(e).splitlines()[0]}
-    row: dict = {"quantized": True, "micro_ops_per_step": len(q.program.step), "generic_scan": False}
-    row["generic_scan"] = any(n.op.kind == "Scan" for n in graph.nodes)
+    row: dict = {
+        "quantized": True,
+        "micro_ops_per_step": len(q.program.step),
+        "generic_scan": any(n.op.kind == "Scan" for n in graph.nodes),  # a loop body or a rewritten cell
+    }
     errs = []
     for steps in LENGTHS:
         x = (rng.normal(size=(2, steps, graph.in_features)) * scale).astype(np.float32)
@@ -325,7 +328,7 @@ def _result(rows: dict, args, partial: str = "") -> dict:
     if not args.no_int8:
         int8 = [r["int8"] for r in rows.values() if "int8" in r]
         summary["edgeseq_int8_bit_exact"] = sum(bool(r.get("bit_exact")) for r in int8)
-        summary["edgeseq_int8_loop_captured"] = sum(bool(r.get("bit_exact") and r.get("generic_scan")) for r in int8)
+        summary["edgeseq_int8_generic_scan"] = sum(bool(r.get("bit_exact") and r.get("generic_scan")) for r in int8)
     if not args.no_torch:
         for k in ("torch_onnx_default", "torch_onnx_dynamic_axes"):
             summary[f"{k}_exported"] = sum(r[k].get("exported", False) for r in rows.values())
