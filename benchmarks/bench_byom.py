@@ -10,11 +10,11 @@ For every model:
 - ``torch.onnx.export`` (default settings) and ``dynamic_axes`` (legacy exporter): exported at T = 10 in a
   fresh Python process each (a second export in one process can keep the first one's length), then run
   by onnxruntime at T = 10 and T = 23 against the torch forward;
-- ``int8``: every captured streaming graph quantized (edgeseq preset, calibrated on 32 random sequences of
+- ``int8``: every captured graph quantized (edgeseq preset, calibrated on 32 random sequences of
   16 steps) and exported as an integer ONNX model, which must equal the integer-exact interpreter bit for
   bit at T = 10 and T = 23; recorded with the integer outputs' error against float (rms over the output's
-  spread; spiking outputs: the fraction of spikes that differ) and the micro-ops per step. Window graphs
-  refuse quantization with one line (recorded).
+  spread; spiking outputs: the fraction of spikes that differ) and the micro-ops per step (window graphs
+  run on whole windows).
 
 Results: benchmarks/results/byom.json and a table in benchmarks/BENCHMARKS.md.
 
