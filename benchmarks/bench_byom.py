@@ -1,6 +1,6 @@
-"""Bring your own model: the corpus of user-style models (tests/byom/corpus.py) through edgeseq capture
-and ONNX export, side by side with torch.onnx.export (its defaults, and the legacy exporter with
-dynamic_axes), each checked at the traced length and at another length.
+"""Bring your own model: the corpus of user-style models (tests/byom/corpus.py) through edgeseq capture,
+ONNX export and int8 quantization, side by side with torch.onnx.export (its defaults, and the legacy
+exporter with dynamic_axes), each checked at the traced length and at another length.
 
 For every model:
 
@@ -9,11 +9,18 @@ For every model:
   <= 1e-5 (spiking outputs: identical spikes);
 - ``torch.onnx.export`` (default settings) and ``dynamic_axes`` (legacy exporter): exported at T = 10 in a
   fresh Python process each (a second export in one process can keep the first one's length), then run
-  by onnxruntime at T = 10 and T = 23 against the torch forward.
+  by onnxruntime at T = 10 and T = 23 against the torch forward;
+- ``int8``: every captured graph quantized (edgeseq preset, calibrated on 32 random sequences of
+  16 steps) and exported as an integer ONNX model, which must equal the integer-exact interpreter bit for
+  bit at T = 10 and T = 23; recorded with the integer outputs' error against float (rms over the output's
+  spread; spiking outputs: the fraction of spikes that differ) and the micro-ops per step (window graphs
+  run on whole windows).
 
 Results: benchmarks/results/byom.json and a table in benchmarks/BENCHMARKS.md.
 
-    python -m benchmarks.bench_byom [--models a,b,...] [--no-torch] [--resume]
+    python -m benchmarks.bench_byom [--models a,b,...] [--no-torch] [--no-int8] [--resume]
+
+``--resume`` keeps the rows of an interrupted run and fills in what they lack (e.g. the int8 column).
 """
 
 from __future__ import annotations
@@ -98,6 +105,53 @@ def edgeseq_row(name: str, workdir: Path) -> dict:
             row[f"onnx_T{steps}"] = all(o for o, _ in ok) and len(got) == len(want)
             row[f"onnx_err_T{steps}"] = max(e for _, e in ok)
     row["correct"] = all(row.get(f"{k}_T{s}") for k in ("reference", "onnx") for s in LENGTHS)
+    return row
+
+
+def int8_row(name: str, workdir: Path) -> dict:
+    """The model quantized to int8 and exported as an integer ONNX model (see the module docstring)."""
+    import torch
+
+    import edgeseq
+    from edgeseq.quant import intexact, quantize
+    from tests.byom.corpus import CASES, example
+
+    c = CASES[name]
+    torch.manual_seed(0)
+    try:
+        graph = edgeseq.capture(c.build().eval(), example(c, steps=LENGTHS[0]))
+    except edgeseq.EdgeseqError as e:
+        return {"quantized": False, "error": str(e).splitlines()[0]}
+    scale = 2.0 if c.spiking else 1.0
+    rng = np.random.default_rng(0)
+    try:
+        q = quantize(graph, rng.normal(size=(32, 16, graph.in_features)) * scale, "edgeseq", budget=None)
+        art = edgeseq.export(q, target="onnx", out=workdir / f"{name}_int8", force=True)
+    except edgeseq.EdgeseqError as e:
+        return {"quantized": False, "error": str(e).splitlines()[0]}
+    row: dict = {
+        "quantized": True,
+        "micro_ops_per_step": len(q.program.step),
+        "generic_scan": any(n.op.kind == "Scan" for n in graph.nodes),  # a loop body or a rewritten cell
+    }
+    errs = []
+    for steps in LENGTHS:
+        x = (rng.normal(size=(2, steps, graph.in_features)) * scale).astype(np.float32)
+        outs, _ = intexact.run(q.program, q.quantize_input(x))
+        want = intexact.dequantize_outputs(q.program, outs)
+        got = art.run(x, layout="BTF")
+        got = got if isinstance(got, tuple) else (got,)
+        row[f"bit_exact_T{steps}"] = len(got) == len(want) and all(
+            g.shape == w.shape and np.array_equal(g, w) for g, w in zip(got, want)
+        )
+        fl = q.run(x, mode="float")[0]
+        for w, f, t in zip(want, fl, q.graph.output_types):
+            if t.spikes:
+                errs.append(float(np.mean((w != 0) != (f != 0))))
+            else:
+                errs.append(float(np.sqrt(np.mean((w - f) ** 2)) / (np.std(f) + 1e-12)))
+    row["bit_exact"] = all(row[f"bit_exact_T{s}"] for s in LENGTHS)
+    row["int_vs_float"] = max(errs)
     return row
 
 
@@ -187,6 +241,15 @@ def _table_row(name: str, row: dict) -> dict:
         else ("error: " + row.get("error", "")[:90] if not row.get("captured") else "captured, not correct"),
         "window graph": row.get("window", False),
     }
+    if "int8" in row:
+        r = row["int8"]
+        t["int8 (onnx)"] = (
+            f"bit-exact, error {100 * r['int_vs_float']:.1f}%"
+            if r.get("bit_exact")
+            else "not bit-exact"
+            if r.get("quantized")
+            else "error: " + r.get("error", "")[:70]
+        )
     for k in ("torch_onnx_default", "torch_onnx_dynamic_axes"):
         if k in row:
             r = row[k]
@@ -209,7 +272,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--models", default="")
     ap.add_argument("--no-torch", action="store_true", help="skip the torch.onnx.export columns")
     ap.add_argument("--no-write", action="store_true")
-    ap.add_argument("--resume", action="store_true", help="keep the rows of an interrupted run's results file")
+    ap.add_argument("--no-int8", action="store_true", help="skip the int8 column")
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the rows of an interrupted run's results file (filling in what they lack)",
+    )
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from tests.byom.corpus import CASES
@@ -220,16 +288,20 @@ def main(argv=None) -> dict:
         rows = {k: v for k, v in json.loads(RESULTS.read_text())["models"].items() if k in names}
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
-            if name in rows:
+            if name in rows and (args.no_int8 or "int8" in rows[name]):
                 continue
-            row = edgeseq_row(name, Path(tmp))
-            if not args.no_torch:
+            row = rows.get(name) or edgeseq_row(name, Path(tmp))
+            if not args.no_torch and "torch_onnx_default" not in row:
                 row["torch_onnx_default"], row["torch_onnx_dynamic_axes"] = torch_rows(name, Path(tmp))
+            if not args.no_int8:
+                row["int8"] = int8_row(name, Path(tmp))
             rows[name] = row
-            if not args.no_write and len(rows) < len(names):
-                write_results("byom", _result(rows, args, partial=f"{len(rows)} of {len(names)} models"))
+            done = sum(n in rows and (args.no_int8 or "int8" in rows[n]) for n in names)
+            if not args.no_write and done < len(names):
+                write_results("byom", _result(rows, args, partial=f"{done} of {len(names)} models"))
             print(
                 f"{name:26s} edgeseq {'ok ' if row.get('correct') else '-- '}"
+                + ("" if args.no_int8 else f"int8 {'ok ' if row['int8'].get('bit_exact') else '-- '}")
                 + (
                     ""
                     if args.no_torch
@@ -253,6 +325,10 @@ def _result(rows: dict, args, partial: str = "") -> dict:
         "edgeseq_captured": sum(r.get("captured", False) for r in rows.values()),
         "edgeseq_correct": sum(r.get("correct", False) for r in rows.values()),
     }
+    if not args.no_int8:
+        int8 = [r["int8"] for r in rows.values() if "int8" in r]
+        summary["edgeseq_int8_bit_exact"] = sum(bool(r.get("bit_exact")) for r in int8)
+        summary["edgeseq_int8_generic_scan"] = sum(bool(r.get("bit_exact") and r.get("generic_scan")) for r in int8)
     if not args.no_torch:
         for k in ("torch_onnx_default", "torch_onnx_dynamic_axes"):
             summary[f"{k}_exported"] = sum(r[k].get("exported", False) for r in rows.values())

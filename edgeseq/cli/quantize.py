@@ -1,11 +1,13 @@
 """edgeseq quantize: calibrate a model on task data, plan, lower to an integer program, save .esq.
 
     edgeseq quantize MODEL --data har --out model.q.esq [--config naive|edgeseq|FILE.json] [--calib N]
+    edgeseq quantize model.esq --data calib.npz --out model.q.esq
 
 MODEL is a shipped model name, a .ckpt checkpoint (or training directory) or an .esq graph.
 Calibration uses N sequences of the task's training split; the mixed-precision search (skipped
 with --no-search) uses a disjoint part of the training split as validation data; ``--eval``
-reports float / integer / fake-quant accuracy on the test split.
+reports float / integer / fake-quant accuracy on the test split. ``--data FILE.npz`` calibrates
+on the file's ``x`` (N, T, F) instead (a model of your own: no labels, so no search and no --eval).
 """
 
 from __future__ import annotations
@@ -20,7 +22,13 @@ def register(sub) -> None:
 
     p = sub.add_parser("quantize", help="quantize a model to an integer program (.esq) with calibration data")
     p.add_argument("model", help="shipped model name, .ckpt checkpoint / training directory, or .esq graph")
-    p.add_argument("--data", required=True, choices=sorted(TASKS), help="task whose data calibrates the model")
+    p.add_argument(
+        "--data",
+        required=True,
+        metavar="TASK|FILE.npz",
+        help=f"task whose data calibrates the model ({', '.join(sorted(TASKS))}), or an .npz holding "
+        "x (N, T, F) calibration sequences",
+    )
     p.add_argument("--out", required=True, help="output file (.esq)")
     p.add_argument("--config", default="edgeseq", help="preset (edgeseq, naive) or a .json config file")
     p.add_argument("--calib", type=A.count, default=512, help="number of calibration sequences (default 512)")
@@ -84,6 +92,13 @@ def run(args) -> int:
         )
     if args.max_promotions < 0:
         raise ConfigError("--max-promotions must be >= 0", where="--max-promotions")
+    if args.data.endswith(".npz"):
+        return _from_npz(args, g, cfg, out)
+    if args.data not in TASKS:
+        raise ConfigError(
+            f"unknown task '{args.data}'; one of: {', '.join(sorted(TASKS))}, or a FILE.npz of calibration sequences",
+            where="--data",
+        )
     data = task_data(
         args.data, g, calib=args.calib, val=0 if args.no_search else args.val, seed=args.seed, where=args.model
     )
@@ -107,6 +122,32 @@ def run(args) -> int:
         agree = float(np.mean(qg.predict(test.x, "int") == qg.predict(test.x, "fake")))
         qg.info["test"] = {**res, "int_fake_agreement": agree, "n": int(len(test.y))}
     qg.save(out)
+    _report(qg, cfg, out)
+    if args.plan:
+        print(qg.plan.summary())
+    return 0
+
+
+def _from_npz(args, g, cfg, out) -> int:
+    """Calibration on an .npz of sequences (no labels: no accuracy search, no evaluation)."""
+    from ..errors import ConfigError
+    from ..quant import quantize
+    from ..quant.tasks import npz_calibration
+
+    for flag, used in (("--eval", args.eval), ("--qat-epochs", args.qat_epochs)):
+        if used:
+            raise ConfigError(f"{flag} needs a task's labelled data, not an .npz of sequences", where=flag)
+    x = npz_calibration(args.data, g, max_sequences=args.calib)
+    qg = quantize(g, x, cfg, budget=None, progress=not args.quiet)
+    qg.info.update(model=str(args.model), calibration_file=str(args.data))
+    qg.save(out)
+    _report(qg, cfg, out)
+    if args.plan:
+        print(qg.plan.summary())
+    return 0
+
+
+def _report(qg, cfg, out) -> None:
     sz = qg.sizes()
     print(
         f"wrote {out}  ({cfg.name}: {len(qg.program.step)} micro-ops per step, constants {sz['const_bytes']} B, "
@@ -135,6 +176,3 @@ def run(args) -> int:
         from ..quant.outliers import format_report
 
         print("outlier channels:\n  " + format_report(qg.plan.outliers).replace("\n", "\n  "))
-    if args.plan:
-        print(qg.plan.summary())
-    return 0

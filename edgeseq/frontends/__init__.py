@@ -10,6 +10,7 @@ raises if they disagree beyond float32 noise, so a capture bug cannot pass silen
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any, Mapping, Optional
 
@@ -152,7 +153,7 @@ def capture(
             except UnsupportedModuleError as err:
                 if x is None or not err.message.endswith("is not supported"):
                     raise
-                builder, outs, input_layout, x = _capture_loop(StepLoop(module), x, "BTF", int(in_features))
+                builder, outs, input_layout, x, zero_start = _capture_loop(StepLoop(module), x, "BTF", int(in_features))
                 loop = True
         else:
             from .fx import FxCapture
@@ -166,7 +167,7 @@ def capture(
                 from .constructs import check_constructs
 
                 check_constructs(module)  # a known unsupported construct: name it and its alternative
-                builder, outs, input_layout, x = _capture_loop(module, x, input_layout, int(in_features))
+                builder, outs, input_layout, x, zero_start = _capture_loop(module, x, input_layout, int(in_features))
                 loop = True
     finally:
         module.train(was_training)
@@ -183,12 +184,32 @@ def capture(
         md["output_delays"] = delays
     graph = builder.build([o.name for o in outs], md)
     if check and x is not None:
-        _check_against_torch(module, graph, x, input_layout)
-        if loop:  # a length and batch size the loop was not traced at
-            gen = torch.Generator().manual_seed(1)
-            x2 = torch.randn(2, x.shape[1] + 3, x.shape[2], generator=gen) * x.std() + x.mean()
-            _check_against_torch(module, graph, x2, input_layout)
+        with _first_iteration(module, loop and not zero_start):
+            _check_against_torch(module, graph, x, input_layout)
+            if loop:  # a length and batch size the loop was not traced at
+                gen = torch.Generator().manual_seed(1)
+                x2 = torch.randn(2, x.shape[1] + 3, x.shape[2], generator=gen) * x.std() + x.mean()
+                _check_against_torch(module, graph, x2, input_layout)
     return graph
+
+
+@contextlib.contextmanager
+def _first_iteration(module: nn.Module, differs: bool):
+    """A loop whose first iteration differs from the others (work on its initial states folded away)
+    is captured from zero states; if the graph then disagrees with the model, the states did not start
+    from zero: say that in one line."""
+    try:
+        yield
+    except VerificationError:
+        if not differs:
+            raise
+        from .loops import NONZERO_INIT_HINT
+
+        raise UnsupportedModuleError(
+            "the loop's states do not start from zeros (a non-zero constant, or a value computed from the input)",
+            where=type(module).__name__,
+            hint=NONZERO_INIT_HINT,
+        ) from None
 
 
 class StepLoop(nn.Module):
@@ -217,9 +238,10 @@ def _capture_loop(module: nn.Module, x: torch.Tensor, layout: str, in_features: 
     axis = time_axis_of(module, native)
     layout = "TBF" if axis == 0 else "BTF"
     builder = GraphBuilder(in_features)
-    outs = LoopCapture(module, native, axis).build(builder)
+    cap = LoopCapture(module, native, axis)
+    outs = cap.build(builder)
     x_btf = native.transpose(0, 1) if axis == 0 else native
-    return builder, [Val(o, "BTF") for o in outs], layout, x_btf
+    return builder, [Val(o, "BTF") for o in outs], layout, x_btf, cap.first_same
 
 
 def _capture_static(module: nn.Module, x: torch.Tensor, *, check: bool, metadata) -> Graph:
@@ -245,7 +267,8 @@ def _capture_static(module: nn.Module, x: torch.Tensor, *, check: bool, metadata
     if check:
         for xs in (x, torch.randn(2, x.shape[1], generator=torch.Generator().manual_seed(1)) * x.std() + x.mean()):
             rep = xs[:, None, :].expand(-1, cap.steps, -1)
-            _check_against_torch(module, graph, rep, "static")
+            with _first_iteration(module, not cap.first_same):
+                _check_against_torch(module, graph, rep, "static")
     return graph
 
 

@@ -11,6 +11,8 @@ source line.
 from __future__ import annotations
 
 import math
+import os
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -52,13 +54,44 @@ def converts(*ops):
     return deco
 
 
+_LIBRARIES = ("/torch/", "/snntorch/", "/edgeseq/frontends/")
+
+
 def source_line(node) -> str:
-    """The user's source line an fx node came from (last frame outside torch), if recorded."""
+    """The user's source line an fx node came from, as ``file.py:LINE (code)``: the last recorded frame
+    outside torch, snntorch and the capture itself ('' if none was recorded)."""
     trace = node.meta.get("stack_trace") or ""
-    lines = [ln.strip() for ln in trace.splitlines() if ln.strip().startswith("File ")]
-    user = [ln for ln in lines if "/torch/" not in ln and "/snntorch/" not in ln]
-    pick = (user or lines or [""])[-1]
-    return pick.replace("File ", "").replace('"', "")
+    lines = [ln.strip() for ln in trace.splitlines()]
+    frames = [(ln, lines[i + 1] if i + 1 < len(lines) else "") for i, ln in enumerate(lines) if ln.startswith("File ")]
+    user = [f for f in frames if not any(lib in f[0] for lib in _LIBRARIES)]
+    if not user:
+        return ""
+    head, code = user[-1]
+    m = re.match(r'File "?([^",]+)"?, line (\d+)', head)
+    if m is None:
+        return head.replace("File ", "").replace('"', "")
+    where = f"{os.path.basename(m.group(1))}:{m.group(2)}"
+    code = code if len(code) <= 70 else code[:67] + "..."
+    return f"{where} ({code})" if code and not code.startswith("File ") else where
+
+
+#: what to write instead of an operation that has no step-program form, by aten packet name
+HINTS = {
+    "native_layer_norm": "normalise outside the time loop (nn.LayerNorm on the input or on the stacked outputs), "
+    "or use a cell without layer normalisation",
+    "layer_norm": "normalise outside the time loop (nn.LayerNorm on the input or on the stacked outputs)",
+    "_softmax": "apply softmax after the loop (on the pooled output), or use sigmoid gates inside it",
+    "_log_softmax": "apply log_softmax after the loop (on the pooled output)",
+    "permute": "write the step as x_t @ W (the step value on the left, a parameter on the right) without transposing it",
+    "transpose": "write the step as x_t @ W (the step value on the left, a parameter on the right) without transposing it",
+    "t": "write the step as x_t @ W (the step value on the left, a parameter on the right) without transposing it",
+    "linalg_vector_norm": "normalise outside the time loop, or scale by a learned parameter instead",
+}
+SUPPORTED = (
+    "inside a time loop write the step with Linear / x_t @ W (a parameter matrix), + - * /, sigmoid, tanh, relu, "
+    "exp, softplus, silu, gelu, leaky_relu, hardtanh / clamp, comparisons, torch.where, cat / split / chunk / "
+    "slicing of features and snntorch neurons; do other work before or after the loop"
+)
 
 
 class StepConverter:
@@ -69,7 +102,7 @@ class StepConverter:
 
     def unsupported(self, node, why: str, hint: Optional[str] = None):
         where = source_line(node) or node.name
-        return UnsupportedModuleError(f"{node.target}: {why}", where=where, hint=hint)
+        return UnsupportedModuleError(why, where=where, hint=hint)
 
     # -- operands -------------------------------------------------------------------------------
     def value(self, x: Operand, node=None) -> str:
@@ -93,10 +126,9 @@ class StepConverter:
             return fold(node, args, kwargs)
         fn = CONVERTERS.get(target) or CONVERTERS.get(getattr(target, "overloadpacket", None))
         if fn is None:
+            packet = getattr(getattr(target, "overloadpacket", None), "__name__", str(target))
             raise self.unsupported(
-                node,
-                "this operation has no step-program form",
-                hint="see the README section 'Bring your own model' for the supported operations inside a time loop",
+                node, f"'{packet}' inside the time loop has no step-program form", hint=HINTS.get(packet, SUPPORTED)
             )
         return fn(self, node, *args, **kwargs)
 
@@ -136,7 +168,10 @@ def fold(node, args, kwargs) -> Operand:
 def _matrix(cx: StepConverter, node, w: Operand, transpose: bool) -> str:
     if not isinstance(w, C) or np.asarray(w.value).ndim != 2:
         raise cx.unsupported(
-            node, "a matrix product inside the loop needs a constant (parameter) matrix on the right-hand side"
+            node,
+            "a matrix product of two step values inside the time loop",
+            hint="multiply a step value by a parameter matrix (x_t @ self.W, nn.Linear); for an elementwise "
+            "product of two step values write a * b",
         )
     m = np.asarray(w.value, np.float64)
     return cx.b.param(f"w{len(cx.b.params)}", m.T if transpose else m, source=node.name)
@@ -145,7 +180,9 @@ def _matrix(cx: StepConverter, node, w: Operand, transpose: bool) -> str:
 @converts(aten.addmm.default)
 def _addmm(cx, node, bias, a, w, beta=1, alpha=1):
     if beta != 1 or alpha != 1 or not isinstance(a, V):
-        raise cx.unsupported(node, "only bias + x @ W is supported")
+        raise cx.unsupported(
+            node, "torch.addmm with beta / alpha, or with the step value on the right", hint="write b + x_t @ W"
+        )
     y = cx.b.affine([(_matrix(cx, node, w, True), a.name)])
     n = cx.b.size(y)
     return V(cx.b.add(y, cx.value(bias, node)), n)
@@ -154,7 +191,11 @@ def _addmm(cx, node, bias, a, w, beta=1, alpha=1):
 @converts(aten.mm.default, aten.matmul.default)
 def _mm(cx, node, a, w):
     if not isinstance(a, V):
-        raise cx.unsupported(node, "only x @ W (the step value on the left) is supported")
+        raise cx.unsupported(
+            node,
+            "a matrix product with the step value on the right (W @ x_t)",
+            hint="write x_t @ W.T (the step value on the left)",
+        )
     y = cx.b.affine([(_matrix(cx, node, w, True), a.name)])
     return V(y, cx.b.size(y))
 
@@ -198,7 +239,7 @@ def _pow(cx, node, a, e):
         return V(cx.b.mul(a.name, a.name), a.n)
     if e == 1:
         return a
-    raise cx.unsupported(node, f"power {e} (only x ** 2)")
+    raise cx.unsupported(node, f"x ** {e} inside the time loop", hint="write x * x, or torch.exp / torch.sigmoid")
 
 
 _ACTS = {
@@ -238,7 +279,11 @@ def _clamp(cx, node, a, lo=None, hi=None):
     if lo is not None and hi is None and float(lo) == 0.0:
         return V(cx.b.act(Act.RELU, a.name), a.n)
     if lo is None or hi is None:
-        raise cx.unsupported(node, "a one-sided clamp other than clamp(min=0)")
+        raise cx.unsupported(
+            node,
+            "a one-sided clamp other than clamp(min=0)",
+            hint="give both bounds (torch.clamp(x, lo, hi)) or use relu",
+        )
     return V(cx.b.act(Act.HARDTANH, a.name, lo=float(lo), hi=float(hi)), a.n)
 
 
@@ -269,7 +314,9 @@ def _heaviside(cx, node, a, v):
         return V(g, a.n)
     if at_zero == 1.0:
         return V(cx.b.sub(cx.b.const(1.0), cx.b.gt(cx.b.const(0.0), a.name)), a.n)
-    raise cx.unsupported(node, "heaviside with a value at 0 other than 0 or 1")
+    raise cx.unsupported(
+        node, "torch.heaviside with a value at 0 other than 0 or 1", hint="write (x > 0).float() or (x >= 0).float()"
+    )
 
 
 @converts(aten.where.self)
@@ -281,7 +328,11 @@ def _where(cx, node, c, a, b):
 @converts(aten.cat.default)
 def _cat(cx, node, xs, dim=0):
     if dim not in (1, -1):
-        raise cx.unsupported(node, f"concatenation along dim {dim} inside the loop (only the feature axis)")
+        raise cx.unsupported(
+            node,
+            f"concatenation along dim {dim} inside the time loop",
+            hint="concatenate along the feature axis (dim=-1) inside the loop; stack steps with torch.stack(outs, 1)",
+        )
     return V(
         cx.b.concat([cx.value(x, node) for x in xs]), sum(x.n if isinstance(x, V) else np.size(x.value) for x in xs)
     )
@@ -298,7 +349,9 @@ def _split_sizes(n: int, sizes) -> list[int]:
 )
 def _split(cx, node, a, sizes, dim=0):
     if dim not in (1, -1):
-        raise cx.unsupported(node, f"split along dim {dim} inside the loop (only the feature axis)")
+        raise cx.unsupported(
+            node, f"split along dim {dim} inside the time loop", hint="split along the feature axis (dim=-1)"
+        )
     out, start = [], 0
     for s in _split_sizes(a.n, sizes):
         out.append(V(cx.b.slice(a.name, start, start + s), s))
@@ -314,7 +367,11 @@ def _chunk(cx, node, a, chunks, dim=0):
 @converts(aten.slice.Tensor)
 def _slice(cx, node, a, dim=0, start=None, end=None, step=1):
     if dim not in (1, -1) or step != 1:
-        raise cx.unsupported(node, f"slicing along dim {dim} with step {step} inside the loop")
+        raise cx.unsupported(
+            node,
+            f"slicing along dim {dim} with step {step} inside the time loop",
+            hint="slice contiguous features (x_t[:, a:b]) inside the loop",
+        )
     lo = 0 if start is None else (start + a.n if start < 0 else start)
     hi = a.n if end is None else min(end + a.n if end < 0 else end, a.n)
     if lo == 0 and hi == a.n:
@@ -360,7 +417,11 @@ def _convolution(cx, node, a, w, bias, stride, padding, dilation, transposed, ou
     """A convolution over the features of one step (a frame): one matrix product with the
     convolution's dense matrix (computed by convolving the unit basis)."""
     if not isinstance(w, C) or (bias is not None and not isinstance(bias, C)) or transposed:
-        raise cx.unsupported(node, "a convolution inside the loop needs constant weights (not transposed)")
+        raise cx.unsupported(
+            node,
+            "a transposed convolution, or one with computed weights, inside the time loop",
+            hint="use nn.Conv1d / nn.Conv2d with its own parameters",
+        )
     shape = tuple(node.args[0].meta["val"].shape)[1:]  # (C, L) or (C, H, W), batch excluded
     n_in = int(np.prod(shape))
     eye = torch.eye(n_in, dtype=torch.float64).reshape(n_in, *shape)

@@ -11,7 +11,7 @@ loop unrolls into one copy of its body per step. Each copy reads one time slice 
 values of the previous copy; the copies are checked to be identical, and one of them becomes the
 step program of a :class:`~edgeseq.ir.ops.Scan` (:mod:`.aten` converts each operation). Values a
 copy reads from the previous copy become the program's states; their value before the first step
-must be zero, or a constant (carried as an offset so the state still starts at zero). Work on the
+must be zero (capture checks it numerically; a non-zero start is a one-line error). Work on the
 whole sequence before the loop (a Linear over (B, T, F)) or after it (on the stacked outputs) is
 per-step and joins the program. ``x[:, -1]``, ``.mean(1)`` / ``.sum(1)`` over stacked outputs and
 the values the last step leaves behind become readouts; what follows them (a Linear head,
@@ -35,6 +35,10 @@ from ..ir.step import StepBuilder
 from ..ir.types import Act, ReadoutMode
 from .aten import C, StepConverter, V, aten, fold, source_line
 
+NONZERO_INIT_HINT = (
+    "start each state from torch.zeros(x.size(0), H) and add a constant inside the step, or use nn.GRU / "
+    "nn.LSTM with a learned h0"
+)
 TRACE_STEPS = 6  # copies 1, 3 and 4 are compared with copy 2, which becomes the program
 T_REF = 2
 
@@ -75,14 +79,38 @@ def trace(model: nn.Module, x: torch.Tensor):
 
     try:
         with torch.no_grad():
-            gm = make_fx(f)(state, x)
+            gm = make_fx(f, record_stack_traces=True)(state, x)
     except Exception as e:  # noqa: BLE001 - tracing raises many types for untraceable Python
         first = str(e).splitlines()[0] if str(e) else ""
+        where = _user_frame(e.__traceback__) or type(model).__name__
+        if "data-dependent" in str(e) or "_local_scalar_dense" in str(e):
+            raise UnsupportedModuleError(
+                "Python control flow that depends on tensor values (if / while on a tensor, .item())",
+                where=where,
+                hint="write the choice with torch.where(cond, a, b), or move it out of the model",
+            ) from None
         raise UnsupportedModuleError(
-            f"cannot trace {type(model).__name__}.forward at the aten level ({type(e).__name__}: {first})",
-            where=type(model).__name__,
+            f"cannot trace {type(model).__name__}.forward at the aten level ({type(e).__name__}: {first[:160]})",
+            where=where,
+            hint="see the README section 'Bring your own model' for the supported patterns",
         ) from None
     return gm, list(state), state
+
+
+def _user_frame(tb) -> str:
+    """``file.py:LINE`` of the innermost traceback frame in the user's code (not torch, not edgeseq)."""
+    import os
+    import traceback
+
+    frames = [
+        f
+        for f in traceback.extract_tb(tb)
+        if not any(lib in f.filename for lib in ("/torch/", "/snntorch/", "/edgeseq/", "<"))
+    ]
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f"{os.path.basename(f.filename)}:{f.lineno}" + (f" ({f.line.strip()[:70]})" if f.line else "")
 
 
 def time_axis_of(model: nn.Module, example: torch.Tensor) -> int:
@@ -314,6 +342,7 @@ class LoopCapture:
             return CONST
         if self._readout_mode(target, args) is not None:
             return POOLED
+        self._check_reduction(n, target, args)
         src = args[0] if args else None
         if isinstance(src, Seq) and target is aten.select.int and args[1] % 3 == src.axis:
             return Step(args[2] % self.steps)
@@ -327,7 +356,7 @@ class LoopCapture:
                 return Stacked(items, int(dim) % 3)
         if steps:
             if max(steps) - min(steps) > 1:
-                raise self.fail(
+                raise self._order_problem(n) or self.fail(
                     n,
                     "the loop reads a value from two or more steps back",
                     hint="carry it through the loop's state explicitly",
@@ -345,6 +374,46 @@ class LoopCapture:
         elif target is aten.permute.default:
             axis = [d % 3 for d in args[1]].index(axis)
         return Seq(axis)
+
+    def _order_problem(self, n) -> Optional[UnsupportedModuleError]:
+        """A loop that does not visit every step forwards: backwards (reversed(range(T))) or skipping steps."""
+        order = []
+        for m in self.nodes:
+            if m is n:
+                break
+            if m.op == "call_function" and self.target.get(m) is aten.select.int:
+                src = self.args[m][0]
+                if isinstance(self.kind.get(src), Seq) and self.args[m][1] % 3 == self.kind[src].axis:
+                    order.append(self.args[m][2] % self.steps)
+        if len(order) < 2:
+            return None
+        if order == sorted(order, reverse=True):
+            return self.fail(
+                n,
+                "the loop runs backwards over time",
+                hint="a stream runs forwards: loop forwards over x.flip(1) outside the model, or use a bidirectional "
+                "nn.GRU / nn.LSTM (a window graph)",
+            )
+        if order == sorted(order) and any(b - a > 1 for a, b in zip(order, order[1:])):
+            return self.fail(
+                n,
+                "the loop skips time steps (range(0, T, k))",
+                hint="loop over every step; subsample the input before it reaches the model",
+            )
+        return None
+
+    def _check_reduction(self, n, target, args) -> None:
+        """A reduction over the time axis that is not a readout (max, min, ...): one line that says so."""
+        src = args[0] if args else None
+        if not isinstance(src, (Seq, Stacked)) or target not in _TIME_REDUCTIONS or len(args) < 2:
+            return
+        dims = args[1] if isinstance(args[1], (list, tuple)) else [args[1]]
+        if any(isinstance(d, int) and d % 3 == src.axis for d in dims):
+            raise self.fail(
+                n,
+                f"'{target.overloadpacket.__name__}' over time is not a streaming readout",
+                hint="read the loop out with its last step (outs[:, -1] or the final state), .mean(1) or .sum(1)",
+            )
 
     def _readout_mode(self, target, args) -> Optional[ReadoutMode]:
         """The readout an operation on a whole sequence is: its last step, or a mean / sum over time."""
@@ -449,12 +518,15 @@ class LoopCapture:
 
         want = sig(ref, T_REF)
         for t in (1, 3, 4):
-            if sig(bodies[t][: len(ref)], t) != want:
+            got = sig(bodies[t][: len(ref)], t)
+            if got != want:
+                i = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)) - 1)
+                node = bodies[t][min(i, len(bodies[t]) - 1)] if bodies[t] else None
                 raise UnsupportedModuleError(
                     f"iterations {t} and {T_REF} of the time loop compute different things (the step depends on the "
                     "time index, or the loop changes over time)",
-                    where=type(self.model).__name__,
-                    hint="a scan needs the same computation at every step",
+                    where=(source_line(node) if node is not None else "") or type(self.model).__name__,
+                    hint="a scan does the same at every step: carry a step counter as a state instead of using t",
                 )
         self.first_same = sig(bodies[0], 0) == want
         last_sig = sig(bodies[self.steps - 1], self.steps - 1)
@@ -544,7 +616,7 @@ class LoopCapture:
         constant carried as an offset."""
         self.init: dict[int, np.ndarray] = {}
         if not self.first_same:
-            return  # the first iteration differs (e.g. a state expanded on first use): checked numerically
+            return  # the first iteration differs (work on zero states folded away): checked numerically
         first, second = self.bodies_[0], self.bodies_[1]
         prev = {n: i for i, n in enumerate(first)}
         for n0, n1 in zip(first, second):
@@ -604,11 +676,14 @@ class LoopCapture:
                 names.append(e[1])
         nxt = {}
         for j, sname in self.states.items():
-            v = self._value(self.vals[self.ref[j]], self.ref[j])
+            nxt[sname] = self._value(self.vals[self.ref[j]], self.ref[j])
             off = self.init.get(j)
             if off is not None and np.any(off != 0):
-                raise self.fail(self.ref[j], "the loop's state starts from a non-zero value", hint="start from zeros")
-            nxt[sname] = v
+                raise self.fail(
+                    self.ref[j],
+                    "the loop's state starts from a non-zero constant",
+                    hint=NONZERO_INIT_HINT,
+                )
         if not names:
             raise UnsupportedModuleError(
                 "the model's outputs do not depend on the time loop", where=type(self.model).__name__
@@ -636,7 +711,11 @@ class LoopCapture:
         mode = self._readout_mode(target, [self.kind.get(a, a) if isinstance(a, torch.fx.Node) else a for a in args])
         if mode is not None:
             if len(args) > 2 and target is not aten.select.int and args[2]:
-                raise self.fail(n, "keepdim=True readouts are not supported")
+                raise self.fail(
+                    n,
+                    "a readout over time with keepdim=True",
+                    hint="drop keepdim (.mean(1)) and unsqueeze the result if a time axis of 1 is needed",
+                )
             return ("readout", mode, expr(args[0]))
         if isinstance(src, (Seq, Stacked)) and target is aten.select.int:
             raise self.fail(n, "after the loop only the last step of a sequence ([:, -1]) can be selected")
@@ -697,6 +776,21 @@ class LoopCapture:
         made[key] = out
         return out
 
+
+_TIME_REDUCTIONS = {
+    aten.max.dim,
+    aten.min.dim,
+    aten.amax.default,
+    aten.amin.default,
+    aten.logsumexp.default,
+    aten.std.correction,
+    aten.var.correction,
+    aten.prod.dim_int,
+    aten.cumsum.default,
+    aten.argmax.default,
+    aten.argmin.default,
+    aten.median.dim,
+}
 
 _POOLED_ACTS = {
     aten.relu.default: Act.RELU,

@@ -65,11 +65,12 @@ def build(graph, stats, config, *, source=None, info: Optional[dict] = None) -> 
 
 
 def prepare(graph, config) -> "Graph":  # noqa: F821 - documented type
-    """The float graph the quantizer works on (BatchNorm folded when the config says so)."""
-    from .passes import fold_batchnorm
+    """The float graph the quantizer works on: BatchNorm folded when the config says so, and
+    quantization points placed in step programs that declare none (loops captured from Python)."""
+    from .passes import fold_batchnorm, place_scan_points
 
     cfg = resolve_config(config)
-    return fold_batchnorm(graph) if cfg.fold_batchnorm else graph
+    return place_scan_points(fold_batchnorm(graph) if cfg.fold_batchnorm else graph)
 
 
 def quantize(

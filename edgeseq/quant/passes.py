@@ -14,7 +14,11 @@ map, exactly (in float64):
 A scan folded into becomes a generic Scan op carrying the rewritten step program.
 
 A BatchNorm that fits neither stays and is quantized as a per-channel affine op.
-Contract: requires a verified graph; guarantees a verified graph computing the same function up to
+
+:func:`place_scan_points` gives every scan whose step program declares no quantization points (loops
+captured from Python) the points :class:`~edgeseq.ir.step.points.PlacePoints` derives.
+
+Contract of :func:`fold_batchnorm`: requires a verified graph; guarantees a verified graph computing the same function up to
 float64 rounding, with the same node names (minus folded BatchNorms) and the same state keys of
 the remaining nodes.
 """
@@ -27,6 +31,7 @@ from ..ir import ops as O
 from ..ir.cells import has_step_program, step_program
 from ..ir.graph import Graph, Node
 from ..ir.step.analysis import fold_input, fold_output
+from ..ir.step.points import has_points, place_points
 
 
 def bn_affine(op: O.BatchNorm) -> tuple[np.ndarray, np.ndarray]:
@@ -118,4 +123,16 @@ def fold_batchnorm(graph: Graph) -> Graph:
                     nodes = out
                     changed = True
                     break
+    return graph.with_nodes(nodes)
+
+
+def place_scan_points(graph: Graph) -> Graph:
+    """Every scan without quantization points gets them (same function, same names and states)."""
+    nodes = []
+    for n in graph.nodes:
+        if has_step_program(n.op):
+            prog = step_program(n.op, graph.type_of(n.inputs[0]).features)
+            if not has_points(prog):
+                n = Node(n.name, O.Scan(program=place_points(prog)), n.inputs, n.outputs)
+        nodes.append(n)
     return graph.with_nodes(nodes)

@@ -1510,7 +1510,7 @@ case(
     "cli",
     "quantize-unknown-task",
     "quantize {esq} --data mnist --out q.esq",
-    r"argument --data: invalid choice: 'mnist'",
+    r"--data: unknown task 'mnist'; one of: .*or a FILE.npz",
 )
 case(
     "cli",

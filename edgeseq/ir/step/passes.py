@@ -546,25 +546,39 @@ def liveness(prog: StepProgram) -> dict[str, int]:
 def with_initial_state(prog: StepProgram, init: dict) -> StepProgram:
     """The program of ``prog`` started from ``init[state]`` (constants, one per example) instead of
     zero, keeping the zero-start contract: the state carries the offset s - init. Every read of a
-    state adds the constant back; every stored value subtracts it (and is the state's quantization
-    point; a point the program had on the state's value becomes an inner point)."""
+    state adds the constant back (quantized like the state's value was, or at the state's scale); every stored value subtracts it (and is the state's quantization
+    point; a point the program had on the state's value becomes the point of the output it is, or an
+    inner point)."""
     from .program import PointKind, PointName, QPoint, QRole, Sub
 
     params = dict(prog.params)
     sub: dict[str, str] = {}
     head: list[Prim] = []
+    own = {op.name.name: op.point for op in prog.body if isinstance(op, Quant) and op.name.kind is PointKind.STATE}
     for s in prog.states:
         if s.name not in init:
             continue
         k = f"{s.name}.init"
         params[k] = np.broadcast_to(np.asarray(init[s.name], np.float64).ravel(), (s.n,)).copy()
         head.append(Add(out=f"{s.name}.value", n=s.n, a=s.name, b=k))
-        sub[s.name] = f"{s.name}.value"
+        head.append(
+            Quant(
+                out=f"{s.name}.value_q",
+                n=s.n,
+                x=f"{s.name}.value",
+                point=own.get(s.name, QPoint(QRole.SHARE, ref=s.name, widen=True)),
+                name=PointName(PointKind.INNER, f"{s.name}.value"),
+            )
+        )
+        sub[s.name] = f"{s.name}.value_q"
     body = list(head)
     for op in prog.body:
         op = _rename(op, sub)
         if isinstance(op, Quant) and op.name.kind is PointKind.STATE and op.name.name in sub:
-            op = replace(op, name=PointName(PointKind.INNER, f"{op.name.name}_value"))
+            name = PointName(PointKind.INNER, f"{op.name.name}_value")
+            if op.out in prog.outputs:
+                name = PointName(PointKind.OUTPUT, index=prog.outputs.index(op.out))
+            op = replace(op, name=name)
         body.append(op)
     nxt = dict(prog.next_state)
     for s in prog.states:
@@ -601,17 +615,17 @@ def with_delay(prog: StepProgram, delay: int) -> StepProgram:
     head = [
         Gt(out="delay.valid", n=1, a=counter.name, b="delay.edge"),
         Add(out="delay.next", n=1, a=counter.name, b="delay.one"),
-        Select(out="delay.count_sel", n=1, c="delay.valid", a=counter.name, b="delay.next"),
         Quant(
-            out="delay.count_q",
+            out="delay.next_q",
             n=1,
-            x="delay.count_sel",
+            x="delay.next",
             point=QPoint(QRole.STATE),
             name=PointName(PointKind.STATE, counter.name),
         ),
+        Select(out="delay.count_sel", n=1, c="delay.valid", a=counter.name, b="delay.next_q"),
     ]
     body = head + list(prog.body)
-    nxt = {counter.name: "delay.count_q"}
+    nxt = {counter.name: "delay.count_sel"}
     for s in prog.states:
         gated = f"{s.name}.gated"
         body.append(Select(out=gated, n=s.n, c="delay.valid", a=prog.next_state[s.name], b=s.name))
