@@ -57,7 +57,7 @@ def multihead_attention(ctx, m: nn.MultiheadAttention, path: str, args: tuple, k
     _need_layout(
         q, ("BTF",) if m.batch_first else ("TBF",), path, f"nn.MultiheadAttention(batch_first={m.batch_first})"
     )
-    ctx.window.append(f"'{path}' is self-attention, where every step attends to the whole window")
+    ctx.window.append(f"'{path}' is self-attention, where every step reads every step of the window")
     qkv = Val(ctx.add(O.Linear(weight=np_(m.in_proj_weight), bias=np_(m.in_proj_bias)), q, f"{path}.in_proj"), q.layout)
     att = Val(ctx.add(O.SelfAttention(num_heads=m.num_heads), qkv, f"{path}.attention"), q.layout)
     o = m.out_proj
