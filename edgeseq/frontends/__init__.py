@@ -39,7 +39,7 @@ class _Root(nn.Module):
 
 def _first_recurrent(module: nn.Module) -> Optional[nn.Module]:
     for m in module.modules():
-        if isinstance(m, (nn.RNN, nn.GRU, nn.LSTM)):
+        if isinstance(m, (nn.RNN, nn.GRU, nn.LSTM, nn.MultiheadAttention)):  # the first batch_first flag
             return m
     return None
 

@@ -20,6 +20,7 @@ from torch import nn
 from ..errors import UnsupportedModuleError
 from ..ir import ops as O
 from ..ir.types import Act, ReadoutMode
+from .attention import CALL_CONVERTERS, AttentionWeights
 from .modules import CONVERTERS, Ctx, act_op, supported_module_kinds
 from .snn import is_snntorch
 from .values import StateVal, TupleVal, Val
@@ -143,6 +144,13 @@ class FxCapture:
 
     # ------------------------------------------------------------------------------------------
     def _node(self, node: torch.fx.Node, args, kwargs):
+        for a in (*args, *kwargs.values()):
+            if isinstance(a, AttentionWeights):
+                raise self.unsupported(
+                    node,
+                    f"uses the attention weights of '{a.module}' (only its output [0] is captured)",
+                    hint="take attn(x, x, x)[0]; pass need_weights=False",
+                )
         if node.op == "call_module":
             m = self.modules[node.target]
             if is_snntorch(m):
@@ -158,6 +166,8 @@ class FxCapture:
                     f"module {type(m).__module__}.{type(m).__name__} is not supported",
                     hint="supported: " + ", ".join(supported_module_kinds()),
                 )
+            if type(m) in CALL_CONVERTERS:
+                return conv(self.ctx, m, str(node.target), args, kwargs)
             init = args[1] if len(args) == 2 else kwargs.get("hx")
             if (
                 len(args) > 2
@@ -231,6 +241,12 @@ class FxCapture:
         return Val(self.ctx.add(O.Readout(mode=ReadoutMode.LAST), pooled, node.name), "BF")
 
     def _function(self, node, fn, args, kwargs):
+        if fn is F.scaled_dot_product_attention:
+            raise self.unsupported(
+                node,
+                "F.scaled_dot_product_attention on hand-split heads is not captured",
+                hint="use nn.MultiheadAttention(embed_dim, num_heads, batch_first=True) as attn(x, x, x)[0]",
+            )
         if fn in (torch.softmax, F.softmax):
             return self._softmax(node, args[0], args[1] if len(args) > 1 else kwargs.get("dim"))
         if fn in (operator.mul, torch.mul) and any(isinstance(a, TimeSoftmax) for a in args[:2]):

@@ -416,6 +416,18 @@ def _lookahead(op, x):
     return y
 
 
+@_window(O.SelfAttention)
+def _self_attention(op, x):
+    bsz, steps, f = x.shape
+    e, h = f // 3, op.num_heads
+    d = e // h
+    q, k, v = (x[..., i * e : (i + 1) * e].reshape(bsz, steps, h, d).transpose(0, 2, 1, 3) for i in range(3))
+    s = q @ k.transpose(0, 1, 3, 2) / np.sqrt(d)  # (B, H, T, T)
+    p = np.exp(s - s.max(axis=-1, keepdims=True))
+    y = (p / p.sum(axis=-1, keepdims=True)) @ v  # (B, H, T, d)
+    return y.transpose(0, 2, 1, 3).reshape(bsz, steps, e)
+
+
 # readouts: state update per step; value from state
 
 

@@ -404,6 +404,30 @@ class Lookahead(_WindowOp):
             raise ShapeError(f"Lookahead needs steps >= 1, got {self.steps}")
 
 
+@register_op
+class SelfAttention(_WindowOp):
+    """Multi-head scaled-dot-product self-attention over the window, on packed projections: the input
+    at step t is [q_t, k_t, v_t] (3E features; the q/k/v projections are a Linear before it, the
+    output projection a Linear after it). For each head h of d = E / num_heads features,
+    y_t^h = sum_u softmax_u(q_t^h . k_u^h / sqrt(d)) v_u^h over every step u of the window (no mask)."""
+
+    kind = "SelfAttention"
+    num_heads: int = 1
+
+    def check(self):
+        if self.num_heads < 1:
+            raise ShapeError(f"SelfAttention needs num_heads >= 1, got {self.num_heads}")
+
+    def infer(self, ins):
+        v = self._one_temporal(ins)
+        if v.features % (3 * self.num_heads):
+            raise ShapeError(
+                f"SelfAttention with {self.num_heads} heads needs packed [q, k, v] input features divisible by "
+                f"{3 * self.num_heads}, got {v.features}"
+            )
+        return (ValueType(v.features // 3, True),)
+
+
 # ----------------------------------------------------------------------------------------------
 # recurrent scan ops
 

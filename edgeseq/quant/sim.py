@@ -278,8 +278,19 @@ def _step_fn(op):
     return _scan if has_step_program(op) else SIM.get(type(op))
 
 
+#: op -> what it is, for ops whose float exports run on every target but have no integer lowering
+FLOAT_ONLY: dict[type, str] = {O.SelfAttention: "self-attention over the window"}
+
+
 def supported(graph: Graph) -> None:
     for n in graph.nodes:
+        if type(n.op) in FLOAT_ONLY:
+            raise UnsupportedOpError(
+                f"quantization does not support op kind '{n.op.kind}' ({FLOAT_ONLY[type(n.op)]}); "
+                "its float export works on every target (ONNX, TVM, C)",
+                where=f"node '{n.name}'",
+                hint="export the float graph: edgeseq.export(graph, target=...)",
+            )
         if _step_fn(n.op) is None and not isinstance(n.op, O.Readout) and type(n.op) not in WINDOW:
             raise UnsupportedOpError(f"quantization does not support op kind '{n.op.kind}'", where=f"node '{n.name}'")
 

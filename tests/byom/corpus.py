@@ -814,6 +814,44 @@ def _attn():
     return M()
 
 
+@case(
+    "mha_classifier",
+    "time-major nn.MultiheadAttention self-attention classifier, mean over time (window)",
+    time_major=True,
+)
+def _mha():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Linear(F_IN, 16)
+            self.attn = nn.MultiheadAttention(16, 4)
+            self.fc = nn.Linear(16, CLASSES)
+
+        def forward(self, x):
+            h = torch.relu(self.embed(x))
+            a, _ = self.attn(h, h, h)
+            return self.fc((h + a).mean(0))
+
+    return M()
+
+
+@case("conv_mha", "Conv1d padding='same' + ReLU + nn.MultiheadAttention(batch_first=True)[0], last step (window)")
+def _conv_mha():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv1d(F_IN, 12, 3, padding="same")
+            self.attn = nn.MultiheadAttention(12, 2, batch_first=True)
+            self.fc = nn.Linear(12, CLASSES)
+
+        def forward(self, x):
+            y = torch.relu(self.conv(x.transpose(1, 2))).transpose(1, 2)
+            y = self.attn(y, y, y, need_weights=False)[0]
+            return self.fc(y[:, -1])
+
+    return M()
+
+
 # ------------------------------------------------------------------------------------- other front ends / neurons
 
 

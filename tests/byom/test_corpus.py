@@ -5,8 +5,8 @@ with random weights.
   names;
 - the reference interpreter and the exported ONNX model (onnxruntime) agree with the torch forward at
   two lengths and a batch size capture did not see, in the model's own layout (within 1e-5 relative;
-  spiking outputs: identical spikes), every model expected to capture (47 of 49);
-- window graphs (bidirectional RNNs, 'same'-padded convolutions) refuse streaming exports and step-by-step
+  spiking outputs: identical spikes), every model expected to capture (49 of 51);
+- window graphs (bidirectional RNNs, 'same'-padded convolutions, self-attention) refuse streaming exports and step-by-step
   targets with one line;
 - five models quantized to int8 run on aarch64 (qemu-aarch64) and Cortex-M4 (qemu-system-arm) bit for
   bit against the integer-exact interpreter (one binary per target holds all five), with two loop-captured
@@ -142,7 +142,7 @@ def test_reference_and_onnx_match_torch(captured, exported, name):
     assert all(res.values()), res
 
 
-@pytest.mark.parametrize("name", ["bigru_last", "conv_same_bn_gru"])
+@pytest.mark.parametrize("name", ["bigru_last", "conv_same_bn_gru", "mha_classifier"])
 def test_window_graph_refuses_streaming(captured, tmp_path, name):
     g = captured[name][1]
     assert g.is_window and "reads" in g.metadata["window"]

@@ -211,7 +211,11 @@ class Holder(nn.Module):
 @pytest.mark.parametrize(
     "inner,pattern",
     [
-        (nn.MultiheadAttention(5, 1), "block.1: .*MultiheadAttention is not supported.*supported: .*torch.nn.GRU"),
+        (nn.Hardshrink(), "block.1: .*Hardshrink is not supported.*supported: .*torch.nn.GRU"),
+        (
+            nn.MultiheadAttention(5, 1),
+            "block.1: nn.MultiheadAttention is captured as self-attention only.*attn\\(x, x, x\\)",
+        ),
         (nn.LSTM(5, 5, proj_size=3, batch_first=True), "block.1: LSTM with proj_size is not supported"),
         (nn.Conv1d(5, 5, 3, padding=1), "receives a \\(B, T, F\\)"),
     ],

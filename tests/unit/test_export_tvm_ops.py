@@ -315,7 +315,7 @@ def test_op_graphs_cover_every_op_kind():
 
     covered = {n.op.kind for f in OP_GRAPHS.values() for n in f().nodes}
     covered |= {make(np.random.default_rng(0)).kind for make in CASES.values()}
-    window = {"Reverse", "Lookahead"}  # whole-window only: tests/unit/test_window.py
+    window = {"Reverse", "Lookahead", "SelfAttention"}  # whole-window only: test_window.py, test_attention.py
     assert covered | window == supported_kinds() and not covered & window
 
 

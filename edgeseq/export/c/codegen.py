@@ -54,7 +54,9 @@ from .plan import CTYPE_BYTES, CTYPE_SUFFIX, ArenaSet, check_ctype
 def supported_kinds(numeric: str = F32) -> set[str]:
     """IR op kinds the C backend lowers at ``numeric`` (float32 by default)."""
     programs = cell_kinds() if numeric in PROGRAM_EMITTERS else set()
-    window = {"Reverse", "Lookahead"} if numeric == F32 else set()  # whole-window models (window_f32.py)
+    window = (
+        {"Reverse", "Lookahead", "SelfAttention"} if numeric == F32 else set()
+    )  # whole-window models (window_f32.py)
     return {k for (k, n) in EMITTERS if n == numeric} | programs | window
 
 

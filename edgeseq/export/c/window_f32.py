@@ -26,7 +26,7 @@ from .cwriter import CSources, c_ident, indent
 from .emitter import NodeCtx
 from .f32lib import prelude
 from .plan import CTYPE_BYTES, CTYPE_SUFFIX, ArenaSet
-from .windowops import DEFAULT_WINDOW_STEPS, stateless_api, window_copy
+from .windowops import COMPUTE_F32, DEFAULT_WINDOW_STEPS, stateless_api, window_copy
 
 
 def generate_window_f32(cg, steps: int | None = None) -> CSources:
@@ -56,6 +56,16 @@ def generate_window_f32(cg, steps: int | None = None) -> CSources:
     for st in ws.stages:
         if not isinstance(st, Segment):
             win.append(f"/* {st.name} ({st.op.kind}): {st.inputs[0]} -> {st.outputs[0]} */")
+            if st.op.kind in COMPUTE_F32:
+                fn = COMPUTE_F32[st.op.kind]
+                win += fn(
+                    st.op,
+                    lambda t, v=st.outputs[0]: row(v, t),
+                    lambda t, v=st.inputs[0]: row(v, t),
+                    types[st.inputs[0]].features,
+                    steps,
+                )
+                continue
             win += window_copy(
                 st.op.kind,
                 getattr(st.op, "steps", 0),

@@ -1,6 +1,7 @@
-"""The C rendering of the window ops (``Reverse``, ``Lookahead``; their equations are the reference
-interpreter's, :data:`edgeseq.ir.interpret.WINDOW`): copies between two ``T x n`` sequence buffers,
-shared by the float and the integer window models."""
+"""The C rendering of the window ops (their equations are the reference interpreter's,
+:data:`edgeseq.ir.interpret.WINDOW`): ``Reverse`` and ``Lookahead`` are copies between two ``T x n``
+sequence buffers, shared by the float and the integer window models; ``SelfAttention`` is a
+whole-window computation (float models)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,52 @@ def _lookahead(
 
 #: window op kind (IR op kind, or the micro-op's) -> C lines over a window of ``T`` steps
 RENDER = {"Reverse": _reverse, "reverse": _reverse, "Lookahead": _lookahead, "lookahead": _lookahead}
+
+
+def _self_attention(op, row_out: Callable[[str], str], row_in: Callable[[str], str], n: int, steps: int) -> list[str]:
+    """Multi-head self-attention over the window (packed [q, k, v] rows of ``n`` = 3E floats -> E):
+    per query step and head, scores over every key step, a max-shifted softmax, the weighted sum."""
+    e, h = n // 3, int(op.num_heads)
+    d = e // h
+    return [
+        "{",
+        f"    float w_[{steps}];",
+        "    for (int t = 0; t < T; ++t) {",
+        f"        const float *q_ = {row_in('t')};",
+        f"        float *y_ = {row_out('t')};",
+        f"        for (int h = 0; h < {h}; ++h) {{",
+        "            float m_ = 0.0f;",
+        "            for (int u = 0; u < T; ++u) {",
+        f"                const float *k_ = {row_in('u')} + {e};",
+        "                float s_ = 0.0f;",
+        f"                for (int j = 0; j < {d}; ++j)",
+        f"                    s_ += q_[h * {d} + j] * k_[h * {d} + j];",
+        f"                w_[u] = s_ * {1.0 / d**0.5!r}f;",
+        "                if (u == 0 || w_[u] > m_)",
+        "                    m_ = w_[u];",
+        "            }",
+        "            float z_ = 0.0f;",
+        "            for (int u = 0; u < T; ++u) {",
+        "                w_[u] = expf(w_[u] - m_);",
+        "                z_ += w_[u];",
+        "            }",
+        f"            for (int j = 0; j < {d}; ++j)",
+        f"                y_[h * {d} + j] = 0.0f;",
+        "            for (int u = 0; u < T; ++u) {",
+        f"                const float *v_ = {row_in('u')} + {2 * e};",
+        "                const float p_ = w_[u] / z_;",
+        f"                for (int j = 0; j < {d}; ++j)",
+        f"                    y_[h * {d} + j] += p_ * v_[h * {d} + j];",
+        "            }",
+        "        }",
+        "    }",
+        "}",
+    ]
+
+
+#: window op kind -> float C lines of a whole-window computation (``op``, row_out, row_in, input
+#: features, the longest window): ops that compute rather than copy, float models only
+COMPUTE_F32 = {"SelfAttention": _self_attention}
 
 
 def window_copy(kind: str, steps: int, row_out, row_in, n: int, ctype: str) -> list[str]:

@@ -232,7 +232,7 @@ def _readout(c: _Ctx, n: Node) -> None:
     e.op("Div", total, e.op("Max", count, e.const(1.0, "one")), outputs=[out])
 
 
-# window ops (:mod:`edgeseq.ir.ops` ``Reverse``, ``Lookahead``): whole-window tensor ops on (B, T, F); the
+# window ops (:mod:`edgeseq.ir.ops` ``Reverse``, ``Lookahead``, ``SelfAttention``): whole-window tensor ops on (B, T, F); the
 # equations are the interpreter's (:data:`edgeseq.ir.interpret.WINDOW`). A window graph lowers whole-window
 # only (``streaming=True`` is refused by :func:`build_onnx`).
 @_lower("Reverse")
@@ -261,6 +261,23 @@ def _lookahead(c: _Ctx, n: Node) -> None:
         e.ints([1], "time_axis"),
         outputs=[n.outputs[0]],
     )
+
+
+@_lower("SelfAttention")
+def _self_attention(c: _Ctx, n: Node) -> None:
+    e, h = c.e, int(n.op.num_heads)
+    f = c.graph.type_of(n.inputs[0]).features
+    d = f // 3 // h
+    heads = e.op("Reshape", n.inputs[0], e.ints([0, 0, 3, h, d], f"{n.name}/qkv_shape"), hint=f"{n.name}/heads")
+    qkv = e.op("Transpose", heads, perm=[2, 0, 3, 1, 4], hint=f"{n.name}/qkv")  # (3, B, H, T, d)
+    q, k, v = (
+        e.op("Gather", qkv, e.const(i, f"idx{i}", np.int64), axis=0, hint=f"{n.name}/{w}") for i, w in enumerate("qkv")
+    )
+    scores = e.op("MatMul", q, e.op("Transpose", k, perm=[0, 1, 3, 2], hint=f"{n.name}/kt"), hint=f"{n.name}/dot")
+    scaled = e.op("Mul", scores, e.const(1.0 / np.sqrt(d), f"{n.name}/scale"), hint=f"{n.name}/scaled")
+    w = e.op("Softmax", scaled, axis=-1, hint=f"{n.name}/weights")
+    y = e.op("Transpose", e.op("MatMul", w, v, hint=f"{n.name}/mix"), perm=[0, 2, 1, 3], hint=f"{n.name}/steps")
+    e.op("Reshape", y, e.ints([0, 0, f // 3], f"{n.name}/out_shape"), outputs=[n.outputs[0]])
 
 
 def _lower_scan(c: _Ctx, n: Node) -> None:

@@ -114,6 +114,11 @@ def _ff(op: O.Op, p: dict, xs: list[torch.Tensor], st: dict) -> tuple[tuple, dic
         return (torch.flip(x, dims=[1]),), {}
     if isinstance(op, O.Lookahead):
         return (torch.nn.functional.pad(x[:, op.steps :], (0, 0, 0, min(op.steps, x.shape[1]))),), {}
+    if isinstance(op, O.SelfAttention):
+        b, t, f = x.shape
+        q, k, v = (u.reshape(b, t, op.num_heads, -1).transpose(1, 2) for u in x.split(f // 3, dim=-1))
+        w = torch.softmax(q @ k.transpose(-1, -2) / float(np.sqrt(f // 3 // op.num_heads)), dim=-1)
+        return ((w @ v).transpose(1, 2).reshape(b, t, f // 3),), {}
     raise ConfigError(f"the reference kernels cannot run op kind '{op.kind}'", where="edgeseq.validate.gpu")
 
 
