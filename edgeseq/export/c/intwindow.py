@@ -32,7 +32,7 @@ from . import intkernels as K
 from .cwriter import CSources, c_ident, indent
 from .intkernels import PRELUDE, ctype_of_bits
 from .plan import CTYPE_BYTES, CTYPE_SUFFIX, ArenaSet
-from .windowops import DEFAULT_WINDOW_STEPS, stateless_api, window_copy
+from .windowops import DEFAULT_WINDOW_STEPS, stateless_api, stateless_info, window_copy
 
 
 def generate_window(gen, steps: int | None = None) -> CSources:
@@ -227,9 +227,7 @@ def generate_window(gen, steps: int | None = None) -> CSources:
         "step_out_features": s_out,
         "pooled_out_features": p_out,
         "outputs": outputs,
-        "state_floats": 0,
-        "state_layout": [],
-        "state_spec": {},
+        **stateless_info(),
         "window": {
             "steps": steps,
             "stages": [

@@ -26,7 +26,7 @@ from .cwriter import CSources, c_ident, indent
 from .emitter import NodeCtx
 from .f32lib import prelude
 from .plan import CTYPE_BYTES, CTYPE_SUFFIX, ArenaSet
-from .windowops import COMPUTE_F32, DEFAULT_WINDOW_STEPS, stateless_api, window_copy
+from .windowops import COMPUTE_F32, DEFAULT_WINDOW_STEPS, stateless_api, stateless_info, window_copy
 
 
 def generate_window_f32(cg, steps: int | None = None) -> CSources:
@@ -180,9 +180,7 @@ def generate_window_f32(cg, steps: int | None = None) -> CSources:
         "step_out_features": step_off,
         "pooled_out_features": pool_off,
         "outputs": outputs,
-        "state_floats": 0,
-        "state_layout": [],
-        "state_spec": {},
+        **stateless_info(),
         "window": {
             "steps": steps,
             "stages": [

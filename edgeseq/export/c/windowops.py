@@ -108,3 +108,8 @@ def stateless_api(prefix: str, apis) -> list[str]:
             "",
         ]
     return lines
+
+
+def stateless_info() -> dict:
+    """The state entries of a window model's info: it carries no state between windows."""
+    return {"state_floats": 0, "state_layout": [], "state_spec": {}}
