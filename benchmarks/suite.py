@@ -331,6 +331,7 @@ def _section_onnx(d: dict) -> str:
     for arch, r in d["results"].items():
         ms = r["methods"]
         q, qdq = ms.get("edgeseq_onnx_int8", {}), ms.get("edgeseq_onnx_qdq", {})
+        fq = ms.get("edgeseq_onnx_qdq_fused", {})
         rows.append(
             [arch]
             + [
@@ -341,6 +342,8 @@ def _section_onnx(d: dict) -> str:
                 d["speedup_vs_torch_eager"].get(arch, {}).get("edgeseq_onnx"),
                 qdq.get("median_ms"),
                 qdq.get("max_lsb_vs_integer_interpreter"),
+                fq.get("median_ms"),
+                fq.get("max_lsb_vs_integer_interpreter"),
                 q.get("median_ms"),
                 None
                 if "exact_vs_integer_interpreter" not in q
@@ -367,8 +370,9 @@ def _section_onnx(d: dict) -> str:
         f"Whole sequences, B = {cfg['batch']}, T = {cfg['steps']}, hidden {cfg['hidden']}, one thread, median "
         f"{clock}. edgeseq ORT: the default export (ONNX's fused GRU/LSTM kernels where the step program "
         "matches, else Scan); Scan: the same with every recurrence over Scan. QDQ: the quantized graph's "
-        "QuantizeLinear/DequantizeLinear model (max LSB: vs the integer interpreter). int8: its integer program "
-        "(bit-exact vs the integer interpreter).\n\n"
+        "QuantizeLinear/DequantizeLinear model (max LSB: vs the integer interpreter). QDQ fused: the same with "
+        "--fused-rnn, where it applies (an LSTM on onnxruntime's DynamicQuantizeLSTM; tolerance recurrent_fused). "
+        "int8: its integer program (bit-exact vs the integer interpreter).\n\n"
         + _table(
             [
                 "model",
@@ -379,6 +383,8 @@ def _section_onnx(d: dict) -> str:
                 "edgeseq ORT speedup",
                 "edgeseq ORT QDQ (ms)",
                 "QDQ max LSB",
+                "edgeseq ORT QDQ fused (ms)",
+                "QDQ fused max LSB",
                 "edgeseq ORT int8 (ms)",
                 "int8 exact",
             ],

@@ -51,7 +51,9 @@ def register(sub) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="onnx, float: scan ops that compute exactly ONNX's GRU/LSTM use those ops (onnxruntime's fused "
-        "kernels, about 2x faster than Scan); on by default, --no-fused-rnn keeps every one on Scan",
+        "kernels, about 2x faster than Scan); on by default, --no-fused-rnn keeps every one on Scan. "
+        "onnx, --onnx-numerics qdq: LSTMs run on onnxruntime's quantized LSTM kernel (faster than the float "
+        "model, wider tolerance: the manifest states it); off by default",
     )
     p.add_argument("--cpu", help="arm: LLVM/gcc CPU, e.g. cortex-a72")
     A.add_nir_options(p)

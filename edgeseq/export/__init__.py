@@ -99,7 +99,9 @@ def export(
     ``layout`` overrides it); the artifact stores the golden vectors as (B, T, F).
     ``onnx_numerics`` (onnx target, quantized graphs): 'exact' (the integer program) or 'qdq'.
     ``fused_rnn`` (onnx target, float; default on): scan ops that compute exactly ONNX's GRU / LSTM run
-    on those ops (onnxruntime's fused kernels) instead of Scan; ``False`` keeps every one on Scan."""
+    on those ops (onnxruntime's fused kernels) instead of Scan; ``False`` keeps every one on Scan. With
+    ``onnx_numerics='qdq'`` (default off) LSTMs run on onnxruntime's quantized LSTM kernel, within the
+    QDQ tolerance ``recurrent_fused`` instead of ``recurrent``."""
     if out is None:
         raise ConfigError("export needs an output directory (out=...)")
     base, tcpu = _split_target(target)
@@ -132,8 +134,11 @@ def export(
             "onnx_numerics='qdq' needs a quantized graph and target 'onnx'",
             hint="quantize first (edgeseq quantize) and export with --target onnx --quant PLAN",
         )
-    if fused_rnn and (base != "onnx" or q is not None):
-        raise ConfigError("fused_rnn applies to float ONNX exports only (target 'onnx', no quantization)")
+    if fused_rnn and (base != "onnx" or (q is not None and onnx_numerics != "qdq")):
+        raise ConfigError(
+            "fused_rnn applies to ONNX exports only: float, or quantized with onnx_numerics='qdq'",
+            hint="the exact integer program (onnx_numerics='exact') has no fused kernel: drop --fused-rnn",
+        )
     if q is not None:
         return _export_quantized(
             q,
@@ -146,6 +151,7 @@ def export(
             target_options=target_options,
             say=say,
             onnx_numerics=onnx_numerics,
+            fused_rnn=bool(fused_rnn),
         )
     if base == "onnx":
         from .onnx import export_onnx
@@ -230,7 +236,18 @@ def _export_bundle(
 
 
 def _export_quantized(
-    q, base: str, out, *, force, cpu, golden_input, streaming, target_options, say, onnx_numerics: str = "exact"
+    q,
+    base: str,
+    out,
+    *,
+    force,
+    cpu,
+    golden_input,
+    streaming,
+    target_options,
+    say,
+    onnx_numerics: str = "exact",
+    fused_rnn: bool = False,
 ):
     """Integer artifacts from a quantized graph: every target runs the integer program (onnx:
     or its QDQ form, ``onnx_numerics='qdq'``)."""
@@ -246,7 +263,13 @@ def _export_quantized(
         )
         return Artifact.load(
             export_onnx_quantized(
-                q, out, force=force, streaming=streaming, golden_input=golden_input, numerics=onnx_numerics
+                q,
+                out,
+                force=force,
+                streaming=streaming,
+                golden_input=golden_input,
+                numerics=onnx_numerics,
+                fused_rnn=fused_rnn,
             ).path
         )
     try:

@@ -30,6 +30,8 @@ class FusedKernel:
     r: np.ndarray
     b: np.ndarray
     attrs: dict = field(default_factory=dict)
+    #: the program's parameters the kernel was built from (W, R and biases)
+    params: tuple = ()
 
 
 def _builder(name: str, states) -> tuple[StepBuilder, Callable, Callable]:
@@ -88,7 +90,8 @@ def _kernel(prog: StepProgram, bind: dict, op_type: str, gates: str, extra_bias,
         rb = _stack(prog, bind, [extra_bias.get(g, "-") for g in gates], (hsz,))
     except ValueError:  # shapes that are not one gate each: not this operator
         return None
-    return FusedKernel(op_type, hsz, w[None], r[None], np.concatenate([wb, rb])[None], dict(attrs))
+    used = tuple(sorted(k for k in bind.values() if k is not None))
+    return FusedKernel(op_type, hsz, w[None], r[None], np.concatenate([wb, rb])[None], dict(attrs), used)
 
 
 def fused_kernel(prog: StepProgram) -> Optional[FusedKernel]:

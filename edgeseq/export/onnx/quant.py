@@ -45,7 +45,7 @@ from ..manifest import seal
 from .artifact import MODEL_FILE, OnnxArtifact, _golden_input, _jsonable, _npy_bytes, _session, manifest_base
 from .lower import STATE_IN, STATE_OUT, state_input_name, state_output_name
 from .qdq import TOLERANCE as QDQ_TOLERANCE
-from .qdq import build_onnx_qdq, family_of, spike_probes
+from .qdq import build_onnx_qdq, spike_probes, tolerance_key
 from .qlower import INT_OUT, PROBE, build_onnx_quantized, output_names
 
 NUMERICS = ("exact", "qdq")
@@ -91,11 +91,14 @@ def export_onnx_quantized(
     opset: int = 21,
     expand_tables="auto",
     numerics: str = "exact",
+    fused_rnn: bool = False,
 ) -> OnnxArtifact:
     """Export the quantized graph ``q`` (:class:`~edgeseq.quant.QuantizedGraph`) to ``out_dir``.
 
     ``numerics``: 'exact' (default) the integer program, bit-exact; 'qdq' the QDQ model within a
     stated tolerance (see the module docstring; ``expand_tables`` applies to 'exact' only).
+    ``fused_rnn`` ('qdq' only): LSTMs run on onnxruntime's quantized LSTM kernel, one node per
+    sequence instead of a ``Scan`` (faster, within the wider ``recurrent_fused`` tolerance).
 
     Fails before any work if ``out_dir`` exists and is not empty (unless ``force``) or cannot be
     written (:class:`ArtifactError`), and with :class:`UnsupportedOpError` (naming the op or micro-op
@@ -126,7 +129,7 @@ def export_onnx_quantized(
     x = _golden_input(q.graph, golden_input, example_seq_len)
     info: dict = {}
     model = (
-        build_onnx_qdq(q, streaming=streaming, opset=opset, info=info)
+        build_onnx_qdq(q, streaming=streaming, opset=opset, info=info, fused_rnn=fused_rnn)
         if qdq
         else build_onnx_quantized(q, streaming=streaming, opset=opset, expand_tables=expand_tables, info=info)
     )
@@ -162,17 +165,18 @@ def export_onnx_quantized(
         "outputs": rows,
     }
     if qdq:
-        family = family_of(q.graph)
+        family = tolerance_key(q.graph, info)
         tol = dict(QDQ_TOLERANCE, family=family, max_lsb=QDQ_TOLERANCE["lsb"][family])
+        agree = tol["fused_decision_agreement" if family == "recurrent_fused" else "decision_agreement"]
         for r in rows:
-            r["within_tolerance"] = (
-                r["max_lsb_err"] <= tol["max_lsb"] and r.get("decision_agreement", 1.0) >= tol["decision_agreement"]
-            )
+            r["within_tolerance"] = r["max_lsb_err"] <= tol["max_lsb"] and r.get("decision_agreement", 1.0) >= agree
         probes = spike_probes(q)  # the same model with every spiking population exposed
         got = (
-            _session(build_onnx_qdq(q, streaming=streaming, opset=opset, probes=probes).SerializeToString()).run(
-                [PROBE + s for s in probes], feeds
-            )
+            _session(
+                build_onnx_qdq(
+                    q, streaming=streaming, opset=opset, probes=probes, fused_rnn=fused_rnn
+                ).SerializeToString()
+            ).run([PROBE + s for s in probes], feeds)
             if probes
             else []
         )
