@@ -66,6 +66,11 @@ STANDALONE: dict[str, tuple[str, str, str]] = {
         "sweep_har_cortex-m4",
         "Find the model for a device: a 16-trial HAR sweep on Cortex-M4 with 1 and 2 Ray workers",
     ),
+    "ort_arm": (
+        "benchmarks.bench_ort_arm",
+        "ort_arm",
+        "onnxruntime on arm (qemu-aarch64): instructions per inference of the float and quantized exports",
+    ),
 }
 
 
