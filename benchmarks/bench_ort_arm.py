@@ -65,11 +65,25 @@ def arm_python() -> Path:
     return d
 
 
-def _cpuinfo(root: Path, cpu: str) -> None:
-    (root / "proc" / "cpuinfo").write_text(
+def sysroot(d: Path, cpu: str) -> Path:
+    """``d/root`` as seen by a process run with ``-cpu cpu``: a tree of links to it with a /proc/cpuinfo of
+    that CPU (one tree per CPU, so that runs for different CPUs never share the file)."""
+    r = d / f"root-{cpu}"
+    (r / "proc").mkdir(parents=True, exist_ok=True)
+    for entry in (d / "root").iterdir():
+        link = r / entry.name
+        if entry.name != "proc" and not link.exists():
+            link.symlink_to(entry)
+    info = (
         "processor\t: 0\nBogoMIPS\t: 100.00\nFeatures\t: fp asimd\nCPU implementer\t: 0x41\n"
         f"CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: {CPU_PART[cpu]}\nCPU revision\t: 0\n\n"
     )
+    f = r / "proc" / "cpuinfo"
+    if not f.exists() or f.read_text() != info:
+        tmp = f.with_suffix(".tmp")
+        tmp.write_text(info)
+        tmp.replace(f)
+    return r
 
 
 def count(d: Path, cpu: str, model: Path, x: Path, n: int, out: Path, runner: Path) -> int:
@@ -82,13 +96,15 @@ def count(d: Path, cpu: str, model: Path, x: Path, n: int, out: Path, runner: Pa
         "-cpu",
         cpu,
         "-L",
-        str(d / "root"),
+        str(sysroot(d, cpu)),
         "-E",
         f"PYTHONPATH={d / 'site'}",
         "-E",
         f"PYTHONHOME={d / 'root' / 'usr'}",
         "-E",
         "PYTHONHASHSEED=0",
+        "-E",
+        "OPENBLAS_NUM_THREADS=1",
         "-plugin",
         qemu_plugin(),
         "-d",
@@ -155,7 +171,6 @@ def main(argv=None) -> dict:
             want = intexact.run(qg.program, qg.quantize_input(x))[0][0]
             row: dict = {}
             for cpu in args.cpus.split(","):
-                _cpuinfo(d / "root", cpu)
                 for form, p in paths.items():
                     out = tmp / f"{arch}.{form}.{cpu}.npy"
                     try:

@@ -86,6 +86,10 @@ class _Ctx:
         self.produced_states: set[str] = set()
         self._batch: Optional[str] = None
         self._zeros: dict[tuple, str] = {}
+        # scan outputs read only by last-step readouts (a whole-sequence model): a fused kernel then gives
+        # its final hidden state instead of the whole sequence; ``last_done``: those lowered so
+        self.last_only = set() if streaming else _last_only(graph)
+        self.last_done: set[str] = set()
 
     # -- helpers ---------------------------------------------------------------------------------
     def batch_dim(self) -> str:
@@ -208,7 +212,10 @@ def _readout(c: _Ctx, n: Node) -> None:
     op: O.Readout = n.op
     e, x, out = c.e, n.inputs[0], n.outputs[0]
     if op.mode is ReadoutMode.LAST:
-        e.op("Gather", x, e.ints(-1, "last_index"), axis=1, outputs=[out])
+        if x in c.last_done:  # the scan gave its last step only
+            e.op("Identity", x, outputs=[out])
+        else:
+            e.op("Gather", x, e.ints(-1, "last_index"), axis=1, outputs=[out])
         if c.streaming:
             e.op("Identity", out, outputs=[c.state_out(n, "last")])
         else:
@@ -287,16 +294,41 @@ def _lower_scan(c: _Ctx, n: Node) -> None:
     if prog.state_names != expected:  # pragma: no cover - internal consistency of the lowering
         raise RuntimeError(f"{n.name}: state order {prog.state_names} != {expected}")
     kernel = fused_kernel(StripQuant()(prog)) if c.fused_rnn else None
+    if kernel is not None and not c.streaming:  # zero initial states, the final ones unused
+        last = n.outputs[0] in c.last_only and len(n.outputs) == 1
+        fn, attrs = _fused_function(op.kind, prog, kernel, c.opset, stateful=False, last=last)
+        c.last_done |= {n.outputs[0]} if last else set()
+        c.produced_states.update(f"{n.name}/{s}" for s in prog.state_names)
+        _call(c, n, fn, attrs, [n.inputs[0]], list(n.outputs))
+        c.fused_used = True
+        return
     fn, attrs = (_fused_function if kernel is not None else _scan_function)(op.kind, prog, kernel, c.opset)
     c.fused_used |= kernel is not None
+    ins = [n.inputs[0]] + [c.state_in(n, s) for s in prog.state_names]
+    _call(c, n, fn, attrs, ins, list(n.outputs) + [c.state_out(n, s) for s in prog.state_names])
+
+
+def _last_only(graph: Graph) -> set[str]:
+    """Values read only by last-step readouts (and not graph outputs)."""
+    readers: dict[str, list] = {}
+    for n in graph.nodes:
+        for v in n.inputs:
+            readers.setdefault(v, []).append(n.op)
+    return {
+        v
+        for v, ops in readers.items()
+        if v not in graph.outputs and all(isinstance(o, O.Readout) and o.mode is ReadoutMode.LAST for o in ops)
+    }
+
+
+def _call(c: _Ctx, n: Node, fn, attrs: dict, ins: list, outs: list) -> None:
+    """Node ``n`` as a call of the function ``fn`` (one function per distinct body)."""
     key = (fn.name, fn.overload)
     if key in c.functions and not _same_body(c.functions[key], fn):  # pragma: no cover - a digest collision
         fn.overload += "." + hashlib.sha256(fn.SerializeToString(deterministic=True)).hexdigest()[:16]
         key = (fn.name, fn.overload)
     c.functions.setdefault(key, fn)
     c.function_users.setdefault(key, []).append(n.name)
-    ins = [n.inputs[0]] + [c.state_in(n, s) for s in prog.state_names]
-    outs = list(n.outputs) + [c.state_out(n, s) for s in prog.state_names]
     attrs = {k: v if isinstance(v, int) else numpy_helper.from_array(np.array(v, order="C")) for k, v in attrs.items()}
     c.e.op(fn.name, *ins, outputs=outs, domain=DOMAIN, overload=fn.overload, node_name=n.name, **attrs)
 
@@ -355,10 +387,16 @@ def _attr_refs(nodes) -> set[str]:
     return out
 
 
-def _fused_function(family: str, prog: StepProgram, k: FusedKernel, opset: int):
+def _fused_function(
+    family: str, prog: StepProgram, k: FusedKernel, opset: int, stateful: bool = True, last: bool = False
+):
+    """The program as ONNX's ``k.op_type``. ``stateful``: initial and final states are function inputs and
+    outputs (a streaming model); else the sequence starts from zeros (the operator's default) and only
+    ``y0`` is returned: the whole sequence, or with ``last`` its last step (the operator's final state,
+    (B, H): the sequence is then not materialized)."""
     e = Emitter(prefix="t.")
-    ins = ["x"] + [f"{s}_in" for s in prog.state_names]
-    finals = [f"{s}_out" for s in prog.state_names]
+    ins = ["x"] + ([f"{s}_in" for s in prog.state_names] if stateful else [])
+    finals = [f"{s}_out" for s in prog.state_names] if stateful else []
     attrs = {"W": f32(k.w), "R": f32(k.r), "B": f32(k.b)}
     ax0 = e.ints([0], "ax0")
     states = [e.op("Unsqueeze", s, ax0, hint="s3") for s in ins[1:]]
@@ -366,17 +404,20 @@ def _fused_function(family: str, prog: StepProgram, k: FusedKernel, opset: int):
         k.op_type,
         e.op("Transpose", "x", perm=[1, 0, 2], hint="tm"),
         *(e.attr_ref(a) for a in "WRB"),
-        "",
-        *states,
-        outputs=1 + len(states),
+        *([""] + states if stateful else []),
+        outputs=(["", "t.yh"] if last else 1 + len(states)),
         hidden_size=k.hidden,
         **k.attrs,
     )
-    e.op("Transpose", e.op("Squeeze", res[0], e.ints([1], "ax1")), perm=[1, 0, 2], outputs=["y0"])
+    res = [res] if isinstance(res, str) else res
+    if last:
+        e.op("Squeeze", res[1], ax0, outputs=["y0"])
+    else:
+        e.op("Transpose", e.op("Squeeze", res[0], e.ints([1], "ax1")), perm=[1, 0, 2], outputs=["y0"])
     for f, out in zip(res[1:], finals):
         e.op("Squeeze", f, ax0, outputs=[out])
     doc = f"edgeseq step program '{prog.name}' as ONNX {k.op_type} (a pattern rewrite, edgeseq.export.onnx.fused)"
-    prog = prog.replace(name=f"{prog.name.split('.')[0]}.onnx_{k.op_type.lower()}")
+    prog = prog.replace(name=f"{prog.name.split('.')[0]}.onnx_{k.op_type.lower()}{'' if stateful else '_seq'}")
     return _signature(family, prog, ins, ["y0"] + finals, e.nodes, attrs, opset, doc), attrs
 
 
