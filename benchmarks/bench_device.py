@@ -7,8 +7,9 @@ integer-exact interpreter), and measured on one held-out HAR window of 128 steps
 counts under QEMU are deterministic, so the goals are asserted:
 
 - cortex-m4 <= 1.6 instructions per MAC, cortex-m55 <= 0.45, aarch64 <= 0.5, with the compiler the
-  build picks by default (``compiler=auto``); the per-inference budget is that rate times the model's
-  MACs (3.3 M and 0.93 M for the LMU without a front end, 16,008 MACs per step; recorded per run);
+  build picks by default (``compiler=auto``); and per inference at most the absolute figures of the
+  goal, cortex-m4 <= 3.3 M and cortex-m55 <= 0.93 M (the rate times the model's MACs when it had 16,008
+  MACs per step; the shipped model has more, recorded per run);
 - no software floating point (``__aeabi_d*`` / ``__aeabi_f*``) reachable from the input quantizer,
   the integer step or the float step API on the Cortex-M builds.
 
@@ -27,6 +28,7 @@ from benchmarks.common import write_results
 TARGETS = ["cortex-m4", "cortex-m7", "cortex-m55", "arm", "arm:cortex-a72"]
 COMPILERS = ["gcc", "clang-14", "clang-19"]
 GOALS = {"cortex-m4": 1.6, "cortex-m55": 0.45, "arm": 0.5}  # instructions per MAC, default compiler
+CEILINGS = {"cortex-m4": 3_300_000, "cortex-m55": 930_000}  # instructions per inference, default compiler
 STEP_FUNCTIONS = ("esq_quantize", "esq_step_q", "esq_step")
 
 
@@ -139,7 +141,7 @@ def main(argv=None) -> dict:
                     break
     float_rows = [] if args.no_float else float_compilers(args.targets.split(","), compilers)
     met = {}
-    budget = {t: round(per_mac * macs * steps) for t, per_mac in GOALS.items()}
+    budget = {t: min(round(per_mac * macs * steps), CEILINGS.get(t, 1 << 62)) for t, per_mac in GOALS.items()}
     for target, per_mac in GOALS.items():
         r = next((r for r in rows if r["target"] == target and r["default"]), None)
         if r is not None:
@@ -160,9 +162,9 @@ def main(argv=None) -> dict:
             "instructions_per_inference_budget": budget,
             "compilers_missing": missing,
         },
-        "target": f"har_lmu int8: cortex-m4 <= 1.6 instructions/MAC (<= {budget['cortex-m4'] / 1e6:.2f} M at "
-        f"{macs:,} MACs per step), cortex-m55 <= 0.45 (<= {budget['cortex-m55'] / 1e6:.2f} M), aarch64 <= 0.5, "
-        "default compiler; no software float in the step path",
+        "target": f"har_lmu int8 ({macs:,} MACs per step): cortex-m4 <= 1.6 instructions/MAC and "
+        f"<= {budget['cortex-m4'] / 1e6:.2f} M per inference, cortex-m55 <= 0.45 and "
+        f"<= {budget['cortex-m55'] / 1e6:.2f} M, aarch64 <= 0.5, default compiler; no software float in the step path",
         "target_met": met,
         "method": {
             "instructions": "QEMU 7.2 TB-count plugin, step / nostep / io runs of the same driver",

@@ -560,6 +560,9 @@ def _section_generic(d: dict) -> str:
         )
     if d.get("missing_checkpoints"):
         parts.append("Missing inputs: " + ", ".join(f"{k} ({v})" for k, v in d["missing_checkpoints"].items()))
+    parts += [str(n) for n in d.get("notes") or []]  # what the numbers mean, where a benchmark says
+    if d.get("plot"):  # a figure beside the results file
+        parts.append(f"![{d.get('benchmark', 'plot')}](results/{d['plot']})")
     tables = d.get("tables")
     if isinstance(tables, dict) and tables:
         for key, rows in tables.items():

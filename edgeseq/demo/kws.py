@@ -375,25 +375,44 @@ def run_kws_demo(cfg: KwsDemoConfig, stream=None) -> dict:
         return _run_kws_demo(cfg, stream, out)
 
 
-def _run_kws_demo(cfg: KwsDemoConfig, stream, out: Path) -> dict:
+@dataclass
+class _Reference:
+    """The demo's stream and what the reference interpreters make of it (see :func:`_reference`)."""
+
+    lm: Any
+    graph: Any
+    spec: Any
+    fe: Any
+    labels: Any
+    keywords: Any
+    continuous: Any
+    sr: Any
+    audio: Any
+    events: Any
+    source: Any
+    held_out: Any
+    seconds: Any
+    plan: Any
+    block: Any
+    features: Any
+    batch_equal: Any
+    x: Any
+    n_dec: Any
+    dev_graph: Any
+    float_logits: Any
+    q: Any
+    int_logits: Any
+    plan_summary: Any
+
+
+def _reference(cfg: KwsDemoConfig, say, out: Optional[Path], timings: dict) -> "_Reference":
+    """Steps 1-4 of the demo: the model, the stream (``stream.wav`` under ``out`` when given), its
+    features and decision points, the float reference and (unless ``--quant float``) the int8 plan
+    with the integer-exact interpreter's logits. Also what :func:`reference_logits` returns."""
     from ..data.features import compute
-    from ..export import export as export_artifact
     from ..ir.interpret import run as ref_run
     from ..models import load_model
-    from ..toolchains import require
     from ..train.stream import streaming_graph
-    from ..util.fs import atomic_write_json
-    from .live import LiveView, bar
-
-    stream = stream or sys.stderr
-    say = lambda m: print(m, file=stream, flush=True)
-    _check_config(cfg)
-    cfg.model = cfg.model or DATA[cfg.data]
-    _check_toolchains(cfg.target)
-    if not cfg.input and cfg.data == "kws":
-        require(cfg.engine)
-    t_start = time.perf_counter()
-    timings: dict[str, float] = {}
 
     # 1. model ------------------------------------------------------------------------------
     lm = load_model(cfg.model)
@@ -421,9 +440,10 @@ def _run_kws_demo(cfg: KwsDemoConfig, stream, out: Path) -> dict:
         held_out = None
     else:
         audio, events, source, held_out = _stream_audio(cfg, spec, say)
-        from ..data.audio import write_wav
+        if out is not None:
+            from ..data.audio import write_wav
 
-        write_wav(out / "stream.wav", audio, sr)
+            write_wav(out / "stream.wav", audio, sr)
     seconds = audio.size / sr
     timings["audio_s"] = time.perf_counter() - t
 
@@ -481,6 +501,69 @@ def _run_kws_demo(cfg: KwsDemoConfig, stream, out: Path) -> dict:
         else:
             int_logits = _batched(lambda a: q.run(a, mode="int")[0][0], x)
         timings["quantize_s"] = time.perf_counter() - t
+    return _Reference(
+        lm=lm,
+        graph=graph,
+        spec=spec,
+        fe=fe,
+        labels=labels,
+        keywords=keywords,
+        continuous=continuous,
+        sr=sr,
+        audio=audio,
+        events=events,
+        source=source,
+        held_out=held_out,
+        seconds=seconds,
+        plan=plan,
+        block=block,
+        features=features,
+        batch_equal=batch_equal,
+        x=x,
+        n_dec=n_dec,
+        dev_graph=dev_graph,
+        float_logits=float_logits,
+        q=q,
+        int_logits=int_logits,
+        plan_summary=plan_summary,
+    )
+
+
+def reference_logits(cfg: KwsDemoConfig, say=lambda m: None) -> _Reference:
+    """The demo's stream (``cfg``: model, data, seconds, seed, ...) through the float and integer-exact
+    reference interpreters only: no export and no device (the device equals the integer reference bit
+    for bit, as every demo run checks). For sweeps of the detector over one stream."""
+    from ..toolchains import require
+
+    _check_config(cfg)
+    cfg.model = cfg.model or DATA[cfg.data]
+    if not cfg.input and cfg.data == "kws":
+        require(cfg.engine)
+    return _reference(cfg, say, None, {})
+
+
+def _run_kws_demo(cfg: KwsDemoConfig, stream, out: Path) -> dict:
+    from ..export import export as export_artifact
+    from ..toolchains import require
+    from ..util.fs import atomic_write_json
+    from .live import LiveView, bar
+
+    stream = stream or sys.stderr
+    say = lambda m: print(m, file=stream, flush=True)
+    _check_config(cfg)
+    cfg.model = cfg.model or DATA[cfg.data]
+    _check_toolchains(cfg.target)
+    if not cfg.input and cfg.data == "kws":
+        require(cfg.engine)
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    r = _reference(cfg, say, out, timings)
+    lm, graph, spec, fe, labels, keywords = r.lm, r.graph, r.spec, r.fe, r.labels, r.keywords
+    continuous, sr, audio, events, seconds = r.continuous, r.sr, r.audio, r.events, r.seconds
+    source, held_out, plan, block, features, x, n_dec = r.source, r.held_out, r.plan, r.block, r.features, r.x, r.n_dec
+    batch_equal, dev_graph, q, plan_summary = r.batch_equal, r.dev_graph, r.q, r.plan_summary
+    float_logits, int_logits = r.float_logits, r.int_logits
 
     # 5. export -------------------------------------------------------------------------------
     t = time.perf_counter()

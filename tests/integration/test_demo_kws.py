@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from ..conftest import need_tool
@@ -117,24 +118,21 @@ def test_demo_kws_x86_float(tiny_kws_model, tmp_path):
     need_tool("gcc")
     need_tool("espeak-ng")
     from edgeseq.data.kws import KWS_KEYWORDS
-    from edgeseq.demo.kws import KwsDemoConfig, read_wav_16k, run_kws_demo
+    from edgeseq.demo.kws import KwsDemoConfig, detect, read_wav_16k, reference_logits, run_kws_demo
 
     log = io.StringIO()
     out = tmp_path / "demo"
-    r = run_kws_demo(
-        KwsDemoConfig(
-            model=tiny_kws_model,
-            target="x86",
-            out=str(out),
-            seconds=SECONDS,
-            seed=1,
-            quant="float",
-            threshold=0.5,
-            live=False,
-        ),
-        stream=log,
-    )
+    cfg = dict(model=tiny_kws_model, seconds=SECONDS, seed=1, quant="float", threshold=0.5, live=False)
+    r = run_kws_demo(KwsDemoConfig(target="x86", out=str(out), **cfg), stream=log)
     _check_result(r, out, device_instructions=False)
+    # the demo's stream through the reference alone (for threshold sweeps): the demo's detections
+    ref = reference_logits(KwsDemoConfig(**cfg))
+    assert ref.int_logits is None and len(ref.events) == len(r["events"])
+    post = np.exp(ref.float_logits - ref.float_logits.max(-1, keepdims=True))
+    rule = {k: r["detection"][k] for k in ("threshold", "smooth", "refractory_s")}
+    _, _, dets = detect(post / post.sum(-1, keepdims=True), ref.labels, ref.keywords, ref.plan, **rule)
+    assert r["device_vs_reference"]["detections_identical"]
+    assert [(d.keyword, d.window) for d in dets] == [(d["keyword"], d["window"]) for d in r["detections"]]
     assert r["runner"] == "native x86" and r["cost"]["latency"]["per_step_s"] > 0
     assert r["stream"]["engine"] == "espeak-ng" and "never used in training" in r["held_out_voices"]
     assert "detections" in log.getvalue() and "report" in log.getvalue()

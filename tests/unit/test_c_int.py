@@ -100,6 +100,15 @@ def test_op_variants_and_edge_program_are_bit_exact(ops_x86, name):
         assert any(p.vectors[op.out].bits > 32 for op in p.step if op.kind == "matvec")  # int64 accumulators
 
 
+def test_blocked_requantization_is_channel_major():
+    """The LMU memory update's requantization (the same scales for every block) runs channel-major
+    in the scalar loops, so the zoo LMU programs above check that form bit for bit; a unit whose
+    constants do not repeat keeps the plain loop."""
+    src = generate_int(zoo_quantized("edgeseq", "lmu").program, 6, target="x86").files["model.c"]
+    assert "for (int c = 0; c < " in src
+    assert "for (int c = 0; c < " not in generate_int(zoo_quantized("edgeseq", "gru").program, 6).files["model.c"]
+
+
 def test_input_boundary_rounds_half_to_even_in_single_precision(x86, tmp_path):
     """esq_quantize == InputSpec.quantize: float32 arithmetic, ties to even, saturation, offsets and
     scales whose float64 evaluation would round differently."""

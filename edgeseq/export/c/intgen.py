@@ -181,6 +181,7 @@ class IntCodeGen:
         self.fields: dict[str, str] = {}  # state key -> struct field
         self.folded: dict[str, Concat] = {}  # concat outputs read in place by their matvec
         self.loc: dict[str, str] = {}  # vector -> C pointer expression in the current phase
+        self._period: tuple[int, int] | None = None  # (P, n) while a channel-major loop is emitted
         self._check()
 
     # -- checks -----------------------------------------------------------------------------------
@@ -308,6 +309,8 @@ class IntCodeGen:
             flat = a.reshape(-1)
             if a.size == 1 or bool(np.all(flat == flat[0])):  # one value (or all equal): a literal
                 return c_int(int(flat[0]))
+            if self._period is not None and idx == "i" and flat.size == self._period[1]:
+                idx = "c"  # channel-major loop: the first period holds every channel's value
             return f"{self.table(name)}[{idx}]"
         if name in getattr(self, "tmp", {}):
             return self.tmp[name]  # a value of the fused loop being emitted
@@ -587,11 +590,12 @@ class IntCodeGen:
         output may share the block of an operand). Where the unit vectorises (MVE, NEON: every
         value fits int32 lanes) four elements go at a time, the scalar loop takes the rest."""
         n = self.p.vectors[ops[grp[0]].out].n
-        body = self.scalar_body(section, ops, grp, ext)
+        scalar = self.scalar_loop(section, ops, grp, ext, n)
         vec = self.vec_fused(ops, grp, ext) if n >= 4 else None
         if vec is None:
-            return self._loop(n, body)
+            return scalar
         n4 = n - n % 4
+        body = self.scalar_body(section, ops, grp, ext)
         tail = [f"for (int i = {n4}; i < {n}; ++i) {{", *indent(body), "}"] if n4 < n else []
         return [
             "#if defined(ESQ_V4)",
@@ -600,9 +604,48 @@ class IntCodeGen:
             "}",
             *tail,
             "#else",
-            *self._loop(n, body),
+            *scalar,
             "#endif",
         ]
+
+    def scalar_loop(self, section: str, ops, grp: list[int], ext: set[str], n: int) -> list[str]:
+        """The scalar loop of an elementwise unit. Where its per-element constants repeat with a
+        period P (a requantization after a matvec over blocks: the same scales for every block),
+        channel-major: for each channel ``c < P`` its constants are read once (entry ``c`` of their
+        tables) and the unit runs on element ``i = g * P + c`` of every block g, unrolled."""
+        P = self.const_period(ops, grp, n)
+        if P is None:
+            return self._loop(n, self.scalar_body(section, ops, grp, ext))
+        self._period = (P, n)
+        try:
+            body = self.scalar_body(section, ops, grp, ext)
+        finally:
+            self._period = None
+        blocks = []
+        for g in range(n // P):
+            blocks += ["{", f"    const int i = {g * P} + c;" if g else "    const int i = c;", *indent(body), "}"]
+        return [f"for (int c = 0; c < {P}; ++c) {{", *indent(blocks), "}"]
+
+    PERIOD_UNROLL = 16  # blocks unrolled per channel at most
+
+    def const_period(self, ops, grp: list[int], n: int) -> int | None:
+        """The smallest period P < n (n / P blocks, at most PERIOD_UNROLL) with which every
+        per-element constant of the unit repeats, None when there is none or no constant varies."""
+        arrays = []
+        for idx in grp:
+            for r in ops[idx].reads():
+                if self.is_const(r):
+                    flat = self.p.consts[r].reshape(-1)
+                    if flat.size == n and not bool(np.all(flat == flat[0])):
+                        arrays.append(flat)
+        if not arrays:
+            return None
+        for P in range(1, n):
+            if n % P or n // P > self.PERIOD_UNROLL:
+                continue
+            if all(np.array_equal(a, np.tile(a[:P], n // P)) for a in arrays):
+                return P
+        return None
 
     def scalar_body(self, section: str, ops, grp: list[int], ext: set[str], given: dict | None = None) -> list[str]:
         """Statements computing element ``i`` of every op of an elementwise unit (each value a
@@ -834,11 +877,7 @@ class IntCodeGen:
             if part.ctype == "int8_t":  # the DSP kernels take int16 inputs: widen int8 parts once
                 nm = f"xw{k}"
                 tot = part.stride * (G - 1) + part.width
-                dsp += [
-                    f"int16_t {nm}[{tot}] ESQ_ALIGN8;",
-                    f"for (int i = 0; i < {tot}; ++i)",
-                    f"    {nm}[i] = {part.x}[i];",
-                ]
+                dsp += [f"int16_t {nm}[{tot}] ESQ_ALIGN8;", f"esq_widen8({nm}, {part.x}, {tot});"]
                 widened[k] = nm
         after: list[str] = []
         epilogue = None
@@ -958,7 +997,8 @@ class IntCodeGen:
         v = np.asarray(values, np.int64).reshape(-1)
         if np.all(v == v[0]):
             return c_int(int(v[0]))
-        return f"{self.layout_table(key, str(key[0]), {'c': (v, ctype)}, comment, derived=True)}[i]"
+        idx = "c" if self._period is not None and v.size == self._period[1] else "i"  # (channel-major loop)
+        return f"{self.layout_table(key, str(key[0]), {'c': (v, ctype)}, comment, derived=True)}[{idx}]"
 
     def elem_requant(self, op: Requant, where: str, t: str, yt: str) -> list[str]:
         bits = self.p.vectors[op.out].bits
@@ -988,7 +1028,10 @@ class IntCodeGen:
                 ct = "int64_t" if wide else "int32_t"
                 fn = "esq_asr64" if wide else "esq_asr32"
                 body.append(f"const {ct} v = {fn}(({ct}){xv} + {c_int(r)}, {s1 - 30});")
-                body.append(f"{t} = ({yt})(v < {c_int(lo)} ? {c_int(lo)} : (v > {c_int(hi)} ? {c_int(hi)} : v));")
+                if wide or bits >= 31:
+                    body.append(f"{t} = ({yt})(v < {c_int(lo)} ? {c_int(lo)} : (v > {c_int(hi)} ? {c_int(hi)} : v));")
+                else:  # one SSAT on DSP cores
+                    body.append(f"{t} = ({yt})ESQ_SAT(v, {bits}, {c_int(lo)}, {c_int(hi)});")
         elif bits <= 32 and (plan := K.requant_plan(self.p.consts[op.shift], max(abs(xlo), abs(xhi)))) is not None:
             m = self.rd(op.mult, "i")
             d = self.per_channel(

@@ -55,6 +55,23 @@ SIMD_SELECT = r"""/* ---- instruction-set flavour of the integer kernels (one is
 #include <arm_neon.h>
 #define ESQ_MV_NEON 1
 #endif
+#if defined(ESQ_MV_DSP)
+/* int8 -> int16 copy of a matvec input for the DSP kernels: a word of 4 values in two SXTB16 */
+static inline __attribute__((unused)) void esq_widen8(int16_t *restrict dst, const int8_t *restrict src, int n)
+{
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        uint32_t w, e, o;
+        memcpy(&w, src + i, 4);
+        __asm__("sxtb16 %0, %2\n\tsxtb16 %1, %2, ror #8" : "=&r"(e), "=r"(o) : "r"(w));
+        const uint32_t lo = (e & 0xFFFFu) | (o << 16), hi = (o & 0xFFFF0000u) | (e >> 16);
+        memcpy(dst + i, &lo, 4);
+        memcpy(dst + i + 2, &hi, 4);
+    }
+    for (; i < n; ++i)
+        dst[i] = src[i];
+}
+#endif
 #if defined(ESQ_MV_MVE) || defined(ESQ_MV_DSP) || defined(ESQ_MV_NEON)
 #define ESQ_MV_SIMD 1
 #else
@@ -232,14 +249,14 @@ def _dsp_asm(call: MatVecCall, nchunks: int, xp: str, aligned: bool) -> list[str
                 ldx("%[x0]", 4)
                 body += [q(f"smlad %[a{r}], {reg}, %[x0], %[a{r}]") for r, reg in enumerate(regs)]
                 k += 1
-    outs = (
+    outs = (  # the int16-weight kernel needs no scratch register t (one more for the compiler)
         '[a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [w] "+r"(wp), [x0] "=&r"(x0), '
-        '[x1] "=&r"(x1), [t] "=&r"(t), "=&r"(r8), "=&r"(r9), "=&r"(r10), "=&r"(r11)'
+        '[x1] "=&r"(x1), ' + ('[t] "=&r"(t), ' if s8 else "") + '"=&r"(r8), "=&r"(r9), "=&r"(r10), "=&r"(r11)'
     )
     lines = [
         "{",
         '    register int32_t r8 __asm__("r8"), r9 __asm__("r9"), r10 __asm__("r10"), r11 __asm__("r11");',
-        "    int32_t x0, x1, t;",
+        "    int32_t x0, x1" + (", t;" if s8 else ";"),
     ]
     if straight:
         lines += (
@@ -965,7 +982,11 @@ ESQ_INLINE int32_t esq_smmla(int32_t a, int32_t b, int32_t acc)
     __asm__("smmla %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
     return r;
 }
+#if defined(__clang__) /* Clang forms SSAT from the comparisons itself and keeps the value's range */
+#define ESQ_SAT(v, bits, lo, hi) ((v) < (lo) ? (lo) : ((v) > (hi) ? (hi) : (v)))
+#else
 #define ESQ_SAT(v, bits, lo, hi) __ssat((v), (bits))
+#endif
 #else
 ESQ_INLINE int32_t esq_smmla(int32_t a, int32_t b, int32_t acc)
 {
