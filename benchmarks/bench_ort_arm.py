@@ -6,7 +6,9 @@ hidden H, one thread) and run by an aarch64 CPython with onnxruntime's own aarch
 (``scripts/arm_python.sh`` prepares it) under ``qemu-aarch64 -cpu CPU`` with edgeseq's
 instruction-count plugin. Instructions per inference are the difference between a process that runs a
 model ``1 + n`` times and one that runs it once, divided by ``n`` (session creation, imports and the
-first run cancel out). The ONNX forms:
+first run cancel out). The processes run without address randomization (``setarch -R``), with a fixed
+hash seed and no bytecode writes, so that two runs of one process agree to about 1e-5 (each count is
+taken twice, a third time when the two differ by more than 1e-4, and the median kept). The ONNX forms:
 
 - ``float``: ``build_onnx`` (ONNX's fused GRU / LSTM op where the step program matches, else Scan);
 - ``qdq``: ``build_onnx_qdq`` (QuantizeLinear / DequantizeLinear at the plan's points);
@@ -91,7 +93,10 @@ def count(d: Path, cpu: str, model: Path, x: Path, n: int, out: Path, runner: Pa
 
     log = out.with_suffix(".log")
     log.unlink(missing_ok=True)
-    argv = [
+    argv = [  # no address randomization, no bytecode caches written: every process runs the same instructions
+        "setarch",
+        "x86_64",
+        "-R",
         "qemu-aarch64",
         "-cpu",
         cpu,
@@ -105,6 +110,8 @@ def count(d: Path, cpu: str, model: Path, x: Path, n: int, out: Path, runner: Pa
         "PYTHONHASHSEED=0",
         "-E",
         "OPENBLAS_NUM_THREADS=1",
+        "-E",
+        "PYTHONDONTWRITEBYTECODE=1",
         "-plugin",
         qemu_plugin(),
         "-d",
