@@ -277,6 +277,7 @@ def markdown(d: dict) -> str:
                 "QDQ fused (M)",
                 "int8 (M)",
                 "QDQ max LSB",
+                "int8 exact",
                 "float / best quantized",
             ],
             rows,

@@ -1,4 +1,4 @@
-"""Where onnxruntime has an int8 recurrent kernel: torch's own ONNX export of an LSTM / GRU in float against onnxruntime's own dynamic int8 quantization of it, by hidden size (why edgeseq's quantized ONNX is slower than its float export).
+"""Where onnxruntime has an int8 recurrent kernel: torch's own ONNX export of an LSTM / GRU in float against onnxruntime's own dynamic int8 quantization of it, by hidden size (the kernel edgeseq's QDQ export uses for LSTMs with --fused-rnn; GRUs have none).
 
 torch.nn.LSTM / GRU (64 inputs, hidden 128 / 256 / 512, B = 1, T = 128) exported by torch (ONNX LSTM /
 GRU ops), then ``onnxruntime.quantization.quantize_dynamic`` (int8 weights): onnxruntime turns the
