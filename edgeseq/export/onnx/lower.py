@@ -294,12 +294,12 @@ def _lower_scan(c: _Ctx, n: Node) -> None:
     if prog.state_names != expected:  # pragma: no cover - internal consistency of the lowering
         raise RuntimeError(f"{n.name}: state order {prog.state_names} != {expected}")
     kernel = fused_kernel(StripQuant()(prog)) if c.fused_rnn else None
-    if kernel is not None and not c.streaming:  # zero initial states, the final ones unused
+    if kernel is not None and not c.streaming:  # the final states are unused
         last = n.outputs[0] in c.last_only and len(n.outputs) == 1
-        fn, attrs = _fused_function(op.kind, prog, kernel, c.opset, stateful=False, last=last)
+        fn, attrs = _fused_function(op.kind, prog, kernel, c.opset, finals=False, last=last)
         c.last_done |= {n.outputs[0]} if last else set()
         c.produced_states.update(f"{n.name}/{s}" for s in prog.state_names)
-        _call(c, n, fn, attrs, [n.inputs[0]], list(n.outputs))
+        _call(c, n, fn, attrs, [n.inputs[0]] + [c.state_in(n, s) for s in prog.state_names], list(n.outputs))
         c.fused_used = True
         return
     fn, attrs = (_fused_function if kernel is not None else _scan_function)(op.kind, prog, kernel, c.opset)
@@ -388,15 +388,14 @@ def _attr_refs(nodes) -> set[str]:
 
 
 def _fused_function(
-    family: str, prog: StepProgram, k: FusedKernel, opset: int, stateful: bool = True, last: bool = False
+    family: str, prog: StepProgram, k: FusedKernel, opset: int, finals: bool = True, last: bool = False
 ):
-    """The program as ONNX's ``k.op_type``. ``stateful``: initial and final states are function inputs and
-    outputs (a streaming model); else the sequence starts from zeros (the operator's default) and only
-    ``y0`` is returned: the whole sequence, or with ``last`` its last step (the operator's final state,
-    (B, H): the sequence is then not materialized)."""
+    """The program as ONNX's ``k.op_type`` (inputs: x and the initial states). ``finals``: the final
+    states are outputs too (a streaming model); else only ``y0``: the whole sequence, or with ``last``
+    its last step (the operator's final hidden state, (B, H): the sequence is not materialized)."""
     e = Emitter(prefix="t.")
-    ins = ["x"] + ([f"{s}_in" for s in prog.state_names] if stateful else [])
-    finals = [f"{s}_out" for s in prog.state_names] if stateful else []
+    ins = ["x"] + [f"{s}_in" for s in prog.state_names]
+    outs = [f"{s}_out" for s in prog.state_names] if finals else []
     attrs = {"W": f32(k.w), "R": f32(k.r), "B": f32(k.b)}
     ax0 = e.ints([0], "ax0")
     states = [e.op("Unsqueeze", s, ax0, hint="s3") for s in ins[1:]]
@@ -404,8 +403,9 @@ def _fused_function(
         k.op_type,
         e.op("Transpose", "x", perm=[1, 0, 2], hint="tm"),
         *(e.attr_ref(a) for a in "WRB"),
-        *([""] + states if stateful else []),
-        outputs=(["", "t.yh"] if last else 1 + len(states)),
+        "",
+        *states,
+        outputs=["", "t.yh"] if last else 1 + len(outs),
         hidden_size=k.hidden,
         **k.attrs,
     )
@@ -414,11 +414,11 @@ def _fused_function(
         e.op("Squeeze", res[1], ax0, outputs=["y0"])
     else:
         e.op("Transpose", e.op("Squeeze", res[0], e.ints([1], "ax1")), perm=[1, 0, 2], outputs=["y0"])
-    for f, out in zip(res[1:], finals):
+    for f, out in zip(res[1:] if not last else (), outs):
         e.op("Squeeze", f, ax0, outputs=[out])
     doc = f"edgeseq step program '{prog.name}' as ONNX {k.op_type} (a pattern rewrite, edgeseq.export.onnx.fused)"
-    prog = prog.replace(name=f"{prog.name.split('.')[0]}.onnx_{k.op_type.lower()}{'' if stateful else '_seq'}")
-    return _signature(family, prog, ins, ["y0"] + finals, e.nodes, attrs, opset, doc), attrs
+    prog = prog.replace(name=f"{prog.name.split('.')[0]}.onnx_{k.op_type.lower()}{'' if finals else '_seq'}")
+    return _signature(family, prog, ins, ["y0"] + outs, e.nodes, attrs, opset, doc), attrs
 
 
 def _same_body(a: onnx.FunctionProto, b: onnx.FunctionProto) -> bool:
