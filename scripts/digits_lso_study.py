@@ -43,6 +43,14 @@ VARIANTS: dict[str, tuple[dict, dict, tuple[int, int]]] = {
 }
 
 
+# the six leave-speakers-out folds of the recipe before the study ("base": no synthetic voices), as
+# benchmarks/results/training.json recorded them at commit c107996 (20 epochs a fold, theo 40)
+WITHOUT_SYNTHETIC = {
+    "source": "benchmarks/results/training.json at commit c107996; 20 epochs a fold, theo 40",
+    "folds": {"george": 0.404, "jackson": 0.762, "lucas": 0.866, "nicolas": 0.708, "theo": 0.852, "yweweler": 0.914},
+}
+
+
 def inner_task(fe_over: dict, inner: str, synth: tuple[int, int]):
     from edgeseq.data import digits as D
     from edgeseq.train.stream import digits_task
@@ -122,6 +130,7 @@ def summary() -> None:
             "rule": "the variant with the best mean over the inner folds becomes the recipe of all six folds",
             "chosen": best,
             "variants": rows,
+            "six_folds_without_synthetic": WITHOUT_SYNTHETIC,
         },
     )
 
