@@ -158,12 +158,17 @@ def run(
     if quick:
         names = [n for n in names if n in ("digits_lmu", "digits_lmu_heldout")]
         calib = min(calib, 64)
-    earlier = _earlier_rows(calib, device) if reuse else {}
+    recorded = _earlier_rows(calib, device)
+    earlier = recorded if reuse else {}
     rows, missing, reused = {}, {}, []
     for n in names:
         d = tm.out_dir(n)
         if not (d / "model.ckpt").is_file():
-            missing[n] = f"not trained: {' '.join(tm.command(n))}"
+            if n in recorded:  # a run whose output is not in this checkout keeps its row (as training.json does)
+                rows[n] = recorded[n]
+                reused.append(n)
+            else:
+                missing[n] = f"not trained: {' '.join(tm.command(n))}"
             continue
         if n in earlier and earlier[n].get("checkpoint_sha256") == _sha256(d / "model.ckpt"):
             rows[n] = earlier[n]

@@ -168,6 +168,7 @@ def digits_doc(rows: dict) -> list[str]:
                 + " | ".join(pct(folds.get(s)) for s in spk)
                 + " |"
             )
+    out += lso_study_doc()
     bench = ROOT / "benchmarks" / "results" / "digits.json"
     if bench.is_file():
         b = json.loads(bench.read_text())
@@ -190,6 +191,47 @@ def digits_doc(rows: dict) -> list[str]:
                 f"| leave-speakers-out mean, {arch} | six folds | {pct(v['float_mean'])} | "
                 f"{pct(v['int8_mean'])} | {v['drop_points']:.2f} |"
             )
+    return out
+
+
+def lso_study_doc() -> list[str]:
+    """How the digits LMU recipe was chosen (benchmarks/results/digits_lso_study.json) and the ablation."""
+    f = ROOT / "benchmarks" / "results" / "digits_lso_study.json"
+    if not f.is_file():
+        return []
+    st = json.loads(f.read_text())
+    inner = list(st["variants"][0]["unseen_speaker_accuracy"]) if st["variants"] else []
+    ablation = st.get("six_folds_without_synthetic") or {}
+    out = [
+        "",
+        "The LMU recipe adds synthetic voices to the real recordings of its training pool "
+        "(`DIGITS_SYNTHETIC` in `edgeseq/train/recipes.py`: espeak-ng training voices and flite; validation and "
+        "test clips stay real speech). It was chosen by `scripts/digits_lso_study.py` on nested folds inside the "
+        f"george fold ({st['protocol']}; {st['rule']}; `benchmarks/results/digits_lso_study.json`). George's fold "
+        "took no part in the choice; the " + " and ".join(inner) + " folds' speakers did.",
+        "",
+        "| variant | front end | training | synthetic (espeak-ng, flite) per digit | "
+        + " | ".join(f"{s} (unseen)" for s in inner)
+        + " | mean |",
+        "|---|---|---|---|" + "---|" * len(inner) + "---|",
+    ]
+    for r in st["variants"]:
+        out.append(
+            f"| {r['variant']}{' (chosen)' if r['variant'] == st['chosen'] else ''} | "
+            f"{json.dumps(r['front_end']) if r['front_end'] else '-'} | "
+            f"{json.dumps(r['train']) if r['train'] else '-'} | {tuple(r['synthetic_per_digit'])} | "
+            + " | ".join(f"{100 * r['unseen_speaker_accuracy'][s]:.1f}%" for s in inner)
+            + f" | {100 * r['mean']:.1f}% |"
+        )
+    if ablation:
+        folds = ablation["folds"]
+        out += [
+            "",
+            f"Without the synthetic voices (the recipe otherwise the same; {ablation['source']}) the six folds "
+            f"average {100 * sum(folds.values()) / len(folds):.1f}% ("
+            + ", ".join(f"{s} {100 * v:.1f}%" for s, v in folds.items())
+            + ").",
+        ]
     return out
 
 

@@ -10,12 +10,19 @@ Definition (the same in all three forms):
   spectrum ``|rfft|^2``;
 * triangular mel filters on the HTK mel scale (``2595 * log10(1 + f / 700)``) between ``fmin`` and
   ``fmax`` (default Nyquist), unnormalised (peak weight 1);
-* log-mel ``log(mel + eps)``; MFCC = orthonormal DCT-II of the log-mel, first ``n_mfcc`` coefficients.
+* log-mel ``log(mel + eps)``; MFCC = orthonormal DCT-II of the log-mel, first ``n_mfcc`` coefficients;
+* optional streaming mean normalisation (``cmn_frames`` > 0): a running mean of every feature, an
+  exponential moving average ``m_t = m_{t-1} + (f_t - m_{t-1}) / cmn_frames`` started at the first frame
+  (``m_0 = f_0``), is subtracted, ``f_t - m_t``: cepstral-mean normalisation that needs no look-ahead and
+  one state value per feature, so it runs on a stream (a microphone's or room's fixed colouring is a
+  constant offset per log-mel band, which it removes).
 
 Audio is float32 in [-1, 1]; it is cast to float32 first and every step runs in float64, with a
 float32 result. Every frame is computed independently of the others (elementwise products and
 per-row reductions, no matrix products whose rounding depends on the batch), so the numpy batch
-and streaming results are bit-identical; torch (float64 internally) matches numpy to ~1e-12.
+and streaming results are bit-identical; torch (float64 internally) matches numpy to ~1e-12. The mean
+normalisation is the only stage that links frames: it runs frame after frame in float64 on the float32
+features in every form, so batch and streaming stay bit-identical.
 """
 
 from __future__ import annotations
@@ -43,9 +50,12 @@ class LogMel:
     fmin: float = 20.0
     fmax: float | None = None
     eps: float = 1e-6
+    cmn_frames: float = 0.0  # time constant (frames) of the streaming mean normalisation; 0: off
 
     def __post_init__(self) -> None:
         where = type(self).__name__
+        if self.cmn_frames != 0 and not self.cmn_frames >= 1:
+            raise ConfigError(f"cmn_frames must be 0 (off) or >= 1, got {self.cmn_frames}", where=where)
         if self.win_length < 1 or self.hop_length < 1 or self.n_mels < 1:
             raise ConfigError("win_length, hop_length and n_mels must be positive", where=where)
         if self.n_fft < self.win_length:
@@ -75,7 +85,10 @@ class LogMel:
         return 0 if n_samples < self.win_length else 1 + (int(n_samples) - self.win_length) // self.hop_length
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, **asdict(self)}
+        d = asdict(self)
+        if not self.cmn_frames:  # front ends without the normalisation keep their earlier form
+            del d["cmn_frames"]
+        return {"kind": self.kind, **d}
 
 
 @dataclass(frozen=True)
@@ -274,7 +287,24 @@ def compute(audio: np.ndarray, config: LogMel | str | None = None) -> np.ndarray
         for s in range(0, flat.shape[0], per):
             frames = _frames(flat[s : s + per], c)
             out[s : s + per] = _frame_features(frames.reshape(-1, c.win_length), c).reshape(-1, nf, c.n_features)
+        if c.cmn_frames:
+            mean_normalise(out, c.cmn_frames)
     return out.reshape(*lead, nf, c.n_features)
+
+
+def mean_normalise(feats: np.ndarray, cmn_frames: float, state: np.ndarray | None = None) -> np.ndarray:
+    """Streaming mean normalisation in place: ``feats`` float32 (n, frames, F) becomes ``f_t - m_t`` with
+    ``m_t = m_{t-1} + (f_t - m_{t-1}) / cmn_frames`` in float64, frame after frame. ``state``: the running
+    means (n, F) float64 before the first frame, updated in place; None starts them at the first frame.
+    Returns the running means after the last frame."""
+    a = 1.0 / float(cmn_frames)
+    n, t, f = feats.shape
+    m = state if state is not None else (feats[:, 0, :].astype(np.float64) if t else np.zeros((n, f)))
+    for k in range(t):
+        x = feats[:, k, :].astype(np.float64)
+        m += a * (x - m)
+        feats[:, k, :] = x - m
+    return m
 
 
 def logmel(audio: np.ndarray, config: LogMel | None = None) -> np.ndarray:
@@ -303,12 +333,11 @@ class StreamingFeatures:
 
     def __init__(self, config: LogMel | str | None = None):
         self.config = feature_config(config)
-        self._buf = np.zeros(0, dtype=np.float32)
-        self.frames_emitted = 0
-        self.samples_seen = 0
+        self.reset()
 
     def reset(self) -> None:
         self._buf = np.zeros(0, dtype=np.float32)
+        self._means: np.ndarray | None = None  # the mean normalisation's running means (1, F)
         self.frames_emitted = 0
         self.samples_seen = 0
 
@@ -330,6 +359,8 @@ class StreamingFeatures:
             return np.zeros((0, c.n_features), dtype=np.float32)
         frames = _frames(buf, c)
         out = _frame_features(np.ascontiguousarray(frames), c)
+        if c.cmn_frames:
+            self._means = mean_normalise(out[None], c.cmn_frames, self._means)
         self._buf = buf[k * c.hop_length :].copy()
         self.frames_emitted += k
         return out
@@ -371,6 +402,13 @@ def compute_torch(audio, config: LogMel | str | None = None):
     feat = torch.log(mel + c.eps)
     if isinstance(c, MFCC):
         feat = (feat[..., None, :] * torch.tensor(_dct(c.n_mfcc, c.n_mels), device=dev)).sum(dim=-1)
+    if c.cmn_frames:
+        f32 = feat.to(torch.float32).to(torch.float64)  # the normalisation runs on float32 features
+        a, m, steps = 1.0 / float(c.cmn_frames), f32[..., 0, :], []
+        for k in range(nf):
+            m = m + a * (f32[..., k, :] - m)
+            steps.append(f32[..., k, :] - m)
+        feat = torch.stack(steps, dim=-2)
     return feat.to(out_dtype)
 
 

@@ -72,15 +72,31 @@ def _split_pool(y: np.ndarray, fraction: float, seed: int):
 
 
 def digits_task(
-    holdout: Optional[str] = None, only: Optional[str] = None, *, val_fraction: float = 0.1, seed: int = 0, source=None
+    holdout: Optional[str] = None,
+    only: Optional[str] = None,
+    *,
+    features: Any = None,
+    synthetic: tuple[int, int] = (0, 0),
+    exclude: tuple[str, ...] = (),
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    source=None,
 ) -> StreamTask:
     """FSDD under a protocol (:func:`edgeseq.data.digits.load_digits`); validation clips are a seeded
-    stratified ``val_fraction`` of the training recordings, never trained on."""
+    stratified ``val_fraction`` of the training recordings, never trained on. ``features``: the front
+    end (a LogMel config or its dict; None: :data:`edgeseq.data.digits.FRONT_END`). ``synthetic``:
+    (espeak-ng, flite) utterances per digit (:func:`edgeseq.data.digits.synthetic_digits`, the training
+    voices) added to the training pool as more voices; validation and test stay real speech. ``exclude``:
+    speakers left out of training and test altogether (a nested study inside a leave-speakers-out fold)."""
     from ..data import digits as D
+    from ..data.features import feature_config
 
+    fe = D.FRONT_END if features is None else feature_config(features)
     data = D.fsdd(source)
+    keep = ~np.isin(data.speaker, [data.speaker_id(s) for s in exclude])
     tr = D.select(data, "train", holdout, only)
     te = D.select(data, "test", holdout, only)
+    tr, te = tr[keep[tr]], te[keep[te]]
     y = data.digit[tr]
     ti, vi = _split_pool(y, val_fraction, seed)
     protocol = D.protocol_name(holdout, only)
@@ -91,13 +107,21 @@ def digits_task(
         "train_speakers": sorted({data.speakers[s] for s in data.speaker[tr]}),
         "test_speakers": sorted({data.speakers[s] for s in data.speaker[te]}),
     }
+    if exclude:
+        meta["excluded_speakers"] = sorted(exclude)
+    audio, y_train = [data.words[i] for i in tr[ti]], y[ti]
+    if synthetic[0] or synthetic[1]:
+        esp, esp_y = D.synthetic_digits("train", synthetic[0]) if synthetic[0] else ([], y[:0])
+        fl, fl_y = D.synthetic_digits("flite", synthetic[1]) if synthetic[1] else ([], y[:0])
+        audio, y_train = audio + esp + fl, np.concatenate([y_train, esp_y, fl_y])
+        meta["synthetic_per_digit"] = {"espeak-ng (training voices)": synthetic[0], "flite": synthetic[1]}
 
     def clips(idx, split):
         return D.clips_dataset(
             [data.words[i] for i in idx],
             data.digit[idx],
             name="digits",
-            features=D.FRONT_END,
+            features=fe,
             meta={**meta, "split": split},
             groups=data.speaker[idx],
         )
@@ -106,9 +130,9 @@ def digits_task(
         "digits",
         D.DIGITS_LABELS,
         D.SILENCE,
-        D.FRONT_END,
-        [data.words[i] for i in tr[ti]],
-        y[ti],
+        fe,
+        audio,
+        y_train,
         clips(tr[vi], "validation"),
         clips(te, "test"),
         meta=meta,
@@ -499,7 +523,7 @@ def train_stream_task(
     from ..nn import build_model
     from ..util.fs import atomic_write_json, check_output_dir, output_dir
     from .checkpoint import load_checkpoint, save_checkpoint
-    from .recipes import TASKS, _plot_curves, recipe
+    from .recipes import RECIPE_DATA, TASKS, _plot_curves, recipe
 
     model_cfg, train_cfg = recipe(task_name, arch)
     model_cfg.update(model_overrides or {})
@@ -509,7 +533,8 @@ def train_stream_task(
     torch.manual_seed(cfg.seed)
     spec = TASKS[task_name]
     if task is None:
-        task = STREAM_TASKS[spec["stream"]](**{**spec.get("stream_kw", {}), **(task_kw or {})})
+        pool_kw = RECIPE_DATA.get(task_name, {}).get(arch, {})
+        task = STREAM_TASKS[spec["stream"]](**{**spec.get("stream_kw", {}), **pool_kw, **(task_kw or {})})
     first = epoch_data(task, cfg, 0)
     if cfg.init:
         model, doc = load_checkpoint(cfg.init)

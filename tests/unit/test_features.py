@@ -77,7 +77,9 @@ def test_a_tone_lights_up_its_band():
     assert abs(centres[band] - 1000.0) < 60.0
 
 
-@pytest.mark.parametrize("config", [F.LogMel(), F.MFCC(), F.MFCC(n_mfcc=13, n_mels=32)])
+@pytest.mark.parametrize(
+    "config", [F.LogMel(), F.MFCC(), F.MFCC(n_mfcc=13, n_mels=32), F.LogMel(cmn_frames=30.0), F.MFCC(cmn_frames=8.0)]
+)
 def test_streaming_is_bit_identical_to_batch(rng, config):
     x = np.concatenate([_audio(rng, 12345), (rng.standard_normal(20000) * 0.5).astype(np.float32)])
     batch = F.compute(x, config)
@@ -100,13 +102,13 @@ def test_streaming_is_bit_identical_to_batch(rng, config):
 
 def test_a_clip_alone_equals_the_clip_inside_a_batch(rng):
     x = np.stack([_audio(rng) for _ in range(5)])
-    for c in (F.LogMel(), F.MFCC()):
+    for c in (F.LogMel(), F.MFCC(), F.LogMel(cmn_frames=20.0)):
         batch = F.compute(x, c)
         for i in (0, 3):
             np.testing.assert_array_equal(F.compute(x[i], c), batch[i])
 
 
-@pytest.mark.parametrize("config", [F.LogMel(), F.MFCC(), F.MFCC(n_mfcc=13)])
+@pytest.mark.parametrize("config", [F.LogMel(), F.MFCC(), F.MFCC(n_mfcc=13), F.LogMel(cmn_frames=12.5)])
 def test_torch_matches_numpy(rng, config):
     torch = pytest.importorskip("torch")
     x = np.stack([_audio(rng, 16000) for _ in range(6)]).reshape(2, 3, 16000)
@@ -123,6 +125,55 @@ def test_torch_is_differentiable(rng):
     x = torch.from_numpy((rng.standard_normal(4000) * 0.1).astype(np.float32)).requires_grad_(True)
     F.logmel_torch(x).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def _reference_cmn(f: np.ndarray, tau: float) -> np.ndarray:
+    """Streaming mean normalisation written out plainly: m_0 = f_0, m_t = (1 - 1/tau) m_{t-1} + f_t / tau."""
+    out, m = np.empty_like(f, dtype=np.float64), f[0].astype(np.float64)
+    for t in range(len(f)):
+        m = (1.0 - 1.0 / tau) * m + f[t] / tau
+        out[t] = f[t] - m
+    return out
+
+
+@pytest.mark.parametrize("n", [240 + 160 * 3, 8000, 13337])
+def test_mean_normalisation_matches_reference(rng, n):
+    base = F.LogMel(sample_rate=8000, n_mels=32, win_length=240, hop_length=160, n_fft=256, fmin=60.0)
+    c = F.feature_config({**base.to_dict(), "cmn_frames": 25.0})
+    for shape in ((), (3,), (2, 2)):
+        x = (rng.standard_normal((*shape, n)) * 0.1).astype(np.float32)
+        raw, got = F.compute(x, base), F.compute(x, c)
+        assert got.shape == raw.shape
+        flat_raw, flat = raw.reshape(-1, *raw.shape[-2:]), got.reshape(-1, *got.shape[-2:])
+        for r, g in zip(flat_raw, flat):
+            np.testing.assert_allclose(g, _reference_cmn(r, 25.0), rtol=0, atol=2e-5)
+            np.testing.assert_array_equal(g[0], 0.0)  # the running mean starts at the first frame
+
+
+def test_mean_normalisation_removes_a_fixed_channel_colouring(rng):
+    """A microphone's fixed gain per band is a constant offset per log-mel band: normalised away exactly
+    (up to float rounding), while the raw features move by the offset."""
+    c = F.LogMel(sample_rate=8000, n_mels=32, win_length=240, hop_length=160, n_fft=256, fmin=60.0)
+    f = F.compute((rng.standard_normal((2, 6000)) * 0.1).astype(np.float32), c)
+    offset = np.linspace(-3.0, 2.0, 32, dtype=np.float32)  # a strong tilt, in natural-log units
+    a, b = f.copy(), f + offset
+    F.mean_normalise(a, 40.0)
+    F.mean_normalise(b, 40.0)
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+    # the running means carry over between calls: two halves equal the whole
+    whole, h1, h2 = f.copy(), f[:, :10].copy(), f[:, 10:].copy()
+    F.mean_normalise(whole, 40.0)
+    F.mean_normalise(h2, 40.0, F.mean_normalise(h1, 40.0))
+    np.testing.assert_array_equal(np.concatenate([h1, h2], axis=1), whole)
+
+
+def test_mean_normalisation_config():
+    assert "cmn_frames" not in F.LogMel().to_dict()  # front ends without it keep their earlier form
+    c = F.MFCC(cmn_frames=50.0)
+    assert F.feature_config(c.to_dict()) == c
+    for bad in (0.5, -1.0, float("nan")):
+        with pytest.raises(ConfigError, match="cmn_frames"):
+            F.LogMel(cmn_frames=bad)
 
 
 def test_config_errors():

@@ -184,3 +184,25 @@ def test_spectral_tilt_is_a_seeded_linear_ramp_over_the_bands():
     assert d.abs().max() <= 1.5 + 1e-6 and d[:, -1].std() > 0.5  # within +-1.5 at the edges, and it varies
     assert torch.equal(y, _tilt(x, 1.5, torch.Generator().manual_seed(3)))
     assert S.StreamTrainConfig.from_dict({"augment_tilt": 1.5}).augment_tilt == 1.5
+
+
+def test_digits_task_pool_options():
+    """The digits recipe's training pool: real recordings plus synthetic voices (training pool only), nested
+    folds that leave a speaker out altogether, and a front end of the caller's choice."""
+    from edgeseq.data import digits as D
+    from edgeseq.train.recipes import DIGITS_SYNTHETIC, RECIPE_DATA
+
+    assert RECIPE_DATA["digits"]["lmu"] == {"synthetic": DIGITS_SYNTHETIC}
+    assert RECIPE_DATA["digits-heldout-george"]["lmu"] == {"synthetic": DIGITS_SYNTHETIC}
+    assert "lmuformer" not in RECIPE_DATA["digits"] and "digits-only-theo" not in RECIPE_DATA
+    t = S.digits_task(holdout="nicolas", exclude=("george",), synthetic=(2, 1))
+    assert t.meta["train_speakers"] == ["jackson", "lucas", "theo", "yweweler"] and t.meta["excluded_speakers"] == [
+        "george"
+    ]
+    assert t.meta["test_speakers"] == ["nicolas"] and len(t.test) == 500
+    assert len(t.train_audio) == 1800 + 10 * (2 + 1) and np.bincount(t.train_y[1800:]).tolist() == [3] * 10
+    assert set(np.unique(t.val.groups)) <= {t.meta["speakers"].index(s) for s in t.meta["train_speakers"]}
+    assert t.meta["synthetic_per_digit"] == {"espeak-ng (training voices)": 2, "flite": 1}
+    fe = {**D.FRONT_END.to_dict(), "cmn_frames": 50.0}
+    t2 = S.digits_task(holdout="theo", exclude=("george", "jackson", "lucas", "nicolas"), features=fe)
+    assert t2.front_end.cmn_frames == 50.0 and t2.test.meta["features"] == fe and len(t2.train_audio) == 450
