@@ -141,7 +141,8 @@ def _calibrated(args, model, plan: str):
     from ..quant.tasks import quantize_on_task, task_data
 
     print(f"  quantizing ({plan} plan) with calibration data of task '{task}'", file=sys.stderr)
-    return quantize_on_task(graph, task_data(task, graph, where=args.model), plan, progress=False)
+    fe = lm.metrics.get("front_end") if lm is not None else None
+    return quantize_on_task(graph, task_data(task, graph, where=args.model, front_end=fe), plan, progress=False)
 
 
 def _maybe_quantized(path: str):

@@ -100,7 +100,13 @@ def run(args) -> int:
             where="--data",
         )
     data = task_data(
-        args.data, g, calib=args.calib, val=0 if args.no_search else args.val, seed=args.seed, where=args.model
+        args.data,
+        g,
+        calib=args.calib,
+        val=0 if args.no_search else args.val,
+        seed=args.seed,
+        where=args.model,
+        front_end=lm.metrics.get("front_end"),
     )
     kw = dict(
         budget=None if args.no_search else args.budget, progress=not args.quiet, max_promotions=args.max_promotions

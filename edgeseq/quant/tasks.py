@@ -44,9 +44,20 @@ class TaskData:
         return np.flatnonzero(keep) if keep.any() else np.arange(len(self.x))
 
 
-def task_data(task_name: str, graph, *, calib: int = 512, val: int = 1024, seed: int = 0, where: str = "") -> TaskData:
+def task_data(
+    task_name: str,
+    graph,
+    *,
+    calib: int = 512,
+    val: int = 1024,
+    seed: int = 0,
+    where: str = "",
+    front_end: Optional[dict] = None,
+) -> TaskData:
     """Load the training split of ``task_name`` (a key of ``edgeseq.train.recipes.TASKS``) for ``graph``
-    and split it (:func:`calibration_split`)."""
+    and split it (:func:`calibration_split`). ``front_end``: the audio front end the model was trained
+    with (its metrics' ``front_end``); one with streaming mean normalisation (``cmn_frames``), which no
+    task loads by default, computes the split's features."""
     from ..data import load_dataset
     from ..errors import ConfigError, ShapeError
     from ..train.recipes import TASKS
@@ -58,7 +69,10 @@ def task_data(task_name: str, graph, *, calib: int = 512, val: int = 1024, seed:
     if calib < 1:
         raise ConfigError("--calib must be at least 1", where="--calib")
     task = TASKS[task_name]
-    train = load_dataset(task["dataset"], "train", **task["kw"])
+    kw = dict(task["kw"])
+    if front_end and front_end.get("cmn_frames"):
+        kw["features"] = front_end
+    train = load_dataset(task["dataset"], "train", **kw)
     if train.x.shape[2] != graph.in_features:
         raise ShapeError(
             f"task '{task_name}' has {train.x.shape[2]} features per step; the model expects {graph.in_features}",

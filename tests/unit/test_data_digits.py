@@ -197,3 +197,23 @@ def test_words_are_the_recordings_with_their_silence_trimmed(fs):
         a, w = fs.audio[i], fs.words[i]
         starts = [j for j in range(0, len(a) - len(w) + 1, 80) if np.array_equal(a[j : j + len(w)], w)]
         assert starts, i  # a contiguous piece, cut on the 10 ms grid
+
+
+def test_calibration_features_follow_the_models_front_end():
+    """A model trained on mean-normalised features is calibrated on them (the task's split recomputed
+    with its front end); a model on the standard front end gets the task's own features."""
+    from types import SimpleNamespace
+
+    from edgeseq.quant.tasks import task_data
+
+    g = SimpleNamespace(in_features=32)
+    plain = task_data("digits-only-theo", g, calib=8, val=0)
+    same = task_data("digits-only-theo", g, calib=8, val=0, front_end=D.FRONT_END.to_dict())
+    np.testing.assert_array_equal(plain.x, same.x)
+    fe = feature_config({**D.FRONT_END.to_dict(), "cmn_frames": 50.0})
+    cmn = task_data("digits-only-theo", g, calib=8, val=0, front_end=fe.to_dict())
+    audio = load_dataset("digits", "train", features="audio", only="theo")
+    from edgeseq.data.features import compute
+
+    np.testing.assert_array_equal(cmn.x[:3], compute(audio.x[:3, :, 0], fe))
+    assert not np.allclose(cmn.x, plain.x)
