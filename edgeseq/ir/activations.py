@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import special
 
-from .types import Act
+from .types import CLAMP_ACTS, Act
 
-#: activations that quantize as a clamp of the integers (no table): the output keeps the input's grid
-CLAMP_ACTS = (Act.IDENTITY, Act.RELU, Act.HARDTANH)
+__all__ = ["CLAMP_ACTS", "activation"]
 
 
 def activation(fn: Act, x: np.ndarray, slope: float = 0.01, lo: float = -1.0, hi: float = 1.0) -> np.ndarray:

@@ -49,6 +49,12 @@ class Act(str, enum.Enum):
     MINRNN_G = "minrnn_g"  # x + 0.5 for x >= 0, sigmoid(x) below: minGRU/minLSTM positive candidate
 
 
+#: activations that quantize as a clamp of the integers (no table): the output keeps the input's grid
+CLAMP_ACTS = (Act.IDENTITY, Act.RELU, Act.HARDTANH)
+#: table activations whose output has a fixed unit scale, and the name of that unit
+UNIT_ACTS = {Act.TANH: "tanh", Act.SIGMOID: "sigmoid", Act.HARDSIGMOID: "sigmoid"}
+
+
 class ResetRule(str, enum.Enum):
     """What a spiking neuron does after a spike (R_t = H(U_{t-1} - threshold), H strict).
 

@@ -32,7 +32,7 @@ from ..ir.cells import has_step_program, step_program
 from ..ir.graph import Graph, Node
 from ..ir.interpret import WINDOW, check_input, check_state
 from ..ir.step import PointKind, QPoint, Quant, StepProgram, run_step
-from ..ir.types import Act, ReadoutMode
+from ..ir.types import UNIT_ACTS, Act, ReadoutMode
 
 # ----------------------------------------------------------------------------------------------
 # points and quantizer hooks
@@ -201,10 +201,6 @@ def _batchnorm(op, p, xs, st, c: Ctx):
     if "weight" in p:
         y = y * p["weight"]
     return (c.out(y + _b(p, "bias"), Point("act")),), {}
-
-
-#: activations computed without a table: the output keeps the input's scale
-UNIT_ACTS = {Act.TANH: "tanh", Act.SIGMOID: "sigmoid", Act.HARDSIGMOID: "sigmoid"}
 
 
 @_sim(O.Activation)

@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import ops as O
 from ..step import ACT, INNER, STATE, StepBuilder, StepProgram, pre, share, unit
-from ..types import Act
+from ..types import UNIT_ACTS, Act
 from . import lowering
 
 
@@ -17,9 +17,6 @@ def _rows(a, k: int, h: int):
 def _sum(*bs):
     bs = [b for b in bs if b is not None]
     return None if not bs else sum(bs)
-
-
-UNIT_ACTS = {Act.TANH: "tanh", Act.SIGMOID: "sigmoid", Act.HARDSIGMOID: "sigmoid"}
 
 
 def act_to(b: StepBuilder, fn: Act, pre_value: str, *, state: str | None = None, output: int = 0) -> str:

@@ -42,7 +42,7 @@ from typing import Optional
 import numpy as np
 
 from ...errors import VerificationError
-from ..types import Act
+from ..types import CLAMP_ACTS, UNIT_ACTS, Act
 from .passes import DeadCode, Pass, StripQuant, _rename
 from .program import (
     Activate,
@@ -64,11 +64,6 @@ from .program import (
     StepProgram,
     Sub,
 )
-
-#: activations the integer lowering computes in place (no table)
-IN_PLACE = frozenset({Act.IDENTITY, Act.RELU, Act.HARDTANH})
-#: table functions whose output has a fixed unit scale
-UNIT_OF = {Act.TANH: "tanh", Act.SIGMOID: "sigmoid", Act.HARDSIGMOID: "sigmoid"}
 
 
 class Cls(str, enum.Enum):
@@ -267,7 +262,7 @@ class _Placer:
         if isinstance(op, Mul):
             return replace(op, a=self.narrow(op.a), b=self.narrow(op.b))
         if isinstance(op, Activate):
-            return replace(op, x=self.lowered(op.x) if op.fn in IN_PLACE else self.table_input(op.x, op.fn))
+            return replace(op, x=self.lowered(op.x) if op.fn in CLAMP_ACTS else self.table_input(op.x, op.fn))
         if isinstance(op, Gt) and self.vec(op.a) and self.vec(op.b):
             a, b = self.same_scale(op.a, op.b)
             return replace(op, a=a, b=b)
@@ -294,7 +289,7 @@ class _Placer:
         if isinstance(op, Div):
             return Cls.RATIO
         if isinstance(op, Activate):
-            return c[op.x] if op.fn in IN_PLACE else Cls.TABLE
+            return c[op.x] if op.fn in CLAMP_ACTS else Cls.TABLE
         if isinstance(op, Select):
             branches = [c[x] for x in (op.a, op.b) if x in c]
             if all(v is Cls.BINARY for v in branches):
@@ -313,8 +308,8 @@ class _Placer:
         if state is not None:
             self.named_states.add(state)
             name = PointName(PointKind.STATE, state)
-            if cls is Cls.TABLE and fn in UNIT_OF:
-                return QPoint(QRole.UNIT, fn=UNIT_OF[fn], state=True), name, f"{state}_q"
+            if cls is Cls.TABLE and fn in UNIT_ACTS:
+                return QPoint(QRole.UNIT, fn=UNIT_ACTS[fn], state=True), name, f"{state}_q"
             return QPoint(QRole.STATE), name, f"{state}_q"
         need = cls in (Cls.TABLE, Cls.RATIO) or out is not None
         if cls is Cls.SUM:
@@ -326,15 +321,15 @@ class _Placer:
         if out is not None:
             self.named_outputs.add(out)
             name = PointName(PointKind.OUTPUT, index=out)
-            if cls is Cls.TABLE and fn in UNIT_OF:
-                return QPoint(QRole.UNIT, fn=UNIT_OF[fn]), name, f"y{out}_q"
+            if cls is Cls.TABLE and fn in UNIT_ACTS:
+                return QPoint(QRole.UNIT, fn=UNIT_ACTS[fn]), name, f"y{out}_q"
             if self.spiky(op.out):
                 return QPoint(QRole.SPIKES), name, f"y{out}_q"
             return QPoint(QRole.ACT), name, f"y{out}_q"
         inner = PointName(PointKind.INNER, self.fresh(orig))
-        if cls is Cls.TABLE and fn in UNIT_OF:
-            return QPoint(QRole.UNIT, fn=UNIT_OF[fn]), inner, f"{orig}_q"
-        tables = {r.fn for r in readers if isinstance(r, Activate) and r.fn not in IN_PLACE}
+        if cls is Cls.TABLE and fn in UNIT_ACTS:
+            return QPoint(QRole.UNIT, fn=UNIT_ACTS[fn]), inner, f"{orig}_q"
+        tables = {r.fn for r in readers if isinstance(r, Activate) and r.fn not in CLAMP_ACTS}
         if cls is Cls.SUM and len(tables) == 1 and all(isinstance(r, (Activate, Add, Sub)) for r in readers):
             return QPoint(QRole.PRE, fn=tables.pop().value), inner, f"{orig}_q"
         return QPoint(QRole.INNER), inner, f"{orig}_q"
