@@ -414,7 +414,7 @@ def _fused_function(
         e.op("Squeeze", res[1], ax0, outputs=["y0"])
     else:
         e.op("Transpose", e.op("Squeeze", res[0], e.ints([1], "ax1")), perm=[1, 0, 2], outputs=["y0"])
-    for f, out in zip(res[1:] if not last else (), outs):
+    for f, out in zip(res[1:], outs):  # none with ``last`` (a whole-sequence model has no final states)
         e.op("Squeeze", f, ax0, outputs=[out])
     doc = f"edgeseq step program '{prog.name}' as ONNX {k.op_type} (a pattern rewrite, edgeseq.export.onnx.fused)"
     prog = prog.replace(name=f"{prog.name.split('.')[0]}.onnx_{k.op_type.lower()}{'' if finals else '_seq'}")

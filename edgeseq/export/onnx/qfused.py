@@ -23,7 +23,7 @@ from ...ir.step import StepProgram
 from ...ir.step.passes import StripQuant
 from ._emit import f32
 from .fused import FusedKernel, fused_kernel
-from .qweights import int_weights, storage
+from .qweights import int_weights
 
 if TYPE_CHECKING:  # pragma: no cover
     from .qdq import QdqLowering
@@ -123,4 +123,4 @@ def render_quantized_lstm(lw: "QdqLowering", node, num, k: FusedKernel) -> None:
     for key, final in zip(num.keys, (yh, yc)):
         e = lw.entry(key)
         q = lw.quant(m, m.op("Squeeze", final, ax0), e.scale, e.bits, hint="state")
-        m.op("Cast", q, to=storage(e.bits), outputs=[lw.state_out(key)])
+        m.op("Identity", q, outputs=[lw.state_out(key)])  # lw.quant gives the state's storage type
